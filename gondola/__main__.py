@@ -1,0 +1,3 @@
+from gondola.cli import main
+
+raise SystemExit(main())

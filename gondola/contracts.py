@@ -1,0 +1,375 @@
+"""Event contracts: the envelope, the event types, validation, and gateway -> cloud batches.
+
+One source of truth for every side. An event on the wire (MQTT payload, batch line) is a JSON
+object::
+
+    {"event_id": "pos-s001-r01:42", "type": "pos.line", "schema": 1,
+     "store_id": "s001", "device_id": "pos-s001-r01", "seq": 42,
+     "ts": 1764410400000, "received_at": 1764410400250,
+     "data": {...type-specific fields...}}
+
+``(device_id, seq)`` is the identity of an event: retries carry the same pair and are removed
+downstream; a gap in ``seq`` per device is a counted loss. ``ts`` is the device clock and
+``received_at`` the gateway clock, both epoch milliseconds UTC; ``received_at`` is absent until
+a gateway has accepted the event.
+
+``docs/contracts.md`` shows an example of each type.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+from gondola.errors import ContractError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EVENT_TYPES",
+    "PRIORITY",
+    "Field",
+    "validate_event",
+    "parse_event",
+    "make_event",
+    "event_key",
+    "BatchMessage",
+    "encode_batch",
+    "decode_batch",
+    "pack_batches",
+    "MAX_MESSAGE_BYTES",
+    "BATCH_SCHEMA",
+]
+
+SCHEMA_VERSION = 1
+BATCH_SCHEMA = "gondola.batch.v1"
+#: IoT Hub's device-to-cloud message size limit.
+MAX_MESSAGE_BYTES = 256 * 1024
+
+# Plausibility bounds: a reading outside them is a broken device or a broken payload.
+_MAX_QTY = 1_000
+_MAX_PRICE_CENTS = 10_000_000
+_MAX_WEIGHT_G = 500_000.0
+_MAX_UNITS = 100_000
+# Device clocks before 2020 or after 2100 are not clocks.
+_MIN_TS = 1_577_836_800_000
+_MAX_TS = 4_102_444_800_000
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an event's ``data``."""
+
+    kind: type | tuple[type, ...]
+    required: bool = True
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    doc: str = ""
+
+
+_ID = Field(str, doc="identifier")
+
+#: The fields of each event type's ``data``. Adding an optional field is backward compatible;
+#: anything else bumps SCHEMA_VERSION.
+EVENT_TYPES: dict[str, dict[str, Field]] = {
+    "pos.line": {
+        "txn_id": Field(str, doc="transaction id, unique per register"),
+        "register": Field(str, doc="register (lane) id"),
+        "line": Field(int, lo=1, hi=10_000, doc="line number within the transaction"),
+        "sku": Field(str, doc="product id"),
+        "qty": Field(int, lo=-_MAX_QTY, hi=_MAX_QTY, doc="units; negative for returns and voids"),
+        "price_cents": Field(int, lo=0, hi=_MAX_PRICE_CENTS, doc="unit price in integer cents"),
+        "kind": Field(str, required=False, choices=("sale", "void", "return"), doc="default sale"),
+        "loyalty_id": Field(str, required=False, doc="PERSONAL DATA: shopper's card; never leaves the store in clear"),
+        "loyalty_pid": Field(str, required=False, doc="keyed hash of loyalty_id, set by the gateway"),
+    },
+    "shelf.reading": {
+        "facing_id": Field(str, doc="shelf facing id from the planogram"),
+        "sku": Field(str, doc="product the planogram puts on this facing"),
+        "weight_g": Field((int, float), lo=-1_000.0, hi=_MAX_WEIGHT_G, doc="load cell reading, grams"),
+        "units_est": Field(int, lo=0, hi=_MAX_UNITS, doc="units on the shelf estimated by the sensor"),
+        "battery_pct": Field((int, float), lo=0.0, hi=100.0, doc="battery level"),
+        "rssi_dbm": Field(int, lo=-150, hi=0, doc="radio signal strength"),
+    },
+    "shelf.restock": {
+        "facing_id": Field(str, doc="facing that was refilled"),
+        "sku": Field(str, doc="product put on the shelf"),
+        "units_added": Field(int, lo=0, hi=_MAX_UNITS, doc="units put on the shelf"),
+        "staff_id": Field(str, required=False, doc="handheld user (pseudonymous staff code)"),
+    },
+    "inventory.delivery": {
+        "delivery_id": Field(str, doc="delivery note id"),
+        "sku": Field(str, doc="product delivered"),
+        "units": Field(int, lo=0, hi=_MAX_UNITS * 10, doc="units received into the backroom"),
+    },
+    "edge.alert": {
+        "facing_id": Field(str, doc="facing the alert is about"),
+        "sku": Field(str, doc="product on that facing"),
+        "state": Field(str, choices=("raised", "cleared"), doc="hysteresis state change"),
+        "probability": Field((int, float), lo=0.0, hi=1.0, doc="stock-out probability within the horizon"),
+        "horizon_min": Field(int, lo=1, hi=7 * 24 * 60, doc="prediction horizon, minutes"),
+        "scorer": Field(str, doc="which scorer decided: baseline name or model version"),
+        "units_est": Field((int, float), required=False, lo=0.0, hi=_MAX_UNITS, doc="estimated units on shelf"),
+    },
+    "edge.health": {
+        "buffer_rows": Field(int, lo=0, doc="events held in the buffer"),
+        "buffer_bytes": Field(int, lo=0, doc="bytes held by the buffer"),
+        "unsent_rows": Field(int, lo=0, doc="events not yet accepted by the hub"),
+        "oldest_unsent_age_s": Field((int, float), lo=0.0, doc="age of the oldest unsent event"),
+        "evictions": Field(int, lo=0, doc="events evicted since start of the buffer"),
+        "seq_gaps": Field(int, lo=0, doc="events missing in device seq counters"),
+        "quarantined": Field(int, lo=0, doc="payloads rejected by the collector"),
+        "last_uplink_ts": Field(int, required=False, doc="when the hub last accepted a batch"),
+        "model_version": Field(str, required=False, doc="model in use, or the baseline's name"),
+    },
+}
+
+#: Uplink priority: lower drains first. Alerts, then POS, then stock movements, then readings.
+PRIORITY: dict[str, int] = {
+    "edge.alert": 0,
+    "edge.health": 0,
+    "pos.line": 1,
+    "shelf.restock": 2,
+    "inventory.delivery": 2,
+    "shelf.reading": 3,
+}
+
+_ENVELOPE: dict[str, Field] = {
+    "event_id": _ID,
+    "type": Field(str, choices=tuple(EVENT_TYPES)),
+    "schema": Field(int, lo=1, hi=SCHEMA_VERSION),
+    "store_id": _ID,
+    "device_id": _ID,
+    "seq": Field(int, lo=0, hi=2**63 - 1),
+    "ts": Field(int, lo=_MIN_TS, hi=_MAX_TS),
+    "received_at": Field(int, required=False, lo=_MIN_TS, hi=_MAX_TS),
+    "data": Field(dict),
+}
+
+
+def _check(path: str, value: Any, spec: Field) -> None:
+    kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+    # bool is an int in Python; in a contract it is not.
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        got = type(value).__name__
+        want = "/".join(k.__name__ for k in kinds)
+        raise ContractError("wrong_type", f"{path}: expected {want}, got {got} {value!r:.40}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ContractError("out_of_range", f"{path}: {value!r} is not a finite number")
+    if isinstance(value, str):
+        if not value or len(value) > 128:
+            raise ContractError("out_of_range", f"{path}: string must be 1-128 characters, got {len(value)}")
+    if spec.lo is not None and value < spec.lo or spec.hi is not None and value > spec.hi:
+        raise ContractError("out_of_range", f"{path}: {value!r} outside [{spec.lo}, {spec.hi}]")
+    if spec.choices is not None and value not in spec.choices:
+        raise ContractError("bad_value", f"{path}: {value!r} not one of {', '.join(spec.choices)}")
+
+
+def validate_event(event: Any) -> dict:
+    """Check an event against the contract; return it unchanged.
+
+    Raises:
+        ContractError: with ``reason`` in ``not_object``, ``missing_field``, ``unknown_field``,
+            ``wrong_type``, ``out_of_range``, ``bad_value``, ``unknown_type``.
+    """
+    if not isinstance(event, dict):
+        raise ContractError("not_object", f"event must be a JSON object, got {type(event).__name__}")
+    etype = event.get("type")
+    if isinstance(etype, str) and etype not in EVENT_TYPES:
+        raise ContractError("unknown_type", f"type: {etype!r} is not an event type")
+    for name, spec in _ENVELOPE.items():
+        if name not in event:
+            if spec.required:
+                raise ContractError("missing_field", f"{name}: required")
+            continue
+        _check(name, event[name], spec)
+    extra = set(event) - set(_ENVELOPE)
+    if extra:
+        raise ContractError("unknown_field", f"unexpected envelope field(s): {', '.join(sorted(extra))}")
+    fields = EVENT_TYPES[event["type"]]
+    data = event["data"]
+    for name, spec in fields.items():
+        if name not in data:
+            if spec.required:
+                raise ContractError("missing_field", f"data.{name}: required for {event['type']}")
+            continue
+        _check(f"data.{name}", data[name], spec)
+    extra = set(data) - set(fields)
+    if extra:
+        raise ContractError("unknown_field", f"data: unexpected field(s) for {event['type']}: {', '.join(sorted(extra))}")
+    return event
+
+
+def parse_event(payload: bytes | str) -> dict:
+    """Decode one JSON payload and validate it.
+
+    Raises:
+        ContractError: ``bad_json`` when the payload is not UTF-8 JSON, else as ``validate_event``.
+    """
+    try:
+        event = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ContractError("bad_json", f"payload is not JSON: {exc}"[:200]) from None
+    return validate_event(event)
+
+
+def make_event(
+    etype: str, *, store_id: str, device_id: str, seq: int, ts: int, data: Mapping[str, Any]
+) -> dict:
+    """Build a valid event (devices and the gateway's own alerts use this)."""
+    return {
+        "event_id": f"{device_id}:{seq}",
+        "type": etype,
+        "schema": SCHEMA_VERSION,
+        "store_id": store_id,
+        "device_id": device_id,
+        "seq": int(seq),
+        "ts": int(ts),
+        "data": dict(data),
+    }
+
+
+def event_key(event: Mapping[str, Any]) -> tuple[str, int]:
+    """The identity of an event: ``(device_id, seq)``."""
+    return event["device_id"], event["seq"]
+
+
+# --------------------------------------------------------------------------------------------
+# Gateway -> cloud batches
+# --------------------------------------------------------------------------------------------
+
+_ENCODINGS = ("gzip", "deflate", "identity")
+
+
+@dataclass(frozen=True)
+class BatchMessage:
+    """One gateway -> cloud message: an encoded body and the application properties."""
+
+    body: bytes
+    properties: dict[str, str]
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+
+def _compress(raw: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        # mtime=0 keeps the bytes a pure function of the events.
+        return gzip.compress(raw, compresslevel=6, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(raw, 6)
+    if encoding == "identity":
+        return raw
+    raise ValueError(f"unknown content encoding {encoding!r}; use one of {', '.join(_ENCODINGS)}")
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    try:
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, zlib.error, EOFError) as exc:
+        raise ContractError("bad_encoding", f"cannot decompress {encoding} body: {exc}") from None
+    if encoding == "identity":
+        return body
+    raise ContractError("bad_encoding", f"unknown content encoding {encoding!r}")
+
+
+def _line(event: Mapping[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _properties(events: list[Mapping[str, Any]], store_id: str, encoding: str) -> dict[str, str]:
+    first = events[0]
+    return {
+        "schema": BATCH_SCHEMA,
+        "content-type": "application/x-ndjson",
+        "content-encoding": encoding,
+        "store_id": store_id,
+        "first_device_id": str(first["device_id"]),
+        "first_seq": str(first["seq"]),
+        "count": str(len(events)),
+    }
+
+
+def encode_batch(events: list[Mapping[str, Any]], *, store_id: str, encoding: str = "gzip") -> BatchMessage:
+    """Encode events as compressed newline-delimited JSON with IoT Hub application properties.
+
+    Raises:
+        ValueError: if ``events`` is empty or the encoded body exceeds MAX_MESSAGE_BYTES
+            (use ``pack_batches`` to split).
+    """
+    if not events:
+        raise ValueError("a batch needs at least one event")
+    raw = b"\n".join(_line(e) for e in events)
+    body = _compress(raw, encoding)
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"batch of {len(events)} events encodes to {len(body)} bytes > {MAX_MESSAGE_BYTES}")
+    return BatchMessage(body=body, properties=_properties(events, store_id, encoding))
+
+
+def decode_batch(body: bytes, properties: Mapping[str, str]) -> list[dict]:
+    """Decode a batch body back into events (not re-validated: the gateway already did).
+
+    Raises:
+        ContractError: ``bad_schema``, ``bad_encoding``, ``bad_json`` or ``bad_count``.
+    """
+    schema = properties.get("schema")
+    if schema != BATCH_SCHEMA:
+        raise ContractError("bad_schema", f"batch schema {schema!r} is not {BATCH_SCHEMA}")
+    raw = _decompress(body, properties.get("content-encoding", "identity"))
+    try:
+        events = [json.loads(line) for line in raw.split(b"\n") if line]
+    except ValueError as exc:
+        raise ContractError("bad_json", f"batch line is not JSON: {exc}") from None
+    count = properties.get("count")
+    if count is not None and str(len(events)) != count:
+        raise ContractError("bad_count", f"batch says {count} events, holds {len(events)}")
+    return events
+
+
+def pack_batches(
+    events: Iterable[Mapping[str, Any]],
+    *,
+    store_id: str,
+    encoding: str = "gzip",
+    max_bytes: int = MAX_MESSAGE_BYTES,
+) -> Iterator[tuple[BatchMessage, list[Mapping[str, Any]]]]:
+    """Split events into messages of at most ``max_bytes`` encoded; yield (message, its events).
+
+    Compressed size is not known before compressing, so this estimates from the raw size with
+    the last observed ratio and halves a batch that still comes out too big.
+    """
+    pending: list[Mapping[str, Any]] = []
+    raw_bytes = 0
+    ratio = 1.0 if encoding == "identity" else 0.25
+
+    def emit(chunk: list[Mapping[str, Any]]) -> Iterator[tuple[BatchMessage, list[Mapping[str, Any]]]]:
+        nonlocal ratio
+        raw = b"\n".join(_line(e) for e in chunk)
+        body = _compress(raw, encoding)
+        if len(body) > max_bytes and len(chunk) > 1:
+            half = len(chunk) // 2
+            yield from emit(chunk[:half])
+            yield from emit(chunk[half:])
+            return
+        if len(body) > max_bytes:
+            raise ValueError(f"one event encodes to {len(body)} bytes > {max_bytes}")
+        ratio = max(len(body) / max(len(raw), 1), 0.01)
+        yield BatchMessage(body=body, properties=_properties(chunk, store_id, encoding)), chunk
+
+    for event in events:
+        size = len(_line(event)) + 1
+        if pending and (raw_bytes + size) * ratio * 1.1 > max_bytes:
+            yield from emit(pending)
+            pending, raw_bytes = [], 0
+        pending.append(event)
+        raw_bytes += size
+    if pending:
+        yield from emit(pending)

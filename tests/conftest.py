@@ -1,0 +1,92 @@
+"""Shared test fixtures.
+
+Components that pip cannot install (Mosquitto, Azurite, Java for Spark, Chromium) are found on
+the machine. A developer without one sees the tests that need it skipped, with the reason;
+under ``GONDOLA_REQUIRE_ALL=1`` (set by ``.ci/run``) a missing component fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REQUIRE_ALL = os.environ.get("GONDOLA_REQUIRE_ALL") == "1"
+
+
+def require(available: bool, what: str) -> None:
+    """Skip (or, in CI, fail) the calling test when a component is missing."""
+    if available:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} is missing and GONDOLA_REQUIRE_ALL=1", pytrace=False)
+    pytest.skip(f"{what} is missing (CI installs it; see .ci/run)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+class MosquittoServer:
+    """A real Mosquitto broker on a free loopback port, configured like a store gateway's."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MosquittoServer":
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 0\n"
+        )
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """A running Mosquitto broker; skips (or fails in CI) when Mosquitto is not installed."""
+    require(mosquitto_binary() is not None, "Mosquitto (Debian package 'mosquitto')")
+    server = MosquittoServer(tmp_path).start()
+    yield server
+    server.stop()
