@@ -1,0 +1,1 @@
+"""Ingest into bronze: the stream (hub / Event Hubs) and batch files (master data, sales exports)."""
