@@ -1,0 +1,133 @@
+"""The event contract: validation messages, identity, and gateway -> cloud batches."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from gondola.contracts import (
+    EVENT_TYPES,
+    MAX_MESSAGE_BYTES,
+    PRIORITY,
+    decode_batch,
+    encode_batch,
+    event_key,
+    make_event,
+    pack_batches,
+    parse_event,
+    validate_event,
+)
+from gondola.errors import ContractError
+
+T0 = 1_764_403_200_000  # 2025-11-29T08:00:00Z
+
+EXAMPLES = {
+    "pos.line": dict(txn_id="t1", register="r1", line=1, sku="sku-0001", qty=2, price_cents=249),
+    "shelf.reading": dict(facing_id="f-0001", sku="sku-0001", weight_g=1234.5, units_est=12, battery_pct=87.5, rssi_dbm=-61),
+    "shelf.restock": dict(facing_id="f-0001", sku="sku-0001", units_added=10),
+    "inventory.delivery": dict(delivery_id="d1", sku="sku-0001", units=120),
+    "edge.alert": dict(facing_id="f-0001", sku="sku-0001", state="raised", probability=0.82, horizon_min=120, scorer="baseline-poisson"),
+    "edge.health": dict(buffer_rows=10, buffer_bytes=4096, unsent_rows=3, oldest_unsent_age_s=1.5, evictions=0, seq_gaps=0, quarantined=0),
+}
+
+
+def event(etype="pos.line", seq=1, **data):
+    return make_event(etype, store_id="s001", device_id="dev-1", seq=seq, ts=T0 + seq, data=EXAMPLES[etype] | data)
+
+
+def test_every_event_type_has_an_example_that_validates_and_a_priority():
+    assert set(EXAMPLES) == set(EVENT_TYPES) == set(PRIORITY)
+    for etype in EVENT_TYPES:
+        assert validate_event(event(etype))["type"] == etype
+
+
+def test_identity_is_device_and_seq():
+    e = event(seq=42)
+    assert event_key(e) == ("dev-1", 42)
+    assert e["event_id"] == "dev-1:42"
+
+
+@pytest.mark.parametrize(
+    "mutate, reason, words",
+    [
+        (lambda e: e.pop("seq"), "missing_field", "seq: required"),
+        (lambda e: e["data"].pop("sku"), "missing_field", "data.sku"),
+        (lambda e: e["data"].update(qty="2"), "wrong_type", "data.qty: expected int, got str"),
+        (lambda e: e["data"].update(qty=True), "wrong_type", "got bool"),
+        (lambda e: e["data"].update(price_cents=-1), "out_of_range", "data.price_cents"),
+        (lambda e: e["data"].update(qty=10**9), "out_of_range", "data.qty"),
+        (lambda e: e.update(ts=5), "out_of_range", "ts"),
+        (lambda e: e.update(type="pos.lines"), "unknown_type", "pos.lines"),
+        (lambda e: e["data"].update(colour="red"), "unknown_field", "colour"),
+        (lambda e: e.update(extra=1), "unknown_field", "extra"),
+        (lambda e: e["data"].update(kind="gift"), "bad_value", "data.kind"),
+        (lambda e: e.update(store_id=""), "out_of_range", "store_id"),
+    ],
+)
+def test_invalid_events_are_rejected_with_a_reason_naming_the_field(mutate, reason, words):
+    e = event()
+    mutate(e)
+    with pytest.raises(ContractError) as info:
+        validate_event(e)
+    assert info.value.reason == reason
+    assert words in info.value.detail
+
+
+def test_non_finite_numbers_are_rejected():
+    with pytest.raises(ContractError, match="finite"):
+        validate_event(event("shelf.reading", weight_g=float("nan")))
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"\xff\xfe", b"[1,2]", b"null", b'"x"', b"{}" * 3])
+def test_parse_event_never_raises_anything_but_contract_errors(payload):
+    with pytest.raises(ContractError):
+        parse_event(payload)
+
+
+def test_parse_event_accepts_a_json_payload():
+    assert parse_event(json.dumps(event()).encode())["seq"] == 1
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+def test_batch_round_trips_with_properties(encoding):
+    events = [event(seq=i) for i in range(1, 101)]
+    msg = encode_batch(events, store_id="s001", encoding=encoding)
+    assert msg.properties["count"] == "100"
+    assert msg.properties["first_seq"] == "1"
+    assert msg.properties["content-encoding"] == encoding
+    assert decode_batch(msg.body, msg.properties) == events
+
+
+def test_decode_batch_rejects_a_count_mismatch_and_a_foreign_schema():
+    msg = encode_batch([event()], store_id="s001")
+    with pytest.raises(ContractError, match="bad_count"):
+        decode_batch(msg.body, msg.properties | {"count": "2"})
+    with pytest.raises(ContractError, match="bad_schema"):
+        decode_batch(msg.body, msg.properties | {"schema": "other"})
+    with pytest.raises(ContractError, match="bad_encoding"):
+        decode_batch(b"not gzip", msg.properties)
+
+
+def test_pack_batches_keeps_every_event_once_in_order_under_the_size_cap():
+    rng = random.Random(3)
+    # Random SKUs and prices make the text hard to compress, so several messages are needed.
+    events = [event(seq=i, sku=f"sku-{rng.randrange(10**9)}", price_cents=rng.randrange(10**6)) for i in range(1, 30_001)]
+    packed = list(pack_batches(events, store_id="s001"))
+    assert len(packed) > 1
+    assert all(msg.size <= MAX_MESSAGE_BYTES for msg, _ in packed)
+    out = [e for msg, _ in packed for e in decode_batch(msg.body, msg.properties)]
+    assert out == events
+
+
+def test_pack_batches_honours_a_small_cap():
+    events = [event(seq=i) for i in range(1, 2001)]
+    packed = list(pack_batches(events, store_id="s001", max_bytes=4096, encoding="identity"))
+    assert all(msg.size <= 4096 for msg, _ in packed)
+    assert sum(len(chunk) for _, chunk in packed) == 2000
+
+
+def test_encode_batch_refuses_an_empty_batch():
+    with pytest.raises(ValueError):
+        encode_batch([], store_id="s001")
