@@ -1,0 +1,1 @@
+"""The medallion lake: storage, table definitions, and the bronze -> silver -> gold runner."""
