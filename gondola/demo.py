@@ -1,0 +1,324 @@
+"""``gondola demo``: simulated stores -> store gateways -> hub -> lake -> warehouse -> dashboard.
+
+The whole chain on one machine with real parts: each simulated store's devices publish over
+MQTT (Mosquitto when installed, else the embedded amqtt broker) to its own gateway, which
+commits to SQLite, scores every facing, raises alerts and uplinks compressed batches to the
+embedded hub on disk; the cloud side then ingests the hub into bronze, builds silver and gold
+Delta tables, a DuckDB warehouse and a static HTML dashboard, and the run is scored against the
+simulator's ground truth.
+
+Time is simulated and runs in lock-step: for each tick the stores publish what their devices
+sent, the demo waits until every gateway has committed it (acknowledged = committed), then
+moves the shared clock and lets the gateways score and uplink. That makes the run as fast as
+the machine allows and its numbers reproducible for a seed.
+
+This module is demo wiring: it is the one place besides tests and benchmarks allowed to import
+``firmware_sim``. ``docs/summary.md`` documents the keys of ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, SimClock, ms_to_iso
+from gondola.errors import ConfigError, GondolaError
+from gondola.progress import Progress
+
+__all__ = ["DemoConfig", "run_demo", "main"]
+
+# Midnight UTC, Monday 2026-11-02: a fixed start keeps runs reproducible.
+DEFAULT_START_MS = 1_793_577_600_000
+_MARKER = ".gondola-demo"
+
+
+@dataclass
+class DemoConfig:
+    stores: int = 2
+    skus: int = 200
+    days: float = 2.0
+    seed: int = 7
+    out: Path = Path("out/demo")
+    tick_min: int = 15
+    uplink_every_min: int = 60
+    horizon_min: int = 120
+    broker: str = "auto"  # auto | mosquitto | embedded
+    scenario: Path | None = None
+    sensor_share: float = 0.5
+    start_ms: int = DEFAULT_START_MS
+    quiet: bool = False
+    dashboard: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not 1 <= self.stores <= 50:
+            raise ConfigError(f"--stores must be 1-50 for the demo, got {self.stores}")
+        if not 10 <= self.skus <= 5000:
+            raise ConfigError(f"--skus must be 10-5000, got {self.skus}")
+        if not 0 < self.days <= 30:
+            raise ConfigError(f"--days must be in (0, 30], got {self.days}")
+        if self.broker not in ("auto", "mosquitto", "embedded"):
+            raise ConfigError(f"--broker must be auto, mosquitto or embedded, got {self.broker!r}")
+        if not 1 <= self.tick_min <= 60:
+            raise ConfigError(f"--tick-min must be 1-60, got {self.tick_min}")
+
+
+def _prepare_out(out: Path) -> None:
+    """Start from an empty output folder; only ever delete a folder a previous demo made."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / _MARKER).exists():
+            raise ConfigError(f"{out} is not empty and was not made by 'gondola demo'; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("made by gondola demo; deleted and rebuilt by the next run\n")
+
+
+def _log(cfg: DemoConfig, text: str) -> None:
+    if not cfg.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Run the chain; return the summary (also written to ``<out>/summary.json``).
+
+    Raises:
+        ConfigError: bad options or an output folder that is not the demo's.
+        GondolaError: a component failed (the message says which).
+    """
+    # Imported here: the kernel must not need every side's dependencies to load.
+    from cloud.wiring import CloudSettings, build_cloud
+    from edge.broker import start_broker
+    from edge.wiring import EdgeSettings, build_gateway
+    from firmware_sim import Scenario, StoreSim, write_master_data
+    from firmware_sim.mqtt import MqttPublisher
+    from models.evaluation import match_alerts
+
+    cfg.validate()
+    out = cfg.out
+    _prepare_out(out)
+    started = time.monotonic()
+    scenario = Scenario.load(cfg.scenario) if cfg.scenario else Scenario.default()
+    end_ms = cfg.start_ms + int(cfg.days * DAY_MS)
+
+    sims = [
+        StoreSim(
+            store_id=f"s{i + 1:03d}",
+            skus=cfg.skus,
+            seed=cfg.seed * 1_000 + i,
+            start_ms=cfg.start_ms,
+            scenario=scenario,
+            sensor_share=cfg.sensor_share,
+        )
+        for i in range(cfg.stores)
+    ]
+    master_dir = out / "master"
+    write_master_data(master_dir, sims)
+
+    broker = start_broker(prefer=cfg.broker, data_dir=out / "broker")
+    _log(cfg, f"broker: {broker.kind} on {broker.host}:{broker.port}")
+    clock = SimClock(cfg.start_ms)
+    hub_path = out / "hub.sqlite"
+    gateways = {}
+    publisher = None
+    sent = Counter()
+    published = Counter()
+    alerts: list[tuple[str, str, int]] = []
+    try:
+        for sim in sims:
+            settings = EdgeSettings(
+                store_id=sim.store_id,
+                broker_host=broker.host,
+                broker_port=broker.port,
+                data_dir=out / "gateways" / sim.store_id,
+                hub="local",
+                hub_path=hub_path,
+                planogram_path=master_dir / "planogram.csv",
+                horizon_min=cfg.horizon_min,
+            )
+            gw = build_gateway(settings, clock=clock)
+            gw.start()
+            gateways[sim.store_id] = gw
+        publisher = MqttPublisher(broker.host, broker.port, client_id="gondola-demo-devices")
+
+        tick_ms = cfg.tick_min * MINUTE_MS
+        ticks = list(range(cfg.start_ms + tick_ms, end_ms + 1, tick_ms))
+        progress = Progress(len(ticks), "simulating", every=10) if not cfg.quiet else None
+        next_uplink = cfg.start_ms + cfg.uplink_every_min * MINUTE_MS
+        for t in ticks:
+            for sim in sims:
+                msgs = sim.run_until(t)
+                published[sim.store_id] += publisher.publish_many(msgs)
+                for m in msgs:
+                    sent[m.etype or "malformed"] += 1
+            for sim in sims:
+                _wait_committed(gateways[sim.store_id], published[sim.store_id])
+            clock.advance_to(t)
+            for sid, gw in gateways.items():
+                for alert in gw.run_cycle(t):
+                    if alert["data"]["state"] == "raised":
+                        alerts.append((sid, alert["data"]["facing_id"], alert["ts"]))
+            if t >= next_uplink:
+                for gw in gateways.values():
+                    gw.drain()
+                next_uplink += cfg.uplink_every_min * MINUTE_MS
+            if progress:
+                progress.advance(note=ms_to_iso(t)[:16])
+        for gw in gateways.values():
+            gw.drain()
+        health = {sid: gw.health() for sid, gw in gateways.items()}
+    finally:
+        if publisher is not None:
+            publisher.close()
+        for gw in gateways.values():
+            gw.stop()
+        broker.stop()
+    edge_seconds = time.monotonic() - started
+
+    _log(cfg, "cloud: ingest, bronze -> silver -> gold, warehouse, dashboard")
+    cloud = build_cloud(
+        CloudSettings(lake_uri=str(out / "lake"), hub_path=hub_path, warehouse_path=out / "warehouse.duckdb")
+    )
+    batch = cloud.ingest_batch(master_dir)
+    bronze_new = cloud.ingest_stream()
+    transform = cloud.transform()
+    warehouse = cloud.build_warehouse()
+    dashboard = cloud.build_dashboard(out / "dashboard.html") if cfg.dashboard else None
+    counts = cloud.table_counts()
+
+    truth_emitted = Counter()
+    stockouts = []
+    dropped = 0
+    faults = Counter()
+    for sim in sims:
+        for etype, keys in sim.truth.emitted.items():
+            truth_emitted[etype] += len(keys)
+        stockouts.extend(
+            (s[0], s[1], s[3], s[4]) for s in sim.truth.stockouts if s[3] < end_ms
+        )
+        dropped += len(sim.truth.dropped)
+        faults.update(sim.truth.faults)
+    quality = match_alerts(alerts, stockouts, cfg.horizon_min * MINUTE_MS)
+
+    silver_rows = {k: v for k, v in counts.items() if k.startswith("silver.")}
+    summary = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "extra"},
+        "broker": broker.kind,
+        "devices": {
+            "emitted": dict(sorted(truth_emitted.items())),
+            "sent_messages": dict(sorted(sent.items())),
+            "dropped_by_faults": dropped,
+            "faults": dict(sorted(faults.items())),
+        },
+        "gateways": {
+            "received": sum(h.get("received", 0) for h in health.values()),
+            "committed": sum(h.get("buffer_rows_total", h.get("committed", 0)) for h in health.values()),
+            "quarantined": sum(h.get("quarantined", 0) for h in health.values()),
+            "duplicates_ignored": sum(h.get("duplicates", 0) for h in health.values()),
+            "uplinked": sum(h.get("sent_rows", h.get("uplinked", 0)) for h in health.values()),
+            "seq_gaps": sum(h.get("seq_gaps", 0) for h in health.values()),
+            "evictions": sum(h.get("evictions", 0) for h in health.values()),
+            "per_store": health,
+        },
+        "cloud": {
+            "batch_ingest": batch,
+            "bronze_new_rows": bronze_new,
+            "transform": transform,
+            "duplicates_removed": transform.get("duplicates_removed"),
+            "quarantined": transform.get("quarantined"),
+        },
+        "tables": counts,
+        "silver_rows": silver_rows,
+        "alerts": {
+            "raised": len(alerts),
+            "ground_truth_stockouts": len(stockouts),
+            "horizon_min": cfg.horizon_min,
+            **quality,
+        },
+        "paths": {
+            "out": str(out),
+            "dashboard": str(dashboard) if dashboard else None,
+            "warehouse": str(warehouse),
+            "lake": str(out / "lake"),
+            "hub": str(hub_path),
+        },
+        "seconds": {"edge": round(edge_seconds, 1), "total": round(time.monotonic() - started, 1)},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return summary
+
+
+def _wait_committed(gw, target: int, timeout_s: float = 60.0) -> None:
+    """Block until a gateway has committed ``target`` messages (its acks say so)."""
+    deadline = time.monotonic() + timeout_s
+    while gw.committed_count() < target:
+        if time.monotonic() > deadline:
+            raise GondolaError(
+                f"gateway committed {gw.committed_count()} of {target} published messages after {timeout_s}s"
+            )
+        time.sleep(0.002)
+
+
+def format_summary(summary: dict) -> str:
+    """The human table ``gondola demo`` prints."""
+    dev = summary["devices"]
+    gw = summary["gateways"]
+    al = summary["alerts"]
+    rows = [("devices emitted (valid events)", sum(dev["emitted"].values()))]
+    rows += [(f"  {k}", v) for k, v in dev["emitted"].items()]
+    rows += [
+        ("messages sent (incl. faults)", sum(dev["sent_messages"].values())),
+        ("gateways committed", gw["committed"]),
+        ("gateways quarantined", gw["quarantined"]),
+        ("gateways uplinked", gw["uplinked"]),
+        ("sequence gaps", gw["seq_gaps"]),
+        ("bronze rows", summary["tables"].get("bronze.events", "-")),
+    ]
+    rows += [(f"{k} rows", v) for k, v in summary["tables"].items() if k.startswith(("silver.", "gold."))]
+    rows += [
+        ("duplicates removed in silver", summary["cloud"].get("duplicates_removed")),
+        ("stock-outs in ground truth", al["ground_truth_stockouts"]),
+        ("alerts raised", al["raised"]),
+        ("precision", _fmt(al.get("precision"))),
+        ("recall", _fmt(al.get("recall"))),
+        ("median lead time (min)", _fmt(al.get("median_lead_min"))),
+        ("dashboard", summary["paths"]["dashboard"]),
+        ("warehouse", summary["paths"]["warehouse"]),
+        ("seconds", summary["seconds"]["total"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gondola demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stores", type=int, default=2, help="simulated stores (default 2)")
+    parser.add_argument("--skus", type=int, default=200, help="SKUs per store (default 200)")
+    parser.add_argument("--days", type=float, default=2.0, help="simulated days (default 2)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    parser.add_argument("--scenario", type=Path, default=None, help="scenario file (default: built-in, no faults)")
+    parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "embedded"],
+                        help="store broker: Mosquitto when installed (auto), or the embedded one")
+    parser.add_argument("--tick-min", type=int, default=15, help="simulated minutes per lock-step tick")
+    parser.add_argument("--no-dashboard", action="store_true", help="skip the HTML dashboard")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    cfg = DemoConfig(
+        stores=args.stores, skus=args.skus, days=args.days, seed=args.seed, out=args.out,
+        scenario=args.scenario, broker=args.broker, tick_min=args.tick_min,
+        dashboard=not args.no_dashboard, quiet=args.quiet,
+    )
+    summary = run_demo(cfg)
+    print(format_summary(summary))
+    print(f"\nsummary: {cfg.out / 'summary.json'}")
+    return 0
