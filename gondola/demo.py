@@ -31,7 +31,7 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, SimClock, ms_to_iso
 from gondola.errors import ConfigError, GondolaError
 from gondola.progress import Progress
 
-__all__ = ["DemoConfig", "run_demo", "main"]
+__all__ = ["DemoConfig", "DemoRun", "run_demo", "main"]
 
 # Midnight UTC, Monday 2026-11-02: a fixed start keeps runs reproducible.
 DEFAULT_START_MS = 1_793_577_600_000
@@ -49,7 +49,8 @@ class DemoConfig:
     uplink_every_min: int = 60
     horizon_min: int = 120
     broker: str = "auto"  # auto | mosquitto | embedded
-    scenario: Path | None = None
+    #: a scenario file, or a ``firmware_sim.Scenario`` object (tests), or None for the default
+    scenario: object = None
     sensor_share: float = 0.5
     start_ms: int = DEFAULT_START_MS
     quiet: bool = False
@@ -84,8 +85,17 @@ def _log(cfg: DemoConfig, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def run_demo(cfg: DemoConfig) -> dict:
-    """Run the chain; return the summary (also written to ``<out>/summary.json``).
+@dataclass
+class DemoRun:
+    """What a demo run leaves behind: the summary and, for tests, the simulators and the cloud."""
+
+    summary: dict
+    sims: list
+    cloud: object
+
+
+def run_demo(cfg: DemoConfig) -> DemoRun:
+    """Run the chain; return the run (its summary is also written to ``<out>/summary.json``).
 
     Raises:
         ConfigError: bad options or an output folder that is not the demo's.
@@ -103,7 +113,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = cfg.out
     _prepare_out(out)
     started = time.monotonic()
-    scenario = Scenario.load(cfg.scenario) if cfg.scenario else Scenario.default()
+    if cfg.scenario is None:
+        scenario = Scenario.default()
+    elif isinstance(cfg.scenario, (str, Path)):
+        scenario = Scenario.load(cfg.scenario)
+    else:
+        scenario = cfg.scenario
     end_ms = cfg.start_ms + int(cfg.days * DAY_MS)
 
     sims = [
@@ -207,7 +222,8 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     silver_rows = {k: v for k, v in counts.items() if k.startswith("silver.")}
     summary = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "extra"},
+        "config": {k: (v if isinstance(v, (int, float, bool, type(None))) else str(v))
+                   for k, v in asdict(cfg).items() if k != "extra"},
         "broker": broker.kind,
         "devices": {
             "emitted": dict(sorted(truth_emitted.items())),
@@ -250,7 +266,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "seconds": {"edge": round(edge_seconds, 1), "total": round(time.monotonic() - started, 1)},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    return summary
+    return DemoRun(summary=summary, sims=sims, cloud=cloud)
 
 
 def _wait_committed(gw, target: int, timeout_s: float = 60.0) -> None:
@@ -318,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         scenario=args.scenario, broker=args.broker, tick_min=args.tick_min,
         dashboard=not args.no_dashboard, quiet=args.quiet,
     )
-    summary = run_demo(cfg)
+    summary = run_demo(cfg).summary
     print(format_summary(summary))
     print(f"\nsummary: {cfg.out / 'summary.json'}")
     return 0
