@@ -1,0 +1,206 @@
+"""Bronze -> silver: typed tables per event type, deduplicated, masked, with expectations.
+
+Pure functions over Arrow tables run by an ``Engine``; ``cloud.lake.runner`` reads and writes.
+
+Expectations follow Delta Live Tables' three actions: ``warn`` keeps the row and counts it,
+``drop`` moves it to ``silver.quarantine`` with the names of the failed expectations, ``fail``
+stops the run before anything is written (``ExpectationFailed``). Every expectation's counts
+are recorded per run in ``silver.expectation_results``; so are duplicates (action ``dedup``,
+removed, not quarantined: a duplicate is a retry, not bad data) and late rows (``warn``:
+accepted, gold recomputes the windows they touch).
+
+Personal data: a clear ``loyalty_id`` must never reach the cloud (the gateway pseudonymizes it).
+Silver never extracts it; the ``no_clear_loyalty_id`` expectation counts offenders, and the
+clear value is masked in anything that keeps the raw text (the quarantine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cloud.lake.engine import Engine
+from cloud.lake.tables import EXPECTATION_RESULTS, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform
+from gondola.contracts import EVENT_TYPES
+from gondola.errors import ContractError
+
+__all__ = ["Expectation", "EXPECTATIONS", "ExpectationFailed", "silver_events"]
+
+
+class ExpectationFailed(ContractError):
+    """An expectation with action ``fail`` did not hold; nothing of the run was written."""
+
+    def __init__(self, table: str, name: str, failed: int):
+        super().__init__("expectation_failed", f"{table}: {failed} row(s) fail expectation {name!r}")
+        self.table, self.name, self.failed = table, name, failed
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    condition: str  # SQL over the typed columns; NULL counts as failed
+    action: str  # warn | drop | fail
+
+
+_COMMON = (
+    Expectation("schema_supported", "schema_version IS NULL OR schema_version <= 1", "fail"),
+    Expectation("valid_identity", "device_id IS NOT NULL AND seq IS NOT NULL AND seq >= 0", "drop"),
+    Expectation("valid_ts", "ts BETWEEN 1577836800000 AND 4102444800000", "drop"),
+    Expectation("store_present", "store_id IS NOT NULL", "drop"),
+    Expectation("clock_skew_under_1d", "received_at IS NULL OR ABS(received_at - ts) <= 86400000", "warn"),
+)
+
+#: silver table -> its expectations (common ones first).
+EXPECTATIONS: dict[str, tuple[Expectation, ...]] = {
+    "silver.pos_line": _COMMON + (
+        Expectation("sku_and_txn_present", "sku IS NOT NULL AND txn_id IS NOT NULL", "drop"),
+        Expectation("qty_plausible", "qty BETWEEN -1000 AND 1000", "drop"),
+        Expectation("price_non_negative", "price_cents >= 0", "drop"),
+        Expectation("no_clear_loyalty_id", "has_clear_loyalty_id = 0", "warn"),
+    ),
+    "silver.shelf_reading": _COMMON + (
+        Expectation("facing_present", "facing_id IS NOT NULL AND sku IS NOT NULL", "drop"),
+        Expectation("units_non_negative", "units_est >= 0", "drop"),
+        Expectation("battery_in_range", "battery_pct BETWEEN 0 AND 100", "warn"),
+    ),
+    "silver.shelf_restock": _COMMON + (
+        Expectation("facing_present", "facing_id IS NOT NULL AND sku IS NOT NULL", "drop"),
+        Expectation("units_non_negative", "units_added >= 0", "drop"),
+    ),
+    "silver.inventory_delivery": _COMMON + (
+        Expectation("sku_present", "sku IS NOT NULL", "drop"),
+        Expectation("units_non_negative", "units >= 0", "drop"),
+    ),
+    "silver.edge_alert": _COMMON + (
+        Expectation("state_valid", "state IN ('raised', 'cleared')", "drop"),
+        Expectation("probability_in_range", "probability BETWEEN 0 AND 1", "drop"),
+        Expectation("facing_present", "facing_id IS NOT NULL", "drop"),
+    ),
+    "silver.edge_health": _COMMON + (
+        Expectation("counters_non_negative", "buffer_rows >= 0 AND unsent_rows >= 0", "warn"),
+    ),
+}
+
+_SQL_TYPE = {"string": None, "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
+_ENVELOPE_COLS = ("event_id", "store_id", "device_id", "seq", "ts", "received_at")
+_MASK = "regexp_replace(event_json, '\"loyalty_id\":\"[^\"]*\"', '\"loyalty_id\":\"<masked>\"')"
+
+
+def _typed_select(table: str) -> str:
+    """SQL projecting typed columns of one event type out of bronze's JSON."""
+    tdef = TABLES[table]
+    data_fields = set(next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table))
+    exprs = [
+        "JSON_STR(event_json, '$.event_id') AS event_id",
+        "store_id", "device_id", "seq", "ts", "received_at",
+        "TRY_CAST(JSON_STR(event_json, '$.schema') AS BIGINT) AS schema_version",
+    ]
+    for col in tdef.columns:
+        if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run"):
+            continue
+        if col.name not in data_fields:
+            raise AssertionError(f"{table}.{col.name} is not a field of its event type")
+        raw = f"JSON_STR(event_json, '$.data.{col.name}')"
+        cast = _SQL_TYPE[col.type]
+        exprs.append(f"{raw} AS {col.name}" if cast is None else f"TRY_CAST({raw} AS {cast}) AS {col.name}")
+    if table == "silver.pos_line":
+        exprs[exprs.index("JSON_STR(event_json, '$.data.kind') AS kind")] = (
+            "COALESCE(JSON_STR(event_json, '$.data.kind'), 'sale') AS kind")
+        exprs.append("CASE WHEN JSON_STR(event_json, '$.data.loyalty_id') IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
+    exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", f"{_MASK} AS raw"]
+    return ",\n  ".join(exprs)
+
+
+def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table], *, run_id: str, run_at: int) -> dict:
+    """Type, check, deduplicate and quarantine new bronze events; return rows per silver table.
+
+    ``existing`` maps each silver table to its current ``(device_id, seq, ts)`` rows (for
+    deduplication across runs and for counting late rows). Returns ``{"tables": {name: rows},
+    "quarantine": rows, "expectations": rows, "stats": {...}}``.
+
+    Raises:
+        ExpectationFailed: a ``fail`` expectation did not hold.
+    """
+    out: dict[str, pa.Table] = {}
+    quarantine: list[pa.Table] = []
+    results: list[dict] = []
+    stats = {"bronze_rows": bronze.num_rows, "duplicates": 0, "quarantined": 0, "late": 0}
+
+    # Rows that are not events of a known type go straight to quarantine.
+    known = "', '".join(EVENT_TYPES)
+    bad = engine.run(
+        f"""SELECT 'bronze.events' AS source_table, CAST(NULL AS VARCHAR) AS target_table, device_id, seq,
+                CASE WHEN decode_error IS NOT NULL THEN 'undecodable: ' || decode_error
+                     WHEN type IS NULL THEN 'no_type' ELSE 'unknown_type: ' || type END AS reasons,
+                {_MASK} AS raw
+            FROM bronze WHERE event_json IS NULL OR type IS NULL OR type NOT IN ('{known}')""",
+        {"bronze": bronze},
+    )
+    if bad.num_rows:
+        quarantine.append(bad)
+
+    for etype, table in SILVER_EVENT_TABLES.items():
+        exps = EXPECTATIONS[table]
+        flags = ",\n  ".join(f"COALESCE({e.condition}, FALSE) AS e{i}" for i, e in enumerate(exps))
+        typed = engine.run(
+            f"SELECT *, {flags} FROM (SELECT\n  {_typed_select(table)}\nFROM bronze WHERE type = '{etype}' "
+            f"AND event_json IS NOT NULL) t",
+            {"bronze": bronze},
+        )
+        if typed.num_rows == 0:
+            out[table] = conform(table, typed)
+            continue
+        counts = engine.run(
+            "SELECT COUNT(*) AS n, " + ", ".join(f"SUM(CASE WHEN e{i} THEN 0 ELSE 1 END) AS f{i}" for i in range(len(exps)))
+            + " FROM typed",
+            {"typed": typed},
+        ).to_pylist()[0]
+        for i, e in enumerate(exps):
+            failed = int(counts[f"f{i}"] or 0)
+            if e.action == "fail" and failed:
+                raise ExpectationFailed(table, e.name, failed)
+            results.append({"table_name": table, "expectation": e.name, "action": e.action,
+                            "checked": int(counts["n"]), "failed": failed})
+        drops = [i for i, e in enumerate(exps) if e.action == "drop"]
+        all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"
+        reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE '{exps[i].name},' END" for i in drops) or "''"
+        dropped = engine.run(
+            f"""SELECT 'bronze.events' AS source_table, '{table}' AS target_table, device_id, seq,
+                       rtrim({reasons}, ',') AS reasons, raw FROM typed WHERE NOT ({all_ok})""",
+            {"typed": typed},
+        )
+        if dropped.num_rows:
+            quarantine.append(dropped)
+        prior = existing.get(table)
+        if prior is None:
+            prior = pa.table({"device_id": pa.array([], pa.string()), "seq": pa.array([], pa.int64()),
+                              "ts": pa.array([], pa.int64())})
+        fresh = engine.run(
+            f"""WITH ok AS (SELECT * FROM typed WHERE {all_ok}),
+                ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, seq
+                           ORDER BY enqueued_time, hub_partition, hub_offset) AS rn FROM ok),
+                last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id)
+            SELECT r.*, CASE WHEN l.max_ts IS NOT NULL AND r.ts < l.max_ts THEN 1 ELSE 0 END AS is_late
+            FROM ranked r
+            LEFT JOIN last_ts l ON l.device_id = r.device_id
+            WHERE r.rn = 1 AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.device_id = r.device_id AND p.seq = r.seq)""",
+            {"typed": typed, "prior": prior},
+        )
+        ok_rows = typed.num_rows - dropped.num_rows
+        dups = ok_rows - fresh.num_rows
+        late = int(pc.sum(fresh["is_late"]).as_py() or 0) if fresh.num_rows else 0
+        results.append({"table_name": table, "expectation": "unique_device_seq", "action": "dedup",
+                        "checked": ok_rows, "failed": dups})
+        results.append({"table_name": table, "expectation": "in_device_order", "action": "warn",
+                        "checked": fresh.num_rows, "failed": late})
+        stats["duplicates"] += dups
+        stats["late"] += late
+        out[table] = conform(table, fresh)
+
+    q = pa.concat_tables([conform(QUARANTINE, t) for t in quarantine]) if quarantine else conform(QUARANTINE, pa.table({"raw": pa.array([], pa.string())}))
+    q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
+    stats["quarantined"] = q.num_rows
+    res = pa.Table.from_pylist([r | {"run_id": run_id, "run_at": run_at} for r in results]) if results else pa.table({})
+    return {"tables": out, "quarantine": q, "expectations": conform(EXPECTATION_RESULTS, res), "stats": stats}

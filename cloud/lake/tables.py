@@ -1,0 +1,262 @@
+"""Table definitions: one source for schemas, the warehouse views, the Synapse DDL and the catalog.
+
+Each table has a name (``layer.name``), a one-line description, and typed, described columns.
+Times are integers: epoch milliseconds UTC (``*_ms``, ``ts``), as everywhere in Gondola; the
+warehouse views add timestamp columns for BI tools. Column types are a small portable set
+(``string``, ``int64``, ``int32``, ``double``, ``bool``) mapped to Arrow, DuckDB, Spark and T-SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+__all__ = [
+    "Column", "TableDef", "TABLES", "schema_of", "conform", "BRONZE_EVENTS", "BRONZE_BATCH",
+    "SILVER_EVENT_TABLES", "QUARANTINE", "EXPECTATION_RESULTS", "GOLD_TABLES",
+]
+
+_ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_()}
+TSQL = {"string": "NVARCHAR(256)", "int64": "BIGINT", "int32": "INT", "double": "FLOAT", "bool": "BIT"}
+DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    doc: str
+    personal: bool = False  # pseudonymized personal data (a classification for the catalog)
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...] = ()
+    #: gold: the integer-ms column the incremental runner replaces windows on
+    time_col: str | None = None
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".")[0]
+
+    @property
+    def short(self) -> str:
+        return self.name.split(".")[1]
+
+
+def _cols(*specs: tuple) -> tuple[Column, ...]:
+    return tuple(Column(*s) for s in specs)
+
+
+_ENVELOPE = _cols(
+    ("event_id", "string", "event id (device_id:seq)"),
+    ("store_id", "string", "store"),
+    ("device_id", "string", "sending device"),
+    ("seq", "int64", "per-device sequence number; (device_id, seq) is the identity"),
+    ("ts", "int64", "device clock, epoch ms UTC"),
+    ("received_at", "int64", "gateway clock, epoch ms UTC"),
+)
+_LINEAGE = _cols(
+    ("enqueued_time", "int64", "when the hub accepted the message, epoch ms"),
+    ("ingest_run", "string", "bronze ingest run that brought the event"),
+)
+
+BRONZE_EVENTS = "bronze.events"
+BRONZE_BATCH = "bronze.batch_records"
+QUARANTINE = "silver.quarantine"
+EXPECTATION_RESULTS = "silver.expectation_results"
+
+_defs: list[TableDef] = [
+    TableDef(BRONZE_EVENTS, "Raw gateway events, one row per event, append-only, with source metadata.", _cols(
+        ("event_json", "string", "the event as received (canonical JSON); null when undecodable"),
+        ("type", "string", "event type, if readable"),
+        ("store_id", "string", "store, if readable"),
+        ("device_id", "string", "device, if readable"),
+        ("seq", "int64", "sequence number, if readable"),
+        ("ts", "int64", "device clock, if readable"),
+        ("received_at", "int64", "gateway clock, if readable"),
+        ("source", "string", "stream source name"),
+        ("hub_partition", "string", "hub partition"),
+        ("hub_offset", "string", "offset in the partition"),
+        ("sequence_number", "int64", "sequence number in the partition"),
+        ("enqueued_time", "int64", "hub enqueue time, epoch ms"),
+        ("message_index", "int32", "position of the event in its message; -1 for an undecodable message"),
+        ("decode_error", "string", "why the message could not be decoded"),
+        ("ingest_run", "string", "ingest run id"),
+        ("ingested_at", "int64", "bronze write time, epoch ms"),
+    )),
+    TableDef(BRONZE_BATCH, "Raw rows of batch files (master data, sales exports), append-only.", _cols(
+        ("kind", "string", "stores | products | planogram | sales_daily"),
+        ("source_file", "string", "file name"),
+        ("content_hash", "string", "sha256 of the file; a file is loaded once"),
+        ("row_number", "int64", "1-based data row number in the file"),
+        ("record_json", "string", "the CSV row as a JSON object of strings"),
+        ("ingest_run", "string", "ingest run id"),
+        ("ingested_at", "int64", "bronze write time, epoch ms"),
+    )),
+    # ---- silver: typed events --------------------------------------------------------------
+    TableDef("silver.pos_line", "Point-of-sale lines, typed and deduplicated; loyalty ids pseudonymized only.", _ENVELOPE + _cols(
+        ("txn_id", "string", "transaction id"),
+        ("register", "string", "register (lane)"),
+        ("line", "int64", "line number in the transaction"),
+        ("sku", "string", "product"),
+        ("qty", "int64", "units; negative for returns and voids"),
+        ("price_cents", "int64", "unit price, cents"),
+        ("kind", "string", "sale | void | return"),
+        ("loyalty_pid", "string", "pseudonymized loyalty id (keyed hash)", True),
+    ) + _LINEAGE, key=("device_id", "seq")),
+    TableDef("silver.shelf_reading", "Shelf sensor readings, typed and deduplicated.", _ENVELOPE + _cols(
+        ("facing_id", "string", "shelf facing"),
+        ("sku", "string", "product on the facing"),
+        ("weight_g", "double", "load cell, grams"),
+        ("units_est", "int64", "estimated units on the shelf"),
+        ("battery_pct", "double", "sensor battery"),
+        ("rssi_dbm", "int64", "radio signal"),
+    ) + _LINEAGE, key=("device_id", "seq")),
+    TableDef("silver.shelf_restock", "Restocks scanned by staff handhelds.", _ENVELOPE + _cols(
+        ("facing_id", "string", "facing refilled"),
+        ("sku", "string", "product"),
+        ("units_added", "int64", "units put on the shelf"),
+        ("staff_id", "string", "pseudonymous staff code", True),
+    ) + _LINEAGE, key=("device_id", "seq")),
+    TableDef("silver.inventory_delivery", "Deliveries into store backrooms.", _ENVELOPE + _cols(
+        ("delivery_id", "string", "delivery note"),
+        ("sku", "string", "product"),
+        ("units", "int64", "units received"),
+    ) + _LINEAGE, key=("device_id", "seq")),
+    TableDef("silver.edge_alert", "Stock-out alerts raised and cleared by store gateways.", _ENVELOPE + _cols(
+        ("facing_id", "string", "facing"),
+        ("sku", "string", "product"),
+        ("state", "string", "raised | cleared"),
+        ("probability", "double", "predicted stock-out probability"),
+        ("horizon_min", "int64", "prediction horizon, minutes"),
+        ("scorer", "string", "model version or baseline name"),
+        ("units_est", "double", "units on shelf estimated by the gateway"),
+    ) + _LINEAGE, key=("device_id", "seq")),
+    TableDef("silver.edge_health", "Gateway health reports.", _ENVELOPE + _cols(
+        ("buffer_rows", "int64", "events in the buffer"),
+        ("buffer_bytes", "int64", "buffer size"),
+        ("unsent_rows", "int64", "events not yet accepted by the hub"),
+        ("oldest_unsent_age_s", "double", "age of the oldest unsent event"),
+        ("evictions", "int64", "events evicted"),
+        ("seq_gaps", "int64", "events missing in device counters"),
+        ("quarantined", "int64", "payloads rejected by the collector"),
+        ("last_uplink_ts", "int64", "last accepted uplink, epoch ms"),
+        ("model_version", "string", "model in use"),
+    ) + _LINEAGE, key=("device_id", "seq")),
+    TableDef(QUARANTINE, "Rows that failed a drop expectation or could not be parsed, with reasons.", _cols(
+        ("source_table", "string", "where the row came from"),
+        ("target_table", "string", "where it would have gone"),
+        ("device_id", "string", "device, if known"),
+        ("seq", "int64", "sequence number, if known"),
+        ("reasons", "string", "failed expectations, comma-separated"),
+        ("raw", "string", "the raw row (personal data masked)"),
+        ("run_id", "string", "transform run"),
+    )),
+    TableDef(EXPECTATION_RESULTS, "Every expectation evaluated in every run: rows checked and failed.", _cols(
+        ("run_id", "string", "transform run"),
+        ("run_at", "int64", "run time, epoch ms"),
+        ("table_name", "string", "target table"),
+        ("expectation", "string", "expectation name"),
+        ("action", "string", "warn | drop | fail | dedup"),
+        ("checked", "int64", "rows evaluated"),
+        ("failed", "int64", "rows that did not meet it"),
+    )),
+    # ---- silver: master data ---------------------------------------------------------------
+    TableDef("silver.stores", "Stores (latest master data file).", _cols(
+        ("store_id", "string", "store"), ("name", "string", "store name"), ("region", "string", "region"),
+        ("source_file", "string", "master data file"),
+    ), key=("store_id",)),
+    TableDef("silver.products", "Products (latest master data file).", _cols(
+        ("sku", "string", "product"), ("name", "string", "product name"), ("category", "string", "category"),
+        ("price_cents", "int64", "list price, cents"), ("unit_weight_g", "double", "unit weight, grams"),
+        ("pack_size", "int64", "units per pack"), ("source_file", "string", "master data file"),
+    ), key=("sku",)),
+    TableDef("silver.planogram", "Facing -> product and capacity per store (latest file).", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("capacity", "int64", "units the facing holds"), ("has_sensor", "bool", "a shelf sensor reports on it"),
+        ("source_file", "string", "master data file"),
+    ), key=("store_id", "facing_id")),
+    TableDef("silver.sales_daily", "Historical daily sales exported by the store ERP.", _cols(
+        ("date", "string", "business date, YYYY-MM-DD"), ("store_id", "string", "store"), ("sku", "string", "product"),
+        ("units", "int64", "units sold"), ("revenue_cents", "int64", "revenue, cents"),
+        ("source_file", "string", "export file"),
+    ), key=("date", "store_id", "sku")),
+    # ---- gold ------------------------------------------------------------------------------
+    TableDef("gold.hourly_sales", "Sales per store, product and hour.", _cols(
+        ("store_id", "string", "store"), ("sku", "string", "product"), ("hour_ms", "int64", "hour start, epoch ms"),
+        ("units_sold", "int64", "units in sale lines"), ("net_units", "int64", "units net of returns and voids"),
+        ("net_revenue_cents", "int64", "revenue net of returns and voids, cents"),
+        ("lines", "int64", "POS lines"), ("txns", "int64", "distinct transactions"),
+    ), key=("store_id", "sku", "hour_ms"), time_col="hour_ms"),
+    TableDef("gold.shelf_state", "Shelf state per facing and hour: readings, units, minutes empty.", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("hour_ms", "int64", "hour start, epoch ms"),
+        ("sku", "string", "product"), ("readings", "int64", "sensor readings"),
+        ("min_units", "int64", "fewest units seen"), ("avg_units", "double", "mean units"),
+        ("minutes_empty", "double", "minutes the facing read empty (gaps over 30 min not counted)"),
+        ("battery_min", "double", "lowest sensor battery"),
+    ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
+    TableDef("gold.stockouts", "Stock-out events of sensor facings: duration, lost sales, whether the edge alerted first.", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("start_ms", "int64", "first empty reading"), ("end_ms", "int64", "first non-empty reading after; null while ongoing"),
+        ("duration_min", "double", "minutes empty; null while ongoing"), ("ongoing", "bool", "still empty at the last reading"),
+        ("detected_by", "string", "sensor (POS-inferred stock-outs of facings without sensors are not included)"),
+        ("rate_per_h", "double", "the SKU's usual sales rate in this store, units per hour"),
+        ("lost_units_est", "double", "rate x duration"), ("lost_sales_cents_est", "double", "lost units x price"),
+        ("alerted", "bool", "the edge raised an alert within its horizon before the start"),
+        ("alert_ms", "int64", "first such alert"), ("alert_lead_min", "double", "minutes between that alert and the start"),
+    ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
+    TableDef("gold.fleet_status", "Per device and day: events, sequence gaps (losses), last health.", _cols(
+        ("store_id", "string", "store"), ("device_id", "string", "device"), ("day_ms", "int64", "UTC day start, epoch ms"),
+        ("events", "int64", "distinct events"), ("seq_min", "int64", "lowest seq"), ("seq_max", "int64", "highest seq"),
+        ("missing", "int64", "gaps in seq within the day (counted losses)"), ("last_seen_ms", "int64", "latest device time"),
+        ("battery_min", "double", "lowest shelf sensor battery, if a sensor"),
+        ("buffer_rows", "int64", "last buffer size, if a gateway"), ("unsent_rows", "int64", "last unsent count, if a gateway"),
+        ("evictions", "int64", "last eviction count, if a gateway"), ("model_version", "string", "last model, if a gateway"),
+    ), key=("store_id", "device_id", "day_ms"), time_col="day_ms"),
+    TableDef("gold.model_performance", "Alert quality per store, day and scorer: precision, recall, lead time.", _cols(
+        ("store_id", "string", "store"), ("day_ms", "int64", "UTC day start"), ("scorer", "string", "model version or baseline"),
+        ("alerts", "int64", "alerts raised"), ("true_alerts", "int64", "alerts followed by a stock-out within the horizon"),
+        ("stockouts", "int64", "stock-outs starting that day (all scorers of the store)"),
+        ("caught", "int64", "stock-outs alerted before they started"),
+        ("precision", "double", "true_alerts / alerts"), ("recall", "double", "caught / stockouts"),
+        ("mean_lead_min", "double", "mean alert lead time of caught stock-outs"),
+    ), key=("store_id", "day_ms", "scorer"), time_col="day_ms"),
+    TableDef("gold.features", "Training features per facing and hour (models.features), with the stock-out label.", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("hour_ms", "int64", "sample instant (hour start)"),
+        ("features_json", "string", "feature vector as JSON, ordered as models.features.FEATURES"),
+        ("label", "int32", "1 when the facing is empty within the next horizon_h hours"),
+        ("horizon_h", "double", "label horizon, hours"),
+    ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
+]
+
+#: All tables by name.
+TABLES: dict[str, TableDef] = {t.name: t for t in _defs}
+#: event type -> silver table
+SILVER_EVENT_TABLES: dict[str, str] = {
+    "pos.line": "silver.pos_line", "shelf.reading": "silver.shelf_reading", "shelf.restock": "silver.shelf_restock",
+    "inventory.delivery": "silver.inventory_delivery", "edge.alert": "silver.edge_alert", "edge.health": "silver.edge_health",
+}
+GOLD_TABLES = [t.name for t in _defs if t.layer == "gold"]
+
+
+def schema_of(name: str) -> pa.Schema:
+    """The Arrow schema of a table."""
+    return pa.schema([pa.field(c.name, _ARROW[c.type]) for c in TABLES[name].columns])
+
+
+def conform(name: str, data: pa.Table) -> pa.Table:
+    """Select and cast ``data``'s columns to the table's schema (missing columns become nulls)."""
+    schema = schema_of(name)
+    arrays = []
+    for f in schema:
+        if f.name in data.column_names:
+            arrays.append(data[f.name].cast(f.type))
+        else:
+            arrays.append(pa.nulls(data.num_rows, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
