@@ -90,3 +90,7 @@ def mosquitto(tmp_path):
     server = MosquittoServer(tmp_path).start()
     yield server
     server.stop()
+
+
+# Azurite (the Azure Storage emulator) for the Azure adapter and lake tests.
+from tests.azurite_fixture import azurite  # noqa: E402,F401
