@@ -2,7 +2,9 @@
 
 An alert (store, facing, t) is *true* when the facing's shelf goes empty within the horizon
 after it, or is empty at t. A stock-out (store, facing, start, end) is *caught* when an alert
-was raised in [start - horizon, start]; its lead time is start minus the first such alert.
+was raised in [start - horizon, start]; its lead time is start minus the first such alert. It
+is *caught late* when the first alert falls inside the empty interval instead (what a detector
+of empty shelves, as for facings without a sensor, can at best do).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections import defaultdict
 from statistics import median
 from typing import Iterable
 
-__all__ = ["match_alerts"]
+import numpy as np
+
+__all__ = ["match_alerts", "hysteresis_alerts", "evaluate_scores"]
 
 
 def match_alerts(
@@ -22,8 +26,10 @@ def match_alerts(
 ) -> dict:
     """Compare raised alerts with ground-truth stock-out intervals.
 
-    Returns ``{"alerts", "stockouts", "true_alerts", "caught", "precision", "recall",
-    "median_lead_min"}``; precision / recall are None when undefined (no alerts / no stock-outs).
+    Returns ``{"alerts", "stockouts", "true_alerts", "caught", "caught_late", "precision",
+    "recall", "detected_recall", "median_lead_min", "median_delay_min"}``; ``recall`` counts
+    stock-outs caught ahead, ``detected_recall`` those caught ahead or late; rates are None when
+    undefined (no alerts / no stock-outs).
     """
     by_facing: dict[tuple[str, str], list[tuple[int, int | None]]] = defaultdict(list)
     n_stockouts = 0
@@ -41,21 +47,118 @@ def match_alerts(
             if start <= t + horizon_ms and (end is None or end > t):
                 true_alerts += 1
                 break
-    caught = 0
+    caught = caught_late = 0
     leads: list[float] = []
+    delays: list[float] = []
     for key, intervals in by_facing.items():
         times = sorted(alerts_by_facing.get(key, ()))
-        for start, _end in intervals:
+        for start, end in intervals:
             i = bisect.bisect_left(times, start - horizon_ms)
             if i < len(times) and times[i] <= start:
                 caught += 1
                 leads.append((start - times[i]) / 60_000)
+            elif i < len(times) and (end is None or times[i] < end):
+                caught_late += 1
+                delays.append((times[i] - start) / 60_000)
     return {
         "alerts": n_alerts,
         "stockouts": n_stockouts,
         "true_alerts": true_alerts,
         "caught": caught,
+        "caught_late": caught_late,
         "precision": true_alerts / n_alerts if n_alerts else None,
         "recall": caught / n_stockouts if n_stockouts else None,
+        "detected_recall": (caught + caught_late) / n_stockouts if n_stockouts else None,
         "median_lead_min": median(leads) if leads else None,
+        "median_delay_min": median(delays) if delays else None,
     }
+
+
+def hysteresis_alerts(
+    store: np.ndarray,
+    facing: np.ndarray,
+    t: np.ndarray,
+    probs: np.ndarray,
+    raise_at: float,
+    clear_at: float | None = None,
+) -> list[tuple[str, str, int]]:
+    """Alerts a gateway would raise: per facing, in time order, an alert is raised when the
+    probability reaches ``raise_at`` and re-armed only once it falls below ``clear_at``
+    (default ``raise_at / 2``). Returns the raise instants ``(store, facing, t)``.
+
+    The edge's own hysteresis may add minimum hold times; this is the plain policy used to
+    compare scorers on the same footing.
+    """
+    clear_at = raise_at / 2 if clear_at is None else clear_at
+    if clear_at > raise_at:
+        raise ValueError(f"clear_at {clear_at} above raise_at {raise_at}")
+    order = np.lexsort((t, facing.astype(str), store.astype(str)))
+    alerts: list[tuple[str, str, int]] = []
+    active: dict[tuple[str, str], bool] = {}
+    for i in order:
+        key = (str(store[i]), str(facing[i]))
+        p = probs[i]
+        if active.get(key):
+            if p < clear_at:
+                active[key] = False
+        elif p >= raise_at:
+            active[key] = True
+            alerts.append((key[0], key[1], int(t[i])))
+    return alerts
+
+
+def evaluate_scores(
+    probs: np.ndarray,
+    y: np.ndarray,
+    *,
+    threshold: float,
+    store: np.ndarray,
+    facing: np.ndarray,
+    t: np.ndarray,
+    stockouts: list[tuple[str, str, int, int | None]],
+    horizon_ms: int,
+    store_days: float,
+    empty_now: np.ndarray | None = None,
+    target_recall: float = 0.75,
+) -> dict:
+    """Row-level and alert-level quality of one scorer's probabilities on labelled rows.
+
+    Row level: PR-AUC, precision at ``target_recall``, precision and recall at ``threshold``
+    (chosen elsewhere, on validation rows). Alert level (hysteresis at ``threshold``): alerts,
+    stock-outs caught, median lead time, false alerts per store per day.
+    """
+    from models.metrics import average_precision, precision_at_recall
+
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=bool)
+    hit = probs >= threshold
+    tp = int((hit & y).sum())
+    out = {
+        "rows": int(len(y)),
+        "positives": int(y.sum()),
+        "pr_auc": average_precision(y, probs),
+        f"precision_at_recall_{target_recall:g}": precision_at_recall(y, probs, target_recall),
+        "threshold": float(threshold),
+        "precision": tp / int(hit.sum()) if hit.any() else None,
+        "recall": tp / int(y.sum()) if y.any() else None,
+    }
+    if empty_now is not None:
+        # Rows whose shelf is not empty yet: the pure "will it run out" question.
+        ahead = ~np.asarray(empty_now, dtype=bool)
+        out["pr_auc_not_yet_empty"] = average_precision(y[ahead], probs[ahead])
+    alerts = hysteresis_alerts(store, facing, t, probs, threshold)
+    m = match_alerts(alerts, stockouts, horizon_ms)
+    out.update({
+        "alerts": m["alerts"],
+        "true_alerts": m["true_alerts"],
+        "stockouts": m["stockouts"],
+        "stockouts_caught": m["caught"],
+        "alert_precision": m["precision"],
+        "stockouts_caught_late": m["caught_late"],
+        "stockout_recall": m["recall"],
+        "stockout_detected_recall": m["detected_recall"],
+        "median_lead_min": m["median_lead_min"],
+        "median_delay_min": m["median_delay_min"],
+        "false_alerts_per_store_day": (m["alerts"] - m["true_alerts"]) / store_days if store_days else None,
+    })
+    return out

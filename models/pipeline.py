@@ -1,0 +1,202 @@
+"""Train -> export -> package, and the side-by-side evaluation, as plain functions.
+
+``models.cli`` wires these to ``gondola train`` / ``gondola eval``; tests call them directly
+on small synthetic stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from gondola.clock import HOUR_MS
+from models.dataset import LabelledRows
+from models.features import FEATURES, MODEL_ENCODING
+from models.metrics import average_precision, threshold_at_recall
+from models.scoring import BaselineScorer, PoissonScorer, Scorer, ZeroSalesScorer
+from models.train import MlpWeights, TrainConfig
+
+__all__ = [
+    "TARGET_RECALL",
+    "ModelFiles",
+    "split_validation",
+    "train_model",
+    "export_model",
+    "evaluate_side_by_side",
+    "format_table",
+]
+
+log = logging.getLogger(__name__)
+
+#: The recall the operating point is chosen for (issue goal: precision >= 0.85 at recall 0.75).
+TARGET_RECALL = 0.75
+MODEL_NAME = "stockout"
+
+
+@dataclass
+class ModelFiles:
+    int8_tflite: Path
+    float_tflite: Path
+    onnx: Path
+    manifest: dict
+
+
+def split_validation(data: LabelledRows, share: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (train, validation): whole stores when there are several, else the last
+    ``share`` of time, so validation rows never share a store-day with training rows."""
+    stores = np.unique(data.rows.store.astype(str))
+    if len(stores) >= 2:
+        n_val = max(1, int(round(len(stores) * share)))
+        val_stores = set(stores[-n_val:])
+        val = np.isin(data.rows.store.astype(str), list(val_stores))
+    else:
+        cut = np.quantile(data.rows.t, 1 - share)
+        val = data.rows.t >= cut
+    return ~val, val
+
+
+def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
+                progress: Callable[[int, dict], None] | None = None) -> tuple[MlpWeights, dict]:
+    """Train on the training part of ``data``; pick the operating threshold on its validation
+    part. Returns the weights and a summary (rows, threshold, validation PR-AUC).
+
+    Raises:
+        ValueError: a part without both classes.
+    """
+    from models.train import train_mlp
+
+    tr, val = split_validation(data)
+    X, y = data.rows.X, data.y
+    started = time.monotonic()
+    weights = train_mlp(X[tr], y[tr], config, progress=progress)
+    p_val = weights.predict(X[val])
+    summary = {
+        "train_rows": int(tr.sum()),
+        "train_positives": int(y[tr].sum()),
+        "val_rows": int(val.sum()),
+        "val_positives": int(y[val].sum()),
+        "val_pr_auc": average_precision(y[val], p_val),
+        "threshold": threshold_at_recall(y[val], p_val, TARGET_RECALL) if y[val].any() else 0.5,
+        "train_seconds": round(time.monotonic() - started, 2),
+        "config": asdict(config),
+    }
+    return weights, summary
+
+
+def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, summary: dict,
+                 training: dict | None = None, key: bytes | None = None,
+                 val: tuple[np.ndarray, np.ndarray] | None = None) -> ModelFiles:
+    """Write int8 TFLite, float TFLite and ONNX with signed (when ``key``) manifests.
+
+    ``val`` = (X, y) validation rows: the int8 model's own threshold is picked on them (its
+    quantized scores differ slightly from the float model's).
+    """
+    from models.export import to_onnx, to_tflite
+    from models.package import write_manifest
+    from models.runtime import LiteRtScorer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blobs = {
+        "int8": to_tflite(weights, int8=True),
+        "float": to_tflite(weights, int8=False),
+        "onnx": to_onnx(weights),
+    }
+    digest = hashlib.sha256(blobs["int8"]).hexdigest()[:8]
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{digest}"
+    paths = {
+        "int8": out / f"{MODEL_NAME}-int8.tflite",
+        "float": out / f"{MODEL_NAME}-float.tflite",
+        "onnx": out / f"{MODEL_NAME}.onnx",
+    }
+    for kind, path in paths.items():
+        path.write_bytes(blobs[kind])
+    thresholds = {"float": summary["threshold"], "onnx": summary["threshold"], "int8": summary["threshold"]}
+    if val is not None and np.asarray(val[1]).any():
+        int8 = LiteRtScorer(paths["int8"], horizon_h, manifest={})
+        thresholds["int8"] = threshold_at_recall(val[1], int8.score(val[0]), TARGET_RECALL)
+    formats = {"int8": "tflite-int8", "float": "tflite-float32", "onnx": "onnx-float32"}
+    manifests = {}
+    for kind, path in paths.items():
+        manifests[kind] = write_manifest(path, {
+            "name": MODEL_NAME,
+            "version": version,
+            "format": formats[kind],
+            "features": list(FEATURES),
+            "encoding": MODEL_ENCODING,
+            "horizon_h": float(horizon_h),
+            "threshold": float(thresholds[kind]),
+            "target_recall": TARGET_RECALL,
+            "training": {**(training or {}), **{k: v for k, v in summary.items() if k != "config"},
+                         "config": summary.get("config")},
+        }, key=key)
+    return ModelFiles(paths["int8"], paths["float"], paths["onnx"], manifests["int8"])
+
+
+def baseline_scorers(horizon_h: float) -> dict[str, Scorer]:
+    return {s.name: s for s in (PoissonScorer(horizon_h), ZeroSalesScorer(horizon_h), BaselineScorer(horizon_h))}
+
+
+def evaluate_side_by_side(
+    test: LabelledRows,
+    scorers: dict[str, Scorer],
+    thresholds: dict[str, float],
+    horizon_h: float,
+) -> dict[str, dict]:
+    """Every scorer on the same held-out rows, with its own validation-picked threshold.
+
+    Adds a ``by_sensor`` breakdown (facings with / without a shelf sensor) to each result.
+    """
+    from models.evaluation import evaluate_scores
+
+    horizon_ms = int(horizon_h * HOUR_MS)
+    rows = test.rows
+    sensor = rows.X[:, FEATURES.index("has_sensor")] > 0.5
+    results = {}
+    for name, scorer in scorers.items():
+        started = time.perf_counter()
+        probs = scorer.score(rows.X)
+        seconds = time.perf_counter() - started
+        common = dict(threshold=thresholds[name], store=rows.store, facing=rows.facing, t=rows.t,
+                      horizon_ms=horizon_ms, store_days=test.store_days)
+        res = evaluate_scores(probs, test.y, stockouts=test.stockouts, empty_now=test.empty_now, **common)
+        res["score_seconds"] = round(seconds, 3)
+        res["by_sensor"] = {}
+        for label, mask in (("sensor", sensor), ("no_sensor", ~sensor)):
+            keys = set(zip(rows.store[mask].astype(str), rows.facing[mask].astype(str)))
+            outs = [s for s in test.stockouts if (s[0], s[1]) in keys]
+            sub = dict(common, store=rows.store[mask], facing=rows.facing[mask], t=rows.t[mask])
+            res["by_sensor"][label] = evaluate_scores(
+                probs[mask], test.y[mask], stockouts=outs, empty_now=test.empty_now[mask], **sub)
+        results[name] = res
+    return results
+
+
+_COLUMNS = (
+    ("pr_auc", "PR-AUC", "{:.3f}"),
+    ("precision_at_recall_0.75", "P@R0.75", "{:.3f}"),
+    ("precision", "prec", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("stockout_recall", "caught", "{:.3f}"),
+    ("median_lead_min", "lead min", "{:.0f}"),
+    ("false_alerts_per_store_day", "false/st-day", "{:.1f}"),
+)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A fixed-width table of the headline figures, one row per scorer."""
+    header = f"{'scorer':<22}" + "".join(f"{title:>14}" for _, title, _ in _COLUMNS)
+    lines = [header, "-" * len(header)]
+    for name, res in results.items():
+        cells = []
+        for key, _, fmt in _COLUMNS:
+            v = res.get(key)
+            cells.append(f"{'-' if v is None else fmt.format(v):>14}")
+        lines.append(f"{name:<22}" + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""Event plumbing around :class:`FacingState`: one store's facings, fed event by event.
+
+The gateway keeps a :class:`StoreFeatures` per store and calls :meth:`StoreFeatures.apply` for
+each accepted event; the cloud calls :func:`replay_features` over silver rows (envelope
+columns with the ``data`` fields flattened, or event dicts with ``data``), sampling feature
+rows at chosen instants. Both go through ``apply``, so a feature computed in the store and one
+computed in the cloud from the same events are the same number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from gondola.clock import HOUR_MS, MINUTE_MS
+from models.features import FEATURES, FacingState, feature_matrix
+
+__all__ = [
+    "Facing",
+    "StoreFeatures",
+    "event_field",
+    "replay_features",
+    "sample_instants",
+    "FeatureRows",
+    "label_rows",
+]
+
+
+@dataclass(frozen=True)
+class Facing:
+    """A planogram entry: which SKU a facing holds and how many units fit."""
+
+    facing_id: str
+    sku: str
+    capacity: int
+
+
+def event_field(event: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    """A ``data`` field of an event dict, or the same field flattened into a silver row."""
+    data = event.get("data")
+    if isinstance(data, Mapping) and name in data:
+        return data[name]
+    value = event.get(name, default)
+    # Flattened columns of other event types are null (None / NaN) in an Arrow table.
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    return value
+
+
+class StoreFeatures:
+    """All facings of one store, fed with that store's events in event-time order.
+
+    POS lines go to every facing of the line's SKU (split evenly when a SKU has several
+    facings); readings and restocks go to their facing. Events of unknown facings or SKUs are
+    counted in ``unknown`` and otherwise ignored (the planogram may lag the shelves).
+    """
+
+    def __init__(self, store_id: str, planogram: Iterable[Facing]):
+        self.store_id = store_id
+        self.states: dict[str, FacingState] = {}
+        self._by_sku: dict[str, list[FacingState]] = {}
+        for f in planogram:
+            state = FacingState(facing_id=f.facing_id, sku=f.sku, capacity=int(f.capacity))
+            self.states[f.facing_id] = state
+            self._by_sku.setdefault(f.sku, []).append(state)
+        self.facing_ids = list(self.states)
+        self._ordered = [self.states[f] for f in self.facing_ids]
+        self.unknown = 0
+        self.applied = 0
+
+    def apply(self, event: Mapping[str, Any]) -> None:
+        """Update the facings an event is about (any event type; irrelevant ones are ignored)."""
+        etype = event.get("type")
+        ts = int(event["ts"])
+        if etype == "pos.line":
+            targets = self._by_sku.get(event_field(event, "sku"))
+            if not targets:
+                self.unknown += 1
+                return
+            qty = float(event_field(event, "qty", 0))
+            if event_field(event, "kind", "sale") in ("void", "return") and qty > 0:
+                qty = -qty
+            price = event_field(event, "price_cents")
+            for state in targets:
+                state.on_sale(ts, qty / len(targets), price)
+        elif etype in ("shelf.reading", "shelf.restock"):
+            state = self.states.get(event_field(event, "facing_id"))
+            if state is None:
+                self.unknown += 1
+                return
+            if etype == "shelf.reading":
+                state.on_reading(ts, float(event_field(event, "units_est", 0)), float(event_field(event, "battery_pct", 0.0)))
+            else:
+                state.on_restock(ts, float(event_field(event, "units_added", 0)))
+        else:
+            return
+        self.applied += 1
+
+    def start(self, t_ms: int) -> None:
+        """Mark every facing as observed from ``t_ms`` (the gateway's start or history's first day)."""
+        for state in self._ordered:
+            if state.started_ms is None:
+                state.started_ms = int(t_ms)
+
+    def matrix(self, now_ms: int) -> np.ndarray:
+        """Features of every facing (ordered as ``facing_ids``) at ``now_ms``."""
+        return feature_matrix(self._ordered, now_ms)
+
+
+def sample_instants(
+    start_ms: int, end_ms: int, *, every_min: int = 15, open_hour: int = 7, close_hour: int = 22
+) -> list[int]:
+    """Instants every ``every_min`` minutes in [start, end), during opening hours (UTC hours)."""
+    step = every_min * MINUTE_MS
+    first = -(-start_ms // step) * step
+    out = []
+    for t in range(first, end_ms, step):
+        hour = (t % (24 * HOUR_MS)) // HOUR_MS
+        if open_hour <= hour < close_hour:
+            out.append(t)
+    return out
+
+
+@dataclass
+class FeatureRows:
+    """Feature rows sampled from a replay: row i is facing ``facing[i]`` of ``store[i]`` at ``t[i]``."""
+
+    store: np.ndarray     # (n,) object
+    facing: np.ndarray    # (n,) object
+    t: np.ndarray         # (n,) int64 epoch ms
+    X: np.ndarray         # (n, F) float32
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @staticmethod
+    def concat(parts: list["FeatureRows"]) -> "FeatureRows":
+        if not parts:
+            return FeatureRows(np.array([], dtype=object), np.array([], dtype=object),
+                               np.array([], dtype=np.int64), np.zeros((0, len(FEATURES)), np.float32))
+        return FeatureRows(
+            np.concatenate([p.store for p in parts]),
+            np.concatenate([p.facing for p in parts]),
+            np.concatenate([p.t for p in parts]),
+            np.concatenate([p.X for p in parts]),
+        )
+
+
+def replay_features(
+    events: Iterable[Mapping[str, Any]],
+    planograms: Mapping[str, Iterable[Facing]],
+    instants: Iterable[int],
+    *,
+    start_ms: int | None = None,
+) -> FeatureRows:
+    """Replay events (any order within a store is fine: they are sorted by ``ts``) and sample
+    every facing's features at each instant, as the gateway would have seen them.
+
+    ``events`` are event dicts or silver rows of possibly several stores; ``planograms`` maps
+    store id to its facings. An event at exactly an instant counts as seen at that instant.
+    """
+    by_store: dict[str, list[Mapping[str, Any]]] = {}
+    for ev in events:
+        by_store.setdefault(str(ev["store_id"]), []).append(ev)
+    instants = sorted(set(int(t) for t in instants))
+    parts = []
+    for store_id, facings in planograms.items():
+        store = StoreFeatures(store_id, facings)
+        evs = sorted(by_store.get(store_id, ()), key=_order)
+        if start_ms is not None:
+            store.start(start_ms)
+        parts.append(_sample(store, iter(evs), instants))
+    return FeatureRows.concat(parts)
+
+
+def _order(ev: Mapping[str, Any]) -> tuple:
+    # ts, then the device's own counter: ties in ts keep each device's order.
+    return (int(ev["ts"]), str(ev.get("device_id", "")), int(ev.get("seq", 0) or 0))
+
+
+def _sample(store: StoreFeatures, events: Iterator[Mapping[str, Any]], instants: list[int]) -> FeatureRows:
+    n = len(store.facing_ids)
+    Xs, ts = [], []
+    pending = next(events, None)
+    for t in instants:
+        while pending is not None and int(pending["ts"]) <= t:
+            store.apply(pending)
+            pending = next(events, None)
+        Xs.append(store.matrix(t))
+        ts.append(np.full(n, t, dtype=np.int64))
+    if not Xs:
+        return FeatureRows.concat([])
+    return FeatureRows(
+        np.full(n * len(instants), store.store_id, dtype=object),
+        np.tile(np.array(store.facing_ids, dtype=object), len(instants)),
+        np.concatenate(ts),
+        np.concatenate(Xs),
+    )
+
+
+def label_rows(
+    rows: FeatureRows,
+    stockouts: Iterable[tuple[str, str, int, int | None]],
+    horizon_ms: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ground-truth labels of feature rows from stock-out intervals ``(store, facing, start, end)``.
+
+    Returns ``(empty_now, empty_within)``: empty at the row's instant, and empty at some moment
+    in (t, t + horizon]. ``end`` None means still empty at the end of the history.
+    """
+    by_key: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for store, facing, start, end in stockouts:
+        by_key.setdefault((str(store), str(facing)), []).append((int(start), math.inf if end is None else int(end)))
+    empty_now = np.zeros(len(rows), dtype=bool)
+    empty_within = np.zeros(len(rows), dtype=bool)
+    if not by_key:
+        return empty_now, empty_within
+    # Group rows by facing so each facing's intervals are scanned once with numpy.
+    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    bounds = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        idx = order[a:b]
+        store, facing = sorted_keys[a].split("\x1f", 1)
+        intervals = by_key.get((store, facing))
+        if not intervals:
+            continue
+        t = rows.t[idx].astype(np.float64)
+        starts = np.array([s for s, _ in intervals], dtype=np.float64)
+        ends = np.array([e for _, e in intervals], dtype=np.float64)
+        # (rows x intervals) is small per facing: a few hundred instants, a few intervals.
+        now = (starts[None, :] <= t[:, None]) & (t[:, None] < ends[None, :])
+        within = (starts[None, :] <= t[:, None] + horizon_ms) & (ends[None, :] > t[:, None])
+        empty_now[idx] = now.any(axis=1)
+        # Empty at some moment in (t, t+H]: the interval overlaps it (an interval already
+        # running at t and lasting past it counts too).
+        empty_within[idx] = within.any(axis=1)
+    return empty_now, empty_within

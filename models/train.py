@@ -1,0 +1,154 @@
+"""Train the stock-out model: a small Keras MLP on encoded gold features.
+
+The network sees :func:`models.features.encode_for_model` of the raw features, standardized
+by a mean / std learnt from the training rows. After training, standardization is folded into
+the first layer's weights and the class-weight bias is removed from the last layer's bias, so
+the exported graph is three plain dense layers from encoded features to a calibrated logit:
+nothing to keep in sync on the gateway, and nothing for int8 to quantize twice.
+
+TensorFlow is imported only inside :func:`train_mlp` (the gateway never imports this module).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from models.features import FEATURES, encode_for_model
+
+__all__ = ["MlpWeights", "TrainConfig", "train_mlp"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MlpWeights:
+    """A trained MLP as plain arrays: ``layers`` is [(W (in, out), b (out,)), ...], ReLU between.
+
+    Input: encoded features (``encode_for_model``); output: one logit per row.
+    """
+
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    #: Encoded-feature rows that span the real range of every input (int8 calibration).
+    calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, len(FEATURES)), np.float32))
+
+    def logits(self, encoded: np.ndarray) -> np.ndarray:
+        """Float forward pass in numpy, (n, F) -> (n,)."""
+        h = np.asarray(encoded, dtype=np.float32)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return h[:, 0]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Raw features -> probabilities (float reference for the exported runtimes)."""
+        return _sigmoid(self.logits(encode_for_model(features)))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: tuple[int, ...] = (64, 32)
+    epochs: int = 12
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    #: Positive class weight; None: negatives / positives, capped at 50.
+    pos_weight: float | None = None
+    seed: int = 0
+    #: Rows kept for int8 calibration (stratified, plus one per feature at its min and max).
+    calibration_rows: int = 2000
+
+
+def train_mlp(
+    X: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    *,
+    progress: Callable[[int, dict], None] | None = None,
+) -> MlpWeights:
+    """Fit the MLP on raw features ``X`` (n, F) and labels ``y`` (n,).
+
+    Raises:
+        ValueError: when there are no rows or only one class.
+    """
+    import tensorflow as tf  # noqa: F401  (imported for its side effect of loading Keras' backend)
+    import keras
+
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray(y, dtype=bool)
+    if len(X) == 0 or y.all() or not y.any():
+        raise ValueError(f"need both classes to train: {len(X)} rows, {int(y.sum())} positive")
+    enc = encode_for_model(X)
+    mean = enc.mean(axis=0)
+    std = enc.std(axis=0)
+    std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
+    z = (enc - mean) / std
+    pos = float(y.sum())
+    pos_weight = config.pos_weight or min(50.0, (len(y) - pos) / pos)
+
+    keras.utils.set_random_seed(config.seed)
+    model = keras.Sequential([keras.Input(shape=(len(FEATURES),))]
+                             + [keras.layers.Dense(h, activation="relu") for h in config.hidden]
+                             + [keras.layers.Dense(1)])
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if progress:
+                progress(epoch + 1, dict(logs or {}))
+
+    started = time.monotonic()
+    model.fit(
+        z, y.astype(np.float32),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        class_weight={0: 1.0, 1: float(pos_weight)},
+        shuffle=True,
+        verbose=0,
+        callbacks=[_Report()],
+    )
+    log.info("trained on %d rows (%.0f positive, weight %.1f) in %.1fs", len(y), pos, pos_weight,
+             time.monotonic() - started)
+
+    dense = [(np.asarray(l.kernel, np.float32), np.asarray(l.bias, np.float32)) for l in model.layers]
+    # Fold standardization into layer 1: W'x + b' = W(x - m)/s + b.
+    w0, b0 = dense[0]
+    w0f = w0 / std[:, None]
+    b0f = b0 - (mean / std) @ w0
+    dense[0] = (w0f.astype(np.float32), b0f.astype(np.float32))
+    # Class weight w shifts the optimal logit by log(w): remove it for calibrated probabilities.
+    wl, bl = dense[-1]
+    dense[-1] = (wl, (bl - math.log(pos_weight)).astype(np.float32))
+    return MlpWeights(layers=dense, calibration=_calibration_rows(enc, y, config))
+
+
+def _calibration_rows(enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """Representative encoded rows: a stratified sample, plus for every feature a real row with
+    that feature set to its observed minimum and one set to its maximum, so the int8 input
+    scale covers the real range of every column without inventing impossible rows."""
+    rng = np.random.default_rng(config.seed)
+    n = config.calibration_rows
+    pos_idx = np.flatnonzero(y)
+    neg_idx = np.flatnonzero(~y)
+    take_pos = rng.choice(pos_idx, size=min(len(pos_idx), n // 4), replace=False)
+    take_neg = rng.choice(neg_idx, size=min(len(neg_idx), n - len(take_pos)), replace=False)
+    rows = [enc[np.r_[take_pos, take_neg]]]
+    lo, hi = enc.min(axis=0), enc.max(axis=0)
+    base = enc[rng.choice(len(enc), size=2 * enc.shape[1])]
+    for j in range(enc.shape[1]):
+        base[2 * j, j] = lo[j]
+        base[2 * j + 1, j] = hi[j]
+    rows.append(base)
+    return np.concatenate(rows).astype(np.float32)
