@@ -1,0 +1,215 @@
+"""Silver -> gold: facts for stores, analysts and training, as SQL over named Arrow inputs.
+
+Each gold table is one query (``GOLD_SQL``) over these inputs, all windows of silver rows:
+``pos`` (silver.pos_line), ``readings`` (silver.shelf_reading), ``alerts`` (silver.edge_alert),
+``health`` (silver.edge_health), ``keys`` (store_id, device_id, seq, ts of every silver event),
+``products`` (silver.products) and ``stockouts`` (this run's gold.stockouts, for alert quality).
+Times are epoch ms; hours and days are ``ts - ts % 3600000`` / ``% 86400000`` (UTC), which
+every engine computes the same way. ``gold.features`` replays events through
+``models.features.FacingState`` (Python), the same code the gateways run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pyarrow as pa
+
+from cloud.lake.engine import Engine
+from cloud.lake.tables import conform
+
+__all__ = ["GOLD_SQL", "GOLD_ORDER", "gold_tables", "features", "LABEL_HORIZON_H"]
+
+_H = 3_600_000
+_D = 86_400_000
+#: gold.features' label: the facing is empty within this many hours.
+LABEL_HORIZON_H = 2.0
+
+GOLD_SQL: dict[str, str] = {
+    "gold.hourly_sales": """
+SELECT store_id, sku, ts - (ts % 3600000) AS hour_ms,
+       SUM(CASE WHEN kind = 'sale' THEN qty ELSE 0 END) AS units_sold,
+       SUM(qty) AS net_units,
+       SUM(qty * price_cents) AS net_revenue_cents,
+       COUNT(*) AS lines,
+       COUNT(DISTINCT concat(register, ':', txn_id)) AS txns
+FROM pos
+GROUP BY store_id, sku, ts - (ts % 3600000)""",
+    "gold.shelf_state": """
+WITH r AS (
+  SELECT store_id, facing_id, sku, ts, units_est, battery_pct,
+         LEAD(ts) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS next_ts
+  FROM readings)
+SELECT store_id, facing_id, ts - (ts % 3600000) AS hour_ms, MAX(sku) AS sku, COUNT(*) AS readings,
+       MIN(units_est) AS min_units, ROUND(AVG(units_est), 4) AS avg_units,
+       ROUND(SUM(CASE WHEN units_est = 0 AND next_ts IS NOT NULL THEN LEAST(next_ts - ts, 1800000) ELSE 0 END)
+             / 60000.0, 4) AS minutes_empty,
+       MIN(battery_pct) AS battery_min
+FROM r
+GROUP BY store_id, facing_id, ts - (ts % 3600000)""",
+    "gold.stockouts": """
+WITH r AS (
+  SELECT store_id, facing_id, sku, ts, device_id, seq, CASE WHEN units_est = 0 THEN 1 ELSE 0 END AS empty
+  FROM readings),
+l AS (
+  SELECT *, LAG(empty) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_empty FROM r),
+g AS (
+  SELECT *, SUM(CASE WHEN prev_empty IS NULL OR prev_empty <> empty THEN 1 ELSE 0 END)
+            OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq
+                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS island
+  FROM l),
+i AS (
+  SELECT store_id, facing_id, island, MAX(empty) AS empty, MIN(ts) AS start_ms, MAX(sku) AS sku
+  FROM g GROUP BY store_id, facing_id, island),
+e AS (
+  SELECT store_id, facing_id, sku, start_ms, empty,
+         LEAD(start_ms) OVER (PARTITION BY store_id, facing_id ORDER BY island) AS end_ms
+  FROM i),
+so AS (SELECT store_id, facing_id, sku, start_ms, end_ms FROM e WHERE empty = 1),
+open_hours AS (
+  SELECT store_id, ts - (ts % 86400000) AS day_ms, COUNT(DISTINCT ts - (ts % 3600000)) AS hours
+  FROM pos GROUP BY store_id, ts - (ts % 86400000)),
+rate AS (
+  SELECT p.store_id, p.sku, p.ts - (p.ts % 86400000) AS day_ms,
+         SUM(CASE WHEN p.kind = 'sale' THEN p.qty ELSE 0 END) * 1.0 / MAX(o.hours) AS rate_per_h,
+         AVG(p.price_cents) AS pos_price
+  FROM pos p JOIN open_hours o ON o.store_id = p.store_id AND o.day_ms = p.ts - (p.ts % 86400000)
+  GROUP BY p.store_id, p.sku, p.ts - (p.ts % 86400000)),
+price AS (SELECT sku, MAX(price_cents) AS price_cents FROM products GROUP BY sku),
+al AS (
+  SELECT so.store_id, so.facing_id, so.start_ms, MIN(a.ts) AS alert_ms
+  FROM so JOIN alerts a
+    ON a.store_id = so.store_id AND a.facing_id = so.facing_id AND a.state = 'raised'
+   AND a.ts <= so.start_ms AND a.ts >= so.start_ms - a.horizon_min * 60000
+  GROUP BY so.store_id, so.facing_id, so.start_ms)
+SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
+       CASE WHEN so.end_ms IS NULL THEN NULL ELSE ROUND((so.end_ms - so.start_ms) / 60000.0, 4) END AS duration_min,
+       so.end_ms IS NULL AS ongoing,
+       'sensor' AS detected_by,
+       ROUND(COALESCE(rt.rate_per_h, 0), 6) AS rate_per_h,
+       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / 3600000.0, 4) AS lost_units_est,
+       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / 3600000.0
+             * COALESCE(pr.price_cents, rt.pos_price, 0), 2) AS lost_sales_cents_est,
+       al.alert_ms IS NOT NULL AS alerted,
+       al.alert_ms,
+       CASE WHEN al.alert_ms IS NULL THEN NULL ELSE ROUND((so.start_ms - al.alert_ms) / 60000.0, 4) END AS alert_lead_min
+FROM so
+LEFT JOIN rate rt ON rt.store_id = so.store_id AND rt.sku = so.sku AND rt.day_ms = so.start_ms - (so.start_ms % 86400000)
+LEFT JOIN price pr ON pr.sku = so.sku
+LEFT JOIN al ON al.store_id = so.store_id AND al.facing_id = so.facing_id AND al.start_ms = so.start_ms""",
+    "gold.fleet_status": """
+WITH d AS (
+  SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, COUNT(*) AS events,
+         MIN(seq) AS seq_min, MAX(seq) AS seq_max, MAX(ts) AS last_seen_ms
+  FROM keys GROUP BY store_id, device_id, ts - (ts % 86400000)),
+bat AS (
+  SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, MIN(battery_pct) AS battery_min
+  FROM readings GROUP BY store_id, device_id, ts - (ts % 86400000)),
+h AS (
+  SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, buffer_rows, unsent_rows, evictions, model_version,
+         ROW_NUMBER() OVER (PARTITION BY store_id, device_id, ts - (ts % 86400000) ORDER BY ts DESC, seq DESC) AS rn
+  FROM health)
+SELECT d.store_id, d.device_id, d.day_ms, d.events, d.seq_min, d.seq_max,
+       d.seq_max - d.seq_min + 1 - d.events AS missing, d.last_seen_ms, bat.battery_min,
+       h.buffer_rows, h.unsent_rows, h.evictions, h.model_version
+FROM d
+LEFT JOIN bat ON bat.store_id = d.store_id AND bat.device_id = d.device_id AND bat.day_ms = d.day_ms
+LEFT JOIN h ON h.store_id = d.store_id AND h.device_id = d.device_id AND h.day_ms = d.day_ms AND h.rn = 1""",
+    "gold.model_performance": """
+WITH a AS (SELECT store_id, facing_id, device_id, seq, ts, horizon_min, scorer FROM alerts WHERE state = 'raised'),
+ta AS (
+  SELECT a.store_id, a.device_id, a.seq, a.ts, a.scorer,
+         MAX(CASE WHEN so.start_ms IS NULL THEN 0 ELSE 1 END) AS ok
+  FROM a LEFT JOIN stockouts so
+    ON so.store_id = a.store_id AND so.facing_id = a.facing_id
+   AND so.start_ms <= a.ts + a.horizon_min * 60000 AND (so.end_ms IS NULL OR so.end_ms > a.ts)
+  GROUP BY a.store_id, a.device_id, a.seq, a.ts, a.scorer),
+ad AS (
+  SELECT store_id, ts - (ts % 86400000) AS day_ms, scorer, COUNT(*) AS alerts, SUM(ok) AS true_alerts
+  FROM ta GROUP BY store_id, ts - (ts % 86400000), scorer),
+sd AS (
+  SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
+         SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught, ROUND(AVG(alert_lead_min), 4) AS mean_lead_min
+  FROM stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
+SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.day_ms) AS day_ms,
+       COALESCE(ad.scorer, '(none)') AS scorer,
+       COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
+       COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
+       CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE ROUND(ad.true_alerts * 1.0 / ad.alerts, 6) END AS precision,
+       CASE WHEN COALESCE(sd.stockouts, 0) = 0 THEN NULL ELSE ROUND(sd.caught * 1.0 / sd.stockouts, 6) END AS recall,
+       sd.mean_lead_min
+FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms""",
+}
+
+#: Computation order (model_performance reads this run's stock-outs).
+GOLD_ORDER = ["gold.hourly_sales", "gold.shelf_state", "gold.stockouts", "gold.fleet_status", "gold.model_performance"]
+
+
+def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Every SQL gold table from one set of silver windows (see module docstring for inputs)."""
+    out: dict[str, pa.Table] = {}
+    env = dict(inputs)
+    for name in GOLD_ORDER:
+        out[name] = conform(name, engine.run(GOLD_SQL[name], env))
+        if name == "gold.stockouts":
+            env["stockouts"] = out[name]
+    return out
+
+
+def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: float = LABEL_HORIZON_H) -> pa.Table:
+    """Hourly feature vectors per sensor facing (``models.features``) with the stock-out label."""
+    from models.features import FacingState
+
+    planogram = {(r["store_id"], r["facing_id"]): r for r in inputs["planogram"].to_pylist()} if "planogram" in inputs else {}
+    timeline: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    sku_of: dict[tuple[str, str], str] = {}
+    r = inputs["readings"]
+    for store, facing, sku, ts, seq, units, bat in zip(*(r[c].to_pylist() for c in
+                                                       ("store_id", "facing_id", "sku", "ts", "seq", "units_est", "battery_pct"))):
+        timeline[(store, facing)].append((ts, 1, seq, units, bat))
+        sku_of[(store, facing)] = sku
+    facings_of_sku: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for (store, facing), sku in sku_of.items():
+        facings_of_sku[(store, sku)].append(facing)
+    p = inputs["pos"]
+    for store, sku, ts, seq, qty in zip(*(p[c].to_pylist() for c in ("store_id", "sku", "ts", "seq", "qty"))):
+        for facing in facings_of_sku.get((store, sku), ()):
+            timeline[(store, facing)].append((ts, 0, seq, qty, None))
+    rs = inputs.get("restocks")
+    if rs is not None:
+        for store, facing, ts, seq, units in zip(*(rs[c].to_pylist() for c in ("store_id", "facing_id", "ts", "seq", "units_added"))):
+            if (store, facing) in sku_of:
+                timeline[(store, facing)].append((ts, 2, seq, units, None))
+    empty: dict[tuple[str, str], list[tuple[int, int | None]]] = defaultdict(list)
+    for store, facing, start, end in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms"))):
+        empty[(store, facing)].append((start, end))
+    horizon_ms = int(horizon_h * _H)
+    rows: dict[str, list] = defaultdict(list)
+    for key in sorted(timeline):
+        events = sorted(timeline[key])
+        plan = planogram.get(key, {})
+        state = FacingState(facing_id=key[1], sku=sku_of[key], capacity=int(plan.get("capacity") or 0) or 20)
+        first, last = events[0][0], events[-1][0]
+        hour = first - first % _H + _H
+        i = 0
+        while hour <= last:
+            while i < len(events) and events[i][0] < hour:
+                ts, kind, _seq, value, bat = events[i]
+                if kind == 0:
+                    state.on_sale(ts, value)
+                elif kind == 1:
+                    state.on_reading(ts, value, bat or 0.0)
+                else:
+                    state.on_restock(ts, value)
+                i += 1
+            label = any(s < hour + horizon_ms and (e is None or e > hour) for s, e in empty.get(key, ()))
+            rows["store_id"].append(key[0])
+            rows["facing_id"].append(key[1])
+            rows["sku"].append(sku_of[key])
+            rows["hour_ms"].append(hour)
+            rows["features_json"].append(json.dumps([round(v, 6) for v in state.features(hour)]))
+            rows["label"].append(int(label))
+            rows["horizon_h"].append(horizon_h)
+            hour += _H
+    return conform("gold.features", pa.table(rows) if rows else pa.table({"store_id": pa.array([], pa.string())}))
