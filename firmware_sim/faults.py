@@ -1,0 +1,141 @@
+"""Fault injection on the devices' message stream; every fault is counted for ground truth.
+
+Message-level faults act on a day's message table (numpy columns, one row per message a
+device produced): ``drop`` (lost before the broker: a seq gap), ``duplicate`` (a second copy,
+same bytes), ``reorder`` (sent just after the device's next message), ``late`` (held back
+minutes to an hour), ``malformed`` (payload corrupted: truncated JSON, wrong type, unknown
+SKU, absurd value; the event's seq is used up). ``clock_skew`` shifts a device's ``ts`` for a
+day. Window faults: ``reboot`` (a device produces nothing for a while; its seq continues),
+``outage`` (store network down, minutes to days) and ``power_loss`` (gateway off): during both,
+shelf sensors lose their readings and POS terminals and handhelds buffer theirs and send them
+when the window ends.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gondola.clock import DAY_MS, MINUTE_MS
+from firmware_sim.scenario import FaultParams
+
+__all__ = ["MALFORMED_KINDS", "Window", "plan_device_faults", "plan_store_windows", "apply_faults"]
+
+MALFORMED_KINDS = ("truncated", "wrong_type", "unknown_sku", "absurd_value")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A time window of a window fault: ``target`` is a device index, or -1 for the store."""
+
+    kind: str
+    target: int
+    start_ms: int
+    end_ms: int
+
+
+def plan_device_faults(
+    rng: np.random.Generator, day_start_ms: int, n_devices: int, reboot_ok: np.ndarray, params: FaultParams
+) -> tuple[list[Window], np.ndarray]:
+    """Reboot windows and clock-skew offsets (ms, 0 = none) of each device for one day."""
+    reboots = []
+    if params.reboots > 0:
+        hit = (rng.random(n_devices) < params.reboots) & reboot_ok
+        for dev in np.flatnonzero(hit):
+            start = day_start_ms + int(rng.integers(0, DAY_MS))
+            length = int(rng.uniform(params.reboot_min_s, params.reboot_max_s) * 1000)
+            reboots.append(Window("reboot", int(dev), start, min(start + length, day_start_ms + DAY_MS)))
+    skew = np.zeros(n_devices, dtype=np.int64)
+    if params.clock_skew > 0:
+        hit = rng.random(n_devices) < params.clock_skew
+        size = rng.uniform(5.0, params.skew_max_s, n_devices) * 1000 * rng.choice([-1, 1], n_devices)
+        skew[hit] = size[hit].astype(np.int64)
+    return reboots, skew
+
+
+def plan_store_windows(rng: np.random.Generator, day_start_ms: int, params: FaultParams) -> list[Window]:
+    """Network outages and gateway power losses starting this day (log-uniform lengths)."""
+    out = []
+    for kind, p, lo, hi in (
+        ("outage", params.outages, params.outage_min_min, params.outage_max_min),
+        ("power_loss", params.power_losses, params.power_loss_min_min, params.power_loss_max_min),
+    ):
+        if p > 0 and rng.random() < p:
+            start = day_start_ms + int(rng.integers(0, DAY_MS))
+            minutes = math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo))))
+            out.append(Window(kind, -1, start, start + int(minutes * MINUTE_MS)))
+    return out
+
+
+def apply_faults(
+    rng: np.random.Generator,
+    msgs: dict[str, np.ndarray],
+    buffering: np.ndarray,
+    windows: list[Window],
+    params: FaultParams,
+    counts: dict[str, int],
+) -> dict[str, np.ndarray]:
+    """Apply message-level and store-window faults to one day's messages; count them.
+
+    ``msgs`` has ``dev``, ``seq``, ``ts`` (true), sorted by (dev, seq); ``buffering[dev]`` says
+    whether a device keeps unsent messages (POS, handheld) or loses them (sensors). Returns the
+    table with ``sent_at``, ``dropped``, ``malformed`` set and duplicate copies appended
+    (``copy`` = 1).
+    """
+    n = len(msgs["dev"])
+    sent = msgs["ts"].copy()
+    dropped = np.zeros(n, dtype=bool)
+    held = np.zeros(n, dtype=bool)  # moved by a fault already; not also reordered
+    # Store windows first: they are what the network did, the rest is per message.
+    for w in windows:
+        if w.kind not in ("outage", "power_loss"):
+            continue
+        inside = (sent >= w.start_ms) & (sent < w.end_ms) & ~dropped
+        lose = inside & ~buffering[msgs["dev"]]
+        keep = inside & buffering[msgs["dev"]]
+        dropped |= lose
+        idx = np.flatnonzero(keep)
+        sent[idx] = w.end_ms + np.argsort(np.argsort(sent[idx], kind="stable"), kind="stable") * 5
+        held |= keep
+        counts[f"{w.kind}_dropped"] = counts.get(f"{w.kind}_dropped", 0) + int(lose.sum())
+        counts[f"{w.kind}_delayed"] = counts.get(f"{w.kind}_delayed", 0) + len(idx)
+    alive = ~dropped
+    if params.drops > 0:
+        hit = alive & (rng.random(n) < params.drops)
+        dropped |= hit
+        counts["drop"] = counts.get("drop", 0) + int(hit.sum())
+    alive = ~dropped
+    if params.late > 0:
+        hit = alive & ~held & (rng.random(n) < params.late)
+        sent[hit] += (rng.uniform(params.late_min_s, params.late_max_s, int(hit.sum())) * 1000).astype(np.int64)
+        held |= hit
+        counts["late"] = counts.get("late", 0) + int(hit.sum())
+    if params.reorders > 0 and n > 1:
+        dev = msgs["dev"]
+        same_next = np.r_[dev[1:] == dev[:-1], False]
+        ok = alive & ~held & same_next & np.r_[alive[1:] & ~held[1:], False]
+        pick = ok & (rng.random(n) < params.reorders)
+        # No chains: a picked message's neighbours are not picked, so each pick is one swap.
+        pick &= ~np.r_[False, pick[:-1]]
+        pick &= ~np.r_[pick[1:], False]
+        idx = np.flatnonzero(pick)
+        sent[idx] = sent[idx + 1] + 1
+        counts["reorder"] = counts.get("reorder", 0) + len(idx)
+    malformed = np.zeros(n, dtype=np.int64)
+    if params.malformed > 0:
+        hit = alive & (rng.random(n) < params.malformed)
+        malformed[hit] = 1 + rng.integers(0, len(MALFORMED_KINDS), int(hit.sum()))
+        counts["malformed"] = counts.get("malformed", 0) + int(hit.sum())
+    out = dict(msgs)
+    out.update(sent_at=sent, dropped=dropped, malformed=malformed, copy=np.zeros(n, dtype=np.int64))
+    if params.duplicates > 0:
+        dup = np.flatnonzero(alive & (rng.random(n) < params.duplicates))
+        counts["duplicate"] = counts.get("duplicate", 0) + len(dup)
+        if len(dup):
+            extra = {k: v[dup] for k, v in out.items()}
+            extra["sent_at"] = extra["sent_at"] + rng.integers(100, 5_000, len(dup))
+            extra["copy"] = np.ones(len(dup), dtype=np.int64)
+            out = {k: np.r_[out[k], extra[k]] for k in out}
+    return out

@@ -1,0 +1,251 @@
+"""Scenarios: every knob of the store model in one frozen dataclass, loadable from TOML.
+
+A scenario file holds a seed and any subset of the parameters below, grouped in the TOML
+tables ``[demand]``, ``[replenishment]``, ``[devices]`` and ``[faults]``; anything left out
+keeps its default. Same scenario and seed, same bytes out. Faults are all off unless a file
+or ``Scenario.with_faults`` switches them on.
+
+Defaults and their sources are listed in ``docs/simulator.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gondola.errors import ConfigError
+
+__all__ = ["Scenario", "DemandParams", "ReplenishmentParams", "DeviceParams", "FaultParams", "FAULT_KINDS"]
+
+
+@dataclass(frozen=True)
+class DemandParams:
+    """Shoppers and what they want."""
+
+    #: Mean units demanded per SKU per open day across the catalog (before seasonality).
+    mean_units_per_sku_day: float = 2.0
+    #: Lognormal sigma of the per-SKU rate: 1.2 puts ~60% of units on the top 20% of SKUs.
+    rate_sigma: float = 1.2
+    #: Opening hours, local = UTC in the simulator.
+    open_hour: float = 7.0
+    close_hour: float = 22.0
+    #: Monday..Sunday demand factors (mean 1).
+    weekday_factors: tuple[float, ...] = (0.92, 0.88, 0.93, 0.98, 1.12, 1.37, 0.80)
+    #: Day-to-day demand noise (coefficient of variation of a gamma day factor).
+    day_noise_cv: float = 0.08
+    #: Share of SKUs on promotion at any time, the promotion's demand lift and length.
+    promo_share: float = 0.03
+    promo_lift: float = 2.5
+    promo_days: int = 7
+    promo_discount: float = 0.2
+    #: Holidays as ISO dates (store closed) and the lift on the day before each.
+    holidays: tuple[str, ...] = ()
+    pre_holiday_factor: float = 1.4
+    #: Basket size (mean distinct lines per shopper) and registers (None: from catalog size).
+    basket_mean_lines: float = 6.0
+    registers: int | None = None
+    void_rate: float = 0.01
+    returns_per_day: float = 2.0
+    loyalty_share: float = 0.4
+    loyalty_members: int = 5000
+    #: Shopper response to an empty shelf (GMA 2002): buy elsewhere, switch brand, switch size,
+    #: delay, do not buy. Switching (brand or size) moves the demand to a substitute facing.
+    response_elsewhere: float = 0.31
+    response_switch_brand: float = 0.26
+    response_switch_size: float = 0.19
+    response_delay: float = 0.15
+    response_no_buy: float = 0.09
+
+
+@dataclass(frozen=True)
+class ReplenishmentParams:
+    """Backroom, deliveries, staff restock rounds and inventory-record errors."""
+
+    #: Scheduled restock rounds (HH:MM, UTC) and how they go wrong.
+    restock_times: tuple[str, ...] = ("06:30", "13:00", "18:30")
+    restock_delay_mean_min: float = 40.0
+    restock_skip_prob: float = 0.12
+    #: Facings below this fill level are refilled in a round.
+    restock_threshold: float = 0.6
+    #: Probability that a facing is only partly refilled, and the filled share then.
+    partial_prob: float = 0.25
+    partial_fill: tuple[float, float] = (0.3, 0.8)
+    #: Shelf capacity sized to this many days of mean demand (clipped to the bounds).
+    shelf_cover_days: float = 1.6
+    capacity_bounds: tuple[int, int] = (4, 60)
+    #: Deliveries: weekdays (0 = Monday), arrival time, lead time in days.
+    delivery_weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    delivery_time: str = "05:30"
+    lead_time_days: int = 1
+    #: Order-up-to level in days of forecast demand, and how often store ordering fails.
+    order_cover_days: float = 3.5
+    order_miss_prob: float = 0.06
+    #: Unrecorded shrink (theft, damage) per SKU per day: makes phantom inventory.
+    shrink_prob: float = 0.02
+    shrink_units_max: int = 6
+    #: Days between inventory counts of one SKU (records corrected, phantom stock removed).
+    count_interval_days: int = 14
+    #: Share of delivered lines put in the wrong place, and mean days until found.
+    misplaced_prob: float = 0.03
+    misplaced_days_mean: float = 3.0
+
+
+@dataclass(frozen=True)
+class DeviceParams:
+    """Simulation step and device behaviour (not faults: these are always there)."""
+
+    step_min: int = 5
+    heartbeat_min: int = 60
+    #: Load-cell noise as a share of one unit's weight, and drift in grams per day.
+    noise_unit_frac: float = 0.08
+    drift_g_per_day: float = 1.5
+    #: Probability per sensor-day of a stuck value, and how long it stays stuck.
+    stuck_prob: float = 0.005
+    stuck_hours: tuple[float, float] = (1.0, 12.0)
+    battery_drain_pct_per_day: float = 0.25
+    handhelds: int = 2
+
+
+#: Fault kinds counted in ground truth, in a fixed order.
+FAULT_KINDS = (
+    "drop",
+    "duplicate",
+    "reorder",
+    "late",
+    "clock_skew",
+    "malformed",
+    "reboot",
+    "outage",
+    "power_loss",
+)
+
+
+@dataclass(frozen=True)
+class FaultParams:
+    """Fault injection; every rate 0 (off) by default."""
+
+    #: Per-message probabilities.
+    drops: float = 0.0
+    duplicates: float = 0.0
+    reorders: float = 0.0
+    late: float = 0.0
+    malformed: float = 0.0
+    #: Per device-day probabilities.
+    clock_skew: float = 0.0
+    reboots: float = 0.0
+    #: Per store-day probabilities of a network outage / gateway power loss starting.
+    outages: float = 0.0
+    power_losses: float = 0.0
+    late_min_s: float = 120.0
+    late_max_s: float = 3600.0
+    skew_max_s: float = 600.0
+    reboot_min_s: float = 30.0
+    reboot_max_s: float = 600.0
+    #: Outage length is log-uniform between these (minutes to days).
+    outage_min_min: float = 5.0
+    outage_max_min: float = 2 * 24 * 60.0
+    power_loss_min_min: float = 2.0
+    power_loss_max_min: float = 120.0
+
+
+_SECTIONS = {"demand": DemandParams, "replenishment": ReplenishmentParams, "devices": DeviceParams, "faults": FaultParams}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that shapes a simulated store except its id, size and seed.
+
+    ``seed`` is the scenario file's seed; the CLI's ``--seed`` overrides it.
+    """
+
+    name: str = "default"
+    seed: int = 0
+    demand: DemandParams = field(default_factory=DemandParams)
+    replenishment: ReplenishmentParams = field(default_factory=ReplenishmentParams)
+    devices: DeviceParams = field(default_factory=DeviceParams)
+    faults: FaultParams = field(default_factory=FaultParams)
+
+    @classmethod
+    def default(cls) -> "Scenario":
+        """Realistic store, no faults."""
+        return cls()
+
+    @classmethod
+    def no_faults(cls) -> "Scenario":
+        """Same as ``default()``; says what the caller relies on."""
+        return cls(name="no_faults")
+
+    @classmethod
+    def with_faults(cls, base: "Scenario | None" = None, **rates: float) -> "Scenario":
+        """A scenario with the named fault rates switched on (``duplicates=0.05, drops=0.01``).
+
+        Raises:
+            ConfigError: an unknown fault name.
+        """
+        base = base or cls()
+        known = {f.name for f in fields(FaultParams)}
+        unknown = set(rates) - known
+        if unknown:
+            raise ConfigError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(known)}")
+        return replace(base, name=base.name if base.name != "default" else "faults",
+                       faults=replace(base.faults, **rates))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Scenario":
+        """Read a TOML scenario file.
+
+        Raises:
+            ConfigError: the file is missing, not TOML, or names an unknown parameter.
+        """
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"scenario file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"scenario file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(raw, default_name=path.stem)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, default_name: str = "scenario") -> "Scenario":
+        """Build from a parsed TOML/dict document.
+
+        Raises:
+            ConfigError: unknown section or parameter, or a value of the wrong shape.
+        """
+        top = {k: v for k, v in raw.items() if k not in _SECTIONS}
+        unknown = set(top) - {"name", "seed"}
+        if unknown:
+            raise ConfigError(f"unknown scenario key(s) {sorted(unknown)}")
+        parts: dict[str, Any] = {}
+        for section, klass in _SECTIONS.items():
+            values = raw.get(section, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] must be a table")
+            known = {f.name: f for f in fields(klass)}
+            bad = set(values) - set(known)
+            if bad:
+                raise ConfigError(f"[{section}] unknown parameter(s) {sorted(bad)}")
+            clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            try:
+                parts[section] = klass(**clean)
+            except TypeError as exc:
+                raise ConfigError(f"[{section}] {exc}") from None
+        seed = top.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        return cls(name=str(top.get("name", default_name)), seed=seed, **parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists), e.g. to record which scenario produced a data set."""
+
+        def plain(v: Any) -> Any:
+            return [plain(x) for x in v] if isinstance(v, tuple) else v
+
+        out: dict[str, Any] = {"name": self.name, "seed": self.seed}
+        for section in _SECTIONS:
+            out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(self, section)).items()}
+        return out

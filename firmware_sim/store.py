@@ -1,0 +1,492 @@
+"""One simulated store: shelves, shoppers, staff, devices and faults, a day at a time.
+
+``StoreSim`` simulates whole days with numpy (demand matrix per step and facing, sales
+censored by shelf stock, restock rounds between segments) and keeps what devices produce in
+a queue ordered by the time each message is sent. ``run_until(t)`` hands out the messages
+sent up to ``t`` (live mode, the demo); ``history`` reads the same queue as columns and writes
+files. A day's outcome depends only on (seed, store, scenario, day), never on how often
+``run_until`` is called.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from gondola.clock import DAY_MS, MINUTE_MS, ms_to_iso
+from gondola.contracts import make_event
+from gondola.errors import ConfigError
+from gondola.topics import device_topic
+from firmware_sim import devices as dv
+from firmware_sim._rng import component_rng
+from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram, CATEGORIES
+from firmware_sim.demand import day_factor, draw_demand, intraday_profile, promo_mask
+from firmware_sim.faults import MALFORMED_KINDS, Window, apply_faults, plan_device_faults, plan_store_windows
+from firmware_sim.replenishment import Backroom, hhmm_ms, plan_rounds, restock
+from firmware_sim.scenario import Scenario
+from firmware_sim.truth import GroundTruth, WindowRecord
+
+__all__ = ["StoreSim", "DeviceMessage", "DEFAULT_START_MS"]
+
+#: Monday 2026-01-05 00:00 UTC.
+DEFAULT_START_MS = 1_767_571_200_000
+
+
+@dataclass(frozen=True)
+class DeviceMessage:
+    """One MQTT message a device sends.
+
+    ``ts`` is the event's device timestamp (skewed when the device clock is), ``sent_at`` the
+    true instant the device hands it to the network. Malformed payloads have ``valid=False``;
+    ``seq``/``etype`` are then the event they were meant to carry.
+    """
+
+    topic: str
+    payload: bytes
+    device_id: str
+    seq: int | None
+    etype: str | None
+    ts: int
+    valid: bool
+    sent_at: int = 0
+
+
+_MSG_COLS = ("day", "code", "row", "dev", "seq", "ts", "sent_at", "dropped", "malformed", "copy")
+
+
+class StoreSim:
+    """A simulated store with its devices; see the module docstring and ``docs/simulator.md``.
+
+    Args:
+        store_id: e.g. ``"s001"``.
+        skus: catalog size (the chain's first ``skus`` products).
+        seed: base seed; every random stream is derived from (seed, store, component, day).
+        start_ms: epoch ms of a midnight UTC; the first simulated day starts there.
+        scenario: model parameters and faults (default: realistic, no faults).
+        sensor_share: share of facings with a load-cell sensor.
+        track_keys: keep per-message identity sets in ``truth`` (off for big history runs).
+
+    Raises:
+        ConfigError: ``start_ms`` is not a midnight UTC, or sizes/shares are out of range.
+    """
+
+    def __init__(
+        self,
+        store_id: str = "s001",
+        skus: int = 200,
+        seed: int = 0,
+        start_ms: int = DEFAULT_START_MS,
+        scenario: Scenario | None = None,
+        sensor_share: float = 0.5,
+        *,
+        catalog: Catalog | None = None,
+        track_keys: bool = True,
+    ):
+        if start_ms % DAY_MS:
+            raise ConfigError(f"start_ms {start_ms} ({ms_to_iso(start_ms)}) is not a midnight UTC")
+        if not 0.0 <= sensor_share <= 1.0:
+            raise ConfigError(f"sensor_share must be in [0, 1], got {sensor_share}")
+        if skus < 2:
+            raise ConfigError(f"a store needs at least 2 SKUs, got {skus}")
+        self.store_id = store_id
+        self.seed = int(seed)
+        self.start_ms = int(start_ms)
+        self.scenario = scenario or Scenario.default()
+        sc = self.scenario
+        self.catalog = catalog if catalog is not None and len(catalog) == skus else build_catalog(seed, skus, sc.demand)
+        self.plan: Planogram = build_planogram(seed, store_id, self.catalog, sc.replenishment, sensor_share)
+        self.step_ms = sc.devices.step_min * MINUTE_MS
+        if DAY_MS % self.step_ms:
+            raise ConfigError(f"step_min {sc.devices.step_min} does not divide a day")
+        self._profile = intraday_profile(sc.demand, self.step_ms)
+        self._open_steps = np.flatnonzero(self._profile > 0)
+        # Devices: registers, one sensor per sensored facing, handhelds.
+        n_reg = sc.demand.registers or max(2, min(12, 2 + skus // 400))
+        self.sensor_facings = np.flatnonzero(self.plan.has_sensor)
+        ids = [f"pos-{store_id}-r{j + 1:02d}" for j in range(n_reg)]
+        ids += [f"shelf-{f}" for f in self.plan.facing_id[self.sensor_facings]]
+        ids += [f"hh-{store_id}-{k + 1}" for k in range(max(sc.devices.handhelds, 1))]
+        kinds = ["pos"] * n_reg + ["shelf"] * len(self.sensor_facings) + ["handheld"] * max(sc.devices.handhelds, 1)
+        self.registers = n_reg
+        self.device_ids = np.array(ids)
+        self.device_kinds = np.array(kinds)
+        self._first_sensor = n_reg
+        self._first_handheld = n_reg + len(self.sensor_facings)
+        self._topics = [device_topic(store_id, k, d) for k, d in zip(kinds, ids)]
+        self._buffering = self.device_kinds != "shelf"
+        self._reboot_ok = self.device_kinds != "handheld"
+        # Per-facing helpers.
+        n_fac = np.bincount(self.plan.sku_index, minlength=len(self.catalog))
+        self._n_fac = n_fac
+        first_facing = np.searchsorted(self.plan.sku_index, np.arange(len(self.catalog)))
+        self._sub_facing = first_facing[self.catalog.substitute[self.plan.sku_index]]
+        self._sku_ids = self.catalog.sku
+        # Initial state.
+        rng = component_rng(seed, store_id, "initial")
+        self.shelf = np.floor(self.plan.capacity * rng.uniform(0.6, 1.0, len(self.plan))).astype(np.int64)
+        self.backroom = Backroom.initial(rng, self.catalog, self.plan, self.shelf)
+        self._sensors = dv.SensorState(rng, len(self.sensor_facings), start_ms)
+        self._seq = np.zeros(len(ids), dtype=np.int64)
+        self._txn = np.zeros(n_reg, dtype=np.int64)
+        self._day = 0
+        self._windows: list[Window] = []
+        self._tables: dict[int, list[dict[str, np.ndarray]]] = {}
+        self._pending: dict[str, np.ndarray] = {c: np.zeros(0, bool if c == "dropped" else np.int64) for c in _MSG_COLS}
+        self.now_ms = self.start_ms
+        self.truth = GroundTruth(store_id, self.plan.facing_id, self._sku_ids[self.plan.sku_index], track_keys)
+        self.truth.now_ms = self.start_ms
+        for etype in dv.ETYPES:
+            self.truth.emitted[etype] = set()
+        # Order for the first delivery, as if the store had been running.
+        self.backroom.order(component_rng(seed, store_id, "order", -1), -1, self._weekday(-1),
+                            sc.replenishment, self.catalog, self.plan)
+
+    # ---- public ------------------------------------------------------------------------
+
+    @property
+    def planogram(self) -> list[dict]:
+        """Facings: ``facing_id, sku, capacity, has_sensor`` (plus ``store_id``)."""
+        p = self.plan
+        return [
+            {"store_id": self.store_id, "facing_id": str(p.facing_id[i]), "sku": str(self._sku_ids[p.sku_index[i]]),
+             "capacity": int(p.capacity[i]), "has_sensor": bool(p.has_sensor[i])}
+            for i in range(len(p))
+        ]
+
+    @property
+    def products(self) -> list[dict]:
+        """Products: ``sku, name, category, price_cents, unit_weight_g, pack_size``."""
+        return self.catalog.rows()
+
+    def sensor_device(self, facing_id: str) -> str | None:
+        """Device id of the sensor on a facing, or None when the facing has none."""
+        return f"shelf-{facing_id}" if facing_id in set(self.plan.facing_id[self.sensor_facings]) else None
+
+    def run_until(self, t_ms: int) -> list["DeviceMessage"]:
+        """Advance the store to ``t_ms``; return the messages devices sent since, in send order.
+
+        Raises:
+            ValueError: ``t_ms`` is before the last call's.
+        """
+        batch = self.advance(t_ms)
+        return [self._message(batch, i) for i in range(len(batch["seq"]))]
+
+    def advance(self, t_ms: int) -> dict[str, np.ndarray]:
+        """Like ``run_until`` but returns the sent messages as columns (history mode's path).
+
+        Raises:
+            ValueError: ``t_ms`` is before the last call's.
+        """
+        if t_ms < self.now_ms:
+            raise ValueError(f"run_until({t_ms}) is before the store's clock {self.now_ms}")
+        while self.start_ms + self._day * DAY_MS <= t_ms:
+            self._simulate_day(self._day)
+            self._day += 1
+        self.now_ms = int(t_ms)
+        self.truth.now_ms = self.now_ms
+        p = self._pending
+        due = p["sent_at"] <= t_ms
+        batch = {k: v[due] for k, v in p.items()}
+        self._pending = {k: v[~due] for k, v in p.items()}
+        order = np.lexsort((batch["copy"], batch["seq"], batch["dev"], batch["sent_at"]))
+        batch = {k: v[order] for k, v in batch.items()}
+        self._account(batch)
+        sent = ~batch["dropped"]
+        out = {k: v[sent] for k, v in batch.items()}
+        self.truth.pending = int((~self._pending["dropped"]).sum())
+        # Forget day tables no message refers to any more.
+        live_days = set(np.unique(self._pending["day"]).tolist()) | set(np.unique(out["day"]).tolist())
+        for d in [d for d in self._tables if d not in live_days and d < self._day - 1]:
+            del self._tables[d]
+        return out
+
+    # ---- messages ------------------------------------------------------------------------
+
+    def _account(self, batch: dict[str, np.ndarray]) -> None:
+        t = self.truth
+        if not t.track_keys:
+            return
+        ids = self.device_ids
+        for i in np.flatnonzero(batch["dropped"] & (batch["copy"] == 0)):
+            t.dropped.add((str(ids[batch["dev"][i]]), int(batch["seq"][i])))
+        live = ~batch["dropped"]
+        for i in np.flatnonzero(live & (batch["malformed"] > 0) & (batch["copy"] == 0)):
+            t.malformed.add((str(ids[batch["dev"][i]]), int(batch["seq"][i])))
+        for code, etype in enumerate(dv.ETYPES):
+            sel = np.flatnonzero(live & (batch["malformed"] == 0) & (batch["code"] == code))
+            t.emitted[etype].update(zip(ids[batch["dev"][sel]].tolist(), batch["seq"][sel].tolist()))
+
+    def event(self, batch: dict[str, np.ndarray], i: int) -> dict:
+        """The contract event (``make_event``) of message ``i`` of a column batch."""
+        day, code, row, dev = (int(batch[k][i]) for k in ("day", "code", "row", "dev"))
+        tab = self._tables[day][code]
+        return make_event(
+            dv.ETYPES[code], store_id=self.store_id, device_id=str(self.device_ids[dev]),
+            seq=int(batch["seq"][i]), ts=int(batch["ts"][i]), data=self._data(code, tab, row, day),
+        )
+
+    def _data(self, code: int, tab: dict[str, np.ndarray], row: int, day: int) -> dict:
+        sku = self._sku_ids
+        abs_day = (self.start_ms + day * DAY_MS) // DAY_MS
+        if code == dv.POS:
+            reg = int(tab["dev"][row])
+            data = {
+                "txn_id": f"{self.device_ids[reg]}-{abs_day}-{int(tab['txn'][row])}",
+                "register": f"r{reg + 1:02d}",
+                "line": int(tab["line"][row]),
+                "sku": str(sku[tab["sku"][row]]),
+                "qty": int(tab["qty"][row]),
+                "price_cents": int(tab["price_cents"][row]),
+                "kind": dv.KIND_NAMES[int(tab["kind"][row])],
+            }
+            if tab["loyalty"][row] >= 0:
+                data["loyalty_id"] = f"L{int(tab['loyalty'][row]):08d}"
+            return data
+        if code == dv.SHELF:
+            f = int(tab["facing"][row])
+            return {
+                "facing_id": str(self.plan.facing_id[f]),
+                "sku": str(sku[self.plan.sku_index[f]]),
+                "weight_g": float(tab["weight_g"][row]),
+                "units_est": int(tab["units_est"][row]),
+                "battery_pct": float(tab["battery_pct"][row]),
+                "rssi_dbm": int(tab["rssi_dbm"][row]),
+            }
+        if code == dv.RESTOCK:
+            f = int(tab["facing"][row])
+            return {
+                "facing_id": str(self.plan.facing_id[f]),
+                "sku": str(sku[self.plan.sku_index[f]]),
+                "units_added": int(tab["units_added"][row]),
+                "staff_id": f"staff-{int(tab['staff'][row]):03d}",
+            }
+        return {
+            "delivery_id": f"{self.store_id}-dlv-{abs_day}",
+            "sku": str(sku[tab["sku"][row]]),
+            "units": int(tab["units"][row]),
+        }
+
+    def payload(self, batch: dict[str, np.ndarray], i: int) -> bytes:
+        """JSON bytes of message ``i``: the event, or its corrupted form when malformed."""
+        event = self.event(batch, i)
+        kind = int(batch["malformed"][i])
+        if kind:
+            return _corrupt(event, MALFORMED_KINDS[kind - 1], int(batch["seq"][i]))
+        return json.dumps(event, separators=(",", ":")).encode()
+
+    def _message(self, batch: dict[str, np.ndarray], i: int) -> DeviceMessage:
+        dev = int(batch["dev"][i])
+        code = int(batch["code"][i])
+        return DeviceMessage(
+            topic=self._topics[dev],
+            payload=self.payload(batch, i),
+            device_id=str(self.device_ids[dev]),
+            seq=int(batch["seq"][i]),
+            etype=dv.ETYPES[code],
+            ts=int(batch["ts"][i]),
+            valid=int(batch["malformed"][i]) == 0,
+            sent_at=int(batch["sent_at"][i]),
+        )
+
+    # ---- the day -------------------------------------------------------------------------
+
+    def _weekday(self, day: int) -> int:
+        return datetime.fromtimestamp((self.start_ms + day * DAY_MS) / 1000, tz=timezone.utc).weekday()
+
+    def _simulate_day(self, day: int) -> None:
+        sc = self.scenario
+        seed, sid = self.seed, self.store_id
+        day_start = self.start_ms + day * DAY_MS
+        abs_day = day_start // DAY_MS
+        r = lambda name: component_rng(seed, sid, name, abs_day)  # noqa: E731
+        plan, cat, step = self.plan, self.catalog, self.step_ms
+        steps = DAY_MS // step
+        truth = self.truth
+
+        # Faults planned for the day (their own streams, so switching them never moves demand).
+        reboots, skew = plan_device_faults(r("faults.device"), day_start, len(self.device_ids),
+                                           self._reboot_ok, sc.faults)
+        new_windows = plan_store_windows(r("faults.store"), day_start, sc.faults)
+        for w in reboots + new_windows:
+            truth.count(w.kind)
+            target = self.store_id if w.target < 0 else str(self.device_ids[w.target])
+            truth.windows.append(WindowRecord(w.kind, target, w.start_ms, w.end_ms))
+        self._windows = [w for w in self._windows if w.end_ms > day_start] + new_windows
+
+        # Morning delivery.
+        factor = day_factor(sc.demand, seed, sid, day_start)
+        open_day = factor > 0
+        rng_repl = r("replenishment")
+        delivered, _misplaced = self.backroom.receive(rng_repl, day, sc.replenishment)
+        tables: list[dict[str, np.ndarray]] = []
+
+        # Demand and sales, segment by segment between restock rounds.
+        promo = promo_mask(sc.demand, seed, len(cat), day_start)
+        lift = np.where(promo, sc.demand.promo_lift, 1.0)
+        price = np.where(promo, np.round(cat.price_cents * (1 - sc.demand.promo_discount)), cat.price_cents)
+        rate_f = (plan.rate * lift)[plan.sku_index] / self._n_fac[plan.sku_index]
+        demand = draw_demand(r("demand"), rate_f, self._profile, factor)
+        rounds = plan_rounds(r("rounds"), day_start, sc.replenishment, open_day)
+        rng_round = r("restock")
+        restock_at = {}
+        for k, rd in enumerate(rounds):
+            if rd.skipped:
+                truth.count("restock_round_skipped")
+                continue
+            restock_at.setdefault(int((rd.start_ms - day_start) // step), k)
+        bounds = sorted(set([0, steps]) | set(restock_at))
+        units = self.shelf.copy()
+        prev_units = self.shelf.copy()
+        u_mat = np.empty((steps, len(plan)), dtype=np.int64)
+        sold = np.zeros_like(demand)
+        lost = np.zeros_like(demand)
+        switched = np.zeros_like(demand)
+        p_switch = sc.demand.response_switch_brand + sc.demand.response_switch_size
+        rng_shop = r("shoppers")
+        restock_tables = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if a in restock_at:
+                added = restock(rng_round, units, self.backroom, plan, sc.replenishment)
+                k = restock_at[a]
+                hh = self._first_handheld + k % max(sc.devices.handhelds, 1)
+                restock_tables.append(dv.restock_scans(a, added, day_start, step, hh, k + 1))
+            s_, l_, w_ = _serve(demand[a:b], units, plan.sibling, self._sub_facing, p_switch, rng_shop)
+            sold[a:b], lost[a:b], switched[a:b] = s_, l_, w_
+            u_mat[a:b] = units - np.cumsum(s_, axis=0)
+            units = u_mat[b - 1].copy()
+        self.shelf = units
+        sold_sku = np.bincount(plan.sku_index, weights=sold.sum(axis=0), minlength=len(cat)).astype(np.int64)
+        self.backroom.record -= sold_sku
+        truth.record_day(day_start, step, u_mat, prev_units, lost, demand, sold, switched,
+                         self._open_steps if open_day else np.zeros(0, np.int64), first=day == 0)
+
+        # Devices.
+        pos_down = [(w.target, w.start_ms, w.end_ms) for w in reboots if w.target < self.registers]
+        sensor_down = [(w.target - self._first_sensor, w.start_ms, w.end_ms) for w in reboots
+                       if self._first_sensor <= w.target < self._first_handheld]
+        pos = dv.pos_lines(r("pos"), sold, day_start, step, price.astype(np.int64), plan, self.registers,
+                           pos_down, sc.demand, self._open_steps if open_day else np.zeros(0, np.int64))
+        shelf, stuck = dv.shelf_readings(r("sensors"), u_mat, prev_units, day_start, step, self.sensor_facings,
+                                         self._first_sensor, cat.unit_weight_g[plan.sku_index], self._sensors, sc.devices, sensor_down)
+        for j, start, end in stuck:
+            truth.count("sensor_stuck")
+            truth.windows.append(WindowRecord("sensor_stuck", str(self.device_ids[self._first_sensor + j]), start, end))
+        restocks = _concat(restock_tables, ("dev", "ts", "facing", "units_added", "staff"))
+        deliveries = dv.delivery_scans(delivered, day_start + hhmm_ms(sc.replenishment.delivery_time), int(abs_day),
+                                       self._first_handheld + (1 % max(sc.devices.handhelds, 1)))
+        # Transaction numbers run on per register across days.
+        pos["txn"] = self._number_txns(pos)
+        tables = [pos, shelf, restocks, deliveries]
+        self._tables[day] = tables
+
+        # End of day: returns go to the backroom, shrink, counts, the evening order.
+        returned = pos["sku"][pos["kind"] == 2]
+        np.add.at(self.backroom.units, returned, 1)
+        np.add.at(self.backroom.record, returned, 1)
+        truth.count("shrink_units", int(self.backroom.shrink(rng_repl, sc.replenishment).sum()))
+        on_shelf = np.bincount(plan.sku_index, weights=self.shelf, minlength=len(cat)).astype(np.int64)
+        self.backroom.count(day, sc.replenishment, on_shelf)
+        self.backroom.order(rng_repl, day, self._weekday(day), sc.replenishment, cat, plan)
+
+        self._queue(day, tables, skew, r("faults.messages"))
+
+    def _number_txns(self, pos: dict[str, np.ndarray]) -> np.ndarray:
+        """Renumber baskets as consecutive transaction numbers per register."""
+        if len(pos["txn"]) == 0:
+            return pos["txn"]
+        keys = pos["dev"] * (int(pos["txn"].max()) + 1) + pos["txn"]
+        uniq, inv = np.unique(keys, return_inverse=True)
+        reg = uniq // (int(pos["txn"].max()) + 1)
+        first = np.searchsorted(reg, reg)
+        number = self._txn[reg] + (np.arange(len(uniq)) - first) + 1
+        self._txn += np.bincount(reg, minlength=self.registers)
+        return number[inv]
+
+    def _queue(self, day: int, tables: list[dict[str, np.ndarray]], skew: np.ndarray, rng: np.random.Generator) -> None:
+        codes = np.concatenate([np.full(len(t["ts"]), c, np.int64) for c, t in enumerate(tables)])
+        rows = np.concatenate([np.arange(len(t["ts"]), dtype=np.int64) for t in tables])
+        devs = np.concatenate([t["dev"] for t in tables])
+        ts = np.concatenate([t["ts"] for t in tables])
+        order = np.lexsort((rows, codes, ts, devs))
+        codes, rows, devs, ts = codes[order], rows[order], devs[order], ts[order]
+        first = np.searchsorted(devs, devs)
+        seq = self._seq[devs] + (np.arange(len(devs)) - first)
+        self._seq += np.bincount(devs, minlength=len(self._seq))
+        msgs = {"dev": devs, "seq": seq, "ts": ts, "code": codes, "row": rows}
+        msgs = apply_faults(rng, msgs, self._buffering, self._windows, self.scenario.faults, self.truth.faults)
+        # The device clock: ``ts`` as reported; ``sent_at`` stays on true time.
+        skewed = skew[msgs["dev"]]
+        if skewed.any():
+            self.truth.count("clock_skew", int(((skewed != 0) & (msgs["copy"] == 0)).sum()))
+            msgs["ts"] = msgs["ts"] + skewed
+        msgs["day"] = np.full(len(msgs["ts"]), day, np.int64)
+        self._pending = {k: np.concatenate([self._pending[k], msgs[k].astype(self._pending[k].dtype)])
+                         for k in _MSG_COLS}
+
+
+def _concat(tables: list[dict[str, np.ndarray]], cols: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not tables:
+        return {c: np.zeros(0, np.int64) for c in cols}
+    return {c: np.concatenate([t[c] for t in tables]) for c in cols}
+
+
+def _serve(demand: np.ndarray, units: np.ndarray, sibling: np.ndarray, sub_facing: np.ndarray,
+           p_switch: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sales censored by shelf stock over a run of steps without restocking.
+
+    A shopper meeting an empty facing goes to another facing of the same SKU when it has
+    stock; otherwise switches to the substitute product with probability ``p_switch`` (GMA
+    2002: 26% another brand + 19% another size) when the substitute's facing has stock, and
+    else leaves without it (buys elsewhere, delays, or does not buy). Returns per (step,
+    facing): units sold, units of demand lost to the store, units switched out to another
+    facing. Conservation: sum(demand) == sum(sold) + sum(lost).
+    """
+    zero_row = np.zeros((1, demand.shape[1]), dtype=np.int64)
+    cum = np.cumsum(demand, axis=0, dtype=np.int64)
+    sold_cum = np.minimum(cum, units)
+    unmet = np.diff(np.vstack([zero_row, cum - sold_cum]), axis=0)
+    s, f = np.nonzero(unmet)
+    if len(s) == 0:
+        return demand.astype(np.int64), np.zeros_like(demand, dtype=np.int64), np.zeros_like(demand, dtype=np.int64)
+    remaining = units - sold_cum
+    u = unmet[s, f]
+    sib = sibling[f]
+    to_sib = (sib >= 0) & (remaining[s, np.maximum(sib, 0)] > 0)
+    sub = sub_facing[f]
+    switch = rng.binomial(u, p_switch)
+    to_sub = ~to_sib & (sub != f) & (remaining[s, sub] > 0) & (switch > 0)
+    moved = np.where(to_sib, u, np.where(to_sub, switch, 0))
+    target = np.where(to_sib, sib, sub)
+    out = np.zeros(demand.shape, dtype=np.int64)
+    out[s, f] = moved
+    inflow = np.zeros(demand.shape, dtype=np.int64)
+    m = moved > 0
+    np.add.at(inflow, (s[m], target[m]), moved[m])
+    d2 = demand + inflow
+    cum2 = np.cumsum(d2, axis=0)
+    sold_cum2 = np.minimum(cum2, units)
+    sold2 = np.diff(np.vstack([zero_row, sold_cum2]), axis=0)
+    lost = d2 - sold2 - out
+    return sold2, lost, out
+
+
+def _corrupt(event: dict, kind: str, seq: int) -> bytes:
+    """A broken payload of one of the malformed kinds (deterministic in the event)."""
+    if kind == "truncated":
+        raw = json.dumps(event, separators=(",", ":")).encode()
+        return raw[: max(1, (len(raw) * (1 + seq % 7)) // 9)]
+    event = json.loads(json.dumps(event))
+    data = event["data"]
+    if kind == "wrong_type":
+        event["seq"] = str(event["seq"])
+    elif kind == "unknown_sku":
+        data["sku"] = "sku-unknown-" + str(seq % 997)
+    else:  # absurd_value
+        for name, value in (("qty", 900_000), ("weight_g", 9.9e8), ("units_added", 10**7), ("units", 10**9)):
+            if name in data:
+                data[name] = value
+                break
+    return json.dumps(event, separators=(",", ":")).encode()

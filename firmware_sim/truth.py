@@ -1,0 +1,212 @@
+"""Ground truth of a simulated store: what really happened, next to what devices reported.
+
+Shelf state is kept at the simulation step (5 minutes by default): ``units`` is the true
+count on a facing at the end of a step; a stock-out interval starts at the end of the step in
+which the last unit left and ends at the start of the step in which a restock put units back.
+Everything is cumulative up to the instant of the store's last ``run_until``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["GroundTruth", "WindowRecord"]
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """A window fault: ``target`` is a device id, or the store id for store-wide windows."""
+
+    kind: str
+    target: str
+    start_ms: int
+    end_ms: int
+
+
+@dataclass
+class GroundTruth:
+    """What really happened in one store, up to ``now_ms``.
+
+    Attributes:
+        emitted: per event type, the ``(device_id, seq)`` of VALID distinct events that devices
+            sent at least once (dropped and malformed ones are not here).
+        dropped: ``(device_id, seq)`` lost before reaching the broker (seq gaps downstream).
+        malformed: ``(device_id, seq)`` whose payload was corrupted (a seq used up by a payload
+            a gateway must quarantine; ``unknown_sku`` ones still pass the schema check).
+        pending: events produced but held by a device (outage buffer, late) and not sent yet.
+        faults: fault kind -> count; message faults count messages, window faults count windows,
+            ``<window>_dropped`` / ``<window>_delayed`` count the messages they hit.
+        windows: reboots, outages, power losses and stuck sensors with their times.
+    """
+
+    store_id: str
+    facing_ids: np.ndarray
+    facing_sku: np.ndarray  # sku id per facing
+    track_keys: bool = True
+    now_ms: int = 0
+    emitted: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    dropped: set[tuple[str, int]] = field(default_factory=set)
+    malformed: set[tuple[str, int]] = field(default_factory=set)
+    pending: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    windows: list[WindowRecord] = field(default_factory=list)
+    # Closed and open stock-out intervals: facing index -> start, and closed (facing, start, end).
+    _open: dict[int, int] = field(default_factory=dict)
+    _closed: list[tuple[int, int, int]] = field(default_factory=list)
+    # Per day, sparse cells: (ts at step end, facing, value).
+    _shelf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    _lost: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    _daily: list[dict[str, np.ndarray]] = field(default_factory=list)
+    _oos: list[tuple[int, int, int]] = field(default_factory=list)  # (day start, empty, total) open facing-steps
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    @property
+    def stockouts(self) -> list[tuple[str, str, str, int, int | None]]:
+        """``(store_id, facing_id, sku, start_ms, end_ms | None)`` intervals with zero units."""
+        out = []
+        for f, start, end in self._closed:
+            if start <= self.now_ms:
+                out.append((self.store_id, str(self.facing_ids[f]), str(self.facing_sku[f]), start,
+                            end if end <= self.now_ms else None))
+        for f, start in self._open.items():
+            if start <= self.now_ms:
+                out.append((self.store_id, str(self.facing_ids[f]), str(self.facing_sku[f]), start, None))
+        return sorted(out, key=lambda r: (r[3], r[1]))
+
+    @property
+    def lost_sales(self) -> dict[tuple[str, str], int]:
+        """Units of demand that left the store unserved, per ``(facing_id, sku)``."""
+        total = np.zeros(len(self.facing_ids), dtype=np.int64)
+        for ts, f, v in self._lost:
+            keep = ts <= self.now_ms
+            total += np.bincount(f[keep], weights=v[keep], minlength=len(total)).astype(np.int64)
+        return {(str(self.facing_ids[i]), str(self.facing_sku[i])): int(total[i]) for i in np.flatnonzero(total)}
+
+    def shelf_units(self, facing_id: str) -> list[tuple[int, int]]:
+        """True units on a facing as ``(ts, units)`` change points (the first at the start).
+
+        Raises:
+            KeyError: unknown facing.
+        """
+        hits = np.flatnonzero(self.facing_ids == facing_id)
+        if len(hits) == 0:
+            raise KeyError(facing_id)
+        idx = hits[0]
+        out: list[tuple[int, int]] = []
+        for ts, f, v in self._shelf:
+            keep = (f == idx) & (ts <= self.now_ms)
+            out.extend(zip(ts[keep].tolist(), v[keep].tolist()))
+        return out
+
+    def oos_rate(self) -> float:
+        """Share of facing-time out of stock during opening hours (0 when nothing simulated)."""
+        empty = sum(e for d, e, t in self._oos if d <= self.now_ms)
+        total = sum(t for d, e, t in self._oos if d <= self.now_ms)
+        return empty / total if total else 0.0
+
+    def daily(self) -> dict[str, np.ndarray]:
+        """Per facing and day: ``day_ms, facing, demand, sold, lost, switched_out`` columns."""
+        if not self._daily:
+            return {k: np.zeros(0, np.int64) for k in ("day_ms", "facing", "demand", "sold", "lost", "switched_out")}
+        return {k: np.concatenate([d[k] for d in self._daily]) for k in self._daily[0]}
+
+    def to_tables(self) -> dict[str, Any]:
+        """Ground truth as pyarrow tables: ``shelf_units``, ``stockouts``, ``lost_sales``, ``faults``, ``windows``."""
+        import pyarrow as pa
+
+        def dict_col(idx: np.ndarray, values: np.ndarray) -> pa.Array:
+            return pa.DictionaryArray.from_arrays(pa.array(idx.astype(np.int32)), pa.array(values.astype(str)))
+
+        if self._shelf:
+            ts = np.concatenate([s[0] for s in self._shelf])
+            f = np.concatenate([s[1] for s in self._shelf])
+            v = np.concatenate([s[2] for s in self._shelf])
+            keep = ts <= self.now_ms
+            ts, f, v = ts[keep], f[keep], v[keep]
+        else:
+            ts = f = v = np.zeros(0, np.int64)
+        store = np.zeros(len(ts), np.int32)
+        shelf = pa.table({
+            "store_id": dict_col(store, np.array([self.store_id])),
+            "facing_id": dict_col(f, self.facing_ids),
+            "sku": dict_col(f, self.facing_sku),
+            "ts": pa.array(ts, pa.int64()),
+            "units": pa.array(v, pa.int32()),
+        })
+        so = self.stockouts
+        stockouts = pa.table({
+            "store_id": pa.array([r[0] for r in so], pa.string()),
+            "facing_id": pa.array([r[1] for r in so], pa.string()),
+            "sku": pa.array([r[2] for r in so], pa.string()),
+            "start_ms": pa.array([r[3] for r in so], pa.int64()),
+            "end_ms": pa.array([r[4] for r in so], pa.int64()),
+        })
+        d = self.daily()
+        keep = d["day_ms"] <= self.now_ms
+        lost = pa.table({
+            "store_id": dict_col(np.zeros(int(keep.sum()), np.int32), np.array([self.store_id])),
+            "day_ms": pa.array(d["day_ms"][keep], pa.int64()),
+            "facing_id": dict_col(d["facing"][keep], self.facing_ids),
+            "sku": dict_col(d["facing"][keep], self.facing_sku),
+            "demand_units": pa.array(d["demand"][keep], pa.int32()),
+            "sold_units": pa.array(d["sold"][keep], pa.int32()),
+            "lost_units": pa.array(d["lost"][keep], pa.int32()),
+            "switched_out_units": pa.array(d["switched_out"][keep], pa.int32()),
+        })
+        faults = pa.table({
+            "store_id": pa.array([self.store_id] * len(self.faults), pa.string()),
+            "kind": pa.array(sorted(self.faults), pa.string()),
+            "count": pa.array([self.faults[k] for k in sorted(self.faults)], pa.int64()),
+        })
+        windows = pa.table({
+            "store_id": pa.array([self.store_id] * len(self.windows), pa.string()),
+            "kind": pa.array([w.kind for w in self.windows], pa.string()),
+            "target": pa.array([w.target for w in self.windows], pa.string()),
+            "start_ms": pa.array([w.start_ms for w in self.windows], pa.int64()),
+            "end_ms": pa.array([w.end_ms for w in self.windows], pa.int64()),
+        })
+        return {"shelf_units": shelf, "stockouts": stockouts, "lost_sales": lost, "faults": faults, "windows": windows}
+
+    # ---- recording (the store calls these) -------------------------------------------------
+
+    def count(self, kind: str, n: int = 1) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + int(n)
+
+    def record_day(self, day_start_ms: int, step_ms: int, units: np.ndarray, prev_units: np.ndarray,
+                   lost: np.ndarray, demand: np.ndarray, sold: np.ndarray, switched: np.ndarray,
+                   open_steps: np.ndarray, first: bool = False) -> None:
+        """Fold one simulated day (matrices of shape (steps, facings)) into the truth."""
+        steps = units.shape[0]
+        step_end = day_start_ms + (np.arange(steps) + 1) * step_ms
+        prev = np.vstack([prev_units[None, :], units[:-1]])
+        changed = units != prev
+        if first:
+            changed[0] = True
+        s, f = np.nonzero(changed)
+        self._shelf.append((step_end[s], f, units[s, f].astype(np.int64)))
+        ls, lf = np.nonzero(lost)
+        self._lost.append((step_end[ls], lf, lost[ls, lf].astype(np.int64)))
+        empty = units == 0
+        was_empty = prev == 0
+        for s_i, f_i in zip(*np.nonzero(empty & ~was_empty)):
+            self._open[int(f_i)] = int(step_end[s_i])
+        for s_i, f_i in zip(*np.nonzero(~empty & was_empty)):
+            start = self._open.pop(int(f_i), None)
+            end = int(day_start_ms + s_i * step_ms)
+            if start is not None and end > start:
+                self._closed.append((int(f_i), start, end))
+        n_f = units.shape[1]
+        self._daily.append({
+            "day_ms": np.full(n_f, day_start_ms, np.int64),
+            "facing": np.arange(n_f, dtype=np.int64),
+            "demand": demand.sum(axis=0).astype(np.int64),
+            "sold": sold.sum(axis=0).astype(np.int64),
+            "lost": lost.sum(axis=0).astype(np.int64),
+            "switched_out": switched.sum(axis=0).astype(np.int64),
+        })
+        if len(open_steps):
+            self._oos.append((day_start_ms, int(empty[open_steps].sum()), len(open_steps) * n_f))
