@@ -1,0 +1,105 @@
+"""``gondola cloud``: ingest, transform the lake, build the warehouse and the dashboard.
+
+Subcommands (each prints progress and a one-line summary; exit 0 on success):
+
+  ingest-stream            read new hub messages into bronze.events
+  ingest-batch FOLDER      load master data / sales export CSVs (each file content once)
+  transform                incremental bronze -> silver -> gold
+  warehouse                build the DuckDB warehouse (bi_* views for Power BI)
+  dashboard [--html PATH]  write the self-contained HTML dashboard
+  synapse-ddl [--out PATH] print / write the T-SQL views for Synapse serverless
+  counts                   rows per lake table
+  all [--batch FOLDER]     ingest-batch (if given), ingest-stream, transform, warehouse, dashboard
+
+Common options: --lake URI (folder, abfss:// or az://), --hub PATH, --warehouse PATH,
+--storage-option KEY=VALUE (repeatable), --engine duckdb|spark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gondola cloud", description=__doc__.split("\n")[0])
+    p.add_argument("--lake", default="out/lake", help="lake folder or abfss:// / az:// URI (default out/lake)")
+    p.add_argument("--hub", default="out/hub.sqlite", help="embedded hub file (default out/hub.sqlite)")
+    p.add_argument("--warehouse", default="out/warehouse.duckdb", help="DuckDB warehouse file")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="deltalake storage option (account_name, sas_token, use_emulator, ...)")
+    p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("ingest-stream", help="read new hub messages into bronze")
+    b = sub.add_parser("ingest-batch", help="load master data / sales export CSVs")
+    b.add_argument("folder")
+    sub.add_parser("transform", help="incremental bronze -> silver -> gold")
+    sub.add_parser("warehouse", help="build the DuckDB warehouse")
+    d = sub.add_parser("dashboard", help="write the HTML dashboard")
+    d.add_argument("--html", default="out/dashboard.html")
+    s = sub.add_parser("synapse-ddl", help="T-SQL views for Synapse serverless")
+    s.add_argument("--out", default=None)
+    s.add_argument("--location", default="lake", help="lake folder under the external data source")
+    sub.add_parser("counts", help="rows per lake table")
+    a = sub.add_parser("all", help="batch (optional), stream, transform, warehouse, dashboard")
+    a.add_argument("--batch", default=None, help="folder of CSV files to load first")
+    a.add_argument("--html", default="out/dashboard.html")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from cloud.wiring import CloudSettings, build_cloud
+    from gondola.errors import ConfigError
+
+    options = {}
+    for item in args.storage_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--storage-option {item!r} is not KEY=VALUE")
+        options[key] = value
+    if args.command == "synapse-ddl":
+        from cloud.warehouse import synapse_ddl
+
+        ddl = synapse_ddl(args.location)
+        if args.out:
+            Path(args.out).write_text(ddl)
+            print(f"wrote {args.out}")
+        else:
+            print(ddl)
+        return 0
+    started = time.monotonic()
+    say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731
+    cloud = build_cloud(CloudSettings(lake_uri=args.lake, hub_path=args.hub, warehouse_path=args.warehouse,
+                                      storage_options=options or None, engine=args.engine), progress=say)
+    cmd = args.command
+    folder = args.folder if cmd == "ingest-batch" else getattr(args, "batch", None)
+    if folder:
+        report = cloud.ingest_batch(folder)
+        say(f"batch: loaded {len(report['loaded'])} file(s), {report['rows']} rows; "
+            f"{len(report['skipped_same_content'])} already loaded; errors: {report['errors'] or 'none'}")
+        if report["errors"] and cmd == "ingest-batch":
+            return 1
+    if cmd in ("ingest-stream", "all"):
+        say(f"stream: {cloud.ingest_stream()} new bronze rows")
+    if cmd in ("transform", "all"):
+        result = cloud.transform()
+        say(f"transform: {json.dumps(result['rows'], sort_keys=True)}; duplicates {result['duplicates']}, "
+            f"quarantined {result['quarantined']}, late {result['late']}")
+    if cmd in ("warehouse", "all"):
+        say(f"warehouse: {cloud.build_warehouse()}")
+    if cmd in ("dashboard", "all"):
+        say(f"dashboard: {cloud.build_dashboard(args.html)}")
+    if cmd == "counts":
+        for name, n in cloud.table_counts().items():
+            print(f"{name:32s} {n:>10,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
