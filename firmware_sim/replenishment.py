@@ -104,8 +104,13 @@ class Backroom:
         params: ReplenishmentParams,
         catalog: Catalog,
         plan: Planogram,
+        forecast: np.ndarray,
     ) -> None:
-        """Evening order for the next delivery day, on the recorded (maybe phantom) position."""
+        """Evening order for the next delivery day, on the recorded (maybe phantom) position.
+
+        ``forecast`` is the store's own estimate of units per day per SKU (biased, and blind
+        to promotions). What the supplier ships is decided here too (short lines).
+        """
         lead = max(params.lead_time_days, 1)
         arrival = next(
             (day + k for k in range(lead, lead + 8) if (weekday + k) % 7 in params.delivery_weekdays), None
@@ -113,12 +118,16 @@ class Backroom:
         if arrival is None or arrival in self.on_order:
             return
         shelf_cap = np.bincount(plan.sku_index, weights=plan.capacity, minlength=len(catalog))
-        target = np.ceil(plan.rate * params.order_cover_days + shelf_cap)
+        target = np.ceil(forecast * params.order_cover_days + shelf_cap)
         pipeline = sum(self.on_order.values()) if self.on_order else 0
         need = np.maximum(target - self.record - pipeline, 0)
         pack = catalog.pack_size
         qty = (np.ceil(need / pack) * pack).astype(np.int64)
         qty[rng.random(len(qty)) < params.order_miss_prob] = 0
+        # The supplier ships what it has: some lines arrive short.
+        short = rng.random(len(qty)) < params.supplier_short_prob
+        fill = rng.uniform(*params.supplier_short_fill, len(qty))
+        qty = np.where(short, np.floor(qty * fill), qty).astype(np.int64)
         self.on_order[arrival] = qty
 
 

@@ -66,31 +66,38 @@ class ReplenishmentParams:
 
     #: Scheduled restock rounds (HH:MM, UTC) and how they go wrong.
     restock_times: tuple[str, ...] = ("06:30", "13:00", "18:30")
-    restock_delay_mean_min: float = 40.0
-    restock_skip_prob: float = 0.12
+    restock_delay_mean_min: float = 60.0
+    restock_skip_prob: float = 0.15
     #: Facings below this fill level are refilled in a round.
-    restock_threshold: float = 0.6
+    restock_threshold: float = 0.5
     #: Probability that a facing is only partly refilled, and the filled share then.
     partial_prob: float = 0.25
     partial_fill: tuple[float, float] = (0.3, 0.8)
     #: Shelf capacity sized to this many days of mean demand (clipped to the bounds).
-    shelf_cover_days: float = 1.6
+    shelf_cover_days: float = 1.0
     capacity_bounds: tuple[int, int] = (4, 60)
     #: Deliveries: weekdays (0 = Monday), arrival time, lead time in days.
-    delivery_weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    delivery_weekdays: tuple[int, ...] = (0, 2, 4)
     delivery_time: str = "05:30"
     lead_time_days: int = 1
     #: Order-up-to level in days of forecast demand, and how often store ordering fails.
-    order_cover_days: float = 3.5
-    order_miss_prob: float = 0.06
+    order_cover_days: float = 2.8
+    order_miss_prob: float = 0.08
+    #: Store forecast error: a per-SKU bias (lognormal sigma); promotions are not forecast.
+    forecast_error_sigma: float = 0.4
+    #: Supplier short-shipments: probability per order line, and the share then delivered.
+    supplier_short_prob: float = 0.06
+    supplier_short_fill: tuple[float, float] = (0.0, 0.5)
     #: Unrecorded shrink (theft, damage) per SKU per day: makes phantom inventory.
-    shrink_prob: float = 0.02
+    shrink_prob: float = 0.04
     shrink_units_max: int = 6
     #: Days between inventory counts of one SKU (records corrected, phantom stock removed).
-    count_interval_days: int = 14
+    count_interval_days: int = 21
     #: Share of delivered lines put in the wrong place, and mean days until found.
     misplaced_prob: float = 0.03
     misplaced_days_mean: float = 3.0
+    #: Days simulated silently before the start so day 0 looks like a running store.
+    warmup_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ class DeviceParams:
     """Simulation step and device behaviour (not faults: these are always there)."""
 
     step_min: int = 5
-    heartbeat_min: int = 60
+    heartbeat_min: int = 180
     #: Load-cell noise as a share of one unit's weight, and drift in grams per day.
     noise_unit_frac: float = 0.08
     drift_g_per_day: float = 1.5

@@ -140,9 +140,15 @@ class StoreSim:
         self.truth.now_ms = self.start_ms
         for etype in dv.ETYPES:
             self.truth.emitted[etype] = set()
-        # Order for the first delivery, as if the store had been running.
-        self.backroom.order(component_rng(seed, store_id, "order", -1), -1, self._weekday(-1),
-                            sc.replenishment, self.catalog, self.plan)
+        # The store's forecast: true rate with a per-SKU bias.
+        self._forecast = self.plan.rate * rng.lognormal(0.0, sc.replenishment.forecast_error_sigma, len(self.catalog))
+        # Warm up: run the stock dynamics for some days before the start, silently, so day 0
+        # already has the empty shelves, empty backrooms and phantom stock of a running store.
+        warm = max(sc.replenishment.warmup_days, 0)
+        self.backroom.order(component_rng(seed, store_id, "order", -warm - 1), -warm - 1, self._weekday(-warm - 1),
+                            sc.replenishment, self.catalog, self.plan, self._forecast)
+        for day in range(-warm, 0):
+            self._simulate_day(day, emit=False)
 
     # ---- public ------------------------------------------------------------------------
 
@@ -296,7 +302,8 @@ class StoreSim:
     def _weekday(self, day: int) -> int:
         return datetime.fromtimestamp((self.start_ms + day * DAY_MS) / 1000, tz=timezone.utc).weekday()
 
-    def _simulate_day(self, day: int) -> None:
+    def _simulate_day(self, day: int, emit: bool = True) -> None:
+        """Simulate one day; ``emit=False`` (warm-up days) moves stock but records nothing."""
         sc = self.scenario
         seed, sid = self.seed, self.store_id
         day_start = self.start_ms + day * DAY_MS
@@ -310,6 +317,8 @@ class StoreSim:
         reboots, skew = plan_device_faults(r("faults.device"), day_start, len(self.device_ids),
                                            self._reboot_ok, sc.faults)
         new_windows = plan_store_windows(r("faults.store"), day_start, sc.faults)
+        if not emit:
+            reboots, new_windows = [], []
         for w in reboots + new_windows:
             truth.count(w.kind)
             target = self.store_id if w.target < 0 else str(self.device_ids[w.target])
@@ -334,7 +343,7 @@ class StoreSim:
         restock_at = {}
         for k, rd in enumerate(rounds):
             if rd.skipped:
-                truth.count("restock_round_skipped")
+                truth.count("restock_round_skipped", int(emit))
                 continue
             restock_at.setdefault(int((rd.start_ms - day_start) // step), k)
         bounds = sorted(set([0, steps]) | set(restock_at))
@@ -360,6 +369,9 @@ class StoreSim:
         self.shelf = units
         sold_sku = np.bincount(plan.sku_index, weights=sold.sum(axis=0), minlength=len(cat)).astype(np.int64)
         self.backroom.record -= sold_sku
+        if not emit:
+            self._end_of_day(day, rng_repl, np.zeros(0, np.int64))
+            return
         truth.record_day(day_start, step, u_mat, prev_units, lost, demand, sold, switched,
                          self._open_steps if open_day else np.zeros(0, np.int64), first=day == 0)
 
@@ -382,16 +394,22 @@ class StoreSim:
         tables = [pos, shelf, restocks, deliveries]
         self._tables[day] = tables
 
-        # End of day: returns go to the backroom, shrink, counts, the evening order.
-        returned = pos["sku"][pos["kind"] == 2]
+        truth.count("shrink_units", self._end_of_day(day, rng_repl, pos["sku"][pos["kind"] == 2]))
+        self._queue(day, tables, skew, r("faults.messages"))
+
+    def _end_of_day(self, day: int, rng: np.random.Generator, returned: np.ndarray) -> int:
+        """Returns go to the backroom, shrink, the rotating count, the evening order.
+
+        Returns the units lost to shrink.
+        """
+        sc, plan, cat = self.scenario, self.plan, self.catalog
         np.add.at(self.backroom.units, returned, 1)
         np.add.at(self.backroom.record, returned, 1)
-        truth.count("shrink_units", int(self.backroom.shrink(rng_repl, sc.replenishment).sum()))
+        shrunk = int(self.backroom.shrink(rng, sc.replenishment).sum())
         on_shelf = np.bincount(plan.sku_index, weights=self.shelf, minlength=len(cat)).astype(np.int64)
         self.backroom.count(day, sc.replenishment, on_shelf)
-        self.backroom.order(rng_repl, day, self._weekday(day), sc.replenishment, cat, plan)
-
-        self._queue(day, tables, skew, r("faults.messages"))
+        self.backroom.order(rng, day, self._weekday(day), sc.replenishment, cat, plan, self._forecast)
+        return shrunk
 
     def _number_txns(self, pos: dict[str, np.ndarray]) -> np.ndarray:
         """Renumber baskets as consecutive transaction numbers per register."""
