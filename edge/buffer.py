@@ -1,0 +1,658 @@
+"""The gateway's durable buffer: SQLite in WAL mode, one file per store gateway.
+
+What it guarantees, and how:
+
+* **Committed before acknowledged.** :meth:`SqliteBuffer.append` returns only after the
+  transaction holding the whole group is committed; the collector acknowledges (MQTT PUBACK) the
+  messages of a group only then. ``synchronous=NORMAL`` (default) survives kill -9 of the process;
+  ``synchronous=FULL`` also survives a power cut (setting ``durability``).
+* **Idempotent on (device_id, seq).** Per device the buffer keeps the highest ``seq`` seen and the
+  ranges of missing ``seq`` (the *gaps*). An event is new exactly when its ``seq`` is above the
+  high-water mark or inside an open gap; everything else is a duplicate and is counted, not
+  stored. This stays exact after rows are sent and deleted, so a redelivery days later is still
+  recognised.
+* **Gap accounting.** A jump in ``seq`` opens a gap (a counted loss); a late arrival fills it.
+  ``seq_gaps`` is the number of ``seq`` values missing right now, per device and in total.
+* **Hard byte cap with a stated policy** (:meth:`SqliteBuffer.enforce_cap`): POS lines and alerts
+  are never evicted; as the cap nears, shelf readings are thinned (keep the first
+  reading per facing per 5, 15, 60, then 240 minutes, oldest first), then old health events go,
+  then the oldest readings, then the oldest stock movements. Each eviction is counted per reason
+  and event type. When only never-evicted rows are left, ``append`` raises ``BufferFullError`` and
+  the collector stops acknowledging (the broker keeps the messages): "reject new", never "drop".
+* **Time to live per event type** (:meth:`SqliteBuffer.expire`), counted as evictions.
+* **Sent means deleted.** The uplink deletes rows in the same transaction that records the hub
+  accepted them (:meth:`SqliteBuffer.mark_sent`), so a restart resumes exactly at the first unsent
+  row; a crash between "hub accepted" and "deleted" re-sends that batch (duplicates are removed
+  downstream by ``(device_id, seq)``).
+* **Named, ordered migrations** (``MIGRATIONS``) and an online backup (:meth:`SqliteBuffer.backup`).
+
+Sizes: ``bytes`` is the logical size (encoded event + a fixed per-row overhead), the figure the cap
+applies to. SQLite reuses freed pages, so the file stays near the high-water mark of that figure.
+
+Errors: ``StorageError`` for any SQLite failure, ``BufferFullError`` as above.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from gondola.clock import MINUTE_MS
+from gondola.contracts import PRIORITY
+from gondola.errors import BufferFullError, StorageError
+
+__all__ = [
+    "MIGRATIONS",
+    "ROW_OVERHEAD_BYTES",
+    "NEVER_EVICTED",
+    "THIN_STEPS_MIN",
+    "BufferPolicy",
+    "Appended",
+    "StoredEvent",
+    "SqliteBuffer",
+    "encode",
+]
+
+#: Per-row bytes added to the encoded event for the cap: the index entries and row header.
+ROW_OVERHEAD_BYTES = 96
+#: Event types the cap never evicts and no TTL expires by default.
+NEVER_EVICTED = frozenset({"pos.line", "edge.alert"})
+#: Thinning resolutions for shelf readings, finest first (minutes).
+THIN_STEPS_MIN = (5, 15, 60, 240)
+
+#: (name, SQL) applied in order, each once, recorded in ``migrations``. Append only.
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    (
+        "0001_events",
+        """
+        CREATE TABLE events (
+            -- AUTOINCREMENT: ids never go back after the table empties (the live lane's mark).
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            device_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            etype TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            ts INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            facing_id TEXT,
+            size INTEGER NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE INDEX events_by_priority ON events (priority, id);
+        CREATE INDEX events_readings ON events (facing_id, ts) WHERE etype = 'shelf.reading';
+        """,
+    ),
+    (
+        "0002_devices_and_gaps",
+        """
+        CREATE TABLE devices (
+            device_id TEXT PRIMARY KEY,
+            max_seq INTEGER NOT NULL,
+            received INTEGER NOT NULL DEFAULT 0,
+            duplicates INTEGER NOT NULL DEFAULT 0,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL
+        );
+        CREATE TABLE gaps (
+            device_id TEXT NOT NULL,
+            lo INTEGER NOT NULL,
+            hi INTEGER NOT NULL,
+            detected_at INTEGER NOT NULL,
+            reported INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (device_id, lo)
+        );
+        """,
+    ),
+    (
+        "0003_quarantine_evictions_meta",
+        """
+        CREATE TABLE quarantine (
+            id INTEGER PRIMARY KEY,
+            received_at INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            payload BLOB NOT NULL
+        );
+        CREATE TABLE evictions (
+            reason TEXT NOT NULL,
+            etype TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (reason, etype)
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        """,
+    ),
+    (
+        "0004_facing_state",
+        """
+        CREATE TABLE facing_state (
+            facing_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            alert TEXT NOT NULL DEFAULT 'clear',
+            alert_since INTEGER NOT NULL DEFAULT 0
+        );
+        """,
+    ),
+)
+
+_COUNTERS = ("rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
+             "gw_seq", "last_uplink_ts")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+def encode(event: Mapping) -> str:
+    """Canonical JSON of an event (sorted keys, no spaces, one line): what the buffer ships."""
+    return _ENCODER.encode(event)
+
+
+@dataclass
+class BufferPolicy:
+    """Cap, eviction and expiry settings of a buffer."""
+
+    #: Hard cap on logical bytes (see module docstring). 0 means no cap.
+    max_bytes: int = 2 * 1024**3
+    #: Eviction starts when bytes exceed this fraction of the cap and stops below ``low_water``.
+    high_water: float = 0.95
+    low_water: float = 0.85
+    #: Time to live per event type, ms since ``received_at``; ``None``: never expires.
+    ttl_ms: dict[str, int | None] = field(default_factory=lambda: {
+        "shelf.reading": 7 * 24 * 60 * MINUTE_MS,
+        "edge.health": 3 * 24 * 60 * MINUTE_MS,
+        "shelf.restock": 30 * 24 * 60 * MINUTE_MS,
+        "inventory.delivery": 30 * 24 * 60 * MINUTE_MS,
+        "pos.line": None,
+        "edge.alert": None,
+    })
+    #: Keep at most this many quarantined payloads (oldest trimmed; the count stays).
+    max_quarantine_rows: int = 10_000
+    #: ``NORMAL`` survives kill -9; ``FULL`` also survives power loss.
+    durability: str = "NORMAL"
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Outcome of one ``append`` call."""
+
+    stored: int
+    duplicates: int
+    #: New gaps opened by this group: (device_id, lo, hi).
+    new_gaps: list[tuple[str, int, int]]
+    #: Indexes (into the ``events`` argument) of the events that were new and stored.
+    kept: list[int]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One unsent row as the uplink reads it."""
+
+    id: int
+    device_id: str
+    seq: int
+    etype: str
+    priority: int
+    body: str
+
+
+class _DeviceSeqs:
+    """High-water mark and open gap ranges of one device, mirrored from the DB."""
+
+    __slots__ = ("max_seq", "gaps")
+
+    def __init__(self, max_seq: int, gaps: list[list[int]] | None = None):
+        self.max_seq = max_seq
+        self.gaps = gaps or []  # sorted [lo, hi] inclusive ranges
+
+    def find_gap(self, seq: int) -> int:
+        i = bisect.bisect_right(self.gaps, [seq, float("inf")]) - 1
+        if i >= 0 and self.gaps[i][0] <= seq <= self.gaps[i][1]:
+            return i
+        return -1
+
+
+class SqliteBuffer:
+    """The buffer. Thread-safe: one connection behind a lock (the collector's writer thread and
+    the uplink share it; SQLite work is short, network waits happen outside the lock)."""
+
+    def __init__(self, path: str | Path, policy: BufferPolicy | None = None):
+        self.path = Path(path)
+        self.policy = policy or BufferPolicy()
+        if self.policy.durability not in ("NORMAL", "FULL"):
+            raise ValueError(f"durability must be NORMAL or FULL, got {self.policy.durability!r}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={self.policy.durability}")
+            self._db.execute("PRAGMA cache_size=-32000")
+            self._migrate()
+            self._load()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open buffer at {self.path}: {exc}") from exc
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        done = {r[0] for r in db.execute("SELECT name FROM migrations")}
+        for name, sql in MIGRATIONS:
+            if name in done:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in sql.split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute("INSERT INTO migrations VALUES (?, datetime('now'))", (name,))
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                db.execute("ROLLBACK")
+                raise
+
+    def applied_migrations(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    def _load(self) -> None:
+        db = self._db
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self._c = {k: int(meta.get(k, 0)) for k in _COUNTERS}
+        self._devices: dict[str, _DeviceSeqs] = {
+            d: _DeviceSeqs(m) for d, m in db.execute("SELECT device_id, max_seq FROM devices")
+        }
+        for d, lo, hi in db.execute("SELECT device_id, lo, hi FROM gaps ORDER BY device_id, lo"):
+            self._devices[d].gaps.append([lo, hi])
+
+    def _save_counters(self) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(self._c.items()))
+
+    # ---- append --------------------------------------------------------------------------
+
+    def append(self, events: list[Mapping], *, now_ms: int, bodies: list[str] | None = None,
+               quarantine: Iterable[tuple[str, str, str, bytes]] = ()) -> Appended:
+        """Store a group of validated events (with ``received_at`` set) and quarantined payloads
+        ``(topic, reason, detail, payload)`` in ONE transaction; durable when this returns.
+
+        ``bodies``, when given, holds each event's one-line JSON text (the collector passes the
+        device's payload with ``received_at`` spliced in, saving a re-encode); else ``encode``.
+        Duplicates (``(device_id, seq)`` seen before) are counted and skipped.
+
+        Raises:
+            BufferFullError: the cap is reached and the group holds never-evicted events; nothing
+                of the group is stored.
+            StorageError: SQLite failed; nothing of the group is stored.
+        """
+        with self._lock:
+            saved = {d: (s.max_seq, [g[:] for g in s.gaps]) for d, s in self._devices.items()}
+            saved_c = dict(self._c)
+            try:
+                return self._append(events, bodies, now_ms, quarantine)
+            except BaseException:
+                # Restore the in-memory mirror of what the rolled-back transaction changed.
+                self._devices = {d: _DeviceSeqs(m, g) for d, (m, g) in saved.items()}
+                self._c = saved_c
+                raise
+
+    def _append(self, events, bodies, now_ms, quarantine) -> Appended:
+        rows = []
+        device_updates: dict[str, list[int]] = {}  # device -> [received, duplicates]
+        touched_gaps: set[str] = set()
+        new_gaps: list[tuple[str, int, int]] = []
+        duplicates = 0
+        add_bytes = 0
+        protected = False
+        kept: list[int] = []
+        for k, ev in enumerate(events):
+            dev, seq = ev["device_id"], ev["seq"]
+            state = self._devices.get(dev)
+            upd = device_updates.setdefault(dev, [0, 0])
+            if state is None:
+                # First event of a device: whatever came before the gateway existed is not a gap.
+                state = self._devices[dev] = _DeviceSeqs(seq)
+            elif seq > state.max_seq:
+                if seq > state.max_seq + 1:
+                    state.gaps.append([state.max_seq + 1, seq - 1])
+                    new_gaps.append((dev, state.max_seq + 1, seq - 1))
+                    touched_gaps.add(dev)
+                state.max_seq = seq
+            else:
+                i = state.find_gap(seq)
+                if i < 0:
+                    duplicates += 1
+                    upd[1] += 1
+                    continue
+                lo, hi = state.gaps.pop(i)
+                if lo < seq:
+                    state.gaps.insert(i, [lo, seq - 1])
+                    i += 1
+                if seq < hi:
+                    state.gaps.insert(i, [seq + 1, hi])
+                touched_gaps.add(dev)
+            upd[0] += 1
+            kept.append(k)
+            etype = ev["type"]
+            body = bodies[k] if bodies is not None else encode(ev)
+            size = len(body) + ROW_OVERHEAD_BYTES
+            add_bytes += size
+            protected = protected or etype in NEVER_EVICTED
+            rows.append((dev, seq, etype, PRIORITY.get(etype, 3), ev["ts"], ev.get("received_at", now_ms),
+                         ev["data"].get("facing_id") if etype == "shelf.reading" else None, size, body))
+        quarantine = list(quarantine)
+        cap = self.policy.max_bytes
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            if cap and self._c["bytes"] + add_bytes > cap * self.policy.high_water:
+                self._evict_locked(target=max(0, int(cap * self.policy.low_water) - add_bytes), now_ms=now_ms)
+                if protected and self._c["bytes"] + add_bytes > cap:
+                    raise BufferFullError(
+                        f"buffer holds {self._c['bytes']} of {cap} bytes and only never-evicted events")
+            if rows:
+                db.executemany(
+                    "INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body) "
+                    "VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            for dev, (rec, dup) in device_updates.items():
+                db.execute(
+                    "INSERT INTO devices VALUES (?,?,?,?,?,?) ON CONFLICT (device_id) DO UPDATE SET "
+                    "max_seq=excluded.max_seq, received=received+excluded.received, "
+                    "duplicates=duplicates+excluded.duplicates, last_seen=excluded.last_seen",
+                    (dev, self._devices[dev].max_seq, rec, dup, now_ms, now_ms))
+            for dev in touched_gaps:
+                old = {lo: rep for lo, rep in db.execute(
+                    "SELECT lo, reported FROM gaps WHERE device_id=?", (dev,))}
+                db.execute("DELETE FROM gaps WHERE device_id=?", (dev,))
+                db.executemany("INSERT INTO gaps VALUES (?,?,?,?,?)",
+                               [(dev, lo, hi, now_ms, old.get(lo, 0)) for lo, hi in self._devices[dev].gaps])
+            if quarantine:
+                db.executemany("INSERT INTO quarantine (received_at, topic, reason, detail, payload) "
+                               "VALUES (?,?,?,?,?)", [(now_ms, t, r, d, p) for t, r, d, p in quarantine])
+                self._c["quarantined"] += len(quarantine)
+                if self._c["quarantined"] % 1000 < len(quarantine):
+                    db.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?",
+                               (self.policy.max_quarantine_rows,))
+            self._c["rows"] += len(rows)
+            self._c["bytes"] += add_bytes
+            self._c["duplicates"] += duplicates
+            self._c["received"] += len(rows)
+            self._save_counters()
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"buffer append failed: {exc}") from exc
+            raise
+        return Appended(stored=len(rows), duplicates=duplicates, new_gaps=new_gaps, kept=kept)
+
+    def next_gateway_seqs(self, n: int) -> int:
+        """Reserve ``n`` consecutive seqs for the gateway's own events; return the first.
+
+        Persisted before it returns, so a restart never reuses a seq.
+        """
+        with self._lock:
+            first = self._c["gw_seq"]
+            self._c["gw_seq"] += n
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('gw_seq', ?)", (self._c["gw_seq"],))
+            return first
+
+    # ---- eviction and expiry -------------------------------------------------------------
+
+    def _count_evicted(self, reason: str, deleted: list[tuple[str, int]]) -> None:
+        by_type: dict[str, int] = {}
+        size = 0
+        for etype, sz in deleted:
+            by_type[etype] = by_type.get(etype, 0) + 1
+            size += sz
+        for etype, n in by_type.items():
+            self._db.execute("INSERT INTO evictions VALUES (?,?,?) ON CONFLICT (reason, etype) "
+                             "DO UPDATE SET count=count+excluded.count", (reason, etype, n))
+        self._c["rows"] -= len(deleted)
+        self._c["bytes"] -= size
+        self._c["evicted"] += len(deleted)
+
+    def _delete_returning(self, where: str, params: tuple) -> list[tuple[str, int]]:
+        return self._db.execute(f"DELETE FROM events WHERE {where} RETURNING etype, size", params).fetchall()
+
+    def _evict_locked(self, target: int, now_ms: int) -> None:
+        """Evict until ``bytes <= target``, in policy order. Caller holds the lock and a txn."""
+        # 1. Thin shelf readings: keep the first reading per facing per N minutes, oldest first.
+        for step in THIN_STEPS_MIN:
+            if self._c["bytes"] <= target:
+                return
+            bucket = step * MINUTE_MS
+            while self._c["bytes"] > target:
+                need = max(1, (self._c["bytes"] - target) // 200)
+                deleted = self._delete_returning(
+                    "id IN (SELECT e.id FROM events e WHERE e.etype='shelf.reading' AND EXISTS ("
+                    " SELECT 1 FROM events f WHERE f.etype='shelf.reading' AND f.facing_id=e.facing_id"
+                    " AND f.ts >= e.ts - (e.ts % ?) AND f.ts <= e.ts AND f.id < e.id)"
+                    " ORDER BY e.id LIMIT ?)", (bucket, min(need, 5000)))
+                if not deleted:
+                    break
+                self._count_evicted(f"thin_{step}min", deleted)
+        # 2. Then health snapshots, 3. the oldest readings, 4. the oldest stock movements.
+        for reason, etypes in (("cap_health", ("edge.health",)), ("cap_oldest", ("shelf.reading",)),
+                               ("cap_oldest", ("shelf.restock", "inventory.delivery"))):
+            while self._c["bytes"] > target:
+                need = max(1, (self._c["bytes"] - target) // 200)
+                marks = ",".join("?" * len(etypes))
+                deleted = self._delete_returning(
+                    f"id IN (SELECT id FROM events WHERE priority=? AND etype IN ({marks}) ORDER BY id LIMIT ?)",
+                    (PRIORITY[etypes[0]], *etypes, min(need, 5000)))
+                if not deleted:
+                    break
+                self._count_evicted(reason, deleted)
+
+    def enforce_cap(self, now_ms: int) -> int:
+        """Evict down to the low-water mark if above the high-water mark; return rows evicted.
+
+        Raises:
+            StorageError: SQLite failed.
+        """
+        cap = self.policy.max_bytes
+        with self._lock:
+            if not cap or self._c["bytes"] <= cap * self.policy.high_water:
+                return 0
+            return self._in_txn(lambda: self._evict_locked(int(cap * self.policy.low_water), now_ms))
+
+    def expire(self, now_ms: int) -> int:
+        """Delete unsent events older than their type's TTL (counted as evictions, reason ``ttl``).
+
+        Raises:
+            StorageError: SQLite failed.
+        """
+        def run() -> None:
+            for etype, ttl in self.policy.ttl_ms.items():
+                if ttl is None:
+                    continue
+                deleted = self._delete_returning("priority=? AND etype=? AND received_at < ?",
+                                                 (PRIORITY.get(etype, 3), etype, now_ms - ttl))
+                if deleted:
+                    self._count_evicted("ttl", deleted)
+
+        with self._lock:
+            return self._in_txn(run)
+
+    def _in_txn(self, fn) -> int:
+        before = self._c["evicted"]
+        saved = dict(self._c)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            fn()
+            self._save_counters()
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._c = saved
+            raise StorageError(f"buffer eviction failed: {exc}") from exc
+        return self._c["evicted"] - before
+
+    # ---- uplink side ---------------------------------------------------------------------
+
+    def select_backlog(self, limit: int) -> list[StoredEvent]:
+        """Oldest unsent events, by priority then arrival (alerts, POS, restocks, readings)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, device_id, seq, etype, priority, body FROM events ORDER BY priority, id LIMIT ?",
+                (limit,)).fetchall()
+        return [StoredEvent(*r) for r in rows]
+
+    def select_live(self, limit: int, exclude_below: int | None = None) -> list[StoredEvent]:
+        """The newest unsent events above the live high-water mark, returned in arrival order.
+
+        The live lane only ever moves forward (``advance_live``), so per device it ships in
+        ``seq`` order, as the backlog lane does.
+        """
+        floor = self._c["live_hwm"] if exclude_below is None else exclude_below
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, device_id, seq, etype, priority, body FROM events WHERE id > ? "
+                "ORDER BY id DESC LIMIT ?", (floor, limit)).fetchall()
+        rows.reverse()
+        return [StoredEvent(*r) for r in rows]
+
+    def mark_sent(self, ids: list[int], *, now_ms: int, live_hwm: int | None = None) -> None:
+        """The hub accepted these events: delete them (and move the live mark) in one transaction.
+
+        Raises:
+            StorageError: SQLite failed (the events stay and are sent again).
+        """
+        with self._lock:
+            db = self._db
+            saved = dict(self._c)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                deleted = 0
+                size = 0
+                for i in range(0, len(ids), 900):
+                    chunk = ids[i:i + 900]
+                    marks = ",".join("?" * len(chunk))
+                    res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
+                    deleted += len(res)
+                    size += sum(r[0] for r in res)
+                self._c["rows"] -= deleted
+                self._c["bytes"] -= size
+                self._c["sent"] += deleted
+                self._c["last_uplink_ts"] = now_ms
+                if live_hwm is not None and live_hwm > self._c["live_hwm"]:
+                    self._c["live_hwm"] = live_hwm
+                self._save_counters()
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self._c = saved
+                raise StorageError(f"buffer mark_sent failed: {exc}") from exc
+
+    # ---- gaps ----------------------------------------------------------------------------
+
+    def unreported_gaps(self, older_than_ms: int) -> list[tuple[str, int, int]]:
+        """Open gaps detected before ``older_than_ms`` and not yet reported as events."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT device_id, lo, hi FROM gaps WHERE reported=0 AND detected_at < ? ORDER BY device_id, lo",
+                (older_than_ms,)).fetchall()
+
+    def mark_gaps_reported(self, gaps: list[tuple[str, int, int]]) -> None:
+        with self._lock:
+            self._db.executemany("UPDATE gaps SET reported=1 WHERE device_id=? AND lo=?",
+                                 [(d, lo) for d, lo, _ in gaps])
+
+    def gaps(self) -> dict[str, list[tuple[int, int]]]:
+        """Open gaps per device: ``{device_id: [(lo, hi), ...]}`` (inclusive)."""
+        with self._lock:
+            return {d: [tuple(g) for g in s.gaps] for d, s in self._devices.items() if s.gaps}
+
+    # ---- state snapshots (inference) -----------------------------------------------------
+
+    def save_facing_states(self, rows: list[tuple[str, str, str, int]]) -> None:
+        """Upsert ``(facing_id, state_json, alert, alert_since)`` rows in one transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO facing_state VALUES (?,?,?,?)", rows)
+            db.execute("COMMIT")
+
+    def load_facing_states(self) -> list[tuple[str, str, str, int]]:
+        with self._lock:
+            return self._db.execute("SELECT facing_id, state, alert, alert_since FROM facing_state").fetchall()
+
+    # ---- inspection ----------------------------------------------------------------------
+
+    def stats(self, now_ms: int) -> dict:
+        """Counters and ages for health: rows, bytes, evictions (total and per reason/type), gaps."""
+        with self._lock:
+            oldest = self._db.execute("SELECT MIN(received_at) FROM events").fetchone()[0]
+            evictions = {f"{r}/{t}": n for r, t, n in self._db.execute("SELECT reason, etype, count FROM evictions")}
+            per_priority = dict(self._db.execute(
+                "SELECT priority, COUNT(*) FROM events GROUP BY priority").fetchall()) if self._c["rows"] < 200_000 else {}
+            gaps = sum(hi - lo + 1 for s in self._devices.values() for lo, hi in s.gaps)
+            c = dict(self._c)
+        return {
+            "buffer_rows": c["rows"],
+            "buffer_bytes": c["bytes"],
+            "unsent_rows": c["rows"],
+            "oldest_unsent_age_s": 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000),
+            "evictions": c["evicted"],
+            "evictions_by": evictions,
+            "seq_gaps": gaps,
+            "devices": len(self._devices),
+            "quarantined": c["quarantined"],
+            "duplicates": c["duplicates"],
+            "received": c["received"],
+            "sent": c["sent"],
+            "last_uplink_ts": c["last_uplink_ts"] or None,
+            "unsent_by_priority": {str(k): v for k, v in per_priority.items()},
+            "file_bytes": self.file_bytes(),
+        }
+
+    def file_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def quarantined(self, limit: int = 100) -> list[dict]:
+        """The most recent quarantined payloads with their reasons."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT received_at, topic, reason, detail, payload FROM quarantine ORDER BY id DESC LIMIT ?",
+                (limit,)).fetchall()
+        return [dict(received_at=r[0], topic=r[1], reason=r[2], detail=r[3], payload=bytes(r[4])) for r in rows]
+
+    def backup(self, dest: str | Path) -> Path:
+        """Online backup to ``dest`` (consistent snapshot; writers continue meanwhile).
+
+        Raises:
+            StorageError: the backup failed.
+        """
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target = sqlite3.connect(dest)
+            with self._lock:
+                self._db.backup(target, pages=4096)
+            target.close()
+        except sqlite3.Error as exc:
+            raise StorageError(f"buffer backup to {dest} failed: {exc}") from exc
+        return dest
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass

@@ -1,0 +1,264 @@
+"""One store gateway: collector, buffer, inference, uplink and health, as ``build_gateway`` wires
+them (see ``edge.wiring`` for the public calls and their contract).
+
+The gateway's own events (``edge.alert``, ``edge.health``) are made with
+``gondola.contracts.make_event`` under device id ``gw-<store_id>`` with a ``seq`` counter kept in
+the buffer, so they are deduplicated and gap-checked downstream like any device's.
+
+Gap reports: a ``seq`` gap still open ``gap_grace_s`` after it was detected (late messages had
+their chance) triggers an immediate ``edge.health`` event carrying the new ``seq_gaps`` total;
+per-device gaps are in ``health()["gaps"]``, the twin's reported properties and ``/metrics``.
+(A dedicated ``edge.gap`` event type would need a contract version and a silver table.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from gondola.clock import Clock
+from gondola.contracts import make_event, validate_event
+from gondola.errors import GondolaError, TransportError
+from gondola.topics import alert_topic, store_subscription
+
+from edge.buffer import SqliteBuffer
+from edge.collector import Collector
+from edge.inference import Inference
+from edge.uplink import Uplink
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger(__name__)
+
+_HEALTH_FIELDS = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "evictions",
+                  "seq_gaps", "quarantined", "last_uplink_ts", "model_version")
+
+
+class Gateway:
+    """A running store gateway. Build it with ``edge.wiring.build_gateway``."""
+
+    def __init__(self, settings, *, clock: Clock, buffer: SqliteBuffer, inference: Inference, uplink: Uplink,
+                 transport, pseudonym_key: bytes):
+        self.settings = settings
+        self.clock = clock
+        self.buffer = buffer
+        self.inference = inference
+        self.uplink = uplink
+        self.transport = transport
+        self.device_id = settings.gateway_device_id
+        restored = inference.restore(buffer.load_facing_states())
+        if restored:
+            log.info("restored the state of %d facings", restored)
+        self.collector = Collector(
+            buffer, clock, store_id=settings.store_id, pseudonym_key=pseudonym_key,
+            ack=self._ack, on_committed=inference.observe,
+            group_max=settings.group_max, group_wait_s=settings.group_wait_ms / 1000)
+        self._subscriber = None
+        self._publisher = None
+        self._emit_lock = threading.Lock()
+        self._last_snapshot_ms = 0
+        self._reported_gaps = 0
+        self.alerts_published = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def _ack(self, tokens) -> None:
+        if self._subscriber is not None:
+            self._subscriber.ack(tokens)
+
+    def start(self) -> None:
+        """Start the writer, connect, subscribe; return once the broker confirmed the subscription.
+
+        Raises:
+            TransportError: the store broker is unreachable.
+        """
+        from edge.mqtt import AckAfterCommitSubscriber, Publisher
+
+        s = self.settings
+        self.collector.start()
+        self._subscriber = AckAfterCommitSubscriber(
+            s.broker_host, s.broker_port, client_id=s.client_id or f"gondola-gw-{s.store_id}",
+            topics=store_subscription(s.store_id),
+            on_message=lambda r: self.collector.handle(r.topic, r.payload, r.token))
+        try:
+            self._subscriber.start()
+        except TransportError:
+            self.collector.stop()
+            raise
+        try:
+            self._publisher = Publisher(s.broker_host, s.broker_port, client_id=f"gondola-gw-{s.store_id}-alerts").start()
+        except TransportError as exc:  # alerts still go to the buffer and the local page
+            log.warning("cannot publish alerts on the store broker: %s", exc)
+
+    def stop(self) -> None:
+        """Stop taking messages, commit what was received, save inference state, close."""
+        if self._subscriber is not None:
+            self._subscriber.stop()
+        self.collector.stop()
+        if self._publisher is not None:
+            self._publisher.stop()
+        try:
+            self.buffer.save_facing_states(self.inference.snapshot())
+        except GondolaError as exc:
+            log.warning("could not save facing states: %s", exc)
+        self.buffer.close()
+        try:
+            self.transport.close()
+        except Exception:  # closing is best effort
+            pass
+
+    def committed_count(self) -> int:
+        """Messages committed to the buffer or quarantine since start (duplicates included)."""
+        return self.collector.committed
+
+    # ---- own events ----------------------------------------------------------------------
+
+    def _emit(self, etype: str, datas: list[dict], ts: int) -> list[dict]:
+        """Make, validate and store the gateway's own events in one transaction."""
+        if not datas:
+            return []
+        with self._emit_lock:
+            first = self.buffer.next_gateway_seqs(len(datas))
+            events = [
+                validate_event(make_event(etype, store_id=self.settings.store_id, device_id=self.device_id,
+                                          seq=first + i, ts=ts, data=d) | {"received_at": ts})
+                for i, d in enumerate(datas)
+            ]
+            self.buffer.append(events, now_ms=ts)
+        return events
+
+    # ---- cycle ---------------------------------------------------------------------------
+
+    def run_cycle(self, now_ms: int) -> list[dict]:
+        """Score all facings at ``now_ms`` in one call, raise / clear alerts with hysteresis, store
+        them (priority 0) and publish them on the store broker; return the ``edge.alert`` events
+        of this cycle (both ``raised`` and ``cleared``). Also expires by TTL, enforces the cap,
+        reports confirmed gaps and snapshots facing state every 5 minutes."""
+        changes = self.inference.cycle(now_ms)
+        horizon = int(self.settings.horizon_min)
+        alerts = self._emit("edge.alert", [
+            {"facing_id": c.facing_id, "sku": c.sku, "state": c.state, "probability": round(c.probability, 4),
+             "horizon_min": horizon, "scorer": self.inference.scorer.name,
+             "units_est": round(min(max(c.units_est, 0.0), 100_000.0), 2)}
+            for c in changes], now_ms)
+        if self._publisher is not None:
+            for ev in alerts:
+                try:
+                    self._publisher.publish(alert_topic(self.settings.store_id, ev["data"]["facing_id"]),
+                                            _json(ev), timeout=1.0)
+                    self.alerts_published += 1
+                except TransportError as exc:
+                    log.warning("alert not published on the store broker: %s", exc)
+        self.buffer.expire(now_ms)
+        self.buffer.enforce_cap(now_ms)
+        self._report_gaps(now_ms)
+        if now_ms - self._last_snapshot_ms >= 5 * 60_000:
+            self.buffer.save_facing_states(self.inference.snapshot())
+            self._last_snapshot_ms = now_ms
+        return alerts
+
+    def _report_gaps(self, now_ms: int) -> None:
+        gaps = self.buffer.unreported_gaps(now_ms - int(self.settings.gap_grace_s * 1000))
+        if gaps:
+            missing = sum(hi - lo + 1 for _, lo, hi in gaps)
+            log.warning("%d seq values missing from %d device(s); reported in edge.health",
+                        missing, len({d for d, _, _ in gaps}))
+            self.emit_health(now_ms)
+            self.buffer.mark_gaps_reported(gaps)
+
+    # ---- uplink --------------------------------------------------------------------------
+
+    def uplink_once(self) -> int:
+        """Send one round of batches; return events the hub accepted (0 while backing off)."""
+        return self.uplink.uplink_once()
+
+    def drain(self) -> int:
+        """Send until the buffer is empty or the hub refuses; return events sent.
+
+        In lock-step runs the caller decides when to try, so the backoff gate is lifted first.
+        """
+        self.uplink.reset_backoff()
+        return self.uplink.drain()
+
+    # ---- health --------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        """The ``edge.health`` data fields plus per-device gaps, eviction reasons, uplink and
+        collector counters."""
+        now = self.clock.now_ms()
+        stats = self.buffer.stats(now)
+        h = {k: stats[k] for k in _HEALTH_FIELDS if k in stats}
+        h["model_version"] = self.inference.scorer.name
+        if h.get("last_uplink_ts") is None:
+            h.pop("last_uplink_ts", None)
+        h["oldest_unsent_age_s"] = round(h["oldest_unsent_age_s"], 3)
+        h.update({
+            "store_id": self.settings.store_id,
+            "now_ms": now,
+            "evictions_by": stats["evictions_by"],
+            "gaps": {d: [list(g) for g in gs] for d, gs in self.buffer.gaps().items()},
+            "devices": stats["devices"],
+            "duplicates": stats["duplicates"],
+            "received": stats["received"],
+            "sent": stats["sent"],
+            "unsent_by_priority": stats["unsent_by_priority"],
+            "file_bytes": stats["file_bytes"],
+            "committed_messages": self.collector.committed,
+            "collector_groups": self.collector.groups,
+            "collector_stalled": self.collector.stalled,
+            "alerts_raised": int(self.inference.raised.sum()),
+            "facings": len(self.inference.states),
+            "last_cycle_ms": self.inference.last_cycle_ms,
+            **self.uplink.health(),
+        })
+        return h
+
+    def emit_health(self, now_ms: int) -> dict:
+        """Store an ``edge.health`` event now (priority 0) and return it."""
+        h = self.health()
+        data = {k: h[k] for k in _HEALTH_FIELDS if k in h}
+        return self._emit("edge.health", [data], now_ms)[0]
+
+    def report_twin(self) -> bool:
+        """Patch health into the module twin's reported properties; False when the hub is away."""
+        h = self.health()
+        patch = {"gondola": {k: h.get(k) for k in _HEALTH_FIELDS} | {
+            "gaps_by_device": {d: sum(hi - lo + 1 for lo, hi in gs) for d, gs in h["gaps"].items()},
+            "evictions_by": h["evictions_by"], "reported_at": h["now_ms"]}}
+        try:
+            self.transport.patch_reported(patch)
+            return True
+        except TransportError as exc:
+            log.info("twin report deferred: %s", exc)
+            return False
+
+    # ---- the unattended loop -------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Cycle, uplink and report health on the wall clock until ``stop`` is set."""
+        stop = stop or threading.Event()
+        s = self.settings
+        next_cycle = next_health = 0.0
+        while not stop.is_set():
+            now = time.monotonic()
+            if now >= next_cycle:
+                self.run_cycle(self.clock.now_ms())
+                next_cycle = now + s.cycle_s
+            if now >= next_health:
+                self.emit_health(self.clock.now_ms())
+                self.report_twin()
+                next_health = now + s.health_every_s
+            try:
+                sent = self.uplink.uplink_once()
+            except GondolaError as exc:
+                log.error("uplink round failed: %s", exc)
+                sent = 0
+            if not sent:
+                stop.wait(0.2)
+
+
+def _json(event: dict) -> bytes:
+    from edge.buffer import encode
+
+    return encode(event).encode()

@@ -1,0 +1,190 @@
+"""On-gateway inference: per-facing state, one batched score per cycle, alerts with hysteresis.
+
+* The planogram (``planogram.csv``: ``store_id,facing_id,sku,capacity,has_sensor``) says which
+  facings exist. POS lines are per SKU: a line's quantity is split evenly across the facings of
+  that SKU. Shelf readings and restocks name their facing.
+* Each cycle builds the feature matrix of ALL facings (``models.features.feature_matrix``) and
+  calls the scorer ONCE (``models.scoring.Scorer``: the Poisson baseline or a LiteRT int8 model).
+* Hysteresis: a facing's alert is *raised* when its probability reaches ``raise_at`` and
+  *cleared* when it falls to ``clear_at`` or below, and never changes state twice within
+  ``min_dwell_ms``; so a probability wobbling around one threshold does not flap.
+
+The state survives restarts: :meth:`Inference.snapshot` rows go to the buffer's
+``facing_state`` table and are loaded back at start.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gondola.clock import MINUTE_MS
+from gondola.errors import ConfigError
+from models.features import FacingState, feature_matrix
+from models.scoring import Scorer
+
+__all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
+
+
+@dataclass(frozen=True)
+class PlanogramRow:
+    facing_id: str
+    sku: str
+    capacity: int
+    has_sensor: bool
+
+
+def load_planogram(path: str | Path, store_id: str) -> list[PlanogramRow]:
+    """This store's facings from a planogram CSV.
+
+    Raises:
+        ConfigError: the file is missing, lacks a column, or has no facing for the store.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            need = {"store_id", "facing_id", "sku", "capacity", "has_sensor"}
+            if not need <= set(reader.fieldnames or ()):
+                raise ConfigError(f"{path}: planogram needs columns {', '.join(sorted(need))}")
+            rows = [
+                PlanogramRow(r["facing_id"], r["sku"], int(r["capacity"]),
+                             str(r["has_sensor"]).strip().lower() in ("1", "true", "yes"))
+                for r in reader if r["store_id"] == store_id
+            ]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read planogram {path}: {exc}") from exc
+    if not rows:
+        raise ConfigError(f"{path}: no facings for store {store_id!r}")
+    return rows
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    facing_id: str
+    sku: str
+    state: str  # raised | cleared
+    probability: float
+    units_est: float
+
+
+class Inference:
+    """Facing states, the scorer and the alert hysteresis of one store. Thread-safe."""
+
+    def __init__(self, planogram: list[PlanogramRow], scorer: Scorer, *, raise_at: float = 0.6,
+                 clear_at: float = 0.3, min_dwell_ms: int = 15 * MINUTE_MS):
+        if not 0.0 <= clear_at < raise_at <= 1.0:
+            raise ConfigError(f"need 0 <= clear_at < raise_at <= 1, got {clear_at}, {raise_at}")
+        self.scorer = scorer
+        self.raise_at, self.clear_at, self.min_dwell_ms = raise_at, clear_at, min_dwell_ms
+        self.states = [FacingState(r.facing_id, r.sku, r.capacity, r.has_sensor) for r in planogram]
+        self.index = {s.facing_id: i for i, s in enumerate(self.states)}
+        self.by_sku: dict[str, list[int]] = {}
+        for i, s in enumerate(self.states):
+            self.by_sku.setdefault(s.sku, []).append(i)
+        self.raised = np.zeros(len(self.states), dtype=bool)
+        self.changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
+        self.last_probs = np.zeros(len(self.states), dtype=np.float64)
+        self.last_cycle_ms: int | None = None
+        self.cycles = 0
+        self.unknown_facings = 0
+        self._lock = threading.Lock()
+
+    # ---- updates -------------------------------------------------------------------------
+
+    def observe(self, events: list[dict]) -> None:
+        """Update facing states with committed events (in arrival order)."""
+        with self._lock:
+            for ev in events:
+                etype, data, ts = ev["type"], ev["data"], ev["ts"]
+                if etype == "pos.line":
+                    idx = self.by_sku.get(data["sku"])
+                    if not idx:
+                        continue
+                    share = data["qty"] / len(idx)
+                    for i in idx:
+                        self.states[i].on_sale(ts, share)
+                elif etype in ("shelf.reading", "shelf.restock"):
+                    i = self.index.get(data["facing_id"])
+                    if i is None:
+                        self.unknown_facings += 1
+                    elif etype == "shelf.reading":
+                        self.states[i].on_reading(ts, data["units_est"], data["battery_pct"])
+                    else:
+                        self.states[i].on_restock(ts, data["units_added"])
+
+    def set_scorer(self, scorer: Scorer) -> None:
+        """Swap the scorer (model manager rollout or rollback)."""
+        with self._lock:
+            self.scorer = scorer
+
+    # ---- scoring -------------------------------------------------------------------------
+
+    def cycle(self, now_ms: int) -> list[AlertChange]:
+        """Score every facing in one batched call; return the alert state changes."""
+        with self._lock:
+            feats = feature_matrix(self.states, now_ms)
+            probs = np.asarray(self.scorer.score(feats), dtype=np.float64).reshape(-1)
+            if probs.shape[0] != len(self.states):
+                raise ValueError(f"scorer returned {probs.shape[0]} scores for {len(self.states)} facings")
+            probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
+            dwell_ok = (now_ms - self.changed_at) >= self.min_dwell_ms
+            to_raise = ~self.raised & (probs >= self.raise_at) & dwell_ok
+            to_clear = self.raised & (probs <= self.clear_at) & dwell_ok
+            changes = []
+            units = feats[:, 0]
+            for i in np.flatnonzero(to_raise | to_clear):
+                s = self.states[i]
+                changes.append(AlertChange(s.facing_id, s.sku, "raised" if to_raise[i] else "cleared",
+                                           float(probs[i]), float(units[i])))
+            self.raised[to_raise] = True
+            self.raised[to_clear] = False
+            self.changed_at[to_raise | to_clear] = now_ms
+            self.last_probs = probs
+            self.last_cycle_ms = now_ms
+            self.cycles += 1
+            return changes
+
+    def restock_list(self, limit: int = 50) -> list[dict]:
+        """Facings to restock now: raised alerts first, then by probability (last cycle)."""
+        with self._lock:
+            order = np.lexsort((-self.last_probs, ~self.raised))[:limit]
+            out = []
+            for i in order:
+                s = self.states[i]
+                out.append({"facing_id": s.facing_id, "sku": s.sku, "alert": bool(self.raised[i]),
+                            "probability": round(float(self.last_probs[i]), 3),
+                            "units_est": None if s.units is None else round(s.units, 1),
+                            "capacity": s.capacity})
+            return out
+
+    # ---- persistence ---------------------------------------------------------------------
+
+    def snapshot(self) -> list[tuple[str, str, str, int]]:
+        """Rows for ``SqliteBuffer.save_facing_states``."""
+        with self._lock:
+            return [(s.facing_id, json.dumps(dataclasses.asdict(s)), "raised" if self.raised[i] else "clear",
+                     int(self.changed_at[i])) for i, s in enumerate(self.states)]
+
+    def restore(self, rows: list[tuple[str, str, str, int]]) -> int:
+        """Load snapshot rows (facings no longer in the planogram are ignored); return how many."""
+        n = 0
+        with self._lock:
+            for facing_id, state, alert, since in rows:
+                i = self.index.get(facing_id)
+                if i is None:
+                    continue
+                fields = json.loads(state)
+                plan = self.states[i]
+                fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity)
+                self.states[i] = FacingState(**fields)
+                self.raised[i] = alert == "raised"
+                self.changed_at[i] = since
+                n += 1
+        return n

@@ -1,0 +1,204 @@
+"""The one module that imports paho-mqtt: a subscriber that acknowledges after commit, and a
+publisher with a bounded in-flight window.
+
+**Acknowledge after commit, in groups.** paho-mqtt 1.6 sends the QoS 1 PUBACK right after
+``on_message`` returns, and the broker forgets a message once it has the PUBACK. Blocking
+``on_message`` until the message is committed would give one SQLite commit per message (paho calls
+``on_message`` serially on its network thread), i.e. 10-85 k messages/s at best. Instead
+:class:`AckAfterCommitSubscriber` *defers* the PUBACK: it overrides paho's ``_send_puback`` (paho
+1.6 queues the PUBACK through it right after ``on_message``) to hold the packet id, hands the
+message to the caller, and sends the held PUBACKs only when the caller says the group that holds
+them is committed (:meth:`AckAfterCommitSubscriber.ack`). Many messages then share one commit and
+none is acknowledged before it is durable. PUBACKs go out in arrival order, as MQTT requires.
+
+Held acks belong to one connection: after a disconnect the packet ids mean nothing (the broker
+redelivers those messages with the DUP flag on the next session), so acks from an older
+connection are dropped, never sent on the new one. This relies on a private paho 1.6 method; the
+project pins ``paho-mqtt<2`` (``azure-iot-device`` requires it) and a test covers it.
+
+Use ``clean_session=False`` and a fixed client id, so the broker queues messages while the
+gateway is down (Mosquitto keeps them across its own clean restart, not across its kill -9; the
+embedded amqtt broker keeps none across its restarts).
+
+Errors: ``TransportError`` when the broker cannot be reached or refuses the subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import paho.mqtt.client as paho
+
+from gondola.errors import TransportError
+
+__all__ = ["Received", "AckAfterCommitSubscriber", "Publisher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as the subscriber hands it over; ``token`` is what ``ack`` takes."""
+
+    topic: str
+    payload: bytes
+    token: tuple[int, int]  # (connection generation, packet id); packet id 0 for QoS 0
+
+
+class _DeferringClient(paho.Client):
+    """paho Client whose QoS 1 PUBACKs wait until the owner releases them."""
+
+    def _send_puback(self, mid):  # paho's private hook, 1.6.x
+        # Called on the network thread right after on_message returned: do not send yet; the
+        # token handed to the owner carries the mid, and release_puback sends it after commit.
+        return paho.MQTT_ERR_SUCCESS
+
+    def release_puback(self, mid: int) -> None:
+        super()._send_puback(mid)
+
+
+class AckAfterCommitSubscriber:
+    """Subscribe with QoS 1; ``on_message(Received)`` is called on paho's network thread and must
+    be quick (hand the message to a writer); call ``ack(tokens)`` once they are committed."""
+
+    def __init__(self, host: str, port: int, *, client_id: str, topics: list[str],
+                 on_message: Callable[[Received], None], keepalive: int = 30):
+        self.host, self.port = host, port
+        self.topics = topics
+        self._on_message_cb = on_message
+        self._client = _DeferringClient(client_id=client_id, clean_session=False)
+        self._client.max_inflight_messages_set(1000)
+        self._client.reconnect_delay_set(0.2, 5)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._keepalive = keepalive
+        self._gen = 0
+        self._gen_lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._connect_error: str | None = None
+        self.connected = False
+        self.reconnects = 0
+
+    # paho callbacks (network thread) -----------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, rc):
+        with self._gen_lock:
+            self._gen += 1
+        if rc != 0:
+            self._connect_error = paho.connack_string(rc)
+            return
+        self.connected = True
+        self.reconnects += 1
+        client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_subscribe(self, client, userdata, mid, granted_qos):
+        if any(q == 0x80 for q in granted_qos):
+            self._connect_error = "broker refused the subscription"
+        self._subscribed.set()
+
+    def _on_disconnect(self, client, userdata, rc):
+        self.connected = False
+        with self._gen_lock:
+            self._gen += 1
+
+    def _on_message(self, client, userdata, msg):
+        # paho queues the PUBACK (held by _send_puback) after this returns, so the token
+        # names the packet id of this message on this connection.
+        token = (self._gen, msg.mid if msg.qos > 0 else 0)
+        try:
+            self._on_message_cb(Received(msg.topic, bytes(msg.payload), token))
+        except Exception:  # never let a handler bug kill the network thread
+            log.exception("message handler failed; the message stays unacknowledged")
+
+    # public ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect, subscribe and start the network thread; return once the SUBACK arrived.
+
+        Raises:
+            TransportError: the broker is unreachable or refused us within ``timeout``.
+        """
+        try:
+            self._client.connect(self.host, self.port, self._keepalive)
+        except OSError as exc:
+            raise TransportError(f"cannot reach MQTT broker {self.host}:{self.port}: {exc}") from exc
+        self._client.loop_start()
+        if not self._subscribed.wait(timeout) or self._connect_error:
+            self.stop()
+            raise TransportError(f"MQTT subscribe failed: {self._connect_error or 'timeout'}")
+
+    def ack(self, tokens: list[tuple[int, int]]) -> int:
+        """Send the PUBACKs of committed messages (tokens from older connections are dropped,
+        their messages come again). Return how many were sent."""
+        sent = 0
+        with self._gen_lock:
+            gen = self._gen
+            for g, mid in tokens:
+                if g == gen and mid:
+                    self._client.release_puback(mid)
+                    sent += 1
+        return sent
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class Publisher:
+    """QoS 1 publisher with a bounded in-flight window (MQTT caps it at 65,535 per client).
+
+    Used for alerts on the store broker, and by tests and benchmarks to play devices.
+    """
+
+    def __init__(self, host: str, port: int, *, client_id: str = "", max_inflight: int = 1000):
+        self._client = paho.Client(client_id=client_id, clean_session=True)
+        self._client.max_inflight_messages_set(max_inflight)
+        self._client.max_queued_messages_set(0)
+        self._window = threading.BoundedSemaphore(max_inflight)
+        self._client.on_publish = lambda c, u, mid: self._window.release()
+        self._connected = threading.Event()
+        self._client.on_connect = lambda c, u, f, rc: self._connected.set() if rc == 0 else None
+        self.host, self.port = host, port
+
+    def start(self, timeout: float = 10.0) -> "Publisher":
+        """Raises: TransportError when the broker cannot be reached."""
+        try:
+            self._client.connect(self.host, self.port, 30)
+        except OSError as exc:
+            raise TransportError(f"cannot reach MQTT broker {self.host}:{self.port}: {exc}") from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout):
+            raise TransportError("MQTT connect timed out")
+        return self
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, timeout: float = 30.0) -> None:
+        """Queue one message; blocks while the in-flight window is full.
+
+        Raises:
+            TransportError: the window stayed full for ``timeout`` seconds.
+        """
+        if not self._window.acquire(timeout=timeout):
+            raise TransportError("publisher window stayed full")
+        info = self._client.publish(topic, payload, qos=qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            self._window.release()
+            raise TransportError(f"publish failed: {paho.error_string(info.rc)}")
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every QoS 1 message was acknowledged by the broker."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._window._value == self._window._initial_value:  # type: ignore[attr-defined]
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,247 @@
+"""The uplink: buffer -> hub, in priority order, fresh data first, at least once.
+
+Each call of :meth:`Uplink.uplink_once` is one round, built from ordered steps:
+
+1. **Backoff gate.** After a refused send, no attempt before ``next_attempt_ms`` (exponential
+   backoff with jitter, on the gateway clock so a simulated clock drives it in tests).
+2. **Selection, two lanes.** The *backlog lane* takes the oldest unsent events by priority
+   (alerts and health, then POS, then restocks and deliveries, then shelf readings). The *live
+   lane* takes up to ``live_share`` of the round from the NEWEST unsent events above a persisted
+   high-water mark, so after days offline fresh data is not stuck behind the backlog. Both lanes
+   only move forward, so per device each lane ships in ``seq`` order; downstream orders by
+   ``(device_id, seq)`` anyway.
+3. **Packing.** Events are stored as one-line JSON; a message is those lines joined by newlines,
+   compressed (``gzip`` by default: see ``docs/decisions/0201-uplink-compression.md`` for the
+   measurement), at most 256 KB encoded (IoT Hub's limit), with the batch properties of
+   ``gondola.contracts`` plus ``lane``. ``gondola.contracts.decode_batch`` reads them.
+4. **Bandwidth cap.** A token bucket (``bandwidth_bytes_s``) paces sends on real time.
+5. **Send, then mark.** Rows are deleted from the buffer only after ``transport.send`` returned,
+   one transaction per message. A crash in between re-sends that message after restart
+   (duplicates, removed downstream); never a loss.
+
+Errors: ``uplink_once`` never raises for transport trouble (it backs off and reports in
+``health()``); ``StorageError`` from the buffer propagates.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gondola.clock import Clock
+from gondola.contracts import BATCH_SCHEMA, MAX_MESSAGE_BYTES, BatchMessage
+from gondola.errors import TransportAuthError, TransportError
+
+from edge.buffer import SqliteBuffer, StoredEvent
+from edge.transport import HubTransport
+
+__all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "ENCODINGS"]
+
+log = logging.getLogger(__name__)
+
+#: Content encodings the uplink can produce; all are read by ``gondola.contracts.decode_batch``.
+ENCODINGS = ("gzip", "deflate", "identity")
+
+
+def _compress(raw: bytes, encoding: str, level: int) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(raw, compresslevel=level, mtime=0)
+    if encoding == "deflate":
+        return zlib.compress(raw, level)
+    if encoding == "identity":
+        return raw
+    raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
+
+
+def encode_lines(events: list[StoredEvent], *, store_id: str, encoding: str = "gzip", level: int = 6,
+                 lane: str = "backlog") -> BatchMessage:
+    """One batch message from stored one-line JSON events (same format as
+    ``gondola.contracts.encode_batch``, without decoding and re-encoding each event)."""
+    raw = "\n".join(e.body for e in events).encode()
+    first = events[0]
+    return BatchMessage(body=_compress(raw, encoding, level), properties={
+        "schema": BATCH_SCHEMA,
+        "content-type": "application/x-ndjson",
+        "content-encoding": encoding,
+        "store_id": store_id,
+        "first_device_id": first.device_id,
+        "first_seq": str(first.seq),
+        "count": str(len(events)),
+        "lane": lane,
+    })
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with "equal jitter": wait in [d/2, d], d = min(cap, base * 2^n)."""
+
+    base_ms: int = 1_000
+    cap_ms: int = 5 * 60_000
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay_ms(self, failures: int) -> int:
+        d = min(self.cap_ms, self.base_ms * (2 ** min(failures - 1, 30)))
+        return int(d / 2 + self.rng.random() * d / 2)
+
+
+class TokenBucket:
+    """Bandwidth cap in bytes per second (real time), with a burst of one second's worth."""
+
+    def __init__(self, rate_bytes_s: float, sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic):
+        if rate_bytes_s <= 0:
+            raise ValueError("bandwidth must be positive")
+        self.rate = float(rate_bytes_s)
+        self.tokens = self.rate
+        self._sleep, self._now = sleep, monotonic
+        self._t = monotonic()
+        self.waited_s = 0.0
+
+    def take(self, n: int) -> None:
+        """Block until ``n`` bytes may be sent."""
+        now = self._now()
+        self.tokens = min(self.rate, self.tokens + (now - self._t) * self.rate)
+        self._t = now
+        self.tokens -= n
+        if self.tokens < 0:
+            wait = -self.tokens / self.rate
+            self.waited_s += wait
+            self._sleep(wait)
+
+
+class Uplink:
+    """Drains a buffer to a hub transport. Not thread-safe: one uplink loop per gateway."""
+
+    def __init__(self, buffer: SqliteBuffer, transport: HubTransport, clock: Clock, *, store_id: str,
+                 encoding: str = "gzip", level: int = 6, round_rows: int = 4_000, live_share: float = 0.2,
+                 max_bytes: int = MAX_MESSAGE_BYTES, bandwidth_bytes_s: float | None = None,
+                 backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r}")
+        if not 0.0 <= live_share < 1.0:
+            raise ValueError("live_share must be in [0, 1)")
+        self.buffer, self.transport, self.clock = buffer, transport, clock
+        self.store_id = store_id
+        self.encoding, self.level = encoding, level
+        self.round_rows, self.live_share = round_rows, live_share
+        self.max_bytes = max_bytes
+        self.bucket = TokenBucket(bandwidth_bytes_s, sleep) if bandwidth_bytes_s else None
+        self.backoff = backoff or Backoff()
+        self.failures = 0
+        self.next_attempt_ms = 0
+        self.last_error: str | None = None
+        self.auth_failed = False
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.events_sent = 0
+
+    # ---- packing -------------------------------------------------------------------------
+
+    def _pack(self, events: list[StoredEvent], lane: str):
+        """Split into messages of at most ``max_bytes`` (estimate from the last ratio, halve if
+        a message still comes out too big); yield (message, its events)."""
+        ratio = 0.2 if self.encoding != "identity" else 1.0
+        start = 0
+        while start < len(events):
+            raw = 0
+            end = start
+            while end < len(events) and (raw + len(events[end].body) + 1) * ratio * 1.15 <= self.max_bytes:
+                raw += len(events[end].body) + 1
+                end += 1
+            end = max(end, start + 1)
+            while True:
+                chunk = events[start:end]
+                msg = encode_lines(chunk, store_id=self.store_id, encoding=self.encoding, level=self.level, lane=lane)
+                if msg.size <= self.max_bytes:
+                    break
+                if len(chunk) == 1:
+                    raise ValueError(f"one event encodes to {msg.size} bytes > {self.max_bytes}")
+                end = start + len(chunk) // 2
+            ratio = max(msg.size / max(1, sum(len(e.body) + 1 for e in chunk)), 0.01)
+            yield msg, chunk
+            start = end
+
+    def plan_round(self) -> list[tuple[str, list[StoredEvent]]]:
+        """The events of the next round, as (lane, events) groups in send order."""
+        n_live = int(self.round_rows * self.live_share)
+        live = self.buffer.select_live(n_live) if n_live else []
+        live_ids = {e.id for e in live}
+        backlog = [e for e in self.buffer.select_backlog(self.round_rows) if e.id not in live_ids]
+        urgent = [e for e in backlog if e.priority == 0]
+        rest = [e for e in backlog if e.priority != 0]
+        live_urgent = [e for e in live if e.priority == 0]
+        live_rest = [e for e in live if e.priority != 0]
+        groups = [("backlog", urgent), ("live", live_urgent), ("live", live_rest), ("backlog", rest)]
+        return [(lane, evs) for lane, evs in groups if evs]
+
+    # ---- rounds --------------------------------------------------------------------------
+
+    def uplink_once(self) -> int:
+        """Send one round (up to ``round_rows`` events); return events the hub accepted."""
+        now = self.clock.now_ms()
+        if now < self.next_attempt_ms:
+            return 0
+        sent = 0
+        for lane, events in self.plan_round():
+            for msg, chunk in self._pack(events, lane):
+                if self.bucket:
+                    self.bucket.take(msg.size)
+                try:
+                    self.transport.send(msg)
+                except TransportError as exc:
+                    self._failed(exc)
+                    return sent
+                ids = [e.id for e in chunk]
+                self.buffer.mark_sent(ids, now_ms=self.clock.now_ms(),
+                                      live_hwm=max(ids) if lane == "live" else None)
+                self.failures = 0
+                self.last_error = None
+                self.auth_failed = False
+                self.messages_sent += 1
+                self.bytes_sent += msg.size
+                self.events_sent += len(chunk)
+                sent += len(chunk)
+        return sent
+
+    def _failed(self, exc: TransportError) -> None:
+        self.failures += 1
+        self.auth_failed = isinstance(exc, TransportAuthError)
+        delay = self.backoff.cap_ms if self.auth_failed else self.backoff.delay_ms(self.failures)
+        self.next_attempt_ms = self.clock.now_ms() + delay
+        self.last_error = str(exc)[:200]
+        if self.failures == 1 or self.failures % 10 == 0:
+            log.warning("uplink: hub refused a batch (%d in a row), next try in %.1f s: %s",
+                        self.failures, delay / 1000, self.last_error)
+
+    def drain(self, max_rounds: int | None = None) -> int:
+        """Send rounds until the buffer is empty or a send fails; return events sent."""
+        total = 0
+        rounds = 0
+        while max_rounds is None or rounds < max_rounds:
+            n = self.uplink_once()
+            rounds += 1
+            total += n
+            if n == 0:
+                break
+        return total
+
+    def reset_backoff(self) -> None:
+        """Try again at once (after the network came back, or in lock-step tests)."""
+        self.next_attempt_ms = 0
+
+    def health(self) -> dict:
+        return {
+            "uplink_failures": self.failures,
+            "uplink_next_attempt_ms": self.next_attempt_ms,
+            "uplink_last_error": self.last_error,
+            "uplink_auth_failed": self.auth_failed,
+            "uplink_messages": self.messages_sent,
+            "uplink_bytes": self.bytes_sent,
+            "uplink_events": self.events_sent,
+            "uplink_throttled_s": round(self.bucket.waited_s, 3) if self.bucket else 0.0,
+        }

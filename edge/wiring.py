@@ -1,0 +1,216 @@
+"""Build one store gateway from one settings object: the only place that wires real adapters.
+
+::
+
+    from edge.wiring import EdgeSettings, build_gateway
+    settings = EdgeSettings(store_id="s001", broker_host="127.0.0.1", broker_port=1883,
+                            data_dir=Path("out/gw/s001"), hub="local", hub_path=Path("out/hub.sqlite"),
+                            planogram_path=Path("out/master/planogram.csv"))
+    # or EdgeSettings.from_env() - the same settings as an IoT Edge module gets them
+    gw = build_gateway(settings, clock=clock, scorer=None)   # scorer None -> PoissonScorer
+    gw.start()             # collector connected and subscribed (returns once SUBACK arrived)
+    gw.committed_count()   # messages committed to buffer or quarantine so far
+    gw.run_cycle(now_ms)   # score all facings, raise/clear alerts; returns the edge.alert events
+    gw.uplink_once(); gw.drain()   # send pending batches; return events the hub accepted
+    gw.health()            # edge.health data fields and more
+    gw.stop()
+
+``hub="local"`` sends to the embedded hub file (``LocalHubTransport``); ``hub="iothub"`` uses
+``edge.azure.iothub.IotHubTransport`` (from the IoT Edge environment, or a connection string
+in ``GONDOLA_IOTHUB_CONNECTION_STRING``); tests may pass ``transport=`` directly.
+
+Errors: ``ConfigError`` for bad settings (missing pseudonymization key in production, missing
+planogram, unknown hub), ``TransportError`` from ``start`` when the broker is unreachable,
+``StorageError`` when the buffer cannot be opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+from gondola.clock import Clock, SystemClock
+from gondola.errors import ConfigError
+from gondola.privacy import check_key
+
+__all__ = ["EdgeSettings", "build_gateway", "ENV_PREFIX"]
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "GONDOLA_"
+
+
+@dataclass
+class EdgeSettings:
+    """Everything a gateway needs. Each field can come from ``GONDOLA_<FIELD>`` (upper case)."""
+
+    store_id: str
+    broker_host: str = "127.0.0.1"
+    broker_port: int = 1883
+    data_dir: Path = Path("data/edge")
+    hub: str = "local"  # local | iothub
+    hub_path: Path = Path("out/hub.sqlite")
+    planogram_path: Path | None = None
+    #: HMAC key for loyalty ids; None: required in production, a per-data-dir key file otherwise.
+    pseudonym_key: bytes | None = field(default=None, repr=False)
+    mode: str = "dev"  # dev | demo | production
+    horizon_min: int = 120
+    raise_at: float = 0.6
+    clear_at: float = 0.3
+    min_dwell_min: int = 15
+    buffer_max_bytes: int = 2 * 1024**3
+    durability: str = "NORMAL"  # NORMAL survives kill -9; FULL also power loss
+    encoding: str = "gzip"
+    level: int = 6
+    bandwidth_bytes_s: int = 0  # 0: no cap
+    live_share: float = 0.2
+    round_rows: int = 4000
+    group_max: int = 1000
+    group_wait_ms: int = 5
+    client_id: str = ""  # MQTT client id; default gondola-gw-<store_id>
+    http_port: int = 0  # local page; 0: off
+    http_host: str = "127.0.0.1"
+    cycle_s: float = 60.0  # run loop: seconds between scoring cycles
+    health_every_s: float = 300.0
+    gap_grace_s: float = 60.0  # a gap still open after this is reported as an edge.gap event
+
+    def validate(self) -> "EdgeSettings":
+        """Raises: ConfigError naming the bad setting."""
+        if not self.store_id or "/" in self.store_id or "+" in self.store_id or "#" in self.store_id:
+            raise ConfigError(f"store_id {self.store_id!r} must be non-empty without MQTT wildcards")
+        if self.hub not in ("local", "iothub"):
+            raise ConfigError(f"hub must be local or iothub, got {self.hub!r}")
+        if self.mode not in ("dev", "demo", "production"):
+            raise ConfigError(f"mode must be dev, demo or production, got {self.mode!r}")
+        if self.durability not in ("NORMAL", "FULL"):
+            raise ConfigError(f"durability must be NORMAL or FULL, got {self.durability!r}")
+        if self.encoding not in ("gzip", "deflate", "identity"):
+            raise ConfigError(f"encoding must be gzip, deflate or identity, got {self.encoding!r}")
+        if not 0 <= self.live_share < 1:
+            raise ConfigError("live_share must be in [0, 1)")
+        if not 0 <= self.clear_at < self.raise_at <= 1:
+            raise ConfigError("need 0 <= clear_at < raise_at <= 1")
+        if self.pseudonym_key is not None:
+            check_key(self.pseudonym_key)
+        return self
+
+    @property
+    def gateway_device_id(self) -> str:
+        """device_id of the gateway's own events (alerts, health, gap reports)."""
+        return f"gw-{self.store_id}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "EdgeSettings":
+        """Settings from ``GONDOLA_*`` variables (as the IoT Edge deployment sets them), then
+        ``overrides`` (the CLI's options). ``GONDOLA_PSEUDONYM_KEY`` is read as UTF-8 bytes.
+
+        Raises:
+            ConfigError: a value does not parse or ``store_id`` is missing.
+        """
+        env = os.environ if env is None else env
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "store_id" not in values:
+            raise ConfigError("store id missing: set GONDOLA_STORE_ID or --store-id")
+        return cls(**values).validate()
+
+
+_INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
+        "round_rows", "group_max", "group_wait_ms", "http_port"}
+_FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s"}
+_PATH = {"data_dir", "hub_path", "planogram_path"}
+
+
+def _parse(name: str, raw: str):
+    try:
+        if name in _INT:
+            return int(raw)
+        if name in _FLOAT:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number") from None
+    if name in _PATH:
+        return Path(raw)
+    if name == "pseudonym_key":
+        return raw.encode()
+    return raw
+
+
+def resolve_pseudonym_key(settings: EdgeSettings) -> bytes:
+    """The key to use: the configured one, else (dev/demo only) a random per-data-dir key file.
+
+    Raises:
+        ConfigError: production mode without a key, or a key shorter than 16 bytes.
+    """
+    if settings.pseudonym_key is not None:
+        return check_key(settings.pseudonym_key)
+    if settings.mode == "production":
+        raise ConfigError("GONDOLA_PSEUDONYM_KEY is required in production mode (refusing to start)")
+    path = Path(settings.data_dir) / "pseudonym.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+        log.info("generated a per-gateway pseudonymization key file (dev/demo mode)")
+    return check_key(path.read_bytes())
+
+
+def build_transport(settings: EdgeSettings, clock: Clock):
+    """The hub transport the settings name.
+
+    Raises:
+        ConfigError: unknown hub, or the IoT Hub adapter's configuration is missing.
+    """
+    if settings.hub == "local":
+        from gondola.hub import LocalHub
+
+        from edge.transport import LocalHubTransport
+
+        return LocalHubTransport(LocalHub(settings.hub_path, clock=clock), settings.gateway_device_id)
+    if settings.hub == "iothub":
+        from edge.azure.iothub import IotHubTransport
+
+        return IotHubTransport.from_env()
+    raise ConfigError(f"unknown hub {settings.hub!r}")
+
+
+def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=None, transport=None):
+    """Wire a :class:`edge.gateway.Gateway` (buffer, collector, uplink, inference, transport).
+
+    Raises:
+        ConfigError, StorageError: see the module docstring.
+    """
+    from models.scoring import PoissonScorer
+
+    from edge.buffer import BufferPolicy, SqliteBuffer
+    from edge.gateway import Gateway
+    from edge.inference import Inference, load_planogram
+    from edge.uplink import Uplink
+
+    settings.validate()
+    clock = clock or SystemClock()
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = resolve_pseudonym_key(settings)
+    buffer = SqliteBuffer(data_dir / "buffer.sqlite",
+                          BufferPolicy(max_bytes=settings.buffer_max_bytes, durability=settings.durability))
+    scorer = scorer or PoissonScorer(horizon_h=settings.horizon_min / 60)
+    planogram = load_planogram(settings.planogram_path, settings.store_id) if settings.planogram_path else []
+    inference = Inference(planogram, scorer, raise_at=settings.raise_at, clear_at=settings.clear_at,
+                          min_dwell_ms=settings.min_dwell_min * 60_000)
+    transport = transport or build_transport(settings, clock)
+    uplink = Uplink(buffer, transport, clock, store_id=settings.store_id, encoding=settings.encoding,
+                    level=settings.level, round_rows=settings.round_rows, live_share=settings.live_share,
+                    bandwidth_bytes_s=settings.bandwidth_bytes_s or None)
+    return Gateway(settings, clock=clock, buffer=buffer, inference=inference, uplink=uplink,
+                   transport=transport, pseudonym_key=key)
