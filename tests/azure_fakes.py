@@ -130,3 +130,57 @@ def drain(source: EventHubSource, expect: int, deadline_s: float = 10.0) -> list
     while len(got) < expect and time.monotonic() < deadline:
         got += source.receive(max_messages=expect - len(got), max_wait_s=0.5)
     return got
+
+
+# --------------------------------------------------------------------------------------------
+# azure-core HTTP boundary
+# --------------------------------------------------------------------------------------------
+
+import json as _json  # noqa: E402
+
+import requests  # noqa: E402
+from azure.core.pipeline.transport import HttpTransport, RequestsTransportResponse  # noqa: E402
+
+
+class RecordingTransport(HttpTransport):
+    """An azure-core ``HttpTransport`` that records each request and answers from a script.
+
+    ``responder(request) -> (status, headers, body)`` decides the answer; the default gives
+    what the storage service returns on success (201 for PUT, 200 otherwise, with ETag and
+    Last-Modified). The SDK's whole pipeline (signing, retries, error mapping) still runs.
+    """
+
+    def __init__(self, responder=None):
+        self.requests: list = []
+        self.responder = responder or (lambda request: (201 if request.method == "PUT" else 200, {}, b""))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def send(self, request, **kwargs):
+        self.requests.append(request)
+        status, headers, body = self.responder(request)
+        response = requests.Response()
+        response.status_code = status
+        response.headers.update(
+            {
+                "ETag": '"0x8DD0000000000001"',
+                "Last-Modified": "Sun, 29 Nov 2026 10:00:00 GMT",
+                "x-ms-request-id": f"req-{len(self.requests)}",
+                "x-ms-version": "2025-01-05",
+                "Content-Length": str(len(body)),
+            }
+        )
+        response.headers.update(headers)
+        response._content = _json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+        response.url = request.url
+        return RequestsTransportResponse(request, response)
