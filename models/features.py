@@ -60,7 +60,7 @@ FEATURES: tuple[str, ...] = (
     "hour_cos",
     "dow_sin",
     "dow_cos",
-    "sales_since_reading",  # POS units sold since the last sensor reading
+    "sales_since_reading",  # POS units sold since the last sensor reading (0 when no sensor)
     "hours_since_sale",     # silence of the till for this facing, capped at 168 (zero-sales run)
     "demand_next_2h",       # expected units sold in the next 2 h (weekly rate x hour-of-day profile)
     "hours_to_restock",     # hours until the usual next restock round (24 when none learnt yet)
@@ -242,7 +242,7 @@ class FacingState:
             math.cos(2 * math.pi * hour / 24),
             math.sin(2 * math.pi * dow / 7),
             math.cos(2 * math.pi * dow / 7),
-            self.sales_since_reading,
+            self.sales_since_reading if self.has_sensor else 0.0,
             hours_since(self.last_sale_ms),
             daily * self._profile_share(hour, DEMAND_WINDOW_H),
             to_restock,

@@ -26,7 +26,19 @@ __all__ = [
     "sample_instants",
     "FeatureRows",
     "label_rows",
+    "events_from_silver",
+    "planograms_from_rows",
+    "features_from_silver",
 ]
+
+#: Silver table (or short name) -> the event type its rows are.
+SILVER_TYPES = {
+    "silver.pos_line": "pos.line", "pos_line": "pos.line", "pos": "pos.line", "pos.line": "pos.line",
+    "silver.shelf_reading": "shelf.reading", "shelf_reading": "shelf.reading", "readings": "shelf.reading",
+    "shelf.reading": "shelf.reading",
+    "silver.shelf_restock": "shelf.restock", "shelf_restock": "shelf.restock", "restocks": "shelf.restock",
+    "shelf.restock": "shelf.restock",
+}
 
 
 @dataclass(frozen=True)
@@ -240,3 +252,40 @@ def label_rows(
         # running at t and lasting past it counts too).
         empty_within[idx] = within.any(axis=1)
     return empty_now, empty_within
+
+
+def events_from_silver(tables: Mapping[str, Any]) -> list[dict]:
+    """Silver event tables (pyarrow Tables or lists of row dicts, one table per event type,
+    keyed by table name such as ``silver.pos_line`` or by event type) -> flat event dicts with
+    ``type`` set, ready for :func:`replay_features`. Tables of other types are ignored."""
+    out: list[dict] = []
+    for name, table in tables.items():
+        etype = SILVER_TYPES.get(name)
+        if etype is None or table is None:
+            continue
+        rows = table.to_pylist() if hasattr(table, "to_pylist") else list(table)
+        for row in rows:
+            out.append({**row, "type": etype})
+    return out
+
+
+def planograms_from_rows(rows: Any) -> dict[str, list[Facing]]:
+    """Planogram rows (``store_id, facing_id, sku, capacity``; a pyarrow Table or row dicts,
+    such as ``silver.planogram`` or the simulator's master data) -> facings per store."""
+    rows = rows.to_pylist() if hasattr(rows, "to_pylist") else list(rows)
+    out: dict[str, list[Facing]] = {}
+    for r in rows:
+        out.setdefault(str(r["store_id"]), []).append(Facing(str(r["facing_id"]), str(r["sku"]), int(r["capacity"])))
+    return out
+
+
+def features_from_silver(
+    tables: Mapping[str, Any],
+    planogram: Any,
+    instants: Iterable[int],
+    *,
+    start_ms: int | None = None,
+) -> FeatureRows:
+    """The cloud's feature computation: silver event tables + planogram -> feature rows of every
+    facing at each instant, through the same ``StoreFeatures.apply`` the gateway runs."""
+    return replay_features(events_from_silver(tables), planograms_from_rows(planogram), instants, start_ms=start_ms)

@@ -131,7 +131,13 @@ def train_mlp(
     # Class weight w shifts the optimal logit by log(w): remove it for calibrated probabilities.
     wl, bl = dense[-1]
     dense[-1] = (wl, (bl - math.log(pos_weight)).astype(np.float32))
-    return MlpWeights(layers=dense, calibration=_calibration_rows(enc, y, config))
+    weights = MlpWeights(layers=dense)
+    calib = _calibration_rows(enc, y, config)
+    # Add the rows with the most extreme logits, so the int8 output scale covers them too.
+    logits = weights.logits(enc)
+    order = np.argsort(logits)
+    weights.calibration = np.concatenate([calib, enc[order[:50]], enc[order[-50:]]])
+    return weights
 
 
 def _calibration_rows(enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:

@@ -1,0 +1,131 @@
+"""Train a tiny model, export it, and run it on the real LiteRT interpreter and onnxruntime."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from gondola.errors import ModelError
+from models._synthetic import synthetic_store
+from models.dataset import build_rows
+from models.features import FEATURES, encode_for_model
+from models.metrics import average_precision
+from models.package import manifest_path_for, read_manifest, verify_model
+from models.pipeline import evaluate_side_by_side, export_model, format_table, split_validation, train_model
+from models.runtime import LiteRtScorer, OnnxScorer, load_scorer
+from models.scoring import PoissonScorer
+from models.train import TrainConfig
+
+KEY = b"test-only-secret"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    histories = [synthetic_store(f"s{i}", facings=30, days=8, seed=10 + i) for i in range(3)]
+    data = build_rows(histories, 2.0, every_min=30, warmup_days=2)
+    weights, summary = train_model(data, TrainConfig(epochs=4, hidden=(32, 16)))
+    _, val = split_validation(data)
+    out = tmp_path_factory.mktemp("model")
+    files = export_model(weights, out, horizon_h=2.0, summary=summary, training={"source": "synthetic"},
+                         key=KEY, val=(data.rows.X[val], data.y[val]))
+    return data, weights, files
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_int8_model_is_full_integer_and_tracks_the_float_model(trained):
+    data, weights, files = trained
+    int8 = LiteRtScorer(files.int8_tflite)
+    fl = LiteRtScorer(files.float_tflite)
+    assert int8.int8 and not fl.int8
+    x = data.rows.X
+    p_ref = weights.predict(x)
+    np.testing.assert_allclose(fl.score(x), p_ref, atol=1e-4)
+    p8 = int8.score(x)
+    # Quantization moves probabilities a little, never the ranking much.
+    assert np.abs(p8 - p_ref).mean() < 0.02
+    assert abs(average_precision(data.y, p8) - average_precision(data.y, p_ref)) < 0.05
+
+
+def test_int8_calibration_covers_the_feature_range_so_outputs_do_not_clip(trained):
+    data, weights, files = trained
+    int8 = LiteRtScorer(files.int8_tflite)
+    logits = int8.logits(data.rows.X)
+    scale, zero = int8._out_q
+    hi = (127 - zero) * scale
+    ref = weights.logits(encode_for_model(data.rows.X))
+    # The risky end never clips: the int8 output range reaches past the largest float logit.
+    assert ref.max() <= hi + scale
+    # Wherever the probability matters (> 0.1 %), int8 logits stay close to float ones; only
+    # rows the model already calls near-impossible may sit at the low clip.
+    relevant = ref > np.log(1e-3 / (1 - 1e-3))
+    assert relevant.sum() > 100
+    assert np.abs(logits[relevant] - ref[relevant]).max() < 0.75
+
+
+def test_onnx_export_passes_the_checker_and_matches_numpy(trained):
+    import onnx
+
+    data, weights, files = trained
+    onnx.checker.check_model(onnx.load(str(files.onnx)), full_check=True)
+    p = OnnxScorer(files.onnx).score(data.rows.X)
+    np.testing.assert_allclose(p, weights.predict(data.rows.X), atol=1e-5)
+
+
+def test_scorer_scores_any_batch_size_in_one_call_and_keeps_row_order(trained):
+    data, _, files = trained
+    s = LiteRtScorer(files.int8_tflite)
+    x = data.rows.X[:50]
+    full = s.score(x)
+    assert s.score(x[:7]).tolist() == full[:7].tolist()
+    assert s.score(x[::-1]).tolist() == full[::-1].tolist()
+    assert s.score(np.zeros((0, len(FEATURES)), np.float32)).shape == (0,)
+
+
+def test_manifest_records_version_hash_features_horizon_and_threshold(trained):
+    _, _, files = trained
+    m = read_manifest(manifest_path_for(files.int8_tflite))
+    assert m["features"] == list(FEATURES) and m["horizon_h"] == 2.0 and m["format"] == "tflite-int8"
+    assert 0 < m["threshold"] < 1 and m["signature"]["alg"] == "hmac-sha256"
+    assert verify_model(files.int8_tflite, m, KEY) == m
+    s = LiteRtScorer(files.int8_tflite)
+    assert s.name == f"model:{m['version']}" and s.threshold == m["threshold"]
+
+
+def test_load_scorer_returns_the_model_or_falls_back_to_the_baseline(trained, tmp_path, caplog):
+    _, _, files = trained
+    assert isinstance(load_scorer(None, 2.0), PoissonScorer)
+    assert isinstance(load_scorer(files.int8_tflite, 2.0, key=KEY), LiteRtScorer)
+    assert isinstance(load_scorer(files.onnx, 2.0), OnnxScorer)
+    # A model for another horizon answers another question: baseline instead.
+    with caplog.at_level(logging.WARNING, logger="models.runtime"):
+        assert isinstance(load_scorer(files.int8_tflite, 4.0), PoissonScorer)
+    assert "falling back" in caplog.text
+    # A tampered file fails verification; a garbage file fails to load.
+    bad = tmp_path / "stockout-int8.tflite"
+    shutil.copy(files.int8_tflite, bad)
+    shutil.copy(manifest_path_for(files.int8_tflite), manifest_path_for(bad))
+    with open(bad, "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    assert isinstance(load_scorer(bad, 2.0, key=KEY), PoissonScorer)
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model")
+    assert isinstance(load_scorer(junk, 2.0), PoissonScorer)
+    with pytest.raises(ModelError):
+        LiteRtScorer(junk)
+
+
+def test_side_by_side_evaluation_reports_every_scorer(trained):
+    data, _, files = trained
+    scorers = {"baseline-poisson": PoissonScorer(2.0), "int8": LiteRtScorer(files.int8_tflite)}
+    res = evaluate_side_by_side(data, scorers, {"baseline-poisson": 0.5, "int8": files.manifest["threshold"]}, 2.0)
+    assert set(res) == set(scorers)
+    assert res["int8"]["pr_auc"] > res["baseline-poisson"]["pr_auc"] * 0.8
+    assert set(res["int8"]["by_sensor"]) == {"sensor", "no_sensor"}
+    table = format_table(res)
+    assert "baseline-poisson" in table and "PR-AUC" in table

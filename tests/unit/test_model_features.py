@@ -1,0 +1,136 @@
+"""Online facing features: rates, profiles, restock rounds, promotions, encoding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
+from models.features import FEATURES, FacingState, encode_for_model, feature_matrix
+
+T0 = 1_764_547_200_000  # 2025-12-01 00:00 UTC, a Monday
+F = {name: i for i, name in enumerate(FEATURES)}
+
+
+def steady_sales(state: FacingState, start: int, hours: float, per_hour: int, price: int = 199) -> int:
+    """Feed ``per_hour`` single-unit sales per hour, evenly spaced; returns the last instant."""
+    step = HOUR_MS // per_hour
+    t = start
+    for _ in range(int(hours * per_hour)):
+        t += step
+        state.on_sale(t, 1, price)
+    return t
+
+
+def test_feature_vector_has_one_value_per_named_feature_and_names_are_unique():
+    state = FacingState("f1", "sku1", capacity=10)
+    assert len(state.features(T0)) == len(FEATURES)
+    assert len(set(FEATURES)) == len(FEATURES)
+
+
+def test_decayed_rates_converge_to_a_steady_sales_rate_without_warm_up_bias():
+    state = FacingState("f1", "sku1", capacity=100, started_ms=T0)
+    t = steady_sales(state, T0, hours=6, per_hour=4)
+    x = state.features(t)
+    # Every time constant, even the week-long one, reports about 4 units/h after 6 hours.
+    for name in ("rate_1h", "rate_4h", "rate_24h", "rate_168h"):
+        assert x[F[name]] == pytest.approx(4.0, rel=0.2), name
+
+
+def test_rates_decay_during_silence_and_short_rates_decay_faster():
+    state = FacingState("f1", "sku1", capacity=100, started_ms=T0)
+    t = steady_sales(state, T0, hours=24, per_hour=2)
+    later = state.features(t + 3 * HOUR_MS)
+    assert later[F["rate_1h"]] < 0.2 < later[F["rate_24h"]]
+    assert later[F["hours_since_sale"]] == pytest.approx(3.0)
+
+
+def test_units_follow_restock_minus_sales_and_sensor_readings_replace_the_estimate():
+    state = FacingState("f1", "sku1", capacity=12)
+    state.on_restock(T0 + HOUR_MS, 10)
+    state.on_sale(T0 + 2 * HOUR_MS, 3)
+    assert state.features(T0 + 2 * HOUR_MS)[F["units_est"]] == 7
+    state.on_reading(T0 + 3 * HOUR_MS, 5, battery_pct=80)
+    state.on_sale(T0 + 4 * HOUR_MS, 1)
+    x = state.features(T0 + 4 * HOUR_MS)
+    assert x[F["units_est"]] == 4
+    assert x[F["has_sensor"]] == 1.0
+    assert x[F["sales_since_reading"]] == 1
+    assert x[F["hours_since_reading"]] == pytest.approx(1.0)
+    assert x[F["battery_pct"]] == 80
+    # Never below zero, and a restock never overfills the planogram capacity.
+    state.on_sale(T0 + 5 * HOUR_MS, 10)
+    assert state.features(T0 + 5 * HOUR_MS)[F["units_est"]] == 0
+    state.on_restock(T0 + 6 * HOUR_MS, 50)
+    assert state.features(T0 + 6 * HOUR_MS)[F["units_est"]] == 12
+
+
+def test_expected_demand_follows_the_learnt_hour_of_day_profile():
+    state = FacingState("f1", "sku1", capacity=100, started_ms=T0)
+    # Seven days where every sale happens between 17:00 and 19:00.
+    for d in range(7):
+        steady_sales(state, T0 + d * DAY_MS + 17 * HOUR_MS, hours=2, per_hour=6)
+    morning = state.features(T0 + 7 * DAY_MS + 9 * HOUR_MS)
+    evening = state.features(T0 + 7 * DAY_MS + 17 * HOUR_MS)
+    assert morning[F["demand_next_2h"]] < 0.5
+    # About 12 units a day (the weekly rate still counts today's quiet hours), all of them in
+    # the next two hours.
+    assert evening[F["demand_next_2h"]] == pytest.approx(12.0, rel=0.25)
+
+
+def test_zero_sales_evidence_ignores_hours_when_nobody_buys():
+    state = FacingState("f1", "sku1", capacity=100, started_ms=T0)
+    for d in range(7):
+        steady_sales(state, T0 + d * DAY_MS + 8 * HOUR_MS, hours=12, per_hour=2)
+    last_sale = state.last_sale_ms
+    # Overnight silence: expected sales since the last sale stay near zero ...
+    night = state.features(last_sale + 6 * HOUR_MS)
+    assert night[F["demand_since_sale"]] < 1.5
+    # ... while three silent shopping hours are strong evidence.
+    day = state.features(T0 + 7 * DAY_MS + 11 * HOUR_MS)
+    assert day[F["demand_since_sale"]] > 4.0
+
+
+def test_next_restock_round_is_learnt_from_restock_times():
+    state = FacingState("f1", "sku1", capacity=10, started_ms=T0)
+    for d in range(5):
+        state.on_restock(T0 + d * DAY_MS + 13 * HOUR_MS + 5 * MINUTE_MS, 5)
+    assert state.features(T0 + 5 * DAY_MS + 10 * HOUR_MS)[F["hours_to_restock"]] == pytest.approx(3.0)
+    assert FacingState("f2", "s", 10).features(T0)[F["hours_to_restock"]] == 24.0
+
+
+def test_promotion_price_shows_as_a_price_ratio_below_one():
+    state = FacingState("f1", "sku1", capacity=100, started_ms=T0)
+    t = steady_sales(state, T0, hours=20, per_hour=5, price=200)
+    assert state.features(t)[F["price_ratio"]] == pytest.approx(1.0)
+    state.on_sale(t + MINUTE_MS, 1, 160)
+    assert state.features(t + MINUTE_MS)[F["price_ratio"]] == pytest.approx(0.8, abs=0.01)
+
+
+def test_calendar_features_encode_hour_and_weekday():
+    x = FacingState("f1", "s", 10).features(T0 + 6 * HOUR_MS)  # Monday 06:00
+    assert x[F["hour_sin"]] == pytest.approx(1.0)
+    assert x[F["dow_sin"]] == pytest.approx(0.0, abs=1e-9) and x[F["dow_cos"]] == pytest.approx(1.0)
+
+
+def test_feature_matrix_stacks_states_in_order_as_float32():
+    a, b = FacingState("a", "s", 10), FacingState("b", "t", 20)
+    m = feature_matrix([a, b], T0)
+    assert m.dtype == np.float32 and m.shape == (2, len(FEATURES))
+    assert m[1, F["capacity"]] == 20
+    assert feature_matrix([], T0).shape == (0, len(FEATURES))
+
+
+def test_model_encoding_keeps_every_input_in_a_small_common_range():
+    state = FacingState("f1", "sku1", capacity=60, started_ms=T0)
+    steady_sales(state, T0, hours=10, per_hour=30)
+    raw = feature_matrix([state, FacingState("g", "s", 4)], T0 + 10 * HOUR_MS)
+    enc = encode_for_model(raw)
+    # 720 units a day is the busiest facing a store has: still under 7 after encoding.
+    assert enc.min() >= -1.0 and enc.max() <= 7.0
+    # log1p keeps 0, 1 and 2 units well apart.
+    assert encode_for_model(np.eye(1, len(FEATURES), 0, dtype=np.float32))[0, 0] == pytest.approx(math.log(2))
+    with pytest.raises(ValueError):
+        encode_for_model(np.zeros((2, 3)))
