@@ -22,6 +22,7 @@ Errors (all from ``gondola.errors``):
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from typing import Callable, Mapping, Protocol, runtime_checkable
 
@@ -92,7 +93,7 @@ class LocalHubTransport:
     def send(self, message: BatchMessage) -> None:
         try:
             self.hub.send(self.device_id, message.body, message.properties)
-        except StorageError as exc:
+        except (StorageError, sqlite3.Error) as exc:
             raise TransportError(f"local hub did not accept the batch: {exc}") from exc
 
     def get_twin(self) -> dict:

@@ -172,6 +172,7 @@ class Uplink:
         live = self.buffer.select_live(n_live) if n_live else []
         live_ids = {e.id for e in live}
         backlog = [e for e in self.buffer.select_backlog(self.round_rows) if e.id not in live_ids]
+        backlog = backlog[: self.round_rows - len(live)]
         urgent = [e for e in backlog if e.priority == 0]
         rest = [e for e in backlog if e.priority != 0]
         live_urgent = [e for e in live if e.priority == 0]

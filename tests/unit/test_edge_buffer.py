@@ -1,0 +1,173 @@
+"""The SQLite buffer: idempotence, gap accounting, cap policy, TTL, migrations, backup."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from edge.buffer import MIGRATIONS, BufferPolicy, SqliteBuffer
+from edge.testing import T0, pos_line, reading, restock
+from gondola.errors import BufferFullError
+
+
+def _rx(ev, at=T0):
+    return ev | {"received_at": at}
+
+
+@pytest.fixture
+def buf(tmp_path):
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    yield b
+    b.close()
+
+
+def test_redelivered_events_are_counted_as_duplicates_and_stored_once(buf):
+    evs = [_rx(pos_line(i, T0 + i)) for i in range(10)]
+    assert buf.append(evs, now_ms=T0).stored == 10
+    again = buf.append(evs[3:7], now_ms=T0)
+    assert (again.stored, again.duplicates, again.kept) == (0, 4, [])
+    assert buf.stats(T0)["buffer_rows"] == 10
+
+
+def test_duplicates_are_recognised_even_after_the_originals_were_sent_and_deleted(buf):
+    evs = [_rx(pos_line(i, T0 + i)) for i in range(5)]
+    buf.append(evs, now_ms=T0)
+    buf.mark_sent([e.id for e in buf.select_backlog(100)], now_ms=T0)
+    assert buf.stats(T0)["buffer_rows"] == 0
+    assert buf.append(evs, now_ms=T0).duplicates == 5
+
+
+def test_a_jump_in_seq_opens_a_gap_and_a_late_arrival_fills_it(buf):
+    buf.append([_rx(pos_line(s, T0)) for s in (0, 1, 5, 6)], now_ms=T0)
+    assert buf.gaps() == {"pos-s001-r01": [(2, 4)]}
+    assert buf.stats(T0)["seq_gaps"] == 3
+    res = buf.append([_rx(pos_line(3, T0))], now_ms=T0)
+    assert res.stored == 1
+    assert buf.gaps() == {"pos-s001-r01": [(2, 2), (4, 4)]}
+    assert buf.append([_rx(pos_line(3, T0))], now_ms=T0).duplicates == 1
+    assert buf.stats(T0)["seq_gaps"] == 2
+
+
+def test_gaps_and_seq_marks_survive_a_reopen(tmp_path):
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    b.append([_rx(pos_line(s, T0)) for s in (0, 4)], now_ms=T0)
+    b.close()
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    assert b.gaps() == {"pos-s001-r01": [(1, 3)]}
+    assert b.append([_rx(pos_line(4, T0)), _rx(pos_line(2, T0))], now_ms=T0).kept == [1]
+    b.close()
+
+
+def test_a_failed_append_changes_neither_the_table_nor_the_seq_marks(buf, monkeypatch):
+    buf.append([_rx(pos_line(0, T0))], now_ms=T0)
+    real = buf._save_counters
+    monkeypatch.setattr(buf, "_save_counters", lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+    from gondola.errors import StorageError
+    with pytest.raises(StorageError):
+        buf.append([_rx(pos_line(5, T0))], now_ms=T0)
+    monkeypatch.setattr(buf, "_save_counters", real)
+    assert buf.gaps() == {}
+    assert buf.append([_rx(pos_line(5, T0))], now_ms=T0).stored == 1
+    assert buf.stats(T0)["buffer_rows"] == 2
+
+
+def test_migrations_are_applied_once_in_order_and_recorded(tmp_path):
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    b.close()
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    assert b.applied_migrations() == sorted(name for name, _ in MIGRATIONS)
+    b.close()
+
+
+def test_online_backup_is_a_consistent_copy(buf, tmp_path):
+    buf.append([_rx(pos_line(i, T0)) for i in range(100)], now_ms=T0)
+    dest = buf.backup(tmp_path / "backup" / "b.sqlite")
+    copy = SqliteBuffer(dest)
+    assert copy.stats(T0)["buffer_rows"] == 100
+    assert copy.append([_rx(pos_line(50, T0))], now_ms=T0).duplicates == 1
+    copy.close()
+
+
+def _fill(buf, n_pos, n_read, facings=4, step_ms=10_000):
+    evs = []
+    for i in range(n_read):
+        f = i % facings
+        evs.append(_rx(reading(i // facings, T0 + i * step_ms, device_id=f"shelf-f{f}", facing_id=f"f{f}")))
+    evs += [_rx(pos_line(i, T0 + i)) for i in range(n_pos)]
+    for i in range(0, len(evs), 500):
+        buf.append(evs[i:i + 500], now_ms=T0)
+
+
+def test_the_cap_thins_readings_first_and_never_evicts_pos_lines(tmp_path):
+    b = SqliteBuffer(tmp_path / "b.sqlite", BufferPolicy(max_bytes=800_000))
+    _fill(b, n_pos=600, n_read=2400)
+    stats = b.stats(T0)
+    assert stats["buffer_bytes"] <= 800_000
+    assert stats["evictions"] > 0
+    assert all(k.split("/")[1] == "shelf.reading" for k in stats["evictions_by"])
+    assert any(k.startswith("thin_") for k in stats["evictions_by"])
+    assert sum(stats["evictions_by"].values()) == stats["evictions"]
+    rows = b.select_backlog(10_000)
+    assert sum(1 for e in rows if e.etype == "pos.line") == 600
+    assert len(rows) + stats["evictions"] == 3000
+    b.close()
+
+
+def test_thinning_keeps_one_reading_per_facing_per_five_minutes_before_going_coarser(tmp_path):
+    # 2400 readings every 10 s on 4 facings (40 s apart per facing): after 5-minute thinning,
+    # each facing keeps about one reading per 5 minutes.
+    b = SqliteBuffer(tmp_path / "b.sqlite", BufferPolicy(max_bytes=10**9))
+    _fill(b, n_pos=0, n_read=2400)
+    full = b.stats(T0)["buffer_bytes"]
+    b.policy.max_bytes = int(full * 0.5)
+    b.enforce_cap(T0)
+    rows = b.select_backlog(10_000)
+    buckets = {}
+    for e in rows:
+        ev = __import__("json").loads(e.body)
+        buckets.setdefault((ev["data"]["facing_id"], ev["ts"] // 300_000), 0)
+        buckets[(ev["data"]["facing_id"], ev["ts"] // 300_000)] += 1
+    span_buckets = 2400 * 10_000 // 300_000 + 1
+    assert len(buckets) >= 4 * (span_buckets - 1)  # every 5-minute bucket of every facing still has a reading
+    assert set(b.stats(T0)["evictions_by"]) == {"thin_5min/shelf.reading"}
+    b.close()
+
+
+def test_a_full_buffer_of_pos_lines_refuses_new_pos_lines_instead_of_dropping_any(tmp_path):
+    b = SqliteBuffer(tmp_path / "b.sqlite", BufferPolicy(max_bytes=60_000))
+    with pytest.raises(BufferFullError):
+        for i in range(0, 1000, 50):
+            b.append([_rx(pos_line(s, T0)) for s in range(i, i + 50)], now_ms=T0)
+    n = b.stats(T0)["buffer_rows"]
+    assert n > 0 and b.stats(T0)["evictions"] == 0
+    assert len(b.select_backlog(10_000)) == n
+    b.close()
+
+
+def test_ttl_expires_readings_but_not_pos_lines_and_counts_it(buf):
+    old = T0 - 8 * 24 * 3600_000
+    buf.append([_rx(reading(0, old), at=old), _rx(pos_line(0, old), at=old), _rx(restock(0, old), at=old)], now_ms=old)
+    assert buf.expire(T0) == 1
+    assert {e.etype for e in buf.select_backlog(10)} == {"pos.line", "shelf.restock"}
+    assert buf.stats(T0)["evictions_by"] == {"ttl/shelf.reading": 1}
+
+
+def test_backlog_selection_follows_priority_then_arrival(buf):
+    buf.append([_rx(reading(0, T0)), _rx(restock(0, T0)), _rx(pos_line(0, T0)), _rx(pos_line(1, T0))], now_ms=T0)
+    assert [e.etype for e in buf.select_backlog(10)] == ["pos.line", "pos.line", "shelf.restock", "shelf.reading"]
+
+
+def test_quarantine_is_committed_with_the_group_and_counted(buf):
+    buf.append([_rx(pos_line(0, T0))], now_ms=T0, quarantine=[("t", "bad_json", "nope", b"{")])
+    assert buf.stats(T0)["quarantined"] == 1
+    assert buf.quarantined()[0]["reason"] == "bad_json"
+
+
+def test_gateway_seqs_are_never_reused_after_a_reopen(tmp_path):
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    assert b.next_gateway_seqs(3) == 0
+    b.close()
+    b = SqliteBuffer(tmp_path / "b.sqlite")
+    assert b.next_gateway_seqs(1) == 3
+    b.close()
