@@ -44,7 +44,7 @@ WITH r AS (
 SELECT store_id, facing_id, ts - (ts % 3600000) AS hour_ms, MAX(sku) AS sku, COUNT(*) AS readings,
        MIN(units_est) AS min_units, ROUND(AVG(units_est), 4) AS avg_units,
        ROUND(SUM(CASE WHEN units_est = 0 AND next_ts IS NOT NULL THEN LEAST(next_ts - ts, 1800000) ELSE 0 END)
-             / 60000.0, 4) AS minutes_empty,
+             / CAST(60000 AS DOUBLE), 4) AS minutes_empty,
        MIN(battery_pct) AS battery_min
 FROM r
 GROUP BY store_id, facing_id, ts - (ts % 3600000)""",
@@ -72,7 +72,7 @@ open_hours AS (
   FROM pos GROUP BY store_id, ts - (ts % 86400000)),
 rate AS (
   SELECT p.store_id, p.sku, p.ts - (p.ts % 86400000) AS day_ms,
-         SUM(CASE WHEN p.kind = 'sale' THEN p.qty ELSE 0 END) * 1.0 / MAX(o.hours) AS rate_per_h,
+         CAST(SUM(CASE WHEN p.kind = 'sale' THEN p.qty ELSE 0 END) AS DOUBLE) / MAX(o.hours) AS rate_per_h,
          AVG(p.price_cents) AS pos_price
   FROM pos p JOIN open_hours o ON o.store_id = p.store_id AND o.day_ms = p.ts - (p.ts % 86400000)
   GROUP BY p.store_id, p.sku, p.ts - (p.ts % 86400000)),
@@ -84,16 +84,16 @@ al AS (
    AND a.ts <= so.start_ms AND a.ts >= so.start_ms - a.horizon_min * 60000
   GROUP BY so.store_id, so.facing_id, so.start_ms)
 SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
-       CASE WHEN so.end_ms IS NULL THEN NULL ELSE ROUND((so.end_ms - so.start_ms) / 60000.0, 4) END AS duration_min,
+       CASE WHEN so.end_ms IS NULL THEN NULL ELSE ROUND((so.end_ms - so.start_ms) / CAST(60000 AS DOUBLE), 4) END AS duration_min,
        so.end_ms IS NULL AS ongoing,
        'sensor' AS detected_by,
        ROUND(COALESCE(rt.rate_per_h, 0), 6) AS rate_per_h,
-       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / 3600000.0, 4) AS lost_units_est,
-       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / 3600000.0
+       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / CAST(3600000 AS DOUBLE), 4) AS lost_units_est,
+       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / CAST(3600000 AS DOUBLE)
              * COALESCE(pr.price_cents, rt.pos_price, 0), 2) AS lost_sales_cents_est,
        al.alert_ms IS NOT NULL AS alerted,
        al.alert_ms,
-       CASE WHEN al.alert_ms IS NULL THEN NULL ELSE ROUND((so.start_ms - al.alert_ms) / 60000.0, 4) END AS alert_lead_min
+       CASE WHEN al.alert_ms IS NULL THEN NULL ELSE ROUND((so.start_ms - al.alert_ms) / CAST(60000 AS DOUBLE), 4) END AS alert_lead_min
 FROM so
 LEFT JOIN rate rt ON rt.store_id = so.store_id AND rt.sku = so.sku AND rt.day_ms = so.start_ms - (so.start_ms % 86400000)
 LEFT JOIN price pr ON pr.sku = so.sku
@@ -136,8 +136,8 @@ SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.da
        COALESCE(ad.scorer, '(none)') AS scorer,
        COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
        COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
-       CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE ROUND(ad.true_alerts * 1.0 / ad.alerts, 6) END AS precision,
-       CASE WHEN COALESCE(sd.stockouts, 0) = 0 THEN NULL ELSE ROUND(sd.caught * 1.0 / sd.stockouts, 6) END AS recall,
+       CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE ROUND(CAST(ad.true_alerts AS DOUBLE) / ad.alerts, 6) END AS precision,
+       CASE WHEN COALESCE(sd.stockouts, 0) = 0 THEN NULL ELSE ROUND(CAST(sd.caught AS DOUBLE) / sd.stockouts, 6) END AS recall,
        sd.mean_lead_min
 FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms""",
 }

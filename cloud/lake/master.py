@@ -61,7 +61,7 @@ def silver_master(engine: Engine, batch: pa.Table, table: str) -> tuple[pa.Table
     )
     rejected = engine.run(
         f"""SELECT 'bronze.batch_records' AS source_table, '{table}' AS target_table,
-                   CAST(NULL AS VARCHAR) AS device_id, CAST(NULL AS BIGINT) AS seq,
+                   CAST(NULL AS STRING) AS device_id, CAST(NULL AS BIGINT) AS seq,
                    CASE WHEN NOT ({keys_ok}) THEN 'missing_key' ELSE 'bad_number' END AS reasons,
                    record_json AS raw
             FROM ({typed}) t WHERE NOT ({keys_ok} AND {numbers})""",

@@ -131,7 +131,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     # Rows that are not events of a known type go straight to quarantine.
     known = "', '".join(EVENT_TYPES)
     bad = engine.run(
-        f"""SELECT 'bronze.events' AS source_table, CAST(NULL AS VARCHAR) AS target_table, device_id, seq,
+        f"""SELECT 'bronze.events' AS source_table, CAST(NULL AS STRING) AS target_table, device_id, seq,
                 CASE WHEN decode_error IS NOT NULL THEN 'undecodable: ' || decode_error
                      WHEN type IS NULL THEN 'no_type' ELSE 'unknown_type: ' || type END AS reasons,
                 {_MASK} AS raw
@@ -168,7 +168,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE '{exps[i].name},' END" for i in drops) or "''"
         dropped = engine.run(
             f"""SELECT 'bronze.events' AS source_table, '{table}' AS target_table, device_id, seq,
-                       rtrim({reasons}, ',') AS reasons, raw FROM typed WHERE NOT ({all_ok})""",
+                       TRIM(TRAILING ',' FROM {reasons}) AS reasons, raw FROM typed WHERE NOT ({all_ok})""",
             {"typed": typed},
         )
         if dropped.num_rows:
