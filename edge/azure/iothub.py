@@ -41,7 +41,7 @@ from azure.iot.device import IoTHubModuleClient, Message
 from azure.iot.device import exceptions as sdk_errors
 
 from gondola.contracts import BatchMessage
-from gondola.errors import ConfigError, ContractError, TransportAuthError, TransportError
+from gondola.errors import ConfigError, ContractError, GondolaError, TransportAuthError, TransportError
 
 __all__ = ["IotHubTransport", "DEFAULT_OUTPUT", "to_sdk_message"]
 
@@ -71,6 +71,19 @@ def to_sdk_message(message: BatchMessage) -> Message:
     return sdk_message
 
 
+def _merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict:
+    """RFC 7386 JSON merge patch, as IoT Hub applies desired-property patches."""
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _translate(exc: BaseException, doing: str) -> Exception:
     """Map an SDK exception to the gondola.errors tree (see the module docstring)."""
     if isinstance(exc, sdk_errors.CredentialError):
@@ -96,6 +109,8 @@ class IotHubTransport:
         self._output = output_name or None
         self._callbacks: list[DesiredCallback] = []
         self._lock = threading.Lock()
+        self._desired: dict | None = None  # last known desired properties
+        self._fired_version: Any = None  # desired $version the callbacks last saw
 
     # ---- construction ----------------------------------------------------------------------
 
@@ -204,7 +219,10 @@ class IotHubTransport:
             twin = self._client.get_twin()
         except Exception as exc:  # noqa: BLE001
             raise _translate(exc, "reading the module twin") from exc
-        return {"desired": dict(twin.get("desired", {})), "reported": dict(twin.get("reported", {}))}
+        desired = dict(twin.get("desired", {}))
+        with self._lock:
+            self._desired = desired
+        return {"desired": desired, "reported": dict(twin.get("reported", {}))}
 
     def patch_reported(self, patch: Mapping[str, Any]) -> None:
         """Merge ``patch`` into the twin's reported properties (a ``None`` value deletes a key).
@@ -218,12 +236,15 @@ class IotHubTransport:
         except Exception as exc:  # noqa: BLE001
             raise _translate(exc, "patching reported properties") from exc
 
-    def on_desired_change(self, callback: DesiredCallback) -> None:
-        """Call ``callback(patch)`` with each desired-properties patch (it holds ``$version``).
+    def on_desired(self, callback: DesiredCallback) -> None:
+        """Call ``callback(desired)`` with the *whole* desired properties after each change.
 
+        IoT Hub pushes a patch (JSON merge patch with the new ``$version``); it is merged into
+        the last known desired properties (read with ``get_twin`` when none is known), so
+        callbacks see the same shape as ``LocalHubTransport``'s. Each ``$version`` fires once.
         Callbacks run on the SDK's handler thread; one that raises is logged and does not stop
-        the others or later patches. Patches only arrive while connected: the model manager
-        should also read ``get_twin()`` at start and after reconnecting.
+        the others. Patches only arrive while connected: call ``poll_desired()`` at start and
+        after an outage (it fires when the version moved meanwhile).
 
         Raises:
             TransportError: the SDK could not enable twin patches.
@@ -233,18 +254,44 @@ class IotHubTransport:
             self._callbacks.append(callback)
         if first:
             try:
-                self._client.on_twin_desired_properties_patch_received = self._dispatch_desired
+                self._client.on_twin_desired_properties_patch_received = self._on_patch
             except Exception as exc:  # noqa: BLE001
                 raise _translate(exc, "subscribing to desired properties") from exc
 
-    def _dispatch_desired(self, patch: dict) -> None:
+    def poll_desired(self) -> bool:
+        """Read the twin; fire the callbacks if its desired ``$version`` is new. Return whether it was.
+
+        Raises:
+            TransportAuthError, TransportError: as ``get_twin``.
+        """
+        return self._fire(self.get_twin()["desired"])
+
+    def _on_patch(self, patch: dict) -> None:
         with self._lock:
+            known = self._desired
+        if known is None:
+            try:
+                known = self.get_twin()["desired"]
+            except GondolaError as exc:
+                log.warning("desired patch arrived but the twin could not be read: %s", exc)
+                known = {}
+        self._fire(_merge_patch(known, patch))
+
+    def _fire(self, desired: dict) -> bool:
+        version = desired.get("$version")
+        with self._lock:
+            if version is not None and version == self._fired_version:
+                self._desired = desired
+                return False
+            self._desired = desired
+            self._fired_version = version
             callbacks = list(self._callbacks)
         for callback in callbacks:
             try:
-                callback(dict(patch))
+                callback(dict(desired))
             except Exception:  # noqa: BLE001 - a bad handler must not kill the SDK thread
                 log.exception("desired-properties callback %r failed", callback)
+        return True
 
     def close(self) -> None:
         """Disconnect and stop the SDK's threads. Safe to call twice."""

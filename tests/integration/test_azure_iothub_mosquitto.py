@@ -276,9 +276,10 @@ def test_azure_iothub_twin_get_patch_and_desired_changes_round_trip_through_the_
     received: list[dict] = []
     got_patch = threading.Event()
 
-    def on_change(patch: dict) -> None:
-        received.append(patch)
-        got_patch.set()
+    def on_change(desired: dict) -> None:
+        received.append(desired)
+        if desired.get("model_version") == "m-2026-11-29":
+            got_patch.set()
 
     twin = transport.get_twin()
     assert twin["desired"]["model_version"] == "m-2026-11-01"
@@ -287,7 +288,7 @@ def test_azure_iothub_twin_get_patch_and_desired_changes_round_trip_through_the_
     transport.patch_reported({"model_version": "m-2026-11-01", "model_status": "active"})
     assert service.reported_patches == [{"model_version": "m-2026-11-01", "model_status": "active"}]
 
-    transport.on_desired_change(on_change)
+    transport.on_desired(on_change)
     # The SDK subscribes to desired patches in the background; wait for the SUBSCRIBE to land.
     deadline = time.monotonic() + 10
     while not got_patch.is_set() and time.monotonic() < deadline:
@@ -295,6 +296,8 @@ def test_azure_iothub_twin_get_patch_and_desired_changes_round_trip_through_the_
         got_patch.wait(0.5)
     assert received, "desired patch never reached the callback"
     assert received[-1]["model_version"] == "m-2026-11-29"
+    # The callback sees the whole desired state (the patch merged into the twin it had read).
+    assert received[-1]["model_sha256"] == "ab" * 32
     assert transport.get_twin()["desired"]["model_version"] == "m-2026-11-29"
 
 

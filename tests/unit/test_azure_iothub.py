@@ -126,21 +126,36 @@ def test_azure_iothub_twin_is_returned_as_desired_and_reported_dicts():
     assert client.reported == [{"model_status": "active", "previous": None}]
 
 
-def test_azure_iothub_desired_patches_reach_every_callback_even_if_one_raises():
+def test_azure_iothub_desired_patches_reach_every_callback_as_whole_desired_even_if_one_raises():
     client = FakeModuleClient()
     transport = IotHubTransport(client)
     seen: list[dict] = []
 
-    def broken(patch):
+    def broken(desired):
         raise RuntimeError("handler bug")
 
-    transport.on_desired_change(broken)
-    transport.on_desired_change(seen.append)
+    transport.on_desired(broken)
+    transport.on_desired(seen.append)
     handler = client.on_twin_desired_properties_patch_received
     assert handler is not None
-    handler({"model_version": "m2", "$version": 4})
-    handler({"model_version": "m3", "$version": 5})
-    assert [p["model_version"] for p in seen] == ["m2", "m3"]
+    # No twin read yet: the first patch makes the transport read it (model_version m1, $version 3).
+    handler({"model": {"url": "https://models.example.invalid/m2.tflite"}, "$version": 4})
+    handler({"model": {"sha256": "ab" * 32}, "model_version": None, "$version": 5})
+    handler({"model": {"sha256": "ab" * 32}, "model_version": None, "$version": 5})  # redelivered
+    assert seen == [
+        {"model_version": "m1", "model": {"url": "https://models.example.invalid/m2.tflite"}, "$version": 4},
+        {"model": {"url": "https://models.example.invalid/m2.tflite", "sha256": "ab" * 32}, "$version": 5},
+    ]
+
+
+def test_azure_iothub_poll_desired_fires_only_when_the_version_moved():
+    client = FakeModuleClient()
+    transport = IotHubTransport(client)
+    seen: list[dict] = []
+    transport.on_desired(seen.append)
+    assert transport.poll_desired() is True
+    assert transport.poll_desired() is False
+    assert [d["$version"] for d in seen] == [3]
 
 
 def test_azure_iothub_close_shuts_the_client_down():
@@ -168,3 +183,9 @@ def test_azure_iothub_settings_pick_connection_string_and_output():
         assert transport._output is None
     finally:
         transport.close()
+
+
+def test_azure_iothub_transport_fills_the_gateway_hub_transport_role():
+    from edge.transport import HubTransport
+
+    assert isinstance(IotHubTransport(FakeModuleClient()), HubTransport)
