@@ -350,7 +350,7 @@ class StoreSim:
         units = self.shelf.copy()
         prev_units = self.shelf.copy()
         u_mat = np.empty((steps, len(plan)), dtype=np.int64)
-        sold = np.zeros_like(demand)
+        sold = np.empty_like(demand)
         lost = np.zeros_like(demand)
         switched = np.zeros_like(demand)
         p_switch = sc.demand.response_switch_brand + sc.demand.response_switch_size
@@ -362,9 +362,10 @@ class StoreSim:
                 k = restock_at[a]
                 hh = self._first_handheld + k % max(sc.devices.handhelds, 1)
                 restock_tables.append(dv.restock_scans(a, added, day_start, step, hh, k + 1))
-            s_, l_, w_ = _serve(demand[a:b], units, plan.sibling, self._sub_facing, p_switch, rng_shop)
-            sold[a:b], lost[a:b], switched[a:b] = s_, l_, w_
-            u_mat[a:b] = units - np.cumsum(s_, axis=0)
+            _serve(demand[a:b], units, plan.sibling, self._sub_facing, p_switch, rng_shop,
+                   sold[a:b], lost[a:b], switched[a:b])
+            np.cumsum(sold[a:b], axis=0, out=u_mat[a:b])
+            np.subtract(units, u_mat[a:b], out=u_mat[a:b])
             units = u_mat[b - 1].copy()
         self.shelf = units
         sold_sku = np.bincount(plan.sku_index, weights=sold.sum(axis=0), minlength=len(cat)).astype(np.int64)
@@ -452,43 +453,56 @@ def _concat(tables: list[dict[str, np.ndarray]], cols: tuple[str, ...]) -> dict[
 
 
 def _serve(demand: np.ndarray, units: np.ndarray, sibling: np.ndarray, sub_facing: np.ndarray,
-           p_switch: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           p_switch: float, rng: np.random.Generator,
+           sold: np.ndarray, lost: np.ndarray, out: np.ndarray) -> None:
     """Sales censored by shelf stock over a run of steps without restocking.
 
     A shopper meeting an empty facing goes to another facing of the same SKU when it has
     stock; otherwise switches to the substitute product with probability ``p_switch`` (GMA
     2002: 26% another brand + 19% another size) when the substitute's facing has stock, and
-    else leaves without it (buys elsewhere, delays, or does not buy). Returns per (step,
-    facing): units sold, units of demand lost to the store, units switched out to another
-    facing. Conservation: sum(demand) == sum(sold) + sum(lost).
+    else leaves without it (buys elsewhere, delays, or does not buy). Fills, per (step,
+    facing), ``sold`` (units sold), ``lost`` (demand lost to the store) and ``out`` (demand
+    switched to another facing); ``lost`` and ``out`` must come in zeroed.
+    Conservation: sum(demand) == sum(sold) + sum(lost).
+
+    Only facings that run out in the segment (and the facings their shoppers switch to) need
+    the step-by-step censoring; the rest sell exactly their demand.
     """
-    zero_row = np.zeros((1, demand.shape[1]), dtype=np.int64)
-    cum = np.cumsum(demand, axis=0, dtype=np.int64)
-    sold_cum = np.minimum(cum, units)
-    unmet = np.diff(np.vstack([zero_row, cum - sold_cum]), axis=0)
-    s, f = np.nonzero(unmet)
-    if len(s) == 0:
-        return demand.astype(np.int64), np.zeros_like(demand, dtype=np.int64), np.zeros_like(demand, dtype=np.int64)
-    remaining = units - sold_cum
-    u = unmet[s, f]
+    sold[:] = demand
+    short = np.flatnonzero(demand.sum(axis=0) > units)
+    if len(short) == 0:
+        return
+    cum = np.cumsum(demand[:, short], axis=0)
+    sold_cum = np.minimum(cum, units[short])
+    unmet = np.diff(cum - sold_cum, axis=0, prepend=0)
+    remaining_at = lambda s, f: units[f] - _sold_before(demand, units, s, f)  # noqa: E731
+    ss, j = np.nonzero(unmet)
+    f = short[j]
+    u = unmet[ss, j]
     sib = sibling[f]
-    to_sib = (sib >= 0) & (remaining[s, np.maximum(sib, 0)] > 0)
     sub = sub_facing[f]
+    to_sib = (sib >= 0) & (remaining_at(ss, np.maximum(sib, 0)) > 0)
     switch = rng.binomial(u, p_switch)
-    to_sub = ~to_sib & (sub != f) & (remaining[s, sub] > 0) & (switch > 0)
+    to_sub = ~to_sib & (sub != f) & (switch > 0) & (remaining_at(ss, sub) > 0)
     moved = np.where(to_sib, u, np.where(to_sub, switch, 0))
     target = np.where(to_sib, sib, sub)
-    out = np.zeros(demand.shape, dtype=np.int64)
-    out[s, f] = moved
-    inflow = np.zeros(demand.shape, dtype=np.int64)
+    out[ss, f] = moved
     m = moved > 0
-    np.add.at(inflow, (s[m], target[m]), moved[m])
-    d2 = demand + inflow
-    cum2 = np.cumsum(d2, axis=0)
-    sold_cum2 = np.minimum(cum2, units)
-    sold2 = np.diff(np.vstack([zero_row, sold_cum2]), axis=0)
-    lost = d2 - sold2 - out
-    return sold2, lost, out
+    cols = np.union1d(short, target[m])
+    d2 = demand[:, cols].copy()
+    np.add.at(d2, (ss[m], np.searchsorted(cols, target[m])), moved[m])
+    sold2 = np.diff(np.minimum(np.cumsum(d2, axis=0), units[cols]), axis=0, prepend=0)
+    sold[:, cols] = sold2
+    lost[:, cols] = d2 - sold2 - out[:, cols]
+
+
+def _sold_before(demand: np.ndarray, units: np.ndarray, s: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Units sold from facing ``f`` up to and including step ``s`` (first pass, no switching)."""
+    if len(s) == 0:
+        return np.zeros(0, dtype=demand.dtype)
+    cols, inv = np.unique(f, return_inverse=True)
+    cum = np.cumsum(demand[:, cols], axis=0)
+    return np.minimum(cum[s, inv], units[f])
 
 
 def _corrupt(event: dict, kind: str, seq: int) -> bytes:

@@ -180,25 +180,31 @@ class GroundTruth:
                    lost: np.ndarray, demand: np.ndarray, sold: np.ndarray, switched: np.ndarray,
                    open_steps: np.ndarray, first: bool = False) -> None:
         """Fold one simulated day (matrices of shape (steps, facings)) into the truth."""
-        steps = units.shape[0]
+        steps, n_f = units.shape
         step_end = day_start_ms + (np.arange(steps) + 1) * step_ms
-        prev = np.vstack([prev_units[None, :], units[:-1]])
-        changed = units != prev
+        changed = np.empty(units.shape, dtype=bool)
+        np.not_equal(units[0], prev_units, out=changed[0])
+        np.not_equal(units[1:], units[:-1], out=changed[1:])
         if first:
             changed[0] = True
         s, f = np.nonzero(changed)
         self._shelf.append((step_end[s], f, units[s, f].astype(np.int64)))
-        ls, lf = np.nonzero(lost)
-        self._lost.append((step_end[ls], lf, lost[ls, lf].astype(np.int64)))
-        empty = units == 0
-        was_empty = prev == 0
-        for s_i, f_i in zip(*np.nonzero(empty & ~was_empty)):
-            self._open[int(f_i)] = int(step_end[s_i])
-        for s_i, f_i in zip(*np.nonzero(~empty & was_empty)):
-            start = self._open.pop(int(f_i), None)
+        lost_cols = np.flatnonzero(lost.any(axis=0))
+        ls, lj = np.nonzero(lost[:, lost_cols])
+        self._lost.append((step_end[ls], lost_cols[lj], lost[ls, lost_cols[lj]].astype(np.int64)))
+        # Stock-out transitions, only on facings that were or became empty today.
+        empty_any = (units == 0)
+        cols = np.flatnonzero(empty_any.any(axis=0) | (prev_units == 0))
+        empty = empty_any[:, cols]
+        was_empty = np.vstack([(prev_units[cols] == 0)[None, :], empty[:-1]])
+        for s_i, j in zip(*np.nonzero(empty & ~was_empty)):
+            self._open[int(cols[j])] = int(step_end[s_i])
+        for s_i, j in zip(*np.nonzero(~empty & was_empty)):
+            f_i = int(cols[j])
+            start = self._open.pop(f_i, None)
             end = int(day_start_ms + s_i * step_ms)
             if start is not None and end > start:
-                self._closed.append((int(f_i), start, end))
+                self._closed.append((f_i, start, end))
         n_f = units.shape[1]
         self._daily.append({
             "day_ms": np.full(n_f, day_start_ms, np.int64),

@@ -1,0 +1,387 @@
+"""History mode: many stores x days of the same store model, straight to files.
+
+Layout under the output folder::
+
+    scenario.json                         the scenario, seed and sizes that made the data
+    master/stores.csv, products.csv, planogram.csv     ERP-style master data (header row)
+    sales/daily_sales_<store>.csv         ERP daily sales export: date, store_id, sku, units, revenue_cents
+    events/<event type>/<store>.parquet   what reached the store broker, in send order
+                                          (duplicates included, dropped ones missing)
+    events/malformed/<store>.parquet      corrupted payloads as raw bytes, with their kind
+    truth/<table>/<store>.parquet         shelf_units, stockouts, lost_sales, faults, windows
+
+Event files hold the envelope (``store_id, device_id, seq, ts``), ``sent_at`` (when the
+device sent it) and the type's data fields as columns; ``event_id`` is ``device_id:seq`` and
+``read_events`` rebuilds contract events from them. Stores run in parallel processes; each
+store's files depend only on (seed, store, scenario, sizes), so the bytes do not depend on
+the number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from gondola.clock import DAY_MS
+from gondola.contracts import make_event
+from gondola.errors import ConfigError, StorageError
+from firmware_sim import devices as dv
+from firmware_sim.catalog import CATEGORIES, Catalog, Planogram, build_catalog, build_planogram
+from firmware_sim.faults import MALFORMED_KINDS
+from firmware_sim.scenario import Scenario
+from firmware_sim.store import DEFAULT_START_MS, StoreSim
+
+__all__ = ["generate", "write_master_data", "read_events", "store_ids", "HistoryResult"]
+
+#: Staff codes on handheld scans (one per restock round of the day).
+_STAFF = [f"staff-{k:03d}" for k in range(64)]
+
+
+def store_ids(n: int) -> list[str]:
+    """``s001``, ``s002``, ... (wider when needed)."""
+    width = max(3, len(str(n)))
+    return [f"s{i + 1:0{width}d}" for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Master data
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _master(out_dir: Path, catalog: Catalog, layouts: list[tuple[str, Planogram, int]], scenario: Scenario) -> None:
+    master = Path(out_dir) / "master"
+    d = scenario.demand
+    _write_csv(master / "stores.csv", ["store_id", "name", "registers", "facings", "sensors", "open_hour", "close_hour"],
+               ([sid, f"Store {sid}", regs, len(p), int(p.has_sensor.sum()), d.open_hour, d.close_hour]
+                for sid, p, regs in layouts))
+    _write_csv(master / "products.csv", ["sku", "name", "category", "price_cents", "unit_weight_g", "pack_size"],
+               ([r["sku"], r["name"], r["category"], r["price_cents"], r["unit_weight_g"], r["pack_size"]]
+                for r in catalog.rows()))
+    _write_csv(master / "planogram.csv", ["store_id", "facing_id", "sku", "capacity", "has_sensor"],
+               ([sid, p.facing_id[i], catalog.sku[p.sku_index[i]], int(p.capacity[i]), int(p.has_sensor[i])]
+                for sid, p, _ in layouts for i in range(len(p))))
+
+
+def write_master_data(out_dir: str | Path, sims: Iterable[StoreSim]) -> list[Path]:
+    """Write ``master/stores.csv``, ``products.csv`` and ``planogram.csv`` for these stores.
+
+    All stores must share one catalog (same seed and SKU count). Returns the files written.
+
+    Raises:
+        ConfigError: no stores, or stores with different catalogs.
+        StorageError: the folder cannot be written.
+    """
+    sims = list(sims)
+    if not sims:
+        raise ConfigError("write_master_data needs at least one store")
+    catalog = sims[0].catalog
+    if any(not np.array_equal(s.catalog.sku, catalog.sku) or not np.array_equal(s.catalog.price_cents, catalog.price_cents)
+           for s in sims):
+        raise ConfigError("stores have different catalogs; use one seed and SKU count per chain")
+    try:
+        _master(Path(out_dir), catalog, [(s.store_id, s.plan, s.registers) for s in sims], sims[0].scenario)
+    except OSError as exc:
+        raise StorageError(f"cannot write master data to {out_dir}: {exc}") from exc
+    return [Path(out_dir) / "master" / f for f in ("stores.csv", "products.csv", "planogram.csv")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Events as Arrow tables
+# ---------------------------------------------------------------------------------------------
+
+
+_DICTS: dict[int, dict[str, Any]] = {}
+
+
+def _dict(pa: Any, idx: np.ndarray, values: np.ndarray | list[str]) -> Any:
+    """A dictionary-encoded string column; the dictionary arrays are built once per value list."""
+    key = id(values)
+    cached = _DICTS.get(key)
+    if cached is None or cached["values"] is not values:
+        cached = _DICTS[key] = {"values": values, "array": pa.array(list(map(str, values)), pa.string())}
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(idx, dtype=np.int32)), cached["array"])
+
+
+def _event_table(sim: StoreSim, batch: dict[str, np.ndarray], code: int) -> Any:
+    """One event type's rows of a sent batch as an Arrow table (send order kept), or None."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sel = np.flatnonzero((batch["code"] == code) & (batch["malformed"] == 0))
+    if len(sel) == 0:
+        return None
+    days = batch["day"][sel]
+    rows = batch["row"][sel]
+    cols: dict[str, np.ndarray] = {}
+    names = list(sim._tables[int(days[0])][code])
+    for name in names:
+        parts = np.empty(len(sel), dtype=sim._tables[int(days[0])][code][name].dtype)
+        for day in np.unique(days):
+            m = days == day
+            parts[m] = sim._tables[int(day)][code][name][rows[m]]
+        cols[name] = parts
+    dev = batch["dev"][sel]
+    n = len(sel)
+    if not hasattr(sim, "_store_names"):
+        sim._store_names = [sim.store_id]
+        sim._register_names = [f"r{j + 1:02d}" for j in range(sim.registers)]
+        sim._device_names = pa.array(list(map(str, sim.device_ids)))
+    table: dict[str, Any] = {
+        "store_id": _dict(pa, np.zeros(n, np.int32), sim._store_names),
+        "device_id": _dict(pa, dev, sim.device_ids),
+        "seq": pa.array(batch["seq"][sel], pa.int64()),
+        "ts": pa.array(batch["ts"][sel], pa.int64()),
+        "sent_at": pa.array(batch["sent_at"][sel], pa.int64()),
+    }
+    facing_sku = sim.truth.facing_sku
+    abs_day = (sim.start_ms + days * DAY_MS) // DAY_MS
+    if code == dv.POS:
+        dev_names = pc.take(sim._device_names, pa.array(cols["dev"]))
+        txn = pc.binary_join_element_wise(dev_names, pa.array(abs_day.astype(str)), pa.array(cols["txn"].astype(str)), "-")
+        digits = pc.utf8_lpad(pc.cast(pa.array(cols["loyalty"], mask=cols["loyalty"] < 0), pa.string()), 8, "0")
+        loyalty = pc.binary_join_element_wise(pa.scalar("L"), digits, "")
+        table.update({
+            "txn_id": txn,
+            "register": _dict(pa, cols["dev"], sim._register_names),
+            "line": pa.array(cols["line"], pa.int32()),
+            "sku": _dict(pa, cols["sku"], sim.catalog.sku),
+            "qty": pa.array(cols["qty"], pa.int32()),
+            "price_cents": pa.array(cols["price_cents"], pa.int64()),
+            "kind": _dict(pa, cols["kind"], dv.KIND_NAMES),
+            "loyalty_id": loyalty,
+        })
+    elif code == dv.SHELF:
+        table.update({
+            "facing_id": _dict(pa, cols["facing"], sim.plan.facing_id),
+            "sku": _dict(pa, cols["facing"], facing_sku),
+            "weight_g": pa.array(cols["weight_g"].astype(np.float64)),
+            "units_est": pa.array(cols["units_est"], pa.int32()),
+            "battery_pct": pa.array(cols["battery_pct"].astype(np.float64)),
+            "rssi_dbm": pa.array(cols["rssi_dbm"], pa.int32()),
+        })
+    elif code == dv.RESTOCK:
+        table.update({
+            "facing_id": _dict(pa, cols["facing"], sim.plan.facing_id),
+            "sku": _dict(pa, cols["facing"], facing_sku),
+            "units_added": pa.array(cols["units_added"], pa.int32()),
+            "staff_id": _dict(pa, cols["staff"], _STAFF),
+        })
+    else:
+        table.update({
+            "delivery_id": pa.array(np.char.add(f"{sim.store_id}-dlv-", abs_day.astype(str)), pa.string()),
+            "sku": _dict(pa, cols["sku"], sim.catalog.sku),
+            "units": pa.array(cols["units"], pa.int32()),
+        })
+    return pa.table(table)
+
+
+def _malformed_table(sim: StoreSim, batch: dict[str, np.ndarray]) -> Any:
+    import pyarrow as pa
+
+    sel = np.flatnonzero(batch["malformed"] > 0)
+    return pa.table({
+        "store_id": pa.array([sim.store_id] * len(sel), pa.string()),
+        "device_id": pa.array([str(sim.device_ids[batch["dev"][i]]) for i in sel], pa.string()),
+        "topic": pa.array([sim._topics[batch["dev"][i]] for i in sel], pa.string()),
+        "seq": pa.array(batch["seq"][sel], pa.int64()),
+        "sent_at": pa.array(batch["sent_at"][sel], pa.int64()),
+        "kind": pa.array([MALFORMED_KINDS[batch["malformed"][i] - 1] for i in sel], pa.string()),
+        "payload": pa.array([sim.payload(batch, int(i)) for i in sel], pa.binary()),
+    })
+
+
+def _daily_sales(sim: StoreSim, day: int) -> list[list[Any]]:
+    """ERP daily sales for one store-day from the POS system's own lines (net of voids and returns)."""
+    pos = sim._tables[day][dv.POS]
+    if len(pos["sku"]) == 0:
+        return []
+    units = np.bincount(pos["sku"], weights=pos["qty"], minlength=len(sim.catalog)).astype(np.int64)
+    revenue = np.bincount(pos["sku"], weights=pos["qty"] * pos["price_cents"], minlength=len(sim.catalog)).astype(np.int64)
+    date = datetime.fromtimestamp((sim.start_ms + day * DAY_MS) / 1000, tz=timezone.utc).date().isoformat()
+    skus = sim.catalog.sku
+    return [[date, sim.store_id, skus[i], int(units[i]), int(revenue[i])] for i in np.flatnonzero(units != 0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One store, many stores
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    out: str
+    store_id: str
+    skus: int
+    days: int
+    seed: int
+    start_ms: int
+    scenario: Scenario
+    sensor_share: float
+
+
+def _run_store(job: _Job) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    out = Path(job.out)
+    sim = StoreSim(job.store_id, job.skus, job.seed, job.start_ms, job.scenario, job.sensor_share, track_keys=False)
+    writers: dict[str, Any] = {}
+    counts = {etype: 0 for etype in dv.ETYPES}
+    counts["malformed"] = 0
+    sales_rows: list[list[Any]] = []
+
+    def write(kind: str, table: Any) -> None:
+        if table is None or table.num_rows == 0:
+            return
+        w = writers.get(kind)
+        if w is None:
+            path = out / "events" / kind / f"{job.store_id}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            w = writers[kind] = pq.ParquetWriter(path, table.schema, compression="zstd")
+        w.write_table(table.cast(w.schema))
+        counts[kind] += table.num_rows
+
+    for day in range(job.days):
+        batch = sim.advance(job.start_ms + (day + 1) * DAY_MS - 1)
+        sales_rows += _daily_sales(sim, day)
+        for code, etype in enumerate(dv.ETYPES):
+            write(etype, _event_table(sim, batch, code))
+        if (batch["malformed"] > 0).any():
+            write("malformed", _malformed_table(sim, batch))
+    for w in writers.values():
+        w.close()
+    _write_csv(out / "sales" / f"daily_sales_{job.store_id}.csv", ["date", "store_id", "sku", "units", "revenue_cents"],
+               sales_rows)
+    for name, table in sim.truth.to_tables().items():
+        path = out / "truth" / name / f"{job.store_id}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd")
+    return {"store_id": job.store_id, "events": counts, "faults": dict(sim.truth.faults),
+            "oos_rate": sim.truth.oos_rate(), "pending": sim.truth.pending}
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    """What ``generate`` wrote."""
+
+    out_dir: Path
+    stores: int
+    days: int
+    events: int
+    events_by_type: dict[str, int]
+    faults: dict[str, int]
+    oos_rate: float
+    seconds: float
+
+
+def generate(
+    out_dir: str | Path,
+    *,
+    stores: int,
+    skus: int,
+    days: int,
+    seed: int,
+    scenario: Scenario | None = None,
+    start_ms: int = DEFAULT_START_MS,
+    sensor_share: float = 0.5,
+    workers: int | None = None,
+    progress: bool = False,
+) -> HistoryResult:
+    """Simulate ``stores`` x ``days`` and write the files described in the module docstring.
+
+    Raises:
+        ConfigError: sizes out of range or ``start_ms`` not a midnight UTC.
+        StorageError: the output folder cannot be written.
+    """
+    if stores < 1 or days < 1 or skus < 2:
+        raise ConfigError(f"need stores >= 1, days >= 1, skus >= 2; got {stores}, {days}, {skus}")
+    if start_ms % DAY_MS:
+        raise ConfigError("start_ms must be a midnight UTC")
+    scenario = scenario or Scenario.default()
+    out = Path(out_dir)
+    started = time.perf_counter()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.json").write_text(json.dumps(
+            {"scenario": scenario.to_dict(), "seed": seed, "stores": stores, "skus": skus, "days": days,
+             "start_ms": start_ms, "sensor_share": sensor_share}, indent=2, sort_keys=True) + "\n")
+        catalog = build_catalog(seed, skus, scenario.demand)
+        ids = store_ids(stores)
+        regs = scenario.demand.registers or max(2, min(12, 2 + skus // 400))
+        layouts = [(sid, build_planogram(seed, sid, catalog, scenario.replenishment, sensor_share), regs) for sid in ids]
+        _master(out, catalog, layouts, scenario)
+    except OSError as exc:
+        raise StorageError(f"cannot write to {out}: {exc}") from exc
+    jobs = [_Job(str(out), sid, skus, days, seed, start_ms, scenario, sensor_share) for sid in ids]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    results: list[dict[str, Any]] = []
+    try:
+        if workers == 1:
+            for job in jobs:
+                results.append(_run_store(job))
+                _progress(progress, len(results), len(jobs), started)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(_run_store, jobs):
+                    results.append(res)
+                    _progress(progress, len(results), len(jobs), started)
+    except OSError as exc:
+        raise StorageError(f"cannot write to {out}: {exc}") from exc
+    by_type: dict[str, int] = {}
+    faults: dict[str, int] = {}
+    for res in results:
+        for k, v in res["events"].items():
+            by_type[k] = by_type.get(k, 0) + v
+        for k, v in res["faults"].items():
+            faults[k] = faults.get(k, 0) + v
+    return HistoryResult(out, stores, days, sum(v for k, v in by_type.items() if k != "malformed"), by_type, faults,
+                         float(np.mean([r["oos_rate"] for r in results])), time.perf_counter() - started)
+
+
+def _progress(enabled: bool, done: int, total: int, started: float) -> None:
+    if not enabled:
+        return
+    width = 30
+    filled = width * done // total
+    elapsed = time.perf_counter() - started
+    eta = elapsed / done * (total - done)
+    end = "\n" if done == total else ""
+    print(f"\r  stores [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {elapsed:5.1f}s  eta {eta:5.1f}s",
+          end=end, file=sys.stderr, flush=True)
+
+
+def read_events(out_dir: str | Path, etype: str, store_id: str) -> Iterator[dict]:
+    """Contract events (``make_event``) of one store and type from a history folder, in file order.
+
+    Raises:
+        StorageError: the file is missing or unreadable.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(out_dir) / "events" / etype / f"{store_id}.parquet"
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    envelope = {"store_id", "device_id", "seq", "ts", "sent_at"}
+    for row in table.to_pylist():
+        data = {k: v for k, v in row.items() if k not in envelope and v is not None}
+        yield make_event(etype, store_id=row["store_id"], device_id=row["device_id"], seq=row["seq"], ts=row["ts"],
+                         data=data)
