@@ -1,0 +1,103 @@
+"""Silver -> gold as pure functions over hand-made silver rows."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from cloud.lake.engine import DuckDBEngine
+from cloud.lake.gold import features, gold_tables
+from cloud.lake.tables import conform
+from models.features import FEATURES
+
+T0 = 1_764_460_800_000  # midnight UTC
+MIN = 60_000
+
+
+def readings(units: list[int], *, facing: str = "s001-f01", start: int = T0 + 8 * 60 * MIN, device: str = "shelf-1"):
+    return [{"store_id": "s001", "device_id": device, "seq": i + 1, "ts": start + i * 10 * MIN, "facing_id": facing,
+             "sku": "sku-1", "units_est": u, "battery_pct": 80.0 - i} for i, u in enumerate(units)]
+
+
+def sales(n: int, *, hour: int = 8):
+    return [{"store_id": "s001", "device_id": "pos-1", "seq": i + 1, "ts": T0 + hour * 60 * MIN + i * MIN,
+             "txn_id": f"t{i // 2}", "register": "r01", "sku": "sku-1", "qty": 1, "price_cents": 150, "kind": "sale"}
+            for i in range(n)]
+
+
+def alert(ts: int, *, horizon: int = 60, seq: int = 1, facing: str = "s001-f01"):
+    return {"store_id": "s001", "device_id": "gw-1", "seq": seq, "ts": ts, "facing_id": facing, "sku": "sku-1",
+            "state": "raised", "probability": 0.9, "horizon_min": horizon, "scorer": "m1"}
+
+
+def run(*, r=(), p=(), a=(), h=(), products=()):
+    t = lambda name, rows: conform(name, pa.Table.from_pylist(list(rows)) if rows else pa.table({}))  # noqa: E731
+    inputs = {"readings": t("silver.shelf_reading", r), "pos": t("silver.pos_line", p),
+              "alerts": t("silver.edge_alert", a), "health": t("silver.edge_health", h),
+              "products": t("silver.products", products)}
+    inputs["keys"] = pa.concat_tables([inputs[n].select(["store_id", "device_id", "seq", "ts"]) for n in ("readings", "pos", "alerts", "health")])
+    return gold_tables(DuckDBEngine(), inputs), inputs
+
+
+def test_a_stock_out_has_duration_lost_sales_and_the_alert_lead_time():
+    r = readings([3, 1, 0, 0, 0, 4])
+    start = r[2]["ts"]
+    out, _ = run(r=r, p=sales(6), a=[alert(start - 20 * MIN)], products=[{"sku": "sku-1", "price_cents": 150}])
+    [so] = out["gold.stockouts"].to_pylist()
+    assert so["start_ms"] == start and so["end_ms"] == r[5]["ts"] and so["duration_min"] == 30.0
+    assert so["rate_per_h"] == 6.0 and so["lost_units_est"] == 3.0 and so["lost_sales_cents_est"] == 450.0
+    assert so["alerted"] is True and so["alert_lead_min"] == 20.0 and so["ongoing"] is False
+
+
+def test_an_alert_outside_its_horizon_does_not_count_and_an_open_stock_out_is_ongoing():
+    r = readings([2, 0, 0])
+    out, _ = run(r=r, a=[alert(r[1]["ts"] - 90 * MIN, horizon=60)])
+    [so] = out["gold.stockouts"].to_pylist()
+    assert so["ongoing"] is True and so["end_ms"] is None and so["duration_min"] is None
+    assert so["alerted"] is False and so["alert_ms"] is None
+
+
+def test_shelf_state_counts_minutes_empty_per_hour():
+    out, _ = run(r=readings([3, 0, 0, 2, 2, 2]))  # readings every 10 min from 08:00
+    [row] = out["gold.shelf_state"].to_pylist()
+    assert row["readings"] == 6 and row["min_units"] == 0 and row["minutes_empty"] == 20.0
+    assert row["avg_units"] == round(9 / 6, 4)
+
+
+def test_hourly_sales_sum_units_revenue_lines_and_transactions():
+    p = sales(4) + [dict(sales(1)[0], seq=99, qty=-1, kind="return", txn_id="t9")]
+    out, _ = run(p=p)
+    [row] = out["gold.hourly_sales"].to_pylist()
+    assert (row["units_sold"], row["net_units"], row["net_revenue_cents"], row["lines"], row["txns"]) == (4, 3, 450, 5, 3)
+    assert row["hour_ms"] == T0 + 8 * 60 * MIN
+
+
+def test_fleet_status_counts_sequence_gaps_as_missing_events():
+    r = [x for x in readings([5] * 10) if x["seq"] not in (4, 5)]
+    out, _ = run(r=r)
+    [row] = out["gold.fleet_status"].to_pylist()
+    assert (row["events"], row["seq_min"], row["seq_max"], row["missing"]) == (8, 1, 10, 2)
+    assert row["battery_min"] == 71.0
+
+
+def test_model_performance_scores_true_and_false_alerts_and_caught_stock_outs():
+    r = readings([3, 0, 0, 5]) + readings([5, 5, 5, 5], facing="s001-f02", device="shelf-2")
+    start = r[1]["ts"]
+    a = [alert(start - 10 * MIN, seq=1), alert(start - 5 * MIN, seq=2, facing="s001-f02")]
+    out, _ = run(r=r, a=a)
+    [row] = out["gold.model_performance"].to_pylist()
+    assert (row["alerts"], row["true_alerts"], row["stockouts"], row["caught"]) == (2, 1, 1, 1)
+    assert row["precision"] == 0.5 and row["recall"] == 1.0 and row["mean_lead_min"] == 10.0
+
+
+def test_features_follow_models_feature_order_and_label_upcoming_stock_outs():
+    r = readings([3, 2, 1, 0, 0, 0, 0, 0, 0, 5], start=T0 + 8 * 60 * MIN + 5 * MIN)
+    out, inputs = run(r=r, p=sales(3))
+    inputs["planogram"] = conform("silver.planogram", pa.Table.from_pylist(
+        [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
+    f = features(inputs, out["gold.stockouts"]).to_pylist()
+    assert [x["hour_ms"] for x in f] == [T0 + 9 * 60 * MIN]
+    vec = json.loads(f[0]["features_json"])
+    assert len(vec) == len(FEATURES) and vec[FEATURES.index("units_est")] == 0.0
+    assert vec[FEATURES.index("capacity")] == 10.0 and f[0]["label"] == 1

@@ -1,0 +1,118 @@
+"""Bronze -> silver as a pure function: typing, dedup, expectations, quarantine, masking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cloud.ingest.source import ReceivedMessage
+from cloud.ingest.stream import bronze_rows
+from cloud.lake.engine import DuckDBEngine
+from cloud.lake.silver import ExpectationFailed, silver_events
+from gondola.contracts import encode_batch, make_event
+
+T0 = 1_764_460_800_000
+ENGINE = DuckDBEngine()
+
+
+def sale(seq: int, *, device: str = "pos-s001-r01", **data) -> dict:
+    d = {"txn_id": f"t{seq}", "register": "r01", "line": 1, "sku": "sku-1", "qty": 2, "price_cents": 150,
+         "loyalty_pid": "ab" * 16} | data
+    return make_event("pos.line", store_id="s001", device_id=device, seq=seq, ts=T0 + seq * 1000, data=d)
+
+
+def reading(seq: int, units: int, **data) -> dict:
+    d = {"facing_id": "s001-f01", "sku": "sku-1", "weight_g": units * 100.0, "units_est": units,
+         "battery_pct": 80.0, "rssi_dbm": -60} | data
+    return make_event("shelf.reading", store_id="s001", device_id="shelf-1", seq=seq, ts=T0 + seq * 60_000, data=d)
+
+
+def bronze(*batches: list[dict], start: int = 0):
+    msgs = []
+    for i, events in enumerate(batches):
+        m = encode_batch(events, store_id="s001")
+        msgs.append(ReceivedMessage("0", str(start + i), start + i, T0 + i, m.properties, m.body))
+    return bronze_rows(msgs, source="test", run_id="r1", now_ms=T0)
+
+
+def run(b, existing=None):
+    return silver_events(ENGINE, b, existing or {}, run_id="r1", run_at=T0)
+
+
+def results(out) -> dict[tuple[str, str], tuple[int, int]]:
+    return {(r["table_name"], r["expectation"]): (r["checked"], r["failed"]) for r in out["expectations"].to_pylist()}
+
+
+def test_events_are_typed_per_event_type():
+    out = run(bronze([sale(1), reading(1, 5)]))
+    pos = out["tables"]["silver.pos_line"].to_pylist()
+    assert pos[0]["qty"] == 2 and pos[0]["price_cents"] == 150 and pos[0]["kind"] == "sale"
+    assert out["tables"]["silver.shelf_reading"]["units_est"].to_pylist() == [5]
+    assert out["tables"]["silver.shelf_reading"]["weight_g"].to_pylist() == [500.0]
+
+
+def test_duplicates_within_a_batch_and_against_silver_are_removed_and_counted():
+    b = bronze([sale(1), sale(2)], [sale(2), sale(3)])  # a retried message repeats seq 2
+    out = run(b)
+    assert sorted(out["tables"]["silver.pos_line"]["seq"].to_pylist()) == [1, 2, 3]
+    assert out["stats"]["duplicates"] == 1
+    existing = {"silver.pos_line": out["tables"]["silver.pos_line"].select(["device_id", "seq", "ts"])}
+    again = run(bronze([sale(3), sale(4)], start=5), existing)
+    assert again["tables"]["silver.pos_line"]["seq"].to_pylist() == [4]
+    assert results(again)[("silver.pos_line", "unique_device_seq")] == (2, 1)
+
+
+def test_drop_expectations_quarantine_rows_with_their_reasons():
+    out = run(bronze([sale(1), sale(2, qty=5000), reading(1, 3, facing_id=None)]))
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1]
+    assert out["tables"]["silver.shelf_reading"].num_rows == 0
+    reasons = {(r["target_table"], r["seq"]): r["reasons"] for r in out["quarantine"].to_pylist()}
+    assert reasons == {("silver.pos_line", 2): "qty_plausible", ("silver.shelf_reading", 1): "facing_present"}
+    assert results(out)[("silver.pos_line", "qty_plausible")] == (2, 1)
+
+
+def test_warn_expectations_keep_the_row_and_count_it():
+    out = run(bronze([reading(1, 3, battery_pct=150.0), reading(2, 3)]))
+    assert out["tables"]["silver.shelf_reading"].num_rows == 2
+    assert results(out)[("silver.shelf_reading", "battery_in_range")] == (2, 1)
+
+
+def test_a_fail_expectation_stops_the_run():
+    future = sale(1)
+    future["schema"] = 9
+    with pytest.raises(ExpectationFailed) as err:
+        run(bronze([future]))
+    assert err.value.name == "schema_supported" and err.value.failed == 1
+
+
+def test_a_clear_loyalty_id_never_reaches_silver_and_is_masked_in_quarantine():
+    leaked = sale(1, loyalty_id="4929-1234-5678")
+    bad_and_leaked = sale(2, loyalty_id="4929-1234-5678", qty=99999)
+    out = run(bronze([leaked, bad_and_leaked]))
+    pos = out["tables"]["silver.pos_line"]
+    assert "loyalty_id" not in pos.column_names
+    assert "4929" not in json.dumps(pos.to_pylist())
+    assert results(out)[("silver.pos_line", "no_clear_loyalty_id")] == (2, 2)
+    raw = out["quarantine"]["raw"].to_pylist()[0]
+    assert "4929" not in raw and '"loyalty_id":"<masked>"' in raw
+
+
+def test_undecodable_messages_and_unknown_types_are_quarantined():
+    b = bronze([sale(1)])
+    broken = ReceivedMessage("0", "9", 9, T0, {"schema": "gondola.batch.v1", "content-encoding": "gzip"}, b"not gzip")
+    odd = make_event("pos.line", store_id="s001", device_id="x", seq=1, ts=T0, data={})
+    odd["type"] = "shelf.teleport"
+    m = encode_batch([odd], store_id="s001")
+    rows = bronze_rows([broken, ReceivedMessage("0", "10", 10, T0, m.properties, m.body)], source="t", run_id="r", now_ms=T0)
+    out = run(rows)
+    reasons = sorted(out["quarantine"]["reasons"].to_pylist())
+    assert reasons[0].startswith("undecodable: bad_encoding") and reasons[1] == "unknown_type: shelf.teleport"
+
+
+def test_late_rows_are_accepted_and_counted():
+    first = run(bronze([reading(5, 3), reading(6, 3)]))
+    existing = {"silver.shelf_reading": first["tables"]["silver.shelf_reading"].select(["device_id", "seq", "ts"])}
+    late = run(bronze([reading(2, 0)], start=3), existing)
+    assert late["tables"]["silver.shelf_reading"]["seq"].to_pylist() == [2]
+    assert late["stats"]["late"] == 1
