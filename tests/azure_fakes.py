@@ -1,15 +1,22 @@
 """Fakes of Azure SDK objects at their boundary, shared by the ``test_azure_*`` tests.
 
-Each fake has the real SDK object's method names and signatures and is used where the real
-service cannot run here (Event Hubs' AMQP link). What the SDK itself builds is built by the SDK:
-events come from its AMQP codec, partition contexts are its own ``PartitionContext``.
+Each fake sits where the real service cannot run here, at the lowest layer that can be faked:
+the Event Hubs consumer client (its AMQP link), azure-core's HTTP transport (ADLS Gen2), and
+the ``requests`` adapter under ``msrest`` (IoT Hub's service REST API). What the SDK itself
+builds is built by the SDK: events come from its AMQP codec, partition contexts are its own
+``PartitionContext``, requests are signed and serialized by the real clients.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
+import urllib.parse
 
+import requests
+from azure.core.pipeline.transport import HttpTransport, RequestsTransportResponse
 from azure.eventhub import CloseReason, EventData
 from azure.eventhub._pyamqp._decode import decode_payload
 from azure.eventhub._pyamqp._encode import encode_payload
@@ -136,10 +143,6 @@ def drain(source: EventHubSource, expect: int, deadline_s: float = 10.0) -> list
 # azure-core HTTP boundary
 # --------------------------------------------------------------------------------------------
 
-import json as _json  # noqa: E402
-
-import requests  # noqa: E402
-from azure.core.pipeline.transport import HttpTransport, RequestsTransportResponse  # noqa: E402
 
 
 class RecordingTransport(HttpTransport):
@@ -181,6 +184,117 @@ class RecordingTransport(HttpTransport):
             }
         )
         response.headers.update(headers)
-        response._content = _json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+        response._content = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
         response.url = request.url
         return RequestsTransportResponse(request, response)
+
+
+# --------------------------------------------------------------------------------------------
+# IoT Hub service REST API (what azure-iot-hub's msrest client talks to)
+# --------------------------------------------------------------------------------------------
+
+
+
+def _merge_patch(target: dict, patch: dict) -> dict:
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class FakeIotHubRest:
+    """IoT Hub's twin REST endpoints, in memory, answering ``requests`` adapter calls.
+
+    Install with ``monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", hub.send)``.
+    ``fail_next`` queues HTTP statuses to answer before the normal handling; ``conflicts``
+    makes the next N twin PATCHes find their ETag stale (another writer got there first).
+    """
+
+    def __init__(self):
+        self.twins: dict[tuple[str, str], dict] = {}
+        self.requests: list = []
+        self.fail_next: list[int] = []
+        self.conflicts = 0
+
+    def add_module(self, device_id: str, module_id: str, *, desired=None, reported=None, tags=None) -> None:
+        self.twins[(device_id, module_id)] = {
+            "desired": dict(desired or {}),
+            "desired_version": 1,
+            "reported": dict(reported or {}),
+            "reported_version": 1,
+            "etag": 1,
+            "tags": dict(tags or {}),
+        }
+
+    def _twin_json(self, device_id: str, module_id: str) -> dict:
+        t = self.twins[(device_id, module_id)]
+        meta = {"$lastUpdated": "2026-11-29T10:00:00Z"}
+        return {
+            "deviceId": device_id,
+            "moduleId": module_id,
+            "etag": f"AAAAAAAAAA{t['etag']}=",
+            "version": t["etag"],
+            "tags": t["tags"],
+            "properties": {
+                "desired": dict(t["desired"], **{"$metadata": meta, "$version": t["desired_version"]}),
+                "reported": dict(t["reported"], **{"$metadata": meta, "$version": t["reported_version"]}),
+            },
+        }
+
+    def send(self, adapter, request, **kwargs):
+        self.requests.append(request)
+        url = urllib.parse.urlsplit(request.url)
+        if self.fail_next:
+            return self._response(request, self.fail_next.pop(0), {"Message": "injected failure"})
+        twin = re.fullmatch(r"/twins/([^/]+)/modules/([^/]+)", url.path)
+        if twin:
+            key = (urllib.parse.unquote(twin.group(1)), urllib.parse.unquote(twin.group(2)))
+            if key not in self.twins:
+                return self._response(request, 404, {"Message": "ErrorCode:ModuleNotFound"})
+            if request.method == "GET":
+                return self._response(request, 200, self._twin_json(*key))
+            if request.method == "PATCH":
+                t = self.twins[key]
+                if self.conflicts:
+                    self.conflicts -= 1
+                    t["etag"] += 1  # the other writer's update
+                match = request.headers.get("If-Match", "*").strip('"')
+                if match != "*" and match != f"AAAAAAAAAA{t['etag']}=":
+                    return self._response(request, 412, {"Message": "ErrorCode:PreconditionFailed"})
+                patch = json.loads(request.body)["properties"]["desired"]
+                t["desired"] = _merge_patch(t["desired"], patch)
+                t["desired_version"] += 1
+                t["etag"] += 1
+                return self._response(request, 200, self._twin_json(*key))
+        if url.path == "/devices/query" and request.method == "POST":
+            query = json.loads(request.body)["query"]
+            module = re.search(r"moduleId = '([^']*)'", query).group(1)
+            ring = re.search(r"tags\.ring = '([^']*)'", query)
+            rows = [
+                self._twin_json(d, m)
+                for (d, m), t in sorted(self.twins.items())
+                if m == module and (ring is None or t["tags"].get("ring") == ring.group(1))
+            ]
+            start = int(request.headers.get("x-ms-continuation") or 0)
+            size = int(request.headers.get("x-ms-max-item-count") or 100)
+            page = rows[start : start + size]
+            more = start + size < len(rows)
+            headers = {"x-ms-item-type": "Twin", "x-ms-continuation": str(start + size) if more else ""}
+            return self._response(request, 200, page, headers)
+        return self._response(request, 404, {"Message": f"no fake for {request.method} {url.path}"})
+
+    @staticmethod
+    def _response(request, status: int, body, headers: dict | None = None):
+        response = requests.Response()
+        response.status_code = status
+        response.request = request
+        response.url = request.url
+        response.headers["Content-Type"] = "application/json; charset=utf-8"
+        response.headers.update(headers or {})
+        response._content = json.dumps(body).encode()
+        return response
