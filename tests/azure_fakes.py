@@ -83,7 +83,8 @@ class FakeConsumerClient:
 
     ``script`` is a list of steps run in order inside ``receive_batch``:
     ``("batch", partition_id, [EventData, ...])``, ``("error", partition_id|None, exc)``,
-    ``("lose", partition_id)``; then it waits until ``close()``, as the SDK does.
+    ``("lose", partition_id)``; then, until ``close()``, it calls ``on_event_batch`` with an
+    empty list per owned partition every ``max_wait_time`` seconds, as the SDK does when idle.
     """
 
     def __init__(self, script, store):
@@ -118,7 +119,13 @@ class FakeConsumerClient:
                 await kwargs["on_error"](ctx(step[1]) if step[1] else None, step[2])
             elif step[0] == "lose":
                 await kwargs["on_partition_close"](contexts.pop(step[1]), CloseReason.OWNERSHIP_LOST)
-        await self._closed.wait()
+        # Like the SDK with max_wait_time set: an empty batch per owned partition while idle.
+        while not self._closed.is_set():
+            try:
+                await asyncio.wait_for(self._closed.wait(), kwargs.get("max_wait_time") or 0.2)
+            except asyncio.TimeoutError:
+                for context in list(contexts.values()):
+                    await on_event_batch(context, [])
 
     async def close(self):
         self.closed = True

@@ -12,7 +12,11 @@ The SDK pushes batches to a callback on its own event loop; the lake's runner pu
 2. ``on_event_batch`` converts each ``EventData`` to a ``ReceivedMessage`` and queues it; when the
    queue holds ``max_buffered`` messages the callback waits, so the SDK stops pulling
    (backpressure: memory stays bounded while bronze is slow).
-3. ``receive`` drains the queue (waiting at most ``max_wait_s`` for the first message).
+3. ``receive`` drains the queue (waiting at most ``max_wait_s`` for the first message). It
+   returns ``[]`` (which ends one ingest pass) only once every partition this reader owns has
+   caught up: the SDK calls ``on_event_batch`` with an empty list after ``idle_s`` without
+   events. Right after start, when the load balancer has not claimed partitions yet, it waits
+   up to ``startup_wait_s`` (greedy balancing claims them in the first pass).
 4. ``checkpoint`` runs ``partition_context.update_checkpoint(event)`` on the SDK's loop for the
    last event of each partition in the list: only then does the checkpoint blob move, which the
    runner does only after bronze committed. A partition whose ownership moved to another
@@ -38,6 +42,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from typing import Any, Callable, Mapping, Sequence
 
 from azure.core.exceptions import AzureError
@@ -48,7 +53,7 @@ from azure.eventhub.exceptions import AuthenticationError, EventHubError
 from cloud.ingest.source import ReceivedMessage
 from gondola.errors import ConfigError, GondolaError, StorageError, TransportAuthError, TransportError
 
-__all__ = ["EventHubSource", "to_received_message", "DEFAULT_CONSUMER_GROUP"]
+__all__ = ["EventHubSource", "build_source", "to_received_message", "DEFAULT_CONSUMER_GROUP"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +133,8 @@ class EventHubSource:
         max_batch_size: int = 300,
         starting_position: str = "-1",
         checkpoint_timeout_s: float = 60.0,
+        idle_s: float = 1.0,
+        startup_wait_s: float = 60.0,
     ):
         self.name = name
         self._factory = client_factory
@@ -135,6 +142,11 @@ class EventHubSource:
         self._max_batch_size = max_batch_size
         self._starting_position = starting_position
         self._checkpoint_timeout_s = checkpoint_timeout_s
+        self._idle_s = idle_s
+        self._startup_wait_s = startup_wait_s
+        self._started_at = 0.0
+        # owned partitions whose latest callback was empty: caught up, nothing new for idle_s
+        self._idle: set[str] = set()
         self._queue: queue.Queue[ReceivedMessage] = queue.Queue()
         self._lock = threading.Lock()
         # partition -> context of the current owner (removed when ownership is lost)
@@ -177,6 +189,9 @@ class EventHubSource:
                     consumer_group=consumer_group,
                     eventhub_name=eventhub_name,
                     checkpoint_store=store,
+                    # Claim every unowned partition in the first balancing pass instead of one
+                    # per 30 s interval: a short ingest run then sees all of them.
+                    load_balancing_strategy="greedy",
                 )
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"bad Event Hubs or checkpoint store connection string: {type(exc).__name__}") from exc
@@ -217,6 +232,7 @@ class EventHubSource:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._started.clear()
+            self._started_at = time.monotonic()
             self._thread = threading.Thread(target=self._thread_main, name=f"eventhubs-{self.name}", daemon=True)
             self._thread.start()
         self._started.wait(30)
@@ -240,6 +256,7 @@ class EventHubSource:
             await self._client.receive_batch(
                 self._on_event_batch,
                 max_batch_size=self._max_batch_size,
+                max_wait_time=self._idle_s,
                 starting_position=self._starting_position,
                 on_error=self._on_error,
                 on_partition_initialize=self._on_partition_initialize,
@@ -247,11 +264,13 @@ class EventHubSource:
             )
 
     async def _on_event_batch(self, context: Any, events: list[EventData]) -> None:
-        if not events:
-            return
         partition = str(context.partition_id)
         with self._lock:
             self._contexts[partition] = context
+            if not events:
+                self._idle.add(partition)  # caught up: no events for idle_s
+                return
+            self._idle.discard(partition)
         for event in events:
             # Backpressure: hold the SDK's callback (and so its prefetch) while bronze catches up.
             while self._queue.qsize() >= self._max_buffered and not self._stopping:
@@ -276,6 +295,7 @@ class EventHubSource:
         with self._lock:
             if self._contexts.get(partition) is context:
                 del self._contexts[partition]
+                self._idle.discard(partition)
             if reason == CloseReason.OWNERSHIP_LOST:
                 # The new owner starts from the last checkpoint and checkpoints from then on.
                 self._pending = {k: v for k, v in self._pending.items() if k[0] != partition}
@@ -284,7 +304,10 @@ class EventHubSource:
     # ---- EventSource -----------------------------------------------------------------------
 
     def receive(self, *, max_messages: int = 5000, max_wait_s: float = 1.0) -> list[ReceivedMessage]:
-        """Up to ``max_messages`` messages, waiting at most ``max_wait_s`` for the first one.
+        """Up to ``max_messages`` messages, waiting at least ``max_wait_s`` for the first one.
+
+        ``[]`` means every owned partition is caught up (or, right after start, that no
+        partition was claimed within ``startup_wait_s``).
 
         Raises:
             TransportAuthError: Event Hubs refused the credentials.
@@ -294,10 +317,18 @@ class EventHubSource:
         """
         self._start()
         out: list[ReceivedMessage] = []
-        try:
-            out.append(self._queue.get(timeout=max_wait_s))
-        except queue.Empty:
-            pass
+        deadline = time.monotonic() + max_wait_s
+        while not out:
+            try:
+                out.append(self._queue.get(timeout=0.05))
+                break
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if now >= deadline and (self._settled() or now >= self._started_at + self._startup_wait_s):
+                break
+            if self._errors and now >= deadline:
+                break
         while len(out) < max_messages:
             try:
                 out.append(self._queue.get_nowait())
@@ -309,6 +340,12 @@ class EventHubSource:
             if errors:
                 raise _translate(errors[0], "receiving") from errors[0]
         return out
+
+    def _settled(self) -> bool:
+        """Every owned partition is caught up and nothing is queued."""
+        with self._lock:
+            owned = set(self._contexts)
+            return bool(owned) and owned <= self._idle and self._queue.empty()
 
     def checkpoint(self, messages: Sequence[ReceivedMessage]) -> None:
         """Move each partition's checkpoint blob to the last of ``messages`` in that partition.
@@ -371,6 +408,34 @@ class EventHubSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_SETTING_KEYS = {
+    "connection_string": "GONDOLA_EVENTHUB_CONNECTION_STRING",
+    "eventhub_name": "GONDOLA_EVENTHUB_NAME",
+    "checkpoint_connection_string": "GONDOLA_CHECKPOINT_CONNECTION_STRING",
+    "checkpoint_container": "GONDOLA_CHECKPOINT_CONTAINER",
+}
+
+
+def build_source(settings: Mapping[str, str], *, consumer_group: str | None = None) -> EventHubSource:
+    """The wiring's entry (``cloud.wiring``): an ``EventHubSource`` from a settings mapping.
+
+    Keys are the short names (``connection_string``, ``eventhub_name``,
+    ``checkpoint_connection_string``, ``checkpoint_container``) or their ``GONDOLA_*``
+    variable names; what is missing is read from the environment.
+
+    Raises:
+        ConfigError: a required setting is missing.
+    """
+    env = dict(os.environ)
+    for short, var in _SETTING_KEYS.items():
+        value = settings.get(short) or settings.get(var)
+        if value:
+            env[var] = value
+    if consumer_group:
+        env["GONDOLA_EVENTHUB_CONSUMER_GROUP"] = consumer_group
+    return EventHubSource.from_env(env)
 
 
 def _entity_path(connection_string: str) -> str | None:

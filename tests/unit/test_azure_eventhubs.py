@@ -170,3 +170,36 @@ def test_azure_eventhubs_connection_strings_build_the_sdk_consumer_with_a_blob_c
     assert isinstance(client, EventHubConsumerClient)
     assert isinstance(store, BlobCheckpointStore)
     assert group == "lake-bronze"
+
+
+def test_azure_eventhubs_empty_receive_means_every_owned_partition_caught_up():
+    script = [("batch", "0", [wire_event(1)]), ("batch", "1", [wire_event(2)])]
+    source, client = source_for(script, idle_s=0.1)
+    with source:
+        got = source.receive(max_messages=10, max_wait_s=0.0)
+        got += drain(source, 2 - len(got))
+        assert sorted(m.sequence_number for m in got) == [1, 2]
+        assert source.receive(max_wait_s=0.0) == []  # returns once both partitions report idle
+        assert source._idle == {"0", "1"}
+    assert client.kwargs["max_wait_time"] == 0.1
+
+
+def test_azure_eventhubs_empty_receive_waits_for_the_load_balancer_at_start():
+    # No partition is ever claimed: receive waits startup_wait_s, then reports nothing new.
+    source, _ = source_for([], startup_wait_s=0.3)
+    with source:
+        assert source.receive(max_wait_s=0.0) == []
+        assert time.monotonic() - source._started_at >= 0.3
+
+
+def test_azure_eventhubs_build_source_reads_wiring_settings_then_environment(monkeypatch):
+    monkeypatch.setenv("GONDOLA_CHECKPOINT_CONNECTION_STRING", "DefaultEndpointsProtocol=https;AccountName=fake;"
+                       "AccountKey=ZmFrZQ==;EndpointSuffix=example.invalid")
+    from cloud.azure.eventhubs import build_source
+
+    source = build_source(
+        {"connection_string": "Endpoint=sb://fake-ns.servicebus.example.invalid/;SharedAccessKeyName=s;"
+                              "SharedAccessKey=ZmFrZQ==", "eventhub_name": "gondola-hub"},
+        consumer_group="lake-bronze",
+    )
+    assert source.name == "eventhubs:gondola-hub/lake-bronze"
