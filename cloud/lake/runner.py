@@ -55,7 +55,7 @@ def _app(step: str, source: str) -> str:
 
 def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_ms: int) -> dict:
     """Bronze -> silver for events and master data; returns new rows per table and stats."""
-    report: dict = {"rows": defaultdict(int), "stats": {"duplicates": 0, "quarantined": 0, "late": 0}}
+    report: dict = {"rows": defaultdict(int), "stats": {"bronze_rows_read": 0, "duplicates": 0, "quarantined": 0, "late": 0}}
     # ---- events --------------------------------------------------------------------------
     app = _app(_EVENTS_STEP, BRONZE_EVENTS)
     targets = list(SILVER_EVENT_TABLES.values()) + [QUARANTINE, EXPECTATION_RESULTS]
@@ -67,6 +67,7 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
         mine = [t for t in targets if marks[t] == mark]
         existing = {t: _keys(storage, t, bronze) for t in SILVER_EVENT_TABLES.values() if t in mine}
         result = silver_events(engine, bronze, existing, run_id=run_id, run_at=now_ms)
+        report["stats"]["bronze_rows_read"] += bronze.num_rows
         outputs = dict(result["tables"])
         outputs[QUARANTINE] = result["quarantine"]
         outputs[EXPECTATION_RESULTS] = result["expectations"]
@@ -170,7 +171,7 @@ def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:
 def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 1,
                    with_features: bool = True) -> dict:
     """Silver -> gold for stores with new silver rows; returns rows written per table."""
-    report: dict = {"rows": {}, "stores": 0}
+    report: dict = {"rows": {}, "stores": 0, "silver_rows_read": 0}
     targets = [t for t in GOLD_TABLES if with_features or t != "gold.features"]
     marks = {t: {i: storage.txn_version(t, _app("gold", i)) for i in GOLD_INPUTS} for t in targets}
     cutoff, versions = _windows(storage, marks, context_days)
@@ -186,6 +187,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     inputs["products"] = products if products is not None else _empty("silver.products")
     planogram = storage.read("silver.planogram")
     inputs["planogram"] = planogram if planogram is not None else _empty("silver.planogram")
+    report["silver_rows_read"] = sum(t.num_rows for t in inputs.values())
     keys = [inputs[n].select(["store_id", "device_id", "seq", "ts"]) for n in GOLD_INPUTS.values()]
     inputs["keys"] = pa.concat_tables(keys)
     outputs = gold_tables(engine, inputs)
@@ -222,4 +224,5 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
         progress("gold")
     gold = transform_gold(storage, engine, context_days=context_days, with_features=with_features)
     rows = {k: v for k, v in silver["rows"].items()} | gold["rows"]
-    return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"]}
+    return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"],
+            "silver_rows_read": gold["silver_rows_read"]}

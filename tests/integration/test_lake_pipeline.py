@@ -1,0 +1,202 @@
+"""The lake end to end on real Delta tables: exactly-once bronze, idempotent and incremental steps."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+import pytest
+
+from cloud.ingest.source import LocalHubSource
+from cloud.lake.tables import TABLES
+from cloud.synth import DAY0, day_events, fill_hub, write_master_csvs
+from cloud.wiring import CloudSettings, build_cloud
+from gondola.contracts import encode_batch, make_event
+from gondola.errors import StorageError
+from gondola.hub import LocalHub
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def env(tmp_path):
+    events = list(day_events(stores=2, facings=3, hours=12))
+    hub = LocalHub(tmp_path / "hub.sqlite")
+    write_master_csvs(tmp_path / "master", stores=2, facings=3)
+    cloud = build_cloud(CloudSettings(lake_uri=str(tmp_path / "lake"), hub_path=str(tmp_path / "hub.sqlite"),
+                                      warehouse_path=str(tmp_path / "wh.duckdb")))
+    yield {"events": events, "hub": hub, "cloud": cloud, "tmp": tmp_path}
+    hub.close()
+
+
+def versions(cloud) -> dict[str, int]:
+    return {name: cloud.storage.version(name) for name in TABLES}
+
+
+def sorted_rows(cloud, table: str) -> list[dict]:
+    rows = cloud.storage.read(table)
+    key = list(TABLES[table].key)
+    return rows.sort_by([(k, "ascending") for k in key]).to_pylist() if rows is not None else []
+
+
+class LosesCheckpoint(LocalHubSource):
+    """A reader that crashes between the bronze commit and its checkpoint."""
+
+    def checkpoint(self, messages):
+        raise StorageError("checkpoint store unreachable")
+
+
+def test_bronze_is_exactly_once_when_a_crash_loses_the_checkpoint(env):
+    fill_hub(env["hub"], env["events"])
+    from cloud.ingest.stream import ingest_stream
+
+    with LosesCheckpoint(env["tmp"] / "hub.sqlite") as crashing, pytest.raises(StorageError):
+        ingest_stream(env["cloud"].storage, crashing, max_messages=100000)
+    assert env["cloud"].table_counts()["bronze.events"] == len(env["events"])
+    version = env["cloud"].storage.version("bronze.events")
+    assert env["cloud"].ingest_stream() == 0  # re-delivered from the old checkpoint, recognized
+    assert env["cloud"].storage.version("bronze.events") == version
+    assert env["cloud"].table_counts()["bronze.events"] == len(env["events"])
+
+
+def test_every_event_reaches_silver_once(env):
+    fill_hub(env["hub"], env["events"])
+    cloud = env["cloud"]
+    assert cloud.ingest_stream() == len(env["events"])
+    cloud.transform()
+    for etype in ("pos.line", "shelf.reading", "edge.alert", "edge.health", "shelf.restock"):
+        sent = {(e["device_id"], e["seq"]) for e in env["events"] if e["type"] == etype}
+        assert cloud.silver_keys(etype) == sent
+
+
+def test_rerunning_every_step_changes_no_table_version(env):
+    fill_hub(env["hub"], env["events"])
+    cloud = env["cloud"]
+    cloud.ingest_batch(env["tmp"] / "master")
+    cloud.ingest_stream()
+    cloud.transform()
+    before = versions(cloud)
+    assert all(v >= 0 for k, v in before.items() if k != "silver.sales_daily")
+    assert cloud.ingest_batch(env["tmp"] / "master")["loaded"] == []
+    assert cloud.ingest_stream() == 0
+    again = cloud.transform()
+    assert again["rows"] == {} and again["bronze_rows_read"] == 0 and again["silver_rows_read"] == 0
+    assert versions(cloud) == before
+
+
+def test_incremental_runs_give_the_same_gold_as_one_full_run(env, tmp_path):
+    events = env["events"]
+    half = DAY0 + 6 * HOUR
+    first = [e for e in events if e["ts"] < half]
+    rest = [e for e in events if e["ts"] >= half]
+    cloud = env["cloud"]
+    cloud.ingest_batch(env["tmp"] / "master")
+    fill_hub(env["hub"], first)
+    cloud.ingest_stream()
+    cloud.transform()
+    fill_hub(env["hub"], rest)
+    assert cloud.ingest_stream() == len(rest)
+    second = cloud.transform()
+    assert second["bronze_rows_read"] == len(rest)  # silver read only the new bronze rows
+
+    full_dir = tmp_path / "full"
+    full_dir.mkdir()
+    hub = LocalHub(full_dir / "hub.sqlite")
+    fill_hub(hub, events)
+    full = build_cloud(CloudSettings(lake_uri=str(full_dir / "lake"), hub_path=str(full_dir / "hub.sqlite")))
+    full.ingest_batch(env["tmp"] / "master")
+    full.ingest_stream()
+    full.transform()
+    for table in [t for t in TABLES if t.startswith("gold.")]:
+        assert sorted_rows(cloud, table) == sorted_rows(full, table), table
+
+
+def test_gold_rewrites_only_stores_with_new_data(env):
+    events = env["events"]
+    cloud = env["cloud"]
+    fill_hub(env["hub"], [e for e in events if e["ts"] < DAY0 + 6 * HOUR])
+    cloud.ingest_stream()
+    cloud.transform()
+    s001_before = [r for r in sorted_rows(cloud, "gold.hourly_sales") if r["store_id"] == "s001"]
+    late_part = [e for e in events if e["ts"] >= DAY0 + 6 * HOUR and e["store_id"] == "s002"]
+    fill_hub(env["hub"], late_part)
+    cloud.ingest_stream()
+    result = cloud.transform()
+    assert result["gold_stores"] == 1
+    after = sorted_rows(cloud, "gold.hourly_sales")
+    assert [r for r in after if r["store_id"] == "s001"] == s001_before
+    assert max(r["hour_ms"] for r in after if r["store_id"] == "s002") >= DAY0 + 6 * HOUR
+
+
+def test_a_late_reading_lands_in_its_own_hour_and_episode(env):
+    cloud = env["cloud"]
+    fill_hub(env["hub"], env["events"])
+    cloud.ingest_stream()
+    cloud.transform()
+    state = {(r["facing_id"], r["hour_ms"]): r for r in sorted_rows(cloud, "gold.shelf_state")}
+    facing, hour = next(k for k, r in sorted(state.items()) if r["min_units"] > 0 and r["readings"] == 6)
+    n_stockouts = len(sorted_rows(cloud, "gold.stockouts"))
+    late = make_event("shelf.reading", store_id=facing[:4], device_id=f"shelf-{facing}", seq=10_000,
+                      ts=hour + 31 * 60_000, data={"facing_id": facing, "sku": state[(facing, hour)]["sku"],
+                                                   "weight_g": 0.0, "units_est": 0, "battery_pct": 50.0, "rssi_dbm": -70})
+    msg = encode_batch([late], store_id=facing[:4])
+    env["hub"].send(f"gw-{facing[:4]}", msg.body, msg.properties)
+    cloud.ingest_stream()
+    result = cloud.transform()
+    assert result["late"] == 1
+    row = {(r["facing_id"], r["hour_ms"]): r for r in sorted_rows(cloud, "gold.shelf_state")}[(facing, hour)]
+    assert row["readings"] == state[(facing, hour)]["readings"] + 1 and row["min_units"] == 0
+    assert row["minutes_empty"] > 0 and row["battery_min"] == 50.0
+    assert len(sorted_rows(cloud, "gold.stockouts")) == n_stockouts + 1
+
+
+def test_messages_resent_by_a_gateway_are_deduplicated_in_silver(env):
+    cloud = env["cloud"]
+    fill_hub(env["hub"], env["events"])
+    cloud.ingest_stream()
+    cloud.transform()
+    counts = cloud.table_counts()
+    resent = env["events"][:300]
+    fill_hub(env["hub"], resent)  # new hub messages, old (device_id, seq)
+    assert cloud.ingest_stream() == 300
+    result = cloud.transform()
+    assert result["duplicates"] == 300
+    after = cloud.table_counts()
+    assert {k: v for k, v in after.items() if k.startswith("silver.") and k != "silver.expectation_results"} == \
+        {k: v for k, v in counts.items() if k.startswith("silver.") and k != "silver.expectation_results"}
+
+
+def test_batch_files_load_once_by_content_and_the_newest_master_data_wins(env):
+    cloud, master = env["cloud"], env["tmp"] / "master"
+    first = cloud.ingest_batch(master)
+    assert sorted(first["loaded"]) == ["planogram.csv", "products.csv", "stores.csv"]
+    shutil.copy(master / "stores.csv", master / "stores_copy.csv")
+    (master / "products_v2.csv").write_text(
+        "sku,name,category,price_cents,unit_weight_g,pack_size,extra\nsku-0000,Renamed,grocery,999,250,6,x\n")
+    (master / "planogram_bad.csv").write_text("store_id,sku\ns001,sku-0000\n")
+    (master / "notes.txt").write_text("not a batch file")
+    second = cloud.ingest_batch(master)
+    assert second["skipped_same_content"] == ["planogram.csv", "products.csv", "stores.csv", "stores_copy.csv"]
+    assert second["loaded"] == ["products_v2.csv"] and second["ignored"] == ["notes.txt"]
+    assert "facing_id" in second["errors"]["planogram_bad.csv"]
+    cloud.transform()
+    assert cloud.storage.read("silver.products").to_pylist()[0] | {} == {
+        "sku": "sku-0000", "name": "Renamed", "category": "grocery", "price_cents": 999, "unit_weight_g": 250.0,
+        "pack_size": 6, "source_file": "products_v2.csv"}
+
+
+def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
+    cloud, folder = env["cloud"], env["tmp"] / "exports"
+    folder.mkdir()
+    (folder / "sales_2026-11-28.csv").write_text("date,store_id,sku,units,revenue_cents\n2026-11-28,s001,sku-1,5,500\n"
+                                                 "2026-11-28,s001,sku-2,oops,1\n")
+    cloud.ingest_batch(folder)
+    cloud.transform()
+    (folder / "sales_2026-11-28_fix.csv").write_text("date,store_id,sku,units,revenue_cents\n2026-11-28,s001,sku-1,7,700\n")
+    (folder / "sales_2026-11-29.csv").write_text("date,store_id,sku,units,revenue_cents\n2026-11-29,s001,sku-1,3,300\n")
+    cloud.ingest_batch(folder)
+    cloud.transform()
+    rows = sorted_rows(cloud, "silver.sales_daily")
+    assert [(r["date"], r["units"]) for r in rows] == [("2026-11-28", 7), ("2026-11-29", 3)]
+    q = cloud.storage.read("silver.quarantine").to_pylist()
+    assert [(r["target_table"], r["reasons"]) for r in q] == [("silver.sales_daily", "bad_number")]
