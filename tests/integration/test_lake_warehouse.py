@@ -1,0 +1,95 @@
+"""Warehouse, dashboard, Synapse DDL and the ``gondola cloud`` CLI over a real lake."""
+
+from __future__ import annotations
+
+import re
+
+import duckdb
+import pytest
+
+from cloud.cli import main as cloud_main
+from cloud.lake.tables import TABLES
+from cloud.synth import day_events, fill_hub, write_master_csvs
+from cloud.warehouse import BI_VIEWS, synapse_ddl, warehouse_name
+from cloud.wiring import CloudSettings, build_cloud
+from gondola.hub import LocalHub
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wh")
+    with LocalHub(tmp / "hub.sqlite") as hub:
+        fill_hub(hub, day_events(stores=3, facings=3, hours=24))
+    write_master_csvs(tmp / "master", stores=3, facings=3)
+    args = ["--lake", str(tmp / "lake"), "--hub", str(tmp / "hub.sqlite"), "--warehouse", str(tmp / "wh.duckdb")]
+    assert cloud_main(args + ["all", "--batch", str(tmp / "master"), "--html", str(tmp / "dash.html")]) == 0
+    cloud = build_cloud(CloudSettings(lake_uri=str(tmp / "lake"), hub_path=str(tmp / "hub.sqlite"),
+                                      warehouse_path=str(tmp / "wh.duckdb")))
+    return {"tmp": tmp, "args": args, "cloud": cloud}
+
+
+def test_the_warehouse_holds_every_gold_and_silver_table_with_the_lake_row_counts(built):
+    counts = built["cloud"].table_counts()
+    with duckdb.connect(str(built["tmp"] / "wh.duckdb"), read_only=True) as con:
+        for name, tdef in TABLES.items():
+            if tdef.layer == "bronze":
+                continue
+            n = con.execute(f"SELECT COUNT(*) FROM {warehouse_name(name)}").fetchone()[0]
+            assert n == counts.get(name, 0), name
+        assert counts["gold.stockouts"] > 0
+        so = con.execute("SELECT COUNT(*), COUNT(store_name), COUNT(product_name) FROM bi_stockouts").fetchone()
+        assert so[0] == counts["gold.stockouts"] and so[1] == so[0] and so[2] == so[0]
+        assert con.execute("SELECT typeof(started_at) FROM bi_stockouts LIMIT 1").fetchone()[0].startswith("TIMESTAMP")
+        for view in BI_VIEWS:
+            con.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
+
+
+def test_the_dashboard_is_one_self_contained_html_file(built):
+    page = (built["tmp"] / "dash.html").read_text()
+    assert page.startswith("<!doctype html>") and page.count("<svg") >= 3
+    assert "<script" not in page and "http://" not in page and "https://" not in page and "<link" not in page
+    with duckdb.connect(str(built["tmp"] / "wh.duckdb"), read_only=True) as con:
+        n = con.execute("SELECT COUNT(*) FROM gold_stockouts").fetchone()[0]
+    assert f"<span>stock-outs</span><b>{n:,}</b>" in page
+    for section in ("store managers", "analysts", "Fleet health"):
+        assert section in page
+
+
+def test_synapse_ddl_has_one_typed_view_per_table_and_bi_views_that_parse_as_tsql(built):
+    sqlglot = pytest.importorskip("sqlglot")
+    ddl = synapse_ddl("lake")
+    statements = [s for s in ddl.split("\nGO\n") if s.strip() and not s.lstrip().startswith("--")]
+    views = {}
+    for stmt in statements:
+        m = re.match(r"CREATE OR ALTER VIEW \[(\w+)\] AS", stmt)
+        assert m, stmt[:80]
+        views[m.group(1)] = stmt
+        assert stmt.count("(") == stmt.count(")")
+    for name, tdef in TABLES.items():
+        if tdef.layer == "bronze":
+            continue
+        stmt = views[warehouse_name(name)]
+        assert f"BULK 'lake/{tdef.layer}/{tdef.short}/'" in stmt and "FORMAT = 'DELTA'" in stmt
+        declared = re.findall(r"\[(\w+)\] (NVARCHAR\(256\)|BIGINT|INT|FLOAT|BIT)", stmt)
+        assert [c for c, _ in declared] == [c.name for c in tdef.columns]
+    for view in BI_VIEWS:
+        tree = sqlglot.parse_one(views[view], read="tsql")
+        used = {t.name for t in tree.find_all(sqlglot.exp.Table)} - {view}
+        assert used and used <= set(views), view
+
+
+def test_the_cli_reports_counts_and_writes_the_ddl(built, capsys):
+    assert cloud_main(built["args"] + ["counts"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"gold\.stockouts\s+\d", out)
+    target = built["tmp"] / "synapse.sql"
+    assert cloud_main(["synapse-ddl", "--out", str(target)]) == 0
+    assert target.read_text() == synapse_ddl("lake")
+
+
+def test_a_second_all_run_finds_nothing_new(built, capsys):
+    before = {n: built["cloud"].storage.version(n) for n in TABLES}
+    assert cloud_main(built["args"] + ["all", "--batch", str(built["tmp"] / "master"), "--html", str(built["tmp"] / "d2.html")]) == 0
+    out = capsys.readouterr().out
+    assert "0 new bronze rows" in out and "transform: {}" in out
+    assert {n: built["cloud"].storage.version(n) for n in TABLES} == before
