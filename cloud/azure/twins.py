@@ -79,6 +79,12 @@ class IotHubTwinRegistry:
             raise ConfigError(f"bad IoT Hub service connection string: {type(exc).__name__}") from exc
 
     @classmethod
+    def from_token_credential(cls, hostname: str, credential: Any) -> "IotHubTwinRegistry":
+        """With an Entra ID token credential (a managed identity: no secret at all); the
+        identity needs the "IoT Hub Twin Contributor" role on the hub ``hostname``."""
+        return cls(IoTHubRegistryManager.from_token_credential(hostname, credential))
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "IotHubTwinRegistry":
         """From ``GONDOLA_IOTHUB_SERVICE_CONNECTION_STRING``.
 

@@ -115,3 +115,16 @@ def test_azure_twins_settings_are_required():
         IotHubTwinRegistry.from_env({})
     with pytest.raises(ConfigError):
         IotHubTwinRegistry.from_connection_string("HostName=only-a-host")
+
+
+def test_azure_twins_token_credential_signs_requests_with_a_bearer_token(hub):
+    class FakeCredential:
+        def get_token(self, *scopes, **kwargs):
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("fake-entra-token", 4_102_444_800)
+
+    hub.add_module("gw-s001", "gondola-gateway", desired={"model": MODEL})
+    with IotHubTwinRegistry.from_token_credential("fake-hub.azure-devices.example.invalid", FakeCredential()) as reg:
+        assert reg.get_twin("gw-s001", "gondola-gateway")["desired"]["model"] == MODEL
+    assert hub.requests[-1].headers["Authorization"] == "Bearer fake-entra-token"
