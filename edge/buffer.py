@@ -278,13 +278,15 @@ class SqliteBuffer:
     # ---- append --------------------------------------------------------------------------
 
     def append(self, events: list[Mapping], *, now_ms: int, bodies: list[str] | None = None,
-               quarantine: Iterable[tuple[str, str, str, bytes]] = ()) -> Appended:
+               quarantine: Iterable[tuple[str, str, str, bytes]] = (), gateway_seqs: int = 0) -> Appended:
         """Store a group of validated events (with ``received_at`` set) and quarantined payloads
         ``(topic, reason, detail, payload)`` in ONE transaction; durable when this returns.
 
         ``bodies``, when given, holds each event's one-line JSON text (the collector passes the
         device's payload with ``received_at`` spliced in, saving a re-encode); else ``encode``.
-        Duplicates (``(device_id, seq)`` seen before) are counted and skipped.
+        Duplicates (``(device_id, seq)`` seen before) are counted and skipped. ``gateway_seqs``
+        advances the gateway's own seq counter in the same transaction (see ``next_gateway_seq``),
+        so a crash can neither reuse a seq nor leave a gap in the gateway's own events.
 
         Raises:
             BufferFullError: the cap is reached and the group holds never-evicted events; nothing
@@ -295,14 +297,14 @@ class SqliteBuffer:
             saved = {d: (s.max_seq, [g[:] for g in s.gaps]) for d, s in self._devices.items()}
             saved_c = dict(self._c)
             try:
-                return self._append(events, bodies, now_ms, quarantine)
+                return self._append(events, bodies, now_ms, quarantine, gateway_seqs)
             except BaseException:
                 # Restore the in-memory mirror of what the rolled-back transaction changed.
                 self._devices = {d: _DeviceSeqs(m, g) for d, (m, g) in saved.items()}
                 self._c = saved_c
                 raise
 
-    def _append(self, events, bodies, now_ms, quarantine) -> Appended:
+    def _append(self, events, bodies, now_ms, quarantine, gateway_seqs) -> Appended:
         rows = []
         device_updates: dict[str, list[int]] = {}  # device -> [received, duplicates]
         touched_gaps: set[str] = set()
@@ -383,6 +385,7 @@ class SqliteBuffer:
             self._c["bytes"] += add_bytes
             self._c["duplicates"] += duplicates
             self._c["received"] += len(rows)
+            self._c["gw_seq"] += gateway_seqs
             self._save_counters()
             db.execute("COMMIT")
         except BaseException as exc:
@@ -393,16 +396,11 @@ class SqliteBuffer:
             raise
         return Appended(stored=len(rows), duplicates=duplicates, new_gaps=new_gaps, kept=kept)
 
-    def next_gateway_seqs(self, n: int) -> int:
-        """Reserve ``n`` consecutive seqs for the gateway's own events; return the first.
-
-        Persisted before it returns, so a restart never reuses a seq.
-        """
+    def next_gateway_seq(self) -> int:
+        """The next seq for the gateway's own events; ``append(..., gateway_seqs=n)`` consumes
+        ``n`` of them in the transaction that stores those events (caller serialises)."""
         with self._lock:
-            first = self._c["gw_seq"]
-            self._c["gw_seq"] += n
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('gw_seq', ?)", (self._c["gw_seq"],))
-            return first
+            return self._c["gw_seq"]
 
     # ---- eviction and expiry -------------------------------------------------------------
 

@@ -119,13 +119,13 @@ class Gateway:
         if not datas:
             return []
         with self._emit_lock:
-            first = self.buffer.next_gateway_seqs(len(datas))
+            first = self.buffer.next_gateway_seq()
             events = [
                 validate_event(make_event(etype, store_id=self.settings.store_id, device_id=self.device_id,
                                           seq=first + i, ts=ts, data=d) | {"received_at": ts})
                 for i, d in enumerate(datas)
             ]
-            self.buffer.append(events, now_ms=ts)
+            self.buffer.append(events, now_ms=ts, gateway_seqs=len(events))
         return events
 
     # ---- cycle ---------------------------------------------------------------------------

@@ -164,10 +164,11 @@ def test_quarantine_is_committed_with_the_group_and_counted(buf):
     assert buf.quarantined()[0]["reason"] == "bad_json"
 
 
-def test_gateway_seqs_are_never_reused_after_a_reopen(tmp_path):
+def test_gateway_seqs_advance_only_with_the_events_that_use_them(tmp_path):
     b = SqliteBuffer(tmp_path / "b.sqlite")
-    assert b.next_gateway_seqs(3) == 0
+    assert b.next_gateway_seq() == 0
+    b.append([_rx(pos_line(i, T0, device_id="gw-s001")) for i in range(3)], now_ms=T0, gateway_seqs=3)
     b.close()
     b = SqliteBuffer(tmp_path / "b.sqlite")
-    assert b.next_gateway_seqs(1) == 3
+    assert b.next_gateway_seq() == 3
     b.close()
