@@ -125,15 +125,16 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
         StoreSim(
             store_id=f"s{i + 1:03d}",
             skus=cfg.skus,
-            seed=cfg.seed * 1_000 + i,
+            # One chain seed: stores share the catalog; each store's streams derive from its id.
+            seed=cfg.seed,
             start_ms=cfg.start_ms,
             scenario=scenario,
             sensor_share=cfg.sensor_share,
         )
         for i in range(cfg.stores)
     ]
+    write_master_data(out, sims)
     master_dir = out / "master"
-    write_master_data(master_dir, sims)
 
     broker = start_broker(prefer=cfg.broker, data_dir=out / "broker")
     _log(cfg, f"broker: {broker.kind} on {broker.host}:{broker.port}")
@@ -159,7 +160,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
             gw = build_gateway(settings, clock=clock)
             gw.start()
             gateways[sim.store_id] = gw
-        publisher = MqttPublisher(broker.host, broker.port, client_id="gondola-demo-devices")
+        publisher = MqttPublisher(broker.host, broker.port, client_id="gondola-demo-devices").connect()
 
         tick_ms = cfg.tick_min * MINUTE_MS
         ticks = list(range(cfg.start_ms + tick_ms, end_ms + 1, tick_ms))
@@ -232,21 +233,22 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
             "faults": dict(sorted(faults.items())),
         },
         "gateways": {
-            "received": sum(h.get("received", 0) for h in health.values()),
-            "committed": sum(h.get("buffer_rows_total", h.get("committed", 0)) for h in health.values()),
-            "quarantined": sum(h.get("quarantined", 0) for h in health.values()),
-            "duplicates_ignored": sum(h.get("duplicates", 0) for h in health.values()),
-            "uplinked": sum(h.get("sent_rows", h.get("uplinked", 0)) for h in health.values()),
-            "seq_gaps": sum(h.get("seq_gaps", 0) for h in health.values()),
-            "evictions": sum(h.get("evictions", 0) for h in health.values()),
+            "received": sum(h["received"] for h in health.values()),
+            "committed": sum(h["committed_messages"] for h in health.values()),
+            "quarantined": sum(h["quarantined"] for h in health.values()),
+            "duplicates_ignored": sum(h["duplicates"] for h in health.values()),
+            "uplinked": sum(h["uplink_events"] for h in health.values()),
+            "seq_gaps": sum(h["seq_gaps"] for h in health.values()),
+            "evictions": sum(h["evictions"] for h in health.values()),
             "per_store": health,
         },
         "cloud": {
             "batch_ingest": batch,
             "bronze_new_rows": bronze_new,
             "transform": transform,
-            "duplicates_removed": transform.get("duplicates_removed"),
-            "quarantined": transform.get("quarantined"),
+            "duplicates_removed": transform["duplicates"],
+            "late": transform["late"],
+            "quarantined": transform["quarantined"],
         },
         "tables": counts,
         "silver_rows": silver_rows,
