@@ -106,13 +106,16 @@ class TlsMosquitto:
             lines += ["allow_anonymous false", f"password_file {pwfile}"]
         else:
             lines.append("allow_anonymous true")
-        conf = workdir / "mosquitto.conf"
-        conf.write_text("\n".join(lines) + "\n")
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.ca_file = workdir / "cert.pem"
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_port_on(self.host, 8883)
-        self.ca_file = workdir / "cert.pem"
 
     def connection_string(self) -> str:
         return (
@@ -335,3 +338,33 @@ def test_azure_iothub_send_with_no_hub_listening_is_a_retryable_transport_error(
         with pytest.raises(TransportError) as info:
             transport.send(encode_batch(_events(1), store_id="s001"))
     assert not isinstance(info.value, TransportAuthError)
+
+
+def test_azure_iothub_outage_fails_fast_and_the_next_send_reconnects(broker, transport):
+    service = FakeIotHubService(broker)
+    transport.send(encode_batch(_events(1), store_id="s001"))
+    service.stop()
+
+    broker.stop()  # the store loses its link
+    with pytest.raises(TransportError) as info:
+        transport.send(encode_batch(_events(2), store_id="s001"))
+    assert not isinstance(info.value, TransportAuthError)
+
+    broker.start()  # link back: no SDK retry loop ran; the uplink's next attempt reconnects
+    service = FakeIotHubService(broker)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                transport.send(encode_batch(_events(3), store_id="s001"))
+                break
+            except TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the uplink's backoff, shortened
+        with service._cond:
+            assert service._cond.wait_for(lambda: service.telemetry, timeout=10)
+        [(topic, body)] = service.telemetry
+        assert _topic_properties(topic)["count"] == "3"
+    finally:
+        service.stop()

@@ -189,3 +189,14 @@ def test_azure_iothub_transport_fills_the_gateway_hub_transport_role():
     from edge.transport import HubTransport
 
     assert isinstance(IotHubTransport(FakeModuleClient()), HubTransport)
+
+
+def test_azure_iothub_real_sdk_size_check_becomes_too_large_before_any_connection():
+    from gondola.contracts import BatchMessage, MAX_MESSAGE_BYTES
+
+    conn = "HostName=fake-hub.example.invalid;DeviceId=gw;ModuleId=gateway;SharedAccessKey=ZmFrZS1rZXk="
+    oversized = BatchMessage(body=b"x" * MAX_MESSAGE_BYTES, properties={"schema": "gondola.batch.v1", "count": "1"})
+    with IotHubTransport.from_connection_string(conn, output_name="uplink") as transport:
+        with pytest.raises(ContractError) as info:
+            transport.send(oversized)
+    assert info.value.reason == "too_large"
