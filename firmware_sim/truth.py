@@ -1,8 +1,10 @@
 """Ground truth of a simulated store: what really happened, next to what devices reported.
 
 Shelf state is kept at the simulation step (5 minutes by default): ``units`` is the true
-count on a facing at the end of a step; a stock-out interval starts at the end of the step in
-which the last unit left and ends at the start of the step in which a restock put units back.
+count on a facing at the end of a step, stamped one minute before the step ends (after the
+step's last sale, before its sensor readings); a stock-out interval starts there for the step
+in which the last unit left and ends at the start of the step in which a restock put units
+back.
 Everything is cumulative up to the instant of the store's last ``run_until``.
 """
 
@@ -13,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GroundTruth", "WindowRecord"]
+__all__ = ["GroundTruth", "WindowRecord", "SETTLE_MS"]
+
+#: How long before the end of a simulation step its shelf state counts as reached.
+SETTLE_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,9 @@ class GroundTruth:
                    open_steps: np.ndarray, first: bool = False) -> None:
         """Fold one simulated day (matrices of shape (steps, facings)) into the truth."""
         steps, n_f = units.shape
-        step_end = day_start_ms + (np.arange(steps) + 1) * step_ms
+        # A step's changes are stamped one minute before it ends: after its last sale (POS
+        # lines stop 90 s before the end) and before its sensor readings (the last 30 s).
+        step_end = day_start_ms + (np.arange(steps) + 1) * step_ms - SETTLE_MS
         changed = np.empty(units.shape, dtype=bool)
         np.not_equal(units[0], prev_units, out=changed[0])
         np.not_equal(units[1:], units[:-1], out=changed[1:])

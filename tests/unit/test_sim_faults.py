@@ -1,0 +1,151 @@
+"""Each fault kind shows in the devices' output exactly as often as ground truth counts it.
+
+Every test runs a store with one fault switched on next to the same store without faults:
+faults draw from their own random streams, so the two runs differ only by the fault.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import pytest
+
+from firmware_sim import Scenario, StoreSim
+from firmware_sim.faults import MALFORMED_KINDS
+from gondola.clock import DAY_MS
+from gondola.contracts import parse_event
+from gondola.errors import ContractError
+
+START = 1_767_571_200_000
+END = START + 2 * DAY_MS - 1
+
+
+def run(**faults):
+    sim = StoreSim("s001", 120, 5, START, Scenario.with_faults(**faults) if faults else Scenario.default())
+    return sim, sim.run_until(END)
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return run()
+
+
+def keys(msgs):
+    return [(m.device_id, m.seq) for m in msgs]
+
+
+def test_dropped_messages_are_missing_from_the_output_and_listed_in_truth(baseline):
+    _, clean = baseline
+    sim, msgs = run(drops=0.03)
+    missing = set(keys(clean)) - set(keys(msgs))
+    assert missing and missing == sim.truth.dropped
+    assert sim.truth.faults["drop"] == len(missing)
+    assert not (sim.truth.dropped & set().union(*sim.truth.emitted.values()))
+
+
+def test_duplicates_repeat_the_same_bytes_as_often_as_truth_counts(baseline):
+    sim, msgs = run(duplicates=0.05)
+    seen = Counter(keys(msgs))
+    extra = sum(n - 1 for n in seen.values())
+    assert extra > 0 and extra == sim.truth.faults["duplicate"]
+    payloads = defaultdict(set)
+    for m in msgs:
+        payloads[(m.device_id, m.seq)].add(m.payload)
+    assert all(len(p) == 1 for p in payloads.values())
+    assert set(seen) == set().union(*sim.truth.emitted.values())
+
+
+def test_reordered_messages_arrive_after_their_successor(baseline):
+    sim, msgs = run(reorders=0.03)
+    last = {}
+    inversions = 0
+    for m in msgs:
+        if m.device_id in last and m.seq < last[m.device_id]:
+            inversions += 1
+        last[m.device_id] = max(m.seq, last.get(m.device_id, -1))
+    assert inversions > 0 and inversions == sim.truth.faults["reorder"]
+
+
+def test_late_messages_are_sent_long_after_their_timestamp(baseline):
+    sim, msgs = run(late=0.02)
+    late_ms = Scenario.default().faults.late_min_s * 1000
+    late = sum(1 for m in msgs if m.sent_at - m.ts >= late_ms)
+    assert late > 0 and late == sim.truth.faults["late"]
+    _, clean = baseline
+    assert sorted(keys(msgs)) == sorted(keys(clean))
+
+
+def test_clock_skew_shifts_device_timestamps_and_nothing_else(baseline):
+    _, clean = baseline
+    sim, msgs = run(clock_skew=0.2)
+    true_ts = {(m.device_id, m.seq): m.ts for m in clean}
+    skewed = [m for m in msgs if m.ts != true_ts[(m.device_id, m.seq)]]
+    assert skewed and len(skewed) == sim.truth.faults["clock_skew"]
+    assert all(m.sent_at == true_ts[(m.device_id, m.seq)] for m in skewed)
+
+
+def test_malformed_payloads_of_every_kind_are_invalid_and_counted(baseline):
+    sim, msgs = run(malformed=0.03)
+    bad = [m for m in msgs if not m.valid]
+    assert bad and len(bad) == sim.truth.faults["malformed"] == len(sim.truth.malformed)
+    kinds = Counter()
+    for m in bad:
+        try:
+            event = parse_event(m.payload)
+        except ContractError as exc:
+            kinds[exc.reason] += 1
+        else:
+            assert event["data"]["sku"].startswith("sku-unknown"), "only an unknown SKU passes the schema"
+            kinds["unknown_sku"] += 1
+    assert {"bad_json", "wrong_type", "out_of_range", "unknown_sku"} <= set(kinds)
+    assert len(MALFORMED_KINDS) == 4
+    for m in msgs:
+        if m.valid:
+            parse_event(m.payload)
+
+
+def test_rebooting_devices_send_nothing_during_the_reboot_and_keep_their_seq(baseline):
+    sim, msgs = run(reboots=0.15, reboot_min_s=1800, reboot_max_s=3600)
+    reboots = [w for w in sim.truth.windows if w.kind == "reboot"]
+    assert reboots and len(reboots) == sim.truth.faults["reboot"]
+    by_device = defaultdict(list)
+    for m in msgs:
+        by_device[m.device_id].append(m)
+    for w in reboots:
+        assert not [m for m in by_device[w.target] if w.start_ms <= m.ts < w.end_ms]
+        seqs = [m.seq for m in by_device[w.target]]
+        assert seqs == list(range(len(seqs))), "seq continues across the restart, without a gap"
+
+
+@pytest.mark.parametrize("kind,rate", [("outage", "outages"), ("power_loss", "power_losses")])
+def test_store_windows_drop_sensor_readings_and_delay_pos_until_the_network_is_back(baseline, kind, rate):
+    _, clean = baseline
+    sim, msgs = run(**{rate: 1.0})
+    windows = [w for w in sim.truth.windows if w.kind == kind]
+    assert windows and len(windows) == sim.truth.faults[kind]
+    missing = set(keys(clean)) - set(keys(msgs))
+    assert len(missing) == sim.truth.faults[f"{kind}_dropped"] + sim.truth.pending
+    assert all(d.startswith("shelf-") for d, _ in sim.truth.dropped)
+    delayed = [m for m in msgs if m.sent_at != m.ts]
+    assert len(delayed) <= sim.truth.faults[f"{kind}_delayed"]
+    assert all(any(w.end_ms <= m.sent_at < w.end_ms + 60_000 for w in windows) for m in delayed)
+    assert all(not m.device_id.startswith("shelf-") for m in delayed)
+
+
+def test_with_every_fault_on_no_seq_is_lost_silently():
+    sim, msgs = run(drops=0.02, duplicates=0.02, reorders=0.02, late=0.01, malformed=0.01, clock_skew=0.1,
+                    reboots=0.05, outages=1.0, outage_max_min=120, power_losses=1.0)
+    truth = sim.truth
+    for kind in ("drop", "duplicate", "reorder", "late", "malformed", "clock_skew", "reboot", "outage", "power_loss"):
+        assert truth.faults.get(kind, 0) > 0, kind
+    emitted = set().union(*truth.emitted.values())
+    accounted = emitted | truth.dropped | truth.malformed
+    assert not (emitted & truth.dropped) and not (emitted & truth.malformed)
+    valid_received = {(m.device_id, m.seq) for m in msgs if m.valid}
+    assert valid_received == emitted
+    per_device = defaultdict(set)
+    for device, seq in accounted:
+        per_device[device].add(seq)
+    gaps = sum(max(s) + 1 - len(s) for s in per_device.values())
+    assert gaps <= truth.pending, "every seq is emitted, dropped, malformed, or still held by its device"

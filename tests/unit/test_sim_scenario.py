@@ -1,0 +1,64 @@
+"""Scenario files and constructors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from firmware_sim import Scenario
+from firmware_sim.scenario import FaultParams
+from gondola.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_default_scenario_has_every_fault_switched_off():
+    faults = Scenario.default().faults
+    assert all(getattr(faults, name) == 0 for name in
+               ("drops", "duplicates", "reorders", "late", "malformed", "clock_skew", "reboots", "outages", "power_losses"))
+    assert Scenario.no_faults().faults == FaultParams()
+
+
+def test_with_faults_switches_on_only_the_named_ones():
+    sc = Scenario.with_faults(duplicates=0.05, drops=0.01)
+    assert sc.faults.duplicates == 0.05 and sc.faults.drops == 0.01
+    assert sc.faults.reorders == 0.0
+    assert sc.demand == Scenario.default().demand
+
+
+def test_with_faults_rejects_an_unknown_fault_name():
+    with pytest.raises(ConfigError, match="unknown fault"):
+        Scenario.with_faults(gremlins=0.5)
+
+
+def test_shipped_scenario_files_load_with_their_seed():
+    default = Scenario.load(ROOT / "scenarios" / "default.toml")
+    faults = Scenario.load(ROOT / "scenarios" / "faults.toml")
+    assert default.seed == 42 and default.name == "default"
+    assert "2026-12-25" in default.demand.holidays
+    assert faults.faults.duplicates > 0 and faults.faults.outages > 0
+
+
+def test_scenario_file_with_an_unknown_parameter_is_refused(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[demand]\nmean_units_per_sku_day = 2.0\nshoppers_per_hour = 9\n")
+    with pytest.raises(ConfigError, match="shoppers_per_hour"):
+        Scenario.load(path)
+
+
+def test_scenario_file_that_is_not_toml_is_refused(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[demand\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        Scenario.load(path)
+
+
+def test_missing_scenario_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Scenario.load(tmp_path / "nope.toml")
+
+
+def test_scenario_round_trips_through_its_dict():
+    sc = Scenario.with_faults(late=0.1)
+    assert Scenario.from_dict(sc.to_dict()) == sc
