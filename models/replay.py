@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from gondola.clock import HOUR_MS, MINUTE_MS
-from models.features import FEATURES, FacingState, feature_matrix
+from models.features import FEATURES, FacingState, FeatureCache
 
 __all__ = [
     "Facing",
@@ -53,7 +53,7 @@ class Facing:
 def event_field(event: Mapping[str, Any], name: str, default: Any = None) -> Any:
     """A ``data`` field of an event dict, or the same field flattened into a silver row."""
     data = event.get("data")
-    if isinstance(data, Mapping) and name in data:
+    if type(data) is dict and name in data:  # exact type check: ABC checks cost 10x per call
         return data[name]
     value = event.get(name, default)
     # Flattened columns of other event types are null (None / NaN) in an Arrow table.
@@ -80,6 +80,7 @@ class StoreFeatures:
             self._by_sku.setdefault(f.sku, []).append(state)
         self.facing_ids = list(self.states)
         self._ordered = [self.states[f] for f in self.facing_ids]
+        self._cache = FeatureCache(self._ordered)
         self.unknown = 0
         self.applied = 0
 
@@ -98,6 +99,7 @@ class StoreFeatures:
             price = event_field(event, "price_cents")
             for state in targets:
                 state.on_sale(ts, qty / len(targets), price)
+                self._cache.mark(state)
         elif etype in ("shelf.reading", "shelf.restock"):
             state = self.states.get(event_field(event, "facing_id"))
             if state is None:
@@ -107,6 +109,7 @@ class StoreFeatures:
                 state.on_reading(ts, float(event_field(event, "units_est", 0)), float(event_field(event, "battery_pct", 0.0)))
             else:
                 state.on_restock(ts, float(event_field(event, "units_added", 0)))
+            self._cache.mark(state)
         else:
             return
         self.applied += 1
@@ -116,10 +119,11 @@ class StoreFeatures:
         for state in self._ordered:
             if state.started_ms is None:
                 state.started_ms = int(t_ms)
+                self._cache.mark(state)
 
     def matrix(self, now_ms: int) -> np.ndarray:
-        """Features of every facing (ordered as ``facing_ids``) at ``now_ms``."""
-        return feature_matrix(self._ordered, now_ms)
+        """Features of every facing (ordered as ``facing_ids``) at ``now_ms``, (n, F) float32."""
+        return self._cache.matrix(now_ms)
 
 
 def sample_instants(
