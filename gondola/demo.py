@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, SimClock, ms_to_iso
@@ -223,8 +223,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
 
     silver_rows = {k: v for k, v in counts.items() if k.startswith("silver.")}
     summary = {
-        "config": {k: (v if isinstance(v, (int, float, bool, type(None))) else str(v))
-                   for k, v in asdict(cfg).items() if k != "extra"},
+        "config": _config_summary(cfg),
         "broker": broker.kind,
         "devices": {
             "emitted": dict(sorted(truth_emitted.items())),
@@ -269,6 +268,19 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return DemoRun(summary=summary, sims=sims, cloud=cloud)
+
+
+def _config_summary(cfg: DemoConfig) -> dict:
+    """The run's options as JSON values; a scenario object is named by its class, not dumped."""
+    out = {}
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name == "extra":
+            continue
+        if f.name == "scenario" and value is not None and not isinstance(value, (str, Path)):
+            value = f"<{type(value).__name__} object>"
+        out[f.name] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
+    return out
 
 
 def _wait_committed(gw, target: int, timeout_s: float = 60.0) -> None:

@@ -36,9 +36,9 @@ def _assert_conservation(run):
 def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path):
     from firmware_sim import Scenario
 
-    run = run_demo(DemoConfig(stores=2, skus=40, days=1, seed=3, out=tmp_path / "demo",
+    run = run_demo(DemoConfig(stores=2, skus=80, days=1, seed=3, out=tmp_path / "demo",
                               scenario=Scenario.no_faults(), quiet=True))
-    assert sum(len(_emitted(run.sims, t)) for t in DEVICE_TYPES) > 1_000
+    assert sum(len(_emitted(run.sims, t)) for t in DEVICE_TYPES) > 800
     _assert_conservation(run)
     s = run.summary
     assert s["gateways"]["seq_gaps"] == 0
@@ -57,12 +57,13 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
 def test_duplicates_sent_by_devices_are_removed_and_nothing_is_lost(tmp_path):
     from firmware_sim import Scenario
 
-    run = run_demo(DemoConfig(stores=1, skus=40, days=1, seed=5, out=tmp_path / "demo",
+    run = run_demo(DemoConfig(stores=1, skus=80, days=1, seed=5, out=tmp_path / "demo",
                               scenario=Scenario.with_faults(duplicates=0.05), quiet=True))
-    duplicates_sent = run.sims[0].truth.faults.get("duplicates", 0)
-    assert duplicates_sent > 50
-    _assert_conservation(run)
     s = run.summary
+    # Copies actually published so far: messages sent minus distinct events (no drops here).
+    duplicates_sent = sum(s["devices"]["sent_messages"].values()) - sum(s["devices"]["emitted"].values())
+    assert duplicates_sent > 20
+    _assert_conservation(run)
     # Duplicates are caught at the gateway (idempotent buffer) or in silver; together, all of them.
-    assert s["gateways"]["duplicates_ignored"] + (s["cloud"]["duplicates_removed"] or 0) >= duplicates_sent
+    assert s["gateways"]["duplicates_ignored"] + s["cloud"]["duplicates_removed"] == duplicates_sent
     assert s["gateways"]["seq_gaps"] == 0
