@@ -43,7 +43,8 @@ class SparkEngine:
                 .config("spark.ui.enabled", "false")
                 .config("spark.ui.showConsoleProgress", "false")
                 .config("spark.sql.session.timeZone", "UTC")
-                .config("spark.sql.shuffle.partitions", "4")
+                .config("spark.sql.shuffle.partitions", "2")
+                .config("spark.default.parallelism", "2")
                 .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                 .config("spark.driver.bindAddress", "127.0.0.1")
                 .getOrCreate()
@@ -59,6 +60,10 @@ class SparkEngine:
     def read_delta(self, storage, table: str):
         """A Spark DataFrame of a lake table's current version (its Parquet files)."""
         files = storage.file_uris(table)
+        if not files:  # a table with only empty commits has no data files
+            from cloud.lake.tables import schema_of
+
+            return self.session.createDataFrame(pa.Table.from_batches([], schema=schema_of(table)))
         return self.session.read.parquet(*files)
 
     @staticmethod
