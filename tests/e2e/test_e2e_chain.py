@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from gondola.demo import DemoConfig, run_demo
+from tests.conftest import require
+from tests.pages import chromium_binary, screenshot
 
 DEVICE_TYPES = ("pos.line", "shelf.reading", "shelf.restock", "inventory.delivery")
 
@@ -50,7 +53,16 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
     on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert on_disk["tables"] == s["tables"]
     html = (tmp_path / "demo" / "dashboard.html").read_text()
-    assert "<html" in html.lower() and "s001" in html
+    assert "<html" in html.lower() and "s001" in html and "s002" in html
+    # What a store manager sees: the page renders offline, with content and charts.
+    require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
+    shot = screenshot((tmp_path / "demo" / "dashboard.html").as_uri(), tmp_path / "dashboard.png", height=1200)
+    background = np.median(shot.reshape(-1, 3), axis=0)
+    drawn = np.abs(shot.astype(int) - background).sum(axis=2) > 60
+    assert drawn.mean() > 0.02, "the dashboard renders almost nothing"
+    # Bars and lines are drawn in a saturated colour: blue clearly above red and green.
+    r, g, b = (shot[..., i].astype(int) for i in range(3))
+    assert ((b - r > 80) & (b - g > 40)).sum() > 500, "no chart drawn"
 
 
 @pytest.mark.slow
