@@ -193,6 +193,20 @@ def _event_table(sim: StoreSim, batch: dict[str, np.ndarray], code: int) -> Any:
     return pa.table(table)
 
 
+def _plain(table: Any) -> Any:
+    """Dictionary columns as plain strings before writing.
+
+    Parquet dictionary-encodes them again on its own; handing it Arrow dictionary arrays
+    made the bytes depend on whether two batches shared one dictionary object, which
+    differs between a worker process and the parent, and the files must not.
+    """
+    import pyarrow as pa
+
+    schema = pa.schema([pa.field(f.name, pa.string() if pa.types.is_dictionary(f.type) else f.type)
+                        for f in table.schema])
+    return table.cast(schema)
+
+
 def _malformed_table(sim: StoreSim, batch: dict[str, np.ndarray]) -> Any:
     import pyarrow as pa
 
@@ -202,6 +216,7 @@ def _malformed_table(sim: StoreSim, batch: dict[str, np.ndarray]) -> Any:
         "device_id": pa.array([str(sim.device_ids[batch["dev"][i]]) for i in sel], pa.string()),
         "topic": pa.array([sim._topics[batch["dev"][i]] for i in sel], pa.string()),
         "seq": pa.array(batch["seq"][sel], pa.int64()),
+        "ts": pa.array(batch["ts"][sel], pa.int64()),
         "sent_at": pa.array(batch["sent_at"][sel], pa.int64()),
         "kind": pa.array([MALFORMED_KINDS[batch["malformed"][i] - 1] for i in sel], pa.string()),
         "payload": pa.array([sim.payload(batch, int(i)) for i in sel], pa.binary()),
@@ -250,12 +265,13 @@ def _run_store(job: _Job) -> dict[str, Any]:
     def write(kind: str, table: Any) -> None:
         if table is None or table.num_rows == 0:
             return
+        table = _plain(table)
         w = writers.get(kind)
         if w is None:
             path = out / "events" / kind / f"{job.store_id}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             w = writers[kind] = pq.ParquetWriter(path, table.schema, compression="zstd")
-        w.write_table(table.cast(w.schema))
+        w.write_table(table)
         counts[kind] += table.num_rows
 
     for day in range(job.days):
@@ -272,7 +288,7 @@ def _run_store(job: _Job) -> dict[str, Any]:
     for name, table in sim.truth.to_tables().items():
         path = out / "truth" / name / f"{job.store_id}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd")
+        pq.write_table(_plain(table), path, compression="zstd")
     return {"store_id": job.store_id, "events": counts, "faults": dict(sim.truth.faults),
             "oos_rate": sim.truth.oos_rate(), "pending": sim.truth.pending}
 

@@ -120,7 +120,10 @@ class GroundTruth:
         return {k: np.concatenate([d[k] for d in self._daily]) for k in self._daily[0]}
 
     def to_tables(self) -> dict[str, Any]:
-        """Ground truth as pyarrow tables: ``shelf_units``, ``stockouts``, ``lost_sales``, ``faults``, ``windows``."""
+        """Ground truth as pyarrow tables: ``shelf_units``, ``stockouts``, ``lost_sales``, ``faults``, ``windows``.
+
+        ``faults`` also holds ``pending``: events still held by devices (late, buffered) at the end.
+        """
         import pyarrow as pa
 
         def dict_col(idx: np.ndarray, values: np.ndarray) -> pa.Array:
@@ -162,10 +165,11 @@ class GroundTruth:
             "lost_units": pa.array(d["lost"][keep], pa.int32()),
             "switched_out_units": pa.array(d["switched_out"][keep], pa.int32()),
         })
+        counts = dict(self.faults, pending=self.pending)
         faults = pa.table({
-            "store_id": pa.array([self.store_id] * len(self.faults), pa.string()),
-            "kind": pa.array(sorted(self.faults), pa.string()),
-            "count": pa.array([self.faults[k] for k in sorted(self.faults)], pa.int64()),
+            "store_id": pa.array([self.store_id] * len(counts), pa.string()),
+            "kind": pa.array(sorted(counts), pa.string()),
+            "count": pa.array([counts[k] for k in sorted(counts)], pa.int64()),
         })
         windows = pa.table({
             "store_id": pa.array([self.store_id] * len(self.windows), pa.string()),
