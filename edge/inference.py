@@ -3,8 +3,8 @@
 * The planogram (``planogram.csv``: ``store_id,facing_id,sku,capacity,has_sensor``) says which
   facings exist. POS lines are per SKU: a line's quantity is split evenly across the facings of
   that SKU. Shelf readings and restocks name their facing.
-* Each cycle builds the feature matrix of ALL facings (``models.features.feature_matrix``) and
-  calls the scorer ONCE (``models.scoring.Scorer``: the Poisson baseline or a LiteRT int8 model).
+* Each cycle builds the feature matrix of ALL facings (``models.features.FeatureCache``: only
+  facings that saw events since the last cycle are re-read) and calls the scorer ONCE (``models.scoring.Scorer``: the Poisson baseline or a LiteRT int8 model).
 * Hysteresis: a facing's alert is *raised* when its probability reaches ``raise_at`` and
   *cleared* when it falls to ``clear_at`` or below, and never changes state twice within
   ``min_dwell_ms``; so a probability wobbling around one threshold does not flap.
@@ -26,10 +26,12 @@ import numpy as np
 
 from gondola.clock import MINUTE_MS
 from gondola.errors import ConfigError
-from models.features import FacingState, feature_matrix
+from models.features import FEATURES, FacingState, FeatureCache
 from models.scoring import Scorer
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
+
+_UNITS = FEATURES.index("units_est")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class Inference:
         self.by_sku: dict[str, list[int]] = {}
         for i, s in enumerate(self.states):
             self.by_sku.setdefault(s.sku, []).append(i)
+        self.cache = FeatureCache(self.states)
         self.raised = np.zeros(len(self.states), dtype=bool)
         self.changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
         self.last_probs = np.zeros(len(self.states), dtype=np.float64)
@@ -109,15 +112,18 @@ class Inference:
                         continue
                     share = data["qty"] / len(idx)
                     for i in idx:
-                        self.states[i].on_sale(ts, share)
+                        self.states[i].on_sale(ts, share, data.get("price_cents"))
+                        self.cache.mark(self.states[i])
                 elif etype in ("shelf.reading", "shelf.restock"):
                     i = self.index.get(data["facing_id"])
                     if i is None:
                         self.unknown_facings += 1
                     elif etype == "shelf.reading":
                         self.states[i].on_reading(ts, data["units_est"], data["battery_pct"])
+                        self.cache.mark(self.states[i])
                     else:
                         self.states[i].on_restock(ts, data["units_added"])
+                        self.cache.mark(self.states[i])
 
     def set_scorer(self, scorer: Scorer) -> None:
         """Swap the scorer (model manager rollout or rollback)."""
@@ -129,7 +135,7 @@ class Inference:
     def cycle(self, now_ms: int) -> list[AlertChange]:
         """Score every facing in one batched call; return the alert state changes."""
         with self._lock:
-            feats = feature_matrix(self.states, now_ms)
+            feats = self.cache.matrix(now_ms)
             probs = np.asarray(self.scorer.score(feats), dtype=np.float64).reshape(-1)
             if probs.shape[0] != len(self.states):
                 raise ValueError(f"scorer returned {probs.shape[0]} scores for {len(self.states)} facings")
@@ -138,7 +144,7 @@ class Inference:
             to_raise = ~self.raised & (probs >= self.raise_at) & dwell_ok
             to_clear = self.raised & (probs <= self.clear_at) & dwell_ok
             changes = []
-            units = feats[:, 0]
+            units = feats[:, _UNITS]
             for i in np.flatnonzero(to_raise | to_clear):
                 s = self.states[i]
                 changes.append(AlertChange(s.facing_id, s.sku, "raised" if to_raise[i] else "cleared",
@@ -169,7 +175,7 @@ class Inference:
     def snapshot(self) -> list[tuple[str, str, str, int]]:
         """Rows for ``SqliteBuffer.save_facing_states``."""
         with self._lock:
-            return [(s.facing_id, json.dumps(dataclasses.asdict(s)), "raised" if self.raised[i] else "clear",
+            return [(s.facing_id, json.dumps(dataclasses.asdict(s), default=_plain), "raised" if self.raised[i] else "clear",
                      int(self.changed_at[i])) for i, s in enumerate(self.states)]
 
     def restore(self, rows: list[tuple[str, str, str, int]]) -> int:
@@ -182,9 +188,21 @@ class Inference:
                     continue
                 fields = json.loads(state)
                 plan = self.states[i]
+                known = {f.name: getattr(plan, f.name) for f in dataclasses.fields(FacingState)}
+                fields = {k: (np.asarray(v, dtype=np.float64) if isinstance(known[k], np.ndarray) else v)
+                          for k, v in fields.items() if k in known}  # fields added or dropped by models
                 fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity)
                 self.states[i] = FacingState(**fields)
                 self.raised[i] = alert == "raised"
                 self.changed_at[i] = since
                 n += 1
+            self.cache = FeatureCache(self.states)
         return n
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot snapshot {type(value).__name__}")
