@@ -79,7 +79,7 @@ def draw_demand(
     profile: np.ndarray,
     factor: float,
 ) -> np.ndarray:
-    """Poisson demand, shape (steps, facings), int64; zero rows outside opening hours.
+    """Poisson demand, shape (steps, facings), int32; zero rows outside opening hours.
 
     Drawn as a Poisson day total per facing, each unit then placed in a step with the
     intraday profile's probabilities: the same distribution as independent Poisson cells
@@ -88,9 +88,9 @@ def draw_demand(
     steps = len(profile)
     n = len(rate_per_facing)
     if factor <= 0:
-        return np.zeros((steps, n), dtype=np.int64)
+        return np.zeros((steps, n), dtype=np.int32)
     totals = rng.poisson(rate_per_facing * factor)
     facing = np.repeat(np.arange(n), totals)
     step = np.searchsorted(np.cumsum(profile), rng.random(len(facing)) * profile.sum(), side="right")
     step = np.minimum(step, steps - 1)
-    return np.bincount(step * n + facing, minlength=steps * n).reshape(steps, n).astype(np.int64)
+    return np.bincount(step * n + facing, minlength=steps * n).reshape(steps, n).astype(np.int32)

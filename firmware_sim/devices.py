@@ -135,6 +135,14 @@ class SensorState:
         self.rssi = np.clip(rng.normal(-68.0, 8.0, n), -105, -35)
         self.phase = rng.integers(0, 1_000_000, n)
         self.readings = np.zeros(n, dtype=np.int64)
+        self._heartbeat: tuple[int, int, np.ndarray] | None = None
+
+    def heartbeat(self, steps: int, every: int) -> np.ndarray:
+        """(steps, sensors) mask of heartbeat steps; the same every day, so built once."""
+        if self._heartbeat is None or self._heartbeat[:2] != (steps, every):
+            mask = (np.arange(steps)[:, None] + self.phase[None, :]) % every == 0
+            self._heartbeat = (steps, every, mask)
+        return self._heartbeat[2]
 
 
 def shelf_readings(
@@ -162,9 +170,7 @@ def shelf_readings(
     u = units[:, sensor_facings]
     prev = np.vstack([prev_units[sensor_facings][None, :], u[:-1]])
     steps = u.shape[0]
-    hb_steps = max(params.heartbeat_min * MINUTE_MS // step_ms, 1)
-    step_idx = np.arange(steps)[:, None]
-    heartbeat = (step_idx + state.phase[None, :]) % hb_steps == 0
+    heartbeat = state.heartbeat(steps, max(params.heartbeat_min * MINUTE_MS // step_ms, 1))
     # Stuck windows: the load cell repeats one value; only heartbeats carry it.
     n_s = len(sensor_facings)
     stuck = rng.random(n_s) < params.stuck_prob

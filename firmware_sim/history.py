@@ -43,6 +43,14 @@ from firmware_sim.store import DEFAULT_START_MS, StoreSim
 
 __all__ = ["generate", "write_master_data", "read_events", "store_ids", "HistoryResult"]
 
+#: Parquet options: snappy, dictionaries for the id columns only, statistics only on time
+#: columns (what readers filter on). Half the encoding time of the defaults with zstd.
+_PARQUET = dict(
+    compression="snappy",
+    use_dictionary=["store_id", "device_id", "facing_id", "sku", "register", "kind", "staff_id", "delivery_id", "target"],
+    write_statistics=["ts", "sent_at", "start_ms", "day_ms"],
+)
+
 #: Staff codes on handheld scans (one per restock round of the day).
 _STAFF = [f"staff-{k:03d}" for k in range(64)]
 
@@ -223,16 +231,30 @@ def _malformed_table(sim: StoreSim, batch: dict[str, np.ndarray]) -> Any:
     })
 
 
-def _daily_sales(sim: StoreSim, day: int) -> list[list[Any]]:
+def _daily_sales(sim: StoreSim, day: int) -> dict[str, np.ndarray]:
     """ERP daily sales for one store-day from the POS system's own lines (net of voids and returns)."""
     pos = sim._tables[day][dv.POS]
-    if len(pos["sku"]) == 0:
-        return []
     units = np.bincount(pos["sku"], weights=pos["qty"], minlength=len(sim.catalog)).astype(np.int64)
     revenue = np.bincount(pos["sku"], weights=pos["qty"] * pos["price_cents"], minlength=len(sim.catalog)).astype(np.int64)
     date = datetime.fromtimestamp((sim.start_ms + day * DAY_MS) / 1000, tz=timezone.utc).date().isoformat()
-    skus = sim.catalog.sku
-    return [[date, sim.store_id, skus[i], int(units[i]), int(revenue[i])] for i in np.flatnonzero(units != 0)]
+    rows = np.flatnonzero(units != 0)
+    return {"date": np.full(len(rows), date), "sku": rows, "units": units[rows], "revenue_cents": revenue[rows]}
+
+
+def _write_sales(path: Path, sim: StoreSim, days: list[dict[str, np.ndarray]]) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    cols = {k: np.concatenate([d[k] for d in days]) for k in ("date", "sku", "units", "revenue_cents")}
+    table = pa.table({
+        "date": pa.array(cols["date"].astype(str)),
+        "store_id": pa.array(np.full(len(cols["sku"]), sim.store_id).astype(str)),
+        "sku": pa.array(sim.catalog.sku[cols["sku"]].astype(str)),
+        "units": pa.array(cols["units"], pa.int64()),
+        "revenue_cents": pa.array(cols["revenue_cents"], pa.int64()),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="none"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +282,7 @@ def _run_store(job: _Job) -> dict[str, Any]:
     writers: dict[str, Any] = {}
     counts = {etype: 0 for etype in dv.ETYPES}
     counts["malformed"] = 0
-    sales_rows: list[list[Any]] = []
+    sales_days: list[dict[str, np.ndarray]] = []
 
     def write(kind: str, table: Any) -> None:
         if table is None or table.num_rows == 0:
@@ -270,25 +292,24 @@ def _run_store(job: _Job) -> dict[str, Any]:
         if w is None:
             path = out / "events" / kind / f"{job.store_id}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
-            w = writers[kind] = pq.ParquetWriter(path, table.schema, compression="zstd")
+            w = writers[kind] = pq.ParquetWriter(path, table.schema, **_PARQUET)
         w.write_table(table)
         counts[kind] += table.num_rows
 
     for day in range(job.days):
         batch = sim.advance(job.start_ms + (day + 1) * DAY_MS - 1)
-        sales_rows += _daily_sales(sim, day)
+        sales_days.append(_daily_sales(sim, day))
         for code, etype in enumerate(dv.ETYPES):
             write(etype, _event_table(sim, batch, code))
         if (batch["malformed"] > 0).any():
             write("malformed", _malformed_table(sim, batch))
     for w in writers.values():
         w.close()
-    _write_csv(out / "sales" / f"daily_sales_{job.store_id}.csv", ["date", "store_id", "sku", "units", "revenue_cents"],
-               sales_rows)
+    _write_sales(out / "sales" / f"daily_sales_{job.store_id}.csv", sim, sales_days)
     for name, table in sim.truth.to_tables().items():
         path = out / "truth" / name / f"{job.store_id}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_plain(table), path, compression="zstd")
+        pq.write_table(_plain(table), path, **_PARQUET)
     return {"store_id": job.store_id, "events": counts, "faults": dict(sim.truth.faults),
             "oos_rate": sim.truth.oos_rate(), "pending": sim.truth.pending}
 

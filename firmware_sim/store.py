@@ -411,7 +411,7 @@ class StoreSim:
         bounds = sorted(set([0, steps]) | set(restock_at))
         units = self.shelf.copy()
         prev_units = self.shelf.copy()
-        u_mat = np.empty((steps, len(plan)), dtype=np.int64)
+        u_mat = np.empty((steps, len(plan)), dtype=np.int32)
         sold = np.empty_like(demand)
         lost = np.zeros_like(demand)
         switched = np.zeros_like(demand)
