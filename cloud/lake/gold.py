@@ -6,15 +6,14 @@ Each gold table is one query (``GOLD_SQL``) over these inputs, all windows of si
 ``products`` (silver.products) and ``stockouts`` (this run's gold.stockouts, for alert quality).
 Times are epoch ms; hours and days are ``ts - ts % 3600000`` / ``% 86400000`` (UTC), which
 every engine computes the same way. ``gold.features`` replays events through
-``models.features.FacingState`` (Python), the same code the gateways run.
+``models.replay`` (Python), the same code the gateways run.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
@@ -158,58 +157,46 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
 
 
 def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: float = LABEL_HORIZON_H) -> pa.Table:
-    """Hourly feature vectors per sensor facing (``models.features``) with the stock-out label."""
-    from models.features import FacingState
+    """Hourly feature vectors per facing (``models.replay``, the gateway's code) with the stock-out label."""
+    import numpy as np
 
-    planogram = {(r["store_id"], r["facing_id"]): r for r in inputs["planogram"].to_pylist()} if "planogram" in inputs else {}
-    timeline: dict[tuple[str, str], list[tuple]] = defaultdict(list)
-    sku_of: dict[tuple[str, str], str] = {}
-    r = inputs["readings"]
-    for store, facing, sku, ts, seq, units, bat in zip(*(r[c].to_pylist() for c in
-                                                       ("store_id", "facing_id", "sku", "ts", "seq", "units_est", "battery_pct"))):
-        timeline[(store, facing)].append((ts, 1, seq, units, bat))
-        sku_of[(store, facing)] = sku
-    facings_of_sku: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for (store, facing), sku in sku_of.items():
-        facings_of_sku[(store, sku)].append(facing)
-    p = inputs["pos"]
-    for store, sku, ts, seq, qty in zip(*(p[c].to_pylist() for c in ("store_id", "sku", "ts", "seq", "qty"))):
-        for facing in facings_of_sku.get((store, sku), ()):
-            timeline[(store, facing)].append((ts, 0, seq, qty, None))
-    rs = inputs.get("restocks")
-    if rs is not None:
-        for store, facing, ts, seq, units in zip(*(rs[c].to_pylist() for c in ("store_id", "facing_id", "ts", "seq", "units_added"))):
-            if (store, facing) in sku_of:
-                timeline[(store, facing)].append((ts, 2, seq, units, None))
-    empty: dict[tuple[str, str], list[tuple[int, int | None]]] = defaultdict(list)
-    for store, facing, start, end in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms"))):
-        empty[(store, facing)].append((start, end))
-    horizon_ms = int(horizon_h * _H)
-    rows: dict[str, list] = defaultdict(list)
-    for key in sorted(timeline):
-        events = sorted(timeline[key])
-        plan = planogram.get(key, {})
-        state = FacingState(facing_id=key[1], sku=sku_of[key], capacity=int(plan.get("capacity") or 0) or 20)
-        first, last = events[0][0], events[-1][0]
-        hour = first - first % _H + _H
-        i = 0
-        while hour <= last:
-            while i < len(events) and events[i][0] < hour:
-                ts, kind, _seq, value, bat = events[i]
-                if kind == 0:
-                    state.on_sale(ts, value)
-                elif kind == 1:
-                    state.on_reading(ts, value, bat or 0.0)
-                else:
-                    state.on_restock(ts, value)
-                i += 1
-            label = any(s < hour + horizon_ms and (e is None or e > hour) for s, e in empty.get(key, ()))
-            rows["store_id"].append(key[0])
-            rows["facing_id"].append(key[1])
-            rows["sku"].append(sku_of[key])
-            rows["hour_ms"].append(hour)
-            rows["features_json"].append(json.dumps([round(v, 6) for v in state.features(hour)]))
-            rows["label"].append(int(label))
-            rows["horizon_h"].append(horizon_h)
-            hour += _H
-    return conform("gold.features", pa.table(rows) if rows else pa.table({"store_id": pa.array([], pa.string())}))
+    from models.replay import features_from_silver, label_rows
+
+    readings, pos, restocks = inputs["readings"], inputs["pos"], inputs.get("restocks")
+    planogram = inputs.get("planogram")
+    if planogram is None or planogram.num_rows == 0:
+        # No master data yet: the facings the sensors report on, capacity = most units seen.
+        planogram = readings.group_by(["store_id", "facing_id"]).aggregate([("sku", "max"), ("units_est", "max")]) \
+            .rename_columns(["store_id", "facing_id", "sku", "capacity"])
+    span = pa.concat_tables([t.select(["store_id", "ts"]) for t in (readings, pos)]).group_by("store_id") \
+        .aggregate([("ts", "min"), ("ts", "max")])
+    sku_of = {(r["store_id"], r["facing_id"]): r["sku"] for r in planogram.select(["store_id", "facing_id", "sku"]).to_pylist()}
+    tables = {"silver.shelf_reading": readings, "silver.pos_line": pos}
+    if restocks is not None:
+        tables["silver.shelf_restock"] = restocks
+    parts = []
+    for store, first, last in zip(*(span[c].to_pylist() for c in ("store_id", "ts_min", "ts_max"))):
+        plan = planogram.filter(pc.equal(planogram["store_id"], store))
+        if plan.num_rows == 0:
+            continue
+        instants = list(range(first - first % _H + _H, last + 1, _H))
+        if not instants:
+            continue
+        mine = {k: t.filter(pc.equal(t["store_id"], store)) for k, t in tables.items()}
+        rows = features_from_silver(mine, plan, instants)
+        if len(rows) == 0:
+            continue
+        so = [r for r in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms"))) if r[0] == store]
+        _now, within = label_rows(rows, so, int(horizon_h * _H))
+        parts.append(pa.table({
+            "store_id": rows.store.astype(str).tolist(),
+            "facing_id": rows.facing.astype(str).tolist(),
+            "sku": [sku_of.get((store, f)) for f in rows.facing.tolist()],
+            "hour_ms": rows.t.astype(np.int64),
+            "features_json": [json.dumps([round(float(v), 6) for v in x]) for x in rows.X],
+            "label": within.astype(np.int32),
+            "horizon_h": np.full(len(rows), horizon_h),
+        }))
+    if not parts:
+        return conform("gold.features", pa.table({"store_id": pa.array([], pa.string())}))
+    return conform("gold.features", pa.concat_tables(parts))
