@@ -254,7 +254,10 @@ def _write_sales(path: Path, sim: StoreSim, days: list[dict[str, np.ndarray]]) -
         "revenue_cents": pa.array(cols["revenue_cents"], pa.int64()),
     })
     path.parent.mkdir(parents=True, exist_ok=True)
-    pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="none"))
+    with path.open("wb") as fh:
+        # The header unquoted, like the master-data files and most ERP exports.
+        fh.write((",".join(table.column_names) + "\n").encode())
+        pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="none"))
 
 
 # ---------------------------------------------------------------------------------------------
