@@ -294,17 +294,21 @@ class SqliteBuffer:
             StorageError: SQLite failed; nothing of the group is stored.
         """
         with self._lock:
-            saved = {d: (s.max_seq, [g[:] for g in s.gaps]) for d, s in self._devices.items()}
+            undo: dict[str, _DeviceSeqs | None] = {}
             saved_c = dict(self._c)
             try:
-                return self._append(events, bodies, now_ms, quarantine, gateway_seqs)
+                return self._append(events, bodies, now_ms, quarantine, gateway_seqs, undo)
             except BaseException:
                 # Restore the in-memory mirror of what the rolled-back transaction changed.
-                self._devices = {d: _DeviceSeqs(m, g) for d, (m, g) in saved.items()}
+                for dev, before in undo.items():
+                    if before is None:
+                        self._devices.pop(dev, None)
+                    else:
+                        self._devices[dev] = before
                 self._c = saved_c
                 raise
 
-    def _append(self, events, bodies, now_ms, quarantine, gateway_seqs) -> Appended:
+    def _append(self, events, bodies, now_ms, quarantine, gateway_seqs, undo) -> Appended:
         rows = []
         device_updates: dict[str, list[int]] = {}  # device -> [received, duplicates]
         touched_gaps: set[str] = set()
@@ -316,7 +320,10 @@ class SqliteBuffer:
         for k, ev in enumerate(events):
             dev, seq = ev["device_id"], ev["seq"]
             state = self._devices.get(dev)
-            upd = device_updates.setdefault(dev, [0, 0])
+            upd = device_updates.get(dev)
+            if upd is None:
+                upd = device_updates[dev] = [0, 0]
+                undo[dev] = None if state is None else _DeviceSeqs(state.max_seq, [g[:] for g in state.gaps])
             if state is None:
                 # First event of a device: whatever came before the gateway existed is not a gap.
                 state = self._devices[dev] = _DeviceSeqs(seq)
@@ -362,12 +369,12 @@ class SqliteBuffer:
                 db.executemany(
                     "INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body) "
                     "VALUES (?,?,?,?,?,?,?,?,?)", rows)
-            for dev, (rec, dup) in device_updates.items():
-                db.execute(
-                    "INSERT INTO devices VALUES (?,?,?,?,?,?) ON CONFLICT (device_id) DO UPDATE SET "
-                    "max_seq=excluded.max_seq, received=received+excluded.received, "
-                    "duplicates=duplicates+excluded.duplicates, last_seen=excluded.last_seen",
-                    (dev, self._devices[dev].max_seq, rec, dup, now_ms, now_ms))
+            db.executemany(
+                "INSERT INTO devices VALUES (?,?,?,?,?,?) ON CONFLICT (device_id) DO UPDATE SET "
+                "max_seq=excluded.max_seq, received=received+excluded.received, "
+                "duplicates=duplicates+excluded.duplicates, last_seen=excluded.last_seen",
+                [(dev, self._devices[dev].max_seq, rec, dup, now_ms, now_ms)
+                 for dev, (rec, dup) in device_updates.items()])
             for dev in touched_gaps:
                 old = {lo: rep for lo, rep in db.execute(
                     "SELECT lo, reported FROM gaps WHERE device_id=?", (dev,))}

@@ -1,0 +1,315 @@
+"""Store gateway: each figure beside its peer, in the same run, on the same machine.
+
+* ``buffer``: ``SqliteBuffer.append`` events/s (groups of 1,000, dedup and gap accounting,
+  counters, all in the transaction) vs raw ``sqlite3`` ``executemany`` of the same rows into the
+  same schema (target >= 50 %), vs the ``persist-queue`` library's ``SQLiteQueue.put`` (target
+  >= 20x). Also one commit per event, which is what blocking ``on_message`` until commit costs.
+* ``collector``: MQTT in -> committed, messages/s, vs a bare subscriber that only counts (same
+  broker, same queued messages, QoS 1; target >= 70 %). Messages are queued for the offline
+  persistent session first, so both read a full pipe and the publisher is not measured.
+* ``wire``: bytes on the wire per event and IoT Hub 4 KB billing units per million events for
+  each uplink encoding candidate, vs one JSON message per event; encode speed of each.
+* ``memory``: gateway RSS with 10,000 facings (after 200,000 events and a scoring cycle), vs
+  the same interpreter with the same modules imported and nothing built; cycle time.
+
+The backlog drain rate is ``bench_edge_drain.py``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import math
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _events(n: int, seed: int = 0) -> list[dict]:
+    from edge.testing import device_traffic
+
+    traffic = device_traffic(n, seed=seed, facings=50)
+    now = 1_764_410_400_000
+    return [json.loads(p) | {"received_at": now} for _, p in traffic.messages]
+
+
+# ---- buffer ---------------------------------------------------------------------------------
+
+def bench_buffer(n: int) -> dict:
+    from edge.buffer import MIGRATIONS, ROW_OVERHEAD_BYTES, SqliteBuffer, encode
+    from gondola.contracts import PRIORITY
+
+    evs = _events(n)
+    bodies = [encode(e) for e in evs]
+    rows = [(e["device_id"], e["seq"], e["type"], PRIORITY[e["type"]], e["ts"], e["received_at"],
+             e["data"].get("facing_id") if e["type"] == "shelf.reading" else None, len(b) + ROW_OVERHEAD_BYTES, b)
+            for e, b in zip(evs, bodies)]
+    out = {"events": n}
+    with tempfile.TemporaryDirectory() as d:
+        buf = SqliteBuffer(Path(d) / "ours.sqlite")
+        t = time.perf_counter()
+        for i in range(0, n, 1000):
+            buf.append(evs[i:i + 1000], now_ms=evs[0]["received_at"], bodies=bodies[i:i + 1000])
+        out["ours_per_s"] = n / (time.perf_counter() - t)
+        buf.close()
+
+        raw = sqlite3.connect(Path(d) / "raw.sqlite", isolation_level=None)
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("PRAGMA synchronous=NORMAL")
+        for stmt in MIGRATIONS[0][1].split(";"):
+            if stmt.strip():
+                raw.execute(stmt)
+        t = time.perf_counter()
+        for i in range(0, n, 1000):
+            raw.execute("BEGIN")
+            raw.executemany("INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body)"
+                            " VALUES (?,?,?,?,?,?,?,?,?)", rows[i:i + 1000])
+            raw.execute("COMMIT")
+        out["raw_sqlite_per_s"] = n / (time.perf_counter() - t)
+        raw.close()
+
+        m = min(n, 20_000)
+        single = SqliteBuffer(Path(d) / "single.sqlite")
+        t = time.perf_counter()
+        for i in range(m):
+            single.append([evs[i]], now_ms=evs[0]["received_at"], bodies=[bodies[i]])
+        out["ours_one_commit_per_event_per_s"] = m / (time.perf_counter() - t)
+        single.close()
+
+        import persistqueue
+
+        q = persistqueue.SQLiteQueue(str(Path(d) / "pq"), auto_commit=True)
+        m = min(n, 20_000)
+        t = time.perf_counter()
+        for i in range(m):
+            q.put(bodies[i])
+        out["persist_queue_per_s"] = m / (time.perf_counter() - t)
+    out["ratio_vs_raw_sqlite"] = out["ours_per_s"] / out["raw_sqlite_per_s"]
+    out["ratio_vs_persist_queue"] = out["ours_per_s"] / out["persist_queue_per_s"]
+    print(f"buffer: ours {out['ours_per_s']:,.0f}/s | raw sqlite3 {out['raw_sqlite_per_s']:,.0f}/s "
+          f"({out['ratio_vs_raw_sqlite']:.0%}, target >= 50%) | persist-queue {out['persist_queue_per_s']:,.0f}/s "
+          f"({out['ratio_vs_persist_queue']:.1f}x, target >= 20x) | one commit per event "
+          f"{out['ours_one_commit_per_event_per_s']:,.0f}/s", flush=True)
+    return out
+
+
+# ---- collector ------------------------------------------------------------------------------
+
+def _queue_for(port: int, client_id: str, messages: list[tuple[str, bytes]]) -> None:
+    """Create a persistent session for ``client_id``, go away, and queue messages for it."""
+    from edge.mqtt import AckAfterCommitSubscriber, Publisher
+    from gondola.topics import store_subscription
+
+    sub = AckAfterCommitSubscriber("127.0.0.1", port, client_id=client_id, topics=store_subscription("s001"),
+                                   on_message=lambda r: None)
+    sub.start()
+    sub.stop()
+    pub = Publisher("127.0.0.1", port, client_id=f"pub-{client_id}", max_inflight=5000).start()
+    for topic, payload in messages:
+        pub.publish(topic, payload)
+    pub.flush()
+    pub.stop()
+
+
+def bench_collector(n: int) -> dict:
+    from edge.broker import mosquitto_path, start_broker
+    from edge.mqtt import AckAfterCommitSubscriber
+    from edge.testing import device_traffic, planogram_csv
+    from edge.wiring import EdgeSettings, build_gateway
+    from gondola.topics import store_subscription
+
+    kind = "mosquitto" if mosquitto_path() else "embedded"
+    messages = device_traffic(n, facings=50, seed=5).messages
+    out = {"messages": len(messages), "broker": kind}
+    with tempfile.TemporaryDirectory() as d:
+        broker = start_broker(kind, data_dir=Path(d) / "broker")
+        try:
+            # Bare subscriber: counts messages and acknowledges each at once.
+            _queue_for(broker.port, "bare", messages)
+            count = [0]
+            done = threading.Event()
+            holder = {}
+
+            def on_msg(r):
+                count[0] += 1
+                holder["sub"].ack([r.token])
+                if count[0] >= len(messages):
+                    done.set()
+
+            t = time.perf_counter()
+            holder["sub"] = sub = AckAfterCommitSubscriber("127.0.0.1", broker.port, client_id="bare",
+                                                           topics=store_subscription("s001"), on_message=on_msg)
+            sub.start()
+            done.wait(300)
+            out["bare_per_s"] = count[0] / (time.perf_counter() - t)
+            sub.stop()
+
+            (Path(d) / "planogram.csv").write_text(planogram_csv(facings=50))
+            for label, group_max in (("ours", 1000), ("ours_group_of_1", 1)):
+                cid = f"gw-{label}"
+                msgs = messages if group_max > 1 else messages[: min(len(messages), 20_000)]
+                _queue_for(broker.port, cid, msgs)
+                gw = build_gateway(EdgeSettings(store_id="s001", broker_port=broker.port, data_dir=Path(d) / cid,
+                                                hub_path=Path(d) / "hub.sqlite", client_id=cid, group_max=group_max,
+                                                planogram_path=Path(d) / "planogram.csv"))
+                t = time.perf_counter()
+                gw.start()
+                ok = gw.collector.wait_committed(len(msgs), 300)
+                out[f"{label}_per_s"] = gw.committed_count() / (time.perf_counter() - t)
+                out[f"{label}_groups"] = gw.collector.groups
+                out[f"{label}_complete"] = ok
+                gw.stop()
+        finally:
+            broker.stop()
+    out["ratio_vs_bare"] = out["ours_per_s"] / out["bare_per_s"]
+    print(f"collector ({kind}): ours {out['ours_per_s']:,.0f} msg/s in {out['ours_groups']} group commits | "
+          f"bare counting subscriber {out['bare_per_s']:,.0f} msg/s ({out['ratio_vs_bare']:.0%}, target >= 70%) | "
+          f"one commit per message {out['ours_group_of_1_per_s']:,.0f} msg/s", flush=True)
+    return out
+
+
+# ---- wire -----------------------------------------------------------------------------------
+
+_CODECS = {
+    "identity": lambda raw: raw,
+    "gzip-1": lambda raw: gzip.compress(raw, 1, mtime=0),
+    "gzip-6": lambda raw: gzip.compress(raw, 6, mtime=0),
+    "gzip-9": lambda raw: gzip.compress(raw, 9, mtime=0),
+    "deflate-6": lambda raw: zlib.compress(raw, 6),
+    "bz2-9": lambda raw: bz2.compress(raw, 9),
+    "lzma-0": lambda raw: lzma.compress(raw, preset=0),
+}
+
+
+def bench_wire(n: int) -> dict:
+    from edge.buffer import StoredEvent, encode
+    from gondola.contracts import MAX_MESSAGE_BYTES
+
+    evs = _events(n, seed=9)
+    stored = [StoredEvent(i, e["device_id"], e["seq"], e["type"], 0, encode(e)) for i, e in enumerate(evs)]
+    per_event_json = [len(s.body.encode()) for s in stored]
+    out = {"events": n, "one_json_message_per_event": {
+        "bytes_per_event": sum(per_event_json) / n,
+        "billing_units_per_million": 1_000_000 * sum(math.ceil(b / 4096) for b in per_event_json) / n}}
+    print(f"wire: one JSON message per event: {out['one_json_message_per_event']['bytes_per_event']:.0f} B/event, "
+          f"{out['one_json_message_per_event']['billing_units_per_million']:,.0f} 4KB units per million events")
+    for name, codec in _CODECS.items():
+        # Pack like the uplink: as many events as fit in 256 KB encoded (estimate, then check).
+        t = time.perf_counter()
+        sizes = []
+        start = 0
+        ratio = 0.3
+        while start < n:
+            end = start
+            raw_len = 0
+            while end < n and (raw_len + len(stored[end].body) + 1) * ratio * 1.15 <= MAX_MESSAGE_BYTES:
+                raw_len += len(stored[end].body) + 1
+                end += 1
+            while True:
+                raw = "\n".join(s.body for s in stored[start:end]).encode()
+                body = codec(raw)
+                if len(body) <= MAX_MESSAGE_BYTES:
+                    break
+                end = start + (end - start) // 2
+            ratio = len(body) / len(raw)
+            sizes.append(len(body))
+            start = end
+        secs = time.perf_counter() - t
+        res = {"bytes_per_event": sum(sizes) / n, "messages": len(sizes),
+               "billing_units_per_million": 1_000_000 * sum(math.ceil(s / 4096) for s in sizes) / n,
+               "encode_events_per_s": n / secs}
+        res["bytes_ratio_vs_json_per_event"] = res["bytes_per_event"] / out["one_json_message_per_event"]["bytes_per_event"]
+        res["units_ratio_vs_json_per_event"] = (res["billing_units_per_million"]
+                                                / out["one_json_message_per_event"]["billing_units_per_million"])
+        out[name] = res
+        print(f"  {name:9s}: {res['bytes_per_event']:6.1f} B/event ({res['bytes_ratio_vs_json_per_event']:.1%} of "
+              f"per-event JSON), {res['billing_units_per_million']:8,.0f} units/M "
+              f"({1 / res['units_ratio_vs_json_per_event']:.0f}x fewer), encode {res['encode_events_per_s']:,.0f} ev/s",
+              flush=True)
+    return out
+
+
+# ---- memory ---------------------------------------------------------------------------------
+
+_MEMORY_SCRIPT = r"""
+import json, sys, time, tempfile
+from pathlib import Path
+import psutil
+import numpy as np
+import models.features, models.scoring, edge.wiring, edge.gateway, edge.buffer, edge.collector, edge.uplink
+import edge.inference, edge.transport, gondola.hub
+proc = psutil.Process()
+base = proc.memory_info().rss
+if sys.argv[1] == "bare":
+    print(json.dumps({"rss": base})); sys.exit()
+from edge.testing import T0, planogram_csv, pos_line, reading
+from edge.wiring import EdgeSettings, build_gateway
+F = int(sys.argv[2]); N = int(sys.argv[3])
+d = Path(tempfile.mkdtemp())
+(d / "planogram.csv").write_text(planogram_csv(facings=F))
+gw = build_gateway(EdgeSettings(store_id="s001", data_dir=d / "gw", hub_path=d / "hub.sqlite",
+                                planogram_path=d / "planogram.csv"))
+gw.collector.start()
+rng = np.random.default_rng(0)
+topic_pos = "gondola/s001/pos/pos-s001-r01"
+group = []
+for i in range(N):
+    f = int(rng.integers(F))
+    if i % 3:
+        ev = reading(i, T0 + i * 100, device_id=f"shelf-s001-f{f}", facing_id=f"f{f}", sku=f"k{f}", units=int(rng.integers(20)))
+        group.append((f"gondola/s001/shelf/shelf-s001-f{f}", json.dumps(ev).encode(), (0, 0)))
+    else:
+        ev = pos_line(i, T0 + i * 100, sku=f"k{f}")
+        group.append((topic_pos, json.dumps(ev).encode(), (0, 0)))
+    if len(group) == 1000:
+        gw.collector.commit_group(group); group = []
+t = time.perf_counter()
+gw.run_cycle(T0 + N * 100)
+first_cycle = time.perf_counter() - t
+t = time.perf_counter()
+for k in range(5):
+    gw.run_cycle(T0 + N * 100 + (k + 1) * 60_000)
+cycle = (time.perf_counter() - t) / 5
+print(json.dumps({"rss": proc.memory_info().rss, "base": base, "cycle_s": cycle, "first_cycle_s": first_cycle}))
+"""
+
+
+def bench_memory(facings: int, events: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    bare = json.loads(subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, "bare"], capture_output=True, text=True,
+                                     cwd=ROOT, env=env, check=True).stdout)
+    run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, "gw", str(facings), str(events)], capture_output=True,
+                         text=True, cwd=ROOT, env=env)
+    if run.returncode:
+        raise RuntimeError(run.stderr[-2000:])
+    gw = json.loads(run.stdout.strip().splitlines()[-1])
+    out = {"facings": facings, "events": events, "gateway_rss_mb": gw["rss"] / 2**20,
+           "imports_only_rss_mb": bare["rss"] / 2**20, "gateway_over_imports_mb": (gw["rss"] - bare["rss"]) / 2**20,
+           "cycle_ms": gw["cycle_s"] * 1000, "first_cycle_ms": gw["first_cycle_s"] * 1000}
+    print(f"memory: gateway with {facings:,} facings after {events:,} events: {out['gateway_rss_mb']:.0f} MB RSS | "
+          f"same imports, nothing built: {out['imports_only_rss_mb']:.0f} MB (+{out['gateway_over_imports_mb']:.0f} MB) | "
+          f"scoring cycle {out['cycle_ms']:.0f} ms (first {out['first_cycle_ms']:.0f} ms)", flush=True)
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    return {
+        "buffer": bench_buffer(30_000 if quick else 300_000),
+        "collector": bench_collector(5_000 if quick else 50_000),
+        "wire": bench_wire(20_000 if quick else 200_000),
+        "memory": bench_memory(10_000, 20_000 if quick else 200_000),
+    }
+
+
+if __name__ == "__main__":
+    run(quick="--quick" in sys.argv)
