@@ -46,6 +46,16 @@ class LabelledRows:
     def __len__(self) -> int:
         return len(self.y)
 
+    @staticmethod
+    def concat(parts: list["LabelledRows"]) -> "LabelledRows":
+        return LabelledRows(
+            FeatureRows.concat([p.rows for p in parts]),
+            np.concatenate([p.y for p in parts]) if parts else np.zeros(0, bool),
+            np.concatenate([p.empty_now for p in parts]) if parts else np.zeros(0, bool),
+            [s for p in parts for s in p.stockouts],
+            sum(p.store_days for p in parts),
+        )
+
 
 def build_rows(
     histories: Iterable[StoreHistory],

@@ -37,7 +37,7 @@ def match_alerts(
         by_facing[(store, facing)].append((start, end))
         n_stockouts += 1
     for intervals in by_facing.values():
-        intervals.sort()
+        intervals.sort(key=lambda iv: iv[0])
     alerts_by_facing: dict[tuple[str, str], list[int]] = defaultdict(list)
     n_alerts = true_alerts = 0
     for store, facing, t in alerts:

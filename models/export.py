@@ -12,6 +12,9 @@ TensorFlow and onnx are imported inside the functions: only training machines ne
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import numpy as np
 
 from models.features import FEATURES
@@ -43,6 +46,9 @@ def to_tflite(weights: MlpWeights, *, int8: bool) -> bytes:
     Raises:
         ValueError: int8 requested without calibration rows.
     """
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
     model = _keras_model(weights)
@@ -61,7 +67,9 @@ def to_tflite(weights: MlpWeights, *, int8: bool) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    return converter.convert()
+    # Keras' export prints the saved signature to stdout: keep the CLI's stdout for results.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
 
 
 def to_onnx(weights: MlpWeights) -> bytes:

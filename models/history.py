@@ -42,9 +42,13 @@ def history_info(root: str | Path) -> dict:
         raise StorageError(f"{root} is not a simulator history folder ({exc})") from None
 
 
-def load_history(root: str | Path, stores: list[str] | None = None) -> list[StoreHistory]:
+def load_history(root: str | Path, stores: list[str] | None = None, *, prefix: str | None = None
+                 ) -> list[StoreHistory]:
     """Every store (or the listed ones) of a history folder, events deduplicated and with
     ``has_sensor`` per facing in ``meta``.
+
+    Histories of different folders reuse store ids (``s001`` ...): pass ``prefix`` (say the
+    folder name) to make them ``prefix/s001`` when several folders are used together.
 
     Raises:
         StorageError: a file is missing or unreadable.
@@ -84,9 +88,13 @@ def load_history(root: str | Path, stores: list[str] | None = None) -> list[Stor
                     continue
                 seen.add(key)
                 row["type"] = etype
+                if prefix:
+                    row["store_id"] = f"{prefix}/{store_id}"
                 events.append(row)
         stockouts = _stockouts(root, store_id)
-        out.append(StoreHistory(store_id, planograms[store_id], events, stockouts, start, end,
+        sid = f"{prefix}/{store_id}" if prefix else store_id
+        stockouts = [(sid, f, a, b) for _s, f, a, b in stockouts]
+        out.append(StoreHistory(sid, planograms[store_id], events, stockouts, start, end,
                                 meta={"has_sensor": sensors[store_id], "seed": info.get("seed"),
                                       "scenario": (info.get("scenario") or {}).get("name"), "source": str(root)}))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -80,7 +81,9 @@ def train_mlp(
     Raises:
         ValueError: when there are no rows or only one class.
     """
-    import tensorflow as tf  # noqa: F401  (imported for its side effect of loading Keras' backend)
+    # TensorFlow's C++ start-up chatter (CPU features, oneDNN) says nothing a user can act on.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # noqa: F401  (loads Keras' backend)
     import keras
 
     X = np.asarray(X, dtype=np.float32)

@@ -1,0 +1,52 @@
+"""``gondola train`` and ``gondola eval`` on tiny simulator histories, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gondola.cli import main as gondola
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def histories(tmp_path_factory):
+    from firmware_sim.history import generate
+
+    root = tmp_path_factory.mktemp("hist")
+    train = generate(root / "train", stores=2, skus=40, days=9, seed=1).out_dir
+    test = generate(root / "test", stores=1, skus=40, days=8, seed=7).out_dir
+    return train, test
+
+
+def test_train_then_eval_writes_a_signed_model_and_side_by_side_results(histories, tmp_path, monkeypatch, capsys):
+    train, test = histories
+    monkeypatch.setenv("GONDOLA_MODEL_KEY", "test-only-key")
+    model = tmp_path / "model"
+    assert gondola(["train", "--data", str(train), "--out", str(model), "--epochs", "2", "--every", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "validation PR-AUC" in out
+    manifest = json.loads((model / "stockout-int8.manifest.json").read_text())
+    assert manifest["signature"]["alg"] == "hmac-sha256" and manifest["training"]["tables"]
+
+    results = tmp_path / "eval.json"
+    assert gondola(["eval", "--model", str(model), "--train-data", str(train), "--test-data", str(test),
+                    "--every", "60", "--json", str(results)]) == 0
+    table = capsys.readouterr().out
+    for name in ("baseline-poisson", "baseline-zero-sales", "model-float-onnx", "model-int8-tflite"):
+        assert name in table
+    report = json.loads(results.read_text())
+    int8 = report["overall"]["model-int8-tflite"]
+    assert int8["rows"] > 0 and int8["positives"] > 0 and 0 <= int8["pr_auc"] <= 1
+    assert set(report["per_test_set"]) == {test.name}
+    assert report["goals"]["int8_minus_float_pr_auc"]["value"] is not None
+
+
+def test_eval_with_a_missing_model_folder_fails_with_a_clear_error(histories, tmp_path, capsys):
+    train, test = histories
+    rc = gondola(["eval", "--model", str(tmp_path / "nope"), "--train-data", str(train), "--test-data", str(test),
+                  "--every", "120", "--json", str(tmp_path / "e.json")])
+    assert rc == 1
+    assert "manifest" in capsys.readouterr().err
