@@ -113,9 +113,11 @@ def _typed_select(table: str) -> str:
     return ",\n  ".join(exprs)
 
 
-def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table], *, run_id: str, run_at: int) -> dict:
+def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table], *, run_id: str, run_at: int,
+                  types: tuple[str, ...] | None = None) -> dict:
     """Type, check, deduplicate and quarantine new bronze events; return rows per silver table.
 
+    ``types`` limits the run to some event types (default all).
     ``existing`` maps each silver table to its current ``(device_id, seq, ts)`` rows (for
     deduplication across runs and for counting late rows). Returns ``{"tables": {name: rows},
     "quarantine": rows, "expectations": rows, "stats": {...}}``.
@@ -142,6 +144,8 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         quarantine.append(bad)
 
     for etype, table in SILVER_EVENT_TABLES.items():
+        if types is not None and etype not in types:
+            continue
         exps = EXPECTATIONS[table]
         flags = ",\n  ".join(f"COALESCE({e.condition}, FALSE) AS e{i}" for i, e in enumerate(exps))
         typed = engine.run(
