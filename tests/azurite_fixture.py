@@ -20,14 +20,16 @@ import pytest
 
 from cloud.azure.storage import azurite_connection_string, azurite_storage_options
 
-AZURITE_VERSION = "3.35.0"
+#: Keep in step with deployment/ci/install-azurite.sh.
+AZURITE_VERSION = "3.37.0"
 
 
 def azurite_binary() -> str | None:
-    """``azurite-blob`` on PATH, under ``$AZURITE_PREFIX`` or the install script's prefix."""
+    """``azurite-blob`` of the pinned install (``$AZURITE_PREFIX`` or the install script's
+    prefix), else one on PATH (which may be too old for Delta tables with many commits)."""
     prefix = os.environ.get("AZURITE_PREFIX", f"/opt/azurite-{AZURITE_VERSION}")
     candidate = Path(prefix) / "bin" / "azurite-blob"
-    found = shutil.which("azurite-blob") or (str(candidate) if candidate.exists() else None)
+    found = str(candidate) if candidate.exists() else shutil.which("azurite-blob")
     return found if found and shutil.which("node") else None
 
 

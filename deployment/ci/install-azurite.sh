@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install Azurite (the Azure Storage emulator) for the blob tests, with npm, into its own prefix.
 #
-# Azurite >= 3.36 requires Node >= 21 (its package.json engines); this machine kind has Node 20,
-# so the version is pinned to 3.35.0, the last one whose engines accept Node >= 10.
-# The tests find the binary on PATH or at $AZURITE_PREFIX/bin/azurite-blob.
+# Pinned to 3.37.0: deltalake lists a table's log with `startFrom` (list with offset), which
+# Azurite serves from 3.37.0 on; before it, every third commit to a table fails ("Invalid table
+# version"). 3.37.0 declares engines node >= 22, but its blob service runs on this machine
+# kind's Node 20 (measured: the whole lake, checkpoint store and Delta tests pass), so the
+# engines check is not enforced. See docs/decisions/0502-azurite-pin-and-fixture.md.
+# The tests find the binary at $AZURITE_PREFIX/bin/azurite-blob, else on PATH.
 set -euo pipefail
 
-AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
+AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 AZURITE_PREFIX="${AZURITE_PREFIX:-/opt/azurite-${AZURITE_VERSION}}"
 
 if [ -x "${AZURITE_PREFIX}/bin/azurite-blob" ]; then
@@ -21,5 +24,5 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 
 npm install --global --prefix "${AZURITE_PREFIX}" --no-audit --no-fund --loglevel=error \
-  "azurite@${AZURITE_VERSION}"
+  --engine-strict=false "azurite@${AZURITE_VERSION}"
 "${AZURITE_PREFIX}/bin/azurite-blob" --version

@@ -8,7 +8,7 @@
 # Options (env): AZURITE_PORT (default 10000), AZURITE_LOCATION (default a new temp dir).
 set -euo pipefail
 
-AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
+AZURITE_VERSION="${AZURITE_VERSION:-3.37.0}"
 AZURITE_PREFIX="${AZURITE_PREFIX:-/opt/azurite-${AZURITE_VERSION}}"
 PORT="${AZURITE_PORT:-10000}"
 LOCATION="${AZURITE_LOCATION:-$(mktemp -d -t gondola-azurite.XXXXXX)}"
