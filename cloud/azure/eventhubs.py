@@ -228,9 +228,16 @@ class EventHubSource:
     # ---- the SDK side (runs on the adapter's loop thread) ----------------------------------
 
     def _start(self) -> None:
+        if self._stopping:
+            raise TransportError(f"{self.name}: the source is closed")
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
+            # A (re)start: contexts of a previous run belong to its closed loop and client, and
+            # what it handed out will be re-delivered from the last checkpoint anyway.
+            self._contexts.clear()
+            self._idle.clear()
+            self._pending.clear()
             self._started.clear()
             self._started_at = time.monotonic()
             self._thread = threading.Thread(target=self._thread_main, name=f"eventhubs-{self.name}", daemon=True)

@@ -203,3 +203,15 @@ def test_azure_eventhubs_build_source_reads_wiring_settings_then_environment(mon
         consumer_group="lake-bronze",
     )
     assert source.name == "eventhubs:gondola-hub/lake-bronze"
+
+
+def test_azure_eventhubs_bad_settings_surface_from_receive_and_a_closed_source_refuses():
+    def factory():
+        raise ConfigError("bad Event Hubs connection string")
+
+    source = EventHubSource(factory, name="eventhubs:x/y", startup_wait_s=0.2)
+    with pytest.raises(ConfigError):
+        source.receive(max_wait_s=0.1)
+    source.close()
+    with pytest.raises(TransportError, match="closed"):
+        source.receive(max_wait_s=0.1)
