@@ -241,7 +241,8 @@ class IotHubTransport:
 
         IoT Hub pushes a patch (JSON merge patch with the new ``$version``); it is merged into
         the last known desired properties (read with ``get_twin`` when none is known), so
-        callbacks see the same shape as ``LocalHubTransport``'s. Each ``$version`` fires once.
+        callbacks see the same shape as ``LocalHubTransport``'s. Each ``$version`` fires once, in
+        increasing order (an older one arriving late is dropped).
         Callbacks run on the SDK's handler thread; one that raises is logged and does not stop
         the others. Patches only arrive while connected: call ``poll_desired()`` at start and
         after an outage (it fires when the version moved meanwhile).
@@ -280,8 +281,9 @@ class IotHubTransport:
     def _fire(self, desired: dict) -> bool:
         version = desired.get("$version")
         with self._lock:
-            if version is not None and version == self._fired_version:
-                self._desired = desired
+            seen = self._fired_version
+            if isinstance(version, int) and isinstance(seen, int) and version <= seen:
+                # Already seen, or older than what the callbacks saw (a patch that raced a read).
                 return False
             self._desired = desired
             self._fired_version = version

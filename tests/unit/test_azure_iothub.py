@@ -142,6 +142,7 @@ def test_azure_iothub_desired_patches_reach_every_callback_as_whole_desired_even
     handler({"model": {"url": "https://models.example.invalid/m2.tflite"}, "$version": 4})
     handler({"model": {"sha256": "ab" * 32}, "model_version": None, "$version": 5})
     handler({"model": {"sha256": "ab" * 32}, "model_version": None, "$version": 5})  # redelivered
+    handler({"model": {"url": "stale"}, "$version": 4})  # late, older than what was seen
     assert seen == [
         {"model_version": "m1", "model": {"url": "https://models.example.invalid/m2.tflite"}, "$version": 4},
         {"model": {"url": "https://models.example.invalid/m2.tflite", "sha256": "ab" * 32}, "$version": 5},
