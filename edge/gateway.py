@@ -99,7 +99,7 @@ class Gateway:
         if self._publisher is not None:
             self._publisher.stop()
         try:
-            self.buffer.save_facing_states(self.inference.snapshot())
+            self.buffer.save_facing_states(self.inference.snapshot(everything=True))
         except GondolaError as exc:
             log.warning("could not save facing states: %s", exc)
         self.buffer.close()

@@ -91,6 +91,7 @@ class Inference:
         for i, s in enumerate(self.states):
             self.by_sku.setdefault(s.sku, []).append(i)
         self.cache = FeatureCache(self.states)
+        self._unsaved: set[int] = set(range(len(self.states)))  # changed since the last snapshot
         self.raised = np.zeros(len(self.states), dtype=bool)
         self.changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
         self.last_probs = np.zeros(len(self.states), dtype=np.float64)
@@ -114,6 +115,7 @@ class Inference:
                     for i in idx:
                         self.states[i].on_sale(ts, share, data.get("price_cents"))
                         self.cache.mark(self.states[i])
+                        self._unsaved.add(i)
                 elif etype in ("shelf.reading", "shelf.restock"):
                     i = self.index.get(data["facing_id"])
                     if i is None:
@@ -121,9 +123,11 @@ class Inference:
                     elif etype == "shelf.reading":
                         self.states[i].on_reading(ts, data["units_est"], data["battery_pct"])
                         self.cache.mark(self.states[i])
+                        self._unsaved.add(i)
                     else:
                         self.states[i].on_restock(ts, data["units_added"])
                         self.cache.mark(self.states[i])
+                        self._unsaved.add(i)
 
     def set_scorer(self, scorer: Scorer) -> None:
         """Swap the scorer (model manager rollout or rollback)."""
@@ -146,6 +150,7 @@ class Inference:
             changes = []
             units = feats[:, _UNITS]
             for i in np.flatnonzero(to_raise | to_clear):
+                self._unsaved.add(int(i))
                 s = self.states[i]
                 changes.append(AlertChange(s.facing_id, s.sku, "raised" if to_raise[i] else "cleared",
                                            float(probs[i]), float(units[i])))
@@ -172,11 +177,14 @@ class Inference:
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def snapshot(self) -> list[tuple[str, str, str, int]]:
-        """Rows for ``SqliteBuffer.save_facing_states``."""
+    def snapshot(self, everything: bool = False) -> list[tuple[str, str, str, int]]:
+        """Rows for ``SqliteBuffer.save_facing_states``: the facings changed since the last
+        snapshot (or all of them)."""
         with self._lock:
-            return [(s.facing_id, json.dumps(dataclasses.asdict(s), default=_plain), "raised" if self.raised[i] else "clear",
-                     int(self.changed_at[i])) for i, s in enumerate(self.states)]
+            idx = range(len(self.states)) if everything else sorted(self._unsaved)
+            self._unsaved = set()
+            return [(self.states[i].facing_id, json.dumps(vars(self.states[i]), default=_plain),
+                     "raised" if self.raised[i] else "clear", int(self.changed_at[i])) for i in idx]
 
     def restore(self, rows: list[tuple[str, str, str, int]]) -> int:
         """Load snapshot rows (facings no longer in the planogram are ignored); return how many."""
@@ -188,7 +196,7 @@ class Inference:
                     continue
                 fields = json.loads(state)
                 plan = self.states[i]
-                known = {f.name: getattr(plan, f.name) for f in dataclasses.fields(FacingState)}
+                known = {f.name: getattr(plan, f.name) for f in dataclasses.fields(FacingState) if f.init}
                 fields = {k: (np.asarray(v, dtype=np.float64) if isinstance(known[k], np.ndarray) else v)
                           for k, v in fields.items() if k in known}  # fields added or dropped by models
                 fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity)
