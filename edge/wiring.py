@@ -57,6 +57,8 @@ class EdgeSettings:
     planogram_path: Path | None = None
     #: HMAC key for loyalty ids; None: required in production, a per-data-dir key file otherwise.
     pseudonym_key: bytes | None = field(default=None, repr=False)
+    #: A file holding the key (a mounted secret: keeps it out of the deployment manifest).
+    pseudonym_key_file: Path | None = None
     mode: str = "dev"  # dev | demo | production
     horizon_min: int = 120
     raise_at: float = 0.6
@@ -127,7 +129,7 @@ class EdgeSettings:
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
         "round_rows", "group_max", "group_wait_ms", "http_port"}
 _FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s"}
-_PATH = {"data_dir", "hub_path", "planogram_path"}
+_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file"}
 
 
 def _parse(name: str, raw: str):
@@ -153,6 +155,11 @@ def resolve_pseudonym_key(settings: EdgeSettings) -> bytes:
     """
     if settings.pseudonym_key is not None:
         return check_key(settings.pseudonym_key)
+    if settings.pseudonym_key_file is not None:
+        try:
+            return check_key(Path(settings.pseudonym_key_file).read_bytes().strip())
+        except OSError as exc:
+            raise ConfigError(f"cannot read the pseudonymization key file: {exc.strerror}") from None
     if settings.mode == "production":
         raise ConfigError("GONDOLA_PSEUDONYM_KEY is required in production mode (refusing to start)")
     path = Path(settings.data_dir) / "pseudonym.key"
