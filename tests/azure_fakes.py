@@ -31,8 +31,46 @@ NS, HUB, GROUP = "fake-ns.servicebus.example.invalid", "gondola-hub", "lake-bron
 T0 = 1_764_410_400_000
 
 
+def hub_event(
+    seq: int,
+    body: bytes,
+    application_properties: dict,
+    *,
+    device: str = "gw-s001",
+    module: str = "gateway",
+    message_id: str | None = None,
+    content_type: str | None = "application/x-ndjson",
+    content_encoding: str | None = "gzip",
+    enqueued_ms: int | None = None,
+) -> EventData:
+    """An ``EventData`` exactly as the SDK produces it from a transfer on IoT Hub's built-in
+    endpoint: the AMQP message is encoded to wire bytes and decoded by the SDK's own codec.
+
+    IoT Hub puts the device's application properties in ``application_properties``, its
+    content type / encoding in the AMQP properties, and the sender in the
+    ``iothub-connection-*`` annotations; offset is ``seq * 512`` here.
+    """
+    message = Message(
+        message_annotations={
+            b"x-opt-sequence-number": seq,
+            b"x-opt-offset": str(seq * 512),
+            b"x-opt-enqueued-time": {"TYPE": AMQPTypes.timestamp, "VALUE": enqueued_ms or T0 + seq},
+            b"iothub-connection-device-id": device,
+            b"iothub-connection-module-id": module,
+        },
+        properties=Properties(
+            message_id=message_id.encode() if message_id else None,
+            content_type=content_type.encode() if content_type else None,
+            content_encoding=content_encoding.encode() if content_encoding else None,
+        ),
+        application_properties=dict(application_properties),
+        data=[body],
+    )
+    return EventData._from_message(decode_payload(memoryview(encode_payload(bytearray(), message))))
+
+
 def wire_event(seq: int, *, device: str = "gw-s001", body: bytes | None = None, props: dict | None = None) -> EventData:
-    """An ``EventData`` exactly as the SDK produces it from a received AMQP transfer."""
+    """A one-event ``pos.line`` batch with sequence number ``seq``, as received from the hub."""
     batch = encode_batch(
         [
             make_event(
@@ -46,23 +84,13 @@ def wire_event(seq: int, *, device: str = "gw-s001", body: bytes | None = None, 
         ],
         store_id="s001",
     )
-    message = Message(
-        message_annotations={
-            b"x-opt-sequence-number": seq,
-            b"x-opt-offset": str(seq * 512),
-            b"x-opt-enqueued-time": {"TYPE": AMQPTypes.timestamp, "VALUE": T0 + seq},
-            b"iothub-connection-device-id": device,
-            b"iothub-connection-module-id": "gateway",
-        },
-        properties=Properties(
-            message_id=f"pos-s001-r01:{seq}".encode(),
-            content_type=b"application/x-ndjson",
-            content_encoding=b"gzip",
-        ),
-        application_properties=props if props is not None else dict(batch.properties),
-        data=[body if body is not None else batch.body],
+    return hub_event(
+        seq,
+        body if body is not None else batch.body,
+        props if props is not None else batch.properties,
+        device=device,
+        message_id=f"pos-s001-r01:{seq}",
     )
-    return EventData._from_message(decode_payload(memoryview(encode_payload(bytearray(), message))))
 
 
 class RecordingStore:

@@ -109,9 +109,9 @@ class TlsMosquitto:
         )
         wait_for_port_on(self.host, 8883)
 
-    def connection_string(self) -> str:
+    def connection_string(self, device: str = DEVICE, module: str = MODULE) -> str:
         return (
-            f"HostName=fake-hub.example.invalid;DeviceId={DEVICE};ModuleId={MODULE};"
+            f"HostName=fake-hub.example.invalid;DeviceId={device};ModuleId={module};"
             f"SharedAccessKey={FAKE_KEY};GatewayHostName={self.host}"
         )
 
@@ -154,7 +154,7 @@ class FakeIotHubService:
         self._client.connect(broker.host, 8883)
         self._client.subscribe(
             [
-                (f"devices/{DEVICE}/modules/{MODULE}/messages/events/#", 1),
+                ("devices/+/modules/+/messages/events/#", 1),
                 ("$iothub/twin/GET/#", 1),
                 ("$iothub/twin/PATCH/properties/reported/#", 1),
             ]
