@@ -4,10 +4,9 @@ Two gateways' real uplinks send through ``IotHubTransport`` (``azure-iot-device`
 with TLS, where a paho client plays IoT Hub (``tests/azure_iothub_broker.py``). What it
 receives is turned into the AMQP messages IoT Hub's built-in endpoint would deliver (device
 properties -> application properties, ``$.ct``/``$.ce`` -> content type / encoding, the sender
--> ``iothub-connection-device-id``, a device's messages on one partition, a sequence number per
-partition),
-decoded by the Event Hubs SDK's own codec and read by ``EventHubSource`` into bronze with the
-lake's ``ingest_stream``. The two Azure halves of the property mapping must fit: every event
+-> ``iothub-connection-device-id``, a device's messages on one partition, a sequence number
+per partition), decoded by the Event Hubs SDK's own codec and read by ``EventHubSource`` into
+bronze with the lake's ``ingest_stream``. The two Azure halves of the property mapping must fit: every event
 lands in bronze, decoded, exactly once.
 """
 
