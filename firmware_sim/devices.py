@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
-from firmware_sim.catalog import Catalog, Planogram
+from firmware_sim.catalog import Planogram
 from firmware_sim.scenario import DemandParams, DeviceParams
 
 __all__ = ["ETYPES", "POS", "SHELF", "RESTOCK", "DELIVERY", "KIND_NAMES", "pos_lines", "shelf_readings",

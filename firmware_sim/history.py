@@ -36,7 +36,7 @@ from gondola.clock import DAY_MS
 from gondola.contracts import make_event
 from gondola.errors import ConfigError, StorageError
 from firmware_sim import devices as dv
-from firmware_sim.catalog import CATEGORIES, Catalog, Planogram, build_catalog, build_planogram
+from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram
 from firmware_sim.faults import MALFORMED_KINDS
 from firmware_sim.scenario import Scenario
 from firmware_sim.store import DEFAULT_START_MS, StoreSim

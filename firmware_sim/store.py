@@ -22,7 +22,7 @@ from gondola.errors import ConfigError
 from gondola.topics import device_topic
 from firmware_sim import devices as dv
 from firmware_sim._rng import component_rng
-from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram, CATEGORIES
+from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram
 from firmware_sim.demand import day_factor, draw_demand, intraday_profile, promo_mask
 from firmware_sim.faults import MALFORMED_KINDS, Window, apply_faults, plan_device_faults, plan_store_windows
 from firmware_sim.replenishment import Backroom, hhmm_ms, plan_rounds, restock
@@ -436,7 +436,8 @@ class StoreSim:
             self._end_of_day(day, rng_repl, np.zeros(0, np.int64))
             return
         truth.record_day(day_start, step, u_mat, prev_units, lost, demand, sold, switched,
-                         self._open_steps if open_day else np.zeros(0, np.int64), first=day == 0)
+                         self._open_steps if open_day else np.zeros(0, np.int64), first=day == 0,
+                         causes=self._stockout_causes())
 
         # Devices.
         pos_down = [(w.target, w.start_ms, w.end_ms) for w in reboots if w.target < self.registers]
@@ -473,6 +474,15 @@ class StoreSim:
         self.backroom.count(day, sc.replenishment, on_shelf)
         self.backroom.order(rng, day, self._weekday(day), sc.replenishment, cat, plan, self._forecast)
         return shrunk
+
+    def _stockout_causes(self) -> np.ndarray:
+        """Cause code per facing (``truth.STOCKOUT_CAUSES``) of a stock-out starting today."""
+        plan, br = self.plan, self.backroom
+        on_shelf = np.bincount(plan.sku_index, weights=self.shelf, minlength=len(self.catalog))
+        misplaced = sum((u for _, u in br.misplaced), np.zeros_like(br.units))
+        phantom = br.record > on_shelf + br.units
+        per_sku = np.where(br.units > 0, 0, np.where(misplaced > 0, 1, np.where(phantom, 2, 3)))
+        return per_sku[plan.sku_index]
 
     def _number_txns(self, pos: dict[str, np.ndarray]) -> np.ndarray:
         """Renumber baskets as consecutive transaction numbers per register."""

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GroundTruth", "WindowRecord", "SETTLE_MS"]
+__all__ = ["GroundTruth", "WindowRecord", "SETTLE_MS", "STOCKOUT_CAUSES"]
+
+#: Why a shelf went empty (index = cause code).
+STOCKOUT_CAUSES = ("shelf_handling", "misplaced", "phantom_inventory", "backroom_empty")
 
 #: How long before the end of a simulation step its shelf state counts as reached.
 SETTLE_MS = 60_000
@@ -59,8 +62,8 @@ class GroundTruth:
     faults: dict[str, int] = field(default_factory=dict)
     windows: list[WindowRecord] = field(default_factory=list)
     # Closed and open stock-out intervals: facing index -> start, and closed (facing, start, end).
-    _open: dict[int, int] = field(default_factory=dict)
-    _closed: list[tuple[int, int, int]] = field(default_factory=list)
+    _open: dict[int, tuple[int, int]] = field(default_factory=dict)  # facing -> (start, cause)
+    _closed: list[tuple[int, int, int, int]] = field(default_factory=list)  # (facing, start, end, cause)
     # Per day, sparse cells: (ts at step end, facing, value).
     _shelf: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     _lost: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
@@ -72,14 +75,24 @@ class GroundTruth:
     @property
     def stockouts(self) -> list[tuple[str, str, str, int, int | None]]:
         """``(store_id, facing_id, sku, start_ms, end_ms | None)`` intervals with zero units."""
+        return [r[:5] for r in self.stockouts_with_cause]
+
+    @property
+    def stockouts_with_cause(self) -> list[tuple[str, str, str, int, int | None, str]]:
+        """Stock-outs as ``stockouts`` plus their cause (one of ``STOCKOUT_CAUSES``).
+
+        The cause is judged at the end of the day the shelf emptied: stock in the backroom ->
+        ``shelf_handling`` (round late, skipped, partial or not low enough yet); none, but
+        cases misplaced -> ``misplaced``; none, and the record says there is ->
+        ``phantom_inventory``; else ``backroom_empty`` (ordering, forecast or supplier).
+        """
         out = []
-        for f, start, end in self._closed:
+        rows = [(f, start, end, cause) for f, start, end, cause in self._closed]
+        rows += [(f, start, None, cause) for f, (start, cause) in self._open.items()]
+        for f, start, end, cause in rows:
             if start <= self.now_ms:
                 out.append((self.store_id, str(self.facing_ids[f]), str(self.facing_sku[f]), start,
-                            end if end <= self.now_ms else None))
-        for f, start in self._open.items():
-            if start <= self.now_ms:
-                out.append((self.store_id, str(self.facing_ids[f]), str(self.facing_sku[f]), start, None))
+                            end if end is not None and end <= self.now_ms else None, STOCKOUT_CAUSES[cause]))
         return sorted(out, key=lambda r: (r[3], r[1]))
 
     @property
@@ -114,7 +127,10 @@ class GroundTruth:
         return empty / total if total else 0.0
 
     def daily(self) -> dict[str, np.ndarray]:
-        """Per facing and day: ``day_ms, facing, demand, sold, lost, switched_out`` columns."""
+        """Per facing and day: ``day_ms, facing, demand, sold, lost, switched_out`` columns.
+
+        Every day simulated so far, in full (in live mode that includes the current day).
+        """
         if not self._daily:
             return {k: np.zeros(0, np.int64) for k in ("day_ms", "facing", "demand", "sold", "lost", "switched_out")}
         return {k: np.concatenate([d[k] for d in self._daily]) for k in self._daily[0]}
@@ -145,13 +161,14 @@ class GroundTruth:
             "ts": pa.array(ts, pa.int64()),
             "units": pa.array(v, pa.int32()),
         })
-        so = self.stockouts
+        so = self.stockouts_with_cause
         stockouts = pa.table({
             "store_id": pa.array([r[0] for r in so], pa.string()),
             "facing_id": pa.array([r[1] for r in so], pa.string()),
             "sku": pa.array([r[2] for r in so], pa.string()),
             "start_ms": pa.array([r[3] for r in so], pa.int64()),
             "end_ms": pa.array([r[4] for r in so], pa.int64()),
+            "cause": pa.array([r[5] for r in so], pa.string()),
         })
         d = self.daily()
         keep = d["day_ms"] <= self.now_ms
@@ -187,7 +204,7 @@ class GroundTruth:
 
     def record_day(self, day_start_ms: int, step_ms: int, units: np.ndarray, prev_units: np.ndarray,
                    lost: np.ndarray, demand: np.ndarray, sold: np.ndarray, switched: np.ndarray,
-                   open_steps: np.ndarray, first: bool = False) -> None:
+                   open_steps: np.ndarray, first: bool = False, causes: np.ndarray | None = None) -> None:
         """Fold one simulated day (matrices of shape (steps, facings)) into the truth."""
         steps, n_f = units.shape
         # A step's changes are stamped one minute before it ends: after its last sale (POS
@@ -208,14 +225,17 @@ class GroundTruth:
         cols = np.flatnonzero(empty_any.any(axis=0) | (prev_units == 0))
         empty = empty_any[:, cols]
         was_empty = np.vstack([(prev_units[cols] == 0)[None, :], empty[:-1]])
-        for s_i, j in zip(*np.nonzero(empty & ~was_empty)):
-            self._open[int(cols[j])] = int(step_end[s_i])
-        for s_i, j in zip(*np.nonzero(~empty & was_empty)):
-            f_i = int(cols[j])
-            start = self._open.pop(f_i, None)
+        # Events in time order, so an interval that closes and reopens the same day pairs up.
+        opens = [(int(s_i), 1, int(cols[j])) for s_i, j in zip(*np.nonzero(empty & ~was_empty))]
+        closes = [(int(s_i), 0, int(cols[j])) for s_i, j in zip(*np.nonzero(~empty & was_empty))]
+        for s_i, is_open, f_i in sorted(opens + closes):
+            if is_open:
+                self._open[f_i] = (int(step_end[s_i]), int(causes[f_i]) if causes is not None else 0)
+                continue
+            start, cause = self._open.pop(f_i, (None, 0))
             end = int(day_start_ms + s_i * step_ms)
             if start is not None and end > start:
-                self._closed.append((f_i, start, end))
+                self._closed.append((f_i, start, end, cause))
         n_f = units.shape[1]
         self._daily.append({
             "day_ms": np.full(n_f, day_start_ms, np.int64),

@@ -6,7 +6,6 @@ faults draw from their own random streams, so the two runs differ only by the fa
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 
 import pytest

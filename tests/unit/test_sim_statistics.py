@@ -133,3 +133,18 @@ def test_lost_sales_follow_the_shopper_responses_to_an_empty_shelf():
     assert d["lost"].sum() > 0
     # 45% switch brand or size when a substitute has stock; the rest are lost to the store.
     assert 0.2 < d["switched_out"].sum() / unmet < 0.6
+
+
+def test_stockouts_are_caused_by_shelf_handling_ordering_and_phantom_inventory():
+    from firmware_sim.truth import STOCKOUT_CAUSES
+
+    sim = simulate(Scenario.default(), 7, skus=500, store="s003")
+    hours = dict.fromkeys(STOCKOUT_CAUSES, 0.0)
+    for *_, start, end, cause in sim.truth.stockouts_with_cause:
+        hours[cause] += ((end or sim.now_ms) - start) / HOUR_MS
+    total = sum(hours.values())
+    assert hours["shelf_handling"] / total > 0.1
+    assert hours["backroom_empty"] / total > 0.2
+    assert hours["phantom_inventory"] / total > 0.05
+    table = sim.truth.to_tables()["stockouts"]
+    assert set(table.column("cause").to_pylist()) <= set(STOCKOUT_CAUSES)
