@@ -139,7 +139,7 @@ class Gateway:
         horizon = int(self.settings.horizon_min)
         alerts = self._emit("edge.alert", [
             {"facing_id": c.facing_id, "sku": c.sku, "state": c.state, "probability": round(c.probability, 4),
-             "horizon_min": horizon, "scorer": self.inference.scorer.name,
+             "horizon_min": horizon, "scorer": self.inference.scored_by,
              "units_est": round(min(max(c.units_est, 0.0), 100_000.0), 2)}
             for c in changes], now_ms)
         if self._publisher is not None:
@@ -209,6 +209,7 @@ class Gateway:
             "collector_stalled": self.collector.stalled,
             "alerts_raised": int(self.inference.raised.sum()),
             "facings": len(self.inference.states),
+            "scorer_errors": self.inference.scorer_errors,
             "last_cycle_ms": self.inference.last_cycle_ms,
             **self.uplink.health(),
         })

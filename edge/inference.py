@@ -8,6 +8,8 @@
 * Hysteresis: a facing's alert is *raised* when its probability reaches ``raise_at`` and
   *cleared* when it falls to ``clear_at`` or below, and never changes state twice within
   ``min_dwell_ms``; so a probability wobbling around one threshold does not flap.
+* A scorer that raises (a broken model) does not stop alerts: that cycle is scored by the Poisson
+  baseline, and ``scorer_errors`` counts it.
 
 The state survives restarts: :meth:`Inference.snapshot` rows go to the buffer's
 ``facing_state`` table and are loaded back at start.
@@ -16,6 +18,7 @@ The state survives restarts: :meth:`Inference.snapshot` rows go to the buffer's
 from __future__ import annotations
 
 import csv
+import logging
 import dataclasses
 import json
 import threading
@@ -27,11 +30,13 @@ import numpy as np
 from gondola.clock import MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache
-from models.scoring import Scorer
+from models.scoring import PoissonScorer, Scorer
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
 
 _UNITS = FEATURES.index("units_est")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class Inference:
         if not 0.0 <= clear_at < raise_at <= 1.0:
             raise ConfigError(f"need 0 <= clear_at < raise_at <= 1, got {clear_at}, {raise_at}")
         self.scorer = scorer
+        self.fallback = PoissonScorer(horizon_h=getattr(scorer, "horizon_h", 2.0))
+        self.scored_by = scorer.name
+        self.scorer_errors = 0
         self.raise_at, self.clear_at, self.min_dwell_ms = raise_at, clear_at, min_dwell_ms
         self.states = [FacingState(r.facing_id, r.sku, r.capacity, r.has_sensor) for r in planogram]
         self.index = {s.facing_id: i for i, s in enumerate(self.states)}
@@ -140,9 +148,16 @@ class Inference:
         """Score every facing in one batched call; return the alert state changes."""
         with self._lock:
             feats = self.cache.matrix(now_ms)
-            probs = np.asarray(self.scorer.score(feats), dtype=np.float64).reshape(-1)
-            if probs.shape[0] != len(self.states):
-                raise ValueError(f"scorer returned {probs.shape[0]} scores for {len(self.states)} facings")
+            try:
+                probs = np.asarray(self.scorer.score(feats), dtype=np.float64).reshape(-1)
+                if probs.shape[0] != len(self.states):
+                    raise ValueError(f"scorer returned {probs.shape[0]} scores for {len(self.states)} facings")
+                self.scored_by = self.scorer.name
+            except Exception as exc:  # a broken model must not stop alerts: use the baseline
+                self.scorer_errors += 1
+                log.error("scorer %s failed (%s); this cycle uses %s", self.scorer.name, exc, self.fallback.name)
+                probs = np.asarray(self.fallback.score(feats), dtype=np.float64).reshape(-1)
+                self.scored_by = self.fallback.name
             probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
             dwell_ok = (now_ms - self.changed_at) >= self.min_dwell_ms
             to_raise = ~self.raised & (probs >= self.raise_at) & dwell_ok

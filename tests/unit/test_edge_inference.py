@@ -124,3 +124,15 @@ def test_metrics_are_prometheus_text_with_per_device_gaps_and_eviction_reasons()
     assert 'reason="thin_5min",type="shelf.reading"} 2.0' in text
     assert "# TYPE gondola_edge_evictions_total counter" in text
     assert all(line.startswith("#") or line.startswith("gondola_edge_") for line in text.strip().splitlines())
+
+
+def test_a_failing_model_falls_back_to_the_baseline_for_that_cycle():
+    class Broken:
+        name = "model-v7"
+        horizon_h = 2.0
+
+        def score(self, features):
+            raise RuntimeError("tensor shape mismatch")
+
+    inf = _inf(Broken())
+    assert inf.cycle(T0) == [] and inf.scorer_errors == 1 and inf.scored_by == "baseline-poisson"
