@@ -487,7 +487,9 @@ class SqliteBuffer:
         with self._lock:
             return self._in_txn(run)
 
-    def _in_txn(self, fn) -> int:
+    def _in_txn(self, fn, what: str = "eviction") -> int:
+        """Run ``fn`` and save the counters in one transaction (caller holds the lock); on failure
+        roll back and restore the counters. Return the rows evicted meanwhile."""
         before = self._c["evicted"]
         saved = dict(self._c)
         db = self._db
@@ -500,7 +502,7 @@ class SqliteBuffer:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._c = saved
-            raise StorageError(f"buffer eviction failed: {exc}") from exc
+            raise StorageError(f"buffer {what} failed: {exc}") from exc
         return self._c["evicted"] - before
 
     # ---- uplink side ---------------------------------------------------------------------
@@ -533,32 +535,23 @@ class SqliteBuffer:
         Raises:
             StorageError: SQLite failed (the events stay and are sent again).
         """
+        def run() -> None:
+            deleted = size = 0
+            for i in range(0, len(ids), 900):
+                chunk = ids[i:i + 900]
+                marks = ",".join("?" * len(chunk))
+                res = self._db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
+                deleted += len(res)
+                size += sum(r[0] for r in res)
+            self._c["rows"] -= deleted
+            self._c["bytes"] -= size
+            self._c["sent"] += deleted
+            self._c["last_uplink_ts"] = now_ms
+            if live_hwm is not None and live_hwm > self._c["live_hwm"]:
+                self._c["live_hwm"] = live_hwm
+
         with self._lock:
-            db = self._db
-            saved = dict(self._c)
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                deleted = 0
-                size = 0
-                for i in range(0, len(ids), 900):
-                    chunk = ids[i:i + 900]
-                    marks = ",".join("?" * len(chunk))
-                    res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
-                    deleted += len(res)
-                    size += sum(r[0] for r in res)
-                self._c["rows"] -= deleted
-                self._c["bytes"] -= size
-                self._c["sent"] += deleted
-                self._c["last_uplink_ts"] = now_ms
-                if live_hwm is not None and live_hwm > self._c["live_hwm"]:
-                    self._c["live_hwm"] = live_hwm
-                self._save_counters()
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                self._c = saved
-                raise StorageError(f"buffer mark_sent failed: {exc}") from exc
+            self._in_txn(run, "mark_sent")
 
     # ---- gaps ----------------------------------------------------------------------------
 
