@@ -82,7 +82,7 @@ def test_azure_whole_lake_on_azurite_builds_the_same_tables_as_on_a_local_folder
     from gondola.hub import LocalHub
 
     with LocalHub(tmp_path / "hub.sqlite") as hub:
-        fill_hub(hub, day_events(stores=2, facings=3, hours=12))
+        fill_hub(hub, day_events(stores=2, facings=3, hours=6))
     write_master_csvs(tmp_path / "master", stores=2, facings=3)
 
     def run(lake_uri: str, storage_options, name: str) -> dict[str, int]:
