@@ -591,7 +591,9 @@ class SqliteBuffer:
     def stats(self, now_ms: int) -> dict:
         """Counters and ages for health: rows, bytes, evictions (total and per reason/type), gaps."""
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(received_at) FROM events").fetchone()[0]
+            # Rows are inserted in received order, so the lowest id is the oldest (O(1), no scan).
+            row = self._db.execute("SELECT received_at FROM events ORDER BY id LIMIT 1").fetchone()
+            oldest = row[0] if row else None
             evictions = {f"{r}/{t}": n for r, t, n in self._db.execute("SELECT reason, etype, count FROM evictions")}
             per_priority = dict(self._db.execute(
                 "SELECT priority, COUNT(*) FROM events GROUP BY priority").fetchall()) if self._c["rows"] < 200_000 else {}
