@@ -201,3 +201,14 @@ def test_azure_iothub_real_sdk_size_check_becomes_too_large_before_any_connectio
         with pytest.raises(ContractError) as info:
             transport.send(oversized)
     assert info.value.reason == "too_large"
+
+
+def test_azure_iothub_outside_iot_edge_the_edge_environment_is_a_config_error(monkeypatch):
+    for var in ("IOTEDGE_MODULEID", "IOTEDGE_DEVICEID", "IOTEDGE_IOTHUBHOSTNAME", "IOTEDGE_WORKLOADURI",
+                "EdgeHubConnectionString"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ConfigError, match="IoT Edge"):
+        IotHubTransport.from_edge_environment()
+    with pytest.raises(ConfigError):
+        # IOTEDGE_MODULEID claims a module runtime, but the rest of it is missing.
+        IotHubTransport.from_env({"IOTEDGE_MODULEID": "gondola-gateway"})
