@@ -128,3 +128,14 @@ def test_azure_twins_token_credential_signs_requests_with_a_bearer_token(hub):
     with IotHubTwinRegistry.from_token_credential("fake-hub.azure-devices.example.invalid", FakeCredential()) as reg:
         assert reg.get_twin("gw-s001", "gondola-gateway")["desired"]["model"] == MODEL
     assert hub.requests[-1].headers["Authorization"] == "Bearer fake-entra-token"
+
+
+def test_azure_twins_registry_has_the_embedded_hubs_twin_methods():
+    import inspect
+
+    from gondola.hub import LocalHub
+
+    for name in ("set_desired", "get_twin"):
+        ours = list(inspect.signature(getattr(IotHubTwinRegistry, name)).parameters)
+        local = list(inspect.signature(getattr(LocalHub, name)).parameters)
+        assert ours == local, name
