@@ -158,6 +158,7 @@ class EventHubSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._thread: threading.Thread | None = None
+        self._receive_task: asyncio.Future | None = None
         self._started = threading.Event()
         self._stopping = False
 
@@ -172,11 +173,14 @@ class EventHubSource:
         checkpoint_container: str,
         eventhub_name: str | None = None,
         consumer_group: str = DEFAULT_CONSUMER_GROUP,
+        client_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> "EventHubSource":
         """From the IoT Hub's Event Hubs-compatible connection string and a storage account.
 
         ``eventhub_name`` is needed when the connection string has no ``EntityPath``.
+        ``client_kwargs`` go to ``EventHubConsumerClient.from_connection_string`` (e.g.
+        ``retry_total``, ``load_balancing_interval``); ``kwargs`` to ``EventHubSource``.
         Credentials come from settings (Key Vault in production), never from the repository.
         """
         from azure.eventhub.extensions.checkpointstoreblobaio import BlobCheckpointStore
@@ -192,6 +196,7 @@ class EventHubSource:
                     # Claim every unowned partition in the first balancing pass instead of one
                     # per 30 s interval: a short ingest run then sees all of them.
                     load_balancing_strategy="greedy",
+                    **dict(client_kwargs or {}),
                 )
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"bad Event Hubs or checkpoint store connection string: {type(exc).__name__}") from exc
@@ -260,15 +265,22 @@ class EventHubSource:
         self._client = self._factory()
         self._started.set()
         async with self._client:
-            await self._client.receive_batch(
-                self._on_event_batch,
-                max_batch_size=self._max_batch_size,
-                max_wait_time=self._idle_s,
-                starting_position=self._starting_position,
-                on_error=self._on_error,
-                on_partition_initialize=self._on_partition_initialize,
-                on_partition_close=self._on_partition_close,
+            self._receive_task = asyncio.ensure_future(
+                self._client.receive_batch(
+                    self._on_event_batch,
+                    max_batch_size=self._max_batch_size,
+                    max_wait_time=self._idle_s,
+                    starting_position=self._starting_position,
+                    on_error=self._on_error,
+                    on_partition_initialize=self._on_partition_initialize,
+                    on_partition_close=self._on_partition_close,
+                )
             )
+            try:
+                await self._receive_task
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
 
     async def _on_event_batch(self, context: Any, events: list[EventData]) -> None:
         partition = str(context.partition_id)
@@ -399,12 +411,16 @@ class EventHubSource:
             raise err from exc
 
     def close(self) -> None:
-        """Stop receiving and close the SDK client; idempotent."""
+        """Stop receiving and close the SDK client (its partitions are released); idempotent."""
         self._stopping = True
-        loop, client, thread = self._loop, self._client, self._thread
+        loop, client, thread, task = self._loop, self._client, self._thread, self._receive_task
         if loop is not None and client is not None and not loop.is_closed():
             try:
                 asyncio.run_coroutine_threadsafe(client.close(), loop).result(30)
+                # The SDK's receive loop only notices the close after its load-balancing sleep
+                # (30 s); the partitions are already released, so end it now.
+                if task is not None:
+                    loop.call_soon_threadsafe(task.cancel)
             except Exception as exc:  # noqa: BLE001 - closing never raises
                 log.warning("Event Hubs client close failed: %s", type(exc).__name__)
         if thread is not None:

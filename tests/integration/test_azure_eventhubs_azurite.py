@@ -17,6 +17,7 @@ from cloud.azure.eventhubs import EventHubSource
 from cloud.ingest.stream import ingest_stream
 from cloud.lake.storage import open_storage
 from cloud.lake.tables import BRONZE_EVENTS
+from gondola.errors import TransportAuthError, TransportError
 from tests.azure_fakes import GROUP, HUB, NS, T0, FakeConsumerClient, wire_event
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -65,3 +66,23 @@ def test_azure_eventhubs_ingest_to_bronze_on_azurite_checkpoints_in_blobs_and_re
     with _source(azurite, checkpoints, _script()) as source:
         assert ingest_stream(lake, source) == 0
     assert lake.open(BRONZE_EVENTS).to_pyarrow_table().num_rows == 8
+
+
+def test_azure_eventhubs_real_sdk_with_no_event_hub_reachable_raises_transport_error_and_closes_promptly(azurite):
+    # The real EventHubConsumerClient and blob checkpoint store (on Azurite); nothing listens
+    # on the AMQP port of the (obviously fake) namespace, so load balancing cannot start.
+    source = EventHubSource.from_connection_strings(
+        "Endpoint=sb://127.0.0.1/;SharedAccessKeyName=service;SharedAccessKey=ZmFrZQ==;EntityPath=gondola-hub",
+        checkpoint_connection_string=azurite.connection_string,
+        checkpoint_container=azurite.new_container("checkpoints"),
+        client_kwargs={"retry_total": 0},
+        startup_wait_s=30,
+    )
+    try:
+        with pytest.raises(TransportError) as info:
+            source.receive(max_wait_s=0.5)
+        assert not isinstance(info.value, TransportAuthError)
+        assert "ConnectError" in str(info.value)
+    finally:
+        source.close()
+    assert not source._thread.is_alive()  # the SDK's 30 s balancing sleep did not hold close()
