@@ -58,6 +58,7 @@ class Gateway:
         self._publisher = None
         self._emit_lock = threading.Lock()
         self._last_snapshot_ms = 0
+        self._last_health_ms = 0
         self._reported_gaps = 0
         self.alerts_published = 0
 
@@ -134,7 +135,8 @@ class Gateway:
         """Score all facings at ``now_ms`` in one call, raise / clear alerts with hysteresis, store
         them (priority 0) and publish them on the store broker; return the ``edge.alert`` events
         of this cycle (both ``raised`` and ``cleared``). Also expires by TTL, enforces the cap,
-        reports confirmed gaps and snapshots facing state every 5 minutes."""
+        reports confirmed gaps, emits ``edge.health`` (and patches the twin) every
+        ``health_every_s`` of gateway-clock time, and snapshots facing state every 5 minutes."""
         changes = self.inference.cycle(now_ms)
         horizon = int(self.settings.horizon_min)
         alerts = self._emit("edge.alert", [
@@ -153,6 +155,10 @@ class Gateway:
         self.buffer.expire(now_ms)
         self.buffer.enforce_cap(now_ms)
         self._report_gaps(now_ms)
+        if now_ms - self._last_health_ms >= self.settings.health_every_s * 1000:
+            self.emit_health(now_ms)
+            self.report_twin()
+            self._last_health_ms = now_ms
         if now_ms - self._last_snapshot_ms >= 5 * 60_000:
             self.buffer.save_facing_states(self.inference.snapshot())
             self._last_snapshot_ms = now_ms
@@ -237,19 +243,15 @@ class Gateway:
     # ---- the unattended loop -------------------------------------------------------------
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
-        """Cycle, uplink and report health on the wall clock until ``stop`` is set."""
+        """Cycle (which also reports health) and uplink on the wall clock until ``stop`` is set."""
         stop = stop or threading.Event()
         s = self.settings
-        next_cycle = next_health = 0.0
+        next_cycle = 0.0
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_cycle:
                 self.run_cycle(self.clock.now_ms())
                 next_cycle = now + s.cycle_s
-            if now >= next_health:
-                self.emit_health(self.clock.now_ms())
-                self.report_twin()
-                next_health = now + s.health_every_s
             try:
                 sent = self.uplink.uplink_once()
             except GondolaError as exc:
