@@ -246,14 +246,15 @@ class FakeIotHubRest:
     """IoT Hub's twin REST endpoints, in memory, answering ``requests`` adapter calls.
 
     Install with ``monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", hub.send)``.
-    ``fail_next`` queues HTTP statuses to answer before the normal handling; ``conflicts``
+    ``fail_next`` queues HTTP statuses (or exceptions to raise, as a dropped connection does)
+    to answer before the normal handling; ``conflicts``
     makes the next N twin PATCHes find their ETag stale (another writer got there first).
     """
 
     def __init__(self):
         self.twins: dict[tuple[str, str], dict] = {}
         self.requests: list = []
-        self.fail_next: list[int] = []
+        self.fail_next: list = []
         self.conflicts = 0
 
     def add_module(self, device_id: str, module_id: str, *, desired=None, reported=None, tags=None) -> None:
@@ -285,7 +286,10 @@ class FakeIotHubRest:
         self.requests.append(request)
         url = urllib.parse.urlsplit(request.url)
         if self.fail_next:
-            return self._response(request, self.fail_next.pop(0), {"Message": "injected failure"})
+            failure = self.fail_next.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return self._response(request, failure, {"Message": "injected failure"})
         twin = re.fullmatch(r"/twins/([^/]+)/modules/([^/]+)", url.path)
         if twin:
             key = (urllib.parse.unquote(twin.group(1)), urllib.parse.unquote(twin.group(2)))

@@ -139,3 +139,11 @@ def test_azure_twins_registry_has_the_embedded_hubs_twin_methods():
         ours = list(inspect.signature(getattr(IotHubTwinRegistry, name)).parameters)
         local = list(inspect.signature(getattr(LocalHub, name)).parameters)
         assert ours == local, name
+
+
+def test_azure_twins_unreachable_hub_is_a_transport_error(hub, registry):
+    hub.add_module("gw-s001", "gondola-gateway")
+    hub.fail_next = [requests.ConnectionError("connection refused")]
+    with pytest.raises(TransportError, match="unreachable"):
+        registry.get_twin("gw-s001", "gondola-gateway")
+    assert registry.get_twin("gw-s001", "gondola-gateway")["desired"] == {"$version": 1}
