@@ -183,7 +183,8 @@ def drain(source: EventHubSource, expect: int, deadline_s: float = 10.0) -> list
 class RecordingTransport(HttpTransport):
     """An azure-core ``HttpTransport`` that records each request and answers from a script.
 
-    ``responder(request) -> (status, headers, body)`` decides the answer; the default gives
+    ``responder(request) -> (status, headers, body)`` (or an exception to raise) decides the
+    answer; the default gives
     what the storage service returns on success (201 for PUT, 200 otherwise, with ETag and
     Last-Modified). The SDK's whole pipeline (signing, retries, error mapping) still runs.
     """
@@ -206,7 +207,10 @@ class RecordingTransport(HttpTransport):
 
     def send(self, request, **kwargs):
         self.requests.append(request)
-        status, headers, body = self.responder(request)
+        answer = self.responder(request)
+        if isinstance(answer, Exception):
+            raise answer  # what the transport raises when the connection fails
+        status, headers, body = answer
         response = requests.Response()
         response.status_code = status
         response.headers.update(

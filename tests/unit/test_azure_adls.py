@@ -138,3 +138,11 @@ def test_azure_adls_access_rejects_names_that_are_not_object_ids():
          "GONDOLA_ADLS_WRITERS": f" {INGEST_MI} ,"}
     )
     assert access.writers == (INGEST_MI,)
+
+
+def test_azure_adls_unreachable_account_is_a_storage_error():
+    from azure.core.exceptions import ServiceRequestError
+
+    transport = RecordingTransport(lambda r: ServiceRequestError("connection refused"))
+    with admin(transport) as a, pytest.raises(StorageError, match="ServiceRequestError"):
+        a.ensure_lake(LakeAccess(ENGINEERS, ANALYSTS))
