@@ -81,30 +81,37 @@ def hysteresis_alerts(
     probs: np.ndarray,
     raise_at: float,
     clear_at: float | None = None,
+    *,
+    group: np.ndarray | None = None,
 ) -> list[tuple[str, str, int]]:
     """Alerts a gateway would raise: per facing, in time order, an alert is raised when the
     probability reaches ``raise_at`` and re-armed only once it falls below ``clear_at``
     (default ``raise_at / 2``). Returns the raise instants ``(store, facing, t)``.
 
     The edge's own hysteresis may add minimum hold times; this is the plain policy used to
-    compare scorers on the same footing.
+    compare scorers on the same footing. ``group`` (one integer per (store, facing), optional)
+    saves building string keys when the caller already has them.
     """
     clear_at = raise_at / 2 if clear_at is None else clear_at
     if clear_at > raise_at:
         raise ValueError(f"clear_at {clear_at} above raise_at {raise_at}")
-    order = np.lexsort((t, facing.astype(str), store.astype(str)))
-    alerts: list[tuple[str, str, int]] = []
-    active: dict[tuple[str, str], bool] = {}
-    for i in order:
-        key = (str(store[i]), str(facing[i]))
-        p = probs[i]
-        if active.get(key):
-            if p < clear_at:
-                active[key] = False
-        elif p >= raise_at:
-            active[key] = True
-            alerts.append((key[0], key[1], int(t[i])))
-    return alerts
+    n = len(t)
+    if n == 0:
+        return []
+    # Vectorized state machine: each row is a "raise" (+1), "clear" (-1) or no-op (0) signal;
+    # the state before a row is the last non-zero signal of the same facing before it.
+    if group is None:
+        keys = np.char.add(np.char.add(np.asarray(store).astype(str), "\x1f"), np.asarray(facing).astype(str))
+        _, group = np.unique(keys, return_inverse=True)
+    order = np.lexsort((np.asarray(t), group))
+    k, p = group[order], np.asarray(probs)[order]
+    signal = np.where(p >= raise_at, 1, np.where(p < clear_at, -1, 0))
+    group_start = np.maximum.accumulate(np.where(np.r_[True, k[1:] != k[:-1]], np.arange(n), 0))
+    last = np.maximum.accumulate(np.where(signal != 0, np.arange(n), -1))
+    prev = np.r_[-1, last[:-1]]
+    prev_state = np.where(prev >= group_start, signal[np.maximum(prev, 0)], -1)
+    raised = order[np.flatnonzero((signal == 1) & (prev_state != 1))]
+    return [(str(store[i]), str(facing[i]), int(t[i])) for i in raised]
 
 
 def evaluate_scores(
@@ -120,6 +127,7 @@ def evaluate_scores(
     store_days: float,
     empty_now: np.ndarray | None = None,
     target_recall: float = 0.75,
+    group: np.ndarray | None = None,
 ) -> dict:
     """Row-level and alert-level quality of one scorer's probabilities on labelled rows.
 
@@ -146,7 +154,7 @@ def evaluate_scores(
         # Rows whose shelf is not empty yet: the pure "will it run out" question.
         ahead = ~np.asarray(empty_now, dtype=bool)
         out["pr_auc_not_yet_empty"] = average_precision(y[ahead], probs[ahead])
-    alerts = hysteresis_alerts(store, facing, t, probs, threshold)
+    alerts = hysteresis_alerts(store, facing, t, probs, threshold, group=group)
     m = match_alerts(alerts, stockouts, horizon_ms)
     out.update({
         "alerts": m["alerts"],

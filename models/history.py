@@ -64,8 +64,10 @@ def load_history(root: str | Path, stores: list[str] | None = None, *, prefix: s
     try:
         with (root / "master" / "planogram.csv").open(newline="") as fh:
             for r in csv.DictReader(fh):
-                planograms.setdefault(r["store_id"], []).append(Facing(r["facing_id"], r["sku"], int(r["capacity"])))
-                sensors.setdefault(r["store_id"], {})[r["facing_id"]] = r.get("has_sensor") in ("1", "True", "true")
+                sensor = str(r.get("has_sensor", "")).strip().lower() in ("1", "true", "yes")
+                planograms.setdefault(r["store_id"], []).append(
+                    Facing(r["facing_id"], r["sku"], int(r["capacity"]), sensor))
+                sensors.setdefault(r["store_id"], {})[r["facing_id"]] = sensor
     except (OSError, KeyError, ValueError) as exc:
         raise StorageError(f"cannot read the planogram of {root}: {exc}") from None
     out = []

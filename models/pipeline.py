@@ -158,22 +158,28 @@ def evaluate_side_by_side(
     horizon_ms = int(horizon_h * HOUR_MS)
     rows = test.rows
     sensor = rows.X[:, FEATURES.index("has_sensor")] > 0.5
+    # One integer per (store, facing), computed once for every scorer's alert replay.
+    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
+    uniq, group = np.unique(keys, return_inverse=True)
+    sensored_keys = {tuple(str(k).split("\x1f", 1)) for k in uniq[np.unique(group[sensor])]}
+    outs_by = {
+        "sensor": [s for s in test.stockouts if (s[0], s[1]) in sensored_keys],
+        "no_sensor": [s for s in test.stockouts if (s[0], s[1]) not in sensored_keys],
+    }
     results = {}
     for name, scorer in scorers.items():
         started = time.perf_counter()
         probs = scorer.score(rows.X)
         seconds = time.perf_counter() - started
-        common = dict(threshold=thresholds[name], store=rows.store, facing=rows.facing, t=rows.t,
-                      horizon_ms=horizon_ms, store_days=test.store_days)
-        res = evaluate_scores(probs, test.y, stockouts=test.stockouts, empty_now=test.empty_now, **common)
+        common = dict(threshold=thresholds[name], horizon_ms=horizon_ms, store_days=test.store_days)
+        res = evaluate_scores(probs, test.y, stockouts=test.stockouts, empty_now=test.empty_now,
+                              store=rows.store, facing=rows.facing, t=rows.t, group=group, **common)
         res["score_seconds"] = round(seconds, 3)
         res["by_sensor"] = {}
         for label, mask in (("sensor", sensor), ("no_sensor", ~sensor)):
-            keys = set(zip(rows.store[mask].astype(str), rows.facing[mask].astype(str)))
-            outs = [s for s in test.stockouts if (s[0], s[1]) in keys]
-            sub = dict(common, store=rows.store[mask], facing=rows.facing[mask], t=rows.t[mask])
             res["by_sensor"][label] = evaluate_scores(
-                probs[mask], test.y[mask], stockouts=outs, empty_now=test.empty_now[mask], **sub)
+                probs[mask], test.y[mask], stockouts=outs_by[label], empty_now=test.empty_now[mask],
+                store=rows.store[mask], facing=rows.facing[mask], t=rows.t[mask], group=group[mask], **common)
         results[name] = res
     return results
 

@@ -48,6 +48,8 @@ class Facing:
     facing_id: str
     sku: str
     capacity: int
+    #: From the planogram; a facing also counts as sensored from its first reading.
+    has_sensor: bool = False
 
 
 def event_field(event: Mapping[str, Any], name: str, default: Any = None) -> Any:
@@ -75,7 +77,8 @@ class StoreFeatures:
         self.states: dict[str, FacingState] = {}
         self._by_sku: dict[str, list[FacingState]] = {}
         for f in planogram:
-            state = FacingState(facing_id=f.facing_id, sku=f.sku, capacity=int(f.capacity))
+            state = FacingState(facing_id=f.facing_id, sku=f.sku, capacity=int(f.capacity),
+                                has_sensor=bool(f.has_sensor))
             self.states[f.facing_id] = state
             self._by_sku.setdefault(f.sku, []).append(state)
         self.facing_ids = list(self.states)
@@ -274,12 +277,14 @@ def events_from_silver(tables: Mapping[str, Any]) -> list[dict]:
 
 
 def planograms_from_rows(rows: Any) -> dict[str, list[Facing]]:
-    """Planogram rows (``store_id, facing_id, sku, capacity``; a pyarrow Table or row dicts,
+    """Planogram rows (``store_id, facing_id, sku, capacity[, has_sensor]``; a pyarrow Table or row dicts,
     such as ``silver.planogram`` or the simulator's master data) -> facings per store."""
     rows = rows.to_pylist() if hasattr(rows, "to_pylist") else list(rows)
     out: dict[str, list[Facing]] = {}
     for r in rows:
-        out.setdefault(str(r["store_id"]), []).append(Facing(str(r["facing_id"]), str(r["sku"]), int(r["capacity"])))
+        sensor = str(r.get("has_sensor", "")).strip().lower() in ("1", "true", "yes")
+        out.setdefault(str(r["store_id"]), []).append(
+            Facing(str(r["facing_id"]), str(r["sku"]), int(r["capacity"]), sensor))
     return out
 
 
