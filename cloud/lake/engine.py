@@ -2,9 +2,11 @@
 
 Transformations are SQL over named input relations (``cloud.lake.silver``, ``cloud.lake.gold``),
 written in the subset both engines share: integer epoch-ms arithmetic instead of timestamp
-functions, ``TRY_CAST``, window functions, and one macro, ``JSON_STR(col, '$.path')``, that each
-engine expands to its JSON accessor. So the same text runs embedded and on Spark (Databricks /
-Synapse Spark), and a test compares the results.
+functions, ``TRY_CAST``, window functions, and two macros each engine expands to its own JSON
+functions: ``JSON_STR(col, '$.path')`` (one value as text) and
+``JSON_STRUCT(col, 'a,b,data.c')`` (parse once into a struct of text fields, read as ``j.data.c``).
+So the same text runs embedded and on Spark (Databricks / Synapse Spark), and a test compares
+the results.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Mapping, Protocol
 
 import pyarrow as pa
 
-__all__ = ["Engine", "DuckDBEngine"]
+__all__ = ["Engine", "DuckDBEngine", "expand_json_struct"]
 
 
 class Engine(Protocol):
@@ -28,25 +30,71 @@ class Engine(Protocol):
 
 
 _JSON = re.compile(r"\bJSON_STR\(")
+_STRUCT = re.compile(r"\bJSON_STRUCT\((\w+),\s*'([^']*)'\)")
+
+
+def _fields(spec: str) -> dict:
+    """``'a,data.b'`` -> ``{"a": None, "data": {"b": None}}``."""
+    tree: dict = {}
+    for path in filter(None, (p.strip() for p in spec.split(","))):
+        node = tree
+        *parents, leaf = path.split(".")
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = None
+    return tree
+
+
+def expand_json_struct(sql: str, dialect: str) -> str:
+    """Expand ``JSON_STRUCT`` for ``duckdb`` (``json_transform``) or ``spark`` (``from_json``)."""
+    import json
+
+    def duck(tree: dict) -> dict:
+        return {k: "VARCHAR" if v is None else duck(v) for k, v in tree.items()}
+
+    def spark(tree: dict) -> str:
+        return ", ".join(f"`{k}` STRING" if v is None else f"`{k}` STRUCT<{spark(v).replace(' STRING', ': STRING')}>"
+                         for k, v in tree.items())
+
+    def sub(m: re.Match) -> str:
+        col, tree = m.group(1), _fields(m.group(2))
+        if dialect == "duckdb":
+            return f"json_transform({col}, '{json.dumps(duck(tree))}')"
+        return f"from_json({col}, '{spark(tree)}')"
+
+    return _STRUCT.sub(sub, sql)
 
 
 class DuckDBEngine:
-    """An in-process DuckDB connection per query (no I/O; inputs are registered Arrow tables)."""
+    """One in-memory DuckDB connection, opened on first use; inputs are registered Arrow tables.
+
+    Not thread-safe: use one engine per thread (opening a connection costs more than most of
+    the lake's queries, so it is kept).
+    """
 
     name = "duckdb"
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
+        self._con = None
 
     def run(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
         import duckdb
 
-        con = duckdb.connect()
-        try:
+        if self._con is None:
+            self._con = duckdb.connect()
             if self.threads:
-                con.execute(f"SET threads={int(self.threads)}")
+                self._con.execute(f"SET threads={int(self.threads)}")
+        con = self._con
+        try:
             for name, table in inputs.items():
                 con.register(name, table)
-            return con.sql(_JSON.sub("json_extract_string(", sql)).to_arrow_table()
+            return con.sql(_JSON.sub("json_extract_string(", expand_json_struct(sql, "duckdb"))).to_arrow_table()
         finally:
-            con.close()
+            for name in inputs:
+                con.unregister(name)
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None

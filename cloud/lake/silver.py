@@ -89,28 +89,29 @@ _MASK = "regexp_replace(event_json, '\"loyalty_id\":\"[^\"]*\"', '\"loyalty_id\"
 
 
 def _typed_select(table: str) -> str:
-    """SQL projecting typed columns of one event type out of bronze's JSON."""
+    """SQL projecting typed columns of one event type out of bronze's JSON (parsed once, as ``j``)."""
     tdef = TABLES[table]
     data_fields = set(next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table))
-    exprs = [
-        "JSON_STR(event_json, '$.event_id') AS event_id",
-        "store_id", "device_id", "seq", "ts", "received_at",
-        "TRY_CAST(JSON_STR(event_json, '$.schema') AS BIGINT) AS schema_version",
-    ]
+    exprs = ["j.event_id AS event_id", "store_id", "device_id", "seq", "ts", "received_at",
+             "TRY_CAST(j.`schema` AS BIGINT) AS schema_version"]
+    paths = ["event_id", "schema"]
     for col in tdef.columns:
         if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run"):
             continue
         if col.name not in data_fields:
             raise AssertionError(f"{table}.{col.name} is not a field of its event type")
-        raw = f"JSON_STR(event_json, '$.data.{col.name}')"
+        paths.append(f"data.{col.name}")
+        raw = f"j.data.{col.name}"
         cast = _SQL_TYPE[col.type]
-        exprs.append(f"{raw} AS {col.name}" if cast is None else f"TRY_CAST({raw} AS {cast}) AS {col.name}")
+        if table == "silver.pos_line" and col.name == "kind":
+            exprs.append(f"COALESCE({raw}, 'sale') AS kind")
+        else:
+            exprs.append(f"{raw} AS {col.name}" if cast is None else f"TRY_CAST({raw} AS {cast}) AS {col.name}")
     if table == "silver.pos_line":
-        exprs[exprs.index("JSON_STR(event_json, '$.data.kind') AS kind")] = (
-            "COALESCE(JSON_STR(event_json, '$.data.kind'), 'sale') AS kind")
-        exprs.append("CASE WHEN JSON_STR(event_json, '$.data.loyalty_id') IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
-    exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", f"{_MASK} AS raw"]
-    return ",\n  ".join(exprs)
+        paths.append("data.loyalty_id")
+        exprs.append("CASE WHEN j.data.loyalty_id IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
+    exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", "event_json"]
+    return ",\n  ".join(exprs), ",".join(paths)
 
 
 def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table], *, run_id: str, run_at: int,
@@ -148,9 +149,10 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
             continue
         exps = EXPECTATIONS[table]
         flags = ",\n  ".join(f"COALESCE({e.condition}, FALSE) AS e{i}" for i, e in enumerate(exps))
+        projection, paths = _typed_select(table)
         typed = engine.run(
-            f"SELECT *, {flags} FROM (SELECT\n  {_typed_select(table)}\nFROM bronze WHERE type = '{etype}' "
-            f"AND event_json IS NOT NULL) t",
+            f"SELECT *, {flags} FROM (SELECT\n  {projection}\nFROM (SELECT *, JSON_STRUCT(event_json, '{paths}') AS j "
+            f"FROM bronze WHERE type = '{etype}' AND event_json IS NOT NULL) b) t",
             {"bronze": bronze},
         )
         if typed.num_rows == 0:
@@ -172,7 +174,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE '{exps[i].name},' END" for i in drops) or "''"
         dropped = engine.run(
             f"""SELECT 'bronze.events' AS source_table, '{table}' AS target_table, device_id, seq,
-                       TRIM(TRAILING ',' FROM {reasons}) AS reasons, raw FROM typed WHERE NOT ({all_ok})""",
+                       TRIM(TRAILING ',' FROM {reasons}) AS reasons, {_MASK} AS raw FROM typed WHERE NOT ({all_ok})""",
             {"typed": typed},
         )
         if dropped.num_rows:

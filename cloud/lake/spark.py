@@ -1,6 +1,7 @@
 """The Spark engine: the lake's SQL transformations on Spark (Databricks / Synapse Spark).
 
-Runs the very SQL text ``DuckDBEngine`` runs (``JSON_STR`` becomes ``get_json_object``).
+Runs the very SQL text ``DuckDBEngine`` runs (``JSON_STR`` becomes ``get_json_object``,
+``JSON_STRUCT`` becomes ``from_json``).
 Inputs are Arrow tables (``run``) or a Delta table's current Parquet files
 (``read_delta``: the Delta jars are not available offline, and the lake's tables need no
 deletion vectors, so reading the files of the current version is reading the table).
@@ -55,7 +56,9 @@ class SparkEngine:
         spark = self.session
         for name, table in inputs.items():
             spark.createDataFrame(table).createOrReplaceTempView(name)
-        return self._collect(spark.sql(_JSON.sub("get_json_object(", sql)))
+        from cloud.lake.engine import expand_json_struct
+
+        return self._collect(spark.sql(_JSON.sub("get_json_object(", expand_json_struct(sql, "spark"))))
 
     def read_delta(self, storage, table: str):
         """A Spark DataFrame of a lake table's current version (its Parquet files)."""

@@ -69,6 +69,7 @@ def test_every_event_reaches_silver_once(env):
         assert cloud.silver_keys(etype) == sent
 
 
+@pytest.mark.slow
 def test_rerunning_every_step_changes_no_table_version(env):
     fill_hub(env["hub"], env["events"])
     cloud = env["cloud"]
@@ -84,6 +85,7 @@ def test_rerunning_every_step_changes_no_table_version(env):
     assert versions(cloud) == before
 
 
+@pytest.mark.slow
 def test_incremental_runs_give_the_same_gold_as_one_full_run(env, tmp_path):
     events = env["events"]
     half = DAY0 + 6 * HOUR
@@ -111,6 +113,7 @@ def test_incremental_runs_give_the_same_gold_as_one_full_run(env, tmp_path):
         assert sorted_rows(cloud, table) == sorted_rows(full, table), table
 
 
+@pytest.mark.slow
 def test_gold_rewrites_only_stores_with_new_data(env):
     events = env["events"]
     cloud = env["cloud"]
@@ -128,6 +131,7 @@ def test_gold_rewrites_only_stores_with_new_data(env):
     assert max(r["hour_ms"] for r in after if r["store_id"] == "s002") >= DAY0 + 6 * HOUR
 
 
+@pytest.mark.slow
 def test_a_late_reading_lands_in_its_own_hour_and_episode(env):
     cloud = env["cloud"]
     fill_hub(env["hub"], env["events"])
@@ -150,6 +154,7 @@ def test_a_late_reading_lands_in_its_own_hour_and_episode(env):
     assert len(sorted_rows(cloud, "gold.stockouts")) == n_stockouts + 1
 
 
+@pytest.mark.slow
 def test_messages_resent_by_a_gateway_are_deduplicated_in_silver(env):
     cloud = env["cloud"]
     fill_hub(env["hub"], env["events"])

@@ -14,6 +14,8 @@ from cloud.warehouse import BI_VIEWS, synapse_ddl, warehouse_name
 from cloud.wiring import CloudSettings, build_cloud
 from gondola.hub import LocalHub
 
+pytestmark = pytest.mark.slow  # builds a 3-store lake once for the module
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
