@@ -29,6 +29,13 @@ def env(tmp_path):
     hub.close()
 
 
+def load(env, events) -> dict:
+    """Send events to the hub, ingest them and transform; return the transform report."""
+    fill_hub(env["hub"], events)
+    env["cloud"].ingest_stream()
+    return env["cloud"].transform()
+
+
 def versions(cloud) -> dict[str, int]:
     return {name: cloud.storage.version(name) for name in TABLES}
 
@@ -117,14 +124,9 @@ def test_incremental_runs_give_the_same_gold_as_one_full_run(env, tmp_path):
 def test_gold_rewrites_only_stores_with_new_data(env):
     events = env["events"]
     cloud = env["cloud"]
-    fill_hub(env["hub"], [e for e in events if e["ts"] < DAY0 + 6 * HOUR])
-    cloud.ingest_stream()
-    cloud.transform()
+    load(env, [e for e in events if e["ts"] < DAY0 + 6 * HOUR])
     s001_before = [r for r in sorted_rows(cloud, "gold.hourly_sales") if r["store_id"] == "s001"]
-    late_part = [e for e in events if e["ts"] >= DAY0 + 6 * HOUR and e["store_id"] == "s002"]
-    fill_hub(env["hub"], late_part)
-    cloud.ingest_stream()
-    result = cloud.transform()
+    result = load(env, [e for e in events if e["ts"] >= DAY0 + 6 * HOUR and e["store_id"] == "s002"])
     assert result["gold_stores"] == 1
     after = sorted_rows(cloud, "gold.hourly_sales")
     assert [r for r in after if r["store_id"] == "s001"] == s001_before
@@ -134,9 +136,7 @@ def test_gold_rewrites_only_stores_with_new_data(env):
 @pytest.mark.slow
 def test_a_late_reading_lands_in_its_own_hour_and_episode(env):
     cloud = env["cloud"]
-    fill_hub(env["hub"], env["events"])
-    cloud.ingest_stream()
-    cloud.transform()
+    load(env, env["events"])
     state = {(r["facing_id"], r["hour_ms"]): r for r in sorted_rows(cloud, "gold.shelf_state")}
     facing, hour = next(k for k, r in sorted(state.items()) if r["min_units"] > 0 and r["readings"] == 6)
     n_stockouts = len(sorted_rows(cloud, "gold.stockouts"))
@@ -157,9 +157,7 @@ def test_a_late_reading_lands_in_its_own_hour_and_episode(env):
 @pytest.mark.slow
 def test_messages_resent_by_a_gateway_are_deduplicated_in_silver(env):
     cloud = env["cloud"]
-    fill_hub(env["hub"], env["events"])
-    cloud.ingest_stream()
-    cloud.transform()
+    load(env, env["events"])
     counts = cloud.table_counts()
     resent = env["events"][:300]
     fill_hub(env["hub"], resent)  # new hub messages, old (device_id, seq)
