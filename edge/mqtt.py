@@ -96,6 +96,10 @@ class AckAfterCommitSubscriber:
         self.connected = True
         self.reconnects += 1
         client.subscribe([(t, 1) for t in self.topics])
+        if flags.get("session present"):
+            # The broker kept our session and its subscriptions: queued messages flow now, and
+            # the SUBACK may come only after all of them, so do not make start() wait for it.
+            self._subscribed.set()
 
     def _on_subscribe(self, client, userdata, mid, granted_qos):
         if any(q == 0x80 for q in granted_qos):
@@ -118,8 +122,9 @@ class AckAfterCommitSubscriber:
 
     # public ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect, subscribe and start the network thread; return once the SUBACK arrived.
+    def start(self, timeout: float = 30.0) -> None:
+        """Connect, subscribe and start the network thread; return once the SUBACK arrived (or
+        at once when the broker kept our session, subscriptions included).
 
         Raises:
             TransportError: the broker is unreachable or refused us within ``timeout``.
