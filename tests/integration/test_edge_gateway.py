@@ -30,6 +30,7 @@ class HotScorer:
         return p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mosquitto", "embedded"])
 def test_gateway_commits_scores_alerts_and_uplinks_every_event(kind, tmp_path):
     if kind == "mosquitto":

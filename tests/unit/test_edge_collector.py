@@ -112,6 +112,7 @@ def _mutate(good, key, value):
     return json.dumps(ev).encode()
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bad=st.lists(_mutations(), min_size=1, max_size=60))
 def test_fuzz_malformed_payloads_never_crash_and_never_disturb_good_events(tmp_path_factory, bad):
