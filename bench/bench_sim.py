@@ -40,6 +40,8 @@ def bench_history(stores: int, skus: int, days: int) -> dict:
         cpu0 = _cpu_seconds()
         result = generate(out, stores=stores, skus=skus, days=days, seed=1, progress=True)
         cpu = _cpu_seconds() - cpu0
+        # Other processes on the machine stretch the wall time; the load says how much.
+        load = os.getloadavg()[1]
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -55,6 +57,7 @@ def bench_history(stores: int, skus: int, days: int) -> dict:
         "store_days_per_min": round(store_days / result.seconds * 60, 1),
         "bytes_written": size,
         "oos_rate": round(result.oos_rate, 4),
+        "load_avg_5min_at_end": round(load, 2),
         "target_seconds": TARGET_S * (store_days * skus) / (100 * 30 * 2000),
     }
     figures["ratio_to_target"] = round(figures["seconds"] / figures["target_seconds"], 2)

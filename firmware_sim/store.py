@@ -405,7 +405,7 @@ class StoreSim:
         restock_at = {}
         for k, rd in enumerate(rounds):
             if rd.skipped:
-                truth.count("restock_round_skipped", int(emit))
+                truth.count("restock_round_skipped", int(emit and open_day))
                 continue
             restock_at.setdefault(int((rd.start_ms - day_start) // step), k)
         bounds = sorted(set([0, steps]) | set(restock_at))
