@@ -46,13 +46,25 @@ def _build(path: Path, n: int) -> float:
 
     SqliteBuffer(path).close()  # schema via the migrations
     db = sqlite3.connect(path, isolation_level=None)
+    # A bulk load, not the gateway's write path: no journal, indexes built once at the end.
+    db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA cache_size=-200000")
     t = time.perf_counter()
-    db.execute("BEGIN")
-    db.execute(_FILL, {"n": n})
+    indexes = db.execute("SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='events' "
+                         "AND sql IS NOT NULL").fetchall()
+    db.execute("DROP INDEX events_by_priority")
+    db.execute("DROP INDEX events_readings")
+    step = 1_000_000
+    for lo in range(0, n, step):
+        db.execute("BEGIN")
+        db.execute(_FILL.replace("SELECT 0 UNION", f"SELECT {lo} UNION").replace("i < :n - 1", f"i < {min(n, lo + step) - 1}"))
+        db.execute("COMMIT")
+    for (sql,) in indexes:
+        db.execute(sql)
     rows, size = db.execute("SELECT COUNT(*), SUM(size) FROM events").fetchone()
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("rows", rows), ("bytes", size)])
-    db.execute("COMMIT")
+    db.execute("PRAGMA journal_mode=WAL")
     db.close()
     return time.perf_counter() - t
 
