@@ -59,6 +59,20 @@ class DemandParams:
     response_delay: float = 0.15
     response_no_buy: float = 0.09
 
+    def __post_init__(self) -> None:
+        _check_probabilities(self, ("promo_share", "promo_discount", "void_rate", "loyalty_share", "response_elsewhere",
+                                    "response_switch_brand", "response_switch_size", "response_delay", "response_no_buy"))
+        shares = (self.response_elsewhere + self.response_switch_brand + self.response_switch_size
+                  + self.response_delay + self.response_no_buy)
+        if abs(shares - 1.0) > 0.011:
+            raise ConfigError(f"[demand] shopper responses must add up to 1, got {shares:.3f}")
+        if not 0 <= self.open_hour < self.close_hour <= 24:
+            raise ConfigError(f"[demand] opening hours {self.open_hour}-{self.close_hour} are not within a day")
+        if len(self.weekday_factors) != 7 or min(self.weekday_factors) < 0:
+            raise ConfigError("[demand] weekday_factors needs 7 non-negative factors, Monday first")
+        if self.mean_units_per_sku_day <= 0 or self.rate_sigma < 0:
+            raise ConfigError("[demand] mean_units_per_sku_day must be > 0 and rate_sigma >= 0")
+
 
 @dataclass(frozen=True)
 class ReplenishmentParams:
@@ -99,6 +113,19 @@ class ReplenishmentParams:
     #: Days simulated silently before the start so day 0 looks like a running store.
     warmup_days: int = 7
 
+    def __post_init__(self) -> None:
+        _check_probabilities(self, ("restock_skip_prob", "restock_threshold", "partial_prob", "order_miss_prob",
+                                    "supplier_short_prob", "shrink_prob", "misplaced_prob"))
+        if not set(self.delivery_weekdays) <= set(range(7)) or not self.delivery_weekdays:
+            raise ConfigError("[replenishment] delivery_weekdays must name days 0 (Monday) .. 6")
+        for text in (*self.restock_times, self.delivery_time):
+            hours, sep, minutes = str(text).partition(":")
+            if not (sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+                raise ConfigError(f"[replenishment] time {text!r} is not HH:MM")
+        lo, hi = self.capacity_bounds
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"[replenishment] capacity_bounds {self.capacity_bounds} must be 1 <= low <= high")
+
 
 @dataclass(frozen=True)
 class DeviceParams:
@@ -114,6 +141,13 @@ class DeviceParams:
     stuck_hours: tuple[float, float] = (1.0, 12.0)
     battery_drain_pct_per_day: float = 0.25
     handhelds: int = 2
+
+    def __post_init__(self) -> None:
+        _check_probabilities(self, ("stuck_prob",))
+        if self.step_min < 1 or (24 * 60) % self.step_min:
+            raise ConfigError(f"[devices] step_min {self.step_min} must divide a day")
+        if self.heartbeat_min < self.step_min:
+            raise ConfigError("[devices] heartbeat_min must be at least step_min")
 
 
 #: Fault kinds counted in ground truth, in a fixed order.
@@ -156,6 +190,21 @@ class FaultParams:
     outage_max_min: float = 2 * 24 * 60.0
     power_loss_min_min: float = 2.0
     power_loss_max_min: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check_probabilities(self, ("drops", "duplicates", "reorders", "late", "malformed", "clock_skew", "reboots",
+                                    "outages", "power_losses"))
+        for lo, hi in (("late_min_s", "late_max_s"), ("reboot_min_s", "reboot_max_s"),
+                       ("outage_min_min", "outage_max_min"), ("power_loss_min_min", "power_loss_max_min")):
+            if not 0 < getattr(self, lo) <= getattr(self, hi):
+                raise ConfigError(f"[faults] need 0 < {lo} <= {hi}")
+
+
+def _check_probabilities(params: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(params, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{type(params).__name__}.{name} must be a probability in [0, 1], got {value!r}")
 
 
 _SECTIONS = {"demand": DemandParams, "replenishment": ReplenishmentParams, "devices": DeviceParams, "faults": FaultParams}

@@ -62,3 +62,17 @@ def test_missing_scenario_file_is_a_config_error(tmp_path):
 def test_scenario_round_trips_through_its_dict():
     sc = Scenario.with_faults(late=0.1)
     assert Scenario.from_dict(sc.to_dict()) == sc
+
+
+@pytest.mark.parametrize("section,body", [
+    ("faults", "drops = 1.5"),
+    ("demand", "response_no_buy = 0.5"),
+    ("demand", "close_hour = 5.0"),
+    ("replenishment", 'restock_times = ["25:00"]'),
+    ("devices", "step_min = 7"),
+])
+def test_scenario_values_out_of_range_are_refused(tmp_path, section, body):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[{section}]\n{body}\n")
+    with pytest.raises(ConfigError):
+        Scenario.load(path)
