@@ -34,7 +34,11 @@ from gondola.topics import parse_device_topic
 
 from edge.buffer import SqliteBuffer, encode
 
-__all__ = ["Collector", "check_payload"]
+__all__ = ["Collector", "check_payload", "MAX_PAYLOAD_BYTES"]
+
+#: Larger MQTT payloads are quarantined unread (a valid event is well under 2 KB).
+MAX_PAYLOAD_BYTES = 16 * 1024
+_SPLICE_MAX = 4096
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +54,11 @@ def check_payload(topic: str, payload: bytes, *, store_id: str, now_ms: int,
     safe (saves a re-encode), else a fresh encoding.
 
     Raises:
-        ContractError: the reason to quarantine it (contract reasons, plus ``bad_topic``,
-            ``wrong_store``, ``topic_mismatch``, ``no_pseudonym_key``).
+        ContractError: the reason to quarantine it (contract reasons, plus ``too_large``,
+            ``bad_topic``, ``wrong_store``, ``topic_mismatch``, ``no_pseudonym_key``).
     """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError("too_large", f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     where = parse_device_topic(topic)
     if where is None:
         raise ContractError("bad_topic", f"topic {topic[:120]!r} is not a device topic")
@@ -70,7 +76,10 @@ def check_payload(topic: str, payload: bytes, *, store_id: str, now_ms: int,
         rewritten = True
     event["received_at"] = now_ms
     stripped = payload.strip()
-    if not rewritten and stripped[:1] == b"{" and b"\n" not in stripped:
+    # Splice only plain one-line ASCII that is not padded: anything else (UTF-16, non-ASCII,
+    # whitespace padding) is re-encoded, so a stored line is always compact, valid UTF-8 JSON.
+    if (not rewritten and stripped[:1] == b"{" and len(stripped) <= _SPLICE_MAX and stripped.isascii()
+            and b"\n" not in stripped and b"\r" not in stripped):
         body = '{"received_at":%d,' % now_ms + stripped[1:].decode()
     else:
         body = encode(event)

@@ -63,6 +63,24 @@ def test_bad_messages_are_quarantined_with_their_reason(collector, topic, payloa
     assert collector.acked == [(1, 7)]  # quarantined messages are acknowledged too: retrying cannot fix them
 
 
+@pytest.mark.parametrize("payload", [
+    json.dumps(pos_line(0, T0)).encode("utf-16"),            # JSON allows it; the wire must not carry it
+    json.dumps(pos_line(0, T0), indent=2).encode(),           # multi-line
+    b"{" + b" " * 8000 + json.dumps(pos_line(0, T0)).encode()[1:],  # padded
+    json.dumps(pos_line(0, T0, sku="k\u00e9")).encode(),      # non-ASCII escapes
+])
+def test_odd_but_valid_payloads_are_stored_as_compact_one_line_json(payload):
+    event, body = check_payload(POS_TOPIC, payload, store_id="s001", now_ms=T0, pseudonym_key=KEY)
+    assert "\n" not in body and len(body) < 1000 and json.loads(body) == event
+    body.encode("utf-8")
+
+
+def test_oversized_payloads_are_quarantined_unread():
+    with pytest.raises(ContractError) as exc:
+        check_payload(POS_TOPIC, b"{" + b" " * 20_000 + b"}", store_id="s001", now_ms=T0, pseudonym_key=KEY)
+    assert exc.value.reason == "too_large"
+
+
 def test_a_loyalty_id_without_a_key_is_quarantined_not_stored_in_clear(tmp_path):
     buf = SqliteBuffer(tmp_path / "b.sqlite")
     c = Collector(buf, SimClock(T0), store_id="s001", pseudonym_key=None)
