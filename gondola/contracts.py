@@ -346,13 +346,14 @@ def pack_batches(
     Compressed size is not known before compressing, so this estimates from the raw size with
     the last observed ratio and halves a batch that still comes out too big.
     """
-    pending: list[Mapping[str, Any]] = []
+    # Each event is serialized once; chunks carry (event, line) pairs.
+    pending: list[tuple[Mapping[str, Any], bytes]] = []
     raw_bytes = 0
     ratio = 1.0 if encoding == "identity" else 0.25
 
-    def emit(chunk: list[Mapping[str, Any]]) -> Iterator[tuple[BatchMessage, list[Mapping[str, Any]]]]:
+    def emit(chunk: list[tuple[Mapping[str, Any], bytes]]) -> Iterator[tuple[BatchMessage, list[Mapping[str, Any]]]]:
         nonlocal ratio
-        raw = b"\n".join(_line(e) for e in chunk)
+        raw = b"\n".join(line for _, line in chunk)
         body = _compress(raw, encoding)
         if len(body) > max_bytes and len(chunk) > 1:
             half = len(chunk) // 2
@@ -362,14 +363,15 @@ def pack_batches(
         if len(body) > max_bytes:
             raise ValueError(f"one event encodes to {len(body)} bytes > {max_bytes}")
         ratio = max(len(body) / max(len(raw), 1), 0.01)
-        yield BatchMessage(body=body, properties=_properties(chunk, store_id, encoding)), chunk
+        events_ = [e for e, _ in chunk]
+        yield BatchMessage(body=body, properties=_properties(events_, store_id, encoding)), events_
 
     for event in events:
-        size = len(_line(event)) + 1
-        if pending and (raw_bytes + size) * ratio * 1.1 > max_bytes:
+        line = _line(event)
+        if pending and (raw_bytes + len(line) + 1) * ratio * 1.1 > max_bytes:
             yield from emit(pending)
             pending, raw_bytes = [], 0
-        pending.append(event)
-        raw_bytes += size
+        pending.append((event, line))
+        raw_bytes += len(line) + 1
     if pending:
         yield from emit(pending)
