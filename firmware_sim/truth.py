@@ -2,9 +2,9 @@
 
 Shelf state is kept at the simulation step (5 minutes by default): ``units`` is the true
 count on a facing at the end of a step, stamped one minute before the step ends (after the
-step's last sale, before its sensor readings); a stock-out interval starts there for the step
-in which the last unit left and ends at the start of the step in which a restock put units
-back.
+step's last sale, before its sensor readings). A stock-out interval runs from the stamp of the
+step in which the last unit left to the stamp of the step in which a restock put units back:
+exactly the zero stretches of ``shelf_units``.
 Everything is cumulative up to the instant of the store's last ``run_until``.
 """
 
@@ -224,7 +224,8 @@ class GroundTruth:
         empty_any = (units == 0)
         cols = np.flatnonzero(empty_any.any(axis=0) | (prev_units == 0))
         empty = empty_any[:, cols]
-        was_empty = np.vstack([(prev_units[cols] == 0)[None, :], empty[:-1]])
+        # On the first day, a shelf already empty at the start opens its interval at the first stamp.
+        was_empty = np.vstack([((prev_units[cols] == 0) & (not first))[None, :], empty[:-1]])
         # Events in time order, so an interval that closes and reopens the same day pairs up.
         opens = [(int(s_i), 1, int(cols[j])) for s_i, j in zip(*np.nonzero(empty & ~was_empty))]
         closes = [(int(s_i), 0, int(cols[j])) for s_i, j in zip(*np.nonzero(~empty & was_empty))]
@@ -233,7 +234,7 @@ class GroundTruth:
                 self._open[f_i] = (int(step_end[s_i]), int(causes[f_i]) if causes is not None else 0)
                 continue
             start, cause = self._open.pop(f_i, (None, 0))
-            end = int(day_start_ms + s_i * step_ms)
+            end = int(step_end[s_i])
             if start is not None and end > start:
                 self._closed.append((f_i, start, end, cause))
         n_f = units.shape[1]

@@ -138,6 +138,25 @@ def test_stockout_intervals_match_zero_units_in_the_shelf_timeline(two_days):
             assert [u for t, u in line if t <= end + sim.step_ms][-1] > 0
 
 
+def test_stockouts_are_exactly_the_zero_stretches_of_the_shelf_timeline(two_days):
+    sim, _ = two_days
+    derived = []
+    for facing in sim.plan.facing_id.tolist():
+        start = None
+        for ts, units in sim.truth.shelf_units(facing):
+            if units == 0 and start is None:
+                start = ts
+            elif units > 0 and start is not None:
+                derived.append((facing, start, ts))
+                start = None
+        if start is not None:
+            derived.append((facing, start, None))
+    truth = [(f, start, end) for _, f, _, start, end in sim.truth.stockouts]
+    assert sorted(truth, key=str) == sorted(derived, key=str)
+    per_facing_day = Counter((f, start // DAY_MS) for f, start, _ in truth)
+    assert max(per_facing_day.values()) >= 2, "a facing can run empty twice in one day"
+
+
 def test_truth_counts_every_valid_event_sent_and_nothing_else_without_faults(two_days):
     sim, msgs = two_days
     truth: GroundTruth = sim.truth
