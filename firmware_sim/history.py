@@ -128,6 +128,25 @@ def _dict(pa: Any, idx: np.ndarray, values: np.ndarray | list[str]) -> Any:
     return pa.DictionaryArray.from_arrays(pa.array(np.asarray(idx, dtype=np.int32)), cached["array"])
 
 
+_NAMES: dict[int, tuple[StoreSim, dict[str, Any]]] = {}
+
+
+def _names(sim: StoreSim) -> dict[str, Any]:
+    """Per-store value lists for dictionary columns, built once per store."""
+    import pyarrow as pa
+
+    hit = _NAMES.get(id(sim))
+    if hit is None or hit[0] is not sim:
+        _NAMES.clear()  # one store at a time per process: drop the previous store's lists
+        _DICTS.clear()
+        hit = _NAMES[id(sim)] = (sim, {
+            "store": [sim.store_id],
+            "register": [f"r{j + 1:02d}" for j in range(sim.registers)],
+            "device": pa.array(list(map(str, sim.device_ids))),
+        })
+    return hit[1]
+
+
 def _event_table(sim: StoreSim, batch: dict[str, np.ndarray], code: int) -> Any:
     """One event type's rows of a sent batch as an Arrow table (send order kept), or None."""
     import pyarrow as pa
@@ -148,12 +167,9 @@ def _event_table(sim: StoreSim, batch: dict[str, np.ndarray], code: int) -> Any:
         cols[name] = parts
     dev = batch["dev"][sel]
     n = len(sel)
-    if not hasattr(sim, "_store_names"):
-        sim._store_names = [sim.store_id]
-        sim._register_names = [f"r{j + 1:02d}" for j in range(sim.registers)]
-        sim._device_names = pa.array(list(map(str, sim.device_ids)))
+    names = _names(sim)
     table: dict[str, Any] = {
-        "store_id": _dict(pa, np.zeros(n, np.int32), sim._store_names),
+        "store_id": _dict(pa, np.zeros(n, np.int32), names["store"]),
         "device_id": _dict(pa, dev, sim.device_ids),
         "seq": pa.array(batch["seq"][sel], pa.int64()),
         "ts": pa.array(batch["ts"][sel], pa.int64()),
@@ -162,13 +178,13 @@ def _event_table(sim: StoreSim, batch: dict[str, np.ndarray], code: int) -> Any:
     facing_sku = sim.truth.facing_sku
     abs_day = (sim.start_ms + days * DAY_MS) // DAY_MS
     if code == dv.POS:
-        dev_names = pc.take(sim._device_names, pa.array(cols["dev"]))
+        dev_names = pc.take(names["device"], pa.array(cols["dev"]))
         txn = pc.binary_join_element_wise(dev_names, pa.array(abs_day.astype(str)), pa.array(cols["txn"].astype(str)), "-")
         digits = pc.utf8_lpad(pc.cast(pa.array(cols["loyalty"], mask=cols["loyalty"] < 0), pa.string()), 8, "0")
         loyalty = pc.binary_join_element_wise(pa.scalar("L"), digits, "")
         table.update({
             "txn_id": txn,
-            "register": _dict(pa, cols["dev"], sim._register_names),
+            "register": _dict(pa, cols["dev"], names["register"]),
             "line": pa.array(cols["line"], pa.int32()),
             "sku": _dict(pa, cols["sku"], sim.catalog.sku),
             "qty": pa.array(cols["qty"], pa.int32()),

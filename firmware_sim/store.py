@@ -137,6 +137,8 @@ class StoreSim:
         self._day = 0
         self._windows: list[Window] = []
         self._tables: dict[int, list[dict[str, np.ndarray]]] = {}
+        self._rows_cache: dict[tuple[int, int], dict[str, list]] = {}
+        self._names_cache: dict[str, list[str]] | None = None
         self._pending: dict[str, np.ndarray] = {c: np.zeros(0, bool if c == "dropped" else np.int64) for c in _MSG_COLS}
         self.now_ms = self.start_ms
         self.truth = GroundTruth(store_id, self.plan.facing_id, self._sku_ids[self.plan.sku_index], track_keys)
@@ -210,7 +212,7 @@ class StoreSim:
         for d in [d for d in self._tables if d not in live_days and d < self._day - 1]:
             del self._tables[d]
             for code in range(len(dv.ETYPES)):
-                self.__dict__.get("_rows_cache", {}).pop((d, code), None)
+                self._rows_cache.pop((d, code), None)
         return out
 
     # ---- messages ------------------------------------------------------------------------
@@ -240,9 +242,9 @@ class StoreSim:
     @property
     def _names(self) -> dict[str, list[str]]:
         """Python lists of the id strings (indexing them is much faster than numpy scalars)."""
-        names = self.__dict__.get("_names_cache")
+        names = self._names_cache
         if names is None:
-            names = self.__dict__["_names_cache"] = {
+            names = self._names_cache = {
                 "device": self.device_ids.tolist(),
                 "facing": self.plan.facing_id.tolist(),
                 "sku": self._sku_ids.tolist(),
@@ -253,11 +255,10 @@ class StoreSim:
 
     def _rows(self, day: int, code: int) -> dict[str, list]:
         """A day's event table of one type as Python lists, converted once."""
-        cache = self.__dict__.setdefault("_rows_cache", {})
         key = (day, code)
-        if key not in cache:
-            cache[key] = {k: v.tolist() for k, v in self._tables[day][code].items()}
-        return cache[key]
+        if key not in self._rows_cache:
+            self._rows_cache[key] = {k: v.tolist() for k, v in self._tables[day][code].items()}
+        return self._rows_cache[key]
 
     def _data(self, code: int, day: int, row: int) -> dict:
         tab = self._rows(day, code)
