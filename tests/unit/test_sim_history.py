@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import hashlib
 from pathlib import Path
 
@@ -139,3 +140,14 @@ def test_cli_refuses_a_bad_broker_address_and_start_date():
         main(["live", "--broker", "localhost"])
     with pytest.raises(ConfigError, match="--start"):
         main(["generate", "--out", "x", "--start", "Jan 5"])
+
+
+def test_history_files_hold_the_same_events_live_mode_sends(tmp_path):
+    sc = Scenario.with_faults(duplicates=0.02, late=0.01)
+    generate(tmp_path, stores=1, skus=80, days=2, seed=6, scenario=sc, workers=1)
+    sim = StoreSim("s001", 80, 6, START, sc)
+    live = [json.loads(m.payload) for m in sim.run_until(START + 2 * 86_400_000 - 1)]
+    files = [e for etype in ("pos.line", "shelf.reading", "shelf.restock", "inventory.delivery")
+             for e in read_events(tmp_path, etype, "s001")]
+    key = lambda e: (e["device_id"], e["seq"], json.dumps(e, sort_keys=True))  # noqa: E731
+    assert sorted(files, key=key) == sorted(live, key=key)
