@@ -1,9 +1,11 @@
 """Streaming ingest: messages from an ``EventSource`` -> ``bronze.events``, then checkpoint.
 
-Bronze keeps every event raw (its JSON line, canonicalized) with where it came from
+Bronze keeps every event raw (its JSON line as the gateway sent it) with where it came from
 (source, partition, offset, sequence number, enqueued time) and which ingest run wrote it.
 A message whose body cannot be decoded becomes one bronze row with ``decode_error`` set and
-no event, so nothing is lost silently; silver quarantines it.
+no event, a line that is not a JSON object keeps its text with ``decode_error`` set, so nothing
+is lost silently; silver quarantines both. The envelope columns (type, store, device, seq, ts)
+are read from the lines by DuckDB in one pass.
 
 Exactly-once bronze over at-least-once delivery: each commit carries one application
 transaction per partition, ``stream:<source>:<partition>`` -> highest sequence number written.
@@ -13,17 +15,18 @@ crash between the bronze commit and the checkpoint appends nothing.
 
 from __future__ import annotations
 
-import json
+import gzip
 import time
 import uuid
+import zlib
 from typing import Callable
 
 import pyarrow as pa
 
 from cloud.ingest.source import EventSource, ReceivedMessage
 from cloud.lake.storage import LakeStorage
-from cloud.lake.tables import BRONZE_EVENTS, schema_of
-from gondola.contracts import decode_batch
+from cloud.lake.tables import BRONZE_EVENTS, conform, schema_of
+from gondola.contracts import BATCH_SCHEMA
 from gondola.errors import ContractError
 
 __all__ = ["ingest_stream", "bronze_rows", "stream_app_id"]
@@ -34,49 +37,85 @@ def stream_app_id(source_name: str, partition: str) -> str:
     return f"stream:{source_name}:{partition}"
 
 
-def _int(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+#: content-encoding -> decompressor, as the batch contract (``gondola.contracts``) defines them
+_DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress, "identity": bytes}
+
+_ENVELOPE_SQL = """
+SELECT CASE WHEN ok THEN e.type END AS type, COALESCE(CASE WHEN ok THEN e.store_id END, msg_store) AS store_id,
+       CASE WHEN ok THEN e.device_id END AS device_id, CASE WHEN ok THEN e.seq END AS seq,
+       CASE WHEN ok THEN e.ts END AS ts, CASE WHEN ok THEN e.received_at END AS received_at,
+       CASE WHEN event_json IS NOT NULL AND NOT ok
+            THEN 'bad_json: batch line ' || CAST(message_index AS VARCHAR) || ' is not a JSON object'
+            ELSE decode_error END AS decode_error,
+       event_json, source, hub_partition, hub_offset, sequence_number, enqueued_time, message_index, ingest_run, ingested_at
+FROM (SELECT *, CASE WHEN ok THEN json_transform(event_json, '{"type": "VARCHAR", "store_id": "VARCHAR",
+        "device_id": "VARCHAR", "seq": "BIGINT", "ts": "BIGINT", "received_at": "BIGINT"}') END AS e
+      FROM (SELECT *, CASE WHEN json_valid(event_json) THEN json_type(event_json) = 'OBJECT' ELSE FALSE END AS ok
+            FROM raw))
+"""
 
 
-def _str(value) -> str | None:
-    return value if isinstance(value, str) else None
+def _lines(m: ReceivedMessage) -> list[str]:
+    """The JSON lines of one gateway batch, undecoded (DuckDB parses them, in C, in bulk).
+
+    Raises:
+        ContractError: ``bad_schema``, ``bad_encoding``, ``bad_json`` (not UTF-8) or ``bad_count``,
+            as ``gondola.contracts.decode_batch`` would.
+    """
+    props = m.properties
+    if props.get("schema") != BATCH_SCHEMA:
+        raise ContractError("bad_schema", f"batch schema {props.get('schema')!r} is not {BATCH_SCHEMA}")
+    encoding = props.get("content-encoding", "identity")
+    if encoding not in _DECOMPRESS:
+        raise ContractError("bad_encoding", f"unknown content encoding {encoding!r}")
+    try:
+        text = _DECOMPRESS[encoding](m.body).decode("utf-8")
+    except (OSError, zlib.error, EOFError) as exc:
+        raise ContractError("bad_encoding", f"cannot decompress {encoding} body: {exc}") from None
+    except UnicodeDecodeError:
+        raise ContractError("bad_json", "batch body is not UTF-8") from None
+    lines = [line for line in text.split("\n") if line]
+    count = props.get("count")
+    if count is not None and str(len(lines)) != count:
+        raise ContractError("bad_count", f"batch says {count} events, holds {len(lines)}")
+    return lines
 
 
 def bronze_rows(messages: list[ReceivedMessage], *, source: str, run_id: str, now_ms: int) -> pa.Table:
-    """Decode messages into bronze rows (one per event; one per undecodable message)."""
-    cols: dict[str, list] = {f.name: [] for f in schema_of(BRONZE_EVENTS)}
+    """Bronze rows for messages: one per event line (kept as sent), one per undecodable message."""
+    import duckdb
 
-    def add(m: ReceivedMessage, index: int, event: dict | None, error: str | None) -> None:
-        ev = event if isinstance(event, dict) else {}
-        cols["event_json"].append(json.dumps(event, separators=(",", ":"), sort_keys=True) if event is not None else None)
-        cols["type"].append(_str(ev.get("type")))
-        cols["store_id"].append(_str(ev.get("store_id")) or m.properties.get("store_id"))
-        cols["device_id"].append(_str(ev.get("device_id")))
-        cols["seq"].append(_int(ev.get("seq")))
-        cols["ts"].append(_int(ev.get("ts")))
-        cols["received_at"].append(_int(ev.get("received_at")))
-        cols["source"].append(source)
-        cols["hub_partition"].append(m.partition)
-        cols["hub_offset"].append(m.offset)
-        cols["sequence_number"].append(m.sequence_number)
-        cols["enqueued_time"].append(m.enqueued_time)
-        cols["message_index"].append(index)
-        cols["decode_error"].append(error)
-        cols["ingest_run"].append(run_id)
-        cols["ingested_at"].append(now_ms)
-
+    event_json: list[str | None] = []
+    meta: dict[str, list] = {k: [] for k in ("msg_store", "hub_partition", "hub_offset", "sequence_number",
+                                             "enqueued_time", "message_index", "decode_error")}
     for m in messages:
         try:
-            events = decode_batch(m.body, m.properties)
+            lines = _lines(m)
+            errors = [None] * len(lines)
+            index = list(range(len(lines)))
         except ContractError as exc:
-            add(m, -1, None, f"{exc.reason}: {exc.detail}"[:500])
-            continue
-        for i, event in enumerate(events):
-            if isinstance(event, dict):
-                add(m, i, event, None)
-            else:
-                add(m, i, None, f"not_object: batch line {i} is {type(event).__name__}")
-    return pa.table(cols, schema=schema_of(BRONZE_EVENTS))
+            lines, errors, index = [None], [f"{exc.reason}: {exc.detail}"[:500]], [-1]
+        n = len(lines)
+        event_json += lines
+        meta["msg_store"] += [m.properties.get("store_id")] * n
+        meta["hub_partition"] += [m.partition] * n
+        meta["hub_offset"] += [m.offset] * n
+        meta["sequence_number"] += [m.sequence_number] * n
+        meta["enqueued_time"] += [m.enqueued_time] * n
+        meta["message_index"] += index
+        meta["decode_error"] += errors
+    raw = pa.table({"event_json": pa.array(event_json, pa.string()),
+                    **{k: pa.array(v, schema_of(BRONZE_EVENTS).field(k).type if k != "msg_store" else pa.string())
+                       for k, v in meta.items()},
+                    "source": pa.array([source] * len(event_json), pa.string()),
+                    "ingest_run": pa.array([run_id] * len(event_json), pa.string()),
+                    "ingested_at": pa.array([now_ms] * len(event_json), pa.int64())})
+    con = duckdb.connect()
+    try:
+        con.register("raw", raw)
+        return conform(BRONZE_EVENTS, con.sql(_ENVELOPE_SQL).to_arrow_table())
+    finally:
+        con.close()
 
 
 def ingest_stream(

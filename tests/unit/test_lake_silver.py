@@ -116,3 +116,16 @@ def test_late_rows_are_accepted_and_counted():
     late = run(bronze([reading(2, 0)], start=3), existing)
     assert late["tables"]["silver.shelf_reading"]["seq"].to_pylist() == [2]
     assert late["stats"]["late"] == 1
+
+
+def test_a_batch_line_that_is_not_json_is_kept_in_bronze_and_quarantined_with_its_text():
+    good = encode_batch([sale(1)], store_id="s001", encoding="identity")
+    body = good.body + b"\n{not json"
+    props = dict(good.properties, count="2")
+    rows = bronze_rows([ReceivedMessage("0", "0", 0, T0, props, body)], source="t", run_id="r", now_ms=T0)
+    assert rows["decode_error"].to_pylist() == [None, "bad_json: batch line 1 is not a JSON object"]
+    assert rows["store_id"].to_pylist() == ["s001", "s001"] and rows["seq"].to_pylist() == [1, None]
+    out = run(rows)
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1]
+    [q] = out["quarantine"].to_pylist()
+    assert q["raw"] == "{not json" and q["reasons"].startswith("undecodable: bad_json")
