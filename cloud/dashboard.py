@@ -121,8 +121,8 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
         by_hour = q("""SELECT hour(started_at) AS h, COUNT(*) FROM bi_stockouts GROUP BY 1 ORDER BY 1""")
         sales_hour = q("""SELECT hour(hour) AS h, SUM(units_sold) FROM bi_hourly_sales GROUP BY 1 ORDER BY 1""")
         quality = q("""SELECT scorer, SUM(alerts), SUM(true_alerts),
-                       ROUND(SUM(true_alerts) * 1.0 / NULLIF(SUM(alerts), 0), 3),
-                       ROUND(SUM(caught) * 1.0 / NULLIF(SUM(stockouts), 0), 3), ROUND(AVG(mean_lead_min), 1)
+                       ROUND(100.0 * SUM(true_alerts) / NULLIF(SUM(alerts), 0), 1),
+                       ROUND(100.0 * SUM(caught) / NULLIF(SUM(stockouts), 0), 1), ROUND(AVG(mean_lead_min), 1)
                        FROM bi_alert_quality GROUP BY scorer ORDER BY scorer""")
         fleet = q("""SELECT store_id, device_id, SUM(events), SUM(missing), MAX(last_seen)::VARCHAR,
                      MIN(battery_min), MAX(unsent_rows), MAX(evictions), MAX(model_version)
@@ -155,7 +155,7 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
 {_bars('Stock-outs by hour of day (UTC)', [(f'{int(h):02d}:00', float(n)) for h, n in by_hour])}</div>
 {_table(['store', 'facing', 'product', 'stock-outs', 'minutes empty', 'lost sales', 'alerted', 'empty now'], top)}
 <h2>For analysts: did the edge warn in time?</h2>
-{_table(['scorer', 'alerts', 'true alerts', 'precision', 'recall', 'mean lead (min)'], quality)}
+{_table(['scorer', 'alerts', 'true alerts', 'precision %', 'recall %', 'mean lead (min)'], quality)}
 <div class="grid">{_line('Units sold by hour of day', [(float(h), float(u or 0)) for h, u in sales_hour])}</div>
 <h2>Fleet health</h2>
 {_table(['store', 'device', 'events', 'missing', 'last seen', 'battery min', 'unsent', 'evictions', 'model'], fleet)}

@@ -18,7 +18,7 @@ from gondola.contracts import encode_batch, make_event
 
 __all__ = ["DAY0", "day_events", "fill_hub", "write_master_csvs"]
 
-#: 2026-11-30 00:00 UTC, a Monday.
+#: 2025-11-30 00:00 UTC, a Sunday.
 DAY0 = 1_764_460_800_000
 
 

@@ -72,7 +72,7 @@ EXPECTATION_RESULTS = "silver.expectation_results"
 
 _defs: list[TableDef] = [
     TableDef(BRONZE_EVENTS, "Raw gateway events, one row per event, append-only, with source metadata.", _cols(
-        ("event_json", "string", "the event as received (canonical JSON); null when undecodable"),
+        ("event_json", "string", "the event line as the gateway sent it; null when the message is undecodable"),
         ("type", "string", "event type, if readable"),
         ("store_id", "string", "store, if readable"),
         ("device_id", "string", "device, if readable"),
