@@ -104,6 +104,14 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
             storage.write(QUARANTINE, q, txns=[(_app(_MASTER_STEP + ":" + table, BRONZE_BATCH), version)])
             report["rows"][QUARANTINE] += q.num_rows
             report["stats"]["quarantined"] += q.num_rows
+        reasons = rejected["reasons"].to_pylist()
+        checked = rows.num_rows + rejected.num_rows  # after the per-key dedup of the file's rows
+        results = pa.Table.from_pylist([
+            {"run_id": run_id, "run_at": now_ms, "table_name": table, "expectation": name, "action": "drop",
+             "checked": checked, "failed": reasons.count(name)} for name in ("missing_key", "bad_number")])
+        storage.write(EXPECTATION_RESULTS, conform(EXPECTATION_RESULTS, results),
+                      txns=[(_app(_MASTER_STEP + ":" + table, BRONZE_BATCH), version)])
+        report["rows"][EXPECTATION_RESULTS] += results.num_rows
     return report
 
 

@@ -203,3 +203,6 @@ def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
     assert [(r["date"], r["units"]) for r in rows] == [("2026-11-28", 7), ("2026-11-29", 3)]
     q = cloud.storage.read("silver.quarantine").to_pylist()
     assert [(r["target_table"], r["reasons"]) for r in q] == [("silver.sales_daily", "bad_number")]
+    results = [(r["expectation"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
+               if r["table_name"] == "silver.sales_daily"]
+    assert sorted(results) == [("bad_number", 0), ("bad_number", 1), ("missing_key", 0), ("missing_key", 0)]
