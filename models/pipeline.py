@@ -186,12 +186,13 @@ def evaluate_side_by_side(
 
 _COLUMNS = (
     ("pr_auc", "PR-AUC", "{:.3f}"),
+    ("pr_auc_not_yet_empty", "PR-AUC ahead", "{:.3f}"),
     ("precision_at_recall_0.75", "P@R0.75", "{:.3f}"),
     ("precision", "prec", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
-    ("stockout_recall", "caught", "{:.3f}"),
-    ("median_lead_min", "lead min", "{:.0f}"),
-    ("false_alerts_per_store_day", "false/st-day", "{:.1f}"),
+    ("episode_stockout_recall", "caught ahead", "{:.3f}"),
+    ("episode_median_lead_min", "lead min", "{:.0f}"),
+    ("episode_false_per_store_day", "false/st-day", "{:.1f}"),
 )
 
 

@@ -23,10 +23,15 @@ from gondola.errors import ModelError
 from models.features import FEATURES, MODEL_ENCODING, encode_for_model
 from models.scoring import DEFAULT_HORIZON_H, PoissonScorer, Scorer
 
-__all__ = ["LiteRtScorer", "OnnxScorer", "load_scorer", "read_manifest_beside"]
+__all__ = ["LiteRtScorer", "OnnxScorer", "load_scorer", "read_manifest_beside", "DEFAULT_MODEL"]
 
 log = logging.getLogger(__name__)
 _F = len(FEATURES)
+
+#: The int8 model shipped with the package (trained on simulated stores by ``gondola train``
+#: with the defaults; unsigned, 8.5 KB). A gateway may start with it until the model manager
+#: rolls out a signed one; docs/model.md gives its held-out figures.
+DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "stockout-int8.tflite"
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -129,3 +129,32 @@ def test_side_by_side_evaluation_reports_every_scorer(trained):
     assert set(res["int8"]["by_sensor"]) == {"sensor", "no_sensor"}
     table = format_table(res)
     assert "baseline-poisson" in table and "PR-AUC" in table
+
+
+def test_the_shipped_default_model_matches_its_manifest_and_this_build():
+    from models.package import file_sha256
+    from models.runtime import DEFAULT_MODEL
+
+    m = read_manifest(manifest_path_for(DEFAULT_MODEL))
+    assert file_sha256(DEFAULT_MODEL) == m["sha256"] and m["features"] == list(FEATURES)
+    assert DEFAULT_MODEL.stat().st_size < 200_000
+    s = load_scorer(DEFAULT_MODEL, 2.0)
+    assert isinstance(s, LiteRtScorer) and s.int8
+    # An empty shelf with steady sales is a near-certain stock-out; a full slow shelf is not.
+    x = np.zeros((2, len(FEATURES)), np.float32)
+    f = {n: i for i, n in enumerate(FEATURES)}
+    x[:, f["has_sensor"]] = 1
+    x[:, f["capacity"]] = 20
+    x[:, f["hours_since_reading"]] = 0.2
+    x[:, f["battery_pct"]] = 80
+    x[0, f["units_est"]], x[1, f["units_est"]] = 0, 20
+    x[0, f["fill_ratio"]], x[1, f["fill_ratio"]] = 0, 1
+    x[:, f["rate_24h"]] = x[:, f["rate_168h"]] = 0.3
+    x[:, f["hours_since_sale"]] = 1.0
+    x[:, f["hours_since_restock"]] = 6.0
+    x[:, f["hours_to_restock"]] = 3.0
+    x[:, f["demand_next_2h"]] = 0.6
+    x[:, f["price_ratio"]] = 1.0
+    x[:, f["hour_sin"]], x[:, f["hour_cos"]] = -0.707, -0.707  # 15:00
+    p = s.score(x)
+    assert p[0] > 5 * p[1] and p[1] < 0.05

@@ -9,7 +9,7 @@ import pytest
 
 from gondola.clock import HOUR_MS, MINUTE_MS
 from models.baseline import poisson_stockout_prob, poisson_tail, zero_sales_prob
-from models.evaluation import evaluate_scores, hysteresis_alerts, match_alerts
+from models.evaluation import evaluate_scores, hysteresis_alerts, hysteresis_episodes, match_alerts, match_episodes
 from models.features import FEATURES
 from models.metrics import average_precision, precision_at_recall, pr_curve, threshold_at_recall
 from models.scoring import BaselineScorer, PoissonScorer, ZeroSalesScorer
@@ -116,3 +116,28 @@ def test_evaluate_scores_reports_row_and_alert_level_figures():
     assert res["alerts"] == 1 and res["stockouts_caught"] == 1
     assert res["median_lead_min"] == pytest.approx(30, abs=0.1)
     assert res["false_alerts_per_store_day"] == 0
+
+
+def test_episodes_carry_their_clear_instant_and_still_open_ones_have_none():
+    t = np.arange(8) * 15 * MINUTE_MS
+    p = np.array([0.1, 0.6, 0.7, 0.2, 0.1, 0.6, 0.9, 0.95])
+    store = np.array(["s"] * 8, dtype=object)
+    facing = np.array(["f"] * 8, dtype=object)
+    eps = hysteresis_episodes(store, facing, t, p, raise_at=0.5, clear_at=0.3)
+    assert eps == [("s", "f", int(t[1]), int(t[3])), ("s", "f", int(t[5]), None)]
+
+
+def test_an_alert_still_on_when_the_shelf_empties_catches_it_with_lead_capped_at_the_horizon():
+    H = 2 * HOUR_MS
+    stockouts = [("s", "f1", 10 * HOUR_MS, 11 * HOUR_MS), ("s", "f2", 10 * HOUR_MS, None),
+                 ("s", "f3", 10 * HOUR_MS, 12 * HOUR_MS)]
+    episodes = [
+        ("s", "f1", 5 * HOUR_MS, None),                      # on for 5 h before: caught, lead capped at 120
+        ("s", "f2", 9 * HOUR_MS + 30 * MINUTE_MS, 9 * HOUR_MS + 45 * MINUTE_MS),  # cleared, but within H: caught, 30
+        ("s", "f3", 11 * HOUR_MS, None),                     # raised while empty: late
+        ("s", "f9", 1 * HOUR_MS, 2 * HOUR_MS),               # nothing happened: false
+    ]
+    m = match_episodes(episodes, stockouts, H)
+    assert (m["episodes"], m["true_episodes"], m["caught"], m["caught_late"]) == (4, 3, 2, 1)
+    assert m["median_lead_min"] == pytest.approx((120 + 30) / 2)
+    assert m["recall"] == pytest.approx(2 / 3) and m["detected_recall"] == 1.0
