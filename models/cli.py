@@ -1,6 +1,6 @@
 """``gondola train`` and ``gondola eval``: the stock-out model from simulated history to figures.
 
-    gondola train [--data DIR ...] [--out DIR] [--horizon 2] [--every 30] [--epochs 12]
+    gondola train [--data DIR ... | --gold LAKE] [--out DIR] [--horizon 2] [--every 30] [--epochs 12]
     gondola eval  [--model DIR] [--train-data DIR ...] [--test-data DIR ...] [--json FILE]
 
 Without ``--data`` / ``--test-data`` both commands generate simulator history first (a
@@ -88,6 +88,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola train", description="Train the stock-out model and export it.")
     p.add_argument("--data", nargs="*", default=None, help="simulator history folders (default: generate)")
+    p.add_argument("--gold", help="train on the lake's gold.features table under this lake root instead")
     p.add_argument("--out", default="out/model", help="model package folder (default out/model)")
     p.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -100,11 +101,12 @@ def _key() -> bytes | None:
     return key.encode() if key else None
 
 
-def _train(args, train_dirs: list[Path]):
+def _train(args, train_dirs: list[Path], *, data=None, training: dict | None = None):
     from models.pipeline import export_model, split_validation, train_model
     from models.train import TrainConfig
 
-    data = _load_rows(train_dirs, args.horizon, args.every, "training stores")
+    if data is None:
+        data = _load_rows(train_dirs, args.horizon, args.every, "training stores")
     bar = Progress(args.epochs, "training")
     weights, summary = train_model(
         data, TrainConfig(epochs=args.epochs, seed=args.seed),
@@ -115,8 +117,8 @@ def _train(args, train_dirs: list[Path]):
         _say("  GONDOLA_MODEL_KEY is not set: manifests are NOT signed (gateways with a key will refuse them)")
     files = export_model(
         weights, args.out, horizon_h=args.horizon, summary=summary, key=key,
-        training={"sources": [str(d) for d in train_dirs],
-                  "tables": {str(d): _table_version(d) for d in train_dirs}},
+        training=training or {"sources": [str(d) for d in train_dirs],
+                              "tables": {str(d): _table_version(d) for d in train_dirs}},
         val=(data.rows.X[val], data.y[val]))
     return data, weights, summary, files
 
@@ -135,8 +137,17 @@ def train_main(argv: list[str]) -> int:
     """``gondola train``. Raises: ConfigError on bad arguments or failed data generation."""
     args = _train_parser().parse_args(argv)
     started = time.monotonic()
-    train_dirs = _train_dirs(args)
-    data, weights, summary, files = _train(args, train_dirs)
+    if args.gold:
+        from models.gold import read_gold_features, rows_from_gold
+
+        table, version = read_gold_features(args.gold)
+        data = rows_from_gold(table)
+        _say(f"  gold.features version {version}: {len(data):,} rows, {int(data.y.sum()):,} positive")
+        data, weights, summary, files = _train(args, [], data=data,
+                                               training={"sources": [str(args.gold)],
+                                                         "tables": {"gold.features": version}})
+    else:
+        data, weights, summary, files = _train(args, _train_dirs(args))
     _say(f"  exported {files.int8_tflite.name} ({files.int8_tflite.stat().st_size:,} B), "
          f"{files.float_tflite.name}, {files.onnx.name} to {args.out}")
     print(f"model {files.manifest['version']}: validation PR-AUC {summary['val_pr_auc']:.3f}, "

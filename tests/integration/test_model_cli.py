@@ -50,3 +50,29 @@ def test_eval_with_a_missing_model_folder_fails_with_a_clear_error(histories, tm
                   "--every", "120", "--json", str(tmp_path / "e.json")])
     assert rc == 1
     assert "manifest" in capsys.readouterr().err
+
+
+def test_train_from_the_lake_gold_features_records_the_table_version(tmp_path, capsys):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from models._synthetic import synthetic_store
+    from models.dataset import build_rows
+
+    rows = []
+    for i in range(2):
+        data = build_rows([synthetic_store(f"s{i}", facings=15, days=6, seed=20 + i)], 2.0, every_min=60,
+                          warmup_days=1)
+        rows.append(pa.table({
+            "store_id": data.rows.store.astype(str), "facing_id": data.rows.facing.astype(str),
+            "hour_ms": data.rows.t, "features_json": [json.dumps(x.tolist()) for x in data.rows.X],
+            "label": data.y.astype("int32"), "horizon_h": [2.0] * len(data)}))
+    lake = tmp_path / "lake"
+    write_deltalake(str(lake / "gold" / "features"), pa.concat_tables(rows))
+    write_deltalake(str(lake / "gold" / "features"), pa.concat_tables(rows), mode="overwrite")
+    model = tmp_path / "model"
+    assert gondola(["train", "--gold", str(lake), "--out", str(model), "--epochs", "2"]) == 0
+    manifest = json.loads((model / "stockout-int8.manifest.json").read_text())
+    assert manifest["training"]["tables"] == {"gold.features": 1}
+    assert gondola(["train", "--gold", str(tmp_path / "no-lake"), "--out", str(model)]) == 1
+    assert "gold.features" in capsys.readouterr().err

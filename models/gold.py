@@ -1,0 +1,70 @@
+"""Training rows from the lake: the ``gold.features`` Delta table (written by ``cloud.lake``).
+
+``gold.features`` holds, per facing and sample instant, the feature vector computed by
+``models.replay.features_from_silver`` (the gateway's own code) as JSON, and the label.
+:func:`rows_from_gold` is a pure function over an Arrow table; :func:`read_gold_features`
+opens the Delta table under a lake root (``ROOT/gold/features``, the lake's layout) and returns
+it with its version, which the model manifest records as the training data's lineage.
+``models`` does not import ``cloud``: the Delta table is read with ``deltalake`` directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+from gondola.errors import ConfigError, StorageError
+from models.dataset import LabelledRows
+from models.features import FEATURES
+from models.replay import FeatureRows
+
+__all__ = ["GOLD_FEATURES", "rows_from_gold", "read_gold_features"]
+
+GOLD_FEATURES = "gold.features"
+
+
+def rows_from_gold(table: Any) -> LabelledRows:
+    """``gold.features`` rows -> labelled training rows (``empty_now`` unknown: all False).
+
+    Raises:
+        ConfigError: the table lacks a column, or its vectors have another length than
+            ``FEATURES`` (computed by another build: recompute gold before training).
+    """
+    need = {"store_id", "facing_id", "hour_ms", "features_json", "label"}
+    cols = set(table.column_names)
+    if not need <= cols:
+        raise ConfigError(f"{GOLD_FEATURES} lacks column(s) {', '.join(sorted(need - cols))}")
+    d = table.select(sorted(need)).to_pydict()
+    vectors = [json.loads(v) for v in d["features_json"]]
+    bad = next((len(v) for v in vectors if len(v) != len(FEATURES)), None)
+    if bad is not None:
+        raise ConfigError(f"{GOLD_FEATURES} vectors have {bad} values, this build computes {len(FEATURES)}: "
+                          "recompute gold with this build before training")
+    X = np.array(vectors, dtype=np.float32).reshape(-1, len(FEATURES))
+    rows = FeatureRows(np.array(d["store_id"], dtype=object), np.array(d["facing_id"], dtype=object),
+                       np.array(d["hour_ms"], dtype=np.int64), X)
+    y = np.array(d["label"], dtype=np.int64) > 0
+    return LabelledRows(rows, y, np.zeros(len(y), bool), [], 0.0)
+
+
+def read_gold_features(lake_root: str, storage_options: Mapping[str, str] | None = None) -> tuple[Any, int]:
+    """The ``gold.features`` table of a lake and its Delta version.
+
+    Raises:
+        StorageError: the table does not exist or cannot be read.
+    """
+    from deltalake import DeltaTable
+
+    uri = f"{str(lake_root).rstrip('/')}/gold/features"
+    opts = dict(storage_options) if storage_options else None
+    try:
+        if not DeltaTable.is_deltatable(uri, storage_options=opts):
+            raise StorageError(f"no {GOLD_FEATURES} Delta table at {uri}: run the lake pipeline first")
+        dt = DeltaTable(uri, storage_options=opts)
+        return dt.to_pyarrow_dataset().to_table(), int(dt.version())
+    except StorageError:
+        raise
+    except Exception as exc:  # deltalake raises several types; translate at the boundary
+        raise StorageError(f"cannot read {GOLD_FEATURES} at {uri}: {exc}") from exc

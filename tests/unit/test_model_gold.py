@@ -1,0 +1,33 @@
+"""Training rows from the lake's gold.features table."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from gondola.errors import ConfigError
+from models.features import FEATURES
+from models.gold import rows_from_gold
+
+
+def gold(vectors, labels):
+    n = len(vectors)
+    return pa.table({"store_id": ["s1"] * n, "facing_id": [f"f{i}" for i in range(n)],
+                     "hour_ms": list(range(n)), "features_json": [json.dumps(v) for v in vectors],
+                     "label": labels, "horizon_h": [2.0] * n})
+
+
+def test_gold_rows_become_feature_rows_with_labels():
+    v = [float(i) for i in range(len(FEATURES))]
+    data = rows_from_gold(gold([v, v], [0, 1]))
+    assert data.rows.X.shape == (2, len(FEATURES)) and data.rows.X[1, 3] == 3.0
+    assert data.y.tolist() == [False, True] and list(data.rows.facing) == ["f0", "f1"]
+
+
+def test_gold_computed_by_another_feature_set_is_refused():
+    with pytest.raises(ConfigError, match="recompute gold"):
+        rows_from_gold(gold([[1.0] * (len(FEATURES) - 1)], [0]))
+    with pytest.raises(ConfigError, match="lacks"):
+        rows_from_gold(pa.table({"store_id": ["s1"]}))
