@@ -239,8 +239,14 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
     ).reshape(n, len(_SCALARS))
     out = {name: g[:, i] for i, name in enumerate(_SCALARS)}
     out["rates"] = np.array([s._rates for s in states], dtype=np.float64).reshape(n, len(RATE_TAUS_H))
-    out["sales_p"] = np.stack([s._sales_profile for s in states]) if n else np.zeros((0, 24))
+    sales_p = np.stack([s._sales_profile for s in states]) if n else np.zeros((0, 24))
     out["restock_p"] = np.stack([s._restock_profile for s in states]) if n else np.zeros((0, 24))
+    # State-only derivatives, computed here so FeatureCache keeps them for unchanged facings:
+    # the cumulative sales profile over two days (cum[:, k] = sales in hours [0, k)).
+    out["sales_total"] = sales_p.sum(axis=1)
+    out["sales_cum"] = np.zeros((n, 49))
+    np.cumsum(np.concatenate([sales_p, sales_p], axis=1), axis=1, out=out["sales_cum"][:, 1:])
+    out["restock_peak"] = out["restock_p"].max(axis=1) if n else np.zeros(0)
     return out
 
 
@@ -275,15 +281,11 @@ def _compute(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
     rates = _rates_from(a, now_ms)
     daily = np.maximum(rates[:, -1], 0.0) * 24.0  # units per day at the weekly rate
 
-    sales_p, restock_p = a["sales_p"], a["restock_p"]
-    total = sales_p.sum(axis=1)
-    cum = np.zeros((n, 49))
-    np.cumsum(np.concatenate([sales_p, sales_p], axis=1), axis=1, out=cum[:, 1:])
+    restock_p, total, cum, peak = a["restock_p"], a["sales_total"], a["sales_cum"], a["restock_peak"]
     hours = np.full(n, hour)
 
     # Next restock round: the first hour-of-day bin after this one with at least half the
     # busiest bin's restocks (24 h when none learnt yet).
-    peak = restock_p.max(axis=1)
     ahead = (int(hour) + np.arange(1, 25)) % 24
     usual = restock_p[:, ahead] >= 0.5 * peak[:, None]
     first = np.argmax(usual, axis=1)
