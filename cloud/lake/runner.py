@@ -177,7 +177,7 @@ def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:
 
 
 def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 1,
-                   with_features: bool = True) -> dict:
+                   with_features: bool = True, progress: Callable[[str], None] | None = None) -> dict:
     """Silver -> gold for stores with new silver rows; returns rows written per table."""
     report: dict = {"rows": {}, "stores": 0, "silver_rows_read": 0}
     targets = [t for t in GOLD_TABLES if with_features or t != "gold.features"]
@@ -200,7 +200,11 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     inputs["keys"] = pa.concat_tables(keys)
     outputs = gold_tables(engine, inputs)
     if "gold.features" in behind:
+        if progress:
+            progress("gold features")
         outputs["gold.features"] = features(inputs, outputs["gold.stockouts"])
+    if progress:
+        progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]
     for table in behind:
         tcol = TABLES[table].time_col
@@ -230,7 +234,7 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
     silver = transform_silver(storage, engine, run_id=run_id, now_ms=now)
     if progress:
         progress("gold")
-    gold = transform_gold(storage, engine, context_days=context_days, with_features=with_features)
+    gold = transform_gold(storage, engine, context_days=context_days, with_features=with_features, progress=progress)
     rows = {k: v for k, v in silver["rows"].items()} | gold["rows"]
     return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"],
             "silver_rows_read": gold["silver_rows_read"]}
