@@ -90,7 +90,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="*", default=None, help="simulator history folders (default: generate)")
     p.add_argument("--gold", help="train on the lake's gold.features table under this lake root instead")
     p.add_argument("--out", default="out/model", help="model package folder (default out/model)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs (default 12)")
+    p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     _common(p)
     return p
@@ -174,7 +174,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", nargs="*", default=None, help="held-out history folders (default: generate)")
     p.add_argument("--out", default="out/model", help="where a model trained here goes (default out/model)")
     p.add_argument("--json", default="out/model-eval.json", help="results file (default out/model-eval.json)")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8, help="training epochs when training here (default 8)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
     return p

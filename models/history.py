@@ -8,9 +8,8 @@ as the gateway's buffer and silver both do.
 
 Stock-out intervals are derived from the true shelf units (``shelf_units`` change points: empty
 from the point units reach 0 until the next point with units > 0), the most primitive truth
-the simulator writes. Its ``truth/stockouts`` table is used only when ``shelf_units`` is absent:
-at the time of writing it missed a facing's second empty episode within one simulated day
-(docs/model.md, "Ground truth").
+the simulator writes. Its ``truth/stockouts`` table is used only when ``shelf_units`` is absent
+(an early version of it missed a facing's second empty spell within a day; docs/model.md).
 """
 
 from __future__ import annotations

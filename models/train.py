@@ -59,7 +59,7 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class TrainConfig:
     hidden: tuple[int, ...] = (64, 32)
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 1024
     learning_rate: float = 2e-3
     #: Positive class weight; None: negatives / positives, capped at 50.
