@@ -194,7 +194,9 @@ def load_scorer(path: str | Path | None, horizon_h: float = DEFAULT_HORIZON_H, *
         probe = scorer.score(np.zeros((1, _F), dtype=np.float32))
         if probe.shape != (1,) or not np.isfinite(probe).all():
             raise ModelError(f"{path.name}: smoke test gave {probe!r}")
-    except ModelError as exc:
+    except (ModelError, ValueError, RuntimeError, OSError) as exc:
+        # Interpreters raise ValueError / RuntimeError from invoke: a model that cannot score
+        # a probe row is as unusable as one that does not load.
         log.warning("scorer: model not used (%s); falling back to the Poisson baseline", exc)
         return PoissonScorer(horizon_h)
     log.info("scorer: %s from %s (horizon %.1f h)", scorer.name, path.name, scorer.horizon_h)
