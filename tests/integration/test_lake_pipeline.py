@@ -206,3 +206,28 @@ def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
     results = [(r["expectation"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
                if r["table_name"] == "silver.sales_daily"]
     assert sorted(results) == [("bad_number", 0), ("bad_number", 1), ("missing_key", 0), ("missing_key", 0)]
+
+
+def test_a_fail_expectation_stops_the_run_and_writes_nothing_until_the_data_is_fixed(env):
+    from cloud.lake.silver import ExpectationFailed
+
+    cloud = env["cloud"]
+    future = dict(env["events"][0], schema=2)  # a schema version the cloud does not know yet
+    fill_hub(env["hub"], [future])
+    cloud.ingest_stream()
+    with pytest.raises(ExpectationFailed):
+        cloud.transform()
+    assert all(cloud.storage.version(t) == -1 for t in TABLES if not t.startswith("bronze."))
+    with pytest.raises(ExpectationFailed):  # still failing: the bad row is still new
+        cloud.transform()
+
+
+def test_the_cli_reports_a_bad_batch_file_with_exit_code_1(env, capsys):
+    from cloud.cli import main
+
+    folder = env["tmp"] / "bad"
+    folder.mkdir()
+    (folder / "products.csv").write_text("name\nx\n")
+    code = main(["--lake", str(env["tmp"] / "lake"), "ingest-batch", str(folder)])
+    out = capsys.readouterr().out
+    assert code == 1 and "products.csv" in out and "sku" in out

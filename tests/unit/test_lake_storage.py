@@ -1,0 +1,48 @@
+"""Lake storage: backends picked from the URI, idempotent writes, change reads."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from cloud.lake.storage import LocalStorage, ObjectStorage, open_storage
+from gondola.errors import ConfigError, StorageError
+
+
+def test_the_backend_follows_the_uri_and_tables_live_under_their_layer(tmp_path):
+    local = open_storage(tmp_path / "lake")
+    assert isinstance(local, LocalStorage) and local.uri("gold.stockouts") == f"{tmp_path}/lake/gold/stockouts"
+    adls = open_storage("abfss://lake@acct.dfs.core.windows.net/gondola/", {"account_key": "k"})
+    assert isinstance(adls, ObjectStorage)
+    assert adls.uri("silver.pos_line") == "abfss://lake@acct.dfs.core.windows.net/gondola/silver/pos_line"
+    assert isinstance(open_storage("az://container/lake"), ObjectStorage)
+    with pytest.raises(ConfigError):
+        open_storage("ftp://host/lake")
+    with pytest.raises(ConfigError):
+        local.uri("no_layer")
+
+
+def test_application_transactions_commit_with_the_data_and_changes_read_only_new_rows(tmp_path):
+    s = open_storage(tmp_path)
+    assert s.version("bronze.t") == -1 and s.txn_version("bronze.t", "app") == -1 and s.read("bronze.t") is None
+    v0 = s.write("bronze.t", pa.table({"a": [1, 2]}), txns=[("app", 7)])
+    v1 = s.write("bronze.t", pa.table({"a": [3]}), txns=[("app", 9)])
+    assert (v0, v1) == (0, 1) and s.txn_version("bronze.t", "app") == 9
+    new, upto = s.changes("bronze.t", v0)
+    assert new["a"].to_pylist() == [3] and upto == 1
+    assert s.changes("bronze.t", v1) == (None, 1)
+
+
+def test_an_overwrite_with_a_predicate_replaces_only_matching_rows(tmp_path):
+    s = open_storage(tmp_path)
+    s.write("gold.t", pa.table({"store_id": ["a", "a", "b"], "h": [1, 2, 1]}))
+    s.write("gold.t", pa.table({"store_id": ["a"], "h": [9]}), mode="overwrite", predicate="store_id = 'a' AND h >= 2")
+    rows = sorted(zip(*s.read("gold.t").to_pydict().values()))
+    assert rows == [("a", 1), ("a", 9), ("b", 1)]
+
+
+def test_storage_failures_are_storage_errors(tmp_path):
+    s = open_storage(tmp_path)
+    s.write("bronze.t", pa.table({"a": [1]}))
+    with pytest.raises(StorageError):
+        s.write("bronze.t", pa.table({"a": ["not an int"]}))
