@@ -36,14 +36,18 @@ KINDS: dict[str, tuple[str, ...]] = {
 
 
 def kind_of(path: Path) -> str | None:
-    """The kind of a batch file from its name; ``None`` for files that are not ours."""
+    """The kind of a batch file from its name; ``None`` for files that are not ours.
+
+    ``stores*.csv``, ``products*.csv``, ``planogram*.csv``; any CSV with ``sales`` in its name
+    is a daily sales export (``daily_sales_s001.csv``, ``sales_2026-11-29.csv``).
+    """
     name = path.name.lower()
     if path.suffix.lower() != ".csv":
         return None
-    for prefix, kind in (("stores", "stores"), ("products", "products"), ("planogram", "planogram"), ("sales", "sales_daily")):
+    for prefix, kind in (("stores", "stores"), ("products", "products"), ("planogram", "planogram")):
         if name.startswith(prefix):
             return kind
-    return None
+    return "sales_daily" if "sales" in name else None
 
 
 def _read(path: Path, kind: str) -> list[dict[str, str]]:
@@ -66,9 +70,10 @@ def ingest_batch(
     run_id: str | None = None,
     progress: Callable[[str, str], None] | None = None,
 ) -> dict:
-    """Load every recognized CSV of ``folder`` not loaded before.
+    """Load every recognized CSV in ``folder`` and its subfolders not loaded before.
 
-    Returns ``{"loaded": [names], "skipped_same_content": [names], "ignored": [names],
+    Files are taken in path order (so ``master/`` before ``sales/``); names in the report are
+    relative to ``folder``. Returns ``{"loaded": [names], "skipped_same_content": [names], "ignored": [names],
     "rows": n, "errors": {name: reason}}``. A file with bad columns is reported in ``errors``
     and does not stop the others.
 
@@ -81,30 +86,30 @@ def ingest_batch(
         raise ConfigError(f"batch folder {folder} does not exist")
     run_id = run_id or uuid.uuid4().hex[:12]
     report: dict = {"loaded": [], "skipped_same_content": [], "ignored": [], "rows": 0, "errors": {}}
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in folder.rglob("*.csv") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
         kind = kind_of(path)
         if kind is None:
-            if path.is_file():
-                report["ignored"].append(path.name)
+            report["ignored"].append(name)
             continue
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         app_id = f"file:{digest}"
         if storage.txn_version(BRONZE_BATCH, app_id) >= 1:
-            report["skipped_same_content"].append(path.name)
+            report["skipped_same_content"].append(name)
             if progress:
-                progress(path.name, "already loaded")
+                progress(name, "already loaded")
             continue
         try:
             rows = _read(path, kind)
         except (ContractError, UnicodeDecodeError, csv.Error) as exc:
-            report["errors"][path.name] = str(exc)
+            report["errors"][name] = str(exc)
             if progress:
-                progress(path.name, f"error: {exc}")
+                progress(name, f"error: {exc}")
             continue
         now = time.time_ns() // 1_000_000
         table = pa.table({
             "kind": [kind] * len(rows),
-            "source_file": [path.name] * len(rows),
+            "source_file": [name] * len(rows),
             "content_hash": [digest] * len(rows),
             "row_number": list(range(1, len(rows) + 1)),
             "record_json": [json.dumps(r, sort_keys=True) for r in rows],
@@ -112,8 +117,8 @@ def ingest_batch(
             "ingested_at": [now] * len(rows),
         }, schema=schema_of(BRONZE_BATCH))
         storage.write(BRONZE_BATCH, table, txns=[(app_id, 1)], description="raw batch file rows, append-only")
-        report["loaded"].append(path.name)
+        report["loaded"].append(name)
         report["rows"] += len(rows)
         if progress:
-            progress(path.name, f"{len(rows)} rows")
+            progress(name, f"{len(rows)} rows")
     return report

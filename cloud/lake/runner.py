@@ -92,7 +92,7 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
             continue
         rows, rejected = silver_master(engine, batch, table)
         if table == "silver.sales_daily":
-            predicate = _in_predicate(rows, ("date",)) if storage.exists(table) else None
+            predicate = _days_predicate(rows) if storage.exists(table) else None
             mode = "overwrite" if predicate else "append"
             storage.write(table, rows, mode=mode, predicate=predicate, txns=[(app, version)], description=TABLES[table].doc)
         else:
@@ -119,12 +119,19 @@ def _empty(table: str) -> pa.Table:
     return conform(table, pa.table({"_": pa.array([], pa.int8())}).drop(["_"]))
 
 
-def _in_predicate(rows: pa.Table, cols: tuple[str, ...]) -> str | None:
-    values = sorted(set(rows[cols[0]].to_pylist()) - {None})
-    if not values:
+def _quote(value) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _days_predicate(rows: pa.Table) -> str | None:
+    """Rows to replace for re-exported sales days: per store, the dates the new rows cover."""
+    days: dict[str, set[str]] = defaultdict(set)
+    for store, date in zip(rows["store_id"].to_pylist(), rows["date"].to_pylist()):
+        days[store].add(date)
+    if not days:
         return None
-    quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
-    return f"{cols[0]} IN ({quoted})"
+    return " OR ".join(f"(store_id = {_quote(s)} AND date IN ({', '.join(_quote(d) for d in sorted(ds))}))"
+                       for s, ds in sorted(days.items()))
 
 
 def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None:

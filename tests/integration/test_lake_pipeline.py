@@ -177,10 +177,11 @@ def test_batch_files_load_once_by_content_and_the_newest_master_data_wins(env):
     (master / "products_v2.csv").write_text(
         "sku,name,category,price_cents,unit_weight_g,pack_size,extra\nsku-0000,Renamed,grocery,999,250,6,x\n")
     (master / "planogram_bad.csv").write_text("store_id,sku\ns001,sku-0000\n")
-    (master / "notes.txt").write_text("not a batch file")
+    (master / "notes.csv").write_text("not,a,batch,file\n")
+    (master / "readme.txt").write_text("not a CSV: not even listed")
     second = cloud.ingest_batch(master)
     assert second["skipped_same_content"] == ["planogram.csv", "products.csv", "stores.csv", "stores_copy.csv"]
-    assert second["loaded"] == ["products_v2.csv"] and second["ignored"] == ["notes.txt"]
+    assert second["loaded"] == ["products_v2.csv"] and second["ignored"] == ["notes.csv"]
     assert "facing_id" in second["errors"]["planogram_bad.csv"]
     cloud.transform()
     assert cloud.storage.read("silver.products").to_pylist()[0] | {} == {
@@ -197,15 +198,28 @@ def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
     cloud.transform()
     (folder / "sales_2026-11-28_fix.csv").write_text("date,store_id,sku,units,revenue_cents\n2026-11-28,s001,sku-1,7,700\n")
     (folder / "sales_2026-11-29.csv").write_text("date,store_id,sku,units,revenue_cents\n2026-11-29,s001,sku-1,3,300\n")
-    cloud.ingest_batch(folder)
+    (folder / "store2").mkdir()  # the simulator writes one export per store, in a subfolder
+    (folder / "store2" / "daily_sales_s002.csv").write_text("date,store_id,sku,units,revenue_cents\n"
+                                                            "2026-11-28,s002,sku-1,4,400\n")
+    report = cloud.ingest_batch(folder)
+    assert report["loaded"] == ["sales_2026-11-28_fix.csv", "sales_2026-11-29.csv", "store2/daily_sales_s002.csv"]
     cloud.transform()
     rows = sorted_rows(cloud, "silver.sales_daily")
-    assert [(r["date"], r["units"]) for r in rows] == [("2026-11-28", 7), ("2026-11-29", 3)]
+    assert [(r["date"], r["store_id"], r["units"]) for r in rows] == [
+        ("2026-11-28", "s001", 7), ("2026-11-28", "s002", 4), ("2026-11-29", "s001", 3)]
+    (folder / "store2" / "daily_sales_s002_v2.csv").write_text("date,store_id,sku,units,revenue_cents\n"
+                                                               "2026-11-28,s002,sku-1,5,500\n")
+    cloud.ingest_batch(folder)
+    cloud.transform()  # store 2's corrected day must not touch store 1's rows of that day
+    rows = sorted_rows(cloud, "silver.sales_daily")
+    assert [(r["date"], r["store_id"], r["units"]) for r in rows] == [
+        ("2026-11-28", "s001", 7), ("2026-11-28", "s002", 5), ("2026-11-29", "s001", 3)]
     q = cloud.storage.read("silver.quarantine").to_pylist()
     assert [(r["target_table"], r["reasons"]) for r in q] == [("silver.sales_daily", "bad_number")]
     results = [(r["expectation"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
                if r["table_name"] == "silver.sales_daily"]
-    assert sorted(results) == [("bad_number", 0), ("bad_number", 1), ("missing_key", 0), ("missing_key", 0)]
+    assert len(results) == 6  # two expectations x three runs that brought sales files
+    assert sum(f for e, f in results if e == "bad_number") == 1 and sum(f for e, f in results if e == "missing_key") == 0
 
 
 def test_a_fail_expectation_stops_the_run_and_writes_nothing_until_the_data_is_fixed(env):
