@@ -17,7 +17,8 @@ from cloud.wiring import CloudSettings, build_cloud
 from gondola.hub import LocalHub
 from tests.conftest import require
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+# JVM start-up and one Spark job per query: minutes on a busy 2-core machine.
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _normalized(table: pa.Table, name: str) -> list[dict]:
