@@ -263,10 +263,12 @@ gw.collector.start()
 rng = np.random.default_rng(0)
 topic_pos = "gondola/s001/pos/pos-s001-r01"
 group = []
+seqs = [0] * F
 for i in range(N):
     f = int(rng.integers(F))
     if i % 3:
-        ev = reading(i, T0 + i * 100, device_id=f"shelf-s001-f{f}", facing_id=f"f{f}", sku=f"k{f}", units=int(rng.integers(20)))
+        seqs[f] += 1
+        ev = reading(seqs[f], T0 + i * 100, device_id=f"shelf-s001-f{f}", facing_id=f"f{f}", sku=f"k{f}", units=int(rng.integers(20)))
         group.append((f"gondola/s001/shelf/shelf-s001-f{f}", json.dumps(ev).encode(), (0, 0)))
     else:
         ev = pos_line(i, T0 + i * 100, sku=f"k{f}")

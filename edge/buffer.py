@@ -567,10 +567,15 @@ class SqliteBuffer:
             self._db.executemany("UPDATE gaps SET reported=1 WHERE device_id=? AND lo=?",
                                  [(d, lo) for d, lo, _ in gaps])
 
-    def gaps(self) -> dict[str, list[tuple[int, int]]]:
-        """Open gaps per device: ``{device_id: [(lo, hi), ...]}`` (inclusive)."""
+    def gaps(self, max_devices: int | None = None, max_ranges: int | None = None) -> dict[str, list[tuple[int, int]]]:
+        """Open gaps per device: ``{device_id: [(lo, hi), ...]}`` (inclusive), optionally only
+        the ``max_devices`` devices missing most and their first ``max_ranges`` ranges."""
         with self._lock:
-            return {d: [tuple(g) for g in s.gaps] for d, s in self._devices.items() if s.gaps}
+            out = {d: s.gaps for d, s in self._devices.items() if s.gaps}
+            if max_devices is not None and len(out) > max_devices:
+                worst = sorted(out, key=lambda d: -sum(hi - lo + 1 for lo, hi in out[d]))[:max_devices]
+                out = {d: out[d] for d in worst}
+            return {d: [tuple(g) for g in gs[:max_ranges]] for d, gs in out.items()}
 
     # ---- state snapshots (inference) -----------------------------------------------------
 

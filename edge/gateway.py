@@ -59,6 +59,7 @@ class Gateway:
         self._emit_lock = threading.Lock()
         self._last_snapshot_ms = 0
         self._last_health_ms = 0
+        self._last_expire_ms = 0
         self._reported_gaps = 0
         self.alerts_published = 0
 
@@ -134,7 +135,8 @@ class Gateway:
     def run_cycle(self, now_ms: int) -> list[dict]:
         """Score all facings at ``now_ms`` in one call, raise / clear alerts with hysteresis, store
         them (priority 0) and publish them on the store broker; return the ``edge.alert`` events
-        of this cycle (both ``raised`` and ``cleared``). Also expires by TTL, enforces the cap,
+        of this cycle (both ``raised`` and ``cleared``). Also expires by TTL (every 15 minutes),
+        enforces the cap,
         reports confirmed gaps, emits ``edge.health`` (and patches the twin) every
         ``health_every_s`` of gateway-clock time, and snapshots facing state every 5 minutes."""
         changes = self.inference.cycle(now_ms)
@@ -152,7 +154,11 @@ class Gateway:
                     self.alerts_published += 1
                 except TransportError as exc:
                     log.warning("alert not published on the store broker: %s", exc)
-        self.buffer.expire(now_ms)
+        if now_ms - self._last_expire_ms >= 15 * 60_000:
+            # TTLs are days long: a sweep every 15 minutes is precise enough and keeps the
+            # per-cycle cost independent of the backlog's size.
+            self.buffer.expire(now_ms)
+            self._last_expire_ms = now_ms
         self.buffer.enforce_cap(now_ms)
         self._report_gaps(now_ms)
         if now_ms - self._last_health_ms >= self.settings.health_every_s * 1000:
@@ -203,7 +209,8 @@ class Gateway:
             "store_id": self.settings.store_id,
             "now_ms": now,
             "evictions_by": stats["evictions_by"],
-            "gaps": {d: [list(g) for g in gs] for d, gs in self.buffer.gaps().items()},
+            # The 50 devices missing most, first 20 ranges each: bounded for the twin and page.
+            "gaps": {d: [list(g) for g in gs] for d, gs in self.buffer.gaps(50, 20).items()},
             "devices": stats["devices"],
             "duplicates": stats["duplicates"],
             "received": stats["received"],
