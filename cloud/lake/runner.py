@@ -142,7 +142,7 @@ def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None
     return storage.read(table, columns=["device_id", "seq", "ts"], filter=ds.field("device_id").isin(devices))
 
 
-def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]], context_days: int) -> tuple[dict[str, int], dict[str, int]]:
+def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]]) -> tuple[dict[str, int], dict[str, int]]:
     """Per store: the cutoff (first day to rebuild) from new silver rows; and input versions."""
     versions: dict[str, int] = {}
     earliest: dict[str, int] = {}
@@ -189,7 +189,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     report: dict = {"rows": {}, "stores": 0, "silver_rows_read": 0}
     targets = [t for t in GOLD_TABLES if with_features or t != "gold.features"]
     marks = {t: {i: storage.txn_version(t, _app("gold", i)) for i in GOLD_INPUTS} for t in targets}
-    cutoff, versions = _windows(storage, marks, context_days)
+    cutoff, versions = _windows(storage, marks)
     behind = [t for t in targets if any(marks[t][i] < versions[i] for i in GOLD_INPUTS)]
     if not behind or not cutoff:
         return report
@@ -197,7 +197,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     inputs: dict[str, pa.Table] = {}
     for table, name in GOLD_INPUTS.items():
         rows = storage.read(table, filter=_window_filter(cutoff, context_ms))
-        inputs[name] = rows if rows is not None else conform(table, _empty(table))
+        inputs[name] = rows if rows is not None else _empty(table)
     products = storage.read("silver.products")
     inputs["products"] = products if products is not None else _empty("silver.products")
     planogram = storage.read("silver.planogram")
