@@ -230,12 +230,16 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
               progress: Callable[[str], None] | None = None) -> dict:
     """Bronze -> silver -> gold, incrementally. Returns new rows per table and silver stats.
 
+    ``versions`` maps each table the run wrote (and both bronze tables, its inputs) to
+    ``[version before, version after]``.
+
     Raises:
         StorageError: a lake read or write failed.
         ExpectationFailed: a ``fail`` expectation did not hold (nothing of that step written).
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     now = (clock or (lambda: time.time_ns() // 1_000_000))()
+    before = {t: storage.version(t) for t in TABLES}
     if progress:
         progress("silver")
     silver = transform_silver(storage, engine, run_id=run_id, now_ms=now)
@@ -243,5 +247,8 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
         progress("gold")
     gold = transform_gold(storage, engine, context_days=context_days, with_features=with_features, progress=progress)
     rows = {k: v for k, v in silver["rows"].items()} | gold["rows"]
+    after = {t: storage.version(t) for t in TABLES}
+    # Table versions read and written: what lineage (catalog, model registry) pins a run to.
+    versions = {t: [before[t], after[t]] for t in TABLES if after[t] != before[t] or t.startswith("bronze.")}
     return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"],
-            "silver_rows_read": gold["silver_rows_read"]}
+            "silver_rows_read": gold["silver_rows_read"], "versions": versions}

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "conform", "BRONZE_EVENTS", "BRONZE_BATCH",
-    "SILVER_EVENT_TABLES", "QUARANTINE", "EXPECTATION_RESULTS", "GOLD_TABLES",
+    "SILVER_EVENT_TABLES", "QUARANTINE", "EXPECTATION_RESULTS", "GOLD_TABLES", "LINEAGE",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_()}
@@ -260,3 +260,26 @@ def conform(name: str, data: pa.Table) -> pa.Table:
         else:
             arrays.append(pa.nulls(data.num_rows, f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+_EVENTS = list(SILVER_EVENT_TABLES.values())
+#: table -> (the tables it is computed from, the step that computes it): lineage for the catalog.
+LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
+    BRONZE_EVENTS: ((), "cloud.ingest.stream.ingest_stream: hub / Event Hubs messages, one row per event"),
+    BRONZE_BATCH: ((), "cloud.ingest.batch.ingest_batch: ERP CSV files, one row per CSV row, each file once"),
+    **{t: ((BRONZE_EVENTS,), "cloud.lake.silver.silver_events: typed, checked, deduplicated on (device_id, seq)")
+       for t in _EVENTS},
+    QUARANTINE: ((BRONZE_EVENTS, BRONZE_BATCH), "cloud.lake.silver / master: rows a drop expectation rejected"),
+    EXPECTATION_RESULTS: ((BRONZE_EVENTS, BRONZE_BATCH), "cloud.lake.silver / master: expectation counts per run"),
+    **{t: ((BRONZE_BATCH,), "cloud.lake.master.silver_master: newest file per kind, typed")
+       for t in ("silver.stores", "silver.products", "silver.planogram", "silver.sales_daily")},
+    "gold.hourly_sales": (("silver.pos_line",), "cloud.lake.gold GOLD_SQL: sum POS lines per store, SKU and hour"),
+    "gold.shelf_state": (("silver.shelf_reading",), "cloud.lake.gold GOLD_SQL: readings per facing and hour"),
+    "gold.stockouts": (("silver.shelf_reading", "silver.pos_line", "silver.edge_alert", "silver.products"),
+                       "cloud.lake.gold GOLD_SQL: empty-reading episodes, lost sales, edge alert lead"),
+    "gold.fleet_status": (tuple(_EVENTS), "cloud.lake.gold GOLD_SQL: events, seq gaps and health per device and day"),
+    "gold.model_performance": (("silver.edge_alert", "gold.stockouts"),
+                               "cloud.lake.gold GOLD_SQL: alerts matched to stock-outs per store, day, scorer"),
+    "gold.features": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram",
+                       "gold.stockouts"), "cloud.lake.gold.features: models.replay feature vectors + label"),
+}

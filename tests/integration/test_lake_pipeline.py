@@ -70,7 +70,8 @@ def test_every_event_reaches_silver_once(env):
     fill_hub(env["hub"], env["events"])
     cloud = env["cloud"]
     assert cloud.ingest_stream() == len(env["events"])
-    cloud.transform()
+    report = cloud.transform()
+    assert report["versions"]["bronze.events"] == [0, 0] and report["versions"]["gold.stockouts"] == [-1, 0]
     for etype in ("pos.line", "shelf.reading", "edge.alert", "edge.health", "shelf.restock"):
         sent = {(e["device_id"], e["seq"]) for e in env["events"] if e["type"] == etype}
         assert cloud.silver_keys(etype) == sent

@@ -46,3 +46,11 @@ def test_storage_failures_are_storage_errors(tmp_path):
     s.write("bronze.t", pa.table({"a": [1]}))
     with pytest.raises(StorageError):
         s.write("bronze.t", pa.table({"a": ["not an int"]}))
+
+
+def test_every_table_has_lineage_to_tables_that_exist():
+    from cloud.lake.tables import LINEAGE, TABLES
+
+    assert set(LINEAGE) == set(TABLES)
+    for name, (inputs, step) in LINEAGE.items():
+        assert set(inputs) <= set(TABLES) and step, name
