@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from cloud.lake.engine import Engine
-from cloud.lake.gold import GOLD_ORDER, features, gold_tables
+from cloud.lake.gold import features, gold_tables
 from cloud.lake.master import MASTER_SQL, silver_master
 from cloud.lake.silver import silver_events
 from cloud.lake.storage import LakeStorage
@@ -209,7 +209,9 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     if "gold.features" in behind:
         if progress:
             progress("gold features")
-        outputs["gold.features"] = features(inputs, outputs["gold.stockouts"])
+        # An engine may run the Python replay itself (Spark: one task per store).
+        replay = getattr(engine, "features", features)
+        outputs["gold.features"] = replay(inputs, outputs["gold.stockouts"])
     if progress:
         progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]

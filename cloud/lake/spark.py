@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Mapping
 
 import pyarrow as pa
@@ -21,6 +22,7 @@ import pyarrow as pa
 __all__ = ["SparkEngine"]
 
 _JSON = re.compile(r"\bJSON_STR\(")
+_SPARK_TYPES = {"string": "string", "int64": "bigint", "int32": "int", "double": "double", "bool": "boolean"}
 
 
 class SparkEngine:
@@ -36,6 +38,8 @@ class SparkEngine:
     def session(self):
         if self._session is None:
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Python tasks (applyInPandas) must run in this interpreter, with its packages.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             from pyspark.sql import SparkSession
 
             self._session = (
@@ -68,6 +72,41 @@ class SparkEngine:
 
             return self.session.createDataFrame(pa.Table.from_batches([], schema=schema_of(table)))
         return self.session.read.parquet(*files)
+
+    def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table) -> pa.Table:
+        """``gold.features`` on Spark: each store's inputs travel to a Python task as Arrow IPC
+        and run ``cloud.lake.gold.features`` there (``groupBy(store).applyInPandas``)."""
+        import pyarrow.compute as pc
+
+        from cloud.lake.gold import features as store_features
+        from cloud.lake.tables import schema_of
+
+        tables = {**{k: inputs[k] for k in ("readings", "pos", "restocks", "planogram") if k in inputs},
+                  "stockouts": stockouts}
+        rows = []
+        for store in sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist())):
+            for kind, table in tables.items():
+                part = table.filter(pc.equal(table["store_id"], store))
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, part.schema) as writer:
+                    writer.write_table(part)
+                rows.append({"store_id": store, "kind": kind, "payload": sink.getvalue().to_pybytes()})
+        out_schema = schema_of("gold.features")
+        ddl = ", ".join(f"{f.name} {_SPARK_TYPES[str(f.type)]}" for f in out_schema)
+
+        def per_store(frame):
+            import pandas as pd
+
+            parts = {k: pa.ipc.open_stream(p).read_all() for k, p in zip(frame["kind"], frame["payload"])}
+            so = parts.pop("stockouts")
+            result = store_features(parts, so)
+            return result.to_pandas() if result.num_rows else pd.DataFrame({f.name: [] for f in out_schema})
+
+        if not rows:
+            return pa.Table.from_batches([], schema=out_schema)
+        packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
+        result = self._collect(packed.groupBy("store_id").applyInPandas(per_store, schema=ddl))
+        return result.cast(out_schema)
 
     @staticmethod
     def _collect(df) -> pa.Table:

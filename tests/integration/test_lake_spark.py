@@ -61,5 +61,8 @@ def test_spark_reads_the_lake_and_produces_the_same_silver_and_gold_tables_as_th
     inputs["keys"] = pa.concat_tables([inputs[a].select(["store_id", "device_id", "seq", "ts"]) for a in GOLD_INPUTS.values()])
     gold = gold_tables(spark, inputs)
     assert gold["gold.stockouts"].num_rows > 0
+    inputs["planogram"] = spark._collect(spark.read_delta(storage, "silver.planogram"))
+    gold["gold.features"] = spark.features(inputs, gold["gold.stockouts"])  # Python tasks per store
+    assert set(gold) == {t for t in TABLES if t.startswith("gold.")}
     for name, rows in gold.items():
         assert _normalized(rows, name) == _normalized(storage.read(name), name), name
