@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from gondola.contracts import make_event
 from gondola.topics import device_topic
 
-__all__ = ["T0", "pos_line", "reading", "restock", "Traffic", "device_traffic", "planogram_csv"]
+__all__ = ["T0", "received", "pos_line", "reading", "restock", "Traffic", "device_traffic", "planogram_csv"]
 
 #: 2025-11-29T10:00:00Z, a Saturday morning.
 T0 = 1_764_410_400_000
+
+
+def received(event: dict, at: int = T0) -> dict:
+    """The event as the gateway stores it: with ``received_at``."""
+    return event | {"received_at": at}
 
 
 def pos_line(seq: int, ts: int, *, store_id: str = "s001", device_id: str = "pos-s001-r01", sku: str = "k0",

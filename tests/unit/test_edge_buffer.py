@@ -8,11 +8,8 @@ import pytest
 
 from edge.buffer import MIGRATIONS, BufferPolicy, SqliteBuffer
 from edge.testing import T0, pos_line, reading, restock
+from edge.testing import received as _rx
 from gondola.errors import BufferFullError
-
-
-def _rx(ev, at=T0):
-    return ev | {"received_at": at}
 
 
 @pytest.fixture

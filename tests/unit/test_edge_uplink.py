@@ -9,6 +9,7 @@ import pytest
 
 from edge.buffer import SqliteBuffer
 from edge.testing import T0, pos_line, reading
+from edge.testing import received as _rx
 from edge.transport import FlakyTransport, LocalHubTransport
 from edge.uplink import Backoff, TokenBucket, Uplink
 from gondola.clock import SimClock
@@ -34,10 +35,6 @@ class Recorder:
 
     def close(self):
         pass
-
-
-def _rx(ev, at=T0):
-    return ev | {"received_at": at}
 
 
 @pytest.fixture
