@@ -257,7 +257,10 @@ class Gateway:
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_cycle:
-                self.run_cycle(self.clock.now_ms())
+                try:
+                    self.run_cycle(self.clock.now_ms())
+                except GondolaError as exc:  # e.g. BufferFullError: keep uplinking to make room
+                    log.error("cycle failed: %s", exc)
                 next_cycle = now + s.cycle_s
             try:
                 sent = self.uplink.uplink_once()
