@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 
-import pyarrow as pa
 import pytest
 
 from cloud.ingest.source import LocalHubSource
