@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--hub", choices=("local", "iothub"), help="where batches go (env GONDOLA_HUB)")
     run.add_argument("--hub-path", type=Path, help="embedded hub file for --hub local (env GONDOLA_HUB_PATH)")
     run.add_argument("--planogram", type=Path, dest="planogram_path", help="planogram.csv (env GONDOLA_PLANOGRAM_PATH)")
+    run.add_argument("--model", type=Path, dest="model_path",
+                     help="int8 .tflite (or .onnx) stock-out model; default: Poisson baseline (env GONDOLA_MODEL_PATH)")
+    run.add_argument("--model-key-file", type=Path, help="key verifying the model's signed manifest")
     run.add_argument("--mode", choices=("dev", "demo", "production"), help="production needs GONDOLA_PSEUDONYM_KEY")
     run.add_argument("--http-port", type=int, help="local page and /metrics port; 0 off (env GONDOLA_HTTP_PORT)")
     run.add_argument("--cycle-s", type=float, help="seconds between scoring cycles")

@@ -61,7 +61,12 @@ class EdgeSettings:
     pseudonym_key_file: Path | None = None
     mode: str = "dev"  # dev | demo | production
     horizon_min: int = 120
-    raise_at: float = 0.6
+    #: the stock-out model (int8 .tflite or .onnx, manifest beside it); None: the Poisson baseline
+    model_path: Path | None = None
+    #: key that verifies the model's signed manifest; production requires one with a model
+    model_key_file: Path | None = None
+    #: raise an alert at this probability; None: the model's operating threshold, else 0.6
+    raise_at: float | None = None
     clear_at: float = 0.3
     min_dwell_min: int = 15
     buffer_max_bytes: int = 2 * 1024**3
@@ -94,8 +99,10 @@ class EdgeSettings:
             raise ConfigError(f"encoding must be gzip, deflate or identity, got {self.encoding!r}")
         if not 0 <= self.live_share < 1:
             raise ConfigError("live_share must be in [0, 1)")
-        if not 0 <= self.clear_at < self.raise_at <= 1:
+        if self.raise_at is not None and not 0 <= self.clear_at < self.raise_at <= 1:
             raise ConfigError("need 0 <= clear_at < raise_at <= 1")
+        if self.mode == "production" and self.model_path is not None and self.model_key_file is None:
+            raise ConfigError("production mode needs GONDOLA_MODEL_KEY_FILE to verify the model's signature")
         if self.pseudonym_key is not None:
             check_key(self.pseudonym_key)
         return self
@@ -129,7 +136,7 @@ class EdgeSettings:
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
         "round_rows", "group_max", "group_wait_ms", "http_port"}
 _FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s"}
-_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file"}
+_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file"}
 
 
 def _parse(name: str, raw: str):
@@ -191,14 +198,36 @@ def build_transport(settings: EdgeSettings, clock: Clock):
     raise ConfigError(f"unknown hub {settings.hub!r}")
 
 
+DEFAULT_RAISE_AT = 0.6
+
+
+def build_scorer(settings: EdgeSettings):
+    """The model the settings name, verified and smoke-tested, or the Poisson baseline.
+
+    Never raises for a bad model: the gateway must keep alerting, so ``load_scorer`` logs why
+    and falls back to the baseline.
+    """
+    from models.runtime import load_scorer
+    from models.scoring import PoissonScorer
+
+    horizon_h = settings.horizon_min / 60
+    if settings.model_path is None:
+        return PoissonScorer(horizon_h=horizon_h)
+    key = None
+    if settings.model_key_file is not None:
+        try:
+            key = Path(settings.model_key_file).read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the model key file: {exc.strerror}") from None
+    return load_scorer(settings.model_path, horizon_h, key=key)
+
+
 def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=None, transport=None):
     """Wire a :class:`edge.gateway.Gateway` (buffer, collector, uplink, inference, transport).
 
     Raises:
         ConfigError, StorageError: see the module docstring.
     """
-    from models.scoring import PoissonScorer
-
     from edge.buffer import BufferPolicy, SqliteBuffer
     from edge.gateway import Gateway
     from edge.inference import Inference, load_planogram
@@ -211,9 +240,14 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     key = resolve_pseudonym_key(settings)
     buffer = SqliteBuffer(data_dir / "buffer.sqlite",
                           BufferPolicy(max_bytes=settings.buffer_max_bytes, durability=settings.durability))
-    scorer = scorer or PoissonScorer(horizon_h=settings.horizon_min / 60)
+    scorer = scorer or build_scorer(settings)
+    raise_at, clear_at = settings.raise_at, settings.clear_at
+    if raise_at is None:
+        # The model's operating threshold; the clear level stays below it.
+        raise_at = getattr(scorer, "threshold", None) or DEFAULT_RAISE_AT
+        clear_at = min(clear_at, raise_at / 2)
     planogram = load_planogram(settings.planogram_path, settings.store_id) if settings.planogram_path else []
-    inference = Inference(planogram, scorer, raise_at=settings.raise_at, clear_at=settings.clear_at,
+    inference = Inference(planogram, scorer, raise_at=raise_at, clear_at=clear_at,
                           min_dwell_ms=settings.min_dwell_min * 60_000)
     transport = transport or build_transport(settings, clock)
     uplink = Uplink(buffer, transport, clock, store_id=settings.store_id, encoding=settings.encoding,
