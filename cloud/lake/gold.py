@@ -187,7 +187,7 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: flo
         if len(rows) == 0:
             continue
         so = [r for r in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms"))) if r[0] == store]
-        _now, within = label_rows(rows, so, int(horizon_h * _H))
+        now, within = label_rows(rows, so, int(horizon_h * _H))
         parts.append(pa.table({
             "store_id": rows.store.astype(str).tolist(),
             "facing_id": rows.facing.astype(str).tolist(),
@@ -195,6 +195,7 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: flo
             "hour_ms": rows.t.astype(np.int64),
             "features_json": [json.dumps([round(float(v), 6) for v in x]) for x in rows.X],
             "label": within.astype(np.int32),
+            "empty_now": now.astype(np.int32),
             "horizon_h": np.full(len(rows), horizon_h),
         }))
     if not parts:

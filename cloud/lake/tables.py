@@ -231,6 +231,7 @@ _defs: list[TableDef] = [
         ("hour_ms", "int64", "sample instant (hour start)"),
         ("features_json", "string", "feature vector as JSON, ordered as models.features.FEATURES"),
         ("label", "int32", "1 when the facing is empty within the next horizon_h hours"),
+        ("empty_now", "int32", "1 when the facing is empty at the sample instant"),
         ("horizon_h", "double", "label horizon, hours"),
     ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
 ]

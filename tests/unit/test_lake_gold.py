@@ -100,4 +100,4 @@ def test_features_follow_models_feature_order_and_label_upcoming_stock_outs():
     assert [x["hour_ms"] for x in f] == [T0 + 9 * 60 * MIN]
     vec = json.loads(f[0]["features_json"])
     assert len(vec) == len(FEATURES) and vec[FEATURES.index("units_est")] == 0.0
-    assert vec[FEATURES.index("capacity")] == 10.0 and f[0]["label"] == 1
+    assert vec[FEATURES.index("capacity")] == 10.0 and f[0]["label"] == 1 and f[0]["empty_now"] == 1
