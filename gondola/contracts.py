@@ -39,6 +39,7 @@ __all__ = [
     "BatchMessage",
     "encode_batch",
     "decode_batch",
+    "batch_lines",
     "pack_batches",
     "MAX_MESSAGE_BYTES",
     "BATCH_SCHEMA",
@@ -314,24 +315,38 @@ def encode_batch(events: list[Mapping[str, Any]], *, store_id: str, encoding: st
     return BatchMessage(body=body, properties=_properties(events, store_id, encoding))
 
 
-def decode_batch(body: bytes, properties: Mapping[str, str]) -> list[dict]:
-    """Decode a batch body back into events (not re-validated: the gateway already did).
+def batch_lines(body: bytes, properties: Mapping[str, str]) -> list[str]:
+    """The event lines of a batch, checked but not parsed (for readers that parse JSON in bulk).
 
     Raises:
-        ContractError: ``bad_schema``, ``bad_encoding``, ``bad_json`` or ``bad_count``.
+        ContractError: ``bad_schema``, ``bad_encoding``, ``bad_json`` (body not UTF-8) or
+            ``bad_count``.
     """
     schema = properties.get("schema")
     if schema != BATCH_SCHEMA:
         raise ContractError("bad_schema", f"batch schema {schema!r} is not {BATCH_SCHEMA}")
     raw = _decompress(body, properties.get("content-encoding", "identity"))
     try:
-        events = [json.loads(line) for line in raw.split(b"\n") if line]
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContractError("bad_json", "batch body is not UTF-8") from None
+    lines = [line for line in text.split("\n") if line]
+    count = properties.get("count")
+    if count is not None and str(len(lines)) != count:
+        raise ContractError("bad_count", f"batch says {count} events, holds {len(lines)}")
+    return lines
+
+
+def decode_batch(body: bytes, properties: Mapping[str, str]) -> list[dict]:
+    """Decode a batch body back into events (not re-validated: the gateway already did).
+
+    Raises:
+        ContractError: ``bad_schema``, ``bad_encoding``, ``bad_json`` or ``bad_count``.
+    """
+    try:
+        return [json.loads(line) for line in batch_lines(body, properties)]
     except ValueError as exc:
         raise ContractError("bad_json", f"batch line is not JSON: {exc}") from None
-    count = properties.get("count")
-    if count is not None and str(len(events)) != count:
-        raise ContractError("bad_count", f"batch says {count} events, holds {len(events)}")
-    return events
 
 
 def pack_batches(

@@ -15,10 +15,8 @@ crash between the bronze commit and the checkpoint appends nothing.
 
 from __future__ import annotations
 
-import gzip
 import time
 import uuid
-import zlib
 from typing import Callable
 
 import pyarrow as pa
@@ -26,7 +24,7 @@ import pyarrow as pa
 from cloud.ingest.source import EventSource, ReceivedMessage
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import BRONZE_EVENTS, conform, schema_of
-from gondola.contracts import BATCH_SCHEMA
+from gondola.contracts import batch_lines
 from gondola.errors import ContractError
 
 __all__ = ["ingest_stream", "bronze_rows", "stream_app_id"]
@@ -36,9 +34,6 @@ def stream_app_id(source_name: str, partition: str) -> str:
     """The application-transaction id that records bronze's position in one partition."""
     return f"stream:{source_name}:{partition}"
 
-
-#: content-encoding -> decompressor, as the batch contract (``gondola.contracts``) defines them
-_DECOMPRESS = {"gzip": gzip.decompress, "deflate": zlib.decompress, "identity": bytes}
 
 _ENVELOPE_SQL = """
 SELECT CASE WHEN ok THEN e.type END AS type, COALESCE(CASE WHEN ok THEN e.store_id END, msg_store) AS store_id,
@@ -59,26 +54,9 @@ def _lines(m: ReceivedMessage) -> list[str]:
     """The JSON lines of one gateway batch, undecoded (DuckDB parses them, in C, in bulk).
 
     Raises:
-        ContractError: ``bad_schema``, ``bad_encoding``, ``bad_json`` (not UTF-8) or ``bad_count``,
-            as ``gondola.contracts.decode_batch`` would.
+        ContractError: as ``gondola.contracts.batch_lines``.
     """
-    props = m.properties
-    if props.get("schema") != BATCH_SCHEMA:
-        raise ContractError("bad_schema", f"batch schema {props.get('schema')!r} is not {BATCH_SCHEMA}")
-    encoding = props.get("content-encoding", "identity")
-    if encoding not in _DECOMPRESS:
-        raise ContractError("bad_encoding", f"unknown content encoding {encoding!r}")
-    try:
-        text = _DECOMPRESS[encoding](m.body).decode("utf-8")
-    except (OSError, zlib.error, EOFError) as exc:
-        raise ContractError("bad_encoding", f"cannot decompress {encoding} body: {exc}") from None
-    except UnicodeDecodeError:
-        raise ContractError("bad_json", "batch body is not UTF-8") from None
-    lines = [line for line in text.split("\n") if line]
-    count = props.get("count")
-    if count is not None and str(len(lines)) != count:
-        raise ContractError("bad_count", f"batch says {count} events, holds {len(lines)}")
-    return lines
+    return batch_lines(m.body, m.properties)
 
 
 def bronze_rows(messages: list[ReceivedMessage], *, source: str, run_id: str, now_ms: int) -> pa.Table:
