@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import mosquitto_binary
+from tests.conftest import mosquitto_binary, wait_for_port
 
 DEVICE, MODULE = "gw-s001", "gateway"
 # Obviously fake: base64 of a readable string, never a real key.
@@ -107,7 +107,7 @@ class TlsMosquitto:
         self.proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        wait_for_port_on(self.host, 8883)
+        wait_for_port(8883, host=self.host)
 
     def connection_string(self, device: str = DEVICE, module: str = MODULE) -> str:
         return (
@@ -119,17 +119,6 @@ class TlsMosquitto:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(5)
-
-
-def wait_for_port_on(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
 class FakeIotHubService:
