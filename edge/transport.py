@@ -112,9 +112,6 @@ class LocalHubTransport:
         with self._lock:
             self._callbacks.append(callback)
 
-    #: The name ``edge.azure.iothub.IotHubTransport`` uses for the same call.
-    on_desired_change = on_desired
-
     def poll_desired(self) -> bool:
         """Fire the desired callbacks if the desired version changed; return whether it did."""
         desired = self.get_twin()["desired"]
