@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, SimClock, ms_to_iso
@@ -57,7 +57,6 @@ class DemoConfig:
     start_ms: int = DEFAULT_START_MS
     quiet: bool = False
     dashboard: bool = True
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if not 1 <= self.stores <= 50:
@@ -112,6 +111,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     from models.evaluation import match_alerts
 
     cfg.validate()
+    model_path = _model_path(cfg.model)
     out = cfg.out
     _prepare_out(out)
     started = time.monotonic()
@@ -140,7 +140,6 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
 
     broker = start_broker(prefer=cfg.broker, data_dir=out / "broker")
     _log(cfg, f"broker: {broker.kind} on {broker.host}:{broker.port}")
-    model_path = _model_path(cfg.model)
     clock = SimClock(cfg.start_ms)
     hub_path = out / "hub.sqlite"
     gateways = {}
@@ -293,8 +292,6 @@ def _config_summary(cfg: DemoConfig) -> dict:
     out = {}
     for f in fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name == "extra":
-            continue
         if f.name == "scenario" and value is not None and not isinstance(value, (str, Path)):
             value = f"<{type(value).__name__} object>"
         out[f.name] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
