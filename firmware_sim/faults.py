@@ -21,7 +21,17 @@ import numpy as np
 from gondola.clock import DAY_MS, MINUTE_MS
 from firmware_sim.scenario import FaultParams
 
-__all__ = ["MALFORMED_KINDS", "Window", "plan_device_faults", "plan_store_windows", "apply_faults"]
+__all__ = ["MALFORMED_KINDS", "MESSAGE_FAULTS", "Window", "plan_device_faults", "plan_store_windows", "apply_faults"]
+
+#: Message-level fault kinds -> bit in a message's ``fault`` mask. ``apply_faults`` marks the
+#: messages; the store counts a fault into ground truth when its message is released, so
+#: ``truth.faults`` always matches what devices have sent so far (a day is planned whole, but
+#: its messages go out over the day).
+MESSAGE_FAULTS: dict[str, int] = {
+    "drop": 1, "late": 2, "reorder": 4, "malformed": 8, "duplicate": 16,
+    "outage_dropped": 32, "outage_delayed": 64, "power_loss_dropped": 128, "power_loss_delayed": 256,
+    "clock_skew": 512,
+}
 
 MALFORMED_KINDS = ("truncated", "wrong_type", "unknown_sku", "absurd_value")
 
@@ -75,19 +85,19 @@ def apply_faults(
     buffering: np.ndarray,
     windows: list[Window],
     params: FaultParams,
-    counts: dict[str, int],
 ) -> dict[str, np.ndarray]:
-    """Apply message-level and store-window faults to one day's messages; count them.
+    """Apply message-level and store-window faults to one day's messages; mark them.
 
     ``msgs`` has ``dev``, ``seq``, ``ts`` (true), sorted by (dev, seq); ``buffering[dev]`` says
     whether a device keeps unsent messages (POS, handheld) or loses them (sensors). Returns the
-    table with ``sent_at``, ``dropped``, ``malformed`` set and duplicate copies appended
-    (``copy`` = 1).
+    table with ``sent_at``, ``dropped``, ``malformed`` and ``fault`` (a ``MESSAGE_FAULTS`` mask) set
+    and duplicate copies appended (``copy`` = 1).
     """
     n = len(msgs["dev"])
     sent = msgs["ts"].copy()
     dropped = np.zeros(n, dtype=bool)
     held = np.zeros(n, dtype=bool)  # moved by a fault already; not also reordered
+    fault = np.zeros(n, dtype=np.int64)
     # Store windows first: they are what the network did, the rest is per message.
     for w in windows:
         if w.kind not in ("outage", "power_loss"):
@@ -99,19 +109,19 @@ def apply_faults(
         idx = np.flatnonzero(keep)
         sent[idx] = w.end_ms + np.argsort(np.argsort(sent[idx], kind="stable"), kind="stable") * 5
         held |= keep
-        counts[f"{w.kind}_dropped"] = counts.get(f"{w.kind}_dropped", 0) + int(lose.sum())
-        counts[f"{w.kind}_delayed"] = counts.get(f"{w.kind}_delayed", 0) + len(idx)
+        fault[lose] |= MESSAGE_FAULTS[f"{w.kind}_dropped"]
+        fault[idx] |= MESSAGE_FAULTS[f"{w.kind}_delayed"]
     alive = ~dropped
     if params.drops > 0:
         hit = alive & (rng.random(n) < params.drops)
         dropped |= hit
-        counts["drop"] = counts.get("drop", 0) + int(hit.sum())
+        fault[hit] |= MESSAGE_FAULTS["drop"]
     alive = ~dropped
     if params.late > 0:
         hit = alive & ~held & (rng.random(n) < params.late)
         sent[hit] += (rng.uniform(params.late_min_s, params.late_max_s, int(hit.sum())) * 1000).astype(np.int64)
         held |= hit
-        counts["late"] = counts.get("late", 0) + int(hit.sum())
+        fault[hit] |= MESSAGE_FAULTS["late"]
     if params.reorders > 0 and n > 1:
         dev = msgs["dev"]
         same_next = np.r_[dev[1:] == dev[:-1], False]
@@ -122,19 +132,19 @@ def apply_faults(
         pick &= ~np.r_[pick[1:], False]
         idx = np.flatnonzero(pick)
         sent[idx] = sent[idx + 1] + 1
-        counts["reorder"] = counts.get("reorder", 0) + len(idx)
+        fault[idx] |= MESSAGE_FAULTS["reorder"]
     malformed = np.zeros(n, dtype=np.int64)
     if params.malformed > 0:
         hit = alive & (rng.random(n) < params.malformed)
         malformed[hit] = 1 + rng.integers(0, len(MALFORMED_KINDS), int(hit.sum()))
-        counts["malformed"] = counts.get("malformed", 0) + int(hit.sum())
+        fault[hit] |= MESSAGE_FAULTS["malformed"]
     out = dict(msgs)
-    out.update(sent_at=sent, dropped=dropped, malformed=malformed, copy=np.zeros(n, dtype=np.int64))
+    out.update(sent_at=sent, dropped=dropped, malformed=malformed, copy=np.zeros(n, dtype=np.int64), fault=fault)
     if params.duplicates > 0:
         dup = np.flatnonzero(alive & (rng.random(n) < params.duplicates))
-        counts["duplicate"] = counts.get("duplicate", 0) + len(dup)
         if len(dup):
             extra = {k: v[dup] for k, v in out.items()}
+            extra["fault"] = extra["fault"] | MESSAGE_FAULTS["duplicate"]
             extra["sent_at"] = extra["sent_at"] + rng.integers(100, 5_000, len(dup))
             extra["copy"] = np.ones(len(dup), dtype=np.int64)
             out = {k: np.r_[out[k], extra[k]] for k in out}

@@ -24,7 +24,8 @@ from firmware_sim import devices as dv
 from firmware_sim._rng import component_rng
 from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram
 from firmware_sim.demand import day_factor, draw_demand, intraday_profile, promo_mask
-from firmware_sim.faults import MALFORMED_KINDS, Window, apply_faults, plan_device_faults, plan_store_windows
+from firmware_sim.faults import (MALFORMED_KINDS, MESSAGE_FAULTS, Window, apply_faults, plan_device_faults,
+                                  plan_store_windows)
 from firmware_sim.replenishment import Backroom, hhmm_ms, plan_rounds, restock
 from firmware_sim.scenario import Scenario
 from firmware_sim.truth import GroundTruth, WindowRecord
@@ -57,7 +58,7 @@ class DeviceMessage:
 #: Compact JSON, the same bytes as ``json.dumps(event, separators=(",", ":"))``.
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
-_MSG_COLS = ("day", "code", "row", "dev", "seq", "ts", "sent_at", "dropped", "malformed", "copy")
+_MSG_COLS = ("day", "code", "row", "dev", "seq", "ts", "sent_at", "dropped", "malformed", "copy", "fault")
 
 
 class StoreSim:
@@ -219,6 +220,14 @@ class StoreSim:
 
     def _account(self, batch: dict[str, np.ndarray]) -> None:
         t = self.truth
+        # Message faults count when their message goes out: a copy counts as a duplicate, the
+        # other kinds count once, on the original.
+        fault, original = batch["fault"], batch["copy"] == 0
+        for kind, bit in MESSAGE_FAULTS.items():
+            hit = (fault & bit) != 0
+            n = int((hit & ~original).sum()) if kind == "duplicate" else int((hit & original).sum())
+            if n:
+                t.count(kind, n)
         if not t.track_keys:
             return
         ids = self.device_ids
@@ -508,11 +517,11 @@ class StoreSim:
         seq = self._seq[devs] + (np.arange(len(devs)) - first)
         self._seq += np.bincount(devs, minlength=len(self._seq))
         msgs = {"dev": devs, "seq": seq, "ts": ts, "code": codes, "row": rows}
-        msgs = apply_faults(rng, msgs, self._buffering, self._windows, self.scenario.faults, self.truth.faults)
+        msgs = apply_faults(rng, msgs, self._buffering, self._windows, self.scenario.faults)
         # The device clock: ``ts`` as reported; ``sent_at`` stays on true time.
         skewed = skew[msgs["dev"]]
         if skewed.any():
-            self.truth.count("clock_skew", int(((skewed != 0) & (msgs["copy"] == 0)).sum()))
+            msgs["fault"][skewed != 0] |= MESSAGE_FAULTS["clock_skew"]
             msgs["ts"] = msgs["ts"] + skewed
         msgs["day"] = np.full(len(msgs["ts"]), day, np.int64)
         self._pending = {k: np.concatenate([self._pending[k], msgs[k].astype(self._pending[k].dtype)])

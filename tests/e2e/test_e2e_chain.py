@@ -75,6 +75,7 @@ def test_duplicates_sent_by_devices_are_removed_and_nothing_is_lost(tmp_path):
     # Copies actually published so far: messages sent minus distinct events (no drops here).
     duplicates_sent = sum(s["devices"]["sent_messages"].values()) - sum(s["devices"]["emitted"].values())
     assert duplicates_sent > 20
+    assert duplicates_sent == run.sims[0].truth.faults["duplicate"]
     _assert_conservation(run)
     # Duplicates are caught at the gateway (idempotent buffer) or in silver; together, all of them.
     assert s["gateways"]["duplicates_ignored"] + s["cloud"]["duplicates_removed"] == duplicates_sent

@@ -148,3 +148,19 @@ def test_with_every_fault_on_no_seq_is_lost_silently():
         per_device[device].add(seq)
     gaps = sum(max(s) + 1 - len(s) for s in per_device.values())
     assert gaps <= truth.pending, "every seq is emitted, dropped, malformed, or still held by its device"
+
+
+def test_fault_counts_match_what_was_sent_so_far_at_any_instant():
+    """Ground truth counts a message fault when its message goes out, not when its day is planned."""
+    from firmware_sim import Scenario, StoreSim
+
+    sim = StoreSim("s001", skus=60, seed=5, scenario=Scenario.with_faults(duplicates=0.05, drops=0.02))
+    sent = dropped_seen = 0
+    for hours in (7, 13, 24, 31):  # mid-day, mid-day, midnight, mid-day of the next day
+        msgs = sim.run_until(sim.start_ms + hours * 3_600_000)
+        sent += len(msgs)
+        distinct = sum(len(keys) for keys in sim.truth.emitted.values()) + len(sim.truth.malformed)
+        assert sim.truth.faults.get("duplicate", 0) == sent - distinct
+        dropped_seen = len(sim.truth.dropped)
+        assert sim.truth.faults.get("drop", 0) == dropped_seen
+    assert sim.truth.faults["duplicate"] > 0 and dropped_seen > 0
