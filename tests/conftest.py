@@ -8,7 +8,6 @@ under ``GONDOLA_REQUIRE_ALL=1`` (set by ``.ci/run``) a missing component fails t
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -46,9 +45,10 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
 
 
 def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
+    """Where Mosquitto is installed, found the way the gateway finds it."""
+    from edge.broker import mosquitto_path
+
+    return mosquitto_path()
 
 
 class MosquittoServer:
