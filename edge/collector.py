@@ -21,8 +21,8 @@ messages: nothing is acknowledged that is not committed.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 import time
 from typing import Callable, Iterable
 
@@ -101,7 +101,12 @@ class Collector:
         self.on_committed = on_committed
         self.group_max = group_max
         self.group_wait_s = group_wait_s
-        self._q: queue.Queue = queue.Queue(max_pending)
+        # A deque, not a queue.Queue: append / popleft are atomic under the GIL, so the network
+        # thread hands over a message without taking a lock or waking the writer each time
+        # (queue.Queue's per-item lock and notify cost as much as validating the message).
+        self._q: deque = deque()
+        self._max_pending = max_pending
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._count_lock = threading.Condition()
@@ -114,7 +119,12 @@ class Collector:
     def handle(self, topic: str, payload: bytes, token: Token = (0, 0)) -> None:
         """Queue one message (called on the MQTT network thread). Blocks when the queue is full,
         which stops paho reading the socket: TCP backpressure to the broker."""
-        self._q.put((topic, payload, token))
+        while len(self._q) >= self._max_pending and not self._stop.is_set():
+            self._wake.set()
+            time.sleep(0.001)
+        self._q.append((topic, payload, token))
+        if not self._wake.is_set():
+            self._wake.set()
 
     def start(self) -> None:
         self._stop.clear()
@@ -135,27 +145,21 @@ class Collector:
     # ---- writer --------------------------------------------------------------------------
 
     def _take_group(self) -> list:
-        try:
-            first = self._q.get(timeout=0.1)
-        except queue.Empty:
-            return []
-        group = [first]
+        if not self._q:
+            self._wake.clear()
+            if not self._q and not self._wake.wait(0.1):
+                return []
+        # Let a group fill for up to group_wait_s after its first message: fewer, larger commits.
         deadline = time.monotonic() + self.group_wait_s
-        while len(group) < self.group_max:
-            try:
-                group.append(self._q.get_nowait())
-            except queue.Empty:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    group.append(self._q.get(timeout=left))
-                except queue.Empty:
-                    break
+        while len(self._q) < self.group_max and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        q, group = self._q, []
+        while q and len(group) < self.group_max:
+            group.append(q.popleft())
         return group
 
     def _run(self) -> None:
-        while not (self._stop.is_set() and self._q.empty()):
+        while not (self._stop.is_set() and not self._q):
             group = self._take_group()
             if group:
                 self.commit_group(group)
