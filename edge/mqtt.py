@@ -8,13 +8,15 @@ publisher with a bounded in-flight window.
 :class:`AckAfterCommitSubscriber` *defers* the PUBACK: it overrides paho's ``_send_puback`` (paho
 1.6 queues the PUBACK through it right after ``on_message``) to hold the packet id, hands the
 message to the caller, and sends the held PUBACKs only when the caller says the group that holds
-them is committed (:meth:`AckAfterCommitSubscriber.ack`). Many messages then share one commit and
-none is acknowledged before it is durable. PUBACKs go out in arrival order, as MQTT requires.
+them is committed (:meth:`AckAfterCommitSubscriber.ack`), a group's PUBACKs in one write. Many
+messages then share one commit and none is acknowledged before it is durable. PUBACKs go out in
+arrival order, as MQTT requires.
 
 Held acks belong to one connection: after a disconnect the packet ids mean nothing (the broker
 redelivers those messages with the DUP flag on the next session), so acks from an older
-connection are dropped, never sent on the new one. This relies on a private paho 1.6 method; the
-project pins ``paho-mqtt<2`` (``azure-iot-device`` requires it) and a test covers it.
+connection are dropped, never sent on the new one. This relies on two private paho 1.6 methods
+(``_send_puback``, ``_packet_queue``); the project pins ``paho-mqtt<2`` (``azure-iot-device``
+requires it) and tests cover it.
 
 Use ``clean_session=False`` and a fixed client id, so the broker queues messages while the
 gateway is down (Mosquitto keeps them across its own clean restart, not across its kill -9; the
@@ -26,6 +28,7 @@ Errors: ``TransportError`` when the broker cannot be reached or refuses the subs
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +41,9 @@ from gondola.errors import TransportError
 __all__ = ["Received", "AckAfterCommitSubscriber", "Publisher"]
 
 log = logging.getLogger(__name__)
+
+#: A QoS 1 PUBACK: fixed header (type 4, no flags), remaining length 2, packet id.
+_PUBACK = struct.Struct("!BBH")
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,19 @@ class _DeferringClient(paho.Client):
 
     def _send_puback(self, mid):  # paho's private hook, 1.6.x
         # Called on the network thread right after on_message returned: do not send yet; the
-        # token handed to the owner carries the mid, and release_puback sends it after commit.
+        # token handed to the owner carries the mid, and release_pubacks sends it after commit.
         return paho.MQTT_ERR_SUCCESS
 
-    def release_puback(self, mid: int) -> None:
-        super()._send_puback(mid)
+    def release_pubacks(self, mids: list[int]) -> None:
+        """Send the PUBACKs of ``mids`` (in this order) as one queued write.
+
+        MQTT is a byte stream, so consecutive PUBACK packets in one buffer are valid; one write
+        and one wake-up of the network loop per committed group, instead of one of each per
+        message, takes that cost off the thread that shares the GIL with paho's reader.
+        """
+        if mids:
+            packet = b"".join([_PUBACK.pack(paho.PUBACK, 2, mid) for mid in mids])
+            self._packet_queue(paho.PUBACK, packet, mids[-1], 1)
 
 
 class AckAfterCommitSubscriber:
@@ -141,14 +155,11 @@ class AckAfterCommitSubscriber:
     def ack(self, tokens: list[tuple[int, int]]) -> int:
         """Send the PUBACKs of committed messages (tokens from older connections are dropped,
         their messages come again). Return how many were sent."""
-        sent = 0
         with self._gen_lock:
             gen = self._gen
-            for g, mid in tokens:
-                if g == gen and mid:
-                    self._client.release_puback(mid)
-                    sent += 1
-        return sent
+            mids = [mid for g, mid in tokens if g == gen and mid]
+            self._client.release_pubacks(mids)
+        return len(mids)
 
     def stop(self) -> None:
         self._client.disconnect()

@@ -77,6 +77,29 @@ def test_migrations_are_applied_once_in_order_and_recorded(tmp_path):
     b.close()
 
 
+def test_a_buffer_made_by_an_older_gateway_is_migrated_in_place_and_keeps_its_rows(tmp_path, monkeypatch):
+    # A file as gateways before migration 0005 left it: four migrations, the readings index, rows.
+    import edge.buffer
+
+    path = tmp_path / "old.sqlite"
+    monkeypatch.setattr(edge.buffer, "MIGRATIONS", MIGRATIONS[:4])
+    old = SqliteBuffer(path)
+    old.append([_rx(reading(i, T0 + i * 1000)) for i in range(10)], now_ms=T0)
+    old.close()
+
+    def indexes():
+        with sqlite3.connect(path) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+
+    assert "events_readings" in indexes()
+    monkeypatch.undo()
+    b = SqliteBuffer(path)
+    assert b.applied_migrations() == sorted(name for name, _ in MIGRATIONS)
+    assert "events_readings" not in indexes() and "events_by_priority" in indexes()
+    assert [e.seq for e in b.select_backlog(100)] == list(range(10))
+    b.close()
+
+
 def test_online_backup_is_a_consistent_copy(buf, tmp_path):
     buf.append([_rx(pos_line(i, T0)) for i in range(100)], now_ms=T0)
     dest = buf.backup(tmp_path / "backup" / "b.sqlite")

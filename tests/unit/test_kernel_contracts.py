@@ -19,6 +19,7 @@ from gondola.contracts import (
     parse_event,
     validate_event,
 )
+from gondola import contracts
 from gondola.errors import ContractError
 
 T0 = 1_764_403_200_000  # 2025-11-29T08:00:00Z
@@ -131,3 +132,35 @@ def test_pack_batches_honours_a_small_cap():
 def test_encode_batch_refuses_an_empty_batch():
     with pytest.raises(ValueError):
         encode_batch([], store_id="s001")
+
+
+_ODD_VALUES = [None, True, False, 0, -1, 1, 2**63, 1.5, -0.0, float("nan"), float("inf"), "", "x", "y" * 129,
+               "raised", {}, [], T0, 4_102_444_800_001]
+
+
+def _slow_accepts(ev) -> bool:
+    try:
+        contracts._validate_slow(ev)
+        return True
+    except ContractError:
+        return False
+
+
+@pytest.mark.parametrize("etype", sorted(EVENT_TYPES))
+def test_the_generated_fast_check_accepts_exactly_what_the_field_walk_accepts(etype):
+    # Every field of the envelope and of the data, removed or set to each odd value, plus an
+    # unknown field in either place: the fast check may say yes only where the walk says yes,
+    # and says yes to every valid event (else valid traffic would pay for the walk).
+    base = event(etype)
+    cases = [base, base | {"received_at": T0}, base | {"extra": 1}, base | {"data": base["data"] | {"extra": 1}}]
+    for key in list(base) + ["received_at"]:
+        cases.append({k: v for k, v in base.items() if k != key})
+        cases += [base | {key: v} for v in _ODD_VALUES]
+    for key in list(base["data"]) + sorted(EVENT_TYPES[etype]):
+        cases.append(base | {"data": {k: v for k, v in base["data"].items() if k != key}})
+        cases += [base | {"data": base["data"] | {key: v}} for v in _ODD_VALUES]
+    fast = contracts._FAST[etype]
+    verdicts = [(fast(c), _slow_accepts(c)) for c in cases]
+    assert len(cases) > 200
+    assert all(f == s for f, s in verdicts), [c for c, (f, s) in zip(cases, verdicts) if f != s][:3]
+    assert sum(s for _, s in verdicts) >= 10  # the mutations include valid events, not only broken ones
