@@ -51,16 +51,16 @@ def _build(path: Path, n: int) -> float:
     db.execute("PRAGMA synchronous=OFF")
     db.execute("PRAGMA cache_size=-200000")
     t = time.perf_counter()
-    indexes = db.execute("SELECT sql FROM sqlite_master WHERE type='index' AND tbl_name='events' "
+    indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='events' "
                          "AND sql IS NOT NULL").fetchall()
-    db.execute("DROP INDEX events_by_priority")
-    db.execute("DROP INDEX events_readings")
+    for name, _ in indexes:
+        db.execute(f"DROP INDEX {name}")
     step = 1_000_000
     for lo in range(0, n, step):
         db.execute("BEGIN")
         db.execute(_FILL.replace("SELECT 0 UNION", f"SELECT {lo} UNION").replace("i < :n - 1", f"i < {min(n, lo + step) - 1}"))
         db.execute("COMMIT")
-    for (sql,) in indexes:
+    for _, sql in indexes:
         db.execute(sql)
     rows, size = db.execute("SELECT COUNT(*), SUM(size) FROM events").fetchone()
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("rows", rows), ("bytes", size)])
