@@ -23,7 +23,7 @@ from gondola.errors import ModelError
 from models.features import FEATURES, MODEL_ENCODING, encode_for_model
 from models.scoring import DEFAULT_HORIZON_H, PoissonScorer, Scorer
 
-__all__ = ["LiteRtScorer", "OnnxScorer", "load_scorer", "read_manifest_beside", "DEFAULT_MODEL"]
+__all__ = ["LiteRtScorer", "OnnxScorer", "open_scorer", "load_scorer", "read_manifest_beside", "DEFAULT_MODEL"]
 
 log = logging.getLogger(__name__)
 _F = len(FEATURES)
@@ -164,20 +164,21 @@ class OnnxScorer:
         return _sigmoid(self.logits(features))
 
 
-def load_scorer(path: str | Path | None, horizon_h: float = DEFAULT_HORIZON_H, *,
-                key: bytes | None = None) -> Scorer:
-    """The scorer a gateway should use: the model at ``path`` if it loads, else the baseline.
+def open_scorer(path: str | Path, horizon_h: float | None = DEFAULT_HORIZON_H, *, key: bytes | None = None,
+                manifest: dict | None = None) -> Scorer:
+    """Open, verify and smoke-test one model file; raise when it cannot be used.
 
-    ``.tflite`` files run on LiteRT, ``.onnx`` files on onnxruntime. With ``key``, the model's
-    manifest (``NAME.manifest.json``) must verify (sha256 and signature) first. Never raises
-    for a bad model: it logs why and returns :class:`PoissonScorer`.
+    ``manifest`` defaults to the one beside the file. With ``key``, the manifest must verify
+    (size, sha256 and signature) first. ``.tflite`` runs on LiteRT, ``.onnx`` on onnxruntime.
+
+    Raises:
+        ModelError: unverifiable, unloadable, unknown format, or the smoke test (one row of
+            zeros must give one finite probability) failed.
     """
-    if path is None:
-        log.info("scorer: no model configured, using the Poisson baseline (horizon %.1f h)", horizon_h)
-        return PoissonScorer(horizon_h)
     path = Path(path)
     try:
-        manifest = read_manifest_beside(path)
+        if manifest is None:
+            manifest = read_manifest_beside(path)
         if key is not None:
             from models.package import verify_model
 
@@ -190,13 +191,31 @@ def load_scorer(path: str | Path | None, horizon_h: float = DEFAULT_HORIZON_H, *
             scorer = OnnxScorer(path, horizon_h, manifest=manifest)
         else:
             raise ModelError(f"{path.name}: unknown model format (expected .tflite or .onnx)")
-        # Smoke test: one row of zeros must give a finite probability.
         probe = scorer.score(np.zeros((1, _F), dtype=np.float32))
         if probe.shape != (1,) or not np.isfinite(probe).all():
             raise ModelError(f"{path.name}: smoke test gave {probe!r}")
-    except (ModelError, ValueError, RuntimeError, OSError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         # Interpreters raise ValueError / RuntimeError from invoke: a model that cannot score
         # a probe row is as unusable as one that does not load.
+        raise ModelError(f"{path.name}: {exc}") from exc
+    return scorer
+
+
+def load_scorer(path: str | Path | None, horizon_h: float = DEFAULT_HORIZON_H, *,
+                key: bytes | None = None) -> Scorer:
+    """The scorer a gateway should use: the model at ``path`` if it loads, else the baseline.
+
+    ``.tflite`` files run on LiteRT, ``.onnx`` files on onnxruntime. With ``key``, the model's
+    manifest (``NAME.manifest.json``) must verify (sha256 and signature) first. Never raises
+    for a bad model: it logs why (see :func:`open_scorer`) and returns :class:`PoissonScorer`.
+    """
+    if path is None:
+        log.info("scorer: no model configured, using the Poisson baseline (horizon %.1f h)", horizon_h)
+        return PoissonScorer(horizon_h)
+    path = Path(path)
+    try:
+        scorer = open_scorer(path, horizon_h, key=key)
+    except ModelError as exc:
         log.warning("scorer: model not used (%s); falling back to the Poisson baseline", exc)
         return PoissonScorer(horizon_h)
     log.info("scorer: %s from %s (horizon %.1f h)", scorer.name, path.name, scorer.horizon_h)
