@@ -25,6 +25,7 @@ from gondola.topics import alert_topic, store_subscription
 from edge.buffer import SqliteBuffer
 from edge.collector import Collector
 from edge.inference import Inference
+from edge.model_manager import ModelManager
 from edge.uplink import Uplink
 
 __all__ = ["Gateway"]
@@ -39,13 +40,14 @@ class Gateway:
     """A running store gateway. Build it with ``edge.wiring.build_gateway``."""
 
     def __init__(self, settings, *, clock: Clock, buffer: SqliteBuffer, inference: Inference, uplink: Uplink,
-                 transport, pseudonym_key: bytes):
+                 transport, pseudonym_key: bytes, models: ModelManager | None = None):
         self.settings = settings
         self.clock = clock
         self.buffer = buffer
         self.inference = inference
         self.uplink = uplink
         self.transport = transport
+        self.models = models
         self.device_id = settings.gateway_device_id
         restored = inference.restore(buffer.load_facing_states())
         if restored:
@@ -79,6 +81,10 @@ class Gateway:
 
         s = self.settings
         self.collector.start()
+        if self.models is not None:
+            self.models.start()
+            self.transport.on_desired(self.models.on_desired)
+            self.poll_desired()  # what the cloud asked for while the gateway was down
         self._subscriber = AckAfterCommitSubscriber(
             s.broker_host, s.broker_port, client_id=s.client_id or f"gondola-gw-{s.store_id}",
             topics=store_subscription(s.store_id),
@@ -98,6 +104,8 @@ class Gateway:
         if self._subscriber is not None:
             self._subscriber.stop()
         self.collector.stop()
+        if self.models is not None:
+            self.models.stop()
         if self._publisher is not None:
             self._publisher.stop()
         try:
@@ -140,6 +148,10 @@ class Gateway:
         reports confirmed gaps, emits ``edge.health`` (and patches the twin) every
         ``health_every_s`` of gateway-clock time, and snapshots facing state every 5 minutes."""
         changes = self.inference.cycle(now_ms)
+        if self.models is not None:
+            self.models.after_cycle()  # rolls back a model that keeps failing
+            if getattr(self.transport, "polls_desired", False):
+                self.poll_desired()
         horizon = int(self.settings.horizon_min)
         alerts = self._emit("edge.alert", [
             {"facing_id": c.facing_id, "sku": c.sku, "state": c.state, "probability": round(c.probability, 4),
@@ -169,6 +181,18 @@ class Gateway:
             self.buffer.save_facing_states(self.inference.snapshot())
             self._last_snapshot_ms = now_ms
         return alerts
+
+    def poll_desired(self) -> bool:
+        """Read the twin's desired properties; hand them to the model manager if they changed.
+        Return whether they did (False too when the hub is away: it is asked again later)."""
+        poll = getattr(self.transport, "poll_desired", None)
+        if poll is None:
+            return False
+        try:
+            return bool(poll())
+        except TransportError as exc:
+            log.info("desired properties not read: %s", exc)
+            return False
 
     def _report_gaps(self, now_ms: int) -> None:
         gaps = self.buffer.unreported_gaps(now_ms - int(self.settings.gap_grace_s * 1000))
@@ -224,6 +248,7 @@ class Gateway:
             "facings": len(self.inference.states),
             "scorer_errors": self.inference.scorer_errors,
             "last_cycle_ms": self.inference.last_cycle_ms,
+            "model": dict(self.models.status) if self.models is not None else None,
             **self.uplink.health(),
         })
         return h

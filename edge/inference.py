@@ -93,6 +93,7 @@ class Inference:
         self.scored_by = scorer.name
         self.scorer_errors = 0
         self.raise_at, self.clear_at, self.min_dwell_ms = raise_at, clear_at, min_dwell_ms
+        self._clear_setting = clear_at
         self.states = [FacingState(r.facing_id, r.sku, r.capacity, r.has_sensor) for r in planogram]
         self.index = {s.facing_id: i for i, s in enumerate(self.states)}
         self.by_sku: dict[str, list[int]] = {}
@@ -137,10 +138,28 @@ class Inference:
                         self.cache.mark(self.states[i])
                         self._unsaved.add(i)
 
-    def set_scorer(self, scorer: Scorer) -> None:
-        """Swap the scorer (model manager rollout or rollback)."""
+    def set_scorer(self, scorer: Scorer, *, raise_at: float | None = None) -> None:
+        """Swap the scorer (model manager rollout or rollback); the next cycle uses it.
+
+        With ``raise_at`` (the new model's operating threshold) the alert threshold follows it,
+        and the clear level stays at most half of it. Raised alerts stay raised.
+
+        Raises:
+            ConfigError: ``raise_at`` outside (0, 1].
+        """
+        if raise_at is not None and not 0.0 < raise_at <= 1.0:
+            raise ConfigError(f"raise_at must be in (0, 1], got {raise_at}")
         with self._lock:
             self.scorer = scorer
+            if raise_at is not None:
+                self.raise_at = raise_at
+                self.clear_at = min(self._clear_setting, raise_at / 2)
+
+    def features(self, now_ms: int) -> np.ndarray:
+        """The feature matrix every facing would be scored on at ``now_ms`` (a copy), e.g. for
+        smoke-testing a new model on this store's own state before it is swapped in."""
+        with self._lock:
+            return self.cache.matrix(now_ms).copy()
 
     # ---- scoring -------------------------------------------------------------------------
 

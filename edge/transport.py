@@ -82,6 +82,9 @@ class LocalHubTransport:
     pushes them instead.
     """
 
+    #: The gateway polls :meth:`poll_desired` every cycle (nothing pushes changes).
+    polls_desired = True
+
     def __init__(self, hub: LocalHub, device_id: str, module_id: str = DEFAULT_MODULE_ID):
         self.hub = hub
         self.device_id = device_id
@@ -158,6 +161,15 @@ class FlakyTransport:
 
     def on_desired(self, callback: Callable[[dict], None]) -> None:
         self.inner.on_desired(callback)
+
+    @property
+    def polls_desired(self) -> bool:
+        return getattr(self.inner, "polls_desired", False)
+
+    def poll_desired(self) -> bool:
+        """Twin reads pass through even while sends are refused (as ``get_twin`` does)."""
+        poll = getattr(self.inner, "poll_desired", None)
+        return bool(poll()) if poll else False
 
     def close(self) -> None:
         self.inner.close()

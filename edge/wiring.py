@@ -213,13 +213,21 @@ def build_scorer(settings: EdgeSettings):
     horizon_h = settings.horizon_min / 60
     if settings.model_path is None:
         return PoissonScorer(horizon_h=horizon_h)
-    key = None
-    if settings.model_key_file is not None:
-        try:
-            key = Path(settings.model_key_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the model key file: {exc.strerror}") from None
-    return load_scorer(settings.model_path, horizon_h, key=key)
+    return load_scorer(settings.model_path, horizon_h, key=model_key(settings))
+
+
+def model_key(settings: EdgeSettings) -> bytes | None:
+    """The key that verifies model manifests (HMAC secret or Ed25519 public key), if configured.
+
+    Raises:
+        ConfigError: the key file cannot be read.
+    """
+    if settings.model_key_file is None:
+        return None
+    try:
+        return Path(settings.model_key_file).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the model key file: {exc.strerror}") from None
 
 
 def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=None, transport=None):
@@ -231,6 +239,7 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     from edge.buffer import BufferPolicy, SqliteBuffer
     from edge.gateway import Gateway
     from edge.inference import Inference, load_planogram
+    from edge.model_manager import ModelManager
     from edge.uplink import Uplink
 
     settings.validate()
@@ -250,8 +259,13 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     inference = Inference(planogram, scorer, raise_at=raise_at, clear_at=clear_at,
                           min_dwell_ms=settings.min_dwell_min * 60_000)
     transport = transport or build_transport(settings, clock)
+    models = ModelManager(data_dir / "models", inference, clock=clock, horizon_h=settings.horizon_min / 60,
+                          key=model_key(settings), require_signature=settings.mode == "production",
+                          report=transport.patch_reported, follow_threshold=settings.raise_at is None,
+                          default_raise_at=DEFAULT_RAISE_AT)
+    models.restore()  # a model rolled out before a restart wins over the configured one
     uplink = Uplink(buffer, transport, clock, store_id=settings.store_id, encoding=settings.encoding,
                     level=settings.level, round_rows=settings.round_rows, live_share=settings.live_share,
                     bandwidth_bytes_s=settings.bandwidth_bytes_s or None)
     return Gateway(settings, clock=clock, buffer=buffer, inference=inference, uplink=uplink,
-                   transport=transport, pseudonym_key=key)
+                   transport=transport, pseudonym_key=key, models=models)
