@@ -10,6 +10,10 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
   synapse-ddl [--out PATH] print / write the T-SQL views for Synapse serverless
   counts                   rows per lake table
   all [--batch FOLDER]     ingest-batch (if given), ingest-stream, transform, warehouse, dashboard
+  publish-model MODEL --devices ID [ID ...] [--store DIR] [--key-file F]
+                           upload a model package and point those gateways' twins at it
+  model-status --devices ID [ID ...]
+                           what each gateway reports about the model it was asked to run
 
 Common options: --lake URI (folder, abfss:// or az://), --hub PATH, --warehouse PATH,
 --storage-option KEY=VALUE (repeatable), --engine duckdb|spark.
@@ -49,7 +53,49 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("all", help="batch (optional), stream, transform, warehouse, dashboard")
     a.add_argument("--batch", default=None, help="folder of CSV files to load first")
     a.add_argument("--html", default="out/dashboard.html")
+    pm = sub.add_parser("publish-model", help="upload a model package and write the gateways' twins")
+    pm.add_argument("model", help="model file (.tflite / .onnx) with NAME.manifest.json beside it")
+    pm.add_argument("--devices", nargs="+", required=True, help="gateway device ids (gw-<store>)")
+    pm.add_argument("--store", default="out/models", help="model store folder (default out/models)")
+    pm.add_argument("--key-file", default=None,
+                    help="verify the package first (HMAC secret or Ed25519 public key; default "
+                         "GONDOLA_MODEL_KEY_FILE)")
+    ms = sub.add_parser("model-status", help="the model each gateway reports")
+    ms.add_argument("--devices", nargs="+", required=True)
     return p
+
+
+def _models_command(args) -> int:
+    """``publish-model`` / ``model-status`` on the embedded hub's twins."""
+    import os
+
+    from cloud.rollout import FolderModelStore, publish_model, rollout_status
+    from gondola.errors import ConfigError
+    from gondola.hub import LocalHub
+
+    hub = LocalHub(args.hub)
+    try:
+        if args.command == "publish-model":
+            key_file = args.key_file or os.environ.get("GONDOLA_MODEL_KEY_FILE")
+            key = None
+            if key_file:
+                try:
+                    key = Path(key_file).read_bytes().strip()
+                except OSError as exc:
+                    raise ConfigError(f"cannot read the model key file: {exc.strerror}") from None
+            done = publish_model(args.model, store=FolderModelStore(args.store), twins=hub,
+                                 device_ids=args.devices, key=key)
+            print(f"model {done['version']} ({'signed' if done['signed'] else 'UNSIGNED'}, sha256 "
+                  f"{done['sha256'][:12]}...) asked of {len(done['devices'])} gateway(s)")
+        else:
+            status = rollout_status(hub, args.devices)
+            for device, d in status["devices"].items():
+                print(f"{device:20s} desired {d['desired'] or '-':28s} running {d['version'] or '-':28s} "
+                      f"{d['status']}{': ' + d['error'] if d['error'] else ''}")
+            print("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(status["by_status"].items())))
+    finally:
+        hub.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             raise ConfigError(f"--storage-option {item!r} is not KEY=VALUE")
         options[key] = value
+    if args.command in ("publish-model", "model-status"):
+        return _models_command(args)
     if args.command == "synapse-ddl":
         from cloud.warehouse import synapse_ddl
 

@@ -6,41 +6,16 @@ from __future__ import annotations
 import http.server
 import json
 import logging
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
 from edge.model_manager import ModelManager, fetch_url
-from edge.testing import T0, planogram_csv, pos_line, reading
-from edge.testing import received as _rx
+from edge.testing import T0, planogram_csv, reading
 from edge.wiring import EdgeSettings, build_gateway
 from gondola.clock import SimClock
 from gondola.hub import LocalHub
-from models.package import file_sha256, read_manifest, write_manifest
-from models.runtime import DEFAULT_MODEL
-
-KEY = b"test-model-signing-key-0123456789"
-
-
-def package(out: Path, version: str, *, key: bytes | None = KEY, threshold: float | None = None,
-            body: bytes | None = None) -> dict:
-    """A model package as the cloud publishes it: the shipped int8 model (or ``body``) renamed,
-    with a manifest naming ``version``, signed with ``key``."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"stockout-{version}.tflite"
-    if body is None:
-        shutil.copyfile(DEFAULT_MODEL, path)
-    else:
-        path.write_bytes(body)
-    fields = {k: v for k, v in read_manifest(DEFAULT_MODEL.with_name("stockout-int8.manifest.json")).items()
-              if k not in ("signature", "file", "sha256", "bytes")}
-    fields["version"] = version
-    if threshold is not None:
-        fields["threshold"] = threshold
-    write_manifest(path, fields, key=key)
-    return {"version": version, "url": path.as_uri(), "sha256": file_sha256(path)}
+from tests.model_packages import KEY, package
 
 
 @pytest.fixture
@@ -76,7 +51,7 @@ def test_a_signed_model_is_downloaded_verified_swapped_in_and_reported(gateway, 
     gw = gateway()
     before = gw.inference.scorer.name
     spec = package(tmp_path / "cloud", "v2", threshold=0.42)
-    status = gw.models.apply({"model": spec})
+    status = gw.models.apply({"model": spec})  # an extra key ("path") is ignored
     assert status["status"] == "active" and status["version"] == "v2" and status["error"] is None
     assert gw.inference.scorer.name == "model:v2" != before
     assert gw.inference.raise_at == pytest.approx(0.42)  # the model's operating threshold
