@@ -69,6 +69,12 @@ def prometheus_text(health: dict) -> str:
               "# HELP gondola_edge_model_info Model or baseline in use.",
               "# TYPE gondola_edge_model_info gauge",
               f'gondola_edge_model_info{{store_id="{store}",model_version="{_esc(health.get("model_version", ""))}"}} 1']
+    rollout = health.get("model") or {}
+    if rollout.get("status") not in (None, "none"):
+        lines += ["# HELP gondola_edge_model_rollout_info Last model rollout asked of this gateway and its outcome.",
+                  "# TYPE gondola_edge_model_rollout_info gauge",
+                  f'gondola_edge_model_rollout_info{{store_id="{store}",desired="{_esc(rollout.get("desired") or "")}",'
+                  f'status="{_esc(rollout["status"])}"}} 1']
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +86,7 @@ def _page(gw) -> str:
         f"<td>{r['capacity']}</td></tr>" for r in gw.inference.restock_list(30))
     health = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(h.get(k)))}</td></tr>" for k in (
         "buffer_rows", "buffer_bytes", "oldest_unsent_age_s", "evictions", "seq_gaps", "quarantined",
-        "last_uplink_ts", "uplink_failures", "uplink_last_error", "model_version"))
+        "last_uplink_ts", "uplink_failures", "uplink_last_error", "model_version", "model"))
     return (f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=30>"
             f"<title>Gondola {html.escape(h['store_id'])}</title><style>body{{font-family:sans-serif}}"
             f".alert{{background:#fdd}}td{{padding:2px 8px}}</style>"
