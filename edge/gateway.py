@@ -83,7 +83,10 @@ class Gateway:
         self.collector.start()
         if self.models is not None:
             self.models.start()
-            self.transport.on_desired(self.models.on_desired)
+            try:
+                self.transport.on_desired(self.models.on_desired)
+            except TransportError as exc:  # offline at start: the health-time poll catches up
+                log.warning("desired-property pushes not enabled (%s); polling with health reports", exc)
             self.poll_desired()  # what the cloud asked for while the gateway was down
         self._subscriber = AckAfterCommitSubscriber(
             s.broker_host, s.broker_port, client_id=s.client_id or f"gondola-gw-{s.store_id}",
@@ -146,7 +149,9 @@ class Gateway:
         of this cycle (both ``raised`` and ``cleared``). Also expires by TTL (every 15 minutes),
         enforces the cap,
         reports confirmed gaps, emits ``edge.health`` (and patches the twin) every
-        ``health_every_s`` of gateway-clock time, and snapshots facing state every 5 minutes."""
+        ``health_every_s`` of gateway-clock time, and snapshots facing state every 5 minutes.
+        Desired properties are read every cycle from the embedded hub, and with each health
+        report from IoT Hub (which also pushes them while connected)."""
         changes = self.inference.cycle(now_ms)
         if self.models is not None:
             self.models.after_cycle()  # rolls back a model that keeps failing
@@ -176,6 +181,10 @@ class Gateway:
         if now_ms - self._last_health_ms >= self.settings.health_every_s * 1000:
             self.emit_health(now_ms)
             self.report_twin()
+            if self.models is not None and not getattr(self.transport, "polls_desired", False):
+                # Pushes only arrive while connected: a read with each health report catches
+                # a desired change made during an outage (it fires only when $version moved).
+                self.poll_desired()
             self._last_health_ms = now_ms
         if now_ms - self._last_snapshot_ms >= 5 * 60_000:
             self.buffer.save_facing_states(self.inference.snapshot())

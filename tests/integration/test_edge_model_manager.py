@@ -197,3 +197,46 @@ def test_the_gateway_follows_the_twin_on_its_own_through_the_embedded_hub(gatewa
         assert hub.get_twin("gw-s001", "gondola-gateway")["reported"]["model"]["status"] == "active"
     finally:
         gw.stop()
+
+
+class _PushOnlyOffline:
+    """A push transport (as IoT Hub) that could not enable pushes at start: it keeps the
+    callback, as ``IotHubTransport`` does, but raises; nothing is ever pushed."""
+
+    polls_desired = False
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def on_desired(self, callback):
+        from gondola.errors import TransportError
+
+        self.inner.on_desired(callback)
+        raise TransportError("no connection to enable twin patches")
+
+
+def test_a_gateway_that_started_offline_picks_up_the_desired_model_with_its_next_health_report(
+        tmp_path, mosquitto):
+    from edge.transport import LocalHubTransport
+
+    (tmp_path / "planogram.csv").write_text(planogram_csv(facings=4))
+    (tmp_path / "model.key").write_bytes(KEY)
+    hub = LocalHub(tmp_path / "hub.sqlite")
+    gw = build_gateway(EdgeSettings(store_id="s001", broker_port=mosquitto.port, data_dir=tmp_path / "gw",
+                                    planogram_path=tmp_path / "planogram.csv", model_key_file=tmp_path / "model.key",
+                                    health_every_s=300),
+                       clock=SimClock(T0), transport=_PushOnlyOffline(LocalHubTransport(hub, "gw-s001")))
+    gw.start()  # does not fail although pushes could not be enabled
+    try:
+        gw.run_cycle(T0)  # first health report
+        hub.set_desired("gw-s001", "gondola-gateway", {"model": package(tmp_path / "cloud", "v5")})
+        gw.run_cycle(T0 + 60_000)  # not a health-report cycle: nothing read
+        assert gw.models.wait_idle(5) and gw.inference.scorer.name != "model:v5"
+        gw.run_cycle(T0 + 300_000)  # the next health report reads the twin
+        assert gw.models.wait_idle(30)
+        assert gw.inference.scorer.name == "model:v5"
+    finally:
+        gw.stop()
