@@ -1,12 +1,14 @@
 """``gondola train`` and ``gondola eval``: the stock-out model from simulated history to figures.
 
-    gondola train [--data DIR ... | --gold LAKE] [--out DIR] [--horizon 2] [--every 30] [--epochs 12]
+    gondola train [--data DIR ... | --gold LAKE] [--out DIR] [--horizon 2] [--every 30] [--epochs 8]
+                  [--ahead-weight 10]
     gondola eval  [--model DIR] [--train-data DIR ...] [--test-data DIR ...] [--json FILE]
 
 Without ``--data`` / ``--test-data`` both commands generate simulator history first (a
 ``gondola sim generate`` subprocess: ``models`` does not import the simulator) into
-``--work``: training stores from seed 1 with the default scenario, held-out stores from other
-seeds and the held-out scenarios in ``models/scenarios/``. The signing key for manifests is
+``--work``: training stores from seeds 1-3 with the default scenario and from the two
+``train-*`` scenarios in ``models/scenarios/``, held-out stores from other seeds and the
+``holdout-*`` scenarios. The signing key for manifests is
 read from the ``GONDOLA_MODEL_KEY`` environment variable (an HMAC secret, or an Ed25519
 private key in PEM); without it manifests are written unsigned, and the command says so.
 """
@@ -30,8 +32,16 @@ __all__ = ["train_main", "eval_main", "TRAIN_SETS", "TEST_SETS"]
 
 _SCENARIOS = Path(__file__).parent / "scenarios"
 
-#: name -> (seed, scenario file or None for the defaults, stores)
-TRAIN_SETS = {"train-default-s1": (1, None, 4)}
+#: name -> (seed, scenario file or None for the defaults, stores). Training uses three default
+#: seeds and two training-only scenarios (other demand levels, restock rounds, faults); the
+#: held-out sets below share neither a seed nor a scenario file with them.
+TRAIN_SETS = {
+    "train-default-s1": (1, None, 4),
+    "train-default-s2": (2, None, 4),
+    "train-default-s3": (3, None, 4),
+    "train-varied-a-s11": (11, "train-varied-a.toml", 4),
+    "train-varied-b-s12": (12, "train-varied-b.toml", 4),
+}
 TEST_SETS = {
     "test-default-s101": (101, None, 2),
     "test-busier-s102": (102, "holdout-busier.toml", 2),
@@ -85,6 +95,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=28, help="days per generated store (default 28)")
 
 
+#: Extra loss weight of positive rows whose shelf is not empty yet; picked on the training
+#: stores' validation part (docs/decisions/0304-forecast-rows-goal.md).
+AHEAD_WEIGHT = 10.0
+
+
+def _weight(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ahead-weight", type=float, default=AHEAD_WEIGHT,
+                   help=f"extra weight of forecast positives (shelf not empty yet) in the loss "
+                        f"(default {AHEAD_WEIGHT:g}; 1 = none)")
+
+
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola train", description="Train the stock-out model and export it.")
     p.add_argument("--data", nargs="*", default=None, help="simulator history folders (default: generate)")
@@ -93,6 +114,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     _common(p)
+    _weight(p)
     return p
 
 
@@ -109,7 +131,7 @@ def _train(args, train_dirs: list[Path], *, data=None, training: dict | None = N
         data = _load_rows(train_dirs, args.horizon, args.every, "training stores")
     bar = Progress(args.epochs, "training")
     weights, summary = train_model(
-        data, TrainConfig(epochs=args.epochs, seed=args.seed),
+        data, TrainConfig(epochs=args.epochs, seed=args.seed, ahead_weight=args.ahead_weight),
         progress=lambda epoch, logs: bar.advance(1, f"loss {logs.get('loss', float('nan')):.4f}"))
     _, val = split_validation(data)
     key = _key()
@@ -177,6 +199,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=8, help="training epochs when training here (default 8)")
     p.add_argument("--seed", type=int, default=0)
     _common(p)
+    _weight(p)
     return p
 
 

@@ -42,6 +42,9 @@ class LabelledRows:
     empty_now: np.ndarray
     stockouts: list[tuple[str, str, int, int | None]]
     store_days: float
+    #: False when the source does not say which rows are already empty (``empty_now`` is
+    #: then all False and means nothing).
+    empty_now_known: bool = True
 
     def __len__(self) -> int:
         return len(self.y)
@@ -54,6 +57,7 @@ class LabelledRows:
             np.concatenate([p.empty_now for p in parts]) if parts else np.zeros(0, bool),
             [s for p in parts for s in p.stockouts],
             sum(p.store_days for p in parts),
+            all(p.empty_now_known for p in parts),
         )
 
 

@@ -26,7 +26,11 @@ GOLD_FEATURES = "gold.features"
 
 
 def rows_from_gold(table: Any) -> LabelledRows:
-    """``gold.features`` rows -> labelled training rows (``empty_now`` unknown: all False).
+    """``gold.features`` rows -> labelled training rows.
+
+    ``empty_now`` comes from the table's ``empty_now`` column when it has one; tables written
+    before that column existed give ``None`` there, and training then puts no extra weight on
+    forecast rows (it cannot tell them apart).
 
     Raises:
         ConfigError: the table lacks a column, or its vectors have another length than
@@ -46,7 +50,10 @@ def rows_from_gold(table: Any) -> LabelledRows:
     rows = FeatureRows(np.array(d["store_id"], dtype=object), np.array(d["facing_id"], dtype=object),
                        np.array(d["hour_ms"], dtype=np.int64), X)
     y = np.array(d["label"], dtype=np.int64) > 0
-    return LabelledRows(rows, y, np.zeros(len(y), bool), [], 0.0)
+    if "empty_now" in cols:
+        now = np.array([bool(v) for v in table.column("empty_now").to_pylist()], dtype=bool)
+        return LabelledRows(rows, y, now, [], 0.0)
+    return LabelledRows(rows, y, np.zeros(len(y), bool), [], 0.0, empty_now_known=False)
 
 
 def read_gold_features(lake_root: str, storage_options: Mapping[str, str] | None = None) -> tuple[Any, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -49,12 +49,23 @@ class ModelFiles:
 
 def split_validation(data: LabelledRows, share: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (train, validation): whole stores when there are several, else the last
-    ``share`` of time, so validation rows never share a store-day with training rows."""
-    stores = np.unique(data.rows.store.astype(str))
+    ``share`` of time, so validation rows never share a store-day with training rows.
+
+    Stores named ``source/store`` (several history folders) are split per source, so every
+    training scenario has its share in validation."""
+    store = data.rows.store.astype(str)
+    stores = np.unique(store)
     if len(stores) >= 2:
-        n_val = max(1, int(round(len(stores) * share)))
-        val_stores = set(stores[-n_val:])
-        val = np.isin(data.rows.store.astype(str), list(val_stores))
+        by_source: dict[str, list[str]] = {}
+        for s in stores:
+            by_source.setdefault(s.rsplit("/", 1)[0] if "/" in s else "", []).append(s)
+        val_stores = []
+        for members in by_source.values():
+            if len(members) >= 2 or len(by_source) == 1:
+                val_stores += members[-max(1, int(round(len(members) * share))):]
+        if not val_stores:  # one store per source: whole sources instead
+            val_stores = stores[-max(1, int(round(len(stores) * share))):].tolist()
+        val = np.isin(store, val_stores)
     else:
         cut = np.quantile(data.rows.t, 1 - share)
         val = data.rows.t >= cut
@@ -74,7 +85,10 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
     tr, val = split_validation(data)
     X, y = data.rows.X, data.y
     started = time.monotonic()
-    weights = train_mlp(X[tr], y[tr], config, progress=progress)
+    if not data.empty_now_known and config.ahead_weight != 1.0:
+        log.info("the training rows do not say which shelves are already empty: no ahead weight")
+        config = replace(config, ahead_weight=1.0)
+    weights = train_mlp(X[tr], y[tr], config, empty_now=data.empty_now[tr], progress=progress)
     p_val = weights.predict(X[val])
     summary = {
         "train_rows": int(tr.sum()),
@@ -82,6 +96,8 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
         "val_rows": int(val.sum()),
         "val_positives": int(y[val].sum()),
         "val_pr_auc": average_precision(y[val], p_val),
+        "val_pr_auc_not_yet_empty": (average_precision(y[val & ~data.empty_now], p_val[~data.empty_now[val]])
+                                     if data.empty_now_known else None),
         "threshold": threshold_at_recall(y[val], p_val, TARGET_RECALL) if y[val].any() else 0.5,
         "train_seconds": round(time.monotonic() - started, 2),
         "config": asdict(config),

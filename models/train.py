@@ -64,6 +64,10 @@ class TrainConfig:
     learning_rate: float = 2e-3
     #: Positive class weight; None: negatives / positives, capped at 50.
     pos_weight: float | None = None
+    #: Extra weight of positive rows whose shelf is not empty yet (the forecasts): without it
+    #: the loss is dominated by shelves already empty, which every scorer gets right
+    #: (docs/decisions/0304-forecast-rows-goal.md). 1 = no emphasis.
+    ahead_weight: float = 1.0
     seed: int = 0
     #: Rows kept for int8 calibration (stratified, plus one per feature at its min and max).
     calibration_rows: int = 2000
@@ -74,9 +78,15 @@ def train_mlp(
     y: np.ndarray,
     config: TrainConfig = TrainConfig(),
     *,
+    empty_now: np.ndarray | None = None,
     progress: Callable[[int, dict], None] | None = None,
 ) -> MlpWeights:
     """Fit the MLP on raw features ``X`` (n, F) and labels ``y`` (n,).
+
+    ``empty_now`` (n,) marks rows whose shelf is already empty; positives that are not get
+    ``config.ahead_weight`` on top of the class weight. The exported logit stays calibrated
+    for the class weight only: with an ahead weight w, forecast rows score higher odds (by up
+    to w) than their frequency, which the validation-picked threshold absorbs.
 
     Raises:
         ValueError: when there are no rows or only one class.
@@ -98,6 +108,11 @@ def train_mlp(
     pos = float(y.sum())
     pos_weight = config.pos_weight or min(50.0, (len(y) - pos) / pos)
 
+    sample_weight = np.where(y, pos_weight, 1.0).astype(np.float32)
+    if empty_now is not None and config.ahead_weight != 1.0:
+        ahead = y & ~np.asarray(empty_now, dtype=bool)
+        sample_weight[ahead] *= config.ahead_weight
+
     keras.utils.set_random_seed(config.seed)
     model = keras.Sequential([keras.Input(shape=(len(FEATURES),))]
                              + [keras.layers.Dense(h, activation="relu") for h in config.hidden]
@@ -117,13 +132,13 @@ def train_mlp(
         z, y.astype(np.float32),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        class_weight={0: 1.0, 1: float(pos_weight)},
+        sample_weight=sample_weight,
         shuffle=True,
         verbose=0,
         callbacks=[_Report()],
     )
-    log.info("trained on %d rows (%.0f positive, weight %.1f) in %.1fs", len(y), pos, pos_weight,
-             time.monotonic() - started)
+    log.info("trained on %d rows (%.0f positive, weight %.1f, ahead x%.1f) in %.1fs", len(y), pos, pos_weight,
+             config.ahead_weight, time.monotonic() - started)
 
     dense = [(np.asarray(l.kernel, np.float32), np.asarray(l.bias, np.float32)) for l in model.layers]
     # Fold standardization into layer 1: W'x + b' = W(x - m)/s + b.

@@ -158,3 +158,23 @@ def test_the_shipped_default_model_matches_its_manifest_and_this_build():
     x[:, f["hour_sin"]], x[:, f["hour_cos"]] = -0.707, -0.707  # 15:00
     p = s.score(x)
     assert p[0] > 5 * p[1] and p[1] < 0.05
+
+
+def test_ahead_weight_raises_the_scores_of_forecast_positives_relative_to_empty_shelves(trained):
+    from models.train import train_mlp
+
+    data, _, _ = trained
+    X, y, now = data.rows.X, data.y, data.empty_now
+    ahead_pos = y & ~now
+    assert ahead_pos.sum() >= 20 and (y & now).sum() >= 20
+    config = TrainConfig(epochs=3, hidden=(16,))
+    plain = train_mlp(X, y, config, empty_now=now)
+    weighted = train_mlp(X, y, TrainConfig(epochs=3, hidden=(16,), ahead_weight=10.0), empty_now=now)
+    # The weight moves the loss from shelves already empty to forecasts: forecast positives
+    # score higher against the empty shelves than without it.
+    empty_pos = y & now
+
+    def gap(w):
+        return w.logits(encode_for_model(X[ahead_pos])).mean() - w.logits(encode_for_model(X[empty_pos])).mean()
+
+    assert gap(weighted) > gap(plain)

@@ -31,3 +31,16 @@ def test_gold_computed_by_another_feature_set_is_refused():
         rows_from_gold(gold([[1.0] * (len(FEATURES) - 1)], [0]))
     with pytest.raises(ConfigError, match="lacks"):
         rows_from_gold(pa.table({"store_id": ["s1"]}))
+
+
+def test_gold_empty_now_column_marks_rows_already_empty():
+    v = [1.0] * len(FEATURES)
+    table = gold([v, v, v], [1, 1, 0]).append_column("empty_now", pa.array([1, 0, 0], pa.int32()))
+    data = rows_from_gold(table)
+    assert data.empty_now_known and data.empty_now.tolist() == [True, False, False]
+
+
+def test_gold_without_empty_now_says_it_does_not_know():
+    v = [1.0] * len(FEATURES)
+    data = rows_from_gold(gold([v], [1]))
+    assert not data.empty_now_known and data.empty_now.tolist() == [False]
