@@ -1,7 +1,7 @@
 """``gondola train`` and ``gondola eval``: the stock-out model from simulated history to figures.
 
     gondola train [--data DIR ... | --gold LAKE] [--out DIR] [--horizon 2] [--every 30] [--epochs 8]
-                  [--ahead-weight 10]
+                  [--ahead-weight 5]
     gondola eval  [--model DIR] [--train-data DIR ...] [--test-data DIR ...] [--json FILE]
 
 Without ``--data`` / ``--test-data`` both commands generate simulator history first (a
@@ -73,7 +73,16 @@ def _generate(work: Path, name: str, seed: int, scenario: str | None, stores: in
     return out
 
 
-def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str):
+#: Days of each training history before rows are sampled. Held-out rows start after 3 days
+#: (features mean something by then), but a gateway also scores from its first minute, and a
+#: model that never saw a cold state raised six times the false alerts in its first two days
+#: (validation): training rows start at once.
+TRAIN_WARMUP_DAYS = 0.0
+EVAL_WARMUP_DAYS = 3.0
+
+
+def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
+               warmup_days: float = EVAL_WARMUP_DAYS):
     from models.dataset import build_rows
     from models.history import load_history
 
@@ -81,7 +90,8 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str):
     for d in dirs:
         histories += load_history(d, prefix=Path(d).name)
     bar = Progress(len(histories), f"features {label}")
-    data = build_rows(histories, horizon_h, every_min=every_min, progress=lambda _s: bar.advance(1))
+    data = build_rows(histories, horizon_h, every_min=every_min, warmup_days=warmup_days,
+                      progress=lambda _s: bar.advance(1))
     _say(f"  {label}: {len(data):,} rows, {int(data.y.sum()):,} positive "
          f"({data.y.mean():.1%}), {len(data.stockouts):,} stock-outs, {data.store_days:.0f} store-days")
     return data
@@ -97,7 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 #: Extra loss weight of positive rows whose shelf is not empty yet; picked on the training
 #: stores' validation part (docs/decisions/0304-forecast-rows-goal.md).
-AHEAD_WEIGHT = 10.0
+AHEAD_WEIGHT = 5.0
 
 
 def _weight(p: argparse.ArgumentParser) -> None:
@@ -124,16 +134,22 @@ def _key() -> bytes | None:
 
 
 def _train(args, train_dirs: list[Path], *, data=None, training: dict | None = None):
-    from models.pipeline import export_model, split_validation, train_model
+    from models.pipeline import export_model, settled_rows, split_validation, train_model
     from models.train import TrainConfig
 
-    if data is None:
-        data = _load_rows(train_dirs, args.horizon, args.every, "training stores")
+    from_history = data is None
+    if from_history:
+        data = _load_rows(train_dirs, args.horizon, args.every, "training stores", TRAIN_WARMUP_DAYS)
     bar = Progress(args.epochs, "training")
+    # Training rows include cold starts; thresholds are picked on settled validation rows
+    # (gold rows are hourly from whenever the lake starts: all of them count).
+    settled = settled_rows(data, EVAL_WARMUP_DAYS) if from_history else None
     weights, summary = train_model(
         data, TrainConfig(epochs=args.epochs, seed=args.seed, ahead_weight=args.ahead_weight),
+        threshold_from=settled,
         progress=lambda epoch, logs: bar.advance(1, f"loss {logs.get('loss', float('nan')):.4f}"))
     _, val = split_validation(data)
+    pick = val if settled is None else val & settled
     key = _key()
     if key is None:
         _say("  GONDOLA_MODEL_KEY is not set: manifests are NOT signed (gateways with a key will refuse them)")
@@ -141,7 +157,7 @@ def _train(args, train_dirs: list[Path], *, data=None, training: dict | None = N
         weights, args.out, horizon_h=args.horizon, summary=summary, key=key,
         training=training or {"sources": [str(d) for d in train_dirs],
                               "tables": {str(d): _table_version(d) for d in train_dirs}},
-        val=(data.rows.X[val], data.y[val]))
+        val=(data.rows.X[pick], data.y[pick]))
     return data, weights, summary, files
 
 
@@ -208,7 +224,8 @@ def eval_main(argv: list[str]) -> int:
     ModelError when ``--model`` does not hold a loadable model."""
     from models.dataset import LabelledRows
     from models.metrics import threshold_at_recall
-    from models.pipeline import TARGET_RECALL, baseline_scorers, evaluate_side_by_side, format_table, split_validation
+    from models.pipeline import (TARGET_RECALL, baseline_scorers, evaluate_side_by_side, format_table, settled_rows,
+                                 split_validation)
     from models.runtime import LiteRtScorer, OnnxScorer
 
     args = _eval_parser().parse_args(argv)
@@ -219,7 +236,7 @@ def eval_main(argv: list[str]) -> int:
         from models.package import read_manifest
 
         model_dir = Path(args.model)
-        train = _load_rows(train_dirs, args.horizon, args.every, "training stores")
+        train = _load_rows(train_dirs, args.horizon, args.every, "training stores", TRAIN_WARMUP_DAYS)
         manifest = read_manifest(model_dir / "stockout-int8.manifest.json")
         summary = manifest.get("training", {})
     else:
@@ -232,6 +249,7 @@ def eval_main(argv: list[str]) -> int:
     else:
         test_dirs = [Path(d) for d in args.test_data]
     _, val = split_validation(train)
+    val &= settled_rows(train, EVAL_WARMUP_DAYS)
     scorers = dict(baseline_scorers(args.horizon))
     scorers["model-float-onnx"] = OnnxScorer(model_dir / "stockout.onnx", args.horizon)
     scorers["model-float-tflite"] = LiteRtScorer(model_dir / "stockout-float.tflite", args.horizon)

@@ -84,7 +84,10 @@ def build_rows(
         # The last horizon of the history has incomplete labels: do not sample it.
         last = h.end_ms - horizon_ms
         instants = sample_instants(first, last, every_min=every_min, open_hour=open_hour, close_hour=close_hour)
-        rows = replay_features(h.events, {h.store_id: h.facings}, instants, start_ms=h.start_ms)
+        # No start mark: each facing's observation starts at its first event, as on a gateway
+        # (edge.inference) and in the cloud's gold.features, so rows carry the features the
+        # deployed model will see, cold starts included.
+        rows = replay_features(h.events, {h.store_id: h.facings}, instants)
         now, within = label_rows(rows, h.stockouts, horizon_ms)
         parts.append(rows)
         ys.append(now | within)

@@ -24,6 +24,7 @@ from models.train import MlpWeights, TrainConfig
 
 __all__ = [
     "TARGET_RECALL",
+    "settled_rows",
     "ModelFiles",
     "split_validation",
     "train_model",
@@ -72,10 +73,24 @@ def split_validation(data: LabelledRows, share: float = 0.25) -> tuple[np.ndarra
     return ~val, val
 
 
+def settled_rows(data: LabelledRows, after_days: float) -> np.ndarray:
+    """Rows at least ``after_days`` after their store's first row: the steady state a gateway
+    spends its life in (operating thresholds are picked there, as held-out rows are sampled)."""
+    from gondola.clock import DAY_MS
+
+    store = data.rows.store.astype(str)
+    keys, inverse = np.unique(store, return_inverse=True)
+    first = np.full(len(keys), np.iinfo(np.int64).max)
+    np.minimum.at(first, inverse, data.rows.t)
+    return data.rows.t >= first[inverse] + int(after_days * DAY_MS)
+
+
 def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
+                threshold_from: np.ndarray | None = None,
                 progress: Callable[[int, dict], None] | None = None) -> tuple[MlpWeights, dict]:
     """Train on the training part of ``data``; pick the operating threshold on its validation
-    part. Returns the weights and a summary (rows, threshold, validation PR-AUC).
+    part (only its rows marked in ``threshold_from``, when given). Returns the weights and a
+    summary (rows, threshold, validation PR-AUC).
 
     Raises:
         ValueError: a part without both classes.
@@ -84,6 +99,7 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
 
     tr, val = split_validation(data)
     X, y = data.rows.X, data.y
+    pick = val if threshold_from is None else val & threshold_from
     started = time.monotonic()
     if not data.empty_now_known and config.ahead_weight != 1.0:
         log.info("the training rows do not say which shelves are already empty: no ahead weight")
@@ -98,7 +114,7 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
         "val_pr_auc": average_precision(y[val], p_val),
         "val_pr_auc_not_yet_empty": (average_precision(y[val & ~data.empty_now], p_val[~data.empty_now[val]])
                                      if data.empty_now_known else None),
-        "threshold": threshold_at_recall(y[val], p_val, TARGET_RECALL) if y[val].any() else 0.5,
+        "threshold": threshold_at_recall(y[pick], p_val[pick[val]], TARGET_RECALL) if y[pick].any() else 0.5,
         "train_seconds": round(time.monotonic() - started, 2),
         "config": asdict(config),
     }

@@ -41,3 +41,14 @@ def test_one_store_is_split_in_time():
     data = rows_of(["s001"], per_store=8)
     train, val = split_validation(data)
     assert data.rows.t[val].min() > data.rows.t[train].max()
+
+
+def test_settled_rows_start_the_given_days_after_each_stores_first_row():
+    from gondola.clock import DAY_MS
+    from models.pipeline import settled_rows
+
+    t = np.array([0, 2, 3, 4, 10, 13, 14], dtype=np.int64) * DAY_MS
+    store = np.array(["a", "a", "a", "a", "b", "b", "b"], dtype=object)
+    rows = FeatureRows(store, store.copy(), t, np.zeros((len(t), len(FEATURES)), np.float32))
+    data = LabelledRows(rows, np.zeros(len(t), bool), np.zeros(len(t), bool), [], 1.0)
+    assert settled_rows(data, 3.0).tolist() == [False, False, True, True, False, True, True]
