@@ -178,7 +178,15 @@ def test_azure_iothub_outage_fails_fast_and_the_next_send_reconnects(broker, tra
                 time.sleep(0.2)  # the uplink's backoff, shortened
         with service._cond:
             assert service._cond.wait_for(lambda: service.telemetry, timeout=10)
-        [(topic, body)] = service.telemetry
-        assert topic_properties(topic)["count"] == "3"
+        # At least once, never "at most": the batch whose send failed during the outage may
+        # still arrive after the reconnect (the SDK's MQTT session can hold the publish and
+        # redeliver it; seen here about 1 run in 10), and an attempt that timed out after the
+        # broker took it is sent again. The uplink resends what was not confirmed, so those are
+        # duplicates, which silver removes by (device_id, seq). The point: the new batch arrives.
+        with service._cond:
+            assert service._cond.wait_for(
+                lambda: any(topic_properties(t)["count"] == "3" for t, _ in service.telemetry), timeout=10)
+        counts = [topic_properties(topic)["count"] for topic, _ in service.telemetry]
+        assert "3" in counts and set(counts) <= {"2", "3"}
     finally:
         service.stop()
