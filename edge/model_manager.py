@@ -145,7 +145,8 @@ class ModelManager:
         self._previous: dict | None = None
         self._refused: set[tuple[str, str]] = set()  # (version, sha256) never to retry
         self._errors_at_activation = 0
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held for a whole rollout, download included
+        self._pending_lock = threading.Lock()  # only ever held for an instant
         self._pending: dict | None = None
         self._wake = threading.Event()
         self._idle = threading.Event()
@@ -177,16 +178,23 @@ class ModelManager:
         except (OSError, ValueError) as exc:
             log.warning("model manager: ignoring unreadable %s: %s", self._state_path(), exc)
             return False
+        if not isinstance(state, dict):
+            log.warning("model manager: ignoring %s: not a JSON object", self._state_path())
+            return False
         with self._lock:
-            prev = state.get("previous")
-            self._previous = self._entry(prev["version"], Path(prev["path"])) if prev else None
+            try:
+                prev = state.get("previous")
+                self._previous = self._entry(prev["version"], Path(prev["path"])) if prev else None
+            except (ModelError, KeyError, TypeError, OSError) as exc:
+                log.warning("model manager: previous model in %s ignored: %s", self._state_path(), exc)
+                self._previous = None
             active = state.get("active")
             if not active:
                 return False
             try:
                 entry = self._entry(active["version"], Path(active["path"]))
                 self._activate(entry, self._open(entry), keep_previous=False)
-            except (ModelError, KeyError, OSError) as exc:
+            except (ModelError, KeyError, TypeError, OSError) as exc:
                 log.warning("model manager: stored model %s not restored: %s", active.get("version"), exc)
                 return False
             self._set_status("active")
@@ -212,8 +220,9 @@ class ModelManager:
             self._thread.join(timeout)
 
     def on_desired(self, desired: dict) -> None:
-        """Transport callback: queue the latest desired properties for the manager's thread."""
-        with self._lock:
+        """Transport callback: queue the latest desired properties for the manager's thread.
+        Never waits for a rollout in progress (it is called from the scoring cycle)."""
+        with self._pending_lock:
             self._pending = desired
             self._idle.clear()
         self._wake.set()
@@ -226,14 +235,14 @@ class ModelManager:
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
-            with self._lock:
+            with self._pending_lock:
                 desired, self._pending = self._pending, None
             if desired is not None:
                 try:
                     self.apply(desired)
                 except Exception:  # the thread must survive anything a twin can say
                     log.exception("model manager: applying desired properties failed")
-            with self._lock:
+            with self._pending_lock:
                 if self._pending is None:
                     self._idle.set()
 
@@ -318,7 +327,10 @@ class ModelManager:
         if suffix not in (".tflite", ".onnx"):
             raise ModelError(f"manifest names a {suffix or 'suffix-less'} file; .tflite or .onnx expected")
         path = vdir / f"model{suffix}"
-        got = self.fetch(url, path, max_bytes=min(self.max_model_bytes, int(manifest.get("bytes") or self.max_model_bytes)))
+        declared = manifest.get("bytes")
+        if declared is not None and (type(declared) is not int or declared <= 0):
+            raise ModelError(f"manifest of {version} declares {declared!r} bytes")
+        got = self.fetch(url, path, max_bytes=min(self.max_model_bytes, declared or self.max_model_bytes))
         if got != sha:
             path.unlink(missing_ok=True)
             raise ModelError(f"downloaded file has sha256 {got[:12]}..., desired {sha[:12]}...")
@@ -382,7 +394,16 @@ class ModelManager:
 
     def after_cycle(self) -> dict | None:
         """Call after each scoring cycle: roll back a model that keeps failing. Return the new
-        status when it rolled back, else None."""
+        status when it rolled back, else None. Skipped while a rollout holds the manager (the
+        cycle never waits on a download); the failures are still counted for the next cycle."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._check_failures()
+        finally:
+            self._lock.release()
+
+    def _check_failures(self) -> dict | None:
         with self._lock:
             if not self._current:
                 return None

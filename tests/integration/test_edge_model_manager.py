@@ -240,3 +240,31 @@ def test_a_gateway_that_started_offline_picks_up_the_desired_model_with_its_next
         assert gw.inference.scorer.name == "model:v5"
     finally:
         gw.stop()
+
+
+def test_scoring_cycles_go_on_while_a_model_is_downloading(gateway, tmp_path):
+    gw = gateway()
+    release, entered = threading.Event(), threading.Event()
+
+    def slow_fetch(url, dest, **kw):  # a slow store uplink: the model file takes its time
+        if url.endswith(".tflite"):
+            entered.set()
+            release.wait(30)
+        return fetch_url(url, dest, **kw)
+
+    gw.models.fetch = slow_fetch
+    gw.models.start()
+    try:
+        gw.models.on_desired({"model": package(tmp_path / "cloud", "v2")})
+        assert entered.wait(10)
+        done = threading.Event()
+        cycles = threading.Thread(target=lambda: [gw.run_cycle(T0 + i * 60_000) for i in range(1, 4)] and done.set())
+        cycles.start()
+        assert done.wait(10), "a scoring cycle waited for the download"
+        assert gw.models.status["status"] == "downloading" and gw.inference.scorer.name != "model:v2"
+        gw.models.on_desired({"model": package(tmp_path / "cloud", "v2")})  # the poll's callback: no wait either
+        release.set()
+        assert gw.models.wait_idle(30) and gw.inference.scorer.name == "model:v2"
+    finally:
+        release.set()
+        gw.models.stop()
