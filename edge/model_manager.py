@@ -37,7 +37,9 @@ properties over), so scoring and alerts never wait on the network. URLs may carr
 only scheme, host and path are ever logged or reported.
 
 Errors: :meth:`ModelManager.apply` never raises for a bad model or a failed download; it
-reports ``failed`` with the reason. ``ConfigError`` for a bad models directory.
+reports ``failed`` with the reason. A failed *download* (the store's link) is retried by the
+manager's thread after 30 s, doubling up to 30 min, until it succeeds or the desired property
+changes; a *refused* model is not. ``ConfigError`` for a bad models directory.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -59,7 +62,7 @@ import numpy as np
 from gondola.clock import Clock
 from gondola.errors import ConfigError, GondolaError, ModelError
 
-__all__ = ["ModelManager", "fetch_url", "DESIRED_KEY"]
+__all__ = ["ModelManager", "fetch_url", "DownloadError", "DESIRED_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,10 @@ DESIRED_KEY = "model"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MANIFEST_MAX_BYTES = 1 << 20
+
+
+class DownloadError(ModelError):
+    """The transfer failed (network, server): worth retrying, unlike a model that is refused."""
 
 
 def _safe_url(url: str) -> str:
@@ -82,7 +89,8 @@ def fetch_url(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 60.0) 
     Writes ``dest`` + ``.part`` and renames it when complete, so ``dest`` is never half a file.
 
     Raises:
-        ModelError: unsupported scheme, the transfer failed, or it is larger than ``max_bytes``.
+        DownloadError: the transfer failed (retry later).
+        ModelError: unsupported scheme, or larger than ``max_bytes``.
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("https", "http", "file"):
@@ -105,7 +113,7 @@ def fetch_url(url: str, dest: Path, *, max_bytes: int, timeout_s: float = 60.0) 
         raise
     except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
         part.unlink(missing_ok=True)
-        raise ModelError(f"download of {_safe_url(url)} failed: {getattr(exc, 'reason', exc)}") from None
+        raise DownloadError(f"download of {_safe_url(url)} failed: {getattr(exc, 'reason', exc)}") from None
     os.replace(part, dest)
     return h.hexdigest()
 
@@ -122,6 +130,7 @@ class ModelManager:
                  report: Callable[[dict], object] | None = None, follow_threshold: bool = True,
                  default_raise_at: float = 0.6,
                  max_model_bytes: int = 64 << 20, rollback_after_errors: int = 3,
+                 retry_min_s: float = 30.0, retry_max_s: float = 1800.0,
                  fetch: Callable[..., str] = fetch_url):
         self.dir = Path(directory)
         try:
@@ -140,6 +149,9 @@ class ModelManager:
         self.max_model_bytes = max_model_bytes
         self.rollback_after_errors = rollback_after_errors
         self.fetch = fetch
+        self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
+        self._retry_delay_s = retry_min_s
+        self._retry: tuple[float, dict] | None = None  # (monotonic due time, desired) after a failed download
         self.status: dict = {"version": None, "status": "none", "previous": None, "error": None}
         self._current: dict | None = None   # {"version", "path", "manifest"} of the active model
         self._previous: dict | None = None
@@ -231,11 +243,22 @@ class ModelManager:
         """Wait until queued desired properties were applied; return whether they were."""
         return self._idle.wait(timeout)
 
+    def _schedule_retry(self, desired: dict) -> None:
+        """Try ``desired`` again after the current delay (doubling up to ``retry_max_s``), unless
+        newer desired properties arrive first."""
+        self._retry_delay_s = min(self._retry_delay_s * 2, self.retry_max_s) if self._retry else self.retry_min_s
+        self._retry = (time.monotonic() + self._retry_delay_s, desired)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
             with self._pending_lock:
+                retry = self._retry
+                if self._pending is None and retry is not None and time.monotonic() >= retry[0]:
+                    self._pending = retry[1]
+                elif self._pending is not None:
+                    self._retry = None  # newer desired properties replace a pending retry
                 desired, self._pending = self._pending, None
             if desired is not None:
                 try:
@@ -275,9 +298,15 @@ class ModelManager:
                 entry = self._download(version, url, manifest_url, sha)
                 scorer = self._open(entry, sha=sha)
                 self._activate(entry, scorer)
+            except DownloadError as exc:
+                # The store's link, not the model: the manager's thread tries again later.
+                self._schedule_retry(desired)
+                return self._fail(version, f"{exc}; retrying in {self._retry_delay_s:.0f} s")
             except ModelError as exc:
                 self._refused.add((version, sha))
                 return self._fail(version, str(exc))
+            self._retry = None
+            self._retry_delay_s = self.retry_min_s
             self._prune()
             log.info("model manager: %s active (previous: %s)", version,
                      self._previous and self._previous["version"])
@@ -358,6 +387,9 @@ class ModelManager:
         if self.key is not None and not signed:
             raise ModelError(f"{entry['version']} is not signed")
         scorer = open_scorer(path, self.horizon_h, key=self.key, manifest=manifest)
+        threshold = getattr(scorer, "threshold", None)
+        if threshold is not None and not (isinstance(threshold, (int, float)) and 0 < threshold <= 1):
+            raise ModelError(f"{entry['version']} has operating threshold {threshold!r}, outside (0, 1]")
         feats = self.inference.features(self.clock.now_ms())
         if len(feats):
             try:

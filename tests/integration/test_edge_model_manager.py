@@ -268,3 +268,34 @@ def test_scoring_cycles_go_on_while_a_model_is_downloading(gateway, tmp_path):
     finally:
         release.set()
         gw.models.stop()
+
+
+def test_a_failed_download_is_retried_with_backoff_but_a_refused_model_is_not(gateway, tmp_path):
+    import time
+
+    from edge.model_manager import DownloadError
+
+    gw = gateway()
+    attempts = []
+
+    def flaky_fetch(url, dest, **kw):  # the store's link drops the first two transfers
+        attempts.append(url)
+        if len(attempts) <= 2:
+            raise DownloadError(f"download of {url} failed: connection reset")
+        return fetch_url(url, dest, **kw)
+
+    gw.models.fetch = flaky_fetch
+    gw.models.retry_min_s = gw.models._retry_delay_s = 0.05
+    gw.models.start()
+    try:
+        gw.models.on_desired({"model": package(tmp_path / "cloud", "v2")})
+        deadline = time.monotonic() + 15
+        while gw.models.status["status"] != "active" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.models.status["status"] == "active" and gw.inference.scorer.name == "model:v2"
+        assert len(attempts) == 4  # two failed manifest fetches, then manifest + model
+    finally:
+        gw.models.stop()
+    refused = gw.models.apply({"model": package(tmp_path / "cloud", "v3", threshold=1.5)})
+    assert refused["status"] == "failed" and "outside (0, 1]" in refused["error"]
+    assert gw.inference.scorer.name == "model:v2" and gw.models._retry is None
