@@ -155,7 +155,7 @@ class Gateway:
         changes = self.inference.cycle(now_ms)
         if self.models is not None:
             self.models.after_cycle()  # rolls back a model that keeps failing
-            if getattr(self.transport, "polls_desired", False):
+            if self.transport.polls_desired:
                 self.poll_desired()
         horizon = int(self.settings.horizon_min)
         alerts = self._emit("edge.alert", [
@@ -181,7 +181,7 @@ class Gateway:
         if now_ms - self._last_health_ms >= self.settings.health_every_s * 1000:
             self.emit_health(now_ms)
             self.report_twin()
-            if self.models is not None and not getattr(self.transport, "polls_desired", False):
+            if self.models is not None and not self.transport.polls_desired:
                 # Pushes only arrive while connected: a read with each health report catches
                 # a desired change made during an outage (it fires only when $version moved).
                 self.poll_desired()
@@ -194,11 +194,8 @@ class Gateway:
     def poll_desired(self) -> bool:
         """Read the twin's desired properties; hand them to the model manager if they changed.
         Return whether they did (False too when the hub is away: it is asked again later)."""
-        poll = getattr(self.transport, "poll_desired", None)
-        if poll is None:
-            return False
         try:
-            return bool(poll())
+            return self.transport.poll_desired()
         except TransportError as exc:
             log.info("desired properties not read: %s", exc)
             return False

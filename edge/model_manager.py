@@ -296,7 +296,7 @@ class ModelManager:
                     log.warning("model manager: previous model %s unusable (%s); downloading it", version, exc)
             try:
                 entry = self._download(version, url, manifest_url, sha)
-                scorer = self._open(entry, sha=sha)
+                scorer = self._open(entry)  # _download checked the sha256 while streaming
                 self._activate(entry, scorer)
             except DownloadError as exc:
                 # The store's link, not the model: the manager's thread tries again later.
@@ -337,7 +337,7 @@ class ModelManager:
     # ---- steps ---------------------------------------------------------------------------
 
     def _download(self, version: str, url: str, manifest_url: str, sha: str) -> dict:
-        self._set_status("downloading", version=version)
+        self._set_status("downloading", desired=version)
         vdir = self.dir / version
         vdir.mkdir(parents=True, exist_ok=True)
         mpath = vdir / "download.manifest.json"
@@ -436,31 +436,31 @@ class ModelManager:
             self._lock.release()
 
     def _check_failures(self) -> dict | None:
-        with self._lock:
-            if not self._current:
-                return None
-            failures = self.inference.scorer_errors - self._errors_at_activation
-            if failures < self.rollback_after_errors:
-                return None
-            bad = self._current
-            sha = str((bad.get("manifest") or {}).get("sha256", "")).lower()
-            self._refused.add((bad["version"], sha))
-            reason = f"{bad['version']} failed {failures} scoring cycles"
-            self._current = None
-            if self._previous:
-                try:
-                    prev = self._previous
-                    self._previous = None
-                    self._activate(prev, self._open(prev), keep_previous=False)
-                    self._previous = bad
-                    return self._set_status("rolled_back", error=reason)
-                except ModelError as exc:
-                    reason += f"; previous {prev['version']} unusable too ({exc})"
-            # No previous model: back to what the gateway was configured with.
-            self.inference.set_scorer(self._base_scorer, raise_at=self._threshold(self._base_scorer))
-            self._errors_at_activation = self.inference.scorer_errors
-            self._save_state()
-            return self._set_status("rolled_back", error=f"{reason}; using {self._base_scorer.name}")
+        """``after_cycle``'s work; the caller holds the lock."""
+        if not self._current:
+            return None
+        failures = self.inference.scorer_errors - self._errors_at_activation
+        if failures < self.rollback_after_errors:
+            return None
+        bad = self._current
+        sha = str((bad.get("manifest") or {}).get("sha256", "")).lower()
+        self._refused.add((bad["version"], sha))
+        reason = f"{bad['version']} failed {failures} scoring cycles"
+        self._current = None
+        if self._previous:
+            try:
+                prev = self._previous
+                self._previous = None
+                self._activate(prev, self._open(prev), keep_previous=False)
+                self._previous = bad
+                return self._set_status("rolled_back", error=reason)
+            except ModelError as exc:
+                reason += f"; previous {prev['version']} unusable too ({exc})"
+        # No previous model: back to what the gateway was configured with.
+        self.inference.set_scorer(self._base_scorer, raise_at=self._threshold(self._base_scorer))
+        self._errors_at_activation = self.inference.scorer_errors
+        self._save_state()
+        return self._set_status("rolled_back", error=f"{reason}; using {self._base_scorer.name}")
 
     # ---- reporting -----------------------------------------------------------------------
 
@@ -468,14 +468,14 @@ class ModelManager:
         log.warning("model manager: %s refused: %s", version, error)
         return self._set_status("failed", error=error, desired=version)
 
-    def _set_status(self, status: str, *, version: str | None = None, error: str | None = None,
-                    desired: str | None = None) -> dict:
+    def _set_status(self, status: str, *, error: str | None = None, desired: str | None = None) -> dict:
+        """Record and report ``status``; ``desired`` defaults to the active version."""
         self.status = {
             "version": self._current["version"] if self._current else None,
             "status": status,
             "previous": self._previous["version"] if self._previous else None,
             "scorer": self.inference.scorer.name,
-            "desired": desired or version or (self._current["version"] if self._current else None),
+            "desired": desired or (self._current["version"] if self._current else None),
             "error": error,
             "updated_at": self.clock.now_ms(),
         }

@@ -65,8 +65,21 @@ class HubTransport(Protocol):
         """
         ...
 
+    #: True when desired-property changes arrive only through :meth:`poll_desired` (nothing
+    #: pushes them), so the gateway polls every cycle; False when the hub pushes them.
+    polls_desired: bool
+
     def on_desired(self, callback: Callable[[dict], None]) -> None:
         """Call ``callback(desired)`` whenever desired properties change (may be polled)."""
+        ...
+
+    def poll_desired(self) -> bool:
+        """Read the twin; fire the ``on_desired`` callbacks if its desired ``$version`` moved.
+        Return whether it did.
+
+        Raises:
+            TransportError: the twin could not be read.
+        """
         ...
 
     def close(self) -> None:
@@ -164,12 +177,11 @@ class FlakyTransport:
 
     @property
     def polls_desired(self) -> bool:
-        return getattr(self.inner, "polls_desired", False)
+        return self.inner.polls_desired
 
     def poll_desired(self) -> bool:
         """Twin reads pass through even while sends are refused (as ``get_twin`` does)."""
-        poll = getattr(self.inner, "poll_desired", None)
-        return bool(poll()) if poll else False
+        return self.inner.poll_desired()
 
     def close(self) -> None:
         self.inner.close()

@@ -104,6 +104,9 @@ class IotHubTransport:
     first call; ``close()`` shuts it down.
     """
 
+    #: IoT Hub pushes desired-property patches while connected (``on_desired``).
+    polls_desired = False
+
     def __init__(self, client: Any, *, output_name: str | None = DEFAULT_OUTPUT):
         self._client = client
         self._output = output_name or None

@@ -30,15 +30,20 @@ def _settle(got: list, seconds: float = 0.5) -> None:
         time.sleep(seconds)
 
 
-def test_held_pubacks_keep_messages_and_one_batched_release_acks_exactly_that_group(mosquitto):
-    # A persistent session exists before anything is published, so the broker queues for it.
-    sub, _ = _session(mosquitto.port, [], 0)
+def _queue_for_gateway(port: int, n: int) -> None:
+    """Open the gateway's persistent session once, then publish ``n`` messages (payload = index)
+    while it is away, so the broker queues them for it."""
+    sub, _ = _session(port, [], 0)
     sub.stop()
-    pub = Publisher("127.0.0.1", mosquitto.port, client_id="dev").start()
-    for i in range(300):
+    pub = Publisher("127.0.0.1", port, client_id="dev").start()
+    for i in range(n):
         pub.publish(f"t/{i}", str(i).encode())
     assert pub.flush(30)
     pub.stop()
+
+
+def test_held_pubacks_keep_messages_and_one_batched_release_acks_exactly_that_group(mosquitto):
+    _queue_for_gateway(mosquitto.port, 300)
 
     # 1. Receive all 300 and acknowledge none: after a reconnect the broker sends all 300 again.
     got: list = []
@@ -73,13 +78,7 @@ def test_held_pubacks_keep_messages_and_one_batched_release_acks_exactly_that_gr
 
 
 def test_tokens_of_an_older_connection_are_not_sent_on_a_new_one(mosquitto):
-    sub, _ = _session(mosquitto.port, [], 0)
-    sub.stop()
-    pub = Publisher("127.0.0.1", mosquitto.port, client_id="dev").start()
-    for i in range(20):
-        pub.publish(f"t/{i}", str(i).encode())
-    assert pub.flush(30)
-    pub.stop()
+    _queue_for_gateway(mosquitto.port, 20)
 
     got: list = []
     sub, done = _session(mosquitto.port, got, 20)
