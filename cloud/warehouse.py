@@ -91,13 +91,21 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
             con.register("incoming", rows)
             con.execute(f"CREATE TABLE {warehouse_name(tdef.name)} AS SELECT * FROM incoming")
             con.unregister("incoming")
-            con.execute(f"COMMENT ON TABLE {warehouse_name(tdef.name)} IS '{tdef.doc.replace(chr(39), chr(39) * 2)}'")
+            con.execute(f"COMMENT ON TABLE {warehouse_name(tdef.name)} IS {_sql_text(tdef.doc)}")
+            for col in tdef.columns:  # the data dictionary's text, as in the Delta field metadata
+                con.execute(f"COMMENT ON COLUMN {warehouse_name(tdef.name)}.\"{col.name}\" "
+                            f"IS {_sql_text(tdef.field_description(col))}")
         for name, sql in BI_VIEWS.items():
             con.execute(f"CREATE VIEW {name} AS {sql}")
     finally:
         con.close()
     tmp.replace(path)  # readers never see a half-built warehouse
     return path
+
+
+def _sql_text(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _tsql_table(tdef: TableDef, location: str) -> str:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cloud": ("cloud.cli:main", "ingest, transform the lake, build the warehouse and reports"),
     "train": ("models.cli:train_main", "train the stock-out model from gold features"),
     "eval": ("models.cli:eval_main", "evaluate baselines and models on held-out simulated stores"),
+    "catalog": ("cloud.meta.cli:catalog_main", "export the data catalog, dictionary, glossary and Atlas entities"),
 }
 
 

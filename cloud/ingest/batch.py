@@ -116,7 +116,7 @@ def ingest_batch(
             "ingest_run": [run_id] * len(rows),
             "ingested_at": [now] * len(rows),
         }, schema=schema_of(BRONZE_BATCH))
-        storage.write(BRONZE_BATCH, table, txns=[(app_id, 1)], description="raw batch file rows, append-only")
+        storage.write(BRONZE_BATCH, table, txns=[(app_id, 1)])
         report["loaded"].append(name)
         report["rows"] += len(rows)
         if progress:

@@ -135,7 +135,6 @@ def ingest_stream(
                 BRONZE_EVENTS,
                 rows,
                 txns=[(stream_app_id(source.name, p), s) for p, s in sorted(last.items())],
-                description="raw gateway events, append-only",
             )
             total += rows.num_rows
         # Only now is the batch safe in bronze: move the checkpoint.

@@ -151,8 +151,15 @@ class LakeStorage:
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
 
+        from cloud.lake.tables import TABLES, with_descriptions
+
         uri = self.uri(table)
         self._prepare(uri)
+        # The data dictionary is the one description of a table and its columns: a new table
+        # takes both (Delta description and field metadata), so every reader sees the same text.
+        data = with_descriptions(table, data)
+        if table in TABLES:
+            description = TABLES[table].doc
         props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
         new = self.open(table) is None
         try:

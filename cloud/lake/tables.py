@@ -15,11 +15,24 @@ import pyarrow as pa
 __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "conform", "BRONZE_EVENTS", "BRONZE_BATCH",
     "SILVER_EVENT_TABLES", "QUARANTINE", "EXPECTATION_RESULTS", "GOLD_TABLES", "LINEAGE",
+    "CLASSIFICATIONS", "OWNERS", "with_descriptions",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_()}
 TSQL = {"string": "NVARCHAR(256)", "int64": "BIGINT", "int32": "INT", "double": "FLOAT", "bool": "BIT"}
 DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
+
+
+#: Data classifications, most sensitive first (the catalog and Purview use these names).
+CLASSIFICATIONS = ("personal", "confidential", "public")
+#: Unit of a column by its name's suffix, where the column does not state one.
+_UNITS = (("_per_h", "units/h"), ("_ms", "ms since epoch, UTC"), ("_cents", "cents"), ("_pct", "%"),
+          ("_min", "minutes"), ("_dbm", "dBm"), ("_g", "grams"), ("_h", "hours"), ("_s", "seconds"))
+#: Master-data tables whose columns are published on shelf labels and store lists: public.
+_PUBLIC_TABLES = ("silver.stores", "silver.products", "silver.planogram")
+#: Who answers for each layer's tables (the catalog's owner).
+OWNERS = {"bronze": "data-platform (ingest)", "silver": "data-engineering", "gold": "analytics-engineering",
+          "stream": "streaming-operations", "meta": "data-platform (governance)"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,16 @@ class Column:
     type: str
     doc: str
     personal: bool = False  # pseudonymized personal data (a classification for the catalog)
+    unit: str = ""  # empty: derived from the name's suffix (``*_ms``, ``*_cents``, ...)
+
+    @property
+    def units(self) -> str:
+        """The column's unit: stated, else from the name's suffix, else empty."""
+        if self.unit:
+            return self.unit
+        if self.type == "int64" and (self.name == "ts" or self.name.endswith(("_at", "_time"))):
+            return "ms since epoch, UTC"
+        return next((u for suffix, u in _UNITS if self.name.endswith(suffix)), "")
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,21 @@ class TableDef:
     @property
     def short(self) -> str:
         return self.name.split(".")[1]
+
+    @property
+    def owner(self) -> str:
+        return OWNERS.get(self.layer, "data-platform")
+
+    def classification(self, column: Column) -> str:
+        """``personal`` (pseudonymized identifiers), ``public`` (master data), else ``confidential``."""
+        if column.personal:
+            return "personal"
+        return "public" if self.name in _PUBLIC_TABLES else "confidential"
+
+    def field_description(self, column: Column) -> str:
+        """The text kept with a column in Delta field metadata and warehouse comments."""
+        unit = column.units
+        return f"{column.doc} [{unit}]" if unit else column.doc
 
 
 def _cols(*specs: tuple) -> tuple[Column, ...]:
@@ -72,7 +110,8 @@ EXPECTATION_RESULTS = "silver.expectation_results"
 
 _defs: list[TableDef] = [
     TableDef(BRONZE_EVENTS, "Raw gateway events, one row per event, append-only, with source metadata.", _cols(
-        ("event_json", "string", "the event line as the gateway sent it; null when the message is undecodable"),
+        ("event_json", "string", "the event line as the gateway sent it (loyalty ids already pseudonymized); "
+         "null when the message is undecodable", True),
         ("type", "string", "event type, if readable"),
         ("store_id", "string", "store, if readable"),
         ("device_id", "string", "device, if readable"),
@@ -249,6 +288,28 @@ GOLD_TABLES = [t.name for t in _defs if t.layer == "gold"]
 def schema_of(name: str) -> pa.Schema:
     """The Arrow schema of a table."""
     return pa.schema([pa.field(c.name, _ARROW[c.type]) for c in TABLES[name].columns])
+
+
+def with_descriptions(name: str, data: pa.Table) -> pa.Table:
+    """``data`` with the dictionary's column descriptions as Arrow field metadata (``comment``,
+    as Spark and Delta readers show it) and the table's classification per field.
+
+    Columns the dictionary does not know keep their metadata; an unknown table is returned as is.
+    """
+    tdef = TABLES.get(name)
+    if tdef is None:
+        return data
+    cols = {c.name: c for c in tdef.columns}
+    fields = []
+    for f in data.schema:
+        c = cols.get(f.name)
+        if c is not None:
+            meta = dict(f.metadata or {})
+            meta.update({b"comment": tdef.field_description(c).encode(),
+                         b"classification": tdef.classification(c).encode()})
+            f = f.with_metadata(meta)
+        fields.append(f)
+    return data.cast(pa.schema(fields, metadata=data.schema.metadata))
 
 
 def conform(name: str, data: pa.Table) -> pa.Table:

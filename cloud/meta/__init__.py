@@ -1,0 +1,1 @@
+"""Governance metadata: the catalog and dictionary, glossary, Atlas export, run lineage."""
