@@ -83,8 +83,15 @@ def _models_command(args) -> int:
                     key = Path(key_file).read_bytes().strip()
                 except OSError as exc:
                     raise ConfigError(f"cannot read the model key file: {exc.strerror}") from None
-            done = publish_model(args.model, store=FolderModelStore(args.store), twins=hub,
-                                 device_ids=args.devices, key=key)
+            from cloud.lake.storage import open_storage
+            from cloud.meta.lineage import lake_lineage
+            from gondola.lineage import Dataset
+
+            with lake_lineage(open_storage(args.lake)).run("gondola.publish_model") as run:
+                done = publish_model(args.model, store=FolderModelStore(args.store), twins=hub,
+                                     device_ids=args.devices, key=key)
+                run.inputs.append(Dataset("models", done["version"]))
+                run.outputs += [Dataset("twin", device) for device in done["devices"]]
             print(f"model {done['version']} ({'signed' if done['signed'] else 'UNSIGNED'}, sha256 "
                   f"{done['sha256'][:12]}...) asked of {len(done['devices'])} gateway(s)")
         else:

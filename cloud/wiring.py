@@ -57,6 +57,21 @@ class Cloud:
         self.engine = engine
         self._source_factory = source_factory
         self._progress = progress
+        self._lineage = None
+
+    @property
+    def lineage(self):
+        """Run lineage: OpenLineage events to ``GONDOLA_LINEAGE`` and to ``meta.lineage``."""
+        if self._lineage is None:
+            from cloud.meta.lineage import lake_lineage
+
+            self._lineage = lake_lineage(self.storage)
+        return self._lineage
+
+    def _tables(self, versions: dict[str, int]) -> list:
+        from cloud.meta.lineage import table_dataset
+
+        return [table_dataset(self.storage, t, v) for t, v in sorted(versions.items())]
 
     def _say(self, text: str) -> None:
         if self._progress:
@@ -68,31 +83,63 @@ class Cloud:
 
         if self._source_factory is None:
             raise ConfigError("no stream source configured (set hub_path, or source='eventhubs')")
+        from cloud.lake.tables import BRONZE_EVENTS
+        from gondola.lineage import Dataset
+
         source = self._source_factory()
+        hub = Dataset("hub", str(self.settings.hub_path if self.settings.source == "local" else "eventhubs"))
         try:
-            report = (lambda m, r: self._say(f"stream: {m} messages read, {r} new bronze rows")) if self._progress else None
-            return ingest_stream(self.storage, source, progress=report)
+            with self.lineage.run("gondola.ingest_stream", [hub]) as run:
+                report = (lambda m, r: self._say(f"stream: {m} messages read, {r} new bronze rows")) if self._progress else None
+                rows = ingest_stream(self.storage, source, progress=report)
+                run.outputs += self._tables({BRONZE_EVENTS: self.storage.version(BRONZE_EVENTS)})
+                run.facts["rows"] = rows
+                return rows
         finally:
             source.close()
 
     def ingest_batch(self, folder: str | Path) -> dict:
         """Load master data / sales export CSVs from ``folder`` (each file content once)."""
         from cloud.ingest.batch import ingest_batch
+        from cloud.lake.tables import BRONZE_BATCH
+        from gondola.lineage import Dataset
 
-        return ingest_batch(self.storage, folder, progress=(lambda f, s: self._say(f"batch: {f}: {s}")) if self._progress else None)
+        with self.lineage.run("gondola.ingest_batch", [Dataset("file", str(Path(folder).absolute()))]) as run:
+            report = ingest_batch(self.storage, folder,
+                                  progress=(lambda f, s: self._say(f"batch: {f}: {s}")) if self._progress else None)
+            if self.storage.exists(BRONZE_BATCH):
+                run.outputs += self._tables({BRONZE_BATCH: self.storage.version(BRONZE_BATCH)})
+            return report
 
     def transform(self) -> dict:
         """Incremental bronze -> silver -> gold (see ``cloud.lake.runner.transform``)."""
         from cloud.lake.runner import transform
+        from cloud.lake.tables import BRONZE_BATCH, BRONZE_EVENTS, GOLD_TABLES, LINEAGE
 
-        return transform(self.storage, self.engine, context_days=self.settings.context_days,
-                         progress=(lambda s: self._say(f"transform: {s}")) if self._progress else None)
+        bronze = {t: self.storage.version(t) for t in (BRONZE_EVENTS, BRONZE_BATCH) if self.storage.exists(t)}
+        with self.lineage.run("gondola.transform", self._tables(bronze)) as run:
+            report = transform(self.storage, self.engine, context_days=self.settings.context_days,
+                               progress=(lambda s: self._say(f"transform: {s}")) if self._progress else None)
+            # inputs: bronze as read, and the silver versions gold was computed from (written this run or not)
+            written = {t: v[1] for t, v in report.get("versions", {}).items()
+                       if not t.startswith("bronze.") and v[1] != v[0]}
+            gold_reads = {i for g in GOLD_TABLES for i in LINEAGE[g][0] if i.startswith("silver.")}
+            silver_read = {t: self.storage.version(t) for t in sorted(gold_reads) if self.storage.exists(t)}
+            run.inputs += self._tables({t: v for t, v in silver_read.items() if t not in bronze})
+            run.outputs += self._tables(written)
+            run.facts.update({k: v for k, v in report.items() if isinstance(v, (int, float, str))})
+            return report
 
     def build_warehouse(self) -> Path:
         """The DuckDB warehouse over gold and silver, with Power BI-ready ``bi_*`` views."""
-        from cloud.warehouse import build_warehouse
+        from cloud.warehouse import WAREHOUSE_TABLES, build_warehouse
+        from gondola.lineage import Dataset
 
-        return build_warehouse(self.storage, self.settings.warehouse_path)
+        read = {t.name: self.storage.version(t.name) for t in WAREHOUSE_TABLES if self.storage.exists(t.name)}
+        with self.lineage.run("gondola.warehouse", self._tables(read)) as run:
+            path = build_warehouse(self.storage, self.settings.warehouse_path)
+            run.outputs.append(Dataset("duckdb", str(Path(path).absolute())))
+            return path
 
     def build_dashboard(self, out_html: str | Path) -> Path:
         """The self-contained HTML dashboard (builds the warehouse first if it is missing)."""

@@ -17,9 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("firmware_sim.cli:main", "simulate stores: generate history files or publish live over MQTT"),
     "edge": ("edge.cli:main", "run a store gateway"),
     "cloud": ("cloud.cli:main", "ingest, transform the lake, build the warehouse and reports"),
-    "train": ("models.cli:train_main", "train the stock-out model from gold features"),
+    "train": ("cloud.meta.cli:train_main", "train the stock-out model from gold features"),
     "eval": ("models.cli:eval_main", "evaluate baselines and models on held-out simulated stores"),
     "catalog": ("cloud.meta.cli:catalog_main", "export the data catalog, dictionary, glossary and Atlas entities"),
+    "lineage": ("cloud.meta.cli:lineage_main", "walk a model back to its tables, runs and devices, forward to gateways"),
 }
 
 

@@ -164,6 +164,13 @@ class LocalHub:
         desired = json.loads(row[0]) | {"$version": row[1]}
         return {"desired": desired, "reported": json.loads(row[2])}
 
+    def twin_devices(self, module_id: str) -> list[str]:
+        """Devices that have a twin of ``module_id`` (desired or reported), sorted."""
+        with self._lock:
+            rows = self._db.execute("SELECT device_id FROM twins WHERE module_id=? ORDER BY device_id",
+                                    (module_id,)).fetchall()
+        return [r[0] for r in rows]
+
     def patch_reported(self, device_id: str, module_id: str, patch: Mapping) -> None:
         """Merge a patch into a module twin's reported properties (a ``None`` value deletes)."""
         with self._lock:

@@ -171,21 +171,35 @@ def _table_version(d: Path) -> dict:
         "scenario": (info.get("scenario") or {}).get("name")}
 
 
-def train_main(argv: list[str]) -> int:
-    """``gondola train``. Raises: ConfigError on bad arguments or failed data generation."""
+def train_main(argv: list[str], lineage=None) -> int:
+    """``gondola train``. ``lineage`` (a ``gondola.lineage.Lineage``) records the run: the
+    gold.features version read and the model version written.
+
+    Raises: ConfigError on bad arguments or failed data generation.
+    """
+    import contextlib
+
+    from gondola.lineage import Dataset
+
     args = _train_parser().parse_args(argv)
     started = time.monotonic()
-    if args.gold:
-        from models.gold import read_gold_features, rows_from_gold
+    with (lineage.run("gondola.train") if lineage else contextlib.nullcontext()) as run:
+        if args.gold:
+            from models.gold import read_gold_features, rows_from_gold
 
-        table, version = read_gold_features(args.gold)
-        data = rows_from_gold(table)
-        _say(f"  gold.features version {version}: {len(data):,} rows, {int(data.y.sum()):,} positive")
-        data, weights, summary, files = _train(args, [], data=data,
-                                               training={"sources": [str(args.gold)],
-                                                         "tables": {"gold.features": version}})
-    else:
-        data, weights, summary, files = _train(args, _train_dirs(args))
+            table, version = read_gold_features(args.gold)
+            if run is not None:
+                run.inputs.append(Dataset(str(args.gold), "gold.features", version))
+            data = rows_from_gold(table)
+            _say(f"  gold.features version {version}: {len(data):,} rows, {int(data.y.sum()):,} positive")
+            data, weights, summary, files = _train(args, [], data=data,
+                                                   training={"sources": [str(args.gold)],
+                                                             "tables": {"gold.features": version}})
+        else:
+            data, weights, summary, files = _train(args, _train_dirs(args))
+        if run is not None:
+            run.outputs.append(Dataset("models", files.manifest["version"]))
+            run.facts.update({"train_rows": summary["train_rows"], "val_pr_auc": summary["val_pr_auc"]})
     _say(f"  exported {files.int8_tflite.name} ({files.int8_tflite.stat().st_size:,} B), "
          f"{files.float_tflite.name}, {files.onnx.name} to {args.out}")
     print(f"model {files.manifest['version']}: validation PR-AUC {summary['val_pr_auc']:.3f}, "

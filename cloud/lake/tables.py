@@ -15,7 +15,7 @@ import pyarrow as pa
 __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "conform", "BRONZE_EVENTS", "BRONZE_BATCH",
     "SILVER_EVENT_TABLES", "QUARANTINE", "EXPECTATION_RESULTS", "GOLD_TABLES", "LINEAGE",
-    "CLASSIFICATIONS", "OWNERS", "with_descriptions",
+    "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_()}
@@ -103,6 +103,7 @@ _LINEAGE = _cols(
     ("ingest_run", "string", "bronze ingest run that brought the event"),
 )
 
+LINEAGE_TABLE = "meta.lineage"
 BRONZE_EVENTS = "bronze.events"
 BRONZE_BATCH = "bronze.batch_records"
 QUARANTINE = "silver.quarantine"
@@ -273,6 +274,18 @@ _defs: list[TableDef] = [
         ("empty_now", "int32", "1 when the facing is empty at the sample instant"),
         ("horizon_h", "double", "label horizon, hours"),
     ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
+    # ---- meta ------------------------------------------------------------------------------
+    TableDef(LINEAGE_TABLE, "OpenLineage events of every pipeline run: job, state, input and output table versions.",
+             _cols(
+        ("event_time", "int64", "when the event was emitted, epoch ms"),
+        ("run_id", "string", "OpenLineage run id (one START, then COMPLETE or FAIL)"),
+        ("job", "string", "job name: gondola.ingest_stream, gondola.transform, gondola.train, ..."),
+        ("state", "string", "START | COMPLETE | FAIL"),
+        ("inputs_json", "string", "inputs as JSON [{namespace, name, version}]"),
+        ("outputs_json", "string", "outputs as JSON [{namespace, name, version}]"),
+        ("error", "string", "the error of a failed run"),
+        ("event_json", "string", "the whole OpenLineage RunEvent"),
+    ), key=("run_id", "state")),
 ]
 
 #: All tables by name.
@@ -342,6 +355,7 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     "gold.fleet_status": (tuple(_EVENTS), "cloud.lake.gold GOLD_SQL: events, seq gaps and health per device and day"),
     "gold.model_performance": (("silver.edge_alert", "gold.stockouts"),
                                "cloud.lake.gold GOLD_SQL: alerts matched to stock-outs per store, day, scorer"),
+    LINEAGE_TABLE: ((), "gondola.lineage: every run's OpenLineage events, stored by the cloud's lineage sink"),
     "gold.features": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram",
                        "gold.stockouts"), "cloud.lake.gold.features: models.replay feature vectors + label"),
 }

@@ -49,3 +49,77 @@ def catalog_main(argv: list[str]) -> int:
           f"objects, {len(catalog['models'])} model artifacts, {len(catalog['glossary'])} terms; "
           f"{n} Atlas entities -> {out}", file=sys.stderr)
     return 0
+
+
+def train_main(argv: list[str]) -> int:
+    """``gondola train`` with run lineage: kept in the lake's ``meta.lineage`` when training from
+    ``--gold LAKE``, sent to ``GONDOLA_LINEAGE`` in any case (``models.cli`` does the training)."""
+    from models.cli import train_main as train
+
+    gold = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--gold"), None)
+    gold = gold or next((a.split("=", 1)[1] for a in argv if a.startswith("--gold=")), None)
+    if gold:
+        from cloud.lake.storage import open_storage
+        from cloud.meta.lineage import lake_lineage
+
+        lineage = lake_lineage(open_storage(gold))
+    else:
+        from gondola.lineage import lineage_from_env
+
+        lineage = lineage_from_env()
+    return train(argv, lineage=lineage)
+
+
+def lineage_main(argv: list[str]) -> int:
+    """``gondola lineage MODEL``: where a model came from and which gateways run it."""
+    p = argparse.ArgumentParser(prog="gondola lineage",
+                                description="walk a model version back to its tables, runs and devices, and forward "
+                                            "to the gateways that run it")
+    p.add_argument("model", help="model version, or a model / manifest file")
+    p.add_argument("--lake", default="out/lake", help="lake with meta.lineage (default out/lake)")
+    p.add_argument("--hub", default=None, help="embedded hub with the gateways' twins (optional)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a summary")
+    args = p.parse_args(argv)
+
+    from cloud.lake.storage import open_storage
+    from cloud.meta.lineage import model_lineage
+    from gondola.errors import ConfigError
+
+    storage = open_storage(args.lake)
+    if not storage.exists("meta.lineage"):
+        raise ConfigError(f"{args.lake}: no meta.lineage table (is this a Gondola lake?)")
+    reported: dict[str, str] = {}
+    if args.hub:
+        if not Path(args.hub).is_file():
+            raise ConfigError(f"hub {args.hub} does not exist")
+        from gondola.hub import LocalHub
+
+        hub = LocalHub(args.hub)
+        try:
+            from cloud.rollout import DEFAULT_MODULE_ID
+
+            for device in hub.twin_devices(DEFAULT_MODULE_ID):
+                model = hub.get_twin(device, DEFAULT_MODULE_ID)["reported"].get("model") or {}
+                if model.get("status") not in (None, "active"):
+                    continue
+                if model.get("version"):
+                    reported[device] = model["version"]
+        finally:
+            hub.close()
+    result = model_lineage(storage, args.model, reported=reported)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    print(f"model {result['model']}")
+    print(f"  trained on gold.features version {result['gold_features_version']}")
+    for r in result["transform_runs"]:
+        outs = ", ".join(f"{o['name']}@{o['version']}" for o in r["outputs"])
+        print(f"  <- {r['job']} run {r['run_id']}: {outs}")
+    for r in result["ingest_runs"]:
+        outs = ", ".join(f"{o['name']}@{o['version']}" for o in r["outputs"])
+        print(f"  <- {r['job']} run {r['run_id']}: {outs}")
+    print(f"  silver versions: {', '.join(f'{t}@{v}' for t, v in sorted(result['silver'].items())) or '-'}")
+    print(f"  devices whose events fed it: {len(result['devices'])}")
+    print(f"  published to: {', '.join(result['published_to']) or '-'}")
+    print(f"  reported running on: {', '.join(result['running_on']) or '-'}")
+    return 0
