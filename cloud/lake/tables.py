@@ -156,6 +156,8 @@ _defs: list[TableDef] = [
         ("reasons", "string", "failed expectations, comma-separated"),
         ("raw", "string", "the raw row (personal data masked)"),
         ("run_id", "string", "transform run"),
+        ("row_key", "string", "identity of the quarantined row (target|device|seq, or a hash of the raw text): "
+                              "a re-sent bad row is kept once"),
     )),
     TableDef(EXPECTATION_RESULTS, "Every expectation evaluated in every run: rows checked and failed.", _cols(
         ("run_id", "string", "transform run"),

@@ -218,7 +218,7 @@ def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
     assert [(r["target_table"], r["reasons"]) for r in q] == [("silver.sales_daily", "bad_number")]
     results = [(r["expectation"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
                if r["table_name"] == "silver.sales_daily"]
-    assert len(results) == 6  # two expectations x three runs that brought sales files
+    assert len(results) == 15  # five checks x three runs that brought sales files
     assert sum(f for e, f in results if e == "bad_number") == 1 and sum(f for e, f in results if e == "missing_key") == 0
 
 
@@ -231,9 +231,15 @@ def test_a_fail_expectation_stops_the_run_and_writes_nothing_until_the_data_is_f
     cloud.ingest_stream()
     with pytest.raises(ExpectationFailed):
         cloud.transform()
-    assert all(cloud.storage.version(t) == -1 for t in TABLES if not t.startswith("bronze."))
+    # Nothing of the step is written, but the failure is on record.
+    assert all(cloud.storage.version(t) == -1 for t in TABLES
+               if not t.startswith("bronze.") and t != "silver.expectation_results")
+    failed = [(r["expectation"], r["action"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
+              if r["action"] == "fail" and r["failed"]]
+    assert failed == [("schema_supported", "fail", 1)]
     with pytest.raises(ExpectationFailed):  # still failing: the bad row is still new
         cloud.transform()
+    assert len([r for r in cloud.storage.read("silver.expectation_results").to_pylist() if r["failed"]]) == 2
 
 
 def test_the_cli_reports_a_bad_batch_file_with_exit_code_1(env, capsys):
