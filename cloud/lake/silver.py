@@ -173,7 +173,8 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         f"""SELECT 'bronze.events' AS source_table, CAST(NULL AS STRING) AS target_table, device_id, seq,
                 CASE WHEN decode_error IS NOT NULL THEN 'undecodable: ' || decode_error
                      WHEN type IS NULL THEN 'no_type' ELSE 'unknown_type: ' || type END AS reasons,
-                {_MASK} AS raw
+                COALESCE({_MASK}, concat('dead letter: bronze.events raw_body_b64 md5 ',
+                                         md5(COALESCE(raw_body_b64, '')))) AS raw
             FROM bronze WHERE event_json IS NULL OR type IS NULL OR type NOT IN ('{known}')""",
         {"bronze": bronze},
     )

@@ -86,6 +86,7 @@ _defs: list[TableDef] = [
         ("enqueued_time", "int64", "hub enqueue time, epoch ms"),
         ("message_index", "int32", "position of the event in its message; -1 for an undecodable message"),
         ("decode_error", "string", "why the message could not be decoded"),
+        ("raw_body_b64", "string", "dead letter: the undecodable message body, base64 (else null)"),
         ("ingest_run", "string", "ingest run id"),
         ("ingested_at", "int64", "bronze write time, epoch ms"),
     )),

@@ -167,3 +167,19 @@ def test_a_re_sent_bad_event_is_quarantined_once():
     again = run(bronze([sale(1, qty=5000), sale(3, qty=5000)], start=5),
                 {"silver.quarantine": first["quarantine"].select(["row_key"])})
     assert again["quarantine"]["seq"].to_pylist() == [3]
+
+
+def test_undecodable_batches_keep_their_body_and_a_count_mismatch_keeps_its_events():
+    import base64
+
+    good = encode_batch([sale(1), sale(2)], store_id="s001")
+    wrong_count = ReceivedMessage("0", "1", 1, T0, dict(good.properties, count="5"), good.body)
+    bad_gzip = ReceivedMessage("0", "2", 2, T0, dict(good.properties), b"not gzip at all")
+    b = bronze_rows([wrong_count, bad_gzip], source="test", run_id="r1", now_ms=T0)
+    dead = [r for r in b.to_pylist() if r["decode_error"]]
+    assert [base64.b64decode(r["raw_body_b64"]) for r in dead] == [good.body, b"not gzip at all"]
+    assert dead[0]["decode_error"].startswith("bad_count")
+    out = run(b)
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1, 2]  # the events inside are kept
+    assert sorted(r["reasons"].split(":")[0] for r in out["quarantine"].to_pylist()) == ["undecodable", "undecodable"]
+    assert len(set(out["quarantine"]["row_key"].to_pylist())) == 2
