@@ -2,8 +2,9 @@
 
 Bronze keeps every event raw (its JSON line as the gateway sent it) with where it came from
 (source, partition, offset, sequence number, enqueued time) and which ingest run wrote it.
-A message whose body cannot be decoded becomes one bronze row with ``decode_error`` set and
-no event, a line that is not a JSON object keeps its text with ``decode_error`` set, so nothing
+A message whose body cannot be decoded becomes one dead-letter bronze row with ``decode_error``
+set and the body kept (``raw_body_b64``), plus the events of a batch whose only fault is a wrong
+``count``, a line that is not a JSON object keeps its text with ``decode_error`` set, so nothing
 is lost silently; silver quarantines both. The envelope columns (type, store, device, seq, ts)
 are read from the lines by DuckDB in one pass.
 
@@ -15,6 +16,7 @@ crash between the bronze commit and the checkpoint appends nothing.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from typing import Callable
@@ -42,7 +44,7 @@ SELECT CASE WHEN ok THEN e.type END AS type, COALESCE(CASE WHEN ok THEN e.store_
        CASE WHEN event_json IS NOT NULL AND NOT ok
             THEN 'bad_json: batch line ' || CAST(message_index AS VARCHAR) || ' is not a JSON object'
             ELSE decode_error END AS decode_error,
-       event_json, source, hub_partition, hub_offset, sequence_number, enqueued_time, message_index, ingest_run, ingested_at
+       event_json, raw_body_b64, source, hub_partition, hub_offset, sequence_number, enqueued_time, message_index, ingest_run, ingested_at
 FROM (SELECT *, CASE WHEN ok THEN json_transform(event_json, '{"type": "VARCHAR", "store_id": "VARCHAR",
         "device_id": "VARCHAR", "seq": "BIGINT", "ts": "BIGINT", "received_at": "BIGINT"}') END AS e
       FROM (SELECT *, CASE WHEN json_valid(event_json) THEN json_type(event_json) = 'OBJECT' ELSE FALSE END AS ok
@@ -59,6 +61,17 @@ def _lines(m: ReceivedMessage) -> list[str]:
     return batch_lines(m.body, m.properties)
 
 
+def _salvage(m: ReceivedMessage, exc: ContractError) -> list[str]:
+    """The lines of a batch whose only fault is its ``count`` property (else none)."""
+    if exc.reason != "bad_count":
+        return []
+    props = {k: v for k, v in m.properties.items() if k != "count"}
+    try:
+        return batch_lines(m.body, props)
+    except ContractError:
+        return []
+
+
 def bronze_rows(messages: list[ReceivedMessage], *, source: str, run_id: str, now_ms: int) -> pa.Table:
     """Bronze rows for messages: one per event line (kept as sent), one per undecodable message."""
     import duckdb
@@ -66,15 +79,24 @@ def bronze_rows(messages: list[ReceivedMessage], *, source: str, run_id: str, no
     event_json: list[str | None] = []
     meta: dict[str, list] = {k: [] for k in ("msg_store", "hub_partition", "hub_offset", "sequence_number",
                                              "enqueued_time", "message_index", "decode_error")}
+    bodies: list[str | None] = []
     for m in messages:
         try:
             lines = _lines(m)
             errors = [None] * len(lines)
             index = list(range(len(lines)))
+            body = [None] * len(lines)
         except ContractError as exc:
-            lines, errors, index = [None], [f"{exc.reason}: {exc.detail}"[:500]], [-1]
+            # Dead letter: the message body is kept (base64) with the reason; the events a
+            # count mismatch still holds are kept as ordinary rows too (silver dedups them).
+            salvaged = _salvage(m, exc)
+            lines = [None] + salvaged
+            errors = [f"{exc.reason}: {exc.detail}"[:500]] + [None] * len(salvaged)
+            index = [-1] + list(range(len(salvaged)))
+            body = [base64.b64encode(m.body).decode("ascii")] + [None] * len(salvaged)
         n = len(lines)
         event_json += lines
+        bodies += body
         meta["msg_store"] += [m.properties.get("store_id")] * n
         meta["hub_partition"] += [m.partition] * n
         meta["hub_offset"] += [m.offset] * n
@@ -85,6 +107,7 @@ def bronze_rows(messages: list[ReceivedMessage], *, source: str, run_id: str, no
     raw = pa.table({"event_json": pa.array(event_json, pa.string()),
                     **{k: pa.array(v, schema_of(BRONZE_EVENTS).field(k).type if k != "msg_store" else pa.string())
                        for k, v in meta.items()},
+                    "raw_body_b64": pa.array(bodies, pa.string()),
                     "source": pa.array([source] * len(event_json), pa.string()),
                     "ingest_run": pa.array([run_id] * len(event_json), pa.string()),
                     "ingested_at": pa.array([now_ms] * len(event_json), pa.int64())})

@@ -30,8 +30,8 @@ import pyarrow.dataset as ds
 
 from cloud.lake.engine import Engine
 from cloud.lake.gold import features, gold_tables
-from cloud.lake.master import MASTER_SQL, silver_master
-from cloud.lake.silver import silver_events
+from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
+from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import (
     BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform,
@@ -56,28 +56,50 @@ def _app(step: str, source: str) -> str:
 def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_ms: int) -> dict:
     """Bronze -> silver for events and master data; returns new rows per table and stats."""
     report: dict = {"rows": defaultdict(int), "stats": {"bronze_rows_read": 0, "duplicates": 0, "quarantined": 0, "late": 0}}
+    # ---- master data first (silver checks event SKUs against it) ---------------------------------------------------------------------
+    _transform_master(storage, engine, report, run_id=run_id, now_ms=now_ms)
     # ---- events --------------------------------------------------------------------------
     app = _app(_EVENTS_STEP, BRONZE_EVENTS)
     targets = list(SILVER_EVENT_TABLES.values()) + [QUARANTINE, EXPECTATION_RESULTS]
     marks = {t: storage.txn_version(t, app) for t in targets}
+    known = _known_skus(storage)
     for mark in sorted(set(marks.values())):
         bronze, version = storage.changes(BRONZE_EVENTS, mark)
         if bronze is None or version <= mark:
             continue
         mine = [t for t in targets if marks[t] == mark]
         existing = {t: _keys(storage, t, bronze) for t in SILVER_EVENT_TABLES.values() if t in mine}
-        result = silver_events(engine, bronze, existing, run_id=run_id, run_at=now_ms)
+        if QUARANTINE in mine:
+            existing[QUARANTINE] = _quarantine_keys(storage, bronze)
+        try:
+            result = silver_events(engine, bronze, existing, run_id=run_id, run_at=now_ms, known_skus=known)
+        except ExpectationFailed as exc:
+            # Nothing of the step is written, but the failure is on record (no watermark moves).
+            if exc.results is not None and exc.results.num_rows:
+                storage.write(EXPECTATION_RESULTS, exc.results, description=TABLES[EXPECTATION_RESULTS].doc)
+            raise
         report["stats"]["bronze_rows_read"] += bronze.num_rows
         outputs = dict(result["tables"])
         outputs[QUARANTINE] = result["quarantine"]
         outputs[EXPECTATION_RESULTS] = result["expectations"]
         for t in mine:
+            if outputs[t].num_rows == 0 and storage.exists(t):
+                _move_watermark(storage, t, app, mark, version)  # no empty commit on every run
+                continue
             storage.write(t, outputs[t], txns=[(app, version)], description=TABLES[t].doc)
             report["rows"][t] += outputs[t].num_rows
-        for k in ("duplicates", "late"):
-            report["stats"][k] += result["stats"][k]
-        report["stats"]["quarantined"] += result["quarantine"].num_rows
-    # ---- master data ---------------------------------------------------------------------
+        # Counts of this group's tables only (a lagging target re-reads rows others counted).
+        res = result["expectations"]
+        for name, key in (("unique_device_seq", "duplicates"), ("in_device_order", "late")):
+            report["stats"][key] += sum(r["failed"] for r in res.to_pylist()
+                                        if r["expectation"] == name and r["table_name"] in mine)
+        if QUARANTINE in mine:
+            report["stats"]["quarantined"] += result["quarantine"].num_rows
+    return report
+
+
+def _transform_master(storage: LakeStorage, engine: Engine, report: dict, *, run_id: str, now_ms: int) -> None:
+    """Bronze batch rows -> silver master tables and daily sales (see ``cloud.lake.master``)."""
     app = _app(_MASTER_STEP, BRONZE_BATCH)
     for table, (kind, _key, _proj) in MASTER_SQL.items():
         mark = storage.txn_version(table, app)
@@ -86,33 +108,51 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
             continue
         kinds = set(batch["kind"].to_pylist())
         if kind not in kinds:
-            # nothing of this kind: move the watermark with an empty commit only if the table exists
-            if storage.exists(table):
-                storage.write(table, _empty(table), txns=[(app, version)])
+            _move_watermark(storage, table, app, mark, version)
             continue
-        rows, rejected = silver_master(engine, batch, table)
-        if table == "silver.sales_daily":
+        rows, rejected, accepted, checked = silver_master(engine, batch, table)
+        if not accepted and storage.exists(table):
+            # a broken snapshot: the previous one stays; the watermark moves past the file
+            storage.write(table, _empty(table), txns=[(app, version)])
+        elif table == "silver.sales_daily":
             predicate = _days_predicate(rows) if storage.exists(table) else None
             mode = "overwrite" if predicate else "append"
             storage.write(table, rows, mode=mode, predicate=predicate, txns=[(app, version)], description=TABLES[table].doc)
         else:
             storage.write(table, rows, mode="overwrite", txns=[(app, version)], description=TABLES[table].doc)
         report["rows"][table] += rows.num_rows
+        sub_app = _app(_MASTER_STEP + ":" + table, BRONZE_BATCH)
         if rejected.num_rows:
-            q = conform(QUARANTINE, rejected)
-            q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
-            storage.write(QUARANTINE, q, txns=[(_app(_MASTER_STEP + ":" + table, BRONZE_BATCH), version)])
+            q = _with_run(conform(QUARANTINE, rejected), run_id)
+            storage.write(QUARANTINE, q, txns=[(sub_app, version)])
             report["rows"][QUARANTINE] += q.num_rows
             report["stats"]["quarantined"] += q.num_rows
-        reasons = rejected["reasons"].to_pylist()
-        checked = rows.num_rows + rejected.num_rows  # after the per-key dedup of the file's rows
-        results = pa.Table.from_pylist([
-            {"run_id": run_id, "run_at": now_ms, "table_name": table, "expectation": name, "action": "drop",
-             "checked": checked, "failed": reasons.count(name)} for name in ("missing_key", "bad_number")])
-        storage.write(EXPECTATION_RESULTS, conform(EXPECTATION_RESULTS, results),
-                      txns=[(_app(_MASTER_STEP + ":" + table, BRONZE_BATCH), version)])
-        report["rows"][EXPECTATION_RESULTS] += results.num_rows
-    return report
+        reasons = [set(r.split(",")) for r in rejected["reasons"].to_pylist()]
+        results = [{"run_id": run_id, "run_at": now_ms, "table_name": table, "expectation": name, "action": "drop",
+                    "checked": checked, "failed": sum(name in r for r in reasons)} for name in MASTER_CHECKS]
+        if table != "silver.sales_daily":
+            results.append({"run_id": run_id, "run_at": now_ms, "table_name": table, "expectation": "snapshot_accepted",
+                            "action": "drop", "checked": 1, "failed": 0 if accepted else 1})
+        storage.write(EXPECTATION_RESULTS, conform(EXPECTATION_RESULTS, pa.Table.from_pylist(results)),
+                      txns=[(sub_app, version)])
+        report["rows"][EXPECTATION_RESULTS] += len(results)
+
+
+def _with_run(q: pa.Table, run_id: str) -> pa.Table:
+    return q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
+
+
+#: a target with no new rows gets an empty commit (to move its watermark) only when it trails
+#: its input by this many versions: no empty commit per run, and bounded re-reading
+WATERMARK_LAG = 50
+
+
+def _move_watermark(storage: LakeStorage, table: str, app: str, mark: int, version: int) -> bool:
+    """Record that ``table`` has consumed its input up to ``version`` although nothing was new for it."""
+    if not storage.exists(table) or version - mark < WATERMARK_LAG:
+        return False
+    storage.write(table, _empty(table), txns=[(app, version)])
+    return True
 
 
 def _empty(table: str) -> pa.Table:
@@ -132,6 +172,23 @@ def _days_predicate(rows: pa.Table) -> str | None:
         return None
     return " OR ".join(f"(store_id = {_quote(s)} AND date IN ({', '.join(_quote(d) for d in sorted(ds))}))"
                        for s, ds in sorted(days.items()))
+
+
+def _known_skus(storage: LakeStorage) -> pa.Table | None:
+    """SKUs of silver.products and silver.planogram; ``None`` while no master data is loaded."""
+    parts = [t for t in (storage.read(name, columns=["sku"]) for name in ("silver.products", "silver.planogram"))
+             if t is not None and t.num_rows]
+    return pa.concat_tables(parts) if parts else None
+
+
+def _quarantine_keys(storage: LakeStorage, bronze: pa.Table) -> pa.Table | None:
+    """``row_key`` of quarantined rows of the devices in ``bronze`` (and of rows without a device)."""
+    if not storage.exists(QUARANTINE):
+        return None
+    devices = pc.unique(bronze["device_id"].drop_null())
+    flt = ds.field("device_id").is_null() | ds.field("device_id").isin(devices)
+    rows = storage.read(QUARANTINE, filter=flt)
+    return rows.select(["row_key"]) if rows is not None and "row_key" in rows.column_names else None
 
 
 def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cloud.lake.casts import sql_double, sql_int
 from cloud.lake.engine import Engine
 from cloud.lake.tables import EXPECTATION_RESULTS, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform
 from gondola.contracts import EVENT_TYPES
@@ -32,9 +33,11 @@ __all__ = ["Expectation", "EXPECTATIONS", "ExpectationFailed", "silver_events"]
 class ExpectationFailed(ContractError):
     """An expectation with action ``fail`` did not hold; nothing of the run was written."""
 
-    def __init__(self, table: str, name: str, failed: int):
+    def __init__(self, table: str, name: str, failed: int, results: pa.Table | None = None):
         super().__init__("expectation_failed", f"{table}: {failed} row(s) fail expectation {name!r}")
         self.table, self.name, self.failed = table, name, failed
+        #: the expectation rows evaluated up to the failure (the runner records them)
+        self.results = results
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,12 @@ _COMMON = (
     Expectation("store_present", "store_id IS NOT NULL", "drop"),
     Expectation("clock_skew_under_1d", "received_at IS NULL OR ABS(received_at - ts) <= 86400000", "warn"),
 )
+
+#: Checked when master data is loaded: the SKU is in silver.products or silver.planogram
+#: (events of SKUs the business does not know would otherwise reach gold and relabel facings).
+KNOWN_SKU = Expectation("known_sku", "sku_known = 1", "drop")
+_SKU_TABLES = ("silver.pos_line", "silver.shelf_reading", "silver.shelf_restock", "silver.inventory_delivery",
+               "silver.edge_alert")
 
 #: silver table -> its expectations (common ones first).
 EXPECTATIONS: dict[str, tuple[Expectation, ...]] = {
@@ -102,23 +111,50 @@ def _typed_select(table: str) -> str:
             raise AssertionError(f"{table}.{col.name} is not a field of its event type")
         paths.append(f"data.{col.name}")
         raw = f"j.data.{col.name}"
-        cast = _SQL_TYPE[col.type]
         if table == "silver.pos_line" and col.name == "kind":
             exprs.append(f"COALESCE({raw}, 'sale') AS kind")
         else:
-            exprs.append(f"{raw} AS {col.name}" if cast is None else f"TRY_CAST({raw} AS {cast}) AS {col.name}")
+            exprs.append(f"{_cast(raw, col.type)} AS {col.name}")
     if table == "silver.pos_line":
         paths.append("data.loyalty_id")
         exprs.append("CASE WHEN j.data.loyalty_id IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
-    exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", "event_json"]
+    exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", "sequence_number", "message_index",
+              "event_json"]
     return ",\n  ".join(exprs), ",".join(paths)
 
 
+def _cast(raw: str, type_: str) -> str:
+    """One cast rule for every engine (``cloud.lake.casts``)."""
+    if type_ in ("int64", "int32"):
+        return sql_int(raw)
+    if type_ == "double":
+        return sql_double(raw)
+    return raw
+
+
+def _expectations(table: str, known_skus: pa.Table | None) -> tuple[Expectation, ...]:
+    exps = EXPECTATIONS[table]
+    return exps + (KNOWN_SKU,) if known_skus is not None and table in _SKU_TABLES else exps
+
+
+#: identity of a quarantined row, so a re-sent bad event is quarantined once: the event's
+#: (target, device, seq) when it has one, else a hash of its raw text
+_QKEY = ("CASE WHEN device_id IS NOT NULL AND seq IS NOT NULL "
+         "THEN concat(COALESCE(target_table, ''), '|', device_id, '|', CAST(seq AS STRING)) "
+         "ELSE concat(COALESCE(target_table, ''), '|', md5(COALESCE(raw, ''))) END")
+
+
+_QCOLS = "source_table, target_table, device_id, seq, reasons, raw, run_id"
+
+
 def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table], *, run_id: str, run_at: int,
-                  types: tuple[str, ...] | None = None) -> dict:
+                  types: tuple[str, ...] | None = None, known_skus: pa.Table | None = None) -> dict:
     """Type, check, deduplicate and quarantine new bronze events; return rows per silver table.
 
-    ``types`` limits the run to some event types (default all).
+    ``types`` limits the run to some event types (default all). ``known_skus`` (a ``sku``
+    column: products and planogram) turns on the ``known_sku`` expectation; ``existing`` may
+    also map ``silver.quarantine`` to its ``row_key`` column (a bad event re-sent is
+    quarantined once).
     ``existing`` maps each silver table to its current ``(device_id, seq, ts)`` rows (for
     deduplication across runs and for counting late rows). Returns ``{"tables": {name: rows},
     "quarantine": rows, "expectations": rows, "stats": {...}}``.
@@ -137,7 +173,8 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         f"""SELECT 'bronze.events' AS source_table, CAST(NULL AS STRING) AS target_table, device_id, seq,
                 CASE WHEN decode_error IS NOT NULL THEN 'undecodable: ' || decode_error
                      WHEN type IS NULL THEN 'no_type' ELSE 'unknown_type: ' || type END AS reasons,
-                {_MASK} AS raw
+                COALESCE({_MASK}, concat('dead letter: bronze.events raw_body_b64 md5 ',
+                                         md5(COALESCE(raw_body_b64, '')))) AS raw
             FROM bronze WHERE event_json IS NULL OR type IS NULL OR type NOT IN ('{known}')""",
         {"bronze": bronze},
     )
@@ -147,14 +184,18 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     for etype, table in SILVER_EVENT_TABLES.items():
         if types is not None and etype not in types:
             continue
-        exps = EXPECTATIONS[table]
+        exps = _expectations(table, known_skus)
         flags = ",\n  ".join(f"COALESCE({e.condition}, FALSE) AS e{i}" for i, e in enumerate(exps))
         projection, paths = _typed_select(table)
-        typed = engine.run(
-            f"SELECT *, {flags} FROM (SELECT\n  {projection}\nFROM (SELECT *, JSON_STRUCT(event_json, '{paths}') AS j "
-            f"FROM bronze WHERE type = '{etype}' AND event_json IS NOT NULL) b) t",
-            {"bronze": bronze},
-        )
+        env = {"bronze": bronze}
+        if KNOWN_SKU in exps:
+            env["known_skus"] = known_skus.select(["sku"])
+        inner = (f"SELECT\n  {projection}\nFROM (SELECT *, JSON_STRUCT(event_json, '{paths}') AS j "
+                 f"FROM bronze WHERE type = '{etype}' AND event_json IS NOT NULL) b")
+        if KNOWN_SKU in exps:
+            inner = (f"SELECT t0.*, CASE WHEN k.sku IS NULL THEN 0 ELSE 1 END AS sku_known FROM ({inner}) t0 "
+                     f"LEFT JOIN (SELECT DISTINCT sku FROM known_skus) k ON k.sku = t0.sku")
+        typed = engine.run(f"SELECT *, {flags} FROM ({inner}) t", env)
         if typed.num_rows == 0:
             out[table] = conform(table, typed)
             continue
@@ -165,10 +206,10 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         ).to_pylist()[0]
         for i, e in enumerate(exps):
             failed = int(counts[f"f{i}"] or 0)
-            if e.action == "fail" and failed:
-                raise ExpectationFailed(table, e.name, failed)
             results.append({"table_name": table, "expectation": e.name, "action": e.action,
                             "checked": int(counts["n"]), "failed": failed})
+            if e.action == "fail" and failed:
+                raise ExpectationFailed(table, e.name, failed, _results(results, run_id, run_at))
         drops = [i for i, e in enumerate(exps) if e.action == "drop"]
         all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"
         reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE '{exps[i].name},' END" for i in drops) or "''"
@@ -186,12 +227,19 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         fresh = engine.run(
             f"""WITH ok AS (SELECT * FROM typed WHERE {all_ok}),
                 ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, seq
-                           ORDER BY enqueued_time, hub_partition, hub_offset) AS rn FROM ok),
-                last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id)
-            SELECT r.*, CASE WHEN l.max_ts IS NOT NULL AND r.ts < l.max_ts THEN 1 ELSE 0 END AS is_late
-            FROM ranked r
-            LEFT JOIN last_ts l ON l.device_id = r.device_id
-            WHERE r.rn = 1 AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.device_id = r.device_id AND p.seq = r.seq)""",
+                           ORDER BY enqueued_time, hub_partition, sequence_number, message_index) AS rn FROM ok),
+                last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id),
+                new AS (SELECT r.* FROM ranked r WHERE r.rn = 1
+                        AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.device_id = r.device_id AND p.seq = r.seq)),
+                -- late: older than an event of the same device that arrived before it, in an
+                -- earlier run (prior) or earlier in this one (arrival order)
+                seen AS (SELECT *, MAX(ts) OVER (PARTITION BY device_id
+                           ORDER BY enqueued_time, hub_partition, sequence_number, message_index
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ts FROM new)
+            SELECT s.*, CASE WHEN (l.max_ts IS NOT NULL AND s.ts < l.max_ts) OR s.ts < s.before_ts
+                             THEN 1 ELSE 0 END AS is_late
+            FROM seen s
+            LEFT JOIN last_ts l ON l.device_id = s.device_id""",
             {"typed": typed, "prior": prior},
         )
         ok_rows = typed.num_rows - dropped.num_rows
@@ -205,8 +253,28 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         stats["late"] += late
         out[table] = conform(table, fresh)
 
-    q = pa.concat_tables([conform(QUARANTINE, t) for t in quarantine]) if quarantine else conform(QUARANTINE, pa.table({"raw": pa.array([], pa.string())}))
+    q = _dedup_quarantine(engine, quarantine, existing.get(QUARANTINE))
     q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
     stats["quarantined"] = q.num_rows
+    return {"tables": out, "quarantine": q, "expectations": _results(results, run_id, run_at), "stats": stats}
+
+
+def _results(results: list[dict], run_id: str, run_at: int) -> pa.Table:
     res = pa.Table.from_pylist([r | {"run_id": run_id, "run_at": run_at} for r in results]) if results else pa.table({})
-    return {"tables": out, "quarantine": q, "expectations": conform(EXPECTATION_RESULTS, res), "stats": stats}
+    return conform(EXPECTATION_RESULTS, res)
+
+
+def _dedup_quarantine(engine: Engine, parts: list[pa.Table], prior: pa.Table | None) -> pa.Table:
+    """Quarantine rows keyed by ``row_key``, once within the batch and once against ``prior``."""
+    if not parts:
+        return conform(QUARANTINE, pa.table({"raw": pa.array([], pa.string())}))
+    rows = pa.concat_tables([conform(QUARANTINE, t) for t in parts])
+    if prior is None:
+        prior = pa.table({"row_key": pa.array([], pa.string())})
+    keyed = engine.run(
+        f"""SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY row_key ORDER BY reasons) AS rn
+                           FROM (SELECT {_QCOLS}, {_QKEY} AS row_key FROM rows) k) r
+            WHERE rn = 1 AND row_key NOT IN (SELECT row_key FROM prior WHERE row_key IS NOT NULL)""",
+        {"rows": rows, "prior": prior.select(["row_key"])},
+    )
+    return conform(QUARANTINE, keyed)

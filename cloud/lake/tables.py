@@ -126,6 +126,7 @@ _defs: list[TableDef] = [
         ("enqueued_time", "int64", "hub enqueue time, epoch ms"),
         ("message_index", "int32", "position of the event in its message; -1 for an undecodable message"),
         ("decode_error", "string", "why the message could not be decoded"),
+        ("raw_body_b64", "string", "dead letter: the undecodable message body, base64 (else null)"),
         ("ingest_run", "string", "ingest run id"),
         ("ingested_at", "int64", "bronze write time, epoch ms"),
     )),
@@ -196,6 +197,8 @@ _defs: list[TableDef] = [
         ("reasons", "string", "failed expectations, comma-separated"),
         ("raw", "string", "the raw row (personal data masked)"),
         ("run_id", "string", "transform run"),
+        ("row_key", "string", "identity of the quarantined row (target|device|seq, or a hash of the raw text): "
+                              "a re-sent bad row is kept once"),
     )),
     TableDef(EXPECTATION_RESULTS, "Every expectation evaluated in every run: rows checked and failed.", _cols(
         ("run_id", "string", "transform run"),

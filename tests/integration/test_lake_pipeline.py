@@ -219,7 +219,7 @@ def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
     assert [(r["target_table"], r["reasons"]) for r in q] == [("silver.sales_daily", "bad_number")]
     results = [(r["expectation"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
                if r["table_name"] == "silver.sales_daily"]
-    assert len(results) == 6  # two expectations x three runs that brought sales files
+    assert len(results) == 15  # five checks x three runs that brought sales files
     assert sum(f for e, f in results if e == "bad_number") == 1 and sum(f for e, f in results if e == "missing_key") == 0
 
 
@@ -232,13 +232,19 @@ def test_a_fail_expectation_stops_the_run_and_writes_nothing_until_the_data_is_f
     cloud.ingest_stream()
     with pytest.raises(ExpectationFailed):
         cloud.transform()
-    assert all(cloud.storage.version(t) == -1 for t in TABLES if not t.startswith(("bronze.", "meta.")))
+    # Nothing of the step is written, but the failure is on record (expectations and lineage).
+    assert all(cloud.storage.version(t) == -1 for t in TABLES
+               if not t.startswith(("bronze.", "meta.")) and t != "silver.expectation_results")
+    failed = [(r["expectation"], r["action"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
+              if r["action"] == "fail" and r["failed"]]
+    assert failed == [("schema_supported", "fail", 1)]
     with pytest.raises(ExpectationFailed):  # still failing: the bad row is still new
         cloud.transform()
+    assert len([r for r in cloud.storage.read("silver.expectation_results").to_pylist() if r["failed"]]) == 2
     # each failed run is on record in the lineage log, with its error
-    failed = [r for r in cloud.storage.read("meta.lineage").to_pylist() if r["job"] == "gondola.transform"]
-    assert sorted(r["state"] for r in failed) == ["FAIL", "FAIL", "START", "START"]
-    assert all("ExpectationFailed" in r["error"] for r in failed if r["state"] == "FAIL")
+    runs = [r for r in cloud.storage.read("meta.lineage").to_pylist() if r["job"] == "gondola.transform"]
+    assert sorted(r["state"] for r in runs) == ["FAIL", "FAIL", "START", "START"]
+    assert all("ExpectationFailed" in r["error"] for r in runs if r["state"] == "FAIL")
 
 
 def test_the_cli_reports_a_bad_batch_file_with_exit_code_1(env, capsys):

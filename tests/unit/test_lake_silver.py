@@ -129,3 +129,57 @@ def test_a_batch_line_that_is_not_json_is_kept_in_bronze_and_quarantined_with_it
     assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1]
     [q] = out["quarantine"].to_pylist()
     assert q["raw"] == "{not json" and q["reasons"].startswith("undecodable: bad_json")
+
+
+def test_one_cast_rule_rejects_non_integral_and_non_finite_numbers():
+    out = run(bronze([sale(1, qty=2.7), sale(2, qty=2.0), sale(3, qty="1e3"), sale(4, qty=2**70),
+                      reading(1, 3, weight_g="NaN"), reading(2, 3, weight_g=1.5e2)]))
+    pos = {r["seq"]: r["qty"] for r in out["tables"]["silver.pos_line"].to_pylist()}
+    assert pos == {2: 2}  # 2.7 is not rounded to 3, 1e3 and 2**70 are not integers of int64
+    reasons = {(r["target_table"], r["seq"]): r["reasons"] for r in out["quarantine"].to_pylist()}
+    assert reasons[("silver.pos_line", 1)] == "qty_plausible" and ("silver.pos_line", 4) in reasons
+    weights = {r["seq"]: r["weight_g"] for r in out["tables"]["silver.shelf_reading"].to_pylist()}
+    assert weights == {1: None, 2: 150.0}  # NaN is no number: NULL, never NaN
+
+
+def test_events_late_within_one_run_are_counted():
+    # shelf-1 sends seq 3 (newer) in the first message and seq 1, 2 (older) in the next one
+    out = run(bronze([reading(3, 5)], [reading(1, 5), reading(2, 5)]))
+    assert out["stats"]["late"] == 2
+    assert results(out)[("silver.shelf_reading", "in_device_order")] == (3, 2)
+
+
+def test_unknown_skus_are_quarantined_once_master_data_is_known():
+    import pyarrow as pa
+
+    known = pa.table({"sku": ["sku-1"]})
+    out = silver_events(ENGINE, bronze([sale(1), sale(2, sku="sku-x"), reading(1, 2, sku="sku-y")]), {},
+                        run_id="r1", run_at=T0, known_skus=known)
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1]
+    assert out["tables"]["silver.shelf_reading"].num_rows == 0
+    assert sorted(r["reasons"] for r in out["quarantine"].to_pylist()) == ["known_sku", "known_sku"]
+    assert run(bronze([sale(2, sku="sku-x")]))["tables"]["silver.pos_line"].num_rows == 1  # no master data: kept
+
+
+def test_a_re_sent_bad_event_is_quarantined_once():
+    first = run(bronze([sale(1, qty=5000), sale(2, qty=5000)], [sale(1, qty=5000)]))
+    assert first["quarantine"].num_rows == 2
+    again = run(bronze([sale(1, qty=5000), sale(3, qty=5000)], start=5),
+                {"silver.quarantine": first["quarantine"].select(["row_key"])})
+    assert again["quarantine"]["seq"].to_pylist() == [3]
+
+
+def test_undecodable_batches_keep_their_body_and_a_count_mismatch_keeps_its_events():
+    import base64
+
+    good = encode_batch([sale(1), sale(2)], store_id="s001")
+    wrong_count = ReceivedMessage("0", "1", 1, T0, dict(good.properties, count="5"), good.body)
+    bad_gzip = ReceivedMessage("0", "2", 2, T0, dict(good.properties), b"not gzip at all")
+    b = bronze_rows([wrong_count, bad_gzip], source="test", run_id="r1", now_ms=T0)
+    dead = [r for r in b.to_pylist() if r["decode_error"]]
+    assert [base64.b64decode(r["raw_body_b64"]) for r in dead] == [good.body, b"not gzip at all"]
+    assert dead[0]["decode_error"].startswith("bad_count")
+    out = run(b)
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1, 2]  # the events inside are kept
+    assert sorted(r["reasons"].split(":")[0] for r in out["quarantine"].to_pylist()) == ["undecodable", "undecodable"]
+    assert len(set(out["quarantine"]["row_key"].to_pylist())) == 2
