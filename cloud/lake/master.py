@@ -16,7 +16,10 @@ _FALSE = "('false', '0', 'no', 'n', 'f')"
 MASTER_SQL: dict[str, tuple[str, tuple[str, ...], str]] = {
     "silver.stores": ("stores", ("store_id",), """
         JSON_STR(record_json, '$.store_id') AS store_id, JSON_STR(record_json, '$.name') AS name,
-        JSON_STR(record_json, '$.region') AS region"""),
+        JSON_STR(record_json, '$.region') AS region, JSON_STR(record_json, '$.timezone') AS timezone,
+        JSON_STR(record_json, '$.currency') AS currency,
+        TRY_CAST(JSON_STR(record_json, '$.open_hour') AS DOUBLE) AS open_hour,
+        TRY_CAST(JSON_STR(record_json, '$.close_hour') AS DOUBLE) AS close_hour"""),
     "silver.products": ("products", ("sku",), """
         JSON_STR(record_json, '$.sku') AS sku, JSON_STR(record_json, '$.name') AS name,
         JSON_STR(record_json, '$.category') AS category,
@@ -27,7 +30,9 @@ MASTER_SQL: dict[str, tuple[str, tuple[str, ...], str]] = {
         JSON_STR(record_json, '$.store_id') AS store_id, JSON_STR(record_json, '$.facing_id') AS facing_id,
         JSON_STR(record_json, '$.sku') AS sku, TRY_CAST(JSON_STR(record_json, '$.capacity') AS BIGINT) AS capacity,
         CASE WHEN lower(JSON_STR(record_json, '$.has_sensor')) IN {_TRUE} THEN TRUE
-             WHEN lower(JSON_STR(record_json, '$.has_sensor')) IN {_FALSE} THEN FALSE END AS has_sensor"""),
+             WHEN lower(JSON_STR(record_json, '$.has_sensor')) IN {_FALSE} THEN FALSE END AS has_sensor,
+        JSON_STR(record_json, '$.aisle') AS aisle, JSON_STR(record_json, '$.bay') AS bay,
+        TRY_CAST(JSON_STR(record_json, '$.shelf') AS BIGINT) AS shelf"""),
     "silver.sales_daily": ("sales_daily", ("date", "store_id", "sku"), """
         JSON_STR(record_json, '$.date') AS date, JSON_STR(record_json, '$.store_id') AS store_id,
         JSON_STR(record_json, '$.sku') AS sku, TRY_CAST(JSON_STR(record_json, '$.units') AS BIGINT) AS units,
