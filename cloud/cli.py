@@ -8,6 +8,8 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
   warehouse                build the DuckDB warehouse (bi_* views for Power BI)
   dashboard [--html PATH]  write the self-contained HTML dashboard
   synapse-ddl [--out PATH] print / write the T-SQL views for Synapse serverless
+  powerbi --server HOST --database DB [--out FILE]
+                           write the Power BI connection file (.pbids) for the Synapse endpoint
   counts                   rows per lake table
   all [--batch FOLDER]     ingest-batch (if given), ingest-stream, transform, warehouse, dashboard
   publish-model MODEL --devices ID [ID ...] [--store DIR] [--key-file F]
@@ -49,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("synapse-ddl", help="T-SQL views for Synapse serverless")
     s.add_argument("--out", default=None)
     s.add_argument("--location", default="lake", help="lake folder under the external data source")
+    s.add_argument("--data-source", default="gondola_lake", help="external data source name (default gondola_lake)")
+    s.add_argument("--lake-url", default=None,
+                   help="create the data source at this URL (https://<account>.dfs.core.windows.net/<filesystem>)")
+    s.add_argument("--credential", default=None,
+                   help="with --lake-url: create a database scoped credential of this name (managed identity)")
+    pb = sub.add_parser("powerbi", help="write the Power BI connection file for the Synapse endpoint")
+    pb.add_argument("--server", required=True, help="<workspace>-ondemand.sql.azuresynapse.net")
+    pb.add_argument("--database", default="gondola", help="database holding the views (default gondola)")
+    pb.add_argument("--mode", choices=("DirectQuery", "Import"), default="DirectQuery")
+    pb.add_argument("--out", default="out/gondola.pbids", help="file to write (default out/gondola.pbids)")
     sub.add_parser("counts", help="rows per lake table")
     a = sub.add_parser("all", help="batch (optional), stream, transform, warehouse, dashboard")
     a.add_argument("--batch", default=None, help="folder of CSV files to load first")
@@ -121,12 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "synapse-ddl":
         from cloud.warehouse import synapse_ddl
 
-        ddl = synapse_ddl(args.location)
+        ddl = synapse_ddl(args.location, data_source=args.data_source, lake_url=args.lake_url,
+                          credential=args.credential)
         if args.out:
             Path(args.out).write_text(ddl)
             print(f"wrote {args.out}")
         else:
             print(ddl)
+        return 0
+    if args.command == "powerbi":
+        from cloud.powerbi import write_pbids
+
+        print(f"wrote {write_pbids(args.out, args.server, args.database, mode=args.mode)}")
         return 0
     started = time.monotonic()
     say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731

@@ -132,11 +132,14 @@ def write_master_csvs(folder: Path, *, stores: int = 2, facings: int = 4) -> lis
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "stores.csv": (["store_id", "name", "region"], [[f"s{s + 1:03d}", f"Store {s + 1}", "north" if s % 2 else "south"] for s in range(stores)]),
+        "stores.csv": (["store_id", "name", "region", "timezone", "currency"],
+                       [[f"s{s + 1:03d}", f"Store {s + 1}", "north" if s % 2 else "south",
+                         "Europe/Amsterdam" if s % 2 == 0 else "UTC", "EUR"] for s in range(stores)]),
         "products.csv": (["sku", "name", "category", "price_cents", "unit_weight_g", "pack_size"],
                          [[_sku(f), f"Product {f}", "grocery", 100 + f * 10, 250, 6] for f in range(facings)]),
-        "planogram.csv": (["store_id", "facing_id", "sku", "capacity", "has_sensor"],
-                          [[f"s{s + 1:03d}", f"s{s + 1:03d}-f{f:02d}", _sku(f), 20, "true"] for s in range(stores) for f in range(facings)]),
+        "planogram.csv": (["store_id", "facing_id", "sku", "capacity", "has_sensor", "aisle", "bay", "shelf"],
+                          [[f"s{s + 1:03d}", f"s{s + 1:03d}-f{f:02d}", _sku(f), 20, "true", "A01", str(f // 4 + 1), f % 4 + 1]
+                           for s in range(stores) for f in range(facings)]),
     }
     paths = []
     for name, (header, rows) in files.items():

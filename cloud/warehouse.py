@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud.lake.storage import LakeStorage
-from cloud.lake.tables import TABLES, TSQL, TableDef, schema_of
+from cloud.lake.tables import MEASURES, TABLES, TableDef, schema_of, tsql_type
 
 __all__ = ["BI_VIEWS", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
 
@@ -26,39 +26,128 @@ def warehouse_name(table: str) -> str:
 
 
 def _ts(col: str, dialect: str) -> str:
+    """Epoch ms -> timestamp (UTC). T-SQL: days and milliseconds added separately, so neither
+    argument of ``DATEADD`` (an ``int``) overflows for any date, and milliseconds are kept."""
     if dialect == "duckdb":
         return f"epoch_ms({col})"
-    return f"DATEADD(SECOND, {col} / 1000, CAST('1970-01-01' AS DATETIME2))"
+    return (f"DATEADD(MILLISECOND, CAST({col} % 86400000 AS INT), "
+            f"DATEADD(DAY, CAST({col} / 86400000 AS INT), CAST('1970-01-01' AS DATETIME2(3))))")
+
+
+def _q(name: str, dialect: str) -> str:
+    """A delimited identifier: ``[name]`` in T-SQL, ``"name"`` in DuckDB."""
+    return f"[{name}]" if dialect == "tsql" else f'"{name}"'
+
+
+#: IANA zone -> Windows zone name, for T-SQL ``AT TIME ZONE`` (which knows only the latter).
+WINDOWS_ZONES = {
+    "UTC": "UTC", "Etc/UTC": "UTC", "Europe/London": "GMT Standard Time", "Europe/Dublin": "GMT Standard Time",
+    "Europe/Lisbon": "GMT Standard Time", "Europe/Amsterdam": "W. Europe Standard Time",
+    "Europe/Berlin": "W. Europe Standard Time", "Europe/Rome": "W. Europe Standard Time",
+    "Europe/Vienna": "W. Europe Standard Time", "Europe/Zurich": "W. Europe Standard Time",
+    "Europe/Stockholm": "W. Europe Standard Time", "Europe/Oslo": "W. Europe Standard Time",
+    "Europe/Paris": "Romance Standard Time", "Europe/Brussels": "Romance Standard Time",
+    "Europe/Madrid": "Romance Standard Time", "Europe/Copenhagen": "Romance Standard Time",
+    "Europe/Warsaw": "Central European Standard Time", "Europe/Prague": "Central Europe Standard Time",
+    "Europe/Helsinki": "FLE Standard Time", "Europe/Athens": "GTB Standard Time",
+    "America/New_York": "Eastern Standard Time", "America/Chicago": "Central Standard Time",
+    "America/Denver": "Mountain Standard Time", "America/Los_Angeles": "Pacific Standard Time",
+}
+
+
+def _local(col: str, tz: str, dialect: str) -> str:
+    """Epoch ms -> the store's wall-clock time (``tz``: the store's IANA zone column)."""
+    if dialect == "duckdb":
+        return f"timezone(COALESCE({tz}, 'UTC'), to_timestamp({col} / 1000.0))"
+    zones = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in WINDOWS_ZONES.items())
+    return f"CAST(({_ts(col, dialect)}) AT TIME ZONE 'UTC' AT TIME ZONE (CASE {tz} {zones} ELSE 'UTC' END) AS DATETIME2(3))"
+
+
+def _date(expr: str, dialect: str) -> str:
+    return f"CAST({expr} AS DATE)"
+
+
+def _measures(table: str | None, group: str, dialect: str) -> str:
+    """``bi_kpis`` (``group`` empty) or per ``group``: every ``MEASURES`` figure, one definition each."""
+    q = lambda n: _q(n, dialect)  # noqa: E731
+    by_table: dict[str, list] = {}
+    for m in MEASURES:
+        by_table.setdefault(m.table, []).append(m)
+    parts = []
+    for i, (tname, ms) in enumerate(by_table.items()):
+        cols = ", ".join(f"{m.sql} AS {q(m.name)}" for m in ms)
+        if group:
+            parts.append((f"t{i}", f"SELECT {group}, {cols} FROM {warehouse_name(tname)} GROUP BY {group}", ms))
+        else:
+            parts.append((f"t{i}", f"SELECT {cols} FROM {warehouse_name(tname)}", ms))
+    select = ", ".join(f"{alias}.{q(m.name)}" for alias, _, ms in parts for m in ms)
+    if not group:
+        body = " CROSS JOIN ".join(f"({sql}) {alias}" for alias, sql, _ in parts)
+        return f"SELECT {select} FROM {body}"
+    keys = f"SELECT {group} FROM {warehouse_name('silver.stores')}"
+    joins = " ".join(f"LEFT JOIN ({sql}) {alias} ON {alias}.{group} = k.{group}" for alias, sql, _ in parts)
+    return (f"SELECT k.{group}, st.currency, {select} FROM ({keys}) k {joins} "
+            f"LEFT JOIN {warehouse_name('silver.stores')} st ON st.store_id = k.{group}")
 
 
 def _bi_views(dialect: str) -> dict[str, str]:
     ts = lambda c: _ts(c, dialect)  # noqa: E731
+    q = lambda n: _q(n, dialect)  # noqa: E731
+    lt = lambda c: _local(c, "st.timezone", dialect)  # noqa: E731
     return {
         "bi_stockouts": f"""
 SELECT s.store_id, st.name AS store_name, s.facing_id, s.sku, p.name AS product_name, p.category,
-       {ts('s.start_ms')} AS started_at, {ts('s.end_ms')} AS ended_at, s.duration_min, s.ongoing,
-       s.lost_units_est, s.lost_sales_cents_est / 100.0 AS lost_sales, s.alerted, {ts('s.alert_ms')} AS alerted_at,
+       pg.aisle, pg.bay, pg.shelf,
+       {ts('s.start_ms')} AS started_at, {ts('s.end_ms')} AS ended_at,
+       {lt('s.start_ms')} AS started_local, {lt('s.end_ms')} AS ended_local, {_date(lt('s.start_ms'), dialect)} AS {q('date')},
+       s.duration_min, s.open_min, s.ongoing,
+       s.lost_units_est, s.lost_sales_cents_est / 100.0 AS lost_sales, st.currency, s.alerted, {ts('s.alert_ms')} AS alerted_at,
        s.alert_lead_min
 FROM gold_stockouts s
 LEFT JOIN silver_stores st ON st.store_id = s.store_id
-LEFT JOIN silver_products p ON p.sku = s.sku""",
+LEFT JOIN silver_products p ON p.sku = s.sku
+LEFT JOIN silver_planogram pg ON pg.store_id = s.store_id AND pg.facing_id = s.facing_id""",
+        "bi_alert_outcomes": f"""
+SELECT a.store_id, st.name AS store_name, a.facing_id, a.sku, p.name AS product_name, p.category,
+       {ts('a.alert_ms')} AS alerted_at, {lt('a.alert_ms')} AS alerted_local, {_date(lt('a.alert_ms'), dialect)} AS {q('date')},
+       a.scorer, a.probability, a.horizon_min, a.outcome, {ts('a.stockout_start_ms')} AS stockout_started_at, a.lead_min
+FROM gold_alert_outcomes a
+LEFT JOIN silver_stores st ON st.store_id = a.store_id
+LEFT JOIN silver_products p ON p.sku = a.sku""",
         "bi_hourly_sales": f"""
-SELECT h.store_id, st.name AS store_name, h.sku, p.name AS product_name, p.category, {ts('h.hour_ms')} AS hour,
-       h.units_sold, h.net_units, h.net_revenue_cents / 100.0 AS net_revenue, h.lines, h.txns
+SELECT h.store_id, st.name AS store_name, h.sku, p.name AS product_name, p.category, {ts('h.hour_ms')} AS {q('hour')},
+       {lt('h.hour_ms')} AS hour_local, {_date(lt('h.hour_ms'), dialect)} AS {q('date')},
+       h.units_sold, h.net_units, h.net_revenue_cents / 100.0 AS net_revenue, st.currency, h.lines, h.txns
 FROM gold_hourly_sales h
 LEFT JOIN silver_stores st ON st.store_id = h.store_id
 LEFT JOIN silver_products p ON p.sku = h.sku""",
         "bi_alert_quality": f"""
-SELECT m.store_id, {ts('m.day_ms')} AS day, m.scorer, m.alerts, m.true_alerts, m.stockouts, m.caught,
-       m.precision, m.recall, m.mean_lead_min
+SELECT m.store_id, {ts('m.day_ms')} AS {q('day')}, CAST({ts('m.day_ms')} AS DATE) AS {q('date')}, m.scorer, m.alerts,
+       m.true_alerts, m.stockouts, m.caught, m.{q('precision')} AS {q('precision')}, m.recall, m.mean_lead_min
 FROM gold_model_performance m""",
         "bi_fleet_health": f"""
-SELECT f.store_id, f.device_id, {ts('f.day_ms')} AS day, f.events, f.missing, {ts('f.last_seen_ms')} AS last_seen,
+SELECT f.store_id, f.device_id, {ts('f.day_ms')} AS {q('day')}, CAST({ts('f.day_ms')} AS DATE) AS {q('date')}, f.events,
+       f.missing, {ts('f.last_seen_ms')} AS last_seen, {lt('f.last_seen_ms')} AS last_seen_local,
        f.battery_min, f.buffer_rows, f.unsent_rows, f.evictions, f.model_version
-FROM gold_fleet_status f""",
+FROM gold_fleet_status f
+LEFT JOIN silver_stores st ON st.store_id = f.store_id""",
         "bi_shelf_state": f"""
-SELECT s.store_id, s.facing_id, s.sku, {ts('s.hour_ms')} AS hour, s.readings, s.min_units, s.avg_units, s.minutes_empty
-FROM gold_shelf_state s""",
+SELECT s.store_id, s.facing_id, s.sku, {ts('s.hour_ms')} AS {q('hour')}, {lt('s.hour_ms')} AS hour_local,
+       {_date(lt('s.hour_ms'), dialect)} AS {q('date')}, s.readings, s.min_units, s.avg_units, s.minutes_empty
+FROM gold_shelf_state s
+LEFT JOIN silver_stores st ON st.store_id = s.store_id""",
+        "bi_dim_store": """
+SELECT st.store_id, st.name AS store_name, st.region, st.timezone, st.currency, st.open_hour, st.close_hour
+FROM silver_stores st""",
+        "bi_dim_product": """
+SELECT p.sku, p.name AS product_name, p.category, p.price_cents / 100.0 AS list_price, p.pack_size
+FROM silver_products p""",
+        "bi_dim_date": f"""
+SELECT DISTINCT {_date(lt('h.hour_ms'), dialect)} AS {q('date')}
+FROM gold_hourly_sales h
+LEFT JOIN silver_stores st ON st.store_id = h.store_id""",
+        "bi_kpis": _measures(None, "", dialect),
+        "bi_kpis_by_store": _measures(None, "store_id", dialect),
     }
 
 
@@ -108,32 +197,65 @@ def _sql_text(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _tsql_table(tdef: TableDef, location: str) -> str:
-    cols = ",\n        ".join(f"[{c.name}] {TSQL[c.type]}" for c in tdef.columns)
+def _tsql_table(tdef: TableDef, location: str, data_source: str) -> str:
+    cols = ",\n        ".join(f"[{c.name}] {tsql_type(c)}" for c in tdef.columns)
     return (
         f"CREATE OR ALTER VIEW [{warehouse_name(tdef.name)}] AS\n"
         f"SELECT * FROM OPENROWSET(\n"
         f"    BULK '{location.rstrip('/')}/{tdef.layer}/{tdef.short}/',\n"
-        f"    DATA_SOURCE = 'gondola_lake',\n"
+        f"    DATA_SOURCE = '{_literal(data_source)}',\n"
         f"    FORMAT = 'DELTA'\n"
         f") WITH (\n        {cols}\n) AS [rows];"
     )
 
 
-def synapse_ddl(location: str = "") -> str:
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _ident(text: str) -> str:
+    return "[" + text.replace("]", "]]") + "]"
+
+
+def _tsql_view(name: str, sql: str) -> str:
+    """A ``bi_*`` view in T-SQL, every identifier delimited (sqlglot regenerates the text)."""
+    import sqlglot
+
+    body = sqlglot.parse_one(sql, read="tsql").sql(dialect="tsql", identify=True, pretty=True)
+    return f"CREATE OR ALTER VIEW [{name}] AS\n{body};"
+
+
+def synapse_ddl(location: str = "", *, data_source: str = "gondola_lake", lake_url: str | None = None,
+                credential: str | None = None) -> str:
     """T-SQL for Synapse serverless: a view per silver/gold table plus the ``bi_*`` views.
 
-    ``location`` is the lake folder relative to the ``gondola_lake`` external data source.
-    Statements are separated by ``GO`` lines, as SQL tools expect.
+    ``location`` is the lake folder relative to the external data source ``data_source``.
+    With ``lake_url`` (``https://<account>.dfs.core.windows.net/<filesystem>``) the script
+    first creates that data source, and with ``credential`` a database scoped credential of
+    that name using the workspace's managed identity (no secret in the script); without
+    ``lake_url`` the data source must exist. Statements are separated by ``GO`` lines, as SQL
+    tools expect. String columns are UTF-8 ``VARCHAR`` sized from the data dictionary
+    (``cloud.lake.tables.STRING_BYTES``).
     """
     parts = [
         "-- Generated by cloud.warehouse.synapse_ddl from cloud/lake/tables.py; do not edit.",
-        "-- Needs: CREATE EXTERNAL DATA SOURCE gondola_lake WITH (LOCATION = 'abfss://<fs>@<account>.dfs.core.windows.net');",
     ]
+    if lake_url:
+        if credential:
+            parts.append(
+                "IF NOT EXISTS (SELECT * FROM sys.symmetric_keys WHERE name = '##MS_DatabaseMasterKey##')\n"
+                "    CREATE MASTER KEY;")
+            parts.append(
+                f"IF NOT EXISTS (SELECT * FROM sys.database_scoped_credentials WHERE name = '{_literal(credential)}')\n"
+                f"    CREATE DATABASE SCOPED CREDENTIAL {_ident(credential)} WITH IDENTITY = 'Managed Identity';")
+        with_cred = f", CREDENTIAL = {_ident(credential)}" if credential else ""
+        parts.append(
+            f"IF NOT EXISTS (SELECT * FROM sys.external_data_sources WHERE name = '{_literal(data_source)}')\n"
+            f"    CREATE EXTERNAL DATA SOURCE {_ident(data_source)} WITH (LOCATION = '{_literal(lake_url)}'{with_cred});")
+    else:
+        parts[0] += f"\n-- Needs the external data source {_ident(data_source)} (see docs/powerbi.md)."
     for tdef in WAREHOUSE_TABLES:
-        parts.append(_tsql_table(tdef, location or ""))
+        parts.append(_tsql_table(tdef, location or "", data_source))
     for name, sql in _bi_views("tsql").items():
-        parts.append(f"CREATE OR ALTER VIEW [{name}] AS{sql};")
+        parts.append(_tsql_view(name, sql))
     return "\nGO\n".join(parts) + "\nGO\n"
-
-

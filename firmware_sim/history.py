@@ -77,15 +77,30 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> 
 def _master(out_dir: Path, catalog: Catalog, layouts: list[tuple[str, Planogram, int]], scenario: Scenario) -> None:
     master = Path(out_dir) / "master"
     d = scenario.demand
-    _write_csv(master / "stores.csv", ["store_id", "name", "registers", "facings", "sensors", "open_hour", "close_hour"],
-               ([sid, f"Store {sid}", regs, len(p), int(p.has_sensor.sum()), d.open_hour, d.close_hour]
+    # The simulated clock is UTC and its opening hours are in it: the stores' zone is UTC.
+    _write_csv(master / "stores.csv", ["store_id", "name", "registers", "facings", "sensors", "open_hour", "close_hour",
+                                       "timezone", "currency"],
+               ([sid, f"Store {sid}", regs, len(p), int(p.has_sensor.sum()), d.open_hour, d.close_hour, "UTC", "EUR"]
                 for sid, p, regs in layouts))
     _write_csv(master / "products.csv", ["sku", "name", "category", "price_cents", "unit_weight_g", "pack_size"],
                ([r["sku"], r["name"], r["category"], r["price_cents"], r["unit_weight_g"], r["pack_size"]]
                 for r in catalog.rows()))
-    _write_csv(master / "planogram.csv", ["store_id", "facing_id", "sku", "capacity", "has_sensor"],
-               ([sid, p.facing_id[i], catalog.sku[p.sku_index[i]], int(p.capacity[i]), int(p.has_sensor[i])]
-                for sid, p, _ in layouts for i in range(len(p))))
+    _write_csv(master / "planogram.csv", ["store_id", "facing_id", "sku", "capacity", "has_sensor", "aisle", "bay", "shelf"],
+               ([sid, p.facing_id[i], catalog.sku[p.sku_index[i]], int(p.capacity[i]), int(p.has_sensor[i]), *loc[i]]
+                for sid, p, _ in layouts for loc in [_locations(catalog, p)] for i in range(len(p))))
+
+
+def _locations(catalog: Catalog, plan: Planogram) -> list[tuple[str, int, int]]:
+    """Where each facing is: aisle (one per category, in planogram order), bay (10 facings
+    each, along the aisle) and shelf (1 = bottom .. 5, two facings per shelf in a bay)."""
+    out, aisle_of, seen = [], {}, {}
+    for i in range(len(plan)):
+        cat = int(catalog.category[plan.sku_index[i]])
+        aisle = aisle_of.setdefault(cat, len(aisle_of) + 1)
+        k = seen.get(cat, 0)
+        seen[cat] = k + 1
+        out.append((f"A{aisle:02d}", k // 10 + 1, (k % 10) // 2 + 1))
+    return out
 
 
 def write_master_data(out_dir: str | Path, sims: Iterable[StoreSim]) -> list[Path]:

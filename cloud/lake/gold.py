@@ -66,6 +66,15 @@ e AS (
          LEAD(start_ms) OVER (PARTITION BY store_id, facing_id ORDER BY island) AS end_ms
   FROM i),
 so AS (SELECT store_id, facing_id, sku, start_ms, end_ms FROM e WHERE empty = 1),
+last_seen AS (SELECT store_id, facing_id, MAX(ts) AS last_ms FROM readings GROUP BY store_id, facing_id),
+sale_hours AS (SELECT DISTINCT store_id, ts - (ts % 3600000) AS hour_ms FROM pos WHERE kind = 'sale'),
+open_empty AS (
+  SELECT so.store_id, so.facing_id, so.start_ms,
+         SUM(LEAST(COALESCE(so.end_ms, ls.last_ms), oh.hour_ms + 3600000) - GREATEST(so.start_ms, oh.hour_ms)) AS open_ms
+  FROM so JOIN last_seen ls ON ls.store_id = so.store_id AND ls.facing_id = so.facing_id
+  JOIN sale_hours oh ON oh.store_id = so.store_id AND oh.hour_ms < COALESCE(so.end_ms, ls.last_ms)
+   AND oh.hour_ms + 3600000 > so.start_ms
+  GROUP BY so.store_id, so.facing_id, so.start_ms),
 open_hours AS (
   SELECT store_id, ts - (ts % 86400000) AS day_ms, COUNT(DISTINCT ts - (ts % 3600000)) AS hours
   FROM pos GROUP BY store_id, ts - (ts % 86400000)),
@@ -84,19 +93,38 @@ al AS (
   GROUP BY so.store_id, so.facing_id, so.start_ms)
 SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
        CASE WHEN so.end_ms IS NULL THEN NULL ELSE ROUND((so.end_ms - so.start_ms) / CAST(60000 AS DOUBLE), 4) END AS duration_min,
+       ROUND(COALESCE(oe.open_ms, 0) / CAST(60000 AS DOUBLE), 4) AS open_min,
        so.end_ms IS NULL AS ongoing,
        'sensor' AS detected_by,
        ROUND(COALESCE(rt.rate_per_h, 0), 6) AS rate_per_h,
-       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / CAST(3600000 AS DOUBLE), 4) AS lost_units_est,
-       ROUND(COALESCE(rt.rate_per_h, 0) * (so.end_ms - so.start_ms) / CAST(3600000 AS DOUBLE)
+       ROUND(COALESCE(rt.rate_per_h, 0) * COALESCE(oe.open_ms, 0) / CAST(3600000 AS DOUBLE), 4) AS lost_units_est,
+       ROUND(COALESCE(rt.rate_per_h, 0) * COALESCE(oe.open_ms, 0) / CAST(3600000 AS DOUBLE)
              * COALESCE(pr.price_cents, rt.pos_price, 0), 2) AS lost_sales_cents_est,
        al.alert_ms IS NOT NULL AS alerted,
        al.alert_ms,
        CASE WHEN al.alert_ms IS NULL THEN NULL ELSE ROUND((so.start_ms - al.alert_ms) / CAST(60000 AS DOUBLE), 4) END AS alert_lead_min
 FROM so
+LEFT JOIN open_empty oe ON oe.store_id = so.store_id AND oe.facing_id = so.facing_id AND oe.start_ms = so.start_ms
 LEFT JOIN rate rt ON rt.store_id = so.store_id AND rt.sku = so.sku AND rt.day_ms = so.start_ms - (so.start_ms % 86400000)
 LEFT JOIN price pr ON pr.sku = so.sku
 LEFT JOIN al ON al.store_id = so.store_id AND al.facing_id = so.facing_id AND al.start_ms = so.start_ms""",
+    "gold.alert_outcomes": """
+WITH a AS (
+  SELECT store_id, facing_id, sku, device_id, seq, ts, horizon_min, scorer, probability
+  FROM alerts WHERE state = 'raised'),
+m AS (
+  SELECT a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability,
+         MIN(so.start_ms) AS stockout_start_ms
+  FROM a LEFT JOIN stockouts so
+    ON so.store_id = a.store_id AND so.facing_id = a.facing_id
+   AND so.start_ms <= a.ts + a.horizon_min * 60000 AND (so.end_ms IS NULL OR so.end_ms > a.ts)
+  GROUP BY a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability)
+SELECT store_id, facing_id, sku, device_id, seq, ts AS alert_ms, scorer, probability, horizon_min,
+       CASE WHEN stockout_start_ms IS NULL THEN 'false_alarm'
+            WHEN stockout_start_ms >= ts THEN 'empty_after' ELSE 'already_empty' END AS outcome,
+       stockout_start_ms,
+       CASE WHEN stockout_start_ms >= ts THEN ROUND((stockout_start_ms - ts) / CAST(60000 AS DOUBLE), 4) END AS lead_min
+FROM m""",
     "gold.fleet_status": """
 WITH d AS (
   SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, COUNT(*) AS events,
@@ -116,17 +144,10 @@ FROM d
 LEFT JOIN bat ON bat.store_id = d.store_id AND bat.device_id = d.device_id AND bat.day_ms = d.day_ms
 LEFT JOIN h ON h.store_id = d.store_id AND h.device_id = d.device_id AND h.day_ms = d.day_ms AND h.rn = 1""",
     "gold.model_performance": """
-WITH a AS (SELECT store_id, facing_id, device_id, seq, ts, horizon_min, scorer FROM alerts WHERE state = 'raised'),
-ta AS (
-  SELECT a.store_id, a.device_id, a.seq, a.ts, a.scorer,
-         MAX(CASE WHEN so.start_ms IS NULL THEN 0 ELSE 1 END) AS ok
-  FROM a LEFT JOIN stockouts so
-    ON so.store_id = a.store_id AND so.facing_id = a.facing_id
-   AND so.start_ms <= a.ts + a.horizon_min * 60000 AND (so.end_ms IS NULL OR so.end_ms > a.ts)
-  GROUP BY a.store_id, a.device_id, a.seq, a.ts, a.scorer),
-ad AS (
-  SELECT store_id, ts - (ts % 86400000) AS day_ms, scorer, COUNT(*) AS alerts, SUM(ok) AS true_alerts
-  FROM ta GROUP BY store_id, ts - (ts % 86400000), scorer),
+WITH ad AS (
+  SELECT store_id, alert_ms - (alert_ms % 86400000) AS day_ms, scorer, COUNT(*) AS alerts,
+         SUM(CASE WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END) AS true_alerts
+  FROM alert_outcomes GROUP BY store_id, alert_ms - (alert_ms % 86400000), scorer),
 sd AS (
   SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
          SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught, ROUND(AVG(alert_lead_min), 4) AS mean_lead_min
@@ -141,8 +162,9 @@ SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.da
 FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms""",
 }
 
-#: Computation order (model_performance reads this run's stock-outs).
-GOLD_ORDER = ["gold.hourly_sales", "gold.shelf_state", "gold.stockouts", "gold.fleet_status", "gold.model_performance"]
+#: Computation order (alert outcomes read this run's stock-outs, model performance both).
+GOLD_ORDER = ["gold.hourly_sales", "gold.shelf_state", "gold.stockouts", "gold.alert_outcomes", "gold.fleet_status",
+              "gold.model_performance"]
 
 
 def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Table]:
@@ -151,8 +173,8 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
     env = dict(inputs)
     for name in GOLD_ORDER:
         out[name] = conform(name, engine.run(GOLD_SQL[name], env))
-        if name == "gold.stockouts":
-            env["stockouts"] = out[name]
+        if name in ("gold.stockouts", "gold.alert_outcomes"):
+            env[name.split(".")[1]] = out[name]
     return out
 
 

@@ -41,11 +41,14 @@ def _f(name: str) -> str:
 
 # column -> (kind of value, required)
 _COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
-    "silver.stores": {"store_id": ("text", True), "name": ("text", False), "region": ("text", False)},
+    "silver.stores": {"store_id": ("text", True), "name": ("text", False), "region": ("text", False),
+                      "timezone": ("text", False), "currency": ("text", False), "open_hour": ("double", False),
+                      "close_hour": ("double", False)},
     "silver.products": {"sku": ("text", True), "name": ("text", False), "category": ("text", False),
                         "price_cents": ("int", True), "unit_weight_g": ("double", False), "pack_size": ("int", False)},
     "silver.planogram": {"store_id": ("text", True), "facing_id": ("text", True), "sku": ("text", True),
-                         "capacity": ("int", True), "has_sensor": ("bool", False)},
+                         "capacity": ("int", True), "has_sensor": ("bool", False), "aisle": ("text", False),
+                         "bay": ("text", False), "shelf": ("int", False)},
     "silver.sales_daily": {"date": ("text", True), "store_id": ("text", True), "sku": ("text", True),
                            "units": ("int", True), "revenue_cents": ("int", False)},
 }

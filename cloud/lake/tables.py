@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 __all__ = [
-    "Column", "TableDef", "TABLES", "schema_of", "conform", "BRONZE_EVENTS", "BRONZE_BATCH",
-    "SILVER_EVENT_TABLES", "QUARANTINE", "EXPECTATION_RESULTS", "GOLD_TABLES", "LINEAGE",
-    "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE",
+    "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
+    "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
+    "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_()}
-TSQL = {"string": "NVARCHAR(256)", "int64": "BIGINT", "int32": "INT", "double": "FLOAT", "bool": "BIT"}
+TSQL = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INT", "double": "FLOAT", "bool": "BIT"}
+#: Collation Synapse serverless wants for Parquet / Delta UTF-8 strings (no conversion warnings).
+TSQL_UTF8 = "Latin1_General_100_BIN2_UTF8"
 DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
 
 
@@ -51,6 +53,42 @@ class Column:
         if self.type == "int64" and (self.name == "ts" or self.name.endswith(("_at", "_time"))):
             return "ms since epoch, UTC"
         return next((u for suffix, u in _UNITS if self.name.endswith(suffix)), "")
+
+    @property
+    def max_bytes(self) -> int | None:
+        """Longest value a string column holds, in UTF-8 bytes (None: unbounded); see ``STRING_BYTES``."""
+        if self.type != "string":
+            return None
+        return string_bytes(self.name)
+
+
+#: Longest value per string column name, in UTF-8 bytes (the warehouse's column sizes).
+#: ``None``: unbounded (JSON, raw rows, free text). Names not listed: ``*_id`` columns 128,
+#: anything else 256. A value longer than its size is truncated by Synapse, so sizes are generous.
+STRING_BYTES: dict[str, int | None] = {
+    "event_json": None, "record_json": None, "raw": None, "features_json": None, "decode_error": None,
+    "reasons": None, "evidence": None, "source_file": 512, "name": 256, "product_name": 256, "store_name": 256,
+    "category": 128, "region": 128, "timezone": 64, "currency": 3, "date": 10, "kind": 32, "state": 32,
+    "action": 16, "type": 64, "detected_by": 16, "cause": 32, "confidence_band": 16, "scorer": 128,
+    "model_version": 128, "expectation": 128, "table_name": 128, "source_table": 128, "target_table": 128,
+    "register": 32, "hub_partition": 32, "hub_offset": 32, "content_hash": 64, "source": 128, "aisle": 32,
+    "bay": 32, "outcome": 32,
+}
+
+
+def string_bytes(name: str) -> int | None:
+    """The size of a string column of this name (see ``STRING_BYTES``)."""
+    if name in STRING_BYTES:
+        return STRING_BYTES[name]
+    return 128 if name.endswith("_id") or name in ("sku", "ingest_run", "run_id") else 256
+
+
+def tsql_type(col: "Column") -> str:
+    """The column's T-SQL type for Synapse serverless (UTF-8 ``VARCHAR`` sized from the dictionary)."""
+    if col.type != "string":
+        return TSQL[col.type]
+    size = col.max_bytes
+    return f"VARCHAR({'MAX' if size is None else size}) COLLATE {TSQL_UTF8}"
 
 
 @dataclass(frozen=True)
@@ -212,6 +250,9 @@ _defs: list[TableDef] = [
     # ---- silver: master data ---------------------------------------------------------------
     TableDef("silver.stores", "Stores (latest master data file).", _cols(
         ("store_id", "string", "store"), ("name", "string", "store name"), ("region", "string", "region"),
+        ("timezone", "string", "IANA time zone of the store (e.g. Europe/Amsterdam); reports show local times in it"),
+        ("currency", "string", "ISO 4217 code of the store's prices and sales (e.g. EUR)"),
+        ("open_hour", "double", "opening hour, local time"), ("close_hour", "double", "closing hour, local time"),
         ("source_file", "string", "master data file"),
     ), key=("store_id",)),
     TableDef("silver.products", "Products (latest master data file).", _cols(
@@ -222,6 +263,8 @@ _defs: list[TableDef] = [
     TableDef("silver.planogram", "Facing -> product and capacity per store (latest file).", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
         ("capacity", "int64", "units the facing holds"), ("has_sensor", "bool", "a shelf sensor reports on it"),
+        ("aisle", "string", "aisle code"), ("bay", "string", "bay (section) along the aisle"),
+        ("shelf", "int64", "shelf level in the bay, 1 = bottom"),
         ("source_file", "string", "master data file"),
     ), key=("store_id", "facing_id")),
     TableDef("silver.sales_daily", "Historical daily sales exported by the store ERP.", _cols(
@@ -246,13 +289,28 @@ _defs: list[TableDef] = [
     TableDef("gold.stockouts", "Stock-out events of sensor facings: duration, lost sales, whether the edge alerted first.", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
         ("start_ms", "int64", "first empty reading"), ("end_ms", "int64", "first non-empty reading after; null while ongoing"),
-        ("duration_min", "double", "minutes empty; null while ongoing"), ("ongoing", "bool", "still empty at the last reading"),
+        ("duration_min", "double", "minutes empty; null while ongoing"),
+        ("open_min", "double", "minutes empty while the store was open (hours with a sale), up to the last reading "
+                               "while ongoing: the stock-out minutes every report uses"),
+        ("ongoing", "bool", "still empty at the last reading"),
         ("detected_by", "string", "sensor (POS-inferred stock-outs of facings without sensors are not included)"),
         ("rate_per_h", "double", "the SKU's usual sales rate in this store, units per hour"),
-        ("lost_units_est", "double", "rate x duration"), ("lost_sales_cents_est", "double", "lost units x price"),
+        ("lost_units_est", "double", "lost sales in units: rate_per_h x open_min / 60 (opening hours only)"),
+        ("lost_sales_cents_est", "double", "lost sales: lost units x list price, in cents of the store's currency"),
         ("alerted", "bool", "the edge raised an alert within its horizon before the start"),
         ("alert_ms", "int64", "first such alert"), ("alert_lead_min", "double", "minutes between that alert and the start"),
     ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
+    TableDef("gold.alert_outcomes", "Every raised alert and what became of it: the shelf emptied after it, "
+             "was already empty, or neither (false alarm).", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("device_id", "string", "gateway that raised it"), ("seq", "int64", "the alert event's seq"),
+        ("alert_ms", "int64", "when it was raised"), ("scorer", "string", "model version or baseline"),
+        ("probability", "double", "predicted stock-out probability"), ("horizon_min", "int64", "its horizon, minutes"),
+        ("outcome", "string", "empty_after (a stock-out started within the horizon) | already_empty | false_alarm; "
+                              "a true alert is one that is not a false alarm"),
+        ("stockout_start_ms", "int64", "start of the stock-out it matched"),
+        ("lead_min", "double", "minutes from the alert to the shelf going empty (empty_after only)"),
+    ), key=("device_id", "seq"), time_col="alert_ms"),
     TableDef("gold.fleet_status", "Per device and day: events, sequence gaps (losses), last health.", _cols(
         ("store_id", "string", "store"), ("device_id", "string", "device"), ("day_ms", "int64", "UTC day start, epoch ms"),
         ("events", "int64", "distinct events"), ("seq_min", "int64", "lowest seq"), ("seq_max", "int64", "highest seq"),
@@ -299,6 +357,44 @@ SILVER_EVENT_TABLES: dict[str, str] = {
     "inventory.delivery": "silver.inventory_delivery", "edge.alert": "silver.edge_alert", "edge.health": "silver.edge_health",
 }
 GOLD_TABLES = [t.name for t in _defs if t.layer == "gold"]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A figure every report shows, defined once: an aggregate over one gold table.
+
+    The warehouse views (``bi_kpis``, ``bi_kpis_by_store``), the dashboard, ``summary.json``
+    and the Synapse DDL all read it from here; no report computes it another way.
+    """
+
+    name: str
+    table: str
+    sql: str  # aggregate over the table's warehouse name; the same text in DuckDB and T-SQL
+    unit: str
+    doc: str
+
+
+#: The report figures (the data dictionary's measures).
+MEASURES: tuple[Measure, ...] = (
+    Measure("stockouts", "gold.stockouts", "COUNT(*)", "count", "stock-outs that started (sensor facings)"),
+    Measure("stockouts_ongoing", "gold.stockouts", "SUM(CAST(ongoing AS INT))", "count",
+            "stock-outs still empty at the facing's last reading"),
+    Measure("stockout_minutes", "gold.stockouts", "SUM(open_min)", "minutes",
+            "minutes shelves stood empty while the store was open (gold.stockouts.open_min)"),
+    Measure("lost_units", "gold.stockouts", "SUM(lost_units_est)", "units",
+            "units not sold because the shelf was empty, opening hours only (gold.stockouts.lost_units_est)"),
+    Measure("lost_sales_cents", "gold.stockouts", "SUM(lost_sales_cents_est)", "cents",
+            "lost sales in cents of the stores' currency (gold.stockouts.lost_sales_cents_est)"),
+    Measure("recall_ahead", "gold.stockouts", "AVG(1.0 * CAST(alerted AS INT))", "share",
+            "share of stock-outs an alert preceded within its horizon (gold.stockouts.alerted)"),
+    Measure("mean_lead_min", "gold.stockouts", "AVG(alert_lead_min)", "minutes",
+            "mean minutes from the first alert to the shelf going empty, over stock-outs alerted ahead"),
+    Measure("alerts", "gold.alert_outcomes", "COUNT(*)", "count", "alerts raised by the gateways"),
+    Measure("true_alerts", "gold.alert_outcomes", "SUM(CASE WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END)", "count",
+            "alerts whose facing went empty within the horizon or was already empty"),
+    Measure("alert_precision", "gold.alert_outcomes", "AVG(CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END)",
+            "share", "true alerts / alerts (gold.alert_outcomes.outcome)"),
+)
 
 
 def schema_of(name: str) -> pa.Schema:
@@ -355,8 +451,10 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     "gold.shelf_state": (("silver.shelf_reading",), "cloud.lake.gold GOLD_SQL: readings per facing and hour"),
     "gold.stockouts": (("silver.shelf_reading", "silver.pos_line", "silver.edge_alert", "silver.products"),
                        "cloud.lake.gold GOLD_SQL: empty-reading episodes, lost sales, edge alert lead"),
+    "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts"),
+                            "cloud.lake.gold GOLD_SQL: each raised alert matched to the stock-out that followed"),
     "gold.fleet_status": (tuple(_EVENTS), "cloud.lake.gold GOLD_SQL: events, seq gaps and health per device and day"),
-    "gold.model_performance": (("silver.edge_alert", "gold.stockouts"),
+    "gold.model_performance": (("gold.alert_outcomes", "gold.stockouts"),
                                "cloud.lake.gold GOLD_SQL: alerts matched to stock-outs per store, day, scorer"),
     LINEAGE_TABLE: ((), "gondola.lineage: every run's OpenLineage events, stored by the cloud's lineage sink"),
     "gold.features": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram",

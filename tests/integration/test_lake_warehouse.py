@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from cloud.cli import main as cloud_main
-from cloud.lake.tables import TABLES
+from cloud.lake.tables import MEASURES, TABLES
 from cloud.synth import day_events, fill_hub, write_master_csvs
 from cloud.warehouse import BI_VIEWS, synapse_ddl, warehouse_name
 from cloud.wiring import CloudSettings, build_cloud
@@ -72,12 +72,68 @@ def test_synapse_ddl_has_one_typed_view_per_table_and_bi_views_that_parse_as_tsq
             continue
         stmt = views[warehouse_name(name)]
         assert f"BULK 'lake/{tdef.layer}/{tdef.short}/'" in stmt and "FORMAT = 'DELTA'" in stmt
-        declared = re.findall(r"\[(\w+)\] (NVARCHAR\(256\)|BIGINT|INT|FLOAT|BIT)", stmt)
+        declared = re.findall(r"\[(\w+)\] (VARCHAR\((?:\d+|MAX)\) COLLATE Latin1_General_100_BIN2_UTF8|BIGINT|INT|FLOAT|BIT)",
+                              stmt)
         assert [c for c, _ in declared] == [c.name for c in tdef.columns]
+        for col, typ in declared:
+            size = TABLES[name].columns[[c.name for c in tdef.columns].index(col)].max_bytes
+            if typ.startswith("VARCHAR"):
+                assert typ.startswith(f"VARCHAR({'MAX' if size is None else size})"), (name, col)
     for view in BI_VIEWS:
         tree = sqlglot.parse_one(views[view], read="tsql")
         used = {t.name for t in tree.find_all(sqlglot.exp.Table)} - {view}
         assert used and used <= set(views), view
+        # Every identifier is delimited ([precision] is a reserved word in T-SQL).
+        idents = list(tree.find_all(sqlglot.exp.Identifier))
+        assert idents and all(i.args.get("quoted") for i in idents), view
+    assert "[precision] AS [precision]" in views["bi_alert_quality"]
+    # Milliseconds are added to days, never seconds to 1970: no int overflow after 2038, ms kept.
+    flat = re.sub(r"\s+", " ", ddl).replace("( ", "(").replace(" )", ")")
+    assert "DATEADD(SECOND" not in flat and "DATEADD(MILLISECOND, CAST([s].[start_ms] % 86400000 AS INTEGER)" in flat
+
+
+def test_every_string_in_the_lake_fits_the_size_the_dictionary_declares(built):
+    with duckdb.connect(str(built["tmp"] / "wh.duckdb"), read_only=True) as con:
+        checked = 0
+        for name, tdef in TABLES.items():
+            if tdef.layer == "bronze":
+                continue
+            for col in tdef.columns:
+                if col.type == "string" and col.max_bytes is not None:
+                    longest = con.execute(f"SELECT MAX(octet_length(encode({col.name}))) FROM {warehouse_name(name)}").fetchone()[0]
+                    assert (longest or 0) <= col.max_bytes, (name, col.name, longest)
+                    checked += longest is not None
+    assert checked > 40
+
+
+def test_the_ddl_creates_its_data_source_and_credential_when_asked():
+    sqlglot = pytest.importorskip("sqlglot")
+    ddl = synapse_ddl("lake", data_source="lake_src", lake_url="https://acct.dfs.core.windows.net/fs",
+                      credential="gondola_mi")
+    head = ddl.split("\nGO\n")[:4]
+    assert "CREATE DATABASE SCOPED CREDENTIAL [gondola_mi] WITH IDENTITY = 'Managed Identity'" in head[2]
+    assert ("CREATE EXTERNAL DATA SOURCE [lake_src] WITH (LOCATION = 'https://acct.dfs.core.windows.net/fs', "
+            "CREDENTIAL = [gondola_mi])") in head[3]
+    assert "DATA_SOURCE = 'lake_src'" in ddl and "gondola_lake" not in ddl
+    for stmt in head[1:]:
+        sqlglot.parse_one(stmt, read="tsql")  # parses as T-SQL
+
+
+def test_kpis_are_the_measures_of_the_data_dictionary(built):
+    with duckdb.connect(str(built["tmp"] / "wh.duckdb"), read_only=True) as con:
+        kpis = dict(zip([d[0] for d in con.execute("SELECT * FROM bi_kpis").description],
+                        con.execute("SELECT * FROM bi_kpis").fetchone()))
+        assert set(kpis) == {m.name for m in MEASURES}
+        n, alerted, lost = con.execute("SELECT COUNT(*), SUM(CASE WHEN alerted THEN 1 ELSE 0 END), "
+                                       "SUM(lost_sales_cents_est) FROM gold_stockouts").fetchone()
+        assert kpis["stockouts"] == n > 0 and kpis["recall_ahead"] == pytest.approx(alerted / n)
+        assert kpis["lost_sales_cents"] == pytest.approx(lost)
+        by_store = con.execute("SELECT SUM(stockouts), COUNT(*), COUNT(currency) FROM bi_kpis_by_store").fetchone()
+        assert by_store == (n, 3, 3)
+        # Local time: store s001 is in Europe/Amsterdam (UTC+1 in winter), s002 in UTC.
+        rows = con.execute("SELECT store_id, started_at, started_local FROM bi_stockouts").fetchall()
+        offsets = {s: (loc - utc).total_seconds() / 3600 for s, utc, loc in rows}
+        assert offsets.get("s001") in (1.0, 2.0) and offsets.get("s002") == 0.0
 
 
 def test_the_cli_reports_counts_and_writes_the_ddl(built, capsys):
