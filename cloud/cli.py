@@ -3,6 +3,8 @@
 Subcommands (each prints progress and a one-line summary; exit 0 on success):
 
   ingest-stream            read new hub messages into bronze.events
+  stream [--once] [--source local|eventhubs] [--model PATH|none] [--planogram CSV]
+                           the long-running stream job: windows, cloud scoring, anomalies -> stream.*
   ingest-batch FOLDER      load master data / sales export CSVs (each file content once)
   transform                incremental bronze -> silver -> gold
   warehouse                build the DuckDB warehouse (bi_* views for Power BI)
@@ -42,6 +44,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("ingest-stream", help="read new hub messages into bronze")
+    st = sub.add_parser("stream", help="long-running stream job: windows, cloud scoring, anomalies")
+    st.add_argument("--once", action="store_true", help="stop once the source has caught up")
+    st.add_argument("--source", choices=("local", "eventhubs"), default=None,
+                    help="embedded hub (default) or Event Hubs (env GONDOLA_STREAM_SOURCE)")
+    st.add_argument("--consumer-group", default=None, help="default cloud-stream (env GONDOLA_STREAM_CONSUMER_GROUP)")
+    st.add_argument("--model", default=None,
+                    help="production model (.onnx / .tflite with its manifest), 'none' for no scoring "
+                         "(env GONDOLA_STREAM_MODEL; default the shipped model)")
+    st.add_argument("--planogram", default=None, help="planogram CSV (default silver.planogram in the lake)")
+    st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
+    st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")
+    st.add_argument("--batch", type=int, default=2000, help="messages per receive (default 2000)")
     b = sub.add_parser("ingest-batch", help="load master data / sales export CSVs")
     b.add_argument("folder")
     sub.add_parser("transform", help="incremental bronze -> silver -> gold")
@@ -117,6 +131,42 @@ def _models_command(args) -> int:
     return 0
 
 
+def _stream_command(args, options: dict) -> int:
+    """``stream``: run the stream job until SIGTERM / Ctrl-C (or caught up, with --once)."""
+    import signal
+    import threading
+
+    from cloud.stream.wiring import StreamSettings, build_stream_job
+    from gondola.errors import ConfigError
+
+    if args.lateness_min < 0 or args.snapshot_s <= 0 or args.batch < 1:
+        raise ConfigError("--lateness-min must be >= 0, --snapshot-s > 0 and --batch >= 1")
+    started = time.monotonic()
+    say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731
+    settings = StreamSettings.from_env(lake_uri=args.lake, hub_path=args.hub, storage_options=options or None,
+                                       source=args.source, consumer_group=args.consumer_group, model=args.model,
+                                       planogram=args.planogram, allowed_lateness_min=args.lateness_min,
+                                       snapshot_every_s=args.snapshot_s, max_messages=args.batch)
+    job = build_stream_job(settings, progress=say)
+    stop = threading.Event()
+
+    def _stop(signum, _frame):
+        say(f"stream: {signal.Signals(signum).name}: finishing the batch in hand, then stopping")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        say(f"stream: reading {job.source.name} ({settings.source}); scoring with "
+            f"{getattr(job.scorer, 'name', 'nothing')}; {len(job.planograms)} store planograms")
+        job.run(once=args.once, stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        job.source.close()
+    say(f"stream: stopped; {job.summary()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from cloud.wiring import CloudSettings, build_cloud
@@ -130,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         options[key] = value
     if args.command in ("publish-model", "model-status"):
         return _models_command(args)
+    if args.command == "stream":
+        return _stream_command(args, options)
     if args.command == "synapse-ddl":
         from cloud.warehouse import synapse_ddl
 

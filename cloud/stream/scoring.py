@@ -1,0 +1,114 @@
+"""Cloud-side scoring of one store: the gateway's feature code, the production model, two kinds.
+
+Each store's facings are fed through ``models.replay.StoreFeatures`` (the class the gateway's
+features come from), and at each tick all facings of the store are scored in one batched call
+of the production model (``models.runtime``: ONNX on onnxruntime, or the int8 LiteRT file).
+
+Alert kinds (``stream.alerts.kind``):
+
+* ``empty_within_h``: the model's probability of the shelf being empty within its horizon.
+  Raised at the model's operating threshold (``threshold`` in its manifest; a manifest with
+  ``thresholds: {kind: value}`` sets one per kind), cleared at ``min(0.3, threshold / 2)``,
+  at most one change per facing per 15 minutes: the gateway's hysteresis.
+* ``empty_now``: a sensored facing whose last reading says 0 units (raised), cleared by a
+  reading above 0. A manifest threshold for ``empty_now`` makes it a model kind too.
+
+So a store whose gateway is silent is still scored: its facings' states age (time since the last
+reading and sale, expected demand since) and the model sees that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from gondola.clock import MINUTE_MS
+from models.features import FEATURES, FeatureCache
+from models.replay import Facing, StoreFeatures
+
+__all__ = ["StoreScorer", "kind_thresholds", "KINDS"]
+
+KINDS = ("empty_now", "empty_within_h")
+_UNITS = FEATURES.index("units_est")
+_SENSOR = FEATURES.index("has_sensor")
+_SINCE_READING = FEATURES.index("hours_since_reading")
+MIN_DWELL_MS = 15 * MINUTE_MS
+
+
+def kind_thresholds(scorer: Any) -> dict[str, float]:
+    """Model kinds -> raise threshold, from the scorer's manifest (default: one kind)."""
+    per_kind = getattr(scorer, "thresholds", None)
+    if isinstance(per_kind, Mapping) and per_kind:
+        return {str(k): float(v) for k, v in per_kind.items()}
+    threshold = getattr(scorer, "threshold", None)
+    return {"empty_within_h": float(threshold) if threshold else 0.6}
+
+
+class StoreScorer:
+    """Facing states, the last scores and the per-kind alert state of one store."""
+
+    def __init__(self, store_id: str, planogram: Sequence[Facing]):
+        self.store_id = store_id
+        self.features = StoreFeatures(store_id, planogram)
+        n = len(self.features.facing_ids)
+        self.raised: dict[str, np.ndarray] = {k: np.zeros(n, dtype=bool) for k in KINDS}
+        self.changed_at: dict[str, np.ndarray] = {k: np.full(n, -(2**62), dtype=np.int64) for k in KINDS}
+        self.last_probs = np.zeros(n, dtype=np.float64)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["features"] = dict(vars(self.features))
+        state["features"].pop("_cache", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        feats = state.pop("features")
+        self.__dict__.update(state)
+        self.features = StoreFeatures.__new__(StoreFeatures)
+        vars(self.features).update(feats)
+        # The cache indexes facing states by object id: rebuild it for the unpickled objects.
+        self.features._cache = FeatureCache(self.features._ordered)
+
+    def observe(self, event: Mapping[str, Any]) -> None:
+        self.features.apply(event)
+
+    def raised_facings(self, kind: str) -> set[str]:
+        ids = self.features.facing_ids
+        return {ids[i] for i in np.flatnonzero(self.raised.get(kind, ()))}
+
+    def score(self, t: int, scorer: Any) -> list[dict]:
+        """Score every facing at ``t``; return ``stream.alerts`` rows for the state changes."""
+        X = self.features.matrix(t)
+        probs = np.nan_to_num(np.asarray(scorer.score(X), dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, 1.0)
+        self.last_probs = probs
+        units = X[:, _UNITS]
+        sensor_empty = (X[:, _SENSOR] > 0) & (units <= 0)
+        thresholds = kind_thresholds(scorer)
+        horizon_min = int(round(float(getattr(scorer, "horizon_h", 2.0)) * 60))
+        rows: list[dict] = []
+        for kind in KINDS:
+            if kind in thresholds:
+                raise_at = thresholds[kind]
+                clear_at = min(0.3, raise_at / 2)
+                p = probs
+                want_raise, want_clear = p >= raise_at, p <= clear_at
+            elif kind == "empty_now":
+                p = sensor_empty.astype(np.float64)
+                want_raise, want_clear = sensor_empty, ~sensor_empty
+            else:
+                continue
+            raised, changed = self.raised[kind], self.changed_at[kind]
+            dwell = (t - changed) >= MIN_DWELL_MS
+            up = ~raised & want_raise & dwell
+            down = raised & want_clear & dwell
+            for i in np.flatnonzero(up | down):
+                rows.append({"store_id": self.store_id, "facing_id": self.features.facing_ids[i],
+                             "sku": self.features._ordered[i].sku, "kind": kind,
+                             "state": "raised" if up[i] else "cleared", "ts": t, "probability": float(p[i]),
+                             "units_est": float(units[i]), "horizon_min": horizon_min,
+                             "scorer": str(getattr(scorer, "name", type(scorer).__name__))})
+            raised[up] = True
+            raised[down] = False
+            changed[up | down] = t
+        return rows

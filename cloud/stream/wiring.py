@@ -1,0 +1,118 @@
+"""Build the stream job from settings (the command line and the environment).
+
+``StreamSettings`` fields and their environment variables:
+
+==================  ================================  =====================================================
+field               environment                       meaning
+==================  ================================  =====================================================
+source              GONDOLA_STREAM_SOURCE             ``local`` (embedded hub, default) or ``eventhubs``
+consumer_group      GONDOLA_STREAM_CONSUMER_GROUP     default ``cloud-stream`` (not the lake's group)
+model               GONDOLA_STREAM_MODEL              model file (.onnx on onnxruntime, .tflite on LiteRT),
+                                                      ``none`` to switch scoring off; default: the shipped model
+planogram           GONDOLA_STREAM_PLANOGRAM          planogram CSV; default: ``silver.planogram`` in the lake
+==================  ================================  =====================================================
+
+The Event Hubs connection settings are the lake's (``GONDOLA_EVENTHUB_*``,
+``GONDOLA_CHECKPOINT_*``, docs/azure.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from cloud.stream.job import StreamJob
+from cloud.stream.pipeline import StreamConfig
+from gondola.clock import MINUTE_MS
+from gondola.errors import ConfigError
+
+__all__ = ["StreamSettings", "build_stream_job", "load_planograms", "DEFAULT_CONSUMER_GROUP"]
+
+DEFAULT_CONSUMER_GROUP = "cloud-stream"
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    lake_uri: str = "out/lake"
+    hub_path: str = "out/hub.sqlite"
+    storage_options: Mapping[str, str] | None = None
+    source: str = "local"
+    consumer_group: str = DEFAULT_CONSUMER_GROUP
+    eventhubs: Mapping[str, str] = field(default_factory=dict)
+    model: str | None = None  # None: the shipped model; "none": no scoring
+    planogram: str | None = None
+    allowed_lateness_min: float = 10.0
+    snapshot_every_s: float = 30.0
+    max_messages: int = 2000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "StreamSettings":
+        """Settings from ``GONDOLA_STREAM_*`` variables; ``overrides`` (not None) win."""
+        env = os.environ if env is None else env
+        values = {"source": env.get("GONDOLA_STREAM_SOURCE"), "consumer_group": env.get("GONDOLA_STREAM_CONSUMER_GROUP"),
+                  "model": env.get("GONDOLA_STREAM_MODEL"), "planogram": env.get("GONDOLA_STREAM_PLANOGRAM")}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+def load_planograms(storage, csv_path: str | None) -> dict:
+    """Facings per store from a planogram CSV, else from ``silver.planogram``; ``{}`` when neither.
+
+    Raises:
+        ConfigError: the CSV is missing or lacks a column.
+    """
+    from models.replay import planograms_from_rows
+
+    if csv_path:
+        path = Path(csv_path)
+        if not path.is_file():
+            raise ConfigError(f"planogram file {path} does not exist")
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+        missing = {"store_id", "facing_id", "sku", "capacity"} - set(rows[0] if rows else ())
+        if missing:
+            raise ConfigError(f"planogram file {path} lacks column(s) {', '.join(sorted(missing))}")
+        return planograms_from_rows(rows)
+    rows = storage.read("silver.planogram")
+    return planograms_from_rows(rows) if rows is not None and rows.num_rows else {}
+
+
+def _scorer(model: str | None):
+    if model is not None and model.lower() == "none":
+        return None
+    from models.runtime import DEFAULT_MODEL, open_scorer
+
+    return open_scorer(Path(model) if model else DEFAULT_MODEL, None)
+
+
+def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
+    """The stream job from settings; opens the source, the model and the planograms.
+
+    Raises:
+        ConfigError: unknown source, missing Event Hubs settings, bad planogram file.
+        ModelError: the model cannot be loaded.
+    """
+    from cloud.lake.storage import open_storage
+
+    if settings.source not in ("local", "eventhubs"):
+        raise ConfigError(f"stream source {settings.source!r} is not 'local' or 'eventhubs'")
+    storage = open_storage(settings.lake_uri, settings.storage_options)
+    planograms = load_planograms(storage, settings.planogram)
+    scorer = _scorer(settings.model)
+    if settings.source == "local":
+        from cloud.ingest.source import LocalHubSource
+
+        if not Path(settings.hub_path).exists():
+            raise ConfigError(f"hub file {settings.hub_path} does not exist")
+        source = LocalHubSource(settings.hub_path, consumer_group=settings.consumer_group)
+    else:
+        from cloud.azure import eventhubs  # the Azure adapter (the SDK stays behind it)
+
+        # A long-running reader: an empty receive is not the end, so no startup wait is needed.
+        source = eventhubs.build_source(dict(settings.eventhubs), consumer_group=settings.consumer_group)
+    config = StreamConfig(allowed_lateness_ms=int(settings.allowed_lateness_min * MINUTE_MS))
+    return StreamJob(storage, source, config=config, scorer=scorer, planograms=planograms,
+                     snapshot_every_s=settings.snapshot_every_s, max_messages=settings.max_messages, progress=progress)
