@@ -270,7 +270,9 @@ class Gateway:
         h = self.health()
         patch = {"gondola": {k: h.get(k) for k in _HEALTH_FIELDS} | {
             "gaps_by_device": {d: sum(hi - lo + 1 for lo, hi in gs) for d, gs in h["gaps"].items()},
-            "evictions_by": h["evictions_by"], "reported_at": h["now_ms"]}}
+            "evictions_by": h["evictions_by"], "reported_at": h["now_ms"],
+            # The cloud's rollout compares scoring errors of a canary with production's.
+            "scorer_errors": h["scorer_errors"]}}
         try:
             self.transport.patch_reported(patch)
             return True

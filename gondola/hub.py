@@ -80,6 +80,9 @@ class LocalHub:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            # Twin tags (``ring=canary|early|all``) came later: add the column to older hubs.
+            if "tags" not in {r[1] for r in self._db.execute("PRAGMA table_info(twins)")}:
+                self._db.execute("ALTER TABLE twins ADD COLUMN tags TEXT NOT NULL DEFAULT '{}'")
             row = self._db.execute("SELECT value FROM meta WHERE key='partitions'").fetchone()
             if row is None:
                 self._db.execute("INSERT OR IGNORE INTO meta VALUES ('partitions', ?)", (str(partitions),))
@@ -190,6 +193,42 @@ class LocalHub:
                 (device_id, module_id, json.dumps(reported, sort_keys=True)),
             )
             self._db.execute("COMMIT")
+
+    def set_tags(self, device_id: str, module_id: str, tags: Mapping) -> None:
+        """Merge tags into a module twin (a ``None`` value deletes), as an IoT Hub twin patch
+        of ``tags`` does. Rollout rings are the tag ``ring``."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT tags FROM twins WHERE device_id=? AND module_id=?", (device_id, module_id)
+            ).fetchone()
+            merged = json.loads(row[0]) if row else {}
+            for key, value in tags.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            self._db.execute(
+                "INSERT INTO twins (device_id, module_id, tags) VALUES (?,?,?) "
+                "ON CONFLICT (device_id, module_id) DO UPDATE SET tags=excluded.tags",
+                (device_id, module_id, json.dumps(merged, sort_keys=True)),
+            )
+            self._db.execute("COMMIT")
+
+    def get_tags(self, device_id: str, module_id: str) -> dict:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT tags FROM twins WHERE device_id=? AND module_id=?", (device_id, module_id)
+            ).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def modules(self, module_id: str, *, tags: Mapping | None = None) -> list[str]:
+        """Device ids with a twin for ``module_id`` whose tags include ``tags`` (all when None),
+        sorted: the embedded twin query IoT Hub answers with ``tags.ring = 'canary'``."""
+        with self._lock:
+            rows = self._db.execute("SELECT device_id, tags FROM twins WHERE module_id=?", (module_id,)).fetchall()
+        want = dict(tags or {})
+        return sorted(d for d, t in rows if all(json.loads(t).get(k) == v for k, v in want.items()))
 
     def close(self) -> None:
         with self._lock:

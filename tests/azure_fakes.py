@@ -309,9 +309,13 @@ class FakeIotHubRest:
                 match = request.headers.get("If-Match", "*").strip('"')
                 if match != "*" and match != f"AAAAAAAAAA{t['etag']}=":
                     return self._response(request, 412, {"Message": "ErrorCode:PreconditionFailed"})
-                patch = json.loads(request.body)["properties"]["desired"]
-                t["desired"] = _merge_patch(t["desired"], patch)
-                t["desired_version"] += 1
+                body = json.loads(request.body)
+                if "tags" in body and body["tags"] is not None:
+                    t["tags"] = _merge_patch(t["tags"], body["tags"])
+                patch = (body.get("properties") or {}).get("desired")
+                if patch is not None:
+                    t["desired"] = _merge_patch(t["desired"], patch)
+                    t["desired_version"] += 1
                 t["etag"] += 1
                 return self._response(request, 200, self._twin_json(*key))
         if url.path == "/devices/query" and request.method == "POST":

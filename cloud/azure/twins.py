@@ -135,17 +135,24 @@ class IotHubTwinRegistry:
             return int(updated.properties.desired["$version"])
         raise TransportError(f"twin {device_id}/{module_id} kept changing; gave up after {_ATTEMPTS} tries") from last
 
-    def modules(self, module_id: str, *, condition: str | None = None, page_size: int = 100) -> list[str]:
+    def modules(self, module_id: str, *, condition: str | None = None, tags: Mapping[str, str] | None = None,
+                page_size: int = 100) -> list[str]:
         """Device ids that run ``module_id`` (optionally ``AND <condition>`` on the module twin,
-        e.g. ``"tags.ring = 'canary'"``), for rollout in rings.
+        e.g. ``"tags.ring = 'canary'"``, or ``tags={"ring": "canary"}`` which builds it), for
+        rollout in rings.
 
         Raises:
-            ConfigError: ``module_id`` holds a quote.
+            ConfigError: ``module_id`` or a tag holds a quote.
             TransportAuthError, TransportError: see the module docstring.
         """
-        if "'" in module_id or "\\" in module_id:
-            raise ConfigError(f"module id {module_id!r} cannot be quoted in an IoT Hub query")
+        if any(not str(k).isidentifier() for k in (tags or {})):
+            raise ConfigError(f"tag names must be identifiers: {sorted(tags or {})}")
+        for text in (module_id, *(tags or {}).values()):
+            if "'" in str(text) or "\\" in str(text):
+                raise ConfigError(f"{text!r} cannot be quoted in an IoT Hub query")
         query = f"SELECT * FROM devices.modules WHERE moduleId = '{module_id}'"
+        for key, value in sorted((tags or {}).items()):
+            query += f" AND tags.{key} = '{value}'"
         if condition:
             query += f" AND {condition}"
         devices: list[str] = []
@@ -159,6 +166,33 @@ class IotHubTwinRegistry:
             token = result.continuation_token
             if not token:
                 return sorted(devices)
+
+    def get_tags(self, device_id: str, module_id: str) -> dict:
+        """The module twin's tags. Raises: as :meth:`get_twin`."""
+        return dict(self._get(device_id, module_id).tags or {})
+
+    def set_tags(self, device_id: str, module_id: str, tags: Mapping[str, Any]) -> None:
+        """Merge ``tags`` into the module twin (``None`` deletes a tag): a twin patch of tags only,
+        with the twin's ETag, retried on a concurrent write as :meth:`set_desired` is.
+
+        Raises:
+            ConfigError: no such device or module.
+            TransportAuthError, TransportError: see the module docstring.
+        """
+        last: Exception | None = None
+        for attempt in range(_ATTEMPTS):
+            twin = self._get(device_id, module_id)
+            try:
+                self._registry.update_module_twin(device_id, module_id, Twin(tags=dict(tags)), etag=twin.etag)
+                return
+            except HttpOperationError as exc:
+                if _status(exc) == 412:
+                    last = exc
+                    continue
+                raise _translate(exc, f"tagging {device_id}/{module_id}") from exc
+            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+                raise _translate(exc, f"tagging {device_id}/{module_id}") from exc
+        raise TransportError(f"twin {device_id}/{module_id} kept changing; gave up after {_ATTEMPTS} tries") from last
 
     def _get(self, device_id: str, module_id: str) -> Any:
         try:

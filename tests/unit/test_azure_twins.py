@@ -147,3 +147,26 @@ def test_azure_twins_unreachable_hub_is_a_transport_error(hub, registry):
     with pytest.raises(TransportError, match="unreachable"):
         registry.get_twin("gw-s001", "gondola-gateway")
     assert registry.get_twin("gw-s001", "gondola-gateway")["desired"] == {"$version": 1}
+
+
+def test_azure_twins_rings_are_tags_set_by_a_twin_patch_and_queried_by_tag(hub, registry):
+    for i in range(3):
+        hub.add_module(f"gw-s00{i}", "gondola-gateway", desired={"model": MODEL})
+
+    registry.set_tags("gw-s001", "gondola-gateway", {"ring": "canary"})
+    registry.set_tags("gw-s002", "gondola-gateway", {"ring": "early"})
+
+    patch = hub.requests[-1]
+    assert patch.method == "PATCH" and json.loads(patch.body) == {"tags": {"ring": "early"}}
+    assert patch.headers["If-Match"].startswith('"AAAAAAAAAA')
+    assert registry.get_tags("gw-s001", "gondola-gateway") == {"ring": "canary"}
+    # Desired properties are untouched by a tags patch.
+    assert registry.get_twin("gw-s001", "gondola-gateway")["desired"]["model"] == MODEL
+    assert registry.modules("gondola-gateway", tags={"ring": "canary"}) == ["gw-s001"]
+    query = json.loads(hub.requests[-1].body)["query"]
+    assert query == "SELECT * FROM devices.modules WHERE moduleId = 'gondola-gateway' AND tags.ring = 'canary'"
+    assert registry.modules("gondola-gateway") == ["gw-s000", "gw-s001", "gw-s002"]
+    with pytest.raises(ConfigError):
+        registry.modules("gondola-gateway", tags={"ring": "x' OR '1' = '1"})
+    with pytest.raises(ConfigError):
+        registry.modules("gondola-gateway", tags={"ring = 'a' OR tags.x": "a"})
