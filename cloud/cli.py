@@ -19,8 +19,10 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
   model-status --devices ID [ID ...]
                            what each gateway reports about the model it was asked to run
 
-Common options: --lake URI (folder, abfss:// or az://), --hub PATH, --warehouse PATH,
---storage-option KEY=VALUE (repeatable), --engine duckdb|spark.
+Common options, before or after the subcommand: --lake URI (folder, abfss:// or az://),
+--hub PATH, --warehouse PATH, --storage-option KEY=VALUE (repeatable), --engine duckdb|spark.
+A missing hub, lake (for the commands that read one), folder or model file is a one-line error
+(exit 1) and creates nothing.
 """
 
 from __future__ import annotations
@@ -34,17 +36,37 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+#: The options every subcommand accepts, before or after its name, and their defaults.
+_COMMON = {"lake": "out/lake", "hub": "out/hub.sqlite", "warehouse": "out/warehouse.duckdb",
+           "engine": "duckdb"}
+
+
+def _common_options(p: argparse.ArgumentParser, *, after: bool) -> None:
+    """The common options; ``after``: on a subcommand, where they only override what was given
+    before it (argparse.SUPPRESS keeps a subparser's default from clobbering the top level's)."""
+    d = (lambda v: argparse.SUPPRESS) if after else (lambda v: v)
+    p.add_argument("--lake", default=d(_COMMON["lake"]),
+                   help="lake folder or abfss:// / az:// URI (default out/lake)")
+    p.add_argument("--hub", default=d(_COMMON["hub"]), help="embedded hub file (default out/hub.sqlite)")
+    p.add_argument("--warehouse", default=d(_COMMON["warehouse"]), help="DuckDB warehouse file")
+    p.add_argument("--storage-option", action="append", default=d([]), metavar="KEY=VALUE",
+                   dest="storage_option_after" if after else "storage_option",
+                   help="deltalake storage option (account_name, sas_token, use_emulator, ...)")
+    p.add_argument("--engine", choices=("duckdb", "spark"), default=d(_COMMON["engine"]))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola cloud", description=__doc__.split("\n")[0])
-    p.add_argument("--lake", default="out/lake", help="lake folder or abfss:// / az:// URI (default out/lake)")
-    p.add_argument("--hub", default="out/hub.sqlite", help="embedded hub file (default out/hub.sqlite)")
-    p.add_argument("--warehouse", default="out/warehouse.duckdb", help="DuckDB warehouse file")
-    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="deltalake storage option (account_name, sas_token, use_emulator, ...)")
-    p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    _common_options(p, after=False)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("ingest-stream", help="read new hub messages into bronze")
-    st = sub.add_parser("stream", help="long-running stream job: windows, cloud scoring, anomalies")
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, after=True)
+
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_, parents=[common])
+
+    command("ingest-stream", "read new hub messages into bronze")
+    st = command("stream", "long-running stream job: windows, cloud scoring, anomalies")
     st.add_argument("--once", action="store_true", help="stop once the source has caught up")
     st.add_argument("--source", choices=("local", "eventhubs"), default=None,
                     help="embedded hub (default) or Event Hubs (env GONDOLA_STREAM_SOURCE)")
@@ -56,13 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
     st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")
     st.add_argument("--batch", type=int, default=2000, help="messages per receive (default 2000)")
-    b = sub.add_parser("ingest-batch", help="load master data / sales export CSVs")
+    b = command("ingest-batch", "load master data / sales export CSVs")
     b.add_argument("folder")
-    sub.add_parser("transform", help="incremental bronze -> silver -> gold")
-    sub.add_parser("warehouse", help="build the DuckDB warehouse")
-    d = sub.add_parser("dashboard", help="write the HTML dashboard")
+    command("transform", "incremental bronze -> silver -> gold")
+    command("warehouse", "build the DuckDB warehouse")
+    d = command("dashboard", "write the HTML dashboard")
     d.add_argument("--html", default="out/dashboard.html")
-    s = sub.add_parser("synapse-ddl", help="T-SQL views for Synapse serverless")
+    s = command("synapse-ddl", "T-SQL views for Synapse serverless")
     s.add_argument("--out", default=None)
     s.add_argument("--location", default="lake", help="lake folder under the external data source")
     s.add_argument("--data-source", default="gondola_lake", help="external data source name (default gondola_lake)")
@@ -70,25 +92,55 @@ def _parser() -> argparse.ArgumentParser:
                    help="create the data source at this URL (https://<account>.dfs.core.windows.net/<filesystem>)")
     s.add_argument("--credential", default=None,
                    help="with --lake-url: create a database scoped credential of this name (managed identity)")
-    pb = sub.add_parser("powerbi", help="write the Power BI connection file for the Synapse endpoint")
+    pb = command("powerbi", "write the Power BI connection file for the Synapse endpoint")
     pb.add_argument("--server", required=True, help="<workspace>-ondemand.sql.azuresynapse.net")
     pb.add_argument("--database", default="gondola", help="database holding the views (default gondola)")
     pb.add_argument("--mode", choices=("DirectQuery", "Import"), default="DirectQuery")
     pb.add_argument("--out", default="out/gondola.pbids", help="file to write (default out/gondola.pbids)")
-    sub.add_parser("counts", help="rows per lake table")
-    a = sub.add_parser("all", help="batch (optional), stream, transform, warehouse, dashboard")
+    command("counts", "rows per lake table")
+    a = command("all", "batch (optional), stream, transform, warehouse, dashboard")
     a.add_argument("--batch", default=None, help="folder of CSV files to load first")
     a.add_argument("--html", default="out/dashboard.html")
-    pm = sub.add_parser("publish-model", help="upload a model package and write the gateways' twins")
+    pm = command("publish-model", "upload a model package and write the gateways' twins")
     pm.add_argument("model", help="model file (.tflite / .onnx) with NAME.manifest.json beside it")
     pm.add_argument("--devices", nargs="+", required=True, help="gateway device ids (gw-<store>)")
     pm.add_argument("--store", default="out/models", help="model store folder (default out/models)")
     pm.add_argument("--key-file", default=None,
                     help="verify the package first (HMAC secret or Ed25519 public key; default "
                          "GONDOLA_MODEL_KEY_FILE)")
-    ms = sub.add_parser("model-status", help="the model each gateway reports")
+    ms = command("model-status", "the model each gateway reports")
     ms.add_argument("--devices", nargs="+", required=True)
     return p
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri
+
+
+#: Commands that read an existing lake (they must not create an empty one at a mistyped path).
+_READS_LAKE = {"transform", "warehouse", "dashboard", "counts"}
+#: Commands that read (or write twins into) the embedded hub, when it is the local one.
+_USES_HUB = {"ingest-stream", "all", "publish-model", "model-status"}
+
+
+def check_inputs(args) -> None:
+    """Refuse a missing input before anything is created.
+
+    Raises:
+        ConfigError: one line naming the missing file or folder.
+    """
+    from gondola.errors import ConfigError
+
+    cmd = args.command
+    if cmd in _USES_HUB and getattr(args, "local_hub", True) and not Path(args.hub).is_file():
+        raise ConfigError(f"no hub at {args.hub} (the gateways' --hub-path; pass --hub PATH)")
+    if cmd in _READS_LAKE and _is_local(args.lake) and not Path(args.lake).is_dir():
+        raise ConfigError(f"no lake at {args.lake} (run ingest first, or pass --lake PATH)")
+    folder = args.folder if cmd == "ingest-batch" else (args.batch if cmd == "all" else None)
+    if folder and not Path(folder).is_dir():
+        raise ConfigError(f"no folder {folder} to load")
+    if cmd == "publish-model" and not Path(args.model).is_file():
+        raise ConfigError(f"no model file {args.model}")
 
 
 def _models_command(args) -> int:
@@ -168,12 +220,19 @@ def _stream_command(args, options: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gondola cloud``; returns the exit code.
+
+    Raises:
+        ConfigError: a missing input (hub, lake, folder, model, key file) or a bad option;
+            nothing is created then.
+    """
     args = _parser().parse_args(argv)
     from cloud.wiring import CloudSettings, build_cloud
     from gondola.errors import ConfigError
 
+    check_inputs(args)
     options = {}
-    for item in args.storage_option:
+    for item in args.storage_option + getattr(args, "storage_option_after", []):
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--storage-option {item!r} is not KEY=VALUE")
@@ -203,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     cloud = build_cloud(CloudSettings(lake_uri=args.lake, hub_path=args.hub, warehouse_path=args.warehouse,
                                       storage_options=options or None, engine=args.engine), progress=say)
     cmd = args.command
-    folder = args.folder if cmd == "ingest-batch" else getattr(args, "batch", None)
+    folder = args.folder if cmd == "ingest-batch" else (args.batch if cmd == "all" else None)
     if folder:
         report = cloud.ingest_batch(folder)
         say(f"batch: loaded {len(report['loaded'])} file(s), {report['rows']} rows; "

@@ -120,9 +120,14 @@ def start_embedded(*, port: int | None = None, host: str = "127.0.0.1") -> Runni
     """Run the amqtt broker on its own event loop in a background thread.
 
     Raises:
+        ConfigError: amqtt is not installed (it is the ``broker`` extra, not in the gateway image).
         TransportError: it did not start listening.
     """
-    from amqtt.broker import Broker  # imported here: only this function needs amqtt
+    try:
+        from amqtt.broker import Broker  # imported here: only this function needs amqtt
+    except ImportError:
+        raise ConfigError("no MQTT broker: install Mosquitto, or the embedded one with "
+                          "pip install 'gondola[broker]'") from None
 
     port = port or _free_port()
     loop = asyncio.new_event_loop()

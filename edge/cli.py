@@ -15,6 +15,22 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``:PORT`` (loopback) -> (host, port).
+
+    Raises:
+        ConfigError: the port is not a number in 1..65535.
+    """
+    from gondola.errors import ConfigError
+
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    if not port.isdigit() or not 0 < int(port) < 65536 or "/" in host:
+        raise ConfigError(f"--broker must be HOST or HOST:PORT, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola edge", description="Run a store gateway.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -46,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "broker") and v is not None}
     if args.broker:
-        host, _, port = args.broker.rpartition(":")
-        overrides.update(broker_host=host or "127.0.0.1", broker_port=int(port))
+        host, port = parse_broker(args.broker)
+        overrides.update(broker_host=host, broker_port=port)
     settings = EdgeSettings.from_env(**overrides)
     gw = build_gateway(settings)
     stop = threading.Event()

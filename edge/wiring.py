@@ -243,6 +243,8 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     from edge.uplink import Uplink
 
     settings.validate()
+    # Inputs first: a missing planogram refuses to start before anything is created on disk.
+    planogram = load_planogram(settings.planogram_path, settings.store_id) if settings.planogram_path else []
     clock = clock or SystemClock()
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,6 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
         # The model's operating threshold; the clear level stays below it.
         raise_at = getattr(scorer, "threshold", None) or DEFAULT_RAISE_AT
         clear_at = min(clear_at, raise_at / 2)
-    planogram = load_planogram(settings.planogram_path, settings.store_id) if settings.planogram_path else []
     inference = Inference(planogram, scorer, raise_at=raise_at, clear_at=clear_at,
                           min_dwell_ms=settings.min_dwell_min * 60_000)
     transport = transport or build_transport(settings, clock)

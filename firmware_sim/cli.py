@@ -111,12 +111,16 @@ def main(argv: list[str]) -> int:
     stores = [StoreSim(sid, args.skus, seed, start_ms, scenario, args.sensor_share) for sid in store_ids(args.stores)]
     until = start_ms + args.days * DAY_MS
 
+    from gondola.progress import on_terminal
+
     def tick(now: int, sent: int) -> None:
         print(f"\r  {ms_to_iso(now)}  +{sent} messages", end="", file=sys.stderr, flush=True)
 
+    tty = on_terminal()  # no carriage-return progress in logs
     with MqttPublisher(host, port, window=args.window) as pub:
-        stats = run_live(stores, pub, until_ms=until, speed=args.speed, on_tick=tick)
-    print(file=sys.stderr)
+        stats = run_live(stores, pub, until_ms=until, speed=args.speed, on_tick=tick if tty else None)
+    if tty:
+        print(file=sys.stderr)
     print(f"published {stats.messages:,} messages in {stats.seconds:.1f}s ({stats.messages_per_s:,.0f}/s), "
           f"simulated {ms_to_iso(stats.sim_start_ms)} .. {ms_to_iso(stats.sim_end_ms)}")
     return 0

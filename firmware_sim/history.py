@@ -427,7 +427,9 @@ def generate(
 
 
 def _progress(enabled: bool, done: int, total: int, started: float) -> None:
-    if not enabled:
+    from gondola.progress import on_terminal
+
+    if not enabled or not on_terminal():  # the caller prints the summary line in logs
         return
     width = 30
     filled = width * done // total

@@ -2,11 +2,16 @@
 
 The kernel only dispatches; each package's CLI module is imported when its command runs, so
 ``gondola sim ...`` works on a machine with only the simulator's dependencies.
+
+Conventions every command follows: ``gondola --version``; a bad input (missing file, unknown
+hub or lake path, unreadable key) is one line on stderr and exit 1, never a traceback; the
+traceback is shown only with ``--debug`` (anywhere on the line) or ``GONDOLA_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 __all__ = ["COMMANDS", "main"]
@@ -26,14 +31,39 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: gondola COMMAND [options]", "", "commands:"]
+    lines = ["usage: gondola [--version] [--debug] COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run 'gondola COMMAND --help' for a command's options."]
+    lines += ["", "Run 'gondola COMMAND --help' for a command's options; --debug shows tracebacks."]
     return "\n".join(lines)
 
 
+def version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    from gondola import __version__
+
+    return __version__
+
+
+def _split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--debug`` (before any ``--``) from ``argv``; say whether it was there."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    return [a for i, a in enumerate(argv) if i >= end or a != "--debug"], debug
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}:{where}".rstrip(":")
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    debug = debug or os.environ.get("GONDOLA_DEBUG", "") not in ("", "0")
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"gondola {version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -53,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(getattr(module, func_name)(rest) or 0)
-    except GondolaError as exc:
-        print(f"gondola {name}: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except GondolaError as exc:
+        if debug:
+            raise
+        print(f"gondola {name}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(f"gondola {name}: {_one_line(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """A small progress reporter for long CLI work (no dependency).
 
-On a terminal it redraws one line; in a log (CI, a pipe) it prints a line every ``every``
-percent, so logs stay short and still show that work is moving.
+On a terminal it redraws one line. Anywhere else (a pipe, a log file, CI, an IoT Edge
+container's log) it is quiet: no carriage returns, no intermediate lines, only one closing line
+when the work is done, so logs stay short and grep-able.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "on_terminal"]
+
+
+def on_terminal(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (default stderr, where progress goes) is an interactive terminal."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 class Progress:
@@ -18,10 +28,9 @@ class Progress:
         self.total = max(int(total), 1)
         self.label = label
         self.stream = stream or sys.stderr
-        self.every = every
+        self.every = every  # kept for callers; a terminal redraws on every advance
         self.done = 0
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last_pct = -1
+        self._tty = on_terminal(self.stream)
         self._started = time.monotonic()
 
     def advance(self, n: int = 1, note: str = "") -> None:
@@ -34,7 +43,6 @@ class Progress:
             if self.done == self.total:
                 self.stream.write("\n")
             self.stream.flush()
-        elif pct // self.every != self._last_pct // self.every or self.done == self.total:
-            self.stream.write(text + "\n")
+        elif self.done == self.total:
+            self.stream.write(f"{self.label}: done ({self.total}) in {elapsed:.1f}s\n")
             self.stream.flush()
-        self._last_pct = pct
