@@ -35,7 +35,7 @@ from typing import Mapping
 
 from gondola.clock import Clock, SystemClock
 from gondola.errors import ConfigError
-from gondola.privacy import check_key
+from gondola.privacy import KeyRing, check_key
 
 __all__ = ["EdgeSettings", "build_gateway", "ENV_PREFIX"]
 
@@ -154,19 +154,32 @@ def _parse(name: str, raw: str):
     return raw
 
 
-def resolve_pseudonym_key(settings: EdgeSettings) -> bytes:
-    """The key to use: the configured one, else (dev/demo only) a random per-data-dir key file.
+def _key_or_ring(material: bytes):
+    """One key -> the key (version 1); several lines -> a ``KeyRing`` (rotation, gondola.privacy)."""
+    ring = KeyRing.parse(material)
+    return ring.keys[0] if ring.version == 1 else ring
+
+
+def resolve_pseudonym_key(settings: EdgeSettings, env: Mapping[str, str] | None = None):
+    """The key (or key ring) to use: the configured one, the secret store's ``pseudonym-key``
+    (``GONDOLA_SECRETS``: a secrets folder or Key Vault), else (dev/demo only) a random
+    per-data-dir key file.
 
     Raises:
         ConfigError: production mode without a key, or a key shorter than 16 bytes.
     """
     if settings.pseudonym_key is not None:
-        return check_key(settings.pseudonym_key)
+        return _key_or_ring(settings.pseudonym_key)
     if settings.pseudonym_key_file is not None:
         try:
-            return check_key(Path(settings.pseudonym_key_file).read_bytes().strip())
+            return _key_or_ring(Path(settings.pseudonym_key_file).read_bytes())
         except OSError as exc:
             raise ConfigError(f"cannot read the pseudonymization key file: {exc.strerror}") from None
+    from gondola.secrets import secret_store_from_env
+
+    stored = secret_store_from_env(env).get("pseudonym-key")
+    if stored is not None:
+        return _key_or_ring(stored)
     if settings.mode == "production":
         raise ConfigError("GONDOLA_PSEUDONYM_KEY is required in production mode (refusing to start)")
     path = Path(settings.data_dir) / "pseudonym.key"

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cloud.meta.cli:train_main", "train the stock-out model from gold features"),
     "eval": ("models.cli:eval_main", "evaluate baselines and models on held-out simulated stores"),
     "catalog": ("cloud.meta.cli:catalog_main", "export the data catalog, dictionary, glossary and Atlas entities"),
+    "privacy": ("cloud.meta.cli:privacy_main", "personal data in the lake: re-key pseudonyms after a rotation, erase"),
     "lineage": ("cloud.meta.cli:lineage_main", "walk a model back to its tables, runs and devices, forward to gateways"),
 }
 

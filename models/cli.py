@@ -129,8 +129,10 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _key() -> bytes | None:
-    key = os.environ.get("GONDOLA_MODEL_KEY")
-    return key.encode() if key else None
+    """The signing key: ``GONDOLA_MODEL_KEY``, else the secret store's ``model-key`` (Key Vault)."""
+    from gondola.secrets import secret_store_from_env
+
+    return secret_store_from_env().get("model-key")
 
 
 def _train(args, train_dirs: list[Path], *, data=None, training: dict | None = None):

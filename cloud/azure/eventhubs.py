@@ -213,17 +213,17 @@ class EventHubSource:
         Raises:
             ConfigError: a required setting is missing.
         """
+        from gondola.secrets import env_name, secret_text
+
         env = os.environ if env is None else env
-        missing = [
-            k
-            for k in ("GONDOLA_EVENTHUB_CONNECTION_STRING", "GONDOLA_CHECKPOINT_CONNECTION_STRING")
-            if not env.get(k)
-        ]
+        # connection strings: the environment, else the secret store (GONDOLA_SECRETS: Key Vault)
+        conns = {n: secret_text(n, env) for n in ("eventhub-connection-string", "checkpoint-connection-string")}
+        missing = [env_name(n) for n, v in conns.items() if not v]
         if missing:
             raise ConfigError(f"ingest=eventhubs needs {', '.join(missing)}")
         return cls.from_connection_strings(
-            env["GONDOLA_EVENTHUB_CONNECTION_STRING"],
-            checkpoint_connection_string=env["GONDOLA_CHECKPOINT_CONNECTION_STRING"],
+            conns["eventhub-connection-string"],
+            checkpoint_connection_string=conns["checkpoint-connection-string"],
             checkpoint_container=env.get("GONDOLA_CHECKPOINT_CONTAINER", "eventhub-checkpoints"),
             eventhub_name=env.get("GONDOLA_EVENTHUB_NAME") or None,
             consumer_group=env.get("GONDOLA_EVENTHUB_CONSUMER_GROUP", DEFAULT_CONSUMER_GROUP),

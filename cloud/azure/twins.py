@@ -92,7 +92,9 @@ class IotHubTwinRegistry:
             ConfigError: the setting is missing or malformed.
         """
         env = os.environ if env is None else env
-        conn = env.get("GONDOLA_IOTHUB_SERVICE_CONNECTION_STRING")
+        from gondola.secrets import secret_text
+
+        conn = secret_text("iothub-service-connection-string", env)
         if not conn:
             raise ConfigError("rollout to IoT Hub needs GONDOLA_IOTHUB_SERVICE_CONNECTION_STRING")
         return cls.from_connection_string(conn)

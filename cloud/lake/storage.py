@@ -173,7 +173,7 @@ class LakeStorage:
                 partition_by=partition_by if new else None,
                 name=table if new else None,
                 description=description if new else None,
-                configuration={"delta.enableChangeDataFeed": "true"} if new else None,
+                configuration=_table_config(table) if new else None,
                 schema_mode="merge" if mode == "append" and not new else None,
             )
         except Exception as exc:
@@ -197,6 +197,19 @@ class ObjectStorage(LakeStorage):
     """ADLS Gen2 (``abfss://fs@account.dfs.core.windows.net/lake``), blob (``az://container/lake``)
     or another object store understood by ``deltalake``; credentials in ``storage_options``
     (e.g. ``account_name``, ``account_key`` / ``sas_token`` / ``use_emulator``)."""
+
+
+def _table_config(table: str) -> dict[str, str]:
+    """Delta properties of a new table: change feed on (the runner reads changes); file statistics
+    for every column except personal ones, so a pseudonym never sits in the log's min / max
+    values, where an erasure could not reach it (``cloud.meta.privacy``)."""
+    from cloud.lake.tables import TABLES
+
+    config = {"delta.enableChangeDataFeed": "true"}
+    tdef = TABLES.get(table)
+    if tdef is not None and any(c.personal for c in tdef.columns):
+        config["delta.dataSkippingStatsColumns"] = ",".join(c.name for c in tdef.columns if not c.personal)
+    return config
 
 
 def _plain(table: pa.Table) -> pa.Table:

@@ -123,3 +123,54 @@ def lineage_main(argv: list[str]) -> int:
     print(f"  published to: {', '.join(result['published_to']) or '-'}")
     print(f"  reported running on: {', '.join(result['running_on']) or '-'}")
     return 0
+
+
+def privacy_main(argv: list[str]) -> int:
+    """``gondola privacy rekey|erase``: key rotation and erasure on request, in the lake."""
+    p = argparse.ArgumentParser(prog="gondola privacy", description="personal data in the lake: rekey, erase")
+    p.add_argument("--lake", default="out/lake", help="lake folder or URI (default out/lake)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("rekey", help="carry stored pseudonyms forward to the key ring's current version")
+    e = sub.add_parser("erase", help="remove one customer's pseudonym from silver and bronze")
+    who = e.add_mutually_exclusive_group(required=True)
+    who.add_argument("--pid", help="the customer's pseudonym")
+    who.add_argument("--loyalty-id-stdin", action="store_true",
+                     help="read the clear loyalty id from standard input (never from the command line, "
+                          "which shells and process lists keep) and pseudonymize it with the key ring")
+    e.add_argument("--vacuum-now", action="store_true",
+                   help="also remove superseded Delta files at once (ends time travel before this point)")
+    args = p.parse_args(argv)
+
+    from cloud.lake.storage import open_storage
+    from cloud.meta.lineage import lake_lineage
+    from cloud.meta.privacy import erase, rekey_lake
+    from gondola.errors import ConfigError
+    from gondola.privacy import KeyRing, pseudonymize
+    from gondola.secrets import secret_store_from_env
+
+    storage = open_storage(args.lake)
+    if not storage.exists("silver.pos_line") and not storage.exists("bronze.events"):
+        raise ConfigError(f"{args.lake}: no Gondola lake there")
+
+    def ring() -> KeyRing:
+        material = secret_store_from_env().get("pseudonym-key")
+        if material is None:
+            raise ConfigError("no pseudonym key: set GONDOLA_PSEUDONYM_KEY or GONDOLA_SECRETS (docs/governance.md)")
+        return KeyRing.parse(material)
+
+    lineage = lake_lineage(storage)
+    if args.command == "rekey":
+        result = rekey_lake(storage, ring(), lineage=lineage)
+        print(f"pseudonyms at key version {result['version']}: "
+              + ", ".join(f"{t} {n} rows re-keyed" for t, n in result["rekeyed"].items()))
+        return 0
+    if args.loyalty_id_stdin:
+        clear = sys.stdin.readline().strip()
+        if not clear:
+            raise ConfigError("no loyalty id on standard input")
+        pid = pseudonymize(clear, ring())
+    else:
+        pid = args.pid
+    changed = erase(storage, pid, lineage=lineage, vacuum_now=args.vacuum_now)
+    print("erased: " + ", ".join(f"{t} {n} rows" for t, n in changed.items()))
+    return 0

@@ -172,7 +172,9 @@ class IotHubTransport:
         """
         env = os.environ if env is None else env
         output = env.get("GONDOLA_IOTHUB_OUTPUT", DEFAULT_OUTPUT)
-        conn = env.get("GONDOLA_IOTHUB_CONNECTION_STRING")
+        from gondola.secrets import secret_text
+
+        conn = secret_text("iothub-connection-string", env)
         if conn:
             cert = None
             if env.get("GONDOLA_IOTHUB_CA_CERT"):

@@ -19,7 +19,7 @@ PACKAGES = ("gondola", "firmware_sim", "edge", "cloud", "models")
 
 # Modules allowed to import a vendor SDK: adapters only.
 VENDOR_ADAPTERS = {
-    "azure": ("edge/azure/", "cloud/azure/"),
+    "azure": ("edge/azure/", "cloud/azure/", "gondola/azure/"),
     "paho": ("edge/mqtt", "firmware_sim/mqtt", "firmware_sim/live"),
 }
 

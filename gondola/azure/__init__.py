@@ -1,0 +1,1 @@
+"""Azure SDK adapters the kernel offers to both sides (Key Vault secrets)."""
