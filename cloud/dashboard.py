@@ -124,6 +124,12 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
                        ROUND(100.0 * SUM(true_alerts) / NULLIF(SUM(alerts), 0), 1),
                        ROUND(100.0 * SUM(caught) / NULLIF(SUM(stockouts), 0), 1), ROUND(AVG(mean_lead_min), 1)
                        FROM bi_alert_quality GROUP BY scorer ORDER BY scorer""")
+        # The two promises apart: a forecast is judged by warnings before the shelf empties,
+        # a detection by being right that it is empty.
+        by_kind = q("""SELECT kind, COUNT(*), SUM(CASE WHEN outcome = 'empty_after' THEN 1 ELSE 0 END),
+                       SUM(CASE WHEN outcome = 'already_empty' THEN 1 ELSE 0 END),
+                       SUM(CASE WHEN outcome = 'false_alarm' THEN 1 ELSE 0 END),
+                       ROUND(MEDIAN(lead_min), 1) FROM bi_alert_outcomes GROUP BY kind ORDER BY kind DESC""")
         fleet = q("""SELECT store_id, device_id, SUM(events), SUM(missing), MAX(last_seen)::VARCHAR,
                      MIN(battery_min), MAX(unsent_rows), MAX(evictions), MAX(model_version)
                      FROM bi_fleet_health GROUP BY 1, 2
@@ -156,6 +162,7 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
 {_table(['store', 'facing', 'product', 'stock-outs', 'minutes empty', 'lost sales', 'alerted', 'empty now'], top)}
 <h2>For analysts: did the edge warn in time?</h2>
 {_table(['scorer', 'alerts', 'true alerts', 'precision %', 'recall %', 'mean lead (min)'], quality)}
+{_table(['alert kind', 'alerts', 'shelf emptied after', 'already empty', 'false alarms', 'median lead (min)'], by_kind)}
 <div class="grid">{_line('Units sold by hour of day', [(float(h), float(u or 0)) for h, u in sales_hour])}</div>
 <h2>Fleet health</h2>
 {_table(['store', 'device', 'events', 'missing', 'last seen', 'battery min', 'unsent', 'evictions', 'model'], fleet)}

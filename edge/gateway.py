@@ -158,11 +158,7 @@ class Gateway:
             if self.transport.polls_desired:
                 self.poll_desired()
         horizon = int(self.settings.horizon_min)
-        alerts = self._emit("edge.alert", [
-            {"facing_id": c.facing_id, "sku": c.sku, "state": c.state, "probability": round(c.probability, 4),
-             "horizon_min": horizon, "scorer": self.inference.scored_by,
-             "units_est": round(min(max(c.units_est, 0.0), 100_000.0), 2)}
-            for c in changes], now_ms)
+        alerts = self._emit("edge.alert", [_alert_data(c, horizon, self.inference.scored_by) for c in changes], now_ms)
         if self._publisher is not None:
             for ev in alerts:
                 try:
@@ -250,7 +246,9 @@ class Gateway:
             "committed_messages": self.collector.committed,
             "collector_groups": self.collector.groups,
             "collector_stalled": self.collector.stalled,
-            "alerts_raised": int(self.inference.raised.sum()),
+            "alerts_raised": int(self.inference.raised.sum() + self.inference.raised_now.sum()),
+            "alerts_raised_by_kind": {"empty_within_h": int(self.inference.raised.sum()),
+                                      "empty_now": int(self.inference.raised_now.sum())},
             "facings": len(self.inference.states),
             "scorer_errors": self.inference.scorer_errors,
             "last_cycle_ms": self.inference.last_cycle_ms,
@@ -308,3 +306,14 @@ def _json(event: dict) -> bytes:
     from edge.buffer import encode
 
     return encode(event).encode()
+
+
+def _alert_data(change, horizon_min: int, scorer: str) -> dict:
+    """``edge.alert`` data of one alert state change: its kind, and a forecast's expected empty time."""
+    data = {"facing_id": change.facing_id, "sku": change.sku, "state": change.state,
+            "probability": round(change.probability, 4), "horizon_min": horizon_min,
+            "scorer": "detector-empty-now" if change.kind == "empty_now" else scorer,
+            "units_est": round(min(max(change.units_est, 0.0), 100_000.0), 2), "kind": change.kind}
+    if change.expected_empty_ts is not None:
+        data["expected_empty_ts"] = int(change.expected_empty_ts)
+    return data

@@ -5,9 +5,21 @@
   that SKU. Shelf readings and restocks name their facing.
 * Each cycle builds the feature matrix of ALL facings (``models.features.FeatureCache``: only
   facings that saw events since the last cycle are re-read) and calls the scorer ONCE (``models.scoring.Scorer``: the Poisson baseline or a LiteRT int8 model).
-* Hysteresis: a facing's alert is *raised* when its probability reaches ``raise_at`` and
-  *cleared* when it falls to ``clear_at`` or below, and never changes state twice within
-  ``min_dwell_ms``; so a probability wobbling around one threshold does not flap.
+* Two alert kinds (``gondola.contracts.ALERT_KINDS``), each with its own threshold and its
+  own hysteresis state per facing:
+
+  - ``empty_within_h`` (forecast): the scorer's probability of the shelf being empty within
+    the horizon reaches ``raise_at``; the alert carries the expected empty time
+    (``models.scoring.hours_to_empty``). Not raised on a facing already alerted empty now:
+    a forecast about an empty shelf warns of nothing.
+  - ``empty_now`` (detection): ``models.scoring.empty_now_prob`` reaches ``now_at`` (a
+    sensor reading 0 units, or for a facing without a sensor a till silence its usual demand
+    makes unlikely).
+
+* Hysteresis: an alert is *raised* when its probability reaches the raise threshold and
+  *cleared* when it falls to the clear level (half the raise threshold at most) or below, and
+  never changes state twice within ``min_dwell_ms``; so a probability wobbling around one
+  threshold does not flap.
 * A scorer that raises (a broken model) does not stop alerts: that cycle is scored by the Poisson
   baseline, and ``scorer_errors`` counts it.
 
@@ -27,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gondola.clock import MINUTE_MS
+from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache
-from models.scoring import PoissonScorer, Scorer
+from models.scoring import EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, hours_to_empty
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
 
@@ -72,6 +84,9 @@ def load_planogram(path: str | Path, store_id: str) -> list[PlanogramRow]:
     return rows
 
 
+FORECAST, EMPTY_NOW = "empty_within_h", "empty_now"
+
+
 @dataclass(frozen=True)
 class AlertChange:
     facing_id: str
@@ -79,15 +94,23 @@ class AlertChange:
     state: str  # raised | cleared
     probability: float
     units_est: float
+    kind: str = FORECAST
+    #: Forecasts: when the shelf is expected to run empty (epoch ms); None for empty_now.
+    expected_empty_ts: int | None = None
 
 
 class Inference:
     """Facing states, the scorer and the alert hysteresis of one store. Thread-safe."""
 
     def __init__(self, planogram: list[PlanogramRow], scorer: Scorer, *, raise_at: float = 0.6,
-                 clear_at: float = 0.3, min_dwell_ms: int = 15 * MINUTE_MS):
+                 clear_at: float = 0.3, min_dwell_ms: int = 15 * MINUTE_MS, now_at: float | None = None):
         if not 0.0 <= clear_at < raise_at <= 1.0:
             raise ConfigError(f"need 0 <= clear_at < raise_at <= 1, got {clear_at}, {raise_at}")
+        if now_at is None:
+            now_at = _kind_threshold(scorer, EMPTY_NOW) or EMPTY_NOW_THRESHOLD
+        if not 0.0 < now_at <= 1.0:
+            raise ConfigError(f"now_at must be in (0, 1], got {now_at}")
+        self.now_at = now_at
         self.scorer = scorer
         self.fallback = PoissonScorer(horizon_h=getattr(scorer, "horizon_h", 2.0))
         self.scored_by = scorer.name
@@ -101,8 +124,14 @@ class Inference:
             self.by_sku.setdefault(s.sku, []).append(i)
         self.cache = FeatureCache(self.states)
         self._unsaved: set[int] = set(range(len(self.states)))  # changed since the last snapshot
+        #: Forecast (empty_within_h) alert state per facing, and when it last changed.
         self.raised = np.zeros(len(self.states), dtype=bool)
         self.changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
+        #: Detection (empty_now) alert state per facing, and when it last changed.
+        self.raised_now = np.zeros(len(self.states), dtype=bool)
+        self.now_changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
+        self.last_now_probs = np.zeros(len(self.states), dtype=np.float64)
+        self.last_empty_ms = np.zeros(len(self.states), dtype=np.int64)
         self.last_probs = np.zeros(len(self.states), dtype=np.float64)
         self.last_cycle_ms: int | None = None
         self.cycles = 0
@@ -142,7 +171,8 @@ class Inference:
         """Swap the scorer (model manager rollout or rollback); the next cycle uses it.
 
         With ``raise_at`` (the new model's operating threshold) the alert threshold follows it,
-        and the clear level stays at most half of it. Raised alerts stay raised.
+        and the clear level stays at most half of it; the ``empty_now`` threshold follows the
+        scorer's ``thresholds["empty_now"]`` when it has one. Raised alerts stay raised.
 
         Raises:
             ConfigError: ``raise_at`` outside (0, 1].
@@ -154,6 +184,7 @@ class Inference:
             if raise_at is not None:
                 self.raise_at = raise_at
                 self.clear_at = min(self._clear_setting, raise_at / 2)
+                self.now_at = _kind_threshold(scorer, EMPTY_NOW) or self.now_at
 
     def features(self, now_ms: int) -> np.ndarray:
         """The feature matrix every facing would be scored on at ``now_ms`` (a copy), e.g. for
@@ -164,7 +195,8 @@ class Inference:
     # ---- scoring -------------------------------------------------------------------------
 
     def cycle(self, now_ms: int) -> list[AlertChange]:
-        """Score every facing in one batched call; return the alert state changes."""
+        """Score every facing in one batched call; return the alert state changes of both kinds
+        (detections first)."""
         with self._lock:
             feats = self.cache.matrix(now_ms)
             try:
@@ -178,33 +210,66 @@ class Inference:
                 probs = np.asarray(self.fallback.score(feats), dtype=np.float64).reshape(-1)
                 self.scored_by = self.fallback.name
             probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
-            dwell_ok = (now_ms - self.changed_at) >= self.min_dwell_ms
-            to_raise = ~self.raised & (probs >= self.raise_at) & dwell_ok
-            to_clear = self.raised & (probs <= self.clear_at) & dwell_ok
-            changes = []
+            now_probs = empty_now_prob(feats)
             units = feats[:, _UNITS]
-            for i in np.flatnonzero(to_raise | to_clear):
-                self._unsaved.add(int(i))
+            changes = []
+            # Detection first: a forecast is not raised on a facing alerted empty now.
+            up, down = self._step(self.raised_now, self.now_changed_at, now_probs, self.now_at,
+                                  min(self.clear_at, self.now_at / 2), now_ms)
+            for i in np.flatnonzero(up | down):
                 s = self.states[i]
-                changes.append(AlertChange(s.facing_id, s.sku, "raised" if to_raise[i] else "cleared",
-                                           float(probs[i]), float(units[i])))
-            self.raised[to_raise] = True
-            self.raised[to_clear] = False
-            self.changed_at[to_raise | to_clear] = now_ms
+                changes.append(AlertChange(s.facing_id, s.sku, "raised" if up[i] else "cleared",
+                                           float(now_probs[i]), float(units[i]), EMPTY_NOW))
+            up, down = self._step(self.raised, self.changed_at, probs, self.raise_at, self.clear_at, now_ms,
+                                  block=self.raised_now)
+            if up.any():
+                horizon_h = float(getattr(self.scorer, "horizon_h", 2.0))
+                self.last_empty_ms = now_ms + (hours_to_empty(feats, horizon_h) * HOUR_MS).astype(np.int64)
+            for i in np.flatnonzero(up | down):
+                s = self.states[i]
+                changes.append(AlertChange(s.facing_id, s.sku, "raised" if up[i] else "cleared",
+                                           float(probs[i]), float(units[i]), FORECAST,
+                                           int(self.last_empty_ms[i]) if up[i] else None))
             self.last_probs = probs
+            self.last_now_probs = now_probs
             self.last_cycle_ms = now_ms
             self.cycles += 1
             return changes
 
+    def _step(self, raised: np.ndarray, changed_at: np.ndarray, probs: np.ndarray, raise_at: float,
+              clear_at: float, now_ms: int, block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One hysteresis step of one kind, in place; returns the (raised, cleared) masks."""
+        dwell_ok = (now_ms - changed_at) >= self.min_dwell_ms
+        up = ~raised & (probs >= raise_at) & dwell_ok
+        if block is not None:
+            up &= ~block
+        down = raised & (probs <= clear_at) & dwell_ok
+        for i in np.flatnonzero(up | down):
+            self._unsaved.add(int(i))
+        raised[up] = True
+        raised[down] = False
+        changed_at[up | down] = now_ms
+        return up, down
+
     def restock_list(self, limit: int = 50) -> list[dict]:
-        """Facings to restock now: raised alerts first, then by probability (last cycle)."""
+        """Facings to act on: forecasts first, soonest expected empty time first, then shelves
+        empty now (highest evidence first), then the rest by forecast probability (last cycle).
+
+        Each row says its ``kind`` (``empty_within_h``, ``empty_now`` or None when no alert is
+        on) and, for a forecast, ``expected_empty_ts``."""
         with self._lock:
-            order = np.lexsort((-self.last_probs, ~self.raised))[:limit]
+            fc = self.raised & ~self.raised_now
+            rank = np.where(fc, 0, np.where(self.raised_now, 1, 2))
+            when = np.where(fc, self.last_empty_ms, 0)
+            order = np.lexsort((-self.last_probs, -self.last_now_probs * (rank == 1), when, rank))[:limit]
             out = []
             for i in order:
                 s = self.states[i]
-                out.append({"facing_id": s.facing_id, "sku": s.sku, "alert": bool(self.raised[i]),
-                            "probability": round(float(self.last_probs[i]), 3),
+                kind = FORECAST if fc[i] else EMPTY_NOW if self.raised_now[i] else None
+                out.append({"facing_id": s.facing_id, "sku": s.sku, "alert": kind is not None, "kind": kind,
+                            "probability": round(float(self.last_now_probs[i] if kind == EMPTY_NOW
+                                                       else self.last_probs[i]), 3),
+                            "expected_empty_ts": int(self.last_empty_ms[i]) if kind == FORECAST else None,
                             "units_est": None if s.units is None else round(s.units, 1),
                             "capacity": s.capacity})
             return out
@@ -218,7 +283,7 @@ class Inference:
             idx = range(len(self.states)) if everything else sorted(self._unsaved)
             self._unsaved = set()
             return [(self.states[i].facing_id, json.dumps(vars(self.states[i]), default=_plain),
-                     "raised" if self.raised[i] else "clear", int(self.changed_at[i])) for i in idx]
+                     _alert_word(self.raised[i], self.raised_now[i]), int(self.changed_at[i])) for i in idx]
 
     def restore(self, rows: list[tuple[str, str, str, int]]) -> int:
         """Load snapshot rows (facings no longer in the planogram are ignored); return how many."""
@@ -235,8 +300,11 @@ class Inference:
                           for k, v in fields.items() if k in known}  # fields added or dropped by models
                 fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity)
                 self.states[i] = FacingState(**fields)
-                self.raised[i] = alert == "raised"
+                words = set(alert.split("+"))
+                self.raised[i] = "raised" in words
+                self.raised_now[i] = EMPTY_NOW in words
                 self.changed_at[i] = since
+                self.now_changed_at[i] = since
                 n += 1
             self.cache = FeatureCache(self.states)
         return n
@@ -248,3 +316,17 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot snapshot {type(value).__name__}")
+
+
+def _alert_word(forecast: bool, now: bool) -> str:
+    """The facing_state ``alert`` column: ``raised`` (forecast), ``empty_now``, both, or ``clear``."""
+    words = (["raised"] if forecast else []) + ([EMPTY_NOW] if now else [])
+    return "+".join(words) or "clear"
+
+
+def _kind_threshold(scorer, kind: str) -> float | None:
+    """A scorer's operating threshold for one alert kind (manifest ``thresholds``), or None."""
+    per_kind = getattr(scorer, "thresholds", None)
+    if isinstance(per_kind, dict) and kind in per_kind:
+        return float(per_kind[kind])
+    return None

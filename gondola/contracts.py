@@ -31,6 +31,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "EVENT_TYPES",
     "PRIORITY",
+    "ALERT_KINDS",
     "Field",
     "validate_event",
     "parse_event",
@@ -74,6 +75,11 @@ class Field:
 
 _ID = Field(str, doc="identifier")
 
+#: The two promises an ``edge.alert`` makes: "this shelf is empty now" (detection) and "this
+#: shelf will be empty within the horizon" (forecast). An alert without ``kind`` (gateways
+#: before the field existed) is a forecast.
+ALERT_KINDS = ("empty_now", "empty_within_h")
+
 #: The fields of each event type's ``data``. Adding an optional field is backward compatible;
 #: anything else bumps SCHEMA_VERSION.
 EVENT_TYPES: dict[str, dict[str, Field]] = {
@@ -115,6 +121,10 @@ EVENT_TYPES: dict[str, dict[str, Field]] = {
         "horizon_min": Field(int, lo=1, hi=7 * 24 * 60, doc="prediction horizon, minutes"),
         "scorer": Field(str, doc="which scorer decided: baseline name or model version"),
         "units_est": Field((int, float), required=False, lo=0.0, hi=_MAX_UNITS, doc="estimated units on shelf"),
+        "kind": Field(str, required=False, choices=ALERT_KINDS,
+                      doc="empty_now (detection) or empty_within_h (forecast); absent: empty_within_h"),
+        "expected_empty_ts": Field(int, required=False, lo=_MIN_TS, hi=_MAX_TS,
+                                   doc="forecasts: when the shelf is expected to run empty, epoch ms UTC"),
     },
     "edge.health": {
         "buffer_rows": Field(int, lo=0, doc="events held in the buffer"),

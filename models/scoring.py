@@ -13,13 +13,19 @@ import numpy as np
 from models.baseline import poisson_stockout_prob
 from models.features import FEATURES
 
-__all__ = ["Scorer", "PoissonScorer", "ZeroSalesScorer", "BaselineScorer", "DEFAULT_HORIZON_H"]
+__all__ = ["Scorer", "PoissonScorer", "ZeroSalesScorer", "BaselineScorer", "DEFAULT_HORIZON_H",
+           "EMPTY_NOW_THRESHOLD", "empty_now_prob", "hours_to_empty"]
 
 DEFAULT_HORIZON_H = 2.0
 _UNITS = FEATURES.index("units_est")
 _RATE = FEATURES.index("rate_24h")
 _SENSOR = FEATURES.index("has_sensor")
 _EXPECTED_SINCE_SALE = FEATURES.index("demand_since_sale")
+_DEMAND_2H = FEATURES.index("demand_next_2h")
+
+#: Default operating threshold of ``empty_now`` when no manifest gives one: the till has been
+#: silent for 3 units' worth of usual demand (P(silence | stocked) = e^-3 = 5 %).
+EMPTY_NOW_THRESHOLD = 0.95
 
 
 def _check(features: np.ndarray) -> np.ndarray:
@@ -93,3 +99,30 @@ class BaselineScorer:
         p = self._poisson.score(features)
         z = self._zero.score(features)
         return np.where(features[:, _SENSOR] > 0.5, p, np.maximum(p, z))
+
+
+def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None) -> np.ndarray:
+    """Evidence that each facing is empty now, (n,) in [0, 1]: the detector behind ``empty_now``.
+
+    A facing whose (trusted) shelf sensor reports scores 1 when the reading says 0 units and 0
+    otherwise; a facing without a sensor, or whose sensor is not trusted (``trusted`` False:
+    stuck, drifting or silent), scores the zero-sales evidence ``1 - exp(-expected units since
+    the last sale)``: the till's silence is the only evidence left.
+    """
+    features = _check(features)
+    zero = 1.0 - np.exp(-np.maximum(features[:, _EXPECTED_SINCE_SALE].astype(np.float64), 0.0))
+    sensor = features[:, _SENSOR] > 0.5
+    if trusted is not None:
+        sensor &= np.asarray(trusted, dtype=bool)
+    return np.where(sensor, (features[:, _UNITS] <= 0.0).astype(np.float64), zero)
+
+
+def hours_to_empty(features: np.ndarray, horizon_h: float) -> np.ndarray:
+    """Expected hours until each facing's estimated units are sold, capped at ``horizon_h``.
+
+    Demand per hour is the larger of the hour-of-day expectation for the next two hours and the
+    day's average rate (a shelf forecast to empty is warned about at the earlier of the two).
+    """
+    features = _check(features).astype(np.float64)
+    rate = np.maximum(np.maximum(features[:, _DEMAND_2H] / 2.0, features[:, _RATE]), 1e-6)
+    return np.clip(np.maximum(features[:, _UNITS], 0.0) / rate, 0.0, horizon_h)

@@ -89,6 +89,7 @@ al AS (
   SELECT so.store_id, so.facing_id, so.start_ms, MIN(a.ts) AS alert_ms
   FROM so JOIN alerts a
     ON a.store_id = so.store_id AND a.facing_id = so.facing_id AND a.state = 'raised'
+   AND COALESCE(a.kind, 'empty_within_h') = 'empty_within_h'
    AND a.ts <= so.start_ms AND a.ts >= so.start_ms - a.horizon_min * 60000
   GROUP BY so.store_id, so.facing_id, so.start_ms)
 SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
@@ -110,16 +111,17 @@ LEFT JOIN price pr ON pr.sku = so.sku
 LEFT JOIN al ON al.store_id = so.store_id AND al.facing_id = so.facing_id AND al.start_ms = so.start_ms""",
     "gold.alert_outcomes": """
 WITH a AS (
-  SELECT store_id, facing_id, sku, device_id, seq, ts, horizon_min, scorer, probability
+  SELECT store_id, facing_id, sku, device_id, seq, ts, horizon_min, scorer, probability,
+         COALESCE(kind, 'empty_within_h') AS kind
   FROM alerts WHERE state = 'raised'),
 m AS (
-  SELECT a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability,
+  SELECT a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability, a.kind,
          MIN(so.start_ms) AS stockout_start_ms
   FROM a LEFT JOIN stockouts so
     ON so.store_id = a.store_id AND so.facing_id = a.facing_id
    AND so.start_ms <= a.ts + a.horizon_min * 60000 AND (so.end_ms IS NULL OR so.end_ms > a.ts)
-  GROUP BY a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability)
-SELECT store_id, facing_id, sku, device_id, seq, ts AS alert_ms, scorer, probability, horizon_min,
+  GROUP BY a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability, a.kind)
+SELECT store_id, facing_id, sku, device_id, seq, ts AS alert_ms, scorer, probability, horizon_min, kind,
        CASE WHEN stockout_start_ms IS NULL THEN 'false_alarm'
             WHEN stockout_start_ms >= ts THEN 'empty_after' ELSE 'already_empty' END AS outcome,
        stockout_start_ms,

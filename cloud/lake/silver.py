@@ -86,6 +86,7 @@ EXPECTATIONS: dict[str, tuple[Expectation, ...]] = {
         Expectation("state_valid", "state IN ('raised', 'cleared')", "drop"),
         Expectation("probability_in_range", "probability BETWEEN 0 AND 1", "drop"),
         Expectation("facing_present", "facing_id IS NOT NULL", "drop"),
+        Expectation("kind_valid", "kind IN ('empty_now', 'empty_within_h')", "drop"),
     ),
     "silver.edge_health": _COMMON + (
         Expectation("counters_non_negative", "buffer_rows >= 0 AND unsent_rows >= 0", "warn"),
@@ -113,6 +114,9 @@ def _typed_select(table: str) -> str:
         raw = f"j.data.{col.name}"
         if table == "silver.pos_line" and col.name == "kind":
             exprs.append(f"COALESCE({raw}, 'sale') AS kind")
+        elif table == "silver.edge_alert" and col.name == "kind":
+            # Gateways older than the field raised forecasts only.
+            exprs.append(f"COALESCE({raw}, 'empty_within_h') AS kind")
         else:
             exprs.append(f"{_cast(raw, col.type)} AS {col.name}")
     if table == "silver.pos_line":

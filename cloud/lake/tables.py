@@ -215,6 +215,8 @@ _defs: list[TableDef] = [
         ("horizon_min", "int64", "prediction horizon, minutes"),
         ("scorer", "string", "model version or baseline name"),
         ("units_est", "double", "units on shelf estimated by the gateway"),
+        ("kind", "string", "empty_now (detection) | empty_within_h (forecast; alerts without a kind)"),
+        ("expected_empty_ts", "int64", "forecasts: when the gateway expects the shelf to run empty"),
     ) + _LINEAGE, key=("device_id", "seq")),
     TableDef("silver.edge_health", "Gateway health reports.", _ENVELOPE + _cols(
         ("buffer_rows", "int64", "events in the buffer"),
@@ -297,7 +299,7 @@ _defs: list[TableDef] = [
         ("rate_per_h", "double", "the SKU's usual sales rate in this store, units per hour"),
         ("lost_units_est", "double", "lost sales in units: rate_per_h x open_min / 60 (opening hours only)"),
         ("lost_sales_cents_est", "double", "lost sales: lost units x list price, in cents of the store's currency"),
-        ("alerted", "bool", "the edge raised an alert within its horizon before the start"),
+        ("alerted", "bool", "the edge raised a forecast (empty_within_h) within its horizon before the start"),
         ("alert_ms", "int64", "first such alert"), ("alert_lead_min", "double", "minutes between that alert and the start"),
     ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
     TableDef("gold.alert_outcomes", "Every raised alert and what became of it: the shelf emptied after it, "
@@ -306,6 +308,7 @@ _defs: list[TableDef] = [
         ("device_id", "string", "gateway that raised it"), ("seq", "int64", "the alert event's seq"),
         ("alert_ms", "int64", "when it was raised"), ("scorer", "string", "model version or baseline"),
         ("probability", "double", "predicted stock-out probability"), ("horizon_min", "int64", "its horizon, minutes"),
+        ("kind", "string", "empty_now (detection) | empty_within_h (forecast)"),
         ("outcome", "string", "empty_after (a stock-out started within the horizon) | already_empty | false_alarm; "
                               "a true alert is one that is not a false alarm"),
         ("stockout_start_ms", "int64", "start of the stock-out it matched"),

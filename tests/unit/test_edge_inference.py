@@ -51,6 +51,45 @@ def test_alerts_raise_above_the_high_mark_clear_below_the_low_one_and_respect_dw
         assert [c.state for c in changes] == ([expect] if expect else []), minute
 
 
+def test_two_alert_kinds_raise_separately_and_a_forecast_carries_its_expected_empty_time():
+    from gondola.contracts import validate_event
+    from edge.gateway import _alert_data
+
+    s = ScriptedScorer()
+    plan = [PlanogramRow("f0", "k0", 10, True), PlanogramRow("f1", "k1", 10, True), PlanogramRow("f2", "k2", 10, False)]
+    inf = Inference(plan, s, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+    day = 24 * 3600_000
+    # f0 reads empty; f1 reads 4 units and sells about 2 an hour; f2 (no sensor) sold 20 a day
+    # for a week, then nothing for 6 hours of opening time.
+    events = [reading(0, T0, facing_id="f0", units=0), reading(1, T0, facing_id="f1", device_id="shelf-s001-f1", units=4)]
+    events += [pos_line(2 + i, T0 - 7 * day + i * 1800_000, sku=sku) for i in range(7 * 48) for sku in ("k1", "k2")
+               if T0 - 7 * day + i * 1800_000 < T0 - (0 if sku == "k1" else 6 * 3600_000)]
+    inf.observe(sorted(events, key=lambda e: e["ts"]))
+    s.next = [0.9, 0.8, 0.1]
+    changes = inf.cycle(T0)
+    kinds = {(c.facing_id, c.kind) for c in changes if c.state == "raised"}
+    # f0 is empty now: no forecast on top of it; f1 is forecast; f2's silence says empty now.
+    assert kinds == {("f0", "empty_now"), ("f1", "empty_within_h"), ("f2", "empty_now")}
+    forecast = next(c for c in changes if c.kind == "empty_within_h")
+    assert T0 + 3600_000 <= forecast.expected_empty_ts <= T0 + 2 * 3600_000 + 1  # 4 units at ~2/h
+    for c in changes:
+        data = _alert_data(c, 120, "model:v1")
+        validate_event({"event_id": "gw:1", "type": "edge.alert", "schema": 1, "store_id": "s001",
+                        "device_id": "gw", "seq": 1, "ts": T0, "data": data})
+        assert ("expected_empty_ts" in data) == (c.kind == "empty_within_h")
+    listing = inf.restock_list()
+    assert [(r["facing_id"], r["kind"]) for r in listing][:1] == [("f1", "empty_within_h")]
+    assert {r["kind"] for r in listing[1:3]} == {"empty_now"}
+    # The shelf refilled: the detection clears, and both alert kinds survive a restart.
+    rows = inf.snapshot(everything=True)
+    other = Inference(plan, ScriptedScorer())
+    other.restore(rows)
+    assert other.raised.tolist() == [False, True, False] and other.raised_now.tolist() == [True, False, True]
+    inf.observe([reading(99, T0 + 60_000, facing_id="f0", units=8)])
+    s.next = [0.1, 0.8, 0.1]
+    assert [(c.facing_id, c.kind, c.state) for c in inf.cycle(T0 + 60_000)] == [("f0", "empty_now", "cleared")]
+
+
 def test_pos_lines_are_split_across_the_facings_of_their_sku():
     plan = [PlanogramRow("a", "k1", 10, False), PlanogramRow("b", "k1", 10, False), PlanogramRow("c", "k2", 10, False)]
     inf = Inference(plan, ScriptedScorer())

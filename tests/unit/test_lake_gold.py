@@ -26,9 +26,10 @@ def sales(n: int, *, hour: int = 8):
             for i in range(n)]
 
 
-def alert(ts: int, *, horizon: int = 60, seq: int = 1, facing: str = "s001-f01"):
-    return {"store_id": "s001", "device_id": "gw-1", "seq": seq, "ts": ts, "facing_id": facing, "sku": "sku-1",
-            "state": "raised", "probability": 0.9, "horizon_min": horizon, "scorer": "m1"}
+def alert(ts: int, *, horizon: int = 60, seq: int = 1, facing: str = "s001-f01", kind: str | None = None):
+    out = {"store_id": "s001", "device_id": "gw-1", "seq": seq, "ts": ts, "facing_id": facing, "sku": "sku-1",
+           "state": "raised", "probability": 0.9, "horizon_min": horizon, "scorer": "m1"}
+    return out | ({"kind": kind} if kind else {})
 
 
 def run(*, r=(), p=(), a=(), h=(), products=()):
@@ -56,6 +57,22 @@ def test_an_alert_outside_its_horizon_does_not_count_and_an_open_stock_out_is_on
     [so] = out["gold.stockouts"].to_pylist()
     assert so["ongoing"] is True and so["end_ms"] is None and so["duration_min"] is None
     assert so["alerted"] is False and so["alert_ms"] is None
+
+
+def test_only_a_forecast_counts_as_a_warning_and_outcomes_keep_the_alert_kind():
+    r = readings([3, 1, 0, 0, 0, 4])
+    start = r[2]["ts"]
+    # A detection just before the recorded start (readings lag) is not a warning; a forecast
+    # is, and an alert without a kind (an older gateway) is a forecast.
+    out, _ = run(r=r, a=[alert(start - 5 * MIN, kind="empty_now"), alert(start + 5 * MIN, seq=2, kind="empty_now")])
+    [so] = out["gold.stockouts"].to_pylist()
+    assert so["alerted"] is False
+    kinds = sorted((o["kind"], o["outcome"]) for o in out["gold.alert_outcomes"].to_pylist())
+    assert kinds == [("empty_now", "already_empty"), ("empty_now", "empty_after")]
+    out, _ = run(r=r, a=[alert(start - 20 * MIN), alert(start - 30 * MIN, seq=2, kind="empty_within_h")])
+    [so] = out["gold.stockouts"].to_pylist()
+    assert so["alerted"] is True and so["alert_lead_min"] == 30.0
+    assert {o["kind"] for o in out["gold.alert_outcomes"].to_pylist()} == {"empty_within_h"}
 
 
 def test_shelf_state_counts_minutes_empty_per_hour():
