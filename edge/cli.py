@@ -69,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     gw.start()
+    backups = None
+    if settings.backup_every_s > 0:
+        from edge.backup import BufferBackups
+
+        folder = settings.backup_dir or Path(str(settings.data_dir).rstrip("/") + "-backups")
+        backups = BufferBackups(gw.buffer.path, folder, every_s=settings.backup_every_s,
+                                keep=settings.backup_keep).start()
     server = None
     if settings.http_port:
         from edge.page import serve_page
@@ -83,5 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.shutdown()
+        if backups is not None:
+            backups.stop()
         gw.stop()
     return 0

@@ -84,6 +84,11 @@ class EdgeSettings:
     cycle_s: float = 60.0  # run loop: seconds between scoring cycles
     health_every_s: float = 300.0
     gap_grace_s: float = 60.0  # a gap still open after this is reported as an edge.gap event
+    #: online buffer backups (edge.backup): every this many seconds, 0: off; newest backup_keep kept
+    backup_every_s: float = 6 * 3600.0
+    backup_keep: int = 4
+    #: None: ``<data_dir>-backups`` beside the data folder; mount another disk here in production
+    backup_dir: Path | None = None
 
     def validate(self) -> "EdgeSettings":
         """Raises: ConfigError naming the bad setting."""
@@ -134,9 +139,9 @@ class EdgeSettings:
 
 
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
-        "round_rows", "group_max", "group_wait_ms", "http_port"}
-_FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s"}
-_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file"}
+        "round_rows", "group_max", "group_wait_ms", "http_port", "backup_keep"}
+_FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s", "backup_every_s"}
+_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file", "backup_dir"}
 
 
 def _parse(name: str, raw: str):

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "main", "backup_main", "restore_main"]
 
 #: subcommand -> (module:function taking argv, one-line help). docs/cli.md documents each.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,7 +27,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("cloud.meta.cli:catalog_main", "export the data catalog, dictionary, glossary and Atlas entities"),
     "privacy": ("cloud.meta.cli:privacy_main", "personal data in the lake: re-key pseudonyms after a rotation, erase"),
     "lineage": ("cloud.meta.cli:lineage_main", "walk a model back to its tables, runs and devices, forward to gateways"),
+    "backup": ("gondola.cli:backup_main", "back up a gateway's buffer or the lake (tables, checkpoints), verified"),
+    "restore": ("gondola.cli:restore_main", "restore a gateway's buffer or the lake from a backup, verified"),
 }
+
+#: backup / restore targets -> module owning both sides of each
+_TWO_SIDED = {"gateway": "edge.backup", "lake": "cloud.meta.backup"}
+
+
+def _two_sided(verb: str, argv: list[str]) -> int:
+    """``gondola backup|restore gateway|lake ...``: the edge or the cloud package does the work."""
+    if not argv or argv[0] not in _TWO_SIDED:
+        if argv and argv[0] in ("-h", "--help"):
+            print(f"usage: gondola {verb} {{{','.join(_TWO_SIDED)}}} [options]")
+            return 0
+        print(f"usage: gondola {verb} {{{','.join(_TWO_SIDED)}}} [options]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(_TWO_SIDED[argv[0]])
+    return int(getattr(module, f"{verb}_main")(argv[1:]) or 0)
+
+
+def backup_main(argv: list[str]) -> int:
+    return _two_sided("backup", argv)
+
+
+def restore_main(argv: list[str]) -> int:
+    return _two_sided("restore", argv)
 
 
 def _usage() -> str:
