@@ -1,7 +1,12 @@
-"""``gondola edge run``: run one store gateway until interrupted.
+"""``gondola edge run``: run one store gateway until interrupted (SIGTERM or Ctrl-C);
+``gondola edge health``: ask a running gateway's ``/health`` (the container's HEALTHCHECK).
 
 Options override ``GONDOLA_*`` environment variables (the IoT Edge deployment sets those), which
 override the defaults of ``edge.wiring.EdgeSettings``.
+
+At boot the gateway waits for the store broker with backoff (never exits because Mosquitto is
+not up yet); it logs start, broker reconnects, uplink recovery and backlog drained, model
+changes, live setting changes and shutdown (``edge.logs`` for the formats).
 """
 
 from __future__ import annotations
@@ -49,26 +54,95 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cycle-s", type=float, help="seconds between scoring cycles")
     run.add_argument("--buffer-max-bytes", type=int, help="hard cap of the buffer")
     run.add_argument("--durability", choices=("NORMAL", "FULL"), help="FULL also survives power loss")
-    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-level", help="debug, info, warning, error (env GONDOLA_LOG_LEVEL; live from the twin)")
+    run.add_argument("--log-format", choices=("text", "iotedge", "json"),
+                     help="iotedge: '<6> 2026-12-07 04:30:00.123 +00:00 [INF] - ...' (env GONDOLA_LOG_FORMAT)")
+    run.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
+    health = sub.add_parser("health", help="exit 0 when the running gateway's /health says healthy, else 1")
+    health.add_argument("--port", type=int, help="the gateway's page port (env GONDOLA_HTTP_PORT, default 8080)")
+    health.add_argument("--timeout", type=float, default=5.0)
     return p
 
 
+def health_main(port: int | None, timeout: float) -> int:
+    """One GET of ``/health`` on loopback; print the problems; 0 healthy, 1 not or unreachable."""
+    import json
+    import os
+    import urllib.error
+    import urllib.request
+
+    port = port or int(os.environ.get("GONDOLA_HTTP_PORT") or 8080)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout) as resp:  # noqa: S310
+            json.load(resp)
+            print("healthy")
+            return 0
+    except urllib.error.HTTPError as exc:
+        try:
+            problems = json.load(exc).get("problems") or [f"HTTP {exc.code}"]
+        except ValueError:
+            problems = [f"HTTP {exc.code}"]
+        print("unhealthy: " + "; ".join(problems))
+    except OSError as exc:
+        print(f"unhealthy: /health not reachable on port {port}: {getattr(exc, 'reason', exc)}")
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Raises: ConfigError (bad settings), TransportError (broker unreachable at start)."""
+    """Raises: ConfigError (bad settings), StorageError (the buffer cannot be opened)."""
+    import os
+
+    from edge.logs import configure_logging
     from edge.wiring import EdgeSettings, build_gateway
 
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "verbose", "broker") and v is not None}
+    if args.command == "health":
+        return health_main(args.port, args.timeout)
+    # Logging first, from the environment and options, so even a settings error is one line
+    # in the configured format.
+    level = "debug" if args.verbose else (args.log_level or os.environ.get("GONDOLA_LOG_LEVEL") or "info")
+    fmt = args.log_format or os.environ.get("GONDOLA_LOG_FORMAT") or "text"
+    configure_logging(level, fmt)
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "verbose", "broker", "port", "timeout") and v is not None}
+    overrides["log_level"] = level
     if args.broker:
         host, port = parse_broker(args.broker)
         overrides.update(broker_host=host, broker_port=port)
     settings = EdgeSettings.from_env(**overrides)
-    gw = build_gateway(settings)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    gw.start()
+    return run(settings, build_gateway)
+
+
+def run(settings, build, stop: threading.Event | None = None) -> int:
+    """Build, wait for the broker, start, serve the page, loop until ``stop`` or SIGTERM, stop."""
+    from gondola import __version__
+    from gondola.errors import TransportError
+
+    from edge.ops import Watcher, broker_delays, wait_for_broker
+
+    log = logging.getLogger("edge.gateway")
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    gw = build(settings)
+    log.info("gateway %s starting: version %s, mode %s, broker %s:%d, hub %s, buffer in %s, scorer %s",
+             settings.store_id, __version__, settings.mode, settings.broker_host, settings.broker_port,
+             settings.hub, settings.data_dir, gw.inference.scorer.name)
+    delays = broker_delays()
+    while True:
+        if not wait_for_broker(settings.broker_host, settings.broker_port, stop, delays=delays):
+            log.info("gateway %s: stopped before the store broker came up", settings.store_id)
+            gw.stop()
+            return 0
+        try:
+            gw.start()
+            break
+        except TransportError as exc:  # reachable but refused or timed out: keep trying
+            delay = next(delays)
+            log.warning("store broker session not established (%s); retrying in %.1f s", exc, delay)
+            if stop.wait(delay):
+                gw.stop()
+                return 0
     backups = None
     if settings.backup_every_s > 0:
         from edge.backup import BufferBackups
@@ -81,16 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         from edge.page import serve_page
 
         server = serve_page(gw, settings.http_host, settings.http_port)
-    print(f"gateway {settings.store_id}: subscribed on {settings.broker_host}:{settings.broker_port}, "
-          f"buffer in {settings.data_dir}, hub {settings.hub}", flush=True)
+    watcher = Watcher(gw).start()
+    log.info("gateway %s started: subscribed on %s:%d, page %s", settings.store_id, settings.broker_host,
+             settings.broker_port, f"{settings.http_host}:{settings.http_port}" if settings.http_port else "off")
     try:
         gw.run_forever(stop)
     except KeyboardInterrupt:
         pass
     finally:
+        log.info("gateway %s shutting down: committing received messages, saving state", settings.store_id)
+        watcher.stop()
         if server is not None:
             server.shutdown()
         if backups is not None:
             backups.stop()
         gw.stop()
+        log.info("gateway %s stopped", settings.store_id)
     return 0

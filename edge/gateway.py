@@ -48,6 +48,7 @@ class Gateway:
         self.uplink = uplink
         self.transport = transport
         self.models = models
+        self.live = None  # edge.live.LiveSettings, set by the wiring
         self.device_id = settings.gateway_device_id
         restored = inference.restore(buffer.load_facing_states())
         if restored:
@@ -96,6 +97,8 @@ class Gateway:
             self._subscriber.start()
         except TransportError:
             self.collector.stop()
+            if self.models is not None:
+                self.models.stop()  # start() may be called again (the CLI retries with backoff)
             raise
         try:
             self._publisher = Publisher(s.broker_host, s.broker_port, client_id=f"gondola-gw-{s.store_id}-alerts").start()
@@ -120,6 +123,11 @@ class Gateway:
             self.transport.close()
         except Exception:  # closing is best effort
             pass
+
+    @property
+    def broker_connected(self) -> bool:
+        """Whether the store broker session is up right now (health, metrics)."""
+        return self._subscriber is not None and self._subscriber.connected
 
     def committed_count(self) -> int:
         """Messages committed to the buffer or quarantine since start (duplicates included)."""

@@ -291,6 +291,7 @@ class ModelManager:
                 try:
                     entry = self._previous
                     self._activate(entry, self._open(entry, sha=sha))
+                    log.info("model manager: %s re-activated from disk (rollback asked by the twin)", version)
                     return self._set_status("active")
                 except ModelError as exc:
                     log.warning("model manager: previous model %s unusable (%s); downloading it", version, exc)
@@ -479,6 +480,8 @@ class ModelManager:
             "error": error,
             "updated_at": self.clock.now_ms(),
         }
+        if status == "rolled_back":
+            log.warning("model manager: rolled back, now scoring with %s: %s", self.status["scorer"], error)
         if self.report is not None:
             try:
                 self.report({DESIRED_KEY: self.status})

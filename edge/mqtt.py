@@ -109,6 +109,8 @@ class AckAfterCommitSubscriber:
             return
         self.connected = True
         self.reconnects += 1
+        if self.reconnects > 1:
+            log.info("store broker %s:%d reconnected", self.host, self.port)
         client.subscribe([(t, 1) for t in self.topics])
         if flags.get("session present"):
             # The broker kept our session and its subscriptions: queued messages flow now, and
@@ -121,6 +123,9 @@ class AckAfterCommitSubscriber:
         self._subscribed.set()
 
     def _on_disconnect(self, client, userdata, rc):
+        if rc != 0 and self.connected:  # rc 0: our own disconnect() at shutdown
+            log.warning("store broker %s:%d connection lost (%s); reconnecting", self.host, self.port,
+                        paho.error_string(rc))
         self.connected = False
         with self._gen_lock:
             self._gen += 1

@@ -2,8 +2,11 @@
 
 * ``/``          what to restock now, buffer and uplink health (HTML, refreshes every 30 s)
 * ``/restock``   the restock list as JSON
-* ``/health``    ``Gateway.health()`` as JSON
-* ``/metrics``   Prometheus text format (``gondola_edge_*``)
+* ``/health``    ``Gateway.health()`` as JSON with ``healthy`` and ``problems``; 200 when
+  healthy, 503 when not (``edge.ops.HealthCheck``; the container's HEALTHCHECK reads it)
+* ``/metrics``   Prometheus exposition through ``prometheus_client`` (``edge.metrics``)
+
+GET and HEAD; a query string is ignored (``/metrics?x=1`` is ``/metrics``).
 """
 
 from __future__ import annotations
@@ -11,71 +14,10 @@ from __future__ import annotations
 import html
 import json
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["prometheus_text", "serve_page"]
-
-_GAUGES = (
-    ("buffer_rows", "Events held in the buffer (all unsent)."),
-    ("buffer_bytes", "Logical bytes held by the buffer (what the cap applies to)."),
-    ("file_bytes", "Bytes of the buffer's SQLite file and WAL."),
-    ("oldest_unsent_age_s", "Age in seconds of the oldest unsent event."),
-    ("seq_gaps", "Device seq values missing right now (losses between devices and gateway)."),
-    ("alerts_raised", "Facings with a raised stock-out alert."),
-    ("facings", "Facings in the planogram."),
-    ("uplink_failures", "Consecutive refused uplink sends."),
-)
-_COUNTERS = (
-    ("evictions", "Events evicted by the cap or TTL policy."),
-    ("quarantined", "Payloads rejected by the collector."),
-    ("duplicates", "Redelivered events recognised and not stored again."),
-    ("received", "New events stored."),
-    ("sent", "Events the hub accepted."),
-    ("committed_messages", "MQTT messages committed (and then acknowledged) since start."),
-    ("uplink_bytes", "Encoded bytes sent to the hub since start."),
-    ("uplink_messages", "Batch messages sent to the hub since start."),
-)
-
-
-def _esc(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus_text(health: dict) -> str:
-    """Health as Prometheus exposition text (version 0.0.4)."""
-    store = _esc(health.get("store_id", ""))
-    lines = []
-    for name, help_ in _GAUGES:
-        lines += [f"# HELP gondola_edge_{name} {help_}", f"# TYPE gondola_edge_{name} gauge",
-                  f'gondola_edge_{name}{{store_id="{store}"}} {float(health.get(name) or 0)}']
-    for name, help_ in _COUNTERS:
-        lines += [f"# HELP gondola_edge_{name}_total {help_}", f"# TYPE gondola_edge_{name}_total counter",
-                  f'gondola_edge_{name}_total{{store_id="{store}"}} {float(health.get(name) or 0)}']
-    lines += ["# HELP gondola_edge_evictions_by_total Evictions per policy step and event type.",
-              "# TYPE gondola_edge_evictions_by_total counter"]
-    for key, n in sorted(health.get("evictions_by", {}).items()):
-        reason, etype = key.split("/", 1)
-        lines.append(f'gondola_edge_evictions_by_total{{store_id="{store}",reason="{_esc(reason)}",'
-                     f'type="{_esc(etype)}"}} {float(n)}')
-    lines += ["# HELP gondola_edge_device_seq_gaps Missing seq values per device.",
-              "# TYPE gondola_edge_device_seq_gaps gauge"]
-    for dev, gaps in sorted(health.get("gaps", {}).items()):
-        lines.append(f'gondola_edge_device_seq_gaps{{store_id="{store}",device_id="{_esc(dev)}"}} '
-                     f'{float(sum(hi - lo + 1 for lo, hi in gaps))}')
-    last = health.get("last_uplink_ts")
-    lines += ["# HELP gondola_edge_last_uplink_timestamp_seconds When the hub last accepted a batch.",
-              "# TYPE gondola_edge_last_uplink_timestamp_seconds gauge",
-              f'gondola_edge_last_uplink_timestamp_seconds{{store_id="{store}"}} {(last or 0) / 1000}',
-              "# HELP gondola_edge_model_info Model or baseline in use.",
-              "# TYPE gondola_edge_model_info gauge",
-              f'gondola_edge_model_info{{store_id="{store}",model_version="{_esc(health.get("model_version", ""))}"}} 1']
-    rollout = health.get("model") or {}
-    if rollout.get("status") not in (None, "none"):
-        lines += ["# HELP gondola_edge_model_rollout_info Last model rollout asked of this gateway and its outcome.",
-                  "# TYPE gondola_edge_model_rollout_info gauge",
-                  f'gondola_edge_model_rollout_info{{store_id="{store}",desired="{_esc(rollout.get("desired") or "")}",'
-                  f'status="{_esc(rollout["status"])}"}} 1']
-    return "\n".join(lines) + "\n"
+__all__ = ["serve_page"]
 
 
 def _page(gw) -> str:
@@ -97,29 +39,47 @@ def _page(gw) -> str:
 
 def serve_page(gw, host: str = "127.0.0.1", port: int = 8080):
     """Serve the page in a background thread; return the server (``shutdown()`` to stop)."""
+    from edge.metrics import MetricsEndpoint
+    from edge.ops import HealthCheck
+
+    check = HealthCheck(gw)
+    metrics = MetricsEndpoint(gw.health, healthy=check.problems, broker_connected=lambda: gw.broker_connected)
+
+    def respond(path: str) -> tuple[int, bytes, str]:
+        if path == "/metrics":
+            body, ctype = metrics.render()
+            return 200, body, ctype
+        if path == "/health":
+            h = gw.health()
+            problems = check.problems(h)
+            h.update(healthy=not problems, problems=problems)
+            return (503 if problems else 200), json.dumps(h).encode(), "application/json"
+        if path == "/restock":
+            return 200, json.dumps(gw.inference.restock_list(100)).encode(), "application/json"
+        if path in ("/", "/index.html"):
+            return 200, _page(gw).encode(), "text/html; charset=utf-8"
+        return 404, b"not found\n", "text/plain; charset=utf-8"
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def _answer(self, with_body: bool) -> None:
             try:
-                if self.path == "/metrics":
-                    body, ctype = prometheus_text(gw.health()).encode(), "text/plain; version=0.0.4"
-                elif self.path == "/health":
-                    body, ctype = json.dumps(gw.health()).encode(), "application/json"
-                elif self.path == "/restock":
-                    body, ctype = json.dumps(gw.inference.restock_list(100)).encode(), "application/json"
-                elif self.path in ("/", "/index.html"):
-                    body, ctype = _page(gw).encode(), "text/html; charset=utf-8"
-                else:
-                    self.send_error(404)
-                    return
+                status, body, ctype = respond(urllib.parse.urlsplit(self.path).path)
             except Exception as exc:  # the page must never take the gateway down
                 self.send_error(500, str(exc)[:100])
                 return
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            if with_body:
+                self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self._answer(True)
+
+        def do_HEAD(self):  # noqa: N802
+            self._answer(False)
 
         def log_message(self, *args):  # quiet: the gateway's log is for the gateway
             pass

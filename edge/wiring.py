@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Mapping
 
 from gondola.clock import Clock, SystemClock
-from gondola.errors import ConfigError
+from gondola.errors import ConfigError, TransportError
 from gondola.privacy import KeyRing, check_key
 
-__all__ = ["EdgeSettings", "build_gateway", "ENV_PREFIX"]
+__all__ = ["EdgeSettings", "build_gateway", "wire_live_settings", "ENV_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class EdgeSettings:
     backup_keep: int = 4
     #: None: ``<data_dir>-backups`` beside the data folder; mount another disk here in production
     backup_dir: Path | None = None
+    log_level: str = "info"  # debug | info | warning | error; live from the twin (edge.live)
+    log_format: str = "text"  # text | iotedge (``<6> ...`` syslog-prefixed) | json (edge.logs)
 
     def validate(self) -> "EdgeSettings":
         """Raises: ConfigError naming the bad setting."""
@@ -110,6 +112,11 @@ class EdgeSettings:
             raise ConfigError("production mode needs GONDOLA_MODEL_KEY_FILE to verify the model's signature")
         if self.pseudonym_key is not None:
             check_key(self.pseudonym_key)
+        from edge.logs import FORMATS, parse_level
+
+        parse_level(self.log_level)
+        if self.log_format not in FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(FORMATS)}, got {self.log_format!r}")
         return self
 
     @property
@@ -286,5 +293,20 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     uplink = Uplink(buffer, transport, clock, store_id=settings.store_id, encoding=settings.encoding,
                     level=settings.level, round_rows=settings.round_rows, live_share=settings.live_share,
                     bandwidth_bytes_s=settings.bandwidth_bytes_s or None)
-    return Gateway(settings, clock=clock, buffer=buffer, inference=inference, uplink=uplink,
-                   transport=transport, pseudonym_key=key, models=models)
+    gw = Gateway(settings, clock=clock, buffer=buffer, inference=inference, uplink=uplink,
+                 transport=transport, pseudonym_key=key, models=models)
+    wire_live_settings(gw)
+    return gw
+
+
+def wire_live_settings(gw):
+    """Follow the twin's desired ``settings`` (``edge.live``); the first desired read at
+    ``Gateway.start`` applies what the cloud set while the gateway was down."""
+    from edge.live import LiveSettings
+
+    gw.live = LiveSettings(gw, report=gw.transport.patch_reported)
+    try:
+        gw.transport.on_desired(gw.live.on_desired)
+    except TransportError as exc:  # offline: the health-time poll fires it later
+        log.warning("live settings: desired-property pushes not enabled (%s)", exc)
+    return gw.live

@@ -84,6 +84,20 @@ class MosquittoServer:
 
 
 @pytest.fixture
+def restore_logging():
+    """Undo a test's logging configuration (handlers it added, the root level)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+
+
+@pytest.fixture
 def mosquitto(tmp_path):
     """A running Mosquitto broker; skips (or fails in CI) when Mosquitto is not installed."""
     require(mosquitto_binary() is not None, "Mosquitto (Debian package 'mosquitto')")

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from edge.model_manager import ModelManager, fetch_url
-from edge.page import prometheus_text
+from edge.metrics import exposition
 from edge.testing import T0, planogram_csv, reading
 from edge.wiring import EdgeSettings, build_gateway
 from gondola.clock import SimClock
@@ -64,7 +64,7 @@ def test_a_signed_model_is_downloaded_verified_swapped_in_and_reported(gateway, 
     assert state["active"]["version"] == "v2"
     assert gw.run_cycle(T0 + 60_000) is not None and gw.inference.scored_by == "model:v2"
     assert gw.health()["model_version"] == "model:v2" and gw.health()["model"]["status"] == "active"
-    assert 'gondola_edge_model_rollout_info{store_id="s001",desired="v2",status="active"} 1' in prometheus_text(gw.health())
+    assert 'gondola_edge_model_rollout_info{desired="v2",status="active",store_id="s001"} 1.0' in exposition(gw.health()).decode()
 
 
 @pytest.mark.parametrize("break_it, reason", [

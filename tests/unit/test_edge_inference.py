@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.inference import Inference, PlanogramRow, load_planogram
-from edge.page import prometheus_text
+from edge.metrics import exposition
 from edge.testing import T0, planogram_csv, pos_line, reading
 from edge.wiring import EdgeSettings, resolve_pseudonym_key
 from gondola.errors import ConfigError
@@ -154,15 +154,31 @@ def test_production_refuses_to_start_without_a_pseudonym_key_and_dev_makes_a_pri
         EdgeSettings(store_id="s1", pseudonym_key=b"short").validate()
 
 
+def _samples(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in text_string_to_metric_families(text) for smp in fam.samples}
+
+
 def test_metrics_are_prometheus_text_with_per_device_gaps_and_eviction_reasons():
-    text = prometheus_text({"store_id": "s001", "buffer_rows": 5, "seq_gaps": 3, "evictions": 2,
-                            "evictions_by": {"thin_5min/shelf.reading": 2}, "gaps": {"pos-1": [[2, 4]]},
-                            "model_version": "baseline-poisson", "last_uplink_ts": 1000})
-    assert 'gondola_edge_buffer_rows{store_id="s001"} 5.0' in text
-    assert 'gondola_edge_device_seq_gaps{store_id="s001",device_id="pos-1"} 3.0' in text
-    assert 'reason="thin_5min",type="shelf.reading"} 2.0' in text
+    text = exposition({"store_id": "s001", "buffer_rows": 5, "seq_gaps": 3, "evictions": 2,
+                       "evictions_by": {"thin_5min/shelf.reading": 2}, "gaps": {"pos-1": [[2, 4]]},
+                       "model_version": "baseline-poisson", "last_uplink_ts": 1000,
+                       "oldest_unsent_age_s": 12.5}).decode()
+    got = _samples(text)
+    store = (("store_id", "s001"),)
+    assert got[("gondola_edge_buffer_events", store)] == 5
+    assert got[("gondola_edge_oldest_unsent_age_seconds", store)] == 12.5
+    assert got[("gondola_edge_device_seq_gaps", (("device_id", "pos-1"), *store))] == 3
+    assert got[("gondola_edge_evictions_total", (("reason", "thin_5min"), *store, ("type", "shelf.reading")))] == 2
+    assert got[("gondola_edge_last_uplink_timestamp_seconds", store)] == 1.0
+    assert got[("gondola_edge_model_info", (("model_version", "baseline-poisson"), *store))] == 1
     assert "# TYPE gondola_edge_evictions_total counter" in text
-    assert all(line.startswith("#") or line.startswith("gondola_edge_") for line in text.strip().splitlines())
+    # One name per quantity: no unit-less ages, no second eviction total.
+    names = {name for name, _ in got}
+    assert not {"gondola_edge_oldest_unsent_age_s", "gondola_edge_evictions_by_total"} & names
+    assert all(n.startswith("gondola_edge_") for n in names)
 
 
 def test_a_failing_model_falls_back_to_the_baseline_for_that_cycle():
