@@ -1,7 +1,8 @@
 """Training rows from the lake: the ``gold.features`` Delta table (written by ``cloud.lake``).
 
 ``gold.features`` holds, per facing and sample instant, the feature vector computed by
-``models.replay.features_from_silver`` (the gateway's own code) as JSON, and the label.
+``models.replay.features_from_silver`` (the gateway's own code) as an Arrow ``list<float>``
+column ``features``, and the label (tables written before it hold ``features_json`` text; both read).
 :func:`rows_from_gold` is a pure function over an Arrow table; :func:`read_gold_features`
 opens the Delta table under a lake root (``ROOT/gold/features``, the lake's layout) and returns
 it with its version, which the model manifest records as the training data's lineage.
@@ -36,17 +37,13 @@ def rows_from_gold(table: Any) -> LabelledRows:
         ConfigError: the table lacks a column, or its vectors have another length than
             ``FEATURES`` (computed by another build: recompute gold before training).
     """
-    need = {"store_id", "facing_id", "hour_ms", "features_json", "label"}
     cols = set(table.column_names)
+    vec_col = "features" if "features" in cols or "features_json" not in cols else "features_json"
+    need = {"store_id", "facing_id", "hour_ms", vec_col, "label"}
     if not need <= cols:
         raise ConfigError(f"{GOLD_FEATURES} lacks column(s) {', '.join(sorted(need - cols))}")
-    d = table.select(sorted(need)).to_pydict()
-    vectors = [json.loads(v) for v in d["features_json"]]
-    bad = next((len(v) for v in vectors if len(v) != len(FEATURES)), None)
-    if bad is not None:
-        raise ConfigError(f"{GOLD_FEATURES} vectors have {bad} values, this build computes {len(FEATURES)}: "
-                          "recompute gold with this build before training")
-    X = np.array(vectors, dtype=np.float32).reshape(-1, len(FEATURES))
+    X = _matrix(table.column(vec_col))
+    d = table.select(sorted(need - {vec_col})).to_pydict()
     rows = FeatureRows(np.array(d["store_id"], dtype=object), np.array(d["facing_id"], dtype=object),
                        np.array(d["hour_ms"], dtype=np.int64), X)
     y = np.array(d["label"], dtype=np.int64) > 0
@@ -54,6 +51,32 @@ def rows_from_gold(table: Any) -> LabelledRows:
         now = np.array([bool(v) for v in table.column("empty_now").to_pylist()], dtype=bool)
         return LabelledRows(rows, y, now, [], 0.0)
     return LabelledRows(rows, y, np.zeros(len(y), bool), [], 0.0, empty_now_known=False)
+
+
+def _matrix(column: Any) -> np.ndarray:
+    """The feature vectors as a float32 matrix: from the list column's flat values in one go
+    (or, for tables written before it, from JSON text).
+
+    Raises:
+        ConfigError: a vector is missing or has another length than ``FEATURES``.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    k = len(FEATURES)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        vectors = [json.loads(v) if v is not None else [] for v in column.to_pylist()]
+        lengths = np.array([len(v) for v in vectors], dtype=np.int64)
+        flat = np.array([x for v in vectors for x in v], dtype=np.float32)
+    else:
+        column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+        lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    bad = lengths[lengths != k]
+    if len(bad):
+        raise ConfigError(f"{GOLD_FEATURES} vectors have {int(bad[0])} values, this build computes {k}: "
+                          "recompute gold with this build before training")
+    return flat.reshape(-1, k)
 
 
 def read_gold_features(lake_root: str, storage_options: Mapping[str, str] | None = None) -> tuple[Any, int]:

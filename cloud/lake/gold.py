@@ -11,14 +11,13 @@ every engine computes the same way. ``gold.features`` replays events through
 
 from __future__ import annotations
 
-import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
 
-__all__ = ["GOLD_SQL", "GOLD_ORDER", "gold_tables", "features", "LABEL_HORIZON_H"]
+__all__ = ["GOLD_SQL", "GOLD_ORDER", "gold_tables", "features", "feature_vectors", "LABEL_HORIZON_H"]
 
 _H = 3_600_000
 _D = 86_400_000
@@ -180,6 +179,17 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
     return out
 
 
+def feature_vectors(matrix) -> pa.ListArray:
+    """A feature matrix (rows x features) as an Arrow ``list<float>`` column, built in one go
+    from the matrix's buffer (no per-row Python: JSON text per row was 85 % of this step)."""
+    import numpy as np
+
+    m = np.ascontiguousarray(matrix, dtype=np.float32)
+    n, k = m.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
+    return pa.ListArray.from_arrays(offsets, pa.array(m.reshape(-1)))
+
+
 def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: float = LABEL_HORIZON_H) -> pa.Table:
     """Hourly feature vectors per facing (``models.replay``, the gateway's code) with the stock-out label."""
     import numpy as np
@@ -217,7 +227,7 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: flo
             "facing_id": rows.facing.astype(str).tolist(),
             "sku": [sku_of.get((store, f)) for f in rows.facing.tolist()],
             "hour_ms": rows.t.astype(np.int64),
-            "features_json": [json.dumps([round(float(v), 6) for v in x]) for x in rows.X],
+            "features": feature_vectors(rows.X),
             "label": within.astype(np.int32),
             "empty_now": now.astype(np.int32),
             "horizon_h": np.full(len(rows), horizon_h),

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from cloud.lake.engine import Engine
-from cloud.lake.gold import features, gold_tables
+from cloud.lake.gold import feature_vectors, features, gold_tables
 from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
@@ -272,6 +272,8 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     if progress:
         progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]
+    if "gold.features" in behind:
+        _upgrade_features(storage)
     for table in behind:
         tcol = TABLES[table].time_col
         rows = _keep_window(outputs[table], cutoff, tcol)
@@ -282,6 +284,23 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         report["rows"][table] = rows.num_rows
     report["stores"] = len(cutoff)
     return report
+
+
+def _upgrade_features(storage: LakeStorage) -> None:
+    """A ``gold.features`` table written with JSON text vectors (``features_json``) is rewritten
+    once with the ``list<float>`` column ``features``, so windows can be replaced in it again."""
+    import json
+
+    import numpy as np
+
+    dt = storage.open("gold.features")
+    if dt is None or "features_json" not in dt.schema().to_arrow().names:
+        return
+    old = storage.read("gold.features")
+    vectors = np.array([json.loads(v) for v in old["features_json"].to_pylist()], dtype=np.float32)
+    new = old.drop_columns(["features_json"]).append_column(
+        "features", feature_vectors(vectors.reshape(old.num_rows, -1)))
+    storage.write("gold.features", conform("gold.features", new), mode="overwrite", replace_schema=True)
 
 
 def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None,

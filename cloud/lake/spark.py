@@ -22,7 +22,8 @@ import pyarrow as pa
 __all__ = ["SparkEngine"]
 
 _JSON = re.compile(r"\bJSON_STR\(")
-_SPARK_TYPES = {"string": "string", "int64": "bigint", "int32": "int", "double": "double", "bool": "boolean"}
+_SPARK_TYPES = {"string": "string", "int64": "bigint", "int32": "int", "double": "double", "bool": "boolean",
+                "list<item: float>": "array<float>"}
 
 
 class SparkEngine:

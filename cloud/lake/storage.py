@@ -140,8 +140,12 @@ class LakeStorage:
         txns: Iterable[tuple[str, int]] = (),
         partition_by: list[str] | None = None,
         description: str | None = None,
+        replace_schema: bool = False,
     ) -> int:
         """Append / overwrite (optionally only rows matching ``predicate``) in one commit.
+
+        ``replace_schema`` (with ``mode="overwrite"``): the data's schema replaces the table's
+        (a column's type changed); otherwise appends merge new columns and overwrites keep it.
 
         ``txns`` are application transactions committed atomically with the data.
         Returns the new table version.
@@ -174,7 +178,8 @@ class LakeStorage:
                 name=table if new else None,
                 description=description if new else None,
                 configuration=_table_config(table) if new else None,
-                schema_mode="merge" if mode == "append" and not new else None,
+                schema_mode="overwrite" if replace_schema and not new
+                else "merge" if mode == "append" and not new else None,
             )
         except Exception as exc:
             raise StorageError(f"cannot write {table}: {exc}") from exc

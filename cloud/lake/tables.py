@@ -3,7 +3,8 @@
 Each table has a name (``layer.name``), a one-line description, and typed, described columns.
 Times are integers: epoch milliseconds UTC (``*_ms``, ``ts``), as everywhere in Gondola; the
 warehouse views add timestamp columns for BI tools. Column types are a small portable set
-(``string``, ``int64``, ``int32``, ``double``, ``bool``) mapped to Arrow, DuckDB, Spark and T-SQL.
+(``string``, ``int64``, ``int32``, ``double``, ``bool``, and ``float_list``: a vector of float32,
+Arrow ``list<float>``) mapped to Arrow, DuckDB, Spark and T-SQL.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ __all__ = [
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE",
 ]
 
-_ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_()}
-TSQL = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INT", "double": "FLOAT", "bool": "BIT"}
+_ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
+          "float_list": pa.list_(pa.float32())}
+#: Synapse serverless returns a Parquet / Delta array column as JSON text: hence VARCHAR for ``float_list``.
+TSQL = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INT", "double": "FLOAT", "bool": "BIT", "float_list": "VARCHAR"}
 #: Collation Synapse serverless wants for Parquet / Delta UTF-8 strings (no conversion warnings).
 TSQL_UTF8 = "Latin1_General_100_BIN2_UTF8"
-DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
+DUCKDB = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN",
+          "float_list": "FLOAT[]"}
 
 
 #: Data classifications, most sensitive first (the catalog and Purview use these names).
@@ -66,7 +70,7 @@ class Column:
 #: ``None``: unbounded (JSON, raw rows, free text). Names not listed: ``*_id`` columns 128,
 #: anything else 256. A value longer than its size is truncated by Synapse, so sizes are generous.
 STRING_BYTES: dict[str, int | None] = {
-    "event_json": None, "record_json": None, "raw": None, "features_json": None, "decode_error": None,
+    "event_json": None, "record_json": None, "raw": None, "decode_error": None,
     "reasons": None, "evidence": None, "source_file": 512, "name": 256, "product_name": 256, "store_name": 256,
     "category": 128, "region": 128, "timezone": 64, "currency": 3, "date": 10, "kind": 32, "state": 32,
     "action": 16, "type": 64, "detected_by": 16, "cause": 32, "confidence_band": 16, "scorer": 128,
@@ -85,6 +89,8 @@ def string_bytes(name: str) -> int | None:
 
 def tsql_type(col: "Column") -> str:
     """The column's T-SQL type for Synapse serverless (UTF-8 ``VARCHAR`` sized from the dictionary)."""
+    if col.type == "float_list":  # JSON text of the array, unbounded
+        return f"VARCHAR(MAX) COLLATE {TSQL_UTF8}"
     if col.type != "string":
         return TSQL[col.type]
     size = col.max_bytes
@@ -333,7 +339,7 @@ _defs: list[TableDef] = [
     TableDef("gold.features", "Training features per facing and hour (models.features), with the stock-out label.", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
         ("hour_ms", "int64", "sample instant (hour start)"),
-        ("features_json", "string", "feature vector as JSON, ordered as models.features.FEATURES"),
+        ("features", "float_list", "feature vector (float32), ordered as models.features.FEATURES"),
         ("label", "int32", "1 when the facing is empty within the next horizon_h hours"),
         ("empty_now", "int32", "1 when the facing is empty at the sample instant"),
         ("horizon_h", "double", "label horizon, hours"),

@@ -121,6 +121,30 @@ def test_incremental_runs_give_the_same_gold_as_one_full_run(env, tmp_path):
         assert sorted_rows(cloud, table) == sorted_rows(full, table), table
 
 
+def test_a_gold_features_table_with_json_vectors_is_rewritten_with_the_list_column_by_the_next_run(env):
+    import json
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    cloud, half = env["cloud"], DAY0 + 6 * HOUR
+    cloud.ingest_batch(env["tmp"] / "master")
+    load(env, [e for e in env["events"] if e["ts"] < half])
+    before = sorted_rows(cloud, "gold.features")
+    assert before and all(len(r["features"]) == len(before[0]["features"]) > 0 for r in before)
+    old = cloud.storage.read("gold.features")  # as the previous build wrote it: JSON text
+    old = old.drop_columns(["features"]).append_column(
+        "features_json", pa.array([json.dumps(r["features"]) for r in old.to_pylist()]))
+    write_deltalake(cloud.storage.uri("gold.features"), old, mode="overwrite", schema_mode="overwrite")
+
+    load(env, [e for e in env["events"] if e["ts"] >= half])
+    after = cloud.storage.read("gold.features")
+    assert "features_json" not in after.column_names and pa.types.is_list(after.schema.field("features").type)
+    kept = {(r["store_id"], r["facing_id"], r["hour_ms"]): r["features"] for r in after.to_pylist()}
+    assert all(kept[(r["store_id"], r["facing_id"], r["hour_ms"])] == r["features"] for r in before)
+    assert max(kept)[2] > max(r["hour_ms"] for r in before)
+
+
 @pytest.mark.slow
 def test_gold_rewrites_only_stores_with_new_data(env):
     events = env["events"]

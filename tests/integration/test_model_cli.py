@@ -56,6 +56,7 @@ def test_train_from_the_lake_gold_features_records_the_table_version(tmp_path, c
     import pyarrow as pa
     from deltalake import write_deltalake
 
+    from cloud.lake.gold import feature_vectors
     from models._synthetic import synthetic_store
     from models.dataset import build_rows
 
@@ -65,7 +66,7 @@ def test_train_from_the_lake_gold_features_records_the_table_version(tmp_path, c
                           warmup_days=1)
         rows.append(pa.table({
             "store_id": data.rows.store.astype(str), "facing_id": data.rows.facing.astype(str),
-            "hour_ms": data.rows.t, "features_json": [json.dumps(x.tolist()) for x in data.rows.X],
+            "hour_ms": data.rows.t, "features": feature_vectors(data.rows.X),
             "label": data.y.astype("int32"), "horizon_h": [2.0] * len(data)}))
     lake = tmp_path / "lake"
     write_deltalake(str(lake / "gold" / "features"), pa.concat_tables(rows))

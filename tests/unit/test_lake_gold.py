@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pyarrow as pa
 
 from cloud.lake.engine import DuckDBEngine
@@ -115,6 +113,6 @@ def test_features_follow_models_feature_order_and_label_upcoming_stock_outs():
         [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
     f = features(inputs, out["gold.stockouts"]).to_pylist()
     assert [x["hour_ms"] for x in f] == [T0 + 9 * 60 * MIN]
-    vec = json.loads(f[0]["features_json"])
+    vec = f[0]["features"]
     assert len(vec) == len(FEATURES) and vec[FEATURES.index("units_est")] == 0.0
     assert vec[FEATURES.index("capacity")] == 10.0 and f[0]["label"] == 1 and f[0]["empty_now"] == 1

@@ -12,11 +12,12 @@ from models.features import FEATURES
 from models.gold import rows_from_gold
 
 
-def gold(vectors, labels):
+def gold(vectors, labels, *, legacy=False):
     n = len(vectors)
+    vec = ({"features_json": [json.dumps(v) for v in vectors]} if legacy
+           else {"features": pa.array(vectors, pa.list_(pa.float32()))})
     return pa.table({"store_id": ["s1"] * n, "facing_id": [f"f{i}" for i in range(n)],
-                     "hour_ms": list(range(n)), "features_json": [json.dumps(v) for v in vectors],
-                     "label": labels, "horizon_h": [2.0] * n})
+                     "hour_ms": list(range(n)), **vec, "label": labels, "horizon_h": [2.0] * n})
 
 
 def test_gold_rows_become_feature_rows_with_labels():
@@ -26,9 +27,17 @@ def test_gold_rows_become_feature_rows_with_labels():
     assert data.y.tolist() == [False, True] and list(data.rows.facing) == ["f0", "f1"]
 
 
+def test_gold_written_with_json_vectors_reads_the_same_as_the_list_column():
+    v = [float(i) / 3 for i in range(len(FEATURES))]
+    new, old = rows_from_gold(gold([v, v[::-1]], [0, 1])), rows_from_gold(gold([v, v[::-1]], [0, 1], legacy=True))
+    assert new.rows.X.dtype == old.rows.X.dtype == "float32" and (new.rows.X == old.rows.X).all()
+    assert new.rows.X[1, 0] == pytest.approx(v[-1]) and new.y.tolist() == old.y.tolist() == [False, True]
+
+
 def test_gold_computed_by_another_feature_set_is_refused():
-    with pytest.raises(ConfigError, match="recompute gold"):
-        rows_from_gold(gold([[1.0] * (len(FEATURES) - 1)], [0]))
+    for legacy in (False, True):
+        with pytest.raises(ConfigError, match="recompute gold"):
+            rows_from_gold(gold([[1.0] * len(FEATURES), [1.0] * (len(FEATURES) - 1)], [0, 0], legacy=legacy))
     with pytest.raises(ConfigError, match="lacks"):
         rows_from_gold(pa.table({"store_id": ["s1"]}))
 
