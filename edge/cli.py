@@ -1,5 +1,6 @@
 """``gondola edge run``: run one store gateway until interrupted (SIGTERM or Ctrl-C);
-``gondola edge health``: ask a running gateway's ``/health`` (the container's HEALTHCHECK).
+``gondola edge health``: ask a running gateway's ``/health`` (the container's HEALTHCHECK);
+``gondola edge manifest``: render a fleet's or a ring's IoT Edge deployment (``edge.manifest``).
 
 Options override ``GONDOLA_*`` environment variables (the IoT Edge deployment sets those), which
 override the defaults of ``edge.wiring.EdgeSettings``.
@@ -61,7 +62,37 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="exit 0 when the running gateway's /health says healthy, else 1")
     health.add_argument("--port", type=int, help="the gateway's page port (env GONDOLA_HTTP_PORT, default 8080)")
     health.add_argument("--timeout", type=float, default=5.0)
+    man = sub.add_parser("manifest", help="render the IoT Edge deployment of a fleet, or the layered one of a ring")
+    man.add_argument("--fleet", required=True, help="a fleet of deployment/iot-edge/fleet.toml")
+    man.add_argument("--ring", choices=("canary", "early", "all"), help="render the ring's layered deployment")
+    man.add_argument("--version", required=True, dest="image_version", help="image tag of the release")
+    man.add_argument("--out", type=Path, required=True, help="deployment JSON to write (FILE.meta.json beside it)")
+    man.add_argument("--layout", type=Path, help="the iotedgedev-style folder (default: deployment/iot-edge)")
+    man.add_argument("--no-validate", action="store_true", help="skip the schema check (it needs jsonschema)")
     return p
+
+
+def manifest_main(args) -> int:
+    """Render, validate, then write: a bad fleet, ring, variable or schema error writes nothing."""
+    import json
+    import os
+
+    from edge.manifest import Layout, render, validate
+
+    layout = Layout.load(args.layout)
+    out = render(layout, fleet=args.fleet, ring=args.ring, version=args.image_version, env=os.environ)
+    if not args.no_validate:
+        validate(out, layout.root / "schemas")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # Registry credentials are in it: owner-only, and keep it out of git (out/ is ignored).
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(out.content, f, indent=2)
+        f.write("\n")
+    meta_path = args.out.with_name(args.out.stem + ".meta.json")
+    meta_path.write_text(json.dumps(out.meta, indent=2) + "\n")
+    print(json.dumps(out.meta))
+    return 0
 
 
 def health_main(port: int | None, timeout: float) -> int:
@@ -98,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "health":
         return health_main(args.port, args.timeout)
+    if args.command == "manifest":
+        return manifest_main(args)
     # Logging first, from the environment and options, so even a settings error is one line
     # in the configured format.
     level = "debug" if args.verbose else (args.log_level or os.environ.get("GONDOLA_LOG_LEVEL") or "info")

@@ -37,7 +37,7 @@ from gondola.clock import Clock, SystemClock
 from gondola.errors import ConfigError, TransportError
 from gondola.privacy import KeyRing, check_key
 
-__all__ = ["EdgeSettings", "build_gateway", "wire_live_settings", "ENV_PREFIX"]
+__all__ = ["EdgeSettings", "build_gateway", "wire_live_settings", "store_id_of_device", "ENV_PREFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,19 @@ class EdgeSettings:
                 continue
             values[f.name] = _parse(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "store_id" not in values and env.get("IOTEDGE_DEVICEID"):
+            # Under IoT Edge one manifest serves every store: the runtime names the device.
+            values["store_id"] = store_id_of_device(env["IOTEDGE_DEVICEID"])
         if "store_id" not in values:
-            raise ConfigError("store id missing: set GONDOLA_STORE_ID or --store-id")
+            raise ConfigError("store id missing: set GONDOLA_STORE_ID or --store-id (or run under IoT Edge)")
         return cls(**values).validate()
+
+
+def store_id_of_device(device_id: str) -> str:
+    """IoT Hub device id of a store gateway -> store id: ``gw-s001`` -> ``s001`` (the gateway's
+    own events use ``gw-<store_id>``, so the device is named the same way); another name is
+    taken as the store id itself."""
+    return device_id[3:] if device_id.startswith("gw-") and len(device_id) > 3 else device_id
 
 
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
