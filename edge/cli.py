@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def parse_broker(text: str, default_port: int = 1883) -> tuple[str, int]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola edge", description="Run a store gateway.")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("provision", add_help=False,
+                   help="write a store broker's password file, topic ACLs, CA and TLS config (edge.access)")
     run = sub.add_parser("run", help="run one gateway (collector, buffer, inference, uplink, page)")
     run.add_argument("--store-id", help="store id (env GONDOLA_STORE_ID)")
     run.add_argument("--broker", help="store broker host:port (env GONDOLA_BROKER_HOST / _PORT)")
@@ -52,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model-key-file", type=Path, help="key verifying the model's signed manifest")
     run.add_argument("--mode", choices=("dev", "demo", "production"), help="production needs GONDOLA_PSEUDONYM_KEY")
     run.add_argument("--http-port", type=int, help="local page and /metrics port; 0 off (env GONDOLA_HTTP_PORT)")
+    run.add_argument("--http-host", help="address the page binds to (default 127.0.0.1; another needs a token, "
+                                         "GONDOLA_HTTP_TOKEN_FILE or the secret http-token)")
+    run.add_argument("--mqtt-username", help="gateway's user on the store broker (env GONDOLA_MQTT_USERNAME)")
+    run.add_argument("--mqtt-password-file", type=Path, help="file holding that user's password")
+    run.add_argument("--mqtt-ca-file", type=Path, help="store CA certificate: connect with TLS (env GONDOLA_MQTT_CA_FILE)")
     run.add_argument("--cycle-s", type=float, help="seconds between scoring cycles")
     run.add_argument("--buffer-max-bytes", type=int, help="hard cap of the buffer")
     run.add_argument("--durability", choices=("NORMAL", "FULL"), help="FULL also survives power loss")
@@ -102,9 +110,22 @@ def health_main(port: int | None, timeout: float) -> int:
     import urllib.error
     import urllib.request
 
+    from gondola.errors import GondolaError
+
     port = port or int(os.environ.get("GONDOLA_HTTP_PORT") or 8080)
+    headers = {}
+    token_file = os.environ.get("GONDOLA_HTTP_TOKEN_FILE")
+    try:  # a page bound beyond loopback asks for its token, this check too
+        from gondola.secrets import secret_text
+
+        token = open(token_file).read().strip() if token_file else secret_text("http-token")
+    except (OSError, GondolaError):
+        token = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout) as resp:  # noqa: S310
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
             json.load(resp)
             print("healthy")
             return 0
@@ -126,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     from edge.logs import configure_logging
     from edge.wiring import EdgeSettings, build_gateway
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["provision"]:
+        from edge.access import main as provision
+
+        return provision(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "health":
         return health_main(args.port, args.timeout)
@@ -149,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(settings, build, stop: threading.Event | None = None) -> int:
     """Build, wait for the broker, start, serve the page, loop until ``stop`` or SIGTERM, stop."""
     from gondola import __version__
-    from gondola.errors import TransportError
+    from gondola.errors import ConfigError, TransportError
 
     from edge.ops import Watcher, broker_delays, wait_for_broker
 
@@ -157,6 +183,15 @@ def run(settings, build, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    token = None
+    if settings.http_port:
+        from edge.page import LOOPBACK
+        from edge.wiring import http_token
+
+        token = http_token(settings)
+        if settings.http_host not in LOOPBACK and not token:  # refuse before anything is created
+            raise ConfigError(f"the gateway page on {settings.http_host} needs a token "
+                              "(GONDOLA_HTTP_TOKEN_FILE or the secret http-token)")
     gw = build(settings)
     log.info("gateway %s starting: version %s, mode %s, broker %s:%d, hub %s, buffer in %s, scorer %s",
              settings.store_id, __version__, settings.mode, settings.broker_host, settings.broker_port,
@@ -187,7 +222,7 @@ def run(settings, build, stop: threading.Event | None = None) -> int:
     if settings.http_port:
         from edge.page import serve_page
 
-        server = serve_page(gw, settings.http_host, settings.http_port)
+        server = serve_page(gw, settings.http_host, settings.http_port, token=token)
     watcher = Watcher(gw).start()
     log.info("gateway %s started: subscribed on %s:%d, page %s", settings.store_id, settings.broker_host,
              settings.broker_port, f"{settings.http_host}:{settings.http_port}" if settings.http_port else "off")

@@ -39,6 +39,9 @@ _HEALTH_FIELDS = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_a
 class Gateway:
     """A running store gateway. Build it with ``edge.wiring.build_gateway``."""
 
+    #: credentials and TLS for the store broker (``edge.mqtt.MqttAuth``); None: an open broker
+    mqtt_auth = None
+
     def __init__(self, settings, *, clock: Clock, buffer: SqliteBuffer, inference: Inference, uplink: Uplink,
                  transport, pseudonym_key: bytes, models: ModelManager | None = None):
         self.settings = settings
@@ -92,7 +95,7 @@ class Gateway:
         self._subscriber = AckAfterCommitSubscriber(
             s.broker_host, s.broker_port, client_id=s.client_id or f"gondola-gw-{s.store_id}",
             topics=store_subscription(s.store_id),
-            on_message=lambda r: self.collector.handle(r.topic, r.payload, r.token))
+            on_message=lambda r: self.collector.handle(r.topic, r.payload, r.token), auth=self.mqtt_auth)
         try:
             self._subscriber.start()
         except TransportError:
@@ -101,7 +104,8 @@ class Gateway:
                 self.models.stop()  # start() may be called again (the CLI retries with backoff)
             raise
         try:
-            self._publisher = Publisher(s.broker_host, s.broker_port, client_id=f"gondola-gw-{s.store_id}-alerts").start()
+            self._publisher = Publisher(s.broker_host, s.broker_port, client_id=f"gondola-gw-{s.store_id}-alerts",
+                                        auth=self.mqtt_auth).start()
         except TransportError as exc:  # alerts still go to the buffer and the local page
             log.warning("cannot publish alerts on the store broker: %s", exc)
 

@@ -22,28 +22,49 @@ Use ``clean_session=False`` and a fixed client id, so the broker queues messages
 gateway is down (Mosquitto keeps them across its own clean restart, not across its kill -9; the
 embedded amqtt broker keeps none across its restarts).
 
-Errors: ``TransportError`` when the broker cannot be reached or refuses the subscription.
+**Access.** Both clients take an optional :class:`MqttAuth`: a username and password (the store
+broker's password file, ``edge.access``) and a CA file, which turns on TLS with the store CA
+and host-name checking. A broker that refuses the credentials fails ``start()`` at once.
+
+Errors: ``TransportError`` when the broker cannot be reached or refuses the connection or subscription.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import paho.mqtt.client as paho
 
 from gondola.errors import TransportError
 
-__all__ = ["Received", "AckAfterCommitSubscriber", "Publisher"]
+__all__ = ["Received", "AckAfterCommitSubscriber", "Publisher", "MqttAuth"]
 
 log = logging.getLogger(__name__)
 
 #: A QoS 1 PUBACK: fixed header (type 4, no flags), remaining length 2, packet id.
 _PUBACK = struct.Struct("!BBH")
+
+
+@dataclass(frozen=True)
+class MqttAuth:
+    """Credentials and TLS for the store broker; the password never appears in a repr or log."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None  # TLS with this CA (and host-name checks) when set
+
+    def apply(self, client: paho.Client) -> None:
+        if self.username:
+            client.username_pw_set(self.username, self.password)
+        if self.ca_file:
+            client.tls_set(ca_certs=str(self.ca_file), cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
 
 
 @dataclass(frozen=True)
@@ -80,11 +101,13 @@ class AckAfterCommitSubscriber:
     be quick (hand the message to a writer); call ``ack(tokens)`` once they are committed."""
 
     def __init__(self, host: str, port: int, *, client_id: str, topics: list[str],
-                 on_message: Callable[[Received], None], keepalive: int = 30):
+                 on_message: Callable[[Received], None], keepalive: int = 30, auth: MqttAuth | None = None):
         self.host, self.port = host, port
         self.topics = topics
         self._on_message_cb = on_message
         self._client = _DeferringClient(client_id=client_id, clean_session=False)
+        if auth is not None:
+            auth.apply(self._client)
         self._client.max_inflight_messages_set(1000)
         self._client.reconnect_delay_set(0.2, 5)
         self._client.on_connect = self._on_connect
@@ -106,6 +129,7 @@ class AckAfterCommitSubscriber:
             self._gen += 1
         if rc != 0:
             self._connect_error = paho.connack_string(rc)
+            self._subscribed.set()  # start() fails now instead of waiting out its timeout
             return
         self.connected = True
         self.reconnects += 1
@@ -177,15 +201,24 @@ class Publisher:
     Used for alerts on the store broker, and by tests and benchmarks to play devices.
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str = "", max_inflight: int = 1000):
+    def __init__(self, host: str, port: int, *, client_id: str = "", max_inflight: int = 1000,
+                 auth: MqttAuth | None = None):
         self._client = paho.Client(client_id=client_id, clean_session=True)
+        if auth is not None:
+            auth.apply(self._client)
         self._client.max_inflight_messages_set(max_inflight)
         self._client.max_queued_messages_set(0)
         self._window = threading.BoundedSemaphore(max_inflight)
         self._client.on_publish = lambda c, u, mid: self._window.release()
         self._connected = threading.Event()
-        self._client.on_connect = lambda c, u, f, rc: self._connected.set() if rc == 0 else None
+        self._refused: str | None = None
+        self._client.on_connect = self._on_connect
         self.host, self.port = host, port
+
+    def _on_connect(self, client, userdata, flags, rc):
+        if rc != 0:
+            self._refused = paho.connack_string(rc)
+        self._connected.set()
 
     def start(self, timeout: float = 10.0) -> "Publisher":
         """Raises: TransportError when the broker cannot be reached."""
@@ -194,8 +227,9 @@ class Publisher:
         except OSError as exc:
             raise TransportError(f"cannot reach MQTT broker {self.host}:{self.port}: {exc}") from exc
         self._client.loop_start()
-        if not self._connected.wait(timeout):
-            raise TransportError("MQTT connect timed out")
+        if not self._connected.wait(timeout) or self._refused:
+            self.stop()
+            raise TransportError(f"MQTT connect failed: {self._refused or 'timeout'}")
         return self
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, timeout: float = 30.0) -> None:

@@ -7,17 +7,70 @@
 * ``/metrics``   Prometheus exposition through ``prometheus_client`` (``edge.metrics``)
 
 GET and HEAD; a query string is ignored (``/metrics?x=1`` is ``/metrics``).
+
+Bound to loopback by default. Bound to any other address (a store tablet on the LAN, a metrics
+scraper) every request must carry the page token: ``Authorization: Bearer <token>``, a
+``gondola_token`` cookie, or ``?token=`` once (the answer then sets the cookie, for a tablet's
+bookmark). Without a token configured the page refuses to start on a non-loopback address.
 """
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import threading
 import urllib.parse
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["serve_page"]
+from gondola.errors import ConfigError
+
+__all__ = ["serve_page", "LOOPBACK"]
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class _TokenAuth:
+    """Mixin for a ``BaseHTTPRequestHandler``: every method needs the token (checked in
+    ``parse_request``, which runs before any ``do_*``)."""
+
+    token: str = ""
+
+    def _presented(self) -> tuple[str, bool]:
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return auth[7:].strip(), False
+        cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        if "gondola_token" in cookie:
+            return cookie["gondola_token"].value, False
+        query = parse_qs(urlsplit(self.path).query)
+        return (query.get("token") or [""])[0], True
+
+    def parse_request(self):
+        if not super().parse_request():
+            return False
+        given, from_query = self._presented()
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="gondola-gateway"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+        if from_query:  # strip the token from the path; the answer sets the cookie
+            parts = urlsplit(self.path)
+            rest = "&".join(f"{k}={v}" for k, vs in parse_qs(parts.query).items() if k != "token" for v in vs)
+            self.path = parts.path + (f"?{rest}" if rest else "")
+            self._set_cookie = True
+        return True
+
+    def end_headers(self):
+        if getattr(self, "_set_cookie", False):
+            self.send_header("Set-Cookie", f"gondola_token={self.token}; HttpOnly; SameSite=Strict; Path=/")
+            self._set_cookie = False
+        super().end_headers()
+
 
 
 def _page(gw) -> str:
@@ -37,8 +90,15 @@ def _page(gw) -> str:
             f"<h2>Buffer and uplink</h2><table>{health}</table>")
 
 
-def serve_page(gw, host: str = "127.0.0.1", port: int = 8080):
-    """Serve the page in a background thread; return the server (``shutdown()`` to stop)."""
+def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None):
+    """Serve the page in a background thread; return the server (``shutdown()`` to stop).
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without a ``token``.
+    """
+    if host not in LOOPBACK and not token:
+        raise ConfigError(f"the gateway page on {host} needs a token (GONDOLA_HTTP_TOKEN_FILE or the secret "
+                          "http-token); bind it to 127.0.0.1 otherwise")
     from edge.metrics import MetricsEndpoint
     from edge.ops import HealthCheck
 
@@ -84,6 +144,8 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080):
         def log_message(self, *args):  # quiet: the gateway's log is for the gateway
             pass
 
+    if token:
+        Handler = type("TokenHandler", (_TokenAuth, Handler), {"token": token})  # noqa: N806
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="edge-page", daemon=True).start()
     return server

@@ -81,9 +81,16 @@ class EdgeSettings:
     client_id: str = ""  # MQTT client id; default gondola-gw-<store_id>
     http_port: int = 0  # local page; 0: off
     http_host: str = "127.0.0.1"
+    #: the page's token when bound beyond loopback (else the secret ``http-token``)
+    http_token_file: Path | None = None
     cycle_s: float = 60.0  # run loop: seconds between scoring cycles
     health_every_s: float = 300.0
     gap_grace_s: float = 60.0  # a gap still open after this is reported as an edge.gap event
+    #: store broker access (edge.access): user name, a file holding the password (else the secret
+    #: ``mqtt-password`` from GONDOLA_SECRETS), and the store CA, which turns TLS on
+    mqtt_username: str | None = None
+    mqtt_password_file: Path | None = None
+    mqtt_ca_file: Path | None = None
     #: online buffer backups (edge.backup): every this many seconds, 0: off; newest backup_keep kept
     backup_every_s: float = 6 * 3600.0
     backup_keep: int = 4
@@ -158,7 +165,8 @@ def store_id_of_device(device_id: str) -> str:
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
         "round_rows", "group_max", "group_wait_ms", "http_port", "backup_keep"}
 _FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s", "backup_every_s"}
-_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file", "backup_dir"}
+_PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file", "backup_dir",
+         "mqtt_password_file", "mqtt_ca_file", "http_token_file"}
 
 
 def _parse(name: str, raw: str):
@@ -212,6 +220,60 @@ def resolve_pseudonym_key(settings: EdgeSettings, env: Mapping[str, str] | None 
             f.write(secrets.token_bytes(32))
         log.info("generated a per-gateway pseudonymization key file (dev/demo mode)")
     return check_key(path.read_bytes())
+
+
+def mqtt_auth(settings: EdgeSettings, env: Mapping[str, str] | None = None):
+    """The gateway's ``MqttAuth`` for the store broker, or None when the broker is open (dev).
+
+    Raises:
+        ConfigError: a user name without a password, an unreadable password or CA file, or
+            production mode on an open broker.
+    """
+    from edge.mqtt import MqttAuth
+
+    if not settings.mqtt_username and settings.mqtt_ca_file is None:
+        if settings.mode == "production":
+            raise ConfigError("production mode needs GONDOLA_MQTT_USERNAME and GONDOLA_MQTT_CA_FILE "
+                              "(the store broker's credentials and CA: gondola edge provision)")
+        return None
+    password = None
+    if settings.mqtt_username:
+        if settings.mqtt_password_file is not None:
+            try:
+                password = Path(settings.mqtt_password_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the MQTT password file: {exc.strerror}") from None
+        else:
+            from gondola.secrets import secret_text
+
+            password = secret_text("mqtt-password", env)
+        if not password:
+            raise ConfigError("GONDOLA_MQTT_USERNAME is set but no password: set GONDOLA_MQTT_PASSWORD_FILE "
+                              "or the secret mqtt-password")
+    if settings.mqtt_ca_file is not None and not Path(settings.mqtt_ca_file).is_file():
+        raise ConfigError(f"no CA file at {settings.mqtt_ca_file}")
+    return MqttAuth(settings.mqtt_username, password,
+                    str(settings.mqtt_ca_file) if settings.mqtt_ca_file is not None else None)
+
+
+def http_token(settings: EdgeSettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The local page's token: ``http_token_file``, else the secret ``http-token``, else None.
+
+    Raises:
+        ConfigError: the token file cannot be read, or a token shorter than 16 characters.
+    """
+    if settings.http_token_file is not None:
+        try:
+            token = Path(settings.http_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the page token file: {exc.strerror}") from None
+    else:
+        from gondola.secrets import secret_text
+
+        token = secret_text("http-token", env)
+    if token is not None and len(token) < 16:
+        raise ConfigError("the page token must be at least 16 characters")
+    return token or None
 
 
 def build_transport(settings: EdgeSettings, clock: Clock):
@@ -281,6 +343,7 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     # Inputs first: a missing planogram refuses to start before anything is created on disk.
     planogram = load_planogram(settings.planogram_path, settings.store_id) if settings.planogram_path else []
     clock = clock or SystemClock()
+    auth = mqtt_auth(settings)  # checked before anything is created
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key = resolve_pseudonym_key(settings)
@@ -305,6 +368,7 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
                     bandwidth_bytes_s=settings.bandwidth_bytes_s or None)
     gw = Gateway(settings, clock=clock, buffer=buffer, inference=inference, uplink=uplink,
                  transport=transport, pseudonym_key=key, models=models)
+    gw.mqtt_auth = auth
     wire_live_settings(gw)
     return gw
 
