@@ -90,6 +90,39 @@ def _measures(table: str | None, group: str, dialect: str) -> str:
             f"LEFT JOIN {warehouse_name('silver.stores')} st ON st.store_id = k.{group}")
 
 
+def _hour(expr: str, dialect: str) -> str:
+    return f"hour({expr})" if dialect == "duckdb" else f"DATEPART(HOUR, {expr})"
+
+
+def _actions(dialect: str) -> str:
+    """What a category manager does about the causes (``bi_category_actions``), one row per target:
+
+    ``enlarge_facing`` (a facing emptied within hours of a full refill: too small for its sales),
+    ``restock_earlier`` (shelves waited for a late round: the local hour they emptied),
+    ``count_inventory`` (phantom stock: the store record counts units that are not there).
+    """
+    q = lambda n: _q(n, dialect)  # noqa: E731
+    hour = _hour(_local("c.start_ms", "st.timezone", dialect), dialect)
+    common = ("COUNT(*) AS stockouts, SUM(c.open_min) AS open_min, SUM(c.lost_sales_cents_est) / 100.0 AS lost_sales, "
+              "MAX(st.currency) AS currency, AVG(c.refill_wait_min) AS mean_refill_wait_min, "
+              "AVG(c.confidence) AS mean_confidence")
+    base = ("FROM gold_stockout_causes c LEFT JOIN silver_stores st ON st.store_id = c.store_id "
+            "LEFT JOIN silver_products p ON p.sku = c.sku")
+    return f"""
+SELECT c.store_id, 'enlarge_facing' AS {q('action')}, c.facing_id, c.sku, MAX(p.name) AS product_name,
+       MAX(p.category) AS category, CAST(NULL AS INT) AS hour_local, {common}
+{base} WHERE c.cause = 'shelf_handling' AND c.detail = 'facing_too_small' GROUP BY c.store_id, c.facing_id, c.sku
+UNION ALL
+SELECT c.store_id, 'restock_earlier' AS {q('action')}, CAST(NULL AS VARCHAR(128)) AS facing_id,
+       CAST(NULL AS VARCHAR(128)) AS sku, CAST(NULL AS VARCHAR(256)) AS product_name,
+       CAST(NULL AS VARCHAR(128)) AS category, {hour} AS hour_local, {common}
+{base} WHERE c.cause = 'shelf_handling' AND c.detail = 'restock_late' GROUP BY c.store_id, {hour}
+UNION ALL
+SELECT c.store_id, 'count_inventory' AS {q('action')}, CAST(NULL AS VARCHAR(128)) AS facing_id, c.sku,
+       MAX(p.name) AS product_name, MAX(p.category) AS category, CAST(NULL AS INT) AS hour_local, {common}
+{base} WHERE c.cause = 'phantom_inventory' GROUP BY c.store_id, c.sku"""
+
+
 def _bi_views(dialect: str) -> dict[str, str]:
     ts = lambda c: _ts(c, dialect)  # noqa: E731
     q = lambda n: _q(n, dialect)  # noqa: E731
@@ -136,6 +169,16 @@ SELECT s.store_id, s.facing_id, s.sku, {ts('s.hour_ms')} AS {q('hour')}, {lt('s.
        {_date(lt('s.hour_ms'), dialect)} AS {q('date')}, s.readings, s.min_units, s.avg_units, s.minutes_empty
 FROM gold_shelf_state s
 LEFT JOIN silver_stores st ON st.store_id = s.store_id""",
+        "bi_stockout_causes": f"""
+SELECT c.store_id, st.name AS store_name, c.facing_id, c.sku, p.name AS product_name, p.category,
+       pg.aisle, pg.bay, pg.shelf, {lt('c.start_ms')} AS started_local, {_date(lt('c.start_ms'), dialect)} AS {q('date')},
+       c.cause, c.detail, c.confidence, c.evidence, c.rounds_passed, c.refill_wait_min, c.open_min,
+       c.lost_units_est, c.lost_sales_cents_est / 100.0 AS lost_sales, st.currency
+FROM gold_stockout_causes c
+LEFT JOIN silver_stores st ON st.store_id = c.store_id
+LEFT JOIN silver_products p ON p.sku = c.sku
+LEFT JOIN silver_planogram pg ON pg.store_id = c.store_id AND pg.facing_id = c.facing_id""",
+        "bi_category_actions": _actions(dialect),
         "bi_dim_store": """
 SELECT st.store_id, st.name AS store_name, st.region, st.timezone, st.currency, st.open_hour, st.close_hour
 FROM silver_stores st""",

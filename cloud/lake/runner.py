@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from cloud.lake.engine import Engine
+from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
 from cloud.lake.gold import feature_vectors, features, gold_tables
 from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
@@ -274,10 +275,15 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     txns = [(_app("gold", i), v) for i, v in versions.items()]
     if "gold.features" in behind:
         _upgrade_features(storage)
-    for table in behind:
+    # Causes look EVIDENCE_DAYS after a stock-out: recompute that far back (they come last).
+    cause_cut = {s: c - EVIDENCE_DAYS * _DAY for s, c in cutoff.items()}
+    for table in sorted(behind, key=lambda t: t == "gold.stockout_causes"):
         tcol = TABLES[table].time_col
-        rows = _keep_window(outputs[table], cutoff, tcol)
-        predicate = " OR ".join(f"(store_id = '{s}' AND {tcol} >= {c})" for s, c in sorted(cutoff.items()))
+        window = cause_cut if table == "gold.stockout_causes" else cutoff
+        if table == "gold.stockout_causes":
+            outputs[table] = _causes(storage, cause_cut)
+        rows = _keep_window(outputs[table], window, tcol)
+        predicate = " OR ".join(f"(store_id = '{s}' AND {tcol} >= {c})" for s, c in sorted(window.items()))
         exists = storage.exists(table)
         storage.write(table, rows, mode="overwrite" if exists else "append", predicate=predicate if exists else None,
                       txns=txns, description=TABLES[table].doc)
@@ -301,6 +307,16 @@ def _upgrade_features(storage: LakeStorage) -> None:
     new = old.drop_columns(["features_json"]).append_column(
         "features", feature_vectors(vectors.reshape(old.num_rows, -1)))
     storage.write("gold.features", conform("gold.features", new), mode="overwrite", replace_schema=True)
+
+
+def _causes(storage: LakeStorage, cut: dict[str, int]) -> pa.Table:
+    """``gold.stockout_causes`` for stock-outs from ``cut`` on, with evidence from EVIDENCE_DAYS before."""
+    evidence = _window_filter(cut, EVIDENCE_DAYS * _DAY)
+    stockouts = storage.read("gold.stockouts", filter=_window_filter(cut, 0, "start_ms"))
+    return stockout_causes(stockouts if stockouts is not None else _empty("gold.stockouts"),
+                           storage.read("silver.shelf_restock", filter=evidence),
+                           storage.read("silver.inventory_delivery", filter=evidence),
+                           storage.read("silver.planogram"), storage.read("silver.stores"))
 
 
 def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None,

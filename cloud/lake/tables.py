@@ -76,7 +76,7 @@ STRING_BYTES: dict[str, int | None] = {
     "action": 16, "type": 64, "detected_by": 16, "cause": 32, "confidence_band": 16, "scorer": 128,
     "model_version": 128, "expectation": 128, "table_name": 128, "source_table": 128, "target_table": 128,
     "register": 32, "hub_partition": 32, "hub_offset": 32, "content_hash": 64, "source": 128, "aisle": 32,
-    "bay": 32, "outcome": 32,
+    "bay": 32, "outcome": 32, "detail": 32,
 }
 
 
@@ -308,6 +308,23 @@ _defs: list[TableDef] = [
         ("alerted", "bool", "the edge raised a forecast (empty_within_h) within its horizon before the start"),
         ("alert_ms", "int64", "first such alert"), ("alert_lead_min", "double", "minutes between that alert and the start"),
     ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
+    TableDef("gold.stockout_causes", "Why each stock-out happened, from restock, delivery and sensor evidence, "
+             "with a calibrated confidence (cloud.lake.causes).", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("start_ms", "int64", "start of the stock-out (gold.stockouts)"), ("end_ms", "int64", "its end; null while ongoing"),
+        ("cause", "string", "shelf_handling (backroom had stock: round late or facing too small) | misplaced "
+                            "(a delivery never reached the shelf) | phantom_inventory (the store record counts units "
+                            "that are not there: count it) | backroom_empty (ordered too little or supplier short)"),
+        ("detail", "string", "for shelf_handling: facing_too_small (emptied within 8 h of a full refill) or restock_late"),
+        ("confidence", "double", "share of training stock-outs with the same evidence that had this cause"),
+        ("evidence", "string", "the evidence path that decided the cause"),
+        ("rounds_passed", "int64", "restock rounds that passed the empty facing without refilling it"),
+        ("refill_ms", "int64", "the restock scan that refilled the facing; null if none yet"),
+        ("refill_wait_min", "double", "minutes from empty to that refill"),
+        ("open_min", "double", "stock-out minutes while open (gold.stockouts)"),
+        ("lost_units_est", "double", "lost units (gold.stockouts)"),
+        ("lost_sales_cents_est", "double", "lost sales, cents of the store's currency (gold.stockouts)"),
+    ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
     TableDef("gold.alert_outcomes", "Every raised alert and what became of it: the shelf emptied after it, "
              "was already empty, or neither (false alarm).", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
@@ -460,6 +477,9 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     "gold.shelf_state": (("silver.shelf_reading",), "cloud.lake.gold GOLD_SQL: readings per facing and hour"),
     "gold.stockouts": (("silver.shelf_reading", "silver.pos_line", "silver.edge_alert", "silver.products"),
                        "cloud.lake.gold GOLD_SQL: empty-reading episodes, lost sales, edge alert lead"),
+    "gold.stockout_causes": (("gold.stockouts", "silver.shelf_restock", "silver.inventory_delivery", "silver.planogram",
+                              "silver.stores"), "cloud.lake.causes: cause of each stock-out from restock, delivery "
+                                                "and round evidence, with a calibrated confidence"),
     "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts"),
                             "cloud.lake.gold GOLD_SQL: each raised alert matched to the stock-out that followed"),
     "gold.fleet_status": (tuple(_EVENTS), "cloud.lake.gold GOLD_SQL: events, seq gaps and health per device and day"),

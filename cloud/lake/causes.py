@@ -1,0 +1,255 @@
+"""Why shelves ran empty: ``gold.stockout_causes`` and the category manager's actions.
+
+Each stock-out of ``gold.stockouts`` is given one cause from the evidence the lake holds, the
+same four the store simulator records as ground truth (``docs/lake.md`` measures how often they
+agree on held-out seeds):
+
+- ``shelf_handling``: the backroom still had the product at the end of that day; the shelf was
+  empty because the restock round came late, was skipped, or the facing is too small for its
+  sales (``detail``: ``facing_too_small`` or ``restock_late``);
+- ``misplaced``: the backroom was empty although a delivery of the product had just arrived and
+  most of it never reached the shelf (cases put in the wrong place);
+- ``phantom_inventory``: the backroom was empty and the store did not order the product with
+  its next delivery: the store's stock record still counts units that are not there (shrink);
+  a count fixes the record;
+- ``backroom_empty``: the backroom was empty and the next delivery brought the product (the
+  order was too small, missed or short-shipped).
+
+The evidence, all from handheld scans and shelf sensors:
+
+- **restock rounds**: handheld restock scans of a store cluster into rounds (a gap of more than
+  ``ROUND_GAP_MS`` starts a new one). A round that passes while a facing is empty and does not
+  refill it shows the backroom was empty at that moment (staff refill every low facing they can);
+- **restock scans of the product** between the end of the day and its next delivery show the
+  backroom still had units at the end of the day;
+- **deliveries** (receiving scans): what arrived before the stock-out and whether the store's next
+  delivery carries the product.
+
+``confidence`` is the share of stock-outs with the same evidence path (``evidence``) that had
+that cause on the training seeds (``bench/bench_causes.py`` prints it), so it is a calibrated
+probability, not a score. Evidence is looked for up to ``EVIDENCE_DAYS`` before and after a
+stock-out, so a run that recomputes the last ``EVIDENCE_DAYS`` gives the same table as a full run.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+
+from cloud.lake.tables import conform
+
+__all__ = ["CAUSES", "stockout_causes", "category_actions", "EVIDENCE_DAYS", "ROUND_GAP_MS", "CONFIDENCE"]
+
+CAUSES = ("shelf_handling", "misplaced", "phantom_inventory", "backroom_empty")
+_MIN = 60_000
+_H = 3_600_000
+_D = 86_400_000
+#: Restock scans further apart than this belong to different rounds.
+ROUND_GAP_MS = 15 * _MIN
+#: Evidence window before and after a stock-out (days); also how far back an incremental run
+#: recomputes causes.
+EVIDENCE_DAYS = 7
+#: A delivery counts as "just arrived" for a stock-out this many days before its day ends.
+_RECENT_DELIVERY_DAYS = 4
+#: Share of a recent delivery that must have reached the shelf for it to count as found.
+_FOUND_SHARE = 0.5
+
+#: evidence path -> share of training stock-outs with that path whose true cause was the one
+#: assigned (seeds 101-103, 4 stores x 300 SKUs x 28 days each, all facings with sensors;
+#: ``python -m bench.bench_causes --train``). A path not seen there has no confidence (null).
+CONFIDENCE: dict[str, float] = {
+    "day_refill_short+delivery_not_shelved": 0.1429,
+    "day_refill_short+next_delivery_has_it": 0.562,
+    "day_refill_short+next_delivery_lacks_it": 0.3281,
+    "day_refill_short+no_next_delivery": 0.5841,
+    "day_refill_short+units_vanished": 0.1278,
+    "no_evidence": 0.6213,
+    "restocked_after_day": 0.9812,
+    "round_passed_empty+delivery_not_shelved": 0.8955,
+    "round_passed_empty+next_delivery_has_it": 0.7099,
+    "round_passed_empty+next_delivery_lacks_it": 0.4323,
+    "round_passed_empty+no_next_delivery": 0.7136,
+    "round_passed_empty+units_vanished": 0.5242,
+    "round_passed_this_facing+delivery_not_shelved": 1.0,
+    "round_passed_this_facing+next_delivery_has_it": 0.8406,
+    "round_passed_this_facing+no_next_delivery": 0.0,
+}
+
+
+def _local_offset_ms(tz: str | None, ts: int) -> int:
+    if not tz:
+        return 0
+    try:
+        off = datetime.fromtimestamp(ts / 1000, timezone.utc).astimezone(ZoneInfo(tz)).utcoffset()
+    except (KeyError, ValueError):
+        return 0
+    return int(off.total_seconds() * 1000) if off is not None else 0
+
+
+def _end_of_day(ts: int, tz: str | None) -> int:
+    """The end of the store's local day that contains ``ts`` (epoch ms)."""
+    off = _local_offset_ms(tz, ts)
+    local = ts + off
+    return local - local % _D + _D - off
+
+
+def _rounds(times: list[int]) -> list[int]:
+    """Start times of restock rounds from the store's sorted restock scan times."""
+    out: list[int] = []
+    prev = None
+    for t in times:
+        if prev is None or t - prev > ROUND_GAP_MS:
+            out.append(t)
+        prev = t
+    return out
+
+
+def _rows(table: pa.Table | None, cols: list[str]) -> list[tuple]:
+    if table is None or table.num_rows == 0:
+        return []
+    return list(zip(*(table[c].to_pylist() for c in cols)))
+
+
+def stockout_causes(stockouts: pa.Table, restocks: pa.Table | None, deliveries: pa.Table | None,
+                    planogram: pa.Table | None = None, stores: pa.Table | None = None) -> pa.Table:
+    """Cause, confidence and evidence of every stock-out (``gold.stockout_causes``)."""
+    so_rows = _rows(stockouts, ["store_id", "facing_id", "sku", "start_ms", "end_ms", "open_min",
+                                "lost_sales_cents_est", "lost_units_est", "rate_per_h"])
+    tz_of = dict(_rows(stores, ["store_id", "timezone"]))
+    plan = _rows(planogram, ["store_id", "facing_id", "sku", "capacity"])
+    capacity = {(s, f): c for s, f, _, c in plan}
+    by_store: dict[str, list[tuple]] = defaultdict(list)
+    for r in so_rows:
+        by_store[r[0]].append(r)
+    rs_by_store: dict[str, list[tuple]] = defaultdict(list)
+    for s, f, sku, ts, units in _rows(restocks, ["store_id", "facing_id", "sku", "ts", "units_added"]):
+        if ts is not None and (units or 0) > 0:
+            rs_by_store[s].append((ts, f, sku, units))
+    dl_by_store: dict[str, list[tuple]] = defaultdict(list)
+    for s, sku, ts, units, did in _rows(deliveries, ["store_id", "sku", "ts", "units", "delivery_id"]):
+        if ts is not None:
+            dl_by_store[s].append((ts, sku, units or 0, did))
+    out: list[dict] = []
+    for store, rows in by_store.items():
+        out.extend(_store_causes(rows, sorted(rs_by_store.get(store, [])), sorted(dl_by_store.get(store, [])),
+                                 capacity, tz_of.get(store)))
+    if not out:
+        return conform("gold.stockout_causes", pa.table({"store_id": pa.array([], pa.string())}))
+    return conform("gold.stockout_causes", pa.Table.from_pylist(out))
+
+
+def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tuple],
+                  capacity: dict, tz: str | None) -> list[dict]:
+    rounds = _rounds([r[0] for r in restocks])
+    facing_rs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    sku_rs: dict[str, list[int]] = defaultdict(list)
+    sku_units: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for ts, f, sku, units in restocks:
+        facing_rs[f].append((ts, units))
+        sku_rs[sku].append(ts)
+        sku_units[sku].append((ts, units))
+    sku_dl: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    store_dl: dict[str, tuple[int, set]] = {}
+    for ts, sku, units, did in deliveries:
+        sku_dl[sku].append((ts, units))
+        first, skus = store_dl.get(did, (ts, set()))
+        skus.add(sku)
+        store_dl[did] = (min(first, ts), skus)
+    dl_notes = sorted(store_dl.values(), key=lambda x: x[0])
+    dl_times = [t for t, _ in dl_notes]
+    last_seen = max([r[0] for r in restocks] + [d[0] for d in deliveries] +
+                    [r[4] or r[3] for r in rows], default=0)
+
+    # Pass 1: per stock-out, the refill and the rounds that passed it by; the product's anchors
+    # (moments its backroom was known to be empty).
+    first = []
+    anchors: dict[str, list[int]] = defaultdict(list)
+    for store, facing, sku, start, end, *_ in rows:
+        limit = min(end if end is not None else last_seen, start + EVIDENCE_DAYS * _D)
+        scans = facing_rs.get(facing, [])
+        i = bisect_left(scans, (start, -1))
+        refill = scans[i] if i < len(scans) and scans[i][0] <= limit + ROUND_GAP_MS else None
+        until = refill[0] if refill else limit
+        # Rounds that started after the shelf emptied and ended before the refill's round.
+        passed = [t for t in rounds[bisect_right(rounds, start):bisect_left(rounds, until)] if until - t > ROUND_GAP_MS]
+        anchors[sku].extend(passed)
+        first.append((refill, passed))
+    for v in anchors.values():
+        v.sort()
+
+    out = []
+    for (store, facing, sku, start, end, open_min, lost_cents, lost_units, rate), (refill, passed) in zip(rows, first):
+        eod = _end_of_day(start, tz)
+        horizon = eod + EVIDENCE_DAYS * _D
+        dl = sku_dl.get(sku, [])
+        dl_ts = [t for t, _ in dl]
+        j = bisect_right(dl_ts, eod)
+        next_sku_dl = dl_ts[j] if j < len(dl_ts) and dl_ts[j] <= horizon else None
+        stop = next_sku_dl if next_sku_dl is not None else horizon
+        # After the day: the product's first restock scan or empty-backroom anchor before its next delivery.
+        rs_t = sku_rs.get(sku, [])
+        k = bisect_right(rs_t, eod)
+        next_rs = rs_t[k] if k < len(rs_t) and rs_t[k] < stop else None
+        an = anchors.get(sku, [])
+        a = bisect_right(an, eod)
+        next_anchor = an[a] if a < len(an) and an[a] < stop else None
+        # Within the day: an anchor after the product's last restock scan of the day.
+        last_rs_day = rs_t[k - 1] if k > 0 and rs_t[k - 1] >= eod - _D else None
+        day_anchor = an[a - 1] if a > 0 and an[a - 1] >= max(start, last_rs_day or 0) else None
+        if next_rs is not None and (next_anchor is None or next_rs < next_anchor):
+            backroom, path = "stock", "restocked_after_day"
+        elif next_anchor is not None or day_anchor is not None:
+            backroom, path = "empty", "round_passed_empty"
+        elif passed:
+            backroom, path = "empty", "round_passed_this_facing"
+        else:
+            # No scan says either way: the day's last refill of this facing tells whether the
+            # backroom could still fill it to capacity.
+            mine = facing_rs.get(facing, [])
+            q = bisect_right(mine, (eod, -1)) - 1
+            cap = capacity.get((store, facing))
+            if q >= 0 and mine[q][0] >= start and cap is not None and mine[q][1] < cap:
+                backroom, path = "empty", "day_refill_short"
+            else:
+                backroom, path = "stock", "no_evidence"
+        detail = None
+        if backroom == "stock":
+            cause = "shelf_handling"
+            before = facing_rs.get(facing, [])
+            b = bisect_left(before, (start, -1))
+            cap = capacity.get((store, facing))
+            full_before = b > 0 and cap is not None and before[b - 1][1] >= cap and start - before[b - 1][0] < 8 * _H
+            detail = "facing_too_small" if full_before else "restock_late"
+        else:
+            # A delivery that arrived shortly before and mostly never reached the shelf.
+            p = bisect_right(dl_ts, eod) - 1
+            recent = dl[p] if p >= 0 and eod - dl[p][0] <= _RECENT_DELIVERY_DAYS * _D else None
+            shelved = sum(u for t, u in sku_units.get(sku, []) if recent is not None and recent[0] <= t <= eod)
+            n = bisect_right(dl_times, eod)
+            next_note = dl_notes[n] if n < len(dl_notes) and dl_notes[n][0] <= horizon else None
+            # Units that vanished from the backroom since the product's previous empty moment:
+            # delivered minus shelved (shrink the store record does not know about).
+            prev = an[a - 2] if day_anchor is not None and a >= 2 else (an[a - 1] if a >= 1 and day_anchor is None else None)
+            vanished = None
+            if prev is not None and eod - prev <= EVIDENCE_DAYS * _D:
+                vanished = sum(u for t, u in dl if prev < t <= eod) - sum(u for t, u in sku_units.get(sku, []) if prev < t <= eod)
+            if recent is not None and recent[1] > 0 and shelved < _FOUND_SHARE * recent[1]:
+                cause, path = "misplaced", path + "+delivery_not_shelved"
+            elif vanished is not None and vanished > 0:
+                cause, path = "phantom_inventory", path + "+units_vanished"
+            elif next_note is None:
+                cause, path = "backroom_empty", path + "+no_next_delivery"
+            elif sku in next_note[1]:
+                cause, path = "backroom_empty", path + "+next_delivery_has_it"
+            else:
+                cause, path = "phantom_inventory", path + "+next_delivery_lacks_it"
+        out.append(dict(store_id=store, facing_id=facing, sku=sku, start_ms=start, end_ms=end, cause=cause,
+                        detail=detail, confidence=CONFIDENCE.get(path), evidence=path, rounds_passed=len(passed),
+                        refill_ms=refill[0] if refill else None,
+                        refill_wait_min=round((refill[0] - start) / _MIN, 2) if refill else None,
+                        open_min=open_min, lost_units_est=lost_units, lost_sales_cents_est=lost_cents))
+    return out
