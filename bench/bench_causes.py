@@ -47,14 +47,13 @@ def classify_history(root: Path) -> list[tuple[str, str, str]]:
     from cloud.lake.causes import stockout_causes
     from cloud.lake.engine import DuckDBEngine
     from cloud.lake.gold import GOLD_SQL
+    from cloud.lake.tables import conform
 
     pos, readings = _events(root, "pos.line"), _events(root, "shelf.reading")
     restocks, deliveries = _events(root, "shelf.restock"), _events(root, "inventory.delivery")
     products = pcsv.read_csv(root / "master" / "products.csv")
     planogram = pcsv.read_csv(root / "master" / "planogram.csv")
-    no_alerts = pa.table({"store_id": pa.array([], pa.string()), "facing_id": pa.array([], pa.string()),
-                          "state": pa.array([], pa.string()), "ts": pa.array([], pa.int64()),
-                          "horizon_min": pa.array([], pa.int64())})
+    no_alerts = conform("silver.edge_alert", pa.table({"store_id": pa.array([], pa.string())}))
     engine = DuckDBEngine(threads=1)
     try:
         stockouts = engine.run(GOLD_SQL["gold.stockouts"], {"pos": pos, "readings": readings, "products": products,
