@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     pb.add_argument("--mode", choices=("DirectQuery", "Import"), default="DirectQuery")
     pb.add_argument("--out", default="out/gondola.pbids", help="file to write (default out/gondola.pbids)")
     command("counts", "rows per lake table")
+    pv = command("provision", "apply the lake's zones: ADLS ACLs (--adls-account) or local file permissions")
+    pv.add_argument("--adls-account", default=None,
+                    help="ADLS Gen2 account: set the zones' ACLs there (principals from GONDOLA_ADLS_*; "
+                         "credential: DefaultAzureCredential)")
+    pv.add_argument("--filesystem", default="lake", help="ADLS file system (default lake)")
+    pv.add_argument("--apply-to-existing", action="store_true",
+                    help="ADLS: also update the ACLs of everything already in each layer")
+    pv.add_argument("--analysts-group", default=None,
+                    help="local lake: the group that may read gold, stream and meta (name or gid)")
     a = command("all", "batch (optional), stream, transform, warehouse, dashboard")
     a.add_argument("--batch", default=None, help="folder of CSV files to load first")
     a.add_argument("--html", default="out/dashboard.html")
@@ -118,7 +127,7 @@ def _is_local(uri: str) -> bool:
 
 
 #: Commands that read an existing lake (they must not create an empty one at a mistyped path).
-_READS_LAKE = {"transform", "warehouse", "dashboard", "counts"}
+_READS_LAKE = {"transform", "warehouse", "dashboard", "counts", "provision"}
 #: Commands that read (or write twins into) the embedded hub, when it is the local one.
 _USES_HUB = {"ingest-stream", "all", "publish-model", "model-status"}
 
@@ -134,13 +143,39 @@ def check_inputs(args) -> None:
     cmd = args.command
     if cmd in _USES_HUB and getattr(args, "local_hub", True) and not Path(args.hub).is_file():
         raise ConfigError(f"no hub at {args.hub} (the gateways' --hub-path; pass --hub PATH)")
-    if cmd in _READS_LAKE and _is_local(args.lake) and not Path(args.lake).is_dir():
+    if cmd in _READS_LAKE and _is_local(args.lake) and not Path(args.lake).is_dir() \
+            and not getattr(args, "adls_account", None):
         raise ConfigError(f"no lake at {args.lake} (run ingest first, or pass --lake PATH)")
     folder = args.folder if cmd == "ingest-batch" else (args.batch if cmd == "all" else None)
     if folder and not Path(folder).is_dir():
         raise ConfigError(f"no folder {folder} to load")
     if cmd == "publish-model" and not Path(args.model).is_file():
         raise ConfigError(f"no model file {args.model}")
+
+
+def _provision_command(args) -> int:
+    """``gondola cloud provision``: the zones of ``cloud.azure.adls.ZONES`` on ADLS or locally."""
+    import os
+
+    if args.adls_account:
+        from azure.identity import DefaultAzureCredential
+
+        from cloud.azure.adls import AdlsAdmin, LakeAccess
+
+        access = LakeAccess.from_env(os.environ)
+        with AdlsAdmin.from_account(args.adls_account, DefaultAzureCredential()) as admin:
+            acls = admin.ensure_lake(access, filesystem=args.filesystem, apply_to_existing=args.apply_to_existing)
+        for path, acl in acls.items():
+            print(f"{args.filesystem}/{path.lstrip('/')}: {acl}")
+        return 0
+    from cloud.meta.access import apply_local_zones
+    from gondola.errors import ConfigError
+
+    if not _is_local(args.lake):
+        raise ConfigError("a remote lake is provisioned with --adls-account ACCOUNT")
+    for path, mode in apply_local_zones(args.lake, analysts_group=args.analysts_group).items():
+        print(f"{Path(args.lake) / path.lstrip('/')}: {mode}")
+    return 0
 
 
 def _models_command(args) -> int:
@@ -241,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         return _models_command(args)
     if args.command == "stream":
         return _stream_command(args, options)
+    if args.command == "provision":
+        return _provision_command(args)
     if args.command == "synapse-ddl":
         from cloud.warehouse import synapse_ddl
 

@@ -4,17 +4,21 @@ Run once per environment by an operator (or the deployment pipeline) with an ide
 "Storage Blob Data Owner" on the account. Lake jobs never call it; they only read and write
 tables through ``deltalake`` (``cloud.azure.storage.adls_storage_options``).
 
-Layout (one file system, ``lake`` by default)::
+Zones (one file system, ``lake`` by default), the same table ``ZONES`` that
+``cloud.meta.access`` applies as file permissions to a local lake::
 
-    /            owner rwx; engineers r-x; analysts --x (traverse only, to reach gold)
-    /bronze      engineers rwx; writers rwx; analysts none      (raw, personal data pseudonymized)
-    /silver      engineers rwx; writers rwx; analysts none      (typed, masked, quarantine)
-    /gold        engineers rwx; writers rwx; analysts r-x       (facts, dimensions, features)
+    /            owner rwx; every role --x (traverse only); engineers r-x (list layers)
+    /bronze      ingest rwx; engineers and writers r-x; analysts none   (raw; pseudonymized)
+    /silver      engineers and writers rwx; ingest and analysts none    (typed, quarantine)
+    /gold        engineers and writers rwx; analysts r-x                (facts, dimensions, features)
+    /stream      engineers and writers rwx; analysts r-x                (windows, alerts, anomalies)
+    /meta        engineers, writers and ingest rwx; analysts r-x        (lineage, model registry)
 
+"ingest" are the managed identities of the ingest jobs (the only writers of bronze; a bronze
+erasure runs with that identity), "writers" those of the transform, stream and training jobs.
 Each layer also gets the same entries as *default* ACLs, so every table folder and Parquet file
-created later inherits them. ``mask::rwx`` keeps named entries effective. Groups and writers
-are Microsoft Entra ID object ids (GUIDs): the data engineers' group, the analysts' group, and
-the managed identities of the ingest / transform jobs ("writers").
+created later inherits them. ``mask::rwx`` keeps named entries effective. Groups and identities
+are Microsoft Entra ID object ids (GUIDs).
 
 Errors::
 
@@ -33,12 +37,18 @@ from azure.storage.filedatalake import DataLakeServiceClient
 
 from gondola.errors import ConfigError, StorageError
 
-__all__ = ["AdlsAdmin", "LakeAccess", "LAYERS", "layer_acls"]
+__all__ = ["AdlsAdmin", "LakeAccess", "LAYERS", "ZONES", "layer_acls"]
 
+#: Per layer, what each role may do (absent: nothing). The one statement of the lake's zones.
+ZONES: dict[str, dict[str, str]] = {
+    "bronze": {"ingest": "rwx", "writers": "r-x", "engineers": "r-x"},
+    "silver": {"writers": "rwx", "engineers": "rwx"},
+    "gold": {"writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
+    "stream": {"writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
+    "meta": {"ingest": "rwx", "writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
+}
 #: The lake's layers, each a top-level folder of the file system.
-LAYERS = ("bronze", "silver", "gold")
-# Layers analysts may read; everything else holds raw or unreviewed data.
-_ANALYST_LAYERS = frozenset({"gold"})
+LAYERS = tuple(ZONES)
 
 
 @dataclass(frozen=True)
@@ -48,11 +58,12 @@ class LakeAccess:
     engineers_group: str
     analysts_group: str
     writers: tuple[str, ...] = field(default=())
+    ingest: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         for role, oid in [("engineers_group", self.engineers_group), ("analysts_group", self.analysts_group)] + [
             ("writers", w) for w in self.writers
-        ]:
+        ] + [("ingest", i) for i in self.ingest]:
             try:
                 uuid.UUID(oid)
             except (ValueError, TypeError, AttributeError):
@@ -61,7 +72,7 @@ class LakeAccess:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "LakeAccess":
         """``GONDOLA_ADLS_ENGINEERS_GROUP``, ``GONDOLA_ADLS_ANALYSTS_GROUP``, ``GONDOLA_ADLS_WRITERS``
-        (comma-separated object ids).
+        and ``GONDOLA_ADLS_INGEST`` (comma-separated object ids).
 
         Raises:
             ConfigError: a group is missing or not an object id.
@@ -69,8 +80,11 @@ class LakeAccess:
         missing = [k for k in ("GONDOLA_ADLS_ENGINEERS_GROUP", "GONDOLA_ADLS_ANALYSTS_GROUP") if not env.get(k)]
         if missing:
             raise ConfigError(f"ADLS setup needs {', '.join(missing)}")
-        writers = tuple(w.strip() for w in env.get("GONDOLA_ADLS_WRITERS", "").split(",") if w.strip())
-        return cls(env["GONDOLA_ADLS_ENGINEERS_GROUP"], env["GONDOLA_ADLS_ANALYSTS_GROUP"], writers)
+        def ids(name: str) -> tuple[str, ...]:
+            return tuple(w.strip() for w in env.get(name, "").split(",") if w.strip())
+
+        return cls(env["GONDOLA_ADLS_ENGINEERS_GROUP"], env["GONDOLA_ADLS_ANALYSTS_GROUP"],
+                   ids("GONDOLA_ADLS_WRITERS"), ids("GONDOLA_ADLS_INGEST"))
 
 
 def _with_defaults(entries: list[str]) -> str:
@@ -78,30 +92,21 @@ def _with_defaults(entries: list[str]) -> str:
 
 
 def layer_acls(access: LakeAccess) -> dict[str, str]:
-    """The ``x-ms-acl`` value for the root (``"/"``) and each layer folder."""
-    acls = {
-        "/": ",".join(
-            [
-                "user::rwx",
-                "group::r-x",
-                "other::---",
-                f"group:{access.engineers_group}:r-x",
-                f"group:{access.analysts_group}:--x",
-                *[f"user:{w}:--x" for w in access.writers],
-                "mask::r-x",
-            ]
-        )
+    """The ``x-ms-acl`` value for the root (``"/"``) and each layer folder, from ``ZONES``."""
+    principals = {
+        "engineers": [f"group:{access.engineers_group}"],
+        "analysts": [f"group:{access.analysts_group}"],
+        "writers": [f"user:{w}" for w in access.writers],
+        "ingest": [f"user:{i}" for i in access.ingest],
     }
-    for layer in LAYERS:
-        entries = [
-            "user::rwx",
-            "group::r-x",
-            "other::---",
-            f"group:{access.engineers_group}:rwx",
-            *[f"user:{w}:rwx" for w in access.writers],
-        ]
-        if layer in _ANALYST_LAYERS:
-            entries.append(f"group:{access.analysts_group}:r-x")
+    root = ["user::rwx", "group::r-x", "other::---", f"group:{access.engineers_group}:r-x",
+            f"group:{access.analysts_group}:--x", *[f"{p}:--x" for role in ("writers", "ingest")
+                                                    for p in principals[role]], "mask::r-x"]
+    acls = {"/": ",".join(root)}
+    for layer, roles in ZONES.items():
+        entries = ["user::rwx", "group::r-x", "other::---"]
+        for role, perm in roles.items():
+            entries += [f"{p}:{perm}" for p in principals[role]]
         entries.append("mask::rwx")
         acls[layer] = _with_defaults(entries)
     return acls

@@ -19,6 +19,7 @@ from tests.azure_fakes import RecordingTransport
 ENGINEERS = "11111111-1111-4111-8111-111111111111"
 ANALYSTS = "22222222-2222-4222-8222-222222222222"
 INGEST_MI = "33333333-3333-4333-8333-333333333333"
+TRANSFORM_MI = "44444444-4444-4444-8444-444444444444"
 # Obviously fake account key (base64 of a readable string).
 FAKE_KEY = "ZmFrZS1hY2NvdW50LWtleS1mb3ItdGVzdHM="
 
@@ -61,22 +62,26 @@ def test_azure_adls_ensure_lake_creates_filesystem_layers_and_sets_acls_in_order
     assert all(r.headers["Authorization"].startswith("SharedKey gondolalake:") for r in transport.requests)
 
 
-def test_azure_adls_analysts_read_gold_only_and_engineers_write_every_layer():
-    acls = {path: _entries(acl) for path, acl in layer_acls(LakeAccess(ENGINEERS, ANALYSTS, (INGEST_MI,))).items()}
+def test_azure_adls_zones_ingest_writes_bronze_engineering_reads_it_and_writes_silver_gold_analysts_read_gold():
+    access = LakeAccess(ENGINEERS, ANALYSTS, writers=(TRANSFORM_MI,), ingest=(INGEST_MI,))
+    acls = {path: _entries(acl) for path, acl in layer_acls(access).items()}
 
     assert acls["/"][f"group:{ANALYSTS}"] == "--x"  # traverse to gold, list nothing
     assert acls["/"]["other:"] == "---"
+    assert acls["bronze"][f"user:{INGEST_MI}"] == "rwx"
+    assert acls["bronze"][f"group:{ENGINEERS}"] == "r-x" and acls["bronze"][f"user:{TRANSFORM_MI}"] == "r-x"
+    for layer in ("silver", "gold"):
+        assert acls[layer][f"group:{ENGINEERS}"] == "rwx" and acls[layer][f"user:{TRANSFORM_MI}"] == "rwx"
+        assert f"user:{INGEST_MI}" not in acls[layer]
     assert acls["gold"][f"group:{ANALYSTS}"] == "r-x"
     assert acls["gold"][f"default:group:{ANALYSTS}"] == "r-x"  # new tables inherit it
     for layer in ("bronze", "silver"):
         assert f"group:{ANALYSTS}" not in acls[layer]
         assert f"default:group:{ANALYSTS}" not in acls[layer]
     for layer in LAYERS:
-        assert acls[layer][f"group:{ENGINEERS}"] == "rwx"
-        assert acls[layer][f"default:group:{ENGINEERS}"] == "rwx"
-        assert acls[layer][f"user:{INGEST_MI}"] == "rwx"
         assert acls[layer]["mask:"] == "rwx"
         assert acls[layer]["other:"] == "---"
+        assert all(f"default:{k}" in acls[layer] for k in acls[layer] if not k.startswith("default:"))
 
 
 def test_azure_adls_rerun_on_an_existing_filesystem_is_fine():
@@ -135,9 +140,9 @@ def test_azure_adls_access_rejects_names_that_are_not_object_ids():
         LakeAccess.from_env({"GONDOLA_ADLS_ENGINEERS_GROUP": ENGINEERS})
     access = LakeAccess.from_env(
         {"GONDOLA_ADLS_ENGINEERS_GROUP": ENGINEERS, "GONDOLA_ADLS_ANALYSTS_GROUP": ANALYSTS,
-         "GONDOLA_ADLS_WRITERS": f" {INGEST_MI} ,"}
+         "GONDOLA_ADLS_WRITERS": f" {TRANSFORM_MI} ,", "GONDOLA_ADLS_INGEST": INGEST_MI}
     )
-    assert access.writers == (INGEST_MI,)
+    assert access.writers == (TRANSFORM_MI,) and access.ingest == (INGEST_MI,)
 
 
 def test_azure_adls_unreachable_account_is_a_storage_error():
