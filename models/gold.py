@@ -79,8 +79,10 @@ def _matrix(column: Any) -> np.ndarray:
     return flat.reshape(-1, k)
 
 
-def read_gold_features(lake_root: str, storage_options: Mapping[str, str] | None = None) -> tuple[Any, int]:
-    """The ``gold.features`` table of a lake and its Delta version.
+def read_gold_features(lake_root: str, storage_options: Mapping[str, str] | None = None, *,
+                       version: int | None = None) -> tuple[Any, int]:
+    """The ``gold.features`` table of a lake and its Delta version (the latest, or ``version``:
+    a pinned read gives the same rows every time, whatever was appended since).
 
     Raises:
         StorageError: the table does not exist or cannot be read.
@@ -92,7 +94,7 @@ def read_gold_features(lake_root: str, storage_options: Mapping[str, str] | None
     try:
         if not DeltaTable.is_deltatable(uri, storage_options=opts):
             raise StorageError(f"no {GOLD_FEATURES} Delta table at {uri}: run the lake pipeline first")
-        dt = DeltaTable(uri, storage_options=opts)
+        dt = DeltaTable(uri, storage_options=opts, version=version)
         return dt.to_pyarrow_dataset().to_table(), int(dt.version())
     except StorageError:
         raise

@@ -101,8 +101,11 @@ def train_mlp(
     if len(X) == 0 or y.all() or not y.any():
         raise ValueError(f"need both classes to train: {len(X)} rows, {int(y.sum())} positive")
     enc = encode_for_model(X)
-    mean = enc.mean(axis=0)
-    std = enc.std(axis=0)
+    # In float64: a constant column (every training row has a sensor, say) summed in float32
+    # gets a std of ~1e-5 from rounding alone, and dividing the folded first layer by that
+    # gives weights int8 cannot quantize (the LiteRT delegate refuses the model).
+    mean = enc.mean(axis=0, dtype=np.float64).astype(np.float32)
+    std = enc.std(axis=0, dtype=np.float64)
     std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
     z = (enc - mean) / std
     pos = float(y.sum())
