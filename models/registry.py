@@ -109,12 +109,23 @@ def code_version() -> str:
         return "unknown"
 
 
+#: The registry table's columns: (name, type, description); the data catalog lists them.
+COLUMNS = (
+    ("at_ms", "int64", "when the entry was appended, epoch ms"),
+    ("kind", "string", "what happened: register, status change, claim, decision"),
+    ("version", "string", "model version the entry is about"),
+    ("status", "string", "status after the entry: candidate, canary, production, retired"),
+    ("ring", "string", "rollout ring the entry concerns (canary, early, all), if any"),
+    ("reason", "string", "why (a gate decision, a rollback, an operator's note)"),
+    ("details_json", "string", "metrics, training table versions, code version, artifacts with sha256 (JSON)"),
+)
+
+
 def _schema():
     import pyarrow as pa
 
-    return pa.schema([("at_ms", pa.int64()), ("kind", pa.string()), ("version", pa.string()),
-                      ("status", pa.string()), ("ring", pa.string()), ("reason", pa.string()),
-                      ("details_json", pa.string())])
+    types = {"int64": pa.int64(), "string": pa.string()}
+    return pa.schema([(name, types[kind]) for name, kind, _ in COLUMNS])
 
 
 class DeltaModelRegistry:

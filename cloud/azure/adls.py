@@ -12,7 +12,8 @@ Zones (one file system, ``lake`` by default), the same table ``ZONES`` that
     /silver      engineers and writers rwx; ingest and analysts none    (typed, quarantine)
     /gold        engineers and writers rwx; analysts r-x                (facts, dimensions, features)
     /stream      engineers and writers rwx; analysts r-x                (windows, alerts, anomalies)
-    /meta        engineers, writers and ingest rwx; analysts r-x        (lineage, model registry)
+    /meta        engineers, writers and ingest rwx; analysts r-x        (run lineage)
+    /models      engineers and writers rwx; analysts r-x                (model registry)
 
 "ingest" are the managed identities of the ingest jobs (the only writers of bronze; a bronze
 erasure runs with that identity), "writers" those of the transform, stream and training jobs.
@@ -46,6 +47,7 @@ ZONES: dict[str, dict[str, str]] = {
     "gold": {"writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
     "stream": {"writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
     "meta": {"ingest": "rwx", "writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
+    "models": {"writers": "rwx", "engineers": "rwx", "analysts": "r-x"},
 }
 #: The lake's layers, each a top-level folder of the file system.
 LAYERS = tuple(ZONES)

@@ -38,7 +38,7 @@ _UNITS = (("_per_h", "units/h"), ("_ms", "ms since epoch, UTC"), ("_cents", "cen
 _PUBLIC_TABLES = ("silver.stores", "silver.products", "silver.planogram")
 #: Who answers for each layer's tables (the catalog's owner).
 OWNERS = {"bronze": "data-platform (ingest)", "silver": "data-engineering", "gold": "analytics-engineering",
-          "stream": "streaming-operations", "meta": "data-platform (governance)"}
+          "stream": "streaming-operations", "meta": "data-platform (governance)", "models": "ml-engineering"}
 
 
 @dataclass(frozen=True)

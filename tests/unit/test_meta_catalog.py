@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud.lake.tables import LINEAGE, TABLES
-from cloud.meta.atlas import TYPEDEFS, AtlasError, atlas_entities, validate
+from cloud.meta.atlas import AtlasError, atlas_entities, validate
 from cloud.meta.catalog import build_catalog, catalog_markdown
 from cloud.meta.cli import catalog_main
 from cloud.meta.glossary import TERMS, glossary_markdown
@@ -24,8 +24,17 @@ def catalog():
 
 
 def test_every_dictionary_table_and_column_is_in_the_catalog_with_owner_and_classification(catalog):
+    from cloud.stream.tables import STATE, STREAM_TABLES, stream_schema
+    from models.registry import REGISTRY_TABLE, _schema
+
     by_name = {t["name"]: t for t in catalog["tables"]}
-    assert set(by_name) == set(TABLES)
+    assert set(by_name) == set(TABLES) | set(STREAM_TABLES) | {STATE.name, REGISTRY_TABLE}
+    # The stream job's tables and the model registry are listed with the columns they are written with.
+    for tdef in [*STREAM_TABLES.values(), STATE]:
+        assert [c["name"] for c in by_name[tdef.name]["columns"]] == stream_schema(tdef).names
+        assert by_name[tdef.name]["owner"] == "streaming-operations"
+    assert [c["name"] for c in by_name[REGISTRY_TABLE]["columns"]] == _schema().names
+    assert by_name[REGISTRY_TABLE]["owner"] == "ml-engineering"
     for name, tdef in TABLES.items():
         entry = by_name[name]
         assert entry["owner"] and entry["description"] == tdef.doc
