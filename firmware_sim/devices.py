@@ -157,12 +157,16 @@ def shelf_readings(
     state: SensorState,
     params: DeviceParams,
     down: list[tuple[int, int, int]],
+    drifting: list[tuple[int, int, int, float]] = (),
 ) -> tuple[Table, list[tuple[int, int, int]]]:
     """Readings of all sensors for one day from true units per (step, facing) at step ends.
 
     A sensor reports when its value changed since the previous step, and on a heartbeat every
     ``heartbeat_min``. Returns the table and the stuck windows (sensor, start ms, end ms).
     ``down`` holds (sensor index, start ms, end ms) of rebooting sensors: no readings then.
+    ``drifting`` holds (sensor index, start ms, end ms, units per hour) of drifting load cells:
+    their weight runs away from the truth at that rate, and they report every step while it
+    does (the value changes); after the window the cell is recalibrated.
     """
     cols = ("dev", "ts", "facing", "weight_g", "units_est", "battery_pct", "rssi_dbm")
     if len(sensor_facings) == 0:
@@ -185,6 +189,9 @@ def shelf_readings(
         stuck_units[j] = u[s0, j]
         stuck_windows.append((int(j), day_start_ms + s0 * step_ms, day_start_ms + s1 * step_ms))
     report = ((u != prev) & ~stuck_mask) | heartbeat
+    for j, start, end, _rate in drifting:
+        s0, s1 = max((start - day_start_ms) // step_ms, 0), min(-(-(end - day_start_ms) // step_ms), steps)
+        report[s0:s1, j] = True
     for j, start, end in down:
         s0 = max((start - day_start_ms) // step_ms, 0)
         s1 = min(-(-(end - day_start_ms) // step_ms), steps)
@@ -198,6 +205,9 @@ def shelf_readings(
     days = (ts - state.start_ms) / DAY_MS
     weight = shown * uw + state.drift[rj] * params.drift_g_per_day * days
     weight = weight + rng.normal(0.0, 1.0, n) * params.noise_unit_frac * uw
+    for j, start, end, rate in drifting:
+        hit = (rj == j) & (ts >= start) & (ts < end)
+        weight = np.where(hit, weight + rate * (ts - start) / HOUR_MS * uw, weight)
     weight = np.round(np.maximum(weight, -999.0), 1)
     units_est = np.rint(np.maximum(weight, 0.0) / uw).astype(np.int64)
     state.readings += np.bincount(rj, minlength=n_s)

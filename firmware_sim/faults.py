@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gondola.clock import DAY_MS, MINUTE_MS
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from firmware_sim.scenario import FaultParams
 
-__all__ = ["MALFORMED_KINDS", "MESSAGE_FAULTS", "Window", "plan_device_faults", "plan_store_windows", "apply_faults"]
+__all__ = ["MALFORMED_KINDS", "MESSAGE_FAULTS", "Window", "Anomalies", "plan_device_faults", "plan_store_windows",
+           "plan_anomalies", "apply_faults"]
 
 #: Message-level fault kinds -> bit in a message's ``fault`` mask. ``apply_faults`` marks the
 #: messages; the store counts a fault into ground truth when its message is released, so
@@ -30,7 +31,7 @@ __all__ = ["MALFORMED_KINDS", "MESSAGE_FAULTS", "Window", "plan_device_faults", 
 MESSAGE_FAULTS: dict[str, int] = {
     "drop": 1, "late": 2, "reorder": 4, "malformed": 8, "duplicate": 16,
     "outage_dropped": 32, "outage_delayed": 64, "power_loss_dropped": 128, "power_loss_delayed": 256,
-    "clock_skew": 512,
+    "clock_skew": 512, "pos_outage_delayed": 1024,
 }
 
 MALFORMED_KINDS = ("truncated", "wrong_type", "unknown_sku", "absurd_value")
@@ -79,17 +80,72 @@ def plan_store_windows(rng: np.random.Generator, day_start_ms: int, params: Faul
     return out
 
 
+@dataclass
+class Anomalies:
+    """One day's anomaly faults (``FaultParams.sensor_drifts`` and after; docs/stream.md).
+
+    ``windows`` are ``till_down`` (target: register index), ``sensor_fleet`` and ``pos_outage``
+    (store-wide, target -1) and ``sensor_drift`` (target: sensor index, its rate in ``drift``);
+    ``spike`` is ``(sku index, lift)`` or None.
+    """
+
+    windows: list[Window]
+    drift: dict[int, float]
+    spike: tuple[int, float] | None
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> int:
+    return int(math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo)))) * MINUTE_MS)
+
+
+def plan_anomalies(rng: np.random.Generator, day_start_ms: int, open_ms: tuple[int, int], registers: int,
+                   sensors: int, sku_rates: np.ndarray, params: FaultParams) -> Anomalies:
+    """Draw one day's anomaly faults. Store-level ones start within opening hours ``open_ms``
+    (offsets from midnight), where they matter; a drift starts at any time of the day."""
+    p = params
+    out = Anomalies([], {}, None)
+
+    def in_hours(length: int) -> tuple[int, int]:
+        start = day_start_ms + int(rng.uniform(open_ms[0], max(open_ms[0] + 1, open_ms[1] - HOUR_MS)))
+        return start, min(start + length, day_start_ms + DAY_MS)
+
+    if p.till_failures > 0 and registers > 1:
+        for reg in np.flatnonzero(rng.random(registers) < p.till_failures):
+            start, end = in_hours(_log_uniform(rng, p.till_failure_min_min, p.till_failure_max_min))
+            out.windows.append(Window("till_down", int(reg), start, end))
+    if p.sensor_fleet_failures > 0 and sensors and rng.random() < p.sensor_fleet_failures:
+        start, end = in_hours(_log_uniform(rng, p.fleet_failure_min_min, p.fleet_failure_max_min))
+        out.windows.append(Window("sensor_fleet", -1, start, end))
+    if p.pos_outages > 0 and rng.random() < p.pos_outages:
+        start, end = in_hours(_log_uniform(rng, p.pos_outage_min_min, p.pos_outage_max_min))
+        out.windows.append(Window("pos_outage", -1, start, end))
+    if p.sensor_drifts > 0 and sensors:
+        for j in np.flatnonzero(rng.random(sensors) < p.sensor_drifts):
+            start = day_start_ms + int(rng.integers(0, DAY_MS))
+            end = min(start + _log_uniform(rng, p.drift_min_min, p.drift_max_min), day_start_ms + DAY_MS)
+            out.windows.append(Window("sensor_drift", int(j), start, end))
+            out.drift[int(j)] = float(rng.uniform(*p.drift_units_per_hour) * rng.choice([-1.0, 1.0]))
+    if p.demand_spikes > 0 and rng.random() < p.demand_spikes:
+        # A product that sells at least a unit a day, so the jump is in what the till sees.
+        pool = np.flatnonzero(sku_rates >= 1.0)
+        if len(pool):
+            out.spike = (int(rng.choice(pool)), float(rng.uniform(*p.spike_lift)))
+    return out
+
+
 def apply_faults(
     rng: np.random.Generator,
     msgs: dict[str, np.ndarray],
     buffering: np.ndarray,
     windows: list[Window],
     params: FaultParams,
+    pos_devices: int = 0,
 ) -> dict[str, np.ndarray]:
     """Apply message-level and store-window faults to one day's messages; mark them.
 
     ``msgs`` has ``dev``, ``seq``, ``ts`` (true), sorted by (dev, seq); ``buffering[dev]`` says
-    whether a device keeps unsent messages (POS, handheld) or loses them (sensors). Returns the
+    whether a device keeps unsent messages (POS, handheld) or loses them (sensors); devices
+    ``0..pos_devices-1`` are the POS terminals (a ``pos_outage`` window holds theirs). Returns the
     table with ``sent_at``, ``dropped``, ``malformed`` and ``fault`` (a ``MESSAGE_FAULTS`` mask) set
     and duplicate copies appended (``copy`` = 1).
     """
@@ -100,6 +156,14 @@ def apply_faults(
     fault = np.zeros(n, dtype=np.int64)
     # Store windows first: they are what the network did, the rest is per message.
     for w in windows:
+        if w.kind == "pos_outage":
+            # The POS system stores and forwards: its lines go out when it is back.
+            idx = np.flatnonzero((sent >= w.start_ms) & (sent < w.end_ms) & ~dropped & ~held
+                                 & (msgs["dev"] < pos_devices))
+            sent[idx] = w.end_ms + np.argsort(np.argsort(sent[idx], kind="stable"), kind="stable") * 5
+            held[idx] = True
+            fault[idx] |= MESSAGE_FAULTS["pos_outage_delayed"]
+            continue
         if w.kind not in ("outage", "power_loss"):
             continue
         inside = (sent >= w.start_ms) & (sent < w.end_ms) & ~dropped

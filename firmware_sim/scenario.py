@@ -161,6 +161,11 @@ FAULT_KINDS = (
     "reboot",
     "outage",
     "power_loss",
+    "sensor_drift",
+    "sensor_fleet",
+    "till_down",
+    "pos_outage",
+    "demand_spike",
 )
 
 
@@ -190,12 +195,41 @@ class FaultParams:
     outage_max_min: float = 2 * 24 * 60.0
     power_loss_min_min: float = 2.0
     power_loss_max_min: float = 120.0
+    #: Anomalies for the cloud's stream detectors (docs/stream.md), each with a truth window.
+    #: Per sensor-day: a load cell starts drifting (``drift_units_per_hour``, either sign).
+    sensor_drifts: float = 0.0
+    drift_units_per_hour: tuple[float, float] = (0.75, 2.0)
+    drift_min_min: float = 120.0
+    drift_max_min: float = 600.0
+    #: Per store-day: every shelf sensor of the store goes silent (their radio hub fails).
+    sensor_fleet_failures: float = 0.0
+    fleet_failure_min_min: float = 60.0
+    fleet_failure_max_min: float = 360.0
+    #: Per register-day: a till lane stops (terminal broken); shoppers queue at the next lane.
+    till_failures: float = 0.0
+    till_failure_min_min: float = 60.0
+    till_failure_max_min: float = 300.0
+    #: Per store-day: the store's POS system stops sending (store-and-forward: lines come later).
+    pos_outages: float = 0.0
+    pos_outage_min_min: float = 60.0
+    pos_outage_max_min: float = 240.0
+    #: Per store-day: one SKU's demand jumps by ``spike_lift`` for the day (an unannounced
+    #: local promotion), at the regular price.
+    demand_spikes: float = 0.0
+    spike_lift: tuple[float, float] = (4.0, 8.0)
 
     def __post_init__(self) -> None:
         _check_probabilities(self, ("drops", "duplicates", "reorders", "late", "malformed", "clock_skew", "reboots",
-                                    "outages", "power_losses"))
+                                    "outages", "power_losses", "sensor_drifts", "sensor_fleet_failures",
+                                    "till_failures", "pos_outages", "demand_spikes"))
+        if not 0 < self.drift_units_per_hour[0] <= self.drift_units_per_hour[1]:
+            raise ConfigError("[faults] need 0 < drift_units_per_hour[0] <= drift_units_per_hour[1]")
+        if not 1 <= self.spike_lift[0] <= self.spike_lift[1]:
+            raise ConfigError("[faults] need 1 <= spike_lift[0] <= spike_lift[1]")
         for lo, hi in (("late_min_s", "late_max_s"), ("reboot_min_s", "reboot_max_s"),
-                       ("outage_min_min", "outage_max_min"), ("power_loss_min_min", "power_loss_max_min")):
+                       ("outage_min_min", "outage_max_min"), ("power_loss_min_min", "power_loss_max_min"),
+                       ("drift_min_min", "drift_max_min"), ("fleet_failure_min_min", "fleet_failure_max_min"),
+                       ("till_failure_min_min", "till_failure_max_min"), ("pos_outage_min_min", "pos_outage_max_min")):
             if not 0 < getattr(self, lo) <= getattr(self, hi):
                 raise ConfigError(f"[faults] need 0 < {lo} <= {hi}")
 

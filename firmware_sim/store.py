@@ -24,8 +24,8 @@ from firmware_sim import devices as dv
 from firmware_sim._rng import component_rng
 from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram
 from firmware_sim.demand import day_factor, draw_demand, intraday_profile, promo_mask
-from firmware_sim.faults import (MALFORMED_KINDS, MESSAGE_FAULTS, Window, apply_faults, plan_device_faults,
-                                  plan_store_windows)
+from firmware_sim.faults import (MALFORMED_KINDS, MESSAGE_FAULTS, Window, apply_faults, plan_anomalies,
+                                  plan_device_faults, plan_store_windows)
 from firmware_sim.replenishment import Backroom, hhmm_ms, plan_rounds, restock
 from firmware_sim.scenario import Scenario
 from firmware_sim.truth import GroundTruth, WindowRecord
@@ -389,13 +389,21 @@ class StoreSim:
         reboots, skew = plan_device_faults(r("faults.device"), day_start, len(self.device_ids),
                                            self._reboot_ok, sc.faults)
         new_windows = plan_store_windows(r("faults.store"), day_start, sc.faults)
+        n_sensors = len(self.sensor_facings)
+        hours = (int(sc.demand.open_hour * 3_600_000), int(sc.demand.close_hour * 3_600_000))
+        anomalies = plan_anomalies(r("faults.anomalies"), day_start, hours, self.registers, n_sensors, plan.rate,
+                                   sc.faults)
         if not emit:
             reboots, new_windows = [], []
-        for w in reboots + new_windows:
+            anomalies.windows, anomalies.drift, anomalies.spike = [], {}, None
+        # Anomaly windows name their device: a register, a sensor (after the registers) or the store.
+        offset = {"till_down": 0, "sensor_drift": self._first_sensor}
+        for w in reboots + new_windows + anomalies.windows:
             truth.count(w.kind)
-            target = self.store_id if w.target < 0 else str(self.device_ids[w.target])
+            target = self.store_id if w.target < 0 else str(self.device_ids[w.target + offset.get(w.kind, 0)])
             truth.windows.append(WindowRecord(w.kind, target, w.start_ms, w.end_ms))
-        self._windows = [w for w in self._windows if w.end_ms > day_start] + new_windows
+        pos_outages = [w for w in anomalies.windows if w.kind == "pos_outage"]
+        self._windows = [w for w in self._windows if w.end_ms > day_start] + new_windows + pos_outages
 
         # Morning delivery.
         factor = day_factor(sc.demand, seed, sid, day_start)
@@ -410,6 +418,14 @@ class StoreSim:
         price = np.where(promo, np.round(cat.price_cents * (1 - sc.demand.promo_discount)), cat.price_cents)
         rate_f = (plan.rate * lift)[plan.sku_index] / self._n_fac[plan.sku_index]
         demand = draw_demand(r("demand"), rate_f, self._profile, factor)
+        if anomalies.spike is not None and emit and factor > 0:
+            # Extra demand drawn on its own stream: the other facings' demand stays the same.
+            sku, spike_lift = anomalies.spike
+            cols = np.flatnonzero(plan.sku_index == sku)
+            demand[:, cols] += draw_demand(r("faults.spike"), rate_f[cols] * (spike_lift - 1.0), self._profile, factor)
+            truth.count("demand_spike")
+            truth.windows.append(WindowRecord("demand_spike", str(self._sku_ids[sku]), day_start + hours[0],
+                                              day_start + hours[1]))
         rounds = plan_rounds(r("rounds"), day_start, sc.replenishment, open_day)
         rng_round = r("restock")
         restock_at = {}
@@ -451,12 +467,18 @@ class StoreSim:
 
         # Devices.
         pos_down = [(w.target, w.start_ms, w.end_ms) for w in reboots if w.target < self.registers]
+        pos_down += [(w.target, w.start_ms, w.end_ms) for w in anomalies.windows if w.kind == "till_down"]
         sensor_down = [(w.target - self._first_sensor, w.start_ms, w.end_ms) for w in reboots
                        if self._first_sensor <= w.target < self._first_handheld]
+        sensor_down += [(j, w.start_ms, w.end_ms) for w in anomalies.windows if w.kind == "sensor_fleet"
+                        for j in range(n_sensors)]
+        drifting = [(w.target, w.start_ms, w.end_ms, anomalies.drift[w.target]) for w in anomalies.windows
+                    if w.kind == "sensor_drift"]
         pos = dv.pos_lines(r("pos"), sold, day_start, step, price.astype(np.int64), plan, self.registers,
                            pos_down, sc.demand, self._open_steps if open_day else np.zeros(0, np.int64))
         shelf, stuck = dv.shelf_readings(r("sensors"), u_mat, prev_units, day_start, step, self.sensor_facings,
-                                         self._first_sensor, cat.unit_weight_g[plan.sku_index], self._sensors, sc.devices, sensor_down)
+                                         self._first_sensor, cat.unit_weight_g[plan.sku_index], self._sensors, sc.devices, sensor_down,
+                                         drifting)
         for j, start, end in stuck:
             truth.count("sensor_stuck")
             truth.windows.append(WindowRecord("sensor_stuck", str(self.device_ids[self._first_sensor + j]), start, end))
@@ -517,7 +539,7 @@ class StoreSim:
         seq = self._seq[devs] + (np.arange(len(devs)) - first)
         self._seq += np.bincount(devs, minlength=len(self._seq))
         msgs = {"dev": devs, "seq": seq, "ts": ts, "code": codes, "row": rows}
-        msgs = apply_faults(rng, msgs, self._buffering, self._windows, self.scenario.faults)
+        msgs = apply_faults(rng, msgs, self._buffering, self._windows, self.scenario.faults, self.registers)
         # The device clock: ``ts`` as reported; ``sent_at`` stays on true time.
         skewed = skew[msgs["dev"]]
         if skewed.any():

@@ -15,6 +15,29 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   facings) since that value, and the store's other sensors still report. Score: units sold.
 * ``till_silent``: a register that sent lines in the past hour-of-day profile is silent for
   ``till_silent_ms`` while the store's other registers sell. Score: lines expected.
+* ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
+  ``backlog_fresh_ms`` of their time: reports drained after an outage describe the past), show
+  ``unsent_rows`` rising over ``backlog_reports`` reports by at least ``backlog_min_rows`` while
+  the oldest unsent event is older than ``backlog_age_ms``. Score: unsent rows.
+* ``sales_zero``: no POS line from any register for ``sales_zero_ms`` in opening hours while the
+  store's other devices report, and its hour-of-day POS profile expected at least
+  ``sales_zero_expected`` lines meanwhile. Score: lines expected.
+* ``sensor_drift``: a sensor (of a SKU with one facing) whose reading departs from what the till
+  and the handhelds say: expected = reading at the anchor - units sold since + units restocked
+  since (each counted up to the reading's time); ``drift_readings`` readings in a row off by at
+  least ``drift_units`` while the value keeps changing (an unchanged value is ``sensor_stuck``).
+  Judged only when the POS record is current (a line within 15 minutes, or a closed hour).
+  Score: units off.
+* ``phantom_inventory``: a sensored facing (its SKU's only one) reads empty for
+  ``phantom_min_ms`` with no sale of its SKU since, while a delivery came in after it emptied
+  without that SKU and a restock round after that delivery did not refill it: the store system
+  still believes it has stock, so it neither ordered nor refilled (unrecorded shrink). Score:
+  hours empty.
+* ``demand_band``: a SKU's units sold today at the regular price against its usual share of the
+  store's units (learned per day, after ``band_warmup_days`` days): at least ``band_ratio`` times
+  the expected units plus ``band_sigmas`` Poisson sigmas, and at least ``band_min_units``. A
+  lower price than the SKU's regular one marks an announced promotion (not an anomaly).
+  Score: observed / expected.
 * ``alert_divergence``: (run only while the gateway is alive) the gateway's raised alerts and
   the cloud's ``empty_within_h`` alerts disagree on at least ``divergence_min`` facings and on
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
@@ -31,7 +54,8 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 
 __all__ = ["DetectorConfig", "StoreWatch", "ANOMALY_KINDS"]
 
-ANOMALY_KINDS = ("gateway_silent", "sensor_fleet_silent", "sensor_stuck", "till_silent", "alert_divergence")
+ANOMALY_KINDS = ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_stuck", "sensor_drift",
+                 "till_silent", "sales_zero", "phantom_inventory", "demand_band", "alert_divergence")
 
 
 @dataclass(frozen=True)
@@ -44,10 +68,24 @@ class DetectorConfig:
     stuck_min_ms: int = 30 * MINUTE_MS
     stuck_units: float = 3.0
     till_silent_ms: int = 30 * MINUTE_MS
-    till_expected: float = 8.0
+    till_expected: float = 9.0
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
+    backlog_fresh_ms: int = 10 * MINUTE_MS
+    backlog_reports: int = 4
+    backlog_min_rows: int = 50
+    backlog_age_ms: int = 10 * MINUTE_MS
+    sales_zero_ms: int = 30 * MINUTE_MS
+    sales_zero_expected: float = 15.0
+    drift_units: float = 3.0
+    drift_readings: int = 3
+    phantom_min_ms: int = 12 * HOUR_MS
+    band_warmup_days: int = 2
+    band_ratio: float = 3.0
+    band_sigmas: float = 4.0
+    band_min_units: float = 10.0
+    band_history_days: int = 3
 
 
 def _hour(ts: int) -> int:
@@ -61,18 +99,22 @@ class _Profile:
     events: list[float] = field(default_factory=lambda: [0.0] * 24)
     observed_ms: list[float] = field(default_factory=lambda: [0.0] * 24)
 
-    def rate(self, hour: int) -> float:
+    def rate(self, hour: int, strict: bool = False) -> float:
+        """Events per ms in this hour of day; an hour not yet observed for 30 minutes counts as
+        the all-day average, or (``strict``) as none: unknown hours raise no alarm."""
         if self.observed_ms[hour] >= 30 * MINUTE_MS:
             return self.events[hour] / self.observed_ms[hour]
+        if strict:
+            return 0.0
         total = sum(self.observed_ms)
         return sum(self.events) / total if total else 0.0
 
-    def expected(self, start: int, end: int) -> float:
+    def expected(self, start: int, end: int, strict: bool = False) -> float:
         """Events expected in [start, end) (summed hour by hour, at most one day)."""
         out, t, end = 0.0, start, min(end, start + DAY_MS)
         while t < end:
             nxt = min(end, t - t % HOUR_MS + HOUR_MS)
-            out += self.rate(_hour(t)) * (nxt - t)
+            out += self.rate(_hour(t), strict) * (nxt - t)
             t = nxt
         return out
 
@@ -86,6 +128,15 @@ class _Sensor:
     last_ts: int
     sold: float = 0.0
     flagged: bool = False
+    # sensor_drift: the reading the till agreed with last, and sales / restocks since (ts, units)
+    anchor_units: float = 0.0
+    anchor_ts: int = 0
+    moves: list = field(default_factory=list)
+    off_count: int = 0
+    drift_flagged: bool = False
+    # phantom_inventory: since when the sensor reads 0 (None: it does not)
+    zero_since: int | None = None
+    restocked_ts: int = 0
 
 
 @dataclass
@@ -103,11 +154,25 @@ class StoreWatch:
     sensors: dict[str, _Sensor] = field(default_factory=dict)  # facing -> sensor
     sensor_hours: float = 0.0  # readings per hour, decayed
     facings_per_sku: dict[str, int] = field(default_factory=dict)
-    registers: dict[str, list] = field(default_factory=dict)  # device -> [last_ts, _Profile, flagged]
+    registers: dict[str, list] = field(default_factory=dict)  # device -> [last_ts, _Profile, flagged, last txn]
+    _by_sku: dict = field(default_factory=dict)  # sku -> its sensor (single-facing SKUs matter)
     gateway_raised: set[str] = field(default_factory=set)
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
     divergent_ticks: int = 0
     last_tick: int | None = None
+    pos_profile: _Profile = field(default_factory=_Profile)
+    backlog: list = field(default_factory=list)  # fresh (ts, unsent_rows, oldest_age_ms) reports
+    last_restock_ts: int | None = None
+    deliveries: dict = field(default_factory=dict)  # delivery_id -> [first_ts, {skus}]
+    sku_sold_ts: dict = field(default_factory=dict)  # sku -> last sale ts
+    # demand_band: today's regular-price units per SKU, the store's units, learned shares
+    band_day: int | None = None
+    band_units: dict = field(default_factory=dict)
+    band_total: float = 0.0
+    band_promo: set = field(default_factory=set)
+    band_share: dict = field(default_factory=dict)  # sku -> shares of the last band_history_days days
+    band_days: int = 0
+    regular_price: dict = field(default_factory=dict)
 
     def start(self, ts: int, planogram: Sequence[Any] | None) -> None:
         self.first_ts = self.last_ts = ts
@@ -116,7 +181,9 @@ class StoreWatch:
 
     # ---- events --------------------------------------------------------------------------
 
-    def observe(self, etype: str, device: str, ts: int, data: dict, cfg: DetectorConfig) -> None:
+    def observe(self, etype: str, device: str, ts: int, data: dict, cfg: DetectorConfig,
+                enqueued_ms: int | None = None) -> list[dict]:
+        """Fold one event in; return anomaly rows an event itself decides (sensor_drift)."""
         self.profile.events[_hour(ts)] += 1
         if ts > self.last_ts:
             self.last_ts = ts
@@ -125,54 +192,222 @@ class StoreWatch:
             self.last_gateway_ts = max(self.last_gateway_ts or ts, ts)
             if etype == "edge.alert":
                 facing = data.get("facing_id")
+                if data.get("kind", "empty_within_h") != "empty_within_h":
+                    return []  # compared with the cloud's forecasts only
                 if data.get("state") == "raised":
                     self.gateway_raised.add(facing)
                 else:
                     self.gateway_raised.discard(facing)
+            elif etype == "edge.health":
+                self._health(ts, data, cfg, enqueued_ms)
         elif etype == "shelf.reading":
-            self._reading(device, ts, data)
+            return self._reading(device, ts, data, cfg)
         elif etype == "pos.line":
-            self._sale(device, ts, data)
+            self._sale(device, ts, data, cfg)
+        elif etype == "shelf.restock":
+            self._restock(ts, data)
+        elif etype == "inventory.delivery":
+            d = self.deliveries.setdefault(str(data.get("delivery_id")), [ts, set()])
+            d[0] = min(d[0], ts)
+            d[1].add(data.get("sku"))
+        return []
 
-    def _reading(self, device: str, ts: int, data: dict) -> None:
+    def _health(self, ts: int, data: dict, cfg: DetectorConfig, enqueued_ms: int | None) -> None:
+        if enqueued_ms is not None and enqueued_ms - ts > cfg.backlog_fresh_ms:
+            return  # drained after an outage: about the past, not the link now
+        if self.backlog and ts <= self.backlog[-1][0]:
+            return
+        self.backlog.append((ts, int(data.get("unsent_rows", 0)), float(data.get("oldest_unsent_age_s", 0.0)) * 1000,
+                             enqueued_ms if enqueued_ms is not None else ts))
+        del self.backlog[:-cfg.backlog_reports]
+
+    def _restock(self, ts: int, data: dict) -> None:
+        self.last_restock_ts = max(self.last_restock_ts or ts, ts)
+        s = self.sensors.get(data.get("facing_id"))
+        if s is not None:
+            s.restocked_ts = max(s.restocked_ts, ts)
+            if ts > s.anchor_ts:
+                s.moves.append((ts, float(data.get("units_added", 0))))
+
+    def _pos_current(self, ts: int) -> bool:
+        """Whether the POS record is complete up to ``ts`` (a recent line, or a closed hour)."""
+        if self.last_pos_ts is not None and self.last_pos_ts >= ts - 15 * MINUTE_MS:
+            return True
+        return self.pos_profile.expected(ts - 15 * MINUTE_MS, ts) < 1.0 and self.band_days > 0
+
+    def _reading(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> list[dict]:
         self.last_reading_ts = max(self.last_reading_ts or ts, ts)
         self.open.discard("sensor_fleet_silent")
         facing, units = data.get("facing_id"), float(data.get("units_est", 0))
         s = self.sensors.get(facing)
         if s is None:
-            s = self.sensors[facing] = _Sensor(device, str(data.get("sku")), units, ts, ts)
-            return
+            s = self.sensors[facing] = _Sensor(device, str(data.get("sku")), units, ts, ts,
+                                               anchor_units=units, anchor_ts=ts, zero_since=ts if units <= 0 else None)
+            self._by_sku[s.sku] = s
+            return []
         if ts < s.last_ts:
-            return  # an older reading arriving late says nothing about now
+            return []  # an older reading arriving late says nothing about now
         s.last_ts = ts
+        if units <= 0 and s.zero_since is None:
+            s.zero_since = ts
+        elif units > 0:
+            s.zero_since = None
+            self.open.discard(f"phantom_inventory:{facing}")
         if units != s.units:
             s.units, s.changed_ts, s.sold = units, ts, 0.0
             if s.flagged:
                 s.flagged = False
                 self.open.discard(f"sensor_stuck:{facing}")
+        return self._drift(s, facing, ts, units, cfg)
 
-    def _sale(self, device: str, ts: int, data: dict) -> None:
+    def _drift(self, s: _Sensor, facing: str, ts: int, units: float, cfg: DetectorConfig) -> list[dict]:
+        if self.facings_per_sku.get(s.sku, 1) > 1 or not self._pos_current(ts):
+            return []
+        moved = sum(q for t, q in s.moves if t <= ts)
+        expected = max(s.anchor_units + moved, 0.0)
+        off = units - expected
+        if abs(off) < 0.5:  # the till agrees exactly: re-anchor here (a slow drift must not creep)
+            s.anchor_units, s.anchor_ts, s.off_count = units, ts, 0
+            s.moves = [m for m in s.moves if m[0] > ts]
+            if s.drift_flagged:
+                s.drift_flagged = False
+                self.open.discard(f"sensor_drift:{facing}")
+            return []
+        if abs(off) < cfg.drift_units or units == s.anchor_units:
+            s.off_count = 0
+            return []
+        s.off_count += 1
+        if s.off_count < cfg.drift_readings or s.drift_flagged:
+            return []
+        s.drift_flagged = True
+        self.open.add(f"sensor_drift:{facing}")
+        return [self._row(ts, "sensor_drift", s.device, abs(off), s.anchor_ts, {
+            "facing_id": facing, "sku": s.sku, "reading_units": units, "expected_units": round(expected, 2),
+            "anchor_units": s.anchor_units, "anchor_ms": s.anchor_ts})]
+
+    def _sale(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> None:
         self.last_pos_ts = max(self.last_pos_ts or ts, ts)
+        self.open.discard("sales_zero")
+        self.pos_profile.events[_hour(ts)] += 1
+        self._band(ts, data, cfg)
         reg = self.registers.get(device)
         if reg is None:
-            reg = self.registers[device] = [ts, _Profile(), False]
-        reg[1].events[_hour(ts)] += 1
+            reg = self.registers[device] = [ts, _Profile(), False, None]
+        txn = data.get("txn_id")
+        if txn != reg[3]:  # a register's profile counts baskets: lines come in bursts
+            reg[3] = txn
+            reg[1].events[_hour(ts)] += 1
         if ts > reg[0]:
             reg[0] = ts
             if reg[2]:
                 reg[2] = False
                 self.open.discard(f"till_silent:{device}")
-        qty = float(data.get("qty", 0))
-        if qty <= 0 or data.get("kind", "sale") != "sale":
-            return
+        qty, kind = float(data.get("qty", 0)), data.get("kind", "sale")
+        if kind not in ("sale", "void") or (kind == "sale" and qty <= 0):
+            return  # a return goes to the backroom, not the shelf
+        if kind == "void" and qty > 0:
+            qty = -qty  # a voided scan gives back what its scan took
         sku = data.get("sku")
-        shared = [s for s in self.sensors.values() if s.sku == sku]
-        if not shared:
+        if qty > 0:
+            self.sku_sold_ts[sku] = max(self.sku_sold_ts.get(sku, ts), ts)
+        if self.facings_per_sku.get(sku, 1) > 1:
+            return  # which facing a line took from is unknown: per-sensor rules skip such SKUs
+        s = self._by_sku.get(sku)
+        if s is None:
             return
-        n = max(self.facings_per_sku.get(sku, 0), len(shared), 1)
-        for s in shared:
-            if ts > s.changed_ts:
-                s.sold += qty / n
+        if ts > s.changed_ts:
+            s.sold += qty
+        if ts > s.anchor_ts:
+            s.moves.append((ts, -qty))
+
+    def _band(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
+        day = ts // DAY_MS
+        if self.band_day is None or day > self.band_day:
+            self._band_roll(day, cfg)
+        elif day < self.band_day:
+            return  # a line of a day already learned
+        sku, qty, price = data.get("sku"), float(data.get("qty", 0)), int(data.get("price_cents", 0))
+        if data.get("kind", "sale") != "sale" or qty <= 0:
+            return
+        regular = self.regular_price.get(sku, 0)
+        if price > regular:
+            self.regular_price[sku] = price
+        elif price < regular:
+            self.band_promo.add(sku)  # a promotion price: announced, not an anomaly
+        self.band_units[sku] = self.band_units.get(sku, 0.0) + qty
+        self.band_total += qty
+
+    def _band_roll(self, day: int, cfg: DetectorConfig) -> None:
+        """Learn yesterday's shares (when it had sales), start a new day."""
+        if self.band_day is not None and self.band_total > 0:
+            for sku in set(self.band_share) | set(self.band_units):
+                hist = self.band_share.setdefault(sku, [])
+                hist.append(self.band_units.get(sku, 0.0) / self.band_total)
+                del hist[:-cfg.band_history_days]
+            self.band_days += 1
+        self.band_day, self.band_units, self.band_total, self.band_promo = day, {}, 0.0, set()
+
+    def _band_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
+        if self.band_days < cfg.band_warmup_days or self.band_total <= 0 or self.band_day != t // DAY_MS:
+            return []
+        rows = []
+        floor = 0.5 / max(self.band_total, 1.0)
+        for sku, units in sorted(self.band_units.items()):
+            key = f"demand_band:{sku}:{self.band_day}"
+            if units < cfg.band_min_units or sku in self.band_promo or key in self.open:
+                continue
+            # The best of the last days: a day the shelf stood empty says little about demand.
+            usual = max(self.band_share.get(sku) or [0.0])
+            if usual <= 0:
+                continue  # no sale in the last days (out of stock, or new): no usual to compare with
+            expected = max(usual, floor) * self.band_total
+            if units >= cfg.band_ratio * expected + cfg.band_sigmas * expected ** 0.5:
+                self.open.add(key)
+                rows.append(self._row(t, "demand_band", sku, units / max(expected, 1e-9), t - t % DAY_MS, {
+                    "sku": sku, "units_today": units, "expected_units": round(expected, 2),
+                    "store_units_today": self.band_total, "usual_share": round(usual, 5)}))
+        return rows
+
+    def _phantom_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
+        rows = []
+        for facing, s in sorted(self.sensors.items()):
+            since = s.zero_since
+            if (since is None or t - since < cfg.phantom_min_ms or f"phantom_inventory:{facing}" in self.open
+                    or self.facings_per_sku.get(s.sku, 1) > 1 or self.sku_sold_ts.get(s.sku, -1) > since):
+                continue
+            missed = [(ts0, d) for d, (ts0, skus) in self.deliveries.items() if ts0 > since and s.sku not in skus]
+            if not missed or self.last_restock_ts is None:
+                continue
+            first = min(ts0 for ts0, _ in missed)
+            if self.last_restock_ts <= first or s.restocked_ts > since:
+                continue
+            self.open.add(f"phantom_inventory:{facing}")
+            rows.append(self._row(t, "phantom_inventory", facing, (t - since) / HOUR_MS, since, {
+                "facing_id": facing, "sku": s.sku, "empty_since_ms": since,
+                "deliveries_without_it": sorted(d for _, d in missed)[:5], "last_restock_ms": self.last_restock_ts}))
+        # Forget deliveries older than a week.
+        for d in [d for d, (ts0, _) in self.deliveries.items() if t - ts0 > 7 * DAY_MS]:
+            del self.deliveries[d]
+        return rows
+
+    def _backlog_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
+        b = self.backlog
+        if len(b) < cfg.backlog_reports or t - b[-1][0] > cfg.backlog_fresh_ms:
+            return []
+        # Seen growing live: the reports came in separate deliveries over time (one drain after
+        # an outage delivers many at once, and that is gateway_silent's story).
+        live = all(b[i + 1][3] - b[i][3] >= cfg.backlog_fresh_ms // 4 for i in range(len(b) - 1))
+        rising = (all(b[i + 1][1] >= b[i][1] for i in range(len(b) - 1))
+                  and b[-1][1] - b[0][1] >= cfg.backlog_min_rows and live)
+        if "gateway_backlog" in self.open:
+            if b[-1][2] < cfg.backlog_age_ms / 2:
+                self.open.discard("gateway_backlog")
+            return []
+        if not rising or b[-1][2] < cfg.backlog_age_ms:
+            return []
+        self.open.add("gateway_backlog")
+        return [self._row(t, "gateway_backlog", self.store_id, float(b[-1][1]), b[0][0], {
+            "unsent_rows": [r[1] for r in b], "oldest_unsent_min": round(b[-1][2] / MINUTE_MS, 1)})]
 
     # ---- ticks ---------------------------------------------------------------------------
 
@@ -192,6 +427,8 @@ class StoreWatch:
             self.profile.observed_ms[_hour(t - span)] += span
             for reg in self.registers.values():
                 reg[1].observed_ms[_hour(t - span)] += span
+            if "sales_zero" not in self.open:
+                self.pos_profile.observed_ms[_hour(t - span)] += span
             if self.last_reading_ts is not None and t - self.last_reading_ts < cfg.fleet_silent_ms:
                 self.sensor_hours += span / HOUR_MS
         if not warm:
@@ -206,6 +443,17 @@ class StoreWatch:
                     "expected_events": round(expected, 1)}))
         if silent_for >= cfg.silent_min_ms:
             return rows  # a silent store says nothing about its sensors or tills
+        rows += self._backlog_check(t, cfg)
+        # sales_zero: no register sells while the store's other devices report
+        if self.last_pos_ts is not None and t - self.last_pos_ts >= cfg.sales_zero_ms and "sales_zero" not in self.open:
+            expected = self.pos_profile.expected(self.last_pos_ts, t, strict=True)
+            if expected >= cfg.sales_zero_expected:
+                self.open.add("sales_zero")
+                rows.append(self._row(t, "sales_zero", self.store_id, expected, self.last_pos_ts, {
+                    "last_line_ms": self.last_pos_ts, "expected_lines": round(expected, 1),
+                    "registers_known": len(self.registers)}))
+        rows += self._band_check(t, cfg)
+        rows += self._phantom_check(t, cfg)
         # sensor_fleet_silent
         pos_recent = self.last_pos_ts is not None and t - self.last_pos_ts < cfg.fleet_silent_ms
         if (len(self.sensors) >= cfg.fleet_min_sensors and self.last_reading_ts is not None and pos_recent
@@ -220,6 +468,7 @@ class StoreWatch:
         if fleet_alive:
             for facing, s in sorted(self.sensors.items()):
                 if (not s.flagged and s.sold >= cfg.stuck_units and s.units >= 1
+                        and self.facings_per_sku.get(s.sku, 1) == 1
                         and t - s.changed_ts >= cfg.stuck_min_ms):
                     s.flagged = True
                     self.open.add(f"sensor_stuck:{facing}")
@@ -229,11 +478,11 @@ class StoreWatch:
         # till_silent
         others_selling = pos_recent
         for device, reg in sorted(self.registers.items()):
-            last, prof, flagged = reg
+            last, prof, flagged = reg[:3]
             if flagged or not others_selling or t - last < cfg.till_silent_ms:
                 continue
             if any(d != device and t - r[0] < cfg.till_silent_ms for d, r in self.registers.items()):
-                expected = prof.expected(last, t)
+                expected = prof.expected(last, t, strict=True)
                 if expected >= cfg.till_expected:
                     reg[2] = True
                     self.open.add(f"till_silent:{device}")

@@ -194,7 +194,8 @@ class PartitionProcessor:
                                           "watermark_ms": wm, "late_by_ms": wm - ts})
         else:
             self._window(store, etype, device, ts, data)
-        watch.observe(etype, device, ts, data, cfg.detectors)
+        for row in watch.observe(etype, device, ts, data, cfg.detectors, enqueued_ms):
+            self._emit(ANOMALIES.name, row)
         scorer = self._scorer(store)
         if scorer is not None:
             scorer.observe(ev)

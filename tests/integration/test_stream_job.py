@@ -1,0 +1,135 @@
+"""The stream job end to end on the embedded hub: restart after kill -9, late events, --once.
+
+Input comes from simulated stores through simulated gateways (``tests/stream_sim.py``); the job
+writes ``stream.*`` Delta tables on a local folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cloud.ingest.source import LocalHubSource
+from cloud.lake.storage import open_storage
+from cloud.stream.job import StreamJob
+from cloud.stream.tables import STREAM_TABLES
+from firmware_sim.history import write_master_data
+from gondola.clock import MINUTE_MS, SimClock
+from gondola.contracts import encode_batch, make_event
+from gondola.hub import LocalHub
+from tests.stream_sim import run_sim_stores
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(300)
+
+_NO_FAULTS = dict(duplicates=0.02, late=0.01)
+
+
+def _rows(lake: Path, name: str) -> list[dict]:
+    rows = open_storage(str(lake)).read(name)
+    return rows.to_pylist() if rows is not None else []
+
+
+def _keys(lake: Path) -> dict[str, Counter]:
+    """Each output table's rows by key (without when they were written)."""
+    out = {}
+    for name, tdef in STREAM_TABLES.items():
+        out[name] = Counter(tuple(r[k] for k in tdef.key) for r in _rows(lake, name))
+    return out
+
+
+def _cli(run, lake: Path, planogram: Path, *extra: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "gondola", "cloud", "--lake", str(lake), "--hub", str(run.hub_path),
+                             "stream", "--once", "--planogram", str(planogram), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_stream_job_killed_with_sigkill_and_restarted_writes_every_window_and_alert_once(tmp_path):
+    run = run_sim_stores(tmp_path / "sim", stores=2, skus=200, days=1.5, seed=5, faults=_NO_FAULTS)
+    planogram = write_master_data(tmp_path / "master", run.sims)[-1]
+    assert planogram.name == "planogram.csv"
+
+    # The reference: one uninterrupted run (its own consumer group: checkpoints live in the hub).
+    clean = _cli(run, tmp_path / "clean", planogram, "--batch", "25", "--consumer-group", "reference")
+    out, _ = clean.communicate(timeout=240)
+    assert clean.returncode == 0, out
+    want = _keys(tmp_path / "clean")
+    assert sum(want["stream.sales_5m"].values()) > 100 and sum(want["stream.alerts"].values()) > 0
+
+    # The same input, killed with SIGKILL once some tables have commits, then restarted.
+    lake = tmp_path / "crashed"
+    proc = _cli(run, lake, planogram, "--batch", "25", "--snapshot-s", "0.5")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (lake / "stream" / "state" / "_delta_log").exists() and (lake / "stream" / "sales_5m").exists():
+            break
+        time.sleep(0.05)
+    killed_midway = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert killed_midway, "the job finished before it could be killed: give it more input"
+    partial = _keys(lake)
+    assert 0 < sum(partial["stream.sales_5m"].values()) < sum(want["stream.sales_5m"].values())
+
+    again = _cli(run, lake, planogram, "--batch", "25")
+    out, _ = again.communicate(timeout=240)
+    assert again.returncode == 0, out
+    got = _keys(lake)
+    for name in STREAM_TABLES:
+        dupes = {k: n for k, n in got[name].items() if n > 1}
+        assert not dupes, f"{name}: duplicated rows {list(dupes)[:3]}"
+        assert got[name] == want[name], f"{name}: the restarted run differs from the uninterrupted one"
+
+
+def test_stream_job_routes_late_events_to_their_table_and_keeps_them_out_of_closed_windows(tmp_path):
+    t0 = 1_767_600_000_000 - 1_767_600_000_000 % (5 * MINUTE_MS)
+    clock = SimClock(t0)
+    hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
+    seq = iter(range(1_000))
+
+    def line(ts: int, qty: int) -> dict:
+        return make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=next(seq), ts=ts,
+                          data={"txn_id": f"t{ts}", "register": "r01", "line": 1, "sku": "k1", "qty": qty,
+                                "price_cents": 100}) | {"received_at": ts}
+
+    def send(events: list[dict], at: int) -> None:
+        clock.advance_to(at)
+        msg = encode_batch(events, store_id="s001")
+        hub.send("gw-s001", msg.body, msg.properties)
+
+    # Minutes 0..39 arrive on time, one line a minute of 1 unit.
+    send([line(t0 + m * MINUTE_MS, 1) for m in range(40)], t0 + 40 * MINUTE_MS)
+    # A line of minute 2 arrives now: 38 minutes late, past the 10-minute allowed lateness.
+    send([line(t0 + 2 * MINUTE_MS + 1_000, 7)], t0 + 41 * MINUTE_MS)
+    # A line of minute 33 is 7 minutes late: within the lateness, it still counts.
+    send([line(t0 + 33 * MINUTE_MS + 1_000, 5)], t0 + 41 * MINUTE_MS)
+    # Time moves on, closing the windows up to minute 40.
+    send([line(t0 + 55 * MINUTE_MS, 1)], t0 + 56 * MINUTE_MS)
+    hub.close()
+
+    lake = tmp_path / "lake"
+    with LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as source:
+        job = StreamJob(open_storage(str(lake)), source)
+        job.run(once=True)
+
+    late = _rows(lake, "stream.late_events")
+    assert [(r["device_id"], r["ts"], r["late_by_ms"]) for r in late] == [
+        ("pos-s001-r01", t0 + 2 * MINUTE_MS + 1_000, (t0 + 39 * MINUTE_MS - 10 * MINUTE_MS) - (t0 + 2 * MINUTE_MS + 1_000))]
+    assert job.counters()["late_events"] == 1
+    sales = {r["window_start"] - t0: r["units"] for r in _rows(lake, "stream.sales_5m")}
+    # Window [0, 5) keeps its 5 on-time units (the late 7 are not added); [30, 35) gets the 5.
+    assert sales[0] == 5
+    assert sales[30 * MINUTE_MS] == 5 + 5
+    assert sales[35 * MINUTE_MS] == 5
+    # Windows close up to the watermark (minute 45); [40, 45) had no line, [55, 60) is still open.
+    assert sorted(sales) == [m * MINUTE_MS for m in range(0, 40, 5)]

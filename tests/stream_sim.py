@@ -1,0 +1,205 @@
+"""Simulated stores -> simulated gateways -> embedded hub -> the stream job, and the detectors
+scored against the simulator's ground truth (used by tests/integration/test_stream_*.py and
+bench/bench_stream.py; numbers in docs/stream.md).
+
+Matching rule (``score_detectors``): an anomaly row is right when a truth window of its kind
+(``TRUTH_OF``) about the same subject (device, facing, SKU or store) covers its ``first_seen``
+(from the window's start to ``GRACE_MS`` after its end: a detector needs time to be sure).
+Precision = right rows / rows of the kind; recall = truth windows with a right row / truth
+windows that the job could see (``_detectable``: e.g. a stuck sensor on a shelf that sold
+nothing in its window shows no symptom).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud.ingest.source import LocalHubSource
+from cloud.lake.storage import open_storage
+from cloud.stream.job import StreamJob
+from cloud.stream.pipeline import StreamConfig
+from firmware_sim import Scenario, StoreSim
+from firmware_sim.store import DEFAULT_START_MS
+from firmware_sim.truth import WindowRecord
+from firmware_sim.uplink import GatewayFaults, SimGateway
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, SimClock
+from gondola.hub import LocalHub
+from models.replay import planograms_from_rows
+
+__all__ = ["SimRun", "run_sim_stores", "score_detectors", "FAULTS", "GATEWAY_FAULTS", "TRUTH_OF"]
+
+GRACE_MS = 2 * HOUR_MS
+
+#: Anomaly kind -> the simulator's truth kind it should find.
+TRUTH_OF = {
+    "gateway_silent": "uplink_down",
+    "gateway_backlog": "uplink_slow",
+    "sensor_fleet_silent": "sensor_fleet",
+    "sensor_stuck": "sensor_stuck",
+    "sensor_drift": "sensor_drift",
+    "till_silent": "till_down",
+    "sales_zero": "pos_outage",
+    "demand_band": "demand_spike",
+    "phantom_inventory": "phantom_inventory",
+    "alert_divergence": "model_broken",
+}
+
+#: Every anomaly on at once, at rates that give each kind a few cases per store-week.
+FAULTS = dict(sensor_drifts=0.01, sensor_fleet_failures=0.15, till_failures=0.08, pos_outages=0.12,
+              demand_spikes=0.4, duplicates=0.01, late=0.005)
+GATEWAY_FAULTS = GatewayFaults(uplink_down=0.15, uplink_slow=0.12, model_broken=0.0)
+
+
+@dataclass
+class SimRun:
+    sims: list[StoreSim]
+    gateways: list[SimGateway]
+    hub_path: Path
+    lake: Path
+    start_ms: int
+    end_ms: int
+    job: StreamJob | None = None
+    stats: dict = field(default_factory=dict)
+
+    def truth_windows(self) -> list[WindowRecord]:
+        out = [w for sim in self.sims for w in sim.truth.windows]
+        out += [w for gw in self.gateways for w in gw.windows]
+        for sim in self.sims:
+            for store, facing, _sku, start, end, cause in sim.truth.stockouts_with_cause:
+                if cause == "phantom_inventory":
+                    out.append(WindowRecord("phantom_inventory", facing, start, end or self.end_ms))
+        return out
+
+    def planograms(self) -> dict:
+        return planograms_from_rows([r for sim in self.sims for r in sim.planogram])
+
+    def table(self, name: str) -> list[dict]:
+        rows = open_storage(str(self.lake)).read(name)
+        return rows.to_pylist() if rows is not None else []
+
+
+def run_sim_stores(root: Path, *, stores: int = 4, skus: int = 400, days: float = 3.0, seed: int = 1,
+                   faults: dict | None = None, gateway_faults: GatewayFaults | None = None,
+                   alerters: dict | None = None, step_min: int = 5, partitions: int = 2,
+                   start_ms: int = DEFAULT_START_MS) -> SimRun:
+    """Simulate ``stores`` stores for ``days`` days into a fresh hub (no job run yet)."""
+    root.mkdir(parents=True, exist_ok=True)
+    clock = SimClock(start_ms)
+    hub = LocalHub(root / "hub.sqlite", partitions=partitions, clock=clock)
+    scenario = Scenario.with_faults(**(FAULTS if faults is None else faults))
+    sims = [StoreSim(f"s{seed:02d}{i:02d}", skus=skus, seed=seed, start_ms=start_ms, scenario=scenario)
+            for i in range(stores)]
+    gws = [SimGateway(sim, hub, clock, faults=gateway_faults or GATEWAY_FAULTS, seed=seed,
+                      alerter=(alerters or {}).get(sim.store_id)) for sim in sims]
+    end = start_ms + int(days * DAY_MS)
+    for t in range(start_ms + step_min * MINUTE_MS, end + 1, step_min * MINUTE_MS):
+        for gw in gws:
+            gw.run_until(t)
+    hub.close()
+    return SimRun(sims, gws, root / "hub.sqlite", root / "lake", start_ms, end)
+
+
+def run_job(run: SimRun, *, scorer=None, config: StreamConfig | None = None, max_messages: int = 500) -> StreamJob:
+    """Run the stream job over the hub until caught up (``--once``)."""
+    source = LocalHubSource(str(run.hub_path), consumer_group="cloud-stream")
+    job = StreamJob(open_storage(str(run.lake)), source, config=config, scorer=scorer,
+                    planograms=run.planograms(), max_messages=max_messages, wall_clock=lambda: 0)
+    job.run(once=True)
+    source.close()
+    run.job = job
+    return job
+
+
+def _detectable(w: WindowRecord, run: SimRun) -> bool:
+    """Whether the stream could see a truth window at all (see the module docstring)."""
+    if w.end_ms <= w.start_ms or w.start_ms >= run.end_ms - HOUR_MS:
+        return False
+    if w.kind in ("sensor_stuck", "sensor_drift"):
+        # Per-sensor rules need to know which facing a sale took from: single-facing SKUs.
+        sim = next(s for s in run.sims if w.target.startswith(f"shelf-{s.store_id}"))
+        facing = w.target[len("shelf-"):]
+        skus = [r["sku"] for r in sim.planogram]
+        sku = next(r["sku"] for r in sim.planogram if r["facing_id"] == facing)
+        if skus.count(sku) > 1:
+            return False
+        if w.kind == "sensor_drift":
+            return True
+        # A stuck value shows only when the shelf really moved (by sales) while it was stuck.
+        pts = sim.truth.shelf_units(facing)
+        inside = [u for ts, u in pts if w.start_ms <= ts < w.end_ms]
+        before = [u for ts, u in pts if ts < w.start_ms][-1:]
+        seq = before + inside
+        fell = sum(max(a - b, 0) for a, b in zip(seq, seq[1:]))
+        return fell >= 3
+    if w.kind == "demand_spike":
+        # Only a spike that reached the till shows: at least 10 units sold that day, 3x the usual.
+        return _spike_sold(w, run) >= 10
+    if w.kind == "phantom_inventory":
+        # Only sensored facings of single-facing SKUs show it, and only once it lasted half a day.
+        sim = next(s for s in run.sims if w.target.startswith(s.store_id))
+        plan = {r["facing_id"]: r for r in sim.planogram}
+        f = plan.get(w.target)
+        skus = [r["sku"] for r in sim.planogram]
+        return bool(f and f["has_sensor"] and skus.count(f["sku"]) == 1 and w.end_ms - w.start_ms >= 14 * HOUR_MS)
+    return True
+
+
+def _spike_sold(w: WindowRecord, run: SimRun) -> float:
+    sim = run.sims[[s.store_id for s in run.sims].index(w._store)] if hasattr(w, "_store") else None
+    if sim is None:
+        return 0.0
+    d = sim.truth.daily()
+    sku_of = [r["sku"] for r in sim.planogram]
+    day = w.start_ms - w.start_ms % DAY_MS
+    cols = [i for i, k in enumerate(sku_of) if k == w.target]
+    today = sum(int(d["sold"][j]) for j in range(len(d["day_ms"])) if d["day_ms"][j] == day and d["facing"][j] in cols)
+    before = [int(d["sold"][j]) for j in range(len(d["day_ms"])) if d["day_ms"][j] < day and d["facing"][j] in cols]
+    days_before = max(len({int(x) for x in d["day_ms"] if x < day}), 1)
+    usual = sum(before) / days_before
+    return today if today >= 3 * usual else 0.0
+
+
+def score_detectors(run: SimRun, rows: list[dict] | None = None) -> dict[str, dict]:
+    """Precision and recall per anomaly kind (see the module docstring)."""
+    rows = run.table("stream.anomalies") if rows is None else rows
+    truth = run.truth_windows()
+    # Demand spikes are per store: key their truth by (store, sku).
+    spikes = {(sim.store_id, w.target, w.start_ms) for sim in run.sims for w in sim.truth.windows
+              if w.kind == "demand_spike"}
+    out = {}
+    for kind, tkind in TRUTH_OF.items():
+        mine = [r for r in rows if r["kind"] == kind]
+        wins = [w for w in truth if w.kind == tkind]
+        if tkind == "demand_spike":
+            keyed = []
+            for store, sku, s in spikes:
+                w = _SpikeWindow(tkind, sku, s, s - s % DAY_MS + DAY_MS)
+                object.__setattr__(w, "_store", store)
+                keyed.append((store, w))
+        else:
+            keyed = [(None, w) for w in wins]
+
+        def hit(r: dict, store, w: WindowRecord) -> bool:
+            if store is not None and r["store_id"] != store:
+                return False
+            same = r["subject"] == w.target or r["store_id"] == w.target
+            return same and w.start_ms <= r["first_seen"] <= w.end_ms + GRACE_MS
+
+        right = sum(1 for r in mine if any(hit(r, st, w) for st, w in keyed))
+        seen = [(st, w) for st, w in keyed if _detectable(w, run)]
+        found = sum(1 for st, w in seen if any(hit(r, st, w) for r in mine))
+        out[kind] = {"detections": len(mine), "right": right, "truth": len(seen), "found": found,
+                     "precision": round(right / len(mine), 3) if mine else None,
+                     "recall": round(found / len(seen), 3) if seen else None}
+    return out
+
+
+@dataclass(frozen=True)
+class _SpikeWindow(WindowRecord):
+    """A demand spike's window, with the store it happened in (``_store``)."""
+
+
+def dump(result: dict) -> str:
+    return json.dumps(result, indent=1, sort_keys=True)
