@@ -415,6 +415,27 @@ class Rollout:
         return "hold", (f"precision {cand['precision']:.2f} vs {base['precision']:.2f}, false alerts/store-day "
                         f"{cand['false_per_store_day']:.1f} vs {base['false_per_store_day']:.1f}")
 
+    def promote(self, version: str, reason: str) -> dict:
+        """Make ``version`` production by hand: every gateway is asked to run it (the artifact
+        verified first), the previous production is retired, a rollout of this version in
+        progress is closed. Returns the decision record.
+
+        Raises:
+            ConfigError: unknown version, a forbidden move, or another version's rollout in progress.
+            ModelError: the artifact is not the registered file.
+        """
+        from gondola.errors import ConfigError
+
+        claim = self.active()
+        if claim and claim["details"]["version"] != version:
+            raise ConfigError(f"rollout of {claim['details']['version']} is in progress: finish or abort it first")
+        mv = self.registry.get(version)
+        devices = self._publish(mv, ring_devices(self.twins, "all", self.module_id))["devices"]
+        self.registry.set_status(version, "production", f"promoted by hand: {reason}")
+        if claim:
+            self.registry.release("rollout", claim["details"]["claim_id"], "promoted by hand")
+        return self._record(version, "production", f"promoted by hand: {reason}", by="hand", devices=devices)
+
     def rollback(self, version: str, reason: str, *, claim: dict | None = None, figures: dict | None = None) -> dict:
         """Point every gateway asked for ``version`` back at production; retire ``version``."""
         claim = claim or self.active()

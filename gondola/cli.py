@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cloud": ("cloud.cli:main", "ingest, transform the lake, build the warehouse and reports"),
     "train": ("cloud.meta.cli:train_main", "train the stock-out model from gold features"),
     "retrain": ("models.retrain:main", "retrain from gold.features; register only what beats baseline and production"),
+    "models": ("cloud.models_cli:main", "model registry and rollout in rings: list, show, promote, retire, rollout, step"),
     "eval": ("models.cli:eval_main", "evaluate baselines and models on held-out simulated stores"),
     "catalog": ("cloud.meta.cli:catalog_main", "export the data catalog, dictionary, glossary and Atlas entities"),
     "privacy": ("cloud.meta.cli:privacy_main", "personal data in the lake: re-key pseudonyms after a rotation, erase"),
