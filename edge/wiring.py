@@ -231,6 +231,10 @@ def mqtt_auth(settings: EdgeSettings, env: Mapping[str, str] | None = None):
     """
     from edge.mqtt import MqttAuth
 
+    if not settings.mqtt_username and settings.mqtt_password_file is not None:
+        # `gondola edge provision` names the gateway's broker user after its device, so one
+        # deployment manifest serves every store (only the mounted password differs).
+        settings.mqtt_username = settings.gateway_device_id
     if not settings.mqtt_username and settings.mqtt_ca_file is None:
         if settings.mode == "production":
             raise ConfigError("production mode needs GONDOLA_MQTT_USERNAME and GONDOLA_MQTT_CA_FILE "
