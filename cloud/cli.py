@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     pb.add_argument("--mode", choices=("DirectQuery", "Import"), default="DirectQuery")
     pb.add_argument("--out", default="out/gondola.pbids", help="file to write (default out/gondola.pbids)")
     command("counts", "rows per lake table")
+    rt = command("retention", "vacuum every table past the time-travel window, clean the logs, prune old lineage")
+    rt.add_argument("--vacuum-hours", type=int, default=168, help="time-travel window kept (default 168)")
+    rt.add_argument("--lineage-days", type=int, default=400, help="run lineage kept (default 400 days)")
+    rt.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
     pv = command("provision", "apply the lake's zones: ADLS ACLs (--adls-account) or local file permissions")
     pv.add_argument("--adls-account", default=None,
                     help="ADLS Gen2 account: set the zones' ACLs there (principals from GONDOLA_ADLS_*; "
@@ -127,7 +131,7 @@ def _is_local(uri: str) -> bool:
 
 
 #: Commands that read an existing lake (they must not create an empty one at a mistyped path).
-_READS_LAKE = {"transform", "warehouse", "dashboard", "counts", "provision"}
+_READS_LAKE = {"transform", "warehouse", "dashboard", "counts", "provision", "retention"}
 #: Commands that read (or write twins into) the embedded hub, when it is the local one.
 _USES_HUB = {"ingest-stream", "all", "publish-model", "model-status"}
 
@@ -278,6 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         return _stream_command(args, options)
     if args.command == "provision":
         return _provision_command(args)
+    if args.command == "retention":
+        from cloud.lake.storage import open_storage
+        from cloud.meta.retention import apply_retention
+
+        report = apply_retention(open_storage(args.lake, options or None), vacuum_hours=args.vacuum_hours,
+                                 lineage_days=args.lineage_days, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"retention: {verb} {sum(report['files'].values())} files in {len(report['files'])} tables, "
+              f"{report['lineage_rows']} lineage rows")
+        return 0
     if args.command == "synapse-ddl":
         from cloud.warehouse import synapse_ddl
 
