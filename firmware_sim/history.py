@@ -37,6 +37,7 @@ from gondola.contracts import make_event
 from gondola.errors import ConfigError, StorageError
 from firmware_sim import devices as dv
 from firmware_sim.catalog import Catalog, Planogram, build_catalog, build_planogram
+from firmware_sim.demand import intraday_profile
 from firmware_sim.faults import MALFORMED_KINDS
 from firmware_sim.scenario import Scenario
 from firmware_sim.store import DEFAULT_START_MS, StoreSim
@@ -390,9 +391,14 @@ def generate(
     started = time.perf_counter()
     try:
         out.mkdir(parents=True, exist_ok=True)
+        step_ms = scenario.devices.step_min * 60_000
+        profile = intraday_profile(scenario.demand, step_ms)
         (out / "scenario.json").write_text(json.dumps(
             {"scenario": scenario.to_dict(), "seed": seed, "stores": stores, "skus": skus, "days": days,
-             "start_ms": start_ms, "sensor_share": sensor_share}, indent=2, sort_keys=True) + "\n")
+             "start_ms": start_ms, "sensor_share": sensor_share,
+             # Share of a day's expected demand in each simulation step (truth for an oracle).
+             "demand_profile": {"step_ms": step_ms, "shares": [round(float(x), 9) for x in profile]}},
+            indent=2, sort_keys=True) + "\n")
         catalog = build_catalog(seed, skus, scenario.demand)
         ids = store_ids(stores)
         regs = scenario.demand.registers or max(2, min(12, 2 + skus // 400))

@@ -463,7 +463,7 @@ class StoreSim:
             return
         truth.record_day(day_start, step, u_mat, prev_units, lost, demand, sold, switched,
                          self._open_steps if open_day else np.zeros(0, np.int64), first=day == 0,
-                         causes=self._stockout_causes())
+                         causes=self._stockout_causes(), expected=rate_f * factor)
 
         # Devices.
         pos_down = [(w.target, w.start_ms, w.end_ms) for w in reboots if w.target < self.registers]

@@ -132,7 +132,8 @@ class GroundTruth:
         Every day simulated so far, in full (in live mode that includes the current day).
         """
         if not self._daily:
-            return {k: np.zeros(0, np.int64) for k in ("day_ms", "facing", "demand", "sold", "lost", "switched_out")}
+            return {k: np.zeros(0, np.int64) for k in ("day_ms", "facing", "demand", "sold", "lost", "switched_out",
+                                                       "expected")}
         return {k: np.concatenate([d[k] for d in self._daily]) for k in self._daily[0]}
 
     def to_tables(self) -> dict[str, Any]:
@@ -181,6 +182,9 @@ class GroundTruth:
             "sold_units": pa.array(d["sold"][keep], pa.int32()),
             "lost_units": pa.array(d["lost"][keep], pa.int32()),
             "switched_out_units": pa.array(d["switched_out"][keep], pa.int32()),
+            # The day's expected demand (Poisson mean), spread over the day by the scenario's
+            # intraday profile (scenario.json ``demand_profile``): the oracle's demand truth.
+            "expected_units": pa.array(d["expected"][keep], pa.float64()),
         })
         counts = dict(self.faults, pending=self.pending)
         faults = pa.table({
@@ -204,8 +208,13 @@ class GroundTruth:
 
     def record_day(self, day_start_ms: int, step_ms: int, units: np.ndarray, prev_units: np.ndarray,
                    lost: np.ndarray, demand: np.ndarray, sold: np.ndarray, switched: np.ndarray,
-                   open_steps: np.ndarray, first: bool = False, causes: np.ndarray | None = None) -> None:
-        """Fold one simulated day (matrices of shape (steps, facings)) into the truth."""
+                   open_steps: np.ndarray, first: bool = False, causes: np.ndarray | None = None,
+                   expected: np.ndarray | None = None) -> None:
+        """Fold one simulated day (matrices of shape (steps, facings)) into the truth.
+
+        ``expected`` (facings,) is the day's expected demand per facing (the Poisson mean before
+        the intraday profile spreads it): what an oracle scorer may know and no model can.
+        """
         steps, n_f = units.shape
         # A step's changes are stamped one minute before it ends: after its last sale (POS
         # lines stop 90 s before the end) and before its sensor readings (the last 30 s).
@@ -245,6 +254,7 @@ class GroundTruth:
             "sold": sold.sum(axis=0).astype(np.int64),
             "lost": lost.sum(axis=0).astype(np.int64),
             "switched_out": switched.sum(axis=0).astype(np.int64),
+            "expected": (np.zeros(n_f) if expected is None else np.asarray(expected, np.float64)),
         })
         if len(open_steps):
             self._oos.append((day_start_ms, int(empty[open_steps].sum()), len(open_steps) * n_f))

@@ -45,6 +45,12 @@ class LabelledRows:
     #: False when the source does not say which rows are already empty (``empty_now`` is
     #: then all False and means nothing).
     empty_now_known: bool = True
+    #: The oracle's P(empty within H) per row from the simulator's truth (``models.oracle``);
+    #: None when the source has no such truth. Never a training input.
+    oracle: np.ndarray | None = None
+    #: Every stock-out interval of the stores, also those that started before the first row
+    #: (to judge whether an alert's shelf was empty); None: ``stockouts`` serves.
+    intervals: list[tuple[str, str, int, int | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -58,7 +64,18 @@ class LabelledRows:
             [s for p in parts for s in p.stockouts],
             sum(p.store_days for p in parts),
             all(p.empty_now_known for p in parts),
+            (np.concatenate([p.oracle for p in parts])
+             if parts and all(p.oracle is not None for p in parts) else None),
+            ([s for p in parts for s in (p.intervals if p.intervals is not None else p.stockouts)]
+             if any(p.intervals is not None for p in parts) else None),
         )
+
+    def subset(self, mask: np.ndarray) -> "LabelledRows":
+        """The rows under ``mask`` (stock-outs and store-days unchanged: they describe the stores)."""
+        r = self.rows
+        return LabelledRows(FeatureRows(r.store[mask], r.facing[mask], r.t[mask], r.X[mask]), self.y[mask],
+                            self.empty_now[mask], self.stockouts, self.store_days, self.empty_now_known,
+                            None if self.oracle is None else self.oracle[mask], self.intervals)
 
 
 def build_rows(
@@ -70,14 +87,18 @@ def build_rows(
     open_hour: int = 7,
     close_hour: int = 22,
     progress: Callable[[str], None] | None = None,
+    arrival: bool = False,
 ) -> LabelledRows:
     """Replay every store, sample rows every ``every_min`` minutes of opening hours after a
     warm-up (features need a few days of sales to mean anything), and label them.
 
     Stock-outs that start during the warm-up are kept out of the evaluation's stock-out list.
+    ``arrival``: features as the gateway sees events, in arrival order (``replay_features``).
     """
     horizon_ms = int(horizon_h * HOUR_MS)
-    parts, ys, nows, outs = [], [], [], []
+    from models.oracle import oracle_probs
+
+    parts, ys, nows, outs, oracles, intervals = [], [], [], [], [], []
     store_days = 0.0
     for h in histories:
         first = h.start_ms + int(warmup_days * DAY_MS)
@@ -87,12 +108,16 @@ def build_rows(
         # No start mark: each facing's observation starts at its first event, as on a gateway
         # (edge.inference) and in the cloud's gold.features, so rows carry the features the
         # deployed model will see, cold starts included.
-        rows = replay_features(h.events, {h.store_id: h.facings}, instants)
+        rows = replay_features(h.events, {h.store_id: h.facings}, instants, arrival=arrival)
         now, within = label_rows(rows, h.stockouts, horizon_ms)
         parts.append(rows)
+        truth = h.meta.get("oracle") if h.meta else None
+        oracles.append(None if truth is None else oracle_probs(rows.store, rows.facing, rows.t,
+                                                               {h.store_id: truth}, horizon_ms))
         ys.append(now | within)
         nows.append(now)
         outs += [s for s in h.stockouts if first <= s[2] <= last]
+        intervals += h.stockouts
         store_days += max(0.0, (last - first) / DAY_MS)
         if progress:
             progress(h.store_id)
@@ -102,4 +127,6 @@ def build_rows(
         np.concatenate(nows) if nows else np.zeros(0, bool),
         outs,
         store_days,
+        oracle=(np.concatenate(oracles) if oracles and all(o is not None for o in oracles) else None),
+        intervals=intervals,
     )

@@ -16,7 +16,8 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["match_alerts", "hysteresis_alerts", "hysteresis_episodes", "match_episodes", "evaluate_scores"]
+__all__ = ["match_alerts", "hysteresis_alerts", "hysteresis_episodes", "match_episodes", "evaluate_scores",
+           "evaluate_alert_kinds", "hysteresis_state", "clear_level"]
 
 
 def match_alerts(
@@ -252,4 +253,112 @@ def evaluate_scores(
         "episode_median_lead_min": e["median_lead_min"],
         "episode_false_per_store_day": (e["episodes"] - e["true_episodes"]) / store_days if store_days else None,
     })
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Two alert kinds, as the gateway raises them (edge.inference)
+# --------------------------------------------------------------------------------------------
+
+def clear_level(raise_at: float) -> float:
+    """The gateway's clear level for a raise threshold (``edge.inference``): min(0.3, raise / 2)."""
+    return min(0.3, raise_at / 2)
+
+
+def hysteresis_state(group: np.ndarray, t: np.ndarray, probs: np.ndarray, raise_at: float,
+                     clear_at: float) -> np.ndarray:
+    """Per row, whether its facing's alert is on after that row (rows in any order)."""
+    n = len(t)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.lexsort((np.asarray(t), group))
+    k, p = np.asarray(group)[order], np.asarray(probs)[order]
+    signal = np.where(p >= raise_at, 1, np.where(p < clear_at, -1, 0))  # as hysteresis_episodes
+    starts = np.r_[True, k[1:] != k[:-1]]
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    last = np.maximum.accumulate(np.where(signal != 0, np.arange(n), -1))
+    on_sorted = (last >= group_start) & (signal[np.maximum(last, 0)] == 1)
+    out = np.empty(n, dtype=bool)
+    out[order] = on_sorted
+    return out
+
+
+def evaluate_alert_kinds(
+    *,
+    store: np.ndarray,
+    facing: np.ndarray,
+    t: np.ndarray,
+    group: np.ndarray,
+    forecast: np.ndarray,
+    now: np.ndarray,
+    forecast_at: float,
+    now_at: float,
+    stockouts: list[tuple[str, str, int, int | None]],
+    no_sensor: set[tuple[str, str]],
+    horizon_ms: int,
+    store_days: float,
+    intervals: list[tuple[str, str, int, int | None]] | None = None,
+) -> dict:
+    """Replay both alert kinds as a gateway raises them and judge each by its own promise.
+
+    ``empty_now`` alerts come from ``now`` (hysteresis at ``now_at``); ``empty_within_h`` from
+    ``forecast`` (at ``forecast_at``), never raised on a facing whose ``empty_now`` alert is on.
+    A forecast is true when the shelf is empty at some moment within H after it is raised; a
+    detection when the shelf is empty at the instant it is raised. A stock-out is *caught
+    ahead* when a forecast was raised within H before it started (strict: an alert raised
+    earlier and still on does not count); its lead is the time from that first raise.
+    ``intervals`` (default ``stockouts``): every empty interval of the facings, also those that
+    began before the evaluated span, to judge whether an alert's shelf was empty.
+    """
+    t = np.asarray(t, dtype=np.int64)
+    intervals = stockouts if intervals is None else intervals
+    now_on = hysteresis_state(group, t, now, now_at, clear_level(now_at))
+    # While the detection is on, the forecast may clear but not raise: hold it in the dead band.
+    mid = (forecast_at + clear_level(forecast_at)) / 2
+    fc = np.where(now_on, np.minimum(forecast, mid), forecast)
+    fc_alerts = hysteresis_alerts(store, facing, t, fc, forecast_at, clear_level(forecast_at), group=group)
+    now_alerts = hysteresis_alerts(store, facing, t, now, now_at, clear_level(now_at), group=group)
+    f = match_alerts(fc_alerts, stockouts, horizon_ms)
+    f_true = match_alerts(fc_alerts, intervals, horizon_ms)
+    d = match_alerts(now_alerts, intervals, 0)
+    # Detection on facings without a sensor: the till's silence is the only evidence.
+    ns_alerts = [a for a in now_alerts if (a[0], a[1]) in no_sensor]
+    ns_outs = [s for s in stockouts if (s[0], s[1]) in no_sensor]
+    ns = match_alerts(ns_alerts, [s for s in intervals if (s[0], s[1]) in no_sensor], 0)
+    ns_found = match_alerts(ns_alerts, ns_outs, 0)
+    delays = _delays(ns_alerts, ns_outs)
+    ns_delay = median(delays) if delays else None
+    false_fc = f_true["alerts"] - f_true["true_alerts"]
+    false_now = d["alerts"] - d["true_alerts"]
+    return {
+        "forecast_alerts": f["alerts"],
+        "forecast_precision": f_true["precision"],
+        "forecast_caught_share": f["recall"],
+        "forecast_strict_median_lead_min": f["median_lead_min"],
+        "empty_now_alerts": d["alerts"],
+        "empty_now_precision": d["precision"],
+        "empty_now_no_sensor_alerts": ns["alerts"],
+        "empty_now_no_sensor_precision": ns["precision"],
+        "empty_now_no_sensor_detected_share": ns_found["detected_recall"],
+        "empty_now_median_delay_min": ns_delay,
+        "stockouts": f["stockouts"],
+        "false_forecasts_per_store_day": false_fc / store_days if store_days else None,
+        "false_empty_now_per_store_day": false_now / store_days if store_days else None,
+        "false_alerts_per_store_day": (false_fc + false_now) / store_days if store_days else None,
+    }
+
+
+def _delays(alerts, stockouts) -> list[float]:
+    """Minutes from each stock-out's start to the first alert raised while it lasted."""
+    by: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for s, f, t in alerts:
+        by[(s, f)].append(t)
+    for v in by.values():
+        v.sort()
+    out = []
+    for s, f, start, end in stockouts:
+        times = by.get((s, f), ())
+        i = bisect.bisect_left(times, start)
+        if i < len(times) and (end is None or times[i] < end):
+            out.append((times[i] - start) / 60_000)
     return out

@@ -37,6 +37,7 @@ __all__ = [
     "feature_matrix",
     "encode_for_model",
     "MODEL_ENCODING",
+    "MODEL_ENCODINGS",
     "FeatureCache",
 ]
 
@@ -360,26 +361,46 @@ def feature_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:
     return _features64(states, now_ms).astype(np.float32)
 
 
-#: Version of :func:`encode_for_model`; model manifests record it and the runtime checks it.
-MODEL_ENCODING = "log1p-v1"
+#: Version of :func:`encode_for_model` new models are trained with; manifests record it and the
+#: runtimes encode with the version a model's manifest names (any of :data:`MODEL_ENCODINGS`).
+MODEL_ENCODING = "log1p-v2"
+MODEL_ENCODINGS = ("log1p-v1", "log1p-v2")
 
 # Columns that are counts, rates or durations: log1p keeps small values (0, 1, 2 units left)
-# apart and squeezes the long tail, so all model inputs fit in about [-1, 6].
+# apart and squeezes the long tail, so all model inputs fit in about [-1, 7].
 _LOG_COLUMNS = np.array(
     [_IDX[n] for n in FEATURES if n.startswith(("units_", "capacity", "rate_", "hours_", "sales_", "demand_"))]
 )
 _PCT = _IDX["battery_pct"]
+# v2 scales rates to units per day and expected demands to quarter units before log1p: in
+# v1 a rate of 1 unit a day (0.04 units/h) was log1p(0.04) = 0.04, about one int8 step of a
+# [-1, 6] input range, so an int8 model could not tell a slow mover from a dead one (issue 11).
+_V2_SCALE = np.ones(len(FEATURES), dtype=np.float32)
+for _name in FEATURES:
+    if _name.startswith("rate_"):
+        _V2_SCALE[_IDX[_name]] = 24.0
+    elif _name.startswith("demand_"):
+        _V2_SCALE[_IDX[_name]] = 4.0
 
 
-def encode_for_model(features: np.ndarray) -> np.ndarray:
+def encode_for_model(features: np.ndarray, encoding: str = MODEL_ENCODING) -> np.ndarray:
     """Raw features (n, F) -> model inputs (n, F), float32: log1p of counts, rates and hours.
 
-    Parameter-free and versioned (:data:`MODEL_ENCODING`), shared by training and every runtime
-    so the edge still feeds only raw features. Standardization lives inside the model.
+    Parameter-free and versioned (``encoding``, one of :data:`MODEL_ENCODINGS`), shared by
+    training and every runtime so the edge still feeds only raw features. Standardization
+    lives inside the model.
+
+    Raises:
+        ValueError: wrong shape or unknown encoding.
     """
+    if encoding not in MODEL_ENCODINGS:
+        raise ValueError(f"unknown feature encoding {encoding!r}; known: {', '.join(MODEL_ENCODINGS)}")
     x = np.array(features, dtype=np.float32, copy=True)
     if x.ndim != 2 or x.shape[1] != _N:
         raise ValueError(f"expected (n, {_N}) features, got {x.shape}")
-    x[:, _LOG_COLUMNS] = np.log1p(np.maximum(x[:, _LOG_COLUMNS], 0.0))
+    cols = np.maximum(x[:, _LOG_COLUMNS], 0.0)
+    if encoding == "log1p-v2":
+        cols = cols * _V2_SCALE[_LOG_COLUMNS]
+    x[:, _LOG_COLUMNS] = np.log1p(cols)
     x[:, _PCT] = x[:, _PCT] / 100.0
     return x

@@ -97,7 +97,8 @@ def load_history(root: str | Path, stores: list[str] | None = None, *, prefix: s
         stockouts = [(sid, f, a, b) for _s, f, a, b in stockouts]
         out.append(StoreHistory(sid, planograms[store_id], events, stockouts, start, end,
                                 meta={"has_sensor": sensors[store_id], "seed": info.get("seed"),
-                                      "scenario": (info.get("scenario") or {}).get("name"), "source": str(root)}))
+                                      "scenario": (info.get("scenario") or {}).get("name"), "source": str(root),
+                                      "oracle": _oracle_truth(root, store_id, info, planograms[store_id])}))
     return out
 
 
@@ -139,3 +140,27 @@ def _stockouts(root: Path, store_id: str) -> list[tuple[str, str, int, int | Non
         raise StorageError(f"cannot read {path}: {exc}") from None
     return [(r["store_id"], r["facing_id"], int(r["start_ms"]), None if r["end_ms"] is None else int(r["end_ms"]))
             for r in so]
+
+
+def _oracle_truth(root: Path, store_id: str, info: dict, facings: list[Facing]):
+    """The store's ``models.oracle.OracleTruth``, or None for histories written before the
+    simulator recorded expected demand."""
+    import pyarrow.parquet as pq
+
+    from models.oracle import OracleTruth
+
+    profile = info.get("demand_profile")
+    units_path = root / "truth" / "shelf_units" / f"{store_id}.parquet"
+    demand_path = root / "truth" / "lost_sales" / f"{store_id}.parquet"
+    if not profile or not units_path.exists() or not demand_path.exists():
+        return None
+    try:
+        demand = pq.read_table(demand_path)
+        if "expected_units" not in demand.column_names:
+            return None
+        units = pq.read_table(units_path, columns=["facing_id", "ts", "units"]).to_pydict()
+        expected = demand.select(["facing_id", "day_ms", "expected_units"]).to_pydict()
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read the truth of {store_id} in {root}: {exc}") from None
+    return OracleTruth.build([f.facing_id for f in facings], units, expected, int(info["start_ms"]),
+                             int(info["days"]), profile["shares"], int(profile["step_ms"]))

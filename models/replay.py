@@ -174,12 +174,18 @@ def replay_features(
     instants: Iterable[int],
     *,
     start_ms: int | None = None,
+    arrival: bool = False,
 ) -> FeatureRows:
     """Replay events (any order within a store is fine: they are sorted by ``ts``) and sample
     every facing's features at each instant, as the gateway would have seen them.
 
     ``events`` are event dicts or silver rows of possibly several stores; ``planograms`` maps
     store id to its facings. An event at exactly an instant counts as seen at that instant.
+
+    ``arrival`` replays in arrival order, as a gateway sees events: each event is applied once
+    it arrived (``received_at``, else the device's ``sent_at``, else ``ts``), so late and
+    buffered events are missing from the instants before they arrived (event-time order is
+    slightly optimistic).
     """
     by_store: dict[str, list[Mapping[str, Any]]] = {}
     for ev in events:
@@ -188,10 +194,10 @@ def replay_features(
     parts = []
     for store_id, facings in planograms.items():
         store = StoreFeatures(store_id, facings)
-        evs = sorted(by_store.get(store_id, ()), key=_order)
+        evs = sorted(by_store.get(store_id, ()), key=_arrival_order if arrival else _order)
         if start_ms is not None:
             store.start(start_ms)
-        parts.append(_sample(store, iter(evs), instants))
+        parts.append(_sample(store, iter(evs), instants, _arrived if arrival else _event_time))
     return FeatureRows.concat(parts)
 
 
@@ -200,12 +206,29 @@ def _order(ev: Mapping[str, Any]) -> tuple:
     return (int(ev["ts"]), str(ev.get("device_id", "")), int(ev.get("seq", 0) or 0))
 
 
-def _sample(store: StoreFeatures, events: Iterator[Mapping[str, Any]], instants: list[int]) -> FeatureRows:
+def _event_time(ev: Mapping[str, Any]) -> int:
+    return int(ev["ts"])
+
+
+def _arrived(ev: Mapping[str, Any]) -> int:
+    for name in ("received_at", "sent_at"):
+        v = ev.get(name)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            return int(v)
+    return int(ev["ts"])
+
+
+def _arrival_order(ev: Mapping[str, Any]) -> tuple:
+    return (_arrived(ev),) + _order(ev)
+
+
+def _sample(store: StoreFeatures, events: Iterator[Mapping[str, Any]], instants: list[int],
+            seen_at=_event_time) -> FeatureRows:
     n = len(store.facing_ids)
     Xs, ts = [], []
     pending = next(events, None)
     for t in instants:
-        while pending is not None and int(pending["ts"]) <= t:
+        while pending is not None and seen_at(pending) <= t:
             store.apply(pending)
             pending = next(events, None)
         Xs.append(store.matrix(t))

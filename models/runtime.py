@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gondola.errors import ModelError
-from models.features import FEATURES, MODEL_ENCODING, encode_for_model
+from models.features import FEATURES, MODEL_ENCODING, MODEL_ENCODINGS, encode_for_model
 from models.scoring import DEFAULT_HORIZON_H, PoissonScorer, Scorer
 
 __all__ = ["LiteRtScorer", "OnnxScorer", "open_scorer", "load_scorer", "read_manifest_beside", "DEFAULT_MODEL"]
@@ -52,12 +52,20 @@ def _check_manifest(manifest: dict | None, horizon_h: float | None, path: Path) 
         return (horizon_h or DEFAULT_HORIZON_H), f"model:{path.stem}", None
     if list(manifest.get("features", FEATURES)) != list(FEATURES):
         raise ModelError(f"{path.name}: model was trained on other features than this build computes")
-    if manifest.get("encoding", MODEL_ENCODING) != MODEL_ENCODING:
-        raise ModelError(f"{path.name}: model expects encoding {manifest.get('encoding')!r}, not {MODEL_ENCODING!r}")
+    if manifest.get("encoding", MODEL_ENCODING) not in MODEL_ENCODINGS:
+        raise ModelError(f"{path.name}: model expects encoding {manifest.get('encoding')!r}, this build knows "
+                         f"{', '.join(MODEL_ENCODINGS)}")
     model_h = float(manifest.get("horizon_h", horizon_h or DEFAULT_HORIZON_H))
     if horizon_h is not None and abs(model_h - horizon_h) > 1e-9:
         raise ModelError(f"{path.name}: model predicts a {model_h} h horizon, {horizon_h} h was asked for")
     return model_h, f"model:{manifest.get('version', path.stem)}", manifest.get("threshold")
+
+
+def _manifest_extras(scorer, manifest: dict | None) -> None:
+    """The feature encoding and per-kind thresholds a manifest names (older ones: v1, one kind)."""
+    scorer.encoding = (manifest or {}).get("encoding", "log1p-v1" if manifest else MODEL_ENCODING)
+    per_kind = (manifest or {}).get("thresholds")
+    scorer.thresholds = {str(k): float(v) for k, v in per_kind.items()} if isinstance(per_kind, dict) else None
 
 
 class LiteRtScorer:
@@ -73,6 +81,7 @@ class LiteRtScorer:
         self.path = Path(path)
         manifest = manifest if manifest is not None else read_manifest_beside(self.path)
         self.horizon_h, self.name, self.threshold = _check_manifest(manifest, horizon_h, self.path)
+        _manifest_extras(self, manifest)
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -103,7 +112,7 @@ class LiteRtScorer:
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Raw features (n, F) -> logits (n,), one invoke."""
-        x = encode_for_model(features)
+        x = encode_for_model(features, self.encoding)
         n = len(x)
         if n == 0:
             return np.zeros(0, dtype=np.float64)
@@ -136,6 +145,7 @@ class OnnxScorer:
         self.path = Path(path)
         manifest = manifest if manifest is not None else read_manifest_beside(self.path)
         self.horizon_h, self.name, self.threshold = _check_manifest(manifest, horizon_h, self.path)
+        _manifest_extras(self, manifest)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -154,7 +164,7 @@ class OnnxScorer:
         self._input = inp.name
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        x = encode_for_model(features)
+        x = encode_for_model(features, self.encoding)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
         return self._session.run(None, {self._input: x})[0][:, 0].astype(np.float64)

@@ -105,12 +105,16 @@ def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None) -> n
     """Evidence that each facing is empty now, (n,) in [0, 1]: the detector behind ``empty_now``.
 
     A facing whose (trusted) shelf sensor reports scores 1 when the reading says 0 units and 0
-    otherwise; a facing without a sensor, or whose sensor is not trusted (``trusted`` False:
-    stuck, drifting or silent), scores the zero-sales evidence ``1 - exp(-expected units since
-    the last sale)``: the till's silence is the only evidence left.
+    otherwise. A facing without a sensor, or whose sensor is not trusted (``trusted`` False:
+    stuck, drifting or silent), has only the till: the zero-sales evidence ``z = 1 -
+    exp(-expected units since the last sale)`` weighed with the POS estimate of units left
+    ``u`` (last restock fill minus sales since) as ``z ** 0.25 * exp(-u)``. Silence alone is
+    weak evidence (validation PR-AUC 0.15 for "empty now" on facings without a sensor); with
+    the estimate it is 0.67 (the weighting was chosen on training stores, docs/model.md).
     """
     features = _check(features)
-    zero = 1.0 - np.exp(-np.maximum(features[:, _EXPECTED_SINCE_SALE].astype(np.float64), 0.0))
+    z = 1.0 - np.exp(-np.maximum(features[:, _EXPECTED_SINCE_SALE].astype(np.float64), 0.0))
+    zero = z ** 0.25 * np.exp(-np.maximum(features[:, _UNITS].astype(np.float64), 0.0))
     sensor = features[:, _SENSOR] > 0.5
     if trusted is not None:
         sensor &= np.asarray(trusted, dtype=bool)

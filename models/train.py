@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.features import FEATURES, encode_for_model
+from models.features import FEATURES, MODEL_ENCODING, encode_for_model
 
 __all__ = ["MlpWeights", "TrainConfig", "train_mlp"]
 
@@ -37,6 +37,8 @@ class MlpWeights:
     layers: list[tuple[np.ndarray, np.ndarray]]
     #: Encoded-feature rows that span the real range of every input (int8 calibration).
     calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, len(FEATURES)), np.float32))
+    #: The ``encode_for_model`` version the weights expect.
+    encoding: str = MODEL_ENCODING
 
     def logits(self, encoded: np.ndarray) -> np.ndarray:
         """Float forward pass in numpy, (n, F) -> (n,)."""
@@ -49,7 +51,7 @@ class MlpWeights:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Raw features -> probabilities (float reference for the exported runtimes)."""
-        return _sigmoid(self.logits(encode_for_model(features)))
+        return _sigmoid(self.logits(encode_for_model(features, self.encoding)))
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

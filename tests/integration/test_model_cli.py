@@ -35,13 +35,24 @@ def test_train_then_eval_writes_a_signed_model_and_side_by_side_results(historie
     assert gondola(["eval", "--model", str(model), "--train-data", str(train), "--test-data", str(test),
                     "--every", "60", "--json", str(results)]) == 0
     table = capsys.readouterr().out
-    for name in ("baseline-poisson", "baseline-zero-sales", "model-float-onnx", "model-int8-tflite"):
+    for name in ("baseline-poisson", "oracle-truth", "model-float-onnx", "model-float-tflite", "model-int8-tflite"):
         assert name in table
     report = json.loads(results.read_text())
-    int8 = report["overall"]["model-int8-tflite"]
-    assert int8["rows"] > 0 and int8["positives"] > 0 and 0 <= int8["pr_auc"] <= 1
     assert set(report["per_test_set"]) == {test.name}
-    assert report["goals"]["int8_minus_float_pr_auc"]["value"] is not None
+    res = report["per_test_set"][test.name]
+    int8, oracle = res["model-int8-tflite"], res["oracle-truth"]
+    assert int8["rows"] > int8["rows_ahead"] > 0 and int8["positives_ahead"] > 0
+    for key in report["record_keys"]:
+        assert key in int8
+    # The oracle reads the truth: it is the ceiling, and every figure is shown as a share of it.
+    assert oracle["pr_auc_ahead"] == int8["oracle_pr_auc_ahead"] and oracle["fraction_of_oracle"] == 1.0
+    assert int8["fraction_of_oracle"] == pytest.approx(int8["pr_auc_ahead"] / oracle["pr_auc_ahead"])
+    # Thresholds come from the package's manifest, one per alert kind, picked on validation rows.
+    assert set(manifest["thresholds"]) == {"empty_now", "empty_within_h"}
+    assert report["thresholds"]["model-float-onnx"] == json.loads((model / "stockout.manifest.json").read_text())["thresholds"]
+    seeds = report["seeds"][test.name]["model-int8-tflite"]["pr_auc_ahead"]
+    assert seeds["values"] == [int8["pr_auc_ahead"]] and seeds["min"] == seeds["mean"]
+    assert report["goals"][test.name]["int8_minus_float_pr_auc_ahead"]["value"] is not None
 
 
 def test_eval_with_a_missing_model_folder_fails_with_a_clear_error(histories, tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from edge.inference import Inference, PlanogramRow, load_planogram
 from edge.metrics import exposition
-from edge.testing import T0, planogram_csv, pos_line, reading
+from edge.testing import T0, planogram_csv, pos_line, reading, restock
 from edge.wiring import EdgeSettings, resolve_pseudonym_key
 from gondola.errors import ConfigError
 
@@ -59,9 +59,10 @@ def test_two_alert_kinds_raise_separately_and_a_forecast_carries_its_expected_em
     plan = [PlanogramRow("f0", "k0", 10, True), PlanogramRow("f1", "k1", 10, True), PlanogramRow("f2", "k2", 10, False)]
     inf = Inference(plan, s, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
     day = 24 * 3600_000
-    # f0 reads empty; f1 reads 4 units and sells about 2 an hour; f2 (no sensor) sold 20 a day
-    # for a week, then nothing for 6 hours of opening time.
-    events = [reading(0, T0, facing_id="f0", units=0), reading(1, T0, facing_id="f1", device_id="shelf-s001-f1", units=4)]
+    # f0 reads empty; f1 reads 4 units and sells about 2 an hour; f2 (no sensor) sold 2 an hour
+    # for a week, was refilled with 7 units 10 hours ago, sold them, then nothing for 6 hours.
+    events = [reading(0, T0, facing_id="f0", units=0), reading(1, T0, facing_id="f1", device_id="shelf-s001-f1", units=4),
+              restock(1, T0 - 10 * 3600_000 + 1, facing_id="f2", sku="k2", units=7)]
     events += [pos_line(2 + i, T0 - 7 * day + i * 1800_000, sku=sku) for i in range(7 * 48) for sku in ("k1", "k2")
                if T0 - 7 * day + i * 1800_000 < T0 - (0 if sku == "k1" else 6 * 3600_000)]
     inf.observe(sorted(events, key=lambda e: e["ts"]))

@@ -128,9 +128,23 @@ def test_model_encoding_keeps_every_input_in_a_small_common_range():
     steady_sales(state, T0, hours=10, per_hour=30)
     raw = feature_matrix([state, FacingState("g", "s", 4)], T0 + 10 * HOUR_MS)
     enc = encode_for_model(raw)
-    # 720 units a day is the busiest facing a store has: still under 7 after encoding.
-    assert enc.min() >= -1.0 and enc.max() <= 7.0
+    # 720 units a day is the busiest facing a store has: still under 8 after encoding.
+    assert enc.min() >= -1.0 and enc.max() <= 8.0
     # log1p keeps 0, 1 and 2 units well apart.
     assert encode_for_model(np.eye(1, len(FEATURES), 0, dtype=np.float32))[0, 0] == pytest.approx(math.log(2))
     with pytest.raises(ValueError):
         encode_for_model(np.zeros((2, 3)))
+
+
+def test_a_slow_mover_is_many_int8_steps_from_a_dead_facing_in_the_v2_encoding():
+    # Issue 11: in v1 a rate of one unit a day was about one quantization step of the input
+    # range; v2 encodes rates per day, so it is at least ten steps from no sales at all.
+    raw = np.zeros((2, len(FEATURES)), dtype=np.float32)
+    raw[0, F["rate_168h"]] = 1.0 / 24  # one unit a day, in units per hour
+    step = 9.0 / 255  # int8 step of a [-1, 8] input range
+    v1 = encode_for_model(raw, "log1p-v1")
+    v2 = encode_for_model(raw, "log1p-v2")
+    assert (v1[0] - v1[1])[F["rate_168h"]] < 2 * step
+    assert (v2[0] - v2[1])[F["rate_168h"]] > 10 * step
+    with pytest.raises(ValueError):
+        encode_for_model(raw, "log1p-v9")
