@@ -272,7 +272,7 @@ def schema_errors(document: dict, schema_name: str, schema_dir: Path) -> list[st
     try:
         from jsonschema import Draft4Validator
     except ImportError:
-        raise ConfigError("validating manifests needs the 'jsonschema' package (gondola[dev])") from None
+        raise ConfigError("validating manifests needs the 'jsonschema' package (gondola[deploy])") from None
     schema = json.loads((schema_dir / schema_name).read_text())
     validator = Draft4Validator(schema, registry=_registry(schema_dir))
     return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
