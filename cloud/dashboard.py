@@ -1,18 +1,28 @@
-"""A static dashboard for store managers and analysts: one self-contained HTML file.
+"""The head-office dashboard: one HTML file that opens offline, built from the DuckDB warehouse.
 
-Built from the DuckDB warehouse (``cloud.warehouse``): stock-outs and lost sales, alert
-quality (did the edge warn before shelves went empty?), hourly sales, and fleet health.
-Inline CSS and SVG only: no scripts, no fonts or libraries fetched, so it opens offline and
-can be mailed or served by anything.
+Charts are Vega-Lite specs made with Altair; the Vega, Vega-Lite and vega-embed scripts are
+inlined from the ``vl-convert-python`` package (no network, at build time or when opened). All
+charts are one Vega-Lite view, so the store and category menus and the date brush on the daily
+chart filter every chart. Every figure comes from the warehouse views (``cloud.warehouse``) and
+the report figures from ``bi_kpis`` (one definition each, ``cloud.lake.tables.MEASURES``).
+Times are the store's local time; money is shown with the store's currency.
+
+When the page has drawn, ``#render-status`` holds JSON ``{"charts": {name: rows drawn}, "errors": [...]}``
+for tests and monitoring.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import time
 from pathlib import Path
 
-__all__ = ["build_dashboard"]
+__all__ = ["build_dashboard", "screenshot", "CHARTS"]
+
+#: The dashboard's charts (names as in ``#render-status``).
+CHARTS = ("stockout_rate_by_day", "stockouts_by_store", "stockouts_by_category", "top_products",
+          "weekday_hour_heatmap", "lost_sales_by_store", "causes_by_store", "alert_outcomes", "alert_lead_times")
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f7f9}
@@ -23,8 +33,19 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13px}
 th,td{border:1px solid #d5dae1;padding:4px 8px;text-align:right}th{background:#eef1f5}
 td:first-child,th:first-child,td.l{text-align:left}.bad{color:#b42318;font-weight:600}
-svg{background:#fff;border:1px solid #d5dae1;border-radius:6px}.grid{display:flex;flex-wrap:wrap;gap:24px}
+#charts{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:8px}
+#render-status{display:none}
 """
+
+_CAUSE_TEXT = {
+    "shelf_handling": "backroom had stock (round late / facing small)", "misplaced": "delivery misplaced",
+    "phantom_inventory": "phantom stock (record wrong)", "backroom_empty": "backroom empty (ordered too little)",
+}
+_ACTION_TEXT = {
+    "enlarge_facing": "enlarge the facing (empties within hours of a full refill)",
+    "restock_earlier": "restock round earlier / extra round",
+    "count_inventory": "count the product (store record shows stock that is not there)",
+}
 
 
 def _e(value) -> str:
@@ -39,62 +60,225 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else _e(value)
 
 
-def _table(headers: list[str], rows: list[tuple], *, empty: str = "nothing to show") -> str:
+def _table(headers: list[str], rows: list[tuple], *, empty: str = "nothing to show", bad: int | None = None) -> str:
     if not rows:
         return f"<p class='sub'>{_e(empty)}</p>"
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    body = []
+    for r in rows:
+        cells = []
+        for i, v in enumerate(r):
+            cls = " class='bad'" if bad is not None and i == bad and v not in (None, 0, 0.0) else ""
+            cells.append(f"<td{cls}>{_fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _bars(title: str, items: list[tuple[str, float]], *, width: int = 460, unit: str = "") -> str:
-    """Horizontal bar chart as inline SVG."""
-    if not items:
-        return f"<p class='sub'>{_e(title)}: no data</p>"
-    row_h, label_w = 20, 120
-    height = 30 + row_h * len(items)
-    top = max(v for _, v in items) or 1.0
-    parts = [f"<svg width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>",
-             f"<text x='8' y='18' font-size='13' font-weight='600'>{_e(title)}</text>"]
-    for i, (label, value) in enumerate(items):
-        y = 28 + i * row_h
-        w = (width - label_w - 70) * (value / top)
-        parts.append(f"<text x='8' y='{y + 13}' font-size='12'>{_e(label)}</text>")
-        parts.append(f"<rect x='{label_w}' y='{y + 2}' width='{w:.1f}' height='{row_h - 6}' fill='#3867d6'/>")
-        parts.append(f"<text x='{label_w + w + 4:.1f}' y='{y + 13}' font-size='11'>{_fmt(value)}{_e(unit)}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
+def _money(cents: float | None, currencies: list[str]) -> str:
+    if cents is None:
+        return "–"
+    cur = currencies[0] if len(currencies) == 1 else "mixed currencies"
+    return f"{cents / 100.0:,.2f} {cur}"
 
 
-def _line(title: str, points: list[tuple[float, float]], *, width: int = 460, height: int = 180) -> str:
-    """A line chart (x: hour of day, y: value) as inline SVG."""
-    if len(points) < 2:
-        return f"<p class='sub'>{_e(title)}: not enough data</p>"
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y1 = min(xs), max(xs), max(ys) or 1.0
-    pad = 30
+def _rows(con, sql: str) -> list[dict]:
+    cur = con.execute(sql)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, r)) for r in cur.fetchall()]
 
-    def sx(x):
-        return pad + (width - 2 * pad) * ((x - x0) / ((x1 - x0) or 1))
 
-    def sy(y):
-        return height - pad - (height - 2 * pad) * (y / y1)
+def _query(con) -> dict:
+    """Everything the page shows, from the warehouse views."""
+    q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
+    data: dict = {}
+    data["kpis"] = _rows(con, "SELECT * FROM bi_kpis")[0]
+    data["currencies"] = [r[0] for r in q("SELECT DISTINCT currency FROM silver_stores WHERE currency IS NOT NULL ORDER BY 1")]
+    # One row per stock-out (local time, product, category, cause): the charts' main data.
+    data["stockouts"] = _rows(con, """
+        SELECT s.store_id, COALESCE(s.store_name, s.store_id) AS store, COALESCE(s.category, '(unknown)') AS category,
+               COALESCE(s.product_name, s.sku) AS product, strftime(s.started_local, '%Y-%m-%d') AS date,
+               isodow(s.started_local) AS weekday, hour(s.started_local) AS hour, COALESCE(s.open_min, 0) AS open_min,
+               COALESCE(s.lost_sales, 0) AS lost_sales, COALESCE(s.currency, '') AS currency, s.alerted,
+               COALESCE(c.cause, 'unknown') AS cause
+        FROM bi_stockouts s LEFT JOIN bi_stockout_causes c
+          ON c.store_id = s.store_id AND c.facing_id = s.facing_id AND c.started_local = s.started_local
+        WHERE s.started_local IS NOT NULL""")
+    # Per store and local day: facing-minutes open (sensor facings x opening minutes), for the rate.
+    data["days"] = _rows(con, """
+        WITH d AS (SELECT DISTINCT store_id, strftime(hour_local, '%Y-%m-%d') AS date FROM bi_hourly_sales),
+        f AS (SELECT store_id, COUNT(*) AS facings FROM silver_planogram WHERE has_sensor GROUP BY store_id),
+        o AS (SELECT s.store_id, strftime(s.started_local, '%Y-%m-%d') AS date, SUM(s.open_min) AS open_min,
+                     COUNT(*) AS stockouts FROM bi_stockouts s GROUP BY 1, 2)
+        SELECT d.store_id, COALESCE(st.store_name, d.store_id) AS store, d.date, COALESCE(o.stockouts, 0) AS stockouts,
+               COALESCE(o.open_min, 0) AS open_min,
+               COALESCE(f.facings, 0) * 60 * COALESCE(st.close_hour - st.open_hour, 24) AS facing_min
+        FROM d LEFT JOIN f ON f.store_id = d.store_id LEFT JOIN o ON o.store_id = d.store_id AND o.date = d.date
+        LEFT JOIN bi_dim_store st ON st.store_id = d.store_id""")
+    data["alerts"] = _rows(con, """
+        SELECT a.store_id, COALESCE(a.store_name, a.store_id) AS store, COALESCE(a.category, '(unknown)') AS category,
+               strftime(a.alerted_local, '%Y-%m-%d') AS date, a.scorer, a.outcome, a.lead_min
+        FROM bi_alert_outcomes a WHERE a.alerted_local IS NOT NULL""")
+    data["actions"] = q("""
+        SELECT store_id, action, COALESCE(product_name, sku, CASE WHEN hour_local IS NULL THEN NULL
+               ELSE lpad(CAST(hour_local AS VARCHAR), 2, '0') || ':00' END), facing_id, stockouts,
+               ROUND(open_min, 0), ROUND(lost_sales, 2), currency, ROUND(mean_refill_wait_min, 0), ROUND(mean_confidence, 2)
+        FROM bi_category_actions ORDER BY lost_sales DESC NULLS LAST LIMIT 25""")
+    # Gateways first: their last health report per store.
+    data["gateways"] = q("""
+        WITH h AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY store_id, device_id ORDER BY ts DESC, seq DESC) AS rn
+                   FROM silver_edge_health)
+        SELECT h.store_id, h.device_id,
+               strftime(timezone(COALESCE(st.timezone, 'UTC'), to_timestamp(h.last_uplink_ts / 1000.0)), '%Y-%m-%d %H:%M'),
+               h.unsent_rows, ROUND(h.oldest_unsent_age_s / 60.0, 1), h.evictions, h.seq_gaps, h.quarantined, h.model_version
+        FROM h LEFT JOIN silver_stores st ON st.store_id = h.store_id WHERE h.rn = 1
+        ORDER BY h.store_id, h.device_id""")
+    gateways = {r[1] for r in data["gateways"]}
+    devices = q("""
+        SELECT store_id, device_id, SUM(events), SUM(missing), strftime(MAX(last_seen_local), '%Y-%m-%d %H:%M'),
+               MIN(battery_min)
+        FROM bi_fleet_health GROUP BY 1, 2
+        ORDER BY SUM(missing) DESC, MIN(battery_min) ASC NULLS LAST, 1, 2""")
+    data["devices"] = [r for r in devices if r[1] not in gateways]
+    return data
 
-    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    return (f"<svg width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>"
-            f"<text x='8' y='18' font-size='13' font-weight='600'>{_e(title)}</text>"
-            f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' stroke='#999'/>"
-            f"<polyline fill='none' stroke='#3867d6' stroke-width='2' points='{path}'/>"
-            f"<text x='{pad}' y='{height - 10}' font-size='11'>{_e(int(x0))}h</text>"
-            f"<text x='{width - pad - 20}' y='{height - 10}' font-size='11'>{_e(int(x1))}h</text>"
-            f"<text x='{pad}' y='{pad - 2}' font-size='11'>{_fmt(y1)}</text></svg>")
+
+def _charts(data: dict):
+    """The Altair chart: every chart in one view, sharing the store / category / date filters."""
+    import altair as alt
+
+    alt.data_transformers.disable_max_rows()
+    stores = sorted({r["store"] for r in data["days"]} | {r["store"] for r in data["stockouts"]})
+    categories = sorted({r["category"] for r in data["stockouts"]})
+    store = alt.param(name="store", value="(all)",
+                      bind=alt.binding_select(options=["(all)"] + stores, name="Store "))
+    category = alt.param(name="category", value="(all)",
+                         bind=alt.binding_select(options=["(all)"] + categories, name="Category "))
+    dates = alt.selection_interval(name="dates", encodings=["x"])
+    by_store = "store == '(all)' || datum.store == store"
+    by_cat = "category == '(all)' || datum.category == category"
+    in_dates = {"param": "dates", "empty": True}
+    so = alt.NamedData(name="stockouts")  # the rows go once into the spec's datasets (build_dashboard)
+    base = alt.Chart(so).transform_filter(by_store).transform_filter(by_cat).transform_filter(in_dates)
+    w = 380
+
+    rate = (alt.Chart(alt.NamedData(name="days")).transform_filter(by_store)
+            .transform_aggregate(open_min="sum(open_min)", facing_min="sum(facing_min)", stockouts="sum(stockouts)",
+                                 groupby=["date"])
+            .transform_calculate(rate="datum.facing_min > 0 ? datum.open_min / datum.facing_min : 0"))
+    rate_line = rate.mark_line(point=True).encode(
+        x=alt.X("date:T", title="day (store local)"), y=alt.Y("rate:Q", title="share of facing-minutes empty",
+                                                            axis=alt.Axis(format="%")),
+        tooltip=["date:T", alt.Tooltip("rate:Q", format=".2%"), "stockouts:Q"])
+    trend = rate.transform_regression("date", "rate").mark_line(strokeDash=[6, 4], color="#b42318").encode(
+        x="date:T", y="rate:Q")
+    rate_chart = alt.layer(rate_line.properties(name="stockout_rate_by_day").add_params(dates),
+                           trend.properties(name="stockout_rate_trend")
+                           ).properties(width=w, height=180, title="Stock-out rate per day, with trend (drag to pick dates)")
+
+    def bars(name: str, field: str, title: str, value: str = "count()", vtitle: str = "stock-outs", top: int = 0):
+        c = base
+        enc_value = alt.X(f"{value}:Q" if value != "count()" else "count():Q", title=vtitle)
+        if top:
+            c = (c.transform_aggregate(n="count()", lost="sum(lost_sales)", groupby=[field])
+                 .transform_window(rank="rank(n)", sort=[alt.SortField("n", order="descending")])
+                 .transform_filter(f"datum.rank <= {top}"))
+            enc_value = alt.X("n:Q", title=vtitle)
+        return c.mark_bar().encode(y=alt.Y(f"{field}:N", sort="-x", title=None), x=enc_value,
+                                   tooltip=[f"{field}:N", enc_value]).properties(width=w, title=title, name=name)
+
+    by_store_c = bars("stockouts_by_store", "store", "Stock-outs by store")
+    by_cat_c = bars("stockouts_by_category", "category", "Stock-outs by category")
+    top_c = bars("top_products", "product", "Products with most stock-outs (top 15)", top=15)
+    heat = base.mark_rect().encode(
+        x=alt.X("hour:O", title="hour (store local)"),
+        y=alt.Y("weekday:O", title="weekday (1 = Monday)"),
+        color=alt.Color("count():Q", title="stock-outs", scale=alt.Scale(scheme="blues")),
+        tooltip=["weekday:O", "hour:O", "count():Q"]).properties(width=w, height=170, name="weekday_hour_heatmap",
+                                                                 title="When shelves empty: weekday x hour (local)")
+    cur = data["currencies"][0] if len(data["currencies"]) == 1 else "store currency"
+    lost = base.mark_bar().encode(
+        y=alt.Y("store:N", sort="-x", title=None), x=alt.X("sum(lost_sales):Q", title=f"lost sales ({cur})"),
+        tooltip=["store:N", alt.Tooltip("sum(lost_sales):Q", format=",.2f", title=f"lost sales ({cur})"),
+                 "currency:N"]).properties(width=w, title=f"Lost sales while open, by store ({cur})", name="lost_sales_by_store")
+    causes = base.mark_bar().encode(
+        y=alt.Y("store:N", title=None), x=alt.X("count():Q", title="stock-outs"),
+        color=alt.Color("cause:N", title="cause"), tooltip=["store:N", "cause:N", "count():Q"]
+    ).properties(width=w, title="Why shelves ran empty (gold.stockout_causes)", name="causes_by_store")
+    al = (alt.Chart(alt.NamedData(name="alerts")).transform_filter(by_store)
+          .transform_filter(by_cat).transform_filter(in_dates))
+    outcomes = al.mark_bar().encode(
+        y=alt.Y("scorer:N", title=None), x=alt.X("count():Q", title="alerts"),
+        color=alt.Color("outcome:N", scale=alt.Scale(domain=["empty_after", "already_empty", "false_alarm"],
+                                                     range=["#2e7d32", "#f9a825", "#b42318"])),
+        tooltip=["scorer:N", "outcome:N", "count():Q"]).properties(width=w, title="Alerts and what became of them",
+                                                                  name="alert_outcomes")
+    leads = al.transform_filter("datum.lead_min != null").mark_bar().encode(
+        x=alt.X("lead_min:Q", bin=alt.Bin(maxbins=24), title="lead time: alert -> shelf empty (min)"),
+        y=alt.Y("count():Q", title="alerts")).properties(width=w, height=160, title="Alert lead times",
+                                                                    name="alert_lead_times")
+
+    rows = [
+        alt.hconcat(rate_chart, heat),
+        alt.hconcat(by_store_c, lost),
+        alt.hconcat(by_cat_c, top_c),
+        alt.hconcat(causes, outcomes),
+        alt.hconcat(leads),
+    ]
+    return alt.vconcat(*rows).add_params(store, category).configure_view(stroke=None)
+
+
+def _script(spec: dict) -> str:
+    """vega-embed call that records how many items each named chart drew (``#render-status``)."""
+    return f"""
+const status = {{charts: {{}}, errors: []}};
+window.addEventListener('error', e => status.errors.push(String(e.message)));
+const report = () => {{ document.getElementById('render-status').textContent = JSON.stringify(status); }};
+vegaEmbed('#charts', {json.dumps(spec)}, {{mode: 'vega-lite', actions: false, renderer: 'svg'}}).then(result => {{
+  (function walk(item) {{
+    for (const it of (item && item.items) || []) {{
+      if (it.role === 'mark' && it.name && it.name.endsWith('_marks')) {{
+        const name = it.name.slice(0, -'_marks'.length).replace(/_0$/, '');
+        status.charts[name] = (status.charts[name] || 0) + (it.items || []).length;
+      }}
+      walk(it);
+    }}
+  }})(result.view.scenegraph().root);
+  report();
+}}).catch(err => {{ status.errors.push(String(err)); report(); }});
+"""
+
+
+def _vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one script, from the ``vl-convert-python`` package (no
+    network). Bundling takes seconds, so the result is cached per version in the user's cache."""
+    import os
+
+    import vl_convert
+    from altair.utils.html import vl_version_for_vl_convert
+
+    version = vl_version_for_vl_convert()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gondola"
+    path = cache / f"vega-embed-{vl_convert.__version__}-vl{version}.js"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    bundle = vl_convert.javascript_bundle(vl_version=version)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(bundle, encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home: bundle again next time
+    return bundle
 
 
 def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
     """Write the dashboard for the warehouse's current data; return its path.
 
     Raises:
-        StorageError: the warehouse cannot be opened.
+        StorageError: the warehouse cannot be opened or lacks the views.
     """
     import duckdb
 
@@ -104,73 +288,85 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
         con = duckdb.connect(str(warehouse), read_only=True)
     except duckdb.Error as exc:
         raise StorageError(f"cannot open warehouse {warehouse}: {exc}") from exc
-    q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
     try:
-        n_so, minutes, lost, alerted, ongoing = q("""SELECT COUNT(*), COALESCE(SUM(duration_min), 0),
-            COALESCE(SUM(lost_sales), 0), COALESCE(SUM(CASE WHEN alerted THEN 1 ELSE 0 END), 0),
-            COALESCE(SUM(CASE WHEN ongoing THEN 1 ELSE 0 END), 0) FROM bi_stockouts""")[0]
-        alerts, true_alerts = q("SELECT COALESCE(SUM(alerts), 0), COALESCE(SUM(true_alerts), 0) FROM bi_alert_quality")[0]
-        revenue = q("SELECT COALESCE(SUM(net_revenue), 0) FROM bi_hourly_sales")[0][0]
-        gaps = q("SELECT COUNT(DISTINCT device_id) FROM bi_fleet_health WHERE missing > 0")[0][0]
-        devices = q("SELECT COUNT(DISTINCT device_id) FROM bi_fleet_health")[0][0]
-        by_store = q("""SELECT COALESCE(store_name, store_id), SUM(COALESCE(lost_sales, 0)) FROM bi_stockouts
-                        GROUP BY 1 ORDER BY 2 DESC LIMIT 15""")
-        top = q("""SELECT store_id, facing_id, COALESCE(product_name, sku), COUNT(*), ROUND(SUM(COALESCE(duration_min, 0)), 1),
-                   ROUND(SUM(COALESCE(lost_sales, 0)), 2), SUM(CASE WHEN alerted THEN 1 ELSE 0 END), MAX(CASE WHEN ongoing THEN 'yes' ELSE '' END)
-                   FROM bi_stockouts GROUP BY 1, 2, 3 ORDER BY 6 DESC LIMIT 20""")
-        by_hour = q("""SELECT hour(started_at) AS h, COUNT(*) FROM bi_stockouts GROUP BY 1 ORDER BY 1""")
-        sales_hour = q("""SELECT hour(hour) AS h, SUM(units_sold) FROM bi_hourly_sales GROUP BY 1 ORDER BY 1""")
-        quality = q("""SELECT scorer, SUM(alerts), SUM(true_alerts),
-                       ROUND(100.0 * SUM(true_alerts) / NULLIF(SUM(alerts), 0), 1),
-                       ROUND(100.0 * SUM(caught) / NULLIF(SUM(stockouts), 0), 1), ROUND(AVG(mean_lead_min), 1)
-                       FROM bi_alert_quality GROUP BY scorer ORDER BY scorer""")
-        # The two promises apart: a forecast is judged by warnings before the shelf empties,
-        # a detection by being right that it is empty.
-        by_kind = q("""SELECT kind, COUNT(*), SUM(CASE WHEN outcome = 'empty_after' THEN 1 ELSE 0 END),
-                       SUM(CASE WHEN outcome = 'already_empty' THEN 1 ELSE 0 END),
-                       SUM(CASE WHEN outcome = 'false_alarm' THEN 1 ELSE 0 END),
-                       ROUND(MEDIAN(lead_min), 1) FROM bi_alert_outcomes GROUP BY kind ORDER BY kind DESC""")
-        fleet = q("""SELECT store_id, device_id, SUM(events), SUM(missing), MAX(last_seen)::VARCHAR,
-                     MIN(battery_min), MAX(unsent_rows), MAX(evictions), MAX(model_version)
-                     FROM bi_fleet_health GROUP BY 1, 2
-                     ORDER BY SUM(missing) DESC, MIN(battery_min) ASC NULLS LAST LIMIT 25""")
+        data = _query(con)
     except duckdb.Error as exc:
         raise StorageError(f"warehouse {warehouse} lacks the dashboard's views: {exc}") from exc
     finally:
         con.close()
 
-    pct = lambda a, b: f"{100.0 * a / b:.0f}%" if b else "–"  # noqa: E731
+    spec = _charts(data).to_dict()
+    spec["datasets"] = {name: data[name] for name in ("stockouts", "days", "alerts")}
+    # Altair binds a selection made in a layer to every layer; the brush belongs to the daily line
+    # only (two brushes of one name are an error in Vega).
+    for p in spec.get("params", []):
+        if "views" in p:
+            p["views"] = [v for v in p["views"] if v.startswith("stockout_rate_by_day")]
+    bundle = _vega_bundle().replace("</script", "<\\/script")
+    k, cur = data["kpis"], data["currencies"]
+    pct = lambda v: "–" if v is None else f"{100.0 * v:.0f}%"  # noqa: E731
     kpis = [
-        ("stock-outs", _fmt(n_so), f"{ongoing} still empty"),
-        ("minutes empty", _fmt(float(minutes), 0), "closed stock-outs"),
-        ("lost sales (est.)", _fmt(float(lost), 2), "rate × duration × price"),
-        ("alerted before", pct(alerted, n_so), "stock-outs the edge warned about"),
-        ("alert precision", pct(true_alerts, alerts), f"{alerts} alerts raised"),
-        ("net sales", _fmt(float(revenue), 2), "all stores"),
-        ("devices with gaps", f"{gaps} / {devices}", "missing sequence numbers"),
+        ("stock-outs", _fmt(k.get("stockouts")), f"{_fmt(k.get('stockouts_ongoing'))} still empty"),
+        ("stock-out minutes", _fmt(float(k.get("stockout_minutes") or 0), 0), "while the stores were open"),
+        ("lost sales (est.)", _money(k.get("lost_sales_cents"), cur), "opening hours only"),
+        ("alerted before", pct(k.get("recall_ahead")), "stock-outs an alert preceded"),
+        ("mean lead", _fmt(k.get("mean_lead_min"), 0) + " min", "alert -> shelf empty"),
+        ("alert precision", pct(k.get("alert_precision")), f"{_fmt(k.get('alerts'))} alerts raised"),
     ]
-    kpi_html = "".join(f"<div class='kpi'><span>{_e(a)}</span><b>{b}</b><span>{_e(c)}</span></div>" for a, b, c in kpis)
+    kpi_html = "".join(f"<div class='kpi'><span>{_e(a)}</span><b>{_e(b)}</b><span>{_e(c)}</span></div>" for a, b, c in kpis)
+    actions = [(s, _ACTION_TEXT.get(a, a), t, f, n, m, ls, c, wt, conf) for s, a, t, f, n, m, ls, c, wt, conf in data["actions"]]
     doc = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1"><title>Gondola — shelves and stock-outs</title>
-<style>{_CSS}</style></head><body>
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>Gondola — head office</title>
+<style>{_CSS}</style><script>{bundle}</script></head><body>
 <h1>Gondola — shelves and stock-outs</h1>
-<div class="sub">Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the warehouse (gold tables).</div>
+<div class="sub">Built {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} from the warehouse. Times are each store's
+local time; money is in the store's currency. Use the menus under the charts to pick a store or category and drag
+on the daily chart to pick dates.</div>
 <div class="kpis">{kpi_html}</div>
-<h2>For store managers: where shelves ran empty</h2>
-<div class="grid">{_bars('Lost sales by store (est.)', [(str(a), float(b or 0)) for a, b in by_store])}
-{_bars('Stock-outs by hour of day (UTC)', [(f'{int(h):02d}:00', float(n)) for h, n in by_hour])}</div>
-{_table(['store', 'facing', 'product', 'stock-outs', 'minutes empty', 'lost sales', 'alerted', 'empty now'], top)}
-<h2>For analysts: did the edge warn in time?</h2>
-{_table(['scorer', 'alerts', 'true alerts', 'precision %', 'recall %', 'mean lead (min)'], quality)}
-{_table(['alert kind', 'alerts', 'shelf emptied after', 'already empty', 'false alarms', 'median lead (min)'], by_kind)}
-<div class="grid">{_line('Units sold by hour of day', [(float(h), float(u or 0)) for h, u in sales_hour])}</div>
-<h2>Fleet health</h2>
-{_table(['store', 'device', 'events', 'missing', 'last seen', 'battery min', 'unsent', 'evictions', 'model'], fleet)}
+<div id="charts"></div>
+<h2>What to do (category manager)</h2>
+{_table(['store', 'action', 'product / hour', 'facing', 'stock-outs', 'minutes empty', 'lost sales', 'currency',
+         'mean wait for refill (min)', 'confidence'], actions, empty='no actions: no stock-outs with a cause yet')}
+<p class="sub">Causes: {'; '.join(f'<b>{_e(c)}</b>: {_e(t)}' for c, t in _CAUSE_TEXT.items())}.</p>
+<h2>Fleet health: gateways</h2>
+{_table(['store', 'gateway', 'last sync (local)', 'backlog (unsent)', 'oldest unsent (min)', 'evictions', 'sequence gaps',
+         'quarantined', 'model'], data['gateways'], empty='no gateway health reports yet', bad=6)}
+<h2>Fleet health: devices</h2>
+<p class="sub">{len(data['devices'])} devices; those with missing events (sequence gaps) or low batteries first.</p>
+{_table(['store', 'device', 'events', 'missing', 'last seen (local)', 'battery min %'], data['devices'][:40],
+        bad=3, empty='no devices')}
 <p class="sub">Stock-outs are detected from shelf sensors (units = 0); facings without sensors are not included.
-Lost sales = the product's sales rate that day in that store × minutes empty × price.</p>
+Lost sales = the product's sales rate that day × minutes empty while open × list price.</p>
+<pre id="render-status"></pre>
+<script>{_script(spec)}</script>
 </body></html>
 """
     out = Path(out_html)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(doc, encoding="utf-8")
     return out
+
+
+def screenshot(html_path: str | Path, png: str | Path, *, width: int = 1300, height: int = 2600,
+               timeout: float = 120) -> Path | None:
+    """A PNG of the page as headless Chromium draws it offline; ``None`` when Chromium is not
+    installed or fails (the dashboard itself does not need it)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        return None
+    png = Path(png)
+    with tempfile.TemporaryDirectory() as profile:
+        try:
+            subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}",
+                            "--virtual-time-budget=20000", f"--window-size={width},{height}",
+                            f"--screenshot={png}", Path(html_path).resolve().as_uri()],
+                           check=True, capture_output=True, timeout=timeout)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return png if png.exists() else None

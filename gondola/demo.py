@@ -208,6 +208,10 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     transform = cloud.transform()
     warehouse = cloud.build_warehouse()
     dashboard = cloud.build_dashboard(out / "dashboard.html") if cfg.dashboard else None
+    if dashboard is not None:
+        from cloud.dashboard import screenshot
+
+        screenshot(dashboard, out / "dashboard.png")  # beside it, when Chromium is installed
     counts = cloud.table_counts()
 
     truth_emitted = Counter()

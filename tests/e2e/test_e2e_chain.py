@@ -56,6 +56,7 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
     assert "<html" in html.lower() and "s001" in html and "s002" in html
     # What a store manager sees: the page renders offline, with content and charts.
     require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
+    assert (tmp_path / "demo" / "dashboard.png").stat().st_size > 10_000  # the demo leaves a picture beside it
     shot = screenshot((tmp_path / "demo" / "dashboard.html").as_uri(), tmp_path / "dashboard.png", height=1200)
     background = np.median(shot.reshape(-1, 3), axis=0)
     drawn = np.abs(shot.astype(int) - background).sum(axis=2) > 60
