@@ -6,13 +6,23 @@ What it guarantees, and how:
   transaction holding the whole group is committed; the collector acknowledges (MQTT PUBACK) the
   messages of a group only then. ``synchronous=NORMAL`` (default) survives kill -9 of the process;
   ``synchronous=FULL`` also survives a power cut (setting ``durability``).
-* **Idempotent on (device_id, seq).** Per device the buffer keeps the highest ``seq`` seen and the
-  ranges of missing ``seq`` (the *gaps*). An event is new exactly when its ``seq`` is above the
-  high-water mark or inside an open gap; everything else is a duplicate and is counted, not
-  stored. This stays exact after rows are sent and deleted, so a redelivery days later is still
-  recognised.
+* **Idempotent on (device_id, epoch, seq).** Per device and epoch (one run of its counter; see
+  ``gondola.contracts``) the buffer keeps the lowest and highest ``seq`` seen and the ranges of
+  missing ``seq`` (the *gaps*). An event is new exactly when its ``seq`` is above the high-water
+  mark, below the low-water mark, or inside an open gap; everything else is a duplicate and is
+  counted, not stored. This stays exact after rows are sent and deleted, so a redelivery days
+  later is still recognised. A new epoch is a new sequence: neither duplicates nor a gap.
 * **Gap accounting.** A jump in ``seq`` opens a gap (a counted loss); a late arrival fills it.
-  ``seq_gaps`` is the number of ``seq`` values missing right now, per device and in total.
+  The first event seen of an epoch sets both marks; one arriving later below it (sent 1, 0, 2)
+  is new, and a gap only if it skips values. ``seq_gaps`` is the number of ``seq`` values missing
+  right now, per device and in total.
+* **Plausibility.** A ``seq`` more than ``BufferPolicy.max_seq_jump`` beyond the marks is not
+  believed (one event with seq 2^63-1 would otherwise open a gap of 9e18): it is quarantined
+  (``implausible_seq``). A device that keeps sending from the new range (``REANCHOR_AFTER``
+  consecutive events there) really jumped: the marks move to it, logged and counted, with no gap.
+* **Conflicting repeats.** A repeat of an identity seen recently (the last ``RECENT_PER_DEVICE``
+  events of each device and epoch, in memory) with different content is quarantined
+  (``conflicting_repeat``) and counted, not silently dropped as a duplicate.
 * **Hard byte cap with a stated policy** (:meth:`SqliteBuffer.enforce_cap`): POS lines and alerts
   are never evicted; as the cap nears, shelf readings are thinned (keep the first
   reading per facing per 5, 15, 60, then 240 minutes, oldest first), then old health events go,
@@ -36,6 +46,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
+import re
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -45,6 +57,8 @@ from typing import Iterable, Mapping
 from gondola.clock import MINUTE_MS
 from gondola.contracts import PRIORITY
 from gondola.errors import BufferFullError, StorageError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIGRATIONS",
@@ -56,6 +70,10 @@ __all__ = [
     "StoredEvent",
     "SqliteBuffer",
     "encode",
+    "redact_payload",
+    "QUARANTINE_PREFIX_BYTES",
+    "RECENT_PER_DEVICE",
+    "REANCHOR_AFTER",
 ]
 
 #: Per-row bytes added to the encoded event for the cap: the index entries and row header.
@@ -64,6 +82,12 @@ ROW_OVERHEAD_BYTES = 96
 NEVER_EVICTED = frozenset({"pos.line", "edge.alert"})
 #: Thinning resolutions for shelf readings, finest first (minutes).
 THIN_STEPS_MIN = (5, 15, 60, 240)
+#: Bytes of a quarantined payload kept (after personal fields are removed).
+QUARANTINE_PREFIX_BYTES = 2048
+#: Identities remembered per device and epoch to tell a conflicting repeat from a duplicate.
+RECENT_PER_DEVICE = 64
+#: Consecutive implausible seqs, each near the one before, after which the marks move there.
+REANCHOR_AFTER = 3
 
 #: (name, SQL) applied in order, each once, recorded in ``migrations``. Append only.
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -145,10 +169,46 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         # index on (facing_id, ts) cost 40 % of the append rate and served only that rare pass.
         "DROP INDEX IF EXISTS events_readings;",
     ),
+    (
+        "0006_epochs",
+        # Identity becomes (device_id, epoch, seq): a device whose counter restarts sends a new
+        # epoch. Rows of older gateways are epoch 0 (what a missing epoch means on the wire).
+        # min_seq: the lowest seq seen, so a first event that arrives late is not a duplicate.
+        """
+        ALTER TABLE events ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE device_epochs (
+            device_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            min_seq INTEGER NOT NULL,
+            max_seq INTEGER NOT NULL,
+            received INTEGER NOT NULL DEFAULT 0,
+            duplicates INTEGER NOT NULL DEFAULT 0,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            PRIMARY KEY (device_id, epoch)
+        );
+        INSERT INTO device_epochs SELECT device_id, 0, 0, max_seq, received, duplicates, first_seen, last_seen
+            FROM devices;
+        DROP TABLE devices;
+        ALTER TABLE device_epochs RENAME TO devices;
+        CREATE TABLE epoch_gaps (
+            device_id TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            lo INTEGER NOT NULL,
+            hi INTEGER NOT NULL,
+            detected_at INTEGER NOT NULL,
+            reported INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (device_id, epoch, lo)
+        );
+        INSERT INTO epoch_gaps SELECT device_id, 0, lo, hi, detected_at, reported FROM gaps;
+        DROP TABLE gaps;
+        ALTER TABLE epoch_gaps RENAME TO gaps;
+        """,
+    ),
 )
 
 _COUNTERS = ("rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
-             "gw_seq", "last_uplink_ts")
+             "gw_seq", "last_uplink_ts", "conflicting_repeats", "implausible_seqs", "reanchored")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
@@ -157,6 +217,54 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 def encode(event: Mapping) -> str:
     """Canonical JSON of an event (sorted keys, no spaces, one line): what the buffer ships."""
     return _ENCODER.encode(event)
+
+
+def safe_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters and made storable: anything that is not valid
+    Unicode text (a lone surrogate) or is a control character is written as an escape."""
+    text = str(text)[:limit]
+    if not text.isprintable():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return text
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+#: Personal fields, removed from quarantined payloads (a clear loyalty id, and a pseudonym a
+#: device sent: both could be a real card number).
+PERSONAL_FIELDS = ("loyalty_id", "loyalty_pid")
+_PERSONAL_TEXT = re.compile(rb'"(?:loyalty_id|loyalty_pid)"\s*:\s*(?:"(?:[^"\\]|\\.)*"?|[^,}\]]*)')
+
+
+def redact_payload(payload: bytes, limit: int = QUARANTINE_PREFIX_BYTES) -> bytes:
+    """What quarantine keeps of a payload: personal fields removed (parsed when it is JSON, by
+    pattern when it is not), then at most ``limit`` bytes."""
+    payload = bytes(payload)
+    head = payload[:64 * 1024]
+    try:
+        obj = json.loads(head)
+    except (ValueError, RecursionError):
+        obj = None
+    if isinstance(obj, dict):
+        _drop_personal(obj)
+        try:
+            return json.dumps(obj, separators=(",", ":"))[:limit].encode("ascii")
+        except (ValueError, RecursionError):
+            pass
+    return _PERSONAL_TEXT.sub(b'"<personal field removed>"', head)[:limit]
+
+
+def _drop_personal(obj, depth: int = 0) -> None:
+    if depth > 20:
+        return
+    if isinstance(obj, dict):
+        for k in PERSONAL_FIELDS:
+            obj.pop(k, None)
+        for v in obj.values():
+            _drop_personal(v, depth + 1)
+    elif isinstance(obj, list):
+        for v in obj:
+            _drop_personal(v, depth + 1)
 
 
 @dataclass
@@ -179,6 +287,8 @@ class BufferPolicy:
     })
     #: Keep at most this many quarantined payloads (oldest trimmed; the count stays).
     max_quarantine_rows: int = 10_000
+    #: A seq further than this beyond a device epoch's marks is quarantined (``implausible_seq``).
+    max_seq_jump: int = 10_000_000
     #: ``NORMAL`` survives kill -9; ``FULL`` also survives power loss.
     durability: str = "NORMAL"
 
@@ -189,10 +299,12 @@ class Appended:
 
     stored: int
     duplicates: int
-    #: New gaps opened by this group: (device_id, lo, hi).
-    new_gaps: list[tuple[str, int, int]]
+    #: New gaps opened by this group: (device_id, epoch, lo, hi).
+    new_gaps: list[tuple[str, int, int, int]]
     #: Indexes (into the ``events`` argument) of the events that were new and stored.
     kept: list[int]
+    #: Events refused and quarantined by the buffer: (index, reason).
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -208,13 +320,23 @@ class StoredEvent:
 
 
 class _DeviceSeqs:
-    """High-water mark and open gap ranges of one device, mirrored from the DB."""
+    """Low and high marks and open gap ranges of one device epoch, mirrored from the DB, plus
+    (in memory only) the content of its latest events and the current implausible streak."""
 
-    __slots__ = ("max_seq", "gaps")
+    __slots__ = ("min_seq", "max_seq", "gaps", "recent", "streak", "streak_seq")
 
-    def __init__(self, max_seq: int, gaps: list[list[int]] | None = None):
+    def __init__(self, max_seq: int, gaps: list[list[int]] | None = None, min_seq: int | None = None):
         self.max_seq = max_seq
+        self.min_seq = max_seq if min_seq is None else min_seq
         self.gaps = gaps or []  # sorted [lo, hi] inclusive ranges
+        self.recent: dict[int, tuple] = {}
+        self.streak = 0
+        self.streak_seq = 0
+
+    def copy(self) -> "_DeviceSeqs":
+        c = _DeviceSeqs(self.max_seq, [g[:] for g in self.gaps], self.min_seq)
+        c.recent, c.streak, c.streak_seq = dict(self.recent), self.streak, self.streak_seq
+        return c
 
     def find_gap(self, seq: int) -> int:
         i = bisect.bisect_right(self.gaps, [seq, float("inf")]) - 1
@@ -272,11 +394,12 @@ class SqliteBuffer:
         db = self._db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._c = {k: int(meta.get(k, 0)) for k in _COUNTERS}
-        self._devices: dict[str, _DeviceSeqs] = {
-            d: _DeviceSeqs(m) for d, m in db.execute("SELECT device_id, max_seq FROM devices")
+        self._devices: dict[tuple[str, int], _DeviceSeqs] = {
+            (d, e): _DeviceSeqs(hi, min_seq=lo)
+            for d, e, lo, hi in db.execute("SELECT device_id, epoch, min_seq, max_seq FROM devices")
         }
-        for d, lo, hi in db.execute("SELECT device_id, lo, hi FROM gaps ORDER BY device_id, lo"):
-            self._devices[d].gaps.append([lo, hi])
+        for d, e, lo, hi in db.execute("SELECT device_id, epoch, lo, hi FROM gaps ORDER BY device_id, epoch, lo"):
+            self._devices[(d, e)].gaps.append([lo, hi])
 
     def _save_counters(self) -> None:
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(self._c.items()))
@@ -316,32 +439,63 @@ class SqliteBuffer:
 
     def _append(self, events, bodies, now_ms, quarantine, gateway_seqs, undo) -> Appended:
         rows = []
-        device_updates: dict[str, list[int]] = {}  # device -> [received, duplicates]
-        touched_gaps: set[str] = set()
-        new_gaps: list[tuple[str, int, int]] = []
+        device_updates: dict[tuple[str, int], list[int]] = {}  # (device, epoch) -> [received, duplicates]
+        touched_gaps: set[tuple[str, int]] = set()
+        new_gaps: list[tuple[str, int, int, int]] = []
         duplicates = 0
         add_bytes = 0
         protected = False
         kept: list[int] = []
+        rejected: list[tuple[int, str]] = []
+        refused: list[tuple[str, str, str, bytes]] = []
+        jump = self.policy.max_seq_jump
         for k, ev in enumerate(events):
             dev, seq = ev["device_id"], ev["seq"]
-            state = self._devices.get(dev)
-            upd = device_updates.get(dev)
+            epoch = ev.get("epoch", 0)
+            key = (dev, epoch)
+            state = self._devices.get(key)
+            upd = device_updates.get(key)
             if upd is None:
-                upd = device_updates[dev] = [0, 0]
-                undo[dev] = None if state is None else _DeviceSeqs(state.max_seq, [g[:] for g in state.gaps])
+                upd = device_updates[key] = [0, 0]
+                undo[key] = None if state is None else state.copy()
+            body = bodies[k] if bodies is not None else None
             if state is None:
-                # First event of a device: whatever came before the gateway existed is not a gap.
-                state = self._devices[dev] = _DeviceSeqs(seq)
-            elif seq > state.max_seq:
-                if seq > state.max_seq + 1:
-                    state.gaps.append([state.max_seq + 1, seq - 1])
-                    new_gaps.append((dev, state.max_seq + 1, seq - 1))
-                    touched_gaps.add(dev)
-                state.max_seq = seq
+                # First event of a device epoch: whatever came before the gateway saw it is not a
+                # gap; one arriving later below it is new (see the module docstring).
+                state = self._devices[key] = _DeviceSeqs(seq)
+            elif seq > state.max_seq or seq < state.min_seq:
+                above = seq > state.max_seq
+                if (seq - state.max_seq if above else state.min_seq - seq) > jump:
+                    if not self._reanchor(state, seq, jump):
+                        rejected.append((k, "implausible_seq"))
+                        refused.append(self._refusal(ev, body, "implausible_seq",
+                                                     f"seq jumps more than {jump} from the device's marks"))
+                        continue
+                    self._c["reanchored"] += 1
+                    log.warning("device %s epoch %d: seq moved to a new range after %d consecutive events there",
+                                ascii(dev)[1:-1][:64], epoch, REANCHOR_AFTER)
+                elif above:
+                    if seq > state.max_seq + 1:
+                        state.gaps.append([state.max_seq + 1, seq - 1])
+                        new_gaps.append((dev, epoch, state.max_seq + 1, seq - 1))
+                        touched_gaps.add(key)
+                    state.max_seq = seq
+                else:
+                    if seq < state.min_seq - 1:
+                        state.gaps.insert(0, [seq + 1, state.min_seq - 1])
+                        new_gaps.append((dev, epoch, seq + 1, state.min_seq - 1))
+                        touched_gaps.add(key)
+                    state.min_seq = seq
+                state.streak = 0
             else:
                 i = state.find_gap(seq)
                 if i < 0:
+                    seen = state.recent.get(seq)
+                    if seen is not None and seen != (ev["type"], ev["ts"], ev["data"]):
+                        rejected.append((k, "conflicting_repeat"))
+                        refused.append(self._refusal(ev, body, "conflicting_repeat",
+                                                     "same device, epoch and seq as an earlier event, other content"))
+                        continue
                     duplicates += 1
                     upd[1] += 1
                     continue
@@ -351,17 +505,24 @@ class SqliteBuffer:
                     i += 1
                 if seq < hi:
                     state.gaps.insert(i, [seq + 1, hi])
-                touched_gaps.add(dev)
+                touched_gaps.add(key)
+            recent = state.recent
+            recent[seq] = (ev["type"], ev["ts"], ev["data"])
+            if len(recent) > RECENT_PER_DEVICE:
+                del recent[next(iter(recent))]
             upd[0] += 1
             kept.append(k)
             etype = ev["type"]
-            body = bodies[k] if bodies is not None else encode(ev)
+            if body is None:
+                body = encode(ev)
             size = len(body) + ROW_OVERHEAD_BYTES
             add_bytes += size
             protected = protected or etype in NEVER_EVICTED
-            rows.append((dev, seq, etype, PRIORITY.get(etype, 3), ev["ts"], ev.get("received_at", now_ms),
+            rows.append((dev, epoch, seq, etype, PRIORITY.get(etype, 3), ev["ts"], ev.get("received_at", now_ms),
                          ev["data"].get("facing_id") if etype == "shelf.reading" else None, size, body))
-        quarantine = list(quarantine)
+        quarantine = list(quarantine) + refused
+        self._c["conflicting_repeats"] += sum(1 for _, r in rejected if r == "conflicting_repeat")
+        self._c["implausible_seqs"] += sum(1 for _, r in rejected if r == "implausible_seq")
         cap = self.policy.max_bytes
         db = self._db
         try:
@@ -373,23 +534,26 @@ class SqliteBuffer:
                         f"buffer holds {self._c['bytes']} of {cap} bytes and only never-evicted events")
             if rows:
                 db.executemany(
-                    "INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body) "
-                    "VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                    "INSERT INTO events (device_id, epoch, seq, etype, priority, ts, received_at, facing_id, size, body) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             db.executemany(
-                "INSERT INTO devices VALUES (?,?,?,?,?,?) ON CONFLICT (device_id) DO UPDATE SET "
-                "max_seq=excluded.max_seq, received=received+excluded.received, "
+                "INSERT INTO devices (device_id, epoch, min_seq, max_seq, received, duplicates, first_seen, last_seen) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, epoch) DO UPDATE SET "
+                "min_seq=excluded.min_seq, max_seq=excluded.max_seq, received=received+excluded.received, "
                 "duplicates=duplicates+excluded.duplicates, last_seen=excluded.last_seen",
-                [(dev, self._devices[dev].max_seq, rec, dup, now_ms, now_ms)
-                 for dev, (rec, dup) in device_updates.items()])
-            for dev in touched_gaps:
+                [(dev, ep, self._devices[(dev, ep)].min_seq, self._devices[(dev, ep)].max_seq, rec, dup, now_ms, now_ms)
+                 for (dev, ep), (rec, dup) in device_updates.items()])
+            for dev, ep in touched_gaps:
                 old = {lo: rep for lo, rep in db.execute(
-                    "SELECT lo, reported FROM gaps WHERE device_id=?", (dev,))}
-                db.execute("DELETE FROM gaps WHERE device_id=?", (dev,))
-                db.executemany("INSERT INTO gaps VALUES (?,?,?,?,?)",
-                               [(dev, lo, hi, now_ms, old.get(lo, 0)) for lo, hi in self._devices[dev].gaps])
+                    "SELECT lo, reported FROM gaps WHERE device_id=? AND epoch=?", (dev, ep))}
+                db.execute("DELETE FROM gaps WHERE device_id=? AND epoch=?", (dev, ep))
+                db.executemany("INSERT INTO gaps VALUES (?,?,?,?,?,?)",
+                               [(dev, ep, lo, hi, now_ms, old.get(lo, 0)) for lo, hi in self._devices[(dev, ep)].gaps])
             if quarantine:
                 db.executemany("INSERT INTO quarantine (received_at, topic, reason, detail, payload) "
-                               "VALUES (?,?,?,?,?)", [(now_ms, t, r, d, p) for t, r, d, p in quarantine])
+                               "VALUES (?,?,?,?,?)",
+                               [(now_ms, safe_text(t, 256), safe_text(r, 64), safe_text(d, 500), redact_payload(p))
+                                for t, r, d, p in quarantine])
                 self._c["quarantined"] += len(quarantine)
                 if self._c["quarantined"] % 1000 < len(quarantine):
                     db.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?",
@@ -407,7 +571,32 @@ class SqliteBuffer:
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"buffer append failed: {exc}") from exc
             raise
-        return Appended(stored=len(rows), duplicates=duplicates, new_gaps=new_gaps, kept=kept)
+        return Appended(stored=len(rows), duplicates=duplicates, new_gaps=new_gaps, kept=kept, rejected=rejected)
+
+    @staticmethod
+    def _reanchor(state: _DeviceSeqs, seq: int, jump: int) -> bool:
+        """Count an implausible ``seq``; after ``REANCHOR_AFTER`` consecutive ones, each within
+        ``jump`` of the one before, move the marks to it (the device really jumped) and say so.
+        The skipped range is not a gap: it was never believed to exist."""
+        if state.streak and abs(seq - state.streak_seq) <= jump:
+            state.streak += 1
+        else:
+            state.streak = 1
+        state.streak_seq = seq
+        if state.streak < REANCHOR_AFTER:
+            return False
+        state.streak = 0
+        if seq > state.max_seq:
+            state.max_seq = seq
+        else:
+            state.min_seq = seq
+        return True
+
+    @staticmethod
+    def _refusal(ev: Mapping, body: str | None, reason: str, detail: str) -> tuple[str, str, str, bytes]:
+        """A quarantine row for an event the buffer refuses (already validated and pseudonymized)."""
+        text = body if body is not None else encode(ev)
+        return (f"device {ascii(ev['device_id'])[1:-1][:120]}", reason, detail, text.encode("utf-8", "backslashreplace"))
 
     def next_gateway_seq(self) -> int:
         """The next seq for the gateway's own events; ``append(..., gateway_seqs=n)`` consumes
@@ -585,23 +774,25 @@ class SqliteBuffer:
 
     # ---- gaps ----------------------------------------------------------------------------
 
-    def unreported_gaps(self, older_than_ms: int) -> list[tuple[str, int, int]]:
-        """Open gaps detected before ``older_than_ms`` and not yet reported as events."""
+    def unreported_gaps(self, older_than_ms: int) -> list[tuple[str, int, int, int]]:
+        """Open gaps ``(device_id, epoch, lo, hi)`` detected before ``older_than_ms`` and not yet
+        reported as events."""
         with self._lock:
             return self._db.execute(
-                "SELECT device_id, lo, hi FROM gaps WHERE reported=0 AND detected_at < ? ORDER BY device_id, lo",
-                (older_than_ms,)).fetchall()
+                "SELECT device_id, epoch, lo, hi FROM gaps WHERE reported=0 AND detected_at < ? "
+                "ORDER BY device_id, epoch, lo", (older_than_ms,)).fetchall()
 
-    def mark_gaps_reported(self, gaps: list[tuple[str, int, int]]) -> None:
+    def mark_gaps_reported(self, gaps: list[tuple[str, int, int, int]]) -> None:
         with self._lock:
-            self._db.executemany("UPDATE gaps SET reported=1 WHERE device_id=? AND lo=?",
-                                 [(d, lo) for d, lo, _ in gaps])
+            self._db.executemany("UPDATE gaps SET reported=1 WHERE device_id=? AND epoch=? AND lo=?",
+                                 [(d, e, lo) for d, e, lo, _ in gaps])
 
     def gaps(self, max_devices: int | None = None, max_ranges: int | None = None) -> dict[str, list[tuple[int, int]]]:
-        """Open gaps per device: ``{device_id: [(lo, hi), ...]}`` (inclusive), optionally only
-        the ``max_devices`` devices missing most and their first ``max_ranges`` ranges."""
+        """Open gaps per device: ``{device_id: [(lo, hi), ...]}`` (inclusive; a device's epoch
+        other than 0 is keyed ``device_id@epoch``), optionally only the ``max_devices`` devices
+        missing most and their first ``max_ranges`` ranges."""
         with self._lock:
-            out = {d: s.gaps for d, s in self._devices.items() if s.gaps}
+            out = {(d if e == 0 else f"{d}@{e}"): s.gaps for (d, e), s in self._devices.items() if s.gaps}
             if max_devices is not None and len(out) > max_devices:
                 worst = sorted(out, key=lambda d: -sum(hi - lo + 1 for lo, hi in out[d]))[:max_devices]
                 out = {d: out[d] for d in worst}
@@ -642,7 +833,10 @@ class SqliteBuffer:
             "evictions": c["evicted"],
             "evictions_by": evictions,
             "seq_gaps": gaps,
-            "devices": len(self._devices),
+            "devices": len({d for d, _ in self._devices}),
+            "conflicting_repeats": c["conflicting_repeats"],
+            "implausible_seqs": c["implausible_seqs"],
+            "seq_reanchored": c["reanchored"],
             "quarantined": c["quarantined"],
             "duplicates": c["duplicates"],
             "received": c["received"],

@@ -211,9 +211,9 @@ class Gateway:
     def _report_gaps(self, now_ms: int) -> None:
         gaps = self.buffer.unreported_gaps(now_ms - int(self.settings.gap_grace_s * 1000))
         if gaps:
-            missing = sum(hi - lo + 1 for _, lo, hi in gaps)
+            missing = sum(hi - lo + 1 for _, _, lo, hi in gaps)
             log.warning("%d seq values missing from %d device(s); reported in edge.health",
-                        missing, len({d for d, _, _ in gaps}))
+                        missing, len({d for d, _, _, _ in gaps}))
             self.emit_health(now_ms)
             self.buffer.mark_gaps_reported(gaps)
 

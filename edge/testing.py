@@ -26,11 +26,11 @@ def received(event: dict, at: int = T0) -> dict:
 
 
 def pos_line(seq: int, ts: int, *, store_id: str = "s001", device_id: str = "pos-s001-r01", sku: str = "k0",
-             qty: int = 1, loyalty_id: str | None = None) -> dict:
+             qty: int = 1, loyalty_id: str | None = None, epoch: int = 0) -> dict:
     data = {"txn_id": f"t{seq}", "register": device_id[-3:], "line": 1, "sku": sku, "qty": qty, "price_cents": 199}
     if loyalty_id:
         data["loyalty_id"] = loyalty_id
-    return make_event("pos.line", store_id=store_id, device_id=device_id, seq=seq, ts=ts, data=data)
+    return make_event("pos.line", store_id=store_id, device_id=device_id, seq=seq, ts=ts, data=data, epoch=epoch)
 
 
 def reading(seq: int, ts: int, *, store_id: str = "s001", device_id: str = "shelf-s001-f0", facing_id: str = "f0",

@@ -8,10 +8,20 @@ object::
      "ts": 1764410400000, "received_at": 1764410400250,
      "data": {...type-specific fields...}}
 
-``(device_id, seq)`` is the identity of an event: retries carry the same pair and are removed
-downstream; a gap in ``seq`` per device is a counted loss. ``ts`` is the device clock and
-``received_at`` the gateway clock, both epoch milliseconds UTC; ``received_at`` is absent until
-a gateway has accepted the event.
+``(device_id, epoch, seq)`` is the identity of an event: retries carry the same triple and are
+removed downstream; a gap in ``seq`` per device and epoch is a counted loss. ``epoch`` (optional,
+default 0) names one run of a device's counter: a device whose counter restarts (replaced,
+factory reset, storage wiped) sends a new, larger ``epoch`` and starts ``seq`` again, which is a
+new sequence, neither duplicates nor a gap. ``ts`` is the device clock and ``received_at`` the
+gateway clock, both epoch milliseconds UTC; ``received_at`` is absent until a gateway has
+accepted the event.
+
+What is valid is decided here once, for every side (``parse_event`` on the gateway and in the
+cloud's silver step): the payload is strict UTF-8 JSON (no byte order mark, no overlong or
+surrogate encodings, no NaN / Infinity, no duplicate keys), every string is printable text (no
+control character such as NUL, no lone surrogate, no BOM), numbers are numbers (a bool is not
+an int, a string is not a number), and no field is unknown. Error details never repeat a
+payload's values, and name unknown fields only ``ascii()``-escaped.
 
 ``docs/contracts.md`` shows an example of each type.
 """
@@ -21,6 +31,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
@@ -37,6 +48,9 @@ __all__ = [
     "parse_event",
     "make_event",
     "event_key",
+    "event_epoch",
+    "line_problem",
+    "MAX_SEQ",
     "BatchMessage",
     "encode_batch",
     "decode_batch",
@@ -59,6 +73,12 @@ _MAX_UNITS = 100_000
 # Device clocks before 2020 or after 2100 are not clocks.
 _MIN_TS = 1_577_836_800_000
 _MAX_TS = 4_102_444_800_000
+#: Highest seq and epoch (SQLite and Delta store them as signed 64-bit integers).
+MAX_SEQ = 2**63 - 1
+#: Text that no string field may hold: C0 controls and DEL (NUL among them), UTF-16 surrogates
+#: (a lone one is not a character: DuckDB and most JSON readers refuse it), the byte order mark
+#: and the two noncharacters U+FFFE / U+FFFF.
+_BAD_TEXT = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,9 @@ _ENVELOPE: dict[str, Field] = {
     "schema": Field(int, lo=1, hi=SCHEMA_VERSION),
     "store_id": _ID,
     "device_id": _ID,
-    "seq": Field(int, lo=0, hi=2**63 - 1),
+    "epoch": Field(int, required=False, lo=0, hi=MAX_SEQ,
+                   doc="run of the device's seq counter; a restarted counter starts a larger epoch (default 0)"),
+    "seq": Field(int, lo=0, hi=MAX_SEQ),
     "ts": Field(int, lo=_MIN_TS, hi=_MAX_TS),
     "received_at": Field(int, required=False, lo=_MIN_TS, hi=_MAX_TS),
     "data": Field(dict),
@@ -166,19 +188,30 @@ def _check(path: str, value: Any, kinds: tuple[type, ...], lo, hi, choices) -> N
     # The happy path is a few type and range tests: the collector runs this for every message.
     vtype = type(value)
     # bool is an int in Python; in a contract it is not.
+    # Details name the field and the rule, never the value: a value may be personal data (a
+    # loyalty id) or text no store accepts (a lone surrogate).
     if vtype is bool or not isinstance(value, kinds):
         got = vtype.__name__
         want = "/".join(k.__name__ for k in kinds)
-        raise ContractError("wrong_type", f"{path}: expected {want}, got {got} {value!r:.40}")
+        raise ContractError("wrong_type", f"{path}: expected {want}, got {got}")
     if vtype is str:
         if not value or len(value) > 128:
             raise ContractError("out_of_range", f"{path}: string must be 1-128 characters, got {len(value)}")
+        if _BAD_TEXT.search(value):
+            raise ContractError("bad_text", f"{path}: holds a control character, lone surrogate or BOM")
     elif vtype is float and not math.isfinite(value):
-        raise ContractError("out_of_range", f"{path}: {value!r} is not a finite number")
+        raise ContractError("out_of_range", f"{path}: not a finite number")
     if lo is not None and value < lo or hi is not None and value > hi:
-        raise ContractError("out_of_range", f"{path}: {value!r} outside [{lo}, {hi}]")
+        raise ContractError("out_of_range", f"{path}: outside [{lo}, {hi}]")
     if choices is not None and value not in choices:
-        raise ContractError("bad_value", f"{path}: {value!r} not one of {', '.join(choices)}")
+        raise ContractError("bad_value", f"{path}: not one of {', '.join(choices)}")
+
+
+def _names(names) -> str:
+    """Unknown field names for an error detail: ``ascii()``-escaped, at most 5, each cut short."""
+    names = sorted(names)
+    shown = ", ".join(ascii(n)[:40] for n in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _compile(fields: dict[str, Field], prefix: str) -> tuple:
@@ -207,7 +240,9 @@ def _fast_checker(etype: str):
         kind_tests = []
         for k in kinds:
             if k is str:
-                kind_tests.append("(type(v) is str and 0 < len(v) <= 128)")
+                # isprintable() is False for every _BAD_TEXT character (and for a few harmless
+                # ones, which the field walk then accepts): one C call on the happy path.
+                kind_tests.append("(type(v) is str and 0 < len(v) <= 128 and v.isprintable())")
             elif k is int:
                 kind_tests.append("type(v) is int")
             elif k is float:
@@ -258,7 +293,7 @@ def _validate_slow(event: Any) -> dict:
         raise ContractError("not_object", f"event must be a JSON object, got {type(event).__name__}")
     etype = event.get("type")
     if isinstance(etype, str) and etype not in EVENT_TYPES:
-        raise ContractError("unknown_type", f"type: {etype!r} is not an event type")
+        raise ContractError("unknown_type", f"type: {ascii(etype)[:60]} is not an event type")
     for name, path, kinds, required, lo, hi, choices in _ENVELOPE_SPECS:
         if name in event:
             _check(path, event[name], kinds, lo, hi, choices)
@@ -266,7 +301,7 @@ def _validate_slow(event: Any) -> dict:
             raise ContractError("missing_field", f"{name}: required")
     if not event.keys() <= _ENVELOPE_KEYS:
         extra = set(event) - _ENVELOPE_KEYS
-        raise ContractError("unknown_field", f"unexpected envelope field(s): {', '.join(sorted(extra))}")
+        raise ContractError("unknown_field", f"unexpected envelope field(s): {_names(extra)}")
     data = event["data"]
     for name, path, kinds, required, lo, hi, choices in _DATA_SPECS[etype]:
         if name in data:
@@ -275,46 +310,91 @@ def _validate_slow(event: Any) -> dict:
             raise ContractError("missing_field", f"{path}: required for {etype}")
     if not data.keys() <= _DATA_KEYS[etype]:
         extra = set(data) - _DATA_KEYS[etype]
-        raise ContractError("unknown_field", f"data: unexpected field(s) for {etype}: {', '.join(sorted(extra))}")
+        raise ContractError("unknown_field", f"data: unexpected field(s) for {etype}: {_names(extra)}")
     return event
 
 
 def parse_event(payload: bytes | str) -> dict:
-    """Decode one JSON payload and validate it.
+    """Decode one JSON payload strictly and validate it (the gateway's and the cloud's verdict).
+
+    Strict: UTF-8 only (Python's decoder refuses overlong forms and encoded surrogates such as
+    ``ED A0 80``), no byte order mark, no ``NaN`` / ``Infinity``, no duplicate keys (readers
+    disagree on which one wins), nothing after the object.
 
     Raises:
-        ContractError: ``bad_json`` when the payload is not UTF-8 JSON, else as ``validate_event``.
+        ContractError: ``bad_json`` when the payload is not such JSON, else as ``validate_event``.
     """
-    # Fast path for what devices send (one compact UTF-8 JSON document): decode and parse
-    # directly, skipping json.loads' encoding detection (half of its cost). Anything else, or
-    # anything this path does not fully consume, goes through json.loads for its exact verdict.
-    event = _NOT_PARSED
-    if type(payload) is bytes:
+    if type(payload) is not str:
+        raw = bytes(payload)
+        if raw[:3] == b"\xef\xbb\xbf" or raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise ContractError("bad_json", "payload starts with a byte order mark")
         try:
-            text = payload.decode()
-            event, end = _DECODER.raw_decode(text)
-            if end != len(text):
-                event = _NOT_PARSED
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            event = _NOT_PARSED
-    if event is _NOT_PARSED:
-        try:
-            event = json.loads(payload)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise ContractError("bad_json", f"payload is not JSON: {exc}"[:200]) from None
+            payload = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractError("bad_json", f"payload is not UTF-8 (byte {exc.start})") from None
+    elif payload[:1] == "\ufeff":
+        raise ContractError("bad_json", "payload starts with a byte order mark")
+    try:
+        event = _DECODER.decode(payload)
+    except (ValueError, RecursionError) as exc:
+        # The message names a position, not the text (it could repeat a bad character).
+        raise ContractError("bad_json", f"payload is not JSON: {type(exc).__name__} {_where(exc)}") from None
     return validate_event(event)
 
 
-_DECODER = json.JSONDecoder()
-_NOT_PARSED = object()
+def line_problem(line: str) -> str | None:
+    """Why a stored event line is not text every JSON reader takes (``None`` when it is): the
+    cloud's bronze step keeps such a line as a dead letter instead of handing it to DuckDB or
+    Spark, which refuse a lone surrogate for the whole batch. Only the text is judged here;
+    ``parse_event`` judges the event (the silver step applies it to every line).
+    """
+    if line.isascii() and "\\u" not in line:
+        return None  # nothing escaped: no surrogate, no control character hidden in an escape
+    try:
+        obj = _DECODER.decode(line)
+    except (ValueError, RecursionError):
+        return None  # not JSON at all: the readers' own verdict ("not a JSON object") stands
+    return "bad_text" if _holds_bad_text(obj) else None
+
+
+def _holds_bad_text(obj, depth: int = 0) -> bool:
+    if type(obj) is str:
+        return _BAD_TEXT.search(obj) is not None
+    if depth > 64:
+        return True
+    if type(obj) is dict:
+        return any(_holds_bad_text(k, depth + 1) or _holds_bad_text(v, depth + 1) for k, v in obj.items())
+    if type(obj) is list:
+        return any(_holds_bad_text(v, depth + 1) for v in obj)
+    return False
+
+
+def _where(exc: Exception) -> str:
+    pos = getattr(exc, "pos", None)
+    return f"at char {pos}" if pos is not None else ""
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _object(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key")
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_object)
 
 
 def make_event(
-    etype: str, *, store_id: str, device_id: str, seq: int, ts: int, data: Mapping[str, Any]
+    etype: str, *, store_id: str, device_id: str, seq: int, ts: int, data: Mapping[str, Any], epoch: int = 0
 ) -> dict:
-    """Build a valid event (devices and the gateway's own alerts use this)."""
-    return {
-        "event_id": f"{device_id}:{seq}",
+    """Build a valid event (devices and the gateway's own alerts use this). ``epoch`` 0 is left
+    out of the envelope (what devices without epochs send)."""
+    event = {
+        "event_id": f"{device_id}:{seq}" if not epoch else f"{device_id}:{epoch}:{seq}",
         "type": etype,
         "schema": SCHEMA_VERSION,
         "store_id": store_id,
@@ -323,11 +403,19 @@ def make_event(
         "ts": int(ts),
         "data": dict(data),
     }
+    if epoch:
+        event["epoch"] = int(epoch)
+    return event
 
 
-def event_key(event: Mapping[str, Any]) -> tuple[str, int]:
-    """The identity of an event: ``(device_id, seq)``."""
-    return event["device_id"], event["seq"]
+def event_epoch(event: Mapping[str, Any]) -> int:
+    """The epoch of an event (0 when the envelope has none)."""
+    return event.get("epoch", 0)
+
+
+def event_key(event: Mapping[str, Any]) -> tuple[str, int, int]:
+    """The identity of an event: ``(device_id, epoch, seq)``."""
+    return event["device_id"], event.get("epoch", 0), event["seq"]
 
 
 # --------------------------------------------------------------------------------------------

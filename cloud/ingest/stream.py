@@ -26,7 +26,7 @@ import pyarrow as pa
 from cloud.ingest.source import EventSource, ReceivedMessage
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import BRONZE_EVENTS, conform, schema_of
-from gondola.contracts import batch_lines
+from gondola.contracts import batch_lines, line_problem
 from gondola.errors import ContractError
 
 __all__ = ["ingest_stream", "bronze_rows", "stream_app_id"]
@@ -94,6 +94,13 @@ def bronze_rows(messages: list[ReceivedMessage], *, source: str, run_id: str, no
             errors = [f"{exc.reason}: {exc.detail}"[:500]] + [None] * len(salvaged)
             index = [-1] + list(range(len(salvaged)))
             body = [base64.b64encode(m.body).decode("ascii")] + [None] * len(salvaged)
+        for i, line in enumerate(lines):
+            # A line no JSON reader agrees on (a lone surrogate) is a dead letter of its own: kept
+            # in base64, never handed to DuckDB, which would refuse the whole batch for it.
+            if line is not None and line_problem(line):
+                lines[i] = None
+                errors[i] = f"bad_text: batch line {index[i]} holds a lone surrogate or control character"
+                body[i] = base64.b64encode(line.encode("utf-8", "surrogatepass")).decode("ascii")
         n = len(lines)
         event_json += lines
         bodies += body

@@ -193,11 +193,15 @@ def _quarantine_keys(storage: LakeStorage, bronze: pa.Table) -> pa.Table | None:
 
 
 def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None:
-    """Existing (device_id, seq, ts) of the devices present in ``bronze`` (for dedup)."""
+    """Existing (device_id, epoch, seq, ts) of the devices present in ``bronze`` (for dedup;
+    a table written before epochs has no ``epoch`` column: silver reads that as epoch 0)."""
     devices = pc.unique(bronze["device_id"].drop_null())
     if len(devices) == 0:
         return None
-    return storage.read(table, columns=["device_id", "seq", "ts"], filter=ds.field("device_id").isin(devices))
+    dt = storage.open(table)
+    names = {f.name for f in dt.schema().fields} if dt is not None else set()
+    cols = ["device_id", "epoch", "seq", "ts"] if "epoch" in names else ["device_id", "seq", "ts"]
+    return storage.read(table, columns=cols, filter=ds.field("device_id").isin(devices))
 
 
 def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]]) -> tuple[dict[str, int], dict[str, int]]:

@@ -9,6 +9,14 @@ are recorded per run in ``silver.expectation_results``; so are duplicates (actio
 removed, not quarantined: a duplicate is a retry, not bad data) and late rows (``warn``:
 accepted, gold recomputes the windows they touch).
 
+One contract on both sides: every line is also judged by ``gondola.contracts.parse_event``, the
+validator the gateway applies, as the ``contract`` expectation (drop; its quarantine reason names
+the contract's reason, e.g. ``contract:wrong_type``). So the cloud accepts exactly the events a
+gateway accepts; the SQL expectations before it name the common problems field by field.
+
+Identity is ``(device_id, epoch, seq)``: a device whose counter restarted sends a new epoch
+(missing epoch = 0), and silver keeps both sequences.
+
 Personal data: a clear ``loyalty_id`` must never reach the cloud (the gateway pseudonymizes it).
 Silver never extracts it; the ``no_clear_loyalty_id`` expectation counts offenders, and the
 clear value is masked in anything that keeps the raw text (the quarantine).
@@ -24,7 +32,7 @@ import pyarrow.compute as pc
 from cloud.lake.casts import sql_double, sql_int
 from cloud.lake.engine import Engine
 from cloud.lake.tables import EXPECTATION_RESULTS, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform
-from gondola.contracts import EVENT_TYPES
+from gondola.contracts import EVENT_TYPES, parse_event
 from gondola.errors import ContractError
 
 __all__ = ["Expectation", "EXPECTATIONS", "ExpectationFailed", "silver_events"]
@@ -54,6 +62,9 @@ _COMMON = (
     Expectation("store_present", "store_id IS NOT NULL", "drop"),
     Expectation("clock_skew_under_1d", "received_at IS NULL OR ABS(received_at - ts) <= 86400000", "warn"),
 )
+#: The gateway's validator (see the module docstring); checked after each table's own
+#: expectations, so those name the usual problems first.
+CONTRACT = Expectation("contract", "contract_reason IS NULL", "drop")
 
 #: Checked when master data is loaded: the SKU is in silver.products or silver.planogram
 #: (events of SKUs the business does not know would otherwise reach gold and relabel facings).
@@ -92,9 +103,10 @@ EXPECTATIONS: dict[str, tuple[Expectation, ...]] = {
         Expectation("counters_non_negative", "buffer_rows >= 0 AND unsent_rows >= 0", "warn"),
     ),
 }
+EXPECTATIONS = {table: exps + (CONTRACT,) for table, exps in EXPECTATIONS.items()}
 
 _SQL_TYPE = {"string": None, "int64": "BIGINT", "int32": "INTEGER", "double": "DOUBLE", "bool": "BOOLEAN"}
-_ENVELOPE_COLS = ("event_id", "store_id", "device_id", "seq", "ts", "received_at")
+_ENVELOPE_COLS = ("event_id", "store_id", "device_id", "epoch", "seq", "ts", "received_at")
 _MASK = "regexp_replace(event_json, '\"loyalty_id\":\"[^\"]*\"', '\"loyalty_id\":\"<masked>\"')"
 
 
@@ -102,9 +114,9 @@ def _typed_select(table: str) -> str:
     """SQL projecting typed columns of one event type out of bronze's JSON (parsed once, as ``j``)."""
     tdef = TABLES[table]
     data_fields = set(next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table))
-    exprs = ["j.event_id AS event_id", "store_id", "device_id", "seq", "ts", "received_at",
-             "TRY_CAST(j.`schema` AS BIGINT) AS schema_version"]
-    paths = ["event_id", "schema"]
+    exprs = ["j.event_id AS event_id", "store_id", "device_id", f"COALESCE({sql_int('j.epoch')}, 0) AS epoch",
+             "seq", "ts", "received_at", "TRY_CAST(j.`schema` AS BIGINT) AS schema_version"]
+    paths = ["event_id", "schema", "epoch"]
     for col in tdef.columns:
         if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run"):
             continue
@@ -123,7 +135,7 @@ def _typed_select(table: str) -> str:
         paths.append("data.loyalty_id")
         exprs.append("CASE WHEN j.data.loyalty_id IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
     exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", "sequence_number", "message_index",
-              "event_json"]
+              "event_json", "contract_reason"]
     return ",\n  ".join(exprs), ",".join(paths)
 
 
@@ -168,6 +180,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     """
     out: dict[str, pa.Table] = {}
     quarantine: list[pa.Table] = []
+    bronze = _with_contract_verdict(bronze)
     results: list[dict] = []
     stats = {"bronze_rows": bronze.num_rows, "duplicates": 0, "quarantined": 0, "late": 0}
 
@@ -216,7 +229,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
                 raise ExpectationFailed(table, e.name, failed, _results(results, run_id, run_at))
         drops = [i for i, e in enumerate(exps) if e.action == "drop"]
         all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"
-        reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE '{exps[i].name},' END" for i in drops) or "''"
+        reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE {_label(exps[i])} END" for i in drops) or "''"
         dropped = engine.run(
             f"""SELECT 'bronze.events' AS source_table, '{table}' AS target_table, device_id, seq,
                        TRIM(TRAILING ',' FROM {reasons}) AS reasons, {_MASK} AS raw FROM typed WHERE NOT ({all_ok})""",
@@ -228,13 +241,18 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         if prior is None:
             prior = pa.table({"device_id": pa.array([], pa.string()), "seq": pa.array([], pa.int64()),
                               "ts": pa.array([], pa.int64())})
+        if "epoch" not in prior.column_names:  # a table written before epochs: all epoch 0
+            prior = prior.append_column("epoch", pa.array([0] * prior.num_rows, pa.int64()))
+        prior = prior.set_column(prior.schema.get_field_index("epoch"), "epoch",
+                                 pc.fill_null(prior["epoch"].cast(pa.int64()), 0))
         fresh = engine.run(
             f"""WITH ok AS (SELECT * FROM typed WHERE {all_ok}),
-                ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, seq
+                ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, epoch, seq
                            ORDER BY enqueued_time, hub_partition, sequence_number, message_index) AS rn FROM ok),
                 last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id),
                 new AS (SELECT r.* FROM ranked r WHERE r.rn = 1
-                        AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.device_id = r.device_id AND p.seq = r.seq)),
+                        AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.device_id = r.device_id
+                                        AND p.epoch = r.epoch AND p.seq = r.seq)),
                 -- late: older than an event of the same device that arrived before it, in an
                 -- earlier run (prior) or earlier in this one (arrival order)
                 seen AS (SELECT *, MAX(ts) OVER (PARTITION BY device_id
@@ -261,6 +279,31 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
     stats["quarantined"] = q.num_rows
     return {"tables": out, "quarantine": q, "expectations": _results(results, run_id, run_at), "stats": stats}
+
+
+def _label(e: Expectation) -> str:
+    """SQL for an expectation's part of a quarantine reason (the contract names its reason)."""
+    if e.name == "contract":
+        return "'contract:' || COALESCE(contract_reason, '') || ','"
+    return f"'{e.name},'"
+
+
+def _with_contract_verdict(bronze: pa.Table) -> pa.Table:
+    """``bronze`` plus ``contract_reason``: the gateway's validator's reason to refuse each line
+    (null when it accepts it, or when the line is not there to judge)."""
+    verdicts = []
+    for line in bronze["event_json"].to_pylist():
+        if line is None:
+            verdicts.append(None)
+            continue
+        try:
+            parse_event(line)
+            verdicts.append(None)
+        except ContractError as exc:
+            verdicts.append(exc.reason)
+    if "contract_reason" in bronze.column_names:
+        bronze = bronze.drop_columns(["contract_reason"])
+    return bronze.append_column("contract_reason", pa.array(verdicts, pa.string()))
 
 
 def _results(results: list[dict], run_id: str, run_at: int) -> pa.Table:

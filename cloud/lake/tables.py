@@ -138,7 +138,8 @@ _ENVELOPE = _cols(
     ("event_id", "string", "event id (device_id:seq)"),
     ("store_id", "string", "store"),
     ("device_id", "string", "sending device"),
-    ("seq", "int64", "per-device sequence number; (device_id, seq) is the identity"),
+    ("epoch", "int64", "run of the device's seq counter (a restarted counter starts a new one; 0 when not sent)"),
+    ("seq", "int64", "per-device sequence number; (device_id, epoch, seq) is the identity"),
     ("ts", "int64", "device clock, epoch ms UTC"),
     ("received_at", "int64", "gateway clock, epoch ms UTC"),
 )
@@ -193,7 +194,7 @@ _defs: list[TableDef] = [
         ("price_cents", "int64", "unit price, cents"),
         ("kind", "string", "sale | void | return"),
         ("loyalty_pid", "string", "pseudonymized loyalty id (keyed hash)", True),
-    ) + _LINEAGE, key=("device_id", "seq")),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.shelf_reading", "Shelf sensor readings, typed and deduplicated.", _ENVELOPE + _cols(
         ("facing_id", "string", "shelf facing"),
         ("sku", "string", "product on the facing"),
@@ -201,18 +202,18 @@ _defs: list[TableDef] = [
         ("units_est", "int64", "estimated units on the shelf"),
         ("battery_pct", "double", "sensor battery"),
         ("rssi_dbm", "int64", "radio signal"),
-    ) + _LINEAGE, key=("device_id", "seq")),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.shelf_restock", "Restocks scanned by staff handhelds.", _ENVELOPE + _cols(
         ("facing_id", "string", "facing refilled"),
         ("sku", "string", "product"),
         ("units_added", "int64", "units put on the shelf"),
         ("staff_id", "string", "pseudonymous staff code", True),
-    ) + _LINEAGE, key=("device_id", "seq")),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.inventory_delivery", "Deliveries into store backrooms.", _ENVELOPE + _cols(
         ("delivery_id", "string", "delivery note"),
         ("sku", "string", "product"),
         ("units", "int64", "units received"),
-    ) + _LINEAGE, key=("device_id", "seq")),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.edge_alert", "Stock-out alerts raised and cleared by store gateways.", _ENVELOPE + _cols(
         ("facing_id", "string", "facing"),
         ("sku", "string", "product"),
@@ -223,7 +224,7 @@ _defs: list[TableDef] = [
         ("units_est", "double", "units on shelf estimated by the gateway"),
         ("kind", "string", "empty_now (detection) | empty_within_h (forecast; alerts without a kind)"),
         ("expected_empty_ts", "int64", "forecasts: when the gateway expects the shelf to run empty"),
-    ) + _LINEAGE, key=("device_id", "seq")),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.edge_health", "Gateway health reports.", _ENVELOPE + _cols(
         ("buffer_rows", "int64", "events in the buffer"),
         ("buffer_bytes", "int64", "buffer size"),
@@ -234,7 +235,7 @@ _defs: list[TableDef] = [
         ("quarantined", "int64", "payloads rejected by the collector"),
         ("last_uplink_ts", "int64", "last accepted uplink, epoch ms"),
         ("model_version", "string", "model in use"),
-    ) + _LINEAGE, key=("device_id", "seq")),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef(QUARANTINE, "Rows that failed a drop expectation or could not be parsed, with reasons.", _cols(
         ("source_table", "string", "where the row came from"),
         ("target_table", "string", "where it would have gone"),
@@ -467,7 +468,7 @@ _EVENTS = list(SILVER_EVENT_TABLES.values())
 LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     BRONZE_EVENTS: ((), "cloud.ingest.stream.ingest_stream: hub / Event Hubs messages, one row per event"),
     BRONZE_BATCH: ((), "cloud.ingest.batch.ingest_batch: ERP CSV files, one row per CSV row, each file once"),
-    **{t: ((BRONZE_EVENTS,), "cloud.lake.silver.silver_events: typed, checked, deduplicated on (device_id, seq)")
+    **{t: ((BRONZE_EVENTS,), "cloud.lake.silver.silver_events: typed, checked, deduplicated on (device_id, epoch, seq)")
        for t in _EVENTS},
     QUARANTINE: ((BRONZE_EVENTS, BRONZE_BATCH), "cloud.lake.silver / master: rows a drop expectation rejected"),
     EXPECTATION_RESULTS: ((BRONZE_EVENTS, BRONZE_BATCH), "cloud.lake.silver / master: expectation counts per run"),

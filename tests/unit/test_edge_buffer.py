@@ -77,26 +77,40 @@ def test_migrations_are_applied_once_in_order_and_recorded(tmp_path):
     b.close()
 
 
-def test_a_buffer_made_by_an_older_gateway_is_migrated_in_place_and_keeps_its_rows(tmp_path, monkeypatch):
-    # A file as gateways before migration 0005 left it: four migrations, the readings index, rows.
-    import edge.buffer
+def _old_buffer(path, n_migrations: int) -> None:
+    """A buffer file as a gateway that knew only the first ``n_migrations`` left it (raw SQL, so
+    the file does not depend on today's code): ten POS lines of one device, seq 0-9 but 5, and
+    the gap (5, 5) they leave."""
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, sql in MIGRATIONS[:n_migrations]:
+            db.executescript(sql)
+            db.execute("INSERT INTO migrations VALUES (?, datetime('now'))", (name,))
+        seqs = [s for s in range(11) if s != 5]
+        db.executemany("INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body) "
+                       "VALUES ('pos-1', ?, 'pos.line', 1, ?, ?, NULL, 100, '{}')", [(s, T0 + s, T0) for s in seqs])
+        db.execute("INSERT INTO devices VALUES ('pos-1', 10, 10, 0, ?, ?)", (T0, T0))
+        db.execute("INSERT INTO gaps VALUES ('pos-1', 5, 5, ?, 0)", (T0,))
 
+
+@pytest.mark.parametrize("n_migrations", [4, 5])
+def test_a_buffer_made_by_an_older_gateway_is_migrated_in_place_and_keeps_its_rows(tmp_path, n_migrations):
     path = tmp_path / "old.sqlite"
-    monkeypatch.setattr(edge.buffer, "MIGRATIONS", MIGRATIONS[:4])
-    old = SqliteBuffer(path)
-    old.append([_rx(reading(i, T0 + i * 1000)) for i in range(10)], now_ms=T0)
-    old.close()
+    _old_buffer(path, n_migrations)
 
     def indexes():
         with sqlite3.connect(path) as db:
             return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
 
-    assert "events_readings" in indexes()
-    monkeypatch.undo()
     b = SqliteBuffer(path)
     assert b.applied_migrations() == sorted(name for name, _ in MIGRATIONS)
     assert "events_readings" not in indexes() and "events_by_priority" in indexes()
-    assert [e.seq for e in b.select_backlog(100)] == list(range(10))
+    assert [e.seq for e in b.select_backlog(100)] == [s for s in range(11) if s != 5]
+    # The old rows are epoch 0: their seq marks and gap carry over, a redelivery is a duplicate,
+    # the late seq 5 fills the gap, and an event without epoch continues the same sequence.
+    assert b.gaps() == {"pos-1": [(5, 5)]}
+    out = b.append([_rx(pos_line(s, T0 + s, device_id="pos-1")) for s in (3, 5, 11)], now_ms=T0)
+    assert (out.stored, out.duplicates) == (2, 1) and b.gaps() == {}
     b.close()
 
 

@@ -44,10 +44,49 @@ def test_every_event_type_has_an_example_that_validates_and_a_priority():
         assert validate_event(event(etype))["type"] == etype
 
 
-def test_identity_is_device_and_seq():
+def test_identity_is_device_epoch_and_seq_and_a_missing_epoch_is_zero():
     e = event(seq=42)
-    assert event_key(e) == ("dev-1", 42)
+    assert event_key(e) == ("dev-1", 0, 42) and "epoch" not in e
     assert e["event_id"] == "dev-1:42"
+    e3 = make_event("pos.line", store_id="s001", device_id="dev-1", seq=42, ts=T0, data=EXAMPLES["pos.line"], epoch=3)
+    assert event_key(validate_event(e3)) == ("dev-1", 3, 42) and e3["event_id"] == "dev-1:3:42"
+
+
+def _payload(ev) -> bytes:
+    return json.dumps(ev).encode()
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (_payload(event()).replace(b'"r1"', b'"\\ud800"'), "bad_text"),       # lone high surrogate, escaped
+    (_payload(event()).replace(b'"r1"', b'"\\udc80"'), "bad_text"),       # lone low surrogate, escaped
+    (_payload(event()).replace(b'"r1"', b'"\xed\xa0\x80"'), "bad_json"),  # a surrogate encoded as UTF-8
+    (_payload(event()).replace(b'"r1"', b'"\xc0\xaf"'), "bad_json"),       # overlong "/"
+    (_payload(event()).replace(b'"r1"', b'"r\\u0000"'), "bad_text"),      # NUL
+    (_payload(event()).replace(b'"r1"', b'"\xef\xbb\xbfr1"'), "bad_text"),  # a BOM inside a string
+    (b"\xef\xbb\xbf" + _payload(event()), "bad_json"),                      # a BOM before the document
+    (json.dumps(event()).encode("utf-16"), "bad_json"),
+    (_payload(event()).replace(b'"qty": 2', b'"qty": true'), "wrong_type"),
+    (_payload(event()).replace(b'"qty": 2', b'"qty": "2"'), "wrong_type"),
+    (_payload(event()).replace(b'"qty": 2', b'"qty": NaN'), "bad_json"),
+    (_payload(event()).replace(b'"qty": 2', b'"qty": 2, "qty": 3'), "bad_json"),  # duplicate key
+    (_payload(event()).replace(b'"qty": 2', b'"qty": 2, "\\ud800": 1'), "unknown_field"),
+])
+def test_the_strict_decoder_refuses_what_not_every_reader_agrees_on(payload, reason):
+    with pytest.raises(ContractError) as info:
+        parse_event(payload)
+    assert info.value.reason == reason
+    # The detail is storable text (no lone surrogate) and repeats no value of the payload.
+    info.value.detail.encode("utf-8")
+    assert "r1" not in info.value.detail
+
+
+def test_error_details_never_repeat_values_and_escape_unknown_field_names():
+    with pytest.raises(ContractError) as info:
+        validate_event(event(loyalty_id=3333))
+    assert "3333" not in info.value.detail and info.value.reason == "wrong_type"
+    with pytest.raises(ContractError) as info:
+        validate_event(event() | {"data": EXAMPLES["pos.line"] | {"\ud800x": 1, "a\x00": 2}})
+    assert info.value.detail.isascii() and "\\ud800x" in info.value.detail and "\\x00" in info.value.detail
 
 
 @pytest.mark.parametrize(

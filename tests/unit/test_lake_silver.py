@@ -68,14 +68,44 @@ def test_drop_expectations_quarantine_rows_with_their_reasons():
     assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1]
     assert out["tables"]["silver.shelf_reading"].num_rows == 0
     reasons = {(r["target_table"], r["seq"]): r["reasons"] for r in out["quarantine"].to_pylist()}
-    assert reasons == {("silver.pos_line", 2): "qty_plausible", ("silver.shelf_reading", 1): "facing_present"}
+    # Each table's own expectations first, then the gateway's validator with its reason.
+    assert reasons == {("silver.pos_line", 2): "qty_plausible,contract:out_of_range",
+                       ("silver.shelf_reading", 1): "facing_present,contract:wrong_type"}
     assert results(out)[("silver.pos_line", "qty_plausible")] == (2, 1)
 
 
 def test_warn_expectations_keep_the_row_and_count_it():
-    out = run(bronze([reading(1, 3, battery_pct=150.0), reading(2, 3)]))
+    skewed = reading(1, 3) | {"received_at": T0 + 2 * 86_400_000}
+    out = run(bronze([skewed, reading(2, 3)]))
     assert out["tables"]["silver.shelf_reading"].num_rows == 2
-    assert results(out)[("silver.shelf_reading", "battery_in_range")] == (2, 1)
+    assert results(out)[("silver.shelf_reading", "clock_skew_under_1d")] == (2, 1)
+
+
+def test_the_cloud_refuses_what_the_gateways_validator_refuses_even_where_sql_would_accept_it():
+    # battery 150 % only warns in SQL; a float for an int, a string for a number, a bool, an
+    # unknown field are all refused by the contract the gateway applies, with its reason.
+    out = run(bronze([reading(1, 3, battery_pct=150.0), sale(1, qty=2.0), sale(2, price_cents="150"),
+                      sale(3, qty=True), sale(4, colour="red"), sale(5)]))
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [5]
+    assert out["tables"]["silver.shelf_reading"].num_rows == 0
+    reasons = {(r["target_table"], r["seq"]): r["reasons"] for r in out["quarantine"].to_pylist()}
+    assert reasons[("silver.shelf_reading", 1)] == "contract:out_of_range"
+    assert reasons[("silver.pos_line", 1)] == "contract:wrong_type"
+    assert reasons[("silver.pos_line", 2)].endswith("contract:wrong_type")
+    assert reasons[("silver.pos_line", 4)] == "contract:unknown_field"
+    assert results(out)[("silver.pos_line", "contract")] == (5, 4)
+
+
+def test_a_restarted_device_counter_is_a_new_sequence_in_silver_not_duplicates():
+    first = [sale(s) for s in (1, 2, 3)]
+    again = [make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=s, ts=T0 + 10_000 + s,
+                        data=first[0]["data"] | {"txn_id": f"n{s}"}, epoch=7) for s in (1, 2)]
+    out = run(bronze(first + again + again[:1]))
+    pos = out["tables"]["silver.pos_line"]
+    assert sorted(zip(pos["epoch"].to_pylist(), pos["seq"].to_pylist())) == [(0, 1), (0, 2), (0, 3), (7, 1), (7, 2)]
+    assert out["stats"]["duplicates"] == 1
+    existing = {"silver.pos_line": pos.select(["device_id", "epoch", "seq", "ts"])}
+    assert run(bronze(again, start=5), existing)["tables"]["silver.pos_line"].num_rows == 0
 
 
 def test_a_fail_expectation_stops_the_run():
@@ -135,11 +165,14 @@ def test_one_cast_rule_rejects_non_integral_and_non_finite_numbers():
     out = run(bronze([sale(1, qty=2.7), sale(2, qty=2.0), sale(3, qty="1e3"), sale(4, qty=2**70),
                       reading(1, 3, weight_g="NaN"), reading(2, 3, weight_g=1.5e2)]))
     pos = {r["seq"]: r["qty"] for r in out["tables"]["silver.pos_line"].to_pylist()}
-    assert pos == {2: 2}  # 2.7 is not rounded to 3, 1e3 and 2**70 are not integers of int64
+    # 2.7 is not rounded to 3, 1e3 and 2**70 are not integers of int64; 2.0 is a float where the
+    # contract wants an int (the gateway refuses it, so the cloud does too).
+    assert pos == {}
     reasons = {(r["target_table"], r["seq"]): r["reasons"] for r in out["quarantine"].to_pylist()}
-    assert reasons[("silver.pos_line", 1)] == "qty_plausible" and ("silver.pos_line", 4) in reasons
+    assert reasons[("silver.pos_line", 1)] == "qty_plausible,contract:wrong_type" and ("silver.pos_line", 4) in reasons
+    assert reasons[("silver.pos_line", 2)] == "contract:wrong_type"
     weights = {r["seq"]: r["weight_g"] for r in out["tables"]["silver.shelf_reading"].to_pylist()}
-    assert weights == {1: None, 2: 150.0}  # NaN is no number: NULL, never NaN
+    assert weights == {2: 150.0}  # "NaN" is no number: refused, never NaN
 
 
 def test_events_late_within_one_run_are_counted():
