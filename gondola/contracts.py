@@ -281,7 +281,8 @@ def validate_event(event: Any) -> dict:
             ``wrong_type``, ``out_of_range``, ``bad_value``, ``unknown_type``.
     """
     if type(event) is dict:
-        fast = _FAST.get(event.get("type"))  # type: ignore[arg-type]
+        etype = event.get("type")
+        fast = _FAST.get(etype) if type(etype) is str else None
         if fast is not None and fast(event):
             return event
     return _validate_slow(event)

@@ -120,7 +120,8 @@ def test_non_finite_numbers_are_rejected():
         validate_event(event("shelf.reading", weight_g=float("nan")))
 
 
-@pytest.mark.parametrize("payload", [b"", b"{", b"\xff\xfe", b"[1,2]", b"null", b'"x"', b"{}" * 3])
+@pytest.mark.parametrize("payload", [b"", b"{", b"\xff\xfe", b"[1,2]", b"null", b'"x"', b"{}" * 3,
+                                     b'{"type": [], "data": {}}', b'{"type": {}, "data": []}'])
 def test_parse_event_never_raises_anything_but_contract_errors(payload):
     with pytest.raises(ContractError):
         parse_event(payload)
