@@ -121,7 +121,7 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
 
 
 #: Bump when the feature rows a history gives change (features, labels, replay).
-_ROWS_VERSION = 3
+_ROWS_VERSION = 4
 
 
 def _write_rows(path: Path, data) -> None:
@@ -131,7 +131,9 @@ def _write_rows(path: Path, data) -> None:
              X=data.rows.X, y=data.y, empty_now=data.empty_now,
              oracle=data.oracle if data.oracle is not None else np.zeros(0),
              stockouts=np.array(json.dumps(data.stockouts)), store_days=np.array(data.store_days),
-             intervals=np.array(json.dumps(data.intervals)))
+             intervals=np.array(json.dumps(data.intervals)),
+             untrusted=data.rows.untrusted if data.rows.untrusted is not None else np.zeros(0),
+             sensor_fault=data.sensor_fault if data.sensor_fault is not None else np.zeros(0))
     tmp.replace(path)
 
 
@@ -140,12 +142,15 @@ def _read_rows(path: Path):
     from models.replay import FeatureRows
 
     z = np.load(path)
-    rows = FeatureRows(z["store"].astype(object), z["facing"].astype(object), z["t"], z["X"])
+    n = len(z["t"])
+    rows = FeatureRows(z["store"].astype(object), z["facing"].astype(object), z["t"], z["X"],
+                       z["untrusted"].astype(bool) if len(z["untrusted"]) == n else None)
     oracle = z["oracle"] if len(z["oracle"]) == len(z["t"]) else None
     outs = [tuple(s) for s in json.loads(str(z["stockouts"]))]
     intervals = json.loads(str(z["intervals"])) if "intervals" in z else None
     return LabelledRows(rows, z["y"], z["empty_now"], outs, float(z["store_days"]), True, oracle,
-                        None if intervals is None else [tuple(s) for s in intervals])
+                        None if intervals is None else [tuple(s) for s in intervals],
+                        z["sensor_fault"].astype(bool) if len(z["sensor_fault"]) == n else None)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -323,7 +328,8 @@ def eval_main(argv: list[str]) -> int:
     """``gondola eval``. Raises: ConfigError on bad arguments or failed data generation;
     ModelError when ``--model`` does not hold a loadable package."""
     from models.oracle import ORACLE_NAME
-    from models.pipeline import baseline_scorers, evaluate_kinds, pick_kind_thresholds, settled_rows, split_validation
+    from models.pipeline import (baseline_scorers, evaluate_kinds, pick_kind_thresholds, sensor_trust_report,
+                                 settled_rows, split_validation)
 
     args = _eval_parser().parse_args(argv)
     started = time.monotonic()
@@ -371,6 +377,7 @@ def eval_main(argv: list[str]) -> int:
     modes = {"arrival": [True], "event": [False], "both": [True, False]}[args.replay]
     per_set: dict = {}
     seeds: dict = {}
+    trust: dict = {}
     event_time: dict = {}
     for d in test_dirs:
         for arrival in modes:
@@ -393,9 +400,10 @@ def eval_main(argv: list[str]) -> int:
             if arrival == modes[0]:
                 per_set[d.name] = res
                 seeds[d.name] = _over_seeds(runs, versions)
+                trust[d.name] = sensor_trust_report(part)
             else:
                 event_time[d.name] = {n: {k: r.get(k) for k in RECORD_KEYS} for n, r in res.items()}
-    report = _report(per_set, seeds, event_time, args, train_dirs, test_dirs, model_dirs, versions,
+    report = _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, model_dirs, versions,
                      thresholds[0], time.monotonic() - started)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -464,7 +472,7 @@ def _goals(res: dict, seeds: dict, degraded: bool) -> dict:
     return out
 
 
-def _report(per_set, seeds, event_time, args, train_dirs, test_dirs, model_dirs, versions, thresholds,
+def _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, model_dirs, versions, thresholds,
             seconds) -> dict:
     goals = {name: _goals(res, seeds[name], "degraded" in name or "faults" in name) for name, res in per_set.items()}
     cols = ("pr_auc_ahead", "fraction_of_oracle", "forecast_caught_share", "forecast_strict_median_lead_min",
@@ -497,6 +505,7 @@ def _report(per_set, seeds, event_time, args, train_dirs, test_dirs, model_dirs,
         "per_test_set": per_set,
         "seeds": seeds,
         "event_time_replay": event_time or None,
+        "sensor_trust": trust,
         "goals": goals,
         "table": table,
         "headline": headline,

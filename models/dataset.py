@@ -51,6 +51,9 @@ class LabelledRows:
     #: Every stock-out interval of the stores, also those that started before the first row
     #: (to judge whether an alert's shelf was empty); None: ``stockouts`` serves.
     intervals: list[tuple[str, str, int, int | None]] | None = None
+    #: (n,) bool: the row's shelf sensor was stuck, drifting or silent by the simulator's truth
+    #: (injected faults); None when the source does not say.
+    sensor_fault: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -68,14 +71,18 @@ class LabelledRows:
              if parts and all(p.oracle is not None for p in parts) else None),
             ([s for p in parts for s in (p.intervals if p.intervals is not None else p.stockouts)]
              if any(p.intervals is not None for p in parts) else None),
+            (np.concatenate([p.sensor_fault for p in parts])
+             if parts and all(p.sensor_fault is not None for p in parts) else None),
         )
 
     def subset(self, mask: np.ndarray) -> "LabelledRows":
         """The rows under ``mask`` (stock-outs and store-days unchanged: they describe the stores)."""
         r = self.rows
-        return LabelledRows(FeatureRows(r.store[mask], r.facing[mask], r.t[mask], r.X[mask]), self.y[mask],
+        return LabelledRows(FeatureRows(r.store[mask], r.facing[mask], r.t[mask], r.X[mask],
+                                        None if r.untrusted is None else r.untrusted[mask]), self.y[mask],
                             self.empty_now[mask], self.stockouts, self.store_days, self.empty_now_known,
-                            None if self.oracle is None else self.oracle[mask], self.intervals)
+                            None if self.oracle is None else self.oracle[mask], self.intervals,
+                            None if self.sensor_fault is None else self.sensor_fault[mask])
 
 
 def build_rows(
@@ -98,7 +105,7 @@ def build_rows(
     horizon_ms = int(horizon_h * HOUR_MS)
     from models.oracle import oracle_probs
 
-    parts, ys, nows, outs, oracles, intervals = [], [], [], [], [], []
+    parts, ys, nows, outs, oracles, intervals, faults = [], [], [], [], [], [], []
     store_days = 0.0
     for h in histories:
         first = h.start_ms + int(warmup_days * DAY_MS)
@@ -115,6 +122,8 @@ def build_rows(
         oracles.append(None if truth is None else oracle_probs(rows.store, rows.facing, rows.t,
                                                                {h.store_id: truth}, horizon_ms))
         ys.append(now | within)
+        windows = h.meta.get("sensor_faults") if h.meta else None
+        faults.append(None if windows is None else _in_windows(rows, windows))
         nows.append(now)
         outs += [s for s in h.stockouts if first <= s[2] <= last]
         intervals += h.stockouts
@@ -129,4 +138,21 @@ def build_rows(
         store_days,
         oracle=(np.concatenate(oracles) if oracles and all(o is not None for o in oracles) else None),
         intervals=intervals,
+        sensor_fault=(np.concatenate(faults) if faults and all(f is not None for f in faults) else None),
     )
+
+
+def _in_windows(rows: FeatureRows, windows: list[tuple[str, int, int, str]]) -> np.ndarray:
+    """Per row: its facing is inside one of ``windows`` (facing_id, start, end, kind) at t."""
+    out = np.zeros(len(rows), dtype=bool)
+    if not windows:
+        return out
+    facing = rows.facing.astype(str)
+    by: dict[str, np.ndarray] = {}
+    for f, start, end, _kind in windows:
+        idx = by.get(f)
+        if idx is None:
+            idx = by[f] = np.flatnonzero(facing == f)
+        t = rows.t[idx]
+        out[idx[(t >= start) & (t < end)]] = True
+    return out

@@ -39,6 +39,7 @@ __all__ = [
     "MODEL_ENCODING",
     "MODEL_ENCODINGS",
     "FeatureCache",
+    "sensor_untrusted",
 ]
 
 #: Time constants of the decayed sales rates, hours.
@@ -47,6 +48,19 @@ RATE_TAUS_H = (1.0, 4.0, 24.0, 168.0)
 PROFILE_TAU_H = 336.0
 #: Horizon of the ``demand_next_2h`` feature, hours (fixed: features do not depend on H).
 DEMAND_WINDOW_H = 2.0
+#: Decay of the sensor-trust residual sum, hours: a reading's noise cancels in the sum (each
+#: residual is this reading's noise minus the last one's), drift and a stuck value add up,
+#: one-off real losses (shrink) are forgotten within hours.
+TRUST_TAU_H = 6.0
+#: The sum may reach max(TRUST_TOL_UNITS, TRUST_TOL_SHARE x capacity) units before the sensor
+#: is not believed.
+TRUST_TOL_UNITS = 2.0
+TRUST_TOL_SHARE = 0.1
+#: A sensor reports every change: one silent this long while the till sold at least
+#: ``SILENT_SENSOR_UNITS`` of its facing's units since its last (non-empty) reading is not
+#: believed either (its facing is scored on POS evidence).
+SILENT_SENSOR_H = 2.0
+SILENT_SENSOR_UNITS = 3.0
 
 #: Names of the columns of a feature vector, in order. Add at the end; never reorder.
 FEATURES: tuple[str, ...] = (
@@ -96,6 +110,14 @@ class FacingState:
     sales_since_reading: float = 0.0
     started_ms: int | None = None
     last_price: float | None = None
+    #: Sensor trust (issue 11): a shelf sensor whose readings the till contradicts (stuck,
+    #: drifting, jumping) is not believed; the facing is then scored as one without a sensor,
+    #: on ``pos_units``: the last trusted reading minus POS sales since, plus restocks.
+    sensor_untrusted: bool = False
+    pos_units: float | None = None
+    last_reading_units: float | None = None
+    _residual: float = 0.0
+    _stuck_run: int = 0
     _rates: list[float] = field(default_factory=lambda: [0.0] * len(RATE_TAUS_H))
     _rates_at_ms: int | None = None
     # Hour-of-day profiles hold weights relative to ``_profile_ref_ms`` (an event at t adds
@@ -154,12 +176,33 @@ class FacingState:
                 )
         if self.units is not None:
             self.units = max(0.0, self.units - qty)
+        if self.pos_units is not None:
+            self.pos_units = max(0.0, self.pos_units - qty)
 
     def on_reading(self, ts_ms: int, units_est: float, battery_pct: float) -> None:
-        """A shelf sensor reading: it replaces the POS-based estimate."""
+        """A shelf sensor reading: it replaces the POS-based estimate, and is checked against it.
+
+        The residual (reading minus what the last reading, POS sales and restocks since say)
+        is summed with a 6-hour decay: noise cancels out, while a drifting load cell or a stuck
+        one (the till sells, the reading does not move) keeps adding residuals of one sign.
+        The sensor is untrusted while that sum exceeds ``max(2, 20 % of capacity)`` units, or
+        after two readings in a row that did not move while the till sold.
+        """
         self._touch(ts_ms)
         self.has_sensor = True
-        self.units = float(units_est)
+        units_est = float(units_est)
+        frozen = False
+        if self.units is not None and self.last_reading_ms is not None:
+            dt_h = max(0.0, (ts_ms - self.last_reading_ms) / HOUR_MS)
+            self._residual = self._residual * math.exp(-dt_h / TRUST_TAU_H) + (units_est - self.units)
+            frozen = self.last_reading_units == units_est and self.sales_since_reading >= 1.5
+            self._stuck_run = self._stuck_run + 1 if frozen else 0
+            tol = max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
+            self.sensor_untrusted = abs(self._residual) > tol or self._stuck_run >= 2
+        if not self.sensor_untrusted and not frozen:
+            self.pos_units = units_est  # a believed reading anchors the POS estimate
+        self.units = units_est
+        self.last_reading_units = units_est
         self.last_reading_ms = ts_ms
         self.battery_pct = float(battery_pct)
         self.sales_since_reading = 0.0
@@ -171,6 +214,9 @@ class FacingState:
         self.last_restock_ms = ts_ms
         base = self.units if self.units is not None else 0.0
         self.units = min(float(self.capacity), base + units_added) if self.capacity else base + units_added
+        if self.pos_units is not None or not self.has_sensor:
+            pos = self.pos_units if self.pos_units is not None else 0.0
+            self.pos_units = min(float(self.capacity), pos + units_added) if self.capacity else pos + units_added
 
     # ---- features ------------------------------------------------------------------------
 
@@ -217,7 +263,7 @@ def _profile_share(cum: np.ndarray, total: np.ndarray, start_h: np.ndarray, leng
 
 
 _SCALARS = ("units", "cap", "sensor", "t_read", "t_restock", "t_sale", "battery", "since_read",
-            "started", "price", "price_mean", "rates_at")
+            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units")
 
 
 def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
@@ -235,6 +281,9 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
             nan if s.last_price is None else s.last_price,
             nan if s._price_mean is None else s._price_mean,
             nan if s._rates_at_ms is None else s._rates_at_ms,
+            1.0 if s.sensor_untrusted else 0.0,
+            nan if s.pos_units is None else s.pos_units,
+            nan if s.last_reading_units is None else s.last_reading_units,
         ) for s in states],
         dtype=np.float64,
     ).reshape(n, len(_SCALARS))
@@ -269,8 +318,12 @@ def _compute(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
     n = len(a["cap"])
     if n == 0:
         return np.zeros((0, _N), dtype=np.float64)
-    cap, sensor, started = a["cap"], a["sensor"], a["started"]
-    units = np.where(np.isnan(a["units"]), cap, a["units"])
+    cap, started = a["cap"], a["started"]
+    untrusted = sensor_untrusted_from(a, now_ms)
+    sensor = np.where(untrusted, 0.0, a["sensor"])
+    # An untrusted sensor's facing is scored as one without a sensor, on POS evidence.
+    units = np.where(untrusted & ~np.isnan(a["pos_units"]), a["pos_units"], a["units"])
+    units = np.where(np.isnan(units), cap, units)
     cap1 = np.where(cap > 0, cap, 1.0)
 
     def hours_since(t: np.ndarray) -> np.ndarray:
@@ -320,6 +373,21 @@ def _compute(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
     return out
 
 
+def sensor_untrusted_from(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
+    """Per facing: a sensor that reports but is not believed (readings the till contradicts,
+    or silent for ``SILENT_SENSOR_H`` while the till sold ``SILENT_SENSOR_UNITS`` since a
+    reading above 0: a shelf read empty that "sells" is a SKU sold from its other facings)."""
+    t_read = a["t_read"]
+    silent = (~np.isnan(t_read) & ((now_ms - np.nan_to_num(t_read)) > SILENT_SENSOR_H * HOUR_MS)
+              & (a["since_read"] >= SILENT_SENSOR_UNITS) & (np.nan_to_num(a["read_units"]) > 0))
+    return (a["sensor"] > 0) & ((a["untrusted"] > 0) | silent)
+
+
+def sensor_untrusted(states: list[FacingState], now_ms: int) -> np.ndarray:
+    """Which facings' sensors are not believed at ``now_ms`` (see :func:`sensor_untrusted_from`)."""
+    return sensor_untrusted_from(_gather(states), now_ms)
+
+
 def _features64(states: list[FacingState], now_ms: int) -> np.ndarray:
     return _compute(_gather(states), now_ms)
 
@@ -350,6 +418,10 @@ class FeatureCache:
                 self._arrays[name][idx] = arr
             self._dirty.clear()
         return _compute(self._arrays, now_ms).astype(np.float32)
+
+    def untrusted(self, now_ms: int) -> np.ndarray:
+        """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``)."""
+        return sensor_untrusted_from(self._arrays, now_ms)
 
 
 def feature_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:

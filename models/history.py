@@ -98,7 +98,8 @@ def load_history(root: str | Path, stores: list[str] | None = None, *, prefix: s
         out.append(StoreHistory(sid, planograms[store_id], events, stockouts, start, end,
                                 meta={"has_sensor": sensors[store_id], "seed": info.get("seed"),
                                       "scenario": (info.get("scenario") or {}).get("name"), "source": str(root),
-                                      "oracle": _oracle_truth(root, store_id, info, planograms[store_id])}))
+                                      "oracle": _oracle_truth(root, store_id, info, planograms[store_id]),
+                                      "sensor_faults": _sensor_faults(root, store_id, events, planograms[store_id])}))
     return out
 
 
@@ -164,3 +165,31 @@ def _oracle_truth(root: Path, store_id: str, info: dict, facings: list[Facing]):
         raise StorageError(f"cannot read the truth of {store_id} in {root}: {exc}") from None
     return OracleTruth.build([f.facing_id for f in facings], units, expected, int(info["start_ms"]),
                              int(info["days"]), profile["shares"], int(profile["step_ms"]))
+
+
+#: Truth windows that make a shelf sensor wrong: stuck and drifting load cells (target: the
+#: sensor's device) and a store's sensor fleet going silent (target: the store).
+SENSOR_FAULT_KINDS = ("sensor_stuck", "sensor_drift", "sensor_fleet")
+
+
+def _sensor_faults(root: Path, store_id: str, events: list[dict], facings: list[Facing]) -> list | None:
+    """``(facing_id, start_ms, end_ms, kind)`` of the simulator's injected sensor faults, or
+    None when the history has no windows table."""
+    import pyarrow.parquet as pq
+
+    path = root / "truth" / "windows" / f"{store_id}.parquet"
+    if not path.exists():
+        return None
+    try:
+        windows = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from None
+    facing_of = {e["device_id"]: e["facing_id"] for e in events if e["type"] == "shelf.reading"}
+    sensored = [f.facing_id for f in facings if f.has_sensor]
+    out = []
+    for w in windows:
+        if w["kind"] not in SENSOR_FAULT_KINDS:
+            continue
+        targets = sensored if w["kind"] == "sensor_fleet" else [facing_of.get(w["target"])]
+        out += [(f, int(w["start_ms"]), int(w["end_ms"]), w["kind"]) for f in targets if f is not None]
+    return out

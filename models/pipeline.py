@@ -35,6 +35,7 @@ __all__ = [
     "evaluate_kinds",
     "FORECAST_FALSE_BUDGET",
     "EMPTY_NOW_PRECISION",
+    "sensor_trust_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,12 +273,36 @@ FORECAST_FALSE_BUDGET = 3.0
 EMPTY_NOW_PRECISION = 0.85
 
 
+def _sensored(rows) -> np.ndarray:
+    """Rows of facings whose sensor reports (believed or not: an untrusted one reads as absent)."""
+    out = rows.X[:, FEATURES.index("has_sensor")] > 0.5
+    return out | rows.untrusted if rows.untrusted is not None else out
+
+
 def _groups(rows) -> tuple[np.ndarray, set[tuple[str, str]]]:
     keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
-    _, group = np.unique(keys, return_inverse=True)
-    no_sensor = rows.X[:, FEATURES.index("has_sensor")] < 0.5
-    ns = {(str(a), str(b)) for a, b in zip(rows.store[no_sensor], rows.facing[no_sensor])}
+    uniq, group = np.unique(keys, return_inverse=True)
+    has = np.zeros(len(uniq), dtype=bool)
+    np.logical_or.at(has, group, _sensored(rows))
+    ns = {tuple(str(k).split("\x1f", 1)) for k in uniq[~has]}
     return group, ns
+
+
+def sensor_trust_report(data: LabelledRows) -> dict | None:
+    """The sensor-trust detector against the simulator's injected sensor faults (stuck,
+    drifting, silent), over rows of facings with a sensor: precision and recall per row."""
+    if data.rows.untrusted is None or data.sensor_fault is None:
+        return None
+    sensored = _sensored(data.rows)
+    pred, truth = data.rows.untrusted[sensored], data.sensor_fault[sensored]
+    tp = int((pred & truth).sum())
+    return {
+        "sensored_rows": int(sensored.sum()),
+        "fault_rows": int(truth.sum()),
+        "untrusted_rows": int(pred.sum()),
+        "precision": tp / int(pred.sum()) if pred.any() else None,
+        "recall": tp / int(truth.sum()) if truth.any() else None,
+    }
 
 
 def _span(data: LabelledRows) -> tuple[list, float]:
@@ -326,7 +351,7 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     """
     now = empty_now_prob(val.rows.X) if now is None else now
     cache: dict = {}
-    no_sensor = val.rows.X[:, FEATURES.index("has_sensor")] < 0.5
+    no_sensor = val.rows.X[:, FEATURES.index("has_sensor")] < 0.5  # untrusted sensors too: the till decides
 
     def bisect(cands: np.ndarray, ok) -> float:
         lo, hi = 0, len(cands) - 1  # find the first candidate that is ok (ok is monotone)

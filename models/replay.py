@@ -128,6 +128,10 @@ class StoreFeatures:
         """Features of every facing (ordered as ``facing_ids``) at ``now_ms``, (n, F) float32."""
         return self._cache.matrix(now_ms)
 
+    def untrusted(self, now_ms: int) -> np.ndarray:
+        """Which facings' sensors are not believed at ``now_ms`` (after :meth:`matrix`)."""
+        return self._cache.untrusted(now_ms)
+
 
 def sample_instants(
     start_ms: int, end_ms: int, *, every_min: int = 15, open_hour: int = 7, close_hour: int = 22
@@ -151,6 +155,8 @@ class FeatureRows:
     facing: np.ndarray    # (n,) object
     t: np.ndarray         # (n,) int64 epoch ms
     X: np.ndarray         # (n, F) float32
+    #: (n,) bool: the facing's shelf sensor was not believed at t (``features.sensor_untrusted``).
+    untrusted: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -165,6 +171,8 @@ class FeatureRows:
             np.concatenate([p.facing for p in parts]),
             np.concatenate([p.t for p in parts]),
             np.concatenate([p.X for p in parts]),
+            (np.concatenate([p.untrusted for p in parts])
+             if all(p.untrusted is not None for p in parts) else None),
         )
 
 
@@ -225,13 +233,14 @@ def _arrival_order(ev: Mapping[str, Any]) -> tuple:
 def _sample(store: StoreFeatures, events: Iterator[Mapping[str, Any]], instants: list[int],
             seen_at=_event_time) -> FeatureRows:
     n = len(store.facing_ids)
-    Xs, ts = [], []
+    Xs, ts, us = [], [], []
     pending = next(events, None)
     for t in instants:
         while pending is not None and seen_at(pending) <= t:
             store.apply(pending)
             pending = next(events, None)
         Xs.append(store.matrix(t))
+        us.append(store.untrusted(t))
         ts.append(np.full(n, t, dtype=np.int64))
     if not Xs:
         return FeatureRows.concat([])
@@ -240,6 +249,7 @@ def _sample(store: StoreFeatures, events: Iterator[Mapping[str, Any]], instants:
         np.tile(np.array(store.facing_ids, dtype=object), len(instants)),
         np.concatenate(ts),
         np.concatenate(Xs),
+        np.concatenate(us),
     )
 
 

@@ -148,3 +148,45 @@ def test_a_slow_mover_is_many_int8_steps_from_a_dead_facing_in_the_v2_encoding()
     assert (v2[0] - v2[1])[F["rate_168h"]] > 10 * step
     with pytest.raises(ValueError):
         encode_for_model(raw, "log1p-v9")
+
+
+def _reading_series(state: FacingState, start: int, values: list[int], every_min: int, sales_between: int) -> int:
+    """Readings ``values`` every ``every_min``, with ``sales_between`` POS units sold before each."""
+    t = start
+    for v in values:
+        for k in range(sales_between):
+            state.on_sale(t + (k + 1) * MINUTE_MS, 1, 199)
+        t += every_min * MINUTE_MS
+        state.on_reading(t, v, 80.0)
+    return t
+
+
+def test_a_sensor_that_follows_the_till_stays_trusted_and_a_stuck_one_is_scored_on_pos_evidence():
+    good = FacingState("g", "s", capacity=20, has_sensor=True)
+    good.on_restock(T0, 20)
+    t = _reading_series(good, T0, [18, 16, 14, 12, 10], every_min=60, sales_between=2)
+    assert not good.sensor_untrusted and feature_matrix([good], t)[0, F["has_sensor"]] == 1.0
+    stuck = FacingState("s", "s", capacity=20, has_sensor=True)
+    stuck.on_restock(T0, 20)
+    _reading_series(stuck, T0, [18], every_min=60, sales_between=2)
+    # The load cell freezes at 18 while the till keeps selling 2 an hour.
+    t = _reading_series(stuck, T0 + HOUR_MS, [18, 18, 18], every_min=60, sales_between=2)
+    assert stuck.sensor_untrusted
+    x = feature_matrix([stuck], t)[0]
+    # Scored as a facing without a sensor, on the last trusted reading minus POS sales since.
+    assert x[F["has_sensor"]] == 0.0 and x[F["units_est"]] == 12.0 and x[F["hours_since_reading"]] == 168.0
+
+
+def test_a_drifting_load_cell_is_not_believed_and_a_silent_one_while_the_till_sells_neither():
+    drift = FacingState("d", "s", capacity=20, has_sensor=True)
+    drift.on_restock(T0, 10)
+    # No sales, yet the reading climbs a unit every half hour.
+    t = _reading_series(drift, T0, [10, 11, 12, 13, 14], every_min=30, sales_between=0)
+    assert drift.sensor_untrusted
+    silent = FacingState("q", "s", capacity=20, has_sensor=True)
+    silent.on_restock(T0, 10)
+    t = _reading_series(silent, T0, [10], every_min=10, sales_between=0)
+    for k in range(4):
+        silent.on_sale(t + (k + 1) * 20 * MINUTE_MS, 1, 199)
+    assert feature_matrix([silent], t + HOUR_MS)[0, F["has_sensor"]] == 1.0  # quiet for an hour: fine
+    assert feature_matrix([silent], t + 3 * HOUR_MS)[0, F["has_sensor"]] == 0.0  # 3 h, 4 units sold: silent

@@ -1,0 +1,76 @@
+"""The oracle (simulator truth -> P(empty within H)) and the two alert kinds' figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
+from models.baseline import poisson_tail
+from models.evaluation import evaluate_alert_kinds, hysteresis_state
+from models.oracle import OracleTruth, oracle_probs
+
+T0 = 1_767_571_200_000  # 2026-01-05 00:00 UTC
+
+
+def _truth() -> OracleTruth:
+    # Demand only from 12:00 to 14:00 (two steps of an hourly profile), 10 units expected a day.
+    shares = [0.0] * 24
+    shares[12] = shares[13] = 0.5
+    units = {"facing_id": ["a", "a", "a", "b"], "ts": [T0, T0 + 12 * HOUR_MS, T0 + 13 * HOUR_MS, T0],
+             "units": [4, 2, 0, 9]}
+    expected = {"facing_id": ["a", "b", "a", "b"], "day_ms": [T0, T0, T0 + DAY_MS, T0 + DAY_MS],
+                "expected_units": [10.0, 10.0, 20.0, 20.0]}
+    return OracleTruth.build(["a", "b"], units, expected, T0, 2, shares, HOUR_MS)
+
+
+def test_the_oracle_knows_true_units_and_expected_demand_over_the_horizon():
+    truth = _truth()
+    f = np.array([0, 0, 0, 1])
+    t = np.array([T0 + 11 * HOUR_MS, T0 + 12 * HOUR_MS + 30 * MINUTE_MS, T0 + 13 * HOUR_MS, T0 + 20 * HOUR_MS])
+    assert truth.units_at(f, t).tolist() == [4, 2, 0, 9]
+    # 11:00-13:00 holds one of the two demand hours: 5 units; 20:00-22:00 none;
+    # 23:00 (+2 h) reaches 01:00 of day 2, still none.
+    lam = truth.demand(f, t, 2 * HOUR_MS)
+    assert lam[0] == pytest.approx(5.0) and lam[3] == pytest.approx(0.0)
+    assert truth.demand(np.array([1]), np.array([T0 + 23 * HOUR_MS]), 14 * HOUR_MS)[0] == pytest.approx(10.0)
+    p = oracle_probs(np.array(["s"] * 4), np.array(["a", "a", "a", "b"]), t, {"s": truth}, 2 * HOUR_MS)
+    assert p[0] == pytest.approx(poisson_tail(np.array([5.0]), np.array([4]))[0])
+    assert p[2] == 1.0 and p[3] == pytest.approx(0.0)  # empty now; no demand before closing
+    assert np.isnan(oracle_probs(np.array(["x"]), np.array(["a"]), t[:1], {"s": truth}, HOUR_MS))[0]
+
+
+def test_hysteresis_state_says_whether_each_rows_alert_is_on():
+    group = np.array([0, 0, 0, 0, 1])
+    t = np.array([1, 2, 3, 4, 1])
+    p = np.array([0.9, 0.5, 0.1, 0.5, 0.95])
+    assert hysteresis_state(group, t, p, 0.8, 0.3).tolist() == [True, True, False, False, True]
+
+
+def test_alert_kinds_are_judged_each_by_its_own_promise():
+    H = 2 * HOUR_MS
+    step = 30 * MINUTE_MS
+    t = T0 + np.arange(12) * step
+    n = len(t)
+    # Facing a empties at t[6]; facing b empties at t[9] and has no sensor; facing c never empties.
+    outs = [("s", "a", int(t[6]), None), ("s", "b", int(t[9]), None)]
+    store = np.array(["s"] * 3 * n)
+    facing = np.repeat(np.array(["a", "b", "c"]), n)
+    tt = np.tile(t, 3)
+    group = np.repeat(np.arange(3), n)
+    fc = np.zeros(3 * n)
+    fc[3:6] = 0.9        # a: forecast from t[3], 90 min ahead of the stock-out (caught, lead 90)
+    fc[n + 2:n + 9] = 0.9  # b: raised at t[2], 3.5 h ahead and still on at the start: not strict
+    fc[2 * n + 4] = 0.9    # c: a false forecast
+    now = np.zeros(3 * n)
+    now[6:n] = 1.0         # a: detected when it empties
+    now[n + 10:2 * n] = 1.0  # b: detected 30 min late
+    m = evaluate_alert_kinds(store=store, facing=facing, t=tt, group=group, forecast=fc, now=now,
+                             forecast_at=0.8, now_at=0.5, stockouts=outs, no_sensor={("s", "b")},
+                             horizon_ms=H, store_days=0.5)
+    assert m["forecast_alerts"] == 3 and m["forecast_caught_share"] == 0.5
+    assert m["forecast_strict_median_lead_min"] == 90.0
+    assert m["empty_now_alerts"] == 2 and m["empty_now_precision"] == 1.0
+    assert m["empty_now_no_sensor_alerts"] == 1 and m["empty_now_median_delay_min"] == 30.0
+    # b's early forecast and c's are false (neither shelf empties within H of the raise): 2 per half day.
+    assert m["false_alerts_per_store_day"] == 4.0 and m["false_empty_now_per_store_day"] == 0.0
