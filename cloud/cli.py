@@ -14,10 +14,16 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
                            write the Power BI connection file (.pbids) for the Synapse endpoint
   counts                   rows per lake table
   all [--batch FOLDER]     ingest-batch (if given), ingest-stream, transform, warehouse, dashboard
-  publish-model MODEL --devices ID [ID ...] [--store DIR] [--key-file F]
+  publish-model MODEL --devices ID [ID ...] [--store DIR | --blob-container NAME] [--key-file F] [--iothub]
                            upload a model package and point those gateways' twins at it
-  model-status --devices ID [ID ...]
+  model-status --devices ID [ID ...] [--iothub]
                            what each gateway reports about the model it was asked to run
+
+Local parts by default, Azure ones by setting (docs/azure.md): ``--source eventhubs`` /
+``GONDOLA_INGEST_SOURCE=eventhubs`` ingests from IoT Hub's Event Hubs-compatible endpoint;
+``--iothub`` / ``GONDOLA_TWINS=iothub`` writes and reads module twins in IoT Hub;
+``--blob-container`` / ``GONDOLA_MODEL_BLOB_CONTAINER`` serves models from Blob storage;
+``--lake abfss://...`` keeps the lake on ADLS Gen2.
 
 Common options, before or after the subcommand: --lake URI (folder, abfss:// or az://),
 --hub PATH, --warehouse PATH, --storage-option KEY=VALUE (repeatable), --engine duckdb|spark.
@@ -65,7 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, parents=[common])
 
-    command("ingest-stream", "read new hub messages into bronze")
+    def source_options(c: argparse.ArgumentParser) -> None:
+        c.add_argument("--source", choices=("local", "eventhubs"), default=None,
+                       help="embedded hub (default) or Event Hubs: IoT Hub's Event Hubs-compatible endpoint "
+                            "(env GONDOLA_INGEST_SOURCE; connection settings in docs/azure.md)")
+        c.add_argument("--consumer-group", default=None,
+                       help="Event Hubs consumer group (default lake-bronze; env GONDOLA_EVENTHUB_CONSUMER_GROUP)")
+
+    source_options(command("ingest-stream", "read new hub messages into bronze"))
     st = command("stream", "long-running stream job: windows, cloud scoring, anomalies")
     st.add_argument("--once", action="store_true", help="stop once the source has caught up")
     st.add_argument("--source", choices=("local", "eventhubs"), default=None,
@@ -112,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--analysts-group", default=None,
                     help="local lake: the group that may read gold, stream and meta (name or gid)")
     a = command("all", "batch (optional), stream, transform, warehouse, dashboard")
+    source_options(a)
     a.add_argument("--batch", default=None, help="folder of CSV files to load first")
     a.add_argument("--html", default="out/dashboard.html")
     pm = command("publish-model", "upload a model package and write the gateways' twins")
@@ -121,9 +135,45 @@ def _parser() -> argparse.ArgumentParser:
     pm.add_argument("--key-file", default=None,
                     help="verify the package first (HMAC secret or Ed25519 public key; default "
                          "GONDOLA_MODEL_KEY_FILE)")
+    pm.add_argument("--blob-container", default=None,
+                    help="upload to this Blob container and hand gateways read-only SAS URLs "
+                         "(GONDOLA_STORAGE_CONNECTION_STRING; env GONDOLA_MODEL_BLOB_CONTAINER)")
     ms = command("model-status", "the model each gateway reports")
     ms.add_argument("--devices", nargs="+", required=True)
+    for c in (pm, ms):
+        c.add_argument("--iothub", action="store_true", default=None,
+                       help="module twins in IoT Hub (GONDOLA_IOTHUB_SERVICE_CONNECTION_STRING) instead of "
+                            "the embedded hub (env GONDOLA_TWINS=iothub)")
     return p
+
+
+def resolve_backends(args, env=None) -> None:
+    """Pick local or Azure parts from the options, else the environment (``GONDOLA_INGEST_SOURCE``,
+    ``GONDOLA_TWINS``, ``GONDOLA_MODEL_BLOB_CONTAINER``, ``GONDOLA_EVENTHUB_CONSUMER_GROUP``);
+    ``args.local_hub`` says whether the command needs the embedded hub file.
+
+    Raises:
+        ConfigError: an unknown value in one of those variables.
+    """
+    import os
+
+    from gondola.errors import ConfigError
+
+    env = os.environ if env is None else env
+    if hasattr(args, "source") and args.command in ("ingest-stream", "all"):
+        args.source = args.source or env.get("GONDOLA_INGEST_SOURCE") or "local"
+        if args.source not in ("local", "eventhubs"):
+            raise ConfigError(f"GONDOLA_INGEST_SOURCE must be local or eventhubs, got {args.source!r}")
+        args.consumer_group = args.consumer_group or env.get("GONDOLA_EVENTHUB_CONSUMER_GROUP") or "lake-bronze"
+        args.local_hub = args.source == "local"
+    if args.command in ("publish-model", "model-status"):
+        twins = "iothub" if args.iothub else env.get("GONDOLA_TWINS", "local")
+        if twins not in ("local", "iothub"):
+            raise ConfigError(f"GONDOLA_TWINS must be local or iothub, got {twins!r}")
+        args.iothub = twins == "iothub"
+        args.local_hub = not args.iothub
+        if args.command == "publish-model":
+            args.blob_container = args.blob_container or env.get("GONDOLA_MODEL_BLOB_CONTAINER") or None
 
 
 def _is_local(uri: str) -> bool:
@@ -162,12 +212,10 @@ def _provision_command(args) -> int:
     import os
 
     if args.adls_account:
-        from azure.identity import DefaultAzureCredential
-
-        from cloud.azure.adls import AdlsAdmin, LakeAccess
+        from cloud.azure.adls import AdlsAdmin, LakeAccess, default_credential
 
         access = LakeAccess.from_env(os.environ)
-        with AdlsAdmin.from_account(args.adls_account, DefaultAzureCredential()) as admin:
+        with AdlsAdmin.from_account(args.adls_account, default_credential()) as admin:
             acls = admin.ensure_lake(access, filesystem=args.filesystem, apply_to_existing=args.apply_to_existing)
         for path, acl in acls.items():
             print(f"{args.filesystem}/{path.lstrip('/')}: {acl}")
@@ -183,14 +231,15 @@ def _provision_command(args) -> int:
 
 
 def _models_command(args) -> int:
-    """``publish-model`` / ``model-status`` on the embedded hub's twins."""
+    """``publish-model`` / ``model-status`` on the gateways' module twins: the embedded hub's, or
+    IoT Hub's (``--iothub``); model files in a folder, or a Blob container (``--blob-container``)."""
     import os
 
-    from cloud.rollout import FolderModelStore, publish_model, rollout_status
+    from cloud.models_cli import _model_store, _twins
+    from cloud.rollout import publish_model, rollout_status
     from gondola.errors import ConfigError
-    from gondola.hub import LocalHub
 
-    hub = LocalHub(args.hub)
+    twins = _twins(args)
     try:
         if args.command == "publish-model":
             key_file = args.key_file or os.environ.get("GONDOLA_MODEL_KEY_FILE")
@@ -204,21 +253,26 @@ def _models_command(args) -> int:
             from cloud.meta.lineage import lake_lineage
             from gondola.lineage import Dataset
 
+            args.model_store = args.store
+            store = _model_store(args)
             with lake_lineage(open_storage(args.lake)).run("gondola.publish_model") as run:
-                done = publish_model(args.model, store=FolderModelStore(args.store), twins=hub,
-                                     device_ids=args.devices, key=key)
+                done = publish_model(args.model, store=store, twins=twins, device_ids=args.devices, key=key)
                 run.inputs.append(Dataset("models", done["version"]))
                 run.outputs += [Dataset("twin", device) for device in done["devices"]]
+            where = f"blob container {args.blob_container}" if args.blob_container else str(args.store)
             print(f"model {done['version']} ({'signed' if done['signed'] else 'UNSIGNED'}, sha256 "
-                  f"{done['sha256'][:12]}...) asked of {len(done['devices'])} gateway(s)")
+                  f"{done['sha256'][:12]}...) in {where}, asked of {len(done['devices'])} gateway(s) "
+                  f"through {'IoT Hub' if args.iothub else 'the embedded hub'}")
         else:
-            status = rollout_status(hub, args.devices)
+            status = rollout_status(twins, args.devices)
             for device, d in status["devices"].items():
                 print(f"{device:20s} desired {d['desired'] or '-':28s} running {d['version'] or '-':28s} "
                       f"{d['status']}{': ' + d['error'] if d['error'] else ''}")
             print("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(status["by_status"].items())))
     finally:
-        hub.close()
+        close = getattr(twins, "close", None)
+        if close is not None:
+            close()
     return 0
 
 
@@ -269,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     from cloud.wiring import CloudSettings, build_cloud
     from gondola.errors import ConfigError
 
+    resolve_backends(args)
     check_inputs(args)
     options = {}
     for item in args.storage_option + getattr(args, "storage_option_after", []):
@@ -310,8 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731
-    cloud = build_cloud(CloudSettings(lake_uri=args.lake, hub_path=args.hub, warehouse_path=args.warehouse,
-                                      storage_options=options or None, engine=args.engine), progress=say)
+    source = getattr(args, "source", None) or "local"
+    cloud = build_cloud(CloudSettings(lake_uri=args.lake, hub_path=args.hub if source == "local" else None,
+                                      warehouse_path=args.warehouse, storage_options=options or None,
+                                      engine=args.engine, source=source,
+                                      consumer_group=getattr(args, "consumer_group", None) or "lake-bronze"),
+                        progress=say)
     cmd = args.command
     folder = args.folder if cmd == "ingest-batch" else (args.batch if cmd == "all" else None)
     if folder:

@@ -38,7 +38,7 @@ from azure.storage.filedatalake import DataLakeServiceClient
 
 from gondola.errors import ConfigError, StorageError
 
-__all__ = ["AdlsAdmin", "LakeAccess", "LAYERS", "ZONES", "layer_acls"]
+__all__ = ["AdlsAdmin", "LakeAccess", "LAYERS", "ZONES", "layer_acls", "default_credential"]
 
 #: Per layer, what each role may do (absent: nothing). The one statement of the lake's zones.
 ZONES: dict[str, dict[str, str]] = {
@@ -188,3 +188,10 @@ class AdlsAdmin:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def default_credential() -> Any:
+    """``DefaultAzureCredential`` (managed identity, workload identity, environment, az login),
+    built here so that only the Azure adapters import the SDK."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
