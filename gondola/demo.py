@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, SimClock, ms_to_iso
+from gondola.clock import DAY_MS, MINUTE_MS, SimClock, ms_to_iso
 from gondola.errors import ConfigError, GondolaError
 from gondola.progress import Progress
 
@@ -57,6 +57,10 @@ class DemoConfig:
     start_ms: int = DEFAULT_START_MS
     quiet: bool = False
     dashboard: bool = True
+    #: End with one retraining round on the lake just built (``gondola demo`` does; the
+    #: programmatic default is off so chain tests stay fast).
+    retrain: bool = False
+    retrain_epochs: int = 4
 
     def validate(self) -> None:
         if not 1 <= self.stores <= 50:
@@ -213,6 +217,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
 
         screenshot(dashboard, out / "dashboard.png")  # beside it, when Chromium is installed
     counts = cloud.table_counts()
+    retrain = _retrain_round(cfg, out / "lake") if cfg.retrain else None
 
     truth_emitted = Counter()
     stockouts = []
@@ -265,6 +270,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
             "horizon_min": cfg.horizon_min,
             **quality,
         },
+        "retrain": retrain,
         "paths": {
             "out": str(out),
             "dashboard": str(dashboard) if dashboard else None,
@@ -276,6 +282,37 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return DemoRun(summary=summary, sims=sims, cloud=cloud)
+
+
+def _retrain_round(cfg: DemoConfig, lake: Path) -> dict:
+    """One ``gondola retrain`` round on the demo's lake: the gate's decision and the held-out
+    figures before (the model the gateways ran) and after (the candidate, three seeds)."""
+    from models.registry import DeltaModelRegistry
+    from models.retrain import RetrainConfig, format_decision, retrain
+
+    _log(cfg, "retrain: one round on gold.features (three seeds, gate vs baseline and production)")
+    started = time.monotonic()
+    try:
+        rec = retrain(lake, DeltaModelRegistry(lake), RetrainConfig(epochs=cfg.retrain_epochs, trigger="demo"),
+                      say=lambda text: _log(cfg, "  " + text))
+    except GondolaError as exc:  # too little data to judge is an outcome of a short demo, not a failure
+        _log(cfg, f"retrain: skipped ({exc})")
+        return {"decision": "skipped", "reason": str(exc), "seconds": round(time.monotonic() - started, 1)}
+    _log(cfg, format_decision(rec))
+    seeds = [s["pr_auc"] for s in rec["candidate"]["seeds"].values()]
+    return {
+        "decision": rec["decision"],
+        "reasons": rec["reasons"],
+        "gold_features_version": rec["training"]["tables"]["gold.features"],
+        "rows": rec["training"]["rows"],
+        "holdout_stores": rec["training"]["holdout_stores"],
+        "before": {"model": rec["production"]["version"], "pr_auc": rec["production"]["pr_auc"]},
+        "after": {"pr_auc_mean": rec["candidate"]["mean_pr_auc"], "pr_auc_seeds": seeds,
+                  "registered": rec.get("registered")},
+        "baseline": {"scorer": rec["baseline"]["best"], "pr_auc": rec["baseline"]["pr_auc"]},
+        "margin": rec["gate"]["margin"],
+        "seconds": rec["seconds"],
+    }
 
 
 def _model_path(choice: str) -> Path | None:
@@ -336,6 +373,19 @@ def format_summary(summary: dict) -> str:
         ("recall (alert before empty)", _fmt(al.get("recall"))),
         ("detected (before or while empty)", _fmt(al.get("detected_recall"))),
         ("median lead time (min)", _fmt(al.get("median_lead_min"))),
+    ]
+    rt = summary.get("retrain")
+    if rt:
+        rows.append(("retrain decision", rt["decision"] + (f" ({rt['reason']})" if rt.get("reason") else "")))
+        if rt["decision"] != "skipped":
+            rows += [
+                ("  held-out PR-AUC before", f"{_fmt(rt['before']['pr_auc'])} (model {rt['before']['model']})"),
+                ("  held-out PR-AUC after", f"{_fmt(rt['after']['pr_auc_mean'])} (candidate, mean of "
+                                            f"{len(rt['after']['pr_auc_seeds'])} seeds)"),
+                ("  baseline PR-AUC", f"{_fmt(rt['baseline']['pr_auc'])} ({rt['baseline']['scorer']})"),
+                ("  registered", rt["after"]["registered"] or "nothing (the gate refused it)"),
+            ]
+    rows += [
         ("dashboard", summary["paths"]["dashboard"]),
         ("warehouse", summary["paths"]["warehouse"]),
         ("seconds", summary["seconds"]["total"]),
@@ -362,12 +412,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="gateway model: default (shipped int8 TFLite), baseline (Poisson) or a model file")
     parser.add_argument("--tick-min", type=int, default=15, help="simulated minutes per lock-step tick")
     parser.add_argument("--no-dashboard", action="store_true", help="skip the HTML dashboard")
+    parser.add_argument("--no-retrain", action="store_true",
+                        help="skip the closing retraining round (gondola retrain on the demo's lake)")
+    parser.add_argument("--retrain-epochs", type=int, default=4, help="epochs per seed of that round (default 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     cfg = DemoConfig(
         stores=args.stores, skus=args.skus, days=args.days, seed=args.seed, out=args.out,
         scenario=args.scenario, broker=args.broker, tick_min=args.tick_min, model=args.model,
-        dashboard=not args.no_dashboard, quiet=args.quiet,
+        dashboard=not args.no_dashboard, quiet=args.quiet, retrain=not args.no_retrain,
+        retrain_epochs=args.retrain_epochs,
     )
     summary = run_demo(cfg).summary
     print(format_summary(summary))

@@ -207,7 +207,8 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
         judge. ModelError: the production model cannot be scored.
     """
     from models.gold import read_gold_features, rows_from_gold
-    from models.pipeline import baseline_scorers, export_model, train_model
+    from models.export import to_tflite
+    from models.pipeline import baseline_scorers, export_model, split_validation, train_model
     from models.registry import code_version, register_package
     from models.runtime import LiteRtScorer
     from models.train import TrainConfig
@@ -247,15 +248,20 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
     seeds: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="gondola-retrain-") as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
+        trained = {}
         for seed in config.seeds:
             t0 = time.monotonic()
             weights, summary = train_model(train, TrainConfig(epochs=config.epochs, seed=seed,
                                                               ahead_weight=config.ahead_weight))
-            files = export_model(weights, work / f"seed-{seed}", horizon_h=config.horizon_h, summary=summary,
-                                 key=key, training={**training, "seed": seed})
-            figs = _figures(y, LiteRtScorer(files.int8_tflite, config.horizon_h).score(X))
-            seeds[seed] = {**figs, "version": files.manifest["version"], "dir": str(files.int8_tflite.parent),
-                           "val_pr_auc": summary["val_pr_auc"], "seconds": round(time.monotonic() - t0, 1)}
+            # Only the int8 file (what gateways run) is made per seed; the full package (float,
+            # ONNX, manifests) only for the seed that would be registered.
+            blob = to_tflite(weights, int8=True)
+            path = work / f"seed-{seed}-int8.tflite"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
+            figs = _figures(y, LiteRtScorer(path, config.horizon_h, manifest={}).score(X))
+            trained[seed] = (weights, summary)
+            seeds[seed] = {**figs, "val_pr_auc": summary["val_pr_auc"], "seconds": round(time.monotonic() - t0, 1)}
             say(f"  seed {seed}: held-out PR-AUC {figs['pr_auc']:.4f} (int8), {seeds[seed]['seconds']:.0f} s")
         cand = [seeds[s]["pr_auc"] or 0.0 for s in config.seeds]
         verdict = judge(cand, {"baseline": baselines[best_baseline]["pr_auc"], "production": production["pr_auc"]},
@@ -266,7 +272,7 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
             "reasons": verdict["reasons"],
             "trigger": config.trigger,
             "metric": "pr_auc (held-out stores, observed labels, int8)",
-            "candidate": {"seeds": {str(s): {k: v for k, v in seeds[s].items() if k != "dir"} for s in config.seeds},
+            "candidate": {"seeds": {str(s): seeds[s] for s in config.seeds},
                           "mean_pr_auc": statistics.fmean(cand), "chosen_seed": median_seed},
             "baseline": {"best": best_baseline, **baselines[best_baseline], "all": baselines},
             "production": {"version": prod_version, "from": prod_from, **production},
@@ -278,11 +284,18 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
         }
         version_registered = ""
         if verdict["passed"] and registry is not None:
-            chosen = seeds[median_seed]
-            metrics = {"holdout_pr_auc": chosen["pr_auc"], "holdout_pr_auc_mean": statistics.fmean(cand),
+            weights, summary = trained[median_seed]
+            _, val = split_validation(train)
+            files = export_model(weights, work / "candidate", horizon_h=config.horizon_h, summary=summary, key=key,
+                                 training={**training, "seed": median_seed},
+                                 val=(train.rows.X[val], train.y[val]))
+            # The figure of the exact bytes registered (a new conversion of the same weights: its
+            # scores are the seed's, only Keras' layer names in the file differ).
+            registered = _figures(y, LiteRtScorer(files.int8_tflite, config.horizon_h).score(X))
+            metrics = {"holdout_pr_auc": registered["pr_auc"], "holdout_pr_auc_mean": statistics.fmean(cand),
                        "baseline_pr_auc": baselines[best_baseline]["pr_auc"], "production_pr_auc": production["pr_auc"],
                        "production_version": prod_version, "gate": verdict["vs"]}
-            mv = register_package(registry, chosen["dir"], Path(str(lake_root)) / "models" / "artifacts",
+            mv = register_package(registry, files.int8_tflite.parent, Path(str(lake_root)) / "models" / "artifacts",
                                   metrics=metrics, training={**training, "seed": median_seed},
                                   reason="retrain: passed the gate")
             version_registered = mv.version

@@ -206,3 +206,17 @@ def test_two_rollouts_started_at_once_resolve_to_one(fleet):
     assert fleet.desired()["s001"] == winner
     assert fleet.registry.get(loser).status == "candidate"
     assert fleet.rollout.active()["details"]["version"] == winner
+
+
+def test_an_artifact_tampered_with_after_publishing_is_refused_by_the_canary_and_rolled_back(fleet):
+    fleet.register("v2")
+    fleet.rollout.start("v2")
+    served = fleet.tmp / "store" / "v2" / "stockout-int8.tflite"
+    served.write_bytes(served.read_bytes()[:-1] + b"\x02")  # changed in the model store, after the checks
+    fleet.poll(["s001"])
+    assert rollout_status(fleet.hub, ["gw-s001"])["devices"]["gw-s001"]["status"] in ("failed", "rolled_back")
+    assert fleet.running()["s001"] == "v1"  # the gateway kept its model
+    decision = fleet.rollout.step()
+    assert decision["decision"] == "rolled_back" and "refused or rolled back" in decision["reason"]
+    assert fleet.registry.get("v2").status == "retired"
+    assert all(v == "v1" for v in fleet.desired().values())
