@@ -22,7 +22,7 @@ __all__ = ["build_dashboard", "screenshot", "CHARTS"]
 
 #: The dashboard's charts (names as in ``#render-status``).
 CHARTS = ("stockout_rate_by_day", "stockouts_by_store", "stockouts_by_category", "top_products",
-          "weekday_hour_heatmap", "lost_sales_by_store", "causes_by_store", "alert_outcomes", "alert_lead_times")
+          "weekday_hour_heatmap", "lost_sales_by_store", "causes_by_store", "alert_outcomes", "alert_lead_times", "staff_checks")
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f7f9}
@@ -116,7 +116,8 @@ def _query(con) -> dict:
         LEFT JOIN bi_dim_store st ON st.store_id = d.store_id""")
     data["alerts"] = _rows(con, """
         SELECT a.store_id, COALESCE(a.store_name, a.store_id) AS store, COALESCE(a.category, '(unknown)') AS category,
-               strftime(a.alerted_local, '%Y-%m-%d') AS date, a.scorer, a.outcome, a.lead_min
+               strftime(a.alerted_local, '%Y-%m-%d') AS date, a.scorer, a.outcome, a.lead_min,
+               COALESCE(a.check_outcome, 'not checked') AS staff_check
         FROM bi_alert_outcomes a WHERE a.alerted_local IS NOT NULL""")
     data["actions"] = q("""
         SELECT store_id, action, COALESCE(product_name, sku, CASE WHEN hour_local IS NULL THEN NULL
@@ -217,12 +218,17 @@ def _charts(data: dict):
         y=alt.Y("count():Q", title="alerts")).properties(width=w, height=160, title="Alert lead times",
                                                                     name="alert_lead_times")
 
+    checks = al.mark_bar().encode(
+        y=alt.Y("staff_check:N", title=None, sort=["restocked", "no_stock", "was_fine", "not checked"]),
+        x=alt.X("count():Q", title="alerts"), color=alt.Color("outcome:N", legend=None),
+        tooltip=["staff_check:N", "outcome:N", "count():Q"]).properties(
+            width=w, height=120, title="What staff found (store page 'done')", name="staff_checks")
     rows = [
         alt.hconcat(rate_chart, heat),
         alt.hconcat(by_store_c, lost),
         alt.hconcat(by_cat_c, top_c),
         alt.hconcat(causes, outcomes),
-        alt.hconcat(leads),
+        alt.hconcat(leads, checks),
     ]
     return alt.vconcat(*rows).add_params(store, category).configure_view(stroke=None)
 

@@ -19,7 +19,7 @@ import time
 
 from gondola.clock import Clock
 from gondola.contracts import make_event, validate_event
-from gondola.errors import GondolaError, TransportError
+from gondola.errors import ContractError, GondolaError, TransportError
 from gondola.topics import alert_topic, store_subscription
 
 from edge.buffer import SqliteBuffer
@@ -152,6 +152,31 @@ class Gateway:
             ]
             self.buffer.append(events, now_ms=ts, gateway_seqs=len(events))
         return events
+
+    def record_check(self, facing_id: str, outcome: str, *, staff_id: str | None = None) -> dict:
+        """Store what staff found at a facing (the store page's "done"): a ``shelf.check`` event
+        that names the alert it answered. It goes up like any event and becomes a label
+        (``gold.shelf_checks``) and the alert's outcome on the dashboard.
+
+        Raises:
+            ContractError: unknown facing or outcome.
+        """
+        inf = self.inference
+        i = inf.index.get(facing_id)
+        if i is None:
+            raise ContractError(f"unknown facing {facing_id!r}")
+        with inf._lock:
+            st = inf.states[i]
+            data: dict = {"facing_id": facing_id, "sku": st.sku, "outcome": outcome}
+            if inf.raised_now[i]:
+                data.update(alert_kind="empty_now", alert_ts=int(inf.now_changed_at[i]))
+            elif inf.raised[i]:
+                data.update(alert_kind="empty_within_h", alert_ts=int(inf.changed_at[i]))
+            if st.units is not None:
+                data["units_est"] = round(float(st.units), 1)
+        if staff_id:
+            data["staff_id"] = staff_id
+        return self._emit("shelf.check", [data], self.clock.now_ms())[0]
 
     # ---- cycle ---------------------------------------------------------------------------
 

@@ -1,12 +1,16 @@
 """The gateway's local page and API (stdlib ``http.server``; works with no internet).
 
-* ``/``          what to restock now, buffer and uplink health (HTML, refreshes every 30 s)
+* ``/``          for staff on a tablet: shelves expected to run empty soon (soonest first), then
+  shelves empty now, with product name, aisle / bay / shelf, units left and the expected empty
+  time in the store's time zone; a "done" action per shelf; refreshes every 30 s
+* ``/done``      POST ``facing_id``, ``outcome`` (restocked | was_fine | no_stock): records a
+  ``shelf.check`` event (``Gateway.record_check``) and shows the page again
 * ``/restock``   the restock list as JSON
 * ``/health``    ``Gateway.health()`` as JSON with ``healthy`` and ``problems``; 200 when
   healthy, 503 when not (``edge.ops.HealthCheck``; the container's HEALTHCHECK reads it)
 * ``/metrics``   Prometheus exposition through ``prometheus_client`` (``edge.metrics``)
 
-GET and HEAD; a query string is ignored (``/metrics?x=1`` is ``/metrics``).
+GET and HEAD (POST for ``/done``); a query string is ignored (``/metrics?x=1`` is ``/metrics``).
 
 Bound to loopback by default. Bound to any other address (a store tablet on the LAN, a metrics
 scraper) every request must carry the page token: ``Authorization: Bearer <token>``, a
@@ -16,18 +20,23 @@ bookmark). Without a token configured the page refuses to start on a non-loopbac
 
 from __future__ import annotations
 
+import csv
 import hmac
 import html
 import json
 import threading
 import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from gondola.errors import ConfigError
+from gondola.errors import ConfigError, ContractError
 
-__all__ = ["serve_page", "LOOPBACK"]
+__all__ = ["serve_page", "ShelfLabels", "LOOPBACK"]
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -73,21 +82,114 @@ class _TokenAuth:
 
 
 
-def _page(gw) -> str:
+@dataclass
+class ShelfLabels:
+    """What staff read on the page instead of codes: product names, where the facing is, the
+    store's time zone. From the master data files beside the planogram (``planogram.csv`` with
+    ``aisle``, ``bay``, ``shelf``; ``products.csv`` with ``name``; ``stores.csv`` with
+    ``timezone``); whatever is missing falls back to the codes and UTC."""
+
+    names: dict[str, str] = field(default_factory=dict)  # sku -> product name
+    places: dict[str, str] = field(default_factory=dict)  # facing -> "aisle A01 · bay 2 · shelf 3"
+    timezone: str = "UTC"
+    store_name: str = ""
+
+    @classmethod
+    def from_master(cls, planogram_path: str | Path | None, store_id: str) -> "ShelfLabels":
+        labels = cls()
+        if not planogram_path:
+            return labels
+        folder = Path(planogram_path).parent
+        for row in _csv(Path(planogram_path)):
+            if row.get("store_id") == store_id and row.get("facing_id"):
+                parts = [f"{k} {row[k]}" for k in ("aisle", "bay", "shelf") if row.get(k)]
+                if parts:
+                    labels.places[row["facing_id"]] = " · ".join(parts)
+        labels.names = {r["sku"]: r["name"] for r in _csv(folder / "products.csv") if r.get("sku") and r.get("name")}
+        for r in _csv(folder / "stores.csv"):
+            if r.get("store_id") == store_id:
+                labels.store_name = r.get("name") or ""
+                tz = r.get("timezone") or "UTC"
+                try:
+                    ZoneInfo(tz)
+                    labels.timezone = tz
+                except (KeyError, ValueError):
+                    pass
+        return labels
+
+    def local(self, ms: int, fmt: str = "%H:%M") -> str:
+        return datetime.fromtimestamp(ms / 1000, ZoneInfo(self.timezone)).strftime(fmt)
+
+
+def _csv(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
+
+
+_STYLE = """
+body{font:18px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2733}
+header{background:#1d2733;color:#fff;padding:12px 20px}header h1{margin:0;font-size:24px}
+header .sub{color:#c9d1dc;font-size:15px}main{padding:12px 20px}
+h2{font-size:20px;margin:20px 0 8px}.card{background:#fff;border:1px solid #d5dae1;border-left:8px solid #f9a825;
+border-radius:8px;padding:10px 14px;margin:8px 0;display:flex;flex-wrap:wrap;align-items:center;gap:8px 20px}
+.card.empty{border-left-color:#b42318}.what{flex:2 1 260px}.what b{font-size:20px}.what small{color:#5b6675}
+.when{flex:1 1 160px;font-weight:600}.units{flex:1 1 110px}.done{flex:2 1 330px;display:flex;gap:8px}
+.done button{font-size:17px;padding:10px 14px;border-radius:6px;border:1px solid #8a96a3;background:#fff;min-width:96px}
+.done button.main{background:#2e7d32;color:#fff;border-color:#2e7d32}.ok{background:#e6f4ea;padding:8px 12px;border-radius:6px}
+.none{color:#5b6675}footer{padding:12px 20px;color:#5b6675;font-size:15px}.bad{color:#b42318;font-weight:600}
+"""
+
+
+def _page(gw, labels: "ShelfLabels", notice: str = "") -> str:
+    """The store page: forecast alerts first (soonest empty first), then shelves empty now."""
+    now = gw.clock.now_ms()
+    rows = [r for r in gw.inference.restock_list(200) if r["alert"]]
+    soon = [r for r in rows if r["kind"] != "empty_now"]
+    empty = [r for r in rows if r["kind"] == "empty_now"]
+    e = html.escape
+
+    def card(r: dict) -> str:
+        name = labels.names.get(r["sku"], r["sku"])
+        place = labels.places.get(r["facing_id"], r["facing_id"])
+        units = "–" if r["units_est"] is None else f"{r['units_est']:.0f}"
+        if r["kind"] == "empty_now":
+            when, cls = "empty now", "card empty"
+        elif r.get("expected_empty_ts"):
+            mins = max(0, round((r["expected_empty_ts"] - now) / 60000))
+            when, cls = f"empty in {mins} min (about {labels.local(r['expected_empty_ts'])})", "card"
+        else:
+            when, cls = "runs empty soon", "card"
+        fid = e(r["facing_id"], quote=True)
+        return (f"<div class='{cls}' data-facing='{fid}'><div class='what'><b>{e(name)}</b><br>"
+                f"<small>{e(place)} · {e(r['sku'])}</small></div><div class='when'>{e(when)}</div>"
+                f"<div class='units'>{units} of {r['capacity']} left</div>"
+                f"<form class='done' method='post' action='/done'><input type='hidden' name='facing_id' value='{fid}'>"
+                f"<button class='main' name='outcome' value='restocked'>Done: refilled</button>"
+                f"<button name='outcome' value='was_fine'>Was fine</button>"
+                f"<button name='outcome' value='no_stock'>No stock</button></form></div>")
+
     h = gw.health()
-    rows = "".join(
-        f"<tr class='{'alert' if r['alert'] else ''}'><td>{html.escape(r['facing_id'])}</td>"
-        f"<td>{html.escape(r['sku'])}</td><td>{r['probability']:.0%}</td><td>{r['units_est']}</td>"
-        f"<td>{r['capacity']}</td></tr>" for r in gw.inference.restock_list(30))
-    health = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(h.get(k)))}</td></tr>" for k in (
-        "buffer_rows", "buffer_bytes", "oldest_unsent_age_s", "evictions", "seq_gaps", "quarantined",
-        "last_uplink_ts", "uplink_failures", "uplink_last_error", "model_version", "model"))
-    return (f"<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=30>"
-            f"<title>Gondola {html.escape(h['store_id'])}</title><style>body{{font-family:sans-serif}}"
-            f".alert{{background:#fdd}}td{{padding:2px 8px}}</style>"
-            f"<h1>Store {html.escape(h['store_id'])}: restock now</h1>"
-            f"<table><tr><th>facing</th><th>sku</th><th>stock-out risk</th><th>units</th><th>capacity</th></tr>{rows}</table>"
-            f"<h2>Buffer and uplink</h2><table>{health}</table>")
+    last = h.get("last_uplink_ts")
+    sync = (f"last sync with head office {labels.local(last)} ({max(0, round((now - last) / 60000))} min ago)"
+            if last else "not synced with head office yet")
+    unsent = h.get("unsent_rows", 0)
+    backlog = f"<span class='bad'>{unsent:,} events waiting to be sent</span>" if unsent else "nothing waiting to be sent"
+    title = labels.store_name or f"Store {h['store_id']}"
+    soon_html = "".join(card(r) for r in soon) or "<p class='none'>No shelf is expected to run empty soon.</p>"
+    empty_html = "".join(card(r) for r in empty) or "<p class='none'>No empty shelves.</p>"
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><meta http-equiv=refresh content=30>"
+            f"<title>{e(title)}: restock</title><style>{_STYLE}</style></head><body>"
+            f"<header><h1>{e(title)}: shelves to restock</h1><div class=sub>updated {labels.local(now)} "
+            f"({e(labels.timezone)}) · refreshes every 30 s · works without internet</div></header><main>"
+            + (f"<p class=ok>{e(notice)}</p>" if notice else "")
+            + f"<h2>Will run empty soon ({len(soon)})</h2>{soon_html}"
+            f"<h2>Empty now ({len(empty)})</h2>{empty_html}</main>"
+            f"<footer>Gateway: {e(sync)}; {backlog}; model {e(str(h.get('model_version') or '-'))}; "
+            f"{h.get('seq_gaps', 0):,} events missing from devices.</footer></body></html>")
 
 
 def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None):
@@ -103,9 +205,10 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
     from edge.ops import HealthCheck
 
     check = HealthCheck(gw)
+    labels = ShelfLabels.from_master(getattr(gw.settings, "planogram_path", None), gw.settings.store_id)
     metrics = MetricsEndpoint(gw.health, healthy=check.problems, broker_connected=lambda: gw.broker_connected)
 
-    def respond(path: str) -> tuple[int, bytes, str]:
+    def respond(path: str, notice: str = "") -> tuple[int, bytes, str]:
         if path == "/metrics":
             body, ctype = metrics.render()
             return 200, body, ctype
@@ -117,7 +220,7 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
         if path == "/restock":
             return 200, json.dumps(gw.inference.restock_list(100)).encode(), "application/json"
         if path in ("/", "/index.html"):
-            return 200, _page(gw).encode(), "text/html; charset=utf-8"
+            return 200, _page(gw, labels, notice).encode(), "text/html; charset=utf-8"
         return 404, b"not found\n", "text/plain; charset=utf-8"
 
     class Handler(BaseHTTPRequestHandler):
@@ -137,6 +240,32 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
 
         def do_GET(self):  # noqa: N802 - http.server's naming
             self._answer(True)
+
+        def do_POST(self):  # noqa: N802
+            """``/done``: staff checked a facing (form fields ``facing_id``, ``outcome``)."""
+            if urllib.parse.urlsplit(self.path).path != "/done":
+                self.send_error(404)
+                return
+            size = min(int(self.headers.get("Content-Length") or 0), 4096)
+            form = parse_qs(self.rfile.read(size).decode("utf-8", "replace"))
+            facing, outcome = (form.get("facing_id") or [""])[0], (form.get("outcome") or [""])[0]
+            try:
+                gw.record_check(facing, outcome)
+            except ContractError as exc:
+                self.send_error(400, str(exc)[:100])
+                return
+            except Exception as exc:  # the page must never take the gateway down
+                self.send_error(500, str(exc)[:100])
+                return
+            name = labels.names.get(gw.inference.states[gw.inference.index[facing]].sku, facing)
+            text = {"restocked": "refilled", "was_fine": "was fine", "no_stock": "no stock"}.get(outcome, outcome)
+            body = _page(gw, labels, f"Recorded: {name} {text}. Thank you.").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
 
         def do_HEAD(self):  # noqa: N802
             self._answer(False)

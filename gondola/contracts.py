@@ -43,6 +43,7 @@ __all__ = [
     "EVENT_TYPES",
     "PRIORITY",
     "ALERT_KINDS",
+    "CHECK_OUTCOMES",
     "Field",
     "validate_event",
     "parse_event",
@@ -99,6 +100,8 @@ _ID = Field(str, doc="identifier")
 #: shelf will be empty within the horizon" (forecast). An alert without ``kind`` (gateways
 #: before the field existed) is a forecast.
 ALERT_KINDS = ("empty_now", "empty_within_h")
+#: What staff found when they checked a facing (``shelf.check``): a label for the alert before it.
+CHECK_OUTCOMES = ("restocked", "was_fine", "no_stock")
 
 #: The fields of each event type's ``data``. Adding an optional field is backward compatible;
 #: anything else bumps SCHEMA_VERSION.
@@ -146,6 +149,18 @@ EVENT_TYPES: dict[str, dict[str, Field]] = {
         "expected_empty_ts": Field(int, required=False, lo=_MIN_TS, hi=_MAX_TS,
                                    doc="forecasts: when the shelf is expected to run empty, epoch ms UTC"),
     },
+    "shelf.check": {
+        "facing_id": Field(str, doc="facing staff checked (on the store page, after an alert or not)"),
+        "sku": Field(str, doc="product the planogram puts on this facing"),
+        "outcome": Field(str, choices=CHECK_OUTCOMES,
+                         doc="restocked (shelf refilled) | was_fine (enough on the shelf: a false alarm) | "
+                             "no_stock (empty or low, nothing in the backroom)"),
+        "alert_kind": Field(str, required=False, choices=ALERT_KINDS, doc="the alert the check answered, if any"),
+        "alert_ts": Field(int, required=False, doc="when that alert was raised, epoch ms"),
+        "units_est": Field((int, float), required=False, lo=0.0, hi=_MAX_UNITS,
+                           doc="units the gateway estimated on the shelf at the check"),
+        "staff_id": Field(str, required=False, doc="pseudonymous staff code, if the page knows one"),
+    },
     "edge.health": {
         "buffer_rows": Field(int, lo=0, doc="events held in the buffer"),
         "buffer_bytes": Field(int, lo=0, doc="bytes held by the buffer"),
@@ -165,6 +180,7 @@ PRIORITY: dict[str, int] = {
     "edge.health": 0,
     "pos.line": 1,
     "shelf.restock": 2,
+    "shelf.check": 2,
     "inventory.delivery": 2,
     "shelf.reading": 3,
 }

@@ -119,13 +119,30 @@ m AS (
   FROM a LEFT JOIN stockouts so
     ON so.store_id = a.store_id AND so.facing_id = a.facing_id
    AND so.start_ms <= a.ts + a.horizon_min * 60000 AND (so.end_ms IS NULL OR so.end_ms > a.ts)
-  GROUP BY a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability, a.kind)
-SELECT store_id, facing_id, sku, device_id, seq, ts AS alert_ms, scorer, probability, horizon_min, kind,
+  GROUP BY a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability, a.kind),
+c AS (
+  -- The first staff check of the facing from the alert to one hour past its horizon.
+  SELECT a.device_id, a.seq, MIN(ch.ts) AS checked_ms
+  FROM a JOIN checks ch ON ch.store_id = a.store_id AND ch.facing_id = a.facing_id
+   AND ch.ts >= a.ts AND ch.ts <= a.ts + (a.horizon_min + 60) * 60000
+  GROUP BY a.device_id, a.seq),
+co AS (
+  SELECT c.device_id, c.seq, c.checked_ms, MIN(ch.outcome) AS check_outcome
+  FROM c JOIN a ON a.device_id = c.device_id AND a.seq = c.seq
+  JOIN checks ch ON ch.store_id = a.store_id AND ch.facing_id = a.facing_id AND ch.ts = c.checked_ms
+  GROUP BY c.device_id, c.seq, c.checked_ms)
+SELECT m.store_id, m.facing_id, m.sku, m.device_id, m.seq, m.ts AS alert_ms, m.scorer, m.probability, m.horizon_min, m.kind,
        CASE WHEN stockout_start_ms IS NULL THEN 'false_alarm'
-            WHEN stockout_start_ms >= ts THEN 'empty_after' ELSE 'already_empty' END AS outcome,
+            WHEN stockout_start_ms >= m.ts THEN 'empty_after' ELSE 'already_empty' END AS outcome,
        stockout_start_ms,
-       CASE WHEN stockout_start_ms >= ts THEN ROUND((stockout_start_ms - ts) / CAST(60000 AS DOUBLE), 4) END AS lead_min
-FROM m""",
+       CASE WHEN stockout_start_ms >= m.ts THEN ROUND((stockout_start_ms - m.ts) / CAST(60000 AS DOUBLE), 4) END AS lead_min,
+       co.checked_ms, co.check_outcome
+FROM m LEFT JOIN co ON co.device_id = m.device_id AND co.seq = m.seq""",
+    "gold.shelf_checks": """
+SELECT store_id, facing_id, sku, device_id, seq, ts AS check_ms, outcome, alert_kind, alert_ts,
+       CASE WHEN alert_ts IS NULL THEN NULL ELSE ROUND((ts - alert_ts) / CAST(60000 AS DOUBLE), 4) END AS response_min,
+       units_est, CASE WHEN outcome = 'was_fine' THEN 0 ELSE 1 END AS label
+FROM checks""",
     "gold.fleet_status": """
 WITH d AS (
   SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, COUNT(*) AS events,
@@ -165,13 +182,15 @@ FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_m
 
 #: Computation order (alert outcomes read this run's stock-outs, model performance both).
 GOLD_ORDER = ["gold.hourly_sales", "gold.shelf_state", "gold.stockouts", "gold.alert_outcomes", "gold.fleet_status",
-              "gold.model_performance"]
+              "gold.model_performance", "gold.shelf_checks"]
 
 
 def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Table]:
     """Every SQL gold table from one set of silver windows (see module docstring for inputs)."""
     out: dict[str, pa.Table] = {}
     env = dict(inputs)
+    if "checks" not in env:  # lakes and callers from before staff checks existed
+        env["checks"] = conform("silver.shelf_check", pa.table({"store_id": pa.array([], pa.string())}))
     for name in GOLD_ORDER:
         out[name] = conform(name, engine.run(GOLD_SQL[name], env))
         if name in ("gold.stockouts", "gold.alert_outcomes"):

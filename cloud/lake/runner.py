@@ -45,6 +45,7 @@ _DAY = 86_400_000
 GOLD_INPUTS = {
     "silver.pos_line": "pos", "silver.shelf_reading": "readings", "silver.edge_alert": "alerts",
     "silver.edge_health": "health", "silver.shelf_restock": "restocks", "silver.inventory_delivery": "deliveries",
+    "silver.shelf_check": "checks",
 }
 _EVENTS_STEP = "silver.events"
 _MASTER_STEP = "silver.master"

@@ -225,6 +225,14 @@ _defs: list[TableDef] = [
         ("kind", "string", "empty_now (detection) | empty_within_h (forecast; alerts without a kind)"),
         ("expected_empty_ts", "int64", "forecasts: when the gateway expects the shelf to run empty"),
     ) + _LINEAGE, key=("device_id", "epoch", "seq")),
+    TableDef("silver.shelf_check", "What staff found when they checked a facing from the store page.", _ENVELOPE + _cols(
+        ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("outcome", "string", "restocked | was_fine | no_stock"),
+        ("alert_kind", "string", "the alert kind the check answered, if any"),
+        ("alert_ts", "int64", "when that alert was raised, epoch ms"),
+        ("units_est", "double", "units the gateway estimated at the check"),
+        ("staff_id", "string", "pseudonymous staff code"),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.edge_health", "Gateway health reports.", _ENVELOPE + _cols(
         ("buffer_rows", "int64", "events in the buffer"),
         ("buffer_bytes", "int64", "buffer size"),
@@ -337,7 +345,20 @@ _defs: list[TableDef] = [
                               "a true alert is one that is not a false alarm"),
         ("stockout_start_ms", "int64", "start of the stock-out it matched"),
         ("lead_min", "double", "minutes from the alert to the shelf going empty (empty_after only)"),
+        ("checked_ms", "int64", "first staff check of the facing (store page 'done') up to an hour past the horizon"),
+        ("check_outcome", "string", "what staff found then: restocked | was_fine | no_stock; null: not checked"),
     ), key=("device_id", "seq"), time_col="alert_ms"),
+    TableDef("gold.shelf_checks", "Staff checks from the store page as labels: did the facing need stock?", _cols(
+        ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
+        ("device_id", "string", "gateway that recorded it"), ("seq", "int64", "the check event's seq"),
+        ("check_ms", "int64", "when staff pressed done"),
+        ("outcome", "string", "restocked | was_fine | no_stock"),
+        ("alert_kind", "string", "the alert kind it answered, if any"), ("alert_ts", "int64", "when that alert was raised"),
+        ("response_min", "double", "minutes from the alert to the check"),
+        ("units_est", "double", "units the gateway estimated at the check"),
+        ("label", "int32", "1: the facing needed stock (restocked or no_stock), 0: it was fine (a false alarm); "
+                           "a label for facings without sensors, and ground truth for the alert"),
+    ), key=("device_id", "seq"), time_col="check_ms"),
     TableDef("gold.fleet_status", "Per device and day: events, sequence gaps (losses), last health.", _cols(
         ("store_id", "string", "store"), ("device_id", "string", "device"), ("day_ms", "int64", "UTC day start, epoch ms"),
         ("events", "int64", "distinct events"), ("seq_min", "int64", "lowest seq"), ("seq_max", "int64", "highest seq"),
@@ -382,6 +403,7 @@ TABLES: dict[str, TableDef] = {t.name: t for t in _defs}
 SILVER_EVENT_TABLES: dict[str, str] = {
     "pos.line": "silver.pos_line", "shelf.reading": "silver.shelf_reading", "shelf.restock": "silver.shelf_restock",
     "inventory.delivery": "silver.inventory_delivery", "edge.alert": "silver.edge_alert", "edge.health": "silver.edge_health",
+    "shelf.check": "silver.shelf_check",
 }
 GOLD_TABLES = [t.name for t in _defs if t.layer == "gold"]
 
@@ -481,7 +503,8 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     "gold.stockout_causes": (("gold.stockouts", "silver.shelf_restock", "silver.inventory_delivery", "silver.planogram",
                               "silver.stores"), "cloud.lake.causes: cause of each stock-out from restock, delivery "
                                                 "and round evidence, with a calibrated confidence"),
-    "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts"),
+    "gold.shelf_checks": (("silver.shelf_check",), "cloud.lake.gold GOLD_SQL: staff checks as labels"),
+    "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts", "silver.shelf_check"),
                             "cloud.lake.gold GOLD_SQL: each raised alert matched to the stock-out that followed"),
     "gold.fleet_status": (tuple(_EVENTS), "cloud.lake.gold GOLD_SQL: events, seq gaps and health per device and day"),
     "gold.model_performance": (("gold.alert_outcomes", "gold.stockouts"),

@@ -79,7 +79,7 @@ def test_gateway_commits_scores_alerts_and_uplinks_every_event(kind, tmp_path):
         assert f'gondola_edge_seq_gaps{{store_id="s001"}} {float(len(traffic.dropped))}' in metrics
         restock = json.loads(urllib.request.urlopen(base + "/restock").read())
         assert restock[0] == restock[0] | {"facing_id": "f0", "alert": True}
-        assert "restock now" in urllib.request.urlopen(base + "/").read().decode()
+        assert "shelves to restock" in urllib.request.urlopen(base + "/").read().decode()
         server.shutdown()
         staff.stop()
         pub.stop()

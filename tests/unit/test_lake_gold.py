@@ -30,11 +30,11 @@ def alert(ts: int, *, horizon: int = 60, seq: int = 1, facing: str = "s001-f01",
     return out | ({"kind": kind} if kind else {})
 
 
-def run(*, r=(), p=(), a=(), h=(), products=()):
+def run(*, r=(), p=(), a=(), h=(), products=(), c=()):
     t = lambda name, rows: conform(name, pa.Table.from_pylist(list(rows)) if rows else pa.table({}))  # noqa: E731
     inputs = {"readings": t("silver.shelf_reading", r), "pos": t("silver.pos_line", p),
               "alerts": t("silver.edge_alert", a), "health": t("silver.edge_health", h),
-              "products": t("silver.products", products)}
+              "products": t("silver.products", products), "checks": t("silver.shelf_check", c)}
     inputs["keys"] = pa.concat_tables([inputs[n].select(["store_id", "device_id", "seq", "ts"]) for n in ("readings", "pos", "alerts", "health")])
     return gold_tables(DuckDBEngine(), inputs), inputs
 
@@ -116,3 +116,17 @@ def test_features_follow_models_feature_order_and_label_upcoming_stock_outs():
     vec = f[0]["features"]
     assert len(vec) == len(FEATURES) and vec[FEATURES.index("units_est")] == 0.0
     assert vec[FEATURES.index("capacity")] == 10.0 and f[0]["label"] == 1 and f[0]["empty_now"] == 1
+
+
+def test_a_staff_check_answers_the_alert_before_it_and_becomes_a_label():
+    r = readings([3, 2, 2, 2])
+    checks = [{"store_id": "s001", "device_id": "gw-1", "seq": 10, "ts": r[1]["ts"] + 5 * MIN, "facing_id": "s001-f01",
+               "sku": "sku-1", "outcome": "was_fine", "alert_kind": "empty_within_h", "alert_ts": r[1]["ts"]},
+              {"store_id": "s001", "device_id": "gw-1", "seq": 11, "ts": r[1]["ts"] + 9 * 60 * MIN,
+               "facing_id": "s001-f01", "sku": "sku-1", "outcome": "restocked"}]
+    out, _ = run(r=r, a=[alert(r[1]["ts"], horizon=60)], c=checks)
+    [ao] = out["gold.alert_outcomes"].to_pylist()
+    # The first check within the horizon (+1 h) answers the alert; the later one does not.
+    assert ao["outcome"] == "false_alarm" and ao["check_outcome"] == "was_fine" and ao["checked_ms"] == checks[0]["ts"]
+    labels = {(x["seq"], x["label"], x["response_min"]) for x in out["gold.shelf_checks"].to_pylist()}
+    assert labels == {(10, 0, 5.0), (11, 1, None)}
