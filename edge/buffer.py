@@ -50,6 +50,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -205,6 +206,15 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         ALTER TABLE epoch_gaps RENAME TO gaps;
         """,
     ),
+    (
+        "0007_quarantine_bytes",
+        # Quarantine counts within the byte cap: each row's size, kept with it.
+        """
+        ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+        UPDATE quarantine SET size = length(CAST(payload AS BLOB)) + length(CAST(detail AS BLOB))
+            + length(CAST(topic AS BLOB)) + 96;
+        """,
+    ),
 )
 
 _COUNTERS = ("rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
@@ -288,6 +298,12 @@ class BufferPolicy:
     })
     #: Keep at most this many quarantined payloads (oldest trimmed; the count stays).
     max_quarantine_rows: int = 10_000
+    #: Quarantine may hold at most this share of the byte cap (its oldest rows are trimmed to
+    #: stay under it; at least 64 KB), so junk can never crowd out events.
+    quarantine_share: float = 0.05
+    #: The WAL file is truncated back to this size after each checkpoint (SQLite's
+    #: ``journal_size_limit``); at most an eighth of the cap.
+    wal_limit_bytes: int = 16 * 1024**2
     #: A seq further than this beyond a device epoch's marks is quarantined (``implausible_seq``).
     max_seq_jump: int = 10_000_000
     #: ``NORMAL`` survives kill -9; ``FULL`` also survives power loss.
@@ -324,7 +340,7 @@ class _DeviceSeqs:
     """Low and high marks and open gap ranges of one device epoch, mirrored from the DB, plus
     (in memory only) the content of its latest events and the current implausible streak."""
 
-    __slots__ = ("min_seq", "max_seq", "gaps", "recent", "streak", "streak_seq")
+    __slots__ = ("min_seq", "max_seq", "gaps", "recent", "streak", "streak_seq", "streak_lo")
 
     def __init__(self, max_seq: int, gaps: list[list[int]] | None = None, min_seq: int | None = None):
         self.max_seq = max_seq
@@ -333,10 +349,11 @@ class _DeviceSeqs:
         self.recent: dict[int, tuple] = {}
         self.streak = 0
         self.streak_seq = 0
+        self.streak_lo = 0
 
     def copy(self) -> "_DeviceSeqs":
         c = _DeviceSeqs(self.max_seq, [g[:] for g in self.gaps], self.min_seq)
-        c.recent, c.streak, c.streak_seq = dict(self.recent), self.streak, self.streak_seq
+        c.recent, c.streak, c.streak_seq, c.streak_lo = dict(self.recent), self.streak, self.streak_seq, self.streak_lo
         return c
 
     def find_gap(self, seq: int) -> int:
@@ -360,6 +377,8 @@ class SqliteBuffer:
         try:
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # The WAL counts against the cap too: truncated after checkpoints to a bounded size.
+            self._db.execute(f"PRAGMA journal_size_limit={self._wal_limit()}")
             self._db.execute(f"PRAGMA synchronous={self.policy.durability}")
             self._db.execute("PRAGMA cache_size=-32000")
             self._migrate()
@@ -391,6 +410,14 @@ class SqliteBuffer:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT name FROM migrations ORDER BY name")]
 
+    def _wal_limit(self) -> int:
+        cap = self.policy.max_bytes
+        return int(min(self.policy.wal_limit_bytes, cap // 8)) if cap else self.policy.wal_limit_bytes
+
+    def _quarantine_budget(self) -> int:
+        cap = self.policy.max_bytes
+        return max(64 * 1024, int(cap * self.policy.quarantine_share)) if cap else 1 << 62
+
     def _load(self) -> None:
         db = self._db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -401,6 +428,12 @@ class SqliteBuffer:
         }
         for d, e, lo, hi in db.execute("SELECT device_id, epoch, lo, hi FROM gaps ORDER BY device_id, epoch, lo"):
             self._devices[(d, e)].gaps.append([lo, hi])
+        # Quarantine's rows and bytes are read, not kept as counters: a few thousand rows at most.
+        self._q_rows, self._q_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
+        #: rows handed to the uplink and not yet marked sent: id -> monotonic time selected
+        self._inflight: dict[int, float] = {}
+        #: in-flight rows evicted before their batch was accepted: id -> (reason, etype)
+        self._evicted_inflight: dict[int, tuple[str, str]] = {}
 
     def _save_counters(self) -> None:
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(self._c.items()))
@@ -473,6 +506,16 @@ class SqliteBuffer:
                                                      f"seq jumps more than {jump} from the device's marks"))
                         continue
                     self._c["reanchored"] += 1
+                    if seq > state.max_seq and state.streak_lo < seq:
+                        # The streak's earlier events were quarantined: a counted gap, so their
+                        # redelivery is taken and, if none comes, the loss is visible.
+                        state.gaps.append([state.streak_lo, seq - 1])
+                        new_gaps.append((dev, epoch, state.streak_lo, seq - 1))
+                        touched_gaps.add(key)
+                    if seq > state.max_seq:
+                        state.max_seq = seq
+                    else:
+                        state.min_seq = seq
                     log.warning("device %s epoch %d: seq moved to a new range after %d consecutive events there",
                                 ascii(dev)[1:-1][:64], epoch, REANCHOR_AFTER)
                 elif above:
@@ -528,9 +571,11 @@ class SqliteBuffer:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            if cap and self._c["bytes"] + add_bytes > cap * self.policy.high_water:
-                self._evict_locked(target=max(0, int(cap * self.policy.low_water) - add_bytes), now_ms=now_ms)
-                if protected and self._c["bytes"] + add_bytes > cap:
+            q_new = self._insert_quarantine(quarantine, now_ms) if quarantine else 0
+            held = self._q_bytes  # quarantine counts within the cap (trimmed to its budget above)
+            if cap and self._c["bytes"] + held + add_bytes > cap * self.policy.high_water:
+                self._evict_locked(target=max(0, int(cap * self.policy.low_water) - add_bytes - held), now_ms=now_ms)
+                if protected and self._c["bytes"] + held + add_bytes > cap:
                     raise BufferFullError(
                         f"buffer holds {self._c['bytes']} of {cap} bytes and only never-evicted events")
             if rows:
@@ -550,15 +595,7 @@ class SqliteBuffer:
                 db.execute("DELETE FROM gaps WHERE device_id=? AND epoch=?", (dev, ep))
                 db.executemany("INSERT INTO gaps VALUES (?,?,?,?,?,?)",
                                [(dev, ep, lo, hi, now_ms, old.get(lo, 0)) for lo, hi in self._devices[(dev, ep)].gaps])
-            if quarantine:
-                db.executemany("INSERT INTO quarantine (received_at, topic, reason, detail, payload) "
-                               "VALUES (?,?,?,?,?)",
-                               [(now_ms, safe_text(t, 256), safe_text(r, 64), safe_text(d, 500), redact_payload(p))
-                                for t, r, d, p in quarantine])
-                self._c["quarantined"] += len(quarantine)
-                if self._c["quarantined"] % 1000 < len(quarantine):
-                    db.execute("DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?",
-                               (self.policy.max_quarantine_rows,))
+            self._c["quarantined"] += q_new
             self._c["rows"] += len(rows)
             self._c["bytes"] += add_bytes
             self._c["duplicates"] += duplicates
@@ -569,10 +606,34 @@ class SqliteBuffer:
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            self._q_rows, self._q_bytes = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(f"buffer append failed: {exc}") from exc
             raise
         return Appended(stored=len(rows), duplicates=duplicates, new_gaps=new_gaps, kept=kept, rejected=rejected)
+
+    def _insert_quarantine(self, quarantine, now_ms: int) -> int:
+        """Insert quarantine rows (text made storable, payload redacted and cut), then trim the
+        oldest rows to the row limit and byte budget. Caller holds the lock and a transaction."""
+        rows = []
+        for t, r, d, p in quarantine:
+            t, r, d, p = safe_text(t, 256), safe_text(r, 64), safe_text(d, 500), redact_payload(p)
+            rows.append((now_ms, t, r, d, p, len(p) + len(d.encode()) + len(t.encode()) + ROW_OVERHEAD_BYTES))
+        self._db.executemany("INSERT INTO quarantine (received_at, topic, reason, detail, payload, size) "
+                             "VALUES (?,?,?,?,?,?)", rows)
+        self._q_rows += len(rows)
+        self._q_bytes += sum(r[-1] for r in rows)
+        budget, max_rows = self._quarantine_budget(), self.policy.max_quarantine_rows
+        while self._q_rows and (self._q_bytes > budget or self._q_rows > max_rows):
+            n = max(self._q_rows - max_rows, (self._q_bytes - budget) // 2048 + 1, 1)
+            gone = self._db.execute("DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine ORDER BY id "
+                                    "LIMIT ?) RETURNING size", (n,)).fetchall()
+            if not gone:
+                break
+            self._q_rows -= len(gone)
+            self._q_bytes -= sum(g[0] for g in gone)
+        return len(rows)
 
     @staticmethod
     def _reanchor(state: _DeviceSeqs, seq: int, jump: int) -> bool:
@@ -581,16 +642,14 @@ class SqliteBuffer:
         The skipped range is not a gap: it was never believed to exist."""
         if state.streak and abs(seq - state.streak_seq) <= jump:
             state.streak += 1
+            state.streak_lo = min(state.streak_lo, seq)
         else:
             state.streak = 1
+            state.streak_lo = seq
         state.streak_seq = seq
         if state.streak < REANCHOR_AFTER:
             return False
         state.streak = 0
-        if seq > state.max_seq:
-            state.max_seq = seq
-        else:
-            state.min_seq = seq
         return True
 
     @staticmethod
@@ -607,12 +666,16 @@ class SqliteBuffer:
 
     # ---- eviction and expiry -------------------------------------------------------------
 
-    def _count_evicted(self, reason: str, deleted: list[tuple[str, int]]) -> None:
+    def _count_evicted(self, reason: str, deleted: list[tuple[int, str, int]]) -> None:
         by_type: dict[str, int] = {}
         size = 0
-        for etype, sz in deleted:
+        inflight = self._inflight
+        for rid, etype, sz in deleted:
             by_type[etype] = by_type.get(etype, 0) + 1
             size += sz
+            if rid in inflight:
+                # Its batch may yet be accepted: then mark_sent moves it from evicted to sent.
+                self._evicted_inflight[rid] = (reason, etype)
         for etype, n in by_type.items():
             self._db.execute("INSERT INTO evictions VALUES (?,?,?) ON CONFLICT (reason, etype) "
                              "DO UPDATE SET count=count+excluded.count", (reason, etype, n))
@@ -620,8 +683,8 @@ class SqliteBuffer:
         self._c["bytes"] -= size
         self._c["evicted"] += len(deleted)
 
-    def _delete_returning(self, where: str, params: tuple) -> list[tuple[str, int]]:
-        return self._db.execute(f"DELETE FROM events WHERE {where} RETURNING etype, size", params).fetchall()
+    def _delete_returning(self, where: str, params: tuple) -> list[tuple[int, str, int]]:
+        return self._db.execute(f"DELETE FROM events WHERE {where} RETURNING id, etype, size", params).fetchall()
 
     def _evict_locked(self, target: int, now_ms: int) -> None:
         """Evict until ``bytes <= target``, in policy order. Caller holds the lock and a txn."""
@@ -685,9 +748,19 @@ class SqliteBuffer:
         """
         cap = self.policy.max_bytes
         with self._lock:
-            if not cap or self._c["bytes"] <= cap * self.policy.high_water:
+            self._checkpoint_if_large()
+            if not cap or self._c["bytes"] + self._q_bytes <= cap * self.policy.high_water:
                 return 0
-            return self._in_txn(lambda: self._evict_locked(int(cap * self.policy.low_water), now_ms))
+            return self._in_txn(lambda: self._evict_locked(int(cap * self.policy.low_water) - self._q_bytes, now_ms))
+
+    def _checkpoint_if_large(self) -> None:
+        """Truncate the WAL when it grew past its limit (a long read held the checkpoint back)."""
+        wal = Path(str(self.path) + "-wal")
+        try:
+            if wal.exists() and wal.stat().st_size > self._wal_limit():
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (OSError, sqlite3.Error):
+            pass  # a busy checkpoint is retried at the next call
 
     def expire(self, now_ms: int) -> int:
         """Delete unsent events older than their type's TTL (counted as evictions, reason ``ttl``).
@@ -733,7 +806,24 @@ class SqliteBuffer:
             rows = self._db.execute(
                 "SELECT id, device_id, seq, etype, priority, body FROM events ORDER BY priority, id LIMIT ?",
                 (limit,)).fetchall()
+            self._note_inflight(rows)
         return [StoredEvent(*r) for r in rows]
+
+    #: An in-flight mark older than this is forgotten (its batch failed; it will be selected again).
+    _INFLIGHT_TTL_S = 600.0
+
+    def _note_inflight(self, rows) -> None:
+        """Remember rows handed to the uplink, so an eviction racing their send is accounted
+        right (see ``mark_sent``). Bounded: marks older than ``_INFLIGHT_TTL_S`` are dropped."""
+        now = time.monotonic()
+        inflight = self._inflight
+        if len(inflight) > 100_000 or (inflight and now - next(iter(inflight.values())) > self._INFLIGHT_TTL_S):
+            cutoff = now - self._INFLIGHT_TTL_S
+            self._inflight = inflight = {i: t for i, t in inflight.items() if t >= cutoff and len(inflight) <= 100_000}
+            self._evicted_inflight = {i: v for i, v in self._evicted_inflight.items() if i in inflight}
+        for r in rows:
+            inflight.pop(r[0], None)  # re-insert: keeps the dict in selection-time order
+            inflight[r[0]] = now
 
     def select_live(self, limit: int, exclude_below: int | None = None) -> list[StoredEvent]:
         """The newest unsent events above the live high-water mark, returned in arrival order.
@@ -746,6 +836,7 @@ class SqliteBuffer:
             rows = self._db.execute(
                 "SELECT id, device_id, seq, etype, priority, body FROM events WHERE id > ? "
                 "ORDER BY id DESC LIMIT ?", (floor, limit)).fetchall()
+            self._note_inflight(rows)
         rows.reverse()
         return [StoredEvent(*r) for r in rows]
 
@@ -755,6 +846,8 @@ class SqliteBuffer:
         Raises:
             StorageError: SQLite failed (the events stay and are sent again).
         """
+        delivered_evicted: list[int] = []
+
         def run() -> None:
             deleted = size = 0
             for i in range(0, len(ids), 900):
@@ -766,12 +859,29 @@ class SqliteBuffer:
             self._c["rows"] -= deleted
             self._c["bytes"] -= size
             self._c["sent"] += deleted
+            if deleted < len(ids) and self._evicted_inflight:
+                # Rows the cap or TTL evicted while their batch was on its way: the hub has them,
+                # so they count as sent, not evicted (else one event would count as both).
+                by_key: dict[tuple[str, str], int] = {}
+                for rid in ids:
+                    hit = self._evicted_inflight.get(rid)
+                    if hit is not None:
+                        delivered_evicted.append(rid)
+                        by_key[hit] = by_key.get(hit, 0) + 1
+                for (reason, etype), n in by_key.items():
+                    self._db.execute("UPDATE evictions SET count = count - ? WHERE reason=? AND etype=?", (n, reason, etype))
+                self._c["evicted"] -= len(delivered_evicted)
+                self._c["sent"] += len(delivered_evicted)
             self._c["last_uplink_ts"] = now_ms
             if live_hwm is not None and live_hwm > self._c["live_hwm"]:
                 self._c["live_hwm"] = live_hwm
 
         with self._lock:
             self._in_txn(run, "mark_sent")
+            for rid in ids:
+                self._inflight.pop(rid, None)
+            for rid in delivered_evicted:
+                self._evicted_inflight.pop(rid, None)
 
     # ---- gaps ----------------------------------------------------------------------------
 
@@ -828,7 +938,10 @@ class SqliteBuffer:
             c = dict(self._c)
         return {
             "buffer_rows": c["rows"],
-            "buffer_bytes": c["bytes"],
+            "buffer_bytes": c["bytes"] + self._q_bytes,
+            "event_bytes": c["bytes"],
+            "quarantine_bytes": self._q_bytes,
+            "quarantine_rows": self._q_rows,
             "unsent_rows": c["rows"],
             "oldest_unsent_age_s": 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000),
             "evictions": c["evicted"],

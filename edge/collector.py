@@ -207,6 +207,10 @@ class Collector:
         if not self._wake.is_set():
             self._wake.set()
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None and not self._stop.is_set()
+
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="collector-writer", daemon=True)

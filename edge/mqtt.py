@@ -159,7 +159,11 @@ class AckAfterCommitSubscriber:
         # names the packet id of this message on this connection.
         token = (self._gen, msg.mid if msg.qos > 0 else 0)
         try:
-            self._on_message_cb(Received(msg.topic, bytes(msg.payload), token))
+            # paho's msg.topic decodes strictly and raises on bytes that are not UTF-8 (Mosquitto
+            # refuses such topics, other brokers may not): decode leniently so the collector
+            # quarantines the message instead of leaving it unacknowledged for ever.
+            topic = msg._topic.decode("utf-8", "backslashreplace") if isinstance(msg._topic, bytes) else msg.topic
+            self._on_message_cb(Received(topic, bytes(msg.payload), token))
         except Exception:  # never let a handler bug kill the network thread
             log.exception("message handler failed; the message stays unacknowledged")
 

@@ -9,8 +9,8 @@ and the log lines an operator looks for after an outage (hub back, backlog drain
     watch = Watcher(gw); watch.start(); ...; watch.stop()
 
 Healthy means what the container's HEALTHCHECK promises: the store broker session is up, the
-buffer takes writes (its folder is writable, has room, and the collector is not stalled on
-it), the last scoring cycle is recent (three cycles, at least a minute), and the hub has not
+buffer takes writes (its folder is writable, has room, the collector is not stalled on it, its
+writer thread runs and has not failed in the last 5 minutes), the last scoring cycle is recent (three cycles, at least a minute), and the hub has not
 refused the gateway's credentials.
 """
 
@@ -33,8 +33,10 @@ log = logging.getLogger("edge.gateway")
 class HealthCheck:
     """The gateway's health verdict (``problems() == []`` means healthy)."""
 
-    def __init__(self, gw, *, min_free_bytes: int = 16 << 20):
+    def __init__(self, gw, *, min_free_bytes: int = 16 << 20, writer_error_window_s: float = 300.0):
         self.gw = gw
+        #: a writer failure (caught, counted) keeps the gateway unhealthy this long
+        self.writer_error_window_ms = int(writer_error_window_s * 1000)
         self.min_free_bytes = min_free_bytes
         self.started_ms = gw.clock.now_ms()
 
@@ -53,6 +55,9 @@ class HealthCheck:
                 out.append(f"buffer disk nearly full ({free // (1 << 20)} MiB free)")
         if h.get("collector_stalled"):
             out.append("buffer refuses writes (collector stalled, acks held)")
+        last_error = h.get("last_writer_error_ms")
+        if last_error is not None and h.get("now_ms", gw.clock.now_ms()) - last_error < self.writer_error_window_ms:
+            out.append(f"collector writer failed recently ({h.get('writer_errors')} failure(s) since start)")
         recent_ms = max(3 * float(s.cycle_s), 60.0) * 1000
         now, last = h.get("now_ms", gw.clock.now_ms()), h.get("last_cycle_ms")
         if last is None:
