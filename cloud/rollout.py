@@ -248,6 +248,8 @@ class RolloutPolicy:
     max_false_ratio: float = 1.25    # candidate false alerts / store-day <= production's x this
     false_slack: float = 0.5         # ... + this (few alerts make ratios jumpy)
     max_scorer_errors: int = 0       # scoring cycles that failed on the candidate's gateways
+    max_latency_ratio: float = 2.0   # candidate scoring ms per 1,000 facings <= production's x this
+    latency_slack_ms: float = 2.0    # ... + this (sub-millisecond calls make ratios jumpy)
 
 
 class Rollout:
@@ -381,6 +383,9 @@ class Rollout:
         others = [d for d in ring_devices(self.twins, "all", self.module_id) if d not in targets]
         cand = self.figures.figures(f"model:{version}", running, since, now)
         base = self.figures.figures(f"model:{prod.version}", others, since, now) if prod and others else None
+        if base is not None:
+            cand["latency_ms_per_1k"] = self._latency(running, version)
+            base["latency_ms_per_1k"] = self._latency(others, prod.version)
         verdict, why = self._judge(cand, base, now - since, window_ms)
         figures = {"candidate": cand, "production": base, "ring": ring, "running": running, "pending": pending}
         if verdict == "wait":
@@ -397,6 +402,19 @@ class Rollout:
         self.registry.set_status(version, "canary", f"{ring} held ({why}); on to {nxt}", ring=nxt)
         return self._record(version, nxt, f"{ring} held: {why}", devices=len(devices), **figures)
 
+    def _latency(self, device_ids: list[str], version: str) -> float | None:
+        """Mean scoring milliseconds per 1,000 facings the gateways running ``version`` report
+        (``gondola.score_ms`` / ``gondola.facings`` in their twins), or None when none reports."""
+        values = []
+        for d in device_ids:
+            reported = self.twins.get_twin(d, self.module_id)["reported"]
+            g = reported.get("gondola") or {}
+            if (reported.get("model") or {}).get("version") != version:
+                continue
+            if isinstance(g.get("score_ms"), (int, float)) and g.get("facings"):
+                values.append(1000.0 * g["score_ms"] / g["facings"])
+        return round(sum(values) / len(values), 3) if values else None
+
     def _judge(self, cand: dict, base: dict | None, elapsed_ms: int, window_ms: int) -> tuple[str, str]:
         p = self.policy
         if cand["alerts"] < p.min_alerts:
@@ -412,6 +430,10 @@ class Rollout:
         if cand["false_per_store_day"] > limit:
             return "fail", (f"{cand['false_per_store_day']:.1f} false alerts/store-day > {limit:.1f} "
                             f"(production {base['false_per_store_day']:.1f})")
+        c_ms, b_ms = cand.get("latency_ms_per_1k"), base.get("latency_ms_per_1k")
+        if c_ms is not None and b_ms is not None and c_ms > b_ms * p.max_latency_ratio + p.latency_slack_ms:
+            return "fail", (f"scoring {c_ms:.1f} ms per 1,000 facings > {b_ms * p.max_latency_ratio + p.latency_slack_ms:.1f}"
+                            f" (production {b_ms:.1f})")
         return "hold", (f"precision {cand['precision']:.2f} vs {base['precision']:.2f}, false alerts/store-day "
                         f"{cand['false_per_store_day']:.1f} vs {base['false_per_store_day']:.1f}")
 

@@ -295,6 +295,7 @@ class Gateway:
                                       "empty_now": int(self.inference.raised_now.sum())},
             "facings": len(self.inference.states),
             "scorer_errors": self.inference.scorer_errors,
+            "score_ms": self.inference.score_ms,
             "last_cycle_ms": self.inference.last_cycle_ms,
             "model": dict(self.models.status) if self.models is not None else None,
             **self.uplink.health(),
@@ -314,7 +315,7 @@ class Gateway:
             "gaps_by_device": {d: sum(hi - lo + 1 for lo, hi in gs) for d, gs in h["gaps"].items()},
             "evictions_by": h["evictions_by"], "reported_at": h["now_ms"],
             # The cloud's rollout compares scoring errors of a canary with production's.
-            "scorer_errors": h["scorer_errors"]}}
+            "scorer_errors": h["scorer_errors"], "score_ms": h["score_ms"], "facings": h["facings"]}}
         try:
             self.transport.patch_reported(patch)
             return True

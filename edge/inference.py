@@ -34,6 +34,7 @@ import logging
 import dataclasses
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,10 @@ class Inference:
         self.fallback = PoissonScorer(horizon_h=getattr(scorer, "horizon_h", 2.0))
         self.scored_by = scorer.name
         self.scorer_errors = 0
+        #: Wall time of the scorer's call, summed over cycles since the scorer was set (the
+        #: cloud's rollout compares a canary's latency with production's).
+        self.score_ms_total = 0.0
+        self.score_cycles = 0
         self.raise_at, self.clear_at, self.min_dwell_ms = raise_at, clear_at, min_dwell_ms
         self._clear_setting = clear_at
         self.states = [FacingState(r.facing_id, r.sku, r.capacity, r.has_sensor) for r in planogram]
@@ -181,6 +186,7 @@ class Inference:
             raise ConfigError(f"raise_at must be in (0, 1], got {raise_at}")
         with self._lock:
             self.scorer = scorer
+            self.score_ms_total, self.score_cycles = 0.0, 0
             if raise_at is not None:
                 self.raise_at = raise_at
                 self.clear_at = min(self._clear_setting, raise_at / 2)
@@ -200,7 +206,10 @@ class Inference:
         with self._lock:
             feats = self.cache.matrix(now_ms)
             try:
+                started = time.perf_counter()
                 probs = np.asarray(self.scorer.score(feats), dtype=np.float64).reshape(-1)
+                self.score_ms_total += (time.perf_counter() - started) * 1000.0
+                self.score_cycles += 1
                 if probs.shape[0] != len(self.states):
                     raise ValueError(f"scorer returned {probs.shape[0]} scores for {len(self.states)} facings")
                 self.scored_by = self.scorer.name
@@ -235,6 +244,11 @@ class Inference:
             self.last_cycle_ms = now_ms
             self.cycles += 1
             return changes
+
+    @property
+    def score_ms(self) -> float | None:
+        """Mean milliseconds per scoring call of the current scorer (None before its first)."""
+        return round(self.score_ms_total / self.score_cycles, 3) if self.score_cycles else None
 
     def _step(self, raised: np.ndarray, changed_at: np.ndarray, probs: np.ndarray, raise_at: float,
               clear_at: float, now_ms: int, block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -220,3 +220,22 @@ def test_an_artifact_tampered_with_after_publishing_is_refused_by_the_canary_and
     assert decision["decision"] == "rolled_back" and "refused or rolled back" in decision["reason"]
     assert fleet.registry.get("v2").status == "retired"
     assert all(v == "v1" for v in fleet.desired().values())
+
+
+def test_gateways_report_their_scoring_time_and_a_canary_far_slower_than_production_is_rolled_back(fleet):
+    fleet.register("v2")
+    fleet.rollout.start("v2")
+    fleet.poll()
+    for s, gw in fleet.gateways.items():
+        gw.run_cycle(T0 + 60_000)  # a real scoring cycle: each gateway measures its scorer's call
+        assert gw.report_twin()
+        g = fleet.hub.get_twin(f"gw-{s}", MODULE)["reported"]["gondola"]
+        assert g["score_ms"] > 0 and g["facings"] == 6
+    # Same alert quality, but the canary's gateway says its scorer takes 50 ms a cycle for 6 facings.
+    fleet.gateways["s001"].transport.patch_reported({"gondola": {"score_ms": 50.0, "facings": 6}})
+    fleet.live(0, [("s001", "v2", 20, 17), ("s002", "v1", 20, 17), ("s003", "v1", 20, 17), ("s004", "v1", 20, 17)])
+    fleet.clock.advance_to(T0 + 25 * HOUR_MS)
+    decision = fleet.rollout.step()
+    assert decision["decision"] == "rolled_back", decision
+    assert "ms per 1,000 facings" in decision["reason"] and decision["candidate"]["latency_ms_per_1k"] > 8000
+    assert decision["production"]["latency_ms_per_1k"] < decision["candidate"]["latency_ms_per_1k"] / 2
