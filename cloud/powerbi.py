@@ -24,6 +24,7 @@ STAR_SCHEMA: dict[str, dict] = {
         "bi_alert_quality": ("store_id", "date"),
         "bi_fleet_health": ("store_id", "date"),
         "bi_shelf_state": ("store_id", "sku", "date"),
+        "bi_stockout_causes": ("store_id", "sku", "date"),
     },
     "dimensions": {"bi_dim_store": "store_id", "bi_dim_product": "sku", "bi_dim_date": "date"},
 }

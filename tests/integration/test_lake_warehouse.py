@@ -115,6 +115,15 @@ def test_synapse_ddl_has_one_typed_view_per_table_and_bi_views_that_parse_as_tsq
         idents = list(tree.find_all(sqlglot.exp.Identifier))
         assert idents and all(i.args.get("quoted") for i in idents), view
     assert "[precision] AS [precision]" in views["bi_alert_quality"]
+    # sqlglot cannot parse OPENROWSET(BULK ...); its WITH column list must parse as T-SQL columns.
+    for name, tdef in TABLES.items():
+        if tdef in WAREHOUSE_TABLES:
+            cols = re.search(r"\) WITH \((.*)\) AS \[rows\];$", views[warehouse_name(name)], re.S).group(1)
+            table = sqlglot.parse_one(f"CREATE TABLE [t] ({cols})", read="tsql",
+                                      error_level=sqlglot.ErrorLevel.RAISE)
+            defs = list(table.find_all(sqlglot.exp.ColumnDef))
+            assert [d.name for d in defs] == [c.name for c in tdef.columns], name
+            assert all(d.this.args.get("quoted") for d in defs), name
     # Milliseconds are added to days, never seconds to 1970: no int overflow after 2038, ms kept.
     flat = re.sub(r"\s+", " ", ddl).replace("( ", "(").replace(" )", ")")
     assert "DATEADD(SECOND" not in flat and "DATEADD(MILLISECOND, CAST([s].[start_ms] % 86400000 AS INTEGER)" in flat
