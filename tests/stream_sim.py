@@ -68,7 +68,9 @@ class SimRun:
         out += [w for gw in self.gateways for w in gw.windows]
         for sim in self.sims:
             for store, facing, _sku, start, end, cause in sim.truth.stockouts_with_cause:
-                if cause == "phantom_inventory":
+                # Cases misplaced in the backroom are the same story: the record has them, the
+                # shelf does not (DeHoratius and Raman count both as record inaccuracy).
+                if cause in ("phantom_inventory", "misplaced"):
                     out.append(WindowRecord("phantom_inventory", facing, start, end or self.end_ms))
         return out
 
@@ -132,7 +134,8 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         before = [u for ts, u in pts if ts < w.start_ms][-1:]
         seq = before + inside
         fell = sum(max(a - b, 0) for a, b in zip(seq, seq[1:]))
-        return fell >= 3
+        # ... and a heartbeat (every 3 h) could repeat the stuck value after that.
+        return fell >= 3 and w.end_ms - w.start_ms >= 3 * HOUR_MS
     if w.kind == "demand_spike":
         # Only a spike that reached the till shows: at least 10 units sold that day, 3x the usual.
         return _spike_sold(w, run) >= 10
@@ -142,8 +145,26 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         plan = {r["facing_id"]: r for r in sim.planogram}
         f = plan.get(w.target)
         skus = [r["sku"] for r in sim.planogram]
-        return bool(f and f["has_sensor"] and skus.count(f["sku"]) == 1 and w.end_ms - w.start_ms >= 14 * HOUR_MS)
+        # Phantom stock stops the store ordering: the shelf stays empty through deliveries.
+        return bool(f and f["has_sensor"] and skus.count(f["sku"]) == 1
+                    and _deliveries_between(sim, w.start_ms, w.end_ms - 2 * HOUR_MS) >= 2)
     return True
+
+
+def _deliveries_between(sim: StoreSim, start: int, end: int) -> int:
+    """Delivery arrivals of the store's schedule in [start, end)."""
+    from datetime import datetime, timezone
+
+    from firmware_sim.replenishment import hhmm_ms
+
+    repl = sim.scenario.replenishment
+    n, day = 0, start - start % DAY_MS
+    while day < end:
+        weekday = datetime.fromtimestamp(day / 1000, tz=timezone.utc).weekday()
+        at = day + hhmm_ms(repl.delivery_time)
+        n += weekday in repl.delivery_weekdays and start <= at < end
+        day += DAY_MS
+    return n
 
 
 def _spike_sold(w: WindowRecord, run: SimRun) -> float:

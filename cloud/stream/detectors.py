@@ -8,11 +8,14 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   moves on, and the store's own hour-of-day event rate says at least ``silent_expected`` events
   should have come in that time (so a quiet night is not an anomaly). Score: expected events.
 * ``sensor_fleet_silent``: the store's POS lines keep coming but none of its shelf sensors has
-  reported for ``fleet_silent_ms`` (heartbeats alone would have come). Score: sensors usually
+  reported for ``fleet_silent_ms`` (heartbeats alone would have come), and the gateway reports no
+  backlog (readings drain last: behind a backlog they are late, not missing). Score: sensors usually
   reporting per hour.
-* ``sensor_stuck``: a sensored facing whose reading has not changed for ``stuck_min_ms`` while
-  the till sold at least ``stuck_units`` units of its SKU (its share, when a SKU has several
-  facings) since that value, and the store's other sensors still report. Score: units sold.
+* ``sensor_stuck``: a sensor (of a SKU with one facing) that reported its unchanged value again
+  (a heartbeat) after the till sold at least ``stuck_units`` more units than the handhelds put
+  back since that value, ``stuck_min_ms`` or more after it, while the store's other sensors
+  report. A sensor that was merely not heard from (its radio hub down) is not stuck.
+  Score: units sold.
 * ``till_silent``: a register that sent lines in the past hour-of-day profile is silent for
   ``till_silent_ms`` while the store's other registers sell. Score: lines expected.
 * ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
@@ -29,9 +32,10 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   Judged only when the POS record is current (a line within 15 minutes, or a closed hour).
   Score: units off.
 * ``phantom_inventory``: a sensored facing (its SKU's only one) reads empty for
-  ``phantom_min_ms`` with no sale of its SKU since, while a delivery came in after it emptied
-  without that SKU and a restock round after that delivery did not refill it: the store system
-  still believes it has stock, so it neither ordered nor refilled (unrecorded shrink). Score:
+  ``phantom_min_ms`` with no sale of its SKU since, while ``phantom_deliveries`` deliveries came
+  in after it emptied without that SKU and a restock round after the last did not refill it: the
+  store system still believes it has stock, so it orders none (unrecorded shrink). One missed
+  delivery is often a forgotten order or a short shipment; two in a row rarely are. Score:
   hours empty.
 * ``demand_band``: a SKU's units sold today at the regular price against its usual share of the
   store's units (learned per day, after ``band_warmup_days`` days): at least ``band_ratio`` times
@@ -81,8 +85,9 @@ class DetectorConfig:
     drift_units: float = 3.0
     drift_readings: int = 3
     phantom_min_ms: int = 12 * HOUR_MS
+    phantom_deliveries: int = 2
     band_warmup_days: int = 2
-    band_ratio: float = 3.0
+    band_ratio: float = 4.0
     band_sigmas: float = 4.0
     band_min_units: float = 10.0
     band_history_days: int = 3
@@ -126,7 +131,8 @@ class _Sensor:
     units: float
     changed_ts: int
     last_ts: int
-    sold: float = 0.0
+    sold: float = 0.0  # net units the till took since the value, confirmed by a later report of it
+    since_change: list = field(default_factory=list)  # (ts, -sold / +restocked) since the value
     flagged: bool = False
     # sensor_drift: the reading the till agreed with last, and sales / restocks since (ts, units)
     anchor_units: float = 0.0
@@ -154,7 +160,7 @@ class StoreWatch:
     sensors: dict[str, _Sensor] = field(default_factory=dict)  # facing -> sensor
     sensor_hours: float = 0.0  # readings per hour, decayed
     facings_per_sku: dict[str, int] = field(default_factory=dict)
-    registers: dict[str, list] = field(default_factory=dict)  # device -> [last_ts, _Profile, flagged, last txn]
+    registers: dict[str, list] = field(default_factory=dict)  # device -> [last_ts, _Profile, flagged, recent txns]
     _by_sku: dict = field(default_factory=dict)  # sku -> its sensor (single-facing SKUs matter)
     gateway_raised: set[str] = field(default_factory=set)
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
@@ -226,6 +232,8 @@ class StoreWatch:
         s = self.sensors.get(data.get("facing_id"))
         if s is not None:
             s.restocked_ts = max(s.restocked_ts, ts)
+            if ts > s.changed_ts:
+                s.since_change.append((ts, float(data.get("units_added", 0))))
             if ts > s.anchor_ts:
                 s.moves.append((ts, float(data.get("units_added", 0))))
 
@@ -255,9 +263,12 @@ class StoreWatch:
             self.open.discard(f"phantom_inventory:{facing}")
         if units != s.units:
             s.units, s.changed_ts, s.sold = units, ts, 0.0
+            s.since_change = [m for m in s.since_change if m[0] > ts]
             if s.flagged:
                 s.flagged = False
                 self.open.discard(f"sensor_stuck:{facing}")
+        else:  # the same value reported again: what the till took up to now is confirmed
+            s.sold = -sum(q for t, q in s.since_change if t <= ts)
         return self._drift(s, facing, ts, units, cfg)
 
     def _drift(self, s: _Sensor, facing: str, ts: int, units: float, cfg: DetectorConfig) -> list[dict]:
@@ -287,15 +298,18 @@ class StoreWatch:
 
     def _sale(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> None:
         self.last_pos_ts = max(self.last_pos_ts or ts, ts)
-        self.open.discard("sales_zero")
+        if self.last_tick is None or ts >= self.last_tick - cfg.sales_zero_ms:
+            self.open.discard("sales_zero")  # the tills are back (an old line drained late is not)
         self.pos_profile.events[_hour(ts)] += 1
         self._band(ts, data, cfg)
         reg = self.registers.get(device)
         if reg is None:
             reg = self.registers[device] = [ts, _Profile(), False, None]
         txn = data.get("txn_id")
-        if txn != reg[3]:  # a register's profile counts baskets: lines come in bursts
-            reg[3] = txn
+        if reg[3] is None:
+            reg[3] = []
+        if txn not in reg[3]:  # a register's profile counts baskets: lines come in bursts
+            reg[3] = reg[3][-15:] + [txn]
             reg[1].events[_hour(ts)] += 1
         if ts > reg[0]:
             reg[0] = ts
@@ -316,7 +330,7 @@ class StoreWatch:
         if s is None:
             return
         if ts > s.changed_ts:
-            s.sold += qty
+            s.since_change.append((ts, -qty))
         if ts > s.anchor_ts:
             s.moves.append((ts, -qty))
 
@@ -376,10 +390,10 @@ class StoreWatch:
                     or self.facings_per_sku.get(s.sku, 1) > 1 or self.sku_sold_ts.get(s.sku, -1) > since):
                 continue
             missed = [(ts0, d) for d, (ts0, skus) in self.deliveries.items() if ts0 > since and s.sku not in skus]
-            if not missed or self.last_restock_ts is None:
+            if len(missed) < cfg.phantom_deliveries or self.last_restock_ts is None:
                 continue
-            first = min(ts0 for ts0, _ in missed)
-            if self.last_restock_ts <= first or s.restocked_ts > since:
+            last = max(ts0 for ts0, _ in missed)
+            if self.last_restock_ts <= last or s.restocked_ts > since:
                 continue
             self.open.add(f"phantom_inventory:{facing}")
             rows.append(self._row(t, "phantom_inventory", facing, (t - since) / HOUR_MS, since, {
@@ -444,9 +458,13 @@ class StoreWatch:
         if silent_for >= cfg.silent_min_ms:
             return rows  # a silent store says nothing about its sensors or tills
         rows += self._backlog_check(t, cfg)
+        # Events queued at a gateway with a backlog are late, not missing.
+        queued = bool(self.backlog) and (self.backlog[-1][1] >= cfg.backlog_min_rows
+                                         or self.backlog[-1][2] >= cfg.backlog_age_ms)
         # sales_zero: no register sells while the store's other devices report
-        if self.last_pos_ts is not None and t - self.last_pos_ts >= cfg.sales_zero_ms and "sales_zero" not in self.open:
-            expected = self.pos_profile.expected(self.last_pos_ts, t, strict=True)
+        if (self.last_pos_ts is not None and t - self.last_pos_ts >= cfg.sales_zero_ms and "sales_zero" not in self.open
+                and not queued):
+            expected = self.pos_profile.expected(max(self.last_pos_ts, t - HOUR_MS), t, strict=True)
             if expected >= cfg.sales_zero_expected:
                 self.open.add("sales_zero")
                 rows.append(self._row(t, "sales_zero", self.store_id, expected, self.last_pos_ts, {
@@ -457,6 +475,7 @@ class StoreWatch:
         # sensor_fleet_silent
         pos_recent = self.last_pos_ts is not None and t - self.last_pos_ts < cfg.fleet_silent_ms
         if (len(self.sensors) >= cfg.fleet_min_sensors and self.last_reading_ts is not None and pos_recent
+                and not queued
                 and t - self.last_reading_ts >= cfg.fleet_silent_ms and "sensor_fleet_silent" not in self.open):
             self.open.add("sensor_fleet_silent")
             rows.append(self._row(t, "sensor_fleet_silent", self.store_id, float(len(self.sensors)),
@@ -479,10 +498,10 @@ class StoreWatch:
         others_selling = pos_recent
         for device, reg in sorted(self.registers.items()):
             last, prof, flagged = reg[:3]
-            if flagged or not others_selling or t - last < cfg.till_silent_ms:
+            if flagged or not others_selling or t - last < cfg.till_silent_ms or queued:
                 continue
             if any(d != device and t - r[0] < cfg.till_silent_ms for d, r in self.registers.items()):
-                expected = prof.expected(last, t, strict=True)
+                expected = prof.expected(max(last, t - 3 * HOUR_MS), t, strict=True)
                 if expected >= cfg.till_expected:
                     reg[2] = True
                     self.open.add(f"till_silent:{device}")
