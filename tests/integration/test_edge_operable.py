@@ -131,3 +131,15 @@ def test_the_module_entrypoint_waits_for_a_missing_broker_and_stops_cleanly_on_s
     assert waiting[0]["level"] == "warning" and f"127.0.0.1:{port}" in waiting[0]["msg"]
     assert any(r["msg"].startswith("gateway s001 starting") for r in lines)
     assert lines[-1]["msg"] == "gateway s001: stopped before the store broker came up"
+
+
+def test_the_module_entrypoint_reports_a_bad_setting_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GONDOLA_")}
+    env.update(PYTHONPATH=str(ROOT), GONDOLA_STORE_ID="s001", GONDOLA_MODE="production",
+               GONDOLA_DATA_DIR=str(tmp_path / "gw"))
+    done = subprocess.run([sys.executable, "-m", "edge", "run"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("gondola edge: ") and "GONDOLA_" in done.stderr
+    assert not (tmp_path / "gw").exists()  # refused before anything was created
