@@ -38,8 +38,11 @@ persistence {persistence}
 # A gateway offline for a day at ~50 msg/s: keep up to 5 M messages, 2 GB, per client.
 max_queued_messages 5000000
 max_queued_bytes 2000000000
-# 0 = unlimited in-flight QoS 1 messages per client: the gateway group-commits many at once.
-max_inflight_messages 0
+# In flight per client, bounded in messages and bytes (the gateway group-commits up to 1,000).
+max_inflight_messages 2000
+max_inflight_bytes 33554432
+# Device messages are small: larger packets get their sender disconnected.
+max_packet_size 65536
 """
 
 

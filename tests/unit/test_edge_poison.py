@@ -199,3 +199,17 @@ def test_quarantine_is_logged_once_per_device_and_reason_per_interval_with_count
     lines = [r.getMessage() for r in caplog.records]
     assert "quarantined 50 more message(s) from device pos-s001-r01" in lines[1]
     assert all("{" not in line for line in lines)
+
+
+def test_the_deployed_broker_bounds_what_it_holds_for_each_client_in_messages_and_bytes():
+    from pathlib import Path
+
+    from edge.broker import MOSQUITTO_CONF
+
+    conf = (Path(__file__).resolve().parents[2] / "deployment/iot-edge/modules/mosquitto/mosquitto.conf").read_text()
+    for text in (conf, MOSQUITTO_CONF):
+        settings = dict(line.split(None, 1) for line in text.splitlines() if line and not line.startswith("#")
+                        and len(line.split(None, 1)) == 2)
+        for key in ("max_inflight_messages", "max_inflight_bytes", "max_queued_messages", "max_queued_bytes",
+                    "max_packet_size"):
+            assert int(settings[key]) > 0, key  # 0 would mean unlimited
