@@ -86,6 +86,7 @@ class LiveSettings:
         self.deployed["log_level"] = str(getattr(s, "log_level", "info")).lower()
         self.applied = dict(self.deployed)
         self.rejected: dict[str, str] = {}
+        self._twin_level = False
         self._lock = threading.Lock()
 
     def on_desired(self, desired: dict) -> None:
@@ -139,7 +140,11 @@ class LiveSettings:
 
         gw = self.gw
         s = gw.settings
-        set_level(v["log_level"])
+        # The process's log level is touched only when the twin asks for one (or stops asking):
+        # a gateway embedded in another process (the demo, tests) keeps that process's level.
+        if v["log_level"] != self.applied.get("log_level") or self._twin_level:
+            set_level(v["log_level"])
+        self._twin_level = v["log_level"] != self.deployed["log_level"]
         for name in ("cycle_s", "health_every_s", "gap_grace_s", "min_dwell_min", "bandwidth_bytes_s",
                      "live_share", "round_rows", "raise_at", "clear_at"):
             setattr(s, name, v[name])

@@ -191,3 +191,11 @@ def test_after_an_outage_the_gateway_logs_hub_back_and_backlog_drained(tmp_path,
         assert len(drained) == 1 and drained[0].startswith("backlog drained: 500 events waiting at the peak")
     finally:
         gw.stop()
+
+
+def test_a_twin_without_a_log_level_leaves_the_processs_level_alone(gateway):
+    gw, hub, _ = gateway
+    logging.getLogger().setLevel(logging.WARNING)  # e.g. the demo running gateways in-process
+    hub.set_desired("gw-s001", "gondola-gateway", {"settings": {"cycle_s": 20}})
+    assert gw.poll_desired() and gw.settings.cycle_s == 20.0
+    assert logging.getLogger().level == logging.WARNING
