@@ -11,6 +11,11 @@
       step                          judge the current ring once: wait, next ring, production,
                                     or roll back (a scheduler runs this, e.g. hourly)
       status                        the rollout in progress and what each gateway runs
+      shadow VERSION [--ring R] | --stop
+                                    score a candidate in shadow beside production (no alerts
+                                    raised; its would-be alerts uplinked), or stop every shadow
+      compare VERSION               a shadow's live figures against production's on the same
+                                    gateways and hours (precision, false alerts, latency)
       decisions [--kind K]          retrain, drift and rollout decisions, oldest first
 
 Twins are the embedded hub (``--hub``, default ``out/hub.sqlite``) or IoT Hub (``--iothub``:
@@ -63,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--window-h", type=float, default=24.0, help="hours each ring runs before it is judged")
     s.add_argument("--min-alerts", type=int, default=10, help="candidate alerts needed to judge a ring")
     sub.add_parser("status", help="the rollout in progress and what each gateway runs")
+    s = sub.add_parser("shadow", help="score a candidate in shadow on a ring, or --stop")
+    s.add_argument("version", nargs="?")
+    s.add_argument("--ring", choices=("canary", "early", "all"), default="canary")
+    s.add_argument("--stop", action="store_true", help="stop every shadow")
+    s = sub.add_parser("compare", help="a shadow's live figures against production's on the same gateways")
+    s.add_argument("version")
+    s.add_argument("--window-h", type=float, default=24.0, help="hours of evidence before a verdict")
+    s.add_argument("--min-alerts", type=int, default=10, help="shadow alerts needed for a verdict")
     s = sub.add_parser("decisions", help="retrain, drift and rollout decision records")
     s.add_argument("--kind", choices=("retrain", "drift", "rollout"), default=None)
     return p
@@ -213,6 +226,28 @@ def main(argv: list[str]) -> int:
     if cmd == "step":
         out = _rollout(args, registry, twins, window_h=args.window_h, min_alerts=args.min_alerts).step()
         _print(args, out, f"{out.get('version', '-')}: {out['decision']} ({out['reason']})")
+        return 0
+    if cmd == "shadow":
+        rollout = _rollout(args, registry, twins)
+        if args.stop:
+            asked = rollout.stop_shadow()
+            _print(args, {"stopped": asked}, f"shadow stopped on {len(asked)} gateway(s)")
+            return 0
+        if not args.version:
+            raise ConfigError("name the version to score in shadow, or --stop")
+        out = rollout.shadow(args.version, args.ring)
+        _print(args, out, f"{args.version}: {out['reason']}")
+        return 0
+    if cmd == "compare":
+        out = _rollout(args, registry, twins, window_h=args.window_h, min_alerts=args.min_alerts).compare_shadow(
+            args.version)
+        c, b = out["candidate"], out["production"] or {}
+        lines = [f"{args.version} in shadow on {len(out['devices'])} gateway(s): {out['verdict']} ({out['reason']})",
+                 f"  {'':<22}{'alerts':>8}{'precision':>11}{'false/store-day':>17}{'ms/1k facings':>15}",
+                 *(f"  {name:<22}{_fmt(f.get('alerts')):>8}{_fmt(f.get('precision')):>11}"
+                   f"{_fmt(f.get('false_per_store_day')):>17}{_fmt(f.get('latency_ms_per_1k')):>15}"
+                   for name, f in ((f"shadow {args.version}", c), (f"production {out['production_version']}", b)))]
+        _print(args, out, "\n".join(lines))
         return 0
     if cmd == "promote":
         out = _rollout(args, registry, twins).promote(args.version, args.reason)

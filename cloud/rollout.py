@@ -33,7 +33,10 @@ from gondola.errors import ModelError
 
 __all__ = ["ModelStore", "FolderModelStore", "publish_model", "rollout_status", "DEFAULT_MODULE_ID",
            "RINGS", "ring_devices", "tag_ring", "stores_running", "LiveFigures", "LakeLiveFigures",
-           "RolloutPolicy", "Rollout"]
+           "RolloutPolicy", "Rollout", "SHADOW_SCORER"]
+
+#: The scorer name of a shadow model's would-be alerts (``gondola.contracts.SHADOW_PREFIX``).
+SHADOW_SCORER = "shadow:model:{version}"
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +90,12 @@ def _check_package(model_path: Path, key: bytes | None) -> tuple[dict[str, Any],
 
 
 def publish_model(model_path: str | Path, *, store: ModelStore, twins, device_ids: Iterable[str],
-                  module_id: str = DEFAULT_MODULE_ID, key: bytes | None = None) -> dict[str, Any]:
+                  module_id: str = DEFAULT_MODULE_ID, key: bytes | None = None, prop: str = "model") -> dict[str, Any]:
     """Upload a model package and point each gateway's twin at it; return what was done.
 
     With ``key`` the package must verify before anything leaves (the gateways verify again).
+    ``prop="shadow"`` asks the gateways to score it in shadow mode instead (beside their model,
+    no alerts raised, would-be alerts uplinked under the scorer ``shadow:model:<version>``).
 
     Raises:
         ModelError: the package is inconsistent or does not verify (nothing was written).
@@ -104,10 +109,10 @@ def publish_model(model_path: str | Path, *, store: ModelStore, twins, device_id
     written = []
     for device_id in device_ids:
         desired = {k: v for k, v in twins.get_twin(device_id, module_id)["desired"].items() if not k.startswith("$")}
-        desired["model"] = spec
+        desired[prop] = spec
         twins.set_desired(device_id, module_id, desired)
         written.append(device_id)
-        log.info("rollout: %s asked to run model %s", device_id, version)
+        log.info("rollout: %s asked to run model %s%s", device_id, version, " in shadow" if prop == "shadow" else "")
     return {"version": version, "sha256": manifest["sha256"], "signed": "signature" in manifest,
             "devices": written}
 
@@ -457,6 +462,77 @@ class Rollout:
         if claim:
             self.registry.release("rollout", claim["details"]["claim_id"], "promoted by hand")
         return self._record(version, "production", f"promoted by hand: {reason}", by="hand", devices=devices)
+
+    # ---- shadow mode -----------------------------------------------------------------------
+
+    def shadow(self, version: str, ring: str = "canary") -> dict:
+        """Score ``version`` in shadow on the ``ring``'s gateways (beside their model, no alerts
+        raised; would-be alerts uplinked). Returns the decision record.
+
+        Raises:
+            ConfigError: unknown version or ring, the production version, or an empty ring.
+            ModelError: the artifact is not the registered file.
+        """
+        from gondola.errors import ConfigError
+
+        mv = self.registry.get(version)
+        if mv.status == "production":
+            raise ConfigError(f"model {version} is production already")
+        devices = ring_devices(self.twins, ring, self.module_id)
+        if not devices:
+            raise ConfigError(f"no gateway in ring {ring!r}")
+        done = publish_model(self._artifact(mv), store=self.store, twins=self.twins, device_ids=devices,
+                             module_id=self.module_id, key=self.key, prop="shadow")
+        return self._record(version, "shadow", f"scoring in shadow on {len(done['devices'])} {ring} gateway(s)",
+                            devices=done["devices"], ring=ring, since_ms=self.clock.now_ms())
+
+    def stop_shadow(self) -> list[str]:
+        """Stop every shadow (desired ``shadow`` = null); return the gateways asked."""
+        asked = []
+        for d in ring_devices(self.twins, "all", self.module_id):
+            desired = {k: v for k, v in self.twins.get_twin(d, self.module_id)["desired"].items()
+                       if not k.startswith("$")}
+            if desired.get("shadow"):
+                desired["shadow"] = None
+                self.twins.set_desired(d, self.module_id, desired)
+                asked.append(d)
+        return asked
+
+    def compare_shadow(self, version: str) -> dict:
+        """Judge a shadow on live figures: its would-be alerts against the alerts of the model
+        the same gateways ran, over the same hours (``RolloutPolicy``, as a ring). Returns
+        ``{"verdict": hold|fail|wait, "reason", "candidate", "production", "devices"}`` and
+        records it (``shadow`` record). Raises: ConfigError when ``version`` never ran in shadow."""
+        from gondola.errors import ConfigError
+
+        starts = [r for r in self.registry.records("rollout")
+                  if r["version"] == version and r["details"].get("decision") == "shadow"]
+        if not starts:
+            raise ConfigError(f"model {version} was never put in shadow ('gondola models shadow {version}')")
+        since = int(starts[-1]["details"]["since_ms"])
+        devices = [d for d in ring_devices(self.twins, "all", self.module_id)
+                   if ((self.twins.get_twin(d, self.module_id)["reported"].get("shadow") or {}).get("version") == version)]
+        prod = self.registry.production()
+        now = self.clock.now_ms()
+        cand = self.figures.figures(SHADOW_SCORER.format(version=version), devices, since, now)
+        base = self.figures.figures(f"model:{prod.version}", devices, since, now) if prod else None
+        lat_c, lat_b = [], []
+        for d in devices:
+            g = self.twins.get_twin(d, self.module_id)["reported"].get("gondola") or {}
+            sh = g.get("shadow") or {}
+            if g.get("facings") and isinstance(sh.get("score_ms"), (int, float)) and isinstance(g.get("score_ms"), (int, float)):
+                lat_c.append(1000.0 * sh["score_ms"] / g["facings"])
+                lat_b.append(1000.0 * g["score_ms"] / g["facings"])
+        cand["latency_ms_per_1k"] = round(sum(lat_c) / len(lat_c), 3) if lat_c else None
+        if base is not None:
+            base["latency_ms_per_1k"] = round(sum(lat_b) / len(lat_b), 3) if lat_b else None
+        window_ms = int(self.policy.window_h * 3_600_000)
+        verdict, why = self._judge(cand, base, now - since, window_ms) if devices else ("wait", "no gateway "
+                                                                                         "reports the shadow yet")
+        out = {"version": version, "verdict": verdict, "reason": why, "candidate": cand, "production": base,
+               "production_version": prod.version if prod else None, "devices": devices}
+        self.registry.record("shadow", out, version=version, reason=why)
+        return out
 
     def rollback(self, version: str, reason: str, *, claim: dict | None = None, figures: dict | None = None) -> dict:
         """Point every gateway asked for ``version`` back at production; retire ``version``."""

@@ -18,7 +18,7 @@ import threading
 import time
 
 from gondola.clock import Clock
-from gondola.contracts import make_event, validate_event
+from gondola.contracts import SHADOW_PREFIX, make_event, validate_event
 from gondola.errors import ContractError, GondolaError, TransportError
 from gondola.topics import alert_topic, store_subscription
 
@@ -68,6 +68,7 @@ class Gateway:
         self._last_expire_ms = 0
         self._reported_gaps = 0
         self.alerts_published = 0
+        self.shadow_alerts = 0  # shadow-mode alert changes stored for the uplink
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -204,6 +205,12 @@ class Gateway:
                     self.alerts_published += 1
                 except TransportError as exc:
                     log.warning("alert not published on the store broker: %s", exc)
+        shadow = self.inference.take_shadow_changes()
+        if shadow and self.inference.shadow is not None:
+            # Shadow mode: the candidate's would-be alerts go to the uplink only (scorer
+            # "shadow:<name>"), for the cloud to compare with the real ones on this store.
+            name = SHADOW_PREFIX + self.inference.shadow.name
+            self.shadow_alerts += len(self._emit("edge.alert", [_alert_data(c, horizon, name) for c in shadow], now_ms))
         if now_ms - self._last_expire_ms >= 15 * 60_000:
             # TTLs are days long: a sweep every 15 minutes is precise enough and keeps the
             # per-cycle cost independent of the backlog's size.
@@ -296,6 +303,9 @@ class Gateway:
             "facings": len(self.inference.states),
             "scorer_errors": self.inference.scorer_errors,
             "score_ms": self.inference.score_ms,
+            "shadow": {"scorer": self.inference.shadow.name, "score_ms": self.inference.shadow_ms,
+                       "errors": self.inference.shadow_errors, "alerts": self.shadow_alerts}
+            if self.inference.shadow is not None else None,
             "last_cycle_ms": self.inference.last_cycle_ms,
             "model": dict(self.models.status) if self.models is not None else None,
             **self.uplink.health(),
@@ -315,7 +325,8 @@ class Gateway:
             "gaps_by_device": {d: sum(hi - lo + 1 for lo, hi in gs) for d, gs in h["gaps"].items()},
             "evictions_by": h["evictions_by"], "reported_at": h["now_ms"],
             # The cloud's rollout compares scoring errors of a canary with production's.
-            "scorer_errors": h["scorer_errors"], "score_ms": h["score_ms"], "facings": h["facings"]}}
+            "scorer_errors": h["scorer_errors"], "score_ms": h["score_ms"], "facings": h["facings"],
+            "shadow": h["shadow"]}}
         try:
             self.transport.patch_reported(patch)
             return True

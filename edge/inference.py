@@ -142,6 +142,12 @@ class Inference:
         self.cycles = 0
         self.unknown_facings = 0
         self._lock = threading.Lock()
+        # Shadow mode: a candidate scores beside the scorer on the same features, with its own
+        # forecast hysteresis; its alert changes are kept for the uplink only (never returned
+        # by ``cycle``, so never shown on the page or published to staff).
+        self.shadow: Scorer | None = None
+        self.shadow_errors = 0
+        self._shadow_reset(0.6)
 
     # ---- updates -------------------------------------------------------------------------
 
@@ -192,6 +198,65 @@ class Inference:
                 self.clear_at = min(self._clear_setting, raise_at / 2)
                 self.now_at = _kind_threshold(scorer, EMPTY_NOW) or self.now_at
 
+    def _shadow_reset(self, raise_at: float) -> None:
+        self.shadow_raise_at = raise_at
+        self.shadow_clear_at = min(self._clear_setting, raise_at / 2)
+        self.shadow_raised = np.zeros(len(self.states), dtype=bool)
+        self.shadow_changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
+        self.shadow_ms_total, self.shadow_cycles = 0.0, 0
+        self._shadow_changes: list[AlertChange] = []
+
+    def set_shadow(self, scorer: Scorer | None, *, raise_at: float = 0.6) -> None:
+        """Score ``scorer`` in shadow from the next cycle on (None: stop), with its own forecast
+        threshold. Its would-be alerts are collected by :meth:`take_shadow_changes`.
+
+        Raises:
+            ConfigError: ``raise_at`` outside (0, 1].
+        """
+        if not 0.0 < raise_at <= 1.0:
+            raise ConfigError(f"raise_at must be in (0, 1], got {raise_at}")
+        with self._lock:
+            self.shadow = scorer
+            self._shadow_reset(raise_at)
+
+    def take_shadow_changes(self) -> list[AlertChange]:
+        """The shadow scorer's forecast alert changes since the last call (and forget them)."""
+        with self._lock:
+            out, self._shadow_changes = self._shadow_changes, []
+            return out
+
+    @property
+    def shadow_ms(self) -> float | None:
+        """Mean milliseconds per call of the shadow scorer (None before its first)."""
+        return round(self.shadow_ms_total / self.shadow_cycles, 3) if self.shadow_cycles else None
+
+    def _score_shadow(self, feats: np.ndarray, units: np.ndarray, now_ms: int) -> None:
+        """One shadow cycle (the caller holds the lock): forecasts only, blocked where the shelf
+        is alerted empty now, as the scorer's. A failing shadow is counted, never raised."""
+        try:
+            started = time.perf_counter()
+            probs = np.asarray(self.shadow.score(feats), dtype=np.float64).reshape(-1)
+            self.shadow_ms_total += (time.perf_counter() - started) * 1000.0
+            self.shadow_cycles += 1
+            if probs.shape[0] != len(self.states):
+                raise ValueError(f"shadow returned {probs.shape[0]} scores for {len(self.states)} facings")
+        except Exception as exc:  # noqa: BLE001 - the shadow must never disturb the real alerts
+            self.shadow_errors += 1
+            log.warning("shadow scorer %s failed (%s)", getattr(self.shadow, "name", "?"), exc)
+            return
+        probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
+        up, down = self._step(self.shadow_raised, self.shadow_changed_at, probs, self.shadow_raise_at,
+                              self.shadow_clear_at, now_ms, block=self.raised_now, track=False)
+        empty_at = None
+        if up.any():
+            horizon_h = float(getattr(self.shadow, "horizon_h", 2.0))
+            empty_at = now_ms + (hours_to_empty(feats, horizon_h) * HOUR_MS).astype(np.int64)
+        for i in np.flatnonzero(up | down):
+            s = self.states[i]
+            self._shadow_changes.append(AlertChange(
+                s.facing_id, s.sku, "raised" if up[i] else "cleared", float(probs[i]), float(units[i]), FORECAST,
+                int(empty_at[i]) if up[i] else None))
+
     def features(self, now_ms: int) -> np.ndarray:
         """The feature matrix every facing would be scored on at ``now_ms`` (a copy), e.g. for
         smoke-testing a new model on this store's own state before it is swapped in."""
@@ -239,6 +304,8 @@ class Inference:
                 changes.append(AlertChange(s.facing_id, s.sku, "raised" if up[i] else "cleared",
                                            float(probs[i]), float(units[i]), FORECAST,
                                            int(self.last_empty_ms[i]) if up[i] else None))
+            if self.shadow is not None:
+                self._score_shadow(feats, units, now_ms)
             self.last_probs = probs
             self.last_now_probs = now_probs
             self.last_cycle_ms = now_ms
@@ -251,15 +318,18 @@ class Inference:
         return round(self.score_ms_total / self.score_cycles, 3) if self.score_cycles else None
 
     def _step(self, raised: np.ndarray, changed_at: np.ndarray, probs: np.ndarray, raise_at: float,
-              clear_at: float, now_ms: int, block: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One hysteresis step of one kind, in place; returns the (raised, cleared) masks."""
+              clear_at: float, now_ms: int, block: np.ndarray | None = None,
+              track: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """One hysteresis step of one kind, in place; returns the (raised, cleared) masks.
+        ``track``: mark changed facings for the next state snapshot (not for the shadow's)."""
         dwell_ok = (now_ms - changed_at) >= self.min_dwell_ms
         up = ~raised & (probs >= raise_at) & dwell_ok
         if block is not None:
             up &= ~block
         down = raised & (probs <= clear_at) & dwell_ok
-        for i in np.flatnonzero(up | down):
-            self._unsaved.add(int(i))
+        if track:
+            for i in np.flatnonzero(up | down):
+                self._unsaved.add(int(i))
         raised[up] = True
         raised[down] = False
         changed_at[up | down] = now_ms

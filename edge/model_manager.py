@@ -62,12 +62,15 @@ import numpy as np
 from gondola.clock import Clock
 from gondola.errors import ConfigError, GondolaError, ModelError
 
-__all__ = ["ModelManager", "fetch_url", "DownloadError", "DESIRED_KEY"]
+__all__ = ["ModelManager", "fetch_url", "DownloadError", "DESIRED_KEY", "SHADOW_KEY"]
 
 log = logging.getLogger(__name__)
 
 #: The desired / reported property the manager owns.
 DESIRED_KEY = "model"
+#: The desired / reported property of shadow mode: a candidate scored beside the active model
+#: (same spec as ``model``; absent or null: no shadow). Verified exactly as a model is.
+SHADOW_KEY = "shadow"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _MANIFEST_MAX_BYTES = 1 << 20
@@ -156,6 +159,9 @@ class ModelManager:
         self._current: dict | None = None   # {"version", "path", "manifest"} of the active model
         self._previous: dict | None = None
         self._refused: set[tuple[str, str]] = set()  # (version, sha256) never to retry
+        self._shadow: dict | None = None  # {"version", "path", "manifest"} of the shadow model
+        self._refused_shadow: set[tuple[str, str]] = set()
+        self.shadow_status: dict = {"version": None, "status": "none", "error": None}
         self._errors_at_activation = 0
         self._lock = threading.RLock()  # held for a whole rollout, download included
         self._pending_lock = threading.Lock()  # only ever held for an instant
@@ -270,11 +276,59 @@ class ModelManager:
                     self._idle.set()
 
     def apply(self, desired: dict) -> dict:
-        """Bring the gateway to the model ``desired["model"]`` names; return the status reported.
+        """Bring the gateway to the model ``desired["model"]`` names, and the shadow model to
+        ``desired["shadow"]`` (none when absent); return the model status reported.
 
         Idempotent: the active version, or a version refused before with the same sha256, is
         not fetched again. Never raises for a bad model or a failed download.
         """
+        status = self._apply_model(desired)
+        self._apply_shadow(desired.get(SHADOW_KEY) if isinstance(desired, dict) else None)
+        return status
+
+    def _apply_shadow(self, spec) -> dict:
+        """Start, replace or stop the shadow model; report ``shadow`` status. A shadow that
+        fails to download or verify is reported ``failed`` and never affects the model."""
+        with self._lock:
+            if not spec:
+                if self._shadow is not None or self.inference.shadow is not None:
+                    self.inference.set_shadow(None)
+                    self._shadow = None
+                    return self._set_shadow_status("none")
+                return self.shadow_status
+            try:
+                version, url, manifest_url, sha = self._check_spec(spec)
+            except ModelError as exc:
+                return self._set_shadow_status("failed", str(spec.get("version") if isinstance(spec, dict) else spec),
+                                               str(exc))
+            if (self._shadow and self._shadow["version"] == version) or (version, sha) in self._refused_shadow:
+                return self.shadow_status
+            try:
+                entry = self._download(version, url, manifest_url, sha, report=False)
+                scorer = self._open(entry)
+            except ModelError as exc:
+                if not isinstance(exc, DownloadError):
+                    self._refused_shadow.add((version, sha))
+                log.warning("model manager: shadow %s refused: %s", version, exc)
+                return self._set_shadow_status("failed", version, str(exc))
+            self.inference.set_shadow(scorer, raise_at=self._threshold(scorer) or self.default_raise_at)
+            self._shadow = entry
+            log.info("model manager: %s scoring in shadow beside %s", version,
+                     self._current["version"] if self._current else self.inference.scorer.name)
+            return self._set_shadow_status("active", version)
+
+    def _set_shadow_status(self, status: str, version: str | None = None, error: str | None = None) -> dict:
+        self.shadow_status = {"version": version, "status": status, "error": error,
+                              "updated_at": self.clock.now_ms()}
+        if self.report is not None:
+            try:
+                self.report({SHADOW_KEY: self.shadow_status})
+            except GondolaError as exc:
+                log.info("shadow status report deferred: %s", exc)
+        return self.shadow_status
+
+    def _apply_model(self, desired: dict) -> dict:
+        """``apply``'s work for the ``model`` property."""
         spec = desired.get(DESIRED_KEY) if isinstance(desired, dict) else None
         if not spec:
             return self.status
@@ -337,8 +391,9 @@ class ModelManager:
 
     # ---- steps ---------------------------------------------------------------------------
 
-    def _download(self, version: str, url: str, manifest_url: str, sha: str) -> dict:
-        self._set_status("downloading", desired=version)
+    def _download(self, version: str, url: str, manifest_url: str, sha: str, *, report: bool = True) -> dict:
+        if report:
+            self._set_status("downloading", desired=version)
         vdir = self.dir / version
         vdir.mkdir(parents=True, exist_ok=True)
         mpath = vdir / "download.manifest.json"
@@ -418,7 +473,7 @@ class ModelManager:
         return getattr(scorer, "threshold", None) or self.default_raise_at
 
     def _prune(self) -> None:
-        keep = {e["version"] for e in (self._current, self._previous) if e}
+        keep = {e["version"] for e in (self._current, self._previous, self._shadow) if e}
         for child in self.dir.iterdir():
             if child.is_dir() and child.name not in keep:
                 shutil.rmtree(child, ignore_errors=True)

@@ -43,6 +43,7 @@ __all__ = [
     "EVENT_TYPES",
     "PRIORITY",
     "ALERT_KINDS",
+    "SHADOW_PREFIX",
     "CHECK_OUTCOMES",
     "Field",
     "validate_event",
@@ -100,6 +101,11 @@ _ID = Field(str, doc="identifier")
 #: shelf will be empty within the horizon" (forecast). An alert without ``kind`` (gateways
 #: before the field existed) is a forecast.
 ALERT_KINDS = ("empty_now", "empty_within_h")
+
+#: ``edge.alert.scorer`` of a shadow model's would-be alert (``shadow:model:<version>``): a
+#: candidate scoring beside production on a gateway, uplinked for comparison only; never
+#: shown to staff, published on the store broker, or counted as the store's alert.
+SHADOW_PREFIX = "shadow:"
 #: What staff found when they checked a facing (``shelf.check``): a label for the alert before it.
 CHECK_OUTCOMES = ("restocked", "was_fine", "no_stock")
 
@@ -142,7 +148,8 @@ EVENT_TYPES: dict[str, dict[str, Field]] = {
         "state": Field(str, choices=("raised", "cleared"), doc="hysteresis state change"),
         "probability": Field((int, float), lo=0.0, hi=1.0, doc="stock-out probability within the horizon"),
         "horizon_min": Field(int, lo=1, hi=7 * 24 * 60, doc="prediction horizon, minutes"),
-        "scorer": Field(str, doc="which scorer decided: baseline name or model version"),
+        "scorer": Field(str, doc="which scorer decided: baseline name or model version; "
+                                 "'shadow:<model>' for a shadow model's would-be alert (comparison only)"),
         "units_est": Field((int, float), required=False, lo=0.0, hi=_MAX_UNITS, doc="estimated units on shelf"),
         "kind": Field(str, required=False, choices=ALERT_KINDS,
                       doc="empty_now (detection) or empty_within_h (forecast); absent: empty_within_h"),

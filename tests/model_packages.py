@@ -32,13 +32,15 @@ def package(out: Path, version: str, *, key: bytes | None = KEY, threshold: floa
     return {"version": version, "url": path.as_uri(), "sha256": file_sha256(path), "path": str(path)}
 
 
-def package_dir(out: Path, version: str, *, key: bytes | None = KEY) -> Path:
+def package_dir(out: Path, version: str, *, key: bytes | None = KEY, threshold: float | None = None) -> Path:
     """A package folder as ``gondola train`` writes it (``stockout-int8.tflite`` + manifest; the
-    shipped model's bytes) naming ``version``, for the registry."""
+    shipped model's bytes) naming ``version`` (and ``threshold`` when given), for the registry."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / "stockout-int8.tflite"
     shutil.copyfile(DEFAULT_MODEL, path)
     fields = {k: v for k, v in read_manifest(manifest_path_for(DEFAULT_MODEL)).items()
               if k not in ("signature", "file", "sha256", "bytes")}
+    if threshold is not None:
+        fields["threshold"] = threshold
     write_manifest(path, fields | {"version": version}, key=key)
     return out

@@ -88,7 +88,7 @@ al AS (
   SELECT so.store_id, so.facing_id, so.start_ms, MIN(a.ts) AS alert_ms
   FROM so JOIN alerts a
     ON a.store_id = so.store_id AND a.facing_id = so.facing_id AND a.state = 'raised'
-   AND COALESCE(a.kind, 'empty_within_h') = 'empty_within_h'
+   AND COALESCE(a.kind, 'empty_within_h') = 'empty_within_h' AND a.scorer NOT LIKE 'shadow:%'
    AND a.ts <= so.start_ms AND a.ts >= so.start_ms - a.horizon_min * 60000
   GROUP BY so.store_id, so.facing_id, so.start_ms)
 SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,

@@ -200,6 +200,8 @@ class StoreWatch:
                 facing = data.get("facing_id")
                 if data.get("kind", "empty_within_h") != "empty_within_h":
                     return []  # compared with the cloud's forecasts only
+                if str(data.get("scorer", "")).startswith("shadow:"):
+                    return []  # a shadow model's would-be alert: not the store's alert
                 if data.get("state") == "raised":
                     self.gateway_raised.add(facing)
                 else:

@@ -72,3 +72,17 @@ def test_promote_by_hand_asks_every_gateway_and_retire_leaves_a_reason(fleet, ca
     fleet.register("v3")
     assert _models(fleet, "retire", "v3", "--reason", "superseded") == 0
     assert fleet.registry.get("v3").history[-1]["reason"] == "retired by hand: superseded"
+
+
+def test_shadow_compare_and_stop_from_the_command_line(fleet, capsys):
+    fleet.register("v2")
+    assert _models(fleet, "shadow", "v2") == 0
+    assert "v2: scoring in shadow on 1 canary gateway(s)" in capsys.readouterr().out
+    fleet.poll()
+    assert fleet.gateways["s001"].inference.shadow is not None and fleet.running()["s001"] == "v1"
+    assert _models(fleet, "compare", "v2") == 0
+    out = capsys.readouterr().out
+    assert "v2 in shadow on 1 gateway(s): wait" in out and "production v1" in out
+    assert _models(fleet, "shadow", "--stop") == 0
+    assert "shadow stopped on 1 gateway(s)" in capsys.readouterr().out
+    assert _models(fleet, "compare", "v9") == 1

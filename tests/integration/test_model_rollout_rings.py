@@ -239,3 +239,49 @@ def test_gateways_report_their_scoring_time_and_a_canary_far_slower_than_product
     assert decision["decision"] == "rolled_back", decision
     assert "ms per 1,000 facings" in decision["reason"] and decision["candidate"]["latency_ms_per_1k"] > 8000
     assert decision["production"]["latency_ms_per_1k"] < decision["candidate"]["latency_ms_per_1k"] / 2
+
+
+def _shadow_rows(fleet, day: int, rows: list[tuple[str, str, int, int]]):
+    """gold.model_performance rows (store, scorer, alerts, true alerts) for one day."""
+    write_deltalake(str(fleet.lake / "gold" / "model_performance"), pa.Table.from_pylist([
+        {"store_id": s, "day_ms": T0 - T0 % DAY_MS + day * DAY_MS, "scorer": sc, "alerts": a, "true_alerts": t}
+        for s, sc, a, t in rows]), mode="append")
+
+
+def test_a_shadow_scores_beside_production_raises_nothing_and_uplinks_its_would_be_alerts(fleet, tmp_path):
+    from models.registry import register_package as reg
+
+    # v2's operating threshold is tiny: in shadow it would alert on every facing with stock.
+    reg(fleet.registry, package_dir(tmp_path / "pkg" / "v2", "v2", threshold=0.0001),
+        fleet.lake / "models" / "artifacts", metrics={})
+    started = fleet.rollout.shadow("v2")
+    assert started["decision"] == "shadow" and started["devices"] == ["gw-s001"]
+    fleet.poll()
+    gw = fleet.gateways["s001"]
+    assert gw.models.shadow_status["status"] == "active" and fleet.running()["s001"] == "v1"
+    assert fleet.hub.get_twin("gw-s001", MODULE)["reported"]["shadow"]["version"] == "v2"
+    assert fleet.gateways["s002"].inference.shadow is None  # not in the canary ring
+    gw.collector.commit_group([(f"gondola/s001/shelf/shelf-s001-f{i}", json.dumps(reading(
+        1, T0 + 30_000, store_id="s001", device_id=f"shelf-s001-f{i}", facing_id=f"f{i}", sku=f"k{i}",
+        units=3)).encode(), (0, 0)) for i in range(6)])
+    real = gw.run_cycle(T0 + 60_000)
+    assert all(not a["data"]["scorer"].startswith("shadow:") for a in real)
+    stored = [json.loads(e.body) for e in gw.buffer.select_backlog(1000) if e.etype == "edge.alert"]
+    shadow = [e for e in stored if e["data"]["scorer"] == "shadow:model:v2"]
+    assert len(shadow) == 6 and all(e["data"]["state"] == "raised" for e in shadow) and gw.shadow_alerts == 6
+    assert int(gw.inference.raised.sum()) == sum(1 for a in real if a["data"]["kind"] == "empty_within_h")
+    assert gw.report_twin()
+    assert fleet.hub.get_twin("gw-s001", MODULE)["reported"]["gondola"]["shadow"]["score_ms"] > 0
+
+    # The same store's real alerts (v1) against the shadow's would-be ones, over the same hours.
+    _shadow_rows(fleet, 0, [("s001", "model:v1", 20, 16), ("s001", "shadow:model:v2", 60, 12)])
+    fleet.clock.advance_to(T0 + 25 * HOUR_MS)
+    verdict = fleet.rollout.compare_shadow("v2")
+    assert verdict["verdict"] == "fail" and verdict["devices"] == ["gw-s001"]
+    assert verdict["candidate"]["precision"] == pytest.approx(0.2) and verdict["production"]["precision"] == 0.8
+    assert fleet.registry.records("shadow")[-1]["details"]["verdict"] == "fail"
+    assert fleet.registry.get("v2").status == "candidate"  # shadow mode changes no status
+
+    assert fleet.rollout.stop_shadow() == ["gw-s001"]
+    fleet.poll(["s001"])
+    assert gw.inference.shadow is None and gw.models.shadow_status["status"] == "none"
