@@ -7,7 +7,8 @@ chart filter every chart. Every figure comes from the warehouse views (``cloud.w
 the report figures from ``bi_kpis`` (one definition each, ``cloud.lake.tables.MEASURES``).
 Times are the store's local time; money is shown with the store's currency.
 
-When the page has drawn, ``#render-status`` holds JSON ``{"charts": {name: rows drawn}, "errors": [...]}``
+When the page has drawn, ``#render-status`` holds JSON ``{"charts": {name: items drawn in a colour},
+"errors": [...]}``
 for tests and monitoring.
 """
 
@@ -227,10 +228,11 @@ def _charts(data: dict):
         alt.hconcat(rate_chart, heat),
         alt.hconcat(by_store_c, lost),
         alt.hconcat(by_cat_c, top_c),
-        alt.hconcat(causes, outcomes),
+        alt.hconcat(causes, outcomes).resolve_scale(color="independent"),
         alt.hconcat(leads, checks),
     ]
-    return alt.vconcat(*rows).add_params(store, category).configure_view(stroke=None)
+    # Causes and alert outcomes each have their own colours.
+    return alt.vconcat(*rows).add_params(store, category).resolve_scale(color="independent").configure_view(stroke=None)
 
 
 def _script(spec: dict) -> str:
@@ -244,7 +246,9 @@ vegaEmbed('#charts', {json.dumps(spec)}, {{mode: 'vega-lite', actions: false, re
     for (const it of (item && item.items) || []) {{
       if (it.role === 'mark' && it.name && it.name.endsWith('_marks')) {{
         const name = it.name.slice(0, -'_marks'.length).replace(/_0$/, '');
-        status.charts[name] = (status.charts[name] || 0) + (it.items || []).length;
+        // Items drawn with a colour (an item whose value falls outside its colour scale is invisible).
+        const drawn = (it.items || []).filter(d => d.fill || d.stroke).length;
+        status.charts[name] = (status.charts[name] || 0) + drawn;
       }}
       walk(it);
     }}

@@ -98,7 +98,8 @@ def _actions(dialect: str) -> str:
     """What a category manager does about the causes (``bi_category_actions``), one row per target:
 
     ``enlarge_facing`` (a facing emptied within hours of a full refill: too small for its sales),
-    ``restock_earlier`` (shelves waited for a late round: the local hour they emptied),
+    ``restock_earlier`` (shelves waited for a late round while the store was open: the local hour
+    they emptied),
     ``count_inventory`` (phantom stock: the store record counts units that are not there).
     """
     q = lambda n: _q(n, dialect)  # noqa: E731
@@ -116,7 +117,7 @@ UNION ALL
 SELECT c.store_id, 'restock_earlier' AS {q('action')}, CAST(NULL AS VARCHAR(128)) AS facing_id,
        CAST(NULL AS VARCHAR(128)) AS sku, CAST(NULL AS VARCHAR(256)) AS product_name,
        CAST(NULL AS VARCHAR(128)) AS category, {hour} AS hour_local, {common}
-{base} WHERE c.cause = 'shelf_handling' AND c.detail = 'restock_late' GROUP BY c.store_id, {hour}
+{base} WHERE c.cause = 'shelf_handling' AND c.detail = 'restock_late' AND c.open_min > 0 GROUP BY c.store_id, {hour}
 UNION ALL
 SELECT c.store_id, 'count_inventory' AS {q('action')}, CAST(NULL AS VARCHAR(128)) AS facing_id, c.sku,
        MAX(p.name) AS product_name, MAX(p.category) AS category, CAST(NULL AS INT) AS hour_local, {common}

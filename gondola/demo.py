@@ -280,6 +280,9 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
             "empty_now": {"raised": len(kinds["empty_now"]), "precision": detection["precision"],
                           "detected": detection["detected_recall"], "median_delay_min": detection["median_delay_min"]},
         },
+        # The lake's report figures (cloud.lake.tables.MEASURES via bi_kpis): exactly what the
+        # dashboard and Power BI show. "alerts" above is judged against the simulator's truth.
+        "reports": _report_figures(warehouse),
         "retrain": retrain,
         "paths": {
             "out": str(out),
@@ -292,6 +295,18 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return DemoRun(summary=summary, sims=sims, cloud=cloud)
+
+
+def _report_figures(warehouse: Path) -> dict:
+    """``bi_kpis`` of the warehouse (one definition per figure) and the stores' currencies."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        cur = con.execute("SELECT * FROM bi_kpis")
+        row = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        row["currencies"] = [r[0] for r in con.execute(
+            "SELECT DISTINCT currency FROM silver_stores WHERE currency IS NOT NULL ORDER BY 1").fetchall()]
+    return row
 
 
 def _retrain_round(cfg: DemoConfig, lake: Path) -> dict:
@@ -381,13 +396,22 @@ def format_summary(summary: dict) -> str:
         ("alerts raised (both kinds)", al["raised"]),
         ("stock-outs starting with stock", al["stockouts_starting_with_stock"]),
         ("forecasts (empty_within_h) raised", al["alerts"]),
-        ("  precision", _fmt(al.get("precision"))),
+        ("  precision (vs simulator truth)", _fmt(al.get("precision"))),
         ("  recall (raised within H before empty)", _fmt(al.get("recall"))),
         ("  median lead time (min, strict)", _fmt(al.get("median_lead_min"))),
         ("detections (empty_now) raised", al["empty_now"]["raised"]),
         ("  precision (shelf empty when raised)", _fmt(al["empty_now"].get("precision"))),
         ("  median delay after empty (min)", _fmt(al["empty_now"].get("median_delay_min"))),
     ]
+    kp = summary.get("reports") or {}
+    if kp:
+        rows += [
+            ("lake: stock-outs (sensor)", kp.get("stockouts")),
+            ("lake: alert precision (dashboard)", _fmt(kp.get("alert_precision"))),
+            ("lake: alerted before (dashboard)", _fmt(kp.get("recall_ahead"))),
+            ("lake: lost sales while open", f"{(kp.get('lost_sales_cents') or 0) / 100:,.2f} "
+                                            f"{'/'.join(kp.get('currencies') or [])}"),
+        ]
     rt = summary.get("retrain")
     if rt:
         rows.append(("retrain decision", rt["decision"] + (f" ({rt['reason']})" if rt.get("reason") else "")))

@@ -53,6 +53,11 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
     on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert on_disk["tables"] == s["tables"]
     html = (tmp_path / "demo" / "dashboard.html").read_text()
+    # One definition per figure: the summary's report figures are the dashboard's.
+    rep = s["reports"]
+    assert rep["stockouts"] == s["tables"]["gold.stockouts"] and rep["currencies"] == ["EUR"]
+    assert f"<span>stock-outs</span><b>{rep['stockouts']:,}</b>" in html
+    assert f"{rep['lost_sales_cents'] / 100:,.2f} EUR" in html
     assert "<html" in html.lower() and "s001" in html and "s002" in html
     # What a store manager sees: the page renders offline, with content and charts.
     require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
