@@ -209,6 +209,25 @@ def feature_vectors(matrix) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(m.reshape(-1)))
 
 
+#: Feature instants are the hours within this many hours after some event of the store: a store
+#: that is silent for longer has no state worth a feature vector, and one event stamped decades
+#: ahead (2100-01-01 is a valid contract time) would otherwise ask for 650,000 hourly replays.
+ACTIVE_WITHIN_H = 24
+
+
+def _active_hours(ts: pa.ChunkedArray, first: int, last: int) -> list[int]:
+    """Whole hours in (first, last] that are at most ``ACTIVE_WITHIN_H`` after an event.
+
+    Every hour of a store that reports at least daily, as before; bounded by the number of
+    distinct event hours times ``ACTIVE_WITHIN_H`` whatever the span of the timestamps."""
+    import numpy as np
+
+    hours = np.unique(ts.to_numpy() // _H)
+    start = first - first % _H + _H
+    near = np.unique((hours[:, None] + np.arange(1, ACTIVE_WITHIN_H + 1)[None, :]).ravel()) * _H
+    return [int(t) for t in near if start <= t <= last]
+
+
 def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: float = LABEL_HORIZON_H) -> pa.Table:
     """Hourly feature vectors per facing (``models.replay``, the gateway's code) with the stock-out label."""
     import numpy as np
@@ -221,8 +240,8 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: flo
         # No master data yet: the facings the sensors report on, capacity = most units seen.
         planogram = readings.group_by(["store_id", "facing_id"]).aggregate([("sku", "max"), ("units_est", "max")]) \
             .rename_columns(["store_id", "facing_id", "sku", "capacity"])
-    span = pa.concat_tables([t.select(["store_id", "ts"]) for t in (readings, pos)]).group_by("store_id") \
-        .aggregate([("ts", "min"), ("ts", "max")])
+    stamps = pa.concat_tables([t.select(["store_id", "ts"]) for t in (readings, pos)])
+    span = stamps.group_by("store_id").aggregate([("ts", "min"), ("ts", "max")])
     sku_of = {(r["store_id"], r["facing_id"]): r["sku"] for r in planogram.select(["store_id", "facing_id", "sku"]).to_pylist()}
     tables = {"silver.shelf_reading": readings, "silver.pos_line": pos}
     if restocks is not None:
@@ -232,7 +251,7 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: flo
         plan = planogram.filter(pc.equal(planogram["store_id"], store))
         if plan.num_rows == 0:
             continue
-        instants = list(range(first - first % _H + _H, last + 1, _H))
+        instants = _active_hours(stamps.filter(pc.equal(stamps["store_id"], store))["ts"], first, last)
         if not instants:
             continue
         mine = {k: t.filter(pc.equal(t["store_id"], store)) for k, t in tables.items()}

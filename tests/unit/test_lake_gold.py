@@ -130,3 +130,16 @@ def test_a_staff_check_answers_the_alert_before_it_and_becomes_a_label():
     assert ao["outcome"] == "false_alarm" and ao["check_outcome"] == "was_fine" and ao["checked_ms"] == checks[0]["ts"]
     labels = {(x["seq"], x["label"], x["response_min"]) for x in out["gold.shelf_checks"].to_pylist()}
     assert labels == {(10, 0, 5.0), (11, 1, None)}
+
+
+def test_one_pos_line_stamped_2100_does_not_make_features_replay_every_hour_until_then():
+    # Issue 10 point 10: the span of timestamps asked for ~650,000 hourly replays (a hang).
+    # Feature hours are those within a day after some event: the same hours as before for a
+    # store that reports, 24 more for the outlier.
+    r = readings([3, 2, 1, 0, 0, 0, 0, 0, 0, 5], start=T0 + 8 * 60 * MIN + 5 * MIN)
+    late = sales(1)[0] | {"seq": 99, "ts": 4_102_444_800_000}
+    out, inputs = run(r=r, p=sales(3) + [late])
+    inputs["planogram"] = conform("silver.planogram", pa.Table.from_pylist(
+        [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
+    hours = [x["hour_ms"] for x in features(inputs, out["gold.stockouts"]).to_pylist()]
+    assert T0 + 9 * 60 * MIN in hours and len(hours) <= 2 * 24
