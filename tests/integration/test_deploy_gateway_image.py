@@ -121,3 +121,28 @@ def test_a_production_gateway_from_the_edge_extra_accepts_an_ed25519_signed_mode
     assert not seen["scorer"].startswith("poisson")
     assert seen["amqtt"] is False
     assert str(gateway_venv.parent.parent) in seen["from"]  # the fresh venv's copy, not the repo's
+
+
+#: Locked packages published only as an sdist; each is pure Python (builds under QEMU with no
+#: compiler), which is why the multi-architecture build still compiles nothing native.
+PURE_PYTHON_SDISTS = {"paho-mqtt"}
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_every_locked_package_has_a_wheel_for_both_image_architectures(arch, tmp_path):
+    """pip resolves the lock for linux/amd64 and linux/arm64 (glibc up to bookworm's 2.36) with
+    wheels only, without installing anything: the image build compiles nothing."""
+    lock = tmp_path / "lock.txt"
+    lock.write_text("".join(f"{n}=={v}\n" for n, v in _locked().items() if n not in PURE_PYTHON_SDISTS))
+    platforms = [f"manylinux_2_{v}_{arch}" for v in (17, 24, 27, 28, 31, 34, 35, 36)] + [f"manylinux2014_{arch}"]
+    report = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+                           "--no-deps", "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+                           *[a for p in platforms for a in ("--platform", p)], "--target", str(tmp_path / "t"),
+                           "-r", str(lock), "--report", str(report)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    wheels = [i["download_info"]["url"].rsplit("/", 1)[1] for i in json.loads(report.read_text())["install"]]
+    assert len(wheels) == len(_locked()) - len(PURE_PYTHON_SDISTS)
+    assert all(w.endswith((f"_{arch}.whl", "-any.whl")) for w in wheels), wheels
