@@ -134,6 +134,9 @@ class StoreSim:
         self.backroom = Backroom.initial(rng, self.catalog, self.plan, self.shelf)
         self._sensors = dv.SensorState(rng, len(self.sensor_facings), start_ms)
         self._seq = np.zeros(len(ids), dtype=np.int64)
+        #: device id -> epoch (run of its seq counter) for devices whose counter restarted before
+        #: this store's run (a replaced sensor, a re-imaged till); the rest send none (epoch 0)
+        self.epochs: dict[str, int] = {}
         self._txn = np.zeros(n_reg, dtype=np.int64)
         self._day = 0
         self._windows: list[Window] = []
@@ -243,9 +246,11 @@ class StoreSim:
     def event(self, batch: dict[str, np.ndarray], i: int) -> dict:
         """The contract event (``make_event``) of message ``i`` of a column batch."""
         day, code, row, dev = (int(batch[k][i]) for k in ("day", "code", "row", "dev"))
+        device_id = self._names["device"][dev]
         return make_event(
-            dv.ETYPES[code], store_id=self.store_id, device_id=self._names["device"][dev],
+            dv.ETYPES[code], store_id=self.store_id, device_id=device_id,
             seq=int(batch["seq"][i]), ts=int(batch["ts"][i]), data=self._data(code, day, row),
+            epoch=self.epochs.get(device_id, 0),
         )
 
     @property
@@ -332,6 +337,8 @@ class StoreSim:
                 event = {"event_id": f"{device_id}:{seq}", "type": etypes[code], "schema": SCHEMA_VERSION,
                          "store_id": store_id, "device_id": device_id, "seq": seq, "ts": ts,
                          "data": self._data(code, day, row)}
+                if self.epochs.get(device_id):
+                    event["epoch"] = self.epochs[device_id]
                 payload = _corrupt(event, MALFORMED_KINDS[bad - 1], seq)
             else:
                 payload = self._encode(code, day, row, device_id, seq, ts)
@@ -339,6 +346,15 @@ class StoreSim:
         return out
 
     def _encode(self, code: int, day: int, row: int, device_id: str, seq: int, ts: int) -> bytes:
+        """The event's JSON bytes (``_encode_epoch0``), with the device's ``epoch`` when it has one."""
+        epoch = self.epochs.get(device_id, 0) if self.epochs else 0
+        if not epoch:
+            return self._encode_epoch0(code, day, row, device_id, seq, ts)
+        raw = self._encode_epoch0(code, day, row, device_id, seq, ts)
+        raw = raw.replace(f'"event_id":"{device_id}:{seq}"'.encode(), f'"event_id":"{device_id}:{epoch}:{seq}"'.encode(), 1)
+        return raw[:-1] + b',"epoch":%d}' % epoch
+
+    def _encode_epoch0(self, code: int, day: int, row: int, device_id: str, seq: int, ts: int) -> bytes:
         """The event's JSON bytes, written directly.
 
         Byte-for-byte what ``json.dumps(event, separators=(",", ":"))`` gives for the

@@ -189,3 +189,17 @@ def test_restock_scans_add_exactly_the_units_that_appear_on_the_shelf(two_days):
     facing = restocks[0]["facing_id"]
     cap = next(f["capacity"] for f in sim.planogram if f["facing_id"] == facing)
     assert max(u for _, u in sim.truth.shelf_units(facing)) <= cap
+
+
+def test_a_device_with_an_epoch_sends_it_and_its_bytes_still_equal_the_make_event_json():
+    sim = StoreSim("s001", 200, 7, START)
+    sim.epochs = {d: 3 for d in sim._names["device"][:2]}
+    batch = sim.advance(START + DAY_MS - 1)
+    msgs = sim._messages(batch)
+    with_epoch = [m for m in msgs if m.device_id in sim.epochs and m.valid]
+    assert with_epoch
+    for i, m in enumerate(msgs):
+        if m.valid:
+            assert m.payload == json.dumps(sim.event(batch, i), separators=(",", ":")).encode()
+    event = parse_event(with_epoch[0].payload)
+    assert event["epoch"] == 3 and event["event_id"] == f"{event['device_id']}:3:{event['seq']}"
