@@ -88,10 +88,12 @@ class Gateway:
         self.collector.start()
         if self.models is not None:
             self.models.start()
-            try:
-                self.transport.on_desired(self.models.on_desired)
-            except TransportError as exc:  # offline at start: the health-time poll catches up
-                log.warning("desired-property pushes not enabled (%s); polling with health reports", exc)
+            if not getattr(self, "_models_subscribed", False):  # start() may be retried
+                try:
+                    self.transport.on_desired(self.models.on_desired)
+                    self._models_subscribed = True
+                except TransportError as exc:  # offline at start: the health-time poll catches up
+                    log.warning("desired-property pushes not enabled (%s); polling with health reports", exc)
             self.poll_desired()  # what the cloud asked for while the gateway was down
         self._subscriber = AckAfterCommitSubscriber(
             s.broker_host, s.broker_port, client_id=s.client_id or f"gondola-gw-{s.store_id}",

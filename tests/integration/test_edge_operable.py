@@ -21,7 +21,7 @@ from edge.cli import run
 from edge.logs import configure_logging
 from edge.testing import planogram_csv
 from edge.wiring import EdgeSettings, build_gateway
-from tests.conftest import MosquittoServer, free_port, mosquitto_binary, require
+from tests.conftest import MosquittoServer, free_port, mosquitto_binary, require, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,3 +143,42 @@ def test_the_module_entrypoint_reports_a_bad_setting_in_one_line(tmp_path):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("gondola edge: ") and "GONDOLA_" in done.stderr
     assert not (tmp_path / "gw").exists()  # refused before anything was created
+
+
+@pytest.mark.slow
+@pytest.mark.mosquitto
+def test_a_refused_broker_session_is_retried_with_backoff_not_fatal(tmp_path, restore_logging):
+    import shutil
+    import tempfile
+
+    from edge.access import provision_store
+
+    require(mosquitto_binary() is not None, "Mosquitto")
+    base = Path(tempfile.mkdtemp(prefix="gondola-refused-"))  # Mosquitto (dropping root) reads here
+    base.chmod(0o755)
+    port = free_port()
+    access = provision_store("s001", {"pos-s001-r01": "pos"}, base / "broker", port=port)
+    (tmp_path / "wrong.password").write_text("not-the-password")
+    broker = subprocess.Popen([mosquitto_binary(), "-c", str(access.conf)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    out = io.StringIO()
+    configure_logging("info", "text", stream=out)
+    stop = threading.Event()
+    result = []
+    try:
+        wait_for_port(port)
+        settings = EdgeSettings(store_id="s001", broker_host="localhost", broker_port=port,
+                                data_dir=tmp_path / "gw", hub_path=tmp_path / "hub.sqlite",
+                                mqtt_password_file=tmp_path / "wrong.password", mqtt_ca_file=access.ca_file)
+        runner = threading.Thread(target=lambda: result.append(run(settings, build_gateway, stop)), daemon=True)
+        runner.start()
+        assert _until(lambda: out.getvalue().count("session not established") >= 2, 60), out.getvalue()
+        assert "not authori" in out.getvalue() and runner.is_alive()
+        stop.set()
+        runner.join(30)
+        assert result == [0] and "Traceback" not in out.getvalue()
+    finally:
+        stop.set()
+        broker.terminate()
+        broker.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
