@@ -299,6 +299,7 @@ class Gateway:
             "conflicting_repeats": stats["conflicting_repeats"],
             "implausible_seqs": stats["implausible_seqs"],
             "seq_reanchored": stats["seq_reanchored"],
+            "quarantine_bytes": stats["quarantine_bytes"],
             "alerts_raised": int(self.inference.raised.sum() + self.inference.raised_now.sum()),
             "alerts_raised_by_kind": {"empty_within_h": int(self.inference.raised.sum()),
                                       "empty_now": int(self.inference.raised_now.sum())},

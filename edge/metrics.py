@@ -35,6 +35,11 @@ name                                            type     meaning
 ``gondola_edge_uplink_bytes_total``             counter  encoded bytes sent since start
 ``gondola_edge_uplink_throttled_seconds_total`` counter  time the bandwidth cap held sends back
 ``gondola_edge_scorer_errors_total``            counter  scoring cycles the model failed
+``gondola_edge_quarantine_bytes``               gauge    bytes quarantine holds (within the cap)
+``gondola_edge_collector_writer_errors_total``  counter  failures the collector's writer caught
+``gondola_edge_poison_messages_total``          counter  messages that could not be stored (internal)
+``gondola_edge_conflicting_repeats_total``      counter  same identity, other content (quarantined)
+``gondola_edge_implausible_seqs_total``         counter  implausible seq jumps (quarantined)
 ``gondola_edge_last_uplink_timestamp_seconds``  gauge    when the hub last accepted a batch (epoch)
 ``gondola_edge_last_cycle_timestamp_seconds``   gauge    when the last scoring cycle ran (epoch)
 ``gondola_edge_model_info{model_version}``      info     model or baseline in use
@@ -71,6 +76,7 @@ _GAUGES = (
     ("alerts_raised", "alerts_raised", "Facings with a raised stock-out alert."),
     ("facings", "facings", "Facings in the planogram."),
     ("uplink_consecutive_failures", "uplink_failures", "Hub refusals in a row (0 while sending)."),
+    ("quarantine_bytes", "quarantine_bytes", "Bytes quarantine holds (within the buffer's cap, at most 5 % of it)."),
 )
 _COUNTERS = (
     ("quarantined_messages", "quarantined", "Payloads rejected by the collector."),
@@ -82,6 +88,10 @@ _COUNTERS = (
     ("uplink_bytes", "uplink_bytes", "Encoded bytes sent to the hub since start."),
     ("uplink_throttled_seconds", "uplink_throttled_s", "Seconds the bandwidth cap held sends back."),
     ("scorer_errors", "scorer_errors", "Scoring cycles in which the model failed (baseline used)."),
+    ("collector_writer_errors", "writer_errors", "Failures the collector's writer caught (it goes on)."),
+    ("poison_messages", "poison_messages", "Messages that could not be stored: quarantined as internal, acked."),
+    ("conflicting_repeats", "conflicting_repeats", "Repeats of an event identity with other content (quarantined)."),
+    ("implausible_seqs", "implausible_seqs", "Events whose seq jumped implausibly far (quarantined)."),
 )
 
 

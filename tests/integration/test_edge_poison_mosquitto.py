@@ -131,6 +131,9 @@ def test_poison_input_from_mosquitto_pub_never_stops_the_gateway_nor_again_after
         assert h["seq_gaps"] == 0 and h["duplicates"] == 0
         assert h["quarantined"] == 8 and h["conflicting_repeats"] == 1 and h["implausible_seqs"] == 1
         assert h["collector_stalled"] is False and h["writer_errors"] == 0
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{gw.http}/metrics", timeout=5).read().decode()
+        assert 'gondola_edge_conflicting_repeats_total{store_id="s001"} 1.0' in metrics
+        assert 'gondola_edge_collector_writer_errors_total{store_id="s001"} 0.0' in metrics
         # After a restart (the broker may redeliver what was in flight) the gateway goes on.
         gw.stop()
         gw = Gateway(tmp_path, port).start()
