@@ -63,7 +63,8 @@ def test_spark_reads_the_lake_and_produces_the_same_silver_and_gold_tables_as_th
     assert gold["gold.stockouts"].num_rows > 0
     inputs["planogram"] = spark._collect(spark.read_delta(storage, "silver.planogram"))
     gold["gold.features"] = spark.features(inputs, gold["gold.stockouts"])  # Python tasks per store
-    assert set(gold) == {t for t in TABLES if t.startswith("gold.")}
+    # gold.stockout_causes is one Python function over gold and silver for both engines (runner)
+    assert set(gold) == {t for t in TABLES if t.startswith("gold.")} - {"gold.stockout_causes"}
     for name, rows in gold.items():
         assert _normalized(rows, name) == _normalized(storage.read(name), name), name
 
