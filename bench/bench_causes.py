@@ -91,8 +91,10 @@ def evaluate(seeds, *, stores: int = 4, skus: int = 300, days: int = 28) -> dict
     matched = [r for r in rows if r[1] is not None]
     confusion = Counter((a, t) for a, t, _ in matched)
     per_path = defaultdict(Counter)
+    path_truth = defaultdict(Counter)
     for a, t, e in matched:
         per_path[e][t == a] += 1
+        path_truth[e][t] += 1
     true_counts = Counter(t for _, t, _ in matched)
     return {
         "seeds": list(seeds), "stores": stores, "skus": skus, "days": days,
@@ -104,6 +106,7 @@ def evaluate(seeds, *, stores: int = 4, skus: int = 300, days: int = 28) -> dict
         "per_cause_recall": {c: round(confusion[(c, c)] / n, 4) for c, n in true_counts.items()},
         "path_precision": {e: round(c[True] / (c[True] + c[False]), 4) for e, c in sorted(per_path.items())},
         "path_counts": {e: c[True] + c[False] for e, c in sorted(per_path.items())},
+        "path_true_causes": {e: dict(c.most_common()) for e, c in sorted(path_truth.items())},
     }
 
 

@@ -23,7 +23,14 @@ The evidence, all from handheld scans and shelf sensors:
 - **restock scans of the product** between the end of the day and its next delivery show the
   backroom still had units at the end of the day;
 - **deliveries** (receiving scans): what arrived before the stock-out and whether the store's next
-  delivery carries the product.
+  delivery carries the product;
+- **flows between empty moments**: between two moments the product's backroom was empty, units
+  delivered minus units shelved is what it held (less shrink). Shelving more than was delivered
+  between the end of the day and the next empty moment shows stock at the end of the day; nothing
+  delivered beyond what was shelved since the previous one shows none. Delivered units that were
+  never shelved point to stock still there (only indirect signs of an empty backroom), to
+  misplaced cases (a whole recent delivery) or to shrink the record does not know (a round saw
+  the backroom empty: phantom inventory).
 
 ``confidence`` is the share of stock-outs with the same evidence path (``evidence``) that had
 that cause on the training seeds (``bench/bench_causes.py`` prints it), so it is a calibrated
@@ -62,12 +69,18 @@ _FOUND_SHARE = 0.5
 #: assigned (seeds 101-103, 4 stores x 300 SKUs x 28 days each, all facings with sensors;
 #: ``python -m bench.bench_causes --train``). A path not seen there has no confidence (null).
 CONFIDENCE: dict[str, float] = {
-    "day_refill_short+delivery_not_shelved": 0.1429,
-    "day_refill_short+next_delivery_has_it": 0.562,
-    "day_refill_short+next_delivery_lacks_it": 0.3281,
-    "day_refill_short+no_next_delivery": 0.5841,
-    "day_refill_short+units_vanished": 0.1278,
-    "no_evidence": 0.6213,
+    "day_refill_short+delivered_units_not_shelved": 0.8214,
+    "day_refill_short+next_delivery_has_it": 0.4604,
+    "day_refill_short+next_delivery_lacks_it": 0.2,
+    "day_refill_short+no_next_delivery": 0.5165,
+    "delivered_covers_shelved_before_next_empty+delivered_units_not_shelved": 0.6324,
+    "delivered_covers_shelved_before_next_empty+next_delivery_has_it": 0.6566,
+    "delivered_covers_shelved_before_next_empty+next_delivery_lacks_it": 0.3636,
+    "no_evidence": 0.7475,
+    "nothing_left_since_last_empty+delivery_not_shelved": 1.0,
+    "nothing_left_since_last_empty+next_delivery_has_it": 0.734,
+    "nothing_left_since_last_empty+next_delivery_lacks_it": 0.5385,
+    "nothing_left_since_last_empty+no_next_delivery": 0.7671,
     "restocked_after_day": 0.9812,
     "round_passed_empty+delivery_not_shelved": 0.8955,
     "round_passed_empty+next_delivery_has_it": 0.7099,
@@ -77,6 +90,7 @@ CONFIDENCE: dict[str, float] = {
     "round_passed_this_facing+delivery_not_shelved": 1.0,
     "round_passed_this_facing+next_delivery_has_it": 0.8406,
     "round_passed_this_facing+no_next_delivery": 0.0,
+    "shelved_more_than_delivered_before_next_empty": 0.9854,
 }
 
 
@@ -140,6 +154,30 @@ def stockout_causes(stockouts: pa.Table, restocks: pa.Table | None, deliveries: 
     if not out:
         return conform("gold.stockout_causes", pa.table({"store_id": pa.array([], pa.string())}))
     return conform("gold.stockout_causes", pa.Table.from_pylist(out))
+
+
+def _units(moves: list[tuple[int, int]], after: int, until: int) -> int:
+    """Units of ``(ts, units)`` moves with ``after < ts < until``."""
+    return sum(u for t, u in moves if after < t < until)
+
+
+def _flow(anchors: list[int], a: int, eod: int, shelved: list[tuple[int, int]], delivered: list[tuple[int, int]]
+          ) -> tuple[str, str] | None:
+    """The backroom at the end of the day from the product's flows between its empty moments.
+
+    With the next moment the backroom was empty (``a2``): it held at least what was shelved minus
+    what was delivered between the end of the day and ``a2``. With the previous one (``a0``): at most
+    what was delivered minus what was shelved since (less shrink). ``None``: no such moment near.
+    """
+    a2 = anchors[a] if a < len(anchors) and anchors[a] <= eod + EVIDENCE_DAYS * _D else None
+    if a2 is not None and _units(shelved, eod, a2) - _units(delivered, eod, a2) > 0:
+        return "stock", "shelved_more_than_delivered_before_next_empty"
+    a0 = anchors[a - 1] if a > 0 and anchors[a - 1] >= eod - EVIDENCE_DAYS * _D else None
+    if a0 is not None and _units(delivered, a0, eod + 1) - _units(shelved, a0, eod + 1) <= 0:
+        return "empty", "nothing_left_since_last_empty"
+    if a2 is not None:
+        return "empty", "delivered_covers_shelved_before_next_empty"
+    return None
 
 
 def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tuple],
@@ -206,6 +244,8 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
             backroom, path = "empty", "round_passed_empty"
         elif passed:
             backroom, path = "empty", "round_passed_this_facing"
+        elif (flow := _flow(an, a, eod, sku_units.get(sku, []), dl)) is not None:
+            backroom, path = flow
         else:
             # No scan says either way: the day's last refill of this facing tells whether the
             # backroom could still fill it to capacity.
@@ -237,9 +277,17 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
             vanished = None
             if prev is not None and eod - prev <= EVIDENCE_DAYS * _D:
                 vanished = sum(u for t, u in dl if prev < t <= eod) - sum(u for t, u in sku_units.get(sku, []) if prev < t <= eod)
-            if recent is not None and recent[1] > 0 and shelved < _FOUND_SHARE * recent[1]:
+            not_shelved = recent is not None and recent[1] > 0 and shelved < _FOUND_SHARE * recent[1]
+            unshelved = not_shelved or (vanished is not None and vanished > 0)
+            if unshelved and not path.startswith(("round_passed", "nothing_left")):
+                # Only indirect signs of an empty backroom, and delivered units it never shelved:
+                # most likely still in the backroom (the round did not get to the facing).
+                cause, path = "shelf_handling", path + "+delivered_units_not_shelved"
+            elif not_shelved:
                 cause, path = "misplaced", path + "+delivery_not_shelved"
-            elif vanished is not None and vanished > 0:
+            elif unshelved:
+                # A round saw the backroom empty, yet delivered units were never shelved: shrink the
+                # store record does not know about.
                 cause, path = "phantom_inventory", path + "+units_vanished"
             elif next_note is None:
                 cause, path = "backroom_empty", path + "+no_next_delivery"
