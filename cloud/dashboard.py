@@ -141,7 +141,49 @@ def _query(con) -> dict:
         FROM bi_fleet_health GROUP BY 1, 2
         ORDER BY SUM(missing) DESC, MIN(battery_min) ASC NULLS LAST, 1, 2""")
     data["devices"] = [r for r in devices if r[1] not in gateways]
+    data["anomalies"] = _anomalies(con)
     return data
+
+
+#: What each stream anomaly kind means, for the operations centre (rules: docs/stream.md).
+_ANOMALY_TEXT = {
+    "gateway_silent": "gateway silent", "gateway_backlog": "gateway backlog growing",
+    "sensor_fleet_silent": "all shelf sensors silent", "sensor_stuck": "sensor stuck", "sensor_drift": "sensor drifting",
+    "till_silent": "till lane stopped", "sales_zero": "no sales in opening hours",
+    "phantom_inventory": "phantom stock (count it)", "demand_band": "demand far outside its band",
+    "alert_divergence": "gateway alerts disagree with the cloud (stale model?)",
+}
+
+
+def _anomalies(con) -> dict:
+    """The stream job's anomalies: counts per store and kind, and the latest ones (empty lists when
+    the warehouse predates ``stream_anomalies``)."""
+    import duckdb
+
+    try:
+        counts = con.execute("""
+            SELECT kind, COUNT(*) AS n, COUNT(DISTINCT store_id) AS stores,
+                   strftime(to_timestamp(MAX(first_seen) / 1000.0), '%Y-%m-%d %H:%M') AS last_utc
+            FROM stream_anomalies GROUP BY kind ORDER BY n DESC""").fetchall()
+        latest = con.execute("""
+            SELECT strftime(to_timestamp(first_seen / 1000.0), '%Y-%m-%d %H:%M') AS seen_utc, store_id, kind, subject,
+                   ROUND(score, 1), evidence
+            FROM stream_anomalies ORDER BY first_seen DESC, store_id, subject LIMIT 30""").fetchall()
+    except duckdb.Error:
+        return {"counts": [], "latest": []}
+    return {"counts": [(_ANOMALY_TEXT.get(k, k), k, n, st, last) for k, n, st, last in counts],
+            "latest": [(t, st, _ANOMALY_TEXT.get(k, k), subj, sc, ev[:160]) for t, st, k, subj, sc, ev in latest]}
+
+
+def _anomaly_section(found: dict) -> str:
+    """The page's section on what the stream job found (one row per episode, latest first)."""
+    return f"""<h2>Anomalies the stream found (operations centre)</h2>
+<p class="sub">From <code>stream.anomalies</code>: one row per episode, at first detection (event time, UTC).
+Rules and their measured precision and recall: docs/stream.md.</p>
+{_table(['anomaly', 'kind', 'episodes', 'stores', 'last seen (UTC)'], found['counts'],
+        empty='no anomalies (or the stream job has not run)')}
+{_table(['seen (UTC)', 'store', 'anomaly', 'device / facing / product', 'score', 'evidence'], found['latest'],
+        empty='nothing yet')}"""
 
 
 def _charts(data: dict):
@@ -338,6 +380,7 @@ on the daily chart to pick dates.</div>
 {_table(['store', 'action', 'product / hour', 'facing', 'stock-outs', 'minutes empty', 'lost sales', 'currency',
          'mean wait for refill (min)', 'confidence'], actions, empty='no actions: no stock-outs with a cause yet')}
 <p class="sub">Causes: {'; '.join(f'<b>{_e(c)}</b>: {_e(t)}' for c, t in _CAUSE_TEXT.items())}.</p>
+{_anomaly_section(data['anomalies'])}
 <h2>Fleet health: gateways</h2>
 {_table(['store', 'gateway', 'last sync (local)', 'backlog (unsent)', 'oldest unsent (min)', 'evictions', 'sequence gaps',
          'quarantined', 'model'], data['gateways'], empty='no gateway health reports yet', bad=6)}

@@ -229,12 +229,28 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
             for col in tdef.columns:  # the data dictionary's text, as in the Delta field metadata
                 con.execute(f"COMMENT ON COLUMN {warehouse_name(tdef.name)}.\"{col.name}\" "
                             f"IS {_sql_text(tdef.field_description(col))}")
+        _add_stream_anomalies(con, storage)
         for name, sql in BI_VIEWS.items():
             con.execute(f"CREATE VIEW {name} AS {sql}")
     finally:
         con.close()
     tmp.replace(path)  # readers never see a half-built warehouse
     return path
+
+
+def _add_stream_anomalies(con, storage: LakeStorage) -> None:
+    """``stream_anomalies``: what the stream job's detectors found (docs/stream.md), for the dashboard."""
+    import pyarrow as pa
+
+    from cloud.stream.tables import ANOMALIES, stream_schema
+
+    rows = storage.read(ANOMALIES.name)
+    if rows is None:
+        rows = pa.Table.from_batches([], schema=stream_schema(ANOMALIES))
+    con.register("incoming", rows)
+    con.execute(f"CREATE TABLE {warehouse_name(ANOMALIES.name)} AS SELECT * FROM incoming")
+    con.unregister("incoming")
+    con.execute(f"COMMENT ON TABLE {warehouse_name(ANOMALIES.name)} IS {_sql_text(ANOMALIES.doc)}")
 
 
 def _sql_text(text: str) -> str:

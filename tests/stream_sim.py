@@ -224,3 +224,59 @@ class _SpikeWindow(WindowRecord):
 
 def dump(result: dict) -> str:
     return json.dumps(result, indent=1, sort_keys=True)
+
+
+class ModelAlerter:
+    """The gateway's model for ``SimGateway``: the cloud's own scoring code on the same model, so a
+    healthy gateway agrees with the cloud. ``broken`` (a ``model_broken`` window) scores with a
+    stale model: each facing gets another facing's probability (a model fed the wrong features).
+    Keeps every forecast it raised (``raised``: (ts, facing)) while healthy."""
+
+    def __init__(self, store_id: str, planogram, scorer, seed: int = 0):
+        import numpy as np
+
+        from cloud.stream.scoring import StoreScorer
+
+        self.sc = StoreScorer(store_id, planogram)
+        self.scorer = scorer
+        self.perm = np.random.default_rng(seed).permutation(len(self.sc.features.facing_ids))
+        self.raised: list[tuple[int, str]] = []
+
+    def observe(self, event: dict) -> None:
+        self.sc.observe(event)
+
+    def alerts(self, t: int, broken: bool) -> list[dict]:
+        scorer = _Shuffled(self.scorer, self.perm) if broken else self.scorer
+        out = []
+        for r in self.sc.score(t, scorer):
+            if r["kind"] != "empty_within_h":
+                continue
+            if r["state"] == "raised" and not broken:
+                self.raised.append((t, r["facing_id"]))
+            out.append({"facing_id": r["facing_id"], "sku": r["sku"], "state": r["state"],
+                        "probability": round(r["probability"], 4), "horizon_min": r["horizon_min"],
+                        "scorer": "sim-gateway", "units_est": r["units_est"], "kind": "empty_within_h"})
+        return out
+
+
+class _Shuffled:
+    def __init__(self, scorer, perm):
+        self.inner, self.perm = scorer, perm
+        self.threshold = getattr(scorer, "threshold", None)
+        self.horizon_h = getattr(scorer, "horizon_h", 2.0)
+        self.name = "stale"
+
+    def score(self, X):
+        import numpy as np
+
+        return np.asarray(self.inner.score(X)).reshape(-1)[self.perm]
+
+
+def alert_precision(run: SimRun, alerts: list[tuple[int, str]], horizon_ms: int) -> dict:
+    """Share of raised forecasts ``(ts, facing)`` whose shelf was empty within the horizon."""
+    empty: dict[str, list[tuple[int, int]]] = {}
+    for sim in run.sims:
+        for _store, facing, _sku, start, end in sim.truth.stockouts:
+            empty.setdefault(facing, []).append((start, end or run.end_ms))
+    right = sum(1 for ts, f in alerts if any(s <= ts + horizon_ms and e >= ts for s, e in empty.get(f, ())))
+    return {"alerts": len(alerts), "right": right, "precision": round(right / len(alerts), 3) if alerts else None}

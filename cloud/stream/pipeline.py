@@ -300,7 +300,8 @@ class PartitionProcessor:
             sc = st.scorers.get(store)
             if sc is not None and self.scorer is not None:
                 alive = watch.last_gateway_ts is not None and t - watch.last_gateway_ts <= cfg.gateway_alive_ms
-                changes = sc.score(t, self.scorer)
+                silent = t - watch.last_ts >= cfg.detectors.silent_min_ms
+                changes = sc.score(t, self.scorer, watch.last_ts if silent else None)
                 for row in changes:
                     row["gateway_alive"] = alive
                     self._emit(ALERTS.name, row)

@@ -13,8 +13,13 @@ Alert kinds (``stream.alerts.kind``):
 * ``empty_now``: a sensored facing whose last reading says 0 units (raised), cleared by a
   reading above 0. A manifest threshold for ``empty_now`` makes it a model kind too.
 
-So a store whose gateway is silent is still scored: its facings' states age (time since the last
-reading and sale, expected demand since) and the model sees that.
+A store whose gateway is silent (no event for ``silent_since``) is still scored, on imputed
+features: the cloud assumes the store keeps selling at its expected rate. From the features at the
+start of the silence it takes the sales rates and the till's and sensors' state as they were, and
+lowers the shelf by the demand the store's own profile expected since (``demand_next_2h`` summed
+over the ticks; the last day's sales rate before a profile is learnt), so a shelf that was running low is forecast empty on time. Without that, a silent
+till would read as no demand and the model would clear every forecast. ``empty_now`` stays a
+reading's statement: imputed units never raise it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,15 @@ KINDS = ("empty_now", "empty_within_h")
 _UNITS = FEATURES.index("units_est")
 _SENSOR = FEATURES.index("has_sensor")
 _SINCE_READING = FEATURES.index("hours_since_reading")
+_FILL = FEATURES.index("fill_ratio")
+_RATE_24H = FEATURES.index("rate_24h")
+_CAPACITY = FEATURES.index("capacity")
+_DEMAND_2H = FEATURES.index("demand_next_2h")
+_SALES_SINCE_READING = FEATURES.index("sales_since_reading")
+#: Kept as they were when the store went silent (no evidence that they changed).
+_FROZEN = [i for i, f in enumerate(FEATURES) if f.startswith("rate_")] + [
+    FEATURES.index(f) for f in ("hours_since_sale", "demand_since_sale", "hours_since_reading", "battery_pct",
+                                "hours_since_restock")]
 MIN_DWELL_MS = 15 * MINUTE_MS
 
 
@@ -55,6 +69,10 @@ class StoreScorer:
         self.raised: dict[str, np.ndarray] = {k: np.zeros(n, dtype=bool) for k in KINDS}
         self.changed_at: dict[str, np.ndarray] = {k: np.full(n, -(2**62), dtype=np.int64) for k in KINDS}
         self.last_probs = np.zeros(n, dtype=np.float64)
+        self.silent_from: int | None = None  # start of the silence being imputed
+        self.silent_X: np.ndarray | None = None
+        self.imputed = np.zeros(n, dtype=np.float64)  # units the profile expected since then
+        self.last_t: int | None = None
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -77,10 +95,36 @@ class StoreScorer:
         ids = self.features.facing_ids
         return {ids[i] for i in np.flatnonzero(self.raised.get(kind, ()))}
 
-    def score(self, t: int, scorer: Any) -> list[dict]:
-        """Score every facing at ``t``; return ``stream.alerts`` rows for the state changes."""
+    def _impute(self, t: int, X: np.ndarray, silent_since: int | None) -> np.ndarray:
+        """The features of a silent store (see the module docstring); ``X`` when it is not silent."""
+        if silent_since is None:
+            self.silent_from, self.silent_X = None, None
+            return X
+        if self.silent_from != silent_since or self.silent_X is None:
+            self.silent_from = silent_since
+            self.silent_X = self.features.matrix(silent_since)
+            self.imputed[:] = 0.0
+            self.last_t = silent_since
+        span_h = max(t - (self.last_t or t), 0) / 3_600_000
+        # Units per hour: the hour-of-day profile once learnt (a week of sales), else the last
+        # day's average rate from before the silence.
+        per_h = np.where(X[:, _DEMAND_2H] > 0, X[:, _DEMAND_2H] / 2.0, self.silent_X[:, _RATE_24H])
+        self.imputed += per_h * span_h
+        Xi = X.copy()
+        S = self.silent_X
+        Xi[:, _FROZEN] = S[:, _FROZEN]
+        Xi[:, _UNITS] = np.maximum(S[:, _UNITS] - self.imputed, 0.0)
+        Xi[:, _FILL] = np.minimum(Xi[:, _UNITS] / np.maximum(Xi[:, _CAPACITY], 1.0), 2.0)
+        Xi[:, _SALES_SINCE_READING] = S[:, _SALES_SINCE_READING] + self.imputed
+        return Xi
+
+    def score(self, t: int, scorer: Any, silent_since: int | None = None) -> list[dict]:
+        """Score every facing at ``t`` (imputing a silence that began at ``silent_since``); return
+        ``stream.alerts`` rows for the state changes."""
         X = self.features.matrix(t)
-        probs = np.nan_to_num(np.asarray(scorer.score(X), dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, 1.0)
+        Xs = self._impute(t, X, silent_since)
+        self.last_t = t
+        probs = np.nan_to_num(np.asarray(scorer.score(Xs), dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, 1.0)
         self.last_probs = probs
         units = X[:, _UNITS]
         sensor_empty = (X[:, _SENSOR] > 0) & (units <= 0)

@@ -133,3 +133,26 @@ def test_stream_job_routes_late_events_to_their_table_and_keeps_them_out_of_clos
     assert sales[35 * MINUTE_MS] == 5
     # Windows close up to the watermark (minute 45); [40, 45) had no line, [55, 60) is still open.
     assert sorted(sales) == [m * MINUTE_MS for m in range(0, 40, 5)]
+
+
+def test_the_dashboard_lists_the_anomalies_the_stream_found(tmp_path):
+    import pyarrow as pa
+
+    from cloud.dashboard import build_dashboard
+    from cloud.stream.tables import ANOMALIES, stream_schema
+    from cloud.warehouse import build_warehouse
+
+    storage = open_storage(str(tmp_path / "lake"))
+    t0 = 1_767_600_000_000
+    rows = [{"store_id": s, "subject": subj, "kind": kind, "score": 12.0, "evidence": '{"silent_min": 25.0}',
+             "first_seen": t0 + i * 60_000, "since_ms": t0, "source": "localhub", "hub_partition": "0",
+             "hub_seq": i, "emitted_at": t0, "origin_enqueued_ms": t0}
+            for i, (s, subj, kind) in enumerate([("s001", "s001", "gateway_silent"), ("s002", "s002", "gateway_silent"),
+                                                 ("s002", "s002-f00007", "phantom_inventory")])]
+    storage.write(ANOMALIES.name, pa.Table.from_pylist(rows, schema=stream_schema(ANOMALIES)))
+    html = build_dashboard(build_warehouse(storage, tmp_path / "wh.duckdb"), tmp_path / "d.html").read_text()
+    section = html[html.index("Anomalies the stream found"):html.index("Fleet health: gateways")]
+    # Counts per kind (2 gateway_silent episodes in 2 stores), then the latest first.
+    assert "<tr><td>gateway silent</td><td>gateway_silent</td><td>2</td><td>2</td>" in section
+    assert "<tr><td>phantom stock (count it)</td><td>phantom_inventory</td><td>1</td><td>1</td>" in section
+    assert section.index("s002-f00007") < section.index("<td>s001</td>")

@@ -1,0 +1,281 @@
+"""The stream job: throughput against a bare consumer, event-to-alert latency, detector quality.
+
+Input: simulated stores (``firmware_sim``) through simulated gateways into the embedded hub
+(``tests/stream_sim.py``), on a RAM folder when there is one (the hub fsyncs every message).
+
+* ``throughput``: the same hub read by (a) a bare consumer that only receives and checkpoints
+  (the floor) and (b) the job (dedup, windows, scoring every facing with the shipped model every
+  5 event-minutes, detectors, Delta commits). Rounds alternate; median and spread of events/s,
+  ratio job / bare. Against the rate 1,000 stores send at their busiest hour (measured on the
+  simulated stores: events per store per second in the busiest UTC hour).
+* ``latency``: a producer thread sends the hub's messages at the 1,000-store busiest-hour rate
+  (in wall time) while the job runs live; latency of each alert / anomaly / window row =
+  ``emitted_at`` (wall clock when the job committed it) - the enqueue time of the message whose
+  processing emitted it. p50 / p99 over all rows.
+* ``detectors``: precision and recall per anomaly kind on held-out seeds (the rules were built
+  on seeds 1 and 23), every anomaly injected at once.
+* ``cloud_vs_gateway``: gateways scoring with the same model, some silent or with a broken model:
+  the divergence flag against the truth, and the precision of the forecasts the cloud raises for a
+  silent store beside the gateways' own (a forecast is right when its shelf is empty within the
+  horizon).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+SKUS = 600
+
+
+def _tmp() -> Path:
+    return Path(tempfile.mkdtemp(prefix="bench-stream-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+
+
+def _busiest_rate(run) -> float:
+    """Events per store per second in the busiest UTC hour of the run (from the hub's messages)."""
+    from gondola.contracts import batch_lines
+    from gondola.hub import LocalHub
+
+    per_hour: dict[int, int] = {}
+    with LocalHub(run.hub_path) as hub:
+        for p in range(hub.partitions):
+            for m in hub.read(p, limit=10_000_000):
+                for line in batch_lines(m.body, m.properties):
+                    ts = json.loads(line)["ts"]
+                    per_hour[ts // 3_600_000] = per_hour.get(ts // 3_600_000, 0) + 1
+    return max(per_hour.values()) / len(run.sims) / 3600.0
+
+
+def _bare(hub_path: Path, group: str, decode: bool = False) -> tuple[int, float]:
+    """Read every message and checkpoint each batch (``decode``: also decompress and parse each
+    event, what any consumer that looks at events must do); return (messages, seconds)."""
+    from cloud.ingest.source import LocalHubSource
+    from gondola.contracts import batch_lines
+
+    t = time.perf_counter()
+    n = 0
+    with LocalHubSource(str(hub_path), consumer_group=group) as source:
+        while True:
+            batch = source.receive(max_messages=2000, max_wait_s=0.0)
+            if not batch:
+                break
+            n += len(batch)
+            if decode:
+                for m in batch:
+                    for line in batch_lines(m.body, m.properties):
+                        json.loads(line)
+            source.checkpoint(batch)
+    return n, time.perf_counter() - t
+
+
+def _make_job(run, hub_path: Path, lake: Path, group: str, scorer):
+    from cloud.ingest.source import LocalHubSource
+    from cloud.lake.storage import open_storage
+    from cloud.stream.job import StreamJob
+
+    source = LocalHubSource(str(hub_path), consumer_group=group)
+    return StreamJob(open_storage(str(lake)), source, scorer=scorer, planograms=run.planograms(),
+                     max_messages=2000, snapshot_every_s=30.0)
+
+
+def _job(run, hub_path: Path, lake: Path, group: str, scorer):
+    job = _make_job(run, hub_path, lake, group, scorer)
+    t = time.perf_counter()
+    job.run(once=True)
+    job.source.close()
+    return job, time.perf_counter() - t
+
+
+def _events(run) -> int:
+    return sum(gw.sent_events for gw in run.gateways)
+
+
+def _throughput(run, scorer, rounds: int) -> dict:
+    events = _events(run)
+    bare, dec, ours = [], [], []
+    for r in range(rounds):
+        n, s = _bare(run.hub_path, f"bare-{r}")
+        bare.append(events / s)
+        _, s = _bare(run.hub_path, f"decode-{r}", decode=True)
+        dec.append(events / s)
+        lake = _tmp()
+        job, s = _job(run, run.hub_path, lake, f"job-{r}", scorer)
+        ours.append(events / s)
+        shutil.rmtree(lake, ignore_errors=True)
+        print(f"  round {r}: bare {bare[-1]:,.0f}, bare+decode {dec[-1]:,.0f}, job {ours[-1]:,.0f} events/s "
+              f"({n} messages)")
+
+    def spread(xs):
+        return [round(min(xs)), round(max(xs))]
+
+    med_b, med_d, med_o = statistics.median(bare), statistics.median(dec), statistics.median(ours)
+    return {"events": events, "bare_events_per_s": round(med_b), "bare_decode_events_per_s": round(med_d),
+            "job_events_per_s": round(med_o), "bare_spread": spread(bare), "bare_decode_spread": spread(dec),
+            "job_spread": spread(ours), "ratio_job_to_bare": round(med_o / med_b, 4),
+            "ratio_job_to_bare_decode": round(med_o / med_d, 4), "rounds": rounds}
+
+
+def _latency(run, scorer, rate_events_s: float, seconds: float) -> dict:
+    """Replay ``seconds`` of the hub's busiest stretch into a fresh hub at ``rate_events_s`` (wall
+    time) while the job runs live."""
+    from cloud.lake.storage import open_storage
+    from gondola.hub import LocalHub
+
+    root = _tmp()
+    live = root / "live.sqlite"
+    with LocalHub(run.hub_path) as src:
+        msgs = [m for p in range(src.partitions) for m in src.read(p, limit=10_000_000)]
+        parts = src.partitions
+    msgs.sort(key=lambda m: m.enqueued_time)  # simulated send order across stores
+    sizes = [int(m.properties.get("count", 0)) or 1 for m in msgs]
+    # The busiest stretch: from 07:00 on, as many messages as ``seconds`` of wall time carry.
+    first = next((i for i, m in enumerate(msgs) if (m.enqueued_time % 86_400_000) >= 7 * 3_600_000), 0)
+    budget, end = rate_events_s * seconds, first
+    while end < len(msgs) and budget > 0:
+        budget -= sizes[end]
+        end += 1
+    msgs, sizes = msgs[first:end], sizes[first:end]
+    LocalHub(live, partitions=parts).close()
+    stop = threading.Event()
+    sent = {"n": 0}
+
+    def produce():
+        with LocalHub(live) as hub:
+            start, done = time.perf_counter(), 0
+            for m, k in zip(msgs, sizes):
+                hub.send(m.device_id, m.body, m.properties)
+                done += k
+                ahead = done / rate_events_s - (time.perf_counter() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            sent["n"] = done
+            sent["s"] = time.perf_counter() - start
+
+    job = _make_job(run, live, root / "lake", "live", scorer)
+    consumer = threading.Thread(target=lambda: job.run(stop=stop))
+    producer = threading.Thread(target=produce)
+    consumer.start()
+    producer.start()
+    producer.join()
+    deadline = time.monotonic() + 120  # let the job catch up with what was sent, then stop it
+    while time.monotonic() < deadline and job.stats["messages"] < len(msgs):
+        time.sleep(0.2)
+    stop.set()
+    consumer.join()
+    job.source.close()
+    storage = open_storage(str(root / "lake"))
+    lat: dict[str, list[float]] = {}
+    for name in ("stream.alerts", "stream.anomalies", "stream.sales_5m"):
+        t = storage.read(name)
+        if t is not None and t.num_rows:
+            lat[name] = [(e - q) / 1000.0 for e, q in zip(t["emitted_at"].to_pylist(), t["origin_enqueued_ms"].to_pylist())]
+    shutil.rmtree(root, ignore_errors=True)
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return round(xs[min(len(xs) - 1, int(q * len(xs)))], 3)
+
+    every = [x for xs in lat.values() for x in xs]
+    return {"rate_events_per_s": round(rate_events_s), "sent_events": sent["n"], "send_s": round(sent.get("s", 0), 1),
+            "rows": {k: len(v) for k, v in lat.items()},
+            "p50_s": pct(every, 0.5), "p99_s": pct(every, 0.99),
+            "alerts_p50_s": pct(lat.get("stream.alerts", [0]), 0.5), "alerts_p99_s": pct(lat.get("stream.alerts", [0]), 0.99)}
+
+
+def _detectors(seeds: list[int], stores: int, days: float) -> dict:
+    from firmware_sim.uplink import GatewayFaults
+    from tests.stream_sim import TRUTH_OF, run_job, run_sim_stores, score_detectors
+
+    total = {k: {"detections": 0, "right": 0, "truth": 0, "found": 0} for k in TRUTH_OF}
+    per_seed = {}
+    for seed in seeds:
+        root = _tmp()
+        run = run_sim_stores(root, stores=stores, skus=1000, days=days, seed=seed,
+                             gateway_faults=GatewayFaults(uplink_down=0.15, uplink_slow=0.15))
+        run_job(run)
+        s = score_detectors(run)
+        per_seed[seed] = {k: (v["precision"], v["recall"]) for k, v in s.items()}
+        for k, v in s.items():
+            for f in ("detections", "right", "truth", "found"):
+                total[k][f] += v[f]
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"  seed {seed}: " + ", ".join(f"{k} {v['right']}/{v['detections']} {v['found']}/{v['truth']}"
+                                              for k, v in s.items()))
+    for v in total.values():
+        v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
+        v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
+    return {"seeds": seeds, "stores": stores, "days": days, "skus": 1000, "total": total, "per_seed": per_seed}
+
+
+def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
+    """Gateways scoring with the same model (``ModelAlerter``), some going silent or running a
+    broken model: divergence flags against the truth, and the precision of the forecasts the cloud
+    raised for silent stores (>= 1 h into the silence) beside the gateways' own."""
+    from firmware_sim import StoreSim
+    from firmware_sim.uplink import GatewayFaults
+    from models.replay import planograms_from_rows
+    from tests.stream_sim import ModelAlerter, alert_precision, run_job, run_sim_stores, score_detectors
+
+    skus = 300
+    plans = planograms_from_rows([r for i in range(stores)
+                                  for r in StoreSim(f"s{seed:02d}{i:02d}", skus=skus, seed=seed).planogram])
+    alerters = {sid: ModelAlerter(sid, p, scorer, seed) for sid, p in plans.items()}
+    root = _tmp()
+    run = run_sim_stores(root, stores=stores, skus=skus, days=days, seed=seed, faults={}, partitions=2,
+                         gateway_faults=GatewayFaults(uplink_down=0.5, model_broken=0.2), alerters=alerters)
+    run_job(run, scorer=scorer)
+    horizon = int(scorer.horizon_h * 3_600_000)
+    raised = [r for r in run.table("stream.alerts") if r["kind"] == "empty_within_h" and r["state"] == "raised"]
+    down = [w for g in run.gateways for w in g.windows if w.kind == "uplink_down" and w.end_ms - w.start_ms >= 3_600_000]
+    silent = [(r["ts"], r["facing_id"]) for r in raised
+              if any(w.target == r["store_id"] and w.start_ms + 3_600_000 <= r["ts"] < w.end_ms for w in down)]
+    alive = [(r["ts"], r["facing_id"]) for r in raised if r["gateway_alive"]]
+    out = {"seed": seed, "stores": stores, "days": days, "skus": skus,
+           "divergence": score_detectors(run)["alert_divergence"],
+           "gateway_alerts": alert_precision(run, [a for x in alerters.values() for a in x.raised], horizon),
+           "cloud_alerts_gateway_alive": alert_precision(run, alive, horizon),
+           "cloud_alerts_gateway_silent_1h": alert_precision(run, silent, horizon),
+           "silent_windows_1h": len(down), "silent_hours": round(sum(w.end_ms - w.start_ms for w in down) / 3.6e6, 1)}
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def run(quick: bool = False) -> dict:
+    from models.runtime import DEFAULT_MODEL, open_scorer
+    from tests.stream_sim import run_sim_stores
+
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    stores, days, rounds = (4, 1.0, 2) if quick else (8, 1.0, 3)
+    root = _tmp()
+    t = time.perf_counter()
+    run_ = run_sim_stores(root, stores=stores, skus=SKUS, days=days, seed=101, faults={})
+    busiest = _busiest_rate(run_)
+    need = busiest * 1000
+    print(f"input: {stores} stores x {SKUS} SKUs x {days} days, {_events(run_):,} events "
+          f"(simulated in {time.perf_counter() - t:.0f}s); busiest hour {busiest:.3f} events/store/s "
+          f"-> 1,000 stores need {need:,.0f} events/s")
+    thr = _throughput(run_, scorer, rounds)
+    thr["needed_for_1000_stores"] = round(need)
+    thr["headroom_vs_1000_stores"] = round(thr["job_events_per_s"] / need, 2)
+    print(f"throughput: job {thr['job_events_per_s']:,} vs bare {thr['bare_events_per_s']:,} events/s "
+          f"(ratio {thr['ratio_job_to_bare']}); 1,000 stores need {need:,.0f} -> x{thr['headroom_vs_1000_stores']}")
+    lat = _latency(run_, scorer, need, 30 if quick else 90)
+    print(f"latency at {need:,.0f} events/s: p50 {lat['p50_s']} s, p99 {lat['p99_s']} s "
+          f"(alerts p50 {lat['alerts_p50_s']} s, p99 {lat['alerts_p99_s']} s)")
+    shutil.rmtree(root, ignore_errors=True)
+    det = _detectors([41, 42] if quick else [41, 42, 43], 2 if quick else 4, 3.0 if quick else 6.0)
+    for k, v in det["total"].items():
+        print(f"  {k}: precision {v['precision']} ({v['right']}/{v['detections']}), "
+              f"recall {v['recall']} ({v['found']}/{v['truth']})")
+    cvg = _cloud_vs_gateway(scorer, 61, 3 if quick else 6, 2.0 if quick else 3.0)
+    print(f"cloud vs gateway: {json.dumps(cvg)}")
+    return {"machine_note": "2 cores shared with other jobs; figures are medians of alternating rounds",
+            "busiest_events_per_store_s": round(busiest, 4), "throughput": thr, "latency": lat, "detectors": det,
+            "cloud_vs_gateway": cvg}

@@ -1,0 +1,50 @@
+"""Cloud-side scoring of a store whose gateway went silent: imputed sales keep the forecasts honest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from cloud.stream.scoring import StoreScorer, kind_thresholds
+from firmware_sim import StoreSim
+from gondola.clock import HOUR_MS, MINUTE_MS
+from models.features import FEATURES
+from models.replay import planograms_from_rows
+from models.runtime import DEFAULT_MODEL, open_scorer
+
+_UNITS = FEATURES.index("units_est")
+
+
+def _store(hours: int):
+    sim = StoreSim("s0701", skus=200, seed=7)
+    sc = StoreScorer("s0701", planograms_from_rows(sim.planogram)["s0701"])
+    silent_from = sim.start_ms + hours * HOUR_MS
+    for m in sim.run_until(silent_from):
+        if m.valid:
+            sc.observe(json.loads(m.payload))
+    return sc, silent_from
+
+
+def test_a_silent_store_is_scored_as_if_it_kept_selling_at_its_usual_rate():
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    threshold = kind_thresholds(scorer)["empty_within_h"]
+    sc, s = _store(17)
+    before = sc.features.matrix(s)[:, _UNITS]
+    for k in range(1, 37):  # three hours of 5-minute ticks with nothing from the store
+        sc.score(s + k * 5 * MINUTE_MS, scorer, silent_since=s)
+    t = s + 3 * HOUR_MS
+    plain = sc.features.matrix(t)
+    imputed = sc._impute(t, plain, s)
+    # The shelves the model sees went down by what the store usually sells, never below zero ...
+    assert np.all(imputed[:, _UNITS] <= before + 1e-9) and np.all(imputed[:, _UNITS] >= 0)
+    assert (before - imputed[:, _UNITS]).sum() > 10
+    # ... while the plain features (no sale seen) still show the shelves as they were.
+    assert np.allclose(plain[:, _UNITS], before)
+    # The model then rates the shelves imputed empty as likelier empty than those still stocked.
+    p_imp = np.asarray(scorer.score(imputed)).reshape(-1)
+    gone = (imputed[:, _UNITS] <= 0) & (before > 0)
+    assert gone.any() and p_imp[gone].mean() > p_imp[imputed[:, _UNITS] > 0].mean()
+    assert (p_imp[gone] >= threshold).any()
+    # The store speaks again: the imputation is dropped.
+    assert np.array_equal(sc._impute(t, plain, None), plain) and sc.silent_from is None
