@@ -324,7 +324,7 @@ def _retrain_round(cfg: DemoConfig, lake: Path) -> dict:
         _log(cfg, f"retrain: skipped ({exc})")
         return {"decision": "skipped", "reason": str(exc), "seconds": round(time.monotonic() - started, 1)}
     _log(cfg, format_decision(rec))
-    seeds = [s["pr_auc"] for s in rec["candidate"]["seeds"].values()]
+    seeds = [s["pr_auc"] for s in rec["candidate"]["seeds"].values()] if rec["candidate"] else []
     return {
         "decision": rec["decision"],
         "reasons": rec["reasons"],
@@ -332,7 +332,7 @@ def _retrain_round(cfg: DemoConfig, lake: Path) -> dict:
         "rows": rec["training"]["rows"],
         "holdout_stores": rec["training"]["holdout_stores"],
         "before": {"model": rec["production"]["version"], "pr_auc": rec["production"]["pr_auc"]},
-        "after": {"pr_auc_mean": rec["candidate"]["mean_pr_auc"], "pr_auc_seeds": seeds,
+        "after": {"pr_auc_mean": rec["candidate"]["mean_pr_auc"] if rec["candidate"] else None, "pr_auc_seeds": seeds,
                   "registered": rec.get("registered")},
         "baseline": {"scorer": rec["baseline"]["best"], "pr_auc": rec["baseline"]["pr_auc"]},
         "margin": rec["gate"]["margin"],

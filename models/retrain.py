@@ -76,6 +76,8 @@ class RetrainConfig:
     #: Share of stores held out for the gate (at least one store, never all).
     holdout_share: float = 0.25
     ahead_weight: float = 5.0
+    #: Fewer positive held-out labels than this: no verdict (recorded as a fail, nothing trained).
+    min_holdout_positives: int = 20
     #: Keep only rows whose label someone observed (see module docstring); off only to measure.
     observed_only: bool = True
     gold_version: int | None = None
@@ -227,9 +229,9 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
     held = holdout_stores(stores, config.holdout_share)
     ho_mask = np.isin(data.rows.store.astype(str), held)
     train, test = _subset(data, ~ho_mask), _subset(data, ho_mask)
-    if not test.y.any() or test.y.all():
+    if len(test) == 0 or test.y.all():
         raise ConfigError(f"held-out stores {', '.join(held)} have {int(test.y.sum())} positive label(s) of "
-                          f"{len(test)}: the gate cannot judge; wait for more data")
+                          f"{len(test)} rows: the gate cannot judge")
     X, y = test.rows.X, test.y
     say(f"held out {len(held)} of {len(stores)} stores ({len(test):,} rows, {int(y.sum()):,} positive); "
         f"training on {len(train):,} rows")
@@ -244,7 +246,23 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
 
     pins = {"gold.features": version}
     training = {"tables": pins, "sources": [str(lake_root)], "holdout_stores": held, "seeds": list(config.seeds),
-                "rows": {"total": total, "observed": len(data), "train": len(train), "holdout": len(test)}}
+                "rows": {"total": total, "observed": len(data), "train": len(train), "holdout": len(test),
+                         "holdout_positives": int(y.sum())}}
+    record: dict[str, Any] = {
+        "decision": "fail", "reasons": [], "trigger": config.trigger,
+        "metric": "pr_auc (held-out stores, observed labels, int8)", "candidate": None,
+        "baseline": {"best": best_baseline, **baselines[best_baseline], "all": baselines},
+        "production": {"version": prod_version, "from": prod_from, **production},
+        "gate": {"margin": config.margin, "confidence": config.confidence, "vs": {}},
+        "training": training, "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+        "code_version": code_version(), **config.extra,
+    }
+    if int(y.sum()) < config.min_holdout_positives:
+        # A PR-AUC over a handful of positives swings by tenths from one seed to the next: no
+        # verdict can be trusted, so nothing is trained and nothing registered.
+        record["reasons"] = [f"only {int(y.sum())} positive held-out label(s), {config.min_holdout_positives} "
+                             "needed for a verdict: nothing trained; wait for more data"]
+        return _finish(record, registry, "", started)
     seeds: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="gondola-retrain-") as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
@@ -267,21 +285,13 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
         verdict = judge(cand, {"baseline": baselines[best_baseline]["pr_auc"], "production": production["pr_auc"]},
                         config.margin, config.confidence)
         median_seed = sorted(config.seeds, key=lambda s: seeds[s]["pr_auc"] or 0.0)[len(config.seeds) // 2]
-        record: dict[str, Any] = {
+        record.update({
             "decision": "pass" if verdict["passed"] else "fail",
             "reasons": verdict["reasons"],
-            "trigger": config.trigger,
-            "metric": "pr_auc (held-out stores, observed labels, int8)",
             "candidate": {"seeds": {str(s): seeds[s] for s in config.seeds},
                           "mean_pr_auc": statistics.fmean(cand), "chosen_seed": median_seed},
-            "baseline": {"best": best_baseline, **baselines[best_baseline], "all": baselines},
-            "production": {"version": prod_version, "from": prod_from, **production},
-            "gate": {"margin": config.margin, "confidence": config.confidence, "vs": verdict["vs"]},
-            "training": training,
-            "config": {k: v for k, v in asdict(config).items() if k != "extra"},
-            "code_version": code_version(),
-            **config.extra,
-        }
+        })
+        record["gate"]["vs"] = verdict["vs"]
         version_registered = ""
         if verdict["passed"] and registry is not None:
             weights, summary = trained[median_seed]
@@ -300,27 +310,37 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
                                   reason="retrain: passed the gate")
             version_registered = mv.version
             record["registered"] = mv.version
-        record["seconds"] = round(time.monotonic() - started, 1)
-        if registry is not None:
-            record["commit"] = registry.record("retrain", record, version=version_registered,
-                                               reason=f"gate {record['decision']}")
+    return _finish(record, registry, version_registered, started)
+
+
+def _finish(record: dict, registry, version: str, started: float) -> dict:
+    """Time the round and append its decision record to the registry."""
+    record["seconds"] = round(time.monotonic() - started, 1)
+    if registry is not None:
+        record["commit"] = registry.record("retrain", record, version=version, reason=f"gate {record['decision']}")
     return record
 
 
 def format_decision(record: dict) -> str:
     """A few lines a person reads: decision, figures before and after, why."""
     c, b, p = record["candidate"], record["baseline"], record["production"]
+    tr = record["training"]
     lines = [f"retrain: {record['decision'].upper()} (trigger {record['trigger']}, gold.features version "
-             f"{record['training']['tables']['gold.features']}, {record['training']['rows']['observed']:,} observed rows, "
-             f"held-out stores {', '.join(record['training']['holdout_stores'])})",
-             f"  held-out PR-AUC: baseline {b['best']} {b['pr_auc']:.4f}, production {p['version']} {p['pr_auc']:.4f}, "
-             f"candidate {c['mean_pr_auc']:.4f} (seeds " +
-             ", ".join(f"{v['pr_auc']:.4f}" for v in c["seeds"].values()) + ")"]
+             f"{tr['tables']['gold.features']}, {tr['rows']['observed']:,} observed rows, "
+             f"held-out stores {', '.join(tr['holdout_stores'])})"]
+    after = "not trained" if c is None else f"{c['mean_pr_auc']:.4f} (seeds " + ", ".join(
+        f"{v['pr_auc']:.4f}" for v in c["seeds"].values()) + ")"
+    lines.append(f"  held-out PR-AUC: baseline {b['best']} {_num(b['pr_auc'])}, production {p['version']} "
+                 f"{_num(p['pr_auc'])}, candidate {after}")
     lines += [f"  {r}" for r in record["reasons"]]
     if record.get("registered"):
         lines.append(f"  registered candidate {record['registered']}: roll it out with "
                      f"'gondola models rollout {record['registered']}'")
     return "\n".join(lines)
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _parser():
@@ -342,6 +362,8 @@ def _parser():
     p.add_argument("--holdout-share", type=float, default=d.holdout_share,
                    help=f"share of stores held out (default {d.holdout_share:g})")
     p.add_argument("--horizon", type=float, default=d.horizon_h, help=f"horizon, hours (default {d.horizon_h:g})")
+    p.add_argument("--min-holdout-positives", type=int, default=d.min_holdout_positives,
+                   help=f"positive held-out labels needed for a verdict (default {d.min_holdout_positives})")
     p.add_argument("--all-labels", action="store_true",
                    help="also train on rows whose label nobody observed (facings without a working sensor)")
     p.add_argument("--if-drift", action="store_true",
@@ -388,7 +410,8 @@ def main(argv: list[str]) -> int:
         trigger = args.trigger or "drift"
     config = RetrainConfig(seeds=tuple(range(args.seeds)), epochs=args.epochs, horizon_h=args.horizon,
                            margin=args.margin, confidence=args.confidence, holdout_share=args.holdout_share,
-                           observed_only=not args.all_labels, gold_version=args.gold_version, trigger=trigger,
+                           observed_only=not args.all_labels, min_holdout_positives=args.min_holdout_positives,
+                           gold_version=args.gold_version, trigger=trigger,
                            extra=extra)
     key = _key()
     if key is None:
