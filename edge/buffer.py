@@ -840,6 +840,22 @@ class SqliteBuffer:
         rows.reverse()
         return [StoredEvent(*r) for r in rows]
 
+    def pending(self) -> tuple[int, int | None, bool]:
+        """(unsent rows, ``received_at`` of the oldest, whether an ``edge.alert`` waits): what the
+        uplink's freshness budget decides on, in two index lookups."""
+        with self._lock:
+            row = self._db.execute("SELECT received_at FROM events ORDER BY id LIMIT 1").fetchone()
+            urgent = self._db.execute(
+                "SELECT 1 FROM events WHERE priority = 0 AND etype = 'edge.alert' LIMIT 1").fetchone()
+            return self._c["rows"], (row[0] if row else None), urgent is not None
+
+    def last_id_received_by(self, t_ms: int) -> int:
+        """The highest id of an unsent event received at or before ``t_ms`` (0: none). Rows
+        are inserted in received order, so every lower id was received by then too."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(id) FROM events WHERE received_at <= ?", (t_ms,)).fetchone()
+        return int(row[0] or 0)
+
     def mark_sent(self, ids: list[int], *, now_ms: int, live_hwm: int | None = None) -> None:
         """The hub accepted these events: delete them (and move the live mark) in one transaction.
 
@@ -912,11 +928,14 @@ class SqliteBuffer:
     # ---- state snapshots (inference) -----------------------------------------------------
 
     def save_facing_states(self, rows: list[tuple[str, str, str, int]]) -> None:
-        """Upsert ``(facing_id, state_json, alert, alert_since)`` rows in one transaction."""
+        """Upsert ``(facing_id, state, alert, alert_since)`` rows in one transaction (``state``:
+        packed values or JSON text, as ``edge.inference`` writes them)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO facing_state VALUES (?,?,?,?)", rows)
+            # An upsert rewrites the row in place; REPLACE deletes and re-inserts it (2x slower).
+            db.executemany("INSERT INTO facing_state VALUES (?,?,?,?) ON CONFLICT (facing_id) DO UPDATE SET "
+                           "state = excluded.state, alert = excluded.alert, alert_since = excluded.alert_since", rows)
             db.execute("COMMIT")
 
     def load_facing_states(self) -> list[tuple[str, str, str, int]]:

@@ -32,6 +32,8 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
+#: Health figures that move with every event: on their own they do not make a twin report.
+_TWIN_MOVING = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "last_uplink_ts")
 _HEALTH_FIELDS = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "evictions",
                   "seq_gaps", "quarantined", "last_uplink_ts", "model_version")
 
@@ -65,6 +67,8 @@ class Gateway:
         self._emit_lock = threading.Lock()
         self._last_snapshot_ms = 0
         self._last_health_ms = 0
+        self._twin_sent: dict | None = None  # the last reported patch the hub accepted
+        self._twin_sent_ms = 0
         self._last_expire_ms = 0
         self._reported_gaps = 0
         self.alerts_published = 0
@@ -189,9 +193,11 @@ class Gateway:
         of this cycle (both ``raised`` and ``cleared``). Also expires by TTL (every 15 minutes),
         enforces the cap,
         reports confirmed gaps, emits ``edge.health`` (and patches the twin) every
-        ``health_every_s`` of gateway-clock time, and snapshots facing state every 5 minutes.
-        Desired properties are read every cycle from the embedded hub, and with each health
-        report from IoT Hub (which also pushes them while connected)."""
+        ``health_every_s`` of gateway-clock time (health computed once for both; the twin only
+        when it changed, see :meth:`report_twin`), and snapshots the facings changed since the
+        last snapshot every ``snapshot_every_s``. Desired properties are read every cycle from
+        the embedded hub, and with each health report from IoT Hub (which also pushes them
+        while connected)."""
         changes = self.inference.cycle(now_ms)
         if self.models is not None:
             self.models.after_cycle()  # rolls back a model that keeps failing
@@ -221,14 +227,15 @@ class Gateway:
         self.buffer.enforce_cap(now_ms)
         self._report_gaps(now_ms)
         if now_ms - self._last_health_ms >= self.settings.health_every_s * 1000:
-            self.emit_health(now_ms)
-            self.report_twin()
+            h = self.health()
+            self.emit_health(now_ms, h)
+            self.report_twin(h, now_ms=now_ms)
             if self.models is not None and not self.transport.polls_desired:
                 # Pushes only arrive while connected: a read with each health report catches
                 # a desired change made during an outage (it fires only when $version moved).
                 self.poll_desired()
             self._last_health_ms = now_ms
-        if now_ms - self._last_snapshot_ms >= 5 * 60_000:
+        if now_ms - self._last_snapshot_ms >= self.settings.snapshot_every_s * 1000:
             self.buffer.save_facing_states(self.inference.snapshot())
             self._last_snapshot_ms = now_ms
         return alerts
@@ -253,9 +260,10 @@ class Gateway:
 
     # ---- uplink --------------------------------------------------------------------------
 
-    def uplink_once(self) -> int:
-        """Send one round of batches; return events the hub accepted (0 while backing off)."""
-        return self.uplink.uplink_once()
+    def uplink_once(self, force: bool = False) -> int:
+        """Send one round of batches if the freshness budget says so (``force``: now); return
+        events the hub accepted (0 while backing off or while nothing is due)."""
+        return self.uplink.uplink_once(force=force)
 
     def drain(self) -> int:
         """Send until the buffer is empty or the hub refuses; return events sent.
@@ -315,27 +323,45 @@ class Gateway:
         })
         return h
 
-    def emit_health(self, now_ms: int) -> dict:
-        """Store an ``edge.health`` event now (priority 0) and return it."""
-        h = self.health()
+    def emit_health(self, now_ms: int, health: dict | None = None) -> dict:
+        """Store an ``edge.health`` event now (priority 0) and return it (``health``: already
+        computed :meth:`health`, else computed here)."""
+        h = health if health is not None else self.health()
         data = {k: h[k] for k in _HEALTH_FIELDS if k in h}
         return self._emit("edge.health", [data], now_ms)[0]
 
-    def report_twin(self) -> bool:
-        """Patch health into the module twin's reported properties; False when the hub is away."""
-        h = self.health()
-        patch = {"gondola": {k: h.get(k) for k in _HEALTH_FIELDS} | {
+    def report_twin(self, health: dict | None = None, *, now_ms: int | None = None) -> bool:
+        """Patch health into the module twin's reported properties; False when the hub is away.
+
+        Called without ``now_ms`` (on demand) it always patches. From the cycle (``now_ms``
+        given) a patch goes out when something other than the moving counters (rows, bytes,
+        ages) changed since the last accepted one, at most every ``twin_every_s``, and else as
+        a heartbeat every 4 x ``twin_every_s``; a changed ``scorer_errors`` or
+        ``model_version`` goes at once (the cloud's rollout watches them). Each patch is a
+        message and a durable write at the hub, and the ``edge.health`` events carry every
+        figure every ``health_every_s`` anyway."""
+        h = health if health is not None else self.health()
+        body = {k: h.get(k) for k in _HEALTH_FIELDS} | {
             "gaps_by_device": {d: sum(hi - lo + 1 for lo, hi in gs) for d, gs in h["gaps"].items()},
-            "evictions_by": h["evictions_by"], "reported_at": h["now_ms"],
+            "evictions_by": h["evictions_by"],
             # The cloud's rollout compares scoring errors of a canary with production's.
             "scorer_errors": h["scorer_errors"], "score_ms": h["score_ms"], "facings": h["facings"],
-            "shadow": h["shadow"]}}
+            "shadow": h["shadow"]}
+        last = self._twin_sent
+        if now_ms is not None and last is not None:
+            age = now_ms - self._twin_sent_ms
+            every = self.settings.twin_every_s * 1000
+            changed = any(_news(k, v, last.get(k)) for k, v in body.items() if k not in _TWIN_MOVING)
+            urgent = any(body.get(k) != last.get(k) for k in ("scorer_errors", "model_version"))
+            if not (urgent or (changed and age >= every) or age >= 4 * every):
+                return True  # nothing new, or batched into a later report
         try:
-            self.transport.patch_reported(patch)
-            return True
+            self.transport.patch_reported({"gondola": body | {"reported_at": h["now_ms"]}})
         except TransportError as exc:
             log.info("twin report deferred: %s", exc)
             return False
+        self._twin_sent, self._twin_sent_ms = body, h["now_ms"] if now_ms is None else now_ms
+        return True
 
     # ---- the unattended loop -------------------------------------------------------------
 
@@ -359,6 +385,14 @@ class Gateway:
                 sent = 0
             if not sent:
                 stop.wait(0.2)
+
+
+def _news(key: str, value, last) -> bool:
+    """Whether a twin figure changed enough to report: the scorer's mean latency when it moved
+    by more than a quarter (it wobbles every cycle), anything else when it differs."""
+    if key == "score_ms" and isinstance(value, (int, float)) and isinstance(last, (int, float)) and last > 0:
+        return abs(value - last) > 0.25 * last
+    return value != last
 
 
 def _json(event: dict) -> bytes:

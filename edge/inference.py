@@ -360,27 +360,41 @@ class Inference:
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def snapshot(self, everything: bool = False) -> list[tuple[str, str, str, int]]:
+    def snapshot(self, everything: bool = False) -> list[tuple[str, object, str, int]]:
         """Rows for ``SqliteBuffer.save_facing_states``: the facings changed since the last
-        snapshot (or all of them)."""
+        snapshot (or all of them), each state as packed float64 (:data:`SNAPSHOT_LAYOUT`,
+        built column by column for all of them at once), plus the layout row."""
         with self._lock:
-            idx = range(len(self.states)) if everything else sorted(self._unsaved)
+            idx = list(range(len(self.states))) if everything else sorted(self._unsaved)
             self._unsaved = set()
-            return [(self.states[i].facing_id, json.dumps(vars(self.states[i]), default=_plain),
-                     _alert_word(self.raised[i], self.raised_now[i]), int(self.changed_at[i])) for i in idx]
+            if not idx:
+                return []
+            blobs = _pack_states([self.states[i] for i in idx])
+            rows: list[tuple[str, object, str, int]] = [(_LAYOUT_ROW, _LAYOUT_TEXT, "layout", 0)]
+            rows += [(self.states[i].facing_id, blob, _alert_word(self.raised[i], self.raised_now[i]),
+                      int(self.changed_at[i])) for i, blob in zip(idx, blobs)]
+            return rows
 
     def restore(self, rows: list[tuple[str, str, str, int]]) -> int:
         """Load snapshot rows (facings no longer in the planogram are ignored); return how many."""
         n = 0
+        layout = next((_parse_layout(state) for facing_id, state, _, _ in rows if facing_id == _LAYOUT_ROW), None)
         with self._lock:
             for facing_id, state, alert, since in rows:
                 i = self.index.get(facing_id)
                 if i is None:
                     continue
-                fields = json.loads(state)
+                if isinstance(state, (bytes, memoryview)):
+                    if layout is None:
+                        log.warning("facing state of %s has no layout row; not restored", facing_id)
+                        continue
+                    fields = _unpack_state(bytes(state), layout)
+                else:  # JSON text: snapshots of older builds
+                    fields = json.loads(state)
                 plan = self.states[i]
                 known = {f.name: getattr(plan, f.name) for f in dataclasses.fields(FacingState) if f.init}
-                fields = {k: (np.asarray(v, dtype=np.float64) if isinstance(known[k], np.ndarray) else v)
+                fields = {k: (_array(v) if isinstance(known[k], np.ndarray)
+                              else [float(x) for x in v] if isinstance(known[k], list) else v)
                           for k, v in fields.items() if k in known}  # fields added or dropped by models
                 fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity)
                 self.states[i] = FacingState(**fields)
@@ -394,12 +408,71 @@ class Inference:
         return n
 
 
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot snapshot {type(value).__name__}")
+# ---- snapshot encoding ----------------------------------------------------------------------
+#
+# A facing's state is packed as little-endian float64 values in the order of SNAPSHOT_LAYOUT
+# (None as NaN; ms timestamps are exact below 2**53). The whole snapshot is built column by
+# column with numpy for all changed facings at once: JSON per facing cost ~100 us and 1.4 KB
+# each, which at 10,000 facings made the snapshot cost about half of a cycle's scoring. The
+# layout travels with the rows (the row ``_LAYOUT_ROW``), so a build whose FacingState gained
+# or lost fields still restores by name.
+
+_SKIP = ("facing_id", "sku")
+
+
+def _width(f) -> int:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return len(default) if isinstance(default, (list, np.ndarray)) else 0
+
+
+#: (field, width): width 0 is a scalar, else a vector of that length.
+SNAPSHOT_LAYOUT: tuple[tuple[str, int], ...] = tuple(
+    (f.name, _width(f)) for f in dataclasses.fields(FacingState) if f.init and f.name not in _SKIP)
+_LAYOUT_ROW = ""  # no facing has an empty id
+_LAYOUT_TEXT = "f8:" + ",".join(f"{n}:{w}" for n, w in SNAPSHOT_LAYOUT)
+_KINDS = {f.name: ("int" if "int" in str(f.type) else "bool" if "bool" in str(f.type) else "float")
+          for f in dataclasses.fields(FacingState)}
+
+
+def _pack_states(states: list) -> list[bytes]:
+    """Each state as packed float64 values (one numpy matrix for all of them)."""
+    cols = []
+    for name, width in SNAPSHOT_LAYOUT:
+        values = [getattr(st, name) for st in states]
+        if width:
+            cols.append(np.asarray(values, dtype=np.float64).reshape(len(states), width))
+        else:
+            cols.append(np.array(values, dtype=np.float64).reshape(len(states), 1))  # None -> NaN
+    matrix = np.ascontiguousarray(np.hstack(cols), dtype="<f8")
+    raw, size = matrix.tobytes(), matrix.shape[1] * 8
+    return [raw[k * size:(k + 1) * size] for k in range(len(states))]
+
+
+def _parse_layout(text) -> tuple[tuple[str, int], ...] | None:
+    text = text.decode() if isinstance(text, (bytes, memoryview)) else str(text)
+    if not text.startswith("f8:"):
+        return None
+    return tuple((n, int(w)) for n, w in (item.rsplit(":", 1) for item in text[3:].split(",") if item))
+
+
+def _unpack_state(blob: bytes, layout: tuple[tuple[str, int], ...]) -> dict:
+    """Fields of one packed state (names as the layout that wrote it says)."""
+    values = np.frombuffer(blob, dtype="<f8")
+    out, j = {}, 0
+    for name, width in layout:
+        if width:
+            out[name] = values[j:j + width].copy()
+            j += width
+            continue
+        v = float(values[j])
+        j += 1
+        kind = _KINDS.get(name, "float")
+        out[name] = None if v != v else int(v) if kind == "int" else bool(v) if kind == "bool" else v
+    return out
+
+
+def _array(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64)
 
 
 def _alert_word(forecast: bool, now: bool) -> str:

@@ -129,7 +129,15 @@ class LocalHubTransport:
             self._callbacks.append(callback)
 
     def poll_desired(self) -> bool:
-        """Fire the desired callbacks if the desired version changed; return whether it did."""
+        """Fire the desired callbacks if the desired version changed; return whether it did.
+        (Called every cycle: the version alone is read first, the twin only when it moved.)"""
+        try:
+            current = self.hub.desired_version(self.device_id, self.module_id)
+        except Exception as exc:
+            raise TransportError(f"cannot read twin: {exc}") from exc
+        with self._lock:
+            if current == self._seen_version:
+                return False
         desired = self.get_twin()["desired"]
         version = int(desired.get("$version", 0))
         with self._lock:

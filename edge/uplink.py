@@ -4,6 +4,18 @@ Each call of :meth:`Uplink.uplink_once` is one round, built from ordered steps:
 
 1. **Backoff gate.** After a refused send, no attempt before ``next_attempt_ms`` (exponential
    backoff with jitter, on the gateway clock so a simulated clock drives it in tests).
+1b. **Freshness budget.** IoT Hub bills every message in 4 KB units (body and properties), so
+   small messages waste most of what they pay for. Alerts go at once; everything else (POS
+   lines, restocks, readings, and the periodic ``edge.health`` status) may wait up to
+   ``delay_ms`` (the gateway's ``uplink_delay_s``, 15 minutes by default) after it was
+   received. (A health event every 5 minutes sent at once would make the gateway's own
+   heartbeat the largest line of the bill: 288 messages a day per store. What the cloud must
+   hear at once, scoring errors and model changes, goes through the twin; see
+   ``Gateway.report_twin``.) A round runs when the oldest unsent event reached that age or a
+   full round (``round_rows``) is waiting, or an alert waits; it sends what is due (and the
+   small health events) topped up with younger events, as many as fit in the 4 KB units the
+   message pays for anyway, so messages come out full and no event waits longer than the
+   budget. ``force=True`` (and :meth:`Uplink.drain`) send everything now.
 2. **Selection, two lanes.** The *backlog lane* takes the oldest unsent events by priority
    (alerts and health, then POS, then restocks and deliveries, then shelf readings). The *live
    lane* takes up to ``live_share`` of the round from the NEWEST unsent events above a persisted
@@ -40,12 +52,22 @@ from gondola.errors import TransportAuthError, TransportError
 from edge.buffer import SqliteBuffer, StoredEvent
 from edge.transport import HubTransport
 
-__all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "ENCODINGS"]
+__all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "ENCODINGS", "BILLING_UNIT_BYTES", "billed_units"]
 
 log = logging.getLogger(__name__)
 
 #: Content encodings the uplink can produce; all are read by ``gondola.contracts.decode_batch``.
 ENCODINGS = ("gzip", "deflate", "identity")
+
+
+#: IoT Hub meters device-to-cloud messages in units of 4 KB (body plus properties).
+BILLING_UNIT_BYTES = 4096
+
+
+def billed_units(message: BatchMessage) -> int:
+    """The 4 KB units IoT Hub bills for one message (body plus application properties)."""
+    size = message.size + sum(len(k) + len(v) for k, v in message.properties.items())
+    return -(-size // BILLING_UNIT_BYTES)
 
 
 def _compress(raw: bytes, encoding: str, level: int) -> bytes:
@@ -120,7 +142,8 @@ class Uplink:
     def __init__(self, buffer: SqliteBuffer, transport: HubTransport, clock: Clock, *, store_id: str,
                  encoding: str = "gzip", level: int = 6, round_rows: int = 4_000, live_share: float = 0.2,
                  max_bytes: int = MAX_MESSAGE_BYTES, bandwidth_bytes_s: float | None = None,
-                 backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep):
+                 backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep,
+                 delay_ms: int = 0):
         if encoding not in ENCODINGS:
             raise ValueError(f"unknown encoding {encoding!r}")
         if not 0.0 <= live_share < 1.0:
@@ -130,6 +153,8 @@ class Uplink:
         self.encoding, self.level = encoding, level
         self.round_rows, self.live_share = round_rows, live_share
         self.max_bytes = max_bytes
+        #: freshness budget of POS lines, restocks and readings (0: send at once)
+        self.delay_ms = int(delay_ms)
         self.bucket = TokenBucket(bandwidth_bytes_s, sleep) if bandwidth_bytes_s else None
         self.backoff = backoff or Backoff()
         self.failures = 0
@@ -139,6 +164,7 @@ class Uplink:
         self.messages_sent = 0
         self.bytes_sent = 0
         self.events_sent = 0
+        self.units_billed = 0
 
     # ---- packing -------------------------------------------------------------------------
 
@@ -167,28 +193,82 @@ class Uplink:
             start = end
 
     def plan_round(self) -> list[tuple[str, list[StoredEvent]]]:
-        """The events of the next round, as (lane, events) groups in send order."""
+        """The events of the next round, as (lane, events) groups in send order: one group per
+        lane, alerts and health first within it, and the lane holding some of them first."""
         n_live = int(self.round_rows * self.live_share)
         live = self.buffer.select_live(n_live) if n_live else []
         live_ids = {e.id for e in live}
         backlog = [e for e in self.buffer.select_backlog(self.round_rows) if e.id not in live_ids]
         backlog = backlog[: self.round_rows - len(live)]
-        urgent = [e for e in backlog if e.priority == 0]
-        rest = [e for e in backlog if e.priority != 0]
-        live_urgent = [e for e in live if e.priority == 0]
-        live_rest = [e for e in live if e.priority != 0]
-        groups = [("backlog", urgent), ("live", live_urgent), ("live", live_rest), ("backlog", rest)]
+        live = [e for e in live if e.priority == 0] + [e for e in live if e.priority != 0]
+        groups = [("backlog", backlog), ("live", live)]
+        if live and live[0].priority == 0 and not (backlog and backlog[0].priority == 0):
+            groups.reverse()
         return [(lane, evs) for lane, evs in groups if evs]
+
+    def _plan_budget(self, now_ms: int) -> list[tuple[str, list[StoredEvent]]]:
+        """What is due (alerts and health, and every event that has waited ``delay_ms``), in
+        priority order, topped up in arrival order with events not due yet, as many as fit in
+        the 4 KB units the message pays for anyway."""
+        events = self.buffer.select_backlog(self.round_rows)
+        due_id = self.buffer.last_id_received_by(now_ms - self.delay_ms)
+        must = [e for e in events if e.priority == 0 or e.id <= due_id]
+        rest = sorted((e for e in events if not (e.priority == 0 or e.id <= due_id)), key=lambda e: e.id)
+        return [("backlog", must + rest[: self._fill(must, rest)])]
+
+    def _fill(self, must: list[StoredEvent], rest: list[StoredEvent]) -> int:
+        """How many of ``rest`` fit after ``must`` without a further billing unit (binary
+        search over encoded sizes; raw bytes bound it, as no batch compresses 30x)."""
+        def encode(evs: list[StoredEvent]) -> BatchMessage:
+            return encode_lines(evs, store_id=self.store_id, encoding=self.encoding, level=self.level)
+
+        if not rest or not must:
+            return 0
+        first = encode(must)
+        if first.size > self.max_bytes:
+            return 0  # several messages anyway: _pack splits them
+        units = billed_units(first)
+        budget = units * BILLING_UNIT_BYTES * 30
+        hi, raw = 0, sum(len(e.body) + 1 for e in must)
+        while hi < len(rest) and raw + len(rest[hi].body) + 1 <= budget:
+            raw += len(rest[hi].body) + 1
+            hi += 1
+        lo = 0
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            msg = encode(must + rest[:mid])
+            if billed_units(msg) <= units and msg.size <= self.max_bytes:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def due(self, now_ms: int) -> str | None:
+        """What the freshness budget sends now: ``"round"`` (a full round waits: big messages
+        anyway), ``"budget"`` (an alert waits, or the oldest event has waited ``delay_ms``),
+        or None (nothing is due yet)."""
+        rows, oldest, alert = self.buffer.pending()
+        if not rows:
+            return None
+        if self.delay_ms <= 0 or rows >= self.round_rows:
+            return "round"
+        if alert or (oldest is not None and now_ms - oldest >= self.delay_ms):
+            return "budget"
+        return None
 
     # ---- rounds --------------------------------------------------------------------------
 
-    def uplink_once(self) -> int:
-        """Send one round (up to ``round_rows`` events); return events the hub accepted."""
+    def uplink_once(self, force: bool = False) -> int:
+        """Send one round (up to ``round_rows`` events) if the freshness budget says it is due,
+        or at once with ``force``; return events the hub accepted."""
         now = self.clock.now_ms()
         if now < self.next_attempt_ms:
             return 0
+        mode = "round" if force else self.due(now)
+        if mode is None:
+            return 0
         sent = 0
-        for lane, events in self.plan_round():
+        for lane, events in (self.plan_round() if mode == "round" else self._plan_budget(now)):
             for msg, chunk in self._pack(events, lane):
                 if self.bucket:
                     self.bucket.take(msg.size)
@@ -205,6 +285,7 @@ class Uplink:
                 self.auth_failed = False
                 self.messages_sent += 1
                 self.bytes_sent += msg.size
+                self.units_billed += billed_units(msg)
                 self.events_sent += len(chunk)
                 sent += len(chunk)
         return sent
@@ -220,11 +301,12 @@ class Uplink:
                         self.failures, delay / 1000, self.last_error)
 
     def drain(self, max_rounds: int | None = None) -> int:
-        """Send rounds until the buffer is empty or a send fails; return events sent."""
+        """Send rounds until the buffer is empty or a send fails, whatever the freshness
+        budget; return events sent."""
         total = 0
         rounds = 0
         while max_rounds is None or rounds < max_rounds:
-            n = self.uplink_once()
+            n = self.uplink_once(force=True)
             rounds += 1
             total += n
             if n == 0:
@@ -244,5 +326,7 @@ class Uplink:
             "uplink_messages": self.messages_sent,
             "uplink_bytes": self.bytes_sent,
             "uplink_events": self.events_sent,
+            "uplink_billed_units": self.units_billed,
+            "uplink_delay_s": self.delay_ms / 1000,
             "uplink_throttled_s": round(self.bucket.waited_s, 3) if self.bucket else 0.0,
         }

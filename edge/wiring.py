@@ -85,6 +85,17 @@ class EdgeSettings:
     http_token_file: Path | None = None
     cycle_s: float = 60.0  # run loop: seconds between scoring cycles
     health_every_s: float = 300.0
+    #: twin reported properties: patched with a health report only when they changed, and at
+    #: most this often (a changed scorer_errors or model goes out with the next report at once)
+    twin_every_s: float = 900.0
+    #: freshness budget of POS lines, restocks and readings: sent at the latest this long after
+    #: they arrived, in messages that fill IoT Hub's 4 KB billing units (alerts and health go
+    #: at once; 0: everything at once). See edge.uplink.
+    uplink_delay_s: float = 900.0
+    #: facing-state snapshots (the facings changed since the last one; a clean stop saves all).
+    #: After a crash the restored state is at most this old: units come back with each facing's
+    #: next reading, sales rates (hours-long decay) lose that much history.
+    snapshot_every_s: float = 1800.0
     gap_grace_s: float = 60.0  # a gap still open after this is reported as an edge.gap event
     #: store broker access (edge.access): user name, a file holding the password (else the secret
     #: ``mqtt-password`` from GONDOLA_SECRETS), and the store CA, which turns TLS on
@@ -164,7 +175,8 @@ def store_id_of_device(device_id: str) -> str:
 
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
         "round_rows", "group_max", "group_wait_ms", "http_port", "backup_keep"}
-_FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s", "backup_every_s"}
+_FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s", "backup_every_s",
+          "twin_every_s", "snapshot_every_s", "uplink_delay_s"}
 _PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file", "backup_dir",
          "mqtt_password_file", "mqtt_ca_file", "http_token_file"}
 
@@ -369,7 +381,8 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     models.restore()  # a model rolled out before a restart wins over the configured one
     uplink = Uplink(buffer, transport, clock, store_id=settings.store_id, encoding=settings.encoding,
                     level=settings.level, round_rows=settings.round_rows, live_share=settings.live_share,
-                    bandwidth_bytes_s=settings.bandwidth_bytes_s or None)
+                    bandwidth_bytes_s=settings.bandwidth_bytes_s or None,
+                    delay_ms=int(settings.uplink_delay_s * 1000))
     gw = Gateway(settings, clock=clock, buffer=buffer, inference=inference, uplink=uplink,
                  transport=transport, pseudonym_key=key, models=models)
     gw.mqtt_auth = auth

@@ -167,6 +167,13 @@ class LocalHub:
         desired = json.loads(row[0]) | {"$version": row[1]}
         return {"desired": desired, "reported": json.loads(row[2])}
 
+    def desired_version(self, device_id: str, module_id: str) -> int:
+        """The desired properties' ``$version`` (0 when never set): a cheap poll for changes."""
+        with self._lock:
+            row = self._db.execute("SELECT desired_version FROM twins WHERE device_id=? AND module_id=?",
+                                   (device_id, module_id)).fetchone()
+        return 0 if row is None else int(row[0])
+
     def twin_devices(self, module_id: str) -> list[str]:
         """Devices that have a twin of ``module_id`` (desired or reported), sorted."""
         with self._lock:

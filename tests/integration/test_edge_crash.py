@@ -54,7 +54,8 @@ def test_fifty_kill_9s_during_ingest_and_uplink_lose_nothing_and_count_gaps_exac
     cmd = [sys.executable, "-m", "edge", "run", "--store-id", "s001", "--broker", f"127.0.0.1:{mosquitto.port}",
            "--data-dir", str(data_dir), "--hub", "local", "--hub-path", str(hub_path),
            "--planogram", str(tmp_path / "planogram.csv"), "--cycle-s", "0.3"]
-    env = dict(os.environ, GONDOLA_ROUND_ROWS="300", GONDOLA_GROUP_MAX="200", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, GONDOLA_ROUND_ROWS="300", GONDOLA_GROUP_MAX="200", PYTHONUNBUFFERED="1",
+               GONDOLA_UPLINK_DELAY_S="0")  # uplink all the time: kills land mid-send too
     log = (tmp_path / "gateway.log").open("ab")
 
     # First start creates the persistent session, so the broker queues for it from now on.

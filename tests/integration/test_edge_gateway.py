@@ -92,3 +92,48 @@ def test_gateway_commits_scores_alerts_and_uplinks_every_event(kind, tmp_path):
     assert {(e["device_id"], e["seq"]) for e in events if e["device_id"] != "gw-s001"} == traffic.emitted
     assert hub.get_twin("gw-s001", "gondola-gateway")["reported"]["gondola"]["seq_gaps"] == len(traffic.dropped)
     hub.close()
+
+
+def test_a_cycle_computes_health_once_per_report_and_patches_the_twin_only_when_it_changed(tmp_path):
+    from edge.testing import reading
+
+    (tmp_path / "planogram.csv").write_text(planogram_csv(facings=4))
+    clock = SimClock(T0)
+    gw = build_gateway(EdgeSettings(store_id="s001", data_dir=tmp_path / "gw", hub_path=tmp_path / "hub.sqlite",
+                                    planogram_path=tmp_path / "planogram.csv"), clock=clock)
+    patches, healths = [], [0]
+    patch = gw.transport.patch_reported
+    gw.transport.patch_reported = lambda p: (patches.append(p), patch(p))[1]
+    health = gw.health
+    gw.health = lambda: (healths.__setitem__(0, healths[0] + 1), health())[1]
+    seq = [0]
+
+    def minute(m: int, *, skip: int = 0) -> None:
+        seq[0] += 1 + skip  # skip > 0: the sensor's messages were lost (a gap)
+        ev = reading(seq[0], T0 + m * 60_000, facing_id="f1", device_id="shelf-s001-f1", units=5)
+        gw.collector.commit_group([("gondola/s001/shelf/shelf-s001-f1", json.dumps(ev).encode(), (0, 0))])
+        clock.advance_to(T0 + m * 60_000 + 1)
+        gw.run_cycle(T0 + m * 60_000 + 1)
+
+    minute(0)
+    assert len(patches) == 1 and healths[0] == 1  # the first report: health once, for event and twin
+    for m in range(1, 30):
+        minute(m)  # only the moving counters change (rows, bytes, ages)
+    assert len(patches) == 1 and healths[0] == 6 and gw.buffer.next_gateway_seq() == 6  # 6 health events
+    minute(30, skip=3)  # 3 readings lost: a gap, in the next report (the last patch is 30 min old)
+    assert len(patches) == 2 and patches[1]["gondola"]["seq_gaps"] == 3
+    minute(31, skip=2)  # another gap: batched, the twin hears of it 15 minutes after the last patch
+    for m in range(32, 45):
+        minute(m)
+    assert len(patches) == 2
+    minute(45)
+    assert len(patches) == 3 and patches[2]["gondola"]["seq_gaps"] == 5
+    gw.inference.scorer_errors += 1  # the rollout watches this one: reported with the next health report
+    for m in range(46, 51):
+        minute(m)
+    assert len(patches) == 4 and patches[3]["gondola"]["scorer_errors"] == 1
+    for m in range(51, 111):
+        minute(m)
+    assert len(patches) == 5  # an hour without news: one heartbeat patch
+    assert gw.report_twin() and len(patches) == 6  # on demand it always patches
+    gw.buffer.close()

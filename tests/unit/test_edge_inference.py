@@ -123,6 +123,57 @@ def test_facing_state_and_alert_state_survive_a_snapshot_and_restore():
     assert other.states[0].features(T0 + 3600_000) == inf.states[0].features(T0 + 3600_000)
 
 
+def _same_state(a, b) -> bool:
+    va, vb = vars(a), vars(b)
+    return va.keys() == vb.keys() and all(
+        np.array_equal(x, vb[k]) if isinstance(x, np.ndarray) else x == vb[k] for k, x in va.items())
+
+
+def test_packed_snapshots_restore_every_field_exactly_through_the_buffer(tmp_path):
+    import json
+
+    from edge.buffer import SqliteBuffer
+
+    inf = _inf(ScriptedScorer(), n=4)
+    assert len(inf.snapshot()) == 5  # a new gateway saves every facing once, with the layout row
+    inf.observe([pos_line(0, T0, sku="k0", qty=3), reading(0, T0 + 1, facing_id="f1", units=7),
+                 pos_line(1, T0 + 3_600_123, sku="k1", qty=1), reading(1, T0 + 7_200_000, facing_id="f1", units=5)])
+    buf = SqliteBuffer(tmp_path / "b.sqlite")
+    rows = inf.snapshot()
+    assert sorted(r[0] for r in rows) == ["", "f0", "f1"]  # only the facings that changed, and the layout
+    buf.save_facing_states(rows)
+    assert inf.snapshot() == []  # nothing changed since
+    # An older build's JSON row for f3 (lists, not packed values) is still read.
+    old = dict(vars(inf.states[3]), units=2.0)
+    old = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in old.items()}
+    buf.save_facing_states([("f3", json.dumps(old), "clear", 0)])
+    other = _inf(ScriptedScorer(), n=4)
+    assert other.restore(buf.load_facing_states()) == 3
+    buf.close()
+    for i in (0, 1):
+        assert _same_state(other.states[i], inf.states[i]), i
+    assert other.states[3].units == 2.0 and other.states[2].units is None
+    assert other.states[0].features(T0 + 9_000_000) == inf.states[0].features(T0 + 9_000_000)
+
+
+def test_packed_snapshots_written_by_a_build_with_other_fields_restore_the_fields_both_know():
+    from edge.inference import SNAPSHOT_LAYOUT, _LAYOUT_ROW
+
+    inf = _inf(ScriptedScorer())
+    inf.observe([reading(0, T0, facing_id="f0", units=4)])
+    rows = inf.snapshot()
+    blob = next(r for r in rows if r[0] == "f0")
+    # That build had one more scalar field at the front, and no battery_pct.
+    values = np.frombuffer(blob[1], "<f8")
+    names = [n for n, _ in SNAPSHOT_LAYOUT]
+    at = sum(w or 1 for n, w in SNAPSHOT_LAYOUT[: names.index("battery_pct")])
+    packed = np.concatenate([[42.0], values[:at], values[at + 1:]]).astype("<f8").tobytes()
+    layout = "f8:gone_field:0," + ",".join(f"{n}:{w}" for n, w in SNAPSHOT_LAYOUT if n != "battery_pct")
+    other = _inf(ScriptedScorer())
+    assert other.restore([(_LAYOUT_ROW, layout, "layout", 0), ("f0", packed, blob[2], blob[3])]) == 1
+    assert other.states[0].units == 4.0 and other.states[0].battery_pct == 0.0  # the default
+
+
 def test_planogram_loads_one_stores_facings_and_rejects_missing_columns(tmp_path):
     p = tmp_path / "planogram.csv"
     p.write_text(planogram_csv("s001", 4) + "s002,f9,k9,5,0\n")

@@ -181,3 +181,53 @@ def test_flaky_transport_refuses_while_offline(tmp_path):
     t.online = True
     t.send(encode_batch([pos_line(0, T0)], store_id="s001"))
     assert t.refused == 1 and len(inner.messages) == 1
+
+
+def test_the_freshness_budget_holds_data_back_sends_alerts_at_once_and_fills_their_billing_units(buf):
+    from edge.uplink import billed_units
+
+    hub = Recorder()
+    clock = SimClock(T0)
+    up = Uplink(buf, hub, clock, store_id="s001", delay_ms=15 * 60_000)
+    # 10 minutes of readings, one a second: nothing is due yet.
+    buf.append([_rx(reading(i, T0 + i * 1000), at=T0 + i * 1000) for i in range(600)], now_ms=T0)
+    clock.advance_to(T0 + 600_000)
+    assert up.uplink_once() == 0 and hub.messages == []
+    # An alert goes at once, with the oldest readings that fit in the 4 KB it pays for anyway.
+    buf.append([_rx(alert(0, T0 + 600_000), at=T0 + 600_000)], now_ms=T0 + 600_000)
+    sent = up.uplink_once()
+    msg, evs = hub.messages[0]
+    assert 1 < sent < 601 and evs[0]["type"] == "edge.alert" and billed_units(msg) == 1
+    assert [e["seq"] for e in evs[1:]] == list(range(sent - 1))  # oldest first, in order
+    assert billed_units(encode_lines_of(evs, sent)) == 2  # the unit was full: one more reading needs another
+    # The rest waits until its oldest event is 15 minutes old, then goes.
+    clock.advance_to(T0 + (sent - 1) * 1000 + 15 * 60_000 - 1)
+    assert up.uplink_once() == 0
+    clock.advance_to(T0 + (sent - 1) * 1000 + 15 * 60_000)
+    assert up.uplink_once() > 0
+    waits = [(clock.now_ms() - e["received_at"]) for _, evs in hub.messages[1:] for e in evs]
+    assert max(waits) <= 15 * 60_000
+    up.drain()  # whatever the budget
+    assert buf.stats(T0)["buffer_rows"] == 0
+    assert sorted(e["seq"] for e in hub.events() if e["type"] == "shelf.reading") == list(range(600))
+
+
+def encode_lines_of(evs, sent):
+    """The first message of the test above with the next waiting reading added."""
+    from edge.buffer import StoredEvent, encode
+    from edge.uplink import encode_lines
+
+    nxt = reading(sent - 1, T0 + (sent - 1) * 1000)
+    stored = [StoredEvent(i, e["device_id"], e["seq"], e["type"], 0, encode(e)) for i, e in enumerate(evs)]
+    extra = StoredEvent(len(evs), nxt["device_id"], nxt["seq"], nxt["type"], 3,
+                        encode(_rx(nxt, at=T0 + (sent - 1) * 1000)))
+    return encode_lines(stored + [extra], store_id="s001")
+
+
+def test_a_full_round_waiting_goes_at_once_whatever_the_budget(buf):
+    hub = Recorder()
+    up = Uplink(buf, hub, SimClock(T0), store_id="s001", round_rows=500, delay_ms=15 * 60_000)
+    buf.append([_rx(pos_line(i, T0)) for i in range(499)], now_ms=T0)
+    assert up.uplink_once() == 0
+    buf.append([_rx(pos_line(499, T0))], now_ms=T0)
+    assert up.uplink_once() == 500
