@@ -32,8 +32,10 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
-#: Health figures that move with every event: on their own they do not make a twin report.
-_TWIN_MOVING = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "last_uplink_ts")
+#: Figures that move with every event or cycle: on their own they do not make a twin report
+#: (they ride along with every one, at least hourly; ``score_ms`` also goes at once with the
+#: report that carries a new model_version, which is what the cloud's rollout compares).
+_TWIN_MOVING = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "last_uplink_ts", "score_ms")
 _HEALTH_FIELDS = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "evictions",
                   "seq_gaps", "quarantined", "last_uplink_ts", "model_version")
 
@@ -351,7 +353,7 @@ class Gateway:
         if now_ms is not None and last is not None:
             age = now_ms - self._twin_sent_ms
             every = self.settings.twin_every_s * 1000
-            changed = any(_news(k, v, last.get(k)) for k, v in body.items() if k not in _TWIN_MOVING)
+            changed = any(v != last.get(k) for k, v in body.items() if k not in _TWIN_MOVING)
             urgent = any(body.get(k) != last.get(k) for k in ("scorer_errors", "model_version"))
             if not (urgent or (changed and age >= every) or age >= 4 * every):
                 return True  # nothing new, or batched into a later report
@@ -385,14 +387,6 @@ class Gateway:
                 sent = 0
             if not sent:
                 stop.wait(0.2)
-
-
-def _news(key: str, value, last) -> bool:
-    """Whether a twin figure changed enough to report: the scorer's mean latency when it moved
-    by more than a quarter (it wobbles every cycle), anything else when it differs."""
-    if key == "score_ms" and isinstance(value, (int, float)) and isinstance(last, (int, float)) and last > 0:
-        return abs(value - last) > 0.25 * last
-    return value != last
 
 
 def _json(event: dict) -> bytes:
