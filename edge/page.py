@@ -129,6 +129,8 @@ def _csv(path: Path) -> list[dict]:
         return []
 
 
+_DONE_TEXT = {"restocked": "refilled", "was_fine": "was fine", "no_stock": "no stock"}
+
 _STYLE = """
 body{font:18px/1.4 system-ui,sans-serif;margin:0;background:#f4f5f7;color:#1d2733}
 header{background:#1d2733;color:#fff;padding:12px 20px}header h1{margin:0;font-size:24px}
@@ -181,7 +183,7 @@ def _page(gw, labels: "ShelfLabels", notice: str = "") -> str:
     soon_html = "".join(card(r) for r in soon) or "<p class='none'>No shelf is expected to run empty soon.</p>"
     empty_html = "".join(card(r) for r in empty) or "<p class='none'>No empty shelves.</p>"
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width,initial-scale=1'><meta http-equiv=refresh content=30>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'><meta http-equiv=refresh content='30; url=/'>"
             f"<title>{e(title)}: restock</title><style>{_STYLE}</style></head><body>"
             f"<header><h1>{e(title)}: shelves to restock</h1><div class=sub>updated {labels.local(now)} "
             f"({e(labels.timezone)}) · refreshes every 30 s · works without internet</div></header><main>"
@@ -208,6 +210,15 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
     labels = ShelfLabels.from_master(getattr(gw.settings, "planogram_path", None), gw.settings.store_id)
     metrics = MetricsEndpoint(gw.health, healthy=check.problems, broker_connected=lambda: gw.broker_connected)
 
+    def _notice(query: dict) -> str:
+        """The thank-you line after a "done" (``/?checked=<facing>&outcome=<outcome>``)."""
+        facing, outcome = (query.get("checked") or [""])[0], (query.get("outcome") or [""])[0]
+        i = gw.inference.index.get(facing)
+        if i is None or outcome not in _DONE_TEXT:
+            return ""
+        name = labels.names.get(gw.inference.states[i].sku, facing)
+        return f"Recorded: {name} {_DONE_TEXT[outcome]}. Thank you."
+
     def respond(path: str, notice: str = "") -> tuple[int, bytes, str]:
         if path == "/metrics":
             body, ctype = metrics.render()
@@ -226,7 +237,8 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
     class Handler(BaseHTTPRequestHandler):
         def _answer(self, with_body: bool) -> None:
             try:
-                status, body, ctype = respond(urllib.parse.urlsplit(self.path).path)
+                parts = urllib.parse.urlsplit(self.path)
+                status, body, ctype = respond(parts.path, _notice(parse_qs(parts.query)))
             except Exception as exc:  # the page must never take the gateway down
                 self.send_error(500, str(exc)[:100])
                 return
@@ -246,7 +258,10 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
             if urllib.parse.urlsplit(self.path).path != "/done":
                 self.send_error(404)
                 return
-            size = min(int(self.headers.get("Content-Length") or 0), 4096)
+            try:
+                size = min(max(int(self.headers.get("Content-Length") or 0), 0), 4096)
+            except ValueError:
+                size = 0
             form = parse_qs(self.rfile.read(size).decode("utf-8", "replace"))
             facing, outcome = (form.get("facing_id") or [""])[0], (form.get("outcome") or [""])[0]
             try:
@@ -257,15 +272,11 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
             except Exception as exc:  # the page must never take the gateway down
                 self.send_error(500, str(exc)[:100])
                 return
-            name = labels.names.get(gw.inference.states[gw.inference.index[facing]].sku, facing)
-            text = {"restocked": "refilled", "was_fine": "was fine", "no_stock": "no stock"}.get(outcome, outcome)
-            body = _page(gw, labels, f"Recorded: {name} {text}. Thank you.").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
+            # Post/redirect/get: the page's own refresh must not send the form again.
+            self.send_response(303)
+            self.send_header("Location", "/?" + urllib.parse.urlencode({"checked": facing, "outcome": outcome}))
+            self.send_header("Content-Length", "0")
             self.end_headers()
-            self.wfile.write(body)
 
         def do_HEAD(self):  # noqa: N802
             self._answer(False)

@@ -82,7 +82,7 @@ def test_the_store_page_lists_forecasts_by_empty_time_then_empty_shelves_with_na
     local = datetime.fromtimestamp(first["expected_empty_ts"] / 1000, ZoneInfo("Europe/Amsterdam")).strftime("%H:%M")
     assert f"about {local})" in page
     assert "None" not in page and "{'" not in page and str(T0)[:6] not in page
-    assert '<meta http-equiv=refresh content=30>' in page
+    assert "<meta http-equiv=refresh content='30; url=/'>" in page
 
 
 @pytest.mark.slow
@@ -93,8 +93,10 @@ def test_done_records_a_shelf_check_event_that_goes_up_with_the_alert_it_answere
     try:
         clock.advance_to(T0 + HOUR_MS + 10 * 60_000)
         body = urllib.parse.urlencode({"facing_id": "f4", "outcome": "restocked"}).encode()
-        page = urllib.request.urlopen(urllib.request.Request(base + "/done", data=body)).read().decode()
-        assert "Recorded: Product E 500g refilled" in page
+        answer = urllib.request.urlopen(urllib.request.Request(base + "/done", data=body))
+        page = answer.read().decode()
+        # Post/redirect/get: the browser lands on the page again, which thanks and lists the shelves.
+        assert answer.url.endswith("/?checked=f4&outcome=restocked") and "Recorded: Product E 500g refilled" in page
         bad = urllib.parse.urlencode({"facing_id": "f4", "outcome": "lost"}).encode()
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(urllib.request.Request(base + "/done", data=bad))
