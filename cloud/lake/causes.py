@@ -8,7 +8,8 @@ agree on held-out seeds):
   empty because the restock round came late, was skipped, or the facing is too small for its
   sales (``detail``: ``facing_too_small`` or ``restock_late``);
 - ``misplaced``: the backroom was empty although a delivery of the product had just arrived and
-  most of it never reached the shelf (cases put in the wrong place);
+  most of it never reached the shelf, or it was empty at the day's last round and the product was
+  shelved again before any delivery (cases put in the wrong place, then found);
 - ``phantom_inventory``: the backroom was empty and the store did not order the product with
   its next delivery: the store's stock record still counts units that are not there (shrink);
   a count fixes the record;
@@ -81,7 +82,8 @@ CONFIDENCE: dict[str, float] = {
     "nothing_left_since_last_empty+next_delivery_has_it": 0.734,
     "nothing_left_since_last_empty+next_delivery_lacks_it": 0.5385,
     "nothing_left_since_last_empty+no_next_delivery": 0.7671,
-    "restocked_after_day": 0.9812,
+    "restocked_after_day": 0.9917,
+    "restocked_without_delivery_after_empty_round": 0.9344,
     "round_passed_empty+delivery_not_shelved": 0.8955,
     "round_passed_empty+next_delivery_has_it": 0.7099,
     "round_passed_empty+next_delivery_lacks_it": 0.4323,
@@ -238,7 +240,10 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
         # Within the day: an anchor after the product's last restock scan of the day.
         last_rs_day = rs_t[k - 1] if k > 0 and rs_t[k - 1] >= eod - _D else None
         day_anchor = an[a - 1] if a > 0 and an[a - 1] >= max(start, last_rs_day or 0) else None
-        if next_rs is not None and (next_anchor is None or next_rs < next_anchor):
+        if next_rs is not None and (next_anchor is None or next_rs < next_anchor) and day_anchor is not None:
+            # Empty at the day's last round, shelved again before any delivery: cases found.
+            backroom, path = "found", "restocked_without_delivery_after_empty_round"
+        elif next_rs is not None and (next_anchor is None or next_rs < next_anchor):
             backroom, path = "stock", "restocked_after_day"
         elif next_anchor is not None or day_anchor is not None:
             backroom, path = "empty", "round_passed_empty"
@@ -257,7 +262,9 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
             else:
                 backroom, path = "stock", "no_evidence"
         detail = None
-        if backroom == "stock":
+        if backroom == "found":
+            cause = "misplaced"
+        elif backroom == "stock":
             cause = "shelf_handling"
             before = facing_rs.get(facing, [])
             b = bisect_left(before, (start, -1))
