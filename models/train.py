@@ -26,6 +26,9 @@ __all__ = ["MlpWeights", "TrainConfig", "train_mlp"]
 
 log = logging.getLogger(__name__)
 
+#: Lowest logit of a row kept for int8 calibration (see ``train_mlp``).
+CALIB_MIN_LOGIT = -8.0
+
 
 @dataclass
 class MlpWeights:
@@ -73,6 +76,10 @@ class TrainConfig:
     seed: int = 0
     #: Rows kept for int8 calibration (stratified, plus one per feature at its min and max).
     calibration_rows: int = 2000
+    #: Floor of the per-input standard deviation used to standardize (encoded units). Folding
+    #: 1/std into the first layer magnifies the weights of nearly constant inputs (the price
+    #: ratio, 1 on most rows); a per-tensor int8 weight scale then spends its range on them.
+    std_floor: float = 0.0
 
 
 def train_mlp(
@@ -108,7 +115,7 @@ def train_mlp(
     # gives weights int8 cannot quantize (the LiteRT delegate refuses the model).
     mean = enc.mean(axis=0, dtype=np.float64).astype(np.float32)
     std = enc.std(axis=0, dtype=np.float64)
-    std = np.where(std < 1e-6, 1.0, std).astype(np.float32)
+    std = np.where(std < 1e-6, 1.0, np.maximum(std, config.std_floor)).astype(np.float32)
     z = (enc - mean) / std
     pos = float(y.sum())
     pos_weight = config.pos_weight or min(50.0, (len(y) - pos) / pos)
@@ -156,10 +163,15 @@ def train_mlp(
     dense[-1] = (wl, (bl - math.log(pos_weight)).astype(np.float32))
     weights = MlpWeights(layers=dense)
     calib = _calibration_rows(enc, y, config)
-    # Add the rows with the most extreme logits, so the int8 output scale covers them too.
+    # Add the rows with the highest logits, so the int8 output scale covers the risky end.
     logits = weights.logits(enc)
     order = np.argsort(logits)
-    weights.calibration = np.concatenate([calib, enc[order[:50]], enc[order[-50:]]])
+    calib = np.concatenate([calib, enc[order[-50:]]])
+    # Rows the model calls near-impossible (logit < CALIB_MIN_LOGIT, P < 0.03 %) are left out:
+    # they stretched the output scale to about -23 and cost the ranking of forecast rows a
+    # 0.16-logit int8 step; without them the step halves and int8 stays within 0.004 PR-AUC
+    # ahead of float instead of 0.009 (two held-out sets, docs/model.md). They clip low: harmless.
+    weights.calibration = calib[weights.logits(calib) >= CALIB_MIN_LOGIT]
     return weights
 
 
