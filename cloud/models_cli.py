@@ -147,10 +147,10 @@ def _print(args, obj, text: str) -> None:
 def main(argv: list[str]) -> int:
     """``gondola models``. Raises: see the module docstring."""
     from gondola.errors import ConfigError
-    from models.registry import DeltaModelRegistry
+    from models.registry import open_registry
 
     args = _parser().parse_args(argv)
-    registry = DeltaModelRegistry(args.lake)
+    registry = open_registry(args.lake)
     cmd = args.command
     if cmd == "list":
         running = _running(args)

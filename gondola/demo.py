@@ -60,7 +60,7 @@ class DemoConfig:
     #: End with one retraining round on the lake just built (``gondola demo`` does; the
     #: programmatic default is off so chain tests stay fast).
     retrain: bool = False
-    retrain_epochs: int = 4
+    retrain_epochs: int = 2
 
     def validate(self) -> None:
         if not 1 <= self.stores <= 50:
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dashboard", action="store_true", help="skip the HTML dashboard")
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the closing retraining round (gondola retrain on the demo's lake)")
-    parser.add_argument("--retrain-epochs", type=int, default=4, help="epochs per seed of that round (default 4)")
+    parser.add_argument("--retrain-epochs", type=int, default=2, help="epochs per seed of that round (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     cfg = DemoConfig(

@@ -44,6 +44,8 @@ __all__ = [
     "ModelVersion",
     "ModelRegistry",
     "DeltaModelRegistry",
+    "EventLogRegistry",
+    "open_registry",
     "code_version",
     "register_package",
     "PACKAGE_FILES",
@@ -128,48 +130,19 @@ def _schema():
     return pa.schema([(name, types[kind]) for name, kind, _ in COLUMNS])
 
 
-class DeltaModelRegistry:
-    """The registry as an append-only Delta table under a lake root (local folder or a URI
-    ``deltalake`` opens with ``storage_options``)."""
+class EventLogRegistry:
+    """The registry role over an append-only log of events; a subclass stores the log:
+    ``_append(rows)`` (returns the position of the last row) and ``_events()`` (every event in
+    order, each with ``details`` and ``commit``). Delta here; MLflow in ``models.registry_mlflow``."""
 
-    def __init__(self, lake_root: str | Path, *, storage_options: Mapping[str, str] | None = None, clock=None):
-        self.uri = f"{str(lake_root).rstrip('/')}/models/registry"
-        self.options = dict(storage_options) if storage_options else None
-        self._now = clock.now_ms if clock is not None else (lambda: int(time.time() * 1000))
-
-    # ---- storage ---------------------------------------------------------------------------
+    def _now(self) -> int:
+        return int(time.time() * 1000)
 
     def _append(self, rows: list[dict]) -> int:
-        import pyarrow as pa
-        from deltalake import DeltaTable, write_deltalake
-
-        table = pa.Table.from_pylist(rows, schema=_schema())
-        try:
-            write_deltalake(self.uri, table, mode="append", storage_options=self.options,
-                            configuration={"delta.enableChangeDataFeed": "true"})
-            return int(DeltaTable(self.uri, storage_options=self.options).version())
-        except Exception as exc:  # deltalake raises several types; translate at the boundary
-            raise StorageError(f"cannot write {REGISTRY_TABLE} at {self.uri}: {exc}") from exc
+        raise NotImplementedError
 
     def _events(self) -> list[dict]:
-        """Every event, in commit order, each with its ``commit`` (Delta version)."""
-        import pyarrow as pa
-        from deltalake import DeltaTable
-
-        try:
-            if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
-                return []
-            dt = DeltaTable(self.uri, storage_options=self.options)
-            table = pa.table(dt.load_cdf(starting_version=0).read_all())
-        except Exception as exc:  # noqa: BLE001
-            raise StorageError(f"cannot read {REGISTRY_TABLE} at {self.uri}: {exc}") from exc
-        rows = table.select(["at_ms", "kind", "version", "status", "ring", "reason", "details_json",
-                             "_commit_version"]).to_pylist()
-        for r in rows:
-            r["commit"] = r.pop("_commit_version")
-            r["details"] = json.loads(r.pop("details_json") or "{}")
-        rows.sort(key=lambda r: r["commit"])
-        return rows
+        raise NotImplementedError
 
     def _row(self, kind: str, version: str, *, status=None, ring=None, reason="", details=None) -> dict:
         return {"at_ms": self._now(), "kind": kind, "version": version, "status": status, "ring": ring,
@@ -272,6 +245,66 @@ class DeltaModelRegistry:
 
     def release(self, what: str, claim_id: str, reason: str) -> None:
         self.record(f"{what}-release", {"claim_id": claim_id}, reason=reason)
+
+
+
+class DeltaModelRegistry(EventLogRegistry):
+    """The registry as an append-only Delta table under a lake root (local folder or a URI
+    ``deltalake`` opens with ``storage_options``)."""
+
+    def __init__(self, lake_root: str | Path, *, storage_options: Mapping[str, str] | None = None, clock=None):
+        self.uri = f"{str(lake_root).rstrip('/')}/models/registry"
+        self.options = dict(storage_options) if storage_options else None
+        if clock is not None:
+            self._now = clock.now_ms
+
+    # ---- storage ---------------------------------------------------------------------------
+
+    def _append(self, rows: list[dict]) -> int:
+        import pyarrow as pa
+        from deltalake import DeltaTable, write_deltalake
+
+        table = pa.Table.from_pylist(rows, schema=_schema())
+        try:
+            write_deltalake(self.uri, table, mode="append", storage_options=self.options,
+                            configuration={"delta.enableChangeDataFeed": "true"})
+            return int(DeltaTable(self.uri, storage_options=self.options).version())
+        except Exception as exc:  # deltalake raises several types; translate at the boundary
+            raise StorageError(f"cannot write {REGISTRY_TABLE} at {self.uri}: {exc}") from exc
+
+    def _events(self) -> list[dict]:
+        """Every event, in commit order, each with its ``commit`` (Delta version)."""
+        import pyarrow as pa
+        from deltalake import DeltaTable
+
+        try:
+            if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
+                return []
+            dt = DeltaTable(self.uri, storage_options=self.options)
+            table = pa.table(dt.load_cdf(starting_version=0).read_all())
+        except Exception as exc:  # noqa: BLE001
+            raise StorageError(f"cannot read {REGISTRY_TABLE} at {self.uri}: {exc}") from exc
+        rows = table.select(["at_ms", "kind", "version", "status", "ring", "reason", "details_json",
+                             "_commit_version"]).to_pylist()
+        for r in rows:
+            r["commit"] = r.pop("_commit_version")
+            r["details"] = json.loads(r.pop("details_json") or "{}")
+        rows.sort(key=lambda r: r["commit"])
+        return rows
+
+
+def open_registry(lake_root: str | Path, *, storage_options: Mapping[str, str] | None = None, env=None):
+    """The registry a command uses: MLflow's when ``GONDOLA_MLFLOW_TRACKING_URI`` is set (a
+    tracking server, or a ``sqlite:`` / ``file:`` store), else the lake's Delta table."""
+    import os
+
+    env = os.environ if env is None else env
+    uri = env.get("GONDOLA_MLFLOW_TRACKING_URI")
+    if uri:
+        from models.registry_mlflow import MlflowModelRegistry
+
+        return MlflowModelRegistry(uri, model_name=env.get("GONDOLA_MLFLOW_MODEL", "gondola-stockout"))
+    return DeltaModelRegistry(lake_root, storage_options=storage_options)
 
 
 def register_package(registry, package_dir: str | Path, artifact_root: str | Path, *,

@@ -384,14 +384,14 @@ def main(argv: list[str]) -> int:
 
     Raises: StorageError, ConfigError, ModelError (see the module docstring)."""
     from models.cli import _key
-    from models.registry import DeltaModelRegistry
+    from models.registry import open_registry
 
     args = _parser().parse_args(argv)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    registry = DeltaModelRegistry(args.lake)
+    registry = open_registry(args.lake)
     extra: dict = {}
     trigger = args.trigger or "manual"
     if args.if_drift:
