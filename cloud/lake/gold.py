@@ -144,10 +144,16 @@ SELECT store_id, facing_id, sku, device_id, seq, ts AS check_ms, outcome, alert_
        units_est, CASE WHEN outcome = 'was_fine' THEN 0 ELSE 1 END AS label
 FROM checks""",
     "gold.fleet_status": """
-WITH d AS (
-  SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, COUNT(*) AS events,
-         MIN(seq) AS seq_min, MAX(seq) AS seq_max, MAX(ts) AS last_seen_ms
-  FROM keys GROUP BY store_id, device_id, ts - (ts % 86400000)),
+WITH de AS (
+  -- per device epoch first: a counter that restarted (new epoch) is not a gap of billions
+  SELECT store_id, device_id, epoch, ts - (ts % 86400000) AS day_ms, COUNT(*) AS events,
+         MIN(seq) AS seq_min, MAX(seq) AS seq_max, MAX(seq) - MIN(seq) + 1 - COUNT(*) AS missing,
+         MAX(ts) AS last_seen_ms
+  FROM keys GROUP BY store_id, device_id, epoch, ts - (ts % 86400000)),
+d AS (
+  SELECT store_id, device_id, day_ms, SUM(events) AS events, MIN(seq_min) AS seq_min, MAX(seq_max) AS seq_max,
+         SUM(missing) AS missing, MAX(last_seen_ms) AS last_seen_ms
+  FROM de GROUP BY store_id, device_id, day_ms),
 bat AS (
   SELECT store_id, device_id, ts - (ts % 86400000) AS day_ms, MIN(battery_pct) AS battery_min
   FROM readings GROUP BY store_id, device_id, ts - (ts % 86400000)),
@@ -156,7 +162,7 @@ h AS (
          ROW_NUMBER() OVER (PARTITION BY store_id, device_id, ts - (ts % 86400000) ORDER BY ts DESC, seq DESC) AS rn
   FROM health)
 SELECT d.store_id, d.device_id, d.day_ms, d.events, d.seq_min, d.seq_max,
-       d.seq_max - d.seq_min + 1 - d.events AS missing, d.last_seen_ms, bat.battery_min,
+       d.missing, d.last_seen_ms, bat.battery_min,
        h.buffer_rows, h.unsent_rows, h.evictions, h.model_version
 FROM d
 LEFT JOIN bat ON bat.store_id = d.store_id AND bat.device_id = d.device_id AND bat.day_ms = d.day_ms
@@ -189,6 +195,12 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
     """Every SQL gold table from one set of silver windows (see module docstring for inputs)."""
     out: dict[str, pa.Table] = {}
     env = dict(inputs)
+    keys = env.get("keys")
+    if keys is not None and "epoch" not in keys.column_names:  # silver from before epochs: all 0
+        env["keys"] = keys.append_column("epoch", pa.array([0] * keys.num_rows, pa.int64()))
+    elif keys is not None:
+        env["keys"] = keys.set_column(keys.schema.get_field_index("epoch"), "epoch",
+                                      pc.fill_null(keys["epoch"].cast(pa.int64()), 0))
     if "checks" not in env:  # lakes and callers from before staff checks existed
         env["checks"] = conform("silver.shelf_check", pa.table({"store_id": pa.array([], pa.string())}))
     for name in GOLD_ORDER:

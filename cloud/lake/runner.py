@@ -193,6 +193,13 @@ def _quarantine_keys(storage: LakeStorage, bronze: pa.Table) -> pa.Table | None:
     return rows.select(["row_key"]) if rows is not None and "row_key" in rows.column_names else None
 
 
+def _with_epoch(t: pa.Table) -> pa.Table:
+    """``t`` with an int64 ``epoch`` column (0 where a table from before epochs has none)."""
+    if "epoch" not in t.column_names:
+        return t.append_column("epoch", pa.array([0] * t.num_rows, pa.int64()))
+    return t.set_column(t.schema.get_field_index("epoch"), "epoch", pc.fill_null(t["epoch"].cast(pa.int64()), 0))
+
+
 def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None:
     """Existing (device_id, epoch, seq, ts) of the devices present in ``bronze`` (for dedup;
     a table written before epochs has no ``epoch`` column: silver reads that as epoch 0)."""
@@ -266,7 +273,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     planogram = storage.read("silver.planogram")
     inputs["planogram"] = planogram if planogram is not None else _empty("silver.planogram")
     report["silver_rows_read"] = sum(t.num_rows for t in inputs.values())
-    keys = [inputs[n].select(["store_id", "device_id", "seq", "ts"]) for n in GOLD_INPUTS.values()]
+    keys = [_with_epoch(inputs[n]).select(["store_id", "device_id", "epoch", "seq", "ts"]) for n in GOLD_INPUTS.values()]
     inputs["keys"] = pa.concat_tables(keys)
     outputs = gold_tables(engine, inputs)
     if "gold.features" in behind:

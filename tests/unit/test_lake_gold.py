@@ -143,3 +143,12 @@ def test_one_pos_line_stamped_2100_does_not_make_features_replay_every_hour_unti
         [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
     hours = [x["hour_ms"] for x in features(inputs, out["gold.stockouts"]).to_pylist()]
     assert T0 + 9 * 60 * MIN in hours and len(hours) <= 2 * 24
+
+
+def test_fleet_status_counts_gaps_per_epoch_so_a_restarted_counter_is_no_loss():
+    r = readings([5, 5, 5, 5])
+    r2 = [x | {"seq": i, "epoch": 1, "ts": x["ts"] + 60 * MIN} for i, x in enumerate(readings([5, 5]))]
+    out, inputs = run(r=r + r2)
+    inputs["keys"] = pa.concat_tables([inputs["keys"].append_column("epoch", pa.array([0] * 4 + [1] * 2, pa.int64()))])
+    [row] = gold_tables(DuckDBEngine(), inputs)["gold.fleet_status"].to_pylist()
+    assert (row["events"], row["missing"]) == (6, 0)
