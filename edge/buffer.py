@@ -379,6 +379,9 @@ class SqliteBuffer:
             self._db.execute("PRAGMA journal_mode=WAL")
             # The WAL counts against the cap too: truncated after checkpoints to a bounded size.
             self._db.execute(f"PRAGMA journal_size_limit={self._wal_limit()}")
+            # ... and checkpointed before it passes that size (SQLite's default waits for 1,000
+            # pages, 4 MB, twice a small cap).
+            self._db.execute(f"PRAGMA wal_autocheckpoint={max(16, self._wal_limit() // 4096)}")
             self._db.execute(f"PRAGMA synchronous={self.policy.durability}")
             self._db.execute("PRAGMA cache_size=-32000")
             self._migrate()
@@ -614,26 +617,33 @@ class SqliteBuffer:
         return Appended(stored=len(rows), duplicates=duplicates, new_gaps=new_gaps, kept=kept, rejected=rejected)
 
     def _insert_quarantine(self, quarantine, now_ms: int) -> int:
-        """Insert quarantine rows (text made storable, payload redacted and cut), then trim the
-        oldest rows to the row limit and byte budget. Caller holds the lock and a transaction."""
-        rows = []
-        for t, r, d, p in quarantine:
-            t, r, d, p = safe_text(t, 256), safe_text(r, 64), safe_text(d, 500), redact_payload(p)
-            rows.append((now_ms, t, r, d, p, len(p) + len(d.encode()) + len(t.encode()) + ROW_OVERHEAD_BYTES))
-        self._db.executemany("INSERT INTO quarantine (received_at, topic, reason, detail, payload, size) "
-                             "VALUES (?,?,?,?,?,?)", rows)
-        self._q_rows += len(rows)
-        self._q_bytes += sum(r[-1] for r in rows)
+        """Insert quarantine rows (text made storable, payload redacted and cut) within the row
+        limit and byte budget: room is made first by trimming the oldest rows, and of a group
+        larger than the budget only its newest rows are kept (all are counted), so the file never
+        grows past the budget even for a moment. Caller holds the lock and a transaction."""
         budget, max_rows = self._quarantine_budget(), self.policy.max_quarantine_rows
-        while self._q_rows and (self._q_bytes > budget or self._q_rows > max_rows):
-            n = max(self._q_rows - max_rows, (self._q_bytes - budget) // 2048 + 1, 1)
+        rows, total = [], 0
+        for t, r, d, p in reversed(list(quarantine)):
+            t, r, d, p = safe_text(t, 256), safe_text(r, 64), safe_text(d, 500), redact_payload(p)
+            size = len(p) + len(d.encode()) + len(t.encode()) + ROW_OVERHEAD_BYTES
+            if total + size > budget or len(rows) >= max_rows:
+                break
+            rows.append((now_ms, t, r, d, p, size))
+            total += size
+        rows.reverse()
+        while self._q_rows and (self._q_bytes + total > budget or self._q_rows + len(rows) > max_rows):
+            n = max(self._q_rows + len(rows) - max_rows, (self._q_bytes + total - budget) // 2048 + 1, 1)
             gone = self._db.execute("DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine ORDER BY id "
                                     "LIMIT ?) RETURNING size", (n,)).fetchall()
             if not gone:
                 break
             self._q_rows -= len(gone)
             self._q_bytes -= sum(g[0] for g in gone)
-        return len(rows)
+        self._db.executemany("INSERT INTO quarantine (received_at, topic, reason, detail, payload, size) "
+                             "VALUES (?,?,?,?,?,?)", rows)
+        self._q_rows += len(rows)
+        self._q_bytes += total
+        return len(quarantine) if isinstance(quarantine, list) else len(rows)
 
     @staticmethod
     def _reanchor(state: _DeviceSeqs, seq: int, jump: int) -> bool:

@@ -214,3 +214,19 @@ def test_a_stalled_gateway_stays_under_its_memory_bound_whatever_devices_send(mo
         gw.stop(kill=True)
     print(f"RSS base {base:.1f} MB, peak {peak:.1f} MB, growth {peak - base:.1f} MB (limit {LIMIT_MB})")
     assert peak - base < LIMIT_MB
+
+
+@pytest.mark.slow
+def test_junk_from_mosquitto_pub_never_grows_the_gateways_files_past_its_cap(mosquitto, mosquitto_pub, tmp_path):
+    """Issue point 4: with a 2 MB cap, 1,500 junk payloads of 60 KB grew the files to 141 MB."""
+    cap = 2 * 1024**2
+    gw = Gateway(tmp_path, mosquitto.port, GONDOLA_BUFFER_MAX_BYTES=str(cap)).start()
+    try:
+        _pub(mosquitto.port, _topic("pos-j"), b"{" + b"j" * 60_000, tmp_path, repeat=1500)
+        _pub(mosquitto.port, _topic("pos-j"), b'{"junk": "' + b"k" * 15_000 + b'"}', tmp_path, repeat=1500)
+        assert _until(lambda: gw.committed() >= 3000, 120), gw.health()
+        h = gw.health()
+    finally:
+        gw.stop()
+    assert h["quarantined"] == 3000 and h["quarantine_bytes"] <= cap * 0.05
+    assert h["file_bytes"] <= cap, h["file_bytes"]

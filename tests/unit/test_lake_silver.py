@@ -216,3 +216,19 @@ def test_undecodable_batches_keep_their_body_and_a_count_mismatch_keeps_its_even
     assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1, 2]  # the events inside are kept
     assert sorted(r["reasons"].split(":")[0] for r in out["quarantine"].to_pylist()) == ["undecodable", "undecodable"]
     assert len(set(out["quarantine"]["row_key"].to_pylist())) == 2
+
+
+def test_a_line_with_a_lone_surrogate_is_a_dead_letter_and_the_rest_of_its_batch_reaches_silver():
+    # Issue 10 point 2: DuckDB refuses "\ud800" for the whole batch; bronze now keeps that line
+    # apart (base64, decode_error) and the batch's other POS lines go through.
+    good = encode_batch([sale(1), sale(2)], store_id="s001", encoding="identity")
+    bad = json.dumps(sale(3)).replace('"sku-1"', '"\\ud800"')
+    body = good.body + b"\n" + bad.encode()
+    rows = bronze_rows([ReceivedMessage("0", "0", 0, T0, dict(good.properties, count="3"), body)],
+                       source="t", run_id="r", now_ms=T0)
+    assert rows["decode_error"].to_pylist()[:2] == [None, None]
+    assert rows["decode_error"].to_pylist()[2].startswith("bad_text")
+    out = run(rows)
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1, 2]
+    [q] = out["quarantine"].to_pylist()
+    assert q["reasons"].startswith("undecodable: bad_text")
