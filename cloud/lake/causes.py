@@ -70,14 +70,14 @@ _FOUND_SHARE = 0.5
 #: assigned (seeds 101-103, 4 stores x 300 SKUs x 28 days each, all facings with sensors;
 #: ``python -m bench.bench_causes --train``). A path not seen there has no confidence (null).
 CONFIDENCE: dict[str, float] = {
-    "day_refill_short+delivered_units_not_shelved": 0.8214,
-    "day_refill_short+next_delivery_has_it": 0.4604,
+    "day_refill_short+delivered_units_not_shelved": 0.7973,
+    "day_refill_short+next_delivery_has_it": 0.4942,
     "day_refill_short+next_delivery_lacks_it": 0.2,
     "day_refill_short+no_next_delivery": 0.5165,
     "delivered_covers_shelved_before_next_empty+delivered_units_not_shelved": 0.6324,
     "delivered_covers_shelved_before_next_empty+next_delivery_has_it": 0.6566,
     "delivered_covers_shelved_before_next_empty+next_delivery_lacks_it": 0.3636,
-    "no_evidence": 0.7475,
+    "no_evidence": 0.7506,
     "nothing_left_since_last_empty+delivery_not_shelved": 1.0,
     "nothing_left_since_last_empty+next_delivery_has_it": 0.734,
     "nothing_left_since_last_empty+next_delivery_lacks_it": 0.5385,
@@ -257,7 +257,9 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
             mine = facing_rs.get(facing, [])
             q = bisect_right(mine, (eod, -1)) - 1
             cap = capacity.get((store, facing))
-            if q >= 0 and mine[q][0] >= start and cap is not None and mine[q][1] < cap:
+            # (a later scan of the product that day shows the backroom had more after it)
+            later = q >= 0 and any(mine[q][0] < t <= eod for t in rs_t[bisect_right(rs_t, mine[q][0]):k])
+            if q >= 0 and mine[q][0] >= start and cap is not None and mine[q][1] < cap and not later:
                 backroom, path = "empty", "day_refill_short"
             else:
                 backroom, path = "stock", "no_evidence"
