@@ -173,6 +173,10 @@ def main(argv: list[str]) -> int:
     if cmd == "show":
         mv = registry.get(args.version)
         d = mv.to_dict() | {"gateways": _running(args).get(mv.version, [])}
+        # The int8 bytes the registry carries are not for a screen: their size instead.
+        d["artifacts"] = {k: {**{f: v for f, v in a.items() if f != "b64"},
+                              **({"inline_bytes": len(a["b64"]) * 3 // 4} if a.get("b64") else {})}
+                          for k, a in d["artifacts"].items()}
         lines = [f"model {mv.version}: {mv.status}" + (f" (ring {mv.ring})" if mv.ring else ""),
                  f"  code version: {mv.code_version}",
                  f"  training: {json.dumps(mv.training.get('tables'))}, rows {json.dumps(mv.training.get('rows'))}",

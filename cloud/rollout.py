@@ -295,11 +295,10 @@ class Rollout:
             ModelError: missing, or not the bytes that were registered (tampered).
         """
         from models.package import file_sha256
+        from models.registry import artifact_file
 
         art = (mv.artifacts or {}).get("int8") or {}
-        path = Path(art.get("path", ""))
-        if not path.is_file():
-            raise ModelError(f"model {mv.version}: artifact {path} is missing")
+        path = artifact_file(mv, "int8")
         if file_sha256(path) != art.get("sha256"):
             raise ModelError(f"model {mv.version}: artifact {path.name} is not the file that was registered "
                              "(sha256 differs): refused")

@@ -27,6 +27,7 @@ Errors: ``ConfigError`` for an unknown version or status, or a transition the ru
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -48,6 +49,7 @@ __all__ = [
     "open_registry",
     "code_version",
     "register_package",
+    "artifact_file",
     "PACKAGE_FILES",
 ]
 
@@ -335,15 +337,22 @@ def register_package(registry, package_dir: str | Path, artifact_root: str | Pat
     if len(versions) != 1:
         raise ConfigError(f"package {package_dir} mixes versions {sorted(map(str, versions))}")
     version = versions.pop()
+    # A remote artifact root (the lake on ADLS) gets no copy: the registry row carries the
+    # gateways' int8 file itself (tens of KB) and every manifest, so any machine can publish it.
+    local = "://" not in str(artifact_root)
     dest = Path(artifact_root) / version
-    dest.mkdir(parents=True, exist_ok=True)
+    if local:
+        dest.mkdir(parents=True, exist_ok=True)
     artifacts = {}
     for kind, m in manifests.items():
         name = PACKAGE_FILES[kind]
-        for src in (package_dir / name, manifest_path_for(package_dir / name)):
-            shutil.copyfile(src, dest / src.name)
-        artifacts[kind] = {"path": str(dest / name), "sha256": m["sha256"], "bytes": m["bytes"],
-                           "format": m.get("format"), "threshold": m.get("threshold")}
+        if local:
+            for src in (package_dir / name, manifest_path_for(package_dir / name)):
+                shutil.copyfile(src, dest / src.name)
+        artifacts[kind] = {"path": str(dest / name) if local else None, "sha256": m["sha256"], "bytes": m["bytes"],
+                           "format": m.get("format"), "threshold": m.get("threshold"), "manifest": m}
+        if kind == "int8":
+            artifacts[kind]["b64"] = base64.b64encode((package_dir / name).read_bytes()).decode()
     sig = manifests["int8"].get("signature")
     mv = ModelVersion(version=version, status="candidate", registered_at_ms=0, metrics=dict(metrics),
                       training=dict(training or manifests["int8"].get("training") or {}),
@@ -351,3 +360,29 @@ def register_package(registry, package_dir: str | Path, artifact_root: str | Pat
                       signature={"alg": sig.get("alg"), "key_id": sig.get("key_id")} if sig else None)
     registry.register(mv, reason=reason)
     return registry.get(version)
+
+
+def artifact_file(mv: ModelVersion, kind: str = "int8", cache_dir: str | Path | None = None) -> Path:
+    """A local file of a version's artifact, with its manifest beside it: the registered copy
+    when this machine has it, else written from the bytes the registry row carries (into
+    ``cache_dir``, default a ``gondola-models`` folder in the temp directory). The caller
+    checks the sha256 (a file on disk may have been changed since).
+
+    Raises:
+        ModelError: neither a file nor the bytes are there.
+    """
+    import tempfile
+
+    from gondola.errors import ModelError
+    from models.package import manifest_path_for
+
+    art = (mv.artifacts or {}).get(kind) or {}
+    if art.get("path") and Path(art["path"]).is_file():
+        return Path(art["path"])
+    if not art.get("b64") or not art.get("manifest"):
+        raise ModelError(f"model {mv.version}: artifact {art.get('path') or kind} is missing")
+    dest = Path(cache_dir or Path(tempfile.gettempdir()) / "gondola-models") / mv.version / PACKAGE_FILES[kind]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(base64.b64decode(art["b64"]))
+    manifest_path_for(dest).write_text(json.dumps(art["manifest"], indent=2, sort_keys=True) + "\n")
+    return dest

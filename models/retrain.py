@@ -178,13 +178,15 @@ def _figures(y: np.ndarray, scores: np.ndarray) -> dict:
 def _production_model(registry) -> tuple[str, Path, str]:
     """(version, int8 path, where it came from): the registry's production version, else the
     model the gateways ship with."""
+    from models.package import file_sha256
+    from models.registry import artifact_file
     from models.runtime import DEFAULT_MODEL, read_manifest_beside
 
     prod = registry.production() if registry is not None else None
     if prod is not None:
-        path = Path((prod.artifacts.get("int8") or {}).get("path", ""))
-        if not path.is_file():
-            raise ModelError(f"production model {prod.version}: artifact {path} is missing")
+        path = artifact_file(prod, "int8")
+        if file_sha256(path) != (prod.artifacts.get("int8") or {}).get("sha256"):
+            raise ModelError(f"production model {prod.version}: {path.name} is not the registered file")
         return prod.version, path, "registry"
     manifest = read_manifest_beside(DEFAULT_MODEL) or {}
     return str(manifest.get("version", "shipped")), DEFAULT_MODEL, "shipped with the gateways"
@@ -305,7 +307,9 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
             metrics = {"holdout_pr_auc": registered["pr_auc"], "holdout_pr_auc_mean": statistics.fmean(cand),
                        "baseline_pr_auc": baselines[best_baseline]["pr_auc"], "production_pr_auc": production["pr_auc"],
                        "production_version": prod_version, "gate": verdict["vs"]}
-            mv = register_package(registry, files.int8_tflite.parent, Path(str(lake_root)) / "models" / "artifacts",
+            root = str(lake_root).rstrip("/")
+            artifact_root = f"{root}/models/artifacts" if "://" in root else Path(root) / "models" / "artifacts"
+            mv = register_package(registry, files.int8_tflite.parent, artifact_root,
                                   metrics=metrics, training={**training, "seed": median_seed},
                                   reason="retrain: passed the gate")
             version_registered = mv.version

@@ -285,3 +285,13 @@ def test_a_shadow_scores_beside_production_raises_nothing_and_uplinks_its_would_
     assert fleet.rollout.stop_shadow() == ["gw-s001"]
     fleet.poll(["s001"])
     assert gw.inference.shadow is None and gw.models.shadow_status["status"] == "none"
+
+
+def test_a_controller_without_the_registered_files_publishes_from_the_registry_row(fleet):
+    import shutil
+
+    v2 = fleet.register("v2")
+    shutil.rmtree(Path(v2.artifacts["int8"]["path"]).parent)  # another machine: only the lake's table
+    assert fleet.rollout.start("v2")["decision"] == "canary"
+    fleet.poll(["s001"])
+    assert fleet.running()["s001"] == "v2"  # verified by the gateway's key and sha256, and running

@@ -74,3 +74,17 @@ def test_decision_records_and_claims_come_back_in_commit_order(tmp_path):
     assert won and not lost and winner["details"]["version"] == "a"
     reg.release("rollout", first["details"]["claim_id"], "done")
     assert reg.open_claim("rollout")["details"]["version"] == "b"
+
+
+def test_a_version_registered_on_a_remote_lake_can_be_published_from_any_machine(tmp_path):
+    from models.package import file_sha256, manifest_path_for, read_manifest
+    from models.registry import artifact_file
+
+    reg = _registry(tmp_path)
+    mv = register_package(reg, package_dir(tmp_path / "pkg", "v1"), "abfss://lake@acct.dfs.core.windows.net/g/models",
+                          metrics={})
+    assert mv.artifacts["int8"]["path"] is None and not (tmp_path / "abfss:").exists()
+    path = artifact_file(DeltaModelRegistry(tmp_path / "lake").get("v1"), cache_dir=tmp_path / "cache")
+    assert file_sha256(path) == mv.artifacts["int8"]["sha256"] == file_sha256(tmp_path / "pkg" / "stockout-int8.tflite")
+    assert read_manifest(manifest_path_for(path))["version"] == "v1"  # signed manifest beside it, as published
+    assert "signature" in read_manifest(manifest_path_for(path))
