@@ -231,7 +231,7 @@ _defs: list[TableDef] = [
         ("alert_kind", "string", "the alert kind the check answered, if any"),
         ("alert_ts", "int64", "when that alert was raised, epoch ms"),
         ("units_est", "double", "units the gateway estimated at the check"),
-        ("staff_id", "string", "pseudonymous staff code"),
+        ("staff_id", "string", "pseudonymous staff code", True),
     ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.edge_health", "Gateway health reports.", _ENVELOPE + _cols(
         ("buffer_rows", "int64", "events in the buffer"),

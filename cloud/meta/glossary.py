@@ -20,7 +20,7 @@ class Term:
 
 
 _EVENTS = ("silver.pos_line", "silver.shelf_reading", "silver.shelf_restock", "silver.inventory_delivery",
-           "silver.edge_alert", "silver.edge_health")
+           "silver.edge_alert", "silver.edge_health", "silver.shelf_check")
 
 TERMS: tuple[Term, ...] = (
     Term("Store", "one supermarket; `store_id` like `s001`.", ("silver.stores",)),
@@ -37,7 +37,13 @@ TERMS: tuple[Term, ...] = (
          "simulator; estimated from demand rates in gold).", ("gold.stockouts",)),
     Term("Restock", "staff moving units from the backroom to a facing (`shelf.restock`).", ("silver.shelf_restock",)),
     Term("Delivery", "units arriving into the backroom (`inventory.delivery`).", ("silver.inventory_delivery",)),
-    Term("Phantom inventory", "units the system believes are there but are not.", ()),
+    Term("Phantom inventory", "units the system believes are there but are not.", ("gold.stockout_causes",)),
+    Term("Stock-out cause", "why a shelf ran empty: `shelf_handling` (the backroom had stock: a late round or a "
+         "facing too small), `misplaced`, `phantom_inventory` or `backroom_empty`; assigned from restock, delivery "
+         "and round evidence with a confidence.", ("gold.stockout_causes",)),
+    Term("Staff check", "what staff found when they pressed \"done\" on the store page (`shelf.check`: refilled, "
+         "was fine, no stock); the outcome of the alert before it and a label.",
+         ("silver.shelf_check", "gold.shelf_checks", "gold.alert_outcomes")),
     Term("Horizon (H)", "how far ahead a stock-out is predicted (default 120 minutes).",
          ("silver.edge_alert", "gold.features")),
     Term("Alert", "a gateway's `edge.alert`, raised when the stock-out probability crosses the raise threshold and "
