@@ -20,6 +20,11 @@
   once, the rest within 15 minutes, messages filled to their 4 KB units), every event at once
   (the uplink loop's old pacing), and one drain an hour (the demo's old pacing); x 1,000 for
   a 1,000-store day (stores are independent); and a 3-day backlog drained at once.
+* ``cost``: what one gateway costs per simulated store-day in production settings (a scoring
+  cycle a minute, health every 5 minutes, the 15-minute freshness budget), replayed in a fresh
+  process from the day's device messages: CPU seconds (collector commit, cycles, uplink; the
+  MQTT socket read is not included), peak RSS, the buffer's largest size on disk, IoT Hub
+  messages and 4 KB units; x 1,000 for a 1,000-store day.
 * ``cycle``: where a scoring cycle's time goes over a simulated steady-state period (readings
   and POS lines between cycles, a cycle a minute, health every 5 minutes), at 200 and 10,000
   facings: scoring (``Inference.cycle``) vs the fixed cost around it (alerts, TTL, cap, gaps,
@@ -479,6 +484,100 @@ def bench_billing(days: float = 1.0, sizes: tuple[int, ...] = (200, 2000)) -> di
     return out
 
 
+# ---- cost -----------------------------------------------------------------------------------
+
+_COST_SCRIPT = r"""
+import base64, json, sys, time
+from pathlib import Path
+import psutil
+messages_file, master, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+import edge.wiring, edge.gateway, gondola.hub, models.runtime  # imports first: their memory is the baseline
+proc = psutil.Process()
+base_rss = proc.memory_info().rss  # (ru_maxrss would carry the parent's peak across exec)
+from edge.uplink import billed_units
+from edge.wiring import EdgeSettings, build_gateway
+from gondola.clock import SimClock
+from models.runtime import DEFAULT_MODEL
+minutes = {}
+start = None
+for line in messages_file.read_text().splitlines():
+    t, topic, payload = line.split("\t")
+    minutes.setdefault(int(t), []).append((topic, base64.b64decode(payload), (0, 0)))
+start = min(minutes) - 60_000
+clock = SimClock(start)
+gw = build_gateway(EdgeSettings(store_id="s001", data_dir=work / "gw", hub_path=work / "hub.sqlite",
+                                planogram_path=master / "master" / "planogram.csv", model_path=DEFAULT_MODEL),
+                   clock=clock)  # the shipped int8 model, as the demo and the deployment run it
+hub = {"messages": 0, "units": 0}
+send = gw.transport.send
+def counting(msg):
+    send(msg); hub["messages"] += 1; hub["units"] += billed_units(msg)
+gw.transport.send = counting
+disk = 0
+peak = proc.memory_info().rss
+cpu0 = time.process_time()
+end = max(minutes)
+t = start
+while t < end:
+    t += 60_000
+    msgs = minutes.get(t)
+    if msgs:
+        gw.collector.commit_group(msgs)
+    clock.advance_to(t)
+    gw.run_cycle(t)          # a cycle a minute, as in production (cycle_s = 60)
+    gw.uplink_once()         # the loop between cycles, paced by the freshness budget
+    if t % 900_000 == 0:
+        disk = max(disk, gw.buffer.file_bytes())
+        peak = max(peak, proc.memory_info().rss)
+cpu = time.process_time() - cpu0
+disk = max(disk, gw.buffer.file_bytes())
+peak = max(peak, proc.memory_info().rss)
+print(json.dumps({"cpu_s": cpu, "peak_rss_mb": peak / 2**20, "imports_rss_mb": base_rss / 2**20,
+                  "buffer_disk_max_mb": disk / 2**20,
+                  "events": gw.buffer.stats(t)["received"], "days": (end - start) / 86_400_000,
+                  "scorer": gw.inference.scorer.name, **hub}))
+"""
+
+
+def bench_cost(days: float = 1.0, sizes: tuple[int, ...] = (200, 2000)) -> dict:
+    import base64
+
+    from firmware_sim import StoreSim, write_master_data
+
+    out: dict = {"days": days, "settings": "cycle 60 s, health 300 s, uplink freshness budget 900 s", "sizes": {}}
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with tempfile.TemporaryDirectory() as d:
+        for skus in sizes:
+            work = Path(d) / f"cost-{skus}"
+            work.mkdir()
+            write_master_data(work / "master", [StoreSim("s001", skus=skus)])
+            with (work / "messages.tsv").open("w") as f:
+                for t, msgs in _store_minutes(days, 0, skus):
+                    for topic, payload, _ in msgs:
+                        f.write(f"{t}\t{topic}\t{base64.b64encode(payload).decode()}\n")
+            run = subprocess.run([sys.executable, "-c", _COST_SCRIPT, str(work / "messages.tsv"), str(work / "master"),
+                                  str(work)], capture_output=True, text=True, cwd=ROOT, env=env)
+            if run.returncode:
+                raise RuntimeError(run.stderr[-2000:])
+            r = json.loads(run.stdout.strip().splitlines()[-1])
+            per_day = {"cpu_s": r["cpu_s"] / r["days"], "messages": r["messages"] / r["days"],
+                       "units": r["units"] / r["days"], "events": r["events"] / r["days"]}
+            res = {"scorer": r["scorer"],
+                   "one_store": {**per_day, "peak_rss_mb": r["peak_rss_mb"], "imports_rss_mb": r["imports_rss_mb"],
+                                 "buffer_disk_max_mb": r["buffer_disk_max_mb"]},
+                   "fleet_1000_stores": {k: 1000 * v for k, v in per_day.items()}}
+            res["one_store"]["cpu_share_of_one_core"] = per_day["cpu_s"] / 86_400
+            out["sizes"][str(skus)] = res
+            o = res["one_store"]
+            print(f"cost, {skus:,}-SKU store-day ({o['events']:,.0f} events): CPU {o['cpu_s']:,.0f} s/day "
+                  f"({o['cpu_share_of_one_core']:.3%} of a core), RSS {o['peak_rss_mb']:.0f} MB at most (imports alone "
+                  f"{o['imports_rss_mb']:.0f} MB), buffer on disk <= {o['buffer_disk_max_mb']:.1f} MB, IoT Hub "
+                  f"{o['messages']:,.0f} messages / {o['units']:,.0f} units per day | 1,000 stores: "
+                  f"{res['fleet_1000_stores']['cpu_s'] / 3600:,.0f} CPU h, {res['fleet_1000_stores']['messages']:,.0f} "
+                  f"messages, {res['fleet_1000_stores']['units']:,.0f} units per day", flush=True)
+    return out
+
+
 # ---- cycle ----------------------------------------------------------------------------------
 
 def bench_cycle(facings: int, minutes: int, *, reading_share: float = 0.05, seed: int = 0) -> dict:
@@ -595,6 +694,7 @@ def run(quick: bool = False) -> dict:
         "wire": bench_wire(20_000 if quick else 200_000),
         "memory": bench_memory(10_000, 20_000 if quick else 200_000),
         "billing": bench_billing(0.25 if quick else 1.0),
+        "cost": bench_cost(0.25 if quick else 1.0),
         # Whole hours after the first cycle: every periodic task (health 5 min, twin 15 min,
         # snapshot 30 min) falls the same number of times in each run.
         "cycle": {str(f): bench_cycles(f, m, rounds=1 if quick else 3)

@@ -4,7 +4,8 @@ The backlog is written straight into a gateway buffer file with SQL (realistic o
 events of every type, 40 % shelf readings, 45 % POS lines), then:
 
 * ``ours``: ``Uplink.drain()`` to the embedded hub on disk: select by priority with a live lane,
-  pack <= 256 KB gzip messages, ``LocalHub.send`` (fsync per message), delete the sent rows.
+  pack <= 256 KB gzip messages, ``LocalHub.send`` (fsync per message), delete the sent rows
+  (each priority class is one id range of the table: migration ``0008_events_by_priority``).
 * ``floor``: the same rows read in id order, joined and gzip-compressed, nothing sent, nothing
   deleted: what any uplink must at least spend on this machine.
 """
@@ -19,8 +20,8 @@ from pathlib import Path
 
 _FILL = """
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :n - 1)
-INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body)
-SELECT dev, i, etype, prio, ts, ts + 200, facing, length(body) + 96, body FROM (
+INSERT INTO events (id, device_id, seq, etype, priority, ts, received_at, facing_id, size, body)
+SELECT prio * 1099511627776 + i + 1, dev, i, etype, prio, ts, ts + 200, facing, length(body) + 96, body FROM (
   SELECT i, ts, dev, etype, prio, facing,
     CASE etype
       WHEN 'pos.line' THEN printf('{"received_at":%d,"event_id":"%s:%d","type":"pos.line","schema":1,"store_id":"s001","device_id":"%s","seq":%d,"ts":%d,"data":{"txn_id":"t%d","register":"r%02d","line":%d,"sku":"k%05d","qty":%d,"price_cents":%d}}',
@@ -63,7 +64,7 @@ def _build(path: Path, n: int) -> float:
     for _, sql in indexes:
         db.execute(sql)
     rows, size = db.execute("SELECT COUNT(*), SUM(size) FROM events").fetchone()
-    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("rows", rows), ("bytes", size)])
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("rows", rows), ("bytes", size), ("arrival", n)])
     db.execute("PRAGMA journal_mode=WAL")
     db.close()
     return time.perf_counter() - t
@@ -87,7 +88,8 @@ def run(quick: bool = False) -> dict:
         db = sqlite3.connect(path)
         t = time.perf_counter()
         batch: list[str] = []
-        for (body,) in db.execute("SELECT body FROM events ORDER BY priority, id LIMIT ?", (floor_n,)):
+        # The order the uplink sends in: by priority class, then arrival (the primary key's order).
+        for (body,) in db.execute("SELECT body FROM events ORDER BY id LIMIT ?", (floor_n,)):
             batch.append(body)
             if len(batch) == 4000:
                 gzip.compress("\n".join(batch).encode(), 6, mtime=0)

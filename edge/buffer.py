@@ -53,7 +53,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 from gondola.clock import MINUTE_MS
 from gondola.contracts import PRIORITY
@@ -215,9 +215,39 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             + length(CAST(topic AS BLOB)) + 96;
         """,
     ),
+    (
+        "0008_events_by_priority",
+        # Each priority class becomes one contiguous id range: id = priority * 2^40 + arrival
+        # number (the old id; the arrival counter goes on from the highest id ever used). The
+        # table's b-tree then holds a class's rows in arrival order on its own pages, so a drain
+        # reads and deletes front to back through one range instead of rewriting pages shared
+        # by every class, and the (priority, id) index goes (the primary key orders the same).
+        """
+        INSERT OR REPLACE INTO meta VALUES ('arrival', COALESCE((SELECT seq FROM sqlite_sequence
+            WHERE name = 'events'), (SELECT MAX(id) FROM events), 0));
+        UPDATE events SET id = priority * 1099511627776 + id WHERE priority > 0;
+        DROP INDEX IF EXISTS events_by_priority;
+        """,
+    ),
 )
 
-_COUNTERS = ("rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
+#: ids: priority class in the high bits, arrival number in the low ones (migration 0008).
+CLASS_BITS = 40
+_ARRIVAL_MASK = (1 << CLASS_BITS) - 1
+#: The priority classes (``gondola.contracts.PRIORITY``; unknown types are readings' class).
+CLASSES = tuple(sorted(set(PRIORITY.values()) | {3}))
+
+
+def arrival(event_id: int) -> int:
+    """The arrival number of a stored event (its order of arrival across all classes)."""
+    return event_id & _ARRIVAL_MASK
+
+
+def _class_range(priority: int) -> tuple[int, int]:
+    return priority << CLASS_BITS, (priority + 1) << CLASS_BITS
+
+
+_COUNTERS = ("arrival", "rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
              "gw_seq", "last_uplink_ts", "conflicting_repeats", "implausible_seqs", "reanchored")
 
 
@@ -324,9 +354,8 @@ class Appended:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """One unsent row as the uplink reads it."""
+class StoredEvent(NamedTuple):
+    """One unsent row as the uplink reads it (a named tuple: a drain builds millions)."""
 
     id: int
     device_id: str
@@ -384,6 +413,11 @@ class SqliteBuffer:
             self._db.execute(f"PRAGMA wal_autocheckpoint={max(16, self._wal_limit() // 4096)}")
             self._db.execute(f"PRAGMA synchronous={self.policy.durability}")
             self._db.execute("PRAGMA cache_size=-32000")
+            # Many builds (Debian's among them) default to secure_delete=ON: every deleted row's
+            # page is zeroed and written again, which made deleting sent rows half of a drain.
+            # FAST zeroes deleted content only in pages written anyway; freed pages are left to
+            # be reused. The rows hold what already left for the hub (loyalty ids pseudonymized).
+            self._db.execute("PRAGMA secure_delete=FAST")
             self._migrate()
             self._load()
         except sqlite3.Error as exc:
@@ -565,8 +599,11 @@ class SqliteBuffer:
             size = len(body) + ROW_OVERHEAD_BYTES
             add_bytes += size
             protected = protected or etype in NEVER_EVICTED
-            rows.append((dev, epoch, seq, etype, PRIORITY.get(etype, 3), ev["ts"], ev.get("received_at", now_ms),
-                         ev["data"].get("facing_id") if etype == "shelf.reading" else None, size, body))
+            prio = PRIORITY.get(etype, 3)
+            self._c["arrival"] += 1  # restored with the other counters if the transaction fails
+            rows.append(((prio << CLASS_BITS) | self._c["arrival"], dev, epoch, seq, etype, prio, ev["ts"],
+                         ev.get("received_at", now_ms), ev["data"].get("facing_id") if etype == "shelf.reading" else None,
+                         size, body))
         quarantine = list(quarantine) + refused
         self._c["conflicting_repeats"] += sum(1 for _, r in rejected if r == "conflicting_repeat")
         self._c["implausible_seqs"] += sum(1 for _, r in rejected if r == "implausible_seq")
@@ -583,8 +620,8 @@ class SqliteBuffer:
                         f"buffer holds {self._c['bytes']} of {cap} bytes and only never-evicted events")
             if rows:
                 db.executemany(
-                    "INSERT INTO events (device_id, epoch, seq, etype, priority, ts, received_at, facing_id, size, body) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+                    "INSERT INTO events (id, device_id, epoch, seq, etype, priority, ts, received_at, facing_id, size, "
+                    "body) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
             db.executemany(
                 "INSERT INTO devices (device_id, epoch, min_seq, max_seq, received, duplicates, first_seen, last_seen) "
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, epoch) DO UPDATE SET "
@@ -710,8 +747,8 @@ class SqliteBuffer:
                 need = max(1, (self._c["bytes"] - target) // 200)
                 marks = ",".join("?" * len(etypes))
                 deleted = self._delete_returning(
-                    f"id IN (SELECT id FROM events WHERE priority=? AND etype IN ({marks}) ORDER BY id LIMIT ?)",
-                    (PRIORITY[etypes[0]], *etypes, min(need, 5000)))
+                    f"id IN (SELECT id FROM events WHERE id >= ? AND id < ? AND etype IN ({marks}) ORDER BY id LIMIT ?)",
+                    (*_class_range(PRIORITY[etypes[0]]), *etypes, min(need, 5000)))
                 if not deleted:
                     break
                 self._count_evicted(reason, deleted)
@@ -721,18 +758,18 @@ class SqliteBuffer:
         ``bucket_ms`` time bucket, oldest first, until ``bytes <= target``. Caller holds the lock
         and a transaction.
 
-        One pass over the readings in ``id`` order (the ``events_by_priority`` index), keeping per
+        One pass over the readings in ``id`` order (their class's id range), keeping per
         facing only the bucket it is in: no index on ``(facing_id, ts)`` is needed, which keeps
         appends fast (that index cost 40 % of the insert rate). A reading that arrives out of
         order, in an earlier bucket than its facing's last one, is kept.
         """
-        prio = PRIORITY["shelf.reading"]
+        lo, hi = _class_range(PRIORITY["shelf.reading"])
         last_bucket: dict[str, int] = {}
-        after = -1
+        after = lo - 1
         while self._c["bytes"] > target:
             page = self._db.execute(
-                "SELECT id, facing_id, ts FROM events WHERE priority=? AND id>? AND etype='shelf.reading' "
-                "ORDER BY id LIMIT 20000", (prio, after)).fetchall()
+                "SELECT id, facing_id, ts FROM events WHERE id > ? AND id < ? AND etype='shelf.reading' "
+                "ORDER BY id LIMIT 20000", (after, hi)).fetchall()
             if not page:
                 return
             after = page[-1][0]
@@ -782,8 +819,8 @@ class SqliteBuffer:
             for etype, ttl in self.policy.ttl_ms.items():
                 if ttl is None:
                     continue
-                deleted = self._delete_returning("priority=? AND etype=? AND received_at < ?",
-                                                 (PRIORITY.get(etype, 3), etype, now_ms - ttl))
+                deleted = self._delete_returning("id >= ? AND id < ? AND etype=? AND received_at < ?",
+                                                 (*_class_range(PRIORITY.get(etype, 3)), etype, now_ms - ttl))
                 if deleted:
                     self._count_evicted("ttl", deleted)
 
@@ -811,13 +848,14 @@ class SqliteBuffer:
     # ---- uplink side ---------------------------------------------------------------------
 
     def select_backlog(self, limit: int) -> list[StoredEvent]:
-        """Oldest unsent events, by priority then arrival (alerts, POS, restocks, readings)."""
+        """Oldest unsent events, by priority then arrival (alerts, POS, restocks, readings): the
+        primary key's order (see ``CLASS_BITS``)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, device_id, seq, etype, priority, body FROM events ORDER BY priority, id LIMIT ?",
+                "SELECT id, device_id, seq, etype, priority, body FROM events ORDER BY id LIMIT ?",
                 (limit,)).fetchall()
             self._note_inflight(rows)
-        return [StoredEvent(*r) for r in rows]
+        return list(map(StoredEvent._make, rows))
 
     #: An in-flight mark older than this is forgotten (its batch failed; it will be selected again).
     _INFLIGHT_TTL_S = 600.0
@@ -831,9 +869,10 @@ class SqliteBuffer:
             cutoff = now - self._INFLIGHT_TTL_S
             self._inflight = inflight = {i: t for i, t in inflight.items() if t >= cutoff and len(inflight) <= 100_000}
             self._evicted_inflight = {i: v for i, v in self._evicted_inflight.items() if i in inflight}
-        for r in rows:
-            inflight.pop(r[0], None)  # re-insert: keeps the dict in selection-time order
-            inflight[r[0]] = now
+        ids = [r[0] for r in rows]
+        for rid in inflight.keys() & ids:
+            del inflight[rid]  # re-inserted below: keeps the dict in selection-time order
+        inflight.update(dict.fromkeys(ids, now))
 
     def select_live(self, limit: int, exclude_below: int | None = None) -> list[StoredEvent]:
         """The newest unsent events above the live high-water mark, returned in arrival order.
@@ -843,27 +882,42 @@ class SqliteBuffer:
         """
         floor = self._c["live_hwm"] if exclude_below is None else exclude_below
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, device_id, seq, etype, priority, body FROM events WHERE id > ? "
-                "ORDER BY id DESC LIMIT ?", (floor, limit)).fetchall()
+            rows = []
+            for p in CLASSES:  # the newest of each class above the mark, then the newest of those
+                lo, hi = _class_range(p)
+                rows += self._db.execute(
+                    "SELECT id, device_id, seq, etype, priority, body FROM events WHERE id > ? AND id < ? "
+                    "ORDER BY id DESC LIMIT ?", (lo | floor, hi, limit)).fetchall()
+            rows = sorted(rows, key=lambda r: arrival(r[0]))[-limit:] if limit > 0 else []
             self._note_inflight(rows)
-        rows.reverse()
-        return [StoredEvent(*r) for r in rows]
+        return list(map(StoredEvent._make, rows))
+
+    def _oldest_received(self) -> int | None:
+        """``received_at`` of the oldest unsent event: the first row of each class, compared."""
+        firsts = []
+        for p in CLASSES:
+            lo, hi = _class_range(p)
+            row = self._db.execute("SELECT id, received_at FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT 1",
+                                   (lo, hi)).fetchone()
+            if row:
+                firsts.append((arrival(row[0]), row[1]))
+        return min(firsts)[1] if firsts else None
 
     def pending(self) -> tuple[int, int | None, bool]:
         """(unsent rows, ``received_at`` of the oldest, whether an ``edge.alert`` waits): what the
-        uplink's freshness budget decides on, in two index lookups."""
+        uplink's freshness budget decides on, in a few primary-key lookups."""
         with self._lock:
-            row = self._db.execute("SELECT received_at FROM events ORDER BY id LIMIT 1").fetchone()
-            urgent = self._db.execute(
-                "SELECT 1 FROM events WHERE priority = 0 AND etype = 'edge.alert' LIMIT 1").fetchone()
-            return self._c["rows"], (row[0] if row else None), urgent is not None
+            urgent = self._db.execute("SELECT 1 FROM events WHERE id < ? AND etype = 'edge.alert' LIMIT 1",
+                                      (_class_range(0)[1],)).fetchone()
+            return self._c["rows"], self._oldest_received(), urgent is not None
 
-    def last_id_received_by(self, t_ms: int) -> int:
-        """The highest id of an unsent event received at or before ``t_ms`` (0: none). Rows
-        are inserted in received order, so every lower id was received by then too."""
+    def last_arrival_received_by(self, t_ms: int) -> int:
+        """The highest arrival number (``arrival(id)``) of an unsent event received at or before
+        ``t_ms`` (0: none). Events arrive in received order, so every lower arrival number was
+        received by then too. Scans the table: for the uplink's small steady-state buffer."""
         with self._lock:
-            row = self._db.execute("SELECT MAX(id) FROM events WHERE received_at <= ?", (t_ms,)).fetchone()
+            row = self._db.execute("SELECT MAX(id & ?) FROM events WHERE received_at <= ?",
+                                   (_ARRIVAL_MASK, t_ms)).fetchone()
         return int(row[0] or 0)
 
     def mark_sent(self, ids: list[int], *, now_ms: int, live_hwm: int | None = None) -> None:
@@ -875,13 +929,7 @@ class SqliteBuffer:
         delivered_evicted: list[int] = []
 
         def run() -> None:
-            deleted = size = 0
-            for i in range(0, len(ids), 900):
-                chunk = ids[i:i + 900]
-                marks = ",".join("?" * len(chunk))
-                res = self._db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
-                deleted += len(res)
-                size += sum(r[0] for r in res)
+            deleted, size = self._delete_sent(ids)
             self._c["rows"] -= deleted
             self._c["bytes"] -= size
             self._c["sent"] += deleted
@@ -899,15 +947,40 @@ class SqliteBuffer:
                 self._c["evicted"] -= len(delivered_evicted)
                 self._c["sent"] += len(delivered_evicted)
             self._c["last_uplink_ts"] = now_ms
-            if live_hwm is not None and live_hwm > self._c["live_hwm"]:
-                self._c["live_hwm"] = live_hwm
+            if live_hwm is not None and arrival(live_hwm) > self._c["live_hwm"]:
+                self._c["live_hwm"] = arrival(live_hwm)
 
         with self._lock:
             self._in_txn(run, "mark_sent")
-            for rid in ids:
-                self._inflight.pop(rid, None)
+            for rid in self._inflight.keys() & ids:
+                del self._inflight[rid]
             for rid in delivered_evicted:
                 self._evicted_inflight.pop(rid, None)
+
+    def _delete_sent(self, ids: list[int]) -> tuple[int, int]:
+        """Delete sent rows; return (rows, bytes). A class's rows sit in one id range, so a
+        batch is mostly one stretch of the table: where the stored ids between a stretch's
+        first and last are all in the batch, it goes as one range delete (no per-id seek);
+        elsewhere by id lists. Caller holds the lock and a transaction."""
+        db = self._db
+        ordered = sorted(ids)
+        mine = set(ordered)
+        deleted = size = i = 0
+        while i < len(ordered):
+            j = min(len(ordered), i + 5000)
+            lo, hi = ordered[i], ordered[j - 1]
+            stored = db.execute("SELECT id FROM events WHERE id BETWEEN ? AND ?", (lo, hi)).fetchall()
+            if all(r[0] in mine for r in stored):
+                res = db.execute("DELETE FROM events WHERE id BETWEEN ? AND ? RETURNING size", (lo, hi)).fetchall()
+            else:  # other rows in between (the other lane's, or new ones): only ours, by id
+                j = min(len(ordered), i + 900)
+                chunk = ordered[i:j]
+                marks = ",".join("?" * len(chunk))
+                res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
+            deleted += len(res)
+            size += sum(r[0] for r in res)
+            i = j
+        return deleted, size
 
     # ---- gaps ----------------------------------------------------------------------------
 
@@ -957,9 +1030,7 @@ class SqliteBuffer:
     def stats(self, now_ms: int) -> dict:
         """Counters and ages for health: rows, bytes, evictions (total and per reason/type), gaps."""
         with self._lock:
-            # Rows are inserted in received order, so the lowest id is the oldest (O(1), no scan).
-            row = self._db.execute("SELECT received_at FROM events ORDER BY id LIMIT 1").fetchone()
-            oldest = row[0] if row else None
+            oldest = self._oldest_received()  # the first row of each class: a few lookups
             evictions = {f"{r}/{t}": n for r, t, n in self._db.execute("SELECT reason, etype, count FROM evictions")}
             per_priority = dict(self._db.execute(
                 "SELECT priority, COUNT(*) FROM events GROUP BY priority").fetchall()) if self._c["rows"] < 200_000 else {}

@@ -49,7 +49,7 @@ from gondola.clock import Clock
 from gondola.contracts import BATCH_SCHEMA, MAX_MESSAGE_BYTES, BatchMessage
 from gondola.errors import TransportAuthError, TransportError
 
-from edge.buffer import SqliteBuffer, StoredEvent
+from edge.buffer import SqliteBuffer, StoredEvent, arrival
 from edge.transport import HubTransport
 
 __all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "ENCODINGS", "BILLING_UNIT_BYTES", "billed_units"]
@@ -211,9 +211,9 @@ class Uplink:
         priority order, topped up in arrival order with events not due yet, as many as fit in
         the 4 KB units the message pays for anyway."""
         events = self.buffer.select_backlog(self.round_rows)
-        due_id = self.buffer.last_id_received_by(now_ms - self.delay_ms)
-        must = [e for e in events if e.priority == 0 or e.id <= due_id]
-        rest = sorted((e for e in events if not (e.priority == 0 or e.id <= due_id)), key=lambda e: e.id)
+        due = self.buffer.last_arrival_received_by(now_ms - self.delay_ms)
+        must = [e for e in events if e.priority == 0 or arrival(e.id) <= due]
+        rest = sorted((e for e in events if not (e.priority == 0 or arrival(e.id) <= due)), key=lambda e: arrival(e.id))
         return [("backlog", must + rest[: self._fill(must, rest)])]
 
     def _fill(self, must: list[StoredEvent], rest: list[StoredEvent]) -> int:
@@ -279,7 +279,7 @@ class Uplink:
                     return sent
                 ids = [e.id for e in chunk]
                 self.buffer.mark_sent(ids, now_ms=self.clock.now_ms(),
-                                      live_hwm=max(ids) if lane == "live" else None)
+                                      live_hwm=max(arrival(i) for i in ids) if lane == "live" else None)
                 self.failures = 0
                 self.last_error = None
                 self.auth_failed = False

@@ -104,7 +104,7 @@ def test_a_buffer_made_by_an_older_gateway_is_migrated_in_place_and_keeps_its_ro
 
     b = SqliteBuffer(path)
     assert b.applied_migrations() == sorted(name for name, _ in MIGRATIONS)
-    assert "events_readings" not in indexes() and "events_by_priority" in indexes()
+    assert "events_readings" not in indexes() and "events_by_priority" not in indexes()  # 0008: the key orders
     assert [e.seq for e in b.select_backlog(100)] == [s for s in range(11) if s != 5]
     # The old rows are epoch 0: their seq marks and gap carry over, a redelivery is a duplicate,
     # the late seq 5 fills the gap, and an event without epoch continues the same sequence.
@@ -112,6 +112,42 @@ def test_a_buffer_made_by_an_older_gateway_is_migrated_in_place_and_keeps_its_ro
     out = b.append([_rx(pos_line(s, T0 + s, device_id="pos-1")) for s in (3, 5, 11)], now_ms=T0)
     assert (out.stored, out.duplicates) == (2, 1) and b.gaps() == {}
     b.close()
+
+
+def test_migration_0008_gives_each_priority_class_its_own_id_range_and_keeps_arrival_order(tmp_path):
+    from edge.buffer import CLASS_BITS, arrival
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as db:  # a buffer as migrations 0001-0007 left it
+        db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, sql in MIGRATIONS[:7]:
+            db.executescript(sql)
+            db.execute("INSERT INTO migrations VALUES (?, datetime('now'))", (name,))
+        kinds = [("shelf.reading", 3), ("pos.line", 1), ("edge.alert", 0), ("shelf.reading", 3), ("pos.line", 1)]
+        db.executemany("INSERT INTO events (device_id, seq, etype, priority, ts, received_at, facing_id, size, body) "
+                       "VALUES (?, ?, ?, ?, ?, ?, NULL, 100, '{}')",
+                       [(f"d-{t}", i, t, p, T0 + i, T0 + i) for i, (t, p) in enumerate(kinds)])
+        db.execute("DELETE FROM events WHERE id = 5")  # the highest id was sent: arrival numbers go on after it
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('live_hwm', 2)")
+    b = SqliteBuffer(path)
+    got = b.select_backlog(10)
+    assert [(e.etype, e.seq) for e in got] == [("edge.alert", 2), ("pos.line", 1), ("shelf.reading", 0),
+                                               ("shelf.reading", 3)]  # by class, then arrival
+    assert [(e.id >> CLASS_BITS, arrival(e.id)) for e in got] == [(0, 3), (1, 2), (3, 1), (3, 4)]
+    b.append([_rx(reading(9, T0, device_id="d-new"))], now_ms=T0)
+    assert [(e.seq, arrival(e.id)) for e in b.select_live(10)] == [(2, 3), (3, 4), (9, 6)]  # above the mark 2
+    assert b.stats(T0 + 100)["oldest_unsent_age_s"] == 0.1  # the oldest across classes: received at T0
+    b.close()
+
+
+def test_sent_rows_are_deleted_by_range_where_nothing_else_lies_between_and_by_id_where_it_does(buf):
+    buf.append([_rx(pos_line(i, T0, device_id=f"pos-{i % 3}")) for i in range(3000)], now_ms=T0)
+    rows = buf.select_backlog(3000)
+    keep = {rows[10].id, rows[2000].id}  # e.g. the other lane's rows, not in this batch
+    buf.mark_sent([e.id for e in rows if e.id not in keep], now_ms=T0)
+    left = buf.select_backlog(10)
+    assert sorted(e.id for e in left) == sorted(keep) and buf.stats(T0)["buffer_rows"] == 2
+    assert buf.stats(T0)["buffer_bytes"] == sum(len(e.body) + 96 for e in left)
 
 
 def test_online_backup_is_a_consistent_copy(buf, tmp_path):
