@@ -13,8 +13,9 @@
     (``models.scoring.hours_to_empty``). Not raised on a facing already alerted empty now:
     a forecast about an empty shelf warns of nothing.
   - ``empty_now`` (detection): ``models.scoring.empty_now_prob`` reaches ``now_at`` (a
-    sensor reading 0 units, or for a facing without a sensor a till silence its usual demand
-    makes unlikely).
+    believed sensor reading 0 units; for a facing without one, the model's score when its
+    manifest says ``empty_now_from_model``, else the till's silence weighed with the POS
+    estimate).
 
 * Hysteresis: an alert is *raised* when its probability reaches the raise threshold and
   *cleared* when it falls to the clear level (half the raise threshold at most) or below, and
@@ -284,7 +285,9 @@ class Inference:
                 probs = np.asarray(self.fallback.score(feats), dtype=np.float64).reshape(-1)
                 self.scored_by = self.fallback.name
             probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
-            now_probs = empty_now_prob(feats)
+            # A model whose manifest says so also scores "empty now" where no sensor is believed.
+            from_model = self.scored_by == self.scorer.name and getattr(self.scorer, "empty_now_from_model", False)
+            now_probs = empty_now_prob(feats, model=probs if from_model else None)
             units = feats[:, _UNITS]
             changes = []
             # Detection first: a forecast is not raised on a facing alerted empty now.

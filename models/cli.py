@@ -328,6 +328,7 @@ def eval_main(argv: list[str]) -> int:
     """``gondola eval``. Raises: ConfigError on bad arguments or failed data generation;
     ModelError when ``--model`` does not hold a loadable package."""
     from models.oracle import ORACLE_NAME
+    from models.scoring import empty_now_prob
     from models.pipeline import (baseline_scorers, evaluate_kinds, pick_kind_thresholds, sensor_trust_report,
                                  settled_rows, split_validation)
 
@@ -364,8 +365,11 @@ def eval_main(argv: list[str]) -> int:
             per_kind = getattr(scorer, "thresholds", None)
             if per_kind and {"empty_within_h", "empty_now"} <= set(per_kind):
                 th[name] = dict(per_kind)
-            else:
-                th[name] = pick_kind_thresholds(val, scorer.score(val.rows.X), args.horizon)
+            else:  # baselines and older packages: the statistical detector, as on their gateway
+                p_val = scorer.score(val.rows.X)
+                model_now = getattr(scorer, "empty_now_from_model", False)
+                th[name] = pick_kind_thresholds(val, p_val, args.horizon,
+                                                now=empty_now_prob(val.rows.X, model=p_val if model_now else None))
         thresholds.append(th)
     oracle_now = None
     if val.oracle is not None:
@@ -390,7 +394,9 @@ def eval_main(argv: list[str]) -> int:
             runs = []
             for i, pkg in enumerate(packages):
                 p_i = {n: s.score(part.rows.X) for n, s in pkg.items()}
-                runs.append(evaluate_kinds(part, p_i, thresholds[i], args.horizon))
+                runs.append(evaluate_kinds(part, p_i, thresholds[i], args.horizon,
+                                           now_from_model={n for n, sc in pkg.items()
+                                                           if getattr(sc, "empty_now_from_model", False)}))
             res = evaluate_kinds(part, probs, thresholds[0], args.horizon, now=now)
             res.update(runs[0])
             poisson = res["baseline-poisson"]["pr_auc_ahead"]

@@ -183,7 +183,7 @@ def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, 
             "encoding": weights.encoding,
             "horizon_h": float(horizon_h),
             "threshold": float(thresholds[kind]),
-            **({"thresholds": per_kind[kind]} if per_kind[kind] else {}),
+            **({"thresholds": per_kind[kind], "empty_now_from_model": True} if per_kind[kind] else {}),
             "target_recall": TARGET_RECALL,
             "training": {**(training or {}), **{k: v for k, v in summary.items() if k != "config"},
                          "config": summary.get("config")},
@@ -342,14 +342,15 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     """Operating thresholds per alert kind, each chosen on validation rows of its own kind.
 
     * ``empty_now``: the lowest threshold of the detector (``now``, default
-      ``models.scoring.empty_now_prob``) whose alerts on facings without a sensor reach
+      ``models.scoring.empty_now_prob`` with the forecast scores as the evidence of facings
+      without a believed sensor) whose alerts on facings without a sensor reach
       ``precision`` (facings with a sensor score 0 or 1 and do not move it);
     * ``empty_within_h``: the lowest forecast threshold whose false forecasts per store-day
       (alerts replayed as the gateway raises them, detections included) stay within ``budget``,
       searched over the scores of rows whose shelf still has stock. A lower threshold
       warns more often and earlier; the budget is what a store can afford to walk for nothing.
     """
-    now = empty_now_prob(val.rows.X) if now is None else now
+    now = empty_now_prob(val.rows.X, model=forecast) if now is None else now
     cache: dict = {}
     no_sensor = val.rows.X[:, FEATURES.index("has_sensor")] < 0.5  # untrusted sensors too: the till decides
 
@@ -387,12 +388,14 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
 
 
 def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]],
-                   horizon_h: float, *, now: dict[str, np.ndarray] | None = None) -> dict[str, dict]:
+                   horizon_h: float, *, now: dict[str, np.ndarray] | None = None,
+                   now_from_model: "set[str] | None" = None) -> dict[str, dict]:
     """The figures of record per scorer on one held-out set (issue 11's keys), each at the
     scorer's own thresholds picked on validation rows; the oracle's PR-AUC beside each.
 
     ``probs``: forecast scores per scorer (row-aligned with ``test``); ``now``: detector
-    scores per scorer (default: ``empty_now_prob`` for all). Rows whose shelf is not empty yet
+    scores per scorer (default: ``empty_now_prob``, with the scorer's own scores as the
+    evidence of facings without a sensor for the scorers in ``now_from_model``). Rows whose shelf is not empty yet
     are the forecast's rows (``pr_auc_ahead``); best-over-thresholds figures are labelled so.
     """
     from models.metrics import precision_at_recall
@@ -400,6 +403,7 @@ def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds:
     ahead = ~test.empty_now
     y_ahead = test.y[ahead]
     default_now = empty_now_prob(test.rows.X)
+    from_model = set((now_from_model or ()))
     oracle_ap = None
     if test.oracle is not None:
         oracle_ap = average_precision(y_ahead, test.oracle[ahead])
@@ -427,6 +431,12 @@ def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds:
             "rows_ahead": int(ahead.sum()),
             "positives_ahead": int(y_ahead.sum()),
         }
-        res.update(_kinds(test, p, (now or {}).get(name, default_now), fc_at, th["empty_now"], horizon_h, cache))
+        if now and name in now:
+            now_p = now[name]
+        elif name in from_model:
+            now_p = empty_now_prob(test.rows.X, model=p)
+        else:
+            now_p = default_now
+        res.update(_kinds(test, p, now_p, fc_at, th["empty_now"], horizon_h, cache))
         out[name] = res
     return out

@@ -66,6 +66,8 @@ def _manifest_extras(scorer, manifest: dict | None) -> None:
     scorer.encoding = (manifest or {}).get("encoding", "log1p-v1" if manifest else MODEL_ENCODING)
     per_kind = (manifest or {}).get("thresholds")
     scorer.thresholds = {str(k): float(v) for k, v in per_kind.items()} if isinstance(per_kind, dict) else None
+    #: The model's score is also the empty_now evidence of facings without a (believed) sensor.
+    scorer.empty_now_from_model = bool((manifest or {}).get("empty_now_from_model", False))
 
 
 class LiteRtScorer:

@@ -101,7 +101,8 @@ class BaselineScorer:
         return np.where(features[:, _SENSOR] > 0.5, p, np.maximum(p, z))
 
 
-def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None) -> np.ndarray:
+def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None,
+                   model: np.ndarray | None = None) -> np.ndarray:
     """Evidence that each facing is empty now, (n,) in [0, 1]: the detector behind ``empty_now``.
 
     A facing whose (trusted) shelf sensor reports scores 1 when the reading says 0 units and 0
@@ -111,10 +112,16 @@ def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None) -> n
     ``u`` (last restock fill minus sales since) as ``z ** 0.25 * exp(-u)``. Silence alone is
     weak evidence (validation PR-AUC 0.15 for "empty now" on facings without a sensor); with
     the estimate it is 0.67 (the weighting was chosen on training stores, docs/model.md).
+    With ``model`` (the stock-out model's scores of the same rows), those facings score the
+    model's probability instead: it ranks "empty now" there better still (held-out PR-AUC
+    0.88 against 0.83 on the default stores, docs/model.md); the statistical detector is what
+    a gateway running the Poisson baseline has.
     """
     features = _check(features)
     z = 1.0 - np.exp(-np.maximum(features[:, _EXPECTED_SINCE_SALE].astype(np.float64), 0.0))
     zero = z ** 0.25 * np.exp(-np.maximum(features[:, _UNITS].astype(np.float64), 0.0))
+    if model is not None:
+        zero = np.asarray(model, dtype=np.float64).reshape(-1)
     sensor = features[:, _SENSOR] > 0.5
     if trusted is not None:
         sensor &= np.asarray(trusted, dtype=bool)

@@ -91,6 +91,20 @@ def test_two_alert_kinds_raise_separately_and_a_forecast_carries_its_expected_em
     assert [(c.facing_id, c.kind, c.state) for c in inf.cycle(T0 + 60_000)] == [("f0", "empty_now", "cleared")]
 
 
+def test_a_model_that_says_so_also_scores_empty_now_where_no_sensor_is_believed():
+    s = ScriptedScorer()
+    s.thresholds = {"empty_within_h": 0.5, "empty_now": 0.9}
+    plan = [PlanogramRow("f0", "k0", 10, False), PlanogramRow("f1", "k1", 10, False)]
+    inf = Inference(plan, s, raise_at=0.5, clear_at=0.25, min_dwell_ms=0)
+    assert inf.now_at == 0.9
+    s.next = [0.95, 0.6]
+    s.empty_now_from_model = False  # the till's silence decides: nothing known, nothing empty
+    assert {(c.facing_id, c.kind) for c in inf.cycle(T0)} == {("f0", "empty_within_h"), ("f1", "empty_within_h")}
+    inf = Inference(plan, s, raise_at=0.5, clear_at=0.25, min_dwell_ms=0)
+    s.empty_now_from_model = True
+    assert {(c.facing_id, c.kind) for c in inf.cycle(T0)} == {("f0", "empty_now"), ("f1", "empty_within_h")}
+
+
 def test_pos_lines_are_split_across_the_facings_of_their_sku():
     plan = [PlanogramRow("a", "k1", 10, False), PlanogramRow("b", "k1", 10, False), PlanogramRow("c", "k2", 10, False)]
     inf = Inference(plan, ScriptedScorer())
