@@ -61,7 +61,8 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else _e(value)
 
 
-def _table(headers: list[str], rows: list[tuple], *, empty: str = "nothing to show", bad: int | None = None) -> str:
+def _table(headers: list[str], rows: list[tuple], *, empty: str = "nothing to show", bad: int | None = None,
+           digits: dict[int, int] | None = None) -> str:
     if not rows:
         return f"<p class='sub'>{_e(empty)}</p>"
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
@@ -70,7 +71,7 @@ def _table(headers: list[str], rows: list[tuple], *, empty: str = "nothing to sh
         cells = []
         for i, v in enumerate(r):
             cls = " class='bad'" if bad is not None and i == bad and v not in (None, 0, 0.0) else ""
-            cells.append(f"<td{cls}>{_fmt(v)}</td>")
+            cells.append(f"<td{cls}>{_fmt(v, (digits or {}).get(i, 1))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -93,6 +94,12 @@ def _query(con) -> dict:
     q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
     data: dict = {}
     data["kpis"] = _rows(con, "SELECT * FROM bi_kpis")[0]
+    data["by_store"] = q("""
+        SELECT k.store_id, COALESCE(st.store_name, k.store_id), k.stockouts, ROUND(k.stockout_minutes, 0),
+               ROUND(k.lost_sales_cents / 100.0, 2), k.currency, ROUND(100 * k.recall_ahead, 0),
+               ROUND(k.mean_lead_min, 0), k.alerts, ROUND(100 * k.alert_precision, 0)
+        FROM bi_kpis_by_store k LEFT JOIN bi_dim_store st ON st.store_id = k.store_id
+        ORDER BY k.lost_sales_cents DESC NULLS LAST, k.store_id""")
     data["currencies"] = [r[0] for r in q("SELECT DISTINCT currency FROM silver_stores WHERE currency IS NOT NULL ORDER BY 1")]
     # One row per stock-out (local time, product, category, cause): the charts' main data.
     data["stockouts"] = _rows(con, """
@@ -376,9 +383,14 @@ local time; money is in the store's currency. Use the menus under the charts to 
 on the daily chart to pick dates.</div>
 <div class="kpis">{kpi_html}</div>
 <div id="charts"></div>
+<h2>By store</h2>
+{_table(['store', 'name', 'stock-outs', 'minutes empty (open)', 'lost sales', 'currency', 'alerted before %',
+         'mean lead (min)', 'alerts', 'alert precision %'], data['by_store'], empty='no stores yet',
+        digits={3: 0, 4: 2, 6: 0, 7: 0, 9: 0})}
 <h2>What to do (category manager)</h2>
 {_table(['store', 'action', 'product / hour', 'facing', 'stock-outs', 'minutes empty', 'lost sales', 'currency',
-         'mean wait for refill (min)', 'confidence'], actions, empty='no actions: no stock-outs with a cause yet')}
+         'mean wait for refill (min)', 'confidence'], actions, empty='no actions: no stock-outs with a cause yet',
+        digits={5: 0, 6: 2, 8: 0, 9: 2})}
 <p class="sub">Causes: {'; '.join(f'<b>{_e(c)}</b>: {_e(t)}' for c, t in _CAUSE_TEXT.items())}.</p>
 {_anomaly_section(data['anomalies'])}
 <h2>Fleet health: gateways</h2>

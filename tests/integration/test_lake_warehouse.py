@@ -57,7 +57,7 @@ def test_the_dashboard_is_one_self_contained_html_file(built):
     # The figures are bi_kpis' (one definition), money with its currency.
     assert f"<span>stock-outs</span><b>{n:,}</b>" in page
     assert f"{lost / 100:,.2f} EUR" in page
-    for section in ("What to do", "Fleet health: gateways", "Fleet health: devices"):
+    for section in ("By store", "What to do", "Fleet health: gateways", "Fleet health: devices"):
         assert section in page
     # Gateways come before devices.
     assert page.index("gw-s001") < page.index("shelf-s001")
