@@ -7,7 +7,9 @@
       promote VERSION --reason T    make it production by hand (every gateway is asked to run it)
       retire VERSION --reason T     retire it (a canary is rolled back to production first)
       ring RING DEVICE...           put gateways in a ring (twin tag ring=canary|early|all)
-      rollout VERSION | --abort     start rolling a candidate out to the canary ring
+      rollout VERSION [--shadow-first] | --abort
+                                    start rolling a candidate out to the canary ring (in
+                                    shadow there first)
       step                          judge the current ring once: wait, next ring, production,
                                     or roll back (a scheduler runs this, e.g. hourly)
       status                        the rollout in progress and what each gateway runs
@@ -64,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rollout", help="start rolling a candidate out to the canary ring")
     s.add_argument("version", nargs="?")
     s.add_argument("--abort", action="store_true", help="release the rollout in progress (its version is rolled back)")
+    s.add_argument("--shadow-first", action="store_true",
+                   help="score it in shadow on the canary ring first; it goes live there only if it holds")
     s = sub.add_parser("step", help="judge the current ring once")
     s.add_argument("--window-h", type=float, default=24.0, help="hours each ring runs before it is judged")
     s.add_argument("--min-alerts", type=int, default=10, help="candidate alerts needed to judge a ring")
@@ -224,7 +228,7 @@ def main(argv: list[str]) -> int:
         else:
             if not args.version:
                 raise ConfigError("name the version to roll out (gondola models list), or --abort")
-            out = _rollout(args, registry, twins).start(args.version)
+            out = _rollout(args, registry, twins).start(args.version, shadow_first=args.shadow_first)
         _print(args, out, f"{out.get('version')}: {out['decision']} ({out['reason']})")
         return 0
     if cmd == "step":

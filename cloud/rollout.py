@@ -308,8 +308,12 @@ class Rollout:
         return publish_model(self._artifact(mv), store=self.store, twins=self.twins, device_ids=device_ids,
                              module_id=self.module_id, key=self.key)
 
-    def start(self, version: str) -> dict:
+    def start(self, version: str, *, shadow_first: bool = False) -> dict:
         """Begin rolling ``version`` out to the canary ring; return the decision record.
+
+        ``shadow_first``: the canary gateways first score it in shadow (no alerts raised) for a
+        window; only when its would-be alerts hold against production's on the same gateways
+        does it go live there (``step``), else it is retired without ever raising an alert.
 
         Raises:
             ConfigError: unknown version, one that is not a candidate (or retired), or no
@@ -336,6 +340,11 @@ class Rollout:
             return self._record(version, "not-started",
                                 f"rollout of {winner['details']['version']} is in progress (claimed first)")
         try:
+            if shadow_first:
+                out = self.shadow(version, "canary")
+                self.registry.set_status(version, "canary", f"rollout started in shadow on {len(canary)} canary "
+                                                            "gateway(s)", ring="shadow")
+                return out
             done = self._publish(mv, canary)
         except Exception as exc:
             self.registry.release("rollout", winner["details"]["claim_id"], f"publish failed: {exc}")
@@ -361,6 +370,8 @@ class Rollout:
         if mv.status != "canary":  # finished or retired by hand
             self.registry.release("rollout", claim["details"]["claim_id"], f"{version} is {mv.status}")
             return {"decision": "idle", "version": version, "reason": f"{version} is {mv.status}"}
+        if mv.ring == "shadow":
+            return self._step_shadow(mv, claim)
         ring = mv.ring or "canary"
         since = mv.history[-1]["at_ms"]
         now = self.clock.now_ms()
@@ -485,13 +496,37 @@ class Rollout:
         return self._record(version, "shadow", f"scoring in shadow on {len(done['devices'])} {ring} gateway(s)",
                             devices=done["devices"], ring=ring, since_ms=self.clock.now_ms())
 
-    def stop_shadow(self) -> list[str]:
-        """Stop every shadow (desired ``shadow`` = null); return the gateways asked."""
+    def _step_shadow(self, mv, claim: dict) -> dict:
+        """``step`` while the rollout's first stage is shadow mode on the canary ring."""
+        version = mv.version
+        since = mv.history[-1]["at_ms"]
+        now = self.clock.now_ms()
+        window_ms = int(self.policy.window_h * 3_600_000)
+        if now - since < window_ms:
+            return {"decision": "waiting", "version": version, "ring": "shadow",
+                    "reason": f"shadow window: {(now - since) / 3_600_000:.1f} of {self.policy.window_h:g} h"}
+        res = self.compare_shadow(version)
+        figures = {"candidate": res["candidate"], "production": res["production"], "ring": "shadow",
+                   "running": res["devices"]}
+        if res["verdict"] == "wait":
+            return {"decision": "waiting", "version": version, "ring": "shadow", "reason": res["reason"], **figures}
+        if res["verdict"] == "fail":
+            self.stop_shadow(version)
+            return self.rollback(version, f"shadow: {res['reason']}", claim=claim, figures=figures)
+        self.stop_shadow(version)
+        canary = ring_devices(self.twins, "canary", self.module_id)
+        done = self._publish(mv, canary)
+        self.registry.set_status(version, "canary", f"shadow held ({res['reason']}); live on canary", ring="canary")
+        return self._record(version, "canary", f"shadow held: {res['reason']}", devices=done["devices"], **figures)
+
+    def stop_shadow(self, version: str | None = None) -> list[str]:
+        """Stop the shadows (of ``version``, or all): desired ``shadow`` = null; return the
+        gateways asked."""
         asked = []
         for d in ring_devices(self.twins, "all", self.module_id):
             desired = {k: v for k, v in self.twins.get_twin(d, self.module_id)["desired"].items()
                        if not k.startswith("$")}
-            if desired.get("shadow"):
+            if desired.get("shadow") and (version is None or desired["shadow"].get("version") == version):
                 desired["shadow"] = None
                 self.twins.set_desired(d, self.module_id, desired)
                 asked.append(d)

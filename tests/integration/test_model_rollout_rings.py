@@ -295,3 +295,25 @@ def test_a_controller_without_the_registered_files_publishes_from_the_registry_r
     assert fleet.rollout.start("v2")["decision"] == "canary"
     fleet.poll(["s001"])
     assert fleet.running()["s001"] == "v2"  # verified by the gateway's key and sha256, and running
+
+
+@pytest.mark.parametrize("shadow_precision, outcome", [(17, "canary"), (6, "rolled_back")])
+def test_a_shadow_first_rollout_goes_live_on_canary_only_when_its_would_be_alerts_hold(fleet, shadow_precision,
+                                                                                      outcome):
+    fleet.register("v2")
+    assert fleet.rollout.start("v2", shadow_first=True)["decision"] == "shadow"
+    fleet.poll()
+    assert fleet.gateways["s001"].inference.shadow is not None and fleet.running()["s001"] == "v1"
+    assert fleet.rollout.step()["decision"] == "waiting"
+    _shadow_rows(fleet, 0, [("s001", "model:v1", 20, 16), ("s001", "shadow:model:v2", 20, shadow_precision)])
+    fleet.clock.advance_to(T0 + 25 * HOUR_MS)
+    decision = fleet.rollout.step()
+    assert decision["decision"] == outcome, decision
+    fleet.poll()
+    assert fleet.gateways["s001"].inference.shadow is None  # the shadow stops either way
+    if outcome == "canary":
+        assert fleet.running() == {"s001": "v2", "s002": "v1", "s003": "v1", "s004": "v1"}
+        assert fleet.registry.get("v2").ring == "canary"
+    else:
+        assert fleet.running() == {s: "v1" for s in RINGS} and "shadow: precision" in decision["reason"]
+        assert fleet.registry.get("v2").status == "retired" and fleet.rollout.active() is None
