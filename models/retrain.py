@@ -108,10 +108,20 @@ def observed_labels(data, horizon_h: float) -> np.ndarray:
     sensor = X[:, FEATURES.index("has_sensor")] > 0.5
     silence = X[:, FEATURES.index("hours_since_reading")].astype(np.float64)
     keys = np.char.add(np.char.add(data.rows.store.astype(str), "\x1f"), data.rows.facing.astype(str))
+    _, facing = np.unique(keys, return_inverse=True)
     t = data.rows.t.astype(np.int64)
-    later = dict(zip(zip(keys.tolist(), t.tolist()), silence.tolist()))
-    end = (t + int(horizon_h * HOUR_MS)).tolist()
-    silence_at_end = np.array([later.get((k, e), np.inf) for k, e in zip(keys.tolist(), end)])
+    # One sortable int64 per (facing, instant): the row at t + horizon is found by searchsorted
+    # (no per-row Python: gold.features of a fleet has hundreds of millions of rows).
+    t0, span = (int(t.min()), int(t.max() - t.min()) + 1) if len(t) else (0, 1)
+    horizon_ms = int(horizon_h * HOUR_MS)
+    code = facing.astype(np.int64) * (span + horizon_ms) + (t - t0)
+    order = np.argsort(code, kind="stable")
+    target = code + horizon_ms
+    pos = np.searchsorted(code[order], target)
+    found = pos < len(code)
+    found[found] = code[order][pos[found]] == target[found]
+    silence_at_end = np.full(len(t), np.inf)
+    silence_at_end[found] = silence[order][pos[found]]
     return sensor & (silence_at_end <= horizon_h + 1e-9)
 
 
