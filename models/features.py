@@ -183,10 +183,11 @@ class FacingState:
         """A shelf sensor reading: it replaces the POS-based estimate, and is checked against it.
 
         The residual (reading minus what the last reading, POS sales and restocks since say)
-        is summed with a 6-hour decay: noise cancels out, while a drifting load cell or a stuck
-        one (the till sells, the reading does not move) keeps adding residuals of one sign.
-        The sensor is untrusted while that sum exceeds ``max(2, 20 % of capacity)`` units, or
-        after two readings in a row that did not move while the till sold.
+        is summed with a 6-hour decay and floored at 0: noise cancels out, while a load cell
+        drifting up or a stuck one (the till sells, the reading does not move) keeps adding
+        positive residuals. The sensor is untrusted while that sum exceeds
+        ``max(TRUST_TOL_UNITS, TRUST_TOL_SHARE x capacity)`` units, or after two readings in a
+        row that did not move while the till sold.
         """
         self._touch(ts_ms)
         self.has_sensor = True
@@ -198,7 +199,12 @@ class FacingState:
             frozen = self.last_reading_units == units_est and self.sales_since_reading >= 1.5
             self._stuck_run = self._stuck_run + 1 if frozen else 0
             tol = max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
-            self.sensor_untrusted = abs(self._residual) > tol or self._stuck_run >= 2
+            # Only readings above what the till allows count against a sensor: a stuck value
+            # or an upward drift hides a stock-out, while units vanishing without a sale
+            # (theft, shrink, a POS line not arrived yet) are real and a reading of 0 is then
+            # the best evidence there is.
+            self._residual = max(self._residual, 0.0)
+            self.sensor_untrusted = self._residual > tol or self._stuck_run >= 2
         if not self.sensor_untrusted and not frozen:
             self.pos_units = units_est  # a believed reading anchors the POS estimate
         self.units = units_est

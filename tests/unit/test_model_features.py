@@ -183,6 +183,11 @@ def test_a_drifting_load_cell_is_not_believed_and_a_silent_one_while_the_till_se
     # No sales, yet the reading climbs a unit every half hour.
     t = _reading_series(drift, T0, [10, 11, 12, 13, 14], every_min=30, sales_between=0)
     assert drift.sensor_untrusted
+    # Units vanishing without a sale (theft, shrink, a late POS line) are real: still believed.
+    thief = FacingState("t", "s", capacity=20, has_sensor=True)
+    thief.on_restock(T0, 10)
+    _reading_series(thief, T0, [10, 7, 4, 0], every_min=30, sales_between=0)
+    assert not thief.sensor_untrusted
     silent = FacingState("q", "s", capacity=20, has_sensor=True)
     silent.on_restock(T0, 10)
     t = _reading_series(silent, T0, [10], every_min=10, sales_between=0)
