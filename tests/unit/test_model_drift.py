@@ -49,6 +49,9 @@ def test_the_same_population_a_week_later_does_not_trigger_but_tripled_demand_do
     write_gold(lake, gold_features(STORES, start_ms=T0 + 14 * DAY_MS, demand=3.0, **SMALL))
     moved = drift_check(str(lake), reg)
     assert moved["drifted"] and moved["psi"]["rate_24h"] > 0.2 and "rate_24h" in moved["reasons"][0]
+    # Sampled down to 500 rows a side (a fleet's gold is sampled the same way): same verdict.
+    assert drift_check(str(lake), reg, max_rows=500)["drifted"]
+    assert moved["rows"]["new"] == 2 * calm["rows"]["new"]  # the rows after the reference's last instant only
 
 
 def test_a_fall_of_the_production_models_confirmed_precision_triggers(tmp_path):
