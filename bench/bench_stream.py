@@ -193,7 +193,8 @@ def _detectors(seeds: list[int], stores: int, days: float) -> dict:
     from firmware_sim.uplink import GatewayFaults
     from tests.stream_sim import TRUTH_OF, run_job, run_sim_stores, score_detectors
 
-    total = {k: {"detections": 0, "right": 0, "truth": 0, "found": 0} for k in TRUTH_OF}
+    fields = ("detections", "right", "truth", "found", "truth_all", "found_all")
+    total = {k: {f: 0 for f in fields} for k in TRUTH_OF}
     per_seed = {}
     for seed in seeds:
         root = _tmp()
@@ -203,7 +204,7 @@ def _detectors(seeds: list[int], stores: int, days: float) -> dict:
         s = score_detectors(run)
         per_seed[seed] = {k: (v["precision"], v["recall"]) for k, v in s.items()}
         for k, v in s.items():
-            for f in ("detections", "right", "truth", "found"):
+            for f in fields:
                 total[k][f] += v[f]
         shutil.rmtree(root, ignore_errors=True)
         print(f"  seed {seed}: " + ", ".join(f"{k} {v['right']}/{v['detections']} {v['found']}/{v['truth']}"
@@ -211,6 +212,7 @@ def _detectors(seeds: list[int], stores: int, days: float) -> dict:
     for v in total.values():
         v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
         v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
+        v["recall_all_windows"] = round(v["found_all"] / v["truth_all"], 3) if v["truth_all"] else None
     return {"seeds": seeds, "stores": stores, "days": days, "skus": 1000, "total": total, "per_seed": per_seed}
 
 
@@ -221,7 +223,8 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     from firmware_sim import StoreSim
     from firmware_sim.uplink import GatewayFaults
     from models.replay import planograms_from_rows
-    from tests.stream_sim import ModelAlerter, alert_precision, run_job, run_sim_stores, score_detectors
+    from tests.stream_sim import (ModelAlerter, alert_precision, held_precision, run_job, run_sim_stores,
+                                  score_detectors)
 
     skus = 300
     plans = planograms_from_rows([r for i in range(stores)
@@ -237,7 +240,17 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     silent = [(r["ts"], r["facing_id"]) for r in raised
               if any(w.target == r["store_id"] and w.start_ms + 3_600_000 <= r["ts"] < w.end_ms for w in down)]
     alive = [(r["ts"], r["facing_id"]) for r in raised if r["gateway_alive"]]
+    # Forecasts held raised, sampled every hour: in silences from their first hour on, and
+    # while the gateways were alive (the cloud's alive-time forecasts equal the gateway's model's).
+    all_rows = run.table("stream.alerts")
+    silent_at = {g.store_id: [t for w in g.windows if w.kind == "uplink_down"
+                              for t in range(w.start_ms + 3_600_000, w.end_ms, 3_600_000)] for g in run.gateways}
+    busy = {g.store_id: [(w.start_ms, w.end_ms + 3_600_000) for w in g.windows] for g in run.gateways}
+    alive_at = {sid: [t for t in range(run.start_ms + 86_400_000, run.end_ms, 3_600_000)
+                      if not any(a <= t < b for a, b in spans)] for sid, spans in busy.items()}
     out = {"seed": seed, "stores": stores, "days": days, "skus": skus,
+           "held_gateway_silent_1h": held_precision(run, all_rows, silent_at, horizon),
+           "held_gateway_alive": held_precision(run, all_rows, alive_at, horizon),
            "divergence": score_detectors(run)["alert_divergence"],
            "gateway_alerts": alert_precision(run, [a for x in alerters.values() for a in x.raised], horizon),
            "cloud_alerts_gateway_alive": alert_precision(run, alive, horizon),

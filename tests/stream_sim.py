@@ -211,9 +211,13 @@ def score_detectors(run: SimRun, rows: list[dict] | None = None) -> dict[str, di
         right = sum(1 for r in mine if any(hit(r, st, w) for st, w in keyed))
         seen = [(st, w) for st, w in keyed if _detectable(w, run)]
         found = sum(1 for st, w in seen if any(hit(r, st, w) for r in mine))
+        # Also over every window injected before the run's last hour, visible or not.
+        every = [(st, w) for st, w in keyed if w.end_ms > w.start_ms and w.start_ms < run.end_ms - HOUR_MS]
+        found_all = sum(1 for st, w in every if any(hit(r, st, w) for r in mine))
         out[kind] = {"detections": len(mine), "right": right, "truth": len(seen), "found": found,
                      "precision": round(right / len(mine), 3) if mine else None,
-                     "recall": round(found / len(seen), 3) if seen else None}
+                     "recall": round(found / len(seen), 3) if seen else None,
+                     "truth_all": len(every), "found_all": found_all}
     return out
 
 
@@ -280,3 +284,31 @@ def alert_precision(run: SimRun, alerts: list[tuple[int, str]], horizon_ms: int)
             empty.setdefault(facing, []).append((start, end or run.end_ms))
     right = sum(1 for ts, f in alerts if any(s <= ts + horizon_ms and e >= ts for s, e in empty.get(f, ())))
     return {"alerts": len(alerts), "right": right, "precision": round(right / len(alerts), 3) if alerts else None}
+
+
+def held_precision(run: SimRun, rows: list[dict], instants: dict[str, list[int]], horizon_ms: int) -> dict:
+    """Precision of the forecasts held raised at given instants per store: at each instant, every
+    facing whose last ``empty_within_h`` change was ``raised`` counts once, right when its shelf is
+    empty within the horizon."""
+    empty: dict[str, list[tuple[int, int]]] = {}
+    for sim in run.sims:
+        for _store, facing, _sku, start, end in sim.truth.stockouts:
+            empty.setdefault(facing, []).append((start, end or run.end_ms))
+    changes: dict[str, list[tuple[int, str, str]]] = {}
+    for r in rows:
+        if r["kind"] == "empty_within_h":
+            changes.setdefault(r["store_id"], []).append((r["ts"], r["facing_id"], r["state"]))
+    held = right = 0
+    for store, times in instants.items():
+        ch = sorted(changes.get(store, []))
+        for t in times:
+            state: dict[str, str] = {}
+            for ts, facing, st in ch:
+                if ts > t:
+                    break
+                state[facing] = st
+            for facing, st in state.items():
+                if st == "raised":
+                    held += 1
+                    right += any(s <= t + horizon_ms and e >= t for s, e in empty.get(facing, ()))
+    return {"held": held, "right": right, "precision": round(right / held, 3) if held else None}
