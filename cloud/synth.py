@@ -35,11 +35,12 @@ def day_events(
     reading_every_min: int = 10,
     seed: int = 7,
     alert_lead_min: int = 40,
+    first_store: int = 1,
 ) -> Iterator[dict]:
-    """Events of ``stores`` stores over ``hours`` hours, in time order per device."""
+    """Events of ``stores`` stores (``s<first_store>`` on) over ``hours`` hours, in time order per device."""
     rng = random.Random(seed)
     for s in range(stores):
-        store = f"s{s + 1:03d}"
+        store = f"s{s + first_store:03d}"
         seqs: dict[str, int] = {}
 
         def ev(etype: str, device: str, ts: int, data: dict) -> dict:

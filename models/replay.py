@@ -92,29 +92,48 @@ class StoreFeatures:
         etype = event.get("type")
         ts = int(event["ts"])
         if etype == "pos.line":
-            targets = self._by_sku.get(event_field(event, "sku"))
-            if not targets:
-                self.unknown += 1
-                return
-            qty = float(event_field(event, "qty", 0))
-            if event_field(event, "kind", "sale") in ("void", "return") and qty > 0:
-                qty = -qty
-            price = event_field(event, "price_cents")
-            for state in targets:
-                state.on_sale(ts, qty / len(targets), price)
-                self._cache.mark(state)
-        elif etype in ("shelf.reading", "shelf.restock"):
-            state = self.states.get(event_field(event, "facing_id"))
-            if state is None:
-                self.unknown += 1
-                return
-            if etype == "shelf.reading":
-                state.on_reading(ts, float(event_field(event, "units_est", 0)), float(event_field(event, "battery_pct", 0.0)))
-            else:
-                state.on_restock(ts, float(event_field(event, "units_added", 0)))
-            self._cache.mark(state)
-        else:
+            self.sale(ts, event_field(event, "sku"), float(event_field(event, "qty", 0)),
+                      event_field(event, "kind", "sale"), event_field(event, "price_cents"))
+        elif etype == "shelf.reading":
+            self.reading(ts, event_field(event, "facing_id"), float(event_field(event, "units_est", 0)),
+                         float(event_field(event, "battery_pct", 0.0)))
+        elif etype == "shelf.restock":
+            self.restock(ts, event_field(event, "facing_id"), float(event_field(event, "units_added", 0)))
+
+    # The typed entry points ``apply`` routes to; a caller holding columns (the cloud's replay
+    # over silver) calls them directly instead of building an event dict per row.
+
+    def sale(self, ts: int, sku: Any, qty: float, kind: Any, price_cents: Any) -> None:
+        """A POS line: to every facing of the SKU (split evenly); voids and returns add back."""
+        targets = self._by_sku.get(sku)
+        if not targets:
+            self.unknown += 1
             return
+        if kind in ("void", "return") and qty > 0:
+            qty = -qty
+        for state in targets:
+            state.on_sale(ts, qty / len(targets), price_cents)
+            self._cache.mark(state)
+        self.applied += 1
+
+    def reading(self, ts: int, facing_id: Any, units_est: float, battery_pct: float) -> None:
+        """A shelf sensor reading of one facing."""
+        state = self.states.get(facing_id)
+        if state is None:
+            self.unknown += 1
+            return
+        state.on_reading(ts, units_est, battery_pct)
+        self._cache.mark(state)
+        self.applied += 1
+
+    def restock(self, ts: int, facing_id: Any, units_added: float) -> None:
+        """Units put on one facing."""
+        state = self.states.get(facing_id)
+        if state is None:
+            self.unknown += 1
+            return
+        state.on_restock(ts, units_added)
+        self._cache.mark(state)
         self.applied += 1
 
     def start(self, t_ms: int) -> None:

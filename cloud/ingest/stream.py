@@ -24,6 +24,7 @@ from typing import Callable
 import pyarrow as pa
 
 from cloud.ingest.source import EventSource, ReceivedMessage
+from cloud.lake.casts import sql_int
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import BRONZE_EVENTS, conform, schema_of
 from gondola.contracts import batch_lines, line_problem
@@ -37,16 +38,20 @@ def stream_app_id(source_name: str, partition: str) -> str:
     return f"stream:{source_name}:{partition}"
 
 
-_ENVELOPE_SQL = """
-SELECT CASE WHEN ok THEN e.type END AS type, COALESCE(CASE WHEN ok THEN e.store_id END, msg_store) AS store_id,
-       CASE WHEN ok THEN e.device_id END AS device_id, CASE WHEN ok THEN e.seq END AS seq,
-       CASE WHEN ok THEN e.ts END AS ts, CASE WHEN ok THEN e.received_at END AS received_at,
+#: The envelope read from each line. Numbers are read as text and typed by the one cast rule
+#: (``cloud.lake.casts``): an out-of-range ``seq`` is NULL alone (a BIGINT in ``json_transform``
+#: would null the whole envelope). An event's store is its own ``store_id``, never the message's
+#: property (silver quarantines an event without one); only dead letters take the message's.
+_ENVELOPE_SQL = f"""
+SELECT CASE WHEN ok THEN e.type END AS type, CASE WHEN ok THEN e.store_id ELSE msg_store END AS store_id,
+       CASE WHEN ok THEN e.device_id END AS device_id, CASE WHEN ok THEN {sql_int('e.seq')} END AS seq,
+       CASE WHEN ok THEN {sql_int('e.ts')} END AS ts, CASE WHEN ok THEN {sql_int('e.received_at')} END AS received_at,
        CASE WHEN event_json IS NOT NULL AND NOT ok
             THEN 'bad_json: batch line ' || CAST(message_index AS VARCHAR) || ' is not a JSON object'
             ELSE decode_error END AS decode_error,
        event_json, raw_body_b64, source, hub_partition, hub_offset, sequence_number, enqueued_time, message_index, ingest_run, ingested_at
-FROM (SELECT *, CASE WHEN ok THEN json_transform(event_json, '{"type": "VARCHAR", "store_id": "VARCHAR",
-        "device_id": "VARCHAR", "seq": "BIGINT", "ts": "BIGINT", "received_at": "BIGINT"}') END AS e
+FROM (SELECT *, CASE WHEN ok THEN json_transform(event_json, '{{"type": "VARCHAR", "store_id": "VARCHAR",
+        "device_id": "VARCHAR", "seq": "VARCHAR", "ts": "VARCHAR", "received_at": "VARCHAR"}}') END AS e
       FROM (SELECT *, CASE WHEN json_valid(event_json) THEN json_type(event_json) = 'OBJECT' ELSE FALSE END AS ok
             FROM raw))
 """

@@ -16,7 +16,7 @@ from typing import Mapping, Protocol
 
 import pyarrow as pa
 
-__all__ = ["Engine", "DuckDBEngine", "expand_json_struct"]
+__all__ = ["Engine", "DuckDBEngine", "expand_json_struct", "expand_macros"]
 
 
 class Engine(Protocol):
@@ -65,6 +65,12 @@ def expand_json_struct(sql: str, dialect: str) -> str:
     return _STRUCT.sub(sub, sql)
 
 
+def expand_macros(sql: str, dialect: str) -> str:
+    """Every macro of the module docstring in ``duckdb`` or ``spark`` SQL."""
+    sql = expand_json_struct(sql, dialect)
+    return _JSON.sub("json_extract_string(" if dialect == "duckdb" else "get_json_object(", sql)
+
+
 class DuckDBEngine:
     """One in-memory DuckDB connection, opened on first use; inputs are registered Arrow tables.
 
@@ -89,7 +95,7 @@ class DuckDBEngine:
         try:
             for name, table in inputs.items():
                 con.register(name, table)
-            return con.sql(_JSON.sub("json_extract_string(", expand_json_struct(sql, "duckdb"))).to_arrow_table()
+            return con.sql(expand_macros(sql, "duckdb")).to_arrow_table()
         finally:
             for name in inputs:
                 con.unregister(name)

@@ -6,7 +6,7 @@ Each gold table is one query (``GOLD_SQL``) over these inputs, all windows of si
 ``products`` (silver.products) and ``stockouts`` (this run's gold.stockouts, for alert quality).
 Times are epoch ms; hours and days are ``ts - ts % 3600000`` / ``% 86400000`` (UTC), which
 every engine computes the same way. ``gold.features`` replays events through
-``models.replay`` (Python), the same code the gateways run.
+``models.replay`` (Python), the same code the gateways run: ``cloud.lake.features``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,7 @@ import pyarrow.compute as pc
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
 
-__all__ = ["GOLD_SQL", "GOLD_ORDER", "gold_tables", "features", "feature_vectors", "LABEL_HORIZON_H"]
-
-_H = 3_600_000
-_D = 86_400_000
-#: gold.features' label: the facing is empty within this many hours.
-LABEL_HORIZON_H = 2.0
+__all__ = ["GOLD_SQL", "GOLD_ORDER", "gold_tables"]
 
 GOLD_SQL: dict[str, str] = {
     "gold.hourly_sales": """
@@ -174,7 +169,9 @@ WITH ad AS (
   FROM alert_outcomes GROUP BY store_id, alert_ms - (alert_ms % 86400000), scorer),
 sd AS (
   SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
-         SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught, ROUND(AVG(alert_lead_min), 4) AS mean_lead_min
+         SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught,
+         -- from integer ms (an exact, order-free sum), not an average of doubles: bit-reproducible
+         ROUND(CAST(SUM(start_ms - alert_ms) AS DOUBLE) / COUNT(alert_ms) / 60000, 4) AS mean_lead_min
   FROM stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
 SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.day_ms) AS day_ms,
        COALESCE(ad.scorer, '(none)') AS scorer,
@@ -208,80 +205,3 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
         if name in ("gold.stockouts", "gold.alert_outcomes"):
             env[name.split(".")[1]] = out[name]
     return out
-
-
-def feature_vectors(matrix) -> pa.ListArray:
-    """A feature matrix (rows x features) as an Arrow ``list<float>`` column, built in one go
-    from the matrix's buffer (no per-row Python: JSON text per row was 85 % of this step)."""
-    import numpy as np
-
-    m = np.ascontiguousarray(matrix, dtype=np.float32)
-    n, k = m.shape
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
-    return pa.ListArray.from_arrays(offsets, pa.array(m.reshape(-1)))
-
-
-#: Feature instants are the hours within this many hours after some event of the store: a store
-#: that is silent for longer has no state worth a feature vector, and one event stamped decades
-#: ahead (2100-01-01 is a valid contract time) would otherwise ask for 650,000 hourly replays.
-ACTIVE_WITHIN_H = 24
-
-
-def _active_hours(ts: pa.ChunkedArray, first: int, last: int) -> list[int]:
-    """Whole hours in (first, last] that are at most ``ACTIVE_WITHIN_H`` after an event.
-
-    Every hour of a store that reports at least daily, as before; bounded by the number of
-    distinct event hours times ``ACTIVE_WITHIN_H`` whatever the span of the timestamps."""
-    import numpy as np
-
-    hours = np.unique(ts.to_numpy() // _H)
-    start = first - first % _H + _H
-    near = np.unique((hours[:, None] + np.arange(1, ACTIVE_WITHIN_H + 1)[None, :]).ravel()) * _H
-    return [int(t) for t in near if start <= t <= last]
-
-
-def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, horizon_h: float = LABEL_HORIZON_H) -> pa.Table:
-    """Hourly feature vectors per facing (``models.replay``, the gateway's code) with the stock-out label."""
-    import numpy as np
-
-    from models.replay import features_from_silver, label_rows
-
-    readings, pos, restocks = inputs["readings"], inputs["pos"], inputs.get("restocks")
-    planogram = inputs.get("planogram")
-    if planogram is None or planogram.num_rows == 0:
-        # No master data yet: the facings the sensors report on, capacity = most units seen.
-        planogram = readings.group_by(["store_id", "facing_id"]).aggregate([("sku", "max"), ("units_est", "max")]) \
-            .rename_columns(["store_id", "facing_id", "sku", "capacity"])
-    stamps = pa.concat_tables([t.select(["store_id", "ts"]) for t in (readings, pos)])
-    span = stamps.group_by("store_id").aggregate([("ts", "min"), ("ts", "max")])
-    sku_of = {(r["store_id"], r["facing_id"]): r["sku"] for r in planogram.select(["store_id", "facing_id", "sku"]).to_pylist()}
-    tables = {"silver.shelf_reading": readings, "silver.pos_line": pos}
-    if restocks is not None:
-        tables["silver.shelf_restock"] = restocks
-    parts = []
-    for store, first, last in zip(*(span[c].to_pylist() for c in ("store_id", "ts_min", "ts_max"))):
-        plan = planogram.filter(pc.equal(planogram["store_id"], store))
-        if plan.num_rows == 0:
-            continue
-        instants = _active_hours(stamps.filter(pc.equal(stamps["store_id"], store))["ts"], first, last)
-        if not instants:
-            continue
-        mine = {k: t.filter(pc.equal(t["store_id"], store)) for k, t in tables.items()}
-        rows = features_from_silver(mine, plan, instants)
-        if len(rows) == 0:
-            continue
-        so = [r for r in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms"))) if r[0] == store]
-        now, within = label_rows(rows, so, int(horizon_h * _H))
-        parts.append(pa.table({
-            "store_id": rows.store.astype(str).tolist(),
-            "facing_id": rows.facing.astype(str).tolist(),
-            "sku": [sku_of.get((store, f)) for f in rows.facing.tolist()],
-            "hour_ms": rows.t.astype(np.int64),
-            "features": feature_vectors(rows.X),
-            "label": within.astype(np.int32),
-            "empty_now": now.astype(np.int32),
-            "horizon_h": np.full(len(rows), horizon_h),
-        }))
-    if not parts:
-        return conform("gold.features", pa.table({"store_id": pa.array([], pa.string())}))
-    return conform("gold.features", pa.concat_tables(parts))

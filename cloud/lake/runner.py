@@ -30,7 +30,8 @@ import pyarrow.dataset as ds
 
 from cloud.lake.engine import Engine
 from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
-from cloud.lake.gold import feature_vectors, features, gold_tables
+from cloud.lake.features import STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of
+from cloud.lake.gold import gold_tables
 from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
@@ -227,14 +228,16 @@ def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]]) -> tuple[di
             if store is not None and ts is not None:
                 earliest[store] = min(earliest.get(store, ts), ts)
     cutoff = {s: ts - ts % _DAY for s, ts in earliest.items()}
-    # An ongoing stock-out must be re-examined when its facing reports again.
+    # An ongoing stock-out must be re-examined when its facing reports again, but no further back
+    # than REOPEN_DAYS: one facing empty for months must not make every run rewrite its store.
     if cutoff:
+        bound = {s: c - REOPEN_DAYS * _DAY for s, c in cutoff.items()}
         open_ = storage.read("gold.stockouts", columns=["store_id", "start_ms"],
                              filter=ds.field("ongoing") & ds.field("store_id").isin(list(cutoff)))
         if open_ is not None and open_.num_rows:
             g = open_.group_by("store_id").aggregate([("start_ms", "min")])
             for store, start in zip(g["store_id"].to_pylist(), g["start_ms_min"].to_pylist()):
-                cutoff[store] = min(cutoff[store], start - start % _DAY)
+                cutoff[store] = min(cutoff[store], max(start - start % _DAY, bound[store]))
     return cutoff, versions
 
 
@@ -257,10 +260,12 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
                    with_features: bool = True, progress: Callable[[str], None] | None = None) -> dict:
     """Silver -> gold for stores with new silver rows; returns rows written per table."""
     report: dict = {"rows": {}, "stores": 0, "silver_rows_read": 0}
-    targets = [t for t in GOLD_TABLES if with_features or t != "gold.features"]
+    targets = [t for t in GOLD_TABLES if with_features or t not in _FEATURE_TABLES]
     marks = {t: {i: storage.txn_version(t, _app("gold", i)) for i in GOLD_INPUTS} for t in targets}
     cutoff, versions = _windows(storage, marks)
     behind = [t for t in targets if any(marks[t][i] < versions[i] for i in GOLD_INPUTS)]
+    if any(t in behind for t in _FEATURE_TABLES):  # computed together: written together
+        behind = [t for t in targets if t in behind or t in _FEATURE_TABLES]
     if not behind or not cutoff:
         return report
     context_ms = context_days * _DAY
@@ -279,9 +284,11 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     if "gold.features" in behind:
         if progress:
             progress("gold features")
+        feature_inputs, snapshots = _feature_inputs(storage, inputs, cutoff, context_ms)
         # An engine may run the Python replay itself (Spark: one task per store).
         replay = getattr(engine, "features", features)
-        outputs["gold.features"] = replay(inputs, outputs["gold.stockouts"])
+        outputs["gold.features"], outputs[STATE_TABLE] = replay(feature_inputs, outputs["gold.stockouts"],
+                                                                cutoff=cutoff, snapshots=snapshots)
     if progress:
         progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]
@@ -302,6 +309,50 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         report["rows"][table] = rows.num_rows
     report["stores"] = len(cutoff)
     return report
+
+
+_FEATURE_TABLES = ("gold.features", STATE_TABLE)
+#: how many days before its new data a store's window may reach to re-examine an ongoing stock-out.
+#: A stock-out open longer than this keeps its row (start, "ongoing") as last computed; the
+#: episode's later part is not re-examined (documented in docs/lake.md).
+REOPEN_DAYS = 7
+#: how far back before a store's cutoff a feature-state snapshot is looked for (older: replay history)
+SNAPSHOT_LOOKBACK_DAYS = 31
+
+
+def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: dict[str, int],
+                    context_ms: int) -> tuple[dict[str, pa.Table], dict[str, dict]]:
+    """The feature replay's inputs: each store's newest usable state snapshot at or before its
+    cutoff, and for stores that have none, their silver history before the window."""
+    plans = planogram_of(inputs)
+    digests = {s: planogram_hash(plans.filter(pc.equal(plans["store_id"], s))) for s in cutoff}
+    snapshots: dict[str, dict] = {}
+    if storage.exists(STATE_TABLE):
+        flt = None
+        for store, cut in sorted(cutoff.items()):
+            e = ((ds.field("store_id") == store) & (ds.field("day_ms") <= cut)
+                 & (ds.field("day_ms") >= cut - SNAPSHOT_LOOKBACK_DAYS * _DAY))
+            flt = e if flt is None else flt | e
+        rows = storage.read(STATE_TABLE, filter=flt)
+        for r in (rows.to_pylist() if rows is not None else []):
+            if r["planogram_hash"] == digests.get(r["store_id"]) and \
+                    r["day_ms"] > snapshots.get(r["store_id"], {}).get("day_ms", -1):
+                snapshots[r["store_id"]] = r
+    # From where each store's events are needed: its snapshot's midnight, else its first event.
+    since = {s: (snapshots[s]["day_ms"] if s in snapshots else -1) for s in cutoff}
+    extra = {s: v for s, v in since.items() if v < cutoff[s] - context_ms}
+    out = dict(inputs)
+    if extra:
+        flt = None
+        for store, start in sorted(extra.items()):
+            e = (ds.field("store_id") == store) & (ds.field("ts") >= start) & (ds.field("ts") < cutoff[store] - context_ms)
+            flt = e if flt is None else flt | e
+        for table in ("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock"):
+            older = storage.read(table, filter=flt)
+            name = GOLD_INPUTS[table]
+            if older is not None and older.num_rows:
+                out[name] = pa.concat_tables([conform(table, older), conform(table, inputs[name])])
+    return out, snapshots
 
 
 def _upgrade_features(storage: LakeStorage) -> None:

@@ -13,17 +13,12 @@ from the platform (``SparkEngine(session=spark)``).
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Mapping
 
 import pyarrow as pa
 
 __all__ = ["SparkEngine"]
-
-_JSON = re.compile(r"\bJSON_STR\(")
-_SPARK_TYPES = {"string": "string", "int64": "bigint", "int32": "int", "double": "double", "bool": "boolean",
-                "list<item: float>": "array<float>"}
 
 
 class SparkEngine:
@@ -61,9 +56,9 @@ class SparkEngine:
         spark = self.session
         for name, table in inputs.items():
             spark.createDataFrame(table).createOrReplaceTempView(name)
-        from cloud.lake.engine import expand_json_struct
+        from cloud.lake.engine import expand_macros
 
-        return self._collect(spark.sql(_JSON.sub("get_json_object(", expand_json_struct(sql, "spark"))))
+        return self._collect(spark.sql(expand_macros(sql, "spark")))
 
     def read_delta(self, storage, table: str):
         """A Spark DataFrame of a lake table's current version (its Parquet files)."""
@@ -74,40 +69,59 @@ class SparkEngine:
             return self.session.createDataFrame(pa.Table.from_batches([], schema=schema_of(table)))
         return self.session.read.parquet(*files)
 
-    def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table) -> pa.Table:
-        """``gold.features`` on Spark: each store's inputs travel to a Python task as Arrow IPC
-        and run ``cloud.lake.gold.features`` there (``groupBy(store).applyInPandas``)."""
+    def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
+                 snapshots: dict[str, dict] | None = None) -> tuple[pa.Table, pa.Table]:
+        """``gold.features`` and ``gold.feature_state`` on Spark: each store's inputs (events,
+        planogram, stock-outs, state snapshot) travel to a Python task as Arrow IPC and run
+        ``cloud.lake.features.store_features`` there (``groupBy(store).applyInPandas``)."""
+        import json
+
         import pyarrow.compute as pc
 
-        from cloud.lake.gold import features as store_features
-        from cloud.lake.tables import schema_of
+        from cloud.lake.features import STATE_TABLE, planogram_hash, planogram_of, store_features
+        from cloud.lake.tables import conform, schema_of
 
-        tables = {**{k: inputs[k] for k in ("readings", "pos", "restocks", "planogram") if k in inputs},
-                  "stockouts": stockouts}
+        # Decided on the driver for the whole lake (a store without planogram rows has no features).
+        planogram = planogram_of(inputs)
+        tables = {**{k: inputs[k] for k in ("readings", "pos", "restocks") if k in inputs},
+                  "planogram": planogram, "stockouts": stockouts}
         rows = []
-        for store in sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist())):
-            for kind, table in tables.items():
-                part = table.filter(pc.equal(table["store_id"], store))
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, part.schema) as writer:
-                    writer.write_table(part)
-                rows.append({"store_id": store, "kind": kind, "payload": sink.getvalue().to_pybytes()})
-        out_schema = schema_of("gold.features")
-        ddl = ", ".join(f"{f.name} {_SPARK_TYPES[str(f.type)]}" for f in out_schema)
+        stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
+        for store in stores:
+            parts = {kind: table.filter(pc.equal(table["store_id"], store)) for kind, table in tables.items()}
+            if parts["planogram"].num_rows == 0:
+                continue
+            digest = planogram_hash(parts["planogram"])
+            snap = (snapshots or {}).get(store)
+            meta = {"cutoff": (cutoff or {}).get(store, 0), "hash": digest,
+                    "snapshot": snap if snap is not None and snap.get("planogram_hash") == digest else None}
+            for kind, part in parts.items():
+                rows.append({"store_id": store, "kind": kind, "payload": _ipc(part)})
+            rows.append({"store_id": store, "kind": "meta", "payload": json.dumps(meta).encode()})
 
         def per_store(frame):
             import pandas as pd
 
-            parts = {k: pa.ipc.open_stream(p).read_all() for k, p in zip(frame["kind"], frame["payload"])}
-            so = parts.pop("stockouts")
-            result = store_features(parts, so)
-            return result.to_pandas() if result.num_rows else pd.DataFrame({f.name: [] for f in out_schema})
+            got = dict(zip(frame["kind"], frame["payload"]))
+            meta = json.loads(bytes(got.pop("meta")))
+            parts = {k: pa.ipc.open_stream(p).read_all() for k, p in got.items()}
+            store = frame["store_id"].iloc[0]
+            feats, states = store_features(store, parts, parts["planogram"], parts["stockouts"],
+                                           cutoff=meta["cutoff"], snapshot=meta["snapshot"], plan_hash=meta["hash"])
+            return pd.DataFrame({"store_id": [store, store], "kind": ["features", "states"],
+                                 "payload": [_ipc(feats), _ipc(states)]})
 
         if not rows:
-            return pa.Table.from_batches([], schema=out_schema)
+            return conform("gold.features", pa.table({})), conform(STATE_TABLE, pa.table({}))
         packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
-        result = self._collect(packed.groupBy("store_id").applyInPandas(per_store, schema=ddl))
-        return result.cast(out_schema)
+        result = self._collect(packed.groupBy("store_id").applyInPandas(
+            per_store, schema="store_id string, kind string, payload binary")).sort_by("store_id")
+        out = {}
+        for kind, name in (("features", "gold.features"), ("states", STATE_TABLE)):
+            payloads = [p for k, p in zip(result["kind"].to_pylist(), result["payload"].to_pylist()) if k == kind]
+            out[name] = pa.concat_tables([pa.ipc.open_stream(p).read_all().cast(schema_of(name)) for p in payloads]) \
+                if payloads else conform(name, pa.table({}))
+        return out["gold.features"], out[STATE_TABLE]
 
     @staticmethod
     def _collect(df) -> pa.Table:
@@ -127,3 +141,11 @@ class SparkEngine:
         if self._session is not None:
             self._session.stop()
             self._session = None
+
+
+def _ipc(table: pa.Table) -> bytes:
+    """One Arrow table as IPC stream bytes (how store inputs and results cross to Python tasks)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()

@@ -70,7 +70,7 @@ class Column:
 #: ``None``: unbounded (JSON, raw rows, free text). Names not listed: ``*_id`` columns 128,
 #: anything else 256. A value longer than its size is truncated by Synapse, so sizes are generous.
 STRING_BYTES: dict[str, int | None] = {
-    "event_json": None, "record_json": None, "raw": None, "decode_error": None,
+    "event_json": None, "record_json": None, "state_json": None, "planogram_hash": 16, "raw": None, "decode_error": None,
     "reasons": None, "evidence": None, "source_file": 512, "name": 256, "product_name": 256, "store_name": 256,
     "category": 128, "region": 128, "timezone": 64, "currency": 3, "date": 10, "kind": 32, "state": 32,
     "action": 16, "type": 64, "detected_by": 16, "cause": 32, "confidence_band": 16, "scorer": 128,
@@ -383,6 +383,14 @@ _defs: list[TableDef] = [
         ("empty_now", "int32", "1 when the facing is empty at the sample instant"),
         ("horizon_h", "double", "label horizon, hours"),
     ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
+    TableDef("gold.feature_state", "Each store's online feature state at each UTC midnight (what incremental "
+             "gold.features runs resume from).", _cols(
+        ("store_id", "string", "store"),
+        ("day_ms", "int64", "the midnight: state after every event before it"),
+        ("first_ms", "int64", "the store's first event (features start one hour after it)"),
+        ("planogram_hash", "string", "identity of the planogram the state was kept with"),
+        ("state_json", "string", "models.features.FacingState fields per facing, JSON (floats exact)"),
+    ), key=("store_id", "day_ms"), time_col="day_ms"),
     # ---- meta ------------------------------------------------------------------------------
     TableDef(LINEAGE_TABLE, "OpenLineage events of every pipeline run: job, state, input and output table versions.",
              _cols(
@@ -511,5 +519,7 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
                                "cloud.lake.gold GOLD_SQL: alerts matched to stock-outs per store, day, scorer"),
     LINEAGE_TABLE: ((), "gondola.lineage: every run's OpenLineage events, stored by the cloud's lineage sink"),
     "gold.features": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram",
-                       "gold.stockouts"), "cloud.lake.gold.features: models.replay feature vectors + label"),
+                       "gold.stockouts"), "cloud.lake.features: models.replay feature vectors + label, resumed from gold.feature_state"),
+    "gold.feature_state": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram"),
+                           "cloud.lake.features: models.replay online state per store at each midnight"),
 }

@@ -280,3 +280,25 @@ def test_the_cli_reports_a_bad_batch_file_with_exit_code_1(env, capsys):
     code = main(["--lake", str(env["tmp"] / "lake"), "ingest-batch", str(folder)])
     out = capsys.readouterr().out
     assert code == 1 and "products.csv" in out and "sku" in out
+
+
+@pytest.mark.slow
+def test_a_stock_out_open_for_weeks_does_not_widen_every_window_to_its_start(tmp_path):
+    from cloud.lake.runner import REOPEN_DAYS
+
+    empty = [make_event("shelf.reading", store_id="s001", device_id="shelf-1", seq=i + 1, ts=DAY0 + i * 6 * HOUR,
+                        data={"facing_id": "s001-f00", "sku": "sku-0000", "weight_g": 0.0, "units_est": 0,
+                              "battery_pct": 80.0, "rssi_dbm": -60}) for i in range(4 * 21)]  # 21 days, all empty
+    hub = LocalHub(tmp_path / "hub.sqlite")
+    cloud = build_cloud(CloudSettings(lake_uri=str(tmp_path / "lake"), hub_path=str(tmp_path / "hub.sqlite")))
+    fill_hub(hub, empty[:-4])
+    cloud.ingest_stream()
+    cloud.transform()
+    fill_hub(hub, empty[-4:])  # day 20: still empty
+    cloud.ingest_stream()
+    report = cloud.transform()
+    # the window reaches REOPEN_DAYS (+ one day of context) back, not to day 0
+    assert report["silver_rows_read"] == 4 * (REOPEN_DAYS + 2)
+    [so] = cloud.storage.read("gold.stockouts").to_pylist()
+    assert so["start_ms"] == DAY0 and so["ongoing"]
+    hub.close()

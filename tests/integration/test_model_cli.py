@@ -67,7 +67,7 @@ def test_train_from_the_lake_gold_features_records_the_table_version(tmp_path, c
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    from cloud.lake.gold import feature_vectors
+    from cloud.lake.features import feature_vectors
     from models._synthetic import synthetic_store
     from models.dataset import build_rows
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 from cloud.lake.engine import DuckDBEngine
-from cloud.lake.gold import features, gold_tables
+from cloud.lake.features import features
+from cloud.lake.gold import gold_tables
 from cloud.lake.tables import conform
 from models.features import FEATURES
 
@@ -108,10 +109,12 @@ def test_model_performance_scores_true_and_false_alerts_and_caught_stock_outs():
 
 def test_features_follow_models_feature_order_and_label_upcoming_stock_outs():
     r = readings([3, 2, 1, 0, 0, 0, 0, 0, 0, 5], start=T0 + 8 * 60 * MIN + 5 * MIN)
-    out, inputs = run(r=r, p=sales(3))
+    # one unit sold just before each of the three falling readings: the till agrees with the sensor
+    p = [dict(x, ts=r[i]["ts"] + MIN) for i, x in enumerate(sales(3))]
+    out, inputs = run(r=r, p=p)
     inputs["planogram"] = conform("silver.planogram", pa.Table.from_pylist(
         [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
-    f = features(inputs, out["gold.stockouts"]).to_pylist()
+    f = features(inputs, out["gold.stockouts"])[0].to_pylist()
     assert [x["hour_ms"] for x in f] == [T0 + 9 * 60 * MIN]
     vec = f[0]["features"]
     assert len(vec) == len(FEATURES) and vec[FEATURES.index("units_est")] == 0.0
@@ -141,7 +144,7 @@ def test_one_pos_line_stamped_2100_does_not_make_features_replay_every_hour_unti
     out, inputs = run(r=r, p=sales(3) + [late])
     inputs["planogram"] = conform("silver.planogram", pa.Table.from_pylist(
         [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
-    hours = [x["hour_ms"] for x in features(inputs, out["gold.stockouts"]).to_pylist()]
+    hours = [x["hour_ms"] for x in features(inputs, out["gold.stockouts"])[0].to_pylist()]
     assert T0 + 9 * 60 * MIN in hours and len(hours) <= 2 * 24
 
 
@@ -152,3 +155,22 @@ def test_fleet_status_counts_gaps_per_epoch_so_a_restarted_counter_is_no_loss():
     inputs["keys"] = pa.concat_tables([inputs["keys"].append_column("epoch", pa.array([0] * 4 + [1] * 2, pa.int64()))])
     [row] = gold_tables(DuckDBEngine(), inputs)["gold.fleet_status"].to_pylist()
     assert (row["events"], row["missing"]) == (6, 0)
+
+
+def test_mean_lead_time_does_not_depend_on_the_order_of_the_rows():
+    import itertools
+
+    from cloud.lake.gold import GOLD_SQL
+
+    # Four lead times whose mean, averaged as doubles, rounds to 63.5963 or 63.5964 depending on
+    # the order of addition; the exact mean of the integer milliseconds is 63.596350.
+    lead_ms = [5_245_686, 5_589_432, 4_005_786, 422_220]
+    engine, seen = DuckDBEngine(threads=1), set()
+    for order in itertools.permutations(lead_ms):
+        so = conform("gold.stockouts", pa.Table.from_pylist([
+            {"store_id": "s001", "facing_id": f"f{i}", "start_ms": T0 + i * 60 * MIN + ms, "alert_ms": T0 + i * 60 * MIN,
+             "alerted": True, "alert_lead_min": round(ms / MIN, 4)} for i, ms in enumerate(order)]))
+        no_alerts = conform("gold.alert_outcomes", pa.table({}))
+        out = engine.run(GOLD_SQL["gold.model_performance"], {"stockouts": so, "alert_outcomes": no_alerts})
+        seen.add(out["mean_lead_min"].to_pylist()[0])
+    assert seen == {round(sum(lead_ms) / len(lead_ms) / MIN, 4)}

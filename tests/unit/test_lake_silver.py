@@ -232,3 +232,24 @@ def test_a_line_with_a_lone_surrogate_is_a_dead_letter_and_the_rest_of_its_batch
     assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1, 2]
     [q] = out["quarantine"].to_pylist()
     assert q["reasons"].startswith("undecodable: bad_text")
+
+
+def test_silver_is_as_strict_as_the_contract():
+    quoted, extra_data, extra_envelope, numeric_sku = sale(1, qty="7"), sale(2), sale(3), sale(4, sku=123)
+    extra_data["data"]["discount"] = 5
+    extra_envelope["bogus"] = 1
+    no_store, huge_seq = sale(5), sale(6)
+    no_store.pop("store_id")
+    huge_seq["seq"] = 2**70
+    b = bronze([quoted, extra_data, extra_envelope, numeric_sku, no_store, huge_seq, sale(7)])
+    # the message says s001; the event without a store does not borrow it; an overflowing seq
+    # is NULL alone (its ts is kept)
+    assert b["store_id"].to_pylist()[4] is None
+    assert b["seq"].to_pylist()[5] is None and b["ts"].to_pylist()[5] == huge_seq["ts"]
+    out = run(b)
+    assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [7]
+    reasons = {r["seq"]: r["reasons"] for r in out["quarantine"].to_pylist()}
+    assert reasons == {1: "contract:wrong_type", 2: "contract:unknown_field", 3: "contract:unknown_field",
+                       4: "contract:wrong_type", 5: "store_present,contract:missing_field",
+                       None: "valid_identity,contract:out_of_range"}
+    assert results(out)[("silver.pos_line", "contract")] == (7, 6)
