@@ -137,7 +137,11 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
     start = max(first - first % _H + _H, begin if begin is not None else 0, cutoff - cutoff % _H)
     instants = _active_hours(stamps, start, last)
     day0 = begin if begin is not None else max(cutoff, first - first % _D)
-    days = list(range(day0, last - last % _D + _D + 1, _D))
+    # Snapshots at the first midnight and at each midnight after a day with an event: a later run
+    # whose window starts on a day without one finds the newest snapshot before it, and no event
+    # lies between (so it is that day's state too). One event stamped in 2100 adds one snapshot.
+    ev_days = np.unique(np.concatenate(ts_all or [np.zeros(0, np.int64)]) // _D) * _D + _D
+    days = sorted({day0} | {int(d) for d in ev_days if d > day0})
     # The gateway's order: ts, then each device's own counter (a stable sort over the tables in
     # _EVENT_TABLES order, as a sort of the concatenated rows would give).
     order, ev_ts, ev_call, ev_args = _in_order(ts_all, calls)

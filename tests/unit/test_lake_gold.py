@@ -144,8 +144,11 @@ def test_one_pos_line_stamped_2100_does_not_make_features_replay_every_hour_unti
     out, inputs = run(r=r, p=sales(3) + [late])
     inputs["planogram"] = conform("silver.planogram", pa.Table.from_pylist(
         [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
-    hours = [x["hour_ms"] for x in features(inputs, out["gold.stockouts"])[0].to_pylist()]
+    rows, states = features(inputs, out["gold.stockouts"])
+    hours = [x["hour_ms"] for x in rows.to_pylist()]
     assert T0 + 9 * 60 * MIN in hours and len(hours) <= 2 * 24
+    # state snapshots: the first midnight and the one after each day with events, not 27,000
+    assert states["day_ms"].to_pylist() == [T0, T0 + 24 * 60 * MIN, 4_102_444_800_000 + 24 * 60 * MIN]
 
 
 def test_fleet_status_counts_gaps_per_epoch_so_a_restarted_counter_is_no_loss():
