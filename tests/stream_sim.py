@@ -103,9 +103,11 @@ def run_sim_stores(root: Path, *, stores: int = 4, skus: int = 400, days: float 
     return SimRun(sims, gws, root / "hub.sqlite", root / "lake", start_ms, end)
 
 
-def run_job(run: SimRun, *, scorer=None, config: StreamConfig | None = None, max_messages: int = 500) -> StreamJob:
-    """Run the stream job over the hub until caught up (``--once``)."""
-    source = LocalHubSource(str(run.hub_path), consumer_group="cloud-stream")
+def run_job(run: SimRun, *, scorer=None, config: StreamConfig | None = None, max_messages: int = 500,
+            group: str = "cloud-stream") -> StreamJob:
+    """Run the stream job over the hub until caught up (``--once``); a second run over the same
+    hub needs its own consumer ``group`` (and lake)."""
+    source = LocalHubSource(str(run.hub_path), consumer_group=group)
     job = StreamJob(open_storage(str(run.lake)), source, config=config, scorer=scorer,
                     planograms=run.planograms(), max_messages=max_messages, wall_clock=lambda: 0)
     job.run(once=True)
