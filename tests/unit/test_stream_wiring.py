@@ -1,0 +1,40 @@
+"""``gondola cloud stream`` wiring: the source from the command line and the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.stream.wiring import DEFAULT_CONSUMER_GROUP, StreamSettings, build_stream_job
+from gondola.errors import ConfigError
+
+_EH = "Endpoint=sb://fake-ns.servicebus.example.invalid/;SharedAccessKeyName=s;SharedAccessKey=ZmFrZQ=="
+_CP = "DefaultEndpointsProtocol=https;AccountName=fake;AccountKey=ZmFrZQ==;EndpointSuffix=example.invalid"
+
+
+def test_stream_settings_come_from_the_environment_and_the_command_line_wins():
+    env = {"GONDOLA_STREAM_SOURCE": "eventhubs", "GONDOLA_STREAM_CONSUMER_GROUP": "ops", "GONDOLA_STREAM_MODEL": "none"}
+    s = StreamSettings.from_env(env)
+    assert (s.source, s.consumer_group, s.model) == ("eventhubs", "ops", "none")
+    s = StreamSettings.from_env(env, source="local", consumer_group=None)
+    assert (s.source, s.consumer_group) == ("local", "ops")
+    assert StreamSettings.from_env({}).consumer_group == DEFAULT_CONSUMER_GROUP == "cloud-stream"
+
+
+def test_the_event_hubs_source_is_built_from_the_environment_with_the_streams_own_consumer_group(monkeypatch, tmp_path):
+    monkeypatch.setenv("GONDOLA_EVENTHUB_CONNECTION_STRING", _EH)
+    monkeypatch.setenv("GONDOLA_EVENTHUB_NAME", "gondola-hub")
+    monkeypatch.setenv("GONDOLA_CHECKPOINT_CONNECTION_STRING", _CP)
+    job = build_stream_job(StreamSettings(lake_uri=str(tmp_path / "lake"), source="eventhubs", model="none"))
+    try:
+        assert job.source.name == "eventhubs:gondola-hub/cloud-stream"  # not the lake's group
+        assert job.scorer is None and job.planograms == {}
+    finally:
+        job.source.close()
+
+
+def test_an_unknown_source_or_a_missing_hub_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not 'local' or 'eventhubs'"):
+        build_stream_job(StreamSettings(lake_uri=str(tmp_path / "lake"), source="kafka", model="none"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        build_stream_job(StreamSettings(lake_uri=str(tmp_path / "lake"), hub_path=str(tmp_path / "nope.sqlite"),
+                                        model="none"))
