@@ -165,6 +165,7 @@ class StoreWatch:
     gateway_raised: set[str] = field(default_factory=set)
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
     divergent_ticks: int = 0
+    divergent_since: int | None = None
     last_tick: int | None = None
     pos_profile: _Profile = field(default_factory=_Profile)
     backlog: list = field(default_factory=list)  # fresh (ts, unsent_rows, oldest_age_ms) reports
@@ -517,13 +518,15 @@ class StoreWatch:
         diff = cloud_raised ^ self.gateway_raised
         share = len(diff) / len(union) if union else 0.0
         if len(diff) >= cfg.divergence_min and share > cfg.divergence_share:
+            if self.divergent_ticks == 0:
+                self.divergent_since = t
             self.divergent_ticks += 1
         else:
             self.divergent_ticks = 0
             self.open.discard("alert_divergence")
         if self.divergent_ticks >= cfg.divergence_ticks and "alert_divergence" not in self.open:
             self.open.add("alert_divergence")
-            return [self._row(t, "alert_divergence", self.store_id, share, t - (cfg.divergence_ticks - 1) * 5 * MINUTE_MS, {
+            return [self._row(t, "alert_divergence", self.store_id, share, self.divergent_since or t, {
                 "cloud_only": sorted(cloud_raised - self.gateway_raised)[:20],
                 "gateway_only": sorted(self.gateway_raised - cloud_raised)[:20],
                 "cloud_raised": len(cloud_raised), "gateway_raised": len(self.gateway_raised)})]

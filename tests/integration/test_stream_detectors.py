@@ -30,3 +30,25 @@ def test_stream_detectors_find_the_injected_anomalies_with_few_false_alarms(tmp_
     # Every anomaly row names its evidence and when it began.
     rows = run.table("stream.anomalies")
     assert rows and all(r["evidence"].startswith("{") and r["since_ms"] <= r["first_seen"] for r in rows)
+
+
+def test_a_gateway_on_a_broken_model_is_flagged_and_a_healthy_one_is_not(tmp_path):
+    from firmware_sim import StoreSim
+    from models.replay import planograms_from_rows
+    from models.runtime import DEFAULT_MODEL, open_scorer
+    from tests.stream_sim import ModelAlerter
+
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    seed, stores, skus = 29, 3, 150
+    plans = planograms_from_rows([r for i in range(stores)
+                                  for r in StoreSim(f"s{seed:02d}{i:02d}", skus=skus, seed=seed).planogram])
+    alerters = {sid: ModelAlerter(sid, p, scorer, seed) for sid, p in plans.items()}
+    run = run_sim_stores(tmp_path, stores=stores, skus=skus, days=2.0, seed=seed, faults={},
+                         gateway_faults=GatewayFaults(model_broken=0.4), alerters=alerters)
+    run_job(run, scorer=scorer)
+    s = score_detectors(run)["alert_divergence"]
+    assert s["truth"] >= 1 and s["found"] == s["truth"], s
+    assert s["precision"] == 1.0, s
+    # The gateways' own alerts reached the cloud and were compared (kind empty_within_h).
+    raised = [r for r in run.table("stream.alerts") if r["kind"] == "empty_within_h" and r["gateway_alive"]]
+    assert raised
