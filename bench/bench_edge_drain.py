@@ -70,14 +70,14 @@ def _build(path: Path, n: int) -> float:
     return time.perf_counter() - t
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, n: int | None = None) -> dict:
     from edge.buffer import SqliteBuffer
     from edge.transport import LocalHubTransport
     from edge.uplink import Uplink
     from gondola.clock import SystemClock
     from gondola.hub import LocalHub
 
-    n = 500_000 if quick else 10_000_000
+    n = n or (500_000 if quick else 10_000_000)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "buffer.sqlite"
         build_s = _build(path, n)

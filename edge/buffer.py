@@ -959,26 +959,31 @@ class SqliteBuffer:
 
     def _delete_sent(self, ids: list[int]) -> tuple[int, int]:
         """Delete sent rows; return (rows, bytes). A class's rows sit in one id range, so a
-        batch is mostly one stretch of the table: where the stored ids between a stretch's
-        first and last are all in the batch, it goes as one range delete (no per-id seek);
-        elsewhere by id lists. Caller holds the lock and a transaction."""
+        batch is mostly one stretch of the table: where the rows stored between a stretch's
+        first and last id are exactly the batch's (same count and same id sum as the batch's
+        rows still stored; rows evicted in flight are known), it goes as one range delete, in
+        SQLite alone; elsewhere (the other lane's rows in between, say) by id lists. Caller
+        holds the lock and a transaction."""
         db = self._db
         ordered = sorted(ids)
-        mine = set(ordered)
+        gone = self._evicted_inflight
         deleted = size = i = 0
         while i < len(ordered):
             j = min(len(ordered), i + 5000)
             lo, hi = ordered[i], ordered[j - 1]
-            stored = db.execute("SELECT id FROM events WHERE id BETWEEN ? AND ?", (lo, hi)).fetchall()
-            if all(r[0] in mine for r in stored):
-                res = db.execute("DELETE FROM events WHERE id BETWEEN ? AND ? RETURNING size", (lo, hi)).fetchall()
-            else:  # other rows in between (the other lane's, or new ones): only ours, by id
+            present = [x for x in ordered[i:j] if x not in gone] if gone else ordered[i:j]
+            n, id_sum, n_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(size), 0) FROM events "
+                                            "WHERE id BETWEEN ? AND ?", (lo, hi)).fetchone()
+            if n == len(present) and id_sum == sum(present):
+                db.execute("DELETE FROM events WHERE id BETWEEN ? AND ?", (lo, hi))
+                deleted, size = deleted + n, size + n_bytes
+            else:  # other rows in between: only ours, by id
                 j = min(len(ordered), i + 900)
                 chunk = ordered[i:j]
                 marks = ",".join("?" * len(chunk))
                 res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
-            deleted += len(res)
-            size += sum(r[0] for r in res)
+                deleted += len(res)
+                size += sum(r[0] for r in res)
             i = j
         return deleted, size
 

@@ -37,7 +37,10 @@ Errors: ``uplink_once`` never raises for transport trouble (it backs off and rep
 
 from __future__ import annotations
 
+import bisect
 import gzip
+import itertools
+import operator
 import logging
 import random
 import time
@@ -59,6 +62,8 @@ log = logging.getLogger(__name__)
 #: Content encodings the uplink can produce; all are read by ``gondola.contracts.decode_batch``.
 ENCODINGS = ("gzip", "deflate", "identity")
 
+
+_BODY = operator.attrgetter("body")
 
 #: IoT Hub meters device-to-cloud messages in units of 4 KB (body plus properties).
 BILLING_UNIT_BYTES = 4096
@@ -84,7 +89,7 @@ def encode_lines(events: list[StoredEvent], *, store_id: str, encoding: str = "g
                  lane: str = "backlog") -> BatchMessage:
     """One batch message from stored one-line JSON events (same format as
     ``gondola.contracts.encode_batch``, without decoding and re-encoding each event)."""
-    raw = "\n".join(e.body for e in events).encode()
+    raw = "\n".join(map(_BODY, events)).encode()
     first = events[0]
     return BatchMessage(body=_compress(raw, encoding, level), properties={
         "schema": BATCH_SCHEMA,
@@ -170,16 +175,16 @@ class Uplink:
 
     def _pack(self, events: list[StoredEvent], lane: str):
         """Split into messages of at most ``max_bytes`` (estimate from the last ratio, halve if
-        a message still comes out too big); yield (message, its events)."""
+        a message still comes out too big); yield (message, its events). Raw sizes are summed
+        once (a running total), so finding a message's end is a bisection, not a loop."""
         ratio = 0.2 if self.encoding != "identity" else 1.0
+        # cum[i]: the bodies' bytes before event i (the newlines, 0.3 % more, fit in the headroom)
+        cum = list(itertools.accumulate(map(len, map(_BODY, events)), initial=0))
         start = 0
         while start < len(events):
-            raw = 0
-            end = start
-            while end < len(events) and (raw + len(events[end].body) + 1) * ratio * 1.15 <= self.max_bytes:
-                raw += len(events[end].body) + 1
-                end += 1
-            end = max(end, start + 1)
+            # The last end whose raw bytes, at the last ratio with 15 % headroom, fit.
+            end = bisect.bisect_right(cum, cum[start] + self.max_bytes / (ratio * 1.15)) - 1
+            end = min(max(end, start + 1), len(events))
             while True:
                 chunk = events[start:end]
                 msg = encode_lines(chunk, store_id=self.store_id, encoding=self.encoding, level=self.level, lane=lane)
@@ -188,7 +193,7 @@ class Uplink:
                 if len(chunk) == 1:
                     raise ValueError(f"one event encodes to {msg.size} bytes > {self.max_bytes}")
                 end = start + len(chunk) // 2
-            ratio = max(msg.size / max(1, sum(len(e.body) + 1 for e in chunk)), 0.01)
+            ratio = max(msg.size / max(1, cum[end] - cum[start]), 0.01)
             yield msg, chunk
             start = end
 
