@@ -251,8 +251,19 @@ def _states(rows: list[dict[str, Any]]) -> pa.Table:
     return conform(STATE_TABLE, pa.Table.from_pylist(rows) if rows else pa.table({}))
 
 
-def _of_store(table: pa.Table | None, store: str) -> pa.Table | None:
-    return None if table is None else table.filter(pc.equal(table["store_id"], store))
+def _none(table: pa.Table | None) -> pa.Table | None:
+    """No rows of ``table`` (None stays None)."""
+    return None if table is None else table.slice(0, 0)
+
+
+def split_by_store(table: pa.Table | None) -> dict[str, pa.Table]:
+    """``table``'s rows per ``store_id`` (one sort, then slices; row order kept within a store)."""
+    if table is None or table.num_rows == 0:
+        return {}
+    t = table.take(pc.array_sort_indices(table["store_id"]))  # Arrow's sorts are stable
+    stores = t["store_id"].to_numpy(zero_copy_only=False)
+    bounds = np.flatnonzero(np.r_[True, stores[1:] != stores[:-1], True])
+    return {str(stores[a]): t.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])}
 
 
 def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
@@ -265,17 +276,21 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[s
     """
     planogram = planogram_of(inputs)
     stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
+    # each table split by store once (a filter per store and table is quadratic in a fleet)
+    parts = {k: split_by_store(t) for k, t in (("planogram", planogram), ("stockouts", stockouts),
+                                                *((k, inputs.get(k)) for k, _ in _EVENT_TABLES))}
     feats, states = [], []
     for store in stores:
-        plan = _of_store(planogram, store)
-        if plan.num_rows == 0:
+        plan = parts["planogram"].get(store)
+        if plan is None or plan.num_rows == 0:
             continue
         digest = planogram_hash(plan)
         snap = (snapshots or {}).get(store)
         if snap is not None and snap.get("planogram_hash") != digest:
             snap = None
-        events = {k: _of_store(inputs.get(k), store) for k, _ in _EVENT_TABLES}
-        f, s = store_features(store, events, plan, _of_store(stockouts, store), cutoff=(cutoff or {}).get(store, 0),
+        events = {k: parts[k].get(store, _none(inputs.get(k))) for k, _ in _EVENT_TABLES}
+        f, s = store_features(store, events, plan, parts["stockouts"].get(store, _none(stockouts)),
+                              cutoff=(cutoff or {}).get(store, 0),
                               snapshot=snap, plan_hash=digest, horizon_h=horizon_h)
         feats.append(f)
         states.append(s)

@@ -32,6 +32,7 @@ from cloud.lake.engine import Engine
 from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
 from cloud.lake.features import STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of
 from cloud.lake.gold import gold_tables
+from cloud.lake.maintenance import maintain
 from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
@@ -39,7 +40,7 @@ from cloud.lake.tables import (
     BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform,
 )
 
-__all__ = ["transform", "transform_silver", "transform_gold", "GOLD_INPUTS"]
+__all__ = ["transform", "transform_silver", "transform_gold", "GOLD_INPUTS", "readers_caught_up"]
 
 _DAY = 86_400_000
 #: silver tables gold reads, and the input name each has in the gold SQL
@@ -241,12 +242,28 @@ def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]]) -> tuple[di
     return cutoff, versions
 
 
-def _window_filter(cutoff: dict[str, int], context_ms: int, col: str = "ts") -> ds.Expression:
-    expr = None
+def _by_cut(cutoff: dict[str, int]) -> list[tuple[int, list[str]]]:
+    """Stores grouped by their cutoff (a thousand stores usually share one or two)."""
+    groups: dict[int, list[str]] = defaultdict(list)
     for store, cut in sorted(cutoff.items()):
-        e = (ds.field("store_id") == store) & (ds.field(col) >= cut - context_ms)
+        groups[cut].append(store)
+    return sorted(groups.items())
+
+
+def _window_filter(cutoff: dict[str, int], context_ms: int, col: str = "ts") -> ds.Expression:
+    """Rows of each store from its cutoff less ``context_ms``: one term per distinct cutoff
+    (a term per store made a thousand-store filter the slowest part of a run)."""
+    expr = None
+    for cut, stores in _by_cut(cutoff):
+        e = ds.field("store_id").isin(stores) & (ds.field(col) >= cut - context_ms)
         expr = e if expr is None else expr | e
     return expr
+
+
+def _window_predicate(cutoff: dict[str, int], col: str) -> str:
+    """The same window as a Delta delete predicate (SQL)."""
+    return " OR ".join(f"(store_id IN ({', '.join(_quote(s) for s in stores)}) AND {col} >= {cut})"
+                       for cut, stores in _by_cut(cutoff))
 
 
 def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:
@@ -302,7 +319,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         if table == "gold.stockout_causes":
             outputs[table] = _causes(storage, cause_cut)
         rows = _keep_window(outputs[table], window, tcol)
-        predicate = " OR ".join(f"(store_id = '{s}' AND {tcol} >= {c})" for s, c in sorted(window.items()))
+        predicate = _window_predicate(window, tcol)
         exists = storage.exists(table)
         storage.write(table, rows, mode="overwrite" if exists else "append", predicate=predicate if exists else None,
                       txns=txns, description=TABLES[table].doc)
@@ -329,8 +346,8 @@ def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: d
     snapshots: dict[str, dict] = {}
     if storage.exists(STATE_TABLE):
         flt = None
-        for store, cut in sorted(cutoff.items()):
-            e = ((ds.field("store_id") == store) & (ds.field("day_ms") <= cut)
+        for cut, stores in _by_cut(cutoff):
+            e = (ds.field("store_id").isin(stores) & (ds.field("day_ms") <= cut)
                  & (ds.field("day_ms") >= cut - SNAPSHOT_LOOKBACK_DAYS * _DAY))
             flt = e if flt is None else flt | e
         rows = storage.read(STATE_TABLE, filter=flt)
@@ -343,9 +360,13 @@ def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: d
     extra = {s: v for s, v in since.items() if v < cutoff[s] - context_ms}
     out = dict(inputs)
     if extra:
-        flt = None
+        # grouped by (since, cutoff): a first run asks the same of every store
+        groups: dict[tuple[int, int], list[str]] = defaultdict(list)
         for store, start in sorted(extra.items()):
-            e = (ds.field("store_id") == store) & (ds.field("ts") >= start) & (ds.field("ts") < cutoff[store] - context_ms)
+            groups[(start, cutoff[store])].append(store)
+        flt = None
+        for (start, cut), stores in sorted(groups.items()):
+            e = ds.field("store_id").isin(stores) & (ds.field("ts") >= start) & (ds.field("ts") < cut - context_ms)
             flt = e if flt is None else flt | e
         for table in ("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock"):
             older = storage.read(table, filter=flt)
@@ -353,6 +374,22 @@ def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: d
             if older is not None and older.num_rows:
                 out[name] = pa.concat_tables([conform(table, older), conform(table, inputs[name])])
     return out, snapshots
+
+
+def readers_caught_up(storage: LakeStorage, table: str) -> bool:
+    """Whether every step that reads ``table``'s change data feed has read its current version
+    (then VACUUM cannot take files a reader still needs)."""
+    if table == BRONZE_EVENTS:
+        readers = [(t, _app(_EVENTS_STEP, BRONZE_EVENTS)) for t in
+                   list(SILVER_EVENT_TABLES.values()) + [QUARANTINE, EXPECTATION_RESULTS]]
+    elif table == BRONZE_BATCH:
+        readers = [(t, _app(_MASTER_STEP, BRONZE_BATCH)) for t in MASTER_SQL]
+    elif table in GOLD_INPUTS:
+        readers = [(t, _app("gold", table)) for t in GOLD_TABLES]
+    else:
+        return True
+    current = storage.version(table)
+    return all(storage.txn_version(t, app) >= current for t, app in readers)
 
 
 def _upgrade_features(storage: LakeStorage) -> None:
@@ -384,8 +421,10 @@ def _causes(storage: LakeStorage, cut: dict[str, int]) -> pa.Table:
 
 def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None,
               clock: Callable[[], int] | None = None, context_days: int = 1, with_features: bool = True,
-              progress: Callable[[str], None] | None = None) -> dict:
-    """Bronze -> silver -> gold, incrementally. Returns new rows per table and silver stats.
+              progress: Callable[[str], None] | None = None, maintenance: bool = True) -> dict:
+    """Bronze -> silver -> gold, incrementally, then compaction and VACUUM of the tables it
+    touched (``cloud.lake.maintenance``; ``maintenance=False`` skips them). Returns new rows per
+    table, silver stats and what upkeep did.
 
     ``versions`` maps each table the run wrote (and both bronze tables, its inputs) to
     ``[version before, version after]``.
@@ -404,8 +443,11 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
         progress("gold")
     gold = transform_gold(storage, engine, context_days=context_days, with_features=with_features, progress=progress)
     rows = {k: v for k, v in silver["rows"].items()} | gold["rows"]
+    written = [t for t in TABLES if storage.version(t) != before[t]]
+    # Compaction and VACUUM of what this run touched (dataChange = false: no watermark moves).
+    upkeep = maintain(storage, written, vacuum_ok=lambda t: readers_caught_up(storage, t)) if maintenance else {}
     after = {t: storage.version(t) for t in TABLES}
     # Table versions read and written: what lineage (catalog, model registry) pins a run to.
     versions = {t: [before[t], after[t]] for t in TABLES if after[t] != before[t] or t.startswith("bronze.")}
-    return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"],
+    return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"], "maintenance": upkeep,
             "silver_rows_read": gold["silver_rows_read"], "versions": versions}

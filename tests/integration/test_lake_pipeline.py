@@ -302,3 +302,31 @@ def test_a_stock_out_open_for_weeks_does_not_widen_every_window_to_its_start(tmp
     [so] = cloud.storage.read("gold.stockouts").to_pylist()
     assert so["start_ms"] == DAY0 and so["ongoing"]
     hub.close()
+
+
+@pytest.mark.slow
+def test_compaction_and_vacuum_keep_every_row_and_move_no_watermark(env):
+    from functools import partial
+
+    from cloud.lake.maintenance import maintain
+    from cloud.lake.runner import readers_caught_up
+
+    cloud, events = env["cloud"], env["events"]
+    for h in range(0, 12, 3):  # four runs: several small files per table
+        load(env, [e for e in events if DAY0 + h * HOUR <= e["ts"] < DAY0 + (h + 3) * HOUR])
+    names = [t for t in TABLES if t.startswith(("silver.", "gold.")) and cloud.storage.exists(t)]
+
+    def contents():
+        return {t: sorted(map(repr, cloud.storage.read(t).to_pylist())) for t in names}
+
+    before = contents()
+    caught_up = partial(readers_caught_up, cloud.storage)
+    report = maintain(cloud.storage, names + ["bronze.events"], small_files=2, retention_hours=0, vacuum_ok=caught_up)
+    assert report["bronze.events"]["files_after"] == 1 < report["bronze.events"]["files_before"]
+    # silver.inventory_delivery had nothing new, so its watermark on bronze trails: no VACUUM there
+    assert not caught_up("bronze.events") and report["bronze.events"]["vacuumed"] is None
+    assert report["silver.pos_line"]["vacuumed"] >= report["silver.pos_line"]["files_before"] == 4
+    assert contents() == before
+    again = cloud.transform()  # compaction is no new data: nothing new is written, no row twice
+    assert again["rows"] == {} and again["silver_rows_read"] == 0
+    assert contents() == before
