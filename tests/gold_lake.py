@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 
-from cloud.lake.gold import feature_vectors
+from cloud.lake.features import feature_vectors
 from models._synthetic import synthetic_store
 from models.dataset import build_rows
 
