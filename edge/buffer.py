@@ -227,6 +227,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             WHERE name = 'events'), (SELECT MAX(id) FROM events), 0));
         UPDATE events SET id = priority * 1099511627776 + id WHERE priority > 0;
         DROP INDEX IF EXISTS events_by_priority;
+        INSERT OR REPLACE INTO meta SELECT 'rows_p' || priority, COUNT(*) FROM events GROUP BY priority;
         """,
     ),
 )
@@ -247,8 +248,14 @@ def _class_range(priority: int) -> tuple[int, int]:
     return priority << CLASS_BITS, (priority + 1) << CLASS_BITS
 
 
+#: Unsent rows per class, kept with the other counters (without the (priority, id) index a
+#: GROUP BY would read the whole table at every health report).
+_CLASS_ROWS = {p: f"rows_p{p}" for p in CLASSES}
+
+
 _COUNTERS = ("arrival", "rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
-             "gw_seq", "last_uplink_ts", "conflicting_repeats", "implausible_seqs", "reanchored")
+             "gw_seq", "last_uplink_ts", "conflicting_repeats", "implausible_seqs", "reanchored",
+             *_CLASS_ROWS.values())
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
@@ -637,6 +644,8 @@ class SqliteBuffer:
                                [(dev, ep, lo, hi, now_ms, old.get(lo, 0)) for lo, hi in self._devices[(dev, ep)].gaps])
             self._c["quarantined"] += q_new
             self._c["rows"] += len(rows)
+            for r in rows:
+                self._c[_CLASS_ROWS[r[5]]] += 1
             self._c["bytes"] += add_bytes
             self._c["duplicates"] += duplicates
             self._c["received"] += len(rows)
@@ -720,6 +729,7 @@ class SqliteBuffer:
         for rid, etype, sz in deleted:
             by_type[etype] = by_type.get(etype, 0) + 1
             size += sz
+            self._c[_CLASS_ROWS[rid >> CLASS_BITS]] -= 1
             if rid in inflight:
                 # Its batch may yet be accepted: then mark_sent moves it from evicted to sent.
                 self._evicted_inflight[rid] = (reason, etype)
@@ -977,13 +987,17 @@ class SqliteBuffer:
             if n == len(present) and id_sum == sum(present):
                 db.execute("DELETE FROM events WHERE id BETWEEN ? AND ?", (lo, hi))
                 deleted, size = deleted + n, size + n_bytes
+                for rid in present:
+                    self._c[_CLASS_ROWS[rid >> CLASS_BITS]] -= 1
             else:  # other rows in between: only ours, by id
                 j = min(len(ordered), i + 900)
                 chunk = ordered[i:j]
                 marks = ",".join("?" * len(chunk))
-                res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING size", chunk).fetchall()
+                res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING id, size", chunk).fetchall()
                 deleted += len(res)
-                size += sum(r[0] for r in res)
+                size += sum(r[1] for r in res)
+                for rid, _ in res:
+                    self._c[_CLASS_ROWS[rid >> CLASS_BITS]] -= 1
             i = j
         return deleted, size
 
@@ -1037,8 +1051,7 @@ class SqliteBuffer:
         with self._lock:
             oldest = self._oldest_received()  # the first row of each class: a few lookups
             evictions = {f"{r}/{t}": n for r, t, n in self._db.execute("SELECT reason, etype, count FROM evictions")}
-            per_priority = dict(self._db.execute(
-                "SELECT priority, COUNT(*) FROM events GROUP BY priority").fetchall()) if self._c["rows"] < 200_000 else {}
+            per_priority = {p: self._c[k] for p, k in _CLASS_ROWS.items() if self._c[k]}
             gaps = sum(hi - lo + 1 for s in self._devices.values() for lo, hi in s.gaps)
             c = dict(self._c)
         return {

@@ -137,6 +137,7 @@ def test_migration_0008_gives_each_priority_class_its_own_id_range_and_keeps_arr
     b.append([_rx(reading(9, T0, device_id="d-new"))], now_ms=T0)
     assert [(e.seq, arrival(e.id)) for e in b.select_live(10)] == [(2, 3), (3, 4), (9, 6)]  # above the mark 2
     assert b.stats(T0 + 100)["oldest_unsent_age_s"] == 0.1  # the oldest across classes: received at T0
+    assert b.stats(T0)["unsent_by_priority"] == {"0": 1, "1": 1, "3": 3}  # counted by the migration, then kept
     b.close()
 
 
@@ -147,6 +148,7 @@ def test_sent_rows_are_deleted_by_range_where_nothing_else_lies_between_and_by_i
     buf.mark_sent([e.id for e in rows if e.id not in keep], now_ms=T0)
     left = buf.select_backlog(10)
     assert sorted(e.id for e in left) == sorted(keep) and buf.stats(T0)["buffer_rows"] == 2
+    assert buf.stats(T0)["unsent_by_priority"] == {"1": 2}
     assert buf.stats(T0)["buffer_bytes"] == sum(len(e.body) + 96 for e in left)
 
 
@@ -181,6 +183,7 @@ def test_the_cap_thins_readings_first_and_never_evicts_pos_lines(tmp_path):
     rows = b.select_backlog(10_000)
     assert sum(1 for e in rows if e.etype == "pos.line") == 600
     assert len(rows) + stats["evictions"] == 3000
+    assert stats["unsent_by_priority"] == {"1": 600, "3": len(rows) - 600}  # kept right through evictions
     b.close()
 
 
@@ -220,6 +223,7 @@ def test_ttl_expires_readings_but_not_pos_lines_and_counts_it(buf):
     buf.append([_rx(reading(0, old), at=old), _rx(pos_line(0, old), at=old), _rx(restock(0, old), at=old)], now_ms=old)
     assert buf.expire(T0) == 1
     assert {e.etype for e in buf.select_backlog(10)} == {"pos.line", "shelf.restock"}
+    assert buf.stats(T0)["unsent_by_priority"] == {"1": 1, "2": 1}
     assert buf.stats(T0)["evictions_by"] == {"ttl/shelf.reading": 1}
 
 
