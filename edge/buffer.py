@@ -979,18 +979,25 @@ class SqliteBuffer:
         gone = self._evicted_inflight
         deleted = size = i = 0
         while i < len(ordered):
+            # A stretch stays within one class and 5,000 ids (so sums stay far from overflow).
             j = min(len(ordered), i + 5000)
+            top = (ordered[i] >> CLASS_BITS) + 1 << CLASS_BITS
+            j = bisect.bisect_left(ordered, top, i, j)
             lo, hi = ordered[i], ordered[j - 1]
             present = [x for x in ordered[i:j] if x not in gone] if gone else ordered[i:j]
-            n, id_sum, n_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(id), 0), COALESCE(SUM(size), 0) FROM events "
-                                            "WHERE id BETWEEN ? AND ?", (lo, hi)).fetchone()
-            if n == len(present) and id_sum == sum(present):
+            n = db.execute("SELECT COUNT(*) FROM events WHERE id BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
+            same = n == len(present)
+            if same:  # as many rows as ours: the same rows when their ids add up the same
+                id_sum, n_bytes = db.execute("SELECT SUM(id - ?), COALESCE(SUM(size), 0) FROM events "
+                                             "WHERE id BETWEEN ? AND ?", (lo, lo, hi)).fetchone()
+                same = (id_sum or 0) == sum(present) - lo * len(present)
+            if same:
                 db.execute("DELETE FROM events WHERE id BETWEEN ? AND ?", (lo, hi))
                 deleted, size = deleted + n, size + n_bytes
                 for rid in present:
                     self._c[_CLASS_ROWS[rid >> CLASS_BITS]] -= 1
             else:  # other rows in between: only ours, by id
-                j = min(len(ordered), i + 900)
+                j = min(j, i + 900)
                 chunk = ordered[i:j]
                 marks = ",".join("?" * len(chunk))
                 res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING id, size", chunk).fetchall()

@@ -152,6 +152,16 @@ def test_sent_rows_are_deleted_by_range_where_nothing_else_lies_between_and_by_i
     assert buf.stats(T0)["buffer_bytes"] == sum(len(e.body) + 96 for e in left)
 
 
+def test_a_batch_spanning_classes_deletes_only_its_rows_and_leaves_the_class_between(buf):
+    buf.append([_rx(pos_line(i, T0)) for i in range(50)] + [_rx(restock(i, T0)) for i in range(50)]
+               + [_rx(reading(i, T0)) for i in range(50)], now_ms=T0)
+    rows = buf.select_backlog(1000)
+    sent = [e.id for e in rows if e.etype != "shelf.restock"]  # POS and readings, not the restocks between
+    buf.mark_sent(sent, now_ms=T0)
+    assert {e.etype for e in buf.select_backlog(1000)} == {"shelf.restock"} and buf.stats(T0)["buffer_rows"] == 50
+    assert buf.stats(T0)["unsent_by_priority"] == {"2": 50}
+
+
 def test_online_backup_is_a_consistent_copy(buf, tmp_path):
     buf.append([_rx(pos_line(i, T0)) for i in range(100)], now_ms=T0)
     dest = buf.backup(tmp_path / "backup" / "b.sqlite")
