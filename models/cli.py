@@ -176,6 +176,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola train", description="Train the stock-out model and export it.")
     p.add_argument("--data", nargs="*", default=None, help="simulator history folders (default: generate)")
     p.add_argument("--gold", help="train on the lake's gold.features table under this lake root instead")
+    p.add_argument("--all-labels", action="store_true",
+                   help="with --gold, also train on rows whose label nobody observed (facings without a "
+                        "believed sensor; default: left out, as gondola retrain does)")
     p.add_argument("--out", default="out/model", help="model package folder (default out/model)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -250,7 +253,15 @@ def train_main(argv: list[str], lineage=None) -> int:
             if run is not None:
                 run.inputs.append(Dataset(str(args.gold), "gold.features", version))
             data = rows_from_gold(table)
-            _say(f"  gold.features version {version}: {len(data):,} rows, {int(data.y.sum()):,} positive")
+            total = len(data)
+            if not args.all_labels:
+                # A facing without a believed sensor is labelled "not empty" when nobody could
+                # have seen it empty: such rows teach that unwatched shelves never run out.
+                from models.retrain import observed_labels
+
+                data = data.subset(observed_labels(data, args.horizon))
+            _say(f"  gold.features version {version}: {total:,} rows, {len(data):,} with an observed label"
+                 f"{' (all kept: --all-labels)' if args.all_labels else ''}, {int(data.y.sum()):,} positive")
             data, weights, summary, files = _train(args, [], data=data,
                                                    training={"sources": [str(args.gold)],
                                                              "tables": {"gold.features": version}})

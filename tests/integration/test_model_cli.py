@@ -86,5 +86,12 @@ def test_train_from_the_lake_gold_features_records_the_table_version(tmp_path, c
     assert gondola(["train", "--gold", str(lake), "--out", str(model), "--epochs", "2"]) == 0
     manifest = json.loads((model / "stockout-int8.manifest.json").read_text())
     assert manifest["training"]["tables"] == {"gold.features": 1}
+    # Rows of facings without a sensor (labels nobody observed) are left out unless asked for.
+    total = sum(t.num_rows for t in rows)
+    used = manifest["training"]["train_rows"] + manifest["training"]["val_rows"]
+    assert 0 < used < total
+    assert gondola(["train", "--gold", str(lake), "--out", str(model), "--epochs", "1", "--all-labels"]) == 0
+    manifest = json.loads((model / "stockout-int8.manifest.json").read_text())
+    assert manifest["training"]["train_rows"] + manifest["training"]["val_rows"] == total
     assert gondola(["train", "--gold", str(tmp_path / "no-lake"), "--out", str(model)]) == 1
     assert "gold.features" in capsys.readouterr().err
