@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
                                  lineage_days=args.lineage_days, dry_run=args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
         print(f"retention: {verb} {sum(report['files'].values())} files in {len(report['files'])} tables, "
-              f"{report['lineage_rows']} lineage rows")
+              f"{report['lineage_rows']} lineage rows"
+              + (f"; left alone while their readers catch up: {', '.join(report['skipped'])}" if report["skipped"] else ""))
         return 0
     if args.command == "synapse-ddl":
         from cloud.warehouse import synapse_ddl

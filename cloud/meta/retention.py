@@ -17,35 +17,41 @@ lake backups           the operator's folder; one a day, kept within the hub's r
 =====================  ==========================================================================
 
 ``gondola cloud retention`` runs it (daily, after the pipeline): vacuum every table, clean up the
-logs, prune lineage. ``--dry-run`` lists what would go.
+logs, prune lineage. ``--dry-run`` lists what would go. The runner also compacts and vacuums the
+tables it writes (``cloud.lake.maintenance``, same window); this job covers every table,
+the ones the runner does not write included (stream, meta, models). Like the runner, it leaves a
+table alone while a step that reads its change data feed has not caught up with it.
 """
 
 from __future__ import annotations
 
 import time
 
+from cloud.lake.maintenance import RETENTION_HOURS
 from cloud.lake.storage import LakeStorage
 from gondola.errors import StorageError
 
 __all__ = ["VACUUM_HOURS", "LINEAGE_DAYS", "apply_retention"]
 
-VACUUM_HOURS = 168
+#: the time-travel window: one value for the runner's upkeep and this job
+VACUUM_HOURS = RETENTION_HOURS
 LINEAGE_DAYS = 400
 
 
 def apply_retention(storage: LakeStorage, *, vacuum_hours: int = VACUUM_HOURS, lineage_days: int = LINEAGE_DAYS,
                     dry_run: bool = False, now_ms: int | None = None) -> dict:
     """Vacuum every table, clean its log, prune ``meta.lineage``; return what was (or would be)
-    removed: ``{"files": {table: n}, "lineage_rows": n}``.
+    removed: ``{"files": {table: n}, "lineage_rows": n, "skipped": [tables whose readers lag]}``.
 
     Raises:
         StorageError: a table could not be vacuumed or pruned.
     """
+    from cloud.lake.runner import readers_caught_up
     from cloud.lake.tables import LINEAGE_TABLE
     from cloud.meta.backup import list_tables
 
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    report: dict = {"files": {}, "lineage_rows": 0}
+    report: dict = {"files": {}, "lineage_rows": 0, "skipped": []}
     cutoff = now_ms - lineage_days * 86_400_000
     if storage.exists(LINEAGE_TABLE):
         old = storage.read(LINEAGE_TABLE, columns=["event_time"])
@@ -57,6 +63,9 @@ def apply_retention(storage: LakeStorage, *, vacuum_hours: int = VACUUM_HOURS, l
                 raise StorageError(f"cannot prune {LINEAGE_TABLE}: {exc}") from exc
         report["lineage_rows"] = n
     for table in list_tables(storage):
+        if not readers_caught_up(storage, table):
+            report["skipped"].append(table)
+            continue
         dt = storage.open(table)
         try:
             removed = dt.vacuum(retention_hours=vacuum_hours, dry_run=dry_run,
