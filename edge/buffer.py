@@ -376,7 +376,7 @@ class _DeviceSeqs:
     """Low and high marks and open gap ranges of one device epoch, mirrored from the DB, plus
     (in memory only) the content of its latest events and the current implausible streak."""
 
-    __slots__ = ("min_seq", "max_seq", "gaps", "recent", "streak", "streak_seq", "streak_lo")
+    __slots__ = ("min_seq", "max_seq", "gaps", "recent", "streak", "streak_seq", "streak_lo", "streak_hi")
 
     def __init__(self, max_seq: int, gaps: list[list[int]] | None = None, min_seq: int | None = None):
         self.max_seq = max_seq
@@ -386,10 +386,12 @@ class _DeviceSeqs:
         self.streak = 0
         self.streak_seq = 0
         self.streak_lo = 0
+        self.streak_hi = 0
 
     def copy(self) -> "_DeviceSeqs":
         c = _DeviceSeqs(self.max_seq, [g[:] for g in self.gaps], self.min_seq)
-        c.recent, c.streak, c.streak_seq, c.streak_lo = dict(self.recent), self.streak, self.streak_seq, self.streak_lo
+        c.recent, c.streak, c.streak_seq = dict(self.recent), self.streak, self.streak_seq
+        c.streak_lo, c.streak_hi = self.streak_lo, self.streak_hi
         return c
 
     def find_gap(self, seq: int) -> int:
@@ -550,16 +552,23 @@ class SqliteBuffer:
                                                      f"seq jumps more than {jump} from the device's marks"))
                         continue
                     self._c["reanchored"] += 1
-                    if seq > state.max_seq and state.streak_lo < seq:
-                        # The streak's earlier events were quarantined: a counted gap, so their
-                        # redelivery is taken and, if none comes, the loss is visible.
-                        state.gaps.append([state.streak_lo, seq - 1])
-                        new_gaps.append((dev, epoch, state.streak_lo, seq - 1))
-                        touched_gaps.add(key)
+                    # The streak's earlier events were quarantined: counted gaps, so their
+                    # redelivery is taken and, if none comes, the loss is visible.
+                    lo, hi = state.streak_lo, state.streak_hi
                     if seq > state.max_seq:
+                        streak_gaps = [[lo, seq - 1]] if lo < seq else []
                         state.max_seq = seq
                     else:
-                        state.min_seq = seq
+                        # Below the marks: the old range came from an implausible outlier (say a
+                        # first event with seq 2^63-1); the device's real range replaces it.
+                        streak_gaps = ([[lo, seq - 1]] if lo < seq else []) + ([[seq + 1, hi]] if hi > seq else [])
+                        state.gaps = [g for g in state.gaps if g[1] < lo]
+                        state.min_seq, state.max_seq = lo, max(seq, hi)
+                    for g_lo, g_hi in streak_gaps:
+                        state.gaps.append([g_lo, g_hi])
+                        new_gaps.append((dev, epoch, g_lo, g_hi))
+                    state.gaps.sort()
+                    touched_gaps.add(key)
                     log.warning("device %s epoch %d: seq moved to a new range after %d consecutive events there",
                                 ascii(dev)[1:-1][:64], epoch, REANCHOR_AFTER)
                 elif above:
@@ -699,9 +708,10 @@ class SqliteBuffer:
         if state.streak and abs(seq - state.streak_seq) <= jump:
             state.streak += 1
             state.streak_lo = min(state.streak_lo, seq)
+            state.streak_hi = max(state.streak_hi, seq)
         else:
             state.streak = 1
-            state.streak_lo = seq
+            state.streak_lo = state.streak_hi = seq
         state.streak_seq = seq
         if state.streak < REANCHOR_AFTER:
             return False

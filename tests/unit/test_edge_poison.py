@@ -213,3 +213,13 @@ def test_the_deployed_broker_bounds_what_it_holds_for_each_client_in_messages_an
         for key in ("max_inflight_messages", "max_inflight_bytes", "max_queued_messages", "max_queued_bytes",
                     "max_packet_size"):
             assert int(settings[key]) > 0, key  # 0 would mean unlimited
+
+
+def test_a_first_event_with_an_absurd_seq_does_not_make_the_devices_real_events_duplicates(buf):
+    out = buf.append([_rx(pos_line(2**63 - 1, T0))] + [_rx(pos_line(s, T0 + s)) for s in range(6)], now_ms=T0)
+    # 0 and 1 are refused while the outlier holds the marks; at 2 the real range takes over.
+    assert [r for _, r in out.rejected] == ["implausible_seq"] * 2
+    assert [k for k in out.kept] == [0, 3, 4, 5, 6] and out.duplicates == 0
+    assert buf.gaps() == {"pos-s001-r01": [(0, 1)]}
+    again = buf.append([_rx(pos_line(s, T0 + s)) for s in (0, 1, 6)], now_ms=T0)  # redelivered, then on
+    assert (again.stored, again.duplicates) == (3, 0) and buf.gaps() == {}
