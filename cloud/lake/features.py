@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from cloud.lake.tables import conform
 
-__all__ = ["features", "store_features", "planogram_of", "planogram_hash", "LABEL_HORIZON_H", "STATE_TABLE",
+__all__ = ["features", "store_features", "planogram_of", "planogram_hash", "split_by_store", "LABEL_HORIZON_H", "STATE_TABLE",
            "feature_vectors"]
 
 _H = 3_600_000

@@ -30,7 +30,9 @@ import pyarrow.dataset as ds
 
 from cloud.lake.engine import Engine
 from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
-from cloud.lake.features import STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of
+from cloud.lake.features import (
+    STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
+)
 from cloud.lake.gold import gold_tables
 from cloud.lake.maintenance import maintain
 from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
@@ -342,7 +344,8 @@ def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: d
     """The feature replay's inputs: each store's newest usable state snapshot at or before its
     cutoff, and for stores that have none, their silver history before the window."""
     plans = planogram_of(inputs)
-    digests = {s: planogram_hash(plans.filter(pc.equal(plans["store_id"], s))) for s in cutoff}
+    by_store = split_by_store(plans)
+    digests = {s: planogram_hash(by_store.get(s, plans.slice(0, 0))) for s in cutoff}
     snapshots: dict[str, dict] = {}
     if storage.exists(STATE_TABLE):
         flt = None

@@ -76,9 +76,7 @@ class SparkEngine:
         ``cloud.lake.features.store_features`` there (``groupBy(store).applyInPandas``)."""
         import json
 
-        import pyarrow.compute as pc
-
-        from cloud.lake.features import STATE_TABLE, planogram_hash, planogram_of, store_features
+        from cloud.lake.features import STATE_TABLE, planogram_hash, planogram_of, split_by_store, store_features
         from cloud.lake.tables import conform, schema_of
 
         # Decided on the driver for the whole lake (a store without planogram rows has no features).
@@ -87,8 +85,9 @@ class SparkEngine:
                   "planogram": planogram, "stockouts": stockouts}
         rows = []
         stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
+        split = {kind: split_by_store(table) for kind, table in tables.items()}  # one pass per table
         for store in stores:
-            parts = {kind: table.filter(pc.equal(table["store_id"], store)) for kind, table in tables.items()}
+            parts = {kind: split[kind].get(store, table.slice(0, 0)) for kind, table in tables.items()}
             if parts["planogram"].num_rows == 0:
                 continue
             digest = planogram_hash(parts["planogram"])
