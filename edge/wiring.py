@@ -234,6 +234,22 @@ def resolve_pseudonym_key(settings: EdgeSettings, env: Mapping[str, str] | None 
     return check_key(path.read_bytes())
 
 
+def _file_or_secret(path: Path | None, secret: str, what: str, env: Mapping[str, str] | None) -> str | None:
+    """A text secret from its mounted file when one is configured, else from the secret store.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    if path is not None:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file: {exc.strerror}") from None
+    from gondola.secrets import secret_text
+
+    return secret_text(secret, env)
+
+
 def mqtt_auth(settings: EdgeSettings, env: Mapping[str, str] | None = None):
     """The gateway's ``MqttAuth`` for the store broker, or None when the broker is open (dev).
 
@@ -254,15 +270,7 @@ def mqtt_auth(settings: EdgeSettings, env: Mapping[str, str] | None = None):
         return None
     password = None
     if settings.mqtt_username:
-        if settings.mqtt_password_file is not None:
-            try:
-                password = Path(settings.mqtt_password_file).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read the MQTT password file: {exc.strerror}") from None
-        else:
-            from gondola.secrets import secret_text
-
-            password = secret_text("mqtt-password", env)
+        password = _file_or_secret(settings.mqtt_password_file, "mqtt-password", "MQTT password", env)
         if not password:
             raise ConfigError("GONDOLA_MQTT_USERNAME is set but no password: set GONDOLA_MQTT_PASSWORD_FILE "
                               "or the secret mqtt-password")
@@ -278,15 +286,7 @@ def http_token(settings: EdgeSettings, env: Mapping[str, str] | None = None) -> 
     Raises:
         ConfigError: the token file cannot be read, or a token shorter than 16 characters.
     """
-    if settings.http_token_file is not None:
-        try:
-            token = Path(settings.http_token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the page token file: {exc.strerror}") from None
-    else:
-        from gondola.secrets import secret_text
-
-        token = secret_text("http-token", env)
+    token = _file_or_secret(settings.http_token_file, "http-token", "page token", env)
     if token is not None and len(token) < 16:
         raise ConfigError("the page token must be at least 16 characters")
     return token or None
