@@ -95,4 +95,8 @@ def test_erase_removes_one_customer_from_silver_and_bronze_and_keeps_the_sales(l
 
 
 def test_no_table_outside_bronze_holds_personal_data_the_erasure_does_not_reach():
-    assert personal_columns() == {"silver.pos_line": ["loyalty_pid"], "silver.shelf_restock": ["staff_id"]}
+    # A tripwire: a new personal column must be placed here deliberately. Customers (loyalty_pid)
+    # are erased by `gondola privacy erase`; staff ids are employees' handheld ids, kept under the
+    # employment record's retention, not a customer's erasure request.
+    assert personal_columns() == {"silver.pos_line": ["loyalty_pid"], "silver.shelf_restock": ["staff_id"],
+                                  "silver.shelf_check": ["staff_id"]}
