@@ -266,17 +266,33 @@ def _hub_checkpoints(hub: str | None) -> dict[str, Path]:
     return {"hub.checkpoints.sqlite": hub_path.with_name(hub_path.name + ".checkpoints.sqlite")}
 
 
+def _storage(args) -> LakeStorage:
+    options = {}
+    for item in args.storage_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--storage-option {item!r} is not KEY=VALUE")
+        options[key] = value
+    return open_storage(args.lake, options or None)
+
+
+def _lake_options(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument("--lake", default="out/lake", help=f"the lake to {verb} (default out/lake; abfss:// or az:// too)")
+    p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="storage option of a remote lake (account_name, account_key, sas_token, endpoint)")
+    p.add_argument("--hub", default=None, help="embedded hub whose ingest and stream checkpoints go with the lake")
+    p.add_argument("--table", action="append", default=None, help="only this table (repeatable)")
+
+
 def backup_main(argv: list[str]) -> int:
     from gondola.progress import Progress
 
     p = argparse.ArgumentParser(prog="gondola backup lake",
                                 description="back up every Delta table of the lake and the consumers' checkpoints")
-    p.add_argument("--lake", default="out/lake", help="the lake (default out/lake)")
     p.add_argument("--to", required=True, help="backup folder; each backup is a new sub-folder")
-    p.add_argument("--hub", default=None, help="embedded hub whose ingest checkpoints are backed up with the lake")
-    p.add_argument("--table", action="append", default=None, help="only this table (repeatable)")
+    _lake_options(p, "back up")
     args = p.parse_args(argv)
-    storage = open_storage(args.lake)
+    storage = _storage(args)
     if isinstance(storage, LocalStorage) and not Path(storage.root).is_dir():
         raise ConfigError(f"no lake at {args.lake}")
     names = args.table or list_tables(storage)
@@ -294,11 +310,9 @@ def restore_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="gondola restore lake",
                                 description="restore lake tables and checkpoints from a backup, verified")
     p.add_argument("--from", dest="source", required=True, help="a backup folder, or the folder of backups (newest)")
-    p.add_argument("--lake", default="out/lake", help="the lake to restore into (default out/lake)")
-    p.add_argument("--hub", default=None, help="embedded hub whose ingest checkpoints are restored too")
-    p.add_argument("--table", action="append", default=None, help="only this table (repeatable)")
+    _lake_options(p, "restore into")
     args = p.parse_args(argv)
-    restored = restore_lake(args.source, open_storage(args.lake), tables=args.table,
+    restored = restore_lake(args.source, _storage(args), tables=args.table,
                             checkpoints=_hub_checkpoints(args.hub))
     rows = sum(t["rows"] for t in restored.values())
     print(f"restored {len(restored)} tables ({rows} rows), versions, row counts and checksums verified",
