@@ -19,7 +19,6 @@ every ``backup_every_s`` seconds, keeping the newest ``backup_keep`` files.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gondola.errors import ConfigError, StorageError
+from models.package import file_sha256 as _sha256
 
 __all__ = ["BufferBackups", "backup_buffer", "restore_buffer", "verify_backup", "table_counts",
            "backup_main", "restore_main"]
@@ -38,14 +38,6 @@ __all__ = ["BufferBackups", "backup_buffer", "restore_buffer", "verify_backup", 
 log = logging.getLogger(__name__)
 
 BUFFER_FILE = "buffer.sqlite"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def table_counts(db_path: str | Path) -> dict[str, int]:
