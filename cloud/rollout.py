@@ -168,13 +168,17 @@ def ring_devices(twins, ring: str, module_id: str = DEFAULT_MODULE_ID) -> list[s
 
 
 def tag_ring(twins, device_ids: Iterable[str], ring: str, module_id: str = DEFAULT_MODULE_ID) -> list[str]:
-    """Put gateways in a ring (twin tag ``ring``). Raises: ConfigError for an unknown ring."""
+    """Put gateways in a ring: tag ``ring`` on the module twin (what :func:`ring_devices` and a
+    model rollout read) and on the device twin (what the layered IoT Edge deployments of
+    ``edge.manifest`` target with ``tags.ring='canary'``), so a store's model ring and its
+    deployment ring are one. Raises: ConfigError for an unknown ring."""
     from gondola.errors import ConfigError
 
     if ring not in RINGS:
         raise ConfigError(f"unknown ring {ring!r} (one of {', '.join(RINGS)})")
     done = []
     for device_id in device_ids:
+        twins.set_device_tags(device_id, {"ring": ring})
         twins.set_tags(device_id, module_id, {"ring": ring})
         done.append(device_id)
     return done

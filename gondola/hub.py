@@ -22,7 +22,10 @@ from typing import Mapping
 from gondola.clock import Clock, SystemClock
 from gondola.errors import StorageError
 
-__all__ = ["HubMessage", "LocalHub", "partition_for"]
+__all__ = ["HubMessage", "LocalHub", "partition_for", "DEVICE_TWIN"]
+
+#: The module id under which the embedded hub keeps a device's own twin (its tags).
+DEVICE_TWIN = ""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -228,6 +231,14 @@ class LocalHub:
                 "SELECT tags FROM twins WHERE device_id=? AND module_id=?", (device_id, module_id)
             ).fetchone()
         return json.loads(row[0]) if row else {}
+
+    def set_device_tags(self, device_id: str, tags: Mapping) -> None:
+        """Merge tags into the device twin (IoT Edge deployments select gateways by these),
+        kept here as the twin of module ``""``."""
+        self.set_tags(device_id, DEVICE_TWIN, tags)
+
+    def get_device_tags(self, device_id: str) -> dict:
+        return self.get_tags(device_id, DEVICE_TWIN)
 
     def modules(self, module_id: str, *, tags: Mapping | None = None) -> list[str]:
         """Device ids with a twin for ``module_id`` whose tags include ``tags`` (all when None),

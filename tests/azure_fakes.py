@@ -295,8 +295,15 @@ class FakeIotHubRest:
                 raise failure
             return self._response(request, failure, {"Message": "injected failure"})
         twin = re.fullmatch(r"/twins/([^/]+)/modules/([^/]+)", url.path)
+        device_twin = re.fullmatch(r"/twins/([^/]+)", url.path)
+        if device_twin:
+            # A device's own twin (module id ""), which exists once the device has any module.
+            device = urllib.parse.unquote(device_twin.group(1))
+            if (device, "") not in self.twins and any(d == device for d, _ in self.twins):
+                self.add_module(device, "")
+            twin = device_twin
         if twin:
-            key = (urllib.parse.unquote(twin.group(1)), urllib.parse.unquote(twin.group(2)))
+            key = (urllib.parse.unquote(twin.group(1)), urllib.parse.unquote(twin.group(2)) if twin.re.groups > 1 else "")
             if key not in self.twins:
                 return self._response(request, 404, {"Message": "ErrorCode:ModuleNotFound"})
             if request.method == "GET":
@@ -325,7 +332,7 @@ class FakeIotHubRest:
             rows = [
                 self._twin_json(d, m)
                 for (d, m), t in sorted(self.twins.items())
-                if m == module and (ring is None or t["tags"].get("ring") == ring.group(1))
+                if m and m == module and (ring is None or t["tags"].get("ring") == ring.group(1))
             ]
             start = int(request.headers.get("x-ms-continuation") or 0)
             size = int(request.headers.get("x-ms-max-item-count") or 100)

@@ -181,20 +181,50 @@ class IotHubTwinRegistry:
             ConfigError: no such device or module.
             TransportAuthError, TransportError: see the module docstring.
         """
+        self._patch_tags(lambda: self._get(device_id, module_id),
+                         lambda tw, etag: self._registry.update_module_twin(device_id, module_id, tw, etag=etag),
+                         tags, f"{device_id}/{module_id}")
+
+    def get_device_tags(self, device_id: str) -> dict:
+        """The device twin's tags (what IoT Edge deployments' ``targetCondition`` reads).
+        Raises: as :meth:`get_twin`."""
+        return dict(self._get_device(device_id).tags or {})
+
+    def set_device_tags(self, device_id: str, tags: Mapping[str, Any]) -> None:
+        """Merge ``tags`` into the *device* twin (``None`` deletes a tag), with its ETag, retried
+        on a concurrent write. Layered IoT Edge deployments select gateways by device-twin tags
+        (``tags.ring='canary'``), model rollouts by module-twin tags: :func:`cloud.rollout.tag_ring`
+        writes both so the two rings never disagree.
+
+        Raises:
+            ConfigError: no such device.
+            TransportAuthError, TransportError: see the module docstring.
+        """
+        self._patch_tags(lambda: self._get_device(device_id),
+                         lambda tw, etag: self._registry.update_twin(device_id, tw, etag=etag), tags, device_id)
+
+    def _patch_tags(self, read, update, tags: Mapping[str, Any], what: str) -> None:
+        """A tags-only twin patch with the twin's ETag, retried when another writer got there first."""
         last: Exception | None = None
-        for attempt in range(_ATTEMPTS):
-            twin = self._get(device_id, module_id)
+        for _ in range(_ATTEMPTS):
+            twin = read()
             try:
-                self._registry.update_module_twin(device_id, module_id, Twin(tags=dict(tags)), etag=twin.etag)
+                update(Twin(tags=dict(tags)), twin.etag)
                 return
             except HttpOperationError as exc:
                 if _status(exc) == 412:
                     last = exc
                     continue
-                raise _translate(exc, f"tagging {device_id}/{module_id}") from exc
+                raise _translate(exc, f"tagging {what}") from exc
             except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                raise _translate(exc, f"tagging {device_id}/{module_id}") from exc
-        raise TransportError(f"twin {device_id}/{module_id} kept changing; gave up after {_ATTEMPTS} tries") from last
+                raise _translate(exc, f"tagging {what}") from exc
+        raise TransportError(f"twin {what} kept changing; gave up after {_ATTEMPTS} tries") from last
+
+    def _get_device(self, device_id: str) -> Any:
+        try:
+            return self._registry.get_twin(device_id)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc, f"reading the twin of {device_id}") from exc
 
     def _get(self, device_id: str, module_id: str) -> Any:
         try:

@@ -105,6 +105,8 @@ def test_rings_are_twin_tags_and_each_stage_includes_the_rings_before_it(fleet):
     assert ring_devices(fleet.hub, "canary") == ["gw-s001"]
     assert ring_devices(fleet.hub, "early") == ["gw-s001", "gw-s002"]
     assert ring_devices(fleet.hub, "all") == ["gw-s001", "gw-s002", "gw-s003", "gw-s004"]
+    # The device twin carries the same ring: what the layered IoT Edge deployments target.
+    assert {s: fleet.hub.get_device_tags(f"gw-{s}").get("ring") for s in RINGS} == RINGS
     assert fleet.running() == {s: "v1" for s in RINGS}
 
 

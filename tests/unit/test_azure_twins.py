@@ -135,7 +135,7 @@ def test_azure_twins_registry_has_the_embedded_hubs_twin_methods():
 
     from gondola.hub import LocalHub
 
-    for name in ("set_desired", "get_twin"):
+    for name in ("set_desired", "get_twin", "set_tags", "get_tags", "set_device_tags", "get_device_tags"):
         ours = list(inspect.signature(getattr(IotHubTwinRegistry, name)).parameters)
         local = list(inspect.signature(getattr(LocalHub, name)).parameters)
         assert ours == local, name
@@ -170,3 +170,34 @@ def test_azure_twins_rings_are_tags_set_by_a_twin_patch_and_queried_by_tag(hub, 
         registry.modules("gondola-gateway", tags={"ring": "x' OR '1' = '1"})
     with pytest.raises(ConfigError):
         registry.modules("gondola-gateway", tags={"ring = 'a' OR tags.x": "a"})
+
+
+def test_azure_twins_device_tags_are_a_patch_of_the_device_twin_not_the_module(hub, registry):
+    hub.add_module("gw-s001", "gondola-gateway", desired={"model": MODEL}, tags={"ring": "early"})
+
+    registry.set_device_tags("gw-s001", {"ring": "canary", "fleet": "prod"})
+    registry.set_device_tags("gw-s001", {"fleet": None})
+
+    patch = hub.requests[-1]
+    assert patch.method == "PATCH"
+    assert patch.url.startswith("https://fake-hub.azure-devices.example.invalid/twins/gw-s001?api-version=")
+    assert json.loads(patch.body) == {"tags": {"fleet": None}}
+    assert patch.headers["If-Match"] == '"AAAAAAAAAA2="'
+    assert registry.get_device_tags("gw-s001") == {"ring": "canary"}
+    # The module twin keeps its own tags.
+    assert registry.get_tags("gw-s001", "gondola-gateway") == {"ring": "early"}
+    with pytest.raises(ConfigError):
+        registry.get_device_tags("gw-nope")
+
+
+def test_azure_twins_tag_ring_moves_the_device_and_the_module_twin_together(hub, registry):
+    from cloud.rollout import ring_devices, tag_ring
+
+    for i in range(3):
+        hub.add_module(f"gw-s00{i}", "gondola-gateway")
+    assert tag_ring(registry, ["gw-s001"], "canary") == ["gw-s001"]
+
+    # Model rollouts read the module twin, layered deployments (edge.manifest) the device twin.
+    assert ring_devices(registry, "canary") == ["gw-s001"]
+    assert registry.get_device_tags("gw-s001") == {"ring": "canary"}
+    assert registry.get_device_tags("gw-s000") == {}
