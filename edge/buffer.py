@@ -1111,23 +1111,6 @@ class SqliteBuffer:
                 (limit,)).fetchall()
         return [dict(received_at=r[0], topic=r[1], reason=r[2], detail=r[3], payload=bytes(r[4])) for r in rows]
 
-    def backup(self, dest: str | Path) -> Path:
-        """Online backup to ``dest`` (consistent snapshot; writers continue meanwhile).
-
-        Raises:
-            StorageError: the backup failed.
-        """
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            target = sqlite3.connect(dest)
-            with self._lock:
-                self._db.backup(target, pages=4096)
-            target.close()
-        except sqlite3.Error as exc:
-            raise StorageError(f"buffer backup to {dest} failed: {exc}") from exc
-        return dest
-
     def close(self) -> None:
         with self._lock:
             try:

@@ -163,8 +163,11 @@ def test_a_batch_spanning_classes_deletes_only_its_rows_and_leaves_the_class_bet
 
 
 def test_online_backup_is_a_consistent_copy(buf, tmp_path):
+    from edge.backup import backup_buffer
+
     buf.append([_rx(pos_line(i, T0)) for i in range(100)], now_ms=T0)
-    dest = buf.backup(tmp_path / "backup" / "b.sqlite")
+    dest = backup_buffer(buf.path, tmp_path / "backup")  # while the buffer is open and in use
+    buf.append([_rx(pos_line(i, T0)) for i in range(100, 110)], now_ms=T0)
     copy = SqliteBuffer(dest)
     assert copy.stats(T0)["buffer_rows"] == 100
     assert copy.append([_rx(pos_line(50, T0))], now_ms=T0).duplicates == 1
