@@ -23,12 +23,20 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from gondola.errors import ConfigError, TransportError
 
-__all__ = ["RunningBroker", "start_broker", "start_mosquitto", "start_embedded", "mosquitto_path",
-           "MOSQUITTO_CONF"]
+__all__ = [
+    "MOSQUITTO_CONF",
+    "RunningBroker",
+    "free_port",
+    "mosquitto_path",
+    "start_broker",
+    "start_embedded",
+    "start_mosquitto",
+    "wait_port",
+]
 
 #: Mosquitto settings for a store broker (listener line added per run).
 MOSQUITTO_CONF = """\
@@ -64,13 +72,15 @@ def mosquitto_path() -> str | None:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_port(host: str, port: int, timeout: float) -> None:
+def wait_port(host: str, port: int, timeout: float) -> None:
+    """Return once something accepts connections on ``host:port``. Raises: TransportError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -94,7 +104,7 @@ def start_mosquitto(data_dir: Path, *, port: int | None = None, host: str = "127
         raise ConfigError("Mosquitto is not installed (Debian package 'mosquitto')")
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     conf = data_dir / "mosquitto.conf"
     conf.write_text(f"listener {port} {host}\n" + MOSQUITTO_CONF.format(
         persistence="true" if persistence else "false",
@@ -102,7 +112,7 @@ def start_mosquitto(data_dir: Path, *, port: int | None = None, host: str = "127
     log = (data_dir / "mosquitto.log").open("ab")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_port(host, port, 10)
+        wait_port(host, port, 10)
     except TransportError:
         proc.kill()
         raise
@@ -132,7 +142,7 @@ def start_embedded(*, port: int | None = None, host: str = "127.0.0.1") -> Runni
         raise ConfigError("no MQTT broker: install Mosquitto, or the embedded one with "
                           "pip install 'gondola[broker]'") from None
 
-    port = port or _free_port()
+    port = port or free_port()
     loop = asyncio.new_event_loop()
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
@@ -159,7 +169,7 @@ def start_embedded(*, port: int | None = None, host: str = "127.0.0.1") -> Runni
     started.wait(15)
     if "broker" not in holder:
         raise TransportError(f"embedded broker failed to start: {holder.get('error', 'timeout')!r}")
-    _wait_port(host, port, 10)
+    wait_port(host, port, 10)
 
     def stop() -> None:
         fut = asyncio.run_coroutine_threadsafe(holder["broker"].shutdown(), loop)

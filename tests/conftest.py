@@ -8,12 +8,12 @@ under ``GONDOLA_REQUIRE_ALL=1`` (set by ``.ci/run``) a missing component fails t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from edge.broker import free_port, wait_port
 
 REQUIRE_ALL = os.environ.get("GONDOLA_REQUIRE_ALL") == "1"
 
@@ -27,21 +27,9 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is missing (CI installs it; see .ci/run)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+    """Return once something listens on ``host:port`` (the gateway's own wait, ``edge.broker``)."""
+    wait_port(host, port, timeout)
 
 
 def mosquitto_binary() -> str | None:
@@ -59,7 +47,7 @@ class MosquittoServer:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "MosquittoServer":
+    def start(self) -> MosquittoServer:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -107,4 +95,4 @@ def mosquitto(tmp_path):
 
 
 # Azurite (the Azure Storage emulator) for the Azure adapter and lake tests.
-from tests.azurite_fixture import azurite  # noqa: E402,F401
+from tests.azurite_fixture import azurite
