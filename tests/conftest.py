@@ -8,7 +8,9 @@ under ``GONDOLA_REQUIRE_ALL=1`` (set by ``.ci/run``) a missing component fails t
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,21 @@ def restore_logging():
 
 
 @pytest.fixture
+def broker_home():
+    """A folder for a provisioned Mosquitto that the broker's own user can enter.
+
+    Started as root, Mosquitto drops to its own user before it reads its password file and
+    writes its queue; pytest's private temp folders are closed to that user. The folder is
+    traverse-only (0711): nobody else can list it, and the provisioned files inside keep their
+    own private modes (keys 0600, passwords readable by the broker's group only).
+    """
+    home = Path(tempfile.mkdtemp(prefix="gondola-broker-"))
+    home.chmod(0o711)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
 def mosquitto(tmp_path):
     """A running Mosquitto broker; skips (or fails in CI) when Mosquitto is not installed."""
     require(mosquitto_binary() is not None, "Mosquitto (Debian package 'mosquitto')")
@@ -95,4 +112,4 @@ def mosquitto(tmp_path):
 
 
 # Azurite (the Azure Storage emulator) for the Azure adapter and lake tests.
-from tests.azurite_fixture import azurite
+from tests.azurite_fixture import azurite  # noqa: E402,F401 - a fixture, found by name

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,13 @@ def _healthcheck_command(folder: Path, port: int) -> str:
 
 
 @pytest.fixture
-def broker(tmp_path):
+def broker(tmp_path, broker_home):
     require(mosquitto_binary() is not None and shutil.which("mosquitto_sub") is not None,
             "Mosquitto and mosquitto_sub")
     port = free_port()
-    # Mosquitto started as root drops to its own user before it reads the password file and
-    # writes its queue: both must be reachable by that user (in the image, uid 1883 owns them),
-    # which pytest's private temp folders are not.
-    base = Path(tempfile.mkdtemp(prefix="gondola-mosquitto-"))
-    base.chmod(0o755)
+    # In the image uid 1883 owns the provisioned files and the queue; here the broker's own user
+    # must reach them, hence broker_home rather than pytest's private temp folder.
+    base = broker_home
     folder = base / "provisioned"
     access = provision_store("s001", {"pos-s001-r01": "pos"}, folder, port=port, broker_group="auto")
     data = base / "data"
@@ -60,7 +57,6 @@ def broker(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_the_image_health_check_passes_on_a_running_broker_and_fails_on_a_stopped_one(broker):

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from pathlib import Path
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 
@@ -26,21 +24,17 @@ DEVICES = {"pos-s001-r01": "pos", "shelf-s001-f0": "shelf", "hh-s001-1": "handhe
 
 
 @pytest.fixture
-def store_broker(tmp_path):
+def store_broker(broker_home):
     require(mosquitto_binary() is not None and shutil.which("mosquitto_pub") is not None,
             "Mosquitto and mosquitto-clients (Debian packages)")
     port = free_port()
-    # Run as root, Mosquitto drops to its own user, which cannot enter pytest's private tmp folders.
-    home = Path(tempfile.mkdtemp(prefix="gondola-broker-"))
-    home.chmod(0o755)
-    access = provision_store("s001", DEVICES, home / "broker", port=port, bind="127.0.0.1")
+    access = provision_store("s001", DEVICES, broker_home / "broker", port=port, bind="127.0.0.1")
     proc = subprocess.Popen([mosquitto_binary(), "-c", str(access.conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     wait_for_port(port)
     yield access, port
     proc.terminate()
     proc.wait(5)
-    shutil.rmtree(home, ignore_errors=True)
 
 
 def _pub(access, port, user, topic, payload, *, password=None, tls=True):
