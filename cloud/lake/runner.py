@@ -34,7 +34,7 @@ from cloud.lake.features import (
     STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
 )
 from cloud.lake.gold import gold_tables
-from cloud.lake.maintenance import maintain
+from cloud.lake.maintenance import RETENTION_HOURS, maintain
 from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
@@ -379,9 +379,16 @@ def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: d
     return out, snapshots
 
 
-def readers_caught_up(storage: LakeStorage, table: str) -> bool:
-    """Whether every step that reads ``table``'s change data feed has read its current version
-    (then VACUUM cannot take files a reader still needs)."""
+def readers_caught_up(storage: LakeStorage, table: str, retention_hours: float = 0) -> bool:
+    """Whether VACUUM with ``retention_hours`` leaves every file that a step reading ``table``'s
+    change data feed still needs.
+
+    A reader needs the files added after its watermark. VACUUM takes only files removed more than
+    ``retention_hours`` ago, and a file is removed after it was added, so a reader whose first
+    unread commit is younger than that cannot lose one. This matters for readers that had nothing
+    new: they move their watermark only every ``WATERMARK_LAG`` versions (no empty commit per run),
+    and with ``retention_hours=0`` (caught up exactly) they would hold VACUUM back indefinitely.
+    """
     if table == BRONZE_EVENTS:
         readers = [(t, _app(_EVENTS_STEP, BRONZE_EVENTS)) for t in
                    list(SILVER_EVENT_TABLES.values()) + [QUARANTINE, EXPECTATION_RESULTS]]
@@ -392,7 +399,16 @@ def readers_caught_up(storage: LakeStorage, table: str) -> bool:
     else:
         return True
     current = storage.version(table)
-    return all(storage.txn_version(t, app) >= current for t, app in readers)
+    behind = min(storage.txn_version(t, app) for t, app in readers)
+    if behind >= current:
+        return True
+    if retention_hours <= 0:
+        return False
+    # Delta stamps removals with wall-clock time, so the cut-off is wall-clock time too.
+    cutoff_ms = time.time() * 1000 - retention_hours * 3_600_000
+    history = storage.open(table).history(limit=current - behind)
+    first_unread = min((h for h in history if h["version"] > behind), key=lambda h: h["version"])
+    return first_unread["timestamp"] > cutoff_ms
 
 
 def _upgrade_features(storage: LakeStorage) -> None:
@@ -448,7 +464,8 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
     rows = {k: v for k, v in silver["rows"].items()} | gold["rows"]
     written = [t for t in TABLES if storage.version(t) != before[t]]
     # Compaction and VACUUM of what this run touched (dataChange = false: no watermark moves).
-    upkeep = maintain(storage, written, vacuum_ok=lambda t: readers_caught_up(storage, t)) if maintenance else {}
+    upkeep = (maintain(storage, written, vacuum_ok=lambda t: readers_caught_up(storage, t, RETENTION_HOURS))
+              if maintenance else {})
     after = {t: storage.version(t) for t in TABLES}
     # Table versions read and written: what lineage (catalog, model registry) pins a run to.
     versions = {t: [before[t], after[t]] for t in TABLES if after[t] != before[t] or t.startswith("bronze.")}

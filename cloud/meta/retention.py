@@ -20,7 +20,8 @@ lake backups           the operator's folder; one a day, kept within the hub's r
 logs, prune lineage. ``--dry-run`` lists what would go. The runner also compacts and vacuums the
 tables it writes (``cloud.lake.maintenance``, same window); this job covers every table,
 the ones the runner does not write included (stream, meta, models). Like the runner, it leaves a
-table alone while a step that reads its change data feed has not caught up with it.
+table alone while a step that reads its change data feed still needs a file VACUUM would take
+(a reader whose first unread commit is older than the window).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def apply_retention(storage: LakeStorage, *, vacuum_hours: int = VACUUM_HOURS, l
                 raise StorageError(f"cannot prune {LINEAGE_TABLE}: {exc}") from exc
         report["lineage_rows"] = n
     for table in list_tables(storage):
-        if not readers_caught_up(storage, table):
+        if not readers_caught_up(storage, table, vacuum_hours):
             report["skipped"].append(table)
             continue
         dt = storage.open(table)
