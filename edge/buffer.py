@@ -329,6 +329,7 @@ class BufferPolicy:
         "edge.health": 3 * 24 * 60 * MINUTE_MS,
         "shelf.restock": 30 * 24 * 60 * MINUTE_MS,
         "shelf.check": 30 * 24 * 60 * MINUTE_MS,
+        "shelf.gap_scan": 30 * 24 * 60 * MINUTE_MS,
         "inventory.delivery": 30 * 24 * 60 * MINUTE_MS,
         "pos.line": None,
         "edge.alert": None,

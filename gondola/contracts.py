@@ -168,6 +168,12 @@ EVENT_TYPES: dict[str, dict[str, Field]] = {
                            doc="units the gateway estimated on the shelf at the check"),
         "staff_id": Field(str, required=False, doc="pseudonymous staff code, if the page knows one"),
     },
+    "shelf.gap_scan": {
+        "facing_id": Field(str, doc="facing a handheld scanned as empty (a gap) during a staff gap-scan round"),
+        "sku": Field(str, doc="product the planogram puts on this facing"),
+        "round_id": Field(str, required=False, doc="the gap-scan round (one walk of the store) the scan belongs to"),
+        "staff_id": Field(str, required=False, doc="PERSONAL DATA: pseudonymous staff code of the handheld user"),
+    },
     "edge.health": {
         "buffer_rows": Field(int, lo=0, doc="events held in the buffer"),
         "buffer_bytes": Field(int, lo=0, doc="bytes held by the buffer"),
@@ -188,6 +194,7 @@ PRIORITY: dict[str, int] = {
     "pos.line": 1,
     "shelf.restock": 2,
     "shelf.check": 2,
+    "shelf.gap_scan": 2,
     "inventory.delivery": 2,
     "shelf.reading": 3,
 }

@@ -107,6 +107,9 @@ EXPECTATIONS: dict[str, tuple[Expectation, ...]] = {
         Expectation("facing_present", "facing_id IS NOT NULL AND sku IS NOT NULL", "drop"),
         Expectation("outcome_valid", "outcome IN ('restocked', 'was_fine', 'no_stock')", "drop"),
     ),
+    "silver.gap_scan": _COMMON + (
+        Expectation("facing_present", "facing_id IS NOT NULL AND sku IS NOT NULL", "drop"),
+    ),
     "silver.edge_health": _COMMON + (
         Expectation("counters_non_negative", "buffer_rows >= 0 AND unsent_rows >= 0", "warn"),
     ),

@@ -233,6 +233,12 @@ _defs: list[TableDef] = [
         ("units_est", "double", "units the gateway estimated at the check"),
         ("staff_id", "string", "pseudonymous staff code", True),
     ) + _LINEAGE, key=("device_id", "epoch", "seq")),
+    TableDef("silver.gap_scan", "Empty facings (gaps) staff scanned with a handheld during a gap-scan round.",
+             _ENVELOPE + _cols(
+        ("facing_id", "string", "facing found empty"), ("sku", "string", "product"),
+        ("round_id", "string", "the round (one walk of the store) the scan belongs to"),
+        ("staff_id", "string", "pseudonymous staff code", True),
+    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
     TableDef("silver.edge_health", "Gateway health reports.", _ENVELOPE + _cols(
         ("buffer_rows", "int64", "events in the buffer"),
         ("buffer_bytes", "int64", "buffer size"),
@@ -411,7 +417,7 @@ TABLES: dict[str, TableDef] = {t.name: t for t in _defs}
 SILVER_EVENT_TABLES: dict[str, str] = {
     "pos.line": "silver.pos_line", "shelf.reading": "silver.shelf_reading", "shelf.restock": "silver.shelf_restock",
     "inventory.delivery": "silver.inventory_delivery", "edge.alert": "silver.edge_alert", "edge.health": "silver.edge_health",
-    "shelf.check": "silver.shelf_check",
+    "shelf.check": "silver.shelf_check", "shelf.gap_scan": "silver.gap_scan",
 }
 GOLD_TABLES = [t.name for t in _defs if t.layer == "gold"]
 

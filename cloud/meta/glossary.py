@@ -20,7 +20,7 @@ class Term:
 
 
 _EVENTS = ("silver.pos_line", "silver.shelf_reading", "silver.shelf_restock", "silver.inventory_delivery",
-           "silver.edge_alert", "silver.edge_health", "silver.shelf_check")
+           "silver.edge_alert", "silver.edge_health", "silver.shelf_check", "silver.gap_scan")
 
 TERMS: tuple[Term, ...] = (
     Term("Store", "one supermarket; `store_id` like `s001`.", ("silver.stores",)),
@@ -44,6 +44,9 @@ TERMS: tuple[Term, ...] = (
     Term("Staff check", "what staff found when they pressed \"done\" on the store page (`shelf.check`: refilled, "
          "was fine, no stock); the outcome of the alert before it and a label.",
          ("silver.shelf_check", "gold.shelf_checks", "gold.alert_outcomes")),
+    Term("Gap scan", "a staff round with a handheld that scans every facing found empty (`shelf.gap_scan`). Staff "
+         "miss some gaps, so a scan proves a facing empty, but no scan does not prove it full; gap scans label "
+         "`gold.features` rows of facings without a sensor.", ("silver.gap_scan", "gold.features")),
     Term("Horizon (H)", "how far ahead a stock-out is predicted (default 120 minutes).",
          ("silver.edge_alert", "gold.features")),
     Term("Alert", "a gateway's `edge.alert`, raised when the stock-out probability crosses the raise threshold and "
@@ -62,7 +65,7 @@ TERMS: tuple[Term, ...] = (
          "pseudonym to the new one so a customer's history still joins.", ("silver.pos_line",)),
     Term("Personal data", "data about an identifiable person: loyalty ids (pseudonymized at the gateway) and staff "
          "codes. Classified `personal` in the catalog; erasable on request (`gondola erase`).",
-         ("silver.pos_line", "silver.shelf_restock")),
+         ("silver.pos_line", "silver.shelf_restock", "silver.shelf_check", "silver.gap_scan")),
     Term("Training features", "the model's inputs per facing and instant, computed by the same code on the gateway "
          "and in the cloud (`models.features`).", ("gold.features",)),
     Term("Fleet", "the store gateways and their devices, and their health.", ("gold.fleet_status", "silver.edge_health")),
