@@ -4,7 +4,8 @@
   voided scans, a few returns, loyalty ids on a share of baskets.
 - **Shelf sensors** (load cells on a share of facings): report on change, plus a heartbeat;
   readings carry noise, slow drift, occasional stuck values, battery drain and radio signal.
-- **Handhelds**: staff restock scans and delivery receipts.
+- **Handhelds**: staff restock scans, delivery receipts and gap scans (empty facings found on a
+  gap-scan round).
 
 Each builder returns a table as ``dict[column -> array]`` with at least ``dev`` (device index
 in the store's device list) and ``ts`` (true epoch ms). The store turns them into events.
@@ -18,11 +19,11 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from firmware_sim.catalog import Planogram
 from firmware_sim.scenario import DemandParams, DeviceParams
 
-__all__ = ["ETYPES", "POS", "SHELF", "RESTOCK", "DELIVERY", "KIND_NAMES", "pos_lines", "shelf_readings",
-           "restock_scans", "delivery_scans", "SensorState"]
+__all__ = ["ETYPES", "POS", "SHELF", "RESTOCK", "DELIVERY", "GAP_SCAN", "KIND_NAMES", "pos_lines", "shelf_readings",
+           "restock_scans", "delivery_scans", "gap_scans", "SensorState"]
 
-ETYPES = ("pos.line", "shelf.reading", "shelf.restock", "inventory.delivery")
-POS, SHELF, RESTOCK, DELIVERY = range(4)
+ETYPES = ("pos.line", "shelf.reading", "shelf.restock", "inventory.delivery", "shelf.gap_scan")
+POS, SHELF, RESTOCK, DELIVERY, GAP_SCAN = range(5)
 #: pos.line ``kind`` codes.
 KIND_NAMES = ("sale", "void", "return")
 
@@ -239,6 +240,22 @@ def restock_scans(
         "facing": facings.astype(np.int64),
         "units_added": added[facings].astype(np.int64),
         "staff": np.full(n, staff, np.int64),
+    }
+
+
+def gap_scans(rng: np.random.Generator, empty: np.ndarray, round_ms: int, step_ms: int, handheld_dev: int,
+              staff: int, round_no: int, miss_prob: float) -> Table:
+    """One gap-scan round: a scan per facing found empty (``empty``: bool per facing, empty for the
+    whole step the round walks in), each missed with ``miss_prob``, in aisle order."""
+    facings = np.flatnonzero(empty & (rng.random(len(empty)) >= miss_prob))
+    n = len(facings)
+    spacing = max((step_ms - 60_000) // max(n, 1), 1)
+    return {
+        "dev": np.full(n, handheld_dev, np.int64),
+        "ts": (round_ms + 1_000 + np.arange(n) * spacing).astype(np.int64),
+        "facing": facings.astype(np.int64),
+        "staff": np.full(n, staff, np.int64),
+        "round": np.full(n, round_no, np.int64),
     }
 
 

@@ -48,7 +48,8 @@ __all__ = ["generate", "write_master_data", "read_events", "store_ids", "History
 #: columns (what readers filter on). Half the encoding time of the defaults with zstd.
 _PARQUET = dict(
     compression="snappy",
-    use_dictionary=["store_id", "device_id", "facing_id", "sku", "register", "kind", "staff_id", "delivery_id", "target"],
+    use_dictionary=["store_id", "device_id", "facing_id", "sku", "register", "kind", "staff_id", "delivery_id", "target",
+                    "round_id"],
     write_statistics=["ts", "sent_at", "start_ms", "day_ms"],
 )
 
@@ -222,6 +223,15 @@ def _event_table(sim: StoreSim, batch: dict[str, np.ndarray], code: int) -> Any:
             "facing_id": _dict(pa, cols["facing"], sim.plan.facing_id),
             "sku": _dict(pa, cols["facing"], facing_sku),
             "units_added": pa.array(cols["units_added"], pa.int32()),
+            "staff_id": _dict(pa, cols["staff"], _STAFF),
+        })
+    elif code == dv.GAP_SCAN:
+        rounds = np.char.add(np.char.add(f"{sim.store_id}-gap-", abs_day.astype(str)),
+                             np.char.add("-", cols["round"].astype(str)))
+        table.update({
+            "facing_id": _dict(pa, cols["facing"], sim.plan.facing_id),
+            "sku": _dict(pa, cols["facing"], facing_sku),
+            "round_id": pa.array(rounds, pa.string()),
             "staff_id": _dict(pa, cols["staff"], _STAFF),
         })
     else:

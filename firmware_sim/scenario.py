@@ -112,13 +112,23 @@ class ReplenishmentParams:
     misplaced_days_mean: float = 3.0
     #: Days simulated silently before the start so day 0 looks like a running store.
     warmup_days: int = 7
+    #: Staff gap-scan rounds (HH:MM, UTC; none by default): a worker walks the store with a
+    #: handheld and scans each facing found empty (``shelf.gap_scan``). Only stores whose id
+    #: hashes into the first ``gap_scan_store_share`` do rounds; a round starts late like a
+    #: restock round, is skipped with ``gap_scan_skip_prob`` and misses each empty facing with
+    #: ``gap_scan_miss_prob`` (staff overlook gaps behind a pushed-forward facing, or hurry).
+    gap_scan_times: tuple[str, ...] = ()
+    gap_scan_store_share: float = 1.0
+    gap_scan_skip_prob: float = 0.1
+    gap_scan_miss_prob: float = 0.2
 
     def __post_init__(self) -> None:
         _check_probabilities(self, ("restock_skip_prob", "restock_threshold", "partial_prob", "order_miss_prob",
-                                    "supplier_short_prob", "shrink_prob", "misplaced_prob"))
+                                    "supplier_short_prob", "shrink_prob", "misplaced_prob", "gap_scan_store_share",
+                                    "gap_scan_skip_prob", "gap_scan_miss_prob"))
         if not set(self.delivery_weekdays) <= set(range(7)) or not self.delivery_weekdays:
             raise ConfigError("[replenishment] delivery_weekdays must name days 0 (Monday) .. 6")
-        for text in (*self.restock_times, self.delivery_time):
+        for text in (*self.restock_times, self.delivery_time, *self.gap_scan_times):
             hours, sep, minutes = str(text).partition(":")
             if not (sep and hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
                 raise ConfigError(f"[replenishment] time {text!r} is not HH:MM")
@@ -262,6 +272,12 @@ class Scenario:
     def default(cls) -> "Scenario":
         """Realistic store, no faults."""
         return cls()
+
+    @classmethod
+    def demo(cls) -> "Scenario":
+        """The default store where staff also walk two gap-scan rounds a day (10:30 and 16:30):
+        what ``gondola demo`` runs unless given a scenario file."""
+        return cls(name="demo", replenishment=ReplenishmentParams(gap_scan_times=("10:30", "16:30")))
 
     @classmethod
     def no_faults(cls) -> "Scenario":

@@ -58,6 +58,8 @@ class DeviceMessage:
 #: Compact JSON, the same bytes as ``json.dumps(event, separators=(",", ":"))``.
 _DUMPS = json.JSONEncoder(separators=(",", ":")).encode
 
+#: Staff codes of gap-scan rounds start here (restock rounds use 1, 2, 3, ...).
+_GAP_STAFF = 20
 _MSG_COLS = ("day", "code", "row", "dev", "seq", "ts", "sent_at", "dropped", "malformed", "copy", "fault")
 
 
@@ -149,6 +151,9 @@ class StoreSim:
         self.truth.now_ms = self.start_ms
         for etype in dv.ETYPES:
             self.truth.emitted[etype] = set()
+        # Whether this store's staff do gap-scan rounds (a store-level habit, fixed per seed).
+        self._does_gap_scans = bool(sc.replenishment.gap_scan_times) and \
+            component_rng(seed, store_id, "gapscan.store").random() < sc.replenishment.gap_scan_store_share
         # The store's forecast: true rate with a per-SKU bias.
         self._forecast = self.plan.rate * rng.lognormal(0.0, sc.replenishment.forecast_error_sigma, len(self.catalog))
         # Warm up: run the stock dynamics for some days before the start, silently, so day 0
@@ -311,6 +316,14 @@ class StoreSim:
                 "staff_id": f"staff-{tab['staff'][row]:03d}",
             }
         abs_day = (self.start_ms + day * DAY_MS) // DAY_MS
+        if code == dv.GAP_SCAN:
+            f = tab["facing"][row]
+            return {
+                "facing_id": names["facing"][f],
+                "sku": names["facing_sku"][f],
+                "round_id": f"{self.store_id}-gap-{abs_day}-{tab['round'][row]}",
+                "staff_id": f"staff-{tab['staff'][row]:03d}",
+            }
         return {
             "delivery_id": f"{self.store_id}-dlv-{abs_day}",
             "sku": names["sku"][tab["sku"][row]],
@@ -499,15 +512,34 @@ class StoreSim:
             truth.count("sensor_stuck")
             truth.windows.append(WindowRecord("sensor_stuck", str(self.device_ids[self._first_sensor + j]), start, end))
         restocks = _concat(restock_tables, ("dev", "ts", "facing", "units_added", "staff"))
+        gaps = self._gap_rounds(r("gapscan"), day_start, u_mat, open_day)
         deliveries = dv.delivery_scans(delivered, day_start + hhmm_ms(sc.replenishment.delivery_time), int(abs_day),
                                        self._first_handheld + (1 % max(sc.devices.handhelds, 1)))
         # Transaction numbers run on per register across days.
         pos["txn"] = self._number_txns(pos)
-        tables = [pos, shelf, restocks, deliveries]
+        tables = [pos, shelf, restocks, deliveries, gaps]
         self._tables[day] = tables
 
         truth.count("shrink_units", self._end_of_day(day, rng_repl, pos["sku"][pos["kind"] == 2]))
         self._queue(day, tables, skew, r("faults.messages"))
+
+    def _gap_rounds(self, rng: np.random.Generator, day_start: int, u_mat: np.ndarray, open_day: bool) -> dict:
+        """The day's gap-scan rounds (``gap_scan_times``; only in stores that do them): scans of
+        the facings empty for the whole step the round walks in, some missed."""
+        rp, step = self.scenario.replenishment, self.step_ms
+        parts = []
+        if self._does_gap_scans and open_day:
+            for k, text in enumerate(rp.gap_scan_times):
+                start = day_start + hhmm_ms(text) + int(rng.exponential(rp.restock_delay_mean_min) * MINUTE_MS)
+                skipped = rng.random() < rp.gap_scan_skip_prob
+                s = int((start - day_start) // step)
+                if skipped or not 1 <= s < len(u_mat):
+                    continue
+                empty = (u_mat[s] == 0) & (u_mat[s - 1] == 0)
+                hh = self._first_handheld + k % max(self.scenario.devices.handhelds, 1)
+                parts.append(dv.gap_scans(rng, empty, day_start + s * step, step, hh, _GAP_STAFF + k, k + 1,
+                                          rp.gap_scan_miss_prob))
+        return _concat(parts, ("dev", "ts", "facing", "staff", "round"))
 
     def _end_of_day(self, day: int, rng: np.random.Generator, returned: np.ndarray) -> int:
         """Returns go to the backroom, shrink, the rotating count, the evening order.

@@ -49,7 +49,7 @@ class DemoConfig:
     uplink_every_min: int = 60
     horizon_min: int = 120
     broker: str = "auto"  # auto | mosquitto | embedded
-    #: a scenario file, or a ``firmware_sim.Scenario`` object (tests), or None for the default
+    #: a scenario file, or a ``firmware_sim.Scenario`` object (tests), or None for ``Scenario.demo()``
     scenario: object = None
     sensor_share: float = 0.5
     #: "default": the int8 model shipped with ``models``; "baseline": Poisson; or a model file
@@ -120,7 +120,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     _prepare_out(out)
     started = time.monotonic()
     if cfg.scenario is None:
-        scenario = Scenario.default()
+        scenario = Scenario.demo()
     elif isinstance(cfg.scenario, (str, Path)):
         scenario = Scenario.load(cfg.scenario)
     else:
@@ -443,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=2.0, help="simulated days (default 2)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
-    parser.add_argument("--scenario", type=Path, default=None, help="scenario file (default: built-in, no faults)")
+    parser.add_argument("--scenario", type=Path, default=None,
+                        help="scenario file (default: built-in, no faults, staff gap-scan rounds at 10:30 and 16:30)")
     parser.add_argument("--broker", default="auto", choices=["auto", "mosquitto", "embedded"],
                         help="store broker: Mosquitto when installed (auto), or the embedded one")
     parser.add_argument("--model", default="default",

@@ -69,7 +69,7 @@ TERMS: tuple[Term, ...] = (
     Term("Training features", "the model's inputs per facing and instant, computed by the same code on the gateway "
          "and in the cloud (`models.features`).", ("gold.features",)),
     Term("Fleet", "the store gateways and their devices, and their health.", ("gold.fleet_status", "silver.edge_health")),
-    Term("Device event", "one message of a store device: a POS line, a shelf reading, a restock, a delivery, "
+    Term("Device event", "one message of a store device: a POS line, a shelf reading, a restock, a delivery, a gap scan, "
          "an alert or a health report; identified by `(device_id, seq)`.", _EVENTS),
 )
 

@@ -149,3 +149,15 @@ def test_fuzz_malformed_payloads_never_crash_and_never_disturb_good_events(tmp_p
     assert all(q["reason"] for q in buf.quarantined(10_000))
     assert c.committed == len(group)
     buf.close()
+
+
+def test_a_handhelds_gap_scan_is_stored_and_drains_before_sensor_readings(collector):
+    from gondola.contracts import make_event
+
+    scan = make_event("shelf.gap_scan", store_id="s001", device_id="hh-s001-1", seq=7, ts=T0 + 5,
+                      data={"facing_id": "f3", "sku": "k3", "round_id": "s001-gap-1", "staff_id": "staff-020"})
+    collector.commit_group([(device_topic("s001", "shelf", "shelf-s001-f0"), json.dumps(reading(0, T0)).encode(), (1, 1)),
+                            (device_topic("s001", "handheld", "hh-s001-1"), json.dumps(scan).encode(), (1, 2))])
+    rows = collector.buffer.select_backlog(10)
+    assert [(r.etype, r.priority) for r in rows] == [("shelf.gap_scan", 2), ("shelf.reading", 3)]
+    assert json.loads(rows[0].body)["data"]["facing_id"] == "f3"

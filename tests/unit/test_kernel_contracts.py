@@ -30,6 +30,7 @@ EXAMPLES = {
     "shelf.restock": dict(facing_id="f-0001", sku="sku-0001", units_added=10),
     "inventory.delivery": dict(delivery_id="d1", sku="sku-0001", units=120),
     "shelf.check": dict(facing_id="f-0001", sku="sku-0001", outcome="restocked"),
+    "shelf.gap_scan": dict(facing_id="f-0001", sku="sku-0001", round_id="s001-gap-20458-1"),
     "edge.alert": dict(facing_id="f-0001", sku="sku-0001", state="raised", probability=0.82, horizon_min=120, scorer="baseline-poisson"),
     "edge.health": dict(buffer_rows=10, buffer_bytes=4096, unsent_rows=3, oldest_unsent_age_s=1.5, evictions=0, seq_gaps=0, quarantined=0),
 }

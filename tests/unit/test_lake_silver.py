@@ -253,3 +253,15 @@ def test_silver_is_as_strict_as_the_contract():
                        4: "contract:wrong_type", 5: "store_present,contract:missing_field",
                        None: "valid_identity,contract:out_of_range"}
     assert results(out)[("silver.pos_line", "contract")] == (7, 6)
+
+
+def test_gap_scans_reach_silver_gap_scan_and_a_scan_without_a_facing_is_quarantined():
+    def scan(seq: int, **data) -> dict:
+        d = {"facing_id": "s001-f01", "sku": "sku-1", "round_id": "s001-gap-20458-1", "staff_id": "staff-020"} | data
+        return make_event("shelf.gap_scan", store_id="s001", device_id="hh-s001-1", seq=seq, ts=T0 + seq * 1000, data=d)
+
+    out = run(bronze([scan(1), scan(2, facing_id="s001-f02"), scan(3, facing_id=None)]))
+    rows = out["tables"]["silver.gap_scan"].to_pylist()
+    assert [(r["seq"], r["facing_id"], r["round_id"]) for r in rows] == [(1, "s001-f01", "s001-gap-20458-1"),
+                                                                         (2, "s001-f02", "s001-gap-20458-1")]
+    assert {r["target_table"] for r in out["quarantine"].to_pylist()} == {"silver.gap_scan"}

@@ -203,3 +203,32 @@ def test_a_device_with_an_epoch_sends_it_and_its_bytes_still_equal_the_make_even
             assert m.payload == json.dumps(sim.event(batch, i), separators=(",", ":")).encode()
     event = parse_event(with_epoch[0].payload)
     assert event["epoch"] == 3 and event["event_id"] == f"{event['device_id']}:3:{event['seq']}"
+
+
+def test_gap_scans_name_only_truly_empty_facings_and_miss_about_the_configured_share():
+    sc = Scenario.demo()
+    sim = StoreSim("s001", 200, 7, START, scenario=sc)
+    msgs = sim.run_until(START + 4 * DAY_MS - 1)
+    scans = [parse_event(m.payload) for m in msgs if m.etype == "shelf.gap_scan"]
+    assert scans and all(parse_device_topic(m.topic)[1] == "handheld" for m in msgs if m.etype == "shelf.gap_scan")
+    empty = defaultdict(list)
+    for _store, facing, _sku, start, end in sim.truth.stockouts:
+        empty[facing].append((start, end if end is not None else 1 << 62))
+    assert all(any(a <= e["ts"] < b for a, b in empty[e["data"]["facing_id"]]) for e in scans)
+    # Each round's scans against every facing empty at its first scan: about 1 - miss_prob of them.
+    rounds = defaultdict(list)
+    for e in scans:
+        rounds[e["data"]["round_id"]].append(e)
+    found = were_empty = 0
+    for evs in rounds.values():
+        t = min(e["ts"] for e in evs)
+        were_empty += sum(any(a <= t < b for a, b in iv) for iv in empty.values())
+        found += len(evs)
+    assert 0.6 <= found / were_empty <= 0.95  # miss_prob 0.2
+    # 2 rounds a day, 4 days, some skipped (skip prob 0.1): the round ids say which
+    assert 5 <= len(rounds) <= 8 and all(k.startswith("s001-gap-") for k in rounds)
+
+
+def test_the_default_scenario_emits_no_gap_scans(two_days):
+    _sim, msgs = two_days
+    assert not any(m.etype == "shelf.gap_scan" for m in msgs)
