@@ -5,6 +5,9 @@ Layout under the output folder::
     scenario.json                         the scenario, seed and sizes that made the data
     master/stores.csv, products.csv, planogram.csv     ERP-style master data (header row)
     sales/daily_sales_<store>.csv         ERP daily sales export: date, store_id, sku, units, revenue_cents
+    stock/stock_record_<store>.csv        ERP nightly stock record: date, store_id, sku, book_units
+                                          (the store system's units at the close), counted_units
+                                          (a cycle count's result that night; empty when not counted)
     events/<event type>/<store>.parquet   what reached the store broker, in send order
                                           (duplicates included, dropped ones missing)
     events/malformed/<store>.parquet      corrupted payloads as raw bytes, with their kind
@@ -283,18 +286,40 @@ def _daily_sales(sim: StoreSim, day: int) -> dict[str, np.ndarray]:
     return {"date": np.full(len(rows), date), "sku": rows, "units": units[rows], "revenue_cents": revenue[rows]}
 
 
+def _stock_record(sim: StoreSim, day: int) -> dict[str, np.ndarray]:
+    """The ERP's nightly stock record for one store-day: every SKU's book units at the close and
+    the night's cycle count (``-1``: not counted, written as an empty cell)."""
+    rec = sim.stock_record(day)
+    date = datetime.fromtimestamp((sim.start_ms + day * DAY_MS) / 1000, tz=timezone.utc).date().isoformat()
+    n = len(rec["book"])
+    return {"date": np.full(n, date), "sku": np.arange(n), "book_units": rec["book"], "counted_units": rec["counted"]}
+
+
+def _write_stock(path: Path, sim: StoreSim, days: list[dict[str, np.ndarray]]) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counted = pa.array(np.concatenate([d["counted_units"] for d in days]), pa.int64())
+    _write_export(path, sim, days, ("date", "sku", "book_units"),
+                  {"counted_units": pc.if_else(pc.less(counted, 0), pa.scalar(None, pa.int64()), counted)})
+
+
 def _write_sales(path: Path, sim: StoreSim, days: list[dict[str, np.ndarray]]) -> None:
+    _write_export(path, sim, days, ("date", "sku", "units", "revenue_cents"))
+
+
+def _write_export(path: Path, sim: StoreSim, days: list[dict[str, np.ndarray]], names: tuple[str, ...],
+                  extra: dict[str, Any] | None = None) -> None:
+    """An ERP CSV export of ``days`` (columns ``names`` from them, ``store_id`` after ``date``)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    cols = {k: np.concatenate([d[k] for d in days]) for k in ("date", "sku", "units", "revenue_cents")}
-    table = pa.table({
-        "date": pa.array(cols["date"].astype(str)),
-        "store_id": pa.array(np.full(len(cols["sku"]), sim.store_id).astype(str)),
-        "sku": pa.array(sim.catalog.sku[cols["sku"]].astype(str)),
-        "units": pa.array(cols["units"], pa.int64()),
-        "revenue_cents": pa.array(cols["revenue_cents"], pa.int64()),
-    })
+    cols = {k: np.concatenate([d[k] for d in days]) for k in names}
+    data = {"date": pa.array(cols["date"].astype(str)),
+            "store_id": pa.array(np.full(len(cols["sku"]), sim.store_id).astype(str)),
+            "sku": pa.array(sim.catalog.sku[cols["sku"]].astype(str))}
+    data.update({k: pa.array(cols[k], pa.int64()) for k in names if k not in data})
+    table = pa.table({**data, **(extra or {})})
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         # The header unquoted, like the master-data files and most ERP exports.
@@ -328,6 +353,7 @@ def _run_store(job: _Job) -> dict[str, Any]:
     counts = {etype: 0 for etype in dv.ETYPES}
     counts["malformed"] = 0
     sales_days: list[dict[str, np.ndarray]] = []
+    stock_days: list[dict[str, np.ndarray]] = []
 
     def write(kind: str, table: Any) -> None:
         if table is None or table.num_rows == 0:
@@ -344,6 +370,7 @@ def _run_store(job: _Job) -> dict[str, Any]:
     for day in range(job.days):
         batch = sim.advance(job.start_ms + (day + 1) * DAY_MS - 1)
         sales_days.append(_daily_sales(sim, day))
+        stock_days.append(_stock_record(sim, day))
         for code, etype in enumerate(dv.ETYPES):
             write(etype, _event_table(sim, batch, code))
         if (batch["malformed"] > 0).any():
@@ -351,6 +378,7 @@ def _run_store(job: _Job) -> dict[str, Any]:
     for w in writers.values():
         w.close()
     _write_sales(out / "sales" / f"daily_sales_{job.store_id}.csv", sim, sales_days)
+    _write_stock(out / "stock" / f"stock_record_{job.store_id}.csv", sim, stock_days)
     for name, table in sim.truth.to_tables().items():
         path = out / "truth" / name / f"{job.store_id}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)

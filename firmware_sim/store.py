@@ -143,6 +143,8 @@ class StoreSim:
         self._day = 0
         self._windows: list[Window] = []
         self._tables: dict[int, list[dict[str, np.ndarray]]] = {}
+        #: day -> the store system's stock record of that day (``stock_record``), kept two days
+        self._stock: dict[int, dict[str, np.ndarray]] = {}
         self._rows_cache: dict[tuple[int, int], dict[str, list]] = {}
         self._names_cache: dict[str, list[str]] | None = None
         self._pending: dict[str, np.ndarray] = {c: np.zeros(0, bool if c == "dropped" else np.int64) for c in _MSG_COLS}
@@ -218,6 +220,8 @@ class StoreSim:
         self.truth.pending = int((~self._pending["dropped"]).sum())
         # Forget day tables no message refers to any more.
         live_days = set(np.unique(self._pending["day"]).tolist()) | set(np.unique(out["day"]).tolist())
+        for d in [d for d in self._stock if d < self._day - 2]:
+            del self._stock[d]
         for d in [d for d in self._tables if d not in live_days and d < self._day - 1]:
             del self._tables[d]
             for code in range(len(dv.ETYPES)):
@@ -520,7 +524,7 @@ class StoreSim:
         tables = [pos, shelf, restocks, deliveries, gaps]
         self._tables[day] = tables
 
-        truth.count("shrink_units", self._end_of_day(day, rng_repl, pos["sku"][pos["kind"] == 2]))
+        truth.count("shrink_units", self._end_of_day(day, rng_repl, pos["sku"][pos["kind"] == 2], emit=True))
         self._queue(day, tables, skew, r("faults.messages"))
 
     def _gap_rounds(self, rng: np.random.Generator, day_start: int, u_mat: np.ndarray, open_day: bool) -> dict:
@@ -541,7 +545,15 @@ class StoreSim:
                                           rp.gap_scan_miss_prob))
         return _concat(parts, ("dev", "ts", "facing", "staff", "round"))
 
-    def _end_of_day(self, day: int, rng: np.random.Generator, returned: np.ndarray) -> int:
+    def stock_record(self, day: int) -> dict[str, np.ndarray] | None:
+        """The store system's stock record of ``day`` (what its ERP exports each night), per SKU
+        index: ``book`` (units the record holds at the close, shelf and backroom together:
+        receipts - sales + returns, set to the count's result on count days; unrecorded shrink and
+        misplaced cases are not in it) and ``counted`` (units the day's cycle count found, -1 for
+        SKUs not counted). ``None`` for a day not simulated or forgotten (two days are kept)."""
+        return self._stock.get(day)
+
+    def _end_of_day(self, day: int, rng: np.random.Generator, returned: np.ndarray, emit: bool = False) -> int:
         """Returns go to the backroom, shrink, the rotating count, the evening order.
 
         Returns the units lost to shrink.
@@ -549,9 +561,12 @@ class StoreSim:
         sc, plan, cat = self.scenario, self.plan, self.catalog
         np.add.at(self.backroom.units, returned, 1)
         np.add.at(self.backroom.record, returned, 1)
+        book = self.backroom.record.copy()
         shrunk = int(self.backroom.shrink(rng, sc.replenishment).sum())
         on_shelf = np.bincount(plan.sku_index, weights=self.shelf, minlength=len(cat)).astype(np.int64)
-        self.backroom.count(day, sc.replenishment, on_shelf)
+        counted = self.backroom.count(day, sc.replenishment, on_shelf)
+        if emit:
+            self._stock[day] = {"book": book, "counted": np.where(counted, self.backroom.record, -1)}
         self.backroom.order(rng, day, self._weekday(day), sc.replenishment, cat, plan, self._forecast)
         return shrunk
 

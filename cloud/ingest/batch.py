@@ -1,7 +1,7 @@
 """Batch ingest (the Data Factory role): ERP CSV exports -> ``bronze.batch_records``.
 
 A scheduler calls ``gondola cloud ingest-batch FOLDER``. Each CSV file is recognized by its
-name (``stores*.csv``, ``products*.csv``, ``planogram*.csv``, ``sales*.csv``), checked for its
+name (``stores*.csv``, ``products*.csv``, ``planogram*.csv``, ``*sales*.csv``, ``*stock*.csv``), checked for its
 required columns, and loaded whole, as raw rows (a JSON object of strings per row), in one
 commit carrying the application transaction ``file:<sha256>``: a file with the same content
 is never loaded twice, whatever it is called and however often the scheduler retries.
@@ -32,6 +32,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "products": ("sku", "price_cents"),
     "planogram": ("store_id", "facing_id", "sku", "capacity"),
     "sales_daily": ("date", "store_id", "sku", "units"),
+    "stock_daily": ("date", "store_id", "sku", "book_units"),
 }
 
 
@@ -39,7 +40,8 @@ def kind_of(path: Path) -> str | None:
     """The kind of a batch file from its name; ``None`` for files that are not ours.
 
     ``stores*.csv``, ``products*.csv``, ``planogram*.csv``; any CSV with ``sales`` in its name
-    is a daily sales export (``daily_sales_s001.csv``, ``sales_2026-11-29.csv``).
+    is a daily sales export (``daily_sales_s001.csv``, ``sales_2026-11-29.csv``); any with ``stock``
+    is the nightly stock record (``stock_record_s001.csv``: book units and cycle counts).
     """
     name = path.name.lower()
     if path.suffix.lower() != ".csv":
@@ -47,7 +49,9 @@ def kind_of(path: Path) -> str | None:
     for prefix, kind in (("stores", "stores"), ("products", "products"), ("planogram", "planogram")):
         if name.startswith(prefix):
             return kind
-    return "sales_daily" if "sales" in name else None
+    if "sales" in name:
+        return "sales_daily"
+    return "stock_daily" if "stock" in name else None
 
 
 def _read(path: Path, kind: str) -> list[dict[str, str]]:

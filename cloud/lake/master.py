@@ -1,4 +1,4 @@
-"""Bronze batch rows -> silver master data and daily sales history (pure SQL over Arrow).
+"""Bronze batch rows -> silver master data, daily sales history and the nightly stock record (pure SQL over Arrow).
 
 Every CSV cell is text; the one set of rules in ``cloud.lake.casts`` types it (the same in
 DuckDB and Spark). A row is rejected, with every reason that applies, when:
@@ -7,14 +7,15 @@ DuckDB and Spark). A row is rejected, with every reason that applies, when:
 * ``bad_number``: a number column holds text that is not a number under those rules
   (``revenue_cents`` "x", ``units`` "2.5"), or a required number is empty;
 * ``negative_units``: sales ``units`` < 0;
-* ``bad_date``: a sales ``date`` that is not a real ``YYYY-MM-DD`` date;
+* ``bad_date``: a sales or stock ``date`` that is not a real ``YYYY-MM-DD`` date;
 * ``duplicate_key``: another row of the same file has the same key (the file's last row wins,
   the others are rejected, not silently dropped).
 
 Stores, products and planogram keep only the newest file of the kind (a master data file is a
 full snapshot), and only when it is mostly valid: a snapshot with fewer than
 ``SNAPSHOT_MIN_VALID`` of its rows valid is rejected whole (``snapshot_rejected``) and the
-previous snapshot stays, so one broken export cannot empty ``silver.products``.
+previous snapshot stays, so one broken export cannot empty ``silver.products``. Daily exports
+(``DAILY``: sales, stock record) keep every file's rows; a re-exported day replaces its rows.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cloud.lake.casts import sql_double, sql_int, sql_text
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
 
-__all__ = ["MASTER_SQL", "MASTER_CHECKS", "SNAPSHOT_MIN_VALID", "silver_master"]
+__all__ = ["MASTER_SQL", "MASTER_CHECKS", "SNAPSHOT_MIN_VALID", "DAILY", "silver_master"]
 
 _TRUE = "('true', '1', 'yes', 'y', 't')"
 _FALSE = "('false', '0', 'no', 'n', 'f')"
@@ -51,7 +52,11 @@ _COLUMNS: dict[str, dict[str, tuple[str, bool]]] = {
                          "bay": ("text", False), "shelf": ("int", False)},
     "silver.sales_daily": {"date": ("text", True), "store_id": ("text", True), "sku": ("text", True),
                            "units": ("int", True), "revenue_cents": ("int", False)},
+    "silver.stock_record": {"date": ("text", True), "store_id": ("text", True), "sku": ("text", True),
+                            "book_units": ("int", True), "counted_units": ("int", False)},
 }
+#: daily exports: every file's rows are kept (a re-exported day replaces its rows), not snapshots
+DAILY = ("silver.sales_daily", "silver.stock_record")
 
 
 def _typed(col: str, kind: str) -> str:
@@ -76,6 +81,7 @@ MASTER_SQL: dict[str, tuple[str, tuple[str, ...], str]] = {
     "silver.products": ("products", ("sku",), _projection("silver.products")),
     "silver.planogram": ("planogram", ("store_id", "facing_id"), _projection("silver.planogram")),
     "silver.sales_daily": ("sales_daily", ("date", "store_id", "sku"), _projection("silver.sales_daily")),
+    "silver.stock_record": ("stock_daily", ("date", "store_id", "sku"), _projection("silver.stock_record")),
 }
 
 
@@ -87,6 +93,10 @@ def _checks(table: str, key: tuple[str, ...]) -> dict[str, str]:
            "bad_number": " AND ".join(numbers) or "TRUE"}
     if table == "silver.sales_daily":
         out["negative_units"] = "units IS NULL OR units >= 0"
+    if table == "silver.stock_record":
+        # a book may run below zero (sold more than it knew of); a count cannot
+        out["negative_units"] = "counted_units IS NULL OR counted_units >= 0"
+    if table in DAILY:
         out["bad_date"] = ("date IS NULL OR (regexp_replace(date, '^[0-9]{4}-[0-9]{2}-[0-9]{2}$', '') = '' "
                            "AND TRY_CAST(date AS DATE) IS NOT NULL)")
     out["duplicate_key"] = "dup_rank = 1"
@@ -102,7 +112,7 @@ def silver_master(engine: Engine, batch: pa.Table, table: str) -> tuple[pa.Table
     ``checked`` is the number of file rows examined.
     """
     kind, key, projection = MASTER_SQL[table]
-    snapshot = table != "silver.sales_daily"
+    snapshot = table not in DAILY
     files = "SELECT source_file, MAX(ingested_at) AS loaded_at FROM batch WHERE kind = '{k}' GROUP BY source_file".format(k=kind)
     newest = f"(SELECT source_file FROM ({files}) f ORDER BY loaded_at DESC, source_file DESC LIMIT 1)"
     where = f"kind = '{kind}'" + (f" AND source_file = {newest}" if snapshot else "")

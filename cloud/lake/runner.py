@@ -35,7 +35,7 @@ from cloud.lake.features import (
 )
 from cloud.lake.gold import gold_tables
 from cloud.lake.maintenance import RETENTION_HOURS, maintain
-from cloud.lake.master import MASTER_CHECKS, MASTER_SQL, silver_master
+from cloud.lake.master import DAILY, MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import (
@@ -120,7 +120,7 @@ def _transform_master(storage: LakeStorage, engine: Engine, report: dict, *, run
         if not accepted and storage.exists(table):
             # a broken snapshot: the previous one stays; the watermark moves past the file
             storage.write(table, _empty(table), txns=[(app, version)])
-        elif table == "silver.sales_daily":
+        elif table in DAILY:
             predicate = _days_predicate(rows) if storage.exists(table) else None
             mode = "overwrite" if predicate else "append"
             storage.write(table, rows, mode=mode, predicate=predicate, txns=[(app, version)], description=TABLES[table].doc)
@@ -136,7 +136,7 @@ def _transform_master(storage: LakeStorage, engine: Engine, report: dict, *, run
         reasons = [set(r.split(",")) for r in rejected["reasons"].to_pylist()]
         results = [{"run_id": run_id, "run_at": now_ms, "table_name": table, "expectation": name, "action": "drop",
                     "checked": checked, "failed": sum(name in r for r in reasons)} for name in MASTER_CHECKS]
-        if table != "silver.sales_daily":
+        if table not in DAILY:
             results.append({"run_id": run_id, "run_at": now_ms, "table_name": table, "expectation": "snapshot_accepted",
                             "action": "drop", "checked": 1, "failed": 0 if accepted else 1})
         storage.write(EXPECTATION_RESULTS, conform(EXPECTATION_RESULTS, pa.Table.from_pylist(results)),
@@ -170,7 +170,7 @@ def _quote(value) -> str:
 
 
 def _days_predicate(rows: pa.Table) -> str | None:
-    """Rows to replace for re-exported sales days: per store, the dates the new rows cover."""
+    """Rows to replace for re-exported days (sales, stock record): per store, the dates the new rows cover."""
     days: dict[str, set[str]] = defaultdict(set)
     for store, date in zip(rows["store_id"].to_pylist(), rows["date"].to_pylist()):
         days[store].add(date)

@@ -176,7 +176,7 @@ _defs: list[TableDef] = [
         ("ingested_at", "int64", "bronze write time, epoch ms"),
     )),
     TableDef(BRONZE_BATCH, "Raw rows of batch files (master data, sales exports), append-only.", _cols(
-        ("kind", "string", "stores | products | planogram | sales_daily"),
+        ("kind", "string", "stores | products | planogram | sales_daily | stock_daily"),
         ("source_file", "string", "file name"),
         ("content_hash", "string", "sha256 of the file; a file is loaded once"),
         ("row_number", "int64", "1-based data row number in the file"),
@@ -293,6 +293,15 @@ _defs: list[TableDef] = [
     TableDef("silver.sales_daily", "Historical daily sales exported by the store ERP.", _cols(
         ("date", "string", "business date, YYYY-MM-DD"), ("store_id", "string", "store"), ("sku", "string", "product"),
         ("units", "int64", "units sold"), ("revenue_cents", "int64", "revenue, cents"),
+        ("source_file", "string", "export file"),
+    ), key=("date", "store_id", "sku")),
+    TableDef("silver.stock_record", "The store system's stock record, exported by the ERP each night: book units "
+             "per product at the close and the night's cycle counts.", _cols(
+        ("date", "string", "business date, YYYY-MM-DD"), ("store_id", "string", "store"), ("sku", "string", "product"),
+        ("book_units", "int64", "units the store system records at the close, shelf and backroom together "
+                                "(receipts - sales + returns, set to the count on count days); unrecorded shrink "
+                                "and misplaced cases are in it"),
+        ("counted_units", "int64", "units a cycle count found that night (the book is set to it); null: not counted"),
         ("source_file", "string", "export file"),
     ), key=("date", "store_id", "sku")),
     # ---- gold ------------------------------------------------------------------------------
@@ -509,7 +518,7 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     QUARANTINE: ((BRONZE_EVENTS, BRONZE_BATCH), "cloud.lake.silver / master: rows a drop expectation rejected"),
     EXPECTATION_RESULTS: ((BRONZE_EVENTS, BRONZE_BATCH), "cloud.lake.silver / master: expectation counts per run"),
     **{t: ((BRONZE_BATCH,), "cloud.lake.master.silver_master: newest file per kind, typed")
-       for t in ("silver.stores", "silver.products", "silver.planogram", "silver.sales_daily")},
+       for t in ("silver.stores", "silver.products", "silver.planogram", "silver.sales_daily", "silver.stock_record")},
     "gold.hourly_sales": (("silver.pos_line",), "cloud.lake.gold GOLD_SQL: sum POS lines per store, SKU and hour"),
     "gold.shelf_state": (("silver.shelf_reading",), "cloud.lake.gold GOLD_SQL: readings per facing and hour"),
     "gold.stockouts": (("silver.shelf_reading", "silver.pos_line", "silver.edge_alert", "silver.products"),
