@@ -547,10 +547,11 @@ class StoreSim:
 
     def stock_record(self, day: int) -> dict[str, np.ndarray] | None:
         """The store system's stock record of ``day`` (what its ERP exports each night), per SKU
-        index: ``book`` (units the record holds at the close, shelf and backroom together:
-        receipts - sales + returns, set to the count's result on count days; unrecorded shrink and
-        misplaced cases are not in it) and ``counted`` (units the day's cycle count found, -1 for
-        SKUs not counted). ``None`` for a day not simulated or forgotten (two days are kept)."""
+        index: ``book`` (units the record holds at the close, shelf and backroom together: the
+        previous night's book or count + receipts - sales + returns; unrecorded shrink and misplaced
+        cases are still in it) and ``counted`` (units the night's cycle count found after the close,
+        -1 for SKUs not counted; the next day's book starts from it). ``None`` for a day not
+        simulated or forgotten (two days are kept)."""
         return self._stock.get(day)
 
     def _end_of_day(self, day: int, rng: np.random.Generator, returned: np.ndarray, emit: bool = False) -> int:

@@ -298,10 +298,11 @@ _defs: list[TableDef] = [
     TableDef("silver.stock_record", "The store system's stock record, exported by the ERP each night: book units "
              "per product at the close and the night's cycle counts.", _cols(
         ("date", "string", "business date, YYYY-MM-DD"), ("store_id", "string", "store"), ("sku", "string", "product"),
-        ("book_units", "int64", "units the store system records at the close, shelf and backroom together "
-                                "(receipts - sales + returns, set to the count on count days); unrecorded shrink "
-                                "and misplaced cases are in it"),
-        ("counted_units", "int64", "units a cycle count found that night (the book is set to it); null: not counted"),
+        ("book_units", "int64", "units the store system records at the close, shelf and backroom together: the "
+                                "previous night's book (or count) + receipts - sales + returns; unrecorded shrink "
+                                "and misplaced cases are still in it"),
+        ("counted_units", "int64", "units a cycle count found that night, after the close (the next day's book "
+                                   "starts from it); null: not counted"),
         ("source_file", "string", "export file"),
     ), key=("date", "store_id", "sku")),
     # ---- gold ------------------------------------------------------------------------------

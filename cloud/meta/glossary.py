@@ -37,10 +37,15 @@ TERMS: tuple[Term, ...] = (
          "simulator; estimated from demand rates in gold).", ("gold.stockouts",)),
     Term("Restock", "staff moving units from the backroom to a facing (`shelf.restock`).", ("silver.shelf_restock",)),
     Term("Delivery", "units arriving into the backroom (`inventory.delivery`).", ("silver.inventory_delivery",)),
-    Term("Phantom inventory", "units the system believes are there but are not.", ("gold.stockout_causes",)),
+    Term("Stock record (book)", "what the store's inventory system believes it holds per SKU, shelf and backroom "
+         "together (`book_units`), exported by the ERP each night with that night's cycle counts "
+         "(`counted_units`); unrecorded shrink and misplaced cases stay in it until a count.",
+         ("silver.stock_record", "gold.stockout_causes")),
+    Term("Phantom inventory", "units the system believes are there but are not: the book is above what the shelf "
+         "and the backroom hold.", ("gold.stockout_causes", "silver.stock_record")),
     Term("Stock-out cause", "why a shelf ran empty: `shelf_handling` (the backroom had stock: a late round or a "
-         "facing too small), `misplaced`, `phantom_inventory` or `backroom_empty`; assigned from restock, delivery "
-         "and round evidence with a confidence.", ("gold.stockout_causes",)),
+         "facing too small), `misplaced`, `phantom_inventory` or `backroom_empty`; assigned from restock, delivery, "
+         "round and stock-record evidence with a confidence.", ("gold.stockout_causes",)),
     Term("Staff check", "what staff found when they pressed \"done\" on the store page (`shelf.check`: refilled, "
          "was fine, no stock); the outcome of the alert before it and a label.",
          ("silver.shelf_check", "gold.shelf_checks", "gold.alert_outcomes")),

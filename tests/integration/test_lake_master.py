@@ -75,3 +75,33 @@ def test_a_sales_file_does_not_add_empty_commits_to_the_snapshot_tables(cloud, t
     cloud.transform()
     assert {t: cloud.storage.version(t) for t in before} == before
     assert cloud.storage.read("silver.sales_daily").num_rows == 1
+
+
+def test_the_nightly_stock_record_is_validated_and_a_reexported_day_replaces_its_rows(cloud, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "stock_record_s001.csv").write_text(
+        "date,store_id,sku,book_units,counted_units\n"
+        "2026-11-28,s001,sku-1,12,\n"          # not counted that night: null
+        "2026-11-28,s001,sku-2,-3,\n"          # a book may run below zero
+        "2026-11-28,s001,sku-3,9,7\n"          # counted: shrink found
+        "2026-11-28,s001,sku-4,5,-1\n"         # a count cannot be negative
+        "2026-11-28,s001,sku-5,,2\n"           # no book
+        "2026-11-31,s001,sku-6,1,\n"           # no such day
+        "2026-11-29,s001,sku-1,10,\n")
+    cloud.ingest_batch(tmp_path / "a")
+    cloud.transform()
+    rows = {(r["date"], r["sku"]): (r["book_units"], r["counted_units"])
+            for r in cloud.storage.read("silver.stock_record").to_pylist()}
+    assert rows == {("2026-11-28", "sku-1"): (12, None), ("2026-11-28", "sku-2"): (-3, None),
+                    ("2026-11-28", "sku-3"): (9, 7), ("2026-11-29", "sku-1"): (10, None)}
+    assert _results(cloud, "silver.stock_record") == {"missing_key": 0, "bad_number": 1, "negative_units": 1,
+                                                      "bad_date": 1, "duplicate_key": 0}
+    # the ERP re-exports the 29th: its rows are replaced, the 28th stays
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "stock_record_s001_v2.csv").write_text(
+        "date,store_id,sku,book_units,counted_units\n2026-11-29,s001,sku-1,8,8\n")
+    cloud.ingest_batch(tmp_path / "b")
+    cloud.transform()
+    rows = {(r["date"], r["sku"]): (r["book_units"], r["counted_units"])
+            for r in cloud.storage.read("silver.stock_record").to_pylist()}
+    assert rows[("2026-11-29", "sku-1")] == (8, 8) and len(rows) == 4

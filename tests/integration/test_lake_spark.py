@@ -117,6 +117,10 @@ def _adversarial_master(folder):
         "2026-02-08,s001,sku-0000,-1,100\n2026-02-08,s001,sku-0001,1,x\n2026-02-08,,sku-0000,1,100\n"
         "2026-02-08,s001,sku-0000,4,400\n2026-02-08,s001,sku-0000,5,500\n2026-02-30,s001,sku-0000,1,1\n"
         "2026-02-09,s001,sku-0001, 2.0 ,200\n")
+    (folder / "stock_record_1.csv").write_text(
+        "date,store_id,sku,book_units,counted_units\n"
+        "2026-02-07,s001,sku-0000,12,\n2026-02-07,s001,sku-0001,-2,0\n2026-02-07,s001,sku-0002,4,-1\n"
+        "2026-02-08,s001,sku-0000,1e1,\n2026-02-08,s001,sku-0001, 3 , 3\n2026-02-31,s001,sku-0000,1,\n")
 
 
 def test_the_runner_on_both_engines_builds_the_same_lake_from_adversarial_input(tmp_path, spark):
@@ -150,7 +154,8 @@ def test_the_runner_on_both_engines_builds_the_same_lake_from_adversarial_input(
             rows[e] = sorted((tuple((k, _close(v)) for k, v in r.items()) for r in table.to_pylist()), key=repr)
         assert rows["spark"] == rows["duckdb"], name
         checked.append(name)
-    assert {"silver.pos_line", "silver.quarantine", "silver.products", "silver.sales_daily", "gold.features",
+    assert {"silver.pos_line", "silver.quarantine", "silver.products", "silver.sales_daily", "silver.stock_record",
+            "gold.features",
             "gold.stockouts"} <= set(checked)
     features = lakes["duckdb"].storage.read("gold.features")
     assert features.num_rows > 0 and set(features["store_id"].to_pylist()) == {"s001"}

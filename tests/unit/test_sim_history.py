@@ -13,6 +13,7 @@ import pytest
 from firmware_sim import Scenario, StoreSim, write_master_data
 from firmware_sim.cli import main
 from firmware_sim.history import generate, read_events
+from gondola.clock import ms_to_iso
 from gondola.contracts import validate_event
 from gondola.errors import ConfigError
 
@@ -69,6 +70,35 @@ def test_erp_daily_sales_equal_the_pos_lines_in_the_event_files(tmp_path):
         erp = sum(int(r["units"]) for r in csv.DictReader(fh))
     pos = pq.read_table(tmp_path / "events" / "pos.line" / "s001.parquet", columns=["qty"])
     assert erp == sum(pos.column("qty").to_pylist())
+
+
+def test_the_stock_record_follows_receipts_and_sales_and_counts_reset_it(tmp_path):
+    # the nightly export: next book = last night's count (or book) + received - sold (net of returns)
+    generate(tmp_path, stores=1, skus=80, days=4, seed=2, workers=1)
+    with (tmp_path / "stock" / "stock_record_s001.csv").open() as fh:
+        stock = {(r["date"], r["sku"]): r for r in csv.DictReader(fh)}
+    with (tmp_path / "sales" / "daily_sales_s001.csv").open() as fh:
+        sold = {(r["date"], r["sku"]): int(r["units"]) for r in csv.DictReader(fh)}
+    received: dict[tuple[str, str], int] = {}
+    events = {(e["device_id"], e["seq"]): e for e in read_events(tmp_path, "inventory.delivery", "s001")}
+    for e in events.values():
+        key = (ms_to_iso(e["ts"])[:10], e["data"]["sku"])
+        received[key] = received.get(key, 0) + e["data"]["units"]
+    dates = sorted({d for d, _ in stock})
+    assert len(dates) == 4 and len(stock) == 4 * 80
+    counted = [r for r in stock.values() if r["counted_units"]]
+    for d in dates:  # a rotating slice of the 80 SKUs each night (every 21 days each)
+        assert sum(r["date"] == d for r in counted) in (80 // 21, 80 // 21 + 1)
+    # shrink is unrecorded: a count finds no more than the book (no returns after the close)
+    assert sum(int(r["counted_units"]) < int(r["book_units"]) for r in counted) >= 1
+    checked = 0
+    for d0, d1 in zip(dates, dates[1:]):
+        for sku in {s for _, s in stock}:
+            before = stock[(d0, sku)]
+            start = int(before["counted_units"] or before["book_units"])
+            assert int(stock[(d1, sku)]["book_units"]) == start + received.get((d1, sku), 0) - sold.get((d1, sku), 0)
+            checked += 1
+    assert checked == 3 * 80
 
 
 def test_fault_counts_in_the_files_equal_the_truth_table(faulty):
