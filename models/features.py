@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -415,15 +416,32 @@ class FeatureCache:
         """Note that ``state`` changed since the last ``matrix``."""
         self._dirty.add(self._index[id(state)])
 
-    def matrix(self, now_ms: int) -> np.ndarray:
-        """Features of every facing at ``now_ms``, (n, F) float32; same values as feature_matrix."""
+    def refresh(self) -> dict[str, np.ndarray]:
+        """Re-read the facings marked since the last refresh; return the gathered arrays."""
         if self._dirty:
             idx = np.fromiter(self._dirty, dtype=np.int64, count=len(self._dirty))
             fresh = _gather([self.states[i] for i in idx])
             for name, arr in fresh.items():
                 self._arrays[name][idx] = arr
             self._dirty.clear()
-        return _compute(self._arrays, now_ms).astype(np.float32)
+        return self._arrays
+
+    def matrix(self, now_ms: int) -> np.ndarray:
+        """Features of every facing at ``now_ms``, (n, F) float32; same values as feature_matrix."""
+        return _compute(self.refresh(), now_ms).astype(np.float32)
+
+    @staticmethod
+    def matrices(caches: "Sequence[FeatureCache]", now_ms: int) -> list[np.ndarray]:
+        """``[c.matrix(now_ms) for c in caches]`` in one vectorized pass (the cloud scores many
+        stores at the same instant: one pass over all their facings instead of one per store)."""
+        if len(caches) == 1:
+            return [caches[0].matrix(now_ms)]
+        parts = [c.refresh() for c in caches]
+        if not parts:
+            return []
+        joined = {name: np.concatenate([a[name] for a in parts]) for name in parts[0]}
+        out = _compute(joined, now_ms).astype(np.float32)
+        return np.split(out, np.cumsum([len(a["cap"]) for a in parts])[:-1])
 
     def untrusted(self, now_ms: int) -> np.ndarray:
         """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``)."""

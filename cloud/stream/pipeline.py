@@ -25,6 +25,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from cloud.ingest.source import ReceivedMessage
 from cloud.stream.detectors import DetectorConfig, StoreWatch
 from cloud.stream.scoring import StoreScorer
@@ -33,6 +35,7 @@ from cloud.stream.windows import EventClock, Windower
 from gondola.clock import MINUTE_MS
 from gondola.contracts import batch_lines
 from gondola.errors import ContractError
+from models.features import FeatureCache
 from models.replay import Facing
 
 __all__ = ["StreamConfig", "PartitionState", "PartitionProcessor"]
@@ -292,6 +295,8 @@ class PartitionProcessor:
 
     def _tick(self, t: int) -> None:
         st, cfg = self.state, self.config
+        due: list[tuple[str, StoreWatch, StoreScorer]] = []
+        scoring = self.scorer is not None and t % cfg.score_every_ms == 0
         for store in sorted(st.watches):
             watch = st.watches[store]
             if t - watch.last_ts > cfg.forget_store_ms:
@@ -301,13 +306,29 @@ class PartitionProcessor:
             for row in watch.tick(t, cfg.detectors):
                 self._emit(ANOMALIES.name, row)
             sc = st.scorers.get(store)
-            if sc is not None and self.scorer is not None and t % cfg.score_every_ms == 0:
-                alive = watch.last_gateway_ts is not None and t - watch.last_gateway_ts <= cfg.gateway_alive_ms
-                silent = t - watch.last_ts >= cfg.detectors.silent_min_ms
-                changes = sc.score(t, self.scorer, watch.last_ts if silent else None)
-                for row in changes:
-                    row["gateway_alive"] = alive
-                    self._emit(ALERTS.name, row)
-                if alive:
-                    for row in watch.compare_alerts(t, sc.raised_facings("empty_within_h"), cfg.detectors):
-                        self._emit(ANOMALIES.name, row)
+            if sc is not None and scoring:
+                due.append((store, watch, sc))
+        if due:
+            self._score(t, due)
+
+    def _score(self, t: int, due: list[tuple[str, StoreWatch, StoreScorer]]) -> None:
+        """Score every facing of the ``due`` stores at ``t``: one feature pass and one model call
+        for all of them (the model scores rows independently), then each store's alert state."""
+        cfg = self.config
+        Xs = FeatureCache.matrices([sc.features._cache for _, _, sc in due], t)
+        fed = []
+        for (_, watch, sc), X in zip(due, Xs):
+            silent = t - watch.last_ts >= cfg.detectors.silent_min_ms
+            fed.append(sc.prepare(t, watch.last_ts if silent else None, X)[1])
+        probs = np.asarray(self.scorer.score(np.concatenate(fed) if len(fed) > 1 else fed[0])).reshape(-1)
+        at = 0
+        for (_, watch, sc), X in zip(due, Xs):
+            n = len(X)
+            alive = watch.last_gateway_ts is not None and t - watch.last_gateway_ts <= cfg.gateway_alive_ms
+            for row in sc.decide(t, X, probs[at:at + n], self.scorer):
+                row["gateway_alive"] = alive
+                self._emit(ALERTS.name, row)
+            at += n
+            if alive:
+                for row in watch.compare_alerts(t, sc.raised_facings("empty_within_h"), cfg.detectors):
+                    self._emit(ANOMALIES.name, row)

@@ -121,15 +121,29 @@ class StoreScorer:
     def score(self, t: int, scorer: Any, silent_since: int | None = None) -> list[dict]:
         """Score every facing at ``t`` (imputing a silence that began at ``silent_since``); return
         ``stream.alerts`` rows for the state changes."""
-        X = self.features.matrix(t)
+        X, Xs = self.prepare(t, silent_since)
+        return self.decide(t, X, scorer.score(Xs), scorer)
+
+    def prepare(self, t: int, silent_since: int | None = None, X: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """The features at ``t`` (``X``, computed unless given) and what the model is fed
+        (imputed while silent)."""
+        if X is None:
+            X = self.features.matrix(t)
         Xs = self._impute(t, X, silent_since)
         self.last_t = t
-        probs = np.nan_to_num(np.asarray(scorer.score(Xs), dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, 1.0)
+        return X, Xs
+
+    def decide(self, t: int, X: np.ndarray, model_probs: Any, scorer: Any) -> list[dict]:
+        """Apply the model's probabilities for ``X`` (from :meth:`prepare` at ``t``) to the alert
+        state; return ``stream.alerts`` rows for the changes."""
+        probs = np.nan_to_num(np.asarray(model_probs, dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, 1.0)
         self.last_probs = probs
         units = X[:, _UNITS]
         sensor_empty = (X[:, _SENSOR] > 0) & (units <= 0)
         thresholds = kind_thresholds(scorer)
         horizon_min = int(round(float(getattr(scorer, "horizon_h", 2.0)) * 60))
+        name = str(getattr(scorer, "name", type(scorer).__name__))
         rows: list[dict] = []
         for kind in KINDS:
             if kind in thresholds:
@@ -146,13 +160,15 @@ class StoreScorer:
             dwell = (t - changed) >= MIN_DWELL_MS
             up = ~raised & want_raise & dwell
             down = raised & want_clear & dwell
-            for i in np.flatnonzero(up | down):
+            flip = up | down
+            if not flip.any():
+                continue
+            for i in np.flatnonzero(flip):
                 rows.append({"store_id": self.store_id, "facing_id": self.features.facing_ids[i],
                              "sku": self.features._ordered[i].sku, "kind": kind,
                              "state": "raised" if up[i] else "cleared", "ts": t, "probability": float(p[i]),
-                             "units_est": float(units[i]), "horizon_min": horizon_min,
-                             "scorer": str(getattr(scorer, "name", type(scorer).__name__))})
+                             "units_est": float(units[i]), "horizon_min": horizon_min, "scorer": name})
             raised[up] = True
             raised[down] = False
-            changed[up | down] = t
+            changed[flip] = t
         return rows
