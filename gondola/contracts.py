@@ -53,6 +53,7 @@ __all__ = [
     "event_epoch",
     "line_problem",
     "MAX_SEQ",
+    "parse_lines",
     "BatchMessage",
     "encode_batch",
     "decode_batch",
@@ -545,6 +546,27 @@ def batch_lines(body: bytes, properties: Mapping[str, str]) -> list[str]:
     if count is not None and str(len(lines)) != count:
         raise ContractError("bad_count", f"batch says {count} events, holds {len(lines)}")
     return lines
+
+
+def parse_lines(lines: list[str]) -> list[Any]:
+    """The JSON value of each event line (``None`` where a line does not parse), in one parser
+    call for the whole batch when every line is one object (the common case: a third of the
+    per-line cost), line by line otherwise. Values are not validated (the gateway did).
+    """
+    if lines and all(line[:1] == "{" and line[-1:] == "}" for line in lines):
+        try:
+            values = json.loads("[" + ",".join(lines) + "]")
+        except ValueError:
+            values = None
+        if values is not None and len(values) == len(lines):
+            return values
+    out: list[Any] = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append(None)
+    return out
 
 
 def decode_batch(body: bytes, properties: Mapping[str, str]) -> list[dict]:

@@ -40,6 +40,7 @@ __all__ = [
     "MODEL_ENCODING",
     "MODEL_ENCODINGS",
     "FeatureCache",
+    "FeatureCacheGroup",
     "sensor_untrusted",
 ]
 
@@ -430,22 +431,38 @@ class FeatureCache:
         """Features of every facing at ``now_ms``, (n, F) float32; same values as feature_matrix."""
         return _compute(self.refresh(), now_ms).astype(np.float32)
 
-    @staticmethod
-    def matrices(caches: "Sequence[FeatureCache]", now_ms: int) -> list[np.ndarray]:
-        """``[c.matrix(now_ms) for c in caches]`` in one vectorized pass (the cloud scores many
-        stores at the same instant: one pass over all their facings instead of one per store)."""
-        if len(caches) == 1:
-            return [caches[0].matrix(now_ms)]
-        parts = [c.refresh() for c in caches]
-        if not parts:
-            return []
-        joined = {name: np.concatenate([a[name] for a in parts]) for name in parts[0]}
-        out = _compute(joined, now_ms).astype(np.float32)
-        return np.split(out, np.cumsum([len(a["cap"]) for a in parts])[:-1])
-
     def untrusted(self, now_ms: int) -> np.ndarray:
         """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``)."""
         return sensor_untrusted_from(self._arrays, now_ms)
+
+
+class FeatureCacheGroup:
+    """Several caches scored at the same instants (the cloud scores every store of a partition
+    at each tick): their gathered arrays live in one block, each cache keeps views of its rows,
+    so one vectorized pass computes every store's features with no copy per tick.
+
+    Each cache still works on its own (``matrix``, ``mark``): it writes through its views.
+    """
+
+    def __init__(self, caches: Sequence[FeatureCache]):
+        self.caches = list(caches)
+        parts = [c.refresh() for c in self.caches]
+        names = list(parts[0]) if parts else []
+        self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in names}
+        sizes = [len(c.states) for c in self.caches]
+        self._bounds = np.cumsum(sizes)[:-1]
+        at = 0
+        for c, n in zip(self.caches, sizes):
+            c._arrays = {name: arr[at:at + n] for name, arr in self._arrays.items()}
+            at += n
+
+    def matrices(self, now_ms: int) -> list[np.ndarray]:
+        """``[c.matrix(now_ms) for c in caches]``, computed in one pass."""
+        if not self.caches:
+            return []
+        for c in self.caches:
+            c.refresh()
+        return np.split(_compute(self._arrays, now_ms).astype(np.float32), self._bounds)
 
 
 def feature_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:

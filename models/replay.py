@@ -91,6 +91,10 @@ class StoreFeatures:
         """Update the facings an event is about (any event type; irrelevant ones are ignored)."""
         etype = event.get("type")
         ts = int(event["ts"])
+        data = event.get("data")
+        if type(data) is dict:  # an event as sent (not a flattened silver row)
+            self.apply_data(etype, ts, data)
+            return
         if etype == "pos.line":
             self.sale(ts, event_field(event, "sku"), float(event_field(event, "qty", 0)),
                       event_field(event, "kind", "sale"), event_field(event, "price_cents"))
@@ -99,6 +103,15 @@ class StoreFeatures:
                          float(event_field(event, "battery_pct", 0.0)))
         elif etype == "shelf.restock":
             self.restock(ts, event_field(event, "facing_id"), float(event_field(event, "units_added", 0)))
+
+    def apply_data(self, etype: Any, ts: int, data: dict) -> None:
+        """:meth:`apply` for an event already split into its type, time and ``data`` dict."""
+        if etype == "pos.line":
+            self.sale(ts, data.get("sku"), float(data.get("qty", 0)), data.get("kind", "sale"), data.get("price_cents"))
+        elif etype == "shelf.reading":
+            self.reading(ts, data.get("facing_id"), float(data.get("units_est", 0)), float(data.get("battery_pct", 0.0)))
+        elif etype == "shelf.restock":
+            self.restock(ts, data.get("facing_id"), float(data.get("units_added", 0)))
 
     # The typed entry points ``apply`` routes to; a caller holding columns (the cloud's replay
     # over silver) calls them directly instead of building an event dict per row.
@@ -142,6 +155,11 @@ class StoreFeatures:
             if state.started_ms is None:
                 state.started_ms = int(t_ms)
                 self._cache.mark(state)
+
+    @property
+    def cache(self) -> FeatureCache:
+        """The gathered state behind :meth:`matrix` (to score several stores in one pass)."""
+        return self._cache
 
     def matrix(self, now_ms: int) -> np.ndarray:
         """Features of every facing (ordered as ``facing_ids``) at ``now_ms``, (n, F) float32."""

@@ -180,6 +180,15 @@ class StoreWatch:
     band_share: dict = field(default_factory=dict)  # sku -> shares of the last band_history_days days
     band_days: int = 0
     regular_price: dict = field(default_factory=dict)
+    # Indexes over ``sensors`` so a tick looks only at candidates, not at every sensor:
+    zeros: dict = field(default_factory=dict)  # facing -> sensor reading 0 (phantom_inventory)
+    selling: dict = field(default_factory=dict)  # facing -> sensor the till sold from since its value (stuck)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "zeros" not in state:  # a snapshot from before the indexes
+            self.zeros = {f: s for f, s in self.sensors.items() if s.zero_since is not None}
+            self.selling = {f: s for f, s in self.sensors.items() if s.sold > 0}
 
     def start(self, ts: int, planogram: Sequence[Any] | None) -> None:
         self.first_ts = self.last_ts = ts
@@ -255,14 +264,18 @@ class StoreWatch:
             s = self.sensors[facing] = _Sensor(device, str(data.get("sku")), units, ts, ts,
                                                anchor_units=units, anchor_ts=ts, zero_since=ts if units <= 0 else None)
             self._by_sku[s.sku] = s
+            if s.zero_since is not None:
+                self.zeros[facing] = s
             return []
         if ts < s.last_ts:
             return []  # an older reading arriving late says nothing about now
         s.last_ts = ts
         if units <= 0 and s.zero_since is None:
             s.zero_since = ts
-        elif units > 0:
+            self.zeros[facing] = s
+        elif units > 0 and s.zero_since is not None:
             s.zero_since = None
+            self.zeros.pop(facing, None)
             self.open.discard(f"phantom_inventory:{facing}")
         if units != s.units:
             s.units, s.changed_ts, s.sold = units, ts, 0.0
@@ -272,6 +285,10 @@ class StoreWatch:
                 self.open.discard(f"sensor_stuck:{facing}")
         else:  # the same value reported again: what the till took up to now is confirmed
             s.sold = -sum(q for t, q in s.since_change if t <= ts)
+        if s.sold > 0:
+            self.selling[facing] = s
+        else:
+            self.selling.pop(facing, None)
         return self._drift(s, facing, ts, units, cfg)
 
     def _drift(self, s: _Sensor, facing: str, ts: int, units: float, cfg: DetectorConfig) -> list[dict]:
@@ -387,9 +404,10 @@ class StoreWatch:
 
     def _phantom_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
         rows = []
-        for facing, s in sorted(self.sensors.items()):
+        old_zeros = sorted((f, s) for f, s in self.zeros.items() if t - s.zero_since >= cfg.phantom_min_ms)
+        for facing, s in old_zeros:
             since = s.zero_since
-            if (since is None or t - since < cfg.phantom_min_ms or f"phantom_inventory:{facing}" in self.open
+            if (f"phantom_inventory:{facing}" in self.open
                     or self.facings_per_sku.get(s.sku, 1) > 1 or self.sku_sold_ts.get(s.sku, -1) > since):
                 continue
             missed = [(ts0, d) for d, (ts0, skus) in self.deliveries.items() if ts0 > since and s.sku not in skus]
@@ -488,10 +506,10 @@ class StoreWatch:
         fleet_alive = self.last_reading_ts is not None and t - self.last_reading_ts < cfg.fleet_silent_ms
         # sensor_stuck
         if fleet_alive:
-            for facing, s in sorted(self.sensors.items()):
-                if (not s.flagged and s.sold >= cfg.stuck_units and s.units >= 1
-                        and self.facings_per_sku.get(s.sku, 1) == 1
-                        and t - s.changed_ts >= cfg.stuck_min_ms):
+            selling = sorted((f, s) for f, s in self.selling.items()
+                             if not s.flagged and s.sold >= cfg.stuck_units and s.units >= 1)
+            for facing, s in selling:
+                if self.facings_per_sku.get(s.sku, 1) == 1 and t - s.changed_ts >= cfg.stuck_min_ms:
                     s.flagged = True
                     self.open.add(f"sensor_stuck:{facing}")
                     rows.append(self._row(t, "sensor_stuck", s.device, s.sold, s.changed_ts, {

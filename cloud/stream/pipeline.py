@@ -20,7 +20,6 @@ Per event, in arrival order:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -33,9 +32,9 @@ from cloud.stream.scoring import StoreScorer
 from cloud.stream.tables import ALERTS, ANOMALIES, LATE_EVENTS, SALES_5M, STORE_HEALTH
 from cloud.stream.windows import EventClock, Windower
 from gondola.clock import MINUTE_MS
-from gondola.contracts import batch_lines
+from gondola.contracts import batch_lines, parse_lines
 from gondola.errors import ContractError
-from models.features import FeatureCache
+from models.features import FeatureCacheGroup
 from models.replay import Facing
 
 __all__ = ["StreamConfig", "PartitionState", "PartitionProcessor"]
@@ -107,8 +106,10 @@ class PartitionState:
     seen: dict[str, _Seen] = field(default_factory=dict)
     # (store, window_start) -> [lines, units, revenue, {txns}, {registers}]
     sales: dict[tuple[str, int], list] = field(default_factory=dict)
-    # (store, window_start) -> dict of health aggregates
+    # (store, window_start) -> dict of health aggregates (snapshots before the panes; read once)
     health: dict[tuple[str, int], dict] = field(default_factory=dict)
+    # (store, pane_start) -> health aggregates of one hop: a hopping window is its panes merged
+    panes: dict[tuple[str, int], dict] = field(default_factory=dict)
     watches: dict[str, StoreWatch] = field(default_factory=dict)
     scorers: dict[str, StoreScorer] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
@@ -120,6 +121,21 @@ class PartitionState:
 def _health_row() -> dict:
     return {"events": 0, "readings": 0, "sensors": set(), "low_battery": set(), "pos_lines": 0, "registers": set(),
             "gateway_reports": 0, "max_unsent_rows": -1, "max_oldest_unsent_s": -1.0, "gateway_alerts_raised": 0}
+
+
+def _merge_health(parts: list[dict | None]) -> dict:
+    """One health window from its panes (``None``: a pane with no event)."""
+    out = _health_row()
+    for h in parts:
+        if h is None:
+            continue
+        for k in ("events", "readings", "pos_lines", "gateway_reports", "gateway_alerts_raised"):
+            out[k] += h[k]
+        for k in ("sensors", "low_battery", "registers"):
+            out[k] |= h[k]
+        for k in ("max_unsent_rows", "max_oldest_unsent_s"):
+            out[k] = max(out[k], h[k])
+    return out
 
 
 class PartitionProcessor:
@@ -141,6 +157,7 @@ class PartitionProcessor:
         self._health_w = Windower.hopping(config.health_window_ms, config.health_hop_ms)
         self._out: dict[str, list[dict]] = {}
         self._origin: dict[str, Any] = {}
+        self._group: tuple[tuple[int, ...], FeatureCacheGroup] | None = None  # the stores scored together
 
     # ---- entry ---------------------------------------------------------------------------
 
@@ -159,9 +176,8 @@ class PartitionProcessor:
             except ContractError:
                 st.count("undecodable_messages")
                 lines = []
-            for line in lines:
+            for ev in parse_lines(lines):
                 try:
-                    ev = json.loads(line)
                     self._event(ev, m.enqueued_time)
                 except (ValueError, KeyError, TypeError) as exc:
                     st.count("bad_events")
@@ -181,6 +197,8 @@ class PartitionProcessor:
         st, cfg = self.state, self.config
         etype, store, device, seq, ts = ev["type"], ev["store_id"], ev["device_id"], int(ev["seq"]), int(ev["ts"])
         data = ev.get("data") or {}
+        if type(data) is not dict:
+            raise TypeError(f"event data is a {type(data).__name__}, not an object")
         seen = st.seen.get(device)
         if seen is None:
             seen = st.seen[device] = _Seen()
@@ -202,16 +220,16 @@ class PartitionProcessor:
             self._window(store, etype, device, ts, data)
         for row in watch.observe(etype, device, ts, data, cfg.detectors, enqueued_ms):
             self._emit(ANOMALIES.name, row)
-        scorer = self._scorer(store)
+        scorer = st.scorers.get(store) or self._scorer(store)
         if scorer is not None:
-            scorer.observe(ev)
+            scorer.features.apply_data(etype, ts, data)
         if st.clock.observe(ts, enqueued_ms):
             self._advance()
 
     def _window(self, store: str, etype: str, device: str, ts: int, data: dict) -> None:
         st = self.state
         if etype == "pos.line":
-            start = self._sales_w.starts(ts)[0]
+            start = ts - ts % self.config.sales_window_ms
             agg = st.sales.get((store, start))
             if agg is None:
                 agg = st.sales[(store, start)] = [0, 0, 0, set(), set()]
@@ -223,25 +241,27 @@ class PartitionProcessor:
             agg[2] += qty * int(data.get("price_cents", 0))
             agg[3].add((device, data.get("txn_id")))
             agg[4].add(device)
-        for start in self._health_w.starts(ts):
-            h = st.health.get((store, start))
-            if h is None:
-                h = st.health[(store, start)] = _health_row()
-            h["events"] += 1
-            if etype == "shelf.reading":
-                h["readings"] += 1
-                h["sensors"].add(device)
-                if float(data.get("battery_pct", 100.0)) < 15.0:
-                    h["low_battery"].add(device)
-            elif etype == "pos.line":
-                h["pos_lines"] += 1
-                h["registers"].add(device)
-            elif etype == "edge.health":
-                h["gateway_reports"] += 1
-                h["max_unsent_rows"] = max(h["max_unsent_rows"], int(data.get("unsent_rows", 0)))
-                h["max_oldest_unsent_s"] = max(h["max_oldest_unsent_s"], float(data.get("oldest_unsent_age_s", 0.0)))
-            elif etype == "edge.alert" and data.get("state") == "raised":
-                h["gateway_alerts_raised"] += 1
+        # Each event goes to its one pane (a hop of the health windows); windows merge their
+        # panes when they close (_close_windows), instead of each event updating size/hop windows.
+        pane = ts - ts % self.config.health_hop_ms
+        h = st.panes.get((store, pane))
+        if h is None:
+            h = st.panes[(store, pane)] = _health_row()
+        h["events"] += 1
+        if etype == "shelf.reading":
+            h["readings"] += 1
+            h["sensors"].add(device)
+            if float(data.get("battery_pct", 100.0)) < 15.0:
+                h["low_battery"].add(device)
+        elif etype == "pos.line":
+            h["pos_lines"] += 1
+            h["registers"].add(device)
+        elif etype == "edge.health":
+            h["gateway_reports"] += 1
+            h["max_unsent_rows"] = max(h["max_unsent_rows"], int(data.get("unsent_rows", 0)))
+            h["max_oldest_unsent_s"] = max(h["max_oldest_unsent_s"], float(data.get("oldest_unsent_age_s", 0.0)))
+        elif etype == "edge.alert" and data.get("state") == "raised":
+            h["gateway_alerts_raised"] += 1
 
     def _scorer(self, store: str) -> StoreScorer | None:
         st = self.state
@@ -283,7 +303,9 @@ class PartitionProcessor:
                     watch.next_health_start = start = watch.first_ts - watch.first_ts % hop - size + hop
                 if start + size > watermark:
                     break
-                h = st.health.pop((store, start), None) or _health_row()
+                h = _merge_health([st.health.pop((store, start), None)]
+                                  + [st.panes.get((store, p)) for p in range(start, start + size, hop)])
+                st.panes.pop((store, start), None)  # the last window that holds this pane
                 self._emit(STORE_HEALTH.name, {
                     "store_id": store, "window_start": start, "window_end": start + size, "events": h["events"],
                     "readings": h["readings"], "sensors_reporting": len(h["sensors"]),
@@ -315,7 +337,11 @@ class PartitionProcessor:
         """Score every facing of the ``due`` stores at ``t``: one feature pass and one model call
         for all of them (the model scores rows independently), then each store's alert state."""
         cfg = self.config
-        Xs = FeatureCache.matrices([sc.features._cache for _, _, sc in due], t)
+        caches = [sc.features.cache for _, _, sc in due]
+        key = tuple(id(c) for c in caches)
+        if self._group is None or self._group[0] != key:
+            self._group = (key, FeatureCacheGroup(caches))
+        Xs = self._group[1].matrices(t)
         fed = []
         for (_, watch, sc), X in zip(due, Xs):
             silent = t - watch.last_ts >= cfg.detectors.silent_min_ms
