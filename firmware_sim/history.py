@@ -131,6 +131,29 @@ def write_master_data(out_dir: str | Path, sims: Iterable[StoreSim]) -> list[Pat
     return [Path(out_dir) / "master" / f for f in ("stores.csv", "products.csv", "planogram.csv")]
 
 
+def write_stock_records(out_dir: str | Path, sims: Iterable[StoreSim], end_ms: int) -> list[Path]:
+    """Write ``stock/stock_record_<store>.csv``, the ERP's nightly stock record of every day of
+    these live stores that closed by ``end_ms`` (the last ``StoreSim.STOCK_DAYS`` days at most).
+    Returns the files written (none for a store with no closed day).
+
+    Raises:
+        StorageError: the folder cannot be written.
+    """
+    written = []
+    for sim in sims:
+        days = [d for d in range(int((end_ms - sim.start_ms) // DAY_MS) + 1)
+                if sim.start_ms + (d + 1) * DAY_MS <= end_ms and sim.stock_record(d) is not None]
+        if not days:
+            continue
+        path = Path(out_dir) / "stock" / f"stock_record_{sim.store_id}.csv"
+        try:
+            _write_stock(path, sim, [_stock_record(sim, d) for d in days])
+        except OSError as exc:
+            raise StorageError(f"cannot write the stock record to {path}: {exc}") from exc
+        written.append(path)
+    return written
+
+
 # ---------------------------------------------------------------------------------------------
 # Events as Arrow tables
 # ---------------------------------------------------------------------------------------------

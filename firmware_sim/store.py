@@ -79,6 +79,9 @@ class StoreSim:
         ConfigError: ``start_ms`` is not a midnight UTC, or sizes/shares are out of range.
     """
 
+    #: days of the store system's stock record kept for ``stock_record`` (a month: the demo's longest run)
+    STOCK_DAYS = 31
+
     def __init__(
         self,
         store_id: str = "s001",
@@ -143,7 +146,7 @@ class StoreSim:
         self._day = 0
         self._windows: list[Window] = []
         self._tables: dict[int, list[dict[str, np.ndarray]]] = {}
-        #: day -> the store system's stock record of that day (``stock_record``), kept two days
+        #: day -> the store system's stock record of that day (``stock_record``), ``STOCK_DAYS`` kept
         self._stock: dict[int, dict[str, np.ndarray]] = {}
         self._rows_cache: dict[tuple[int, int], dict[str, list]] = {}
         self._names_cache: dict[str, list[str]] | None = None
@@ -220,7 +223,7 @@ class StoreSim:
         self.truth.pending = int((~self._pending["dropped"]).sum())
         # Forget day tables no message refers to any more.
         live_days = set(np.unique(self._pending["day"]).tolist()) | set(np.unique(out["day"]).tolist())
-        for d in [d for d in self._stock if d < self._day - 2]:
+        for d in [d for d in self._stock if d < self._day - self.STOCK_DAYS]:
             del self._stock[d]
         for d in [d for d in self._tables if d not in live_days and d < self._day - 1]:
             del self._tables[d]
@@ -551,7 +554,7 @@ class StoreSim:
         previous night's book or count + receipts - sales + returns; unrecorded shrink and misplaced
         cases are still in it) and ``counted`` (units the night's cycle count found after the close,
         -1 for SKUs not counted; the next day's book starts from it). ``None`` for a day not
-        simulated or forgotten (two days are kept)."""
+        simulated or forgotten (``STOCK_DAYS`` are kept)."""
         return self._stock.get(day)
 
     def _end_of_day(self, day: int, rng: np.random.Generator, returned: np.ndarray, emit: bool = False) -> int:

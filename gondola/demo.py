@@ -111,6 +111,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     from edge.broker import start_broker
     from edge.wiring import EdgeSettings, build_gateway
     from firmware_sim import Scenario, StoreSim, write_master_data
+    from firmware_sim.history import write_stock_records
     from firmware_sim.mqtt import MqttPublisher
     from models.evaluation import match_alerts
 
@@ -210,6 +211,10 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
         CloudSettings(lake_uri=str(out / "lake"), hub_path=hub_path, warehouse_path=out / "warehouse.duckdb")
     )
     batch = cloud.ingest_batch(master_dir)
+    # the stores' ERP exports its nightly stock record (root causes need it): every day that closed
+    if write_stock_records(out / "erp", sims, end_ms):
+        erp = cloud.ingest_batch(out / "erp")
+        batch = {k: batch[k] + erp[k] if k != "errors" else {**batch[k], **erp[k]} for k in batch}
     bronze_new = cloud.ingest_stream()
     transform = cloud.transform()
     warehouse = cloud.build_warehouse()

@@ -19,10 +19,13 @@ Errors: ``StorageError`` from the lake, ``ExpectationFailed`` (a ``ContractError
 
 from __future__ import annotations
 
+import functools
+import operator
 import time
 import uuid
 from collections import defaultdict
-from typing import Callable
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -244,9 +247,10 @@ def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]]) -> tuple[di
     return cutoff, versions
 
 
-def _by_cut(cutoff: dict[str, int]) -> list[tuple[int, list[str]]]:
-    """Stores grouped by their cutoff (a thousand stores usually share one or two)."""
-    groups: dict[int, list[str]] = defaultdict(list)
+def _by_cut(cutoff: dict[str, Any]) -> list[tuple[Any, list[str]]]:
+    """Stores grouped by their cutoff (a thousand stores usually share one or two; a cutoff is
+    epoch ms, or a date for the stock record)."""
+    groups: dict[Any, list[str]] = defaultdict(list)
     for store, cut in sorted(cutoff.items()):
         groups[cut].append(store)
     return sorted(groups.items())
@@ -432,10 +436,24 @@ def _causes(storage: LakeStorage, cut: dict[str, int]) -> pa.Table:
     """``gold.stockout_causes`` for stock-outs from ``cut`` on, with evidence from EVIDENCE_DAYS before."""
     evidence = _window_filter(cut, EVIDENCE_DAYS * _DAY)
     stockouts = storage.read("gold.stockouts", filter=_window_filter(cut, 0, "start_ms"))
+    # the book test needs the stock record, the shelves and the returns of the stock-outs' days
+    # (a day before the cut: a store's local day may start before UTC midnight)
+    days = _window_filter(cut, _DAY)
+    stock = None
+    if storage.exists("silver.stock_record"):
+        since = {s: datetime.fromtimestamp((c - _DAY) / 1000, timezone.utc).date().isoformat() for s, c in cut.items()}
+        terms = [ds.field("store_id").isin(stores) & (ds.field("date") >= day) for day, stores in _by_cut(since)]
+        stock = storage.read("silver.stock_record", filter=functools.reduce(operator.or_, terms)) if terms else None
     return stockout_causes(stockouts if stockouts is not None else _empty("gold.stockouts"),
                            storage.read("silver.shelf_restock", filter=evidence),
                            storage.read("silver.inventory_delivery", filter=evidence),
-                           storage.read("silver.planogram"), storage.read("silver.stores"))
+                           storage.read("silver.planogram"), storage.read("silver.stores"),
+                           stock=stock,
+                           shelf_state=storage.read("gold.shelf_state", filter=_window_filter(cut, _DAY, "hour_ms"))
+                           if stock is not None else None,
+                           returns=storage.read("silver.pos_line", columns=["store_id", "sku", "ts", "qty"],
+                                                filter=days & (ds.field("kind") == "return")) if stock is not None else None)
+
 
 
 def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None,

@@ -333,8 +333,8 @@ _defs: list[TableDef] = [
         ("alerted", "bool", "the edge raised a forecast (empty_within_h) within its horizon before the start"),
         ("alert_ms", "int64", "first such alert"), ("alert_lead_min", "double", "minutes between that alert and the start"),
     ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
-    TableDef("gold.stockout_causes", "Why each stock-out happened, from restock, delivery and sensor evidence, "
-             "with a calibrated confidence (cloud.lake.causes).", _cols(
+    TableDef("gold.stockout_causes", "Why each stock-out happened, from restock, delivery, sensor and stock-record "
+             "evidence, with a calibrated confidence (cloud.lake.causes).", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
         ("start_ms", "int64", "start of the stock-out (gold.stockouts)"), ("end_ms", "int64", "its end; null while ongoing"),
         ("cause", "string", "shelf_handling (backroom had stock: round late or facing too small) | misplaced "
@@ -342,7 +342,8 @@ _defs: list[TableDef] = [
                             "that are not there: count it) | backroom_empty (ordered too little or supplier short)"),
         ("detail", "string", "for shelf_handling: facing_too_small (emptied within 8 h of a full refill) or restock_late"),
         ("confidence", "double", "share of training stock-outs with the same evidence that had this cause"),
-        ("evidence", "string", "the evidence path that decided the cause"),
+        ("evidence", "string", "the evidence path that decided the cause; book_nothing_beyond_shelf / "
+                               "+book_above_shelf: the stock record's verdict (cloud.lake.causes)"),
         ("rounds_passed", "int64", "restock rounds that passed the empty facing without refilling it"),
         ("refill_ms", "int64", "the restock scan that refilled the facing; null if none yet"),
         ("refill_wait_min", "double", "minutes from empty to that refill"),
@@ -525,8 +526,9 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     "gold.stockouts": (("silver.shelf_reading", "silver.pos_line", "silver.edge_alert", "silver.products"),
                        "cloud.lake.gold GOLD_SQL: empty-reading episodes, lost sales, edge alert lead"),
     "gold.stockout_causes": (("gold.stockouts", "silver.shelf_restock", "silver.inventory_delivery", "silver.planogram",
-                              "silver.stores"), "cloud.lake.causes: cause of each stock-out from restock, delivery "
-                                                "and round evidence, with a calibrated confidence"),
+                              "silver.stores", "silver.stock_record", "gold.shelf_state", "silver.pos_line"),
+                             "cloud.lake.causes: cause of each stock-out from restock, delivery, round and stock-record "
+                             "evidence (the book less the shelves and the day's returns), with a calibrated confidence"),
     "gold.shelf_checks": (("silver.shelf_check",), "cloud.lake.gold GOLD_SQL: staff checks as labels"),
     "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts", "silver.shelf_check"),
                             "cloud.lake.gold GOLD_SQL: each raised alert matched to the stock-out that followed"),

@@ -50,6 +50,10 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
     assert s["alerts"]["ground_truth_stockouts"] > 0
     assert s["alerts"]["raised"] > 0
     assert 0.0 <= s["alerts"]["recall"] <= 1.0
+    # the stores' ERP sent the night's stock record, and the root causes use it
+    assert s["tables"]["silver.stock_record"] == 2 * 80
+    evidence = run.cloud.storage.read("gold.stockout_causes")["evidence"].to_pylist()
+    assert evidence and sum("book" in e for e in evidence) > 0.5 * len(evidence)
     on_disk = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert on_disk["tables"] == s["tables"]
     html = (tmp_path / "demo" / "dashboard.html").read_text()

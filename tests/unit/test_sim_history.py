@@ -12,7 +12,7 @@ import pytest
 
 from firmware_sim import Scenario, StoreSim, write_master_data
 from firmware_sim.cli import main
-from firmware_sim.history import generate, read_events
+from firmware_sim.history import generate, read_events, write_stock_records
 from gondola.clock import ms_to_iso
 from gondola.contracts import validate_event
 from gondola.errors import ConfigError
@@ -149,6 +149,17 @@ def test_write_master_data_from_live_stores(tmp_path):
         assert sum(1 for _ in csv.DictReader(fh)) == sum(len(s.planogram) for s in sims)
     with pytest.raises(ConfigError):
         write_master_data(tmp_path, [StoreSim("s003", 60, 1, START), sims[0]])
+
+
+def test_live_stores_export_the_stock_record_of_the_days_that_closed_as_history_mode_does(tmp_path):
+    generate(tmp_path / "h", stores=1, skus=80, days=2, seed=6, workers=1)
+    sim = StoreSim("s001", 80, 6, START)
+    end = START + 5 * 86_400_000 // 2  # two days and a half: the third has not closed
+    sim.run_until(end)
+    files = write_stock_records(tmp_path / "live", [sim], end)
+    assert files == [tmp_path / "live" / "stock" / "stock_record_s001.csv"]
+    assert files[0].read_bytes() == (tmp_path / "h" / "stock" / "stock_record_s001.csv").read_bytes()
+    assert write_stock_records(tmp_path / "none", [StoreSim("s002", 80, 6, START)], START) == []
 
 
 def test_cli_generate_writes_the_files_and_reports(tmp_path, capsys):
