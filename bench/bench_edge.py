@@ -623,8 +623,8 @@ def bench_cycle(facings: int, minutes: int, *, reading_share: float = 0.05, seed
         timed(gw, "health", "health")
         timed(gw, "report_twin", "twin")
         timed(gw, "poll_desired", "desired_poll")
-        timed(gw.inference, "snapshot", "snapshot")
-        timed(gw.buffer, "save_facing_states", "snapshot")
+        timed(gw.inference, "snapshot", "snapshot_pack")
+        timed(gw.buffer, "save_facing_states", "snapshot_write")
         seqs = np.zeros(facings, dtype=np.int64)
         units = rng.integers(5, 20, facings)
         pos_seq = 0
@@ -687,20 +687,41 @@ def bench_cycles(facings: int, minutes: int, rounds: int = 3) -> dict:
     return out
 
 
-def run(quick: bool = False) -> dict:
+def _sections(quick: bool) -> dict:
     return {
-        "buffer": bench_buffer(30_000 if quick else 300_000, rounds=1 if quick else 3),
-        "collector": bench_collector(5_000 if quick else 30_000, rounds=1 if quick else 9),
-        "wire": bench_wire(20_000 if quick else 200_000),
-        "memory": bench_memory(10_000, 20_000 if quick else 200_000),
-        "billing": bench_billing(0.25 if quick else 1.0),
-        "cost": bench_cost(0.25 if quick else 1.0),
+        "buffer": lambda: bench_buffer(30_000 if quick else 300_000, rounds=1 if quick else 3),
+        "collector": lambda: bench_collector(5_000 if quick else 30_000, rounds=1 if quick else 9),
+        "wire": lambda: bench_wire(20_000 if quick else 200_000),
+        "memory": lambda: bench_memory(10_000, 20_000 if quick else 200_000),
+        "billing": lambda: bench_billing(0.25 if quick else 1.0),
+        "cost": lambda: bench_cost(0.25 if quick else 1.0),
         # Whole hours after the first cycle: every periodic task (health 5 min, twin 15 min,
         # snapshot 30 min) falls the same number of times in each run.
-        "cycle": {str(f): bench_cycles(f, m, rounds=1 if quick else 3)
-                  for f, m in ((200, 61 if quick else 181), (10_000, 61 if quick else 121))},
+        "cycle": lambda: {str(f): bench_cycles(f, m, rounds=1 if quick else 3)
+                          for f, m in ((200, 61 if quick else 181), (10_000, 61 if quick else 121))},
     }
 
 
+def run(quick: bool = False) -> dict:
+    return {name: section() for name, section in _sections(quick).items()}
+
+
+def rerun(names: list[str]) -> None:
+    """Re-run some sections and merge them into the run of record (``bench/results/edge.json``),
+    noting when each was measured: ``python -m bench.bench_edge cycle billing``."""
+    sections = _sections(False)
+    path = ROOT / "bench" / "results" / "edge.json"
+    record = json.loads(path.read_text())
+    for name in names:
+        record["result"][name] = sections[name]() | {
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average": os.getloadavg()[0]}
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 if __name__ == "__main__":
-    run(quick="--quick" in sys.argv)
+    names = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if names:
+        rerun(names)
+    else:
+        run(quick="--quick" in sys.argv)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -69,6 +70,8 @@ __all__ = [
     "BufferPolicy",
     "Appended",
     "StoredEvent",
+    "EventColumns",
+    "priority_of",
     "SqliteBuffer",
     "encode",
     "redact_payload",
@@ -244,6 +247,11 @@ def arrival(event_id: int) -> int:
     return event_id & _ARRIVAL_MASK
 
 
+def priority_of(event_id: int) -> int:
+    """The priority class of a stored event (the high bits of its id)."""
+    return event_id >> CLASS_BITS
+
+
 def _class_range(priority: int) -> tuple[int, int]:
     return priority << CLASS_BITS, (priority + 1) << CLASS_BITS
 
@@ -373,6 +381,24 @@ class StoredEvent(NamedTuple):
     body: str
 
 
+class EventColumns(NamedTuple):
+    """Unsent rows as two columns, ids and bodies, in selection order: what a drain round reads
+    (no object per event: building a named tuple of six fields per row cost the drain as much
+    as reading the row)."""
+
+    ids: tuple[int, ...]
+    bodies: tuple[str, ...]
+
+    @classmethod
+    def of(cls, rows) -> "EventColumns":
+        """From ``(id, body)`` rows or ``StoredEvent`` s."""
+        rows = [(e.id, e.body) if isinstance(e, StoredEvent) else e for e in rows]
+        return cls(*zip(*rows)) if rows else cls((), ())
+
+    def take(self, start: int, end: int | None = None) -> "EventColumns":
+        return EventColumns(self.ids[start:end], self.bodies[start:end])
+
+
 class _DeviceSeqs:
     """Low and high marks and open gap ranges of one device epoch, mirrored from the DB, plus
     (in memory only) the content of its latest events and the current implausible streak."""
@@ -418,9 +444,13 @@ class SqliteBuffer:
             self._db.execute("PRAGMA journal_mode=WAL")
             # The WAL counts against the cap too: truncated after checkpoints to a bounded size.
             self._db.execute(f"PRAGMA journal_size_limit={self._wal_limit()}")
-            # ... and checkpointed before it passes that size (SQLite's default waits for 1,000
-            # pages, 4 MB, twice a small cap).
-            self._db.execute(f"PRAGMA wal_autocheckpoint={max(16, self._wal_limit() // 4096)}")
+            # ... and checkpointed well before it passes that size (SQLite's default waits for
+            # 1,000 pages, 4 MB, twice a small cap). A WAL frame is a page plus a 24-byte header:
+            # at limit // page_size frames the WAL always ended just past the limit, so every
+            # few hours the cycle's cap check ran a blocking truncating checkpoint (27 ms) that
+            # the writers' own passive checkpoints do in passing at three quarters of it.
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            self._db.execute(f"PRAGMA wal_autocheckpoint={max(16, self._wal_limit() * 3 // 4 // (page + 24))}")
             self._db.execute(f"PRAGMA synchronous={self.policy.durability}")
             self._db.execute("PRAGMA cache_size=-32000")
             # Many builds (Debian's among them) default to secure_delete=ON: every deleted row's
@@ -823,9 +853,8 @@ class SqliteBuffer:
 
     def _checkpoint_if_large(self) -> None:
         """Truncate the WAL when it grew past its limit (a long read held the checkpoint back)."""
-        wal = Path(str(self.path) + "-wal")
         try:
-            if wal.exists() and wal.stat().st_size > self._wal_limit():
+            if os.stat(f"{self.path}-wal").st_size > self._wal_limit():
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except (OSError, sqlite3.Error):
             pass  # a busy checkpoint is retried at the next call
@@ -875,13 +904,21 @@ class SqliteBuffer:
             rows = self._db.execute(
                 "SELECT id, device_id, seq, etype, priority, body FROM events ORDER BY id LIMIT ?",
                 (limit,)).fetchall()
-            self._note_inflight(rows)
+            self._note_inflight([r[0] for r in rows])
         return list(map(StoredEvent._make, rows))
+
+    def select_backlog_columns(self, limit: int) -> EventColumns:
+        """``select_backlog`` as columns (id, body), for a drain round."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, body FROM events ORDER BY id LIMIT ?", (limit,)).fetchall()
+            cols = EventColumns(*zip(*rows)) if rows else EventColumns((), ())
+            self._note_inflight(cols.ids)
+        return cols
 
     #: An in-flight mark older than this is forgotten (its batch failed; it will be selected again).
     _INFLIGHT_TTL_S = 600.0
 
-    def _note_inflight(self, rows) -> None:
+    def _note_inflight(self, ids) -> None:
         """Remember rows handed to the uplink, so an eviction racing their send is accounted
         right (see ``mark_sent``). Bounded: marks older than ``_INFLIGHT_TTL_S`` are dropped."""
         now = time.monotonic()
@@ -890,7 +927,6 @@ class SqliteBuffer:
             cutoff = now - self._INFLIGHT_TTL_S
             self._inflight = inflight = {i: t for i, t in inflight.items() if t >= cutoff and len(inflight) <= 100_000}
             self._evicted_inflight = {i: v for i, v in self._evicted_inflight.items() if i in inflight}
-        ids = [r[0] for r in rows]
         for rid in inflight.keys() & ids:
             del inflight[rid]  # re-inserted below: keeps the dict in selection-time order
         inflight.update(dict.fromkeys(ids, now))
@@ -910,8 +946,13 @@ class SqliteBuffer:
                     "SELECT id, device_id, seq, etype, priority, body FROM events WHERE id > ? AND id < ? "
                     "ORDER BY id DESC LIMIT ?", (lo | floor, hi, limit)).fetchall()
             rows = sorted(rows, key=lambda r: arrival(r[0]))[-limit:] if limit > 0 else []
-            self._note_inflight(rows)
+            self._note_inflight([r[0] for r in rows])
         return list(map(StoredEvent._make, rows))
+
+    def backlog_size(self) -> tuple[int, int]:
+        """(unsent rows, their stored bytes), from the counters."""
+        with self._lock:
+            return self._c["rows"], self._c["bytes"]
 
     def _oldest_received(self) -> int | None:
         """``received_at`` of the oldest unsent event: the first row of each class, compared."""
@@ -990,23 +1031,20 @@ class SqliteBuffer:
         gone = self._evicted_inflight
         deleted = size = i = 0
         while i < len(ordered):
-            # A stretch stays within one class and 5,000 ids (so sums stay far from overflow).
-            j = min(len(ordered), i + 5000)
+            # A stretch stays within one class and 50,000 ids (id - lo < 2^40: sums stay far from
+            # SQLite's 2^63 overflow).
+            j = min(len(ordered), i + 50_000)
             top = (ordered[i] >> CLASS_BITS) + 1 << CLASS_BITS
             j = bisect.bisect_left(ordered, top, i, j)
             lo, hi = ordered[i], ordered[j - 1]
             present = [x for x in ordered[i:j] if x not in gone] if gone else ordered[i:j]
-            n = db.execute("SELECT COUNT(*) FROM events WHERE id BETWEEN ? AND ?", (lo, hi)).fetchone()[0]
-            same = n == len(present)
-            if same:  # as many rows as ours: the same rows when their ids add up the same
-                id_sum, n_bytes = db.execute("SELECT SUM(id - ?), COALESCE(SUM(size), 0) FROM events "
-                                             "WHERE id BETWEEN ? AND ?", (lo, lo, hi)).fetchone()
-                same = (id_sum or 0) == sum(present) - lo * len(present)
-            if same:
+            # One pass over the stretch: as many rows as ours, and their ids add up the same.
+            n, id_sum, n_bytes = db.execute("SELECT COUNT(*), SUM(id - ?), COALESCE(SUM(size), 0) FROM events "
+                                            "WHERE id BETWEEN ? AND ?", (lo, lo, hi)).fetchone()
+            if n == len(present) and (id_sum or 0) == sum(present) - lo * len(present):
                 db.execute("DELETE FROM events WHERE id BETWEEN ? AND ?", (lo, hi))
                 deleted, size = deleted + n, size + n_bytes
-                for rid in present:
-                    self._c[_CLASS_ROWS[rid >> CLASS_BITS]] -= 1
+                self._c[_CLASS_ROWS[lo >> CLASS_BITS]] -= n  # a stretch lies in one class
             else:  # other rows in between: only ours, by id
                 j = min(j, i + 900)
                 chunk = ordered[i:j]

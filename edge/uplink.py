@@ -40,6 +40,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import itertools
+import json
 import operator
 import logging
 import random
@@ -52,10 +53,10 @@ from gondola.clock import Clock
 from gondola.contracts import BATCH_SCHEMA, MAX_MESSAGE_BYTES, BatchMessage
 from gondola.errors import TransportAuthError, TransportError
 
-from edge.buffer import SqliteBuffer, StoredEvent, arrival
+from edge.buffer import EventColumns, SqliteBuffer, StoredEvent, arrival, priority_of
 from edge.transport import HubTransport
 
-__all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "ENCODINGS", "BILLING_UNIT_BYTES", "billed_units"]
+__all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "encode_bodies", "ENCODINGS", "BILLING_UNIT_BYTES", "billed_units"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ _BODY = operator.attrgetter("body")
 
 #: IoT Hub meters device-to-cloud messages in units of 4 KB (body plus properties).
 BILLING_UNIT_BYTES = 4096
+
+#: Stored bytes a drain round reads (see ``Uplink._drain_rows``).
+DRAIN_ROUND_BYTES = 4 * 1024**2
 
 
 def billed_units(message: BatchMessage) -> int:
@@ -89,16 +93,29 @@ def encode_lines(events: list[StoredEvent], *, store_id: str, encoding: str = "g
                  lane: str = "backlog") -> BatchMessage:
     """One batch message from stored one-line JSON events (same format as
     ``gondola.contracts.encode_batch``, without decoding and re-encoding each event)."""
-    raw = "\n".join(map(_BODY, events)).encode()
-    first = events[0]
-    return BatchMessage(body=_compress(raw, encoding, level), properties={
+    return _message(list(map(_BODY, events)), events[0].device_id, events[0].seq, store_id=store_id,
+                    encoding=encoding, level=level, lane=lane)
+
+
+def encode_bodies(bodies, *, store_id: str, encoding: str = "gzip", level: int = 6,
+                  lane: str = "backlog") -> BatchMessage:
+    """``encode_lines`` from the stored bodies alone (the first event's device and seq, batch
+    properties, are read from its body)."""
+    first = json.loads(bodies[0])
+    return _message(bodies, first["device_id"], first["seq"], store_id=store_id, encoding=encoding,
+                    level=level, lane=lane)
+
+
+def _message(bodies, first_device_id: str, first_seq: int, *, store_id: str, encoding: str, level: int,
+             lane: str) -> BatchMessage:
+    return BatchMessage(body=_compress("\n".join(bodies).encode(), encoding, level), properties={
         "schema": BATCH_SCHEMA,
         "content-type": "application/x-ndjson",
         "content-encoding": encoding,
         "store_id": store_id,
-        "first_device_id": first.device_id,
-        "first_seq": str(first.seq),
-        "count": str(len(events)),
+        "first_device_id": first_device_id,
+        "first_seq": str(first_seq),
+        "count": str(len(bodies)),
         "lane": lane,
     })
 
@@ -170,48 +187,59 @@ class Uplink:
         self.bytes_sent = 0
         self.events_sent = 0
         self.units_billed = 0
+        #: the last compression ratio per lane: where a message of a long batch ends
+        self._ratios: dict[str, float] = {}
 
     # ---- packing -------------------------------------------------------------------------
 
-    def _pack(self, events: list[StoredEvent], lane: str):
-        """Split into messages of at most ``max_bytes`` (estimate from the last ratio, halve if
-        a message still comes out too big); yield (message, its events). Raw sizes are summed
-        once (a running total), so finding a message's end is a bisection, not a loop."""
-        ratio = 0.2 if self.encoding != "identity" else 1.0
+    def _pack(self, events: EventColumns, lane: str):
+        """Split into messages of at most ``max_bytes`` (estimate from the lane's last ratio,
+        shrink by the measured one if a message still comes out too big); yield (message, the
+        ids of its events). Raw sizes are summed once (a running total), so finding a message's
+        end is a bisection, not a loop."""
+        ratio = self._ratios.get(lane, 0.2) if self.encoding != "identity" else 1.0
+        bodies = events.bodies
         # cum[i]: the bodies' bytes before event i (the newlines, 0.3 % more, fit in the headroom)
-        cum = list(itertools.accumulate(map(len, map(_BODY, events)), initial=0))
+        cum = list(itertools.accumulate(map(len, bodies), initial=0))
         start = 0
-        while start < len(events):
+        while start < len(bodies):
             # The last end whose raw bytes, at the last ratio with 15 % headroom, fit.
             end = bisect.bisect_right(cum, cum[start] + self.max_bytes / (ratio * 1.15)) - 1
-            end = min(max(end, start + 1), len(events))
+            end = min(max(end, start + 1), len(bodies))
             while True:
-                chunk = events[start:end]
-                msg = encode_lines(chunk, store_id=self.store_id, encoding=self.encoding, level=self.level, lane=lane)
+                msg = encode_bodies(bodies[start:end], store_id=self.store_id, encoding=self.encoding,
+                                    level=self.level, lane=lane)
                 if msg.size <= self.max_bytes:
                     break
-                if len(chunk) == 1:
+                if end - start == 1:
                     raise ValueError(f"one event encodes to {msg.size} bytes > {self.max_bytes}")
-                end = start + len(chunk) // 2
-            ratio = max(msg.size / max(1, cum[end] - cum[start]), 0.01)
-            yield msg, chunk
+                n = end - start
+                end = start + max(1, min(n // 2 + 1, int(n * 0.9 * self.max_bytes / msg.size)))
+            ratio = self._ratios[lane] = max(msg.size / max(1, cum[end] - cum[start]), 0.01)
+            yield msg, events.ids[start:end]
             start = end
 
-    def plan_round(self) -> list[tuple[str, list[StoredEvent]]]:
-        """The events of the next round, as (lane, events) groups in send order: one group per
-        lane, alerts and health first within it, and the lane holding some of them first."""
-        n_live = int(self.round_rows * self.live_share)
+    def plan_round(self, rows: int | None = None) -> list[tuple[str, EventColumns]]:
+        """The events of the next round (``rows``, default ``round_rows``), as (lane, events)
+        groups in send order: one group per lane, alerts and health first within it, and the
+        lane holding some of them first."""
+        rows = rows or self.round_rows
+        n_live = int(rows * self.live_share)
         live = self.buffer.select_live(n_live) if n_live else []
-        live_ids = {e.id for e in live}
-        backlog = [e for e in self.buffer.select_backlog(self.round_rows) if e.id not in live_ids]
-        backlog = backlog[: self.round_rows - len(live)]
+        backlog = self.buffer.select_backlog_columns(rows)
+        if live and backlog.ids:
+            lo, hi = backlog.ids[0], backlog.ids[-1]
+            if any(lo <= e.id <= hi for e in live):  # the lanes met: the backlog's end is live
+                live_ids = {e.id for e in live}
+                backlog = EventColumns.of([r for r in zip(*backlog) if r[0] not in live_ids])
+        backlog = backlog.take(0, rows - len(live))
         live = [e for e in live if e.priority == 0] + [e for e in live if e.priority != 0]
-        groups = [("backlog", backlog), ("live", live)]
-        if live and live[0].priority == 0 and not (backlog and backlog[0].priority == 0):
+        groups = [("backlog", backlog), ("live", EventColumns.of(live))]
+        if live and live[0].priority == 0 and not (backlog.ids and priority_of(backlog.ids[0]) == 0):
             groups.reverse()
-        return [(lane, evs) for lane, evs in groups if evs]
+        return [(lane, evs) for lane, evs in groups if evs.ids]
 
-    def _plan_budget(self, now_ms: int) -> list[tuple[str, list[StoredEvent]]]:
+    def _plan_budget(self, now_ms: int) -> list[tuple[str, EventColumns]]:
         """What is due (alerts and health, and every event that has waited ``delay_ms``), in
         priority order, topped up in arrival order with events not due yet, as many as fit in
         the 4 KB units the message pays for anyway."""
@@ -219,7 +247,7 @@ class Uplink:
         due = self.buffer.last_arrival_received_by(now_ms - self.delay_ms)
         must = [e for e in events if e.priority == 0 or arrival(e.id) <= due]
         rest = sorted((e for e in events if not (e.priority == 0 or arrival(e.id) <= due)), key=lambda e: arrival(e.id))
-        return [("backlog", must + rest[: self._fill(must, rest)])]
+        return [("backlog", EventColumns.of(must + rest[: self._fill(must, rest)]))]
 
     def _fill(self, must: list[StoredEvent], rest: list[StoredEvent]) -> int:
         """How many of ``rest`` fit after ``must`` without a further billing unit (binary
@@ -263,9 +291,16 @@ class Uplink:
 
     # ---- rounds --------------------------------------------------------------------------
 
-    def uplink_once(self, force: bool = False) -> int:
-        """Send one round (up to ``round_rows`` events) if the freshness budget says it is due,
-        or at once with ``force``; return events the hub accepted."""
+    def _drain_rows(self) -> int:
+        """Rows of a drain round: about 4 MB of stored events, so that the backlog lane fills
+        whole 256 KB messages (event JSON gzips 10-20x; each message costs a hub write and a
+        delete transaction, each round two selects), never fewer than ``round_rows``."""
+        rows, size = self.buffer.backlog_size()
+        return max(self.round_rows, min(DRAIN_ROUND_BYTES // max(1, size // max(1, rows)), 4 * self.round_rows))
+
+    def uplink_once(self, force: bool = False, rows: int | None = None) -> int:
+        """Send one round (up to ``rows`` events, default ``round_rows``) if the freshness budget
+        says it is due, or at once with ``force``; return events the hub accepted."""
         now = self.clock.now_ms()
         if now < self.next_attempt_ms:
             return 0
@@ -273,8 +308,8 @@ class Uplink:
         if mode is None:
             return 0
         sent = 0
-        for lane, events in (self.plan_round() if mode == "round" else self._plan_budget(now)):
-            for msg, chunk in self._pack(events, lane):
+        for lane, events in (self.plan_round(rows) if mode == "round" else self._plan_budget(now)):
+            for msg, chunk in self._pack(events, lane):  # chunk: the message's event ids
                 if self.bucket:
                     self.bucket.take(msg.size)
                 try:
@@ -282,7 +317,7 @@ class Uplink:
                 except TransportError as exc:
                     self._failed(exc)
                     return sent
-                ids = [e.id for e in chunk]
+                ids = list(chunk)
                 self.buffer.mark_sent(ids, now_ms=self.clock.now_ms(),
                                       live_hwm=max(arrival(i) for i in ids) if lane == "live" else None)
                 self.failures = 0
@@ -311,7 +346,7 @@ class Uplink:
         total = 0
         rounds = 0
         while max_rounds is None or rounds < max_rounds:
-            n = self.uplink_once(force=True)
+            n = self.uplink_once(force=True, rows=self._drain_rows())
             rounds += 1
             total += n
             if n == 0:
