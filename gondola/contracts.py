@@ -52,6 +52,7 @@ __all__ = [
     "event_key",
     "event_epoch",
     "line_problem",
+    "field_rules",
     "MAX_SEQ",
     "parse_lines",
     "BatchMessage",
@@ -257,6 +258,13 @@ _ENVELOPE_SPECS = _compile(_ENVELOPE, "")
 _ENVELOPE_KEYS = frozenset(_ENVELOPE)
 _DATA_SPECS = {etype: _compile(fields, "data.") for etype, fields in EVENT_TYPES.items()}
 _DATA_KEYS = {etype: frozenset(fields) for etype, fields in EVENT_TYPES.items()}
+
+
+def field_rules(etype: str) -> tuple[tuple, tuple]:
+    """The envelope's and ``etype``'s data rules as flat tuples ``(name, path, kinds, required,
+    lo, hi, choices)``: for readers that compile the contract into another language (the
+    cloud's vectorized verdict, ``cloud.lake.verdict``)."""
+    return _ENVELOPE_SPECS, _DATA_SPECS[etype]
 
 
 def _fast_checker(etype: str):

@@ -11,7 +11,7 @@ accepted, gold recomputes the windows they touch).
 
 One contract on both sides: every line is also judged by ``gondola.contracts.parse_event``, the
 validator the gateway applies, as the ``contract`` expectation (drop; its quarantine reason names
-the contract's reason, e.g. ``contract:wrong_type``). So the cloud accepts exactly the events a
+the contract's reason, e.g. ``contract:wrong_type``; vectorized in ``cloud.lake.verdict``). So the cloud accepts exactly the events a
 gateway accepts; the SQL expectations before it name the common problems field by field.
 
 Identity is ``(device_id, epoch, seq)``: a device whose counter restarted sends a new epoch
@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 from cloud.lake.casts import sql_double, sql_int
 from cloud.lake.engine import Engine
 from cloud.lake.tables import EXPECTATION_RESULTS, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform
-from gondola.contracts import EVENT_TYPES, parse_event
+from cloud.lake.verdict import contract_verdicts
+from gondola.contracts import EVENT_TYPES
 from gondola.errors import ContractError
 
 __all__ = ["Expectation", "EXPECTATIONS", "ExpectationFailed", "silver_events"]
@@ -301,20 +302,12 @@ def _label(e: Expectation) -> str:
 
 def _with_contract_verdict(bronze: pa.Table) -> pa.Table:
     """``bronze`` plus ``contract_reason``: the gateway's validator's reason to refuse each line
-    (null when it accepts it, or when the line is not there to judge)."""
-    verdicts = []
-    for line in bronze["event_json"].to_pylist():
-        if line is None:
-            verdicts.append(None)
-            continue
-        try:
-            parse_event(line)
-            verdicts.append(None)
-        except ContractError as exc:
-            verdicts.append(exc.reason)
+    (null when it accepts it, or when the line is not there to judge); vectorized, with
+    ``parse_event`` for the lines the compiled rules cannot decide (``cloud.lake.verdict``)."""
+    verdicts = contract_verdicts(bronze["event_json"], bronze["type"])
     if "contract_reason" in bronze.column_names:
         bronze = bronze.drop_columns(["contract_reason"])
-    return bronze.append_column("contract_reason", pa.array(verdicts, pa.string()))
+    return bronze.append_column("contract_reason", verdicts)
 
 
 def _results(results: list[dict], run_id: str, run_at: int) -> pa.Table:
