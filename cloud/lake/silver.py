@@ -304,7 +304,7 @@ def _with_contract_verdict(bronze: pa.Table) -> pa.Table:
     """``bronze`` plus ``contract_reason``: the gateway's validator's reason to refuse each line
     (null when it accepts it, or when the line is not there to judge); vectorized, with
     ``parse_event`` for the lines the compiled rules cannot decide (``cloud.lake.verdict``)."""
-    verdicts = contract_verdicts(bronze["event_json"], bronze["type"])
+    verdicts = contract_verdicts(bronze["event_json"])
     if "contract_reason" in bronze.column_names:
         bronze = bronze.drop_columns(["contract_reason"])
     return bronze.append_column("contract_reason", verdicts)

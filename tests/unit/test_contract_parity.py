@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,9 +13,10 @@ from cloud.ingest.source import ReceivedMessage
 from cloud.ingest.stream import bronze_rows
 from cloud.lake.engine import DuckDBEngine
 from cloud.lake.silver import silver_events
+from cloud.lake.verdict import accepted_mask, contract_verdicts
 from edge.collector import check_payload
 from edge.testing import T0, pos_line, reading
-from gondola.contracts import BATCH_SCHEMA, parse_event
+from gondola.contracts import BATCH_SCHEMA, EVENT_TYPES, field_rules, parse_event
 from gondola.errors import ContractError
 from gondola.topics import device_topic
 
@@ -92,3 +94,102 @@ def test_the_gateway_and_the_cloud_give_every_payload_the_same_verdict(draws):
     landed = {t for table in out["tables"].values() for t in table["enqueued_time"].to_pylist()}
     assert {i for i, ok in expect.items() if ok} == landed & set(expect)
     assert not {i for i, ok in expect.items() if not ok} & landed
+
+
+# ---- the bulk verdict (cloud.lake.verdict) against parse_event, line for line -------------------
+
+def _valid(kinds, lo, hi, choices):
+    """A strategy for one field's valid values, at and near its bounds."""
+    if choices is not None:
+        return st.sampled_from(choices)
+    options = []
+    for k in kinds:
+        if k is str:
+            options.append(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters="\"\\"), max_size=3, min_size=1)
+                           | st.sampled_from(["x" * 128, "caf\u00e9", "s:x", '"q"']))
+        elif k is int:
+            a = int(lo) if lo is not None else -2**70
+            b = int(hi) if hi is not None else 2**70
+            options.append(st.integers(a, b) | st.sampled_from([a, b]))
+        elif k is float:
+            options.append(st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+                           | st.sampled_from([x for x in (lo, hi) if x is not None] or [0.5]))
+    return st.one_of(options)
+
+
+def _odd(kinds, lo, hi):
+    """Values one field's rule refuses, or that sit just outside its bounds."""
+    near = [x + d for x in (lo, hi) if x is not None for d in (-1, 1)]
+    return st.one_of(_ODD_VALUE, st.sampled_from(near + ["x" * 129, "", 1.0, 7.5, "7"]))
+
+
+@st.composite
+def contract_lines(draw) -> str:
+    """One line: a valid event of any type built from the contract's own rules, perhaps with one
+    thing wrong, then written in one of the ways JSON allows (spacing, key order, number forms,
+    duplicate keys, escapes)."""
+    etype = draw(st.sampled_from(sorted(EVENT_TYPES)))
+    envelope, data = field_rules(etype)
+    event: dict = {"data": {}}
+    for specs, target in ((envelope, event), (data, event["data"])):
+        for name, _path, kinds, required, lo, hi, choices in specs:
+            if name != "data" and (required or draw(st.booleans())):
+                target[name] = etype if name == "type" else draw(_valid(kinds, lo, hi, choices))
+    wrong = draw(st.sampled_from(["none", "none", "none", "value", "drop", "unknown", "data"]))
+    if wrong in ("value", "drop"):
+        specs, target = draw(st.sampled_from([(envelope, event), (data, event["data"])]))
+        name, _path, kinds, _required, lo, hi, _choices = draw(st.sampled_from(specs))
+        if wrong == "drop":
+            target.pop(name, None)
+        else:
+            target[name] = draw(_odd(kinds, lo, hi))
+    elif wrong == "unknown":
+        draw(st.sampled_from([event, event["data"]]))[draw(st.sampled_from(["x", "sku", "units", "data", "q\u00e9"]))] = 1
+    elif wrong == "data":
+        event["data"] = draw(_ODD_VALUE)
+    items = list(event.items())
+    if draw(st.booleans()):
+        items = draw(st.permutations(items))
+    sep = draw(st.sampled_from([(", ", ": "), (",", ":"), (", ", ": "), (" , ", " : "), (",\t", ":\n")]))
+    text = "{" + sep[0].join(f"{json.dumps(k)}{sep[1]}{json.dumps(v, ensure_ascii=draw(st.booleans()), allow_nan=True)}"
+                             for k, v in items) + "}"
+    how = draw(st.sampled_from(["as_is", "as_is", "as_is", "number_form", "duplicate", "pad", "escape"]))
+    if how == "number_form":   # 1 -> 1.0 / 1e0 / 10E-1 / -0: what a float or an int literal is
+        text = text.replace(": 1", draw(st.sampled_from([": 1.0", ": 1e0", ": 10E-1", ": 01", ": -0"])), 1)
+    elif how == "duplicate" and len(items) > 1:
+        k, v = draw(st.sampled_from(items))
+        text = text[:-1] + f', {json.dumps(k)}: {json.dumps(v)}' + "}"
+    elif how == "pad":
+        text = draw(st.sampled_from([" ", "", "\n", "x", "{}"])) + text + draw(st.sampled_from([" ", "", "\n", ",", "}"]))
+    elif how == "escape":  # inside a value: the first string value's first character
+        at = text.find(': "') + 3
+        if at > 2:
+            text = text[:at] + draw(st.sampled_from(["\\u0041", "\\u0000", "\\n", "\\ud800"])) + text[at:]
+    return text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(contract_lines(), min_size=1, max_size=40))
+def test_the_bulk_verdict_is_parse_events_verdict_line_for_line(lines):
+    lines = [line.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for line in lines]
+    expect = [_reason(line) for line in lines]   # the text as bronze can hold it (no lone surrogate)
+    assert contract_verdicts(pa.array(lines + [None], pa.string())).to_pylist() == expect + [None]
+
+
+def _reason(line: str) -> str | None:
+    try:
+        parse_event(line)
+    except ContractError as exc:
+        return exc.reason
+    return None
+
+
+def test_the_bulk_verdict_decides_a_gateways_traffic_in_sql_and_refuses_what_parse_event_refuses():
+    good = [json.dumps(pos_line(i, T0 + i)) for i in range(50)] + [json.dumps(reading(i, T0 + i)) for i in range(50)]
+    bad = [good[0].replace('"qty": 1', '"qty": 1.0'), good[0].replace('"qty": 1', '"qty": "1"'),
+           good[0][:-1] + ', "x": 1}', good[60].replace('"sku": "k0"', '"sku": "k0", "sku": "k1"'),
+           good[60].replace('"battery_pct": 80.0', '"battery_pct": 100.5'), "not json", "[]"]
+    lines = pa.array(good + bad)
+    assert accepted_mask(lines).tolist() == [True] * len(good) + [False] * len(bad)
+    assert contract_verdicts(lines).to_pylist() == [None] * len(good) + [
+        "wrong_type", "wrong_type", "unknown_field", "bad_json", "out_of_range", "bad_json", "not_object"]
