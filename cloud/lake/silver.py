@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -125,8 +126,8 @@ _MASK = "regexp_replace(event_json, '\"loyalty_id\":\"[^\"]*\"', '\"loyalty_id\"
 def _typed_select(table: str) -> str:
     """SQL projecting typed columns of one event type out of bronze's JSON (parsed once, as ``j``)."""
     tdef = TABLES[table]
-    data_fields = set(next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table))
-    exprs = ["j.event_id AS event_id", "store_id", "device_id", f"COALESCE({sql_int('j.epoch')}, 0) AS epoch",
+    data_fields = next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table)
+    exprs = ["j.event_id AS event_id", "store_id", "device_id", f"COALESCE({_cast('j.epoch', 'int64', (int,))}, 0) AS epoch",
              "seq", "ts", "received_at", "TRY_CAST(j.`schema` AS BIGINT) AS schema_version"]
     paths = ["event_id", "schema", "epoch"]
     for col in tdef.columns:
@@ -142,7 +143,8 @@ def _typed_select(table: str) -> str:
             # Gateways older than the field raised forecasts only.
             exprs.append(f"COALESCE({raw}, 'empty_within_h') AS kind")
         else:
-            exprs.append(f"{_cast(raw, col.type)} AS {col.name}")
+            kind = data_fields[col.name].kind
+            exprs.append(f"{_cast(raw, col.type, kind if isinstance(kind, tuple) else (kind,))} AS {col.name}")
     if table == "silver.pos_line":
         paths.append("data.loyalty_id")
         exprs.append("CASE WHEN j.data.loyalty_id IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
@@ -151,13 +153,20 @@ def _typed_select(table: str) -> str:
     return ",\n  ".join(exprs), ",".join(paths)
 
 
-def _cast(raw: str, type_: str) -> str:
-    """One cast rule for every engine (``cloud.lake.casts``)."""
+def _cast(raw: str, type_: str, kinds: tuple[type, ...]) -> str:
+    """One cast rule for every engine (``cloud.lake.casts``). A line the contract accepted holds
+    a JSON number of the field's kind, which a plain ``TRY_CAST`` reads exactly as the rule
+    does (an int-only field's text is digits; any finite number for a double): the rule's
+    regular expressions run only on the other lines."""
     if type_ in ("int64", "int32"):
-        return sql_int(raw)
-    if type_ == "double":
-        return sql_double(raw)
-    return raw
+        rule, sql_type = sql_int(raw), "BIGINT"
+        if kinds != (int,):
+            return rule  # a float in an integer column: only the rule says what 2.5 becomes
+    elif type_ == "double":
+        rule, sql_type = sql_double(raw), "DOUBLE"
+    else:
+        return raw
+    return f"CASE WHEN contract_reason IS NULL THEN TRY_CAST({raw} AS {sql_type}) ELSE {rule} END"
 
 
 def _expectations(table: str, known_skus: pa.Table | None) -> tuple[Expectation, ...]:
@@ -257,8 +266,15 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
             prior = prior.append_column("epoch", pa.array([0] * prior.num_rows, pa.int64()))
         prior = prior.set_column(prior.schema.get_field_index("epoch"), "epoch",
                                  pc.fill_null(prior["epoch"].cast(pa.int64()), 0))
-        fresh = engine.run(
-            f"""WITH ok AS (SELECT * FROM typed WHERE {all_ok}),
+        # Dedup and lateness on the key columns only (a row number into `typed`): carrying every
+        # column, the raw text among them, through the window sorts cost more than the rest of
+        # silver; the rows are then taken from `typed` by number, in arrival order.
+        keys = pa.table({"row_nr": pa.array(np.arange(typed.num_rows, dtype=np.int64)),
+                         **{c: typed[c] for c in ("device_id", "epoch", "seq", "ts", "enqueued_time", "hub_partition",
+                                                  "sequence_number", "message_index")},
+                         "ok": pc.fill_null(_all_true(typed, [f"e{i}" for i in drops]), False)})
+        picked = engine.run(
+            f"""WITH ok AS (SELECT * FROM keys WHERE ok),
                 ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, epoch, seq
                            ORDER BY enqueued_time, hub_partition, sequence_number, message_index) AS rn FROM ok),
                 last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id),
@@ -270,12 +286,14 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
                 seen AS (SELECT *, MAX(ts) OVER (PARTITION BY device_id
                            ORDER BY enqueued_time, hub_partition, sequence_number, message_index
                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before_ts FROM new)
-            SELECT s.*, CASE WHEN (l.max_ts IS NOT NULL AND s.ts < l.max_ts) OR s.ts < s.before_ts
-                             THEN 1 ELSE 0 END AS is_late
+            SELECT s.row_nr, CASE WHEN (l.max_ts IS NOT NULL AND s.ts < l.max_ts) OR s.ts < s.before_ts
+                                  THEN 1 ELSE 0 END AS is_late
             FROM seen s
-            LEFT JOIN last_ts l ON l.device_id = s.device_id""",
-            {"typed": typed, "prior": prior},
+            LEFT JOIN last_ts l ON l.device_id = s.device_id
+            ORDER BY s.row_nr""",
+            {"keys": keys, "prior": prior},
         )
+        fresh = typed.take(picked["row_nr"]).append_column("is_late", picked["is_late"].cast(pa.int32()))
         ok_rows = typed.num_rows - dropped.num_rows
         dups = ok_rows - fresh.num_rows
         late = int(pc.sum(fresh["is_late"]).as_py() or 0) if fresh.num_rows else 0
@@ -291,6 +309,14 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
     stats["quarantined"] = q.num_rows
     return {"tables": out, "quarantine": q, "expectations": _results(results, run_id, run_at), "stats": stats}
+
+
+def _all_true(table: pa.Table, columns: list[str]) -> pa.ChunkedArray | pa.Array:
+    """Row-wise AND of boolean ``columns`` (all true for none)."""
+    out = pa.array(np.ones(table.num_rows, dtype=bool))
+    for c in columns:
+        out = pc.and_kleene(out, table[c])
+    return out
 
 
 def _label(e: Expectation) -> str:
