@@ -1,6 +1,7 @@
 """Lake throughput: bronze -> gold events/s beside a pandas implementation and a DuckDB floor.
 
-One run, same machine, same bronze rows:
+Three rounds (each on a fresh lake; medians with spread, ratios taken within a round), same
+machine, same bronze rows:
 
 * ``day``: one simulated day of N stores (``cloud.synth``) end to end: hub -> bronze
   (``ingest_stream``) -> silver -> gold (``transform``, Delta on a local folder), wall time
@@ -96,12 +97,50 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t
 
 
-def run(quick: bool = False) -> dict:
+ROUNDS = 3
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def _stat(xs: list[float], digits: int = 2) -> dict:
+    """Median of the rounds with its spread (min, max)."""
+    return {"median": round(_median(xs), digits), "min": round(min(xs), digits), "max": round(max(xs), digits)}
+
+
+def _round(tmp: Path, r: int, n: int) -> dict:
+    """One round on a fresh lake: ingest, transform (phases), then the peers on the same bronze rows."""
     from cloud.ingest.source import LocalHubSource
     from cloud.ingest.stream import ingest_stream
     from cloud.lake.engine import DuckDBEngine
     from cloud.lake.runner import transform
     from cloud.lake.storage import open_storage
+
+    storage = open_storage(tmp / f"lake{r}")
+    engine = DuckDBEngine()
+    with LocalHubSource(tmp / "hub.sqlite", consumer_group=f"bench{r}") as source:
+        _, ingest_s = _timed(lambda: ingest_stream(storage, source, max_messages=500))
+    phases: list[tuple[str, float]] = []
+    report, transform_s = _timed(lambda: transform(
+        storage, engine, progress=lambda name: phases.append((name, time.perf_counter()))))
+    phases.append(("end", time.perf_counter()))
+    phase_s = {a[0]: b[1] - a[1] for a, b in zip(phases, phases[1:])}
+    bronze = storage.read("bronze.events")
+    pandas_out, pandas_s = _timed(_pandas, bronze)
+    floor_out, floor_s = _timed(_floor, bronze)
+    ours_counts = {t: storage.read(f"gold.{t}").num_rows for t in ("hourly_sales", "shelf_state", "stockouts")}
+    core_s = transform_s - phase_s.get("gold features", 0.0)
+    print(f"  round {r + 1}: ingest {ingest_s:.1f}s, transform {transform_s:.1f}s "
+          f"({', '.join(f'{k} {v:.1f}' for k, v in phase_s.items())}), pandas {pandas_s:.1f}s, floor {floor_s:.2f}s: "
+          f"ours/floor {transform_s / floor_s:.1f}x, pandas/ours {pandas_s / transform_s:.2f}x", flush=True)
+    return {"ingest_s": ingest_s, "transform_s": transform_s, "phases": phase_s, "pandas_s": pandas_s,
+            "floor_s": floor_s, "core_s": core_s, "same": ours_counts == pandas_out == floor_out,
+            "gold_rows": ours_counts, "silver_stats": {k: report[k] for k in ("duplicates", "quarantined", "late")}}
+
+
+def run(quick: bool = False) -> dict:
     from cloud.synth import day_events, fill_hub
     from gondola.hub import LocalHub
 
@@ -115,48 +154,33 @@ def run(quick: bool = False) -> dict:
         gen_s = time.perf_counter() - t
         n = len(events)
         del events
-        print(f"day of {stores} stores x {N_FACINGS} facings: {n:,} events (generated + sent to hub in {gen_s:.1f}s)")
-
-        storage = open_storage(tmp / "lake")
-        engine = DuckDBEngine()
-        with LocalHubSource(tmp / "hub.sqlite") as source:
-            _, ingest_s = _timed(lambda: ingest_stream(storage, source, max_messages=500))
-        phases: list[tuple[str, float]] = []
-        report, transform_s = _timed(lambda: transform(
-            storage, engine, progress=lambda name: phases.append((name, time.perf_counter()))))
-        phases.append(("end", time.perf_counter()))
-        phase_s = {a[0]: round(b[1] - a[1], 2) for a, b in zip(phases, phases[1:])}
-        print(f"  transform phases (s): {phase_s}  (gold features = models.replay, Python)")
-        day_s = ingest_s + transform_s
-        print(f"  ours, end to end: ingest {ingest_s:.1f}s + transform {transform_s:.1f}s = {day_s:.1f}s "
-              f"(budget 300s) -> {n / transform_s:,.0f} events/s bronze->gold")
-
-        bronze = storage.read("bronze.events")
-
-        pandas_out, pandas_s = _timed(_pandas, bronze)
-        floor_out, floor_s = _timed(_floor, bronze)
-        ours_counts = {t: storage.read(f"gold.{t}").num_rows for t in ("hourly_sales", "shelf_state", "stockouts")}
-        same = ours_counts == pandas_out == floor_out
-        rate = lambda s: n / s  # noqa: E731
-        print(f"  ours (transform, Delta in and out): {rate(transform_s):>10,.0f} events/s")
-        print(f"  pandas (in memory):                 {rate(pandas_s):>10,.0f} events/s")
-        print(f"  DuckDB floor (in memory):           {rate(floor_s):>10,.0f} events/s")
-        core_s = transform_s - phase_s.get("gold features", 0.0)
-        print(f"  ours without features (the peers' scope): {rate(core_s):>10,.0f} events/s")
-        print(f"  ratios: ours is {transform_s / floor_s:.1f}x the floor's time ({core_s / floor_s:.1f}x without features); "
-              f"pandas takes {pandas_s / transform_s:.2f}x ours ({pandas_s / core_s:.2f}x without features; >1: ours faster); "
-              f"same gold row counts: {same}")
-        return {
-            "stores": stores, "facings_per_store": N_FACINGS, "events": n,
-            "ingest_s": round(ingest_s, 2), "transform_s": round(transform_s, 2), "day_end_to_end_s": round(day_s, 2),
-            "day_within_5_min": day_s < 300,
-            "generate_and_send_s": round(gen_s, 2), "pandas_s": round(pandas_s, 2), "duckdb_floor_s": round(floor_s, 2),
-            "transform_phases_s": phase_s,
-            "events_per_s": {"ours_transform_delta": round(rate(transform_s)), "ours_without_features": round(rate(core_s)),
-                             "pandas": round(rate(pandas_s)), "duckdb_floor": round(rate(floor_s))},
-            "ratio_ours_time_vs_floor": round(transform_s / floor_s, 2),
-            "ratio_ours_without_features_time_vs_floor": round(core_s / floor_s, 2),
-            "ratio_pandas_time_vs_ours": round(pandas_s / transform_s, 2),
-            "ratio_pandas_time_vs_ours_without_features": round(pandas_s / core_s, 2),
-            "gold_rows": ours_counts, "peer_rows_equal": same, "silver_stats": {k: report[k] for k in ("duplicates", "quarantined", "late")},
-        }
+        print(f"day of {stores} stores x {N_FACINGS} facings: {n:,} events (generated + sent to hub in {gen_s:.1f}s); "
+              f"{ROUNDS} rounds, each on a fresh lake (shared machine: medians and spread)")
+        rounds = [_round(tmp, r, n) for r in range(ROUNDS)]
+    col = lambda key: [r[key] for r in rounds]  # noqa: E731
+    phase_names = list(rounds[0]["phases"])
+    ratio_floor = [r["transform_s"] / r["floor_s"] for r in rounds]
+    ratio_floor_core = [r["core_s"] / r["floor_s"] for r in rounds]
+    ratio_pandas = [r["pandas_s"] / r["transform_s"] for r in rounds]
+    ratio_pandas_core = [r["pandas_s"] / r["core_s"] for r in rounds]
+    transform_med = _median(col("transform_s"))
+    result = {
+        "stores": stores, "facings_per_store": N_FACINGS, "events": n, "rounds": ROUNDS,
+        "generate_and_send_s": round(gen_s, 2),
+        "ingest_s": _stat(col("ingest_s")), "transform_s": _stat(col("transform_s")),
+        "transform_phases_s": {p: _stat([r["phases"][p] for r in rounds]) for p in phase_names},
+        "pandas_s": _stat(col("pandas_s")), "duckdb_floor_s": _stat(col("floor_s")),
+        "events_per_s": {"ours_transform_delta": round(n / transform_med), "ours_without_features": round(n / _median(col("core_s"))),
+                         "pandas": round(n / _median(col("pandas_s"))), "duckdb_floor": round(n / _median(col("floor_s")))},
+        # each ratio is taken within a round (same machine load), then the median over rounds
+        "ratio_ours_time_vs_floor": _stat(ratio_floor), "ratio_ours_without_features_time_vs_floor": _stat(ratio_floor_core),
+        "ratio_pandas_time_vs_ours": _stat(ratio_pandas), "ratio_pandas_time_vs_ours_without_features": _stat(ratio_pandas_core),
+        "day_end_to_end_s": round(_median(col("ingest_s")) + transform_med, 2),
+        "day_within_5_min": _median(col("ingest_s")) + transform_med < 300,
+        "gold_rows": rounds[0]["gold_rows"], "peer_rows_equal": all(col("same")), "silver_stats": rounds[0]["silver_stats"],
+    }
+    print(f"  medians: transform {result['transform_s']['median']}s, floor {result['duckdb_floor_s']['median']}s, "
+          f"pandas {result['pandas_s']['median']}s; ours/floor {result['ratio_ours_time_vs_floor']['median']}x "
+          f"({result['ratio_ours_without_features_time_vs_floor']['median']}x without features), "
+          f"pandas/ours {result['ratio_pandas_time_vs_ours']['median']}x; same gold row counts: {result['peer_rows_equal']}")
+    return result

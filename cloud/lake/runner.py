@@ -308,10 +308,12 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         if progress:
             progress("gold features")
         feature_inputs, snapshots = _feature_inputs(storage, inputs, cutoff, context_ms)
-        # An engine may run the Python replay itself (Spark: one task per store).
-        replay = getattr(engine, "features", features)
-        outputs["gold.features"], outputs[STATE_TABLE] = replay(feature_inputs, outputs["gold.stockouts"],
-                                                                cutoff=cutoff, snapshots=snapshots)
+        # An engine may run the Python replay itself (Spark: one task per store, which also
+        # writes the rows as Parquet files where the task runs: the runner then commits them).
+        replay = getattr(engine, "features", None)
+        outputs["gold.features"], outputs[STATE_TABLE] = (
+            features(feature_inputs, outputs["gold.stockouts"], cutoff=cutoff, snapshots=snapshots) if replay is None
+            else replay(feature_inputs, outputs["gold.stockouts"], cutoff=cutoff, snapshots=snapshots, storage=storage))
     if progress:
         progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]
@@ -324,6 +326,9 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         window = cause_cut if table == "gold.stockout_causes" else cutoff
         if table == "gold.stockout_causes":
             outputs[table] = _causes(storage, cause_cut)
+        if not isinstance(outputs[table], pa.Table):  # files an engine's workers wrote (StagedFiles)
+            report["rows"][table] = outputs[table].commit(storage, window=window, time_col=tcol, txns=txns)
+            continue
         rows = _keep_window(outputs[table], window, tcol)
         predicate = _window_predicate(window, tcol)
         exists = storage.exists(table)

@@ -293,7 +293,10 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
             ORDER BY s.row_nr""",
             {"keys": keys, "prior": prior},
         )
-        fresh = typed.take(picked["row_nr"]).append_column("is_late", picked["is_late"].cast(pa.int32()))
+        nrs = picked["row_nr"]
+        whole = len(nrs) == typed.num_rows and (len(nrs) == 0 or pc.all(pc.equal(
+            nrs, pa.array(np.arange(len(nrs), dtype=np.int64)))).as_py())
+        fresh = (typed if whole else typed.take(nrs)).append_column("is_late", picked["is_late"].cast(pa.int32()))
         ok_rows = typed.num_rows - dropped.num_rows
         dups = ok_rows - fresh.num_rows
         late = int(pc.sum(fresh["is_late"]).as_py() or 0) if fresh.num_rows else 0

@@ -8,17 +8,31 @@ deletion vectors, so reading the files of the current version is reading the tab
 
 Locally it starts ``local[2]`` on loopback with the UI off; in production the session comes
 from the platform (``SparkEngine(session=spark)``).
+
+**Executors write** ``gold.features`` and ``gold.feature_state`` (the Python replay, the
+transform's dominant phase): each store's task computes its rows and writes them as a Parquet
+file into the table's folder (``pyarrow.fs``: a local folder, ADLS Gen2 or blob storage), and
+hands back only the file's path, size and statistics. The driver then commits every file with
+one ``deltalake`` transaction (``create_write_transaction``: add actions, and remove actions
+for the window being replaced; files that hold rows on both sides of the window are rewritten
+by executors first, copy-on-write), with the run's application transactions: no row of those
+tables passes through the driver. The Delta jars (delta-spark) are not available offline, so
+this path does not use them; it needs only storage access from the executors.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+import uuid
 from typing import Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["SparkEngine"]
+__all__ = ["SparkEngine", "StagedFiles"]
 
 
 class SparkEngine:
@@ -70,14 +84,16 @@ class SparkEngine:
         return self.session.read.parquet(*files)
 
     def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
-                 snapshots: dict[str, dict] | None = None) -> tuple[pa.Table, pa.Table]:
+                 snapshots: dict[str, dict] | None = None, storage=None) -> tuple:
         """``gold.features`` and ``gold.feature_state`` on Spark: each store's inputs (events,
         planogram, stock-outs, state snapshot) travel to a Python task as Arrow IPC and run
-        ``cloud.lake.features.store_features`` there (``groupBy(store).applyInPandas``)."""
-        import json
+        ``cloud.lake.features.store_features`` there (``groupBy(store).applyInPandas``).
 
+        With ``storage`` (the runner passes it) each task writes its rows of the window as
+        Parquet files into the tables' folders, and two ``StagedFiles`` come back (committed by
+        the runner); without, the rows come back as Arrow tables."""
         from cloud.lake.features import STATE_TABLE, planogram_hash, planogram_of, split_by_store, store_features
-        from cloud.lake.tables import conform, schema_of
+        from cloud.lake.tables import TABLES, conform, schema_of
 
         # Decided on the driver for the whole lake (a store without planogram rows has no features).
         planogram = planogram_of(inputs)
@@ -98,6 +114,9 @@ class SparkEngine:
                 rows.append({"store_id": store, "kind": kind, "payload": _ipc(part)})
             rows.append({"store_id": store, "kind": "meta", "payload": json.dumps(meta).encode()})
 
+        targets = (("features", "gold.features"), ("states", STATE_TABLE))
+        writer = _ParquetWriter.of(storage) if storage is not None else None
+
         def per_store(frame):
             import pandas as pd
 
@@ -107,9 +126,24 @@ class SparkEngine:
             store = frame["store_id"].iloc[0]
             feats, states = store_features(store, parts, parts["planogram"], parts["stockouts"],
                                            cutoff=meta["cutoff"], snapshot=meta["snapshot"], plan_hash=meta["hash"])
-            return pd.DataFrame({"store_id": [store, store], "kind": ["features", "states"],
-                                 "payload": [_ipc(feats), _ipc(states)]})
+            if writer is None:
+                return pd.DataFrame({"store_id": [store, store], "kind": ["features", "states"],
+                                     "payload": [_ipc(feats), _ipc(states)]})
+            out = []
+            for (kind, table), rows in zip(targets, (feats, states)):
+                rows = rows.filter(pc.greater_equal(rows[TABLES[table].time_col], meta["cutoff"]))  # the window
+                if rows.num_rows:
+                    out.append({"store_id": store, "kind": kind, **writer.write(table, rows)})
+            return pd.DataFrame(out, columns=["store_id", "kind"] + list(_FILE_COLUMNS))
 
+        if writer is not None:
+            if not rows:
+                return StagedFiles(self, "gold.features", []), StagedFiles(self, STATE_TABLE, [])
+            packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
+            schema = "store_id string, kind string, " + ", ".join(f"{c} {t}" for c, t in _FILE_COLUMNS.items())
+            # Only file metadata comes back: one row per store and table.
+            files = self._collect(packed.groupBy("store_id").applyInPandas(per_store, schema=schema)).to_pylist()
+            return tuple(StagedFiles(self, table, [f for f in files if f["kind"] == kind]) for kind, table in targets)
         if not rows:
             return conform("gold.features", pa.table({})), conform(STATE_TABLE, pa.table({}))
         packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
@@ -148,3 +182,157 @@ def _ipc(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+#: what an executor hands back for each file it wrote (Spark DDL types)
+_FILE_COLUMNS = {"path": "string", "size": "long", "num_records": "long", "stats": "string"}
+
+
+class _ParquetWriter:
+    """Writes a table's rows as one Parquet file into the table's folder (on an executor) and
+    describes it for a Delta add action. Picklable: the storage travels, the file system is
+    opened where the writing happens."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    @classmethod
+    def of(cls, storage) -> "_ParquetWriter | None":
+        """A writer for ``storage``, or ``None`` when executors cannot reach it through ``pyarrow.fs``."""
+        from cloud.meta.backup import lake_filesystem
+        from gondola.errors import ConfigError
+
+        try:
+            lake_filesystem(storage)
+        except ConfigError:
+            return None
+        return cls(storage)
+
+    def _folder(self, table: str) -> tuple:
+        from cloud.meta.backup import lake_filesystem
+
+        fs, root = lake_filesystem(self.storage)
+        layer, _, name = table.partition(".")
+        return fs, f"{root}/{layer}/{name}"
+
+    def write(self, table: str, rows: pa.Table) -> dict:
+        import pyarrow.parquet as pq
+
+        from cloud.lake.tables import conform
+
+        rows = conform(table, rows)
+        fs, folder = self._folder(table)
+        fs.create_dir(folder, recursive=True)
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        pq.write_table(rows, f"{folder}/{name}", filesystem=fs, compression="snappy")
+        return {"path": name, "size": fs.get_file_info(f"{folder}/{name}").size, "num_records": rows.num_rows,
+                "stats": json.dumps(_stats(rows))}
+
+    def read(self, table: str, path: str) -> pa.Table:
+        import pyarrow.parquet as pq
+
+        fs, folder = self._folder(table)
+        return pq.read_table(f"{folder}/{path}", filesystem=fs)
+
+
+def _stats(rows: pa.Table) -> dict:
+    """Delta file statistics (numRecords, min / max / null count of the flat columns)."""
+    mins, maxs, nulls = {}, {}, {}
+    for name in rows.column_names:
+        col = rows[name]
+        nulls[name] = col.null_count
+        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_string(col.type):
+            mm = pc.min_max(col)
+            if mm["min"].is_valid:
+                mins[name], maxs[name] = mm["min"].as_py(), mm["max"].as_py()
+    return {"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+class StagedFiles:
+    """Parquet files executors wrote into a table's folder, not yet in its Delta log."""
+
+    def __init__(self, engine: SparkEngine, table: str, files: list[dict]):
+        self.engine, self.table, self.files = engine, table, files
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f["num_records"] for f in self.files)
+
+    def commit(self, storage, *, window: dict[str, int], time_col: str, txns) -> int:
+        """Replace the table's rows in ``window`` (store -> first instant) by the staged files,
+        in one Delta commit with the application transactions ``txns``; returns rows added.
+
+        Raises:
+            StorageError: the commit failed (the staged files stay unreferenced; VACUUM removes them).
+        """
+        from deltalake import CommitProperties, Schema, Transaction
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        from cloud.lake.storage import _table_config
+        from cloud.lake.tables import TABLES, schema_of, with_descriptions
+        from gondola.errors import StorageError
+
+        now = int(time.time() * 1000)
+        adds = [AddAction(f["path"], int(f["size"]), {}, now, True, f["stats"]) for f in self.files]
+        props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
+        uri = storage.uri(self.table)
+        try:
+            dt = storage.open(self.table)
+            if dt is None:
+                schema = Schema.from_arrow(with_descriptions(self.table, schema_of(self.table).empty_table()).schema)
+                create_table_with_add_actions(uri, schema, adds, mode="append", name=self.table,
+                                              description=TABLES[self.table].doc, configuration=_table_config(self.table),
+                                              storage_options=storage._opts, commit_properties=props)
+            else:
+                removes, kept = self._rewrite(storage, dt, window, time_col, now)
+                dt.create_write_transaction(removes + kept + adds, mode="append", schema=dt.schema(),
+                                            commit_properties=props)
+        except StorageError:
+            raise
+        except Exception as exc:  # deltalake raises several types; translate at the boundary
+            raise StorageError(f"cannot commit {len(adds)} files to {self.table}: {exc}") from exc
+        return self.num_rows
+
+    def _rewrite(self, storage, dt, window: dict[str, int], time_col: str, now: int) -> tuple[list, list]:
+        """Remove actions for the files holding rows of ``window``, and add actions for what
+        those files hold outside it (rewritten by executors: copy-on-write)."""
+        from deltalake.transaction import AddAction, RemoveAction
+
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        candidates = [a for a in actions.to_pylist() if _may_hold(a, window, time_col)]
+        if not candidates:
+            return [], []
+        writer = _ParquetWriter(storage)
+        table = self.table
+
+        def rewrite(batches):
+            import pandas as pd
+
+            for frame in batches:
+                out = []
+                for path in frame["path"]:
+                    rows = writer.read(table, path)
+                    cut = pa.array([window.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
+                    rest = rows.filter(pc.less(rows[time_col], cut))
+                    if rest.num_rows == rows.num_rows:
+                        continue  # nothing of the window in it: the file stays
+                    new = writer.write(table, rest) if rest.num_rows else None
+                    out.append({"old": path, **({k: new[k] for k in _FILE_COLUMNS} if new else
+                                                {k: None for k in _FILE_COLUMNS})})
+                yield pd.DataFrame(out, columns=["old"] + list(_FILE_COLUMNS))
+
+        paths = self.engine.session.createDataFrame([(a["path"],) for a in candidates], "path string")
+        schema = "old string, " + ", ".join(f"{c} {t}" for c, t in _FILE_COLUMNS.items())
+        done = self.engine._collect(paths.mapInPandas(rewrite, schema=schema)).to_pylist()
+        sizes = {a["path"]: a["size_bytes"] for a in candidates}
+        removes = [RemoveAction(d["old"], True, now, int(sizes[d["old"]]), {}) for d in done]
+        kept = [AddAction(d["path"], int(d["size"]), {}, now, True, d["stats"]) for d in done if d["path"]]
+        return removes, kept
+
+
+def _may_hold(action: dict, window: dict[str, int], time_col: str) -> bool:
+    """Whether a file may hold rows of ``window``, from its statistics (no statistics: it may)."""
+    lo, hi, tmax = action.get("min.store_id"), action.get("max.store_id"), action.get(f"max.{time_col}")
+    if lo is None or hi is None or tmax is None:
+        return True
+    return any(lo <= store <= hi and tmax >= cut for store, cut in window.items())

@@ -39,11 +39,7 @@ import pyarrow.compute as pc
 from gondola.contracts import EVENT_TYPES, field_rules, parse_event
 from gondola.errors import ContractError
 
-__all__ = ["GATE", "accepted_mask", "contract_verdicts"]
-
-#: printable ASCII without a backslash, the whole line (RE2, as Arrow's regex kernels read it)
-GATE = r"^[ -\[\]-~]*$"
-
+__all__ = ["accepted_mask", "contract_verdicts"]
 
 def _kind_type(kind: type, lo, hi, choices) -> Any:
     """One kind of a field as an annotated type with the contract's bounds (``None``: no fast rule)."""
@@ -110,13 +106,16 @@ def accepted_mask(lines: pa.Array | pa.ChunkedArray) -> np.ndarray:
     ok = np.zeros(n, dtype=bool)
     if n == 0 or _DECODER is None:
         return ok
-    gated = pc.fill_null(pc.match_substring_regex(lines, GATE), False)
-    at = np.flatnonzero(np.asarray(gated))
+    # (Arrow's plain kernels, not one regular expression: a third of the time on a day of 100 stores)
+    gated = pc.and_kleene(pc.and_kleene(pc.string_is_ascii(lines), pc.ascii_is_printable(lines)),
+                          pc.invert(pc.match_substring(lines, "\\")))
+    at = np.flatnonzero(np.asarray(pc.fill_null(gated, False)))
     if len(at) == 0:
         return ok
-    picked = pa.array(at, pa.int64())
-    texts = lines.take(picked).to_pylist()
-    keys = pc.count_substring(lines.take(picked), '":').to_numpy(zero_copy_only=False)
+    if len(at) < n:
+        lines = lines.take(pa.array(at, pa.int64()))
+    texts = lines.to_pylist()
+    keys = pc.count_substring(lines, '":').to_numpy(zero_copy_only=False)
     decode = _DECODER.decode
     for i, text, n_keys in zip(at.tolist(), texts, keys.tolist()):
         try:

@@ -38,7 +38,8 @@ import pyarrow.fs as pafs
 from cloud.lake.storage import LakeStorage, LocalStorage, open_storage
 from gondola.errors import ConfigError, StorageError
 
-__all__ = ["backup_lake", "restore_lake", "list_tables", "content_checksum", "backup_main", "restore_main"]
+__all__ = ["backup_lake", "restore_lake", "list_tables", "content_checksum", "backup_main", "restore_main",
+           "lake_filesystem"]
 
 _LOG = "_delta_log"
 
@@ -66,6 +67,10 @@ def _filesystem(storage: LakeStorage) -> tuple[pafs.FileSystem, str]:
                       dfs_storage_authority=ep_rest.split("/")[0], dfs_storage_scheme=ep_scheme)
     fs = pafs.AzureFileSystem(account, **{k: v for k, v in kwargs.items() if v})
     return fs, f"{container}/{prefix}".rstrip("/")
+
+
+#: the lake's files through ``pyarrow.fs`` (also how Spark executors write a table's Parquet files)
+lake_filesystem = _filesystem
 
 
 def list_tables(storage: LakeStorage) -> list[str]:
