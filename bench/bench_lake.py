@@ -91,6 +91,24 @@ def _floor(bronze) -> dict:
     return out
 
 
+def _verdict_peer(bronze, sample: int = 100_000) -> tuple[float, float]:
+    """Silver's bulk contract verdict against parse_event on every line (its peer), us a line,
+    on the same lines in the same round."""
+    from cloud.lake.verdict import contract_verdicts
+    from gondola.contracts import parse_event
+
+    lines = bronze["event_json"].slice(0, sample)
+    _, bulk_s = _timed(contract_verdicts, lines)
+    texts = lines.to_pylist()
+
+    def each():
+        for line in texts:
+            parse_event(line)
+
+    _, each_s = _timed(each)
+    return bulk_s / len(texts) * 1e6, each_s / len(texts) * 1e6
+
+
 def _timed(fn, *args):
     t = time.perf_counter()
     out = fn(*args)
@@ -128,6 +146,7 @@ def _round(tmp: Path, r: int, n: int) -> dict:
     phases.append(("end", time.perf_counter()))
     phase_s = {a[0]: b[1] - a[1] for a, b in zip(phases, phases[1:])}
     bronze = storage.read("bronze.events")
+    verdict_us, parse_us = _verdict_peer(bronze)
     pandas_out, pandas_s = _timed(_pandas, bronze)
     floor_out, floor_s = _timed(_floor, bronze)
     ours_counts = {t: storage.read(f"gold.{t}").num_rows for t in ("hourly_sales", "shelf_state", "stockouts")}
@@ -135,7 +154,8 @@ def _round(tmp: Path, r: int, n: int) -> dict:
     print(f"  round {r + 1}: ingest {ingest_s:.1f}s, transform {transform_s:.1f}s "
           f"({', '.join(f'{k} {v:.1f}' for k, v in phase_s.items())}), pandas {pandas_s:.1f}s, floor {floor_s:.2f}s: "
           f"ours/floor {transform_s / floor_s:.1f}x, pandas/ours {pandas_s / transform_s:.2f}x", flush=True)
-    return {"ingest_s": ingest_s, "transform_s": transform_s, "phases": phase_s, "pandas_s": pandas_s,
+    return {"verdict_us_per_line": verdict_us, "parse_event_us_per_line": parse_us,
+            "ingest_s": ingest_s, "transform_s": transform_s, "phases": phase_s, "pandas_s": pandas_s,
             "floor_s": floor_s, "core_s": core_s, "same": ours_counts == pandas_out == floor_out,
             "gold_rows": ours_counts, "silver_stats": {k: report[k] for k in ("duplicates", "quarantined", "late")}}
 
@@ -170,6 +190,10 @@ def run(quick: bool = False) -> dict:
         "ingest_s": _stat(col("ingest_s")), "transform_s": _stat(col("transform_s")),
         "transform_phases_s": {p: _stat([r["phases"][p] for r in rounds]) for p in phase_names},
         "pandas_s": _stat(col("pandas_s")), "duckdb_floor_s": _stat(col("floor_s")),
+        "contract_verdict_us_per_line": {"bulk": _stat(col("verdict_us_per_line")),
+                                         "parse_event_each_line": _stat(col("parse_event_us_per_line")),
+                                         "ratio_parse_event_vs_bulk": _stat([r["parse_event_us_per_line"] / r["verdict_us_per_line"]
+                                                                             for r in rounds])},
         "events_per_s": {"ours_transform_delta": round(n / transform_med), "ours_without_features": round(n / _median(col("core_s"))),
                          "pandas": round(n / _median(col("pandas_s"))), "duckdb_floor": round(n / _median(col("floor_s")))},
         # each ratio is taken within a round (same machine load), then the median over rounds

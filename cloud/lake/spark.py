@@ -66,6 +66,17 @@ class SparkEngine:
             )
         return self._session
 
+    @property
+    def parallelism(self) -> int:
+        """Task slots: N of ``local[N]`` (all cores for ``local[*]``), else the cluster's default
+        parallelism (the local session pins ``spark.default.parallelism`` to 1 for its many
+        small SQL jobs, so that setting does not say how many cores there are)."""
+        master = self.session.sparkContext.master
+        if master.startswith("local"):
+            inside = master[master.find("[") + 1:master.find("]")] if "[" in master else "1"
+            return (os.cpu_count() or 1) if inside.startswith("*") else int(inside.split(",")[0])
+        return max(1, self.session.sparkContext.defaultParallelism)
+
     def run(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
         spark = self.session
         for name, table in inputs.items():
@@ -140,9 +151,13 @@ class SparkEngine:
             if not rows:
                 return StagedFiles(self, "gold.features", []), StagedFiles(self, STATE_TABLE, [])
             packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
+            # Stores spread over the task slots (a few stores per task); grouping by the key the
+            # frame is partitioned on adds no second shuffle.
+            tasks = max(1, min(len(stores), 4 * self.parallelism))
             schema = "store_id string, kind string, " + ", ".join(f"{c} {t}" for c, t in _FILE_COLUMNS.items())
             # Only file metadata comes back: one row per store and table.
-            files = self._collect(packed.groupBy("store_id").applyInPandas(per_store, schema=schema)).to_pylist()
+            files = self._collect(packed.repartition(tasks, "store_id").groupBy("store_id")
+                                  .applyInPandas(per_store, schema=schema)).to_pylist()
             return tuple(StagedFiles(self, table, [f for f in files if f["kind"] == kind]) for kind, table in targets)
         if not rows:
             return conform("gold.features", pa.table({})), conform(STATE_TABLE, pa.table({}))
@@ -321,7 +336,8 @@ class StagedFiles:
                                                 {k: None for k in _FILE_COLUMNS})})
                 yield pd.DataFrame(out, columns=["old"] + list(_FILE_COLUMNS))
 
-        paths = self.engine.session.createDataFrame([(a["path"],) for a in candidates], "path string")
+        paths = self.engine.session.createDataFrame([(a["path"],) for a in candidates], "path string") \
+            .repartition(max(1, min(len(candidates), self.engine.parallelism)))
         schema = "old string, " + ", ".join(f"{c} {t}" for c, t in _FILE_COLUMNS.items())
         done = self.engine._collect(paths.mapInPandas(rewrite, schema=schema)).to_pylist()
         sizes = {a["path"]: a["size_bytes"] for a in candidates}
