@@ -124,6 +124,15 @@ class EdgeSettings:
             raise ConfigError(f"encoding must be gzip, deflate or identity, got {self.encoding!r}")
         if not 0 <= self.live_share < 1:
             raise ConfigError("live_share must be in [0, 1)")
+        for name in ("cycle_s", "health_every_s", "twin_every_s", "snapshot_every_s", "buffer_max_bytes"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("uplink_delay_s", "gap_grace_s", "bandwidth_bytes_s", "backup_every_s"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.broker_port < 65536 or not 0 <= self.http_port < 65536:
+            bad = "broker_port" if not 0 < self.broker_port < 65536 else "http_port"
+            raise ConfigError(f"{bad} must be a TCP port, got {getattr(self, bad)}")
         if self.raise_at is not None and not 0 <= self.clear_at < self.raise_at <= 1:
             raise ConfigError("need 0 <= clear_at < raise_at <= 1")
         if self.mode == "production" and self.model_path is not None and self.model_key_file is None:

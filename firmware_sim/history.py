@@ -447,6 +447,8 @@ def generate(
         raise ConfigError(f"need stores >= 1, days >= 1, skus >= 2; got {stores}, {days}, {skus}")
     if start_ms % DAY_MS:
         raise ConfigError("start_ms must be a midnight UTC")
+    if not 0.0 <= sensor_share <= 1.0:
+        raise ConfigError(f"sensor_share must be in [0, 1], got {sensor_share}")
     scenario = scenario or Scenario.default()
     out = Path(out_dir)
     started = time.perf_counter()

@@ -251,6 +251,33 @@ def _check_probabilities(params: Any, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{type(params).__name__}.{name} must be a probability in [0, 1], got {value!r}")
 
 
+_KIND = {"float": "a number", "int": "an integer", "str": "text"}
+
+
+def _is(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):
+        return False
+    return {"float": isinstance(value, (int, float)), "int": isinstance(value, int),
+            "str": isinstance(value, str)}[kind]
+
+
+def _check_type(section: str, name: str, value: Any, annotation: str) -> None:
+    """Raises ConfigError naming the parameter when a file gives it a value of the wrong type
+    (``annotation`` is the field's type as written: ``float``, ``int | None``, ``tuple[str, ...]``)."""
+    kind = annotation.removesuffix(" | None")
+    if value is None and kind != annotation:
+        return
+    if kind.startswith("tuple["):
+        item = kind[len("tuple["):].split(",")[0].rstrip("]")
+        if isinstance(value, (list, tuple)) and all(_is(v, item) for v in value):
+            return
+        plural = {"float": "numbers", "int": "integers", "str": "text"}[item]
+        raise ConfigError(f"[{section}] {name}: expected a list of {plural}, got {type(value).__name__}"
+                          + (" with an item of another type" if isinstance(value, (list, tuple)) else ""))
+    if not _is(value, kind):
+        raise ConfigError(f"[{section}] {name}: expected {_KIND[kind]}, got {type(value).__name__}")
+
+
 _SECTIONS = {"demand": DemandParams, "replenishment": ReplenishmentParams, "devices": DeviceParams, "faults": FaultParams}
 
 
@@ -335,6 +362,8 @@ class Scenario:
             bad = set(values) - set(known)
             if bad:
                 raise ConfigError(f"[{section}] unknown parameter(s) {sorted(bad)}")
+            for name, value in values.items():
+                _check_type(section, name, value, known[name].type)
             clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
             try:
                 parts[section] = klass(**clean)

@@ -113,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(module, func_name)(rest) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`gondola ... | head`): stop quietly, as a command
+        # killed by SIGPIPE would, and keep the interpreter's final flush from complaining.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except GondolaError as exc:
         if debug:
             raise

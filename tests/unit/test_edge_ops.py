@@ -199,3 +199,20 @@ def test_a_twin_without_a_log_level_leaves_the_processs_level_alone(gateway):
     hub.set_desired("gw-s001", "gondola-gateway", {"settings": {"cycle_s": 20}})
     assert gw.poll_desired() and gw.settings.cycle_s == 20.0
     assert logging.getLogger().level == logging.WARNING
+
+
+@pytest.mark.parametrize("env,name", [
+    ({"GONDOLA_CYCLE_S": "-5"}, "cycle_s"),
+    ({"GONDOLA_CYCLE_S": "0"}, "cycle_s"),
+    ({"GONDOLA_HEALTH_EVERY_S": "-1"}, "health_every_s"),
+    ({"GONDOLA_UPLINK_DELAY_S": "-900"}, "uplink_delay_s"),
+    ({"GONDOLA_BUFFER_MAX_BYTES": "0"}, "buffer_max_bytes"),
+    ({"GONDOLA_BROKER_PORT": "70000"}, "broker_port"),
+    ({"GONDOLA_HTTP_PORT": "-1"}, "http_port"),
+])
+def test_settings_refuse_negative_intervals_sizes_and_ports(env, name):
+    # `gondola edge run --cycle-s -5` used to start and spin its loop without pause.
+    with pytest.raises(ConfigError, match=name):
+        EdgeSettings.from_env({"GONDOLA_STORE_ID": "s1", **env})
+    assert EdgeSettings.from_env({"GONDOLA_STORE_ID": "s1", "GONDOLA_UPLINK_DELAY_S": "0",
+                                  "GONDOLA_HTTP_PORT": "0", "GONDOLA_CYCLE_S": "0.5"}).cycle_s == 0.5

@@ -62,3 +62,20 @@ def test_cli_lists_every_command_and_rejects_unknown_ones(capsys):
         assert name in out
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    # `gondola sim scenario FILE | head` used to print "gondola sim: Broken pipe" on stderr.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "gondola.cli", "sim", "scenario"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    proc.stdout.close()  # the reader is gone before the command writes (imports come first)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""

@@ -192,3 +192,11 @@ def test_history_files_hold_the_same_events_live_mode_sends(tmp_path):
              for e in read_events(tmp_path, etype, "s001")]
     key = lambda e: (e["device_id"], e["seq"], json.dumps(e, sort_keys=True))  # noqa: E731
     assert sorted(files, key=key) == sorted(live, key=key)
+
+
+def test_cli_generate_refuses_a_bad_sensor_share_before_creating_anything(tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match="sensor_share"):
+        main(["generate", "--stores", "1", "--skus", "10", "--days", "1", "--sensor-share", "1.5",
+              "--out", str(out), "--quiet"])
+    assert not out.exists()

@@ -76,3 +76,29 @@ def test_scenario_values_out_of_range_are_refused(tmp_path, section, body):
     path.write_text(f"[{section}]\n{body}\n")
     with pytest.raises(ConfigError):
         Scenario.load(path)
+
+
+@pytest.mark.parametrize("section,body,message", [
+    ("demand", 'mean_units_per_sku_day = "lots"', r"\[demand\] mean_units_per_sku_day: expected a number, got str"),
+    ("demand", "weekday_factors = [1, 1, 1, 1, 1, 1, \"x\"]", r"weekday_factors: expected a list of numbers"),
+    ("replenishment", "restock_times = [630]", r"restock_times: expected a list of text"),
+    ("replenishment", "capacity_bounds = 4", r"capacity_bounds: expected a list of integers, got int"),
+    ("devices", "heartbeat_min = true", r"heartbeat_min: expected an integer, got bool"),
+    ("devices", "step_min = 5.5", r"step_min: expected an integer, got float"),
+    ("demand", "registers = \"two\"", r"registers: expected an integer, got str"),
+])
+def test_a_value_of_the_wrong_type_is_refused_naming_the_parameter(tmp_path, section, body, message):
+    # A user's scenario file with a typo'd value gets a sentence naming the parameter, not
+    # Python's "'<=' not supported between instances of 'str' and 'int'".
+    path = tmp_path / "typo.toml"
+    path.write_text(f"[{section}]\n{body}\n")
+    with pytest.raises(ConfigError, match=message):
+        Scenario.load(path)
+
+
+def test_integers_are_accepted_where_numbers_are_expected(tmp_path):
+    path = tmp_path / "ints.toml"
+    path.write_text("[demand]\nmean_units_per_sku_day = 3\nopen_hour = 8\n"
+                    "weekday_factors = [1, 1, 1, 1, 1, 1, 1]\n[faults]\ndrops = 0\n")
+    sc = Scenario.load(path)
+    assert sc.demand.mean_units_per_sku_day == 3 and sc.demand.weekday_factors == (1, 1, 1, 1, 1, 1, 1)
