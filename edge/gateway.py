@@ -173,7 +173,7 @@ class Gateway:
         inf = self.inference
         i = inf.index.get(facing_id)
         if i is None:
-            raise ContractError(f"unknown facing {facing_id!r}")
+            raise ContractError("unknown_facing", f"no facing {ascii(facing_id)[:80]} in the planogram")
         with inf._lock:
             st = inf.states[i]
             data: dict = {"facing_id": facing_id, "sku": st.sku, "outcome": outcome}

@@ -101,6 +101,11 @@ def test_done_records_a_shelf_check_event_that_goes_up_with_the_alert_it_answere
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(urllib.request.Request(base + "/done", data=bad))
         assert err.value.code == 400
+        # An unknown facing (or an empty form) is the sender's mistake too: 400, not a 500.
+        for junk in (urllib.parse.urlencode({"facing_id": "nope", "outcome": "restocked"}).encode(), b"garbage"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(urllib.request.Request(base + "/done", data=junk))
+            assert err.value.code == 400
         gw.drain()
     finally:
         server.shutdown()
