@@ -239,6 +239,9 @@ def _detectors(seeds: list[int], stores: int, days: float) -> dict:
         for k, v in s.items():
             for f in fields:
                 total[k][f] += v[f]
+            for f in ("missed_baskets_found", "missed_baskets_missed"):
+                if f in v:
+                    total[k][f] = sorted(total[k].get(f, []) + v[f])
         shutil.rmtree(root, ignore_errors=True)
         print(f"  seed {seed}: " + ", ".join(f"{k} {v['right']}/{v['detections']} {v['found']}/{v['truth']}"
                                               for k, v in s.items()))

@@ -12,8 +12,9 @@ nothing in its window shows no symptom).
 
 from __future__ import annotations
 
+import bisect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cloud.ingest.source import LocalHubSource
@@ -49,6 +50,10 @@ TRUTH_OF = {
 #: Every anomaly on at once, at rates that give each kind a few cases per store-week.
 FAULTS = dict(sensor_drifts=0.01, sensor_fleet_failures=0.15, till_failures=0.08, pos_outages=0.12,
               demand_spikes=0.4, duplicates=0.01, late=0.005)
+#: Stuck load cells per sensor-day when every anomaly is on (the scenario's 0.005 gives about one
+#: visible case per 4-store week: too few to judge a detector on; a stuck cell shows only on a
+#: single-facing SKU that sold >= 3 units while stuck).
+STUCK_PROB = 0.05
 GATEWAY_FAULTS = GatewayFaults(uplink_down=0.15, uplink_slow=0.12, model_broken=0.0)
 
 
@@ -85,12 +90,18 @@ class SimRun:
 def run_sim_stores(root: Path, *, stores: int = 4, skus: int = 400, days: float = 3.0, seed: int = 1,
                    faults: dict | None = None, gateway_faults: GatewayFaults | None = None,
                    alerters: dict | None = None, step_min: int = 5, partitions: int = 2,
-                   start_ms: int = DEFAULT_START_MS) -> SimRun:
-    """Simulate ``stores`` stores for ``days`` days into a fresh hub (no job run yet)."""
+                   start_ms: int = DEFAULT_START_MS, stuck_prob: float | None = None) -> SimRun:
+    """Simulate ``stores`` stores for ``days`` days into a fresh hub (no job run yet); stuck load
+    cells at ``stuck_prob`` per sensor-day (default: ``STUCK_PROB`` with every anomaly on, i.e.
+    ``faults`` None, else the scenario's)."""
     root.mkdir(parents=True, exist_ok=True)
     clock = SimClock(start_ms)
     hub = LocalHub(root / "hub.sqlite", partitions=partitions, clock=clock)
     scenario = Scenario.with_faults(**(FAULTS if faults is None else faults))
+    if stuck_prob is None and faults is None:
+        stuck_prob = STUCK_PROB
+    if stuck_prob is not None:
+        scenario = replace(scenario, devices=replace(scenario.devices, stuck_prob=stuck_prob))
     sims = [StoreSim(f"s{seed:02d}{i:02d}", skus=skus, seed=seed, start_ms=start_ms, scenario=scenario)
             for i in range(stores)]
     gws = [SimGateway(sim, hub, clock, faults=gateway_faults or GATEWAY_FAULTS, seed=seed,
@@ -128,16 +139,28 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         sku = next(r["sku"] for r in sim.planogram if r["facing_id"] == facing)
         if skus.count(sku) > 1:
             return False
-        if w.kind == "sensor_drift":
-            return True
-        # A stuck value shows only when the shelf really moved (by sales) while it was stuck.
         pts = sim.truth.shelf_units(facing)
-        inside = [u for ts, u in pts if w.start_ms <= ts < w.end_ms]
+        times = [ts for ts, _ in pts]
+
+        def units_at(t: int) -> int:
+            k = bisect.bisect_right(times, t)
+            return pts[k - 1][1] if k else 0
+
+        if w.kind == "sensor_drift":
+            # A drift shows once readings differ from the shelf: at least three readings inside
+            # the window off the true units by one unit or more (a reading rounded to the true
+            # units, or a shelf at 0 read as 0 by a cell drifting down, shows nothing).
+            off = [t for t, u in _readings(run).get(w.target, ()) if w.start_ms <= t < w.end_ms and abs(u - units_at(t)) >= 1]
+            return len(off) >= 3
+        # A stuck value shows only when the shelf really moved while it was stuck and a
+        # heartbeat then repeated the stuck value: a reading inside the window, at least 30
+        # minutes in, when the shelf held >= 3 units fewer than at the start (a stuck cell sends
+        # only heartbeats, like a cell whose radio is down but for the value: nothing else tells them apart).
         before = [u for ts, u in pts if ts < w.start_ms][-1:]
-        seq = before + inside
-        fell = sum(max(a - b, 0) for a, b in zip(seq, seq[1:]))
-        # ... and a heartbeat (every 3 h) could repeat the stuck value after that.
-        return fell >= 3 and w.end_ms - w.start_ms >= 3 * HOUR_MS
+        if not before:
+            return False
+        return any(before[0] - units_at(t) >= 3 for t, _ in _readings(run).get(w.target, ())
+                   if w.start_ms + 30 * MINUTE_MS <= t < w.end_ms)
     if w.kind == "demand_spike":
         # Only a spike that reached the till shows: at least 10 units sold that day, 3x the usual.
         return _spike_sold(w, run) >= 10
@@ -151,6 +174,51 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         return bool(f and f["has_sensor"] and skus.count(f["sku"]) == 1
                     and _deliveries_between(sim, w.start_ms, w.end_ms - 2 * HOUR_MS) >= 2)
     return True
+
+
+def _readings(run: SimRun) -> dict[str, list[tuple[int, float]]]:
+    """``(ts, units_est)`` of every sensor's readings as delivered to the hub (read once per run)."""
+    if "readings" not in run.stats:
+        from gondola.contracts import batch_lines, parse_lines
+
+        out: dict[str, list[tuple[int, float]]] = {}
+        with LocalHub(run.hub_path) as hub:
+            for p in range(hub.partitions):
+                for m in hub.read(p, limit=100_000_000):
+                    for ev in parse_lines(batch_lines(m.body, m.properties)):
+                        if ev and ev.get("type") == "shelf.reading":
+                            out.setdefault(ev["device_id"], []).append((int(ev["ts"]), float(ev["data"]["units_est"])))
+        run.stats["readings"] = out
+    return run.stats["readings"]
+
+
+def _baskets(run: SimRun) -> dict[str, list[int]]:
+    """Start time of every basket (first line of a register's transaction) per store, sorted."""
+    if "baskets" not in run.stats:
+        from gondola.contracts import batch_lines, parse_lines
+
+        first: dict[tuple[str, str, object], int] = {}
+        with LocalHub(run.hub_path) as hub:
+            for p in range(hub.partitions):
+                for m in hub.read(p, limit=100_000_000):
+                    for ev in parse_lines(batch_lines(m.body, m.properties)):
+                        if ev and ev.get("type") == "pos.line":
+                            key = (ev["store_id"], ev["device_id"], ev["data"].get("txn_id"))
+                            first[key] = min(first.get(key, ev["ts"]), ev["ts"])
+        out: dict[str, list[int]] = {}
+        for (store, _, _), ts in first.items():
+            out.setdefault(store, []).append(int(ts))
+        run.stats["baskets"] = {k: sorted(v) for k, v in out.items()}
+    return run.stats["baskets"]
+
+
+def till_missed_baskets(w: WindowRecord, run: SimRun) -> float:
+    """Baskets a failed lane missed: the store's baskets in the window (paid elsewhere meanwhile)
+    over its number of registers (the simulator spreads baskets evenly over lanes)."""
+    sim = next(s for s in run.sims if w.target.startswith(f"pos-{s.store_id}"))
+    times = _baskets(run).get(sim.store_id, [])
+    n = bisect.bisect_left(times, w.end_ms) - bisect.bisect_left(times, w.start_ms)
+    return n / sim.registers
 
 
 def _deliveries_between(sim: StoreSim, start: int, end: int) -> int:
@@ -216,7 +284,14 @@ def score_detectors(run: SimRun, rows: list[dict] | None = None) -> dict[str, di
         # Also over every window injected before the run's last hour, visible or not.
         every = [(st, w) for st, w in keyed if w.end_ms > w.start_ms and w.start_ms < run.end_ms - HOUR_MS]
         found_all = sum(1 for st, w in every if any(hit(r, st, w) for r in mine))
-        out[kind] = {"detections": len(mine), "right": right, "truth": len(seen), "found": found,
+        if tkind == "till_down":  # how much evidence each lane failure gave (docs/stream.md)
+            extra = {"missed_baskets_found": sorted(round(till_missed_baskets(w, run), 1) for st, w in seen
+                                                    if any(hit(r, st, w) for r in mine)),
+                     "missed_baskets_missed": sorted(round(till_missed_baskets(w, run), 1) for st, w in seen
+                                                     if not any(hit(r, st, w) for r in mine))}
+        else:
+            extra = {}
+        out[kind] = {**extra, "detections": len(mine), "right": right, "truth": len(seen), "found": found,
                      "precision": round(right / len(mine), 3) if mine else None,
                      "recall": round(found / len(seen), 3) if seen else None,
                      "truth_all": len(every), "found_all": found_all}

@@ -16,8 +16,11 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   back since that value, ``stuck_min_ms`` or more after it, while the store's other sensors
   report. A sensor that was merely not heard from (its radio hub down) is not stuck.
   Score: units sold.
-* ``till_silent``: a register that sent lines in the past hour-of-day profile is silent for
-  ``till_silent_ms`` while the store's other registers sell. Score: lines expected.
+* ``till_silent``: a register silent for ``till_silent_ms`` while the store's other registers
+  sell, and the baskets it missed reach ``till_expected``: the baskets the others took since its
+  last one times its usual share of the store's baskets over theirs (live traffic: a quiet day
+  is quiet for every lane). Its own hour-of-day profile must expect ``till_usual_min`` baskets
+  in the silence (a lane usually closed then is not a failure). Score: baskets missed.
 * ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
   ``backlog_fresh_ms`` of their time: reports drained after an outage describe the past), show
   ``unsent_rows`` rising over ``backlog_reports`` reports by at least ``backlog_min_rows`` while
@@ -28,7 +31,8 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
 * ``sensor_drift``: a sensor (of a SKU with one facing) whose reading departs from what the till
   and the handhelds say: expected = reading at the anchor - units sold since + units restocked
   since (each counted up to the reading's time); ``drift_readings`` readings in a row off by at
-  least ``drift_units`` while the value keeps changing (an unchanged value is ``sensor_stuck``).
+  least ``drift_units`` (one unit: the cells read whole units and their noise is a tenth of one)
+  while the value keeps changing (an unchanged value is ``sensor_stuck``).
   Judged only when the POS record is current (a line within 15 minutes, or a closed hour).
   Score: units off.
 * ``phantom_inventory``: a sensored facing (its SKU's only one) reads empty for
@@ -72,7 +76,9 @@ class DetectorConfig:
     stuck_min_ms: int = 30 * MINUTE_MS
     stuck_units: float = 3.0
     till_silent_ms: int = 30 * MINUTE_MS
-    till_expected: float = 9.0
+    till_expected: float = 10.5
+    till_usual_min: float = 2.0
+    till_lookback_ms: int = 3 * HOUR_MS
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
@@ -82,7 +88,7 @@ class DetectorConfig:
     backlog_age_ms: int = 10 * MINUTE_MS
     sales_zero_ms: int = 30 * MINUTE_MS
     sales_zero_expected: float = 15.0
-    drift_units: float = 3.0
+    drift_units: float = 1.0
     drift_readings: int = 3
     phantom_min_ms: int = 12 * HOUR_MS
     phantom_deliveries: int = 2
@@ -183,12 +189,15 @@ class StoreWatch:
     # Indexes over ``sensors`` so a tick looks only at candidates, not at every sensor:
     zeros: dict = field(default_factory=dict)  # facing -> sensor reading 0 (phantom_inventory)
     selling: dict = field(default_factory=dict)  # facing -> sensor the till sold from since its value (stuck)
+    baskets: list = field(default_factory=list)  # (ts, register) of the last hours' baskets (till_silent)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if "zeros" not in state:  # a snapshot from before the indexes
             self.zeros = {f: s for f, s in self.sensors.items() if s.zero_since is not None}
             self.selling = {f: s for f, s in self.sensors.items() if s.sold > 0}
+        if "baskets" not in state:
+            self.baskets = []
 
     def start(self, ts: int, planogram: Sequence[Any] | None) -> None:
         self.first_ts = self.last_ts = ts
@@ -331,6 +340,7 @@ class StoreWatch:
         if txn not in reg[3]:  # a register's profile counts baskets: lines come in bursts
             reg[3] = reg[3][-15:] + [txn]
             reg[1].events[_hour(ts)] += 1
+            self.baskets.append((ts, device))
         if ts > reg[0]:
             reg[0] = ts
             if reg[2]:
@@ -515,19 +525,40 @@ class StoreWatch:
                     rows.append(self._row(t, "sensor_stuck", s.device, s.sold, s.changed_ts, {
                         "facing_id": facing, "sku": s.sku, "reading_units": s.units, "units_sold_since": round(s.sold, 2),
                         "unchanged_min": round((t - s.changed_ts) / MINUTE_MS, 1)}))
-        # till_silent
-        others_selling = pos_recent
+        rows += self._till_check(t, cfg, pos_recent and not queued)
+        return rows
+
+    def _till_check(self, t: int, cfg: DetectorConfig, others_selling: bool) -> list[dict]:
+        """till_silent: a register silent while the others sell. The baskets it missed are
+        counted from what the others took meanwhile (live traffic, not a profile) times its
+        usual share of the store's baskets; its own hour profile must say the lane is usually
+        open then (a lane closed at quiet hours is not a failure)."""
+        horizon = t - cfg.till_lookback_ms
+        if self.baskets and self.baskets[0][0] < horizon:
+            self.baskets = [b for b in self.baskets if b[0] >= horizon]
+        rows: list[dict] = []
+        if not others_selling:
+            return rows
+        totals = {d: sum(r[1].events) for d, r in self.registers.items()}
+        everyone = sum(totals.values())
         for device, reg in sorted(self.registers.items()):
             last, prof, flagged = reg[:3]
-            if flagged or not others_selling or t - last < cfg.till_silent_ms or queued:
+            if flagged or t - last < cfg.till_silent_ms:
                 continue
-            if any(d != device and t - r[0] < cfg.till_silent_ms for d, r in self.registers.items()):
-                expected = prof.expected(max(last, t - 3 * HOUR_MS), t, strict=True)
-                if expected >= cfg.till_expected:
-                    reg[2] = True
-                    self.open.add(f"till_silent:{device}")
-                    rows.append(self._row(t, "till_silent", device, expected, last, {
-                        "last_line_ms": last, "expected_lines": round(expected, 1)}))
+            if not any(d != device and t - r[0] < cfg.till_silent_ms for d, r in self.registers.items()):
+                continue
+            share = totals[device] / everyone if everyone else 0.0
+            if share <= 0 or share >= 1:
+                continue
+            usual = prof.expected(max(last, horizon), t, strict=True)
+            others = sum(1 for ts, d in self.baskets if ts > last and d != device)
+            expected = others * share / (1.0 - share)
+            if expected >= cfg.till_expected and usual >= cfg.till_usual_min:
+                reg[2] = True
+                self.open.add(f"till_silent:{device}")
+                rows.append(self._row(t, "till_silent", device, expected, last, {
+                    "last_line_ms": last, "expected_baskets": round(expected, 1), "others_baskets": others,
+                    "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
         return rows
 
     def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig) -> list[dict]:

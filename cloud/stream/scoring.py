@@ -109,6 +109,7 @@ class StoreScorer:
         # Units per hour: the hour-of-day profile once learnt (a week of sales), else the last
         # day's average rate from before the silence.
         per_h = np.where(X[:, _DEMAND_2H] > 0, X[:, _DEMAND_2H] / 2.0, self.silent_X[:, _RATE_24H])
+        per_h = np.maximum(per_h, 0.0)  # a SKU with more returns than sales: no negative demand
         self.imputed += per_h * span_h
         Xi = X.copy()
         S = self.silent_X

@@ -1,6 +1,7 @@
 """The stream's anomaly detectors against the simulator's ground truth (``tests/stream_sim.py``).
 
-One small run with every anomaly injected at high rates, on a seed the rules were not tuned on;
+One small run with every anomaly injected at high rates, on a seed the rules were not tuned on
+(57; thresholds were chosen on seeds 1 and 23, reported on 41-43);
 the full measurement over held-out seeds is ``bench/bench_stream.py`` (figures in docs/stream.md).
 """
 
@@ -18,11 +19,12 @@ _FAULTS = dict(sensor_drifts=0.02, sensor_fleet_failures=0.3, till_failures=0.15
 
 
 def test_stream_detectors_find_the_injected_anomalies_with_few_false_alarms(tmp_path):
-    run = run_sim_stores(tmp_path, stores=3, skus=600, days=3.0, seed=23, faults=_FAULTS,
-                         gateway_faults=GatewayFaults(uplink_down=0.3, uplink_slow=0.3))
+    run = run_sim_stores(tmp_path, stores=3, skus=600, days=3.0, seed=57, faults=_FAULTS,
+                         gateway_faults=GatewayFaults(uplink_down=0.3, uplink_slow=0.3), stuck_prob=0.1)
     run_job(run)
     scores = score_detectors(run)
-    for kind in ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_drift", "sales_zero"):
+    for kind in ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_drift", "sales_zero",
+                 "sensor_stuck", "till_silent"):
         s = scores[kind]
         assert s["truth"] >= 1, f"{kind}: the run injected nothing to find ({s})"
         assert s["found"] >= 0.5 * s["truth"], f"{kind}: found too few ({s})"
