@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-__all__ = ["build_dashboard", "screenshot", "CHARTS"]
+__all__ = ["build_dashboard", "chart_spec", "screenshot", "CHARTS"]
 
 #: The dashboard's charts (names as in ``#render-status``).
 CHARTS = ("stockout_rate_by_day", "stockouts_by_store", "stockouts_by_category", "top_products",
@@ -231,7 +231,10 @@ def _charts(data: dict):
         enc_value = alt.X(f"{value}:Q" if value != "count()" else "count():Q", title=vtitle)
         if top:
             c = (c.transform_aggregate(n="count()", lost="sum(lost_sales)", groupby=[field])
-                 .transform_window(rank="rank(n)", sort=[alt.SortField("n", order="descending")])
+                 # row_number, not rank: with ties a rank keeps every tied row (43 bars under "top 15")
+                 .transform_window(rank="row_number()", sort=[alt.SortField("n", order="descending"),
+                                                            alt.SortField("lost", order="descending"),
+                                                            alt.SortField(field, order="ascending")])
                  .transform_filter(f"datum.rank <= {top}"))
             enc_value = alt.X("n:Q", title=vtitle)
         return c.mark_bar().encode(y=alt.Y(f"{field}:N", sort="-x", title=None), x=enc_value,
@@ -282,6 +285,19 @@ def _charts(data: dict):
     ]
     # Causes and alert outcomes each have their own colours.
     return alt.vconcat(*rows).add_params(store, category).resolve_scale(color="independent").configure_view(stroke=None)
+
+
+def chart_spec(data: dict) -> dict:
+    """The Vega-Lite spec of the charts with their rows (``data``: ``stockouts``, ``days``, ``alerts``,
+    ``currencies``, as the warehouse query returns them)."""
+    spec = _charts(data).to_dict()
+    spec["datasets"] = {name: data[name] for name in ("stockouts", "days", "alerts")}
+    # Altair binds a selection made in a layer to every layer; the brush belongs to the daily line
+    # only (two brushes of one name are an error in Vega).
+    for p in spec.get("params", []):
+        if "views" in p:
+            p["views"] = [v for v in p["views"] if v.startswith("stockout_rate_by_day")]
+    return spec
 
 
 def _script(spec: dict) -> str:
@@ -354,13 +370,7 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
     finally:
         con.close()
 
-    spec = _charts(data).to_dict()
-    spec["datasets"] = {name: data[name] for name in ("stockouts", "days", "alerts")}
-    # Altair binds a selection made in a layer to every layer; the brush belongs to the daily line
-    # only (two brushes of one name are an error in Vega).
-    for p in spec.get("params", []):
-        if "views" in p:
-            p["views"] = [v for v in p["views"] if v.startswith("stockout_rate_by_day")]
+    spec = chart_spec(data)
     bundle = _vega_bundle().replace("</script", "<\\/script")
     k, cur = data["kpis"], data["currencies"]
     pct = lambda v: "–" if v is None else f"{100.0 * v:.0f}%"  # noqa: E731

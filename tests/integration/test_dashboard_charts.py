@@ -1,0 +1,42 @@
+"""The dashboard's charts on data shaped like an unseen store's: many ties, one day."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from cloud.dashboard import _script, _vega_bundle, chart_spec
+
+
+def _page(data: dict) -> str:
+    spec = chart_spec(data)
+    bundle = _vega_bundle().replace("</script", "<\\/script")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><script>{bundle}</script></head><body>"
+            f"<div id='charts'></div><pre id='render-status'></pre><script>{_script(spec)}</script></body></html>")
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+def test_top_products_shows_fifteen_bars_when_many_products_tie(tmp_path):
+    # 40 products with 2 stock-outs each and 3 with 3: a rank with ties kept all 43 bars under
+    # a "top 15" title (seen on a simulated store with short shelves).
+    from tests.conftest import require
+    from tests.pages import chromium_binary, dump_dom
+
+    require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
+    row = dict(store_id="s001", store="Store s001", category="dairy", date="2026-03-09", weekday=1, hour=12,
+               open_min=30.0, lost_sales=1.0, currency="EUR", alerted=False, cause="shelf_handling")
+    stockouts = [dict(row, product=f"Product {i:02d}", lost_sales=float(i))
+                 for i in range(43) for _ in range(3 if i < 3 else 2)]
+    data = {"stockouts": stockouts, "currencies": ["EUR"], "alerts": [],
+            "days": [dict(store_id="s001", store="Store s001", date="2026-03-09", stockouts=len(stockouts),
+                          open_min=30.0 * len(stockouts), facing_min=100_000.0)]}
+    html = tmp_path / "charts.html"
+    html.write_text(_page(data), encoding="utf-8")
+    dom, _ = dump_dom(html.as_uri())
+    status = json.loads(re.search(r'<pre id="render-status">([^<]*)</pre>', dom).group(1))
+    assert status["errors"] == []
+    assert status["charts"]["top_products"] == 15
+    assert status["charts"]["stockouts_by_category"] == 1
