@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gondola.clock import Clock
-from gondola.contracts import BATCH_SCHEMA, MAX_MESSAGE_BYTES, BatchMessage
+from gondola.contracts import BATCH_SCHEMA, DICT_ENCODING, MAX_MESSAGE_BYTES, BatchMessage, compress_dict
 from gondola.errors import TransportAuthError, TransportError
 
 from edge.buffer import EventColumns, SqliteBuffer, StoredEvent, arrival, priority_of
@@ -61,10 +61,11 @@ __all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "encode_bodies", 
 log = logging.getLogger(__name__)
 
 #: Content encodings the uplink can produce; all are read by ``gondola.contracts.decode_batch``.
-ENCODINGS = ("gzip", "deflate", "identity")
+ENCODINGS = ("gzip", "deflate", DICT_ENCODING, "identity")
 
 
 _BODY = operator.attrgetter("body")
+_BY_DEVICE = operator.attrgetter("device_id", "id")
 
 #: IoT Hub meters device-to-cloud messages in units of 4 KB (body plus properties).
 BILLING_UNIT_BYTES = 4096
@@ -84,6 +85,8 @@ def _compress(raw: bytes, encoding: str, level: int) -> bytes:
         return gzip.compress(raw, compresslevel=level, mtime=0)
     if encoding == "deflate":
         return zlib.compress(raw, level)
+    if encoding == DICT_ENCODING:
+        return compress_dict(raw, level)
     if encoding == "identity":
         return raw
     raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
@@ -108,7 +111,10 @@ def encode_bodies(bodies, *, store_id: str, encoding: str = "gzip", level: int =
 
 def _message(bodies, first_device_id: str, first_seq: int, *, store_id: str, encoding: str, level: int,
              lane: str) -> BatchMessage:
-    return BatchMessage(body=_compress("\n".join(bodies).encode(), encoding, level), properties={
+    text = "\n".join(bodies)
+    if encoding == DICT_ENCODING and "\x01" in text:  # not valid JSON text: cannot happen, cannot be elided
+        encoding, level = "gzip", 6
+    return BatchMessage(body=_compress(text.encode(), encoding, level), properties={
         "schema": BATCH_SCHEMA,
         "content-type": "application/x-ndjson",
         "content-encoding": encoding,
@@ -165,14 +171,18 @@ class Uplink:
                  encoding: str = "gzip", level: int = 6, round_rows: int = 4_000, live_share: float = 0.2,
                  max_bytes: int = MAX_MESSAGE_BYTES, bandwidth_bytes_s: float | None = None,
                  backoff: Backoff | None = None, sleep: Callable[[float], None] = time.sleep,
-                 delay_ms: int = 0):
-        if encoding not in ENCODINGS:
-            raise ValueError(f"unknown encoding {encoding!r}")
+                 delay_ms: int = 0, budget_encoding: str = DICT_ENCODING, budget_level: int = 9):
+        if encoding not in ENCODINGS or budget_encoding not in ENCODINGS:
+            raise ValueError(f"unknown encoding {encoding!r} or {budget_encoding!r}")
         if not 0.0 <= live_share < 1.0:
             raise ValueError("live_share must be in [0, 1)")
         self.buffer, self.transport, self.clock = buffer, transport, clock
         self.store_id = store_id
         self.encoding, self.level = encoding, level
+        #: Messages of the freshness budget (a few 4 KB units each, paid whole) use the preset
+        #: dictionary at level 9: 14 % fewer bytes per event than gzip-6 there. Rounds of a
+        #: backlog (256 KB messages, where the dictionary gains little) keep ``encoding``.
+        self.budget_encoding, self.budget_level = budget_encoding, budget_level
         self.round_rows, self.live_share = round_rows, live_share
         self.max_bytes = max_bytes
         #: freshness budget of POS lines, restocks and readings (0: send at once)
@@ -188,16 +198,16 @@ class Uplink:
         self.events_sent = 0
         self.units_billed = 0
         #: the last compression ratio per lane: where a message of a long batch ends
-        self._ratios: dict[str, float] = {}
+        self._ratios: dict[tuple[str, str], float] = {}
 
     # ---- packing -------------------------------------------------------------------------
 
-    def _pack(self, events: EventColumns, lane: str):
+    def _pack(self, events: EventColumns, lane: str, encoding: str, level: int):
         """Split into messages of at most ``max_bytes`` (estimate from the lane's last ratio,
         shrink by the measured one if a message still comes out too big); yield (message, the
         ids of its events). Raw sizes are summed once (a running total), so finding a message's
         end is a bisection, not a loop."""
-        ratio = self._ratios.get(lane, 0.2) if self.encoding != "identity" else 1.0
+        ratio = self._ratios.get((lane, encoding), 0.2) if encoding != "identity" else 1.0
         bodies = events.bodies
         # cum[i]: the bodies' bytes before event i (the newlines, 0.3 % more, fit in the headroom)
         cum = list(itertools.accumulate(map(len, bodies), initial=0))
@@ -207,15 +217,15 @@ class Uplink:
             end = bisect.bisect_right(cum, cum[start] + self.max_bytes / (ratio * 1.15)) - 1
             end = min(max(end, start + 1), len(bodies))
             while True:
-                msg = encode_bodies(bodies[start:end], store_id=self.store_id, encoding=self.encoding,
-                                    level=self.level, lane=lane)
+                msg = encode_bodies(bodies[start:end], store_id=self.store_id, encoding=encoding, level=level,
+                                    lane=lane)
                 if msg.size <= self.max_bytes:
                     break
                 if end - start == 1:
                     raise ValueError(f"one event encodes to {msg.size} bytes > {self.max_bytes}")
                 n = end - start
                 end = start + max(1, min(n // 2 + 1, int(n * 0.9 * self.max_bytes / msg.size)))
-            ratio = self._ratios[lane] = max(msg.size / max(1, cum[end] - cum[start]), 0.01)
+            ratio = self._ratios[lane, encoding] = max(msg.size / max(1, cum[end] - cum[start]), 0.01)
             yield msg, events.ids[start:end]
             start = end
 
@@ -242,18 +252,24 @@ class Uplink:
     def _plan_budget(self, now_ms: int) -> list[tuple[str, EventColumns]]:
         """What is due (alerts and health, and every event that has waited ``delay_ms``), in
         priority order, topped up in arrival order with events not due yet, as many as fit in
-        the 4 KB units the message pays for anyway."""
+        the 4 KB units the message pays for anyway. A batch that makes one message is ordered
+        by device (each device's events in the order they had: class, then arrival), which
+        puts alike lines next to each other: 2 % fewer bytes."""
         events = self.buffer.select_backlog(self.round_rows)
         due = self.buffer.last_arrival_received_by(now_ms - self.delay_ms)
         must = [e for e in events if e.priority == 0 or arrival(e.id) <= due]
         rest = sorted((e for e in events if not (e.priority == 0 or arrival(e.id) <= due)), key=lambda e: arrival(e.id))
-        return [("backlog", EventColumns.of(must + rest[: self._fill(must, rest)]))]
+        batch = must + rest[: self._fill(must, rest)]
+        if sum(len(e.body) for e in batch) <= self.max_bytes:  # one message, whatever it compresses to
+            batch.sort(key=_BY_DEVICE)
+        return [("backlog", EventColumns.of(batch))]
 
     def _fill(self, must: list[StoredEvent], rest: list[StoredEvent]) -> int:
         """How many of ``rest`` fit after ``must`` without a further billing unit (binary
         search over encoded sizes; raw bytes bound it, as no batch compresses 30x)."""
-        def encode(evs: list[StoredEvent]) -> BatchMessage:
-            return encode_lines(evs, store_id=self.store_id, encoding=self.encoding, level=self.level)
+        def encode(evs: list[StoredEvent]) -> BatchMessage:  # as _plan_budget will send them
+            return encode_lines(sorted(evs, key=_BY_DEVICE), store_id=self.store_id, encoding=self.budget_encoding,
+                                level=self.budget_level)
 
         if not rest or not must:
             return 0
@@ -308,8 +324,12 @@ class Uplink:
         if mode is None:
             return 0
         sent = 0
-        for lane, events in (self.plan_round(rows) if mode == "round" else self._plan_budget(now)):
-            for msg, chunk in self._pack(events, lane):  # chunk: the message's event ids
+        if mode == "round":
+            plan, encoding, level = self.plan_round(rows), self.encoding, self.level
+        else:
+            plan, encoding, level = self._plan_budget(now), self.budget_encoding, self.budget_level
+        for lane, events in plan:
+            for msg, chunk in self._pack(events, lane, encoding, level):  # chunk: the message's event ids
                 if self.bucket:
                     self.bucket.take(msg.size)
                 try:

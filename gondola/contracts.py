@@ -62,6 +62,9 @@ __all__ = [
     "pack_batches",
     "MAX_MESSAGE_BYTES",
     "BATCH_SCHEMA",
+    "DICT_ENCODING",
+    "BATCH_DICT1",
+    "compress_dict",
 ]
 
 SCHEMA_VERSION = 1
@@ -462,7 +465,101 @@ def event_key(event: Mapping[str, Any]) -> tuple[str, int, int]:
 # Gateway -> cloud batches
 # --------------------------------------------------------------------------------------------
 
-_ENCODINGS = ("gzip", "deflate", "identity")
+#: For small messages, where IoT Hub's 4 KB billing unit is the cost: the lines with each
+#: ``event_id`` that is just ``device_id:seq`` (or ``device_id:epoch:seq``) left out where it
+#: stood (a ``\x01`` in its place; valid JSON text never holds a raw control character), then
+#: deflate (zlib format, level 9) with the preset dictionary ``BATCH_DICT1``, which holds the
+#: field names that plain deflate has not yet seen in a small message. ``batch_lines`` gives
+#: back the very same lines. In 4 KB messages: 25 bytes per event against gzip-6's 33.6 (see
+#: docs/gateway.md, "Cost").
+DICT_ENCODING = "deflate-dict1"
+
+_ENCODINGS = ("gzip", "deflate", DICT_ENCODING, "identity")
+
+#: The preset dictionary of ``deflate-dict1``: one template line per event type, as devices
+#: send them (``received_at`` first, as the gateway stores them) and as the gateway writes its
+#: own (sorted keys), with placeholder values. Frozen: a changed dictionary is a new encoding
+#: name (batches already sent must still decode), so it is written out here rather than made
+#: from ``EVENT_TYPES``. The zlib stream names the dictionary by its Adler-32, so a body made
+#: with another dictionary fails to decode instead of decoding wrong.
+BATCH_DICT1: bytes = "\n".join([
+    '{"data":{"buffer_bytes":0,"buffer_rows":0,"evictions":0,"last_uplink_ts":0,"model_version":"x",'
+    '"oldest_unsent_age_s":0.0,"quarantined":0,"seq_gaps":0,"unsent_rows":0},"device_id":"x","event_id":"x",'
+    '"received_at":0,"schema":1,"seq":0,"store_id":"x","ts":0,"type":"edge.health"}',
+    '{"data":{"alert_kind":"empty_now","alert_ts":0,"facing_id":"x","outcome":"restocked","sku":"x",'
+    '"staff_id":"x","units_est":0.0},"device_id":"x","event_id":"x","received_at":0,"schema":1,"seq":0,'
+    '"store_id":"x","ts":0,"type":"shelf.check"}',
+    '{"data":{"expected_empty_ts":0,"facing_id":"x","horizon_min":120,"kind":"empty_within_h",'
+    '"probability":0.5,"scorer":"x","sku":"x","state":"cleared","units_est":0.0},"device_id":"x",'
+    '"event_id":"x","received_at":0,"schema":1,"seq":0,"store_id":"x","ts":0,"type":"edge.alert"}',
+    '{"data":{"facing_id":"x","horizon_min":120,"kind":"empty_now","probability":1.0,"scorer":"x","sku":"x",'
+    '"state":"raised","units_est":0.0},"device_id":"x","event_id":"x","received_at":0,"schema":1,"seq":0,'
+    '"store_id":"x","ts":0,"type":"edge.alert"}',
+    '{"received_at":0,"event_id":"x","type":"shelf.gap_scan","schema":1,"store_id":"x","device_id":"x",'
+    '"seq":0,"ts":0,"data":{"facing_id":"x","sku":"x","round_id":"x","staff_id":"x"}}',
+    '{"received_at":0,"event_id":"x","type":"inventory.delivery","schema":1,"store_id":"x","device_id":"x",'
+    '"seq":0,"ts":0,"data":{"delivery_id":"x","sku":"x","units":0}}',
+    '{"received_at":0,"event_id":"x","type":"shelf.restock","schema":1,"store_id":"x","device_id":"x",'
+    '"seq":0,"ts":0,"data":{"facing_id":"x","sku":"x","units_added":0,"staff_id":"x"}}',
+    '{"received_at":0,"event_id":"x","type":"pos.line","schema":1,"store_id":"x","device_id":"x","epoch":1,'
+    '"seq":0,"ts":0,"data":{"txn_id":"x","register":"x","line":1,"sku":"x","qty":1,"price_cents":0,'
+    '"kind":"sale","loyalty_pid":"x"}}',
+    '{"received_at":0,"event_id":"x","type":"shelf.reading","schema":1,"store_id":"x","device_id":"x",'
+    '"seq":0,"ts":0,"data":{"facing_id":"x","sku":"x","weight_g":0.0,"units_est":0,"battery_pct":0.0,'
+    '"rssi_dbm":-70}}',
+    "",
+]).encode()
+
+
+_ELIDED = "\x01"
+_EVENT_ID_AT = re.compile(r'"event_id":"(?:[^"\\]|\\.)*",')
+_DEVICE_ID_IS = re.compile(r'"device_id":"((?:[^"\\]|\\.)*)"')
+_SEQ_IS = re.compile(r'"seq":(\d+)')
+_EPOCH_IS = re.compile(r'"epoch":(\d+)')
+
+
+def _restore_event_id(line: str) -> str:
+    """A ``deflate-dict1`` line with its ``event_id`` put back (lines without ``\x01`` as they are)."""
+    at = line.find(_ELIDED)
+    if at < 0:
+        return line
+    dev, seq, epoch = _DEVICE_ID_IS.search(line), _SEQ_IS.search(line), _EPOCH_IS.search(line)
+    if dev is None or seq is None:
+        raise ContractError("bad_encoding", "an elided event_id without device_id and seq")
+    eid = f"{dev.group(1)}:{epoch.group(1)}:{seq.group(1)}" if epoch and epoch.group(1) != "0" else \
+        f"{dev.group(1)}:{seq.group(1)}"
+    return f'{line[:at]}"event_id":"{eid}",{line[at + 1:]}'
+
+
+def _elide_event_id(line: str) -> str:
+    """``line`` without its ``event_id`` where ``_restore_event_id`` gives back the same line."""
+    m = _EVENT_ID_AT.search(line)
+    if m is None:
+        return line
+    short = line[:m.start()] + _ELIDED + line[m.end():]
+    return short if _restore_event_id(short) == line else line
+
+
+def compress_dict(raw: bytes, level: int = 9) -> bytes:
+    """Newline-joined event lines as ``deflate-dict1`` (see ``DICT_ENCODING``).
+
+    Raises:
+        ValueError: a line holds a raw ``\x01`` (not valid JSON text; use another encoding).
+    """
+    text = raw.decode("utf-8")
+    if _ELIDED in text:
+        raise ValueError("deflate-dict1 cannot carry a raw \\x01")
+    short = "\n".join(map(_elide_event_id, text.split("\n"))).encode()
+    c = zlib.compressobj(level, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=BATCH_DICT1)
+    return c.compress(short) + c.flush()
+
+
+def _decompress_dict(body: bytes) -> bytes:
+    d = zlib.decompressobj(zdict=BATCH_DICT1)
+    raw = d.decompress(body) + d.flush()
+    if not d.eof or d.unused_data:
+        raise zlib.error("truncated stream or data after its end")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -483,6 +580,8 @@ def _compress(raw: bytes, encoding: str) -> bytes:
         return gzip.compress(raw, compresslevel=6, mtime=0)
     if encoding == "deflate":
         return zlib.compress(raw, 6)
+    if encoding == DICT_ENCODING:
+        return compress_dict(raw)
     if encoding == "identity":
         return raw
     raise ValueError(f"unknown content encoding {encoding!r}; use one of {', '.join(_ENCODINGS)}")
@@ -494,6 +593,8 @@ def _decompress(body: bytes, encoding: str) -> bytes:
             return gzip.decompress(body)
         if encoding == "deflate":
             return zlib.decompress(body)
+        if encoding == DICT_ENCODING:
+            return _decompress_dict(body)
     except (OSError, zlib.error, EOFError) as exc:
         raise ContractError("bad_encoding", f"cannot decompress {encoding} body: {exc}") from None
     if encoding == "identity":
@@ -550,6 +651,8 @@ def batch_lines(body: bytes, properties: Mapping[str, str]) -> list[str]:
     except UnicodeDecodeError:
         raise ContractError("bad_json", "batch body is not UTF-8") from None
     lines = [line for line in text.split("\n") if line]
+    if properties.get("content-encoding") == DICT_ENCODING:
+        lines = list(map(_restore_event_id, lines))
     count = properties.get("count")
     if count is not None and str(len(lines)) != count:
         raise ContractError("bad_count", f"batch says {count} events, holds {len(lines)}")

@@ -199,6 +199,8 @@ def test_the_freshness_budget_holds_data_back_sends_alerts_at_once_and_fills_the
     msg, evs = hub.messages[0]
     assert 1 < sent < 601 and evs[0]["type"] == "edge.alert" and billed_units(msg) == 1
     assert [e["seq"] for e in evs[1:]] == list(range(sent - 1))  # oldest first, in order
+    # The budget's small messages carry the dictionary encoding (a drain's big ones gzip, below).
+    assert msg.properties["content-encoding"] == "deflate-dict1"
     assert billed_units(encode_lines_of(evs, sent)) == 2  # the unit was full: one more reading needs another
     # The rest waits until its oldest event is 15 minutes old, then goes.
     clock.advance_to(T0 + (sent - 1) * 1000 + 15 * 60_000 - 1)
@@ -207,9 +209,13 @@ def test_the_freshness_budget_holds_data_back_sends_alerts_at_once_and_fills_the
     assert up.uplink_once() > 0
     waits = [(clock.now_ms() - e["received_at"]) for _, evs in hub.messages[1:] for e in evs]
     assert max(waits) <= 15 * 60_000
+    now = clock.now_ms()
+    buf.append([_rx(reading(i, now), at=now) for i in range(600, 700)], now_ms=now)
+    before = len(hub.messages)
     up.drain()  # whatever the budget
     assert buf.stats(T0)["buffer_rows"] == 0
-    assert sorted(e["seq"] for e in hub.events() if e["type"] == "shelf.reading") == list(range(600))
+    assert {m.properties["content-encoding"] for m, _ in hub.messages[before:]} == {"gzip"}
+    assert sorted(e["seq"] for e in hub.events() if e["type"] == "shelf.reading") == list(range(700))
 
 
 def encode_lines_of(evs, sent):
@@ -221,7 +227,8 @@ def encode_lines_of(evs, sent):
     stored = [StoredEvent(i, e["device_id"], e["seq"], e["type"], 0, encode(e)) for i, e in enumerate(evs)]
     extra = StoredEvent(len(evs), nxt["device_id"], nxt["seq"], nxt["type"], 3,
                         encode(_rx(nxt, at=T0 + (sent - 1) * 1000)))
-    return encode_lines(stored + [extra], store_id="s001")
+    return encode_lines(sorted(stored + [extra], key=lambda e: e.device_id), store_id="s001",
+                        encoding="deflate-dict1", level=9)
 
 
 def test_a_full_round_waiting_goes_at_once_whatever_the_budget(buf):

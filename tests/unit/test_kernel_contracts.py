@@ -133,7 +133,7 @@ def test_parse_event_accepts_a_json_payload():
     assert parse_event(json.dumps(event()).encode())["seq"] == 1
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "deflate-dict1", "identity"])
 def test_batch_round_trips_with_properties(encoding):
     events = [event(seq=i) for i in range(1, 101)]
     msg = encode_batch(events, store_id="s001", encoding=encoding)
@@ -151,6 +151,48 @@ def test_decode_batch_rejects_a_count_mismatch_and_a_foreign_schema():
         decode_batch(msg.body, msg.properties | {"schema": "other"})
     with pytest.raises(ContractError, match="bad_encoding"):
         decode_batch(b"not gzip", msg.properties)
+
+
+def test_the_dictionary_encoding_gives_back_every_line_exactly_and_elides_only_derivable_event_ids():
+    from gondola.contracts import BATCH_SCHEMA, batch_lines, compress_dict
+
+    rng = random.Random(5)
+    lines = []
+    for i in range(400):
+        etype = rng.choice(sorted(EXAMPLES))
+        dev = rng.choice(["dev-1", "pos-s001-r01", 'odd"dev\\x', "caf\u00e9-9", "a:b"])
+        e = make_event(etype, store_id="s001", device_id=dev, seq=rng.randrange(10**12), ts=T0 + i,
+                       data=EXAMPLES[etype], epoch=rng.choice([0, 0, 3]))
+        if i % 7 == 0:
+            e["event_id"] = f"other-{i}"  # not derivable: kept as it is
+        if i % 11 == 0:
+            e = {"received_at": T0 + i, **e}  # devices' key order, as the gateway stores them
+            line = json.dumps(e, separators=(",", ":"), ensure_ascii=i % 2 == 0)
+        else:
+            line = json.dumps(e, separators=(",", ":"), sort_keys=True, ensure_ascii=i % 2 == 0)
+        lines.append(line)
+    body = compress_dict("\n".join(lines).encode())
+    props = {"schema": BATCH_SCHEMA, "content-encoding": "deflate-dict1", "count": str(len(lines))}
+    assert batch_lines(body, props) == lines
+    import zlib
+    short = zlib.decompressobj(zdict=contracts.BATCH_DICT1).decompress(body).decode().split("\n")
+    assert sum("\x01" in line for line in short) == sum(
+        json.loads(line)["event_id"] == contracts.make_event("pos.line", store_id="s", device_id=json.loads(line)["device_id"],
+                                                            seq=json.loads(line)["seq"], ts=T0, data={},
+                                                            epoch=json.loads(line).get("epoch", 0))["event_id"]
+        for line in lines) > 300
+    # Smaller than gzip for a small batch: what a 4 KB billing unit holds.
+    small = "\n".join(lines[:40]).encode()
+    import gzip
+    assert len(compress_dict(small)) < 0.9 * len(gzip.compress(small, 6, mtime=0))
+    # A body made with another dictionary (or none and cut short) is refused, not misread.
+    other = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=b"another dictionary")
+    with pytest.raises(ContractError, match="bad_encoding"):
+        batch_lines(other.compress(small) + other.flush(), props)
+    with pytest.raises(ContractError, match="bad_encoding"):
+        batch_lines(body[:-10], props)
+    with pytest.raises(ValueError):
+        compress_dict(b'{"a":"\x01"}')
 
 
 def test_pack_batches_keeps_every_event_once_in_order_under_the_size_cap():
