@@ -692,4 +692,6 @@ def _corrupt(event: dict, kind: str, seq: int) -> bytes:
             if name in data:
                 data[name] = value
                 break
+        else:  # no number to make absurd (a gap scan): an absurd time instead, so it is still invalid
+            event["ts"] = -1
     return json.dumps(event, separators=(",", ":")).encode()

@@ -164,3 +164,22 @@ def test_fault_counts_match_what_was_sent_so_far_at_any_instant():
         dropped_seen = len(sim.truth.dropped)
         assert sim.truth.faults.get("drop", 0) == dropped_seen
     assert sim.truth.faults["duplicate"] > 0 and dropped_seen > 0
+
+
+def test_malformed_gap_scans_are_invalid_too():
+    # A gap scan has no number to make absurd: "absurd_value" used to leave it untouched, so a
+    # payload the truth lists as malformed was a valid event (silver held 2 more gap scans than
+    # the devices emitted on a store with gap-scan rounds).
+    from dataclasses import replace
+
+    base = Scenario.with_faults(malformed=0.9)
+    sc = replace(base, replenishment=replace(base.replenishment, gap_scan_times=("10:30", "16:30")))
+    sim = StoreSim("s001", 120, 5, START, sc)
+    bad = [m for m in sim.run_until(END) if not m.valid and m.etype == "shelf.gap_scan"]
+    assert len(bad) >= 8
+    for m in bad:
+        try:
+            event = parse_event(m.payload)
+        except ContractError:
+            continue
+        assert event["data"]["sku"].startswith("sku-unknown"), "only an unknown SKU passes the schema"
