@@ -279,14 +279,21 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     # Forecasts held raised, sampled every hour: in silences from their first hour on, and
     # while the gateways were alive (the cloud's alive-time forecasts equal the gateway's model's).
     all_rows = run.table("stream.alerts")
+    # (Instants while the gateway's model was broken are left out: the peer is a healthy gateway.)
     silent_at = {g.store_id: [t for w in g.windows if w.kind == "uplink_down"
-                              for t in range(w.start_ms + 3_600_000, w.end_ms, 3_600_000)] for g in run.gateways}
+                              for t in range(w.start_ms + 3_600_000, w.end_ms, 3_600_000)
+                              if not any(b.kind == "model_broken" and b.start_ms <= t < b.end_ms + 3_600_000
+                                         for b in g.windows)] for g in run.gateways}
     busy = {g.store_id: [(w.start_ms, w.end_ms + 3_600_000) for w in g.windows] for g in run.gateways}
     alive_at = {sid: [t for t in range(run.start_ms + 86_400_000, run.end_ms, 3_600_000)
                       if not any(a <= t < b for a, b in spans)] for sid, spans in busy.items()}
     out = {"seed": seed, "stores": stores, "days": days, "skus": skus,
            "held_gateway_silent_1h": held_precision(run, all_rows, silent_at, horizon),
            "held_gateway_alive": held_precision(run, all_rows, alive_at, horizon),
+           # The peer: the gateway's own forecasts at the same instants (it keeps scoring on live
+           # data while its uplink is down; what the store's staff see on site).
+           "held_gateway_own_silent_1h": held_precision(run, [c for x in alerters.values() for c in x.changes],
+                                                        silent_at, horizon),
            "divergence": score_detectors(run)["alert_divergence"],
            "gateway_alerts": alert_precision(run, [a for x in alerters.values() for a in x.raised], horizon),
            "cloud_alerts_gateway_alive": alert_precision(run, alive, horizon),

@@ -311,7 +311,8 @@ class ModelAlerter:
     """The gateway's model for ``SimGateway``: the cloud's own scoring code on the same model, so a
     healthy gateway agrees with the cloud. ``broken`` (a ``model_broken`` window) scores with a
     stale model: each facing gets another facing's probability (a model fed the wrong features).
-    Keeps every forecast it raised (``raised``: (ts, facing)) while healthy."""
+    Keeps every forecast it raised (``raised``: (ts, facing)) while healthy, and every change of
+    its forecasts (``changes``: rows shaped like ``stream.alerts``), whether its uplink was up or not."""
 
     def __init__(self, store_id: str, planogram, scorer, seed: int = 0):
         import numpy as np
@@ -322,6 +323,7 @@ class ModelAlerter:
         self.scorer = scorer
         self.perm = np.random.default_rng(seed).permutation(len(self.sc.features.facing_ids))
         self.raised: list[tuple[int, str]] = []
+        self.changes: list[dict] = []
 
     def observe(self, event: dict) -> None:
         self.sc.observe(event)
@@ -334,6 +336,8 @@ class ModelAlerter:
                 continue
             if r["state"] == "raised" and not broken:
                 self.raised.append((t, r["facing_id"]))
+            self.changes.append({"store_id": self.sc.store_id, "facing_id": r["facing_id"], "ts": t,
+                                 "state": r["state"], "kind": "empty_within_h"})
             out.append({"facing_id": r["facing_id"], "sku": r["sku"], "state": r["state"],
                         "probability": round(r["probability"], 4), "horizon_min": r["horizon_min"],
                         "scorer": "sim-gateway", "units_est": r["units_est"], "kind": "empty_within_h"})

@@ -58,6 +58,9 @@ class StreamConfig:
     #: Scoring cadence in event time (a multiple of ``tick_ms``): the gateway's cycle; a
     #: forecast two hours ahead loses nothing at 15 minutes, and scoring is most of the job's cost.
     score_every_ms: int = 15 * MINUTE_MS
+    #: Raise new forecasts for a silent store from imputed features (default: keep or clear
+    #: those standing only; docs/stream.md "Cloud vs gateway").
+    raise_on_imputed: bool = False
     #: A gateway that sent an edge.* event within this is alive (its alerts are compared).
     gateway_alive_ms: int = 30 * MINUTE_MS
     #: Stores silent for longer than this (and every window since) are forgotten.
@@ -342,16 +345,16 @@ class PartitionProcessor:
         if self._group is None or self._group[0] != key:
             self._group = (key, FeatureCacheGroup(caches))
         Xs = self._group[1].matrices(t)
-        fed = []
+        fed, silent = [], []
         for (_, watch, sc), X in zip(due, Xs):
-            silent = t - watch.last_ts >= cfg.detectors.silent_min_ms
-            fed.append(sc.prepare(t, watch.last_ts if silent else None, X)[1])
+            silent.append(t - watch.last_ts >= cfg.detectors.silent_min_ms)
+            fed.append(sc.prepare(t, watch.last_ts if silent[-1] else None, X)[1])
         probs = np.asarray(self.scorer.score(np.concatenate(fed) if len(fed) > 1 else fed[0])).reshape(-1)
         at = 0
-        for (_, watch, sc), X in zip(due, Xs):
+        for (_, watch, sc), X, quiet in zip(due, Xs, silent):
             n = len(X)
             alive = watch.last_gateway_ts is not None and t - watch.last_gateway_ts <= cfg.gateway_alive_ms
-            for row in sc.decide(t, X, probs[at:at + n], self.scorer):
+            for row in sc.decide(t, X, probs[at:at + n], self.scorer, may_raise=not quiet or cfg.raise_on_imputed):
                 row["gateway_alive"] = alive
                 self._emit(ALERTS.name, row)
             at += n

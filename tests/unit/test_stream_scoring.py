@@ -48,3 +48,28 @@ def test_a_silent_store_is_scored_as_if_it_kept_selling_at_its_usual_rate():
     assert (p_imp[gone] >= threshold).any()
     # The store speaks again: the imputation is dropped.
     assert np.array_equal(sc._impute(t, plain, None), plain) and sc.silent_from is None
+
+
+def test_on_imputed_features_standing_forecasts_are_kept_or_cleared_but_none_is_raised():
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    threshold = kind_thresholds(scorer)["empty_within_h"]
+    sc, s = _store(17)
+    X = sc.features.matrix(s)
+    n = len(X)
+    high = np.full(n, min(1.0, threshold + 0.2))
+    # Live: the model's high probabilities raise forecasts.
+    raised = [r for r in sc.decide(s, X, high, scorer) if r["kind"] == "empty_within_h"]
+    assert len(raised) == n and {r["state"] for r in raised} == {"raised"}
+    # Silent (imputed) an hour later: facings 0-9 fall to a low probability and are cleared, the
+    # rest stay raised; none of the facings cleared comes back on imputed features alone.
+    t = s + HOUR_MS
+    p = high.copy()
+    p[:10] = 0.0
+    rows = [r for r in sc.decide(t, X, p, scorer, may_raise=False) if r["kind"] == "empty_within_h"]
+    assert len(rows) == 10 and {r["state"] for r in rows} == {"cleared"}
+    assert sc.raised["empty_within_h"].sum() == n - 10
+    again = [r for r in sc.decide(t + HOUR_MS, X, high, scorer, may_raise=False) if r["kind"] == "empty_within_h"]
+    assert again == [] and sc.raised["empty_within_h"].sum() == n - 10
+    # The store speaks again: the same probabilities raise them.
+    back = [r for r in sc.decide(t + 2 * HOUR_MS, X, high, scorer) if r["kind"] == "empty_within_h"]
+    assert len(back) == 10 and {r["state"] for r in back} == {"raised"}
