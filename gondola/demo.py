@@ -441,12 +441,15 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_config(argv: list[str] | None = None) -> DemoConfig:
+    """``gondola demo``'s options as a :class:`DemoConfig` (``--seed`` defaults to the scenario
+    file's ``seed``, as in ``gondola sim``, else 7)."""
     parser = argparse.ArgumentParser(prog="gondola demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stores", type=int, default=2, help="simulated stores (default 2)")
     parser.add_argument("--skus", type=int, default=200, help="SKUs per store (default 200)")
     parser.add_argument("--days", type=float, default=2.0, help="simulated days (default 2)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: the scenario file's seed, else 7)")
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
     parser.add_argument("--scenario", type=Path, default=None,
                         help="scenario file (default: built-in, no faults, staff gap-scan rounds at 10:30 and 16:30)")
@@ -461,12 +464,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain-epochs", type=int, default=2, help="epochs per seed of that round (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
-    cfg = DemoConfig(
-        stores=args.stores, skus=args.skus, days=args.days, seed=args.seed, out=args.out,
+    seed = args.seed
+    if seed is None:
+        from firmware_sim import Scenario
+
+        seed = Scenario.load(args.scenario).seed if args.scenario is not None else 7
+    return DemoConfig(
+        stores=args.stores, skus=args.skus, days=args.days, seed=seed, out=args.out,
         scenario=args.scenario, broker=args.broker, tick_min=args.tick_min, model=args.model,
         dashboard=not args.no_dashboard, quiet=args.quiet, retrain=not args.no_retrain,
         retrain_epochs=args.retrain_epochs,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(argv)
     summary = run_demo(cfg).summary
     print(format_summary(summary))
     print(f"\nsummary: {cfg.out / 'summary.json'}")

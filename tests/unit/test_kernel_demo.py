@@ -43,3 +43,14 @@ def test_an_unknown_model_file_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         main(["--model", str(tmp_path / "missing.tflite"), "--out", str(tmp_path / "demo"), "--quiet"])
     assert not (tmp_path / "demo").exists()
+
+
+def test_the_demo_takes_the_scenario_files_seed_unless_told_otherwise(tmp_path):
+    # `gondola demo --scenario FILE` used to run seed 7 whatever the file said (`gondola sim` uses it).
+    from gondola.demo import parse_config
+
+    path = tmp_path / "store.toml"
+    path.write_text('name = "unseen"\nseed = 913\n')
+    assert parse_config(["--scenario", str(path)]).seed == 913
+    assert parse_config(["--scenario", str(path), "--seed", "5"]).seed == 5
+    assert parse_config([]).seed == 7
