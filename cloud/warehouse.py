@@ -99,11 +99,15 @@ def _actions(dialect: str) -> str:
 
     ``enlarge_facing`` (a facing emptied within hours of a full refill: too small for its sales),
     ``restock_earlier`` (shelves waited for a late round while the store was open: the local hour
-    they emptied),
+    they emptied, or the opening hour for shelves empty before the store opened),
     ``count_inventory`` (phantom stock: the store record counts units that are not there).
     """
     q = lambda n: _q(n, dialect)  # noqa: E731
-    hour = _hour(_local("c.start_ms", "st.timezone", dialect), dialect)
+    emptied = _hour(_local("c.start_ms", "st.timezone", dialect), dialect)
+    # A shelf that emptied while the store was closed (or was found empty at the first readings
+    # after midnight) cost sales from opening time: the round to move is the one before opening.
+    hour = (f"CASE WHEN {emptied} < st.open_hour OR {emptied} >= st.close_hour "
+            f"THEN CAST(FLOOR(st.open_hour) AS INT) ELSE {emptied} END")
     common = ("COUNT(*) AS stockouts, SUM(c.open_min) AS open_min, SUM(c.lost_sales_cents_est) / 100.0 AS lost_sales, "
               "MAX(st.currency) AS currency, AVG(c.refill_wait_min) AS mean_refill_wait_min, "
               "AVG(c.confidence) AS mean_confidence")
