@@ -257,9 +257,9 @@ def train_main(argv: list[str], lineage=None) -> int:
             if not args.all_labels:
                 # A facing without a believed sensor is labelled "not empty" when nobody could
                 # have seen it empty: such rows teach that unwatched shelves never run out.
-                from models.retrain import observed_labels
+                from models.gold import observed_in_lake
 
-                data = data.subset(observed_labels(data, args.horizon))
+                data = data.subset(observed_in_lake(table, data, args.horizon))
             _say(f"  gold.features version {version}: {total:,} rows, {len(data):,} with an observed label"
                  f"{' (all kept: --all-labels)' if args.all_labels else ''}, {int(data.y.sum()):,} positive")
             data, weights, summary, files = _train(args, [], data=data,

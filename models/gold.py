@@ -21,13 +21,13 @@ from models.dataset import LabelledRows
 from models.features import FEATURES
 from models.replay import FeatureRows
 
-__all__ = ["GOLD_FEATURES", "rows_from_gold", "read_gold_features"]
+__all__ = ["GOLD_FEATURES", "rows_from_gold", "read_gold_features", "observed_in_lake"]
 
 GOLD_FEATURES = "gold.features"
 
 
 def rows_from_gold(table: Any) -> LabelledRows:
-    """``gold.features`` rows -> labelled training rows.
+    """``gold.features`` rows -> labelled training rows (all of them: filter with :func:`observed_in_lake`).
 
     ``empty_now`` comes from the table's ``empty_now`` column when it has one; tables written
     before that column existed give ``None`` there, and training then puts no extra weight on
@@ -46,11 +46,35 @@ def rows_from_gold(table: Any) -> LabelledRows:
     d = table.select(sorted(need - {vec_col})).to_pydict()
     rows = FeatureRows(np.array(d["store_id"], dtype=object), np.array(d["facing_id"], dtype=object),
                        np.array(d["hour_ms"], dtype=np.int64), X)
-    y = np.array(d["label"], dtype=np.int64) > 0
+    # NULL labels (nobody observed them) read as 0 here; observed_in_lake says which rows to keep.
+    y = np.array([v is not None and v > 0 for v in d["label"]], dtype=bool)
     if "empty_now" in cols:
         now = np.array([bool(v) for v in table.column("empty_now").to_pylist()], dtype=bool)
         return LabelledRows(rows, y, now, [], 0.0)
     return LabelledRows(rows, y, np.zeros(len(y), bool), [], 0.0, empty_now_known=False)
+
+
+def observed_in_lake(table: Any, data: LabelledRows, horizon_h: float) -> np.ndarray:
+    """Rows of ``table`` (as ``rows_from_gold`` gave them in ``data``) whose label someone observed.
+
+    The lake says so itself: ``label_source`` names the evidence and ``label`` is NULL where there
+    was none (``cloud.lake.labels``). Rows written before ``label_source`` existed (a non-NULL
+    label with a NULL source, or a table without the column) fall back to
+    ``models.retrain.observed_labels`` (the facing has a sensor that reported within the horizon).
+    """
+    from models.retrain import observed_labels
+
+    n = table.num_rows
+    label_known = np.array([v is not None for v in table.column("label").to_pylist()], dtype=bool)
+    if "label_source" in table.column_names:
+        sourced = np.array([v is not None for v in table.column("label_source").to_pylist()], dtype=bool)
+    else:
+        sourced = np.zeros(n, dtype=bool)
+    legacy = label_known & ~sourced
+    out = label_known & sourced
+    if legacy.any():
+        out |= legacy & observed_labels(data, horizon_h)
+    return out
 
 
 def _matrix(column: Any) -> np.ndarray:

@@ -4,11 +4,11 @@ One round (:func:`retrain`):
 
 1. **Data, pinned.** ``gold.features`` is read at one Delta version (the latest, or the one
    given), recorded with the decision: the same round re-run later reads the same rows.
-2. **Observed labels only.** ``gold.stockouts`` comes from shelf sensors, so a facing without
-   a sensor, or whose sensor fell silent, never shows a stock-out: its rows say "not empty"
-   because nobody looked. A row is kept only when its facing has a sensor and that sensor
-   reported at or after the row's instant by the end of the label's horizon
-   (:func:`observed_labels`).
+2. **Observed labels only.** A row is kept only when someone observed its label: the lake
+   marks that itself (``gold.features.label_source``: a live sensor, a staff gap scan, a full
+   refill, a later sale; NULL label otherwise, see ``cloud.lake.labels``). Rows written before
+   that column fall back to :func:`observed_labels`: the facing has a sensor that reported at
+   or after the row's instant by the end of the label's horizon (``models.gold.observed_in_lake``).
 3. **Held-out stores.** Whole stores are held out (:func:`holdout_stores`: by a hash of the
    store id, so a store stays held out from one round to the next); the candidate is trained
    on the others (their own validation stores pick the threshold, as ``gondola train``).
@@ -220,7 +220,7 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
         StorageError: the lake cannot be read. ConfigError: settings or data the gate cannot
         judge. ModelError: the production model cannot be scored.
     """
-    from models.gold import read_gold_features, rows_from_gold
+    from models.gold import observed_in_lake, read_gold_features, rows_from_gold
     from models.export import to_tflite
     from models.pipeline import baseline_scorers, export_model, split_validation, train_model
     from models.registry import code_version, register_package
@@ -234,7 +234,7 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
     data = rows_from_gold(table)
     total = len(data)
     if config.observed_only:
-        data = _subset(data, observed_labels(data, config.horizon_h))
+        data = _subset(data, observed_in_lake(table, data, config.horizon_h))
     say(f"gold.features version {version}: {total:,} rows, {len(data):,} with an observed label "
         f"({int(data.y.sum()):,} positive)")
     stores = sorted(set(data.rows.store.astype(str).tolist()))

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from cloud.lake.tables import conform
 
 __all__ = ["features", "store_features", "planogram_of", "planogram_hash", "split_by_store", "LABEL_HORIZON_H", "STATE_TABLE",
-           "feature_vectors"]
+           "feature_vectors", "FEATURE_INPUTS"]
 
 _H = 3_600_000
 _D = 86_400_000
@@ -39,6 +39,10 @@ STATE_TABLE = "gold.feature_state"
 #: FacingState fields held as numpy arrays (JSON lists in a snapshot)
 _ARRAYS = ("_sales_profile", "_restock_profile")
 _EVENT_TABLES = (("readings", "silver.shelf_reading"), ("pos", "silver.pos_line"), ("restocks", "silver.shelf_restock"))
+#: Silver tables read only for labels (``cloud.lake.labels``), not replayed into features.
+_LABEL_TABLES = (("gaps", "silver.gap_scan"), ("checks", "silver.shelf_check"))
+#: Every per-store input of :func:`store_features` (an engine ships these to its workers).
+FEATURE_INPUTS = tuple(k for k, _ in _EVENT_TABLES + _LABEL_TABLES)
 
 
 def feature_vectors(matrix) -> pa.ListArray:
@@ -107,10 +111,12 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
                    horizon_h: float = LABEL_HORIZON_H) -> tuple[pa.Table, pa.Table]:
     """One store's feature rows from ``cutoff`` on, and its state snapshots: ``(features, states)``.
 
-    ``events`` are the store's silver rows (``readings``, ``pos``, ``restocks``) from the
-    snapshot's day (or from its first event when ``snapshot`` is None); ``snapshot`` is a
+    ``events`` are the store's silver rows (``readings``, ``pos``, ``restocks``, and for labels
+    ``gaps`` and ``checks``) from the snapshot's day (or from its first event when ``snapshot`` is
+    None); labels come from ``cloud.lake.labels.evidence_labels``; ``snapshot`` is a
     ``gold.feature_state`` row (``day_ms``, ``first_ms``, ``state_json``) at or before ``cutoff``.
     """
+    from cloud.lake.labels import evidence_labels
     from models.replay import Facing, StoreFeatures, label_rows
 
     facings = [Facing(str(r["facing_id"]), str(r["sku"]), int(r["capacity"]),
@@ -176,7 +182,9 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
     rows = FeatureRows(np.full(len(hour), store_id, dtype=object), facing, hour, X)
     so = [r for r in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms")))
           if r[0] == store_id]
-    now, within = label_rows(rows, so, int(horizon_h * _H))
+    sensor_now, sensor_within = label_rows(rows, so, int(horizon_h * _H))
+    label, now, source = evidence_labels(facing, hour, sensor_within.astype(np.int64), sensor_now.astype(np.int64),
+                                         facings, events, int(horizon_h * _H))
     sku_of = {f.facing_id: f.sku for f in facings}
     out = pa.table({
         "store_id": pa.array([store_id] * len(hour), pa.string()),
@@ -184,8 +192,9 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
         "sku": [sku_of.get(f) for f in facing.tolist()],
         "hour_ms": hour,
         "features": feature_vectors(X),
-        "label": within.astype(np.int32),
-        "empty_now": now.astype(np.int32),
+        "label": pa.array(label, pa.int32(), mask=label < 0),
+        "empty_now": pa.array(now, pa.int32(), mask=now < 0),
+        "label_source": pa.array(source.tolist(), pa.string()),
         "horizon_h": np.full(len(hour), horizon_h),
     })
     return conform("gold.features", out), _states(states)
@@ -278,7 +287,7 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[s
     stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
     # each table split by store once (a filter per store and table is quadratic in a fleet)
     parts = {k: split_by_store(t) for k, t in (("planogram", planogram), ("stockouts", stockouts),
-                                                *((k, inputs.get(k)) for k, _ in _EVENT_TABLES))}
+                                                *((k, inputs.get(k)) for k in FEATURE_INPUTS))}
     feats, states = [], []
     for store in stores:
         plan = parts["planogram"].get(store)
@@ -288,7 +297,7 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[s
         snap = (snapshots or {}).get(store)
         if snap is not None and snap.get("planogram_hash") != digest:
             snap = None
-        events = {k: parts[k].get(store, _none(inputs.get(k))) for k, _ in _EVENT_TABLES}
+        events = {k: parts[k].get(store, _none(inputs.get(k))) for k in FEATURE_INPUTS}
         f, s = store_features(store, events, plan, parts["stockouts"].get(store, _none(stockouts)),
                               cutoff=(cutoff or {}).get(store, 0),
                               snapshot=snap, plan_hash=digest, horizon_h=horizon_h)

@@ -52,7 +52,7 @@ _DAY = 86_400_000
 GOLD_INPUTS = {
     "silver.pos_line": "pos", "silver.shelf_reading": "readings", "silver.edge_alert": "alerts",
     "silver.edge_health": "health", "silver.shelf_restock": "restocks", "silver.inventory_delivery": "deliveries",
-    "silver.shelf_check": "checks",
+    "silver.shelf_check": "checks", "silver.gap_scan": "gaps",
 }
 _EVENTS_STEP = "silver.events"
 _MASTER_STEP = "silver.master"
@@ -291,7 +291,10 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         behind = [t for t in targets if t in behind or t in _FEATURE_TABLES]
     if not behind or not cutoff:
         return report
-    context_ms = context_days * _DAY
+    # Labels use evidence from up to a day after a row (cloud.lake.labels.EVIDENCE_MS): feature
+    # rows are recomputed from LABEL_REACH_DAYS before the cutoff, with the evidence before them.
+    feature_cut = {s: c - LABEL_REACH_DAYS * _DAY for s, c in cutoff.items()}
+    context_ms = (max(context_days, LABEL_CONTEXT_DAYS) if "gold.features" in behind else context_days) * _DAY
     inputs: dict[str, pa.Table] = {}
     for table, name in GOLD_INPUTS.items():
         rows = storage.read(table, filter=_window_filter(cutoff, context_ms))
@@ -307,13 +310,16 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     if "gold.features" in behind:
         if progress:
             progress("gold features")
-        feature_inputs, snapshots = _feature_inputs(storage, inputs, cutoff, context_ms)
+        feature_inputs, snapshots = _feature_inputs(storage, inputs, feature_cut,
+                                                    context_ms - LABEL_REACH_DAYS * _DAY)
         # An engine may run the Python replay itself (Spark: one task per store, which also
         # writes the rows as Parquet files where the task runs: the runner then commits them).
         replay = getattr(engine, "features", None)
         outputs["gold.features"], outputs[STATE_TABLE] = (
-            features(feature_inputs, outputs["gold.stockouts"], cutoff=cutoff, snapshots=snapshots) if replay is None
-            else replay(feature_inputs, outputs["gold.stockouts"], cutoff=cutoff, snapshots=snapshots, storage=storage))
+            features(feature_inputs, outputs["gold.stockouts"], cutoff=feature_cut, snapshots=snapshots)
+            if replay is None
+            else replay(feature_inputs, outputs["gold.stockouts"], cutoff=feature_cut, snapshots=snapshots,
+                        storage=storage))
     if progress:
         progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]
@@ -323,7 +329,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     cause_cut = {s: c - EVIDENCE_DAYS * _DAY for s, c in cutoff.items()}
     for table in sorted(behind, key=lambda t: t == "gold.stockout_causes"):
         tcol = TABLES[table].time_col
-        window = cause_cut if table == "gold.stockout_causes" else cutoff
+        window = cause_cut if table == "gold.stockout_causes" else feature_cut if table in _FEATURE_TABLES else cutoff
         if table == "gold.stockout_causes":
             outputs[table] = _causes(storage, cause_cut)
         if not isinstance(outputs[table], pa.Table):  # files an engine's workers wrote (StagedFiles)
@@ -340,6 +346,12 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
 
 
 _FEATURE_TABLES = ("gold.features", STATE_TABLE)
+#: Feature rows (and their labels) are recomputed from this many days before a store's cutoff: new
+#: evidence changes labels up to EVIDENCE_MS + H (22 h) before it (cloud.lake.labels).
+LABEL_REACH_DAYS = 1
+#: ... and those rows' labels read evidence from up to 2 x EVIDENCE_MS (40 h) before them: the
+#: silver window of a run that computes features starts this many days before the cutoff.
+LABEL_CONTEXT_DAYS = 3
 #: how many days before its new data a store's window may reach to re-examine an ongoing stock-out.
 #: A stock-out open longer than this keeps its row (start, "ongoing") as last computed; the
 #: episode's later part is not re-examined (documented in docs/lake.md).
@@ -421,19 +433,23 @@ def readers_caught_up(storage: LakeStorage, table: str, retention_hours: float =
 
 
 def _upgrade_features(storage: LakeStorage) -> None:
-    """A ``gold.features`` table written with JSON text vectors (``features_json``) is rewritten
-    once with the ``list<float>`` column ``features``, so windows can be replaced in it again."""
+    """A ``gold.features`` table written with JSON text vectors (``features_json``) or without
+    ``label_source`` is rewritten once in the current schema, so windows can be replaced in it again."""
     import json
 
     import numpy as np
 
     dt = storage.open("gold.features")
-    if dt is None or "features_json" not in dt.schema().to_arrow().names:
+    names = dt.schema().to_arrow().names if dt is not None else []
+    if dt is None or ("features_json" not in names and "label_source" in names):
         return
-    old = storage.read("gold.features")
-    vectors = np.array([json.loads(v) for v in old["features_json"].to_pylist()], dtype=np.float32)
-    new = old.drop_columns(["features_json"]).append_column(
-        "features", feature_vectors(vectors.reshape(old.num_rows, -1)))
+    new = storage.read("gold.features")
+    if "features_json" in names:
+        vectors = np.array([json.loads(v) for v in new["features_json"].to_pylist()], dtype=np.float32)
+        new = new.drop_columns(["features_json"]).append_column(
+            "features", feature_vectors(vectors.reshape(new.num_rows, -1)))
+    # Rows from before label_source keep their label with a NULL source (training falls back to
+    # models.retrain.observed_labels for them); new windows carry the column.
     storage.write("gold.features", conform("gold.features", new), mode="overwrite", replace_schema=True)
 
 

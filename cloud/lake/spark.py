@@ -103,12 +103,13 @@ class SparkEngine:
         With ``storage`` (the runner passes it) each task writes its rows of the window as
         Parquet files into the tables' folders, and two ``StagedFiles`` come back (committed by
         the runner); without, the rows come back as Arrow tables."""
-        from cloud.lake.features import STATE_TABLE, planogram_hash, planogram_of, split_by_store, store_features
+        from cloud.lake.features import (FEATURE_INPUTS, STATE_TABLE, planogram_hash, planogram_of, split_by_store,
+                                         store_features)
         from cloud.lake.tables import TABLES, conform, schema_of
 
         # Decided on the driver for the whole lake (a store without planogram rows has no features).
         planogram = planogram_of(inputs)
-        tables = {**{k: inputs[k] for k in ("readings", "pos", "restocks") if k in inputs},
+        tables = {**{k: inputs[k] for k in FEATURE_INPUTS if inputs.get(k) is not None},
                   "planogram": planogram, "stockouts": stockouts}
         rows = []
         stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))

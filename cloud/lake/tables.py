@@ -396,8 +396,12 @@ _defs: list[TableDef] = [
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
         ("hour_ms", "int64", "sample instant (hour start)"),
         ("features", "float_list", "feature vector (float32), ordered as models.features.FEATURES"),
-        ("label", "int32", "1 when the facing is empty within the next horizon_h hours"),
-        ("empty_now", "int32", "1 when the facing is empty at the sample instant"),
+        ("label", "int32", "1 when the facing is empty within the next horizon_h hours, 0 when not; NULL when "
+                           "nobody observed it (left out of training and evaluation)"),
+        ("empty_now", "int32", "1 when the facing is empty at the sample instant (NULL: not observed)"),
+        ("label_source", "string", "the evidence behind the label: sensor, gap_scan, restock (a refill of a whole "
+                                   "facing), till (a sale of a one-facing SKU after the horizon), shelf_check; NULL: "
+                                   "unobserved"),
         ("horizon_h", "double", "label horizon, hours"),
     ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
     TableDef("gold.feature_state", "Each store's online feature state at each UTC midnight (what incremental "
@@ -537,7 +541,9 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
                                "cloud.lake.gold GOLD_SQL: alerts matched to stock-outs per store, day, scorer"),
     LINEAGE_TABLE: ((), "gondola.lineage: every run's OpenLineage events, stored by the cloud's lineage sink"),
     "gold.features": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram",
-                       "gold.stockouts"), "cloud.lake.features: models.replay feature vectors + label, resumed from gold.feature_state"),
+                       "silver.gap_scan", "silver.shelf_check", "gold.stockouts"),
+                      "cloud.lake.features: models.replay feature vectors, resumed from gold.feature_state; "
+                      "cloud.lake.labels: the label where evidence observed it"),
     "gold.feature_state": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram"),
                            "cloud.lake.features: models.replay online state per store at each midnight"),
 }

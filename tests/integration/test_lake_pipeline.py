@@ -284,7 +284,7 @@ def test_the_cli_reports_a_bad_batch_file_with_exit_code_1(env, capsys):
 
 @pytest.mark.slow
 def test_a_stock_out_open_for_weeks_does_not_widen_every_window_to_its_start(tmp_path):
-    from cloud.lake.runner import REOPEN_DAYS
+    from cloud.lake.runner import LABEL_CONTEXT_DAYS, REOPEN_DAYS
 
     empty = [make_event("shelf.reading", store_id="s001", device_id="shelf-1", seq=i + 1, ts=DAY0 + i * 6 * HOUR,
                         data={"facing_id": "s001-f00", "sku": "sku-0000", "weight_g": 0.0, "units_est": 0,
@@ -297,8 +297,8 @@ def test_a_stock_out_open_for_weeks_does_not_widen_every_window_to_its_start(tmp
     fill_hub(hub, empty[-4:])  # day 20: still empty
     cloud.ingest_stream()
     report = cloud.transform()
-    # the window reaches REOPEN_DAYS (+ one day of context) back, not to day 0
-    assert report["silver_rows_read"] == 4 * (REOPEN_DAYS + 2)
+    # the window reaches REOPEN_DAYS (+ the days of context feature labels need) back, not to day 0
+    assert report["silver_rows_read"] == 4 * (REOPEN_DAYS + 1 + LABEL_CONTEXT_DAYS)
     [so] = cloud.storage.read("gold.stockouts").to_pylist()
     assert so["start_ms"] == DAY0 and so["ongoing"]
     hub.close()

@@ -177,3 +177,23 @@ def test_mean_lead_time_does_not_depend_on_the_order_of_the_rows():
         out = engine.run(GOLD_SQL["gold.model_performance"], {"stockouts": so, "alert_outcomes": no_alerts})
         seen.add(out["mean_lead_min"].to_pylist()[0])
     assert seen == {round(sum(lead_ms) / len(lead_ms) / MIN, 4)}
+
+
+def test_a_gap_scan_on_an_empty_facing_without_a_sensor_labels_it_1_and_no_scan_leaves_it_null():
+    # facing f01 has a sensor (keeps the store's hours active), f02 (sku-2) none: sku-2 sold 08:00-08:02
+    r = readings([5] * 30)
+    p = sales(3) + [dict(x, sku="sku-2", seq=100 + i) for i, x in enumerate(sales(3))]
+    plan = conform("silver.planogram", pa.Table.from_pylist([
+        {"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True},
+        {"store_id": "s001", "facing_id": "s001-f02", "sku": "sku-2", "capacity": 10, "has_sensor": False}]))
+    scan = [{"store_id": "s001", "device_id": "hh-1", "seq": 1, "ts": T0 + 10 * 60 * MIN + 30 * MIN,
+             "facing_id": "s001-f02", "sku": "sku-2", "round_id": "r1"}]
+    for gaps, want in ((scan, {9: (1, "gap_scan"), 10: (1, "gap_scan"), 11: (1, "gap_scan")}),
+                       ((), {9: (None, None), 10: (None, None), 11: (None, None)})):
+        out, inputs = run(r=r, p=p)
+        inputs["planogram"] = plan
+        inputs["gaps"] = conform("silver.gap_scan", pa.Table.from_pylist(list(gaps)) if gaps else pa.table({}))
+        f = [x for x in features(inputs, out["gold.stockouts"])[0].to_pylist() if x["facing_id"] == "s001-f02"]
+        got = {(x["hour_ms"] - T0) // (60 * MIN): (x["label"], x["label_source"]) for x in f}
+        # the sale at 08:02 took the last unit: empty from then on (no restock since) and seen at 10:30
+        assert {h: got[h] for h in want} == want

@@ -53,3 +53,21 @@ def test_gold_without_empty_now_says_it_does_not_know():
     v = [1.0] * len(FEATURES)
     data = rows_from_gold(gold([v], [1]))
     assert not data.empty_now_known and data.empty_now.tolist() == [False]
+
+
+def test_rows_the_lake_left_unlabelled_are_not_trained_on_and_legacy_rows_fall_back_to_the_sensor_rule():
+    from models.gold import observed_in_lake
+
+    v = [0.0] * len(FEATURES)
+    table = gold([v] * 4, pa.array([1, None, 0, 0], pa.int32())).append_column(
+        "label_source", pa.array(["gap_scan", None, "till", None]))
+    data = rows_from_gold(table)
+    assert data.y.tolist() == [True, False, False, False]
+    # row 3: a label without a source (written before label_source): no sensor in its vector -> left out
+    assert observed_in_lake(table, data, 2.0).tolist() == [True, False, True, False]
+    # a table without label_source: one sensor facing, hourly, its sensor reporting -> the rows whose
+    # horizon ends within the data count
+    sensed = [1.0 if f == "has_sensor" else 0.5 if f == "hours_since_reading" else 0.0 for f in FEATURES]
+    legacy = gold([sensed] * 4, [0, 1, 0, 0]).set_column(1, "facing_id", pa.array(["f0"] * 4)).set_column(
+        2, "hour_ms", pa.array([h * 3_600_000 for h in range(4)]))
+    assert observed_in_lake(legacy, rows_from_gold(legacy), 2.0).tolist() == [True, True, False, False]
