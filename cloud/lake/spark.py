@@ -27,6 +27,7 @@ import os
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from typing import Mapping
 
 import pyarrow as pa
@@ -129,24 +130,34 @@ class SparkEngine:
         targets = (("features", "gold.features"), ("states", STATE_TABLE))
         writer = _ParquetWriter.of(storage) if storage is not None else None
 
+        def replay(store: str, kinds: list, payloads: list) -> tuple[pa.Table, pa.Table, int]:
+            got = dict(zip(kinds, payloads))
+            meta = json.loads(bytes(got.pop("meta")))
+            parts = {k: pa.ipc.open_stream(p).read_all() for k, p in got.items()}
+            feats, states = store_features(store, parts, parts["planogram"], parts["stockouts"],
+                                           cutoff=meta["cutoff"], snapshot=meta["snapshot"], plan_hash=meta["hash"])
+            return feats, states, meta["cutoff"]
+
         def per_store(frame):
             import pandas as pd
 
-            got = dict(zip(frame["kind"], frame["payload"]))
-            meta = json.loads(bytes(got.pop("meta")))
-            parts = {k: pa.ipc.open_stream(p).read_all() for k, p in got.items()}
             store = frame["store_id"].iloc[0]
-            feats, states = store_features(store, parts, parts["planogram"], parts["stockouts"],
-                                           cutoff=meta["cutoff"], snapshot=meta["snapshot"], plan_hash=meta["hash"])
-            if writer is None:
-                return pd.DataFrame({"store_id": [store, store], "kind": ["features", "states"],
-                                     "payload": [_ipc(feats), _ipc(states)]})
+            feats, states, _ = replay(store, list(frame["kind"]), list(frame["payload"]))
+            return pd.DataFrame({"store_id": [store, store], "kind": ["features", "states"],
+                                 "payload": [_ipc(feats), _ipc(states)]})
+
+        files_schema = pa.schema([("store_id", pa.string()), ("kind", pa.string())] +
+                                 [(c, pa.string() if t == "string" else pa.int64()) for c, t in _FILE_COLUMNS.items()])
+
+        def per_store_files(group: pa.Table) -> pa.Table:  # Arrow in and out: no pandas copy of the payloads
+            store = group["store_id"][0].as_py()
+            feats, states, cut = replay(store, group["kind"].to_pylist(), group["payload"].to_pylist())
             out = []
             for (kind, table), rows in zip(targets, (feats, states)):
-                rows = rows.filter(pc.greater_equal(rows[TABLES[table].time_col], meta["cutoff"]))  # the window
+                rows = rows.filter(pc.greater_equal(rows[TABLES[table].time_col], cut))  # the window
                 if rows.num_rows:
                     out.append({"store_id": store, "kind": kind, **writer.write(table, rows)})
-            return pd.DataFrame(out, columns=["store_id", "kind"] + list(_FILE_COLUMNS))
+            return pa.Table.from_pylist(out, schema=files_schema)
 
         if writer is not None:
             if not rows:
@@ -156,9 +167,11 @@ class SparkEngine:
             # frame is partitioned on adds no second shuffle.
             tasks = max(1, min(len(stores), 4 * self.parallelism))
             schema = "store_id string, kind string, " + ", ".join(f"{c} {t}" for c, t in _FILE_COLUMNS.items())
-            # Only file metadata comes back: one row per store and table.
-            files = self._collect(packed.repartition(tasks, "store_id").groupBy("store_id")
-                                  .applyInPandas(per_store, schema=schema)).to_pylist()
+            # Only file metadata comes back: one row per store and table. Adaptive execution would
+            # coalesce the small shuffle partitions (the inputs are a few MB) into one task.
+            with _conf(self.session, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
+                files = self._collect(packed.repartition(tasks, "store_id").groupBy("store_id")
+                                      .applyInArrow(per_store_files, schema=schema)).to_pylist()
             return tuple(StagedFiles(self, table, [f for f in files if f["kind"] == kind]) for kind, table in targets)
         if not rows:
             return conform("gold.features", pa.table({})), conform(STATE_TABLE, pa.table({}))
@@ -198,6 +211,22 @@ def _ipc(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+@contextmanager
+def _conf(session, settings: dict[str, str]):
+    """Spark SQL settings for one job, restored after it."""
+    before = {k: session.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        session.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                session.conf.unset(k)
+            else:
+                session.conf.set(k, v)
 
 
 #: what an executor hands back for each file it wrote (Spark DDL types)
@@ -340,7 +369,8 @@ class StagedFiles:
         paths = self.engine.session.createDataFrame([(a["path"],) for a in candidates], "path string") \
             .repartition(max(1, min(len(candidates), self.engine.parallelism)))
         schema = "old string, " + ", ".join(f"{c} {t}" for c, t in _FILE_COLUMNS.items())
-        done = self.engine._collect(paths.mapInPandas(rewrite, schema=schema)).to_pylist()
+        with _conf(self.engine.session, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
+            done = self.engine._collect(paths.mapInPandas(rewrite, schema=schema)).to_pylist()
         sizes = {a["path"]: a["size_bytes"] for a in candidates}
         removes = [RemoveAction(d["old"], True, now, int(sizes[d["old"]]), {}) for d in done]
         kept = [AddAction(d["path"], int(d["size"]), {}, now, True, d["stats"]) for d in done if d["path"]]
