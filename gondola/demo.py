@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -441,6 +443,43 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
 
 
+class _KeptWarnings(logging.Handler):
+    """Warnings of the components (gateways, cloud) held for a file instead of the terminal."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def write(self, path: Path) -> Path:
+        path.write_text("".join(line + "\n" for line in self.lines), encoding="utf-8")
+        return path
+
+
+@contextmanager
+def warnings_to_file():
+    """While the demo runs, keep the components' log warnings (a faulty scenario makes the
+    gateways quarantine hundreds of messages) off the terminal; ``write`` puts them in a file.
+    Only when nothing configured logging: otherwise the caller's handlers decide."""
+    root = logging.getLogger()
+    kept = _KeptWarnings()
+    if root.handlers:
+        yield kept
+        return
+    root.addHandler(kept)
+    try:
+        yield kept
+    finally:
+        root.removeHandler(kept)
+
+
 def parse_config(argv: list[str] | None = None) -> DemoConfig:
     """``gondola demo``'s options as a :class:`DemoConfig` (``--seed`` defaults to the scenario
     file's ``seed``, as in ``gondola sim``, else 7)."""
@@ -479,7 +518,17 @@ def parse_config(argv: list[str] | None = None) -> DemoConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
-    summary = run_demo(cfg).summary
+    with warnings_to_file() as kept:
+        try:
+            summary = run_demo(cfg).summary
+        except BaseException:
+            if kept.lines:  # the failure's context
+                print("\n".join(kept.lines[-20:]), file=sys.stderr)
+            raise
+    if kept.count:
+        path = kept.write(cfg.out / "warnings.log")
+        print(f"{kept.count} warning(s) from the gateways and the cloud (quarantined messages, ...): {path}",
+              file=sys.stderr)
     print(format_summary(summary))
     print(f"\nsummary: {cfg.out / 'summary.json'}")
     return 0
