@@ -25,6 +25,7 @@ Errors: ``ConfigError`` for bad settings; the methods raise what their modules d
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -32,6 +33,8 @@ from typing import Callable, Mapping
 from gondola.errors import ConfigError
 
 __all__ = ["CloudSettings", "Cloud", "build_cloud"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,15 @@ class Cloud:
         from gondola.lineage import Dataset
 
         source = self._source_factory()
+        checkpoints = getattr(source, "checkpoints", None)
+        if not self.storage.exists(BRONZE_EVENTS) and checkpoints is not None and checkpoints():
+            # The checkpoints belong to the consumer group, not to a lake: a new lake would start
+            # where another lake's reader stopped and miss everything before.
+            text = (f"stream: consumer group {self.settings.consumer_group!r} already read this hub into "
+                    "another lake; this new lake gets only what came after. For all of it, give this lake "
+                    "its own group: --consumer-group NAME")
+            log.warning(text)
+            self._say(text)
         hub = Dataset("hub", str(self.settings.hub_path if self.settings.source == "local" else "eventhubs"))
         try:
             with self.lineage.run("gondola.ingest_stream", [hub]) as run:
