@@ -43,7 +43,7 @@ import numpy as np
 
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
-from models.features import FEATURES, FacingState, FeatureCache
+from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares
 from models.scoring import EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, hours_to_empty
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
@@ -128,6 +128,9 @@ class Inference:
         self.by_sku: dict[str, list[int]] = {}
         for i, s in enumerate(self.states):
             self.by_sku.setdefault(s.sku, []).append(i)
+        for idx in self.by_sku.values():
+            for i in idx:
+                self.states[i].sku_facings = len(idx)
         self.cache = FeatureCache(self.states)
         self._unsaved: set[int] = set(range(len(self.states)))  # changed since the last snapshot
         #: Forecast (empty_within_h) alert state per facing, and when it last changed.
@@ -161,9 +164,10 @@ class Inference:
                     idx = self.by_sku.get(data["sku"])
                     if not idx:
                         continue
-                    share = data["qty"] / len(idx)
-                    for i in idx:
-                        self.states[i].on_sale(ts, share, data.get("price_cents"))
+                    qty, returned = pos_line_qty(data["qty"], data.get("kind", "sale"))
+                    shares = sale_shares([self.states[i] for i in idx], qty)
+                    for i, share in zip(idx, shares):
+                        self.states[i].on_sale(ts, share, data.get("price_cents"), returned=returned)
                         self.cache.mark(self.states[i])
                         self._unsaved.add(i)
                 elif etype in ("shelf.reading", "shelf.restock"):
@@ -399,7 +403,8 @@ class Inference:
                 fields = {k: (_array(v) if isinstance(known[k], np.ndarray)
                               else [float(x) for x in v] if isinstance(known[k], list) else v)
                           for k, v in fields.items() if k in known}  # fields added or dropped by models
-                fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity)
+                fields.update(facing_id=plan.facing_id, sku=plan.sku, capacity=plan.capacity,
+                              sku_facings=plan.sku_facings)
                 self.states[i] = FacingState(**fields)
                 words = set(alert.split("+"))
                 self.raised[i] = "raised" in words

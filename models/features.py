@@ -42,6 +42,9 @@ __all__ = [
     "FeatureCache",
     "FeatureCacheGroup",
     "sensor_untrusted",
+    "pos_line_qty",
+    "sale_shares",
+    "sku_groups",
 ]
 
 #: Time constants of the decayed sales rates, hours.
@@ -85,6 +88,8 @@ FEATURES: tuple[str, ...] = (
     "demand_to_restock",    # expected units sold until that round
     "price_ratio",          # last unit price / usual unit price (< 1: promotion), 1 when unknown
     "demand_since_sale",    # units the profile expected since the last sale (zero-sales evidence)
+    "sku_facings",          # facings the SKU's POS lines are split over (1: the till tells this facing's sales)
+    "sku_units_est",        # units_est summed over the SKU's facings (this one included)
 )
 
 _CAP_H = 168.0
@@ -115,6 +120,9 @@ class FacingState:
     #: Sensor trust (issue 11): a shelf sensor whose readings the till contradicts (stuck,
     #: drifting, jumping) is not believed; the facing is then scored as one without a sensor,
     #: on ``pos_units``: the last trusted reading minus POS sales since, plus restocks.
+    #: Facings of the same SKU in the planogram: the till names the SKU, so with several the
+    #: split of its sales (``sale_shares``) and this facing's estimate are a guess.
+    sku_facings: int = 1
     sensor_untrusted: bool = False
     pos_units: float | None = None
     last_reading_units: float | None = None
@@ -159,8 +167,13 @@ class FacingState:
             x = 0.0
         return math.exp(x)
 
-    def on_sale(self, ts_ms: int, qty: float, price_cents: int | None = None) -> None:
-        """A POS line of this facing's SKU (negative qty: a return or void)."""
+    def on_sale(self, ts_ms: int, qty: float, price_cents: int | None = None, *, returned: bool = False) -> None:
+        """A POS line of this facing's SKU (negative qty: a return or void).
+
+        ``returned``: a customer return. It counts against the sales rates but does not put a
+        unit back on the shelf (returns go to the service desk or the backroom); a void
+        cancels a scan whose unit never left, so it does add back.
+        """
         self._decay_to(ts_ms)
         for i, tau in enumerate(RATE_TAUS_H):
             # Each unit adds 1/tau to a decayed rate: a steady r units/h converges to r.
@@ -176,6 +189,8 @@ class FacingState:
                     float(price_cents) if self._price_mean is None
                     else self._price_mean + (price_cents - self._price_mean) / 50.0
                 )
+        if returned and qty < 0:
+            return
         if self.units is not None:
             self.units = max(0.0, self.units - qty)
         if self.pos_units is not None:
@@ -216,15 +231,27 @@ class FacingState:
         self.sales_since_reading = 0.0
 
     def on_restock(self, ts_ms: int, units_added: float) -> None:
-        """Staff refilled the facing (handheld scan)."""
+        """Staff refilled the facing (handheld scan).
+
+        Units before the first restock or reading are unknown: the facing is then taken as
+        refilled to capacity, as a round does with a low facing. An estimate too high heals at
+        the next full refill (capped at capacity), one too low only when the shelf truly empties
+        (the floor at 0 absorbs it), and meanwhile it reads empty while the till still sells: the
+        false "empty now" alerts of facings without a sensor (issue 11; started from 0, half the
+        single-facing estimates were still off three days in).
+        """
         self._decay_to(ts_ms)
         self._restock_profile[_hour_bin(ts_ms)] += self._profile_weight(ts_ms)
         self.last_restock_ms = ts_ms
-        base = self.units if self.units is not None else 0.0
-        self.units = min(float(self.capacity), base + units_added) if self.capacity else base + units_added
+        self.units = self._refilled(self.units, units_added)
         if self.pos_units is not None or not self.has_sensor:
-            pos = self.pos_units if self.pos_units is not None else 0.0
-            self.pos_units = min(float(self.capacity), pos + units_added) if self.capacity else pos + units_added
+            self.pos_units = self._refilled(self.pos_units, units_added)
+
+    def _refilled(self, units: float | None, added: float) -> float:
+        if not self.capacity:
+            return (units or 0.0) + added
+        base = float(self.capacity) if units is None else units
+        return min(float(self.capacity), base + added)
 
     # ---- features ------------------------------------------------------------------------
 
@@ -239,6 +266,33 @@ class FacingState:
     def features(self, now_ms: int) -> list[float]:
         """The feature vector (ordered as FEATURES) at ``now_ms``; see :func:`feature_matrix`."""
         return _features64([self], now_ms)[0].tolist()
+
+
+def pos_line_qty(qty: float, kind: object = "sale") -> tuple[float, bool]:
+    """A POS line's (signed units, is a return) as :meth:`FacingState.on_sale` takes them: voids
+    and returns take units back (negative), whichever sign the register wrote. The gateway's
+    and the cloud's routing of POS lines both call this."""
+    qty = float(qty)
+    if kind in ("void", "return") and qty > 0:
+        qty = -qty
+    return qty, kind == "return"
+
+
+def sale_shares(states: list["FacingState"], qty: float) -> list[float]:
+    """How a POS line of a SKU with several facings is split over them: the till names the
+    SKU, not the facing. Shoppers take from facings that have stock (one meeting an empty
+    facing goes to its sibling), so a sale goes evenly to the facings whose estimate is above 0
+    and evenly to all when none is (and for voids and returns): the SKU's total estimate stays
+    its restocks minus its sales, where an even split over an empty facing lost that share.
+    The gateway's and the cloud's routing of POS lines both call this."""
+    n = len(states)
+    if n == 1:
+        return [qty]
+    stocked = [s.units is None or s.units > 0 for s in states] if qty > 0 else [True] * n
+    k = sum(stocked)
+    if k == 0:
+        return [qty / n] * n
+    return [qty / k if on else 0.0 for on in stocked]
 
 
 def _hour_bin(ts_ms: int) -> int:
@@ -271,7 +325,7 @@ def _profile_share(cum: np.ndarray, total: np.ndarray, start_h: np.ndarray, leng
 
 
 _SCALARS = ("units", "cap", "sensor", "t_read", "t_restock", "t_sale", "battery", "since_read",
-            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units")
+            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units", "sku_facings")
 
 
 def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
@@ -292,6 +346,7 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
             1.0 if s.sensor_untrusted else 0.0,
             nan if s.pos_units is None else s.pos_units,
             nan if s.last_reading_units is None else s.last_reading_units,
+            s.sku_facings,
         ) for s in states],
         dtype=np.float64,
     ).reshape(n, len(_SCALARS))
@@ -305,7 +360,20 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
     out["sales_cum"] = np.zeros((n, 49))
     np.cumsum(np.concatenate([sales_p, sales_p], axis=1), axis=1, out=out["sales_cum"][:, 1:])
     out["restock_peak"] = out["restock_p"].max(axis=1) if n else np.zeros(0)
+    out["sku"] = np.array([s.sku for s in states], dtype=object)
     return out
+
+
+def _sku_groups(a: dict[str, np.ndarray]) -> np.ndarray:
+    return sku_groups(a["sku"])
+
+
+def sku_groups(skus) -> np.ndarray:
+    """Per facing, an index of its SKU among ``skus`` (facings of one SKU share it); with
+    ``np.bincount(groups, weights=units)[groups]`` a facing's ``sku_units_est``."""
+    if len(skus) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.asarray(skus).astype(str), return_inverse=True)[1].reshape(-1)
 
 
 def _rates_from(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
@@ -321,8 +389,9 @@ def _rates_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:
     return _rates_from(_gather(states), now_ms)
 
 
-def _compute(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
-    """Feature rows from gathered state arrays at ``now_ms``, float64."""
+def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None = None) -> np.ndarray:
+    """Feature rows from gathered state arrays at ``now_ms``, float64. ``sku_group``: the
+    facings' SKU index (:func:`_sku_groups`; computed when not given)."""
     n = len(a["cap"])
     if n == 0:
         return np.zeros((0, _N), dtype=np.float64)
@@ -378,6 +447,9 @@ def _compute(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
     out[:, _IDX["demand_to_restock"]] = daily * _profile_share(cum, total, hours, to_restock)
     out[:, _IDX["price_ratio"]] = np.minimum(price_ratio, 4.0)
     out[:, _IDX["demand_since_sale"]] = daily * _profile_share(cum, total, hours - since_sale, since_sale)
+    out[:, _IDX["sku_facings"]] = a["sku_facings"]
+    group = _sku_groups(a) if sku_group is None else sku_group
+    out[:, _IDX["sku_units_est"]] = np.bincount(group, weights=units, minlength=n)[group]
     return out
 
 
@@ -411,6 +483,7 @@ class FeatureCache:
         self.states = list(states)
         self._index = {id(s): i for i, s in enumerate(self.states)}
         self._arrays = _gather(self.states)
+        self._sku_group = _sku_groups(self._arrays)  # a facing's SKU never changes
         self._dirty: set[int] = set()
 
     def mark(self, state: FacingState) -> None:
@@ -429,7 +502,7 @@ class FeatureCache:
 
     def matrix(self, now_ms: int) -> np.ndarray:
         """Features of every facing at ``now_ms``, (n, F) float32; same values as feature_matrix."""
-        return _compute(self.refresh(), now_ms).astype(np.float32)
+        return _compute(self.refresh(), now_ms, self._sku_group).astype(np.float32)
 
     def untrusted(self, now_ms: int) -> np.ndarray:
         """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``)."""
@@ -451,6 +524,10 @@ class FeatureCacheGroup:
         self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in names}
         sizes = [len(c.states) for c in self.caches]
         self._bounds = np.cumsum(sizes)[:-1]
+        # SKUs are a store's: one SKU in two stores is two groups.
+        offsets = np.cumsum([0] + [len(c._sku_group) for c in self.caches])[:-1]
+        self._sku_group = (np.concatenate([c._sku_group + o for c, o in zip(self.caches, offsets)])
+                           if self.caches else np.zeros(0, dtype=np.int64))
         at = 0
         for c, n in zip(self.caches, sizes):
             c._arrays = {name: arr[at:at + n] for name, arr in self._arrays.items()}
@@ -462,7 +539,7 @@ class FeatureCacheGroup:
             return []
         for c in self.caches:
             c.refresh()
-        return np.split(_compute(self._arrays, now_ms).astype(np.float32), self._bounds)
+        return np.split(_compute(self._arrays, now_ms, self._sku_group).astype(np.float32), self._bounds)
 
 
 def feature_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:
@@ -482,7 +559,7 @@ MODEL_ENCODINGS = ("log1p-v1", "log1p-v2")
 # Columns that are counts, rates or durations: log1p keeps small values (0, 1, 2 units left)
 # apart and squeezes the long tail, so all model inputs fit in about [-1, 7].
 _LOG_COLUMNS = np.array(
-    [_IDX[n] for n in FEATURES if n.startswith(("units_", "capacity", "rate_", "hours_", "sales_", "demand_"))]
+    [_IDX[n] for n in FEATURES if n.startswith(("units_", "capacity", "rate_", "hours_", "sales_", "demand_", "sku_units"))]
 )
 _PCT = _IDX["battery_pct"]
 # v2 scales rates to units per day and expected demands to quarter units before log1p: in

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from gondola.clock import HOUR_MS, MINUTE_MS
-from models.features import FEATURES, FacingState, FeatureCache
+from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares
 
 __all__ = [
     "Facing",
@@ -81,6 +81,9 @@ class StoreFeatures:
                                 has_sensor=bool(f.has_sensor))
             self.states[f.facing_id] = state
             self._by_sku.setdefault(f.sku, []).append(state)
+        for same in self._by_sku.values():
+            for state in same:
+                state.sku_facings = len(same)
         self.facing_ids = list(self.states)
         self._ordered = [self.states[f] for f in self.facing_ids]
         self._cache = FeatureCache(self._ordered)
@@ -122,10 +125,9 @@ class StoreFeatures:
         if not targets:
             self.unknown += 1
             return
-        if kind in ("void", "return") and qty > 0:
-            qty = -qty
-        for state in targets:
-            state.on_sale(ts, qty / len(targets), price_cents)
+        qty, returned = pos_line_qty(qty, kind)
+        for state, share in zip(targets, sale_shares(targets, qty)):
+            state.on_sale(ts, share, price_cents, returned=returned)
             self._cache.mark(state)
         self.applied += 1
 

@@ -34,13 +34,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gondola.clock import MINUTE_MS
-from models.features import FEATURES, FeatureCache
+from models.features import FEATURES, FeatureCache, sku_groups
 from models.replay import Facing, StoreFeatures
 
 __all__ = ["StoreScorer", "kind_thresholds", "KINDS"]
 
 KINDS = ("empty_now", "empty_within_h")
 _UNITS = FEATURES.index("units_est")
+_SKU_UNITS = FEATURES.index("sku_units_est")
 _SENSOR = FEATURES.index("has_sensor")
 _SINCE_READING = FEATURES.index("hours_since_reading")
 _FILL = FEATURES.index("fill_ratio")
@@ -120,6 +121,10 @@ class StoreScorer:
         S = self.silent_X
         Xi[:, _FROZEN] = S[:, _FROZEN]
         Xi[:, _UNITS] = np.maximum(S[:, _UNITS] - self.imputed, 0.0)
+        # The SKU's total falls by what its facings' imputed sales took.
+        group = sku_groups([st.sku for st in self.features._ordered])
+        taken = np.bincount(group, weights=S[:, _UNITS] - Xi[:, _UNITS], minlength=len(Xi))[group]
+        Xi[:, _SKU_UNITS] = np.maximum(S[:, _SKU_UNITS] - taken, 0.0)
         Xi[:, _FILL] = np.minimum(Xi[:, _UNITS] / np.maximum(Xi[:, _CAPACITY], 1.0), 2.0)
         Xi[:, _SALES_SINCE_READING] = S[:, _SALES_SINCE_READING] + self.imputed
         return Xi

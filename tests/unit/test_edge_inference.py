@@ -60,9 +60,9 @@ def test_two_alert_kinds_raise_separately_and_a_forecast_carries_its_expected_em
     inf = Inference(plan, s, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
     day = 24 * 3600_000
     # f0 reads empty; f1 reads 4 units and sells about 2 an hour; f2 (no sensor) sold 2 an hour
-    # for a week, was refilled with 7 units 10 hours ago, sold them, then nothing for 6 hours.
+    # for a week, was refilled to its 10 units 12 hours ago, sold them, then nothing for 6 hours.
     events = [reading(0, T0, facing_id="f0", units=0), reading(1, T0, facing_id="f1", device_id="shelf-s001-f1", units=4),
-              restock(1, T0 - 10 * 3600_000 + 1, facing_id="f2", sku="k2", units=7)]
+              restock(1, T0 - 12 * 3600_000 + 1, facing_id="f2", sku="k2", units=10)]
     events += [pos_line(2 + i, T0 - 7 * day + i * 1800_000, sku=sku) for i in range(7 * 48) for sku in ("k1", "k2")
                if T0 - 7 * day + i * 1800_000 < T0 - (0 if sku == "k1" else 6 * 3600_000)]
     inf.observe(sorted(events, key=lambda e: e["ts"]))
@@ -257,3 +257,23 @@ def test_a_failing_model_falls_back_to_the_baseline_for_that_cycle():
 
     inf = _inf(Broken())
     assert inf.cycle(T0) == [] and inf.scorer_errors == 1 and inf.scored_by == "baseline-poisson"
+
+
+def test_gateway_routes_pos_lines_of_a_multi_facing_sku_as_the_cloud_replay_does():
+    from models.replay import Facing, StoreFeatures
+
+    plan = [PlanogramRow("a", "k1", 6, False), PlanogramRow("b", "k1", 6, False), PlanogramRow("c", "k2", 6, False)]
+    inf = Inference(plan, ScriptedScorer())
+    cloud = StoreFeatures("s001", [Facing(r.facing_id, r.sku, r.capacity) for r in plan])
+    events = [restock(0, T0, facing_id="a", sku="k1", units=2), restock(1, T0, facing_id="b", sku="k1", units=2),
+              pos_line(2, T0 + 60_000, sku="k1", qty=9), pos_line(3, T0 + 120_000, sku="k1", qty=2),
+              pos_line(4, T0 + 180_000, sku="k2", qty=1)]
+    events.append({**pos_line(5, T0 + 240_000, sku="k1", qty=1), "data": {**pos_line(5, 0, sku="k1")["data"],
+                                                                        "kind": "return"}})
+    inf.observe(events)
+    for ev in events:
+        cloud.apply(ev)
+    np.testing.assert_allclose(inf.cache.matrix(T0 + 3600_000), cloud.matrix(T0 + 3600_000))
+    # Both facings taken as full at their first restock (2 x 6); 11 sold; the return is not
+    # put back on the shelf; "c" was never restocked: unknown.
+    assert [st.units for st in inf.states] == [0.5, 0.5, None]

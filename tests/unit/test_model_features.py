@@ -49,7 +49,11 @@ def test_rates_decay_during_silence_and_short_rates_decay_faster():
 
 def test_units_follow_restock_minus_sales_and_sensor_readings_replace_the_estimate():
     state = FacingState("f1", "sku1", capacity=12)
-    state.on_restock(T0 + HOUR_MS, 10)
+    state.on_restock(T0 + HOUR_MS, 10)  # units before unknown: a round fills a facing up
+    state.on_sale(T0 + 2 * HOUR_MS, 3)
+    assert state.features(T0 + 2 * HOUR_MS)[F["units_est"]] == 9
+    state.on_sale(T0 + 2 * HOUR_MS, 9)
+    state.on_restock(T0 + 2 * HOUR_MS, 10)  # now known: restock minus sales
     state.on_sale(T0 + 2 * HOUR_MS, 3)
     assert state.features(T0 + 2 * HOUR_MS)[F["units_est"]] == 7
     state.on_reading(T0 + 3 * HOUR_MS, 5, battery_pct=80)
@@ -195,3 +199,41 @@ def test_a_drifting_load_cell_is_not_believed_and_a_silent_one_while_the_till_se
         silent.on_sale(t + (k + 1) * 20 * MINUTE_MS, 1, 199)
     assert feature_matrix([silent], t + HOUR_MS)[0, F["has_sensor"]] == 1.0  # quiet for an hour: fine
     assert feature_matrix([silent], t + 3 * HOUR_MS)[0, F["has_sensor"]] == 0.0  # 3 h, 4 units sold: silent
+
+
+def test_a_facing_first_seen_at_a_restock_is_taken_as_full_and_returns_do_not_refill_the_shelf():
+    # Units before the first restock are unknown; a round refills a low facing to capacity. An
+    # estimate started from 0 stayed too low until the shelf truly emptied and read "empty"
+    # while the till kept selling (issue 11: false empty_now alerts on facings without a sensor).
+    state = FacingState("f1", "sku1", capacity=8)
+    state.on_restock(T0, 3)
+    assert state.features(T0)[F["units_est"]] == 8
+    state.on_sale(T0 + HOUR_MS, 8)
+    state.on_sale(T0 + 2 * HOUR_MS, -1, returned=True)  # a customer return goes to the backroom
+    x = state.features(T0 + 2 * HOUR_MS)
+    assert x[F["units_est"]] == 0
+    assert x[F["rate_24h"]] == pytest.approx(state.rates_at(T0 + 2 * HOUR_MS)[2]) and x[F["rate_24h"]] > 0
+    state.on_sale(T0 + 3 * HOUR_MS, -1)  # a void: the scanned unit never left the shelf
+    assert state.features(T0 + 3 * HOUR_MS)[F["units_est"]] == 1
+
+
+def test_sales_of_a_sku_go_to_its_facings_with_stock_and_the_sku_total_is_a_feature():
+    from models.features import sale_shares
+    from models.replay import Facing, StoreFeatures
+
+    store = StoreFeatures("s1", [Facing("a", "k1", 6), Facing("b", "k1", 6), Facing("c", "k2", 6)])
+    store.apply({"type": "shelf.restock", "ts": T0, "data": {"facing_id": "a", "units_added": 6}})
+    store.apply({"type": "shelf.restock", "ts": T0, "data": {"facing_id": "b", "units_added": 6}})
+    store.apply({"type": "shelf.restock", "ts": T0, "data": {"facing_id": "c", "units_added": 6}})
+    store.apply({"type": "pos.line", "ts": T0 + HOUR_MS, "data": {"sku": "k1", "qty": 12, "price_cents": 99}})
+    x = store.matrix(T0 + HOUR_MS)
+    assert list(x[:, F["sku_facings"]]) == [2, 2, 1]
+    assert list(x[:, F["units_est"]]) == [0, 0, 6] and list(x[:, F["sku_units_est"]]) == [0, 0, 6]
+    store.apply({"type": "shelf.restock", "ts": T0 + 2 * HOUR_MS, "data": {"facing_id": "a", "units_added": 4}})
+    # "b" is empty by the estimate: the SKU's next sales come from "a", where shoppers find it.
+    assert sale_shares([store.states["a"], store.states["b"]], 2.0) == [2.0, 0.0]
+    store.apply({"type": "pos.line", "ts": T0 + 3 * HOUR_MS, "data": {"sku": "k1", "qty": 3, "price_cents": 99}})
+    x = store.matrix(T0 + 3 * HOUR_MS)
+    assert list(x[:, F["units_est"]]) == [1, 0, 6] and list(x[:, F["sku_units_est"]]) == [1, 1, 6]
+    # Silence is this facing's, not the SKU's: "b" sold nothing since it ran out.
+    assert x[0, F["hours_since_sale"]] == 0 and x[1, F["hours_since_sale"]] == pytest.approx(2.0)
