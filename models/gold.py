@@ -61,6 +61,8 @@ def observed_in_lake(table: Any, data: LabelledRows, horizon_h: float) -> np.nda
     was none (``cloud.lake.labels``). Rows written before ``label_source`` existed (a non-NULL
     label with a NULL source, or a table without the column) fall back to
     ``models.retrain.observed_labels`` (the facing has a sensor that reported within the horizon).
+    Rows of staff and till evidence are thinned so that evidence does not favour one class
+    (:func:`_thinned`).
     """
     from models.retrain import observed_labels
 
@@ -72,9 +74,58 @@ def observed_in_lake(table: Any, data: LabelledRows, horizon_h: float) -> np.nda
         sourced = np.zeros(n, dtype=bool)
     legacy = label_known & ~sourced
     out = label_known & sourced
+    if "label_without_sensor" in table.column_names:
+        out &= ~_thinned(table, data, out)
     if legacy.any():
         out |= legacy & observed_labels(data, horizon_h)
     return out
+
+
+#: Fewer sensor-labelled rows of a class than this: no estimate of the staff evidence's bias.
+MIN_SENSOR_ROWS = 50
+
+
+def _thinned(table: Any, data: LabelledRows, observed: np.ndarray) -> np.ndarray:
+    """Rows labelled by staff or till evidence that training leaves out so that evidence stops
+    favouring one class.
+
+    A gap scan or a refill sees stock-outs; a sale sees stocked shelves only when one comes soon
+    enough: on the lake's simulated stores staff and till evidence labelled 53 % of the rows that
+    were truly positive but 18 % of the negative ones, so the rows it labels hold twice the
+    stock-outs of a shelf nobody watches, and a model trained on them overrates such shelves. The
+    rows a sensor labels say how often that evidence sees each class (``label_without_sensor``,
+    the label it gives there); the favoured class's rows are kept with the ratio of the two rates,
+    chosen by a hash of (store, facing, instant): the same rows every time.
+    """
+    source = np.array(table.column("label_source").to_pylist(), dtype=object)
+    staff = np.array([-1 if v is None else v for v in table.column("label_without_sensor").to_pylist()], np.int64)
+    y = data.y
+    sensor = observed & (source == "sensor")
+    n1, n0 = int((sensor & y).sum()), int((sensor & ~y).sum())
+    if min(n1, n0) < MIN_SENSOR_ROWS:
+        return np.zeros(len(y), bool)
+    p1, p0 = (sensor & y & (staff >= 0)).sum() / n1, (sensor & ~y & (staff >= 0)).sum() / n0
+    if p1 <= 0 or p0 <= 0:
+        return np.zeros(len(y), bool)
+    other = observed & (source != "sensor")
+    favoured, keep = (y, p0 / p1) if p1 > p0 else (~y, p1 / p0)
+    return other & favoured & (_unit_hash(data.rows) >= keep)
+
+
+def _unit_hash(rows) -> np.ndarray:
+    """A number in [0, 1) per row from (store, facing, instant), the same on every run (splitmix64)."""
+    import zlib
+
+    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
+    uniq, inv = np.unique(keys, return_inverse=True)
+    codes = np.array([zlib.crc32(k.encode()) for k in uniq.tolist()], np.uint64)[inv]
+    with np.errstate(over="ignore"):
+        z = (codes << np.uint64(32)) ^ rows.t.astype(np.uint64)
+        z = (z + np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _matrix(column: Any) -> np.ndarray:

@@ -183,7 +183,7 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
     so = [r for r in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms")))
           if r[0] == store_id]
     sensor_now, sensor_within = label_rows(rows, so, int(horizon_h * _H))
-    label, now, source = evidence_labels(facing, hour, sensor_within.astype(np.int64), sensor_now.astype(np.int64),
+    label, now, source, staff = evidence_labels(facing, hour, sensor_within.astype(np.int64), sensor_now.astype(np.int64),
                                          facings, events, int(horizon_h * _H))
     sku_of = {f.facing_id: f.sku for f in facings}
     out = pa.table({
@@ -195,6 +195,7 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
         "label": pa.array(label, pa.int32(), mask=label < 0),
         "empty_now": pa.array(now, pa.int32(), mask=now < 0),
         "label_source": pa.array(source.tolist(), pa.string()),
+        "label_without_sensor": pa.array(staff, pa.int32(), mask=staff < 0),
         "horizon_h": np.full(len(hour), horizon_h),
     })
     return conform("gold.features", out), _states(states)

@@ -136,18 +136,22 @@ def _facing_evidence(t: np.ndarray, horizon_ms: int, restocks: list[tuple], capa
 def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray, sensor_now: np.ndarray,
                     plan: list[Any], events: dict[str, pa.Table | None], horizon_ms: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed labels of one store's rows: ``(label, empty_now, label_source)``.
+    """Observed labels of one store's rows: ``(label, empty_now, label_source, label_without_sensor)``.
 
     ``facing``/``t`` are the rows; ``sensor_label``/``sensor_now`` the labels ``gold.stockouts``
     gives (sensor intervals); ``plan`` the store's facings (``facing_id, sku, capacity``);
     ``events`` the store's silver rows (``readings``, ``pos``, ``restocks``, ``gaps``, ``checks``).
     ``label`` and ``empty_now`` are int arrays with -1 where unobserved; ``label_source`` an
-    object array (None where unobserved).
+    object array (None where unobserved); ``label_without_sensor`` what staff and till evidence
+    alone say (-1: nothing). On rows a sensor labels, the last one measures how much more often
+    that evidence sees a stock-out than a stocked shelf (``models.gold.observed_in_lake`` evens
+    it out in training).
     """
     n = len(t)
     label = np.full(n, -1, np.int64)
     now = np.full(n, -1, np.int64)
     source = np.full(n, -1, np.int64)
+    staff = np.full(n, -1, np.int64)
     readings = _by_facing(_rows(events.get("readings"), ("facing_id", "ts", "units_est")))
     restocks = _by_facing(_rows(events.get("restocks"), ("facing_id", "ts", "units_added")))
     scans = _by_facing(_rows(events.get("gaps"), ("facing_id", "ts")))
@@ -173,6 +177,7 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
             own_sales = np.sort(np.array(sales.get(f.sku, []), np.int64))
         lab, nw, src = _facing_evidence(tt, horizon_ms, restocks.get(fid, []), int(f.capacity) if f else 0,
                                         scans.get(fid, []), checks.get(fid, []), own_sales)
+        staff[idx] = lab
         own = readings.get(fid, [])
         watched = _sensor_watched(tt, np.array([r[0] for r in own], np.int64), horizon_ms)
         # A stock-out the sensor saw (a zero reading at most a silence before the window's end and
@@ -185,4 +190,4 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
         src[watched] = LABEL_SOURCES.index("sensor")
         label[idx], now[idx], source[idx] = lab, nw, src
     names = np.array(list(LABEL_SOURCES) + [None], dtype=object)
-    return label, now, names[source]
+    return label, now, names[source], staff

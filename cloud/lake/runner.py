@@ -434,14 +434,14 @@ def readers_caught_up(storage: LakeStorage, table: str, retention_hours: float =
 
 def _upgrade_features(storage: LakeStorage) -> None:
     """A ``gold.features`` table written with JSON text vectors (``features_json``) or without
-    ``label_source`` is rewritten once in the current schema, so windows can be replaced in it again."""
+    the label evidence columns is rewritten once in the current schema, so windows can be replaced in it again."""
     import json
 
     import numpy as np
 
     dt = storage.open("gold.features")
     names = dt.schema().to_arrow().names if dt is not None else []
-    if dt is None or ("features_json" not in names and "label_source" in names):
+    if dt is None or ("features_json" not in names and "label_without_sensor" in names):
         return
     new = storage.read("gold.features")
     if "features_json" in names:

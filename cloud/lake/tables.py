@@ -402,6 +402,8 @@ _defs: list[TableDef] = [
         ("label_source", "string", "the evidence behind the label: sensor, gap_scan, restock (a refill of a whole "
                                    "facing), till (a sale of a one-facing SKU after the horizon), shelf_check; NULL: "
                                    "unobserved"),
+        ("label_without_sensor", "int32", "the label staff and till evidence alone give (NULL: they say nothing); "
+                                          "on sensor rows it measures that evidence's bias, which training evens out"),
         ("horizon_h", "double", "label horizon, hours"),
     ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
     TableDef("gold.feature_state", "Each store's online feature state at each UTC midnight (what incremental "

@@ -122,6 +122,7 @@ def test_incremental_runs_give_the_same_gold_as_one_full_run(env, tmp_path):
 
 
 def test_a_gold_features_table_with_json_vectors_is_rewritten_with_the_list_column_by_the_next_run(env):
+    # (and one without the label evidence columns gets them)
     import json
 
     import pyarrow as pa
@@ -133,13 +134,16 @@ def test_a_gold_features_table_with_json_vectors_is_rewritten_with_the_list_colu
     before = sorted_rows(cloud, "gold.features")
     assert before and all(len(r["features"]) == len(before[0]["features"]) > 0 for r in before)
     old = cloud.storage.read("gold.features")  # as the previous build wrote it: JSON text
-    old = old.drop_columns(["features"]).append_column(
+    old = old.drop_columns(["features", "label_source", "label_without_sensor"]).append_column(
         "features_json", pa.array([json.dumps(r["features"]) for r in old.to_pylist()]))
     write_deltalake(cloud.storage.uri("gold.features"), old, mode="overwrite", schema_mode="overwrite")
 
     load(env, [e for e in env["events"] if e["ts"] >= half])
     after = cloud.storage.read("gold.features")
     assert "features_json" not in after.column_names and pa.types.is_list(after.schema.field("features").type)
+    # and the label evidence columns (issue 11) arrive with the rewrite
+    assert {"label_source", "label_without_sensor"} <= set(after.column_names)
+    assert "sensor" in set(after["label_source"].to_pylist())
     kept = {(r["store_id"], r["facing_id"], r["hour_ms"]): r["features"] for r in after.to_pylist()}
     assert all(kept[(r["store_id"], r["facing_id"], r["hour_ms"])] == r["features"] for r in before)
     assert max(kept)[2] > max(r["hour_ms"] for r in before)

@@ -26,8 +26,11 @@ def labels(facing: str, hours: list[float], *, sensor_label=None, sensor_now=Non
     t = np.array([at(h) for h in hours], np.int64)
     f = np.array([facing] * len(t), dtype=object)
     z = np.zeros(len(t), np.int64)
-    lab, now, src = evidence_labels(f, t, z if sensor_label is None else np.array(sensor_label),
-                                    z if sensor_now is None else np.array(sensor_now), PLAN, events, HORIZON)
+    lab, now, src, staff = evidence_labels(f, t, z if sensor_label is None else np.array(sensor_label),
+                                           z if sensor_now is None else np.array(sensor_now), PLAN, events, HORIZON)
+    # without a sensor, staff and till evidence is the label
+    assert [x for x, s in zip(staff.tolist(), src.tolist()) if s != "sensor"] == \
+        [x for x, s in zip(lab.tolist(), src.tolist()) if s != "sensor"]
     return lab.tolist(), now.tolist(), src.tolist()
 
 
@@ -100,6 +103,11 @@ def test_a_live_sensor_labels_its_facing_and_a_silent_one_leaves_it_to_other_evi
     # the silence is covered by a gap scan at 10:30
     lab, _, src = labels("f4", [7, 10], sensor_label=[0, 0], **ev, gaps=scans((10.5, "f4")))
     assert lab == [-1, 1] and src == [None, "gap_scan"]
+    # where the sensor labels, label_without_sensor still says what a gap scan would have
+    t = np.array([at(3), at(15)], np.int64)
+    _, _, src, staff = evidence_labels(np.array(["f4", "f4"], dtype=object), t, np.array([1, 1]), np.array([0, 1]),
+                                       PLAN, {**ev, "gaps": scans((15.5, "f4"))}, HORIZON)
+    assert src.tolist() == ["sensor", "sensor"] and staff.tolist() == [-1, 1]
 
 
 def test_evidence_more_than_its_reach_after_a_row_does_not_label_it_and_the_lake_recomputes_that_far_back():

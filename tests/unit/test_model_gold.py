@@ -71,3 +71,25 @@ def test_rows_the_lake_left_unlabelled_are_not_trained_on_and_legacy_rows_fall_b
     legacy = gold([sensed] * 4, [0, 1, 0, 0]).set_column(1, "facing_id", pa.array(["f0"] * 4)).set_column(
         2, "hour_ms", pa.array([h * 3_600_000 for h in range(4)]))
     assert observed_in_lake(legacy, rows_from_gold(legacy), 2.0).tolist() == [True, True, False, False]
+
+
+def test_staff_evidence_that_sees_stock_outs_three_times_as_often_keeps_a_third_of_its_positive_rows():
+    from models.gold import MIN_SENSOR_ROWS, observed_in_lake
+
+    v = [0.0] * len(FEATURES)
+    n_s, n_o = 20 * MIN_SENSOR_ROWS, 3000
+    # sensor rows: half positive; staff evidence saw 60 % of the positives and 20 % of the negatives
+    labels = [1] * (n_s // 2) + [0] * (n_s // 2) + [1] * (n_o // 2) + [0] * (n_o // 2)
+    sources = ["sensor"] * n_s + ["gap_scan"] * (n_o // 2) + ["till"] * (n_o // 2)
+    staff = ([1 if i < 0.6 * n_s // 2 else None for i in range(n_s // 2)]
+             + [0 if i < 0.2 * n_s // 2 else None for i in range(n_s // 2)] + labels[n_s:])
+    n = len(labels)
+    table = pa.table({"store_id": ["s1"] * n, "facing_id": [f"f{i % 97}" for i in range(n)],
+                      "hour_ms": [i * 3_600_000 for i in range(n)], "features": pa.array([v] * n, pa.list_(pa.float32())),
+                      "label": pa.array(labels, pa.int32()), "horizon_h": [2.0] * n, "label_source": sources,
+                      "label_without_sensor": pa.array(staff, pa.int32())})
+    data = rows_from_gold(table)
+    kept = observed_in_lake(table, data, 2.0)
+    assert kept[:n_s].all() and kept[n_s + n_o // 2:].all()  # sensor rows and the other class: all
+    assert abs(kept[n_s:n_s + n_o // 2].mean() - 1 / 3) < 0.04
+    assert (observed_in_lake(table, data, 2.0) == kept).all()  # the same rows every time
