@@ -99,4 +99,4 @@ def test_no_table_outside_bronze_holds_personal_data_the_erasure_does_not_reach(
     # are erased by `gondola privacy erase`; staff ids are employees' handheld ids, kept under the
     # employment record's retention, not a customer's erasure request.
     assert personal_columns() == {"silver.pos_line": ["loyalty_pid"], "silver.shelf_restock": ["staff_id"],
-                                  "silver.shelf_check": ["staff_id"]}
+                                  "silver.shelf_check": ["staff_id"], "silver.gap_scan": ["staff_id"]}
