@@ -150,7 +150,7 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
             # A drift shows once readings differ from the shelf: at least three readings inside
             # the window off the true units by one unit or more (a reading rounded to the true
             # units, or a shelf at 0 read as 0 by a cell drifting down, shows nothing).
-            off = [t for t, u in _readings(run).get(w.target, ()) if w.start_ms <= t < w.end_ms and abs(u - units_at(t)) >= 1]
+            off = [t for t, u in _scan(run)["readings"].get(w.target, ()) if w.start_ms <= t < w.end_ms and abs(u - units_at(t)) >= 1]
             return len(off) >= 3
         # A stuck value shows only when the shelf really moved while it was stuck and a
         # heartbeat then repeated the stuck value: a reading inside the window, at least 30
@@ -159,7 +159,7 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         before = [u for ts, u in pts if ts < w.start_ms][-1:]
         if not before:
             return False
-        return any(before[0] - units_at(t) >= 3 for t, _ in _readings(run).get(w.target, ())
+        return any(before[0] - units_at(t) >= 3 for t, _ in _scan(run)["readings"].get(w.target, ())
                    if w.start_ms + 30 * MINUTE_MS <= t < w.end_ms)
     if w.kind == "demand_spike":
         # Only a spike that reached the till shows: at least 10 units sold that day, 3x the usual.
@@ -170,71 +170,56 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         plan = {r["facing_id"]: r for r in sim.planogram}
         f = plan.get(w.target)
         skus = [r["sku"] for r in sim.planogram]
-        # Phantom stock stops the store ordering: the shelf stays empty through deliveries.
-        return bool(f and f["has_sensor"] and skus.count(f["sku"]) == 1
-                    and _deliveries_between(sim, w.start_ms, w.end_ms - 2 * HOUR_MS) >= 2)
+        # Phantom stock stops the store ordering: the shelf stays empty through deliveries that
+        # do not bring the SKU (one that brings it shows the store did order: the record was not
+        # in the way, and the shelf is refilled at the next round).
+        if not (f and f["has_sensor"] and skus.count(f["sku"]) == 1):
+            return False
+        without = [t for t, got in _scan(run)["deliveries"].get(sim.store_id, {}).values()
+                   if w.start_ms <= t < w.end_ms - 2 * HOUR_MS and f["sku"] not in got]
+        return len(without) >= 2
     return True
 
 
-def _readings(run: SimRun) -> dict[str, list[tuple[int, float]]]:
-    """``(ts, units_est)`` of every sensor's readings as delivered to the hub (read once per run)."""
-    if "readings" not in run.stats:
+def _scan(run: SimRun) -> dict:
+    """What the hub carried that the visibility rules look at, read once per run: readings per
+    sensor ``(ts, units_est)``, basket start times per store, deliveries per store."""
+    if "hub" not in run.stats:
         from gondola.contracts import batch_lines, parse_lines
 
-        out: dict[str, list[tuple[int, float]]] = {}
-        with LocalHub(run.hub_path) as hub:
-            for p in range(hub.partitions):
-                for m in hub.read(p, limit=100_000_000):
-                    for ev in parse_lines(batch_lines(m.body, m.properties)):
-                        if ev and ev.get("type") == "shelf.reading":
-                            out.setdefault(ev["device_id"], []).append((int(ev["ts"]), float(ev["data"]["units_est"])))
-        run.stats["readings"] = out
-    return run.stats["readings"]
-
-
-def _baskets(run: SimRun) -> dict[str, list[int]]:
-    """Start time of every basket (first line of a register's transaction) per store, sorted."""
-    if "baskets" not in run.stats:
-        from gondola.contracts import batch_lines, parse_lines
-
+        readings: dict[str, list[tuple[int, float]]] = {}
         first: dict[tuple[str, str, object], int] = {}
+        deliveries: dict[str, dict[str, tuple[int, set]]] = {}
         with LocalHub(run.hub_path) as hub:
             for p in range(hub.partitions):
                 for m in hub.read(p, limit=100_000_000):
                     for ev in parse_lines(batch_lines(m.body, m.properties)):
-                        if ev and ev.get("type") == "pos.line":
-                            key = (ev["store_id"], ev["device_id"], ev["data"].get("txn_id"))
-                            first[key] = min(first.get(key, ev["ts"]), ev["ts"])
-        out: dict[str, list[int]] = {}
+                        etype, ts, data = (ev or {}).get("type"), int((ev or {}).get("ts", 0)), (ev or {}).get("data")
+                        if etype == "shelf.reading":
+                            readings.setdefault(ev["device_id"], []).append((ts, float(data["units_est"])))
+                        elif etype == "pos.line":
+                            key = (ev["store_id"], ev["device_id"], data.get("txn_id"))
+                            first[key] = min(first.get(key, ts), ts)
+                        elif etype == "inventory.delivery":
+                            d = deliveries.setdefault(ev["store_id"], {})
+                            t, got = d.get(str(data.get("delivery_id")), (ts, set()))
+                            got.add(data.get("sku"))
+                            d[str(data.get("delivery_id"))] = (min(t, ts), got)
+        baskets: dict[str, list[int]] = {}
         for (store, _, _), ts in first.items():
-            out.setdefault(store, []).append(int(ts))
-        run.stats["baskets"] = {k: sorted(v) for k, v in out.items()}
-    return run.stats["baskets"]
+            baskets.setdefault(store, []).append(ts)
+        run.stats["hub"] = {"readings": readings, "baskets": {k: sorted(v) for k, v in baskets.items()},
+                            "deliveries": deliveries}
+    return run.stats["hub"]
 
 
 def till_missed_baskets(w: WindowRecord, run: SimRun) -> float:
     """Baskets a failed lane missed: the store's baskets in the window (paid elsewhere meanwhile)
     over its number of registers (the simulator spreads baskets evenly over lanes)."""
     sim = next(s for s in run.sims if w.target.startswith(f"pos-{s.store_id}"))
-    times = _baskets(run).get(sim.store_id, [])
+    times = _scan(run)["baskets"].get(sim.store_id, [])
     n = bisect.bisect_left(times, w.end_ms) - bisect.bisect_left(times, w.start_ms)
     return n / sim.registers
-
-
-def _deliveries_between(sim: StoreSim, start: int, end: int) -> int:
-    """Delivery arrivals of the store's schedule in [start, end)."""
-    from datetime import datetime, timezone
-
-    from firmware_sim.replenishment import hhmm_ms
-
-    repl = sim.scenario.replenishment
-    n, day = 0, start - start % DAY_MS
-    while day < end:
-        weekday = datetime.fromtimestamp(day / 1000, tz=timezone.utc).weekday()
-        at = day + hhmm_ms(repl.delivery_time)
-        n += weekday in repl.delivery_weekdays and start <= at < end
-        day += DAY_MS
-    return n
 
 
 def _spike_sold(w: WindowRecord, run: SimRun) -> float:
