@@ -19,9 +19,16 @@ CLEAR_ID = re.compile(rb"L\d{8}")
 
 
 def _expand(blob: bytes) -> list[bytes]:
-    """A value and, if it is one, its decompressed form (hub bodies are gzip / deflate batches)."""
+    """A value and, if it is one, its decompressed form (hub bodies are gzip / deflate batches,
+    the freshness budget's small ones deflate with the contract's preset dictionary)."""
+    from gondola.contracts import BATCH_DICT1
+
+    def with_dict(b: bytes) -> bytes:
+        d = zlib.decompressobj(zdict=BATCH_DICT1)
+        return d.decompress(b) + d.flush()
+
     out = [blob]
-    for open_ in (gzip.decompress, zlib.decompress, lambda b: zlib.decompress(b, -15)):
+    for open_ in (gzip.decompress, zlib.decompress, lambda b: zlib.decompress(b, -15), with_dict):
         try:
             out.append(open_(blob))
             break
@@ -123,6 +130,8 @@ def test_the_scanner_finds_a_clear_id_in_each_format(tmp_path):
     con = sqlite3.connect(tmp_path / "b.sqlite")
     con.execute("CREATE TABLE e (body BLOB)")
     con.execute("INSERT INTO e VALUES (?)", (gzip.compress(b'{"loyalty_id":"L00005678"}'),))
+    from gondola.contracts import compress_dict  # the uplink's small messages
+    con.execute("INSERT INTO e VALUES (?)", (compress_dict(b'{"loyalty_id":"L00005679"}'),))
     con.commit()
     con.close()
     db = duckdb.connect(str(tmp_path / "w.duckdb"))
@@ -130,5 +139,5 @@ def test_the_scanner_finds_a_clear_id_in_each_format(tmp_path):
     db.close()
     (tmp_path / "x.log").write_text("customer L00004321 bought\n")
     found = scan(tmp_path)
-    assert found == {"t.parquet": ["L00001234"], "b.sqlite": ["L00005678"], "w.duckdb": ["L00009999"],
+    assert found == {"t.parquet": ["L00001234"], "b.sqlite": ["L00005678", "L00005679"], "w.duckdb": ["L00009999"],
                      "x.log": ["L00004321"]}
