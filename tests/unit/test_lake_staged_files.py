@@ -1,0 +1,45 @@
+"""Files written outside deltalake (as Spark executors do) enter a table through one commit."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from cloud.lake.spark import StagedFiles, _may_hold, _ParquetWriter
+from cloud.lake.storage import open_storage
+from cloud.lake.tables import conform
+
+
+def _states(store: str, days: list[int]) -> pa.Table:
+    return conform("gold.feature_state", pa.table({
+        "store_id": [store] * len(days), "day_ms": days, "first_ms": [0] * len(days),
+        "planogram_hash": ["h"] * len(days), "state_json": ["{}"] * len(days)}))
+
+
+def test_files_a_worker_wrote_are_committed_with_their_statistics_and_the_watermark(tmp_path):
+    storage = open_storage(tmp_path / "lake")
+    writer = _ParquetWriter.of(storage)
+    files = [writer.write("gold.feature_state", _states(s, [10, 20])) for s in ("s001", "s002")]
+    assert StagedFiles(None, "gold.feature_state", files).commit(storage, window={}, time_col="day_ms",
+                                                                 txns=[("gold<-x", 7)]) == 4
+    rows = storage.read("gold.feature_state")
+    assert sorted(zip(rows["store_id"].to_pylist(), rows["day_ms"].to_pylist())) == \
+        [("s001", 10), ("s001", 20), ("s002", 10), ("s002", 20)]
+    assert storage.txn_version("gold.feature_state", "gold<-x") == 7
+    actions = pa.table(storage.open("gold.feature_state").get_add_actions(flatten=True)).to_pylist()
+    assert sorted((a["min.store_id"], a["max.day_ms"], a["num_records"]) for a in actions) == \
+        [("s001", 20, 2), ("s002", 20, 2)]
+
+    # A window after everything the files hold removes none of them: the new file is added.
+    more = [writer.write("gold.feature_state", _states("s001", [30]))]
+    StagedFiles(None, "gold.feature_state", more).commit(storage, window={"s001": 30}, time_col="day_ms",
+                                                         txns=[("gold<-x", 8)])
+    assert storage.read("gold.feature_state").num_rows == 5
+    assert storage.txn_version("gold.feature_state", "gold<-x") == 8
+
+
+def test_a_file_may_hold_a_window_only_if_its_store_range_and_last_instant_reach_it():
+    stats = {"min.store_id": "s002", "max.store_id": "s004", "max.day_ms": 100}
+    assert _may_hold(stats, {"s003": 100}, "day_ms")
+    assert not _may_hold(stats, {"s003": 101}, "day_ms")        # the file ends before the window
+    assert not _may_hold(stats, {"s001": 0, "s005": 0}, "day_ms")  # other stores
+    assert _may_hold({"min.store_id": None}, {"s001": 0}, "day_ms")  # no statistics: it may
