@@ -296,11 +296,10 @@ class Collector:
             # be stored. Find it by storing one message at a time; each that fails is poison.
             self._writer_error(f"storing a group of {len(group)} failed; retrying one message at a time")
             return self._commit_one_by_one(group, now)
-        self._done(group, len(group))
         fresh = [events[i] for i in result.kept]
         if bad:
             self._tell_quarantined(bad)
-        self._observe(fresh)
+        self._done(group, len(group), fresh)
         return fresh
 
     def _append_durably(self, group, events, bodies, bad, now):
@@ -345,7 +344,7 @@ class Collector:
                 raise
             except Exception:
                 self._writer_error("quarantining a poison message failed; acknowledging it anyway")
-            self._done([item], 1)
+            self._done([item], 1, [])
         return fresh
 
     def _commit_single(self, item, now) -> list[dict]:
@@ -357,16 +356,18 @@ class Collector:
         except ContractError as exc:
             events, bodies, bad = [], [], [(topic, exc.reason, exc.detail, payload)]
         result = self._append_durably([item], events, bodies, bad, now)
-        self._done([item], 1)
         if bad:
             self._tell_quarantined(bad)
         fresh = [events[i] for i in result.kept]
-        self._observe(fresh)
+        self._done([item], 1, fresh)
         return fresh
 
-    def _done(self, group, n: int) -> None:
+    def _done(self, group, n: int, fresh: list[dict]) -> None:
+        """Acknowledge a stored group, hand its new events to inference, then count it: whoever
+        waits for ``committed`` (``wait_committed``) sees the facing state that includes them."""
         self.stalled = False
         self.ack([tok for _, _, tok in group])
+        self._observe(fresh)
         with self._count_lock:
             self.committed += n
             self.groups += 1

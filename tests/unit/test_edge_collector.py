@@ -161,3 +161,28 @@ def test_a_handhelds_gap_scan_is_stored_and_drains_before_sensor_readings(collec
     rows = collector.buffer.select_backlog(10)
     assert [(r.etype, r.priority) for r in rows] == [("shelf.gap_scan", 2), ("shelf.reading", 3)]
     assert json.loads(rows[0].body)["data"]["facing_id"] == "f3"
+
+
+def test_a_group_counts_as_committed_only_after_inference_has_seen_it(tmp_path):
+    # wait_committed is how callers (the cycle's tests, the demo) know the facing state includes
+    # what was stored: it was notified before the inference update, a race seen under load.
+    import threading
+
+    buf = SqliteBuffer(tmp_path / "b.sqlite")
+    gate, seen, acked = threading.Event(), [], []
+
+    def observe(events):
+        gate.wait(10)
+        seen.extend(events)
+
+    c = Collector(buf, SimClock(T0), store_id="s001", pseudonym_key=KEY, ack=acked.extend, on_committed=observe)
+    writer = threading.Thread(target=c.commit_group, args=([(POS_TOPIC, json.dumps(pos_line(0, T0)).encode(), (1, 1))],))
+    writer.start()
+    try:
+        assert not c.wait_committed(1, 0.3) and seen == []
+        assert acked == [(1, 1)]  # durable and acknowledged while inference is still busy
+    finally:
+        gate.set()
+        writer.join(10)
+    assert c.wait_committed(1, 5) and len(seen) == 1
+    buf.close()
