@@ -107,6 +107,7 @@ def _query(con) -> dict:
                COALESCE(s.product_name, s.sku) AS product, strftime(s.started_local, '%Y-%m-%d') AS date,
                isodow(s.started_local) AS weekday, hour(s.started_local) AS hour, COALESCE(s.open_min, 0) AS open_min,
                COALESCE(s.lost_sales, 0) AS lost_sales, COALESCE(s.currency, '') AS currency, s.alerted,
+               s.start_censored,
                COALESCE(c.cause, 'unknown') AS cause
         FROM bi_stockouts s LEFT JOIN bi_stockout_causes c
           ON c.store_id = s.store_id AND c.facing_id = s.facing_id AND c.started_local = s.started_local
@@ -243,7 +244,9 @@ def _charts(data: dict):
     by_store_c = bars("stockouts_by_store", "store", "Stock-outs by store")
     by_cat_c = bars("stockouts_by_category", "category", "Stock-outs by category")
     top_c = bars("top_products", "product", "Products with most stock-outs (top 15)", top=15)
-    heat = base.mark_rect().encode(
+    # Only stock-outs whose start the lake saw: one already empty at its facing's first reading
+    # (start_censored) "started" at midnight of the first day and made the darkest cells.
+    heat = base.transform_filter("!datum.start_censored").mark_rect().encode(
         x=alt.X("hour:O", title="hour (store local)"),
         y=alt.Y("weekday:O", title="weekday (1 = Monday)"),
         color=alt.Color("count():Q", title="stock-outs", scale=alt.Scale(scheme="blues")),

@@ -104,8 +104,8 @@ def _actions(dialect: str) -> str:
     """
     q = lambda n: _q(n, dialect)  # noqa: E731
     emptied = _hour(_local("c.start_ms", "st.timezone", dialect), dialect)
-    # A shelf that emptied while the store was closed (or was found empty at the first readings
-    # after midnight) cost sales from opening time: the round to move is the one before opening.
+    # A shelf that emptied while the store was closed cost sales from opening time: the round to
+    # move is the one before opening.
     hour = (f"CASE WHEN {emptied} < st.open_hour OR {emptied} >= st.close_hour "
             f"THEN CAST(FLOOR(st.open_hour) AS INT) ELSE {emptied} END")
     common = ("COUNT(*) AS stockouts, SUM(c.open_min) AS open_min, SUM(c.lost_sales_cents_est) / 100.0 AS lost_sales, "
@@ -113,6 +113,10 @@ def _actions(dialect: str) -> str:
               "AVG(c.confidence) AS mean_confidence")
     base = ("FROM gold_stockout_causes c LEFT JOIN silver_stores st ON st.store_id = c.store_id "
             "LEFT JOIN silver_products p ON p.sku = c.sku")
+    # the hour a shelf emptied is unknown for a stock-out already empty at its facing's first
+    # evidence (gold.stockouts.start_censored): no round to move for it
+    known = ("LEFT JOIN gold_stockouts so ON so.store_id = c.store_id AND so.facing_id = c.facing_id "
+             "AND so.start_ms = c.start_ms")
     return f"""
 SELECT c.store_id, 'enlarge_facing' AS {q('action')}, c.facing_id, c.sku, MAX(p.name) AS product_name,
        MAX(p.category) AS category, CAST(NULL AS INT) AS hour_local, {common}
@@ -121,7 +125,8 @@ UNION ALL
 SELECT c.store_id, 'restock_earlier' AS {q('action')}, CAST(NULL AS VARCHAR(128)) AS facing_id,
        CAST(NULL AS VARCHAR(128)) AS sku, CAST(NULL AS VARCHAR(256)) AS product_name,
        CAST(NULL AS VARCHAR(128)) AS category, {hour} AS hour_local, {common}
-{base} WHERE c.cause = 'shelf_handling' AND c.detail = 'restock_late' AND c.open_min > 0 GROUP BY c.store_id, {hour}
+{base} {known} WHERE c.cause = 'shelf_handling' AND c.detail = 'restock_late' AND c.open_min > 0
+  AND NOT COALESCE(so.start_censored, FALSE) GROUP BY c.store_id, {hour}
 UNION ALL
 SELECT c.store_id, 'count_inventory' AS {q('action')}, CAST(NULL AS VARCHAR(128)) AS facing_id, c.sku,
        MAX(p.name) AS product_name, MAX(p.category) AS category, CAST(NULL AS INT) AS hour_local, {common}
@@ -138,7 +143,7 @@ SELECT s.store_id, st.name AS store_name, s.facing_id, s.sku, p.name AS product_
        pg.aisle, pg.bay, pg.shelf,
        {ts('s.start_ms')} AS started_at, {ts('s.end_ms')} AS ended_at,
        {lt('s.start_ms')} AS started_local, {lt('s.end_ms')} AS ended_local, {_date(lt('s.start_ms'), dialect)} AS {q('date')},
-       s.duration_min, s.open_min, s.ongoing,
+       s.duration_min, s.open_min, s.ongoing, COALESCE(s.start_censored, FALSE) AS start_censored,
        s.lost_units_est, s.lost_sales_cents_est / 100.0 AS lost_sales, st.currency, s.alerted, {ts('s.alert_ms')} AS alerted_at,
        s.alert_lead_min
 FROM gold_stockouts s
@@ -226,6 +231,7 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
             rows = storage.read(tdef.name)
             if rows is None:
                 rows = pa.Table.from_batches([], schema=schema_of(tdef.name))
+            rows = _with_new_columns(rows, tdef.name)
             con.register("incoming", rows)
             con.execute(f"CREATE TABLE {warehouse_name(tdef.name)} AS SELECT * FROM incoming")
             con.unregister("incoming")
@@ -240,6 +246,17 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
         con.close()
     tmp.replace(path)  # readers never see a half-built warehouse
     return path
+
+
+def _with_new_columns(rows, table: str):
+    """``rows`` with the dictionary's columns a table written by an older version lacks, as nulls
+    (the views name them; e.g. ``gold.stockouts.start_censored`` before the next lake run adds it)."""
+    import pyarrow as pa
+
+    for f in schema_of(table):
+        if f.name not in rows.column_names:
+            rows = rows.append_column(f.name, pa.nulls(rows.num_rows, f.type))
+    return rows
 
 
 def _add_stream_anomalies(con, storage: LakeStorage) -> None:

@@ -17,7 +17,13 @@ import pyarrow.compute as pc
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
 
-__all__ = ["GOLD_SQL", "GOLD_ORDER", "gold_tables"]
+__all__ = ["CENSOR_MS", "GOLD_SQL", "GOLD_ORDER", "gold_tables"]
+
+#: A stock-out is left-censored (``start_censored``) when no reading of its facing precedes its
+#: first empty reading within this span: the shelf was already empty at the first evidence the
+#: lake has (a sensor reports on change and on a heartbeat of hours, so a day without readings
+#: means the facing was not observed). At most the runner's one day of context (see above).
+CENSOR_MS = 86_400_000
 
 GOLD_SQL: dict[str, str] = {
     "gold.hourly_sales": """
@@ -46,20 +52,29 @@ WITH r AS (
   SELECT store_id, facing_id, sku, ts, device_id, seq, CASE WHEN units_est = 0 THEN 1 ELSE 0 END AS empty
   FROM readings),
 l AS (
-  SELECT *, LAG(empty) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_empty FROM r),
+  SELECT *, LAG(empty) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_empty,
+         LAG(ts) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_ts FROM r),
 g AS (
   SELECT *, SUM(CASE WHEN prev_empty IS NULL OR prev_empty <> empty THEN 1 ELSE 0 END)
             OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq
                   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS island
   FROM l),
 i AS (
-  SELECT store_id, facing_id, island, MAX(empty) AS empty, MIN(ts) AS start_ms, MAX(sku) AS sku
+  -- the reading before the island's first one (null for the facing's first island)
+  SELECT store_id, facing_id, island, MAX(empty) AS empty, MIN(ts) AS start_ms, MAX(sku) AS sku,
+         MAX(CASE WHEN prev_empty IS NULL OR prev_empty <> empty THEN prev_ts END) AS prev_ts
   FROM g GROUP BY store_id, facing_id, island),
 e AS (
-  SELECT store_id, facing_id, sku, start_ms, empty,
+  SELECT store_id, facing_id, sku, start_ms, empty, prev_ts,
          LEAD(start_ms) OVER (PARTITION BY store_id, facing_id ORDER BY island) AS end_ms
   FROM i),
-so AS (SELECT store_id, facing_id, sku, start_ms, end_ms FROM e WHERE empty = 1),
+-- Left-censored: already empty at the first evidence of the facing (no reading within CENSOR_MS
+-- before: the facing's first reading, or its sensor was silent that long). The true start is
+-- unknown: no hour of day, no alert lead. CENSOR_MS <= the runner's day of context, so an
+-- incremental window decides it as a full rebuild does.
+so AS (SELECT store_id, facing_id, sku, start_ms, end_ms,
+              prev_ts IS NULL OR start_ms - prev_ts > """ + str(CENSOR_MS) + """ AS start_censored
+       FROM e WHERE empty = 1),
 last_seen AS (SELECT store_id, facing_id, MAX(ts) AS last_ms FROM readings GROUP BY store_id, facing_id),
 sale_hours AS (SELECT DISTINCT store_id, ts - (ts % 3600000) AS hour_ms FROM pos WHERE kind = 'sale'),
 open_empty AS (
@@ -82,7 +97,7 @@ price AS (SELECT sku, MAX(price_cents) AS price_cents FROM products GROUP BY sku
 al AS (
   SELECT so.store_id, so.facing_id, so.start_ms, MIN(a.ts) AS alert_ms
   FROM so JOIN alerts a
-    ON a.store_id = so.store_id AND a.facing_id = so.facing_id AND a.state = 'raised'
+    ON NOT so.start_censored AND a.store_id = so.store_id AND a.facing_id = so.facing_id AND a.state = 'raised'
    AND COALESCE(a.kind, 'empty_within_h') = 'empty_within_h' AND a.scorer NOT LIKE 'shadow:%'
    AND a.ts <= so.start_ms AND a.ts >= so.start_ms - a.horizon_min * 60000
   GROUP BY so.store_id, so.facing_id, so.start_ms)
@@ -90,12 +105,13 @@ SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
        CASE WHEN so.end_ms IS NULL THEN NULL ELSE ROUND((so.end_ms - so.start_ms) / CAST(60000 AS DOUBLE), 4) END AS duration_min,
        ROUND(COALESCE(oe.open_ms, 0) / CAST(60000 AS DOUBLE), 4) AS open_min,
        so.end_ms IS NULL AS ongoing,
+       so.start_censored,
        'sensor' AS detected_by,
        ROUND(COALESCE(rt.rate_per_h, 0), 6) AS rate_per_h,
        ROUND(COALESCE(rt.rate_per_h, 0) * COALESCE(oe.open_ms, 0) / CAST(3600000 AS DOUBLE), 4) AS lost_units_est,
        ROUND(COALESCE(rt.rate_per_h, 0) * COALESCE(oe.open_ms, 0) / CAST(3600000 AS DOUBLE)
              * COALESCE(pr.price_cents, rt.pos_price, 0), 2) AS lost_sales_cents_est,
-       al.alert_ms IS NOT NULL AS alerted,
+       CASE WHEN so.start_censored THEN NULL ELSE al.alert_ms IS NOT NULL END AS alerted,
        al.alert_ms,
        CASE WHEN al.alert_ms IS NULL THEN NULL ELSE ROUND((so.start_ms - al.alert_ms) / CAST(60000 AS DOUBLE), 4) END AS alert_lead_min
 FROM so
@@ -110,7 +126,8 @@ WITH a AS (
   FROM alerts WHERE state = 'raised'),
 m AS (
   SELECT a.store_id, a.facing_id, a.sku, a.device_id, a.seq, a.ts, a.horizon_min, a.scorer, a.probability, a.kind,
-         MIN(so.start_ms) AS stockout_start_ms
+         MIN(so.start_ms) AS stockout_start_ms,
+         MIN(CASE WHEN so.start_censored THEN so.start_ms END) AS censored_start_ms
   FROM a LEFT JOIN stockouts so
     ON so.store_id = a.store_id AND so.facing_id = a.facing_id
    AND so.start_ms <= a.ts + a.horizon_min * 60000 AND (so.end_ms IS NULL OR so.end_ms > a.ts)
@@ -130,7 +147,9 @@ SELECT m.store_id, m.facing_id, m.sku, m.device_id, m.seq, m.ts AS alert_ms, m.s
        CASE WHEN stockout_start_ms IS NULL THEN 'false_alarm'
             WHEN stockout_start_ms >= m.ts THEN 'empty_after' ELSE 'already_empty' END AS outcome,
        stockout_start_ms,
-       CASE WHEN stockout_start_ms >= m.ts THEN ROUND((stockout_start_ms - m.ts) / CAST(60000 AS DOUBLE), 4) END AS lead_min,
+       -- no lead time to a stock-out whose start is unknown (left-censored)
+       CASE WHEN stockout_start_ms >= m.ts AND (censored_start_ms IS NULL OR censored_start_ms > stockout_start_ms)
+            THEN ROUND((stockout_start_ms - m.ts) / CAST(60000 AS DOUBLE), 4) END AS lead_min,
        co.checked_ms, co.check_outcome
 FROM m LEFT JOIN co ON co.device_id = m.device_id AND co.seq = m.seq""",
     "gold.shelf_checks": """
@@ -171,14 +190,16 @@ sd AS (
   SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
          SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught,
          -- from integer ms (an exact, order-free sum), not an average of doubles: bit-reproducible
-         ROUND(CAST(SUM(start_ms - alert_ms) AS DOUBLE) / COUNT(alert_ms) / 60000, 4) AS mean_lead_min
+         ROUND(CAST(SUM(start_ms - alert_ms) AS DOUBLE) / COUNT(alert_ms) / 60000, 4) AS mean_lead_min,
+         -- recall over stock-outs with a known start (alerted is null for left-censored ones)
+         COUNT(alerted) AS known_start
   FROM stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
 SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.day_ms) AS day_ms,
        COALESCE(ad.scorer, '(none)') AS scorer,
        COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
        COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
        CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE ROUND(CAST(ad.true_alerts AS DOUBLE) / ad.alerts, 6) END AS precision,
-       CASE WHEN COALESCE(sd.stockouts, 0) = 0 THEN NULL ELSE ROUND(CAST(sd.caught AS DOUBLE) / sd.stockouts, 6) END AS recall,
+       CASE WHEN COALESCE(sd.known_start, 0) = 0 THEN NULL ELSE ROUND(CAST(sd.caught AS DOUBLE) / sd.known_start, 6) END AS recall,
        sd.mean_lead_min
 FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms""",
 }

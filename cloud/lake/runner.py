@@ -36,7 +36,7 @@ from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
 from cloud.lake.features import (
     STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
 )
-from cloud.lake.gold import gold_tables
+from cloud.lake.gold import CENSOR_MS, gold_tables
 from cloud.lake.maintenance import RETENTION_HOURS, maintain
 from cloud.lake.master import DAILY, MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
@@ -325,6 +325,8 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     txns = [(_app("gold", i), v) for i, v in versions.items()]
     if "gold.features" in behind:
         _upgrade_features(storage)
+    if "gold.stockouts" in behind:
+        _upgrade_stockouts(storage, engine)
     # Causes look EVIDENCE_DAYS after a stock-out: recompute that far back (they come last).
     cause_cut = {s: c - EVIDENCE_DAYS * _DAY for s, c in cutoff.items()}
     for table in sorted(behind, key=lambda t: t == "gold.stockout_causes"):
@@ -451,6 +453,38 @@ def _upgrade_features(storage: LakeStorage) -> None:
     # Rows from before label_source keep their label with a NULL source (training falls back to
     # models.retrain.observed_labels for them); new windows carry the column.
     storage.write("gold.features", conform("gold.features", new), mode="overwrite", replace_schema=True)
+
+
+#: start_censored of a gold.stockouts table from before the column: the gold SQL's rule (no
+#: reading of the facing within CENSOR_MS before the start), and no alert for a censored row
+_CENSORED_SQL = f"""
+WITH seen AS (
+  SELECT so.store_id, so.facing_id, so.start_ms, COUNT(r.ts) AS before
+  FROM stockouts so LEFT JOIN readings r
+    ON r.store_id = so.store_id AND r.facing_id = so.facing_id AND r.ts < so.start_ms
+   AND r.ts >= so.start_ms - {CENSOR_MS}
+  GROUP BY so.store_id, so.facing_id, so.start_ms)
+SELECT so.*, seen.before = 0 AS start_censored
+FROM stockouts so JOIN seen ON seen.store_id = so.store_id AND seen.facing_id = so.facing_id
+ AND seen.start_ms = so.start_ms"""
+
+
+def _upgrade_stockouts(storage: LakeStorage, engine: Engine) -> None:
+    """A ``gold.stockouts`` table written before ``start_censored`` is rewritten once with it
+    (from the silver readings before each start), so its windows can be replaced again."""
+    dt = storage.open("gold.stockouts")
+    if dt is None or "start_censored" in dt.schema().to_arrow().names:
+        return
+    old = storage.read("gold.stockouts")
+    readings = storage.read("silver.shelf_reading", columns=["store_id", "facing_id", "ts"],
+                            filter=ds.field("store_id").isin(pc.unique(old["store_id"])))
+    new = engine.run(_CENSORED_SQL, {"stockouts": old, "readings": readings if readings is not None else
+                                     _empty("silver.shelf_reading").select(["store_id", "facing_id", "ts"])})
+    censored = new["start_censored"]
+    for col in ("alerted", "alert_ms", "alert_lead_min"):  # unknown when the start is unknown
+        new = new.set_column(new.schema.get_field_index(col), col,
+                             pc.if_else(censored, pa.nulls(new.num_rows, new[col].type), new[col]))
+    storage.write("gold.stockouts", conform("gold.stockouts", new), mode="overwrite", replace_schema=True)
 
 
 def _causes(storage: LakeStorage, cut: dict[str, int]) -> pa.Table:

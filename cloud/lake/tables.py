@@ -326,11 +326,16 @@ _defs: list[TableDef] = [
         ("open_min", "double", "minutes empty while the store was open (hours with a sale), up to the last reading "
                                "while ongoing: the stock-out minutes every report uses"),
         ("ongoing", "bool", "still empty at the last reading"),
+        ("start_censored", "bool", "left-censored: already empty at the first evidence of the facing (no reading in "
+                                   "the 24 h before start_ms: its first reading, or after a sensor outage). The true "
+                                   "start is earlier and unknown: counted with its minutes (a lower bound), left out of "
+                                   "hour-of-day and weekday views, recall and lead times"),
         ("detected_by", "string", "sensor (POS-inferred stock-outs of facings without sensors are not included)"),
         ("rate_per_h", "double", "the SKU's usual sales rate in this store, units per hour"),
         ("lost_units_est", "double", "lost sales in units: rate_per_h x open_min / 60 (opening hours only)"),
         ("lost_sales_cents_est", "double", "lost sales: lost units x list price, in cents of the store's currency"),
-        ("alerted", "bool", "the edge raised a forecast (empty_within_h) within its horizon before the start"),
+        ("alerted", "bool", "the edge raised a forecast (empty_within_h) within its horizon before the start; "
+                            "null when start_censored (unknown)"),
         ("alert_ms", "int64", "first such alert"), ("alert_lead_min", "double", "minutes between that alert and the start"),
     ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
     TableDef("gold.stockout_causes", "Why each stock-out happened, from restock, delivery, sensor and stock-record "
@@ -465,8 +470,11 @@ MEASURES: tuple[Measure, ...] = (
             "units not sold because the shelf was empty, opening hours only (gold.stockouts.lost_units_est)"),
     Measure("lost_sales_cents", "gold.stockouts", "SUM(lost_sales_cents_est)", "cents",
             "lost sales in cents of the stores' currency (gold.stockouts.lost_sales_cents_est)"),
+    Measure("stockouts_start_unknown", "gold.stockouts", "SUM(CAST(COALESCE(start_censored, FALSE) AS INT))", "count",
+            "stock-outs already empty at the first evidence of their facing (gold.stockouts.start_censored)"),
     Measure("recall_ahead", "gold.stockouts", "AVG(1.0 * CAST(alerted AS INT))", "share",
-            "share of stock-outs an alert preceded within its horizon (gold.stockouts.alerted)"),
+            "share of stock-outs an alert preceded within its horizon, over those with a known start "
+            "(gold.stockouts.alerted, null when start_censored)"),
     Measure("mean_lead_min", "gold.stockouts", "AVG(alert_lead_min)", "minutes",
             "mean minutes from the first alert to the shelf going empty, over stock-outs alerted ahead"),
     Measure("alerts", "gold.alert_outcomes", "COUNT(*)", "count", "alerts raised by the gateways"),

@@ -40,3 +40,29 @@ def test_top_products_shows_fifteen_bars_when_many_products_tie(tmp_path):
     assert status["errors"] == []
     assert status["charts"]["top_products"] == 15
     assert status["charts"]["stockouts_by_category"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+def test_the_heat_map_leaves_out_stock_outs_whose_start_is_unknown(tmp_path):
+    # Issue 14 (QA): shelves already empty at the first reading "started" at 00:00-02:59 of day
+    # one and made the darkest cells. They still count in the other charts.
+    from tests.conftest import require
+    from tests.pages import chromium_binary, dump_dom
+
+    require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
+    row = dict(store_id="s001", store="Store s001", category="dairy", product="Milk", date="2026-03-09",
+               open_min=30.0, lost_sales=1.0, currency="EUR", alerted=False, cause="shelf_handling")
+    known = [dict(row, weekday=1, hour=12, start_censored=False), dict(row, weekday=2, hour=13, start_censored=False),
+             dict(row, weekday=2, hour=13, start_censored=False)]
+    censored = [dict(row, weekday=1, hour=h, start_censored=True, alerted=None) for h in (0, 1, 2)]
+    data = {"stockouts": known + censored, "currencies": ["EUR"], "alerts": [],
+            "days": [dict(store_id="s001", store="Store s001", date="2026-03-09", stockouts=6,
+                          open_min=180.0, facing_min=100_000.0)]}
+    html = tmp_path / "charts.html"
+    html.write_text(_page(data), encoding="utf-8")
+    dom, _ = dump_dom(html.as_uri())
+    status = json.loads(re.search(r'<pre id="render-status">([^<]*)</pre>', dom).group(1))
+    assert status["errors"] == []
+    assert status["charts"]["weekday_hour_heatmap"] == 2  # (Mon, 12h) and (Tue, 13h)
+    assert status["charts"]["stockouts_by_store"] == 1 and status["charts"]["causes_by_store"] == 1

@@ -85,3 +85,31 @@ def test_incremental_runs_in_any_day_split_build_the_same_lake_as_one_run(full, 
         missing = [r for r in expected[name] if r not in got[name]][:1]
         assert got[name] == expected[name], (name, cuts, late, seed, extra, missing)
     assert len(expected["gold.features"]) > 0 and len(expected["gold.feature_state"]) >= 6
+
+
+def test_a_lake_from_before_start_censored_is_upgraded_by_its_next_run(full):
+    # gold.stockouts gained start_censored (issue 14): an older lake's table, without the column
+    # and with censored stock-outs counted as not alerted, gets it on the next run for every row.
+    import pyarrow as pa
+
+    root, _ = full
+    # one facing's sensor starts reporting at 15:00 of day one, when its shelf is already empty
+    events = [e for e in EVENTS if not (e["device_id"] == "shelf-s001-f00" and e["seq"] < 16)]
+    folder, one_run = (root / f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("old", "one"))
+    folder.mkdir()
+    one_run.mkdir()
+    expected = _tables(_build(one_run, [events]))["gold.stockouts"]
+    cut = DAY0 + 30 * HOUR
+    cloud = _build(folder, [[e for e in events if e["ts"] < cut]])
+    old = cloud.storage.read("gold.stockouts")
+    assert sum(old["start_censored"].to_pylist()) == 1
+    old = old.drop(["start_censored"])
+    old = old.set_column(old.schema.get_field_index("alerted"), "alerted",
+                         pa.array([bool(a) for a in old["alerted"].to_pylist()]))
+    cloud.storage.write("gold.stockouts", old, mode="overwrite", replace_schema=True)
+    with LocalHub(folder / "hub.sqlite") as hub:
+        fill_hub(hub, [e for e in events if e["ts"] >= cut])
+        cloud.ingest_stream()
+        cloud.transform()
+    got = _tables(cloud)["gold.stockouts"]
+    assert got == expected and sum(dict(r)["start_censored"] for r in got) == 1

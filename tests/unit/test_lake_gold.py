@@ -197,3 +197,30 @@ def test_a_gap_scan_on_an_empty_facing_without_a_sensor_labels_it_1_and_no_scan_
         got = {(x["hour_ms"] - T0) // (60 * MIN): (x["label"], x["label_source"]) for x in f}
         # the sale at 08:02 took the last unit: empty from then on (no restock since) and seen at 10:30
         assert {h: got[h] for h in want} == want
+
+
+def test_a_shelf_already_empty_at_its_first_reading_is_a_left_censored_stock_out():
+    # Issue 14 (QA): a shelf empty from the facing's first reading "started" at that reading,
+    # which put 22 of 60 demo stock-outs at 00:00-02:59 on the heat map.
+    r = readings([0, 0, 4, 3, 0, 0, 2])
+    out, _ = run(r=r, p=sales(6), a=[alert(r[0]["ts"] - 10 * MIN, horizon=30), alert(r[4]["ts"] - 15 * MIN, seq=2)])
+    first, second = sorted(out["gold.stockouts"].to_pylist(), key=lambda s: s["start_ms"])
+    assert first["start_ms"] == r[0]["ts"] and first["start_censored"] is True
+    # its minutes are kept (a lower bound), its alert and lead time are unknown, not "missed"
+    assert first["duration_min"] == 20.0 and first["open_min"] > 0
+    assert first["alerted"] is None and first["alert_ms"] is None and first["alert_lead_min"] is None
+    assert second["start_censored"] is False and second["alerted"] is True and second["alert_lead_min"] == 15.0
+    [perf] = out["gold.model_performance"].to_pylist()
+    # recall and lead time over the stock-out whose start is known; both still counted
+    assert (perf["stockouts"], perf["caught"], perf["recall"], perf["mean_lead_min"]) == (2, 1, 1.0, 15.0)
+    leads = sorted(((o["outcome"], o["lead_min"]) for o in out["gold.alert_outcomes"].to_pylist()), key=str)
+    assert leads == [("empty_after", 15.0), ("empty_after", None)]
+
+
+def test_a_stock_out_found_after_a_sensor_silent_over_a_day_is_censored_a_shorter_silence_is_not():
+    day = 24 * 60 * MIN
+    # the last reading before the empty one: 10 min before the silence starts counting
+    for silence, censored in ((day + 20 * MIN, True), (day, False)):
+        r = readings([5, 4]) + [dict(x, seq=10 + i, ts=x["ts"] + silence) for i, x in enumerate(readings([0, 0, 3]))]
+        [so] = run(r=r)[0]["gold.stockouts"].to_pylist()
+        assert so["start_censored"] is censored, silence

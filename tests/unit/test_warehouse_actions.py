@@ -32,7 +32,12 @@ def test_restock_earlier_never_names_an_hour_the_store_is_closed():
     starts = {"f1": MIDNIGHT + 1 * H,            # 02:00 in Amsterdam: before opening
               "f2": MIDNIGHT + 13 * H,           # 14:00 local, while open
               "f3": MIDNIGHT + 21 * H + H // 2}  # 22:30 local: after closing, empty at the next opening
+    # f4 was already empty at its facing's first reading (issue 14): when it emptied is unknown,
+    # so it names no round to move
+    starts["f4"] = MIDNIGHT + 13 * H
     _table(con, "gold.stockout_causes", [dict(late, facing_id=f, start_ms=t) for f, t in starts.items()])
+    _table(con, "gold.stockouts", [dict(store_id="s1", facing_id=f, sku="k1", start_ms=t, start_censored=f == "f4")
+                                   for f, t in starts.items()])
     con.execute(f"CREATE VIEW bi_category_actions AS {BI_VIEWS['bi_category_actions']}")
     rows = con.execute("SELECT hour_local, stockouts FROM bi_category_actions "
                        "WHERE action = 'restock_earlier' ORDER BY hour_local").fetchall()
