@@ -6,7 +6,12 @@ DuckDB and Spark). A row is rejected, with every reason that applies, when:
 * ``missing_key``: a key column is empty (an empty ``store_id`` is no key);
 * ``bad_number``: a number column holds text that is not a number under those rules
   (``revenue_cents`` "x", ``units`` "2.5"), or a required number is empty;
-* ``negative_units``: sales ``units`` < 0;
+* ``negative_units``: a stock count (``counted_units``) < 0. Daily sales ``units`` may be
+  negative: exports are net of returns, so a day with only a return is -1 unit (rejecting it
+  overstated net sales);
+* ``revenue_sign``: sales ``revenue_cents`` of the opposite sign to non-zero ``units`` (net
+  units and net revenue move together; 0 units may carry revenue: a sale and a return at
+  different prices);
 * ``bad_date``: a sales or stock ``date`` that is not a real ``YYYY-MM-DD`` date;
 * ``duplicate_key``: another row of the same file has the same key (the file's last row wins,
   the others are rejected, not silently dropped).
@@ -33,7 +38,7 @@ _FALSE = "('false', '0', 'no', 'n', 'f')"
 #: share of a snapshot file's rows that must be valid for it to replace the table
 SNAPSHOT_MIN_VALID = 0.5
 #: row-level checks, in the order their names appear in ``reasons``
-MASTER_CHECKS = ("missing_key", "bad_number", "negative_units", "bad_date", "duplicate_key")
+MASTER_CHECKS = ("missing_key", "bad_number", "negative_units", "revenue_sign", "bad_date", "duplicate_key")
 
 
 def _f(name: str) -> str:
@@ -92,7 +97,8 @@ def _checks(table: str, key: tuple[str, ...]) -> dict[str, str]:
     out = {"missing_key": " AND ".join(f"{k} IS NOT NULL" for k in key),
            "bad_number": " AND ".join(numbers) or "TRUE"}
     if table == "silver.sales_daily":
-        out["negative_units"] = "units IS NULL OR units >= 0"
+        out["revenue_sign"] = ("units IS NULL OR revenue_cents IS NULL OR NOT ((units > 0 AND revenue_cents < 0) "
+                               "OR (units < 0 AND revenue_cents > 0))")
     if table == "silver.stock_record":
         # a book may run below zero (sold more than it knew of); a count cannot
         out["negative_units"] = "counted_units IS NULL OR counted_units >= 0"

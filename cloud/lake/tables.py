@@ -292,7 +292,8 @@ _defs: list[TableDef] = [
     ), key=("store_id", "facing_id")),
     TableDef("silver.sales_daily", "Historical daily sales exported by the store ERP.", _cols(
         ("date", "string", "business date, YYYY-MM-DD"), ("store_id", "string", "store"), ("sku", "string", "product"),
-        ("units", "int64", "units sold"), ("revenue_cents", "int64", "revenue, cents"),
+        ("units", "int64", "net units sold (sales less returns: negative on a day with more returns)"),
+        ("revenue_cents", "int64", "net revenue, cents (the sign of units)"),
         ("source_file", "string", "export file"),
     ), key=("date", "store_id", "sku")),
     TableDef("silver.stock_record", "The store system's stock record, exported by the ERP each night: book units "

@@ -49,19 +49,21 @@ def test_sales_exports_are_validated_cell_by_cell(cloud, tmp_path):
         "02/07/2026,s001,sku-4,1,100\n"        # not an ISO date
         "not-a-date,s001,sku-5,1,100\n"
         "2026-02-30,s001,sku-6,1,100\n"        # no such day
-        "2026-11-28,s001,sku-7,-2,100\n"       # negative units
+        "2026-11-28,s001,sku-7,-2,100\n"       # net of returns but revenue positive: signs disagree
+        "2026-11-28,s001,sku-10,-1,-150\n"     # a day with only a return: net -1 unit, kept (issue 14 QA)
+        "2026-11-28,s001,sku-11,0,40\n"        # a sale and a return at another price: net 0 units, 40 cents
         "2026-11-28,s001,sku-8,2.5,100\n"      # units not an integer: not rounded to 3
         "2026-11-28,s001,sku-9,1,100\n"        # duplicate key: the later row wins
         "2026-11-28,s001,sku-9,4,400\n")
     cloud.ingest_batch(tmp_path / "x")
     cloud.transform()
     rows = {r["sku"]: (r["units"], r["revenue_cents"]) for r in cloud.storage.read("silver.sales_daily").to_pylist()}
-    assert rows == {"sku-1": (5, 500), "sku-9": (4, 400)}
+    assert rows == {"sku-1": (5, 500), "sku-9": (4, 400), "sku-10": (-1, -150), "sku-11": (0, 40)}
     q = sorted((r["raw"].split('"sku": "')[1][:5], r["reasons"]) for r in cloud.storage.read("silver.quarantine").to_pylist())
     assert q == [("sku-2", "bad_number"), ("sku-3", "missing_key"), ("sku-4", "bad_date"), ("sku-5", "bad_date"),
-                 ("sku-6", "bad_date"), ("sku-7", "negative_units"), ("sku-8", "bad_number"), ("sku-9", "duplicate_key")]
-    assert _results(cloud, "silver.sales_daily") == {"missing_key": 1, "bad_number": 2, "negative_units": 1,
-                                                     "bad_date": 3, "duplicate_key": 1}
+                 ("sku-6", "bad_date"), ("sku-7", "revenue_sign"), ("sku-8", "bad_number"), ("sku-9", "duplicate_key")]
+    assert _results(cloud, "silver.sales_daily") == {"missing_key": 1, "bad_number": 2, "negative_units": 0,
+                                                     "revenue_sign": 1, "bad_date": 3, "duplicate_key": 1}
 
 
 def test_a_sales_file_does_not_add_empty_commits_to_the_snapshot_tables(cloud, tmp_path):
@@ -95,7 +97,7 @@ def test_the_nightly_stock_record_is_validated_and_a_reexported_day_replaces_its
     assert rows == {("2026-11-28", "sku-1"): (12, None), ("2026-11-28", "sku-2"): (-3, None),
                     ("2026-11-28", "sku-3"): (9, 7), ("2026-11-29", "sku-1"): (10, None)}
     assert _results(cloud, "silver.stock_record") == {"missing_key": 0, "bad_number": 1, "negative_units": 1,
-                                                      "bad_date": 1, "duplicate_key": 0}
+                                                      "revenue_sign": 0, "bad_date": 1, "duplicate_key": 0}
     # the ERP re-exports the 29th: its rows are replaced, the 28th stays
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "stock_record_s001_v2.csv").write_text(
