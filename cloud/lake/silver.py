@@ -76,7 +76,7 @@ CONTRACT = Expectation("contract", "contract_reason IS NULL", "drop")
 #: (events of SKUs the business does not know would otherwise reach gold and relabel facings).
 KNOWN_SKU = Expectation("known_sku", "sku_known = 1", "drop")
 _SKU_TABLES = ("silver.pos_line", "silver.shelf_reading", "silver.shelf_restock", "silver.inventory_delivery",
-               "silver.edge_alert")
+               "silver.edge_alert", "silver.gap_scan", "silver.shelf_check")
 
 #: silver table -> its expectations (common ones first).
 EXPECTATIONS: dict[str, tuple[Expectation, ...]] = {

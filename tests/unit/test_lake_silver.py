@@ -265,3 +265,24 @@ def test_gap_scans_reach_silver_gap_scan_and_a_scan_without_a_facing_is_quaranti
     assert [(r["seq"], r["facing_id"], r["round_id"]) for r in rows] == [(1, "s001-f01", "s001-gap-20458-1"),
                                                                          (2, "s001-f02", "s001-gap-20458-1")]
     assert {r["target_table"] for r in out["quarantine"].to_pylist()} == {"silver.gap_scan"}
+
+
+def test_gap_scans_and_shelf_checks_of_unknown_skus_are_quarantined_like_other_events():
+    # QA on issue 13 point 4: a gap scan with an unknown SKU reached silver (and labels gold.features).
+    import pyarrow as pa
+
+    def scan(seq: int, sku: str) -> dict:
+        return make_event("shelf.gap_scan", store_id="s001", device_id="hh-s001-1", seq=seq, ts=T0 + seq * 1000,
+                          data={"facing_id": "s001-f01", "sku": sku, "round_id": "r1"})
+
+    def check(seq: int, sku: str) -> dict:
+        return make_event("shelf.check", store_id="s001", device_id="gw-s001", seq=seq, ts=T0 + seq * 1000,
+                          data={"facing_id": "s001-f01", "sku": sku, "outcome": "restocked"})
+
+    out = silver_events(ENGINE, bronze([scan(1, "sku-1"), scan(2, "sku-x"), check(3, "sku-1"), check(4, "sku-y")]),
+                        {}, run_id="r1", run_at=T0, known_skus=pa.table({"sku": ["sku-1"]}))
+    assert out["tables"]["silver.gap_scan"]["seq"].to_pylist() == [1]
+    assert out["tables"]["silver.shelf_check"]["seq"].to_pylist() == [3]
+    q = sorted((r["target_table"], r["reasons"]) for r in out["quarantine"].to_pylist())
+    assert q == [("silver.gap_scan", "known_sku"), ("silver.shelf_check", "known_sku")]
+    assert results(out)[("silver.gap_scan", "known_sku")] == (2, 1)
