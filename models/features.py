@@ -90,6 +90,7 @@ FEATURES: tuple[str, ...] = (
     "demand_since_sale",    # units the profile expected since the last sale (zero-sales evidence)
     "sku_facings",          # facings the SKU's POS lines are split over (1: the till tells this facing's sales)
     "sku_units_est",        # units_est summed over the SKU's facings (this one included)
+    "units_unexplained",    # units the last sensor reading fell below what the till explains (0 when no sensor)
 )
 
 _CAP_H = 168.0
@@ -128,6 +129,11 @@ class FacingState:
     last_reading_units: float | None = None
     _residual: float = 0.0
     _stuck_run: int = 0
+    #: Units the last reading fell below the last reading minus POS sales (plus restocks): a
+    #: shelf loses units to sales; a drop the till does not explain is noise, a load cell
+    #: drifting down, or shrink. Kept through repeated equal readings (heartbeats) until sales
+    #: explain it; a reading of 0 with such a drop is not believed as "empty now" on its own.
+    units_unexplained: float = 0.0
     _rates: list[float] = field(default_factory=lambda: [0.0] * len(RATE_TAUS_H))
     _rates_at_ms: int | None = None
     # Hour-of-day profiles hold weights relative to ``_profile_ref_ms`` (an event at t adds
@@ -222,6 +228,11 @@ class FacingState:
             # the best evidence there is.
             self._residual = max(self._residual, 0.0)
             self.sensor_untrusted = self._residual > tol or self._stuck_run >= 2
+        if self.units is not None and self.last_reading_ms is not None:
+            if self.last_reading_units == units_est:
+                self.units_unexplained = max(0.0, self.units_unexplained - max(self.sales_since_reading, 0.0))
+            else:
+                self.units_unexplained = max(0.0, self.units - units_est)
         if not self.sensor_untrusted and not frozen:
             self.pos_units = units_est  # a believed reading anchors the POS estimate
         self.units = units_est
@@ -325,7 +336,7 @@ def _profile_share(cum: np.ndarray, total: np.ndarray, start_h: np.ndarray, leng
 
 
 _SCALARS = ("units", "cap", "sensor", "t_read", "t_restock", "t_sale", "battery", "since_read",
-            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units", "sku_facings")
+            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units", "sku_facings", "unexplained")
 
 
 def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
@@ -346,7 +357,7 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
             1.0 if s.sensor_untrusted else 0.0,
             nan if s.pos_units is None else s.pos_units,
             nan if s.last_reading_units is None else s.last_reading_units,
-            s.sku_facings,
+            s.sku_facings, s.units_unexplained,
         ) for s in states],
         dtype=np.float64,
     ).reshape(n, len(_SCALARS))
@@ -448,6 +459,7 @@ def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None
     out[:, _IDX["price_ratio"]] = np.minimum(price_ratio, 4.0)
     out[:, _IDX["demand_since_sale"]] = daily * _profile_share(cum, total, hours - since_sale, since_sale)
     out[:, _IDX["sku_facings"]] = a["sku_facings"]
+    out[:, _IDX["units_unexplained"]] = np.where(sensor > 0, a["unexplained"], 0.0)
     group = _sku_groups(a) if sku_group is None else sku_group
     out[:, _IDX["sku_units_est"]] = np.bincount(group, weights=units, minlength=n)[group]
     return out

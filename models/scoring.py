@@ -22,6 +22,7 @@ _RATE = FEATURES.index("rate_24h")
 _SENSOR = FEATURES.index("has_sensor")
 _EXPECTED_SINCE_SALE = FEATURES.index("demand_since_sale")
 _DEMAND_2H = FEATURES.index("demand_next_2h")
+_UNEXPLAINED = FEATURES.index("units_unexplained")
 
 #: Operating threshold of ``empty_now`` when no manifest gives one (a gateway on the Poisson
 #: baseline: the statistical detector): ``gondola eval`` picks 0.903 for it on the validation
@@ -126,7 +127,12 @@ def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None,
     sensor = features[:, _SENSOR] > 0.5
     if trusted is not None:
         sensor &= np.asarray(trusted, dtype=bool)
-    return np.where(sensor, (features[:, _UNITS] <= 0.0).astype(np.float64), zero)
+    # A reading of 0 that fell further than the till's sales explain (noise, a load cell drifting
+    # down) is weighed like a facing without a sensor: the till's silence, or the model, decides.
+    doubted = features[:, _UNEXPLAINED] >= 0.5
+    read_empty = features[:, _UNITS] <= 0.0
+    return np.where(sensor & read_empty & doubted, zero,
+                    np.where(sensor, read_empty.astype(np.float64), zero))
 
 
 def hours_to_empty(features: np.ndarray, horizon_h: float) -> np.ndarray:

@@ -237,3 +237,28 @@ def test_sales_of_a_sku_go_to_its_facings_with_stock_and_the_sku_total_is_a_feat
     assert list(x[:, F["units_est"]]) == [1, 0, 6] and list(x[:, F["sku_units_est"]]) == [1, 1, 6]
     # Silence is this facing's, not the SKU's: "b" sold nothing since it ran out.
     assert x[0, F["hours_since_sale"]] == 0 and x[1, F["hours_since_sale"]] == pytest.approx(2.0)
+
+
+def test_a_reading_of_zero_the_till_does_not_explain_is_doubted_until_sales_explain_it():
+    from models.scoring import empty_now_prob
+
+    state = FacingState("f1", "sku1", capacity=6)
+    state.on_reading(T0, 3, battery_pct=90)
+    state.on_sale(T0 + HOUR_MS, 1)
+    state.on_reading(T0 + HOUR_MS, 0, battery_pct=90)  # 3 - 1 sold = 2 expected: 2 units unexplained
+    x = state.features(T0 + HOUR_MS)
+    assert x[F["units_unexplained"]] == 2
+    # Believed, "0" alone would say empty; doubted, the till's silence decides (none yet).
+    assert empty_now_prob(np.array([x]))[0] < 0.5
+    state.on_reading(T0 + 2 * HOUR_MS, 0, battery_pct=90)  # a heartbeat repeating 0: still doubted
+    assert state.features(T0 + 2 * HOUR_MS)[F["units_unexplained"]] == 2
+    state.on_sale(T0 + 3 * HOUR_MS, 2)  # the two units were there and sold: the shelf is now empty
+    state.on_reading(T0 + 3 * HOUR_MS, 0, battery_pct=90)
+    x = state.features(T0 + 3 * HOUR_MS)
+    assert x[F["units_unexplained"]] == 0 and empty_now_prob(np.array([x]))[0] == 1.0
+    # A drop the till explains is believed at once.
+    other = FacingState("f2", "sku2", capacity=6)
+    other.on_reading(T0, 2, battery_pct=90)
+    other.on_sale(T0 + HOUR_MS, 2)
+    other.on_reading(T0 + HOUR_MS, 0, battery_pct=90)
+    assert empty_now_prob(np.array([other.features(T0 + HOUR_MS)]))[0] == 1.0
