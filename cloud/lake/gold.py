@@ -25,6 +25,15 @@ __all__ = ["CENSOR_MS", "GOLD_SQL", "GOLD_ORDER", "gold_tables"]
 #: means the facing was not observed). At most the runner's one day of context (see above).
 CENSOR_MS = 86_400_000
 
+
+def _minutes(ms: str) -> str:
+    """Integer milliseconds -> minutes to 4 decimals, rounded half up on the integers: a minute
+    is 60,000 ms, 0.0001 min is 6 ms, so it is floor((ms + 3) / 6) / 10,000. Rounding the double
+    ms / 60,000 instead let engines disagree at ties (40.15575: DuckDB 40.1557, Spark 40.1558).
+    The floor is exact in doubles for any |ms| < 2^52 (a quotient's fraction is k/6)."""
+    return f"(FLOOR(({ms} + 3) / CAST(6 AS DOUBLE)) / CAST(10000 AS DOUBLE))"
+
+
 GOLD_SQL: dict[str, str] = {
     "gold.hourly_sales": """
 SELECT store_id, sku, ts - (ts % 3600000) AS hour_ms,
@@ -42,8 +51,8 @@ WITH r AS (
   FROM readings)
 SELECT store_id, facing_id, ts - (ts % 3600000) AS hour_ms, MAX(sku) AS sku, COUNT(*) AS readings,
        MIN(units_est) AS min_units, ROUND(AVG(units_est), 4) AS avg_units,
-       ROUND(SUM(CASE WHEN units_est = 0 AND next_ts IS NOT NULL THEN LEAST(next_ts - ts, 1800000) ELSE 0 END)
-             / CAST(60000 AS DOUBLE), 4) AS minutes_empty,
+       """ + _minutes("SUM(CASE WHEN units_est = 0 AND next_ts IS NOT NULL THEN LEAST(next_ts - ts, 1800000) ELSE 0 END)")
+    + """ AS minutes_empty,
        MIN(battery_pct) AS battery_min
 FROM r
 GROUP BY store_id, facing_id, ts - (ts % 3600000)""",
@@ -102,8 +111,8 @@ al AS (
    AND a.ts <= so.start_ms AND a.ts >= so.start_ms - a.horizon_min * 60000
   GROUP BY so.store_id, so.facing_id, so.start_ms)
 SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
-       CASE WHEN so.end_ms IS NULL THEN NULL ELSE ROUND((so.end_ms - so.start_ms) / CAST(60000 AS DOUBLE), 4) END AS duration_min,
-       ROUND(COALESCE(oe.open_ms, 0) / CAST(60000 AS DOUBLE), 4) AS open_min,
+       CASE WHEN so.end_ms IS NULL THEN NULL ELSE """ + _minutes("so.end_ms - so.start_ms") + """ END AS duration_min,
+       """ + _minutes("COALESCE(oe.open_ms, 0)") + """ AS open_min,
        so.end_ms IS NULL AS ongoing,
        so.start_censored,
        'sensor' AS detected_by,
@@ -113,7 +122,7 @@ SELECT so.store_id, so.facing_id, so.sku, so.start_ms, so.end_ms,
              * COALESCE(pr.price_cents, rt.pos_price, 0), 2) AS lost_sales_cents_est,
        CASE WHEN so.start_censored THEN NULL ELSE al.alert_ms IS NOT NULL END AS alerted,
        al.alert_ms,
-       CASE WHEN al.alert_ms IS NULL THEN NULL ELSE ROUND((so.start_ms - al.alert_ms) / CAST(60000 AS DOUBLE), 4) END AS alert_lead_min
+       CASE WHEN al.alert_ms IS NULL THEN NULL ELSE """ + _minutes("so.start_ms - al.alert_ms") + """ END AS alert_lead_min
 FROM so
 LEFT JOIN open_empty oe ON oe.store_id = so.store_id AND oe.facing_id = so.facing_id AND oe.start_ms = so.start_ms
 LEFT JOIN rate rt ON rt.store_id = so.store_id AND rt.sku = so.sku AND rt.day_ms = so.start_ms - (so.start_ms % 86400000)
@@ -149,12 +158,12 @@ SELECT m.store_id, m.facing_id, m.sku, m.device_id, m.seq, m.ts AS alert_ms, m.s
        stockout_start_ms,
        -- no lead time to a stock-out whose start is unknown (left-censored)
        CASE WHEN stockout_start_ms >= m.ts AND (censored_start_ms IS NULL OR censored_start_ms > stockout_start_ms)
-            THEN ROUND((stockout_start_ms - m.ts) / CAST(60000 AS DOUBLE), 4) END AS lead_min,
+            THEN """ + _minutes("stockout_start_ms - m.ts") + """ END AS lead_min,
        co.checked_ms, co.check_outcome
 FROM m LEFT JOIN co ON co.device_id = m.device_id AND co.seq = m.seq""",
     "gold.shelf_checks": """
 SELECT store_id, facing_id, sku, device_id, seq, ts AS check_ms, outcome, alert_kind, alert_ts,
-       CASE WHEN alert_ts IS NULL THEN NULL ELSE ROUND((ts - alert_ts) / CAST(60000 AS DOUBLE), 4) END AS response_min,
+       CASE WHEN alert_ts IS NULL THEN NULL ELSE """ + _minutes("ts - alert_ts") + """ END AS response_min,
        units_est, CASE WHEN outcome = 'was_fine' THEN 0 ELSE 1 END AS label
 FROM checks""",
     "gold.fleet_status": """

@@ -102,6 +102,11 @@ def _adversarial_events() -> tuple[list[dict], list[dict]]:
         odd(3, "edge.alert", alert | {"horizon_min": 30.0}),
         # late: an old reading of a store's sensor after its newer ones, and a resent event
         odd(5, "shelf.reading", read, ts=events[0]["ts"]), events[5],
+    ] + [
+        # minutes at a tie: empty 1,234,563 + 1,174,782 = 2,409,345 ms (20.57605 and 40.15575 min)
+        make_event("shelf.reading", store_id="s001", device_id="odd-tie", seq=i + 1, ts=t + dt,
+                   data=read | {"facing_id": "s001-f99", "units_est": u, "weight_g": u * 100.0})
+        for i, (dt, u) in enumerate(((0, 3), (1000, 0), (1000 + 1_234_563, 0), (1000 + 2_409_345, 2)))
     ]
 
 
@@ -161,6 +166,8 @@ def test_the_runner_on_both_engines_builds_the_same_lake_from_adversarial_input(
     assert features.num_rows > 0 and set(features["store_id"].to_pylist()) == {"s001"}
     quarantined = lakes["duckdb"].storage.read("silver.quarantine").num_rows
     assert quarantined >= 20
+    tie = [r for r in lakes["spark"].storage.read("gold.stockouts").to_pylist() if r["facing_id"] == "s001-f99"]
+    assert [r["duration_min"] for r in tie] == [40.1558]
 
 
 def _close(v):

@@ -224,3 +224,19 @@ def test_a_stock_out_found_after_a_sensor_silent_over_a_day_is_censored_a_shorte
         r = readings([5, 4]) + [dict(x, seq=10 + i, ts=x["ts"] + silence) for i, x in enumerate(readings([0, 0, 3]))]
         [so] = run(r=r)[0]["gold.stockouts"].to_pylist()
         assert so["start_censored"] is censored, silence
+
+
+def test_minutes_from_milliseconds_round_half_up_on_integers_so_every_engine_agrees():
+    # QA: 2,409,345 ms = 40.15575 min became 40.1557 in DuckDB and 40.1558 in Spark (a double at
+    # a tie rounds by its binary value in one engine, its decimal text in the other).
+    first = T0 + 8 * 60 * MIN
+    r = readings([3, 0, 0, 2])
+    for x, ts in zip(r, (first, first + 1000, first + 1000 + 1_234_563, first + 1000 + 2_409_345)):
+        x["ts"] = ts
+    out, _ = run(r=r, p=sales(6), a=[alert(first + 1000 - 1_234_563)])
+    [so] = out["gold.stockouts"].to_pylist()
+    assert (so["duration_min"], so["open_min"], so["alert_lead_min"]) == (40.1558, 40.1558, 20.5761)
+    [st] = out["gold.shelf_state"].to_pylist()
+    assert st["minutes_empty"] == 40.1558  # 20.57605 + 19.5797 min of one hour
+    [ao] = out["gold.alert_outcomes"].to_pylist()
+    assert ao["lead_min"] == 20.5761
