@@ -10,8 +10,11 @@ Alert kinds (``stream.alerts.kind``):
   Raised at the model's operating threshold (``threshold`` in its manifest; a manifest with
   ``thresholds: {kind: value}`` sets one per kind), cleared at ``min(0.3, threshold / 2)``,
   at most one change per facing per 15 minutes: the gateway's hysteresis.
-* ``empty_now``: a sensored facing whose last reading says 0 units (raised), cleared by a
-  reading above 0. A manifest threshold for ``empty_now`` makes it a model kind too.
+* ``empty_now``: the gateway's detector, ``models.scoring.empty_now_prob``, at the gateway's
+  threshold (the manifest's ``thresholds["empty_now"]``, else ``EMPTY_NOW_THRESHOLD``): a believed
+  sensor's 0; for a facing without one (or a doubted 0) the till's evidence, or the model's score
+  where the manifest says ``empty_now_from_model``. Cloud and gateway alerts are comparable, so
+  their divergence means a stale or broken model, not two rules.
 
 A store whose gateway is silent (no event for ``silent_since``) is still scored, on imputed
 features: the cloud assumes the store keeps selling at its expected rate. From the features at the
@@ -35,6 +38,7 @@ import numpy as np
 
 from gondola.clock import MINUTE_MS
 from models.features import FEATURES, FeatureCache, sku_groups
+from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob
 from models.replay import Facing, StoreFeatures
 
 __all__ = ["StoreScorer", "kind_thresholds", "KINDS"]
@@ -159,16 +163,21 @@ class StoreScorer:
         name = str(getattr(scorer, "name", type(scorer).__name__))
         rows: list[dict] = []
         for kind in KINDS:
-            if kind in thresholds:
+            if kind == "empty_now":
+                # The gateway's detector (models.scoring.empty_now_prob) at the gateway's threshold:
+                # a believed sensor's 0, else the till's evidence or the model where its manifest says so.
+                raise_at = thresholds.get(kind, EMPTY_NOW_THRESHOLD)
+                from_model = bool(getattr(scorer, "empty_now_from_model", False))
+                p = empty_now_prob(X, model=probs if from_model else None)
+                # while silent, the till's silence is the gateway's, not the shelf's: only readings raise
+                want_raise = (p >= raise_at) & (may_raise | sensor_empty)
+            elif kind in thresholds:
                 raise_at = thresholds[kind]
-                clear_at = min(0.3, raise_at / 2)
                 p = probs
-                want_raise, want_clear = (p >= raise_at) & may_raise, p <= clear_at
-            elif kind == "empty_now":
-                p = sensor_empty.astype(np.float64)
-                want_raise, want_clear = sensor_empty, ~sensor_empty
+                want_raise = (p >= raise_at) & may_raise
             else:
                 continue
+            want_clear = p <= min(0.3, raise_at / 2)
             raised, changed = self.raised[kind], self.changed_at[kind]
             dwell = (t - changed) >= MIN_DWELL_MS
             up = ~raised & want_raise & dwell

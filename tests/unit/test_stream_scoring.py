@@ -73,3 +73,32 @@ def test_on_imputed_features_standing_forecasts_are_kept_or_cleared_but_none_is_
     # The store speaks again: the same probabilities raise them.
     back = [r for r in sc.decide(t + 2 * HOUR_MS, X, high, scorer) if r["kind"] == "empty_within_h"]
     assert len(back) == 10 and {r["state"] for r in back} == {"raised"}
+
+
+def test_the_cloud_raises_empty_now_where_the_gateway_does_on_the_same_events():
+    # One detector on both sides (models.scoring.empty_now_prob at the manifest's threshold): the
+    # cloud's alerts for a silent gateway's store mean what the gateway's would, and a divergence
+    # between the two is a stale or broken model, not two rules.
+    from edge.inference import EMPTY_NOW, Inference, PlanogramRow
+
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    sim = StoreSim("s0702", skus=120, seed=11)
+    facings = planograms_from_rows(sim.planogram)["s0702"]
+    cloud = StoreScorer("s0702", facings)
+    gateway = Inference([PlanogramRow(f.facing_id, f.sku, f.capacity, f.has_sensor) for f in facings], scorer)
+    sensorless = {f.facing_id for f in facings if not f.has_sensor}
+    cloud_raised, gateway_raised = set(), set()
+    t = sim.start_ms
+    for hour in range(1, 49):
+        t = sim.start_ms + hour * HOUR_MS
+        events = [json.loads(m.payload) for m in sim.run_until(t) if m.valid]
+        gateway.observe(events)
+        for ev in events:
+            cloud.observe(ev)
+        cloud_now = {r["facing_id"] for r in cloud.score(t, scorer) if r["kind"] == "empty_now" and r["state"] == "raised"}
+        gateway_now = {c.facing_id for c in gateway.cycle(t) if c.kind == EMPTY_NOW and c.state == "raised"}
+        assert cloud_now == gateway_now, hour
+        cloud_raised |= cloud_now
+        gateway_raised |= gateway_now
+    # not vacuous: shelves without a sensor were alerted from the till's evidence on both sides
+    assert len(cloud_raised & sensorless) >= 3 and len(cloud_raised - sensorless) >= 1
