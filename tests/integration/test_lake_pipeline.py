@@ -247,7 +247,9 @@ def test_sales_exports_are_history_and_a_corrected_day_replaces_its_rows(env):
     assert [(r["target_table"], r["reasons"]) for r in q] == [("silver.sales_daily", "bad_number")]
     results = [(r["expectation"], r["failed"]) for r in cloud.storage.read("silver.expectation_results").to_pylist()
                if r["table_name"] == "silver.sales_daily"]
-    assert len(results) == 15  # five checks x three runs that brought sales files
+    from cloud.lake.master import MASTER_CHECKS
+
+    assert len(results) == 3 * len(MASTER_CHECKS) == 18  # six checks x three runs that brought sales files
     assert sum(f for e, f in results if e == "bad_number") == 1 and sum(f for e, f in results if e == "missing_key") == 0
 
 
