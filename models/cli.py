@@ -113,6 +113,10 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
     bar = Progress(len(histories), f"features {label}")
     data = build_rows(histories, horizon_h, every_min=every_min, warmup_days=warmup_days,
                       progress=lambda _s: bar.advance(1), arrival=arrival)
+    if len(data) == 0:
+        raise ConfigError(f"{label}: no feature rows: the histories in {', '.join(str(d) for d in dirs)} end "
+                          f"within the {warmup_days:g}-day warm-up (generate more days, e.g. "
+                          f"'gondola sim generate --days {int(warmup_days) + 4}')")
     _say(f"  {label}: {len(data):,} rows, {int(data.y.sum()):,} positive "
          f"({data.y.mean():.1%}), {len(data.stockouts):,} stock-outs, {data.store_days:.0f} store-days")
     if key is not None:

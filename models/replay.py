@@ -307,7 +307,7 @@ def label_rows(
         by_key.setdefault((str(store), str(facing)), []).append((int(start), math.inf if end is None else int(end)))
     empty_now = np.zeros(len(rows), dtype=bool)
     empty_within = np.zeros(len(rows), dtype=bool)
-    if not by_key:
+    if not by_key or len(rows) == 0:
         return empty_now, empty_within
     # Group rows by facing so each facing's intervals are scanned once with numpy.
     keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))

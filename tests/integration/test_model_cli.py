@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,20 @@ def test_eval_with_a_missing_model_folder_fails_with_a_clear_error(histories, tm
                   "--every", "120", "--json", str(tmp_path / "e.json")])
     assert rc == 1
     assert "manifest" in capsys.readouterr().err
+
+
+def test_eval_on_a_held_out_history_shorter_than_the_warm_up_says_so(histories, tmp_path, capsys):
+    # It failed with "IndexError: index 0 is out of bounds" (no feature rows to label).
+    from firmware_sim.history import generate
+
+    train, _ = histories
+    short = generate(tmp_path / "short", stores=1, skus=30, days=2, seed=3).out_dir
+    artifacts = Path(__file__).resolve().parents[2] / "models" / "artifacts"
+    rc = gondola(["eval", "--model", str(artifacts), "--train-data", str(train), "--test-data", str(short),
+                  "--every", "120", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "e.json")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no feature rows" in err and "3-day warm-up" in err and "IndexError" not in err
+    assert not (tmp_path / "e.json").exists()
 
 
 def test_train_from_the_lake_gold_features_records_the_table_version(tmp_path, capsys):
