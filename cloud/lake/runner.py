@@ -459,12 +459,12 @@ def _upgrade_features(storage: LakeStorage) -> None:
 #: reading of the facing within CENSOR_MS before the start), and no alert for a censored row
 _CENSORED_SQL = f"""
 WITH seen AS (
-  SELECT so.store_id, so.facing_id, so.start_ms, COUNT(r.ts) AS before
+  SELECT so.store_id, so.facing_id, so.start_ms, COUNT(r.ts) AS readings_before
   FROM stockouts so LEFT JOIN readings r
     ON r.store_id = so.store_id AND r.facing_id = so.facing_id AND r.ts < so.start_ms
    AND r.ts >= so.start_ms - {CENSOR_MS}
   GROUP BY so.store_id, so.facing_id, so.start_ms)
-SELECT so.*, seen.before = 0 AS start_censored
+SELECT so.*, seen.readings_before = 0 AS start_censored
 FROM stockouts so JOIN seen ON seen.store_id = so.store_id AND seen.facing_id = so.facing_id
  AND seen.start_ms = so.start_ms"""
 
