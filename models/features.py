@@ -53,19 +53,31 @@ RATE_TAUS_H = (1.0, 4.0, 24.0, 168.0)
 PROFILE_TAU_H = 336.0
 #: Horizon of the ``demand_next_2h`` feature, hours (fixed: features do not depend on H).
 DEMAND_WINDOW_H = 2.0
-#: Decay of the sensor-trust residual sum, hours: a reading's noise cancels in the sum (each
-#: residual is this reading's noise minus the last one's), drift and a stuck value add up,
-#: one-off real losses (shrink) are forgotten within hours.
-TRUST_TAU_H = 6.0
-#: The sum may reach max(TRUST_TOL_UNITS, TRUST_TOL_SHARE x capacity) units before the sensor
-#: is not believed.
-TRUST_TOL_UNITS = 2.0
-TRUST_TOL_SHARE = 0.1
 #: A sensor reports every change: one silent this long while the till sold at least
 #: ``SILENT_SENSOR_UNITS`` of its facing's units since its last (non-empty) reading is not
 #: believed either (its facing is scored on POS evidence).
 SILENT_SENSOR_H = 2.0
 SILENT_SENSOR_UNITS = 3.0
+#: The cloud stream's sensor rules (``cloud/stream/detectors.py``), ported (issue 11):
+#: stuck (a SKU's only facing: with several, which facing a POS line took from is unknown): its
+#: value reported again unchanged after the till sold at least ``STUCK_UNITS`` more units than
+#: the drop of the reading that set the value left unexplained (picked, not yet paid),
+#: ``STUCK_MIN_MS`` or more after the value, until the value changes; or no reading at all
+#: ``STUCK_MIN_MS`` after such sales (a load cell reports every change);
+#: fleet: no sensor of the store (``FLEET_MIN_SENSORS`` or more heard) has reported for
+#: ``FLEET_SILENT_MS`` while the till sold since.
+STUCK_UNITS = 3.0
+#: Drift up: each reading's rise above the last reading minus POS sales plus restocks, summed
+#: with a ``TRUST_TAU_H`` decay and floored at 0 (noise cancels in the sum, a rise nothing
+#: explains adds up); over max(TRUST_TOL_UNITS, TRUST_TOL_SHARE x capacity) units, a SKU's only
+#: facing is not believed. Units vanishing without a sale (shrink) are real: not counted.
+#: (4 units picked on the training stores: 2 flagged ten times the rows on a clean training set.)
+TRUST_TAU_H = 6.0
+TRUST_TOL_UNITS = 4.0
+TRUST_TOL_SHARE = 0.1
+STUCK_MIN_MS = 30 * 60_000
+FLEET_SILENT_MS = 30 * 60_000
+FLEET_MIN_SENSORS = 5  # the cloud's: with fewer, one quiet shelf is not a silent fleet
 
 #: Names of the columns of a feature vector, in order. Add at the end; never reorder.
 FEATURES: tuple[str, ...] = (
@@ -127,8 +139,11 @@ class FacingState:
     sensor_untrusted: bool = False
     pos_units: float | None = None
     last_reading_units: float | None = None
+    _value_ms: int | None = None      # when the reading last changed value
+    _sold_since_value: float = 0.0    # net units the till took since then, confirmed by a reading
+    _drop_at_value: float = 0.0       # units that reading fell below what the till explained (picked, not yet paid)
+    _stuck: bool = False
     _residual: float = 0.0
-    _stuck_run: int = 0
     #: Units the last reading fell below the last reading minus POS sales (plus restocks): a
     #: shelf loses units to sales; a drop the till does not explain is noise, a load cell
     #: drifting down, or shrink. Kept through repeated equal readings (heartbeats) until sales
@@ -203,37 +218,36 @@ class FacingState:
             self.pos_units = max(0.0, self.pos_units - qty)
 
     def on_reading(self, ts_ms: int, units_est: float, battery_pct: float) -> None:
-        """A shelf sensor reading: it replaces the POS-based estimate, and is checked against it.
-
-        The residual (reading minus what the last reading, POS sales and restocks since say)
-        is summed with a 6-hour decay and floored at 0: noise cancels out, while a load cell
-        drifting up or a stuck one (the till sells, the reading does not move) keeps adding
-        positive residuals. The sensor is untrusted while that sum exceeds
-        ``max(TRUST_TOL_UNITS, TRUST_TOL_SHARE x capacity)`` units, or after two readings in a
-        row that did not move while the till sold.
+        """A shelf sensor reading: it replaces the POS-based estimate, and is checked against the
+        till: the cloud stream's stuck rule (``STUCK_UNITS``) and an upward drift (``TRUST_TAU_H``): an untrusted
+        sensor's facing is scored on ``pos_units``, the last believed reading minus sales since.
         """
         self._touch(ts_ms)
         self.has_sensor = True
         units_est = float(units_est)
         frozen = False
         if self.units is not None and self.last_reading_ms is not None:
+            frozen = self.last_reading_units == units_est
+            if frozen:
+                self._sold_since_value += self.sales_since_reading
+                if (self._value_ms is not None and ts_ms - self._value_ms >= STUCK_MIN_MS
+                        and self._sold_since_value - self._drop_at_value >= STUCK_UNITS and units_est >= 1):
+                    self._stuck = True
+            else:
+                self._value_ms, self._sold_since_value, self._stuck = ts_ms, 0.0, False
+                self._drop_at_value = max(0.0, self.units - units_est)
             dt_h = max(0.0, (ts_ms - self.last_reading_ms) / HOUR_MS)
-            self._residual = self._residual * math.exp(-dt_h / TRUST_TAU_H) + (units_est - self.units)
-            frozen = self.last_reading_units == units_est and self.sales_since_reading >= 1.5
-            self._stuck_run = self._stuck_run + 1 if frozen else 0
-            tol = max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
-            # Only readings above what the till allows count against a sensor: a stuck value
-            # or an upward drift hides a stock-out, while units vanishing without a sale
-            # (theft, shrink, a POS line not arrived yet) are real and a reading of 0 is then
-            # the best evidence there is.
-            self._residual = max(self._residual, 0.0)
-            self.sensor_untrusted = self._residual > tol or self._stuck_run >= 2
+            self._residual = max(0.0, self._residual * math.exp(-dt_h / TRUST_TAU_H) + (units_est - self.units))
+            drift = self._residual > max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
+            self.sensor_untrusted = self.sku_facings <= 1 and (self._stuck or drift)
+        else:
+            self._value_ms = ts_ms
         if self.units is not None and self.last_reading_ms is not None:
             if self.last_reading_units == units_est:
                 self.units_unexplained = max(0.0, self.units_unexplained - max(self.sales_since_reading, 0.0))
             else:
                 self.units_unexplained = max(0.0, self.units - units_est)
-        if not self.sensor_untrusted and not frozen:
+        if not self.sensor_untrusted and not (frozen and self.sales_since_reading > 0):
             self.pos_units = units_est  # a believed reading anchors the POS estimate
         self.units = units_est
         self.last_reading_units = units_est
@@ -254,6 +268,7 @@ class FacingState:
         self._decay_to(ts_ms)
         self._restock_profile[_hour_bin(ts_ms)] += self._profile_weight(ts_ms)
         self.last_restock_ms = ts_ms
+        self._sold_since_value -= units_added
         self.units = self._refilled(self.units, units_added)
         if self.pos_units is not None or not self.has_sensor:
             self.pos_units = self._refilled(self.pos_units, units_added)
@@ -400,14 +415,15 @@ def _rates_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:
     return _rates_from(_gather(states), now_ms)
 
 
-def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None = None) -> np.ndarray:
+def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None = None,
+             store: np.ndarray | None = None) -> np.ndarray:
     """Feature rows from gathered state arrays at ``now_ms``, float64. ``sku_group``: the
     facings' SKU index (:func:`_sku_groups`; computed when not given)."""
     n = len(a["cap"])
     if n == 0:
         return np.zeros((0, _N), dtype=np.float64)
     cap, started = a["cap"], a["started"]
-    untrusted = sensor_untrusted_from(a, now_ms)
+    untrusted = sensor_untrusted_from(a, now_ms, store)
     sensor = np.where(untrusted, 0.0, a["sensor"])
     # An untrusted sensor's facing is scored as one without a sensor, on POS evidence.
     units = np.where(untrusted & ~np.isnan(a["pos_units"]), a["pos_units"], a["units"])
@@ -465,14 +481,34 @@ def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None
     return out
 
 
-def sensor_untrusted_from(a: dict[str, np.ndarray], now_ms: int) -> np.ndarray:
-    """Per facing: a sensor that reports but is not believed (readings the till contradicts,
-    or silent for ``SILENT_SENSOR_H`` while the till sold ``SILENT_SENSOR_UNITS`` since a
-    reading above 0: a shelf read empty that "sells" is a SKU sold from its other facings)."""
+def sensor_untrusted_from(a: dict[str, np.ndarray], now_ms: int, store: np.ndarray | None = None) -> np.ndarray:
+    """Per facing: a sensor that reports but is not believed (of one store's facings).
+
+    The stuck and drift rules decided at its readings (``FacingState.sensor_untrusted``); no
+    reading ``STUCK_MIN_MS`` after the till sold ``STUCK_UNITS`` of a SKU's only facing beyond
+    the last reading's own unexplained drop (a load cell reports every change); silent for
+    ``SILENT_SENSOR_H`` while the till sold ``SILENT_SENSOR_UNITS`` since a reading above 0 (a
+    shelf read empty that "sells" is a SKU sold from its other facings); or the store's whole
+    sensor fleet silent for ``FLEET_SILENT_MS`` while the till sold since (``store``: each
+    facing's store index when the arrays hold several stores; None: one store).
+    """
     t_read = a["t_read"]
-    silent = (~np.isnan(t_read) & ((now_ms - np.nan_to_num(t_read)) > SILENT_SENSOR_H * HOUR_MS)
-              & (a["since_read"] >= SILENT_SENSOR_UNITS) & (np.nan_to_num(a["read_units"]) > 0))
-    return (a["sensor"] > 0) & ((a["untrusted"] > 0) | silent)
+    sensor = a["sensor"] > 0
+    heard = ~np.isnan(t_read)
+    age = now_ms - np.nan_to_num(t_read)
+    read_units = np.nan_to_num(a["read_units"])
+    silent = heard & (age > SILENT_SENSOR_H * HOUR_MS) & (a["since_read"] >= SILENT_SENSOR_UNITS) & (read_units > 0)
+    unread = (heard & (a["sku_facings"] <= 1) & (age >= STUCK_MIN_MS) & (read_units >= 1)
+              & (a["since_read"] - a["unexplained"] >= STUCK_UNITS))
+    store = np.zeros(len(sensor), dtype=np.int64) if store is None else store
+    k = int(store.max()) + 1 if len(store) else 0
+    last_read, last_sale = np.full(k, -np.inf), np.full(k, -np.inf)
+    np.maximum.at(last_read, store[sensor & heard], t_read[sensor & heard])
+    sold = ~np.isnan(a["t_sale"])
+    np.maximum.at(last_sale, store[sold], a["t_sale"][sold])
+    fleet = ((now_ms - last_read >= FLEET_SILENT_MS) & (last_sale > last_read)
+             & (np.bincount(store[sensor & heard], minlength=k) >= FLEET_MIN_SENSORS))[store]
+    return sensor & ((a["untrusted"] > 0) | silent | unread | fleet)
 
 
 def sensor_untrusted(states: list[FacingState], now_ms: int) -> np.ndarray:
@@ -540,6 +576,7 @@ class FeatureCacheGroup:
         offsets = np.cumsum([0] + [len(c._sku_group) for c in self.caches])[:-1]
         self._sku_group = (np.concatenate([c._sku_group + o for c, o in zip(self.caches, offsets)])
                            if self.caches else np.zeros(0, dtype=np.int64))
+        self._store = np.repeat(np.arange(len(sizes)), sizes)  # the fleet rule is per store
         at = 0
         for c, n in zip(self.caches, sizes):
             c._arrays = {name: arr[at:at + n] for name, arr in self._arrays.items()}
@@ -551,7 +588,7 @@ class FeatureCacheGroup:
             return []
         for c in self.caches:
             c.refresh()
-        return np.split(_compute(self._arrays, now_ms, self._sku_group).astype(np.float32), self._bounds)
+        return np.split(_compute(self._arrays, now_ms, self._sku_group, self._store).astype(np.float32), self._bounds)
 
 
 def feature_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:

@@ -185,7 +185,7 @@ def test_a_drifting_load_cell_is_not_believed_and_a_silent_one_while_the_till_se
     drift = FacingState("d", "s", capacity=20, has_sensor=True)
     drift.on_restock(T0, 10)
     # No sales, yet the reading climbs a unit every half hour.
-    t = _reading_series(drift, T0, [10, 11, 12, 13, 14], every_min=30, sales_between=0)
+    t = _reading_series(drift, T0, [10, 11, 12, 13, 14, 15], every_min=30, sales_between=0)
     assert drift.sensor_untrusted
     # Units vanishing without a sale (theft, shrink, a late POS line) are real: still believed.
     thief = FacingState("t", "s", capacity=20, has_sensor=True)
@@ -197,8 +197,54 @@ def test_a_drifting_load_cell_is_not_believed_and_a_silent_one_while_the_till_se
     t = _reading_series(silent, T0, [10], every_min=10, sales_between=0)
     for k in range(4):
         silent.on_sale(t + (k + 1) * 20 * MINUTE_MS, 1, 199)
-    assert feature_matrix([silent], t + HOUR_MS)[0, F["has_sensor"]] == 1.0  # quiet for an hour: fine
-    assert feature_matrix([silent], t + 3 * HOUR_MS)[0, F["has_sensor"]] == 0.0  # 3 h, 4 units sold: silent
+    assert feature_matrix([silent], t + 25 * MINUTE_MS)[0, F["has_sensor"]] == 1.0  # one unit sold: fine
+    # A load cell reports every change: 3 units sold and no reading for half an hour after.
+    assert feature_matrix([silent], t + HOUR_MS)[0, F["has_sensor"]] == 0.0
+    assert feature_matrix([silent], t + 3 * HOUR_MS)[0, F["has_sensor"]] == 0.0
+
+
+def test_a_stuck_sensor_repeating_its_value_while_the_till_sells_is_untrusted_within_three_sales():
+    """The cloud's sensor_stuck rule, ported: heartbeats repeat a frozen value while the till
+    sells; a healthy sensor reports each sale's drop (even paid after the pick: its drop
+    explains the sale) and is never flagged."""
+    from models.features import STUCK_UNITS, sensor_untrusted
+
+    stuck = FacingState("s", "k", capacity=20, has_sensor=True)
+    healthy = FacingState("h", "k2", capacity=20, has_sensor=True)
+    for st in (stuck, healthy):
+        st.on_reading(T0, 12, 80.0)
+    flagged_after = None
+    for k in range(1, 7):
+        t = T0 + k * 20 * MINUTE_MS
+        healthy.on_reading(t - MINUTE_MS, 12 - k, 80.0)  # picked, then paid
+        for st in (stuck, healthy):
+            st.on_sale(t, 1, 199)
+        stuck.on_reading(t + MINUTE_MS, 12, 80.0)  # a heartbeat of the frozen value
+        if flagged_after is None and stuck.sensor_untrusted:
+            flagged_after = k
+        assert not healthy.sensor_untrusted
+        assert not sensor_untrusted([healthy], t + 30 * MINUTE_MS)[0]
+    assert flagged_after == STUCK_UNITS
+    x = feature_matrix([stuck], t + MINUTE_MS)[0]
+    assert x[F["has_sensor"]] == 0.0 and x[F["units_est"]] == 6.0  # on POS evidence: 12 - 6 sold
+    stuck.on_reading(t + HOUR_MS, 5, 80.0)  # the value moves again: believed
+    assert not stuck.sensor_untrusted
+
+
+def test_a_store_whose_whole_sensor_fleet_goes_silent_while_the_till_sells_is_not_believed():
+    from models.replay import Facing, StoreFeatures
+
+    store = StoreFeatures("s1", [Facing(f"f{i}", f"k{i}", 10, True) for i in range(6)])
+    for i in range(6):
+        store.apply({"type": "shelf.reading", "ts": T0, "data": {"facing_id": f"f{i}", "units_est": 8}})
+    store.apply({"type": "pos.line", "ts": T0 + 10 * MINUTE_MS, "data": {"sku": "k0", "qty": 1}})
+    store.matrix(T0 + 20 * MINUTE_MS)
+    assert not store.untrusted(T0 + 20 * MINUTE_MS).any()
+    x = store.matrix(T0 + 40 * MINUTE_MS)  # 40 min without any reading, the till sold meanwhile
+    assert store.untrusted(T0 + 40 * MINUTE_MS).all() and (x[:, F["has_sensor"]] == 0).all()
+    store.apply({"type": "shelf.reading", "ts": T0 + 45 * MINUTE_MS, "data": {"facing_id": "f3", "units_est": 8}})
+    store.matrix(T0 + 45 * MINUTE_MS)
+    assert not store.untrusted(T0 + 45 * MINUTE_MS).any()
 
 
 def test_a_facing_first_seen_at_a_restock_is_taken_as_full_and_returns_do_not_refill_the_shelf():
