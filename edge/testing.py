@@ -60,8 +60,14 @@ def device_traffic(n: int, *, store_id: str = "s001", pos_lanes: int = 3, facing
                    start_ms: int = T0, step_ms: int = 1_000, seed: int = 0) -> Traffic:
     """``n`` events round-robin over POS lanes, shelf sensors and one handheld; each message is lost
     with probability ``drop`` (never a device's first or last one, so every loss is a detectable gap: the gateway takes
-    a device's first message as its start)."""
+    a device's first message as its start).
+
+    The shelves are consistent with the till: a sensor's first reading draws its facing's level,
+    every later one reports that level less the units sold since and plus the units restocked
+    (capacity 20), so the gateway's sensor-trust rules believe the sensors as they would a real shelf.
+    """
     rng = random.Random(seed)
+    level: dict[int, int] = {}
     devices = ([("pos", f"pos-{store_id}-r{i:02d}") for i in range(pos_lanes)]
                + [("shelf", f"shelf-{store_id}-f{i}") for i in range(facings)] + [("handheld", f"hh-{store_id}-1")])
     seqs = {d: 0 for _, d in devices}
@@ -73,15 +79,21 @@ def device_traffic(n: int, *, store_id: str = "s001", pos_lanes: int = 3, facing
         seqs[dev] += 1
         ts = start_ms + i * step_ms
         if kind == "pos":
-            ev = pos_line(seq, ts, store_id=store_id, device_id=dev, sku=f"k{rng.randrange(facings)}",
+            f = rng.randrange(facings)
+            ev = pos_line(seq, ts, store_id=store_id, device_id=dev, sku=f"k{f}",
                           loyalty_id=f"card{rng.randrange(100)}" if rng.random() < 0.3 else None)
+            if f in level:
+                level[f] = max(0, level[f] - 1)
         elif kind == "shelf":
             f = int(dev.rsplit("f", 1)[1])
-            ev = reading(seq, ts, store_id=store_id, device_id=dev, facing_id=f"f{f}", sku=f"k{f}",
-                         units=rng.randrange(0, 20))
+            first_level = rng.randrange(0, 20)
+            level.setdefault(f, first_level)
+            ev = reading(seq, ts, store_id=store_id, device_id=dev, facing_id=f"f{f}", sku=f"k{f}", units=level[f])
         else:
             f = rng.randrange(facings)
             ev = restock(seq, ts, store_id=store_id, device_id=dev, facing_id=f"f{f}", sku=f"k{f}")
+            if f in level:
+                level[f] = min(20, level[f] + ev["data"]["units_added"])
         planned.append((device_topic(store_id, kind, dev), ev))
     first: dict[str, int] = {}
     last: dict[str, int] = {}
