@@ -430,8 +430,10 @@ def readers_caught_up(storage: LakeStorage, table: str, retention_hours: float =
     # Delta stamps removals with wall-clock time, so the cut-off is wall-clock time too.
     cutoff_ms = time.time() * 1000 - retention_hours * 3_600_000
     history = storage.open(table).history(limit=current - behind)
-    first_unread = min((h for h in history if h["version"] > behind), key=lambda h: h["version"])
-    return first_unread["timestamp"] > cutoff_ms
+    unread = [h for h in history if h.get("version", -1) > behind]
+    if not unread or min(h["version"] for h in unread) != behind + 1:
+        return False  # the first unread commit's log entry is gone (log retention): older than any window
+    return min(unread, key=lambda h: h["version"])["timestamp"] > cutoff_ms
 
 
 def _upgrade_features(storage: LakeStorage) -> None:
