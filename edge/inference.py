@@ -43,7 +43,7 @@ import numpy as np
 
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
-from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares
+from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
 from models.scoring import EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, hours_to_empty
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
@@ -128,9 +128,7 @@ class Inference:
         self.by_sku: dict[str, list[int]] = {}
         for i, s in enumerate(self.states):
             self.by_sku.setdefault(s.sku, []).append(i)
-        for idx in self.by_sku.values():
-            for i in idx:
-                self.states[i].sku_facings = len(idx)
+        set_sku_facings(self.states)
         self.cache = FeatureCache(self.states)
         self._unsaved: set[int] = set(range(len(self.states)))  # changed since the last snapshot
         #: Forecast (empty_within_h) alert state per facing, and when it last changed.

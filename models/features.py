@@ -44,6 +44,7 @@ __all__ = [
     "sensor_untrusted",
     "pos_line_qty",
     "sale_shares",
+    "set_sku_facings",
     "sku_groups",
 ]
 
@@ -233,20 +234,16 @@ class FacingState:
                 if (self._value_ms is not None and ts_ms - self._value_ms >= STUCK_MIN_MS
                         and self._sold_since_value - self._drop_at_value >= STUCK_UNITS and units_est >= 1):
                     self._stuck = True
+                self.units_unexplained = max(0.0, self.units_unexplained - max(self.sales_since_reading, 0.0))
             else:
                 self._value_ms, self._sold_since_value, self._stuck = ts_ms, 0.0, False
-                self._drop_at_value = max(0.0, self.units - units_est)
+                self._drop_at_value = self.units_unexplained = max(0.0, self.units - units_est)
             dt_h = max(0.0, (ts_ms - self.last_reading_ms) / HOUR_MS)
             self._residual = max(0.0, self._residual * math.exp(-dt_h / TRUST_TAU_H) + (units_est - self.units))
             drift = self._residual > max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
             self.sensor_untrusted = self.sku_facings <= 1 and (self._stuck or drift)
         else:
             self._value_ms = ts_ms
-        if self.units is not None and self.last_reading_ms is not None:
-            if self.last_reading_units == units_est:
-                self.units_unexplained = max(0.0, self.units_unexplained - max(self.sales_since_reading, 0.0))
-            else:
-                self.units_unexplained = max(0.0, self.units - units_est)
         if not self.sensor_untrusted and not (frozen and self.sales_since_reading > 0):
             self.pos_units = units_est  # a believed reading anchors the POS estimate
         self.units = units_est
@@ -394,6 +391,14 @@ def _sku_groups(a: dict[str, np.ndarray]) -> np.ndarray:
     return sku_groups(a["sku"])
 
 
+def set_sku_facings(states) -> None:
+    """Give every facing state ``sku_facings``: how many facings of the list hold its SKU."""
+    group = sku_groups([st.sku for st in states])
+    counts = np.bincount(group)[group] if len(group) else group
+    for st, n in zip(states, counts):
+        st.sku_facings = int(n)
+
+
 def sku_groups(skus) -> np.ndarray:
     """Per facing, an index of its SKU among ``skus`` (facings of one SKU share it); with
     ``np.bincount(groups, weights=units)[groups]`` a facing's ``sku_units_est``."""
@@ -533,6 +538,11 @@ class FeatureCache:
         self._arrays = _gather(self.states)
         self._sku_group = _sku_groups(self._arrays)  # a facing's SKU never changes
         self._dirty: set[int] = set()
+
+    @property
+    def sku_group(self) -> np.ndarray:
+        """Per facing, the index of its SKU (:func:`sku_groups`), computed once."""
+        return self._sku_group
 
     def mark(self, state: FacingState) -> None:
         """Note that ``state`` changed since the last ``matrix``."""

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from gondola.clock import HOUR_MS, MINUTE_MS
-from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares
+from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
 
 __all__ = [
     "Facing",
@@ -81,11 +81,9 @@ class StoreFeatures:
                                 has_sensor=bool(f.has_sensor))
             self.states[f.facing_id] = state
             self._by_sku.setdefault(f.sku, []).append(state)
-        for same in self._by_sku.values():
-            for state in same:
-                state.sku_facings = len(same)
         self.facing_ids = list(self.states)
         self._ordered = [self.states[f] for f in self.facing_ids]
+        set_sku_facings(self._ordered)
         self._cache = FeatureCache(self._ordered)
         self.unknown = 0
         self.applied = 0

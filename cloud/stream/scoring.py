@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from gondola.clock import MINUTE_MS
-from models.features import FEATURES, FeatureCache, sku_groups
+from models.features import FEATURES, FeatureCache
 from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob
 from models.replay import Facing, StoreFeatures
 
@@ -126,7 +126,7 @@ class StoreScorer:
         Xi[:, _FROZEN] = S[:, _FROZEN]
         Xi[:, _UNITS] = np.maximum(S[:, _UNITS] - self.imputed, 0.0)
         # The SKU's total falls by what its facings' imputed sales took.
-        group = sku_groups([st.sku for st in self.features._ordered])
+        group = self.features.cache.sku_group
         taken = np.bincount(group, weights=S[:, _UNITS] - Xi[:, _UNITS], minlength=len(Xi))[group]
         Xi[:, _SKU_UNITS] = np.maximum(S[:, _SKU_UNITS] - taken, 0.0)
         Xi[:, _FILL] = np.minimum(Xi[:, _UNITS] / np.maximum(Xi[:, _CAPACITY], 1.0), 2.0)
