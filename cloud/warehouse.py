@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud.lake.storage import LakeStorage
-from cloud.lake.tables import MEASURES, TABLES, TableDef, schema_of, tsql_type
+from cloud.lake.tables import MEASURES, TABLES, TableDef, conform, schema_of, tsql_type
 
 __all__ = ["BI_VIEWS", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
 
@@ -231,7 +231,9 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
             rows = storage.read(tdef.name)
             if rows is None:
                 rows = pa.Table.from_batches([], schema=schema_of(tdef.name))
-            rows = _with_new_columns(rows, tdef.name)
+            # a table written by an older version lacks the dictionary's newer columns (e.g.
+            # gold.stockouts.start_censored before the next lake run adds it): nulls, as the views name them
+            rows = conform(tdef.name, rows)
             con.register("incoming", rows)
             con.execute(f"CREATE TABLE {warehouse_name(tdef.name)} AS SELECT * FROM incoming")
             con.unregister("incoming")
@@ -246,17 +248,6 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
         con.close()
     tmp.replace(path)  # readers never see a half-built warehouse
     return path
-
-
-def _with_new_columns(rows, table: str):
-    """``rows`` with the dictionary's columns a table written by an older version lacks, as nulls
-    (the views name them; e.g. ``gold.stockouts.start_censored`` before the next lake run adds it)."""
-    import pyarrow as pa
-
-    for f in schema_of(table):
-        if f.name not in rows.column_names:
-            rows = rows.append_column(f.name, pa.nulls(rows.num_rows, f.type))
-    return rows
 
 
 def _add_stream_anomalies(con, storage: LakeStorage) -> None:

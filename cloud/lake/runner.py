@@ -315,11 +315,9 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         # An engine may run the Python replay itself (Spark: one task per store, which also
         # writes the rows as Parquet files where the task runs: the runner then commits them).
         replay = getattr(engine, "features", None)
-        outputs["gold.features"], outputs[STATE_TABLE] = (
-            features(feature_inputs, outputs["gold.stockouts"], cutoff=feature_cut, snapshots=snapshots)
-            if replay is None
-            else replay(feature_inputs, outputs["gold.stockouts"], cutoff=feature_cut, snapshots=snapshots,
-                        storage=storage))
+        outputs["gold.features"], outputs[STATE_TABLE] = (replay or features)(
+            feature_inputs, outputs["gold.stockouts"], cutoff=feature_cut, snapshots=snapshots,
+            **({"storage": storage} if replay else {}))
     if progress:
         progress("gold writes")
     txns = [(_app("gold", i), v) for i, v in versions.items()]
