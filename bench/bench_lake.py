@@ -18,6 +18,7 @@ memory on the bronze Arrow table, so the ratios overstate our overhead for the s
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -118,9 +119,7 @@ def _timed(fn, *args):
 ROUNDS = 3
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+_median = statistics.median
 
 
 def _stat(xs: list[float], digits: int = 2) -> dict:

@@ -44,8 +44,8 @@ def run(quick: bool = False) -> dict:
 
     stores = 6 if quick else N_STORES
     rounds = 1 if quick else ROUNDS
-    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-    stat = lambda xs: {"median": round(med(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2)}  # noqa: E731
+    from bench.bench_lake import _median as med
+    from bench.bench_lake import _stat as stat
     out: dict = {"stores": stores, "facings_per_store": N_FACINGS, "rounds": rounds}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
