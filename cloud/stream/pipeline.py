@@ -232,7 +232,7 @@ class PartitionProcessor:
     def _window(self, store: str, etype: str, device: str, ts: int, data: dict) -> None:
         st = self.state
         if etype == "pos.line":
-            start = ts - ts % self.config.sales_window_ms
+            start = self._sales_w.pane(ts)
             agg = st.sales.get((store, start))
             if agg is None:
                 agg = st.sales[(store, start)] = [0, 0, 0, set(), set()]
@@ -246,7 +246,7 @@ class PartitionProcessor:
             agg[4].add(device)
         # Each event goes to its one pane (a hop of the health windows); windows merge their
         # panes when they close (_close_windows), instead of each event updating size/hop windows.
-        pane = ts - ts % self.config.health_hop_ms
+        pane = self._health_w.pane(ts)
         h = st.panes.get((store, pane))
         if h is None:
             h = st.panes[(store, pane)] = _health_row()
@@ -298,7 +298,7 @@ class PartitionProcessor:
                                        "revenue_cents": rev, "transactions": len(txns), "registers": len(regs)})
         # Health windows are emitted for every known store, empty or not: a store that went
         # quiet shows up as a row of zeros (that is the signal), not as a missing row.
-        hop, size = cfg.health_hop_ms, cfg.health_window_ms
+        hop, size = self._health_w.hop_ms, self._health_w.size_ms  # size is a whole number of hops
         for store, watch in sorted(st.watches.items()):
             while True:
                 start = watch.next_health_start

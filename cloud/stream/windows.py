@@ -68,8 +68,13 @@ class Windower:
             raise ValueError(f"window size {size_ms} is not a multiple of the hop {hop_ms}")
         return cls(size_ms, hop_ms)
 
+    def pane(self, ts: int) -> int:
+        """Start of the hop-long pane that holds ``ts``: the window itself when tumbling; a hopping
+        window is the ``size_ms / hop_ms`` panes from its start."""
+        return ts - ts % self.hop_ms
+
     def starts(self, ts: int) -> range:
         """Starts of the windows that contain ``ts`` (one when tumbling, size/hop when hopping)."""
-        last = ts - ts % self.hop_ms
+        last = self.pane(ts)
         first = last - self.size_ms + self.hop_ms
         return range(first, last + 1, self.hop_ms)
