@@ -71,7 +71,9 @@ def test_stream_job_killed_with_sigkill_and_restarted_writes_every_window_and_al
     proc = _cli(run, lake, planogram, "--batch", "25", "--snapshot-s", "0.5")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if (lake / "stream" / "state" / "_delta_log").exists() and (lake / "stream" / "sales_5m").exists():
+        # A table's folder appears when its first data file is written; its rows count only once
+        # a commit file is in its log. Wait for both tables to have one.
+        if all(any((lake / "stream" / t / "_delta_log").glob("*.json")) for t in ("state", "sales_5m")):
             break
         time.sleep(0.05)
     killed_midway = proc.poll() is None
