@@ -45,7 +45,7 @@ from cloud.lake.tables import (
     BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform,
 )
 
-__all__ = ["transform", "transform_silver", "transform_gold", "GOLD_INPUTS", "readers_caught_up"]
+__all__ = ["transform", "transform_silver", "transform_gold", "GOLD_INPUTS", "in_window", "readers_caught_up"]
 
 _DAY = 86_400_000
 #: silver tables gold reads, and the input name each has in the gold SQL
@@ -272,11 +272,15 @@ def _window_predicate(cutoff: dict[str, int], col: str) -> str:
                        for cut, stores in _by_cut(cutoff))
 
 
-def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:
-    if rows.num_rows == 0:
-        return rows
+def in_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Array:
+    """Per row, whether it is in its store's window (``col`` at or after the store's cutoff;
+    a store without a cutoff has no window)."""
     cut = pa.array([cutoff.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
-    return rows.filter(pc.greater_equal(rows[col], cut))
+    return pc.greater_equal(rows[col], cut)
+
+
+def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:
+    return rows.filter(in_window(rows, cutoff, col)) if rows.num_rows else rows
 
 
 def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 1,

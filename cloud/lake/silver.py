@@ -233,7 +233,9 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         if KNOWN_SKU in exps:
             inner = (f"SELECT t0.*, CASE WHEN k.sku IS NULL THEN 0 ELSE 1 END AS sku_known FROM ({inner}) t0 "
                      f"LEFT JOIN (SELECT DISTINCT sku FROM known_skus) k ON k.sku = t0.sku")
-        typed = engine.run(f"SELECT *, {flags} FROM ({inner}) t", env)
+        drops = [i for i, e in enumerate(exps) if e.action == "drop"]
+        all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"  # flags are never NULL (COALESCE)
+        typed = engine.run(f"SELECT *, {all_ok} AS ok FROM (SELECT *, {flags} FROM ({inner}) t) f", env)
         if typed.num_rows == 0:
             out[table] = conform(table, typed)
             continue
@@ -248,12 +250,10 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
                             "checked": int(counts["n"]), "failed": failed})
             if e.action == "fail" and failed:
                 raise ExpectationFailed(table, e.name, failed, _results(results, run_id, run_at))
-        drops = [i for i, e in enumerate(exps) if e.action == "drop"]
-        all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"
         reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE {_label(exps[i])} END" for i in drops) or "''"
         dropped = engine.run(
             f"""SELECT 'bronze.events' AS source_table, '{table}' AS target_table, device_id, seq,
-                       TRIM(TRAILING ',' FROM {reasons}) AS reasons, {_MASK} AS raw FROM typed WHERE NOT ({all_ok})""",
+                       TRIM(TRAILING ',' FROM {reasons}) AS reasons, {_MASK} AS raw FROM typed WHERE NOT ok""",
             {"typed": typed},
         )
         if dropped.num_rows:
@@ -272,7 +272,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         keys = pa.table({"row_nr": pa.array(np.arange(typed.num_rows, dtype=np.int64)),
                          **{c: typed[c] for c in ("device_id", "epoch", "seq", "ts", "enqueued_time", "hub_partition",
                                                   "sequence_number", "message_index")},
-                         "ok": pc.fill_null(_all_true(typed, [f"e{i}" for i in drops]), False)})
+                         "ok": typed["ok"]})
         picked = engine.run(
             f"""WITH ok AS (SELECT * FROM keys WHERE ok),
                 ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, epoch, seq
@@ -312,14 +312,6 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
     stats["quarantined"] = q.num_rows
     return {"tables": out, "quarantine": q, "expectations": _results(results, run_id, run_at), "stats": stats}
-
-
-def _all_true(table: pa.Table, columns: list[str]) -> pa.ChunkedArray | pa.Array:
-    """Row-wise AND of boolean ``columns`` (all true for none)."""
-    out = pa.array(np.ones(table.num_rows, dtype=bool))
-    for c in columns:
-        out = pc.and_kleene(out, table[c])
-    return out
 
 
 def _label(e: Expectation) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import uuid
 from contextlib import contextmanager
 from typing import Mapping
@@ -150,11 +149,13 @@ class SparkEngine:
                                  [(c, pa.string() if t == "string" else pa.int64()) for c, t in _FILE_COLUMNS.items()])
 
         def per_store_files(group: pa.Table) -> pa.Table:  # Arrow in and out: no pandas copy of the payloads
+            from cloud.lake.runner import in_window
+
             store = group["store_id"][0].as_py()
             feats, states, cut = replay(store, group["kind"].to_pylist(), group["payload"].to_pylist())
             out = []
             for (kind, table), rows in zip(targets, (feats, states)):
-                rows = rows.filter(pc.greater_equal(rows[TABLES[table].time_col], cut))  # the window
+                rows = rows.filter(in_window(rows, {store: cut}, TABLES[table].time_col))  # the window
                 if rows.num_rows:
                     out.append({"store_id": store, "kind": kind, **writer.write(table, rows)})
             return pa.Table.from_pylist(out, schema=files_schema)
@@ -263,6 +264,7 @@ class _ParquetWriter:
     def write(self, table: str, rows: pa.Table) -> dict:
         import pyarrow.parquet as pq
 
+        from cloud.lake.storage import file_stats
         from cloud.lake.tables import conform
 
         rows = conform(table, rows)
@@ -271,26 +273,13 @@ class _ParquetWriter:
         name = f"part-{uuid.uuid4().hex}.parquet"
         pq.write_table(rows, f"{folder}/{name}", filesystem=fs, compression="snappy")
         return {"path": name, "size": fs.get_file_info(f"{folder}/{name}").size, "num_records": rows.num_rows,
-                "stats": json.dumps(_stats(rows))}
+                "stats": file_stats(table, rows)}
 
     def read(self, table: str, path: str) -> pa.Table:
         import pyarrow.parquet as pq
 
         fs, folder = self._folder(table)
         return pq.read_table(f"{folder}/{path}", filesystem=fs)
-
-
-def _stats(rows: pa.Table) -> dict:
-    """Delta file statistics (numRecords, min / max / null count of the flat columns)."""
-    mins, maxs, nulls = {}, {}, {}
-    for name in rows.column_names:
-        col = rows[name]
-        nulls[name] = col.null_count
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_string(col.type):
-            mm = pc.min_max(col)
-            if mm["min"].is_valid:
-                mins[name], maxs[name] = mm["min"].as_py(), mm["max"].as_py()
-    return {"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
 class StagedFiles:
@@ -310,39 +299,14 @@ class StagedFiles:
         Raises:
             StorageError: the commit failed (the staged files stay unreferenced; VACUUM removes them).
         """
-        from deltalake import CommitProperties, Schema, Transaction
-        from deltalake.transaction import AddAction, create_table_with_add_actions
-
-        from cloud.lake.storage import _table_config
-        from cloud.lake.tables import TABLES, schema_of, with_descriptions
-        from gondola.errors import StorageError
-
-        now = int(time.time() * 1000)
-        adds = [AddAction(f["path"], int(f["size"]), {}, now, True, f["stats"]) for f in self.files]
-        props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
-        uri = storage.uri(self.table)
-        try:
-            dt = storage.open(self.table)
-            if dt is None:
-                schema = Schema.from_arrow(with_descriptions(self.table, schema_of(self.table).empty_table()).schema)
-                create_table_with_add_actions(uri, schema, adds, mode="append", name=self.table,
-                                              description=TABLES[self.table].doc, configuration=_table_config(self.table),
-                                              storage_options=storage._opts, commit_properties=props)
-            else:
-                removes, kept = self._rewrite(storage, dt, window, time_col, now)
-                dt.create_write_transaction(removes + kept + adds, mode="append", schema=dt.schema(),
-                                            commit_properties=props)
-        except StorageError:
-            raise
-        except Exception as exc:  # deltalake raises several types; translate at the boundary
-            raise StorageError(f"cannot commit {len(adds)} files to {self.table}: {exc}") from exc
+        dt = storage.open(self.table)
+        removes, kept = self._rewrite(storage, dt, window, time_col) if dt is not None and window else ([], [])
+        storage.commit_files(self.table, kept + self.files, removes, txns=txns)
         return self.num_rows
 
-    def _rewrite(self, storage, dt, window: dict[str, int], time_col: str, now: int) -> tuple[list, list]:
-        """Remove actions for the files holding rows of ``window``, and add actions for what
-        those files hold outside it (rewritten by executors: copy-on-write)."""
-        from deltalake.transaction import AddAction, RemoveAction
-
+    def _rewrite(self, storage, dt, window: dict[str, int], time_col: str) -> tuple[list[dict], list[dict]]:
+        """The files holding rows of ``window`` (to remove), and files with what they hold
+        outside it (rewritten by executors: copy-on-write; to add)."""
         actions = pa.table(dt.get_add_actions(flatten=True))
         candidates = [a for a in actions.to_pylist() if _may_hold(a, window, time_col)]
         if not candidates:
@@ -353,12 +317,13 @@ class StagedFiles:
         def rewrite(batches):
             import pandas as pd
 
+            from cloud.lake.runner import in_window
+
             for frame in batches:
                 out = []
                 for path in frame["path"]:
                     rows = writer.read(table, path)
-                    cut = pa.array([window.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
-                    rest = rows.filter(pc.less(rows[time_col], cut))
+                    rest = rows.filter(pc.invert(in_window(rows, window, time_col)))
                     if rest.num_rows == rows.num_rows:
                         continue  # nothing of the window in it: the file stays
                     new = writer.write(table, rest) if rest.num_rows else None
@@ -372,9 +337,8 @@ class StagedFiles:
         with _conf(self.engine.session, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
             done = self.engine._collect(paths.mapInPandas(rewrite, schema=schema)).to_pylist()
         sizes = {a["path"]: a["size_bytes"] for a in candidates}
-        removes = [RemoveAction(d["old"], True, now, int(sizes[d["old"]]), {}) for d in done]
-        kept = [AddAction(d["path"], int(d["size"]), {}, now, True, d["stats"]) for d in done if d["path"]]
-        return removes, kept
+        removes = [{"path": d["old"], "size": sizes[d["old"]]} for d in done]
+        return removes, [d for d in done if d["path"]]
 
 
 def _may_hold(action: dict, window: dict[str, int], time_col: str) -> bool:

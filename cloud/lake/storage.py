@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from gondola.errors import ConfigError, StorageError
 
-__all__ = ["LakeStorage", "LocalStorage", "ObjectStorage", "open_storage"]
+__all__ = ["LakeStorage", "LocalStorage", "ObjectStorage", "file_stats", "open_storage", "stats_columns"]
 
 _OBJECT_SCHEMES = ("abfss", "abfs", "az", "adl", "s3", "gs")
 
@@ -185,6 +185,48 @@ class LakeStorage:
             raise StorageError(f"cannot write {table}: {exc}") from exc
         return self.version(table)
 
+    def commit_files(self, table: str, adds: list[dict], removes: list[dict] = (), *,
+                     txns: Iterable[tuple[str, int]] = ()) -> int:
+        """Add Parquet files already written into the table's folder (by Spark executors, say)
+        and remove others, in one commit with the application transactions ``txns``; creates
+        the table (description, properties, as ``write`` does) when it does not exist yet.
+
+        ``adds``: ``{"path", "size", "stats"}`` (path relative to the table, ``stats`` the Delta
+        statistics JSON, ``file_stats`` writes it); ``removes``: ``{"path", "size"}``.
+        Returns the new table version.
+
+        Raises:
+            StorageError: the commit failed (the files stay unreferenced; VACUUM removes them).
+        """
+        import time
+
+        from deltalake import CommitProperties, Schema, Transaction
+        from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+        from cloud.lake.tables import TABLES, schema_of, with_descriptions
+
+        now = int(time.time() * 1000)
+        add = [AddAction(f["path"], int(f["size"]), dict(f.get("partition_values") or {}), now, True, f["stats"])
+               for f in adds]
+        rm = [RemoveAction(f["path"], True, now, int(f["size"]), dict(f.get("partition_values") or {})) for f in removes]
+        props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
+        try:
+            dt = self.open(table)
+            if dt is None:
+                self._prepare(self.uri(table))
+                schema = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema)
+                create_table_with_add_actions(self.uri(table), schema, add, mode="append", name=table,
+                                              description=TABLES[table].doc if table in TABLES else None,
+                                              configuration=_table_config(table), storage_options=self._opts,
+                                              commit_properties=props)
+            else:
+                dt.create_write_transaction(rm + add, mode="append", schema=dt.schema(), commit_properties=props)
+        except StorageError:
+            raise
+        except Exception as exc:  # deltalake raises several types; translate at the boundary
+            raise StorageError(f"cannot commit {len(add)} files to {table}: {exc}") from exc
+        return self.version(table)
+
     def _prepare(self, uri: str) -> None:
         """Backend hook: make sure the location can take a table."""
 
@@ -213,8 +255,50 @@ def _table_config(table: str) -> dict[str, str]:
     config = {"delta.enableChangeDataFeed": "true"}
     tdef = TABLES.get(table)
     if tdef is not None and any(c.personal for c in tdef.columns):
-        config["delta.dataSkippingStatsColumns"] = ",".join(c.name for c in tdef.columns if not c.personal)
+        config["delta.dataSkippingStatsColumns"] = ",".join(stats_columns(table, [c.name for c in tdef.columns]))
     return config
+
+
+def stats_columns(table: str, names: Iterable[str]) -> list[str]:
+    """Of ``names``, the columns whose min / max may go into the Delta log's file statistics:
+    all but the personal ones (``_table_config``: a pseudonym must not sit in the log)."""
+    from cloud.lake.tables import TABLES
+
+    tdef = TABLES.get(table)
+    personal = {c.name for c in tdef.columns if c.personal} if tdef is not None else set()
+    return [n for n in names if n not in personal]
+
+
+def file_stats(table: str, rows: pa.Table) -> str:
+    """Delta statistics JSON of one data file of ``table`` holding ``rows``: numRecords, null
+    counts, and min / max of the flat number and string columns ``stats_columns`` allows
+    (strings cut to 32 characters as Delta does: a prefix is a valid minimum; a maximum cut
+    short is left out rather than made wrong)."""
+    import json
+
+    import pyarrow.compute as pc
+
+    mins, maxs, nulls = {}, {}, {}
+    allowed = set(stats_columns(table, rows.column_names))
+    for name in rows.column_names:
+        col = rows[name]
+        nulls[name] = col.null_count
+        if name not in allowed or not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                                       or pa.types.is_string(col.type)):
+            continue
+        mm = pc.min_max(col)
+        if not mm["min"].is_valid:
+            continue
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if isinstance(lo, float) and (lo != lo or hi != hi):
+            continue  # NaN: no bound
+        if isinstance(lo, str):
+            lo = lo[:32]
+            if len(hi) > 32:
+                mins[name] = lo
+                continue
+        mins[name], maxs[name] = lo, hi
+    return json.dumps({"numRecords": rows.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
 
 
 def _plain(table: pa.Table) -> pa.Table:

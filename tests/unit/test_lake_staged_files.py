@@ -43,3 +43,23 @@ def test_a_file_may_hold_a_window_only_if_its_store_range_and_last_instant_reach
     assert not _may_hold(stats, {"s003": 101}, "day_ms")        # the file ends before the window
     assert not _may_hold(stats, {"s001": 0, "s005": 0}, "day_ms")  # other stores
     assert _may_hold({"min.store_id": None}, {"s001": 0}, "day_ms")  # no statistics: it may
+
+
+def test_statistics_of_files_a_worker_wrote_keep_pseudonyms_out_of_the_delta_log(tmp_path):
+    """min / max of a personal column (``loyalty_pid``) would put a customer's pseudonym in the
+    log, where no erasure reaches it: the executors' writer leaves personal columns out."""
+    from cloud.lake.tables import TABLES
+
+    pids = ["pid1-" + "a" * 27, "pid1-" + "z" * 27]
+    rows = conform("silver.pos_line", pa.table({
+        "store_id": ["s001", "s002"], "device_id": ["d1", "d2"], "seq": [1, 2], "ts": [1_000, 2_000],
+        "sku": ["sku-0001", "sku-0002"], "qty": [1, 2], "loyalty_pid": pids}))
+    storage = open_storage(tmp_path / "lake")
+    writer = _ParquetWriter.of(storage)
+    StagedFiles(None, "silver.pos_line", [writer.write("silver.pos_line", rows)]).commit(
+        storage, window={}, time_col="ts", txns=[])
+    log = "".join(p.read_text() for p in (tmp_path / "lake" / "silver" / "pos_line" / "_delta_log").glob("*.json"))
+    assert "minValues" in log and "sku-0001" in log  # statistics are there, for the other columns
+    assert not any(pid in log or pid[:32] in log for pid in pids)
+    assert storage.read("silver.pos_line")["loyalty_pid"].to_pylist() == pids
+    assert any(c.personal and c.name == "loyalty_pid" for c in TABLES["silver.pos_line"].columns)
