@@ -9,7 +9,9 @@ Alert kinds (``stream.alerts.kind``):
 * ``empty_within_h``: the model's probability of the shelf being empty within its horizon.
   Raised at the model's operating threshold (``threshold`` in its manifest; a manifest with
   ``thresholds: {kind: value}`` sets one per kind), cleared at ``min(0.3, threshold / 2)``,
-  at most one change per facing per 15 minutes: the gateway's hysteresis.
+  at most one change per facing per 15 minutes: the gateway's hysteresis. Not raised on a
+  facing alerted ``empty_now`` (the gateway's rule: comparing the two sides would otherwise flag
+  every empty shelf as a divergence).
 * ``empty_now``: the gateway's detector, ``models.scoring.empty_now_prob``, at the gateway's
   threshold (the manifest's ``thresholds["empty_now"]``, else ``EMPTY_NOW_THRESHOLD``): a believed
   sensor's 0; for a facing without one (or a doubted 0) the till's evidence, or the model's score
@@ -174,7 +176,9 @@ class StoreScorer:
             elif kind in thresholds:
                 raise_at = thresholds[kind]
                 p = probs
-                want_raise = (p >= raise_at) & may_raise
+                # As on the gateway (edge.inference): detection first, and no forecast raised on
+                # a facing alerted empty now (a forecast about an empty shelf warns of nothing).
+                want_raise = (p >= raise_at) & may_raise & ~self.raised["empty_now"]
             else:
                 continue
             want_clear = p <= min(0.3, raise_at / 2)
