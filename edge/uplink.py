@@ -38,19 +38,17 @@ Errors: ``uplink_once`` never raises for transport trouble (it backs off and rep
 from __future__ import annotations
 
 import bisect
-import gzip
 import itertools
 import json
 import operator
 import logging
 import random
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 from gondola.clock import Clock
-from gondola.contracts import BATCH_SCHEMA, DICT_ENCODING, MAX_MESSAGE_BYTES, BatchMessage, compress_dict
+from gondola.contracts import BATCH_SCHEMA, DICT_ENCODING, ENCODINGS, MAX_MESSAGE_BYTES, BatchMessage, compress
 from gondola.errors import TransportAuthError, TransportError
 
 from edge.buffer import EventColumns, SqliteBuffer, StoredEvent, arrival, priority_of
@@ -59,10 +57,6 @@ from edge.transport import HubTransport
 __all__ = ["Backoff", "TokenBucket", "Uplink", "encode_lines", "encode_bodies", "ENCODINGS", "BILLING_UNIT_BYTES", "billed_units"]
 
 log = logging.getLogger(__name__)
-
-#: Content encodings the uplink can produce; all are read by ``gondola.contracts.decode_batch``.
-ENCODINGS = ("gzip", "deflate", DICT_ENCODING, "identity")
-
 
 _BODY = operator.attrgetter("body")
 _BY_DEVICE = operator.attrgetter("device_id", "id")
@@ -78,18 +72,6 @@ def billed_units(message: BatchMessage) -> int:
     """The 4 KB units IoT Hub bills for one message (body plus application properties)."""
     size = message.size + sum(len(k) + len(v) for k, v in message.properties.items())
     return -(-size // BILLING_UNIT_BYTES)
-
-
-def _compress(raw: bytes, encoding: str, level: int) -> bytes:
-    if encoding == "gzip":
-        return gzip.compress(raw, compresslevel=level, mtime=0)
-    if encoding == "deflate":
-        return zlib.compress(raw, level)
-    if encoding == DICT_ENCODING:
-        return compress_dict(raw, level)
-    if encoding == "identity":
-        return raw
-    raise ValueError(f"unknown encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
 
 
 def encode_lines(events: list[StoredEvent], *, store_id: str, encoding: str = "gzip", level: int = 6,
@@ -114,7 +96,7 @@ def _message(bodies, first_device_id: str, first_seq: int, *, store_id: str, enc
     text = "\n".join(bodies)
     if encoding == DICT_ENCODING and "\x01" in text:  # not valid JSON text: cannot happen, cannot be elided
         encoding, level = "gzip", 6
-    return BatchMessage(body=_compress(text.encode(), encoding, level), properties={
+    return BatchMessage(body=compress(text.encode(), encoding, level), properties={
         "schema": BATCH_SCHEMA,
         "content-type": "application/x-ndjson",
         "content-encoding": encoding,
@@ -202,11 +184,13 @@ class Uplink:
 
     # ---- packing -------------------------------------------------------------------------
 
-    def _pack(self, events: EventColumns, lane: str, encoding: str, level: int):
+    def _pack(self, events: EventColumns, lane: str, encoding: str, level: int,
+              encoded: BatchMessage | None = None):
         """Split into messages of at most ``max_bytes`` (estimate from the lane's last ratio,
         shrink by the measured one if a message still comes out too big); yield (message, the
         ids of its events). Raw sizes are summed once (a running total), so finding a message's
-        end is a bisection, not a loop."""
+        end is a bisection, not a loop. ``encoded``: all of ``events`` already encoded as one
+        message (by ``_fill``), used where that is the message this would encode."""
         ratio = self._ratios.get((lane, encoding), 0.2) if encoding != "identity" else 1.0
         bodies = events.bodies
         # cum[i]: the bodies' bytes before event i (the newlines, 0.3 % more, fit in the headroom)
@@ -217,8 +201,11 @@ class Uplink:
             end = bisect.bisect_right(cum, cum[start] + self.max_bytes / (ratio * 1.15)) - 1
             end = min(max(end, start + 1), len(bodies))
             while True:
-                msg = encode_bodies(bodies[start:end], store_id=self.store_id, encoding=encoding, level=level,
-                                    lane=lane)
+                if encoded is not None and start == 0 and end == len(bodies):
+                    msg = encoded
+                else:
+                    msg = encode_bodies(bodies[start:end], store_id=self.store_id, encoding=encoding, level=level,
+                                        lane=lane)
                 if msg.size <= self.max_bytes:
                     break
                 if end - start == 1:
@@ -249,34 +236,39 @@ class Uplink:
             groups.reverse()
         return [(lane, evs) for lane, evs in groups if evs.ids]
 
-    def _plan_budget(self, now_ms: int) -> list[tuple[str, EventColumns]]:
+    def _plan_budget(self, now_ms: int) -> tuple[list[tuple[str, EventColumns]], BatchMessage | None]:
         """What is due (alerts and health, and every event that has waited ``delay_ms``), in
         priority order, topped up in arrival order with events not due yet, as many as fit in
         the 4 KB units the message pays for anyway. A batch that makes one message is ordered
         by device (each device's events in the order they had: class, then arrival), which
-        puts alike lines next to each other: 2 % fewer bytes."""
+        puts alike lines next to each other: 2 % fewer bytes. Also the batch as one message
+        when ``_fill`` encoded it (``_pack`` sends that rather than encode it again)."""
         events = self.buffer.select_backlog(self.round_rows)
         due = self.buffer.last_arrival_received_by(now_ms - self.delay_ms)
         must = [e for e in events if e.priority == 0 or arrival(e.id) <= due]
         rest = sorted((e for e in events if not (e.priority == 0 or arrival(e.id) <= due)), key=lambda e: arrival(e.id))
-        batch = must + rest[: self._fill(must, rest)]
+        n, encoded = self._fill(must, rest)
+        batch = must + rest[:n]
         if sum(len(e.body) for e in batch) <= self.max_bytes:  # one message, whatever it compresses to
             batch.sort(key=_BY_DEVICE)
-        return [("backlog", EventColumns.of(batch))]
+        else:
+            encoded = None  # _pack sends the batch in arrival order
+        return [("backlog", EventColumns.of(batch))], encoded
 
-    def _fill(self, must: list[StoredEvent], rest: list[StoredEvent]) -> int:
+    def _fill(self, must: list[StoredEvent], rest: list[StoredEvent]) -> tuple[int, BatchMessage | None]:
         """How many of ``rest`` fit after ``must`` without a further billing unit (binary
-        search over encoded sizes; raw bytes bound it, as no batch compresses 30x)."""
+        search over encoded sizes; raw bytes bound it, as no batch compresses 30x), and
+        ``must`` with them encoded as ``_plan_budget`` sends them (None if not encoded)."""
         def encode(evs: list[StoredEvent]) -> BatchMessage:  # as _plan_budget will send them
             return encode_lines(sorted(evs, key=_BY_DEVICE), store_id=self.store_id, encoding=self.budget_encoding,
                                 level=self.budget_level)
 
         if not rest or not must:
-            return 0
-        first = encode(must)
-        if first.size > self.max_bytes:
-            return 0  # several messages anyway: _pack splits them
-        units = billed_units(first)
+            return 0, None
+        best = encode(must)
+        if best.size > self.max_bytes:
+            return 0, None  # several messages anyway: _pack splits them
+        units = billed_units(best)
         budget = units * BILLING_UNIT_BYTES * 30
         hi, raw = 0, sum(len(e.body) + 1 for e in must)
         while hi < len(rest) and raw + len(rest[hi].body) + 1 <= budget:
@@ -287,10 +279,10 @@ class Uplink:
             mid = (lo + hi + 1) // 2
             msg = encode(must + rest[:mid])
             if billed_units(msg) <= units and msg.size <= self.max_bytes:
-                lo = mid
+                lo, best = mid, msg
             else:
                 hi = mid - 1
-        return lo
+        return lo, best
 
     def due(self, now_ms: int) -> str | None:
         """What the freshness budget sends now: ``"round"`` (a full round waits: big messages
@@ -324,12 +316,13 @@ class Uplink:
         if mode is None:
             return 0
         sent = 0
+        encoded = None  # the budget's batch, already encoded as one message
         if mode == "round":
             plan, encoding, level = self.plan_round(rows), self.encoding, self.level
         else:
-            plan, encoding, level = self._plan_budget(now), self.budget_encoding, self.budget_level
+            (plan, encoded), encoding, level = self._plan_budget(now), self.budget_encoding, self.budget_level
         for lane, events in plan:
-            for msg, chunk in self._pack(events, lane, encoding, level):  # chunk: the message's event ids
+            for msg, chunk in self._pack(events, lane, encoding, level, encoded):  # chunk: the message's event ids
                 if self.bucket:
                     self.bucket.take(msg.size)
                 try:

@@ -65,6 +65,8 @@ __all__ = [
     "DICT_ENCODING",
     "BATCH_DICT1",
     "compress_dict",
+    "compress",
+    "ENCODINGS",
 ]
 
 SCHEMA_VERSION = 1
@@ -474,7 +476,8 @@ def event_key(event: Mapping[str, Any]) -> tuple[str, int, int]:
 #: docs/gateway.md, "Cost").
 DICT_ENCODING = "deflate-dict1"
 
-_ENCODINGS = ("gzip", "deflate", DICT_ENCODING, "identity")
+#: Content encodings a batch may have (``compress`` makes them, ``batch_lines`` reads them).
+ENCODINGS = ("gzip", "deflate", DICT_ENCODING, "identity")
 
 #: The preset dictionary of ``deflate-dict1``: one template line per event type, as devices
 #: send them (``received_at`` first, as the gateway stores them) and as the gateway writes its
@@ -574,17 +577,19 @@ class BatchMessage:
         return len(self.body)
 
 
-def _compress(raw: bytes, encoding: str) -> bytes:
+def compress(raw: bytes, encoding: str, level: int | None = None) -> bytes:
+    """A batch body in ``encoding`` (one of ``ENCODINGS``) at ``level`` (None: 6 for gzip and
+    deflate, 9 for ``deflate-dict1``): the one compression path of the gateway and the cloud."""
     if encoding == "gzip":
         # mtime=0 keeps the bytes a pure function of the events.
-        return gzip.compress(raw, compresslevel=6, mtime=0)
+        return gzip.compress(raw, compresslevel=6 if level is None else level, mtime=0)
     if encoding == "deflate":
-        return zlib.compress(raw, 6)
+        return zlib.compress(raw, 6 if level is None else level)
     if encoding == DICT_ENCODING:
-        return compress_dict(raw)
+        return compress_dict(raw) if level is None else compress_dict(raw, level)
     if encoding == "identity":
         return raw
-    raise ValueError(f"unknown content encoding {encoding!r}; use one of {', '.join(_ENCODINGS)}")
+    raise ValueError(f"unknown content encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
@@ -629,7 +634,7 @@ def encode_batch(events: list[Mapping[str, Any]], *, store_id: str, encoding: st
     if not events:
         raise ValueError("a batch needs at least one event")
     raw = b"\n".join(_line(e) for e in events)
-    body = _compress(raw, encoding)
+    body = compress(raw, encoding)
     if len(body) > MAX_MESSAGE_BYTES:
         raise ValueError(f"batch of {len(events)} events encodes to {len(body)} bytes > {MAX_MESSAGE_BYTES}")
     return BatchMessage(body=body, properties=_properties(events, store_id, encoding))
@@ -712,7 +717,7 @@ def pack_batches(
     def emit(chunk: list[tuple[Mapping[str, Any], bytes]]) -> Iterator[tuple[BatchMessage, list[Mapping[str, Any]]]]:
         nonlocal ratio
         raw = b"\n".join(line for _, line in chunk)
-        body = _compress(raw, encoding)
+        body = compress(raw, encoding)
         if len(body) > max_bytes and len(chunk) > 1:
             half = len(chunk) // 2
             yield from emit(chunk[:half])
