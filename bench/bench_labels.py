@@ -175,10 +175,10 @@ def _one_set(hseed: int, sensor_share: float, quick: bool) -> dict:
                                       int(HORIZON_H * 3_600_000))
     variants = {
         "truth": (~test, truth_y, truth_now),
-        "lake": (~test & observed_in_lake(table, data, HORIZON_H), lab == 1, data.empty_now),
+        "lake": (~test & kept, lab == 1, data.empty_now),
         "lake_every_observed_row": (~test & (lab >= 0), lab == 1, data.empty_now),
         # the same rows as "lake" with the simulator's labels: what the choice of rows alone costs
-        "truth_on_lake_rows": (~test & observed_in_lake(table, data, HORIZON_H), truth_y, truth_now),
+        "truth_on_lake_rows": (~test & kept, truth_y, truth_now),
         "lake_before": (~test & observed_labels(data, HORIZON_H), before_y, before_now),
     }
     ahead = test & ~truth_now

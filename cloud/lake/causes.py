@@ -61,9 +61,11 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from cloud.lake.tables import conform
+from cloud.lake.tables import column_rows, conform
 
 __all__ = ["CAUSES", "stockout_causes", "EVIDENCE_DAYS", "ROUND_GAP_MS", "CONFIDENCE"]
 
@@ -137,21 +139,31 @@ CONFIDENCE: dict[str, float] = {
 }
 
 
-def _local_offset_ms(tz: str | None, ts: int) -> int:
+def _local_offsets_ms(ts: np.ndarray, tz: str | None) -> np.ndarray:
+    """UTC offsets (ms) of the time zone ``tz`` at the instants ``ts`` (epoch ms), in one
+    conversion; 0 without a time zone or for an unknown one."""
     if not tz:
-        return 0
+        return np.zeros(len(ts), np.int64)
     try:
-        off = datetime.fromtimestamp(ts / 1000, timezone.utc).astimezone(ZoneInfo(tz)).utcoffset()
+        local = pc.local_timestamp(pa.array(ts, pa.timestamp("ms", tz))).cast(pa.int64())
+        return local.to_numpy(zero_copy_only=False) - ts
+    except ValueError:  # (ArrowInvalid) not in Arrow's time-zone database
+        pass
+    try:
+        zone = ZoneInfo(tz)  # Python's own (e.g. the tzdata package where the OS has none)
     except (KeyError, ValueError):
-        return 0
-    return int(off.total_seconds() * 1000) if off is not None else 0
+        return np.zeros(len(ts), np.int64)
+    return np.array([int(datetime.fromtimestamp(t / 1000, timezone.utc).astimezone(zone).utcoffset().total_seconds()
+                         * 1000) for t in ts.tolist()], np.int64)
 
 
-def _end_of_day(ts: int, tz: str | None) -> int:
-    """The end of the store's local day that contains ``ts`` (epoch ms)."""
-    off = _local_offset_ms(tz, ts)
-    local = ts + off
-    return local - local % _D + _D - off
+def _local_days(ts: list[int], tz: str | None) -> tuple[list[int], list[str]]:
+    """The end (epoch ms) and the date (ISO) of the store's local day that contains each of
+    ``ts`` (epoch ms), from one time-zone conversion of all of them."""
+    t = np.asarray(ts, np.int64)
+    off = _local_offsets_ms(t, tz)
+    day = (t + off) // _D
+    return ((day + 1) * _D - off).tolist(), day.astype("datetime64[D]").astype(str).tolist()
 
 
 def _rounds(times: list[int]) -> list[int]:
@@ -165,12 +177,6 @@ def _rounds(times: list[int]) -> list[int]:
     return out
 
 
-def _rows(table: pa.Table | None, cols: list[str]) -> list[tuple]:
-    if table is None or table.num_rows == 0:
-        return []
-    return list(zip(*(table[c].to_pylist() for c in cols)))
-
-
 def stockout_causes(stockouts: pa.Table, restocks: pa.Table | None, deliveries: pa.Table | None,
                     planogram: pa.Table | None = None, stores: pa.Table | None = None, *,
                     stock: pa.Table | None = None, shelf_state: pa.Table | None = None,
@@ -181,21 +187,21 @@ def stockout_causes(stockouts: pa.Table, restocks: pa.Table | None, deliveries: 
     (``silver.pos_line`` rows of kind ``return``) give the book test; without them (a store whose
     ERP does not export its stock record) the causes come from the scans alone.
     """
-    so_rows = _rows(stockouts, ["store_id", "facing_id", "sku", "start_ms", "end_ms", "open_min",
+    so_rows = column_rows(stockouts, ["store_id", "facing_id", "sku", "start_ms", "end_ms", "open_min",
                                 "lost_sales_cents_est", "lost_units_est", "rate_per_h"])
-    tz_of = dict(_rows(stores, ["store_id", "timezone"]))
-    plan = _rows(planogram, ["store_id", "facing_id", "sku", "capacity"])
+    tz_of = dict(column_rows(stores, ["store_id", "timezone"]))
+    plan = column_rows(planogram, ["store_id", "facing_id", "sku", "capacity"])
     capacity = {(s, f): c for s, f, _, c in plan}
     book = _Book(stock, shelf_state, returns, plan)
     by_store: dict[str, list[tuple]] = defaultdict(list)
     for r in so_rows:
         by_store[r[0]].append(r)
     rs_by_store: dict[str, list[tuple]] = defaultdict(list)
-    for s, f, sku, ts, units in _rows(restocks, ["store_id", "facing_id", "sku", "ts", "units_added"]):
+    for s, f, sku, ts, units in column_rows(restocks, ["store_id", "facing_id", "sku", "ts", "units_added"]):
         if ts is not None and (units or 0) > 0:
             rs_by_store[s].append((ts, f, sku, units))
     dl_by_store: dict[str, list[tuple]] = defaultdict(list)
-    for s, sku, ts, units, did in _rows(deliveries, ["store_id", "sku", "ts", "units", "delivery_id"]):
+    for s, sku, ts, units, did in column_rows(deliveries, ["store_id", "sku", "ts", "units", "delivery_id"]):
         if ts is not None:
             dl_by_store[s].append((ts, sku, units or 0, did))
     out: list[dict] = []
@@ -214,19 +220,19 @@ class _Book:
 
     def __init__(self, stock: pa.Table | None, shelf_state: pa.Table | None, returns: pa.Table | None,
                  plan: list[tuple]) -> None:
-        self.book = {(s, sku, d): b for s, d, sku, b in _rows(stock, ["store_id", "date", "sku", "book_units"])
+        self.book = {(s, sku, d): b for s, d, sku, b in column_rows(stock, ["store_id", "date", "sku", "book_units"])
                      if b is not None}
         self.facings: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
         for s, f, sku, cap in plan:
             self.facings[(s, sku)].append((f, cap or 0))
         self.hours: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-        for s, f, h, u in _rows(shelf_state, ["store_id", "facing_id", "hour_ms", "min_units"]):
+        for s, f, h, u in column_rows(shelf_state, ["store_id", "facing_id", "hour_ms", "min_units"]):
             if h is not None and u is not None:
                 self.hours[(s, f)].append((h, u))
         for v in self.hours.values():
             v.sort()
         self.returned: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-        for s, sku, ts, qty in _rows(returns, ["store_id", "sku", "ts", "qty"]):
+        for s, sku, ts, qty in column_rows(returns, ["store_id", "sku", "ts", "qty"]):
             if ts is not None:
                 self.returned[(s, sku)].append((ts, -(qty or 0)))
 
@@ -313,8 +319,9 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
         v.sort()
 
     out = []
-    for (store, facing, sku, start, end, open_min, lost_cents, lost_units, rate), (refill, passed) in zip(rows, first):
-        eod = _end_of_day(start, tz)
+    eods, dates = _local_days([r[3] for r in rows], tz)
+    for (store, facing, sku, start, end, open_min, lost_cents, lost_units, rate), (refill, passed), eod, date in zip(
+            rows, first, eods, dates):
         horizon = eod + EVIDENCE_DAYS * _D
         dl = sku_dl.get(sku, [])
         dl_ts = [t for t, _ in dl]
@@ -358,8 +365,7 @@ def _store_causes(rows: list[tuple], restocks: list[tuple], deliveries: list[tup
         # record never holds less than the store has), unless the product was seen shelved after
         # the day before any delivery; units recorded there while the scans say the backroom was
         # empty are phantom (or misplaced cases, which the record also counts).
-        local = datetime.fromtimestamp((eod - _D + _local_offset_ms(tz, eod - _D)) / 1000, timezone.utc)
-        beyond = book.beyond_shelf(store, sku, eod, local.date().isoformat())
+        beyond = book.beyond_shelf(store, sku, eod, date)
         on_book = None
         if beyond is not None and beyond[1] <= 0 and path != "restocked_after_day":
             backroom, path, on_book = "book_empty", "book_nothing_beyond_shelf", "empty"

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cloud.lake.tables import column_rows
+
 __all__ = ["evidence_labels", "SENSOR_SILENCE_MS", "EVIDENCE_MS", "LABEL_SOURCES"]
 
 #: A live sensor reports at least every heartbeat (180 min by default); a longer silence
@@ -52,12 +54,6 @@ EVIDENCE_MS = 20 * 3_600_000
 #: Values of ``gold.features.label_source`` (NULL: nobody observed the label).
 LABEL_SOURCES = ("sensor", "gap_scan", "restock", "till", "shelf_check")
 _INF = np.iinfo(np.int64).max // 4
-
-
-def _rows(table: pa.Table | None, cols: tuple[str, ...]) -> list[tuple]:
-    if table is None or table.num_rows == 0 or not set(cols) <= set(table.column_names):
-        return []
-    return list(zip(*(table[c].to_pylist() for c in cols)))
 
 
 def _by_facing(rows: list[tuple]) -> dict[str, list[tuple]]:
@@ -152,15 +148,15 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     now = np.full(n, -1, np.int64)
     source = np.full(n, -1, np.int64)
     staff = np.full(n, -1, np.int64)
-    readings = _by_facing(_rows(events.get("readings"), ("facing_id", "ts", "units_est")))
-    restocks = _by_facing(_rows(events.get("restocks"), ("facing_id", "ts", "units_added")))
-    scans = _by_facing(_rows(events.get("gaps"), ("facing_id", "ts")))
-    checks = _by_facing(_rows(events.get("checks"), ("facing_id", "ts", "outcome")))
+    readings = _by_facing(column_rows(events.get("readings"), ("facing_id", "ts", "units_est")))
+    restocks = _by_facing(column_rows(events.get("restocks"), ("facing_id", "ts", "units_added")))
+    scans = _by_facing(column_rows(events.get("gaps"), ("facing_id", "ts")))
+    checks = _by_facing(column_rows(events.get("checks"), ("facing_id", "ts", "outcome")))
     facings_of_sku: dict[str, int] = {}
     for f in plan:
         facings_of_sku[f.sku] = facings_of_sku.get(f.sku, 0) + 1
     sales: dict[str, list[int]] = {}
-    for sku, ts, qty, kind in _rows(events.get("pos"), ("sku", "ts", "qty", "kind")):
+    for sku, ts, qty, kind in column_rows(events.get("pos"), ("sku", "ts", "qty", "kind")):
         if (kind or "sale") == "sale" and (qty or 0) > 0:
             sales.setdefault(str(sku), []).append(int(ts))
     order = np.argsort(facing.astype(str), kind="stable")

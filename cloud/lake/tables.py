@@ -9,6 +9,7 @@ Arrow ``list<float>``) mapped to Arrow, DuckDB, Spark and T-SQL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -16,7 +17,7 @@ import pyarrow as pa
 __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
-    "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE",
+    "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -558,3 +559,11 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
     "gold.feature_state": (("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock", "silver.planogram"),
                            "cloud.lake.features: models.replay online state per store at each midnight"),
 }
+
+
+def column_rows(table: pa.Table | None, cols: Sequence[str]) -> list[tuple]:
+    """``table``'s columns ``cols`` as Python tuples, one per row; none when there is no table,
+    no row, or a column is missing (a table written before the column existed)."""
+    if table is None or table.num_rows == 0 or not set(cols) <= set(table.column_names):
+        return []
+    return list(zip(*(table[c].to_pylist() for c in cols)))

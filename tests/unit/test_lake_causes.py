@@ -17,8 +17,9 @@ def _stockout(start, end, facing="f1", sku="A"):
             "lost_sales_cents_est": 100.0, "lost_units_est": 1.0, "rate_per_h": 1.0}
 
 
-def _classify(stockouts, restocks, deliveries, book=None, shelf=None, returns=()):
-    """``book``: {(date, sku): book units}; ``shelf``: {(facing, hour_ms): min units} (gold.shelf_state)."""
+def _classify(stockouts, restocks, deliveries, book=None, shelf=None, returns=(), tz=None):
+    """``book``: {(date, sku): book units}; ``shelf``: {(facing, hour_ms): min units} (gold.shelf_state);
+    ``tz``: the store's time zone (none: UTC)."""
     plan = pa.Table.from_pylist([{"store_id": "s1", "facing_id": f, "sku": s, "capacity": 6}
                                  for f, s in (("f1", "A"), ("f2", "B"), ("f3", "A"))])
     rs = pa.Table.from_pylist([{"store_id": "s1", "facing_id": f, "sku": s, "ts": t, "units_added": u}
@@ -34,7 +35,8 @@ def _classify(stockouts, restocks, deliveries, book=None, shelf=None, returns=()
         ret = pa.Table.from_pylist([{"store_id": "s1", "sku": s, "ts": t, "qty": -1} for s, t in returns],
                                    schema=pa.schema([("store_id", pa.string()), ("sku", pa.string()),
                                                      ("ts", pa.int64()), ("qty", pa.int64())]))
-    return stockout_causes(pa.Table.from_pylist(stockouts), rs, dl, plan, stock=stock, shelf_state=state,
+    stores = pa.Table.from_pylist([{"store_id": "s1", "timezone": tz}]) if tz else None
+    return stockout_causes(pa.Table.from_pylist(stockouts), rs, dl, plan, stores, stock=stock, shelf_state=state,
                            returns=ret).to_pylist()
 
 
@@ -107,6 +109,21 @@ def test_units_shelved_after_the_day_outweigh_a_book_that_shows_none():
                      [("f1", "A", DAY0 + 13 * H, 6), ("f1", "A", D + DAY0 + 7 * H, 3)], [],
                      book={("2026-01-05", "A"): 3}, shelf={("f1", LAST_HOUR): 3, ("f3", LAST_HOUR): 0})
     assert rows[0]["cause"] == "shelf_handling" and rows[0]["evidence"] == "restocked_after_day+book_nothing_beyond_shelf"
+
+
+def test_the_book_of_the_stores_local_day_is_read_on_a_day_the_clocks_go_forward():
+    # Berlin, 2026-03-29: 02:00 local became 03:00. Empty at 10:00 local (08:00 UTC); the day's
+    # record holds only the 2 units on f3, read at 23:00 local (21:00 UTC). The scans alone say phantom.
+    day = DAY0 + 83 * D  # 2026-03-29 00:00 UTC
+    stockout = [_stockout(day + 8 * H, None)]
+    scans = ([("f2", "B", day + 13 * H, 4)], [("B", day + D + 5 * H, 12, "d2")])
+    shelf = {("f1", day + 21 * H): 0, ("f3", day + 21 * H): 2}
+    assert _classify(stockout, *scans, tz="Europe/Berlin")[0]["cause"] == "phantom_inventory"
+    rows = _classify(stockout, *scans, book={("2026-03-29", "A"): 2}, shelf=shelf, tz="Europe/Berlin")
+    assert rows[0]["cause"] == "backroom_empty" and rows[0]["evidence"] == "book_nothing_beyond_shelf"
+    # the day before's record is not that day's
+    rows = _classify(stockout, *scans, book={("2026-03-28", "A"): 2}, shelf=shelf, tz="Europe/Berlin")
+    assert rows[0]["cause"] == "phantom_inventory"
 
 
 def test_no_stockouts_give_an_empty_table_with_the_schema():
