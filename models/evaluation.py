@@ -116,8 +116,9 @@ def hysteresis_episodes(
     if n == 0:
         return []
     if group is None:
-        keys = np.char.add(np.char.add(np.asarray(store).astype(str), "\x1f"), np.asarray(facing).astype(str))
-        _, group = np.unique(keys, return_inverse=True)
+        from models.replay import facing_groups
+
+        _, group = facing_groups(store, facing)
     order = np.lexsort((np.asarray(t), group))
     k, p, tt = group[order], np.asarray(probs)[order], np.asarray(t)[order]
     # Vectorized state machine: each row is a "raise" (+1), "clear" (-1) or no-op (0) signal;

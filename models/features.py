@@ -421,14 +421,16 @@ def _rates_matrix(states: list[FacingState], now_ms: int) -> np.ndarray:
 
 
 def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None = None,
-             store: np.ndarray | None = None) -> np.ndarray:
+             store: np.ndarray | None = None, untrusted: np.ndarray | None = None) -> np.ndarray:
     """Feature rows from gathered state arrays at ``now_ms``, float64. ``sku_group``: the
-    facings' SKU index (:func:`_sku_groups`; computed when not given)."""
+    facings' SKU index (:func:`_sku_groups`; computed when not given); ``untrusted``: the
+    facings' :func:`sensor_untrusted_from` at ``now_ms`` (computed when not given)."""
     n = len(a["cap"])
     if n == 0:
         return np.zeros((0, _N), dtype=np.float64)
     cap, started = a["cap"], a["started"]
-    untrusted = sensor_untrusted_from(a, now_ms, store)
+    if untrusted is None:
+        untrusted = sensor_untrusted_from(a, now_ms, store)
     sensor = np.where(untrusted, 0.0, a["sensor"])
     # An untrusted sensor's facing is scored as one without a sensor, on POS evidence.
     units = np.where(untrusted & ~np.isnan(a["pos_units"]), a["pos_units"], a["units"])
@@ -538,6 +540,7 @@ class FeatureCache:
         self._arrays = _gather(self.states)
         self._sku_group = _sku_groups(self._arrays)  # a facing's SKU never changes
         self._dirty: set[int] = set()
+        self._trust: tuple[int, np.ndarray] | None = None  # (now_ms, untrusted) of the last matrix
 
     @property
     def sku_group(self) -> np.ndarray:
@@ -556,14 +559,21 @@ class FeatureCache:
             for name, arr in fresh.items():
                 self._arrays[name][idx] = arr
             self._dirty.clear()
+            self._trust = None
         return self._arrays
 
     def matrix(self, now_ms: int) -> np.ndarray:
         """Features of every facing at ``now_ms``, (n, F) float32; same values as feature_matrix."""
-        return _compute(self.refresh(), now_ms, self._sku_group).astype(np.float32)
+        arrays = self.refresh()
+        untrusted = sensor_untrusted_from(arrays, now_ms)
+        self._trust = (now_ms, untrusted)
+        return _compute(arrays, now_ms, self._sku_group, untrusted=untrusted).astype(np.float32)
 
     def untrusted(self, now_ms: int) -> np.ndarray:
-        """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``)."""
+        """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``):
+        the one that matrix used when it was computed at ``now_ms``."""
+        if self._trust is not None and self._trust[0] == now_ms:
+            return self._trust[1]
         return sensor_untrusted_from(self._arrays, now_ms)
 
 
@@ -590,6 +600,7 @@ class FeatureCacheGroup:
         at = 0
         for c, n in zip(self.caches, sizes):
             c._arrays = {name: arr[at:at + n] for name, arr in self._arrays.items()}
+            c._trust = None
             at += n
 
     def matrices(self, now_ms: int) -> list[np.ndarray]:

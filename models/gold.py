@@ -19,7 +19,7 @@ import numpy as np
 from gondola.errors import ConfigError, StorageError
 from models.dataset import LabelledRows
 from models.features import FEATURES
-from models.replay import FeatureRows
+from models.replay import FeatureRows, facing_groups
 
 __all__ = ["GOLD_FEATURES", "rows_from_gold", "read_gold_features", "observed_in_lake"]
 
@@ -69,13 +69,14 @@ def observed_in_lake(table: Any, data: LabelledRows, horizon_h: float) -> np.nda
     n = table.num_rows
     label_known = np.array([v is not None for v in table.column("label").to_pylist()], dtype=bool)
     if "label_source" in table.column_names:
-        sourced = np.array([v is not None for v in table.column("label_source").to_pylist()], dtype=bool)
+        source = np.array(table.column("label_source").to_pylist(), dtype=object)
     else:
-        sourced = np.zeros(n, dtype=bool)
+        source = np.full(n, None, dtype=object)
+    sourced = np.array([v is not None for v in source], dtype=bool)
     legacy = label_known & ~sourced
     out = label_known & sourced
     if "label_without_sensor" in table.column_names:
-        out &= ~_thinned(table, data, out)
+        out &= ~_thinned(table, data, out, source)
     if legacy.any():
         out |= legacy & observed_labels(data, horizon_h)
     return out
@@ -85,7 +86,7 @@ def observed_in_lake(table: Any, data: LabelledRows, horizon_h: float) -> np.nda
 MIN_SENSOR_ROWS = 50
 
 
-def _thinned(table: Any, data: LabelledRows, observed: np.ndarray) -> np.ndarray:
+def _thinned(table: Any, data: LabelledRows, observed: np.ndarray, source: np.ndarray) -> np.ndarray:
     """Rows labelled by staff or till evidence that training leaves out so that evidence stops
     favouring one class.
 
@@ -95,9 +96,9 @@ def _thinned(table: Any, data: LabelledRows, observed: np.ndarray) -> np.ndarray
     stock-outs of a shelf nobody watches, and a model trained on them overrates such shelves. The
     rows a sensor labels say how often that evidence sees each class (``label_without_sensor``,
     the label it gives there); the favoured class's rows are kept with the ratio of the two rates,
-    chosen by a hash of (store, facing, instant): the same rows every time.
+    chosen by a hash of (store, facing, instant): the same rows every time. ``source``: the
+    table's ``label_source`` per row.
     """
-    source = np.array(table.column("label_source").to_pylist(), dtype=object)
     staff = np.array([-1 if v is None else v for v in table.column("label_without_sensor").to_pylist()], np.int64)
     y = data.y
     sensor = observed & (source == "sensor")
@@ -116,8 +117,7 @@ def _unit_hash(rows) -> np.ndarray:
     """A number in [0, 1) per row from (store, facing, instant), the same on every run (splitmix64)."""
     import zlib
 
-    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
-    uniq, inv = np.unique(keys, return_inverse=True)
+    uniq, inv = facing_groups(rows.store, rows.facing)
     codes = np.array([zlib.crc32(k.encode()) for k in uniq.tolist()], np.uint64)[inv]
     with np.errstate(over="ignore"):
         z = (codes << np.uint64(32)) ^ rows.t.astype(np.uint64)

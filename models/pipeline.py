@@ -18,6 +18,7 @@ import numpy as np
 from gondola.clock import HOUR_MS
 from models.dataset import LabelledRows
 from models.features import FEATURES
+from models.replay import facing_groups, split_facing_key
 from models.metrics import average_precision, threshold_at_recall
 from models.scoring import BaselineScorer, PoissonScorer, Scorer, ZeroSalesScorer, empty_now_prob
 from models.train import MlpWeights, TrainConfig
@@ -211,9 +212,8 @@ def evaluate_side_by_side(
     rows = test.rows
     sensor = rows.X[:, FEATURES.index("has_sensor")] > 0.5
     # One integer per (store, facing), computed once for every scorer's alert replay.
-    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
-    uniq, group = np.unique(keys, return_inverse=True)
-    sensored_keys = {tuple(str(k).split("\x1f", 1)) for k in uniq[np.unique(group[sensor])]}
+    uniq, group = facing_groups(rows.store, rows.facing)
+    sensored_keys = {split_facing_key(k) for k in uniq[np.unique(group[sensor])]}
     outs_by = {
         "sensor": [s for s in test.stockouts if (s[0], s[1]) in sensored_keys],
         "no_sensor": [s for s in test.stockouts if (s[0], s[1]) not in sensored_keys],
@@ -280,11 +280,10 @@ def _sensored(rows) -> np.ndarray:
 
 
 def _groups(rows) -> tuple[np.ndarray, set[tuple[str, str]]]:
-    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
-    uniq, group = np.unique(keys, return_inverse=True)
+    uniq, group = facing_groups(rows.store, rows.facing)
     has = np.zeros(len(uniq), dtype=bool)
     np.logical_or.at(has, group, _sensored(rows))
-    ns = {tuple(str(k).split("\x1f", 1)) for k in uniq[~has]}
+    ns = {split_facing_key(k) for k in uniq[~has]}
     return group, ns
 
 

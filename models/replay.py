@@ -29,6 +29,9 @@ __all__ = [
     "events_from_silver",
     "planograms_from_rows",
     "features_from_silver",
+    "facing_keys",
+    "facing_groups",
+    "split_facing_key",
 ]
 
 #: Silver table (or short name) -> the event type its rows are.
@@ -290,6 +293,27 @@ def _sample(store: StoreFeatures, events: Iterator[Mapping[str, Any]], instants:
     )
 
 
+#: Joins a row's store and facing into one key (a control character no id contains).
+_KEY_SEP = "\x1f"
+
+
+def facing_keys(store: np.ndarray, facing: np.ndarray) -> np.ndarray:
+    """One string per row naming its facing in its store (``store`` and ``facing`` joined)."""
+    return np.char.add(np.char.add(np.asarray(store).astype(str), _KEY_SEP), np.asarray(facing).astype(str))
+
+
+def facing_groups(store: np.ndarray, facing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, group)``: the distinct :func:`facing_keys` (sorted) and per row the index of its own."""
+    keys, group = np.unique(facing_keys(store, facing), return_inverse=True)
+    return keys, group.reshape(-1)
+
+
+def split_facing_key(key: Any) -> tuple[str, str]:
+    """``(store, facing)`` of one :func:`facing_keys` key."""
+    store, facing = str(key).split(_KEY_SEP, 1)
+    return store, facing
+
+
 def label_rows(
     rows: FeatureRows,
     stockouts: Iterable[tuple[str, str, int, int | None]],
@@ -308,13 +332,13 @@ def label_rows(
     if not by_key or len(rows) == 0:
         return empty_now, empty_within
     # Group rows by facing so each facing's intervals are scanned once with numpy.
-    keys = np.char.add(np.char.add(rows.store.astype(str), "\x1f"), rows.facing.astype(str))
+    keys = facing_keys(rows.store, rows.facing)
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     bounds = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
     for a, b in zip(bounds[:-1], bounds[1:]):
         idx = order[a:b]
-        store, facing = sorted_keys[a].split("\x1f", 1)
+        store, facing = split_facing_key(sorted_keys[a])
         intervals = by_key.get((store, facing))
         if not intervals:
             continue

@@ -107,8 +107,9 @@ def observed_labels(data, horizon_h: float) -> np.ndarray:
     X = data.rows.X
     sensor = X[:, FEATURES.index("has_sensor")] > 0.5
     silence = X[:, FEATURES.index("hours_since_reading")].astype(np.float64)
-    keys = np.char.add(np.char.add(data.rows.store.astype(str), "\x1f"), data.rows.facing.astype(str))
-    _, facing = np.unique(keys, return_inverse=True)
+    from models.replay import facing_groups
+
+    _, facing = facing_groups(data.rows.store, data.rows.facing)
     t = data.rows.t.astype(np.int64)
     # One sortable int64 per (facing, instant): the row at t + horizon is found by searchsorted
     # (no per-row Python: gold.features of a fleet has hundreds of millions of rows).

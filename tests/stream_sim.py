@@ -311,7 +311,7 @@ class ModelAlerter:
         self.changes: list[dict] = []
 
     def observe(self, event: dict) -> None:
-        self.sc.observe(event)
+        self.sc.features.apply(event)
 
     def alerts(self, t: int, broken: bool) -> list[dict]:
         scorer = _Shuffled(self.scorer, self.perm) if broken else self.scorer

@@ -354,7 +354,8 @@ class PartitionProcessor:
         for (_, watch, sc), X, quiet in zip(due, Xs, silent):
             n = len(X)
             alive = watch.last_gateway_ts is not None and t - watch.last_gateway_ts <= cfg.gateway_alive_ms
-            for row in sc.decide(t, X, probs[at:at + n], self.scorer, may_raise=not quiet or cfg.raise_on_imputed):
+            for row in sc.decide(t, X, probs[at:at + n], self.scorer, silent=quiet,
+                                  raise_on_imputed=cfg.raise_on_imputed):
                 row["gateway_alive"] = alive
                 self._emit(ALERTS.name, row)
             at += n

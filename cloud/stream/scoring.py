@@ -100,9 +100,6 @@ class StoreScorer:
         # The cache indexes facing states by object id: rebuild it for the unpickled objects.
         self.features._cache = FeatureCache(self.features._ordered)
 
-    def observe(self, event: Mapping[str, Any]) -> None:
-        self.features.apply(event)
-
     def raised_facings(self, kind: str) -> set[str]:
         ids = self.features.facing_ids
         return {ids[i] for i in np.flatnonzero(self.raised.get(kind, ()))}
@@ -140,7 +137,8 @@ class StoreScorer:
         """Score every facing at ``t`` (imputing a silence that began at ``silent_since``); return
         ``stream.alerts`` rows for the state changes."""
         X, Xs = self.prepare(t, silent_since)
-        return self.decide(t, X, scorer.score(Xs), scorer, may_raise=silent_since is None or raise_on_imputed)
+        return self.decide(t, X, scorer.score(Xs), scorer, silent=silent_since is not None,
+                           raise_on_imputed=raise_on_imputed)
 
     def prepare(self, t: int, silent_since: int | None = None, X: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -152,10 +150,13 @@ class StoreScorer:
         self.last_t = t
         return X, Xs
 
-    def decide(self, t: int, X: np.ndarray, model_probs: Any, scorer: Any, *, may_raise: bool = True) -> list[dict]:
+    def decide(self, t: int, X: np.ndarray, model_probs: Any, scorer: Any, *, silent: bool = False,
+               raise_on_imputed: bool = False) -> list[dict]:
         """Apply the model's probabilities for ``X`` (from :meth:`prepare` at ``t``) to the alert
-        state; return ``stream.alerts`` rows for the changes. ``may_raise=False`` (features imputed
-        for a silent store): model kinds may clear, not raise (see the module docstring)."""
+        state; return ``stream.alerts`` rows for the changes. ``silent`` (the model was fed
+        features imputed for a silent store): model kinds may clear, not raise, unless
+        ``raise_on_imputed`` (see the module docstring)."""
+        may_raise = not silent or raise_on_imputed
         probs = np.nan_to_num(np.asarray(model_probs, dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, 1.0)
         self.last_probs = probs
         units = X[:, _UNITS]

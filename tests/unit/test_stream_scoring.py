@@ -22,7 +22,7 @@ def _store(hours: int):
     silent_from = sim.start_ms + hours * HOUR_MS
     for m in sim.run_until(silent_from):
         if m.valid:
-            sc.observe(json.loads(m.payload))
+            sc.features.apply(json.loads(m.payload))
     return sc, silent_from
 
 
@@ -66,10 +66,10 @@ def test_on_imputed_features_standing_forecasts_are_kept_or_cleared_but_none_is_
     t = s + HOUR_MS
     p = high.copy()
     p[np.flatnonzero(sc.raised["empty_within_h"])[:10]] = 0.0
-    rows = [r for r in sc.decide(t, X, p, scorer, may_raise=False) if r["kind"] == "empty_within_h"]
+    rows = [r for r in sc.decide(t, X, p, scorer, silent=True) if r["kind"] == "empty_within_h"]
     assert len(rows) == 10 and {r["state"] for r in rows} == {"cleared"}
     assert sc.raised["empty_within_h"].sum() == m - 10
-    again = [r for r in sc.decide(t + HOUR_MS, X, high, scorer, may_raise=False) if r["kind"] == "empty_within_h"]
+    again = [r for r in sc.decide(t + HOUR_MS, X, high, scorer, silent=True) if r["kind"] == "empty_within_h"]
     assert again == [] and sc.raised["empty_within_h"].sum() == m - 10
     # The store speaks again: the same probabilities raise them.
     back = [r for r in sc.decide(t + 2 * HOUR_MS, X, high, scorer) if r["kind"] == "empty_within_h"]
@@ -99,7 +99,7 @@ def test_the_cloud_raises_the_alerts_the_gateway_raises_on_the_same_events():
         events = [json.loads(m.payload) for m in sim.run_until(t) if m.valid]
         gateway.observe(events)
         for ev in events:
-            cloud.observe(ev)
+            cloud.features.apply(ev)
         cloud_rows = cloud.score(t, scorer)
         gateway_rows = gateway.cycle(t)
         for kind in (EMPTY_NOW, FORECAST):
