@@ -165,18 +165,19 @@ _ANOMALY_TEXT = {
 
 def _anomalies(con) -> dict:
     """The stream job's anomalies: counts per store and kind, and the latest ones (empty lists when
-    the warehouse predates ``stream_anomalies``)."""
+    the warehouse predates ``bi_stream_anomalies``)."""
     import duckdb
 
     try:
+        # The latest per kind is the latest detection (first_seen), shown in that store's time.
         counts = con.execute("""
             SELECT kind, COUNT(*) AS n, COUNT(DISTINCT store_id) AS stores,
-                   strftime(to_timestamp(MAX(first_seen) / 1000.0), '%Y-%m-%d %H:%M') AS last_utc
-            FROM stream_anomalies GROUP BY kind ORDER BY n DESC""").fetchall()
+                   strftime(arg_max(first_seen_local, first_seen), '%Y-%m-%d %H:%M') AS last_local
+            FROM bi_stream_anomalies GROUP BY kind ORDER BY n DESC, kind""").fetchall()
         latest = con.execute("""
-            SELECT strftime(to_timestamp(first_seen / 1000.0), '%Y-%m-%d %H:%M') AS seen_utc, store_id, kind, subject,
+            SELECT strftime(first_seen_local, '%Y-%m-%d %H:%M') AS seen_local, store_id, kind, subject,
                    ROUND(score, 1), evidence
-            FROM stream_anomalies ORDER BY first_seen DESC, store_id, subject LIMIT 30""").fetchall()
+            FROM bi_stream_anomalies ORDER BY first_seen DESC, store_id, subject LIMIT 30""").fetchall()
     except duckdb.Error:
         return {"counts": [], "latest": []}
     return {"counts": [(_ANOMALY_TEXT.get(k, k), k, n, st, last) for k, n, st, last in counts],
@@ -186,11 +187,11 @@ def _anomalies(con) -> dict:
 def _anomaly_section(found: dict) -> str:
     """The page's section on what the stream job found (one row per episode, latest first)."""
     return f"""<h2>Anomalies the stream found (operations centre)</h2>
-<p class="sub">From <code>stream.anomalies</code>: one row per episode, at first detection (event time, UTC).
-Rules and their measured precision and recall: docs/stream.md.</p>
-{_table(['anomaly', 'kind', 'episodes', 'stores', 'last seen (UTC)'], found['counts'],
+<p class="sub">From <code>stream.anomalies</code>: one row per episode, at first detection (event time, in the
+store's local time). Rules and their measured precision and recall: docs/stream.md.</p>
+{_table(['anomaly', 'kind', 'episodes', 'stores', 'last seen (local)'], found['counts'],
         empty='no anomalies (or the stream job has not run)')}
-{_table(['seen (UTC)', 'store', 'anomaly', 'device / facing / product', 'score', 'evidence'], found['latest'],
+{_table(['seen (local)', 'store', 'anomaly', 'device / facing / product', 'score', 'evidence'], found['latest'],
         empty='nothing yet')}"""
 
 

@@ -250,8 +250,17 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
     return path
 
 
+#: The stream job's anomalies with the store's local time of first detection (DuckDB only: the
+#: Synapse DDL covers silver and gold, and ``stream.*`` is not among them).
+STREAM_ANOMALIES_VIEW = f"""
+SELECT a.*, st.name AS store_name, {_local('a.first_seen', 'st.timezone', 'duckdb')} AS first_seen_local
+FROM stream_anomalies a
+LEFT JOIN silver_stores st ON st.store_id = a.store_id"""
+
+
 def _add_stream_anomalies(con, storage: LakeStorage) -> None:
-    """``stream_anomalies``: what the stream job's detectors found (docs/stream.md), for the dashboard."""
+    """``stream_anomalies``: what the stream job's detectors found (docs/stream.md), for the
+    dashboard; and ``bi_stream_anomalies``, the same rows with ``first_seen_local``."""
     import pyarrow as pa
 
     from cloud.stream.tables import ANOMALIES, stream_schema
@@ -263,6 +272,7 @@ def _add_stream_anomalies(con, storage: LakeStorage) -> None:
     con.execute(f"CREATE TABLE {warehouse_name(ANOMALIES.name)} AS SELECT * FROM incoming")
     con.unregister("incoming")
     con.execute(f"COMMENT ON TABLE {warehouse_name(ANOMALIES.name)} IS {_sql_text(ANOMALIES.doc)}")
+    con.execute(f"CREATE VIEW bi_stream_anomalies AS {STREAM_ANOMALIES_VIEW}")
 
 
 def _sql_text(text: str) -> str:

@@ -302,9 +302,13 @@ class Scenario:
 
     @classmethod
     def demo(cls) -> "Scenario":
-        """The default store where staff also walk two gap-scan rounds a day (10:30 and 16:30):
-        what ``gondola demo`` runs unless given a scenario file."""
-        return cls(name="demo", replenishment=ReplenishmentParams(gap_scan_times=("10:30", "16:30")))
+        """The default store where staff also walk two gap-scan rounds a day (10:30 and 16:30),
+        and a few of the device failures the cloud's stream detectors look for happen (a load
+        cell drifting, about one a week per hundred sensors; a till lane stopping for 1-5 h,
+        about once a week per lane; a store's shelf sensors all silent for 1-6 h, about once in
+        ten store-days): what ``gondola demo`` runs unless given a scenario file."""
+        return cls(name="demo", replenishment=ReplenishmentParams(gap_scan_times=("10:30", "16:30")),
+                   faults=FaultParams(sensor_drifts=0.015, till_failures=0.15, sensor_fleet_failures=0.1))
 
     @classmethod
     def no_faults(cls) -> "Scenario":

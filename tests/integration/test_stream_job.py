@@ -166,6 +166,7 @@ def test_the_dashboard_lists_the_anomalies_the_stream_found(tmp_path):
     import pyarrow as pa
 
     from cloud.dashboard import build_dashboard
+    from cloud.lake.tables import schema_of
     from cloud.stream.tables import ANOMALIES, stream_schema
     from cloud.warehouse import build_warehouse
 
@@ -177,9 +178,17 @@ def test_the_dashboard_lists_the_anomalies_the_stream_found(tmp_path):
             for i, (s, subj, kind) in enumerate([("s001", "s001", "gateway_silent"), ("s002", "s002", "gateway_silent"),
                                                  ("s002", "s002-f00007", "phantom_inventory")])]
     storage.write(ANOMALIES.name, pa.Table.from_pylist(rows, schema=stream_schema(ANOMALIES)))
+    # Times show in the store's time zone, as everywhere on the page (t0 is 08:00 UTC).
+    stores = [{"store_id": "s001", "name": "Berlin", "timezone": "Europe/Berlin"},
+              {"store_id": "s002", "name": "Boston", "timezone": "America/New_York"}]
+    storage.write("silver.stores", pa.Table.from_pylist(stores, schema=schema_of("silver.stores")))
     html = build_dashboard(build_warehouse(storage, tmp_path / "wh.duckdb"), tmp_path / "d.html").read_text()
     section = html[html.index("Anomalies the stream found"):html.index("Fleet health: gateways")]
-    # Counts per kind (2 gateway_silent episodes in 2 stores), then the latest first.
-    assert "<tr><td>gateway silent</td><td>gateway_silent</td><td>2</td><td>2</td>" in section
+    # Counts per kind (2 gateway_silent episodes in 2 stores, the later one in Boston at 03:01), then the latest first.
+    assert "<tr><td>gateway silent</td><td>gateway_silent</td><td>2</td><td>2</td><td>2026-01-05 03:01</td>" in section
     assert "<tr><td>phantom stock (count it)</td><td>phantom_inventory</td><td>1</td><td>1</td>" in section
     assert section.index("s002-f00007") < section.index("<td>s001</td>")
+    # Berlin is UTC+1 in January: the 08:00 UTC detection shows at 09:00; no UTC time is shown.
+    assert "<tr><td>2026-01-05 09:00</td><td>s001</td><td>gateway silent</td>" in section
+    assert "<tr><td>2026-01-05 03:02</td><td>s002</td><td>phantom stock (count it)</td>" in section
+    assert "UTC" not in section
