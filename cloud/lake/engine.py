@@ -100,6 +100,66 @@ class DuckDBEngine:
             for name in inputs:
                 con.unregister(name)
 
+    # ---- relations: how shared code handles table data without knowing where it lives ----------
+    # An engine's relation is what ``frame`` returns. Here it is an Arrow table in this process;
+    # on Spark (``cloud.lake.spark``) a DataFrame whose rows stay on the executors.
+
+    def frame(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
+        """``sql``'s result as a relation of this engine (here: ``run``)."""
+        return self.run(sql, inputs)
+
+    @staticmethod
+    def count(rel: pa.Table) -> int:
+        return rel.num_rows
+
+    @staticmethod
+    def columns(rel: pa.Table) -> list[str]:
+        return rel.column_names
+
+    @staticmethod
+    def conform(table: str, rel: pa.Table) -> pa.Table:
+        """``rel`` in ``table``'s schema (``cloud.lake.tables.conform``)."""
+        from cloud.lake.tables import conform
+
+        return conform(table, rel)
+
+    @staticmethod
+    def cache(rel: pa.Table) -> pa.Table:
+        """Keep ``rel`` computed for several uses (an Arrow table already is)."""
+        return rel
+
+    @staticmethod
+    def release(rel: pa.Table) -> None:
+        """Forget what ``cache`` kept."""
+
+    @staticmethod
+    def numbered(rel: pa.Table) -> pa.Table:
+        """``rel`` with ``row_nr``: distinct int64 per row, increasing in its order."""
+        import numpy as np
+
+        return rel.append_column("row_nr", pa.array(np.arange(rel.num_rows, dtype=np.int64)))
+
+    @staticmethod
+    def take(rel: pa.Table, picked: pa.Table) -> pa.Table:
+        """The rows of numbered ``rel`` whose ``row_nr`` ``picked`` holds, in ``rel``'s order,
+        with ``picked``'s ``is_late``."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        picked = picked.sort_by("row_nr")
+        nrs = picked["row_nr"]
+        whole = len(nrs) == rel.num_rows and (len(nrs) == 0 or pc.all(pc.equal(
+            nrs, pa.array(np.arange(len(nrs), dtype=np.int64)))).as_py())
+        return (rel if whole else rel.take(nrs)).append_column("is_late", picked["is_late"].cast(pa.int32()))
+
+    @staticmethod
+    def with_column(rel: pa.Table, name: str, type_: pa.DataType, compute) -> pa.Table:
+        """``rel`` with column ``name`` (replaced if there) computed by ``compute(arrow_table)``,
+        a Python function of a batch of rows (on Spark it runs on the executors, batch by batch)."""
+        if name in rel.column_names:
+            rel = rel.drop_columns([name])
+        return rel.append_column(pa.field(name, type_), compute(rel))
+
     def close(self) -> None:
         if self._con is not None:
             self._con.close()

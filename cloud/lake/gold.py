@@ -12,12 +12,11 @@ every engine computes the same way. ``gold.features`` replays events through
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
 
-__all__ = ["CENSOR_MS", "GOLD_SQL", "GOLD_ORDER", "gold_tables"]
+__all__ = ["CENSOR_MS", "GOLD_SQL", "GOLD_ORDER", "gold_tables", "key_columns"]
 
 #: A stock-out is left-censored (``start_censored``) when no reading of its facing precedes its
 #: first empty reading within this span: the shelf was already empty at the first evidence the
@@ -223,15 +222,24 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
     out: dict[str, pa.Table] = {}
     env = dict(inputs)
     keys = env.get("keys")
-    if keys is not None and "epoch" not in keys.column_names:  # silver from before epochs: all 0
-        env["keys"] = keys.append_column("epoch", pa.array([0] * keys.num_rows, pa.int64()))
-    elif keys is not None:
-        env["keys"] = keys.set_column(keys.schema.get_field_index("epoch"), "epoch",
-                                      pc.fill_null(keys["epoch"].cast(pa.int64()), 0))
+    if keys is not None:
+        env["keys"] = key_columns(engine, keys)
     if "checks" not in env:  # lakes and callers from before staff checks existed
         env["checks"] = conform("silver.shelf_check", pa.table({"store_id": pa.array([], pa.string())}))
     for name in GOLD_ORDER:
-        out[name] = conform(name, engine.run(GOLD_SQL[name], env))
-        if name in ("gold.stockouts", "gold.alert_outcomes"):
-            env[name.split(".")[1]] = out[name]
+        # Relations of the engine (on Spark DataFrames: the rows stay on the executors).
+        out[name] = engine.conform(name, engine.frame(GOLD_SQL[name], env))
+        if name in ("gold.stockouts", "gold.alert_outcomes"):  # read again by the next queries
+            env[name.split(".")[1]] = out[name] = engine.cache(out[name])
     return out
+
+
+def key_columns(engine: Engine, *rels) -> pa.Table:
+    """``store_id, device_id, epoch, seq, ts`` of silver event relations, one under the other
+    (epoch 0 for rows, or tables from before epochs, without one)."""
+    parts = {f"k{i}": r for i, r in enumerate(rels)}
+    sql = " UNION ALL ".join(
+        f"SELECT store_id, device_id, "
+        f"{'COALESCE(CAST(epoch AS BIGINT), 0)' if 'epoch' in engine.columns(r) else 'CAST(0 AS BIGINT)'} AS epoch, "
+        f"seq, ts FROM {name}" for name, r in parts.items())
+    return engine.frame(sql, parts)

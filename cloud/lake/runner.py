@@ -36,7 +36,7 @@ from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
 from cloud.lake.features import (
     STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
 )
-from cloud.lake.gold import CENSOR_MS, gold_tables
+from cloud.lake.gold import CENSOR_MS, gold_tables, key_columns
 from cloud.lake.maintenance import RETENTION_HOURS, maintain
 from cloud.lake.master import DAILY, MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
@@ -72,14 +72,23 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
     targets = list(SILVER_EVENT_TABLES.values()) + [QUARANTINE, EXPECTATION_RESULTS]
     marks = {t: storage.txn_version(t, app) for t in targets}
     known = _known_skus(storage)
+    # An engine whose workers write files (Spark: ``stage``) reads bronze and silver keys itself
+    # and hands back relations whose rows never come to this process.
+    spread = hasattr(engine, "stage")
     for mark in sorted(set(marks.values())):
-        bronze, version = storage.changes(BRONZE_EVENTS, mark)
+        bronze, version = engine.read_changes(storage, BRONZE_EVENTS, mark) if spread else \
+            storage.changes(BRONZE_EVENTS, mark)
         if bronze is None or version <= mark:
             continue
         mine = [t for t in targets if marks[t] == mark]
-        existing = {t: _keys(storage, t, bronze) for t in SILVER_EVENT_TABLES.values() if t in mine}
-        if QUARANTINE in mine:
-            existing[QUARANTINE] = _quarantine_keys(storage, bronze)
+        if spread:
+            existing = {t: _keys_frame(engine, storage, t, bronze) for t in SILVER_EVENT_TABLES.values() if t in mine}
+            if QUARANTINE in mine and storage.exists(QUARANTINE):
+                existing[QUARANTINE] = _keys_frame(engine, storage, QUARANTINE, bronze)
+        else:
+            existing = {t: _keys(storage, t, bronze) for t in SILVER_EVENT_TABLES.values() if t in mine}
+            if QUARANTINE in mine:
+                existing[QUARANTINE] = _quarantine_keys(storage, bronze)
         try:
             result = silver_events(engine, bronze, existing, run_id=run_id, run_at=now_ms, known_skus=known)
         except ExpectationFailed as exc:
@@ -87,24 +96,44 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
             if exc.results is not None and exc.results.num_rows:
                 storage.write(EXPECTATION_RESULTS, exc.results, description=TABLES[EXPECTATION_RESULTS].doc)
             raise
-        report["stats"]["bronze_rows_read"] += bronze.num_rows
+        report["stats"]["bronze_rows_read"] += result["stats"]["bronze_rows"]
         outputs = dict(result["tables"])
         outputs[QUARANTINE] = result["quarantine"]
         outputs[EXPECTATION_RESULTS] = result["expectations"]
         for t in mine:
-            if outputs[t].num_rows == 0 and storage.exists(t):
+            rows = engine.stage(storage, t, outputs[t]) if spread else outputs[t]
+            if rows.num_rows == 0 and storage.exists(t):
                 _move_watermark(storage, t, app, mark, version)  # no empty commit on every run
                 continue
-            storage.write(t, outputs[t], txns=[(app, version)], description=TABLES[t].doc)
-            report["rows"][t] += outputs[t].num_rows
+            if isinstance(rows, pa.Table):
+                storage.write(t, rows, txns=[(app, version)], description=TABLES[t].doc)
+            else:  # files the engine's workers wrote: appended in one commit
+                rows.commit(storage, window={}, time_col=TABLES[t].time_col, txns=[(app, version)])
+            report["rows"][t] += rows.num_rows
+        for rel in result.get("cached", ()):
+            engine.release(rel)
         # Counts of this group's tables only (a lagging target re-reads rows others counted).
         res = result["expectations"]
         for name, key in (("unique_device_seq", "duplicates"), ("in_device_order", "late")):
             report["stats"][key] += sum(r["failed"] for r in res.to_pylist()
                                         if r["expectation"] == name and r["table_name"] in mine)
         if QUARANTINE in mine:
-            report["stats"]["quarantined"] += result["quarantine"].num_rows
+            report["stats"]["quarantined"] += result["stats"]["quarantined"]
     return report
+
+
+def _keys_frame(engine, storage: LakeStorage, table: str, bronze):
+    """``_keys`` / ``_quarantine_keys`` as an engine relation read by the engine's workers."""
+    rows = engine.read_delta(storage, table)
+    have = engine.columns(rows)
+    if table == QUARANTINE:
+        if "row_key" not in have:
+            return None
+        cols, also = "row_key", "device_id IS NULL OR "
+    else:
+        cols, also = ", ".join(c for c in ("device_id", "epoch", "seq", "ts") if c in have), ""
+    return engine.frame(f"SELECT {cols} FROM t WHERE {also}device_id IN (SELECT device_id FROM bronze)",
+                        {"t": rows, "bronze": bronze})
 
 
 def _transform_master(storage: LakeStorage, engine: Engine, report: dict, *, run_id: str, now_ms: int) -> None:
@@ -200,13 +229,6 @@ def _quarantine_keys(storage: LakeStorage, bronze: pa.Table) -> pa.Table | None:
     return rows.select(["row_key"]) if rows is not None and "row_key" in rows.column_names else None
 
 
-def _with_epoch(t: pa.Table) -> pa.Table:
-    """``t`` with an int64 ``epoch`` column (0 where a table from before epochs has none)."""
-    if "epoch" not in t.column_names:
-        return t.append_column("epoch", pa.array([0] * t.num_rows, pa.int64()))
-    return t.set_column(t.schema.get_field_index("epoch"), "epoch", pc.fill_null(t["epoch"].cast(pa.int64()), 0))
-
-
 def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None:
     """Existing (device_id, epoch, seq, ts) of the devices present in ``bronze`` (for dedup;
     a table written before epochs has no ``epoch`` column: silver reads that as epoch 0)."""
@@ -299,18 +321,28 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     # rows are recomputed from LABEL_REACH_DAYS before the cutoff, with the evidence before them.
     feature_cut = {s: c - LABEL_REACH_DAYS * _DAY for s, c in cutoff.items()}
     context_ms = (max(context_days, LABEL_CONTEXT_DAYS) if "gold.features" in behind else context_days) * _DAY
+    # An engine whose workers write files (Spark: ``stage``) reads the silver windows itself: the
+    # gold SQL's rows stay on its workers. The feature replay's inputs are read here (Arrow).
+    spread = hasattr(engine, "stage")
     inputs: dict[str, pa.Table] = {}
-    for table, name in GOLD_INPUTS.items():
-        rows = storage.read(table, filter=_window_filter(cutoff, context_ms))
-        inputs[name] = rows if rows is not None else _empty(table)
-    products = storage.read("silver.products")
-    inputs["products"] = products if products is not None else _empty("silver.products")
-    planogram = storage.read("silver.planogram")
-    inputs["planogram"] = planogram if planogram is not None else _empty("silver.planogram")
-    report["silver_rows_read"] = sum(t.num_rows for t in inputs.values())
-    keys = [_with_epoch(inputs[n]).select(["store_id", "device_id", "epoch", "seq", "ts"]) for n in GOLD_INPUTS.values()]
-    inputs["keys"] = pa.concat_tables(keys)
-    outputs = gold_tables(engine, inputs)
+    if not spread or "gold.features" in behind:
+        for table, name in GOLD_INPUTS.items():
+            rows = storage.read(table, filter=_window_filter(cutoff, context_ms))
+            inputs[name] = rows if rows is not None else _empty(table)
+        for table in ("silver.products", "silver.planogram"):
+            rows = storage.read(table)
+            inputs[table.split(".")[1]] = rows if rows is not None else _empty(table)
+    if spread:
+        since = _window_predicate({s: c - context_ms for s, c in cutoff.items()}, "ts")
+        frames = {name: engine.cache(engine.frame(f"SELECT * FROM t WHERE {since}", {"t": engine.read_delta(storage, t)}))
+                  for t, name in GOLD_INPUTS.items()}
+        frames |= {t.split(".")[1]: engine.read_delta(storage, t) for t in ("silver.products", "silver.planogram")}
+        report["silver_rows_read"] = sum(engine.count(f) for f in frames.values())
+    else:
+        frames = inputs
+        report["silver_rows_read"] = sum(t.num_rows for t in inputs.values())
+    frames["keys"] = key_columns(engine, *(frames[n] for n in GOLD_INPUTS.values()))
+    outputs = gold_tables(engine, frames)
     if "gold.features" in behind:
         if progress:
             progress("gold features")
@@ -336,15 +368,21 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         window = cause_cut if table == "gold.stockout_causes" else feature_cut if table in _FEATURE_TABLES else cutoff
         if table == "gold.stockout_causes":
             outputs[table] = _causes(storage, cause_cut)
-        if not isinstance(outputs[table], pa.Table):  # files an engine's workers wrote (StagedFiles)
-            report["rows"][table] = outputs[table].commit(storage, window=window, time_col=tcol, txns=txns)
-            continue
-        rows = _keep_window(outputs[table], window, tcol)
         predicate = _window_predicate(window, tcol)
+        out = outputs[table]
+        if spread and not isinstance(out, pa.Table) and not hasattr(out, "commit"):  # the workers write the window
+            out = engine.stage(storage, table, engine.frame(f"SELECT * FROM t WHERE {predicate}", {"t": out}))
+        if hasattr(out, "commit"):  # files an engine's workers wrote (StagedFiles)
+            report["rows"][table] = out.commit(storage, window=window, time_col=tcol, txns=txns)
+            continue
+        rows = _keep_window(out, window, tcol)
         exists = storage.exists(table)
         storage.write(table, rows, mode="overwrite" if exists else "append", predicate=predicate if exists else None,
                       txns=txns, description=TABLES[table].doc)
         report["rows"][table] = rows.num_rows
+    if spread:
+        for rel in list(frames.values()) + [outputs["gold.stockouts"], outputs["gold.alert_outcomes"]]:
+            engine.release(rel)
     report["stores"] = len(cutoff)
     return report
 

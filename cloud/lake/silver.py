@@ -26,9 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cloud.lake.casts import sql_double, sql_int
 from cloud.lake.engine import Engine
@@ -200,14 +198,17 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         ExpectationFailed: a ``fail`` expectation did not hold.
     """
     out: dict[str, pa.Table] = {}
-    quarantine: list[pa.Table] = []
-    bronze = _with_contract_verdict(bronze)
+    quarantine: list = []
+    # Table data stays an engine relation (an Arrow table here, a DataFrame on the executors on
+    # Spark); only counts and the expectation results come back as Python values.
+    bronze = engine.cache(_with_contract_verdict(engine, bronze))
+    cached = [bronze]
     results: list[dict] = []
-    stats = {"bronze_rows": bronze.num_rows, "duplicates": 0, "quarantined": 0, "late": 0}
+    stats = {"bronze_rows": engine.count(bronze), "duplicates": 0, "quarantined": 0, "late": 0}
 
     # Rows that are not events of a known type go straight to quarantine.
     known = "', '".join(EVENT_TYPES)
-    bad = engine.run(
+    bad = engine.frame(
         f"""SELECT 'bronze.events' AS source_table, CAST(NULL AS STRING) AS target_table, device_id, seq,
                 CASE WHEN decode_error IS NOT NULL THEN 'undecodable: ' || decode_error
                      WHEN type IS NULL THEN 'no_type' ELSE 'unknown_type: ' || type END AS reasons,
@@ -216,8 +217,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
             FROM bronze WHERE event_json IS NULL OR type IS NULL OR type NOT IN ('{known}')""",
         {"bronze": bronze},
     )
-    if bad.num_rows:
-        quarantine.append(bad)
+    quarantine.append(bad)
 
     for etype, table in SILVER_EVENT_TABLES.items():
         if types is not None and etype not in types:
@@ -235,46 +235,40 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
                      f"LEFT JOIN (SELECT DISTINCT sku FROM known_skus) k ON k.sku = t0.sku")
         drops = [i for i, e in enumerate(exps) if e.action == "drop"]
         all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"  # flags are never NULL (COALESCE)
-        typed = engine.run(f"SELECT *, {all_ok} AS ok FROM (SELECT *, {flags} FROM ({inner}) t) f", env)
-        if typed.num_rows == 0:
-            out[table] = conform(table, typed)
-            continue
+        typed = engine.frame(f"SELECT *, {all_ok} AS ok FROM (SELECT *, {flags} FROM ({inner}) t) f", env)
+        typed = engine.cache(engine.numbered(typed))
+        cached.append(typed)
         counts = engine.run(
-            "SELECT COUNT(*) AS n, " + ", ".join(f"SUM(CASE WHEN e{i} THEN 0 ELSE 1 END) AS f{i}" for i in range(len(exps)))
+            "SELECT COUNT(*) AS n, SUM(CASE WHEN ok THEN 1 ELSE 0 END) AS ok_rows, " + ", ".join(f"SUM(CASE WHEN e{i} THEN 0 ELSE 1 END) AS f{i}" for i in range(len(exps)))
             + " FROM typed",
             {"typed": typed},
         ).to_pylist()[0]
+        if not counts["n"]:
+            out[table] = engine.conform(table, typed)
+            continue
         for i, e in enumerate(exps):
             failed = int(counts[f"f{i}"] or 0)
             results.append({"table_name": table, "expectation": e.name, "action": e.action,
                             "checked": int(counts["n"]), "failed": failed})
             if e.action == "fail" and failed:
+                for rel in cached:
+                    engine.release(rel)
                 raise ExpectationFailed(table, e.name, failed, _results(results, run_id, run_at))
         reasons = " || ".join(f"CASE WHEN e{i} THEN '' ELSE {_label(exps[i])} END" for i in drops) or "''"
-        dropped = engine.run(
+        quarantine.append(engine.frame(
             f"""SELECT 'bronze.events' AS source_table, '{table}' AS target_table, device_id, seq,
                        TRIM(TRAILING ',' FROM {reasons}) AS reasons, {_MASK} AS raw FROM typed WHERE NOT ok""",
             {"typed": typed},
-        )
-        if dropped.num_rows:
-            quarantine.append(dropped)
-        prior = existing.get(table)
-        if prior is None:
-            prior = pa.table({"device_id": pa.array([], pa.string()), "seq": pa.array([], pa.int64()),
-                              "ts": pa.array([], pa.int64())})
-        if "epoch" not in prior.column_names:  # a table written before epochs: all epoch 0
-            prior = prior.append_column("epoch", pa.array([0] * prior.num_rows, pa.int64()))
-        prior = prior.set_column(prior.schema.get_field_index("epoch"), "epoch",
-                                 pc.fill_null(prior["epoch"].cast(pa.int64()), 0))
+        ))
+        ok_rows = int(counts["ok_rows"] or 0)
+        prior = _prior(engine, existing.get(table))
         # Dedup and lateness on the key columns only (a row number into `typed`): carrying every
         # column, the raw text among them, through the window sorts cost more than the rest of
         # silver; the rows are then taken from `typed` by number, in arrival order.
-        keys = pa.table({"row_nr": pa.array(np.arange(typed.num_rows, dtype=np.int64)),
-                         **{c: typed[c] for c in ("device_id", "epoch", "seq", "ts", "enqueued_time", "hub_partition",
-                                                  "sequence_number", "message_index")},
-                         "ok": typed["ok"]})
-        picked = engine.run(
-            f"""WITH ok AS (SELECT * FROM keys WHERE ok),
+        keys = engine.frame("SELECT row_nr, device_id, epoch, seq, ts, enqueued_time, hub_partition, sequence_number, "
+                            "message_index, ok FROM typed", {"typed": typed})
+        picked = engine.frame(
+            """WITH ok AS (SELECT * FROM keys WHERE ok),
                 ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, epoch, seq
                            ORDER BY enqueued_time, hub_partition, sequence_number, message_index) AS rn FROM ok),
                 last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id),
@@ -289,29 +283,36 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
             SELECT s.row_nr, CASE WHEN (l.max_ts IS NOT NULL AND s.ts < l.max_ts) OR s.ts < s.before_ts
                                   THEN 1 ELSE 0 END AS is_late
             FROM seen s
-            LEFT JOIN last_ts l ON l.device_id = s.device_id
-            ORDER BY s.row_nr""",
+            LEFT JOIN last_ts l ON l.device_id = s.device_id""",
             {"keys": keys, "prior": prior},
         )
-        nrs = picked["row_nr"]
-        whole = len(nrs) == typed.num_rows and (len(nrs) == 0 or pc.all(pc.equal(
-            nrs, pa.array(np.arange(len(nrs), dtype=np.int64)))).as_py())
-        fresh = (typed if whole else typed.take(nrs)).append_column("is_late", picked["is_late"].cast(pa.int32()))
-        ok_rows = typed.num_rows - dropped.num_rows
-        dups = ok_rows - fresh.num_rows
-        late = int(pc.sum(fresh["is_late"]).as_py() or 0) if fresh.num_rows else 0
+        fresh = engine.cache(engine.take(typed, picked))
+        cached.append(fresh)
+        [got] = engine.run("SELECT COUNT(*) AS n, SUM(is_late) AS late FROM fresh", {"fresh": fresh}).to_pylist()
+        dups = ok_rows - int(got["n"])
+        late = int(got["late"] or 0)
         results.append({"table_name": table, "expectation": "unique_device_seq", "action": "dedup",
                         "checked": ok_rows, "failed": dups})
         results.append({"table_name": table, "expectation": "in_device_order", "action": "warn",
-                        "checked": fresh.num_rows, "failed": late})
+                        "checked": int(got["n"]), "failed": late})
         stats["duplicates"] += dups
         stats["late"] += late
-        out[table] = conform(table, fresh)
+        out[table] = engine.conform(table, fresh)
 
-    q = _dedup_quarantine(engine, quarantine, existing.get(QUARANTINE))
-    q = q.set_column(q.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * q.num_rows, pa.string()))
-    stats["quarantined"] = q.num_rows
-    return {"tables": out, "quarantine": q, "expectations": _results(results, run_id, run_at), "stats": stats}
+    q = engine.cache(_dedup_quarantine(engine, quarantine, existing.get(QUARANTINE), run_id))
+    stats["quarantined"] = engine.count(q)
+    return {"tables": out, "quarantine": q, "expectations": _results(results, run_id, run_at), "stats": stats,
+            "cached": cached + [q]}
+
+
+def _prior(engine: Engine, prior):
+    """A silver table's existing keys as ``(device_id, epoch, seq, ts)`` (epoch 0 where a table
+    from before epochs has none); an empty relation when there are none."""
+    if prior is None:
+        prior = pa.table({"device_id": pa.array([], pa.string()), "seq": pa.array([], pa.int64()),
+                          "ts": pa.array([], pa.int64())})
+    epoch = "COALESCE(CAST(epoch AS BIGINT), 0)" if "epoch" in engine.columns(prior) else "CAST(0 AS BIGINT)"
+    return engine.frame(f"SELECT device_id, {epoch} AS epoch, seq, ts FROM prior", {"prior": prior})
 
 
 def _label(e: Expectation) -> str:
@@ -321,14 +322,12 @@ def _label(e: Expectation) -> str:
     return f"'{e.name},'"
 
 
-def _with_contract_verdict(bronze: pa.Table) -> pa.Table:
+def _with_contract_verdict(engine: Engine, bronze):
     """``bronze`` plus ``contract_reason``: the gateway's validator's reason to refuse each line
     (null when it accepts it, or when the line is not there to judge); vectorized, with
-    ``parse_event`` for the lines the compiled rules cannot decide (``cloud.lake.verdict``)."""
-    verdicts = contract_verdicts(bronze["event_json"])
-    if "contract_reason" in bronze.column_names:
-        bronze = bronze.drop_columns(["contract_reason"])
-    return bronze.append_column("contract_reason", verdicts)
+    ``parse_event`` for the lines the compiled rules cannot decide (``cloud.lake.verdict``).
+    Python over batches of rows: on Spark it runs on the executors."""
+    return engine.with_column(bronze, "contract_reason", pa.string(), lambda t: contract_verdicts(t["event_json"]))
 
 
 def _results(results: list[dict], run_id: str, run_at: int) -> pa.Table:
@@ -336,17 +335,19 @@ def _results(results: list[dict], run_id: str, run_at: int) -> pa.Table:
     return conform(EXPECTATION_RESULTS, res)
 
 
-def _dedup_quarantine(engine: Engine, parts: list[pa.Table], prior: pa.Table | None) -> pa.Table:
-    """Quarantine rows keyed by ``row_key``, once within the batch and once against ``prior``."""
-    if not parts:
-        return conform(QUARANTINE, pa.table({"raw": pa.array([], pa.string())}))
-    rows = pa.concat_tables([conform(QUARANTINE, t) for t in parts])
+def _dedup_quarantine(engine: Engine, parts: list, prior, run_id: str):
+    """Quarantine rows keyed by ``row_key``, once within the batch and once against ``prior``,
+    stamped with ``run_id``."""
+    rows = {f"q{i}": engine.conform(QUARANTINE, p) for i, p in enumerate(parts)}
     if prior is None:
         prior = pa.table({"row_key": pa.array([], pa.string())})
-    keyed = engine.run(
+    union = " UNION ALL ".join(f"SELECT * FROM {name}" for name in rows)
+    run = "'" + run_id.replace("'", "''") + "'"
+    keyed = engine.frame(
         f"""SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY row_key ORDER BY reasons) AS rn
-                           FROM (SELECT {_QCOLS}, {_QKEY} AS row_key FROM rows) k) r
+                           FROM (SELECT {_QCOLS.replace("run_id", run + " AS run_id")}, {_QKEY} AS row_key
+                                 FROM ({union}) u) k) r
             WHERE rn = 1 AND row_key NOT IN (SELECT row_key FROM prior WHERE row_key IS NOT NULL)""",
-        {"rows": rows, "prior": prior.select(["row_key"])},
+        {**rows, "prior": engine.frame("SELECT row_key FROM prior", {"prior": prior})},
     )
-    return conform(QUARANTINE, keyed)
+    return engine.conform(QUARANTINE, keyed)

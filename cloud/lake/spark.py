@@ -77,22 +77,137 @@ class SparkEngine:
             return (os.cpu_count() or 1) if inside.startswith("*") else int(inside.split(",")[0])
         return max(1, self.session.sparkContext.defaultParallelism)
 
-    def run(self, sql: str, inputs: Mapping[str, pa.Table]) -> pa.Table:
-        spark = self.session
-        for name, table in inputs.items():
-            spark.createDataFrame(table).createOrReplaceTempView(name)
+    def run(self, sql: str, inputs: Mapping) -> pa.Table:
+        """``sql``'s result on the driver, as Arrow: for small results (counts, control data)."""
+        return self._collect(self.frame(sql, inputs))
+
+    # ---- relations (see ``DuckDBEngine``): DataFrames, whose rows stay on the executors ----------
+
+    def frame(self, sql: str, inputs: Mapping):
+        """``sql`` as a DataFrame over ``inputs`` (DataFrames, or Arrow tables shipped from the
+        driver: small ones only). Views are resolved now, so later frames may reuse the names."""
         from cloud.lake.engine import expand_macros
 
-        return self._collect(spark.sql(expand_macros(sql, "spark")))
+        spark = self.session
+        for name, table in inputs.items():
+            (spark.createDataFrame(table) if isinstance(table, pa.Table) else table).createOrReplaceTempView(name)
+        return spark.sql(expand_macros(sql, "spark"))
+
+    @staticmethod
+    def count(rel) -> int:
+        return rel.num_rows if isinstance(rel, pa.Table) else rel.count()
+
+    @staticmethod
+    def columns(rel) -> list[str]:
+        return rel.column_names if isinstance(rel, pa.Table) else list(rel.columns)
+
+    def conform(self, table: str, rel):
+        """``rel`` in ``table``'s schema: its columns, cast (missing ones NULL), in order."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.pandas.types import from_arrow_type
+
+        from cloud.lake.tables import conform, schema_of
+
+        if isinstance(rel, pa.Table):
+            return conform(table, rel)
+        have = set(rel.columns)
+        return rel.select([(F.col(f"`{f.name}`") if f.name in have else F.lit(None))
+                           .cast(from_arrow_type(f.type)).alias(f.name) for f in schema_of(table)])
+
+    @staticmethod
+    def cache(rel):
+        return rel if isinstance(rel, pa.Table) else rel.persist()
+
+    @staticmethod
+    def release(rel) -> None:
+        if not isinstance(rel, pa.Table):
+            rel.unpersist()
+
+    @staticmethod
+    def numbered(rel):
+        """``rel`` with ``row_nr`` (distinct per row; stable while the relation is cached)."""
+        from pyspark.sql import functions as F
+
+        return rel.withColumn("row_nr", F.monotonically_increasing_id())
+
+    @staticmethod
+    def take(rel, picked):
+        """The rows of numbered ``rel`` that ``picked`` names, with its ``is_late`` (a join)."""
+        from pyspark.sql import functions as F
+
+        return rel.join(picked.select("row_nr", F.col("is_late").cast("int").alias("is_late")), "row_nr")
+
+    @staticmethod
+    def with_column(rel, name: str, type_: pa.DataType, compute):
+        """``rel`` with column ``name`` computed by ``compute(arrow_table)`` on the executors."""
+        from pyspark.sql.pandas.types import from_arrow_type
+        from pyspark.sql.types import StructField, StructType
+
+        if isinstance(rel, pa.Table):  # rows the caller holds already
+            from cloud.lake.engine import DuckDBEngine
+
+            return DuckDBEngine.with_column(rel, name, type_, compute)
+        if name in rel.columns:
+            rel = rel.drop(name)
+        schema = StructType(list(rel.schema.fields) + [StructField(name, from_arrow_type(type_), True)])
+
+        def apply(batches):
+            for batch in batches:
+                t = pa.Table.from_batches([batch])
+                yield from t.append_column(pa.field(name, type_), compute(t)).to_batches()
+
+        return rel.mapInArrow(apply, schema)
+
+    def stage(self, storage, table: str, rel):
+        """Executors write ``rel``'s rows as Parquet files into ``table``'s folder, one file per
+        partition; the ``StagedFiles`` come back (nothing is committed yet). Where executors
+        cannot reach the storage through ``pyarrow.fs``, the rows come back as Arrow instead."""
+        if isinstance(rel, pa.Table):
+            return rel
+        writer = _ParquetWriter.of(storage)
+        if writer is None:
+            return self._collect(rel)
+        from pyspark.sql.types import LongType, StringType, StructField, StructType
+
+        schema = StructType([StructField(c, StringType() if t == "string" else LongType()) for c, t in _FILE_COLUMNS.items()])
+        names = list(_FILE_COLUMNS)
+
+        def write(batches):
+            parts = list(batches)
+            rows = pa.Table.from_batches(parts) if parts else None
+            if rows is not None and rows.num_rows:
+                meta = writer.write(table, rows)
+                yield pa.RecordBatch.from_pylist([meta], schema=pa.schema([(c, pa.string() if t == "string" else pa.int64())
+                                                                           for c, t in _FILE_COLUMNS.items()]))
+
+        files = self._collect(rel.mapInArrow(write, schema)).select(names).to_pylist()
+        return StagedFiles(self, table, files)
 
     def read_delta(self, storage, table: str):
-        """A Spark DataFrame of a lake table's current version (its Parquet files)."""
-        files = storage.file_uris(table)
+        """A Spark DataFrame of a lake table's current version (its Parquet files; columns a
+        later schema added are NULL in older files)."""
+        return self._read_files(table, storage.file_uris(table))
+
+    def read_changes(self, storage, table: str, after_version: int):
+        """The rows commits after ``after_version`` added (``LakeStorage.changes`` on the
+        executors: ``storage.change_files``), and the version read up to; ``(None, v)`` when
+        nothing is new."""
+        adds, cdcs, version = storage.change_files(table, after_version)
+        if version <= after_version:
+            return None, version
+        rows = self._read_files(table, adds)
+        if cdcs:
+            changed = self.session.read.option("mergeSchema", "true").parquet(*cdcs) \
+                .where("_change_type IN ('insert', 'update_postimage')").drop("_change_type")
+            rows = rows.unionByName(changed, allowMissingColumns=True)
+        return rows, version
+
+    def _read_files(self, table: str, files: list[str]):
         if not files:  # a table with only empty commits has no data files
             from cloud.lake.tables import schema_of
 
             return self.session.createDataFrame(pa.Table.from_batches([], schema=schema_of(table)))
-        return self.session.read.parquet(*files)
+        return self.session.read.option("mergeSchema", "true").parquet(*files)
 
     def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
                  snapshots: dict[str, dict] | None = None, storage=None) -> tuple:
@@ -107,10 +222,14 @@ class SparkEngine:
                                          store_features)
         from cloud.lake.tables import TABLES, conform, schema_of
 
+        # Stock-outs computed on the executors (a DataFrame) are packed per store there too.
+        so_frame = None
+        if not isinstance(stockouts, pa.Table):
+            so_frame, stockouts = (stockouts, None) if storage is not None else (None, self._collect(stockouts))
         # Decided on the driver for the whole lake (a store without planogram rows has no features).
         planogram = planogram_of(inputs)
         tables = {**{k: inputs[k] for k in FEATURE_INPUTS if inputs.get(k) is not None},
-                  "planogram": planogram, "stockouts": stockouts}
+                  "planogram": planogram, **({"stockouts": stockouts} if stockouts is not None else {})}
         rows = []
         stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
         split = {kind: split_by_store(table) for kind, table in tables.items()}  # one pass per table
@@ -133,6 +252,7 @@ class SparkEngine:
             got = dict(zip(kinds, payloads))
             meta = json.loads(bytes(got.pop("meta")))
             parts = {k: pa.ipc.open_stream(p).read_all() for k, p in got.items()}
+            parts["stockouts"] = conform("gold.stockouts", parts.get("stockouts", pa.table({})))
             feats, states = store_features(store, parts, parts["planogram"], parts["stockouts"],
                                            cutoff=meta["cutoff"], snapshot=meta["snapshot"], plan_hash=meta["hash"])
             return feats, states, meta["cutoff"]
@@ -152,6 +272,8 @@ class SparkEngine:
             from cloud.lake.runner import in_window
 
             store = group["store_id"][0].as_py()
+            if "meta" not in group["kind"].to_pylist():  # stock-outs of a store without features
+                return pa.Table.from_pylist([], schema=files_schema)
             feats, states, cut = replay(store, group["kind"].to_pylist(), group["payload"].to_pylist())
             out = []
             for (kind, table), rows in zip(targets, (feats, states)):
@@ -164,6 +286,8 @@ class SparkEngine:
             if not rows:
                 return StagedFiles(self, "gold.features", []), StagedFiles(self, STATE_TABLE, [])
             packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
+            if so_frame is not None:
+                packed = packed.unionByName(_packed(so_frame, "stockouts", ("store_id", "facing_id", "start_ms")))
             # Stores spread over the task slots (a few stores per task); grouping by the key the
             # frame is partitioned on adds no second shuffle.
             tasks = max(1, min(len(stores), 4 * self.parallelism))
@@ -204,6 +328,17 @@ class SparkEngine:
         if self._session is not None:
             self._session.stop()
             self._session = None
+
+
+def _packed(frame, kind: str, order: tuple[str, ...]):
+    """``frame``'s rows as one Arrow IPC payload per store, packed on the executors:
+    ``store_id, kind, payload`` (rows sorted by ``order`` within a store)."""
+
+    def pack(t: pa.Table) -> pa.Table:
+        t = t.sort_by([(c, "ascending") for c in order])
+        return pa.table({"store_id": [t["store_id"][0].as_py()], "kind": [kind], "payload": [_ipc(t)]})
+
+    return frame.groupBy("store_id").applyInArrow(pack, "store_id string, kind string, payload binary")
 
 
 def _ipc(table: pa.Table) -> bytes:

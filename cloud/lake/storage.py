@@ -123,6 +123,41 @@ class LakeStorage:
         keep = [c for c in rows.column_names if not c.startswith("_")]
         return rows.select(keep), current
 
+    def change_files(self, table: str, after_version: int) -> tuple[list[str], list[str], int]:
+        """Where the rows the commits after ``after_version`` added live, for an engine that reads
+        files (Spark): the data files those commits added, unless a commit wrote change data
+        (``cdc`` files, with ``_change_type``: a rewrite, such as an erasure), then its change
+        files (as ``changes`` reads them); and the version read up to. Reads the commits' log
+        entries (JSON) through ``pyarrow.fs``.
+
+        Raises:
+            StorageError: a commit's log entry is missing or unreadable.
+        """
+        import json
+        from urllib.parse import unquote
+
+        from cloud.meta.backup import lake_filesystem
+
+        current = self.version(table)
+        adds: list[str] = []
+        cdcs: list[str] = []
+        if current <= after_version:
+            return adds, cdcs, current
+        fs, root = lake_filesystem(self)
+        layer, _, name = table.partition(".")
+        folder = f"{root}/{layer}/{name}"
+        base = self.uri(table)
+        try:
+            for v in range(after_version + 1, current + 1):
+                with fs.open_input_stream(f"{folder}/_delta_log/{v:020d}.json") as f:
+                    actions = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+                cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
+                added = [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
+                (cdcs if cdc else adds).extend(f"{base}/{unquote(p)}" for p in (cdc or added))
+        except Exception as exc:
+            raise StorageError(f"cannot read the log of {table} after v{after_version}: {exc}") from exc
+        return adds, cdcs, current
+
     def file_uris(self, table: str) -> list[str]:
         """The Parquet files of the table's current version (Spark reads these)."""
         dt = self.open(table)
