@@ -164,8 +164,8 @@ _ANOMALY_TEXT = {
 
 
 def _anomalies(con) -> dict:
-    """The stream job's anomalies: counts per store and kind, and the latest ones (empty lists when
-    the warehouse predates ``bi_stream_anomalies``)."""
+    """The stream job's anomalies (counts per kind, the latest ones) and its alerts per store (empty
+    lists when the warehouse predates ``bi_stream_anomalies``)."""
     import duckdb
 
     try:
@@ -178,10 +178,19 @@ def _anomalies(con) -> dict:
             SELECT strftime(first_seen_local, '%Y-%m-%d %H:%M') AS seen_local, store_id, kind, subject,
                    ROUND(score, 1), evidence
             FROM bi_stream_anomalies ORDER BY first_seen DESC, store_id, subject LIMIT 30""").fetchall()
+        # The cloud's own alerts per store, and how many it raised while the store's gateway was
+        # silent (those only the cloud could raise).
+        alerts = con.execute("""
+            SELECT store_id, COUNT(*) FILTER (kind = 'empty_within_h') AS forecasts,
+                   COUNT(*) FILTER (kind = 'empty_now') AS empty_now,
+                   COUNT(*) FILTER (NOT gateway_alive) AS gateway_silent,
+                   strftime(arg_max(ts_local, ts), '%Y-%m-%d %H:%M') AS last_local
+            FROM bi_stream_alerts WHERE state = 'raised' GROUP BY store_id ORDER BY store_id""").fetchall()
     except duckdb.Error:
-        return {"counts": [], "latest": []}
+        return {"counts": [], "latest": [], "alerts": []}
     return {"counts": [(_ANOMALY_TEXT.get(k, k), k, n, st, last) for k, n, st, last in counts],
-            "latest": [(t, st, _ANOMALY_TEXT.get(k, k), subj, sc, ev[:160]) for t, st, k, subj, sc, ev in latest]}
+            "latest": [(t, st, _ANOMALY_TEXT.get(k, k), subj, sc, ev[:160]) for t, st, k, subj, sc, ev in latest],
+            "alerts": alerts}
 
 
 def _anomaly_section(found: dict) -> str:
@@ -192,7 +201,11 @@ store's local time). Rules and their measured precision and recall: docs/stream.
 {_table(['anomaly', 'kind', 'episodes', 'stores', 'last seen (local)'], found['counts'],
         empty='no anomalies (or the stream job has not run)')}
 {_table(['seen (local)', 'store', 'anomaly', 'device / facing / product', 'score', 'evidence'], found['latest'],
-        empty='nothing yet')}"""
+        empty='nothing yet')}
+<p class="sub">The cloud's own stock-out alerts (<code>stream.alerts</code>, the production model on every facing):
+raised per store, and how many while the store's gateway was silent (alerts only the cloud could give).</p>
+{_table(['store', 'forecasts raised', 'empty now raised', 'raised while gateway silent', 'last raised (local)'],
+        found['alerts'], empty='no cloud alerts (or the stream job has not run)', bad=3)}"""
 
 
 def _charts(data: dict):

@@ -241,7 +241,7 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
             for col in tdef.columns:  # the data dictionary's text, as in the Delta field metadata
                 con.execute(f"COMMENT ON COLUMN {warehouse_name(tdef.name)}.\"{col.name}\" "
                             f"IS {_sql_text(tdef.field_description(col))}")
-        _add_stream_anomalies(con, storage)
+        _add_stream_tables(con, storage)
         for name, sql in BI_VIEWS.items():
             con.execute(f"CREATE VIEW {name} AS {sql}")
     finally:
@@ -250,29 +250,38 @@ def build_warehouse(storage: LakeStorage, path: str | Path) -> Path:
     return path
 
 
-#: The stream job's anomalies with the store's local time of first detection (DuckDB only: the
-#: Synapse DDL covers silver and gold, and ``stream.*`` is not among them).
-STREAM_ANOMALIES_VIEW = f"""
+#: The stream job's anomalies and cloud-side alerts, each with the store's local time (DuckDB
+#: only: the Synapse DDL covers silver and gold, and ``stream.*`` is not among them).
+STREAM_VIEWS = {
+    "bi_stream_anomalies": f"""
 SELECT a.*, st.name AS store_name, {_local('a.first_seen', 'st.timezone', 'duckdb')} AS first_seen_local
 FROM stream_anomalies a
-LEFT JOIN silver_stores st ON st.store_id = a.store_id"""
+LEFT JOIN silver_stores st ON st.store_id = a.store_id""",
+    "bi_stream_alerts": f"""
+SELECT a.*, st.name AS store_name, {_local('a.ts', 'st.timezone', 'duckdb')} AS ts_local
+FROM stream_alerts a
+LEFT JOIN silver_stores st ON st.store_id = a.store_id""",
+}
 
 
-def _add_stream_anomalies(con, storage: LakeStorage) -> None:
-    """``stream_anomalies``: what the stream job's detectors found (docs/stream.md), for the
-    dashboard; and ``bi_stream_anomalies``, the same rows with ``first_seen_local``."""
+def _add_stream_tables(con, storage: LakeStorage) -> None:
+    """``stream_anomalies`` and ``stream_alerts``: what the stream job's detectors found and the
+    cloud's alerts (docs/stream.md), for the dashboard (empty when the job has not run); and
+    ``STREAM_VIEWS``, the same rows with the store's local time."""
     import pyarrow as pa
 
-    from cloud.stream.tables import ANOMALIES, stream_schema
+    from cloud.stream.tables import ALERTS, ANOMALIES, stream_schema
 
-    rows = storage.read(ANOMALIES.name)
-    if rows is None:
-        rows = pa.Table.from_batches([], schema=stream_schema(ANOMALIES))
-    con.register("incoming", rows)
-    con.execute(f"CREATE TABLE {warehouse_name(ANOMALIES.name)} AS SELECT * FROM incoming")
-    con.unregister("incoming")
-    con.execute(f"COMMENT ON TABLE {warehouse_name(ANOMALIES.name)} IS {_sql_text(ANOMALIES.doc)}")
-    con.execute(f"CREATE VIEW bi_stream_anomalies AS {STREAM_ANOMALIES_VIEW}")
+    for tdef in (ANOMALIES, ALERTS):
+        rows = storage.read(tdef.name)
+        if rows is None:
+            rows = pa.Table.from_batches([], schema=stream_schema(tdef))
+        con.register("incoming", rows)
+        con.execute(f"CREATE TABLE {warehouse_name(tdef.name)} AS SELECT * FROM incoming")
+        con.unregister("incoming")
+        con.execute(f"COMMENT ON TABLE {warehouse_name(tdef.name)} IS {_sql_text(tdef.doc)}")
+    for name, sql in STREAM_VIEWS.items():
+        con.execute(f"CREATE VIEW {name} AS {sql}")
 
 
 def _sql_text(text: str) -> str:

@@ -117,11 +117,21 @@ def _assert_the_page_lists_what_the_stream_found(run, out):
     html = (out / "dashboard.html").read_text()
     page = _Tables()
     page.feed(html[html.index("Anomalies the stream found"):html.index("Fleet health: gateways")])
-    counts, latest = page.tables
+    counts, latest, alerts = page.tables
+    n = lambda text: int(text.replace(",", ""))  # noqa: E731
     assert counts[0][:4] == ["anomaly", "kind", "episodes", "stores"] and latest[0][0] == "seen (local)"
-    assert sorted((r[1], int(r[2]), int(r[3])) for r in counts[1:]) == found
+    assert sorted((r[1], n(r[2]), n(r[3])) for r in counts[1:]) == found
     newest = duckdb.sql("SELECT store_id, subject FROM rows ORDER BY first_seen DESC, store_id, subject LIMIT 30").fetchall()
     assert [(r[1], r[3]) for r in latest[1:]] == newest
+    # The cloud's own alerts per store: raised forecasts, empty-now detections, and those raised
+    # while the gateway was silent.
+    con = duckdb.connect()
+    con.register("cloud_alerts", DeltaTable(str(out / "lake" / "stream" / "alerts")).to_pyarrow_dataset())
+    per_store = con.execute("""SELECT store_id, SUM((kind = 'empty_within_h')::INT), SUM((kind = 'empty_now')::INT),
+                                      SUM((NOT gateway_alive)::INT)
+                               FROM cloud_alerts WHERE state = 'raised' GROUP BY store_id ORDER BY store_id""").fetchall()
+    assert alerts[0][0] == "store" and [(r[0], n(r[1]), n(r[2]), n(r[3])) for r in alerts[1:]] == per_store
+    assert sum(r[1] + r[2] for r in per_store) == sum(run.summary["stream"]["alerts"]["raised"].values()) > 0
     # From the detectors on simulated truth: most rows name a device inside one of its fault windows.
     truth = {"sensor_drift": "sensor_drift", "till_silent": "till_down", "sensor_stuck": "sensor_stuck"}
     windows = [w for sim in run.sims for w in sim.truth.windows]
