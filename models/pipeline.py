@@ -34,7 +34,7 @@ __all__ = [
     "format_table",
     "pick_kind_thresholds",
     "evaluate_kinds",
-    "FORECAST_FALSE_BUDGET",
+    "FALSE_ALERT_BUDGET",
     "EMPTY_NOW_PRECISION",
     "sensor_trust_report",
 ]
@@ -265,10 +265,12 @@ def format_table(results: dict[str, dict]) -> str:
 # Two alert kinds: operating thresholds from validation rows, and the figures of record
 # --------------------------------------------------------------------------------------------
 
-#: False forecasts per store-day the forecast threshold may cost on validation stores (the
-#: issue's goal is at most 5 false alerts of both kinds per store-day: this leaves room for
-#: the detections' and for stores unlike the validation ones).
-FORECAST_FALSE_BUDGET = 3.0
+#: False alerts of both kinds per store-day the forecast threshold may let through on EVERY
+#: validation source (training scenario), not on their pool: the issue's goal is at most 5 on
+#: every store, and 1 is left for stores unlike the validation ones. (Before: 3 false forecasts
+#: on the pooled validation stores; the busier source made 3.9 of both kinds there, and a
+#: busier held-out set 5.5.)
+FALSE_ALERT_BUDGET = 4.0
 #: Precision the ``empty_now`` threshold must reach on validation facings without a sensor.
 EMPTY_NOW_PRECISION = 0.85
 
@@ -335,8 +337,19 @@ def _kinds(data: LabelledRows, forecast: np.ndarray, now: np.ndarray, forecast_a
                                 intervals=data.intervals)
 
 
+def _source_masks(val: LabelledRows) -> list[np.ndarray]:
+    """Rows of each validation source (stores named ``source/store``, as ``split_validation``
+    groups them); one mask for all rows when the stores name no source."""
+    store = val.rows.store.astype(str)
+    source = np.array([s.rsplit("/", 1)[0] if "/" in s else "" for s in np.unique(store)])
+    _, inverse = np.unique(store, return_inverse=True)
+    per_row = source[inverse.reshape(-1)]
+    names = np.unique(per_row)
+    return [per_row == n for n in names] if len(names) > 1 else [np.ones(len(store), dtype=bool)]
+
+
 def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: float, *,
-                         now: np.ndarray | None = None, budget: float = FORECAST_FALSE_BUDGET,
+                         now: np.ndarray | None = None, budget: float = FALSE_ALERT_BUDGET,
                          precision: float = EMPTY_NOW_PRECISION) -> dict[str, float]:
     """Operating thresholds per alert kind, each chosen on validation rows of its own kind.
 
@@ -344,10 +357,11 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
       ``models.scoring.empty_now_prob`` with the forecast scores as the evidence of facings
       without a believed sensor) whose alerts on facings without a sensor reach
       ``precision`` (facings with a sensor score 0 or 1 and do not move it);
-    * ``empty_within_h``: the lowest forecast threshold whose false forecasts per store-day
-      (alerts replayed as the gateway raises them, detections included) stay within ``budget``,
-      searched over the scores of rows whose shelf still has stock. A lower threshold
-      warns more often and earlier; the budget is what a store can afford to walk for nothing.
+    * ``empty_within_h``: the lowest forecast threshold whose false alerts of both kinds per
+      store-day (replayed as the gateway raises them) stay within ``budget`` on every
+      validation source (:func:`_source_masks`), searched over the scores of rows whose shelf
+      still has stock. A lower threshold warns more often and earlier; the budget is what a
+      store can afford to walk for nothing, so it holds per kind of store, not on average.
     """
     now = empty_now_prob(val.rows.X, model=forecast) if now is None else now
     cache: dict = {}
@@ -379,9 +393,16 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     cands = np.unique(np.quantile(ahead, 1.0 - np.geomspace(0.3, 1e-4, 48))) if len(ahead) else np.array([0.5])
     cands = np.clip(cands, 1e-4, 0.9999)
 
+    masks = _source_masks(val)
+    parts = [(val, forecast, now, cache)] if len(masks) == 1 else [
+        (val.subset(m), forecast[m], now[m], {}) for m in masks]
+
     def fc_ok(th: float) -> bool:
-        m = _kinds(val, forecast, now, th, now_at, horizon_h, cache)
-        return (m["false_forecasts_per_store_day"] or 0.0) <= budget
+        for rows, fc, det, part_cache in parts:
+            m = _kinds(rows, fc, det, th, now_at, horizon_h, part_cache)
+            if (m["false_forecasts_per_store_day"] or 0.0) + (m["false_empty_now_per_store_day"] or 0.0) > budget:
+                return False
+        return True
 
     return {"empty_within_h": bisect(np.unique(cands), fc_ok), "empty_now": now_at}
 

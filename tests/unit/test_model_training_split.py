@@ -52,3 +52,37 @@ def test_settled_rows_start_the_given_days_after_each_stores_first_row():
     rows = FeatureRows(store, store.copy(), t, np.zeros((len(t), len(FEATURES)), np.float32))
     data = LabelledRows(rows, np.zeros(len(t), bool), np.zeros(len(t), bool), [], 1.0)
     assert settled_rows(data, 3.0).tolist() == [False, False, True, True, False, True, True]
+
+
+def _day_of_forecasts(stores: list[str], bumps: dict[str, list[float]]) -> tuple[LabelledRows, np.ndarray]:
+    """One day (49 rows, 30 min apart) of 10 facings per store, no stock-out anywhere: every
+    forecast raised is false. ``bumps``: per store, one facing per value scoring it at noon."""
+    from gondola.clock import MINUTE_MS
+
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % (24 * 60 * MINUTE_MS)
+    ts = t0 + np.arange(49, dtype=np.int64) * 30 * MINUTE_MS
+    store = np.repeat(np.array(stores, dtype=object), 10 * 49)
+    facing = np.tile(np.repeat(np.array([f"f{i}" for i in range(10)], dtype=object), 49), len(stores))
+    t = np.tile(ts, 10 * len(stores))
+    p = np.full(len(t), 0.01)
+    for k, s in enumerate(stores):
+        for i, v in enumerate(bumps.get(s, [])):
+            p[(k * 10 + i) * 49 + 24] = v
+    n = len(t)
+    rows = FeatureRows(store, facing, t, np.zeros((n, len(FEATURES)), np.float32))
+    return LabelledRows(rows, np.zeros(n, bool), np.zeros(n, bool), [], float(len(stores))), p
+
+
+def test_the_forecast_threshold_keeps_every_validation_source_within_the_false_alert_budget():
+    from models.pipeline import pick_kind_thresholds
+
+    # A quiet source raises 1 false forecast a day at 0.95; a busy one 6 (five at 0.7, one at 0.95).
+    # Pooled, a threshold at 0.7 costs 3.5 a store-day (within 4), but the busy store pays 6.
+    bumps = {"quiet/s1": [0.95], "busy/s1": [0.7] * 5 + [0.95]}
+    val, p = _day_of_forecasts(["quiet/s1", "busy/s1"], bumps)
+    th = pick_kind_thresholds(val, p, 2.0, now=np.zeros(len(p)), budget=4.0)["empty_within_h"]
+    assert 0.7 < th <= 0.95
+    # With a budget the busy store meets at 0.7, or with no source named (one pool), 0.7 is low enough.
+    assert pick_kind_thresholds(val, p, 2.0, now=np.zeros(len(p)), budget=6.0)["empty_within_h"] <= 0.7
+    plain, p2 = _day_of_forecasts(["s1", "s2"], {"s1": bumps["quiet/s1"], "s2": bumps["busy/s1"]})
+    assert 0.01 < pick_kind_thresholds(plain, p2, 2.0, now=np.zeros(len(p2)), budget=4.0)["empty_within_h"] <= 0.7
