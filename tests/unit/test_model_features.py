@@ -247,6 +247,27 @@ def test_a_store_whose_whole_sensor_fleet_goes_silent_while_the_till_sells_is_no
     assert not store.untrusted(T0 + 45 * MINUTE_MS).any()
 
 
+def test_the_trust_mask_a_matrix_used_is_reused_at_its_instant_and_never_served_stale():
+    from models.features import sensor_untrusted_from
+    from models.replay import Facing, StoreFeatures
+
+    store = StoreFeatures("s1", [Facing(f"f{i}", f"k{i}", 10, True) for i in range(6)])
+    for i in range(6):
+        store.apply({"type": "shelf.reading", "ts": T0, "data": {"facing_id": f"f{i}", "units_est": 8}})
+    store.apply({"type": "pos.line", "ts": T0 + 10 * MINUTE_MS, "data": {"sku": "k0", "qty": 1}})
+    t = T0 + 40 * MINUTE_MS  # the fleet is silent while the till sells: every sensor doubted
+    x = store.matrix(t)
+    u = store.untrusted(t)
+    assert u.all() and (x[:, F["has_sensor"]] == 0).all()
+    assert u is store.untrusted(t)  # the mask the matrix used, not computed again
+    # At another instant, or once a new event is read, it is computed from the state.
+    assert not store.untrusted(T0 + 20 * MINUTE_MS).any()
+    store.apply({"type": "shelf.reading", "ts": t, "data": {"facing_id": "f3", "units_est": 8}})
+    store.matrix(t)
+    fresh = sensor_untrusted_from(store.cache.refresh(), t)
+    assert not fresh.any() and np.array_equal(store.untrusted(t), fresh)
+
+
 def test_a_facing_first_seen_at_a_restock_is_taken_as_full_and_returns_do_not_refill_the_shelf():
     # Units before the first restock are unknown; a round refills a low facing to capacity. An
     # estimate started from 0 stayed too low until the shelf truly emptied and read "empty"
