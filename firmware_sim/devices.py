@@ -68,10 +68,17 @@ def pos_lines(
     basket_step = np.repeat(np.arange(len(baskets)), baskets)
     basket_ts = day_start_ms + basket_step * step_ms + (rng.random(nb) * (step_ms - 90_000)).astype(np.int64)
     register = rng.integers(0, registers, nb)
-    for reg, start, end in register_down:
-        # Shoppers queue at the next lane while a terminal reboots.
-        moved = (register == reg) & (basket_ts >= start) & (basket_ts < end)
-        register[moved] = (reg + 1) % registers
+    if register_down:
+        # Shoppers queue at the next lane that is up while a terminal reboots or is broken (a
+        # lane down at the same time is passed over: it takes no basket).
+        down = np.zeros((registers, nb), dtype=bool)
+        for reg, start, end in register_down:
+            down[reg] |= (basket_ts >= start) & (basket_ts < end)
+        for _ in range(registers - 1):
+            at_down = down[register, np.arange(nb)]
+            if not at_down.any():
+                break
+            register = np.where(at_down, (register + 1) % registers, register)
     loyalty = np.where(rng.random(nb) < params.loyalty_share, rng.integers(0, params.loyalty_members, nb), -1)
     order = np.lexsort((rng.random(n), basket))
     steps, facings, qty, basket = steps[order], facings[order], qty[order], basket[order]

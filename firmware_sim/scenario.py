@@ -215,7 +215,7 @@ class FaultParams:
     sensor_fleet_failures: float = 0.0
     fleet_failure_min_min: float = 60.0
     fleet_failure_max_min: float = 360.0
-    #: Per register-day: a till lane stops (terminal broken); shoppers queue at the next lane.
+    #: Per register-day: a till lane stops (terminal broken); shoppers queue at the next lane that is up.
     till_failures: float = 0.0
     till_failure_min_min: float = 60.0
     till_failure_max_min: float = 300.0

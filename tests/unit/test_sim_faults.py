@@ -183,3 +183,28 @@ def test_malformed_gap_scans_are_invalid_too():
         except ContractError:
             continue
         assert event["data"]["sku"].startswith("sku-unknown"), "only an unknown SKU passes the schema"
+
+
+def test_shoppers_of_a_broken_lane_pass_over_a_neighbour_that_is_down_too():
+    """Lanes 3 and 0 of 4 down at once: lane 3's shoppers would queue at lane 0, which is down
+    too; they go on to lane 1, and neither broken lane takes a basket while down."""
+    import numpy as np
+
+    from firmware_sim import devices as dv
+    from firmware_sim.catalog import Planogram
+    from firmware_sim.scenario import DemandParams
+
+    step, steps, facings = 300_000, 288, 6
+    sold = np.random.default_rng(3).poisson(2.0, (steps, facings))
+    plan = Planogram(np.array([f"f{i}" for i in range(facings)]), np.arange(facings), np.full(facings, 10),
+                     np.zeros(facings, bool), np.full(facings, -1), np.ones(facings, bool), np.ones(facings))
+    down = [(0, START + 6 * 3_600_000, START + 12 * 3_600_000), (3, START + 8 * 3_600_000, START + 10 * 3_600_000)]
+    out = dv.pos_lines(np.random.default_rng(4), sold, START, step, np.full(facings, 100), plan, 4, down,
+                       DemandParams(), np.arange(steps))
+    sales = out["kind"] == 0
+    for reg, start, end in down:
+        inside = sales & (out["dev"] == reg) & (out["ts"] >= start) & (out["ts"] < end)
+        assert not inside.any()
+    both = sales & (out["ts"] >= START + 8 * 3_600_000 + 5_000) & (out["ts"] < START + 10 * 3_600_000)
+    lanes = Counter(out["dev"][both].tolist())
+    assert set(lanes) == {1, 2} and lanes[1] > 1.5 * lanes[2]  # lane 1 takes its own, lane 0's and lane 3's shoppers
