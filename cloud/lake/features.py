@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from cloud.lake.tables import conform
 
 __all__ = ["features", "store_features", "planogram_of", "planogram_hash", "split_by_store", "LABEL_HORIZON_H", "STATE_TABLE",
-           "feature_vectors", "FEATURE_INPUTS"]
+           "feature_vectors", "FEATURE_INPUTS", "FEATURE_TABLES"]
 
 _H = 3_600_000
 _D = 86_400_000
@@ -43,6 +43,8 @@ _EVENT_TABLES = (("readings", "silver.shelf_reading"), ("pos", "silver.pos_line"
 _LABEL_TABLES = (("gaps", "silver.gap_scan"), ("checks", "silver.shelf_check"))
 #: Every per-store input of :func:`store_features` (an engine ships these to its workers).
 FEATURE_INPUTS = tuple(k for k, _ in _EVENT_TABLES + _LABEL_TABLES)
+#: each of those inputs' silver table
+FEATURE_TABLES = dict(_EVENT_TABLES + _LABEL_TABLES)
 
 
 def feature_vectors(matrix) -> pa.ListArray:

@@ -34,7 +34,7 @@ import pyarrow.dataset as ds
 from cloud.lake.engine import Engine
 from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
 from cloud.lake.features import (
-    STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
+    FEATURE_INPUTS, STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
 )
 from cloud.lake.gold import CENSOR_MS, gold_tables, key_columns
 from cloud.lake.maintenance import RETENTION_HOURS, maintain
@@ -241,17 +241,26 @@ def _keys(storage: LakeStorage, table: str, bronze: pa.Table) -> pa.Table | None
     return storage.read(table, columns=cols, filter=ds.field("device_id").isin(devices))
 
 
-def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]]) -> tuple[dict[str, int], dict[str, int]]:
-    """Per store: the cutoff (first day to rebuild) from new silver rows; and input versions."""
+def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]],
+             engine=None) -> tuple[dict[str, int], dict[str, int]]:
+    """Per store: the cutoff (first day to rebuild) from new silver rows; and input versions.
+    With an ``engine`` whose workers read the lake (``read_changes``) only the per-store first
+    instants come to this process."""
     versions: dict[str, int] = {}
     earliest: dict[str, int] = {}
     for table in GOLD_INPUTS:
         since = min(m[table] for m in marks.values())
-        rows, version = storage.changes(table, since, columns=["store_id", "ts"])
+        if engine is not None:
+            rows, version = engine.read_changes(storage, table, since)
+            grouped = None if rows is None else engine.run(
+                "SELECT store_id, MIN(ts) AS ts_min FROM c GROUP BY store_id", {"c": rows})
+        else:
+            rows, version = storage.changes(table, since, columns=["store_id", "ts"])
+            grouped = None if rows is None or rows.num_rows == 0 else \
+                rows.group_by("store_id").aggregate([("ts", "min")])
         versions[table] = version
-        if rows is None or rows.num_rows == 0:
+        if grouped is None:
             continue
-        grouped = rows.group_by("store_id").aggregate([("ts", "min")])
         for store, ts in zip(grouped["store_id"].to_pylist(), grouped["ts_min"].to_pylist()):
             if store is not None and ts is not None:
                 earliest[store] = min(earliest.get(store, ts), ts)
@@ -311,7 +320,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     report: dict = {"rows": {}, "stores": 0, "silver_rows_read": 0}
     targets = [t for t in GOLD_TABLES if with_features or t not in _FEATURE_TABLES]
     marks = {t: {i: storage.txn_version(t, _app("gold", i)) for i in GOLD_INPUTS} for t in targets}
-    cutoff, versions = _windows(storage, marks)
+    cutoff, versions = _windows(storage, marks, engine if hasattr(engine, "stage") else None)
     behind = [t for t in targets if any(marks[t][i] < versions[i] for i in GOLD_INPUTS)]
     if any(t in behind for t in _FEATURE_TABLES):  # computed together: written together
         behind = [t for t in targets if t in behind or t in _FEATURE_TABLES]
@@ -325,7 +334,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     # gold SQL's rows stay on its workers. The feature replay's inputs are read here (Arrow).
     spread = hasattr(engine, "stage")
     inputs: dict[str, pa.Table] = {}
-    if not spread or "gold.features" in behind:
+    if not spread:
         for table, name in GOLD_INPUTS.items():
             rows = storage.read(table, filter=_window_filter(cutoff, context_ms))
             inputs[name] = rows if rows is not None else _empty(table)
@@ -338,6 +347,8 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
                   for t, name in GOLD_INPUTS.items()}
         frames |= {t.split(".")[1]: engine.read_delta(storage, t) for t in ("silver.products", "silver.planogram")}
         report["silver_rows_read"] = sum(engine.count(f) for f in frames.values())
+        planogram = storage.read("silver.planogram")  # master data: small, the driver decides with it
+        inputs["planogram"] = planogram if planogram is not None else _empty("silver.planogram")
     else:
         frames = inputs
         report["silver_rows_read"] = sum(t.num_rows for t in inputs.values())
@@ -346,8 +357,8 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     if "gold.features" in behind:
         if progress:
             progress("gold features")
-        feature_inputs, snapshots = _feature_inputs(storage, inputs, feature_cut,
-                                                    context_ms - LABEL_REACH_DAYS * _DAY)
+        feature_inputs, snapshots = _feature_inputs(storage, inputs, feature_cut, context_ms - LABEL_REACH_DAYS * _DAY,
+                                                    engine=engine, frames=frames if spread else None)
         # An engine may run the Python replay itself (Spark: one task per store, which also
         # writes the rows as Parquet files where the task runs: the runner then commits them).
         replay = getattr(engine, "features", None)
@@ -403,10 +414,21 @@ SNAPSHOT_LOOKBACK_DAYS = 31
 
 
 def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: dict[str, int],
-                    context_ms: int) -> tuple[dict[str, pa.Table], dict[str, dict]]:
+                    context_ms: int, *, engine=None, frames: dict | None = None) -> tuple[dict, dict[str, dict]]:
     """The feature replay's inputs: each store's newest usable state snapshot at or before its
-    cutoff, and for stores that have none, their silver history before the window."""
-    plans = planogram_of(inputs)
+    cutoff, and for stores that have none, their silver history before the window.
+
+    With ``frames`` (an engine whose workers read the lake: relations of the silver windows) the
+    event inputs are relations too (the history read by the engine), and ``inputs`` holds only
+    the planogram."""
+    if frames is not None:
+        readings = frames["readings"]
+        planogram = inputs["planogram"]
+        if planogram.num_rows == 0:  # no master data: the facings the sensors report on (small)
+            planogram = engine.run("SELECT store_id, facing_id, MAX(sku) AS sku, MAX(units_est) AS capacity "
+                                   "FROM readings GROUP BY store_id, facing_id", {"readings": readings})
+        inputs = {k: frames[k] for k in FEATURE_INPUTS} | {"planogram": planogram}
+    plans = inputs["planogram"] if frames is not None else planogram_of(inputs)
     by_store = split_by_store(plans)
     digests = {s: planogram_hash(by_store.get(s, plans.slice(0, 0))) for s in cutoff}
     snapshots: dict[str, dict] = {}
@@ -430,13 +452,20 @@ def _feature_inputs(storage: LakeStorage, inputs: dict[str, pa.Table], cutoff: d
         groups: dict[tuple[int, int], list[str]] = defaultdict(list)
         for store, start in sorted(extra.items()):
             groups[(start, cutoff[store])].append(store)
-        flt = None
+        flt, sql = None, []
         for (start, cut), stores in sorted(groups.items()):
             e = ds.field("store_id").isin(stores) & (ds.field("ts") >= start) & (ds.field("ts") < cut - context_ms)
             flt = e if flt is None else flt | e
+            sql.append(f"(store_id IN ({', '.join(_quote(s) for s in stores)}) AND ts >= {start} "
+                       f"AND ts < {cut - context_ms})")
         for table in ("silver.shelf_reading", "silver.pos_line", "silver.shelf_restock"):
-            older = storage.read(table, filter=flt)
             name = GOLD_INPUTS[table]
+            if frames is not None:  # read by the engine's workers
+                out[name] = engine.frame(f"SELECT * FROM w UNION ALL SELECT * FROM (SELECT * FROM h WHERE {' OR '.join(sql)}) o",
+                                         {"w": engine.conform(table, inputs[name]),
+                                          "h": engine.conform(table, engine.read_delta(storage, table))})
+                continue
+            older = storage.read(table, filter=flt)
             if older is not None and older.num_rows:
                 out[name] = pa.concat_tables([conform(table, older), conform(table, inputs[name])])
     return out, snapshots

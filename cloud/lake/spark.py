@@ -218,20 +218,29 @@ class SparkEngine:
         With ``storage`` (the runner passes it) each task writes its rows of the window as
         Parquet files into the tables' folders, and two ``StagedFiles`` come back (committed by
         the runner); without, the rows come back as Arrow tables."""
-        from cloud.lake.features import (FEATURE_INPUTS, STATE_TABLE, planogram_hash, planogram_of, split_by_store,
-                                         store_features)
+        from cloud.lake.features import (FEATURE_INPUTS, FEATURE_TABLES, STATE_TABLE, planogram_hash, planogram_of,
+                                         split_by_store, store_features)
         from cloud.lake.tables import TABLES, conform, schema_of
 
-        # Stock-outs computed on the executors (a DataFrame) are packed per store there too.
-        so_frame = None
-        if not isinstance(stockouts, pa.Table):
-            so_frame, stockouts = (stockouts, None) if storage is not None else (None, self._collect(stockouts))
-        # Decided on the driver for the whole lake (a store without planogram rows has no features).
-        planogram = planogram_of(inputs)
-        tables = {**{k: inputs[k] for k in FEATURE_INPUTS if inputs.get(k) is not None},
-                  "planogram": planogram, **({"stockouts": stockouts} if stockouts is not None else {})}
+        # Inputs the executors hold (DataFrames: silver windows, stock-outs) are packed per store
+        # there; Arrow inputs here. Without storage, DataFrames are collected (tests, small calls).
+        given = {**{k: inputs[k] for k in FEATURE_INPUTS if inputs.get(k) is not None}, "stockouts": stockouts}
+        if storage is None:
+            given = {k: t if isinstance(t, pa.Table) else self._collect(t) for k, t in given.items()}
+            inputs = {**inputs, **{k: t for k, t in given.items() if k != "stockouts"}}
+        frames = {k: t for k, t in given.items() if not isinstance(t, pa.Table)}
+        # Decided on the driver for the whole lake (a store without planogram rows has no features):
+        # the planogram (master data) is here; so are the stores (a DISTINCT).
+        planogram = inputs["planogram"] if frames and inputs.get("planogram") is not None else planogram_of(inputs)
+        tables = {k: t for k, t in given.items() if k not in frames} | {"planogram": planogram}
         rows = []
-        stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
+        if "readings" in frames or "pos" in frames:
+            stores = sorted(self.run("SELECT store_id FROM r UNION SELECT store_id FROM p",
+                                     {"r": given["readings"], "p": given["pos"]})["store_id"].to_pylist())
+        else:
+            stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
+        table_of = {**FEATURE_TABLES, "stockouts": "gold.stockouts"}
+        packed_kinds = tuple(frames)  # names only: the tasks' closures must not hold DataFrames
         split = {kind: split_by_store(table) for kind, table in tables.items()}  # one pass per table
         for store in stores:
             parts = {kind: split[kind].get(store, table.slice(0, 0)) for kind, table in tables.items()}
@@ -252,7 +261,8 @@ class SparkEngine:
             got = dict(zip(kinds, payloads))
             meta = json.loads(bytes(got.pop("meta")))
             parts = {k: pa.ipc.open_stream(p).read_all() for k, p in got.items()}
-            parts["stockouts"] = conform("gold.stockouts", parts.get("stockouts", pa.table({})))
+            for kind in packed_kinds:  # packed on the executors: a store without rows has no payload
+                parts.setdefault(kind, conform(table_of[kind], pa.table({})))
             feats, states = store_features(store, parts, parts["planogram"], parts["stockouts"],
                                            cutoff=meta["cutoff"], snapshot=meta["snapshot"], plan_hash=meta["hash"])
             return feats, states, meta["cutoff"]
@@ -286,8 +296,9 @@ class SparkEngine:
             if not rows:
                 return StagedFiles(self, "gold.features", []), StagedFiles(self, STATE_TABLE, [])
             packed = self.session.createDataFrame(pa.Table.from_pylist(rows))
-            if so_frame is not None:
-                packed = packed.unionByName(_packed(so_frame, "stockouts", ("store_id", "facing_id", "start_ms")))
+            for kind, frame in frames.items():
+                order = ("facing_id", "start_ms") if kind == "stockouts" else ("ts", "device_id", "seq")
+                packed = packed.unionByName(_packed(frame, kind, table_of[kind], order))
             # Stores spread over the task slots (a few stores per task); grouping by the key the
             # frame is partitioned on adds no second shuffle.
             tasks = max(1, min(len(stores), 4 * self.parallelism))
@@ -330,12 +341,13 @@ class SparkEngine:
             self._session = None
 
 
-def _packed(frame, kind: str, order: tuple[str, ...]):
-    """``frame``'s rows as one Arrow IPC payload per store, packed on the executors:
-    ``store_id, kind, payload`` (rows sorted by ``order`` within a store)."""
+def _packed(frame, kind: str, table: str, order: tuple[str, ...]):
+    """``frame``'s rows as one Arrow IPC payload per store in ``table``'s schema, packed on the
+    executors: ``store_id, kind, payload`` (rows sorted by ``order`` within a store)."""
+    from cloud.lake.tables import conform
 
     def pack(t: pa.Table) -> pa.Table:
-        t = t.sort_by([(c, "ascending") for c in order])
+        t = conform(table, t).sort_by([(c, "ascending") for c in order])
         return pa.table({"store_id": [t["store_id"][0].as_py()], "kind": [kind], "payload": [_ipc(t)]})
 
     return frame.groupBy("store_id").applyInArrow(pack, "store_id string, kind string, payload binary")
