@@ -1,84 +1,100 @@
-"""Gold features on local Spark with 1 and 2 executor cores: does the work spread?
+"""The whole transform on local Spark with 1 and 2 executor cores: does the work spread?
 
-One simulated day of N stores (``cloud.synth``) goes through the real runner on a fresh lake per
-round; the SQL runs embedded (DuckDB) and the per-store feature replay runs on Spark, where each
-store's task also writes its Parquet files (``SparkEngine.features`` with storage) and the runner
-commits them (``StagedFiles.commit``). Timed: the "gold features" phase (Spark job: replay +
-executor writes) and the "gold writes" phase (the Delta commit among the other gold writes),
-with ``local[1]`` and ``local[2]``, beside the embedded engine's in-process replay of the same
-day (the peer). Medians of the rounds with spread; the machine is shared, so each figure sits
-beside its peer from the same run.
+One simulated day of 8 and of 24 stores (``cloud.synth``) goes through the real runner on a fresh lake per
+round, with ``SparkEngine`` as the engine: executors read bronze and silver from the tables'
+Parquet files, run the silver and gold SQL and the per-store feature replay, and write every
+silver event table and gold table as Parquet files that the runner commits with ``deltalake``
+(``StagedFiles``; master data, small, is still written by the driver). Timed per phase with
+``local[1]`` and ``local[2]``, beside the embedded engine (DuckDB, in process) on the same day
+(the peer): silver (bronze -> silver, written), gold features (the replay, written), and the
+rest of gold (SQL and writes: on Spark the SQL runs when its rows are written). Medians of the
+rounds with spread; the machine is shared, so each figure sits beside its peer from the same run.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
 
-N_STORES, N_FACINGS, ROUNDS = 40, 30, 3
+#: two fleet sizes: the difference gives the cost per store without Spark's fixed cost per run
+SIZES, N_FACINGS, ROUNDS = (8, 24), 30, 3
 
 
-def _round(tmp: Path, tag: str, engine) -> dict:
+def _round(tmp: Path, hub: str, tag: str, engine) -> dict:
     from cloud.ingest.source import LocalHubSource
     from cloud.ingest.stream import ingest_stream
     from cloud.lake.runner import transform
     from cloud.lake.storage import open_storage
 
     storage = open_storage(tmp / f"lake-{tag}")
-    with LocalHubSource(tmp / "hub.sqlite", consumer_group=tag) as source:
+    with LocalHubSource(tmp / hub, consumer_group=tag) as source:
         ingest_stream(storage, source, max_messages=500)
     phases: list[tuple[str, float]] = []
     transform(storage, engine, progress=lambda name: phases.append((name, time.perf_counter())), maintenance=False)
     phases.append(("end", time.perf_counter()))
     phase_s = {a[0]: b[1] - a[1] for a, b in zip(phases, phases[1:])}
-    rows = storage.read("gold.features").num_rows
-    return {"features_s": phase_s["gold features"], "writes_s": phase_s["gold writes"], "rows": rows}
+    total = phases[-1][1] - phases[0][1]
+    rows = {t: storage.read(t).num_rows for t in ("silver.shelf_reading", "gold.hourly_sales", "gold.features")}
+    return {"total_s": total, "silver_s": phase_s["silver"], "features_s": phase_s["gold features"],
+            "gold_rest_s": total - phase_s["silver"] - phase_s["gold features"], "rows": rows}
 
 
 def run(quick: bool = False) -> dict:
+    from bench.bench_lake import _median as med
+    from bench.bench_lake import _stat as stat
     from cloud.lake.engine import DuckDBEngine
     from cloud.lake.spark import SparkEngine
     from cloud.synth import day_events, fill_hub
     from gondola.hub import LocalHub
 
-    stores = 6 if quick else N_STORES
+    sizes = (2, 6) if quick else SIZES
     rounds = 1 if quick else ROUNDS
-    from bench.bench_lake import _median as med
-    from bench.bench_lake import _stat as stat
-    out: dict = {"stores": stores, "facings_per_store": N_FACINGS, "rounds": rounds}
+    out: dict = {"stores": list(sizes), "facings_per_store": N_FACINGS, "rounds": rounds, "events": {}}
+    phases = ("total_s", "silver_s", "features_s", "gold_rest_s")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        events = list(day_events(stores=stores, facings=N_FACINGS, hours=24))
-        with LocalHub(tmp / "hub.sqlite") as hub:
-            fill_hub(hub, events, per_message=500)
-        out["events"] = len(events)
-        print(f"day of {stores} stores x {N_FACINGS} facings: {len(events):,} events; {rounds} rounds per setting")
-        results: dict[str, list[dict]] = {}
+        for n in sizes:
+            events = list(day_events(stores=n, facings=N_FACINGS, hours=24))
+            with LocalHub(tmp / f"hub{n}.sqlite") as hub:
+                fill_hub(hub, events, per_message=500)
+            out["events"][n] = len(events)
+        print(f"days of {sizes} stores x {N_FACINGS} facings: {out['events']} events; {rounds} rounds per setting")
+        results: dict[str, dict[int, list[dict]]] = {}
+
+        def setting(name: str, engine) -> None:
+            results[name] = {}
+            for n in sizes:
+                results[name][n] = [_round(tmp, f"hub{n}.sqlite", f"{name}-{n}-{r}", engine) for r in range(rounds)]
+                for r in results[name][n]:
+                    print(f"  {name}, {n} stores: total {r['total_s']:.1f}s (silver {r['silver_s']:.1f}s, features "
+                          f"{r['features_s']:.1f}s, rest of gold {r['gold_rest_s']:.1f}s)", flush=True)
+
         for cores in (1, 2):
             spark = SparkEngine(master=f"local[{cores}]")
-
-            class SqlEmbeddedFeaturesOnSpark(DuckDBEngine):
-                def features(self, *args, **kwargs):
-                    return spark.features(*args, **kwargs)
-
-            _round(tmp, f"warm{cores}", SqlEmbeddedFeaturesOnSpark())  # JVM and Python workers start once
-            results[f"spark_local_{cores}"] = [_round(tmp, f"s{cores}r{r}", SqlEmbeddedFeaturesOnSpark())
-                                               for r in range(rounds)]
+            _round(tmp, f"hub{sizes[0]}.sqlite", f"warm{cores}", spark)  # JVM and Python workers start once
+            setting(f"spark_local_{cores}", spark)
             spark.stop()
-            for r in results[f"spark_local_{cores}"]:
-                print(f"  local[{cores}]: features {r['features_s']:.1f}s, gold writes {r['writes_s']:.1f}s", flush=True)
-        results["embedded"] = [_round(tmp, f"e{r}", DuckDBEngine()) for r in range(rounds)]
-        for r in results["embedded"]:
-            print(f"  embedded (in process): features {r['features_s']:.1f}s, gold writes {r['writes_s']:.1f}s", flush=True)
-    for name, rs in results.items():
-        out[name] = {"features_s": stat([r["features_s"] for r in rs]), "gold_writes_s": stat([r["writes_s"] for r in rs]),
-                     "feature_rows": rs[0]["rows"],
-                     "features_ms_per_store": round(1000 * med([r["features_s"] for r in rs]) / stores, 1)}
-    one, two = out["spark_local_1"]["features_s"]["median"], out["spark_local_2"]["features_s"]["median"]
-    out["speedup_2_vs_1_cores"] = round(one / two, 2)
-    out["spark_2_cores_vs_embedded"] = round(two / out["embedded"]["features_s"]["median"], 2)
-    out["same_rows"] = len({out[k]["feature_rows"] for k in results}) == 1
-    print(f"  features: local[1] {one}s, local[2] {two}s -> {out['speedup_2_vs_1_cores']}x with 2 cores; "
-          f"embedded {out['embedded']['features_s']['median']}s; same rows: {out['same_rows']}")
+        setting("embedded", DuckDBEngine())
+    raw = Path(tempfile.gettempdir()) / "bench_lake_spark_raw.json"  # kept if the summary below fails
+    raw.write_text(json.dumps({k: {str(n): rs for n, rs in v.items()} for k, v in results.items()}))
+    small, big = sizes
+    for name, by_size in results.items():
+        out[name] = {str(n): {p: stat([r[p] for r in rs]) for p in phases} | {"rows": rs[0]["rows"]}
+                     for n, rs in by_size.items()}
+        # per store: the difference between the two fleet sizes (medians), divided by the stores added
+        out[name]["ms_per_store"] = {p[:-2]: round(1000 * (med([r[p] for r in by_size[big]]) -
+                                                           med([r[p] for r in by_size[small]])) / (big - small), 1)
+                                     for p in phases}
+        out[name]["fixed_s_per_run"] = round(med([r["total_s"] for r in by_size[small]])
+                                             - small * out[name]["ms_per_store"]["total"] / 1000, 2)
+    out["speedup_2_vs_1_cores"] = {p[:-2]: round(out["spark_local_1"][str(big)][p]["median"]
+                                                 / out["spark_local_2"][str(big)][p]["median"], 2) for p in phases}
+    out["spark_2_cores_vs_embedded"] = {p[:-2]: round(out["spark_local_2"][str(big)][p]["median"]
+                                                      / out["embedded"][str(big)][p]["median"], 2) for p in phases}
+    out["same_rows"] = all(len({tuple(sorted(results[k][n][0]["rows"].items())) for k in results}) == 1 for n in sizes)
+    print(f"  {big} stores, speed-up with 2 cores: {out['speedup_2_vs_1_cores']}; local[2] / embedded: "
+          f"{out['spark_2_cores_vs_embedded']}; per store (ms): "
+          + "; ".join(f"{k} {out[k]['ms_per_store']}" for k in results) + f"; same rows: {out['same_rows']}")
     return out

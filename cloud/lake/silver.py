@@ -192,7 +192,9 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
     quarantined once).
     ``existing`` maps each silver table to its current ``(device_id, seq, ts)`` rows (for
     deduplication across runs and for counting late rows). Returns ``{"tables": {name: rows},
-    "quarantine": rows, "expectations": rows, "stats": {...}}``.
+    "quarantine": rows, "expectations": rows, "stats": {...}, "cached": [...]}``: rows are the
+    engine's relations (Arrow tables on DuckDB, DataFrames on Spark, computed where they are
+    written); ``expectations`` is Arrow; ``cached`` lists what the caller ``release``s after writing.
 
     Raises:
         ExpectationFailed: a ``fail`` expectation did not hold.
