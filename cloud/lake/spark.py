@@ -23,6 +23,7 @@ this path does not use them; it needs only storage access from the executors.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import uuid
@@ -51,6 +52,10 @@ class SparkEngine:
             # Python tasks (applyInPandas) must run in this interpreter, with its packages.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             from pyspark.sql import SparkSession
+
+            # py4j logs every connection it closes at INFO, also from finalizers at interpreter
+            # exit, when a handler's stream may already be closed ("--- Logging error ---").
+            logging.getLogger("py4j").setLevel(logging.WARNING)
 
             self._session = (
                 SparkSession.builder.master(self._master)
