@@ -54,3 +54,33 @@ def test_every_table_has_lineage_to_tables_that_exist():
     assert set(LINEAGE) == set(TABLES)
     for name, (inputs, step) in LINEAGE.items():
         assert set(inputs) <= set(TABLES) and step, name
+
+
+def test_change_files_name_the_files_holding_the_rows_changes_reads(tmp_path):
+    """What an engine reading files (Spark) takes for a table's changes: the files the later
+    commits added, or, for a commit that rewrote rows, its change-data files' inserts and
+    post-images; the same rows ``changes`` reads through deltalake."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    storage = open_storage(tmp_path / "lake")
+    rows = lambda ids, v: pa.table({"id": pa.array(ids, pa.int64()), "v": pa.array([v] * len(ids))})  # noqa: E731
+    storage.write("silver.t", rows([1, 2], "a"))
+    storage.write("silver.t", rows([3], "b"))
+    storage.write("silver.t", rows([2], "c"), mode="overwrite", predicate="id = 2")  # a rewrite (erasure-like)
+
+    def from_files(after: int) -> list[tuple]:
+        adds, cdcs, version = storage.change_files("silver.t", after)
+        assert version == storage.version("silver.t")
+        got = [ds.dataset(adds).to_table(columns=["id", "v"])] if adds else []
+        if cdcs:
+            c = ds.dataset(cdcs).to_table()
+            got.append(c.filter(pc.is_in(c["_change_type"], pa.array(["insert", "update_postimage"])))
+                       .select(["id", "v"]))
+        return sorted(r for t in got for r in zip(t["id"].to_pylist(), t["v"].to_pylist()))
+
+    for after in (-1, 0, 1):
+        changed, _ = storage.changes("silver.t", after)
+        assert from_files(after) == sorted(zip(changed["id"].to_pylist(), changed["v"].to_pylist())), after
+    assert from_files(0) == [(2, "c"), (3, "b")]
+    assert storage.change_files("silver.t", storage.version("silver.t"))[:2] == ([], [])
