@@ -162,7 +162,8 @@ def _detectable(w: WindowRecord, run: SimRun) -> bool:
         return any(before[0] - units_at(t) >= 3 for t, _ in _scan(run)["readings"].get(w.target, ())
                    if w.start_ms + 30 * MINUTE_MS <= t < w.end_ms)
     if w.kind == "demand_spike":
-        # Only a spike that reached the till shows: at least 10 units sold that day, 3x the usual.
+        # Only a spike that reached the till shows: at least 10 units sold that day, 3 x the
+        # SKU's expected demand without the spike (not on the run's first day).
         return _spike_sold(w, run) >= 10
     if w.kind == "phantom_inventory":
         # Only sensored facings of single-facing SKUs show it, and only once it lasted half a day.
@@ -223,18 +224,23 @@ def till_missed_baskets(w: WindowRecord, run: SimRun) -> float:
 
 
 def _spike_sold(w: WindowRecord, run: SimRun) -> float:
+    """Units the till sold of a spiked SKU on its day, when the spike reached the till: at least
+    3 x the SKU's expected demand that day without the spike (the simulator's own ``expected``;
+    the units sold on earlier days are no baseline: stock-outs censor them, and against them 307
+    ordinary SKU-days of six training seeds looked like spikes). 0 on the run's first day (the
+    stream has no earlier day of the store to compare with)."""
     sim = run.sims[[s.store_id for s in run.sims].index(w._store)] if hasattr(w, "_store") else None
     if sim is None:
         return 0.0
-    d = sim.truth.daily()
-    sku_of = [r["sku"] for r in sim.planogram]
     day = w.start_ms - w.start_ms % DAY_MS
-    cols = [i for i, k in enumerate(sku_of) if k == w.target]
-    today = sum(int(d["sold"][j]) for j in range(len(d["day_ms"])) if d["day_ms"][j] == day and d["facing"][j] in cols)
-    before = [int(d["sold"][j]) for j in range(len(d["day_ms"])) if d["day_ms"][j] < day and d["facing"][j] in cols]
-    days_before = max(len({int(x) for x in d["day_ms"] if x < day}), 1)
-    usual = sum(before) / days_before
-    return today if today >= 3 * usual else 0.0
+    if day < run.start_ms - run.start_ms % DAY_MS + DAY_MS:
+        return 0.0
+    d = sim.truth.daily()
+    cols = {i for i, r in enumerate(sim.planogram) if r["sku"] == w.target}
+    at = [j for j in range(len(d["day_ms"])) if d["day_ms"][j] == day and d["facing"][j] in cols]
+    today = sum(int(d["sold"][j]) for j in at)
+    expected = sum(float(d["expected"][j]) for j in at)
+    return today if today >= 3 * expected else 0.0
 
 
 def score_detectors(run: SimRun, rows: list[dict] | None = None) -> dict[str, dict]:

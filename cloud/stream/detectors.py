@@ -17,10 +17,14 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   report. A sensor that was merely not heard from (its radio hub down) is not stuck.
   Score: units sold.
 * ``till_silent``: a register silent for ``till_silent_ms`` while the store's other registers
-  sell, and the baskets it missed reach ``till_expected``: the baskets the others took since its
-  last one times its usual share of the store's baskets over theirs (live traffic: a quiet day
-  is quiet for every lane). Its own hour-of-day profile must expect ``till_usual_min`` baskets
-  in the silence (a lane usually closed then is not a failure). Score: baskets missed.
+  sell, and the baskets it missed reach ``till_expected``: each basket the others took since its
+  last one (however long ago: counted as they come) counts share / (1 - share), its share of the
+  store's baskets at that hour of day (live traffic: a quiet day is quiet for every lane; a lane
+  closed at an hour has no share there; a silence counts in its share once it ended). Its own hour-of-day profile must expect ``till_usual_min``
+  baskets in the silence (a lane usually closed then is not a failure); the profile learns a
+  long silence only when the lane speaks again (a failure must not teach the lane that it is
+  closed while it lasts), and an hour it never saw counts at its all-day rate (a lane on its
+  first day). Score: baskets missed.
 * ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
   ``backlog_fresh_ms`` of their time: reports drained after an outage describe the past), show
   ``unsent_rows`` rising over ``backlog_reports`` reports by at least ``backlog_min_rows`` while
@@ -43,9 +47,11 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   hours empty.
 * ``demand_band``: a SKU's units sold today at the regular price against its usual share of the
   store's units (learned per day, after ``band_warmup_days`` days): at least ``band_ratio`` times
-  the expected units plus ``band_sigmas`` Poisson sigmas, and at least ``band_min_units``. A
-  lower price than the SKU's regular one marks an announced promotion (not an anomaly).
-  Score: observed / expected.
+  the expected units plus ``band_sigmas`` Poisson sigmas, and at least ``band_min_units``, judged
+  only in the early part of the day, while the store has sold less than ``band_early_share`` of
+  its usual day's units (later, shelves emptied by the day's sales and shoppers switching from
+  them to other products move shares as much as a spike does). A lower price than the SKU's
+  regular one marks an announced promotion (not an anomaly). Score: observed / expected.
 * ``alert_divergence``: (run only while the gateway is alive) the gateway's raised alerts and
   the cloud's ``empty_within_h`` alerts disagree on at least ``divergence_min`` facings and on
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
@@ -78,7 +84,6 @@ class DetectorConfig:
     till_silent_ms: int = 30 * MINUTE_MS
     till_expected: float = 10.5
     till_usual_min: float = 2.0
-    till_lookback_ms: int = 3 * HOUR_MS
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
@@ -92,11 +97,12 @@ class DetectorConfig:
     drift_readings: int = 3
     phantom_min_ms: int = 12 * HOUR_MS
     phantom_deliveries: int = 2
-    band_warmup_days: int = 2
-    band_ratio: float = 4.0
-    band_sigmas: float = 4.0
+    band_warmup_days: int = 1
+    band_ratio: float = 3.0
+    band_sigmas: float = 3.0
     band_min_units: float = 10.0
     band_history_days: int = 3
+    band_early_share: float = 0.5
 
 
 def _hour(ts: int) -> int:
@@ -120,6 +126,14 @@ class _Profile:
         total = sum(self.observed_ms)
         return sum(self.events) / total if total else 0.0
 
+    def observe(self, start: int, end: int) -> None:
+        """Count [start, end) as observed time, hour by hour (at most a week)."""
+        t, end = start, min(end, start + 7 * DAY_MS)
+        while t < end:
+            nxt = min(end, t - t % HOUR_MS + HOUR_MS)
+            self.observed_ms[_hour(t)] += nxt - t
+            t = nxt
+
     def expected(self, start: int, end: int, strict: bool = False) -> float:
         """Events expected in [start, end) (summed hour by hour, at most one day)."""
         out, t, end = 0.0, start, min(end, start + DAY_MS)
@@ -128,6 +142,38 @@ class _Profile:
             out += self.rate(_hour(t), strict) * (nxt - t)
             t = nxt
         return out
+
+
+@dataclass
+class _Lane:
+    """A till lane (register) as ``till_silent`` sees it."""
+
+    last_ts: int
+    profile: _Profile = field(default_factory=_Profile)  # its baskets per hour of day
+    flagged: bool = False
+    txns: list = field(default_factory=list)  # its last transaction ids (lines come in bursts)
+    baskets: int = 0  # its baskets ...
+    store_up: int = 0  # ... and the store's baskets: its share = baskets / store_up
+    store_hour: list = field(default_factory=lambda: [0.0] * 24)  # store_up per hour of day
+    others: int = 0  # baskets the other lanes took since its last one ...
+    missed: float = 0.0  # ... and how many of them it would have had (its share at their hour)
+    others_hour: list = field(default_factory=lambda: [0.0] * 24)  # ``others`` per hour, learned when it speaks
+    unseen_from: int | None = None  # start of a long silence, counted in its profile when it ends
+
+    def share(self, hour: int) -> float:
+        """Its share of the store's baskets: over all hours, or lower at an hour of day where it
+        took fewer (a lane closed at that hour has a share near 0 there). The hour's share is
+        shrunk towards the overall one by ``_SHARE_PRIOR`` baskets (an hour seen little says
+        little) and never exceeds it (the noise of 24 estimates must not inflate a silence)."""
+        overall = self.baskets / self.store_up if self.store_up else 0.0
+        return min(overall, (self.profile.events[hour] + _SHARE_PRIOR * overall) / (self.store_hour[hour] + _SHARE_PRIOR))
+
+
+#: Baskets of prior weight for a lane's share at one hour of day (``_Lane.share``).
+_SHARE_PRIOR = 5.0
+#: Store baskets a lane must have seen before its share says anything (the first lane to sell
+#: in the morning of the first day has a share of 1).
+_SHARE_MIN_BASKETS = 100
 
 
 @dataclass
@@ -166,7 +212,7 @@ class StoreWatch:
     sensors: dict[str, _Sensor] = field(default_factory=dict)  # facing -> sensor
     sensor_hours: float = 0.0  # readings per hour, decayed
     facings_per_sku: dict[str, int] = field(default_factory=dict)
-    registers: dict[str, list] = field(default_factory=dict)  # device -> [last_ts, _Profile, flagged, recent txns]
+    registers: dict[str, _Lane] = field(default_factory=dict)  # POS device -> its lane
     _by_sku: dict = field(default_factory=dict)  # sku -> its sensor (single-facing SKUs matter)
     gateway_raised: set[str] = field(default_factory=set)
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
@@ -185,19 +231,29 @@ class StoreWatch:
     band_promo: set = field(default_factory=set)
     band_share: dict = field(default_factory=dict)  # sku -> shares of the last band_history_days days
     band_days: int = 0
+    band_totals: list = field(default_factory=list)  # the store's units of the last band_history_days days
     regular_price: dict = field(default_factory=dict)
     # Indexes over ``sensors`` so a tick looks only at candidates, not at every sensor:
     zeros: dict = field(default_factory=dict)  # facing -> sensor reading 0 (phantom_inventory)
     selling: dict = field(default_factory=dict)  # facing -> sensor the till sold from since its value (stuck)
-    baskets: list = field(default_factory=list)  # (ts, register) of the last hours' baskets (till_silent)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("band_totals", [])  # a snapshot from before demand_band's early part of the day
         if "zeros" not in state:  # a snapshot from before the indexes
             self.zeros = {f: s for f, s in self.sensors.items() if s.zero_since is not None}
             self.selling = {f: s for f, s in self.sensors.items() if s.sold > 0}
-        if "baskets" not in state:
-            self.baskets = []
+        baskets = self.__dict__.pop("baskets", [])  # a snapshot from before _Lane: lanes were lists
+        everyone = sum(sum(r[1].events) for r in self.registers.values() if isinstance(r, list))
+        for device, r in list(self.registers.items()):
+            if isinstance(r, list):
+                own = sum(r[1].events)
+                lane = self.registers[device] = _Lane(r[0], r[1], r[2], r[3] or [], int(own), int(everyone))
+                lane.store_hour = [e * everyone / own if own else 0.0 for e in r[1].events]
+                for ts, d in baskets:
+                    if ts > r[0] and d != device:
+                        lane.others += 1
+                        lane.missed += min(lane.share(_hour(ts)), 0.99) / (1.0 - min(lane.share(_hour(ts)), 0.99))
 
     def start(self, ts: int, planogram: Sequence[Any] | None) -> None:
         self.first_ts = self.last_ts = ts
@@ -331,20 +387,24 @@ class StoreWatch:
             self.open.discard("sales_zero")  # the tills are back (an old line drained late is not)
         self.pos_profile.events[_hour(ts)] += 1
         self._band(ts, data, cfg)
-        reg = self.registers.get(device)
-        if reg is None:
-            reg = self.registers[device] = [ts, _Profile(), False, None]
+        lane = self.registers.get(device)
+        if lane is None:
+            lane = self.registers[device] = _Lane(ts)
         txn = data.get("txn_id")
-        if reg[3] is None:
-            reg[3] = []
-        if txn not in reg[3]:  # a register's profile counts baskets: lines come in bursts
-            reg[3] = reg[3][-15:] + [txn]
-            reg[1].events[_hour(ts)] += 1
-            self.baskets.append((ts, device))
-        if ts > reg[0]:
-            reg[0] = ts
-            if reg[2]:
-                reg[2] = False
+        if txn not in lane.txns:  # a lane counts baskets: lines come in bursts
+            lane.txns = lane.txns[-15:] + [txn]
+            self._basket(lane, ts, cfg)
+        if ts > lane.last_ts:
+            # What the others took during the silence counts in its share only now: a failure
+            # must not lower the share it is judged by while it lasts.
+            lane.store_up += int(sum(lane.others_hour))
+            lane.store_hour = [a + b for a, b in zip(lane.store_hour, lane.others_hour)]
+            lane.last_ts, lane.others, lane.missed, lane.others_hour = ts, 0, 0.0, [0.0] * 24
+            if lane.unseen_from is not None:  # counted now: a failure is not its own usual
+                lane.profile.observe(lane.unseen_from, ts)
+                lane.unseen_from = None
+            if lane.flagged:
+                lane.flagged = False
                 self.open.discard(f"till_silent:{device}")
         qty, kind = float(data.get("qty", 0)), data.get("kind", "sale")
         if kind not in ("sale", "void") or (kind == "sale" and qty <= 0):
@@ -363,6 +423,29 @@ class StoreWatch:
             s.since_change.append((ts, -qty))
         if ts > s.anchor_ts:
             s.moves.append((ts, -qty))
+
+    def _basket(self, lane: _Lane, ts: int, cfg: DetectorConfig) -> None:
+        """Count a new basket of ``lane`` in every lane's share and missed baskets. While a lane
+        is flagged down (for less than a day) no share learns: its shoppers pay at the others,
+        whose shares would rise for good."""
+        hour = _hour(ts)
+        lane.profile.events[hour] += 1
+        learn = not any(o.flagged and ts - o.last_ts < DAY_MS for o in self.registers.values())
+        if learn:
+            lane.baskets += 1
+            lane.store_up += 1
+            lane.store_hour[hour] += 1
+        for other in self.registers.values():
+            if other is not lane:
+                if ts > other.last_ts and other.store_up >= _SHARE_MIN_BASKETS:  # it missed its share of it
+                    share = min(other.share(hour), 0.99)
+                    other.others += 1
+                    other.missed += share / (1.0 - share)
+                    if learn:
+                        other.others_hour[hour] += 1
+                elif learn:
+                    other.store_up += 1
+                    other.store_hour[hour] += 1
 
     def _band(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
         day = ts // DAY_MS
@@ -389,11 +472,14 @@ class StoreWatch:
                 hist.append(self.band_units.get(sku, 0.0) / self.band_total)
                 del hist[:-cfg.band_history_days]
             self.band_days += 1
+            self.band_totals = (self.band_totals + [self.band_total])[-cfg.band_history_days:]
         self.band_day, self.band_units, self.band_total, self.band_promo = day, {}, 0.0, set()
 
     def _band_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
         if self.band_days < cfg.band_warmup_days or self.band_total <= 0 or self.band_day != t // DAY_MS:
             return []
+        if self.band_totals and self.band_total >= cfg.band_early_share * sum(self.band_totals) / len(self.band_totals):
+            return []  # late in the day: stock-outs and switching shoppers shape shares as much as spikes do
         rows = []
         floor = 0.5 / max(self.band_total, 1.0)
         for sku, units in sorted(self.band_units.items()):
@@ -470,8 +556,11 @@ class StoreWatch:
         # Learn the hour profile only from time the store was not silent.
         if span > 0 and silent_for < cfg.silent_min_ms:
             self.profile.observed_ms[_hour(t - span)] += span
-            for reg in self.registers.values():
-                reg[1].observed_ms[_hour(t - span)] += span
+            for lane in self.registers.values():
+                if t - lane.last_ts < cfg.till_silent_ms:
+                    lane.profile.observed_ms[_hour(t - span)] += span
+                elif lane.unseen_from is None:
+                    lane.unseen_from = t - span  # counted when it speaks again (or never: a failure)
             if "sales_zero" not in self.open:
                 self.pos_profile.observed_ms[_hour(t - span)] += span
             if self.last_reading_ts is not None and t - self.last_reading_ts < cfg.fleet_silent_ms:
@@ -530,34 +619,24 @@ class StoreWatch:
 
     def _till_check(self, t: int, cfg: DetectorConfig, others_selling: bool) -> list[dict]:
         """till_silent: a register silent while the others sell. The baskets it missed are
-        counted from what the others took meanwhile (live traffic, not a profile) times its
-        usual share of the store's baskets; its own hour profile must say the lane is usually
-        open then (a lane closed at quiet hours is not a failure)."""
-        horizon = t - cfg.till_lookback_ms
-        if self.baskets and self.baskets[0][0] < horizon:
-            self.baskets = [b for b in self.baskets if b[0] >= horizon]
+        counted from what the others took meanwhile (live traffic, not a profile), each at the
+        lane's share of the store's baskets at that hour (``_Lane.share``); its own hour profile
+        must say the lane is usually open then (a lane closed at quiet hours is not a failure)."""
         rows: list[dict] = []
         if not others_selling:
             return rows
-        totals = {d: sum(r[1].events) for d, r in self.registers.items()}
-        everyone = sum(totals.values())
-        for device, reg in sorted(self.registers.items()):
-            last, prof, flagged = reg[:3]
-            if flagged or t - last < cfg.till_silent_ms:
+        for device, lane in sorted(self.registers.items()):
+            if lane.flagged or t - lane.last_ts < cfg.till_silent_ms or lane.missed < cfg.till_expected:
                 continue
-            if not any(d != device and t - r[0] < cfg.till_silent_ms for d, r in self.registers.items()):
+            if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
                 continue
-            share = totals[device] / everyone if everyone else 0.0
-            if share <= 0 or share >= 1:
-                continue
-            usual = prof.expected(max(last, horizon), t, strict=True)
-            others = sum(1 for ts, d in self.baskets if ts > last and d != device)
-            expected = others * share / (1.0 - share)
-            if expected >= cfg.till_expected and usual >= cfg.till_usual_min:
-                reg[2] = True
+            expected, share = lane.missed, lane.baskets / max(lane.store_up, 1)
+            usual = lane.profile.expected(lane.last_ts, t)
+            if usual >= cfg.till_usual_min:
+                lane.flagged = True
                 self.open.add(f"till_silent:{device}")
-                rows.append(self._row(t, "till_silent", device, expected, last, {
-                    "last_line_ms": last, "expected_baskets": round(expected, 1), "others_baskets": others,
+                rows.append(self._row(t, "till_silent", device, expected, lane.last_ts, {
+                    "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
                     "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
         return rows
 
