@@ -725,12 +725,14 @@ def bench_cycle(facings: int, minutes: int, *, reading_share: float = 0.05, seed
            "fixed_share_cpu": (total_cpu - cpu_parts.get("scoring", 0.0) - cpu_parts.get("alert_events", 0.0))
            / total_cpu,
            "non_scoring_share": 1 - scoring / total,
-           "parts_ms_per_cycle": {k: 1000 * v / cycles for k, v in sorted(parts.items())}}
+           "parts_ms_per_cycle": {k: 1000 * v / cycles for k, v in sorted(parts.items())},
+           "parts_cpu_ms_per_cycle": {k: 1000 * v / cycles for k, v in sorted(cpu_parts.items())}}
     print(f"cycle, {facings:,} facings, {cycles} cycles, {alerts} alert changes: {out['cycle_ms']:.2f} ms per cycle, "
           f"scoring {out['scoring_ms']:.2f} ms, fixed cost {out['fixed_share']:.1%} (CPU time: "
           f"{out['fixed_share_cpu']:.1%}; target < 25%; everything but "
           f"scoring {out['non_scoring_share']:.1%}) | "
-          + ", ".join(f"{k} {v:.2f}" for k, v in out["parts_ms_per_cycle"].items()), flush=True)
+          + ", ".join(f"{k} {v:.2f}" for k, v in out["parts_ms_per_cycle"].items()) + " | CPU ms: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in out["parts_cpu_ms_per_cycle"].items()), flush=True)
     return out
 
 
@@ -749,7 +751,7 @@ def bench_cycles(facings: int, minutes: int, rounds: int = 3) -> dict:
     return out
 
 
-def _sections(quick: bool) -> dict:
+def _sections(quick: bool, rounds: int | None = None) -> dict:
     return {
         "buffer": lambda: bench_buffer(30_000 if quick else 300_000, rounds=1 if quick else 5),
         "collector": lambda: bench_collector(5_000 if quick else 30_000, rounds=1 if quick else 9),
@@ -759,7 +761,7 @@ def _sections(quick: bool) -> dict:
         "cost": lambda: bench_cost(0.25 if quick else 1.0, rounds=1 if quick else 3),
         # Whole hours after the first cycle: every periodic task (health 5 min, twin 15 min,
         # snapshot 30 min) falls the same number of times in each run.
-        "cycle": lambda: {str(f): bench_cycles(f, m, rounds=1 if quick else 3)
+        "cycle": lambda: {str(f): bench_cycles(f, m, rounds=rounds or (1 if quick else 3))
                           for f, m in ((200, 61 if quick else 181), (10_000, 61 if quick else 121))},
     }
 
@@ -768,10 +770,11 @@ def run(quick: bool = False) -> dict:
     return {name: section() for name, section in _sections(quick).items()}
 
 
-def rerun(names: list[str]) -> None:
+def rerun(names: list[str], rounds: int | None = None) -> None:
     """Re-run some sections and merge them into the run of record (``bench/results/edge.json``),
-    noting when each was measured: ``python -m bench.bench_edge cycle billing``."""
-    sections = _sections(False)
+    noting when each was measured: ``python -m bench.bench_edge cycle billing`` (``--rounds 9``:
+    the cycle section's rounds per size)."""
+    sections = _sections(False, rounds)
     path = ROOT / "bench" / "results" / "edge.json"
     record = json.loads(path.read_text())
     for name in names:
@@ -782,8 +785,10 @@ def rerun(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    names = [a for a in sys.argv[1:] if not a.startswith("-")]
+    args = sys.argv[1:]
+    rounds = int(args[args.index("--rounds") + 1]) if "--rounds" in args else None
+    names = [a for a in args if not a.startswith("-") and not a.isdigit()]
     if names:
-        rerun(names)
+        rerun(names, rounds)
     else:
         run(quick="--quick" in sys.argv)

@@ -233,7 +233,28 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         INSERT OR REPLACE INTO meta SELECT 'rows_p' || priority, COUNT(*) FROM events GROUP BY priority;
         """,
     ),
+    (
+        "0009_facing_state_blocks",
+        # A facing-state snapshot is one row: the changed facings' packed states end to end
+        # (``width`` bytes each), their ids, alert words and alert times, and the layout that
+        # packed them. Upserting a row per facing cost ~4 us each (10,000 facings: 40 ms per
+        # snapshot, as much as packing them). Rows of ``facing_state`` are older builds'.
+        """
+        CREATE TABLE facing_state_blocks (
+            seq INTEGER PRIMARY KEY,
+            layout TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            ids TEXT NOT NULL,
+            states BLOB NOT NULL,
+            alerts TEXT NOT NULL,
+            since TEXT NOT NULL
+        );
+        """,
+    ),
 )
+
+#: The facing id of the layout row among facing-state rows (``edge.inference``; no facing has it).
+_LAYOUT_ROW = ""
 
 #: ids: priority class in the high bits, arrival number in the low ones (migration 0008).
 CLASS_BITS = 40
@@ -505,6 +526,10 @@ class SqliteBuffer:
         }
         for d, e, lo, hi in db.execute("SELECT device_id, epoch, lo, hi FROM gaps ORDER BY device_id, epoch, lo"):
             self._devices[(d, e)].gaps.append([lo, hi])
+        #: Every device epoch with open gaps, and maybe some whose gaps closed since (pruned by
+        #: ``_open_gaps``): health reads these, not all 10,000 shelves of a large store.
+        self._gappy: set[tuple[str, int]] = {k for k, st in self._devices.items() if st.gaps}
+        self._device_count = (-1, 0)  # (len(self._devices), distinct device ids) when last counted
         # Quarantine's rows and bytes are read, not kept as counters: a few thousand rows at most.
         self._q_rows, self._q_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
         #: rows handed to the uplink and not yet marked sent: id -> monotonic time selected
@@ -676,6 +701,7 @@ class SqliteBuffer:
                 "duplicates=duplicates+excluded.duplicates, last_seen=excluded.last_seen",
                 [(dev, ep, self._devices[(dev, ep)].min_seq, self._devices[(dev, ep)].max_seq, rec, dup, now_ms, now_ms)
                  for (dev, ep), (rec, dup) in device_updates.items()])
+            self._gappy.update(touched_gaps)
             for dev, ep in touched_gaps:
                 old = {lo: rep for lo, rep in db.execute(
                     "SELECT lo, reported FROM gaps WHERE device_id=? AND epoch=?", (dev, ep))}
@@ -1077,28 +1103,92 @@ class SqliteBuffer:
         other than 0 is keyed ``device_id@epoch``), optionally only the ``max_devices`` devices
         missing most and their first ``max_ranges`` ranges."""
         with self._lock:
-            out = {(d if e == 0 else f"{d}@{e}"): s.gaps for (d, e), s in self._devices.items() if s.gaps}
+            out = {(d if e == 0 else f"{d}@{e}"): s.gaps for (d, e), s in self._open_gaps()}
             if max_devices is not None and len(out) > max_devices:
                 worst = sorted(out, key=lambda d: -sum(hi - lo + 1 for lo, hi in out[d]))[:max_devices]
                 out = {d: out[d] for d in worst}
             return {d: [tuple(g) for g in gs[:max_ranges]] for d, gs in out.items()}
 
+    def _open_gaps(self) -> list[tuple[tuple[str, int], _DeviceSeqs]]:
+        """The device epochs with open gaps, by device id and epoch (the caller holds the lock);
+        forgets those whose gaps closed (or that a rolled-back group had added)."""
+        out = [(k, st) for k in sorted(self._gappy) if (st := self._devices.get(k)) is not None and st.gaps]
+        if len(out) < len(self._gappy):
+            self._gappy = {k for k, _ in out}
+        return out
+
+    def _distinct_devices(self) -> int:
+        """Device ids (over their epochs); recounted only when a device epoch was added (keys
+        are only added, or removed again by the rollback of the group that added them)."""
+        n, count = self._device_count
+        if n != len(self._devices):
+            self._device_count = n, count = len(self._devices), len({d for d, _ in self._devices})
+        return count
+
     # ---- state snapshots (inference) -----------------------------------------------------
 
-    def save_facing_states(self, rows: list[tuple[str, str, str, int]]) -> None:
-        """Upsert ``(facing_id, state, alert, alert_since)`` rows in one transaction (``state``:
-        packed values or JSON text, as ``edge.inference`` writes them)."""
+    def save_facing_states(self, rows: list[tuple[str, object, str, int]], *, replace: bool = False) -> None:
+        """Store ``(facing_id, state, alert, alert_since)`` rows in one transaction (``state``:
+        packed values or JSON text, as ``edge.inference`` writes them; the row of facing id
+        ``""`` is the layout of the packed ones).
+
+        Packed states of equal size go into one block row (with the layout and the alert
+        words and times); anything else is upserted per facing, as older builds did.
+        ``replace``: the rows hold every facing, so older blocks and per-facing rows go in
+        the same transaction (a crash keeps either all the old rows or the new ones)."""
+        layout = next((str(state) for fid, state, _, _ in rows if fid == _LAYOUT_ROW), None)
+        packed = [r for r in rows if r[0] != _LAYOUT_ROW and isinstance(r[1], bytes)]
+        width = len(packed[0][1]) if packed else 0
+        if layout is None or not packed or any(len(r[1]) != width for r in packed):
+            packed = []
+        keyed = [r for r in rows if r[0] != _LAYOUT_ROW] if not packed else []
+        if layout is not None and not packed:
+            keyed.append((_LAYOUT_ROW, layout, "layout", 0))
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
-            # An upsert rewrites the row in place; REPLACE deletes and re-inserts it (2x slower).
-            db.executemany("INSERT INTO facing_state VALUES (?,?,?,?) ON CONFLICT (facing_id) DO UPDATE SET "
-                           "state = excluded.state, alert = excluded.alert, alert_since = excluded.alert_since", rows)
-            db.execute("COMMIT")
+            try:
+                if replace:
+                    db.execute("DELETE FROM facing_state_blocks")
+                    db.execute("DELETE FROM facing_state")
+                if packed:
+                    ids, states, alerts, since = zip(*packed)
+                    db.execute("INSERT INTO facing_state_blocks (layout, width, ids, states, alerts, since) "
+                               "VALUES (?,?,?,?,?,?)",
+                               (layout, width, json.dumps(ids), b"".join(states), json.dumps(alerts),
+                                json.dumps(since)))
+                if keyed:
+                    # An upsert rewrites the row in place; REPLACE deletes and re-inserts it (2x slower).
+                    db.executemany("INSERT INTO facing_state VALUES (?,?,?,?) ON CONFLICT (facing_id) DO UPDATE SET "
+                                   "state = excluded.state, alert = excluded.alert, "
+                                   "alert_since = excluded.alert_since", keyed)
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                db.execute("ROLLBACK")
+                raise
 
-    def load_facing_states(self) -> list[tuple[str, str, str, int]]:
+    def load_facing_states(self) -> list[tuple[str, object, str, int]]:
+        """The latest saved row of each facing: per-facing rows (older builds) first, then each
+        block's layout row and its rows that no later block replaced (see
+        ``Inference.restore``: a layout row applies to the packed rows after it)."""
         with self._lock:
-            return self._db.execute("SELECT facing_id, state, alert, alert_since FROM facing_state").fetchall()
+            old = self._db.execute("SELECT facing_id, state, alert, alert_since FROM facing_state").fetchall()
+            blocks = self._db.execute(
+                "SELECT layout, width, ids, states, alerts, since FROM facing_state_blocks ORDER BY seq DESC").fetchall()
+        seen: set[str] = set()
+        newest_first = []
+        for layout, width, ids, states, alerts, since in blocks:
+            states = bytes(states)
+            rows = [(fid, states[k * width:(k + 1) * width], alert, t)
+                    for k, (fid, alert, t) in enumerate(zip(json.loads(ids), json.loads(alerts), json.loads(since)))
+                    if fid not in seen]
+            seen.update(r[0] for r in rows)
+            newest_first.append([(_LAYOUT_ROW, layout, "layout", 0)] + rows)
+        # The old rows' layout row first (it applies to their packed rows), then the blocks'.
+        out = sorted((r for r in old if r[0] not in seen), key=lambda r: r[0] != _LAYOUT_ROW)
+        for block in reversed(newest_first):
+            out += block
+        return out
 
     # ---- inspection ----------------------------------------------------------------------
 
@@ -1108,7 +1198,8 @@ class SqliteBuffer:
             oldest = self._oldest_received()  # the first row of each class: a few lookups
             evictions = {f"{r}/{t}": n for r, t, n in self._db.execute("SELECT reason, etype, count FROM evictions")}
             per_priority = {p: self._c[k] for p, k in _CLASS_ROWS.items() if self._c[k]}
-            gaps = sum(hi - lo + 1 for s in self._devices.values() for lo, hi in s.gaps)
+            gaps = sum(hi - lo + 1 for _, st in self._open_gaps() for lo, hi in st.gaps)
+            devices = self._distinct_devices()
             c = dict(self._c)
         return {
             "buffer_rows": c["rows"],
@@ -1121,7 +1212,7 @@ class SqliteBuffer:
             "evictions": c["evicted"],
             "evictions_by": evictions,
             "seq_gaps": gaps,
-            "devices": len({d for d, _ in self._devices}),
+            "devices": devices,
             "conflicting_repeats": c["conflicting_repeats"],
             "implausible_seqs": c["implausible_seqs"],
             "seq_reanchored": c["reanchored"],

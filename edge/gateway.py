@@ -128,7 +128,7 @@ class Gateway:
         if self._publisher is not None:
             self._publisher.stop()
         try:
-            self.buffer.save_facing_states(self.inference.snapshot(everything=True))
+            self.buffer.save_facing_states(self.inference.snapshot(everything=True), replace=True)
         except GondolaError as exc:
             log.warning("could not save facing states: %s", exc)
         self.buffer.close()
@@ -238,7 +238,8 @@ class Gateway:
                 self.poll_desired()
             self._last_health_ms = now_ms
         if now_ms - self._last_snapshot_ms >= self.settings.snapshot_every_s * 1000:
-            self.buffer.save_facing_states(self.inference.snapshot())
+            rows = self.inference.snapshot()
+            self.buffer.save_facing_states(rows, replace=self.inference.snapshot_full)
             self._last_snapshot_ms = now_ms
         return alerts
 

@@ -69,6 +69,26 @@ def test_a_failed_append_changes_neither_the_table_nor_the_seq_marks(buf, monkey
     assert buf.stats(T0)["buffer_rows"] == 2
 
 
+def test_health_counts_only_open_gaps_and_devices_a_committed_group_added(buf, monkeypatch):
+    """Health reads the device epochs that have gaps, not every device: gaps that close, a
+    rolled-back group's new device and its gap, and new devices are all counted exactly."""
+    buf.append([_rx(pos_line(s, T0)) for s in (0, 3)], now_ms=T0)
+    assert (buf.stats(T0)["seq_gaps"], buf.stats(T0)["devices"]) == (2, 1)
+    real = buf._save_counters
+    monkeypatch.setattr(buf, "_save_counters", lambda: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")))
+    from gondola.errors import StorageError
+    with pytest.raises(StorageError):  # a new device with a gap, rolled back
+        buf.append([_rx(pos_line(s, T0, device_id="pos-s001-r02")) for s in (0, 9)], now_ms=T0)
+    monkeypatch.setattr(buf, "_save_counters", real)
+    st = buf.stats(T0)
+    assert (st["seq_gaps"], st["devices"]) == (2, 1) and buf.gaps() == {"pos-s001-r01": [(1, 2)]}
+    buf.append([_rx(pos_line(s, T0)) for s in (1, 2)] + [_rx(reading(s, T0)) for s in (0, 4)], now_ms=T0)
+    st = buf.stats(T0)
+    assert (st["seq_gaps"], st["devices"]) == (3, 2) and buf.gaps() == {"shelf-s001-f0": [(1, 3)]}
+    buf.append([_rx(reading(s, T0)) for s in (1, 2, 3)], now_ms=T0)
+    assert (buf.stats(T0)["seq_gaps"], buf.gaps()) == (0, {})
+
+
 def test_migrations_are_applied_once_in_order_and_recorded(tmp_path):
     b = SqliteBuffer(tmp_path / "b.sqlite")
     b.close()
