@@ -24,8 +24,8 @@
 * A scorer that raises (a broken model) does not stop alerts: that cycle is scored by the Poisson
   baseline, and ``scorer_errors`` counts it.
 
-The state survives restarts: :meth:`Inference.snapshot` rows go to the buffer's
-``facing_state`` table and are loaded back at start.
+The state survives restarts: :meth:`Inference.snapshot` rows go to the buffer (one
+``facing_state_blocks`` row per snapshot) and are loaded back at start.
 """
 
 from __future__ import annotations
