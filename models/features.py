@@ -570,11 +570,13 @@ class FeatureCache:
         return _compute(arrays, now_ms, self._sku_group, untrusted=untrusted).astype(np.float32)
 
     def untrusted(self, now_ms: int) -> np.ndarray:
-        """Sensor trust of every facing as of the last ``matrix`` refresh (see ``sensor_untrusted``):
-        the one that matrix used when it was computed at ``now_ms``."""
+        """Sensor trust of every facing at ``now_ms`` from the facings' current state (see
+        ``sensor_untrusted``): the mask the last ``matrix`` used when it was computed at
+        ``now_ms`` and no facing changed since."""
+        arrays = self.refresh()  # a facing marked since drops the cached mask
         if self._trust is not None and self._trust[0] == now_ms:
             return self._trust[1]
-        return sensor_untrusted_from(self._arrays, now_ms)
+        return sensor_untrusted_from(arrays, now_ms)
 
 
 class FeatureCacheGroup:

@@ -65,7 +65,7 @@ def split_validation(data: LabelledRows, share: float = 0.25) -> tuple[np.ndarra
     if len(stores) >= 2:
         by_source: dict[str, list[str]] = {}
         for s in stores:
-            by_source.setdefault(s.rsplit("/", 1)[0] if "/" in s else "", []).append(s)
+            by_source.setdefault(_source_of(s), []).append(s)
         val_stores = []
         for members in by_source.values():
             if len(members) >= 2 or len(by_source) == 1:
@@ -337,11 +337,16 @@ def _kinds(data: LabelledRows, forecast: np.ndarray, now: np.ndarray, forecast_a
                                 intervals=data.intervals)
 
 
+def _source_of(store: str) -> str:
+    """The source of a store named ``source/store`` (several history folders); "" if none."""
+    return store.rsplit("/", 1)[0] if "/" in store else ""
+
+
 def _source_masks(val: LabelledRows) -> list[np.ndarray]:
     """Rows of each validation source (stores named ``source/store``, as ``split_validation``
     groups them); one mask for all rows when the stores name no source."""
     store = val.rows.store.astype(str)
-    source = np.array([s.rsplit("/", 1)[0] if "/" in s else "" for s in np.unique(store)])
+    source = np.array([_source_of(s) for s in np.unique(store)])
     _, inverse = np.unique(store, return_inverse=True)
     per_row = source[inverse.reshape(-1)]
     names = np.unique(per_row)
@@ -365,11 +370,16 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     """
     now = empty_now_prob(val.rows.X, model=forecast) if now is None else now
     cache: dict = {}
+    goals = {"empty_now": f"precision >= {precision} on facings without a sensor",
+             "empty_within_h": f"false alerts of both kinds <= {budget} a store-day on every source; "
+                               "false empty_now alerts alone may exceed it"}
     no_sensor = val.rows.X[:, FEATURES.index("has_sensor")] < 0.5  # untrusted sensors too: the till decides
 
-    def bisect(cands: np.ndarray, ok) -> float:
+    def bisect(cands: np.ndarray, ok, what: str) -> float:
         lo, hi = 0, len(cands) - 1  # find the first candidate that is ok (ok is monotone)
         if not ok(cands[hi]):
+            log.warning("%s threshold: no candidate meets its goal on the validation rows (%s); "
+                        "using the highest, %.4f", what, goals[what], cands[hi])
             return float(cands[hi])
         while lo < hi:
             mid = (lo + hi) // 2
@@ -388,7 +398,7 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
         p = m["empty_now_no_sensor_precision"]
         return p is None or p >= precision
 
-    now_at = bisect(np.unique(cands), now_ok)
+    now_at = bisect(np.unique(cands), now_ok, "empty_now")
     ahead = forecast[~val.empty_now]
     cands = np.unique(np.quantile(ahead, 1.0 - np.geomspace(0.3, 1e-4, 48))) if len(ahead) else np.array([0.5])
     cands = np.clip(cands, 1e-4, 0.9999)
@@ -404,7 +414,7 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
                 return False
         return True
 
-    return {"empty_within_h": bisect(np.unique(cands), fc_ok), "empty_now": now_at}
+    return {"empty_within_h": bisect(np.unique(cands), fc_ok, "empty_within_h"), "empty_now": now_at}
 
 
 def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]],

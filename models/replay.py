@@ -169,7 +169,8 @@ class StoreFeatures:
         return self._cache.matrix(now_ms)
 
     def untrusted(self, now_ms: int) -> np.ndarray:
-        """Which facings' sensors are not believed at ``now_ms`` (after :meth:`matrix`)."""
+        """Which facings' sensors are not believed at ``now_ms`` (the mask the last :meth:`matrix` at
+        that instant used, unless a facing changed since)."""
         return self._cache.untrusted(now_ms)
 
 

@@ -262,10 +262,14 @@ def test_the_trust_mask_a_matrix_used_is_reused_at_its_instant_and_never_served_
     assert u is store.untrusted(t)  # the mask the matrix used, not computed again
     # At another instant, or once a new event is read, it is computed from the state.
     assert not store.untrusted(T0 + 20 * MINUTE_MS).any()
+    # A reading arrives after the matrix: asked again at the same instant, with no new matrix,
+    # the mask is the facings' current one (the fleet spoke: nothing doubted), not the cached.
     store.apply({"type": "shelf.reading", "ts": t, "data": {"facing_id": "f3", "units_est": 8}})
-    store.matrix(t)
+    got = store.untrusted(t)
     fresh = sensor_untrusted_from(store.cache.refresh(), t)
-    assert not fresh.any() and np.array_equal(store.untrusted(t), fresh)
+    assert not fresh.any() and np.array_equal(got, fresh)
+    store.matrix(t)
+    assert np.array_equal(store.untrusted(t), fresh)
 
 
 def test_a_facing_first_seen_at_a_restock_is_taken_as_full_and_returns_do_not_refill_the_shelf():

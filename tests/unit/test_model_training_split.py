@@ -86,3 +86,29 @@ def test_the_forecast_threshold_keeps_every_validation_source_within_the_false_a
     assert pick_kind_thresholds(val, p, 2.0, now=np.zeros(len(p)), budget=6.0)["empty_within_h"] <= 0.7
     plain, p2 = _day_of_forecasts(["s1", "s2"], {"s1": bumps["quiet/s1"], "s2": bumps["busy/s1"]})
     assert 0.01 < pick_kind_thresholds(plain, p2, 2.0, now=np.zeros(len(p2)), budget=4.0)["empty_within_h"] <= 0.7
+
+
+def test_false_empty_now_alerts_count_against_the_forecast_budget_and_an_unmeetable_budget_is_logged(caplog):
+    from models.pipeline import pick_kind_thresholds
+
+    bumps = {"quiet/s1": [0.95], "busy/s1": [0.7] * 5 + [0.95]}
+    val, p = _day_of_forecasts(["quiet/s1", "busy/s1"], bumps)
+    busy = 1  # the second store; facings f7-f9 of it raise a false empty_now at noon
+
+    def detections(n: int) -> np.ndarray:
+        now = np.zeros(len(p))
+        for i in range(10 - n, 10):
+            now[(busy * 10 + i) * 49 + 24] = 1.0
+        return now
+
+    # Forecasts alone at 0.7 cost the busy store 6 a day, within a budget of 6; its 3 false
+    # detections make 9, so the threshold must rise above 0.7 (1 + 3 = 4 at 0.95).
+    assert pick_kind_thresholds(val, p, 2.0, now=np.zeros(len(p)), budget=6.0)["empty_within_h"] <= 0.7
+    with caplog.at_level("WARNING", logger="models.pipeline"):
+        assert 0.7 < pick_kind_thresholds(val, p, 2.0, now=detections(3), budget=6.0)["empty_within_h"] <= 0.95
+    assert not [r for r in caplog.records if "empty_within_h threshold" in r.getMessage()]
+    # 7 false detections alone exceed the budget: no threshold can meet it, and the pick says so.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="models.pipeline"):
+        pick_kind_thresholds(val, p, 2.0, now=detections(7), budget=6.0)
+    assert [r for r in caplog.records if "empty_within_h threshold" in r.getMessage()]
