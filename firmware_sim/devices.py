@@ -70,7 +70,9 @@ def pos_lines(
     register = rng.integers(0, registers, nb)
     if register_down:
         # Shoppers queue at the next lane that is up while a terminal reboots or is broken (a
-        # lane down at the same time is passed over: it takes no basket).
+        # lane down at the same time is passed over: it takes no basket). With every lane down
+        # the store still sells and no till reports it: those baskets' lines are not emitted
+        # (their units are in the truth, as in a POS outage).
         down = np.zeros((registers, nb), dtype=bool)
         for reg, start, end in register_down:
             down[reg] |= (basket_ts >= start) & (basket_ts < end)
@@ -79,6 +81,11 @@ def pos_lines(
             if not at_down.any():
                 break
             register = np.where(at_down, (register + 1) % registers, register)
+        unreported = down[register, np.arange(nb)]
+        if unreported.any():
+            keep = ~unreported[basket]
+            steps, facings, qty, basket = steps[keep], facings[keep], qty[keep], basket[keep]
+            n = len(steps)
     loyalty = np.where(rng.random(nb) < params.loyalty_share, rng.integers(0, params.loyalty_members, nb), -1)
     order = np.lexsort((rng.random(n), basket))
     steps, facings, qty, basket = steps[order], facings[order], qty[order], basket[order]

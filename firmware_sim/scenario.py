@@ -304,7 +304,7 @@ class Scenario:
     def demo(cls) -> "Scenario":
         """The default store where staff also walk two gap-scan rounds a day (10:30 and 16:30),
         and a few of the device failures the cloud's stream detectors look for happen (a load
-        cell drifting, about one a week per hundred sensors; a till lane stopping for 1-5 h,
+        cell drifting, 0.015 per sensor-day: about ten a week per hundred sensors; a till lane stopping for 1-5 h,
         about once a week per lane; a store's shelf sensors all silent for 1-6 h, about once in
         ten store-days): what ``gondola demo`` runs unless given a scenario file."""
         return cls(name="demo", replenishment=ReplenishmentParams(gap_scan_times=("10:30", "16:30")),

@@ -318,8 +318,10 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
 
 def _stream_round(cfg: DemoConfig, lake: Path, hub_path: Path, planogram: Path, model_path: Path | None) -> dict:
     """``gondola cloud stream --once`` on the demo's hub: windows, cloud-side scoring with the
-    model the gateways ran (the shipped one when they ran the Poisson baseline) and the anomaly
-    detectors, into ``stream.*`` of the demo's lake; what it wrote, per table and kind."""
+    model the gateways ran and the anomaly detectors, into ``stream.*`` of the demo's lake; what
+    it wrote, per table and kind. Gateways on the Poisson baseline (``--model baseline``) get no
+    cloud scoring: the cloud scores with a trained model only, and comparing its alerts with a
+    different scorer's would flag every healthy gateway as diverging."""
     import pyarrow.compute as pc
 
     from cloud.stream.wiring import DEFAULT_CONSUMER_GROUP, StreamSettings, build_stream_job
@@ -327,7 +329,7 @@ def _stream_round(cfg: DemoConfig, lake: Path, hub_path: Path, planogram: Path, 
     started = time.monotonic()
     job = build_stream_job(StreamSettings(
         lake_uri=str(lake), hub_path=str(hub_path), consumer_group=DEFAULT_CONSUMER_GROUP,
-        model=str(model_path) if model_path else None, planogram=str(planogram),
+        model=str(model_path) if model_path else "none", planogram=str(planogram),
         # the gateways send every uplink_every_min: events that old are on time, not late
         allowed_lateness_min=max(10.0, float(cfg.uplink_every_min))))
     try:

@@ -208,3 +208,29 @@ def test_shoppers_of_a_broken_lane_pass_over_a_neighbour_that_is_down_too():
     both = sales & (out["ts"] >= START + 8 * 3_600_000 + 5_000) & (out["ts"] < START + 10 * 3_600_000)
     lanes = Counter(out["dev"][both].tolist())
     assert set(lanes) == {1, 2} and lanes[1] > 1.5 * lanes[2]  # lane 1 takes its own, lane 0's and lane 3's shoppers
+
+
+def test_with_every_lane_down_no_till_reports_a_sale_and_the_other_hours_keep_theirs():
+    """Both lanes of a two-lane store down 08:00-10:00: no sale line is emitted then (a POS
+    outage: the store sells, no till reports it); outside it every lane sells as usual."""
+    import numpy as np
+
+    from firmware_sim import devices as dv
+    from firmware_sim.catalog import Planogram
+    from firmware_sim.scenario import DemandParams
+
+    step, steps, facings = 300_000, 288, 6
+    sold = np.random.default_rng(3).poisson(2.0, (steps, facings))
+    plan = Planogram(np.array([f"f{i}" for i in range(facings)]), np.arange(facings), np.full(facings, 10),
+                     np.zeros(facings, bool), np.full(facings, -1), np.ones(facings, bool), np.ones(facings))
+    start, end = START + 8 * 3_600_000, START + 10 * 3_600_000
+    down = [(0, START + 6 * 3_600_000, START + 12 * 3_600_000), (1, start, end)]
+    out = dv.pos_lines(np.random.default_rng(4), sold, START, step, np.full(facings, 100), plan, 2, down,
+                       DemandParams(), np.arange(steps))
+    sales = out["kind"] == 0
+    assert not (sales & (out["ts"] >= start) & (out["ts"] < end)).any()
+    lane1_alone = sales & (out["ts"] >= START + 6 * 3_600_000 + 300_000) & (out["ts"] < start)
+    assert set(out["dev"][lane1_alone].tolist()) == {1} and lane1_alone.sum() > 50
+    after = sales & (out["ts"] >= end)
+    assert set(out["dev"][after & (out["ts"] < START + 12 * 3_600_000)].tolist()) == {1}
+    assert set(out["dev"][after & (out["ts"] >= START + 12 * 3_600_000)].tolist()) == {0, 1}
