@@ -50,7 +50,11 @@ def maintain(storage: LakeStorage, tables: list[str], *, small_files: int = SMAL
             dt = storage.open(table)
             removed = None
             if may_vacuum:
-                removed = dt.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+                # full: also files no commit ever named (staged by executors, then the driver or
+                # its commit failed): only a full VACUUM finds them, and they may hold personal
+                # data an erasure cannot reach otherwise. The retention spares a running job's.
+                removed = dt.vacuum(retention_hours=retention_hours, dry_run=False,
+                                    enforce_retention_duration=False, full=True)
         except Exception as exc:  # deltalake raises its own types per backend
             raise StorageError(f"cannot compact or vacuum {table}: {exc}") from exc
         report[table] = {"files_before": before, "files_after": len(dt.file_uris()), "vacuumed": None if removed is None else len(removed)}

@@ -69,8 +69,10 @@ def apply_retention(storage: LakeStorage, *, vacuum_hours: int = VACUUM_HOURS, l
             continue
         dt = storage.open(table)
         try:
+            # full: also files no commit ever named (an executor's staged file whose commit never
+            # came), which may hold personal data an erasure's merge cannot reach.
             removed = dt.vacuum(retention_hours=vacuum_hours, dry_run=dry_run,
-                                enforce_retention_duration=vacuum_hours >= VACUUM_HOURS)
+                                enforce_retention_duration=vacuum_hours >= VACUUM_HOURS, full=True)
             if not dry_run:
                 dt.cleanup_metadata()
         except Exception as exc:

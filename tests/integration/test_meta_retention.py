@@ -3,7 +3,12 @@ lineage pruned; a dry run removes nothing."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cloud.cli import main as cloud_main
 from cloud.lake.tables import LINEAGE_TABLE
@@ -44,6 +49,17 @@ def test_retention_vacuums_superseded_files_prunes_old_lineage_and_keeps_every_r
     assert done["skipped"] == ["bronze.events"] and "gold.features" in done["files"]
     assert sum(1 for _ in (tmp_path / "lake").rglob("*.parquet")) < files
     assert {t: content_checksum(storage.read(t)) for t in before} == before  # every row kept
+
+    # Files no commit named (staged by an executor whose driver died before the commit): the
+    # next run past the window removes them; a fresh one (a running job's) stays.
+    folder = Path(storage.open("silver.pos_line").table_uri.removeprefix("file://"))
+    old, fresh = folder / "part-staged-old.parquet", folder / "part-staged-fresh.parquet"
+    for f in (old, fresh):
+        pq.write_table(pa.table({"seq": [1]}), f)
+    os.utime(old, (time.time() - 8 * 86_400, time.time() - 8 * 86_400))
+    orphans = apply_retention(storage, lineage_days=400)
+    assert orphans["files"]["silver.pos_line"] == 1 and not old.exists() and fresh.exists()
+    assert {t: content_checksum(storage.read(t)) for t in before} == before
 
     lineage_rows = storage.read(LINEAGE_TABLE).num_rows
     pruned = apply_retention(storage, lineage_days=0, now_ms=int(time.time() * 1000) + 1)
