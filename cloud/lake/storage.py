@@ -247,14 +247,21 @@ class LakeStorage:
         props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
         try:
             dt = self.open(table)
+            declared = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema) \
+                if table in TABLES else None
             if dt is None:
                 self._prepare(self.uri(table))
-                schema = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema)
-                create_table_with_add_actions(self.uri(table), schema, add, mode="append", name=table,
+                create_table_with_add_actions(self.uri(table), declared, add, mode="append", name=table,
                                               description=TABLES[table].doc if table in TABLES else None,
                                               configuration=_table_config(table), storage_options=self._opts,
                                               commit_properties=props)
             else:
+                # A table created before a column joined its schema: add the column first, as an
+                # append through ``write`` merges it; the log's schema would hide it otherwise.
+                have = {f.name for f in dt.schema().fields}
+                missing = [f for f in declared.fields if f.name not in have] if declared is not None else []
+                if missing:
+                    dt.alter.add_columns(missing)
                 dt.create_write_transaction(rm + add, mode="append", schema=dt.schema(), commit_properties=props)
         except StorageError:
             raise

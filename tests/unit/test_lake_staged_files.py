@@ -63,3 +63,24 @@ def test_statistics_of_files_a_worker_wrote_keep_pseudonyms_out_of_the_delta_log
     assert not any(pid in log or pid[:32] in log for pid in pids)
     assert storage.read("silver.pos_line")["loyalty_pid"].to_pylist() == pids
     assert any(c.personal and c.name == "loyalty_pid" for c in TABLES["silver.pos_line"].columns)
+
+
+def test_a_staged_file_with_a_column_the_table_predates_adds_the_column(tmp_path):
+    """A table created before a column joined its schema (``silver.pos_line`` without ``epoch`` /
+    ``loyalty_pid``): the commit evolves the table's schema, as an append through ``write`` does,
+    so the column's values in the staged file are read back (not hidden until a later write)."""
+    storage = open_storage(tmp_path / "lake")
+    old = conform("silver.pos_line", pa.table({
+        "store_id": ["s001"], "device_id": ["d1"], "seq": [1], "ts": [1_000], "sku": ["sku-0001"], "qty": [1]}))
+    storage.write("silver.pos_line", old.drop_columns(["epoch", "loyalty_pid"]))
+    assert "epoch" not in storage.read("silver.pos_line").column_names
+    rows = conform("silver.pos_line", pa.table({
+        "store_id": ["s002"], "device_id": ["d2"], "epoch": [3], "seq": [2], "ts": [2_000],
+        "sku": ["sku-0002"], "qty": [2], "loyalty_pid": ["pid1-" + "b" * 27]}))
+    files = [_ParquetWriter.of(storage).write("silver.pos_line", rows)]
+    StagedFiles(None, "silver.pos_line", files).commit(storage, window={}, time_col="ts", txns=[("silver<-x", 1)])
+    got = storage.read("silver.pos_line").sort_by("seq")
+    assert got["seq"].to_pylist() == [1, 2]
+    assert got["epoch"].to_pylist() == [None, 3]
+    assert got["loyalty_pid"].to_pylist() == [None, "pid1-" + "b" * 27]
+    assert storage.txn_version("silver.pos_line", "silver<-x") == 1
