@@ -449,11 +449,12 @@ class StagedFiles:
         in one Delta commit with the application transactions ``txns``; returns rows added.
 
         Raises:
-            StorageError: the commit failed (the staged files stay unreferenced; VACUUM removes them).
+            StorageError: the commit failed, or the table changed under the plan since it was read
+                (the staged files stay unreferenced; VACUUM removes them; the next run plans again).
         """
         dt = storage.open(self.table)
         removes, kept = self._rewrite(storage, dt, window, time_col) if dt is not None and window else ([], [])
-        storage.commit_files(self.table, kept + self.files, removes, txns=txns)
+        storage.commit_files(self.table, kept + self.files, removes, txns=txns, base=dt)
         return self.num_rows
 
     def _rewrite(self, storage, dt, window: dict[str, int], time_col: str) -> tuple[list[dict], list[dict]]:

@@ -221,21 +221,27 @@ class LakeStorage:
         return self.version(table)
 
     def commit_files(self, table: str, adds: list[dict], removes: list[dict] = (), *,
-                     txns: Iterable[tuple[str, int]] = ()) -> int:
+                     txns: Iterable[tuple[str, int]] = (), base=None) -> int:
         """Add Parquet files already written into the table's folder (by Spark executors, say)
         and remove others, in one commit with the application transactions ``txns``; creates
         the table (description, properties, as ``write`` does) when it does not exist yet.
 
         ``adds``: ``{"path", "size", "stats"}`` (path relative to the table, ``stats`` the Delta
         statistics JSON, ``file_stats`` writes it); ``removes``: ``{"path", "size"}``.
+        ``base``: the table's snapshot (``DeltaTable``) ``removes`` and their rewrites in ``adds``
+        were planned on; the commit is made on it, so one that replaced or removed a planned file
+        since (another run's rewrite, a compaction) refuses it: those rows would be there twice.
         Returns the new table version.
 
         Raises:
-            StorageError: the commit failed (the files stay unreferenced; VACUUM removes them).
+            StorageError: the commit failed, or the table changed since ``base`` under the plan
+                (nothing committed but, maybe, a column added; the files stay unreferenced until
+                VACUUM removes them; planning again on the current version is the way out).
         """
         import time
 
         from deltalake import CommitProperties, Schema, Transaction
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
         from cloud.lake.tables import TABLES, schema_of, with_descriptions
@@ -246,7 +252,7 @@ class LakeStorage:
         rm = [RemoveAction(f["path"], True, now, int(f["size"]), dict(f.get("partition_values") or {})) for f in removes]
         props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
         try:
-            dt = self.open(table)
+            dt = self.open(table) if base is None else base
             declared = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema) \
                 if table in TABLES else None
             if dt is None:
@@ -260,11 +266,21 @@ class LakeStorage:
                 # append through ``write`` merges it; the log's schema would hide it otherwise.
                 have = {f.name for f in dt.schema().fields}
                 missing = [f for f in declared.fields if f.name not in have] if declared is not None else []
+                planned = dt.version()
                 if missing:
-                    dt.alter.add_columns(missing)
+                    dt.alter.add_columns(missing)  # moves ``dt`` to its commit: nothing else between
+                    if base is not None and dt.version() != planned + 1:
+                        raise StorageError(f"{table} changed since v{planned}, the version the commit was planned on")
+                if rm:  # a compaction (no data change) is no conflict for deltalake: see the files are there
+                    gone = {r.path for r in rm} - set(pa.table(self.open(table).get_add_actions())["path"].to_pylist())
+                    if gone:
+                        raise StorageError(f"{table} changed since v{planned}, the version the commit was planned "
+                                           f"on: {len(gone)} of the files it replaces are no longer in the table")
                 dt.create_write_transaction(rm + add, mode="append", schema=dt.schema(), commit_properties=props)
         except StorageError:
             raise
+        except CommitFailedError as exc:  # a concurrent commit conflicts with the plan (``base``)
+            raise StorageError(f"{table} changed since the version the commit was planned on: {exc}") from exc
         except Exception as exc:  # deltalake raises several types; translate at the boundary
             raise StorageError(f"cannot commit {len(add)} files to {table}: {exc}") from exc
         return self.version(table)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
 
 from cloud.lake.spark import StagedFiles, _may_hold, _ParquetWriter
 from cloud.lake.storage import open_storage
@@ -84,3 +86,50 @@ def test_a_staged_file_with_a_column_the_table_predates_adds_the_column(tmp_path
     assert got["epoch"].to_pylist() == [None, 3]
     assert got["loyalty_pid"].to_pylist() == [None, "pid1-" + "b" * 27]
     assert storage.txn_version("silver.pos_line", "silver<-x") == 1
+
+
+def _plan(storage, writer, store: str, cut: int) -> tuple:
+    """A rewrite planned as ``StagedFiles.commit`` plans it: the snapshot, the store's file to
+    remove, and its rows before ``cut`` rewritten (to add)."""
+    from cloud.lake.runner import in_window
+
+    base = storage.open("gold.feature_state")
+    old = next(a for a in pa.table(base.get_add_actions(flatten=True)).to_pylist() if a["min.store_id"] == store)
+    rows = writer.read("gold.feature_state", old["path"])
+    rest = writer.write("gold.feature_state", rows.filter(pc.invert(in_window(rows, {store: cut}, "day_ms"))))
+    return base, [{"path": old["path"], "size": old["size_bytes"]}], [rest]
+
+
+@pytest.mark.parametrize("meanwhile", ["compaction", "another run's rewrite"])
+def test_a_commit_planned_on_a_snapshot_the_table_moved_past_is_refused(tmp_path, meanwhile):
+    """The plan (files to remove, their rewrites) was made on version v; a compaction or another
+    run committed since, replacing the planned files: committing the plan would duplicate their
+    rows, so it is refused (nothing committed) and the next run plans again."""
+    from gondola.errors import StorageError
+
+    storage = open_storage(tmp_path / "lake")
+    writer = _ParquetWriter.of(storage)
+    for s in ("s001", "s002"):
+        StagedFiles(None, "gold.feature_state", [writer.write("gold.feature_state", _states(s, [10, 20]))]).commit(
+            storage, window={}, time_col="day_ms", txns=[])
+    base, removes, kept = _plan(storage, writer, "s001", 20)
+    if meanwhile == "compaction":
+        storage.open("gold.feature_state").optimize.compact()
+    else:
+        _, their_removes, their_kept = _plan(storage, writer, "s001", 20)
+        storage.commit_files("gold.feature_state", their_kept, their_removes)
+    rows_before = storage.read("gold.feature_state").num_rows
+    version = storage.version("gold.feature_state")
+    new = writer.write("gold.feature_state", _states("s001", [20]))
+    with pytest.raises(StorageError, match="changed"):
+        storage.commit_files("gold.feature_state", kept + [new], removes, txns=[("gold<-x", 5)], base=base)
+    assert storage.version("gold.feature_state") == version
+    assert storage.read("gold.feature_state").num_rows == rows_before
+    assert storage.txn_version("gold.feature_state", "gold<-x") == -1
+
+    # Planned again on the current version, the same rewrite commits: no row twice.
+    base, removes, kept = _plan(storage, writer, "s001", 20)
+    storage.commit_files("gold.feature_state", kept + [new], removes, txns=[("gold<-x", 5)], base=base)
+    got = storage.read("gold.feature_state")
+    assert sorted(zip(got["store_id"].to_pylist(), got["day_ms"].to_pylist())) == \
+        [("s001", 10), ("s001", 20), ("s002", 10), ("s002", 20)]
