@@ -305,9 +305,10 @@ def _window_predicate(cutoff: dict[str, int], col: str) -> str:
 
 def in_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Array:
     """Per row, whether it is in its store's window (``col`` at or after the store's cutoff;
-    a store without a cutoff has no window)."""
+    a store without a cutoff has no window; a row without a time is in none, as the Delta delete
+    predicate ``col >= cut`` keeps it)."""
     cut = pa.array([cutoff.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
-    return pc.greater_equal(rows[col], cut)
+    return pc.fill_null(pc.greater_equal(rows[col], cut), False)
 
 
 def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:

@@ -133,3 +133,14 @@ def test_a_commit_planned_on_a_snapshot_the_table_moved_past_is_refused(tmp_path
     got = storage.read("gold.feature_state")
     assert sorted(zip(got["store_id"].to_pylist(), got["day_ms"].to_pylist())) == \
         [("s001", 10), ("s001", 20), ("s002", 10), ("s002", 20)]
+
+
+def test_a_row_without_a_time_is_never_in_the_window_so_a_rewrite_keeps_it():
+    """The Delta delete predicate (``day_ms >= cut``) keeps a row whose time is NULL; the
+    executors' rewrite (rows not in the window) must keep it too, not drop it."""
+    from cloud.lake.runner import in_window
+
+    rows = pa.table({"store_id": ["s001", "s001", "s001", "s002"], "day_ms": pa.array([None, 10, 30, 30], pa.int64())})
+    assert in_window(rows, {"s001": 20}, "day_ms").to_pylist() == [False, False, True, False]
+    rest = rows.filter(pc.invert(in_window(rows, {"s001": 20}, "day_ms")))
+    assert rest["day_ms"].to_pylist() == [None, 10, 30]
