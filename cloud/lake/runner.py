@@ -43,6 +43,7 @@ from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import (
     BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform,
+    in_window,  # re-exported: it lived here
 )
 
 __all__ = ["transform", "transform_silver", "transform_gold", "GOLD_INPUTS", "in_window", "readers_caught_up"]
@@ -301,14 +302,6 @@ def _window_predicate(cutoff: dict[str, int], col: str) -> str:
     """The same window as a Delta delete predicate (SQL)."""
     return " OR ".join(f"(store_id IN ({', '.join(_quote(s) for s in stores)}) AND {col} >= {cut})"
                        for cut, stores in _by_cut(cutoff))
-
-
-def in_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Array:
-    """Per row, whether it is in its store's window (``col`` at or after the store's cutoff;
-    a store without a cutoff has no window; a row without a time is in none, as the Delta delete
-    predicate ``col >= cut`` keeps it)."""
-    cut = pa.array([cutoff.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
-    return pc.fill_null(pc.greater_equal(rows[col], cut), False)
 
 
 def _keep_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Table:

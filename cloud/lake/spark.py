@@ -284,7 +284,7 @@ class SparkEngine:
                                  [(c, pa.string() if t == "string" else pa.int64()) for c, t in _FILE_COLUMNS.items()])
 
         def per_store_files(group: pa.Table) -> pa.Table:  # Arrow in and out: no pandas copy of the payloads
-            from cloud.lake.runner import in_window
+            from cloud.lake.tables import in_window
 
             store = group["store_id"][0].as_py()
             if "meta" not in group["kind"].to_pylist():  # stock-outs of a store without features
@@ -470,7 +470,7 @@ class StagedFiles:
         def rewrite(batches):
             import pandas as pd
 
-            from cloud.lake.runner import in_window
+            from cloud.lake.tables import in_window
 
             for frame in batches:
                 out = []

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
-    "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows",
+    "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -524,6 +525,15 @@ def conform(name: str, data: pa.Table) -> pa.Table:
         else:
             arrays.append(pa.nulls(data.num_rows, f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def in_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Array:
+    """Per row of ``rows`` (with ``store_id``), whether it is in its store's window: ``col`` at
+    or after the store's cutoff (a store without a cutoff has no window; a row without a time is
+    in none, as the Delta delete predicate ``col >= cut`` keeps it). Here, not in the runner, so
+    Spark executors applying it need not import the runner."""
+    cut = pa.array([cutoff.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
+    return pc.fill_null(pc.greater_equal(rows[col], cut), False)
 
 
 _EVENTS = list(SILVER_EVENT_TABLES.values())

@@ -91,7 +91,7 @@ def test_a_staged_file_with_a_column_the_table_predates_adds_the_column(tmp_path
 def _plan(storage, writer, store: str, cut: int) -> tuple:
     """A rewrite planned as ``StagedFiles.commit`` plans it: the snapshot, the store's file to
     remove, and its rows before ``cut`` rewritten (to add)."""
-    from cloud.lake.runner import in_window
+    from cloud.lake.tables import in_window
 
     base = storage.open("gold.feature_state")
     old = next(a for a in pa.table(base.get_add_actions(flatten=True)).to_pylist() if a["min.store_id"] == store)
@@ -138,9 +138,24 @@ def test_a_commit_planned_on_a_snapshot_the_table_moved_past_is_refused(tmp_path
 def test_a_row_without_a_time_is_never_in_the_window_so_a_rewrite_keeps_it():
     """The Delta delete predicate (``day_ms >= cut``) keeps a row whose time is NULL; the
     executors' rewrite (rows not in the window) must keep it too, not drop it."""
-    from cloud.lake.runner import in_window
+    from cloud.lake.tables import in_window
 
     rows = pa.table({"store_id": ["s001", "s001", "s001", "s002"], "day_ms": pa.array([None, 10, 30, 30], pa.int64())})
     assert in_window(rows, {"s001": 20}, "day_ms").to_pylist() == [False, False, True, False]
     rest = rows.filter(pc.invert(in_window(rows, {"s001": 20}, "day_ms")))
     assert rest["day_ms"].to_pylist() == [None, 10, 30]
+
+
+def test_executors_apply_the_window_rule_without_importing_the_runner():
+    """``in_window`` lives with the tables: an executor's rewrite imports neither the runner nor
+    what the runner pulls in; the runner still offers it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cloud.lake.tables import in_window; import cloud.lake.spark; "
+            "print('cloud.lake.runner' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from cloud.lake import runner, tables
+
+    assert runner.in_window is tables.in_window
