@@ -34,6 +34,24 @@ def _empty(*names: str) -> Table:
     return {n: np.zeros(0, dtype=np.int64) for n in names}
 
 
+def _lanes_up(register: np.ndarray, ts: np.ndarray, register_down: list[tuple[int, int, int]],
+              registers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each shopper's lane and whether no lane could take them. Shoppers queue at the next lane
+    that is up while a terminal reboots or is broken (a lane down at the same time is passed
+    over); with every lane down the store still sells and no till reports it (a POS outage:
+    the units are in the truth, not in any lane's events)."""
+    down = np.zeros((registers, len(ts)), dtype=bool)
+    for reg, start, end in register_down:
+        down[reg] |= (ts >= start) & (ts < end)
+    at = np.arange(len(ts))
+    for _ in range(registers - 1):
+        at_down = down[register, at]
+        if not at_down.any():
+            break
+        register = np.where(at_down, (register + 1) % registers, register)
+    return register, down[register, at]
+
+
 def pos_lines(
     rng: np.random.Generator,
     sold: np.ndarray,
@@ -69,19 +87,7 @@ def pos_lines(
     basket_ts = day_start_ms + basket_step * step_ms + (rng.random(nb) * (step_ms - 90_000)).astype(np.int64)
     register = rng.integers(0, registers, nb)
     if register_down:
-        # Shoppers queue at the next lane that is up while a terminal reboots or is broken (a
-        # lane down at the same time is passed over: it takes no basket). With every lane down
-        # the store still sells and no till reports it: those baskets' lines are not emitted
-        # (their units are in the truth, as in a POS outage).
-        down = np.zeros((registers, nb), dtype=bool)
-        for reg, start, end in register_down:
-            down[reg] |= (basket_ts >= start) & (basket_ts < end)
-        for _ in range(registers - 1):
-            at_down = down[register, np.arange(nb)]
-            if not at_down.any():
-                break
-            register = np.where(at_down, (register + 1) % registers, register)
-        unreported = down[register, np.arange(nb)]
+        register, unreported = _lanes_up(register, basket_ts, register_down, registers)
         if unreported.any():
             keep = ~unreported[basket]
             steps, facings, qty, basket = steps[keep], facings[keep], qty[keep], basket[keep]
@@ -119,11 +125,15 @@ def pos_lines(
         r_step = rng.choice(open_steps, n_ret)
         r_ts = day_start_ms + r_step * step_ms + (rng.random(n_ret) * (step_ms - 90_000)).astype(np.int64)
         r_reg = rng.integers(0, registers, n_ret)
+        r_sku = rng.integers(0, len(plan.rate), n_ret)
+        if register_down:  # a refund too goes to a lane that is up, or no till records it
+            r_reg, gone = _lanes_up(r_reg, r_ts, register_down, registers)
+            r_ts, r_reg, r_sku, n_ret = r_ts[~gone], r_reg[~gone], r_sku[~gone], int((~gone).sum())
         ts = np.r_[ts, r_ts]
         reg = np.r_[reg, r_reg]
         txn = np.r_[txn, nb + np.arange(n_ret)]
         line = np.r_[line, np.ones(n_ret, np.int64)]
-        sku = np.r_[sku, rng.integers(0, len(plan.rate), n_ret)]
+        sku = np.r_[sku, r_sku]
         qty = np.r_[qty, -np.ones(n_ret, np.int64)]
         kind = np.r_[kind, np.full(n_ret, 2, np.int64)]
         loy = np.r_[loy, np.full(n_ret, -1, np.int64)]

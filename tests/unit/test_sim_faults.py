@@ -226,9 +226,11 @@ def test_with_every_lane_down_no_till_reports_a_sale_and_the_other_hours_keep_th
     start, end = START + 8 * 3_600_000, START + 10 * 3_600_000
     down = [(0, START + 6 * 3_600_000, START + 12 * 3_600_000), (1, start, end)]
     out = dv.pos_lines(np.random.default_rng(4), sold, START, step, np.full(facings, 100), plan, 2, down,
-                       DemandParams(), np.arange(steps))
+                       DemandParams(returns_per_day=200.0), np.arange(steps))
     sales = out["kind"] == 0
-    assert not (sales & (out["ts"] >= start) & (out["ts"] < end)).any()
+    assert not ((out["ts"] >= start) & (out["ts"] < end)).any()  # no sale, void or refund either
+    for reg, a, b in down:  # and no refund at a lane while it is down
+        assert not ((out["dev"] == reg) & (out["ts"] >= a) & (out["ts"] < b)).any()
     lane1_alone = sales & (out["ts"] >= START + 6 * 3_600_000 + 300_000) & (out["ts"] < start)
     assert set(out["dev"][lane1_alone].tolist()) == {1} and lane1_alone.sum() > 50
     after = sales & (out["ts"] >= end)
