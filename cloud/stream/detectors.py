@@ -55,7 +55,9 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
 * ``alert_divergence``: (run only while the gateway is alive) the gateway's raised alerts and
   the cloud's ``empty_within_h`` alerts disagree on at least ``divergence_min`` facings and on
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
-  a row. Score: the share.
+  a row, and not within ``divergence_grace_ms`` after the cloud last scored the store as silent
+  (after a silence the cloud's state catches up with the gateway's backlog while the gateway
+  scores the shelves it saw all along: the two differ without a broken model). Score: the share.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class DetectorConfig:
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
+    divergence_grace_ms: int = 60 * MINUTE_MS
     backlog_fresh_ms: int = 10 * MINUTE_MS
     backlog_reports: int = 4
     backlog_min_rows: int = 50
@@ -218,6 +221,7 @@ class StoreWatch:
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
     divergent_ticks: int = 0
     divergent_since: int | None = None
+    silent_scored_at: int | None = None  # the last tick the cloud scored this store as silent
     last_tick: int | None = None
     pos_profile: _Profile = field(default_factory=_Profile)
     backlog: list = field(default_factory=list)  # fresh (ts, unsent_rows, oldest_age_ms) reports
@@ -642,6 +646,9 @@ class StoreWatch:
 
     def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig) -> list[dict]:
         """Flag a gateway whose alerts disagree with the cloud's (stale or broken model)."""
+        if self.silent_scored_at is not None and t - self.silent_scored_at < cfg.divergence_grace_ms:
+            self.divergent_ticks = 0  # the cloud is still catching up after a silence
+            return []
         union = cloud_raised | self.gateway_raised
         diff = cloud_raised ^ self.gateway_raised
         share = len(diff) / len(union) if union else 0.0

@@ -353,6 +353,8 @@ class PartitionProcessor:
         at = 0
         for (_, watch, sc), X, quiet in zip(due, Xs, silent):
             n = len(X)
+            if quiet:
+                watch.silent_scored_at = t
             alive = watch.last_gateway_ts is not None and t - watch.last_gateway_ts <= cfg.gateway_alive_ms
             for row in sc.decide(t, X, probs[at:at + n], self.scorer, silent=quiet,
                                   raise_on_imputed=cfg.raise_on_imputed):

@@ -115,3 +115,24 @@ def test_the_cloud_raises_the_alerts_the_gateway_raises_on_the_same_events():
     # not vacuous: shelves without a sensor were alerted from the till's evidence on both sides
     assert len(cloud_raised & sensorless) >= 3 and len(cloud_raised - sensorless) >= 1
     assert forecasts >= 5
+
+
+def test_divergence_waits_out_the_grace_after_a_silence_and_still_flags_a_lasting_disagreement():
+    from cloud.stream.detectors import DetectorConfig, StoreWatch
+
+    cfg = DetectorConfig()
+    tick = 15 * 60_000
+    gateway, cloud = {"f1", "f2", "f3"}, {"f4", "f5", "f6"}  # disagree on every facing
+
+    def run(watch: StoreWatch, start: int, ticks: int) -> list[int]:
+        watch.gateway_raised = set(gateway)
+        return [start + k * tick for k in range(ticks)
+                if watch.compare_alerts(start + k * tick, set(cloud), cfg)]
+
+    # No silence: flagged on the divergence_ticks-th tick in a row.
+    assert run(StoreWatch("s1"), 0, 6) == [(cfg.divergence_ticks - 1) * tick]
+    # Scored silent at 0: nothing is compared within the grace, then the same disagreement,
+    # lasting, is flagged divergence_ticks ticks after the grace ended.
+    watch = StoreWatch("s1", silent_scored_at=0)
+    first = -(-cfg.divergence_grace_ms // tick) * tick
+    assert run(watch, tick, 12) == [first + (cfg.divergence_ticks - 1) * tick]
