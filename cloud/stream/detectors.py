@@ -171,6 +171,13 @@ class _Lane:
         overall = self.baskets / self.store_up if self.store_up else 0.0
         return min(overall, (self.profile.events[hour] + _SHARE_PRIOR * overall) / (self.store_hour[hour] + _SHARE_PRIOR))
 
+    def miss(self, hour: int) -> None:
+        """Another lane took a basket at ``hour`` while this one was silent: count it, and the
+        baskets this lane would have had for it (share / (1 - share), the share capped at 0.99)."""
+        share = min(self.share(hour), 0.99)
+        self.others += 1
+        self.missed += share / (1.0 - share)
+
 
 #: Baskets of prior weight for a lane's share at one hour of day (``_Lane.share``).
 _SHARE_PRIOR = 5.0
@@ -256,8 +263,7 @@ class StoreWatch:
                 lane.store_hour = [e * everyone / own if own else 0.0 for e in r[1].events]
                 for ts, d in baskets:
                     if ts > r[0] and d != device:
-                        lane.others += 1
-                        lane.missed += min(lane.share(_hour(ts)), 0.99) / (1.0 - min(lane.share(_hour(ts)), 0.99))
+                        lane.miss(_hour(ts))
 
     def start(self, ts: int, planogram: Sequence[Any] | None) -> None:
         self.first_ts = self.last_ts = ts
@@ -442,9 +448,7 @@ class StoreWatch:
         for other in self.registers.values():
             if other is not lane:
                 if ts > other.last_ts and other.store_up >= _SHARE_MIN_BASKETS:  # it missed its share of it
-                    share = min(other.share(hour), 0.99)
-                    other.others += 1
-                    other.missed += share / (1.0 - share)
+                    other.miss(hour)
                     if learn:
                         other.others_hour[hour] += 1
                 elif learn:
