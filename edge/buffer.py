@@ -253,8 +253,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ),
 )
 
-#: The facing id of the layout row among facing-state rows (``edge.inference``; no facing has it).
-_LAYOUT_ROW = ""
+#: The facing id of the layout row among facing-state rows (``edge.inference`` writes it; no
+#: facing has it).
+LAYOUT_ROW = ""
 
 #: ids: priority class in the high bits, arrival number in the low ones (migration 0008).
 CLASS_BITS = 40
@@ -1136,14 +1137,14 @@ class SqliteBuffer:
         words and times); anything else is upserted per facing, as older builds did.
         ``replace``: the rows hold every facing, so older blocks and per-facing rows go in
         the same transaction (a crash keeps either all the old rows or the new ones)."""
-        layout = next((str(state) for fid, state, _, _ in rows if fid == _LAYOUT_ROW), None)
-        packed = [r for r in rows if r[0] != _LAYOUT_ROW and isinstance(r[1], bytes)]
+        layout = next((str(state) for fid, state, _, _ in rows if fid == LAYOUT_ROW), None)
+        packed = [r for r in rows if r[0] != LAYOUT_ROW and isinstance(r[1], bytes)]
         width = len(packed[0][1]) if packed else 0
         if layout is None or not packed or any(len(r[1]) != width for r in packed):
             packed = []
-        keyed = [r for r in rows if r[0] != _LAYOUT_ROW] if not packed else []
+        keyed = [r for r in rows if r[0] != LAYOUT_ROW] if not packed else []
         if layout is not None and not packed:
-            keyed.append((_LAYOUT_ROW, layout, "layout", 0))
+            keyed.append((LAYOUT_ROW, layout, "layout", 0))
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -1183,9 +1184,9 @@ class SqliteBuffer:
                     for k, (fid, alert, t) in enumerate(zip(json.loads(ids), json.loads(alerts), json.loads(since)))
                     if fid not in seen]
             seen.update(r[0] for r in rows)
-            newest_first.append([(_LAYOUT_ROW, layout, "layout", 0)] + rows)
+            newest_first.append([(LAYOUT_ROW, layout, "layout", 0)] + rows)
         # The old rows' layout row first (it applies to their packed rows), then the blocks'.
-        out = sorted((r for r in old if r[0] not in seen), key=lambda r: r[0] != _LAYOUT_ROW)
+        out = sorted((r for r in old if r[0] not in seen), key=lambda r: r[0] != LAYOUT_ROW)
         for block in reversed(newest_first):
             out += block
         return out

@@ -31,10 +31,10 @@ The state survives restarts: :meth:`Inference.snapshot` rows go to the buffer (o
 from __future__ import annotations
 
 import csv
-import logging
-import operator
 import dataclasses
 import json
+import logging
+import operator
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.buffer import LAYOUT_ROW
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
@@ -393,7 +394,7 @@ class Inference:
             # they cost more than the packing at 10,000 facings).
             words = _alert_words(self.raised[idx], self.raised_now[idx])
             since = self.changed_at[idx].tolist()
-            rows: list[tuple[str, object, str, int]] = [(_LAYOUT_ROW, _LAYOUT_TEXT, "layout", 0)]
+            rows: list[tuple[str, object, str, int]] = [(LAYOUT_ROW, _LAYOUT_TEXT, "layout", 0)]
             rows += zip([self.states[i].facing_id for i in idx], blobs, words, since)
             return rows
 
@@ -402,10 +403,10 @@ class Inference:
         later row wins); return how many facings. A layout row applies to the packed rows after
         it (the first one also to those before it: per-facing rows come in no order)."""
         done: set[int] = set()
-        layout = next((_parse_layout(state) for facing_id, state, _, _ in rows if facing_id == _LAYOUT_ROW), None)
+        layout = next((_parse_layout(state) for facing_id, state, _, _ in rows if facing_id == LAYOUT_ROW), None)
         with self._lock:
             for facing_id, state, alert, since in rows:
-                if facing_id == _LAYOUT_ROW:
+                if facing_id == LAYOUT_ROW:
                     layout = _parse_layout(state)
                     continue
                 i = self.index.get(facing_id)
@@ -442,7 +443,7 @@ class Inference:
 # (None as NaN; ms timestamps are exact below 2**53). The whole snapshot is built column by
 # column with numpy for all changed facings at once: JSON per facing cost ~100 us and 1.4 KB
 # each, which at 10,000 facings made the snapshot cost about half of a cycle's scoring. The
-# layout travels with the rows (the row ``_LAYOUT_ROW``), so a build whose FacingState gained
+# layout travels with the rows (the row ``LAYOUT_ROW``), so a build whose FacingState gained
 # or lost fields still restores by name.
 
 _SKIP = ("facing_id", "sku")
@@ -456,7 +457,6 @@ def _width(f) -> int:
 #: (field, width): width 0 is a scalar, else a vector of that length.
 SNAPSHOT_LAYOUT: tuple[tuple[str, int], ...] = tuple(
     (f.name, _width(f)) for f in dataclasses.fields(FacingState) if f.init and f.name not in _SKIP)
-_LAYOUT_ROW = ""  # no facing has an empty id
 _LAYOUT_TEXT = "f8:" + ",".join(f"{n}:{w}" for n, w in SNAPSHOT_LAYOUT)
 _COLS = np.cumsum([0] + [w or 1 for _, w in SNAPSHOT_LAYOUT])
 _ROW_WIDTH = int(_COLS[-1])

@@ -171,7 +171,8 @@ def test_packed_snapshots_restore_every_field_exactly_through_the_buffer(tmp_pat
 
 
 def test_packed_snapshots_written_by_a_build_with_other_fields_restore_the_fields_both_know():
-    from edge.inference import SNAPSHOT_LAYOUT, _LAYOUT_ROW
+    from edge.buffer import LAYOUT_ROW
+    from edge.inference import SNAPSHOT_LAYOUT
 
     inf = _inf(ScriptedScorer())
     inf.observe([reading(0, T0, facing_id="f0", units=4)])
@@ -184,7 +185,7 @@ def test_packed_snapshots_written_by_a_build_with_other_fields_restore_the_field
     packed = np.concatenate([[42.0], values[:at], values[at + 1:]]).astype("<f8").tobytes()
     layout = "f8:gone_field:0," + ",".join(f"{n}:{w}" for n, w in SNAPSHOT_LAYOUT if n != "battery_pct")
     other = _inf(ScriptedScorer())
-    assert other.restore([(_LAYOUT_ROW, layout, "layout", 0), ("f0", packed, blob[2], blob[3])]) == 1
+    assert other.restore([(LAYOUT_ROW, layout, "layout", 0), ("f0", packed, blob[2], blob[3])]) == 1
     assert other.states[0].units == 4.0 and other.states[0].battery_pct == 0.0  # the default
 
 
