@@ -14,6 +14,10 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
   processing emitted it. p50 / p99 over all rows.
 * ``detectors``: precision and recall per anomaly kind on held-out seeds (the rules were built
   on seeds 1 and 23), every anomaly injected at once.
+* ``phantom``: ``phantom_inventory`` with the stores' nightly stock record as side input beside
+  the rule without it (the same hub read twice, two consumer groups and lakes) on the training
+  seeds (1-7, 23), the held-out seeds (41-43) and the fresh ones (51-52); every kind's totals of
+  the run with the record are kept too.
 * ``cloud_vs_gateway``: gateways scoring with the same model, some silent or with a broken model:
   the divergence flag against the truth, and the precision of the forecasts the cloud raises for a
   silent store beside the gateways' own (a forecast is right when its shelf is empty within the
@@ -222,12 +226,15 @@ def _latency(run, scorer, rate_events_s: float, seconds: float) -> dict:
             "alerts_p50_s": pct(lat.get("stream.alerts", [0]), 0.5), "alerts_p99_s": pct(lat.get("stream.alerts", [0]), 0.99)}
 
 
-def _detectors(seeds: list[int], stores: int, days: float) -> dict:
+def _detectors(seeds: list[int], stores: int, days: float, without_stock: bool = False) -> dict:
+    """Every detector on these seeds; with ``without_stock`` also ``phantom_inventory`` of a second
+    job over the same hub without the stock record (the previous rule), as ``phantom_without_stock``."""
     from firmware_sim.uplink import GatewayFaults
     from tests.stream_sim import TRUTH_OF, run_job, run_sim_stores, score_detectors
 
     fields = ("detections", "right", "truth", "found", "truth_all", "found_all")
     total = {k: {f: 0 for f in fields} for k in TRUTH_OF}
+    old = {f: 0 for f in fields}
     per_seed = {}
     for seed in seeds:
         root = _tmp()
@@ -236,6 +243,14 @@ def _detectors(seeds: list[int], stores: int, days: float) -> dict:
         run_job(run)
         s = score_detectors(run)
         per_seed[seed] = {k: (v["precision"], v["recall"]) for k, v in s.items()}
+        if without_stock:
+            run_job(run, stock=False, group="cloud-stream-no-stock", lake=root / "lake-no-stock")
+            p = score_detectors(run, run.table("stream.anomalies", root / "lake-no-stock"))["phantom_inventory"]
+            per_seed[seed]["phantom_inventory_without_stock"] = (p["precision"], p["recall"])
+            for f in fields:
+                old[f] += p[f]
+            print(f"  seed {seed} without the stock record: phantom_inventory {p['right']}/{p['detections']} "
+                  f"{p['found']}/{p['truth']}")
         for k, v in s.items():
             for f in fields:
                 total[k][f] += v[f]
@@ -245,11 +260,34 @@ def _detectors(seeds: list[int], stores: int, days: float) -> dict:
         shutil.rmtree(root, ignore_errors=True)
         print(f"  seed {seed}: " + ", ".join(f"{k} {v['right']}/{v['detections']} {v['found']}/{v['truth']}"
                                               for k, v in s.items()))
-    for v in total.values():
+    for v in list(total.values()) + [old]:
         v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
         v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
         v["recall_all_windows"] = round(v["found_all"] / v["truth_all"], 3) if v["truth_all"] else None
-    return {"seeds": seeds, "stores": stores, "days": days, "skus": 1000, "total": total, "per_seed": per_seed}
+    out = {"seeds": seeds, "stores": stores, "days": days, "skus": 1000, "total": total, "per_seed": per_seed}
+    if without_stock:
+        out["phantom_without_stock"] = old
+    return out
+
+
+#: ``phantom``: the seed sets of docs/stream.md (thresholds chosen on ``training`` only).
+PHANTOM_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "fresh": [51, 52]}
+
+
+def _phantom(quick: bool) -> dict:
+    out = {}
+    for name, seeds in PHANTOM_SETS.items():
+        if quick and name != "held_out":
+            continue
+        print(f" {name}: seeds {seeds}", flush=True)
+        det = _detectors(seeds[:2] if quick else seeds, 2 if quick else 4, 3.0 if quick else 6.0, without_stock=True)
+        new, old = det["total"]["phantom_inventory"], det["phantom_without_stock"]
+        print(f" {name}: phantom_inventory with the stock record P {new['precision']} ({new['right']}/{new['detections']}) "
+              f"R {new['recall']} ({new['found']}/{new['truth']}); without: P {old['precision']} "
+              f"({old['right']}/{old['detections']}) R {old['recall']} ({old['found']}/{old['truth']})", flush=True)
+        out[name] = {"seeds": det["seeds"], "with_stock_record": new, "without_stock_record": old,
+                     "every_kind_with_stock_record": det["total"], "per_seed": det["per_seed"]}
+    return out
 
 
 def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
@@ -305,7 +343,7 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
 
 #: ``BENCH_STREAM_PARTS=throughput,latency`` (any of PARTS) re-measures only those parts; the
 #: others are carried over from the run of record, named in ``carried_over``.
-PARTS = ("throughput", "latency", "detectors", "cloud_vs_gateway")
+PARTS = ("throughput", "latency", "detectors", "phantom", "cloud_vs_gateway")
 
 
 def run(quick: bool = False) -> dict:
@@ -365,6 +403,8 @@ def _run(quick: bool, parts: list[str]) -> dict:
         for k, v in det["total"].items():
             print(f"  {k}: precision {v['precision']} ({v['right']}/{v['detections']}), "
                   f"recall {v['recall']} ({v['found']}/{v['truth']})")
+    if "phantom" in parts:
+        result["phantom"] = _phantom(quick)
     if "cloud_vs_gateway" in parts:
         cvg = result["cloud_vs_gateway"] = _cloud_vs_gateway(scorer, 61, 3 if quick else 6, 2.0 if quick else 3.0)
         print(f"cloud vs gateway: {json.dumps(cvg)}")

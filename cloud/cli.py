@@ -3,7 +3,7 @@
 Subcommands (each prints progress and a one-line summary; exit 0 on success):
 
   ingest-stream            read new hub messages into bronze.events
-  stream [--once] [--source local|eventhubs] [--model PATH|none] [--planogram CSV]
+  stream [--once] [--source local|eventhubs] [--model PATH|none] [--planogram CSV] [--stock-records DIR|none]
                            the long-running stream job: windows, cloud scoring, anomalies -> stream.*
   ingest-batch FOLDER      load master data / sales export CSVs (each file content once)
   transform                incremental bronze -> silver -> gold
@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="production model (.onnx / .tflite with its manifest), 'none' for no scoring "
                          "(env GONDOLA_STREAM_MODEL; default the shipped model)")
     st.add_argument("--planogram", default=None, help="planogram CSV (default silver.planogram in the lake)")
+    st.add_argument("--stock-records", default=None,
+                    help="folder of the ERP's nightly stock_record CSVs (the batch landing folder), 'none' to "
+                         "judge phantom stock without them (env GONDOLA_STREAM_STOCK_RECORDS; default "
+                         "silver.stock_record in the lake)")
     st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
     st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")
     st.add_argument("--batch", type=int, default=2000, help="messages per receive (default 2000)")
@@ -290,7 +294,8 @@ def _stream_command(args, options: dict) -> int:
     say = lambda text: print(f"[{time.monotonic() - started:6.1f}s] {text}", flush=True)  # noqa: E731
     settings = StreamSettings.from_env(lake_uri=args.lake, hub_path=args.hub, storage_options=options or None,
                                        source=args.source, consumer_group=args.consumer_group, model=args.model,
-                                       planogram=args.planogram, allowed_lateness_min=args.lateness_min,
+                                       planogram=args.planogram, stock_records=args.stock_records,
+                                       allowed_lateness_min=args.lateness_min,
                                        snapshot_every_s=args.snapshot_s, max_messages=args.batch)
     job = build_stream_job(settings, progress=say)
     stop = threading.Event()

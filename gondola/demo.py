@@ -229,7 +229,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     transform = cloud.transform()
     # The cloud's stream job over the same hub (its own consumer group: the lake's ingest above
     # keeps its checkpoints), before the warehouse, which reads its stream.anomalies.
-    stream = _stream_round(cfg, out / "lake", hub_path, master_dir / "planogram.csv", model_path)
+    stream = _stream_round(cfg, out / "lake", hub_path, master_dir / "planogram.csv", model_path, out / "erp")
     warehouse = cloud.build_warehouse()
     dashboard = cloud.build_dashboard(out / "dashboard.html") if cfg.dashboard else None
     if dashboard is not None:
@@ -316,7 +316,8 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     return DemoRun(summary=summary, sims=sims, cloud=cloud)
 
 
-def _stream_round(cfg: DemoConfig, lake: Path, hub_path: Path, planogram: Path, model_path: Path | None) -> dict:
+def _stream_round(cfg: DemoConfig, lake: Path, hub_path: Path, planogram: Path, model_path: Path | None,
+                  erp: Path) -> dict:
     """``gondola cloud stream --once`` on the demo's hub: windows, cloud-side scoring with the
     model the gateways ran and the anomaly detectors, into ``stream.*`` of the demo's lake; what
     it wrote, per table and kind. Gateways on the Poisson baseline (``--model baseline``) get no
@@ -330,6 +331,8 @@ def _stream_round(cfg: DemoConfig, lake: Path, hub_path: Path, planogram: Path, 
     job = build_stream_job(StreamSettings(
         lake_uri=str(lake), hub_path=str(hub_path), consumer_group=DEFAULT_CONSUMER_GROUP,
         model=str(model_path) if model_path else "none", planogram=str(planogram),
+        # the ERP's nightly stock record, from the folder the lake's batch ingest read
+        stock_records=str(erp) if erp.is_dir() else "none",
         # the gateways send every uplink_every_min: events that old are on time, not late
         allowed_lateness_min=max(10.0, float(cfg.uplink_every_min))))
     try:

@@ -67,6 +67,7 @@ class SimRun:
     end_ms: int
     job: StreamJob | None = None
     stats: dict = field(default_factory=dict)
+    stock_dir: Path | None = None  # the stores' nightly stock record CSVs (the ERP's exports)
 
     def truth_windows(self) -> list[WindowRecord]:
         out = [w for sim in self.sims for w in sim.truth.windows]
@@ -82,8 +83,8 @@ class SimRun:
     def planograms(self) -> dict:
         return planograms_from_rows([r for sim in self.sims for r in sim.planogram])
 
-    def table(self, name: str) -> list[dict]:
-        rows = open_storage(str(self.lake)).read(name)
+    def table(self, name: str, lake: Path | None = None) -> list[dict]:
+        rows = open_storage(str(lake or self.lake)).read(name)
         return rows.to_pylist() if rows is not None else []
 
 
@@ -111,16 +112,24 @@ def run_sim_stores(root: Path, *, stores: int = 4, skus: int = 400, days: float 
         for gw in gws:
             gw.run_until(t)
     hub.close()
-    return SimRun(sims, gws, root / "hub.sqlite", root / "lake", start_ms, end)
+    from firmware_sim.history import write_stock_records
+
+    write_stock_records(root / "erp", sims, end)
+    return SimRun(sims, gws, root / "hub.sqlite", root / "lake", start_ms, end, stock_dir=root / "erp")
 
 
 def run_job(run: SimRun, *, scorer=None, config: StreamConfig | None = None, max_messages: int = 500,
-            group: str = "cloud-stream") -> StreamJob:
-    """Run the stream job over the hub until caught up (``--once``); a second run over the same
-    hub needs its own consumer ``group`` (and lake)."""
+            group: str = "cloud-stream", stock: bool = True, lake: Path | None = None) -> StreamJob:
+    """Run the stream job over the hub until caught up (``--once``), with the stores' stock
+    record as side input unless ``stock`` is False; a second run over the same hub needs its own
+    consumer ``group`` and ``lake`` (read it with ``table(name, lake)``)."""
+    from cloud.stream.stock import StockRecordFiles
+
     source = LocalHubSource(str(run.hub_path), consumer_group=group)
-    job = StreamJob(open_storage(str(run.lake)), source, config=config, scorer=scorer,
-                    planograms=run.planograms(), max_messages=max_messages, wall_clock=lambda: 0)
+    records = StockRecordFiles(run.stock_dir) if stock and run.stock_dir is not None else None
+    job = StreamJob(open_storage(str(lake or run.lake)), source, config=config, scorer=scorer,
+                    planograms=run.planograms(), max_messages=max_messages, wall_clock=lambda: 0,
+                    stock_records=records)
     job.run(once=True)
     source.close()
     run.job = job

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
@@ -100,6 +101,13 @@ class DetectorConfig:
     drift_readings: int = 3
     phantom_min_ms: int = 12 * HOUR_MS
     phantom_deliveries: int = 2
+    #: the stock record of a date is looked up once, this long after its close (UTC midnight):
+    #: the nightly export is in by then (and a store up to 6 h west of UTC has closed its day)
+    stock_lag_ms: int = 6 * HOUR_MS
+    #: units the record must hold beyond the (empty) shelf for phantom stock
+    phantom_book_min: float = 1.0
+    #: a store's newest record older than this (its close) counts as none: the old rule judges
+    stock_stale_ms: int = 3 * DAY_MS
     band_warmup_days: int = 1
     band_ratio: float = 3.0
     band_sigmas: float = 3.0
@@ -247,10 +255,17 @@ class StoreWatch:
     # Indexes over ``sensors`` so a tick looks only at candidates, not at every sensor:
     zeros: dict = field(default_factory=dict)  # facing -> sensor reading 0 (phantom_inventory)
     selling: dict = field(default_factory=dict)  # facing -> sensor the till sold from since its value (stuck)
+    # phantom_inventory: the store system's stock record (a side input, looked up once per record date)
+    book: dict = field(default_factory=dict)  # sku -> book units in the newest record (sensored single-facing SKUs)
+    book_day: int | None = None  # UTC day (index) of that record: its close is the next midnight
+    book_asked: int | None = None  # the last record day looked up
+    returned: dict = field(default_factory=dict)  # (UTC day, sku) -> units returned at the till
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("band_totals", [])  # a snapshot from before demand_band's early part of the day
+        for name, value in (("book", {}), ("book_day", None), ("book_asked", None), ("returned", {})):
+            self.__dict__.setdefault(name, value)  # a snapshot from before the stock record
         if "zeros" not in state:  # a snapshot from before the indexes
             self.zeros = {f: s for f, s in self.sensors.items() if s.zero_since is not None}
             self.selling = {f: s for f, s in self.sensors.items() if s.sold > 0}
@@ -417,6 +432,9 @@ class StoreWatch:
                 lane.flagged = False
                 self.open.discard(f"till_silent:{device}")
         qty, kind = float(data.get("qty", 0)), data.get("kind", "sale")
+        if kind == "return" and data.get("sku") in self._by_sku:  # the book test takes the day's returns off
+            key = (ts // DAY_MS, data.get("sku"))
+            self.returned[key] = self.returned.get(key, 0.0) + abs(qty)
         if kind not in ("sale", "void") or (kind == "sale" and qty <= 0):
             return  # a return goes to the backroom, not the shelf
         if kind == "void" and qty > 0:
@@ -506,6 +524,40 @@ class StoreWatch:
                     "store_units_today": self.band_total, "usual_share": round(usual, 5)}))
         return rows
 
+    def _stock_lookup(self, t: int, cfg: DetectorConfig, stock: Any) -> None:
+        """Look up the stock record of the newest UTC day closed ``stock_lag_ms`` before ``t``, once
+        per day, at the first tick past that moment: the answer (a record or none) is kept in the
+        state, so a replay from a snapshot asks the same question at the same event time."""
+        due = (t - cfg.stock_lag_ms) // DAY_MS - 1
+        if self.book_asked is not None and due <= self.book_asked:
+            return
+        self.book_asked = due
+        record = stock.book(self.store_id, datetime.fromtimestamp(due * DAY_MS / 1000, tz=timezone.utc).date().isoformat())
+        if record is not None:
+            self.book = {sku: record[sku] for sku in self._by_sku
+                         if sku in record and self.facings_per_sku.get(sku, 1) == 1}
+            self.book_day = due
+        keep = self.book_day if self.book_day is not None else due
+        self.returned = {k: v for k, v in self.returned.items() if k[0] >= keep}
+
+    def _book_test(self, sku: str, since: int, t: int, cfg: DetectorConfig) -> tuple[str, dict]:
+        """What the store system's stock record says about an empty single-facing SKU: ``flag``
+        (the book holds units beyond the empty shelf: phantom stock), ``out`` (it holds none: the
+        store knows it is out), ``wait`` (the newest record closed before the shelf emptied) or
+        ``none`` (no current record of the store or SKU: the rule without the record judges)."""
+        if self.book_day is None or (self.book_day + 1) * DAY_MS < t - cfg.stock_stale_ms:
+            return "none", {"stock_record": "none" if self.book_day is None else "stale"}
+        if sku not in self.book:
+            return "none", {"stock_record": "sku_not_in_record"}
+        close = (self.book_day + 1) * DAY_MS
+        if close <= since:
+            return "wait", {}
+        units, back = self.book[sku], self.returned.get((self.book_day, sku), 0.0)
+        beyond = units - back  # the shelf read 0 at the close: everything else is backroom, by the book
+        return ("flag" if beyond >= cfg.phantom_book_min else "out"), {"stock_record": {
+            "date": datetime.fromtimestamp(self.book_day * DAY_MS / 1000, tz=timezone.utc).date().isoformat(),
+            "book_units": units, "returned_that_day": back, "beyond_shelf": beyond}}
+
     def _phantom_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
         rows = []
         old_zeros = sorted((f, s) for f, s in self.zeros.items() if t - s.zero_since >= cfg.phantom_min_ms)
@@ -520,9 +572,12 @@ class StoreWatch:
             last = max(ts0 for ts0, _ in missed)
             if self.last_restock_ts <= last or s.restocked_ts > since:
                 continue
+            verdict, book = self._book_test(s.sku, since, t, cfg)
+            if verdict in ("out", "wait"):
+                continue  # the record agrees the store is out (or has not seen the empty shelf yet)
             self.open.add(f"phantom_inventory:{facing}")
             rows.append(self._row(t, "phantom_inventory", facing, (t - since) / HOUR_MS, since, {
-                "facing_id": facing, "sku": s.sku, "empty_since_ms": since,
+                "facing_id": facing, "sku": s.sku, "empty_since_ms": since, **book,
                 "deliveries_without_it": sorted(d for _, d in missed)[:5], "last_restock_ms": self.last_restock_ts}))
         # Forget deliveries older than a week.
         for d in [d for d, (ts0, _) in self.deliveries.items() if t - ts0 > 7 * DAY_MS]:
@@ -554,10 +609,13 @@ class StoreWatch:
         return {"store_id": self.store_id, "subject": subject, "kind": kind, "score": float(score),
                 "evidence": json.dumps(evidence, sort_keys=True), "first_seen": t, "since_ms": int(since)}
 
-    def tick(self, t: int, cfg: DetectorConfig) -> list[dict]:
-        """Run the detectors at event time ``t``; return new ``stream.anomalies`` rows."""
+    def tick(self, t: int, cfg: DetectorConfig, stock: Any = None) -> list[dict]:
+        """Run the detectors at event time ``t``; return new ``stream.anomalies`` rows. ``stock``:
+        the stock record side input (``cloud.stream.stock.StockRecords``) or None."""
         span = t - self.last_tick if self.last_tick is not None else 0
         self.last_tick = t
+        if stock is not None:
+            self._stock_lookup(t, cfg, stock)
         rows: list[dict] = []
         warm = sum(self.profile.observed_ms) >= cfg.warmup_ms
         silent_for = t - self.last_ts

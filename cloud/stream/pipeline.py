@@ -145,12 +145,15 @@ class PartitionProcessor:
     """Runs the operators of one partition over its state (see the module docstring).
 
     ``scorer`` is the production model (``models.runtime`` scorer) or ``None`` (no cloud
-    scoring); ``planograms`` maps store id -> facings (stores without one are not scored).
+    scoring); ``planograms`` maps store id -> facings (stores without one are not scored);
+    ``stock_records`` is the stores' nightly stock record (``cloud.stream.stock``) or ``None``.
     """
 
     def __init__(self, state: PartitionState, config: StreamConfig, *, scorer: Any,
-                 planograms: Mapping[str, Sequence[Facing]], source: str, wall_clock: Callable[[], int]):
+                 planograms: Mapping[str, Sequence[Facing]], source: str, wall_clock: Callable[[], int],
+                 stock_records: Any = None):
         self.state = state
+        self.stock_records = stock_records
         self.config = config
         self.scorer = scorer
         self.planograms = planograms
@@ -328,7 +331,7 @@ class PartitionProcessor:
                 del st.watches[store]
                 st.scorers.pop(store, None)
                 continue
-            for row in watch.tick(t, cfg.detectors):
+            for row in watch.tick(t, cfg.detectors, self.stock_records):
                 self._emit(ANOMALIES.name, row)
             sc = st.scorers.get(store)
             if sc is not None and scoring:

@@ -10,6 +10,9 @@ consumer_group      GONDOLA_STREAM_CONSUMER_GROUP     default ``cloud-stream`` (
 model               GONDOLA_STREAM_MODEL              model file (.onnx on onnxruntime, .tflite on LiteRT),
                                                       ``none`` to switch scoring off; default: the shipped model
 planogram           GONDOLA_STREAM_PLANOGRAM          planogram CSV; default: ``silver.planogram`` in the lake
+stock_records       GONDOLA_STREAM_STOCK_RECORDS      folder of the ERP's nightly ``stock_record*.csv`` (the
+                                                      batch landing folder), ``none`` for none; default:
+                                                      ``silver.stock_record`` in the lake
 ==================  ================================  =====================================================
 
 The Event Hubs connection settings are the lake's (``GONDOLA_EVENTHUB_*``,
@@ -29,7 +32,7 @@ from cloud.stream.pipeline import StreamConfig
 from gondola.clock import MINUTE_MS
 from gondola.errors import ConfigError
 
-__all__ = ["StreamSettings", "build_stream_job", "load_planograms", "DEFAULT_CONSUMER_GROUP"]
+__all__ = ["StreamSettings", "build_stream_job", "load_planograms", "load_stock_records", "DEFAULT_CONSUMER_GROUP"]
 
 DEFAULT_CONSUMER_GROUP = "cloud-stream"
 
@@ -44,6 +47,7 @@ class StreamSettings:
     eventhubs: Mapping[str, str] = field(default_factory=dict)
     model: str | None = None  # None: the shipped model; "none": no scoring
     planogram: str | None = None
+    stock_records: str | None = None  # None: silver.stock_record in the lake; "none": no stock record
     allowed_lateness_min: float = 10.0
     snapshot_every_s: float = 30.0
     max_messages: int = 2000
@@ -53,7 +57,8 @@ class StreamSettings:
         """Settings from ``GONDOLA_STREAM_*`` variables; ``overrides`` (not None) win."""
         env = os.environ if env is None else env
         values = {"source": env.get("GONDOLA_STREAM_SOURCE"), "consumer_group": env.get("GONDOLA_STREAM_CONSUMER_GROUP"),
-                  "model": env.get("GONDOLA_STREAM_MODEL"), "planogram": env.get("GONDOLA_STREAM_PLANOGRAM")}
+                  "model": env.get("GONDOLA_STREAM_MODEL"), "planogram": env.get("GONDOLA_STREAM_PLANOGRAM"),
+                  "stock_records": env.get("GONDOLA_STREAM_STOCK_RECORDS")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**{k: v for k, v in values.items() if v is not None})
 
@@ -80,6 +85,24 @@ def load_planograms(storage, csv_path: str | None) -> dict:
     return planograms_from_rows(rows) if rows is not None and rows.num_rows else {}
 
 
+def load_stock_records(storage, path: str | None):
+    """The stock record side input: the CSVs under a folder, ``None`` for ``none``, else the lake's
+    ``silver.stock_record`` (looked up when asked: the lake may load it after the job started).
+
+    Raises:
+        ConfigError: the folder does not exist.
+    """
+    from cloud.stream.stock import StockRecordFiles, StockRecordTable
+
+    if path is not None and path.lower() == "none":
+        return None
+    if path:
+        if not Path(path).is_dir():
+            raise ConfigError(f"stock record folder {path} does not exist")
+        return StockRecordFiles(path)
+    return StockRecordTable(storage)
+
+
 def _scorer(model: str | None):
     if model is not None and model.lower() == "none":
         return None
@@ -92,7 +115,8 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
     """The stream job from settings; opens the source, the model and the planograms.
 
     Raises:
-        ConfigError: unknown source, missing Event Hubs settings, bad planogram file.
+        ConfigError: unknown source, missing Event Hubs settings, bad planogram file, missing stock
+            record folder.
         ModelError: the model cannot be loaded.
     """
     from cloud.lake.storage import open_storage
@@ -101,6 +125,7 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
         raise ConfigError(f"stream source {settings.source!r} is not 'local' or 'eventhubs'")
     storage = open_storage(settings.lake_uri, settings.storage_options)
     planograms = load_planograms(storage, settings.planogram)
+    stock_records = load_stock_records(storage, settings.stock_records)
     scorer = _scorer(settings.model)
     if settings.source == "local":
         from cloud.ingest.source import LocalHubSource
@@ -114,5 +139,5 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
         # A long-running reader: an empty receive is not the end, so no startup wait is needed.
         source = eventhubs.build_source(dict(settings.eventhubs), consumer_group=settings.consumer_group)
     config = StreamConfig(allowed_lateness_ms=int(settings.allowed_lateness_min * MINUTE_MS))
-    return StreamJob(storage, source, config=config, scorer=scorer, planograms=planograms,
+    return StreamJob(storage, source, config=config, scorer=scorer, planograms=planograms, stock_records=stock_records,
                      snapshot_every_s=settings.snapshot_every_s, max_messages=settings.max_messages, progress=progress)

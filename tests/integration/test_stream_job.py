@@ -49,7 +49,8 @@ def _keys(lake: Path) -> dict[str, Counter]:
 def _cli(run, lake: Path, planogram: Path, *extra: str, once: bool = True) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "gondola", "cloud", "--lake", str(lake), "--hub", str(run.hub_path),
-                             "stream", *(["--once"] if once else []), "--planogram", str(planogram), *extra],
+                             "stream", *(["--once"] if once else []), "--planogram", str(planogram),
+                             "--stock-records", str(run.stock_dir), *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

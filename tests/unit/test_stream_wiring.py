@@ -38,3 +38,28 @@ def test_an_unknown_source_or_a_missing_hub_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         build_stream_job(StreamSettings(lake_uri=str(tmp_path / "lake"), hub_path=str(tmp_path / "nope.sqlite"),
                                         model="none"))
+
+
+def test_the_stock_record_side_input_comes_from_a_folder_none_or_the_lakes_table(tmp_path):
+    import pyarrow as pa
+
+    from cloud.lake.storage import open_storage
+    from cloud.lake.tables import conform
+    from cloud.stream.stock import StockRecordFiles, StockRecordTable
+    from cloud.stream.wiring import load_stock_records
+
+    assert StreamSettings.from_env({"GONDOLA_STREAM_STOCK_RECORDS": "none"}).stock_records == "none"
+    storage = open_storage(str(tmp_path / "lake"))
+    assert load_stock_records(storage, "none") is None
+    with pytest.raises(ConfigError, match="stock record folder"):
+        load_stock_records(storage, str(tmp_path / "nope"))
+    (tmp_path / "erp").mkdir()
+    assert isinstance(load_stock_records(storage, str(tmp_path / "erp")), StockRecordFiles)
+    table = load_stock_records(storage, None)
+    assert isinstance(table, StockRecordTable) and table.book("s001", "2026-01-05") is None  # no table yet
+    storage.write("silver.stock_record", conform("silver.stock_record", pa.Table.from_pylist([
+        {"date": "2026-01-05", "store_id": "s001", "sku": "A", "book_units": 4, "counted_units": None},
+        {"date": "2026-01-05", "store_id": "s002", "sku": "A", "book_units": 9, "counted_units": None},
+        {"date": "2026-01-06", "store_id": "s001", "sku": "A", "book_units": 0, "counted_units": 0}])))
+    assert table.book("s001", "2026-01-05") == {"A": 4} and table.book("s001", "2026-01-06") == {"A": 0}
+    assert table.book("s003", "2026-01-05") is None
