@@ -42,7 +42,8 @@ from cloud.lake.master import DAILY, MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import (
-    BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform,
+    BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, PARTITION_COL, QUARANTINE, SILVER_EVENT_TABLES,
+    TABLES, conform, partition_columns, utc_dates,
     in_window,  # re-exported: it lived here
 )
 
@@ -298,9 +299,13 @@ def _window_filter(cutoff: dict[str, int], context_ms: int, col: str = "ts") -> 
     return expr
 
 
-def _window_predicate(cutoff: dict[str, int], col: str) -> str:
-    """The same window as a Delta delete predicate (SQL)."""
-    return " OR ".join(f"(store_id IN ({', '.join(_quote(s) for s in stores)}) AND {col} >= {cut})"
+def _window_predicate(cutoff: dict[str, int], col: str, *, partitioned: bool = False) -> str:
+    """The same window as a Delta delete predicate (SQL); ``partitioned``: with the date
+    partition's bound too (implied by ``col >= cut``), so the delete reads only those partitions."""
+    def day(cut: int) -> str:
+        return f" AND {PARTITION_COL} >= '{utc_dates(pa.array([cut], pa.int64()))[0].as_py()}'" if partitioned else ""
+
+    return " OR ".join(f"(store_id IN ({', '.join(_quote(s) for s in stores)}) AND {col} >= {cut}{day(cut)})"
                        for cut, stores in _by_cut(cutoff))
 
 
@@ -382,6 +387,8 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
             continue
         rows = _keep_window(out, window, tcol)
         exists = storage.exists(table)
+        if partition_columns(table):  # the delete touches only the partitions of the window
+            predicate = _window_predicate(window, tcol, partitioned=True)
         storage.write(table, rows, mode="overwrite" if exists else "append", predicate=predicate if exists else None,
                       txns=txns, description=TABLES[table].doc)
         report["rows"][table] = rows.num_rows
@@ -592,6 +599,9 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
     """
     run_id = run_id or uuid.uuid4().hex[:12]
     now = (clock or (lambda: time.time_ns() // 1_000_000))()
+    # Tables an older version wrote unpartitioned are rewritten in their partitions first (once;
+    # a commit readers of the change feed skip: no row changed).
+    repartitioned = [t for t in TABLES if partition_columns(t) and storage.repartition(t)]
     before = {t: storage.version(t) for t in TABLES}
     if progress:
         progress("silver")
@@ -608,4 +618,5 @@ def transform(storage: LakeStorage, engine: Engine, *, run_id: str | None = None
     # Table versions read and written: what lineage (catalog, model registry) pins a run to.
     versions = {t: [before[t], after[t]] for t in TABLES if after[t] != before[t] or t.startswith("bronze.")}
     return {"run_id": run_id, "rows": rows, **silver["stats"], "gold_stores": gold["stores"], "maintenance": upkeep,
+            "repartitioned": repartitioned,
             "silver_rows_read": gold["silver_rows_read"], "versions": versions}

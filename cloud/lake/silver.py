@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from cloud.lake.casts import sql_double, sql_int
 from cloud.lake.engine import Engine
-from cloud.lake.tables import EXPECTATION_RESULTS, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform
+from cloud.lake.tables import EXPECTATION_RESULTS, PARTITION_COL, QUARANTINE, SILVER_EVENT_TABLES, TABLES, conform
 from cloud.lake.verdict import contract_verdicts
 from gondola.contracts import EVENT_TYPES
 from gondola.errors import ContractError
@@ -129,7 +129,7 @@ def _typed_select(table: str) -> str:
              "seq", "ts", "received_at", "TRY_CAST(j.`schema` AS BIGINT) AS schema_version"]
     paths = ["event_id", "schema", "epoch"]
     for col in tdef.columns:
-        if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run"):
+        if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run", PARTITION_COL):
             continue
         if col.name not in data_fields:
             raise AssertionError(f"{table}.{col.name} is not a field of its event type")

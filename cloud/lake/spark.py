@@ -181,9 +181,9 @@ class SparkEngine:
             parts = list(batches)
             rows = pa.Table.from_batches(parts) if parts else None
             if rows is not None and rows.num_rows:
-                meta = writer.write(table, rows)
-                yield pa.RecordBatch.from_pylist([meta], schema=pa.schema([(c, pa.string() if t == "string" else pa.int64())
-                                                                           for c, t in _FILE_COLUMNS.items()]))
+                yield pa.RecordBatch.from_pylist(writer.write(table, rows),
+                                                 schema=pa.schema([(c, pa.string() if t == "string" else pa.int64())
+                                                                   for c, t in _FILE_COLUMNS.items()]))
 
         files = self._collect(rel.mapInArrow(write, schema)).select(names).to_pylist()
         return StagedFiles(self, table, files)
@@ -191,7 +191,7 @@ class SparkEngine:
     def read_delta(self, storage, table: str):
         """A Spark DataFrame of a lake table's current version (its Parquet files; columns a
         later schema added are NULL in older files)."""
-        return self._read_files(table, storage.file_uris(table))
+        return self._read_files(table, storage.file_uris(table), storage.uri(table))
 
     def read_changes(self, storage, table: str, after_version: int):
         """The rows commits after ``after_version`` added (``LakeStorage.changes`` on the
@@ -200,19 +200,22 @@ class SparkEngine:
         adds, cdcs, version = storage.change_files(table, after_version)
         if version <= after_version:
             return None, version
-        rows = self._read_files(table, adds)
+        rows = self._read_files(table, adds, storage.uri(table))
         if cdcs:
             changed = self.session.read.option("mergeSchema", "true").parquet(*cdcs) \
                 .where("_change_type IN ('insert', 'update_postimage')").drop("_change_type")
             rows = rows.unionByName(changed, allowMissingColumns=True)
         return rows, version
 
-    def _read_files(self, table: str, files: list[str]):
+    def _read_files(self, table: str, files: list[str], base: str):
+        """The rows of ``files`` of ``table`` (at ``base``), with the partition column from the
+        files' folders (``date=YYYY-MM-DD/``: a Delta writer leaves it out of the file), as text."""
         if not files:  # a table with only empty commits has no data files
             from cloud.lake.tables import schema_of
 
             return self.session.createDataFrame(pa.Table.from_batches([], schema=schema_of(table)))
-        return self.session.read.option("mergeSchema", "true").parquet(*files)
+        with _conf(self.session, {"spark.sql.sources.partitionColumnTypeInference.enabled": "false"}):
+            return self.session.read.option("mergeSchema", "true").option("basePath", base).parquet(*files)
 
     def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
                  snapshots: dict[str, dict] | None = None, storage=None) -> tuple:
@@ -294,7 +297,7 @@ class SparkEngine:
             for (kind, table), rows in zip(targets, (feats, states)):
                 rows = rows.filter(in_window(rows, {store: cut}, TABLES[table].time_col))  # the window
                 if rows.num_rows:
-                    out.append({"store_id": store, "kind": kind, **writer.write(table, rows)})
+                    out.extend({"store_id": store, "kind": kind, **f} for f in writer.write(table, rows))
             return pa.Table.from_pylist(out, schema=files_schema)
 
         if writer is not None:
@@ -413,25 +416,45 @@ class _ParquetWriter:
         layer, _, name = table.partition(".")
         return fs, f"{root}/{layer}/{name}"
 
-    def write(self, table: str, rows: pa.Table) -> dict:
+    def write(self, table: str, rows: pa.Table) -> list[dict]:
+        """One file per partition of the table (``date=YYYY-MM-DD/``, as Delta lays partitions out;
+        the partition column is not in the file, its value is in the folder name and the add
+        action), or one file for an unpartitioned table."""
         import pyarrow.parquet as pq
 
         from cloud.lake.storage import file_stats
-        from cloud.lake.tables import conform
+        from cloud.lake.tables import PARTITION_COL, conform, partition_columns, with_partition
 
         rows = conform(table, rows)
         fs, folder = self._folder(table)
-        fs.create_dir(folder, recursive=True)
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        pq.write_table(rows, f"{folder}/{name}", filesystem=fs, compression="snappy")
-        return {"path": name, "size": fs.get_file_info(f"{folder}/{name}").size, "num_records": rows.num_rows,
-                "stats": file_stats(table, rows)}
+        groups: list[tuple[str, pa.Table]] = [("", rows)]
+        if partition_columns(table):
+            rows = with_partition(table, rows)
+            dates = rows[PARTITION_COL]
+            groups = [(f"{PARTITION_COL}={'__HIVE_DEFAULT_PARTITION__' if d is None else d}/",
+                       rows.filter(pc.is_null(dates) if d is None else pc.equal(dates, d)).drop_columns([PARTITION_COL]))
+                      for d in sorted(pc.unique(dates).to_pylist(), key=lambda d: (d is None, d or ""))]
+        out = []
+        for sub, part in groups:
+            fs.create_dir(f"{folder}/{sub}".rstrip("/"), recursive=True)
+            name = f"{sub}part-{uuid.uuid4().hex}.parquet"
+            pq.write_table(part, f"{folder}/{name}", filesystem=fs, compression="snappy")
+            out.append({"path": name, "size": fs.get_file_info(f"{folder}/{name}").size,
+                        "num_records": part.num_rows, "stats": file_stats(table, part)})
+        return out
 
     def read(self, table: str, path: str) -> pa.Table:
         import pyarrow.parquet as pq
 
         fs, folder = self._folder(table)
         return pq.read_table(f"{folder}/{path}", filesystem=fs)
+
+
+def _utc_day(ms: int) -> str:
+    """The ``date`` partition value of an instant (``cloud.lake.tables.with_partition``)."""
+    from cloud.lake.tables import utc_dates
+
+    return utc_dates(pa.array([ms], pa.int64()))[0].as_py()
 
 
 class StagedFiles:
@@ -479,9 +502,11 @@ class StagedFiles:
                     rest = rows.filter(pc.invert(in_window(rows, window, time_col)))
                     if rest.num_rows == rows.num_rows:
                         continue  # nothing of the window in it: the file stays
-                    new = writer.write(table, rest) if rest.num_rows else None
-                    out.append({"old": path, **({k: new[k] for k in _FILE_COLUMNS} if new else
-                                                {k: None for k in _FILE_COLUMNS})})
+                    new = writer.write(table, rest) if rest.num_rows else []  # one partition: one file
+                    out.extend({"old": path if i == 0 else None, **{k: f[k] for k in _FILE_COLUMNS}}
+                               for i, f in enumerate(new))
+                    if not new:
+                        out.append({"old": path, **{k: None for k in _FILE_COLUMNS}})
                 yield pd.DataFrame(out, columns=["old"] + list(_FILE_COLUMNS))
 
         paths = self.engine.session.createDataFrame([(a["path"],) for a in candidates], "path string") \
@@ -490,12 +515,18 @@ class StagedFiles:
         with _conf(self.engine.session, {"spark.sql.adaptive.coalescePartitions.enabled": "false"}):
             done = self.engine._collect(paths.mapInPandas(rewrite, schema=schema)).to_pylist()
         sizes = {a["path"]: a["size_bytes"] for a in candidates}
-        removes = [{"path": d["old"], "size": sizes[d["old"]]} for d in done]
+        removes = [{"path": d["old"], "size": sizes[d["old"]]} for d in done if d["old"]]
         return removes, [d for d in done if d["path"]]
 
 
 def _may_hold(action: dict, window: dict[str, int], time_col: str) -> bool:
-    """Whether a file may hold rows of ``window``, from its statistics (no statistics: it may)."""
+    """Whether a file may hold rows of ``window``, from its partition (a day before every store's
+    window: no) and its statistics (no statistics: it may)."""
+    from cloud.lake.tables import PARTITION_COL
+
+    day = action.get(f"partition.{PARTITION_COL}")
+    if day is not None and window and day < _utc_day(min(window.values())):
+        return False
     lo, hi, tmax = action.get("min.store_id"), action.get("max.store_id"), action.get(f"max.{time_col}")
     if lo is None or hi is None or tmax is None:
         return True

@@ -112,8 +112,14 @@ class LakeStorage:
             return None, current
         try:
             cols = None if columns is None else list(columns) + ["_change_type"]
-            reader = dt.load_cdf(starting_version=after_version + 1, ending_version=current, columns=cols)
-            rows = _plain(pa.RecordBatchReader.from_stream(reader).read_all())
+            skip = self._rearranged(dt, after_version)  # a repartition changes no row: not read
+            parts = []
+            for lo, hi in _ranges(after_version + 1, current, skip):
+                reader = dt.load_cdf(starting_version=lo, ending_version=hi, columns=cols)
+                parts.append(_plain(pa.RecordBatchReader.from_stream(reader).read_all()))
+            if not parts:
+                return None, current
+            rows = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
         except Exception as exc:
             raise StorageError(f"cannot read changes of {table} after v{after_version}: {exc}") from exc
         if "_change_type" in rows.column_names:
@@ -151,6 +157,8 @@ class LakeStorage:
             for v in range(after_version + 1, current + 1):
                 with fs.open_input_stream(f"{folder}/_delta_log/{v:020d}.json") as f:
                     actions = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+                if any(a.get("commitInfo", {}).get(_OPERATION) == _REPARTITION for a in actions):
+                    continue  # rows rearranged, none changed (``repartition``)
                 cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
                 added = [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
                 (cdcs if cdc else adds).extend(f"{base}/{unquote(p)}" for p in (cdc or added))
@@ -190,10 +198,15 @@ class LakeStorage:
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        from cloud.lake.tables import TABLES, with_descriptions
+        from cloud.lake.tables import TABLES, partition_columns, with_descriptions, with_partition
 
         uri = self.uri(table)
         self._prepare(uri)
+        parts = partition_columns(table)
+        if parts:  # the partition column is derived here, from the table's time column
+            data = with_partition(table, data)
+            partition_by = parts
+            self.repartition(table)  # a table an older version wrote without its partition
         # The data dictionary is the one description of a table and its columns: a new table
         # takes both (Delta description and field metadata), so every reader sees the same text.
         data = with_descriptions(table, data)
@@ -209,7 +222,7 @@ class LakeStorage:
                 predicate=predicate,
                 storage_options=self._opts,
                 commit_properties=props,
-                partition_by=partition_by if new else None,
+                partition_by=partition_by if new or parts else None,
                 name=table if new else None,
                 description=description if new else None,
                 configuration=_table_config(table) if new else None,
@@ -246,18 +259,25 @@ class LakeStorage:
 
         from cloud.lake.tables import TABLES, schema_of, with_descriptions
 
+        from cloud.lake.tables import partition_columns
+
         now = int(time.time() * 1000)
-        add = [AddAction(f["path"], int(f["size"]), dict(f.get("partition_values") or {}), now, True, f["stats"])
-               for f in adds]
-        rm = [RemoveAction(f["path"], True, now, int(f["size"]), dict(f.get("partition_values") or {})) for f in removes]
+        add = [AddAction(f["path"], int(f["size"]), _partition_values(f), now, True, f["stats"]) for f in adds]
+        rm = [RemoveAction(f["path"], True, now, int(f["size"]), _partition_values(f)) for f in removes]
+        parts = partition_columns(table) or None
         props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
         try:
+            if parts and base is None:
+                self.repartition(table)  # a table an older version wrote without its partition
             dt = self.open(table) if base is None else base
+            if dt is not None and parts and list(dt.metadata().partition_columns) != parts:
+                raise StorageError(f"{table} is not partitioned by {parts} yet: repartition it before planning a commit")
             declared = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema) \
                 if table in TABLES else None
             if dt is None:
                 self._prepare(self.uri(table))
-                create_table_with_add_actions(self.uri(table), declared, add, mode="append", name=table,
+                create_table_with_add_actions(self.uri(table), declared, add, mode="append", partition_by=parts,
+                                              name=table,
                                               description=TABLES[table].doc if table in TABLES else None,
                                               configuration=_table_config(table), storage_options=self._opts,
                                               commit_properties=props)
@@ -276,7 +296,8 @@ class LakeStorage:
                     if gone:
                         raise StorageError(f"{table} changed since v{planned}, the version the commit was planned "
                                            f"on: {len(gone)} of the files it replaces are no longer in the table")
-                dt.create_write_transaction(rm + add, mode="append", schema=dt.schema(), commit_properties=props)
+                dt.create_write_transaction(rm + add, mode="append", schema=dt.schema(), partition_by=parts,
+                                            commit_properties=props)
         except StorageError:
             raise
         except CommitFailedError as exc:  # a concurrent commit conflicts with the plan (``base``)
@@ -284,6 +305,45 @@ class LakeStorage:
         except Exception as exc:  # deltalake raises several types; translate at the boundary
             raise StorageError(f"cannot commit {len(add)} files to {table}: {exc}") from exc
         return self.version(table)
+
+    def repartition(self, table: str) -> bool | None:
+        """Rewrite a table an older version wrote unpartitioned (or without its partition column)
+        in its partitions, once: one overwrite commit with the partition column derived for every
+        row (``cloud.lake.tables.with_partition``) and the new partitioning in the table's
+        metadata. The commit is marked ``gondola.operation = repartition``: it changes no row, so
+        readers of the change feed (``changes``, ``change_files``) skip it, as they skip a
+        compaction. Returns True when it rewrote the table, False when it was partitioned
+        already, None when the table does not exist or has no partition.
+
+        Raises:
+            StorageError: the rewrite failed (the table is as it was).
+        """
+        from deltalake import CommitProperties, write_deltalake
+
+        from cloud.lake.tables import partition_columns, with_descriptions, with_partition
+
+        parts = partition_columns(table)
+        dt = self.open(table) if parts else None
+        if dt is None:
+            return None
+        if list(dt.metadata().partition_columns) == parts:
+            return False
+        try:
+            rows = with_descriptions(table, with_partition(table, dt.to_pyarrow_dataset().to_table()))
+            write_deltalake(self.uri(table), rows, mode="overwrite", schema_mode="overwrite", partition_by=parts,
+                            storage_options=self._opts,
+                            commit_properties=CommitProperties(custom_metadata={_OPERATION: _REPARTITION}))
+        except Exception as exc:  # deltalake raises several types; translate at the boundary
+            raise StorageError(f"cannot repartition {table} by {parts}: {exc}") from exc
+        return True
+
+    def _rearranged(self, dt, after_version: int) -> set[int]:
+        """Versions after ``after_version`` that only rearranged rows (``repartition``)."""
+        current = dt.version()
+        if current <= after_version:
+            return set()
+        return {h["version"] for h in dt.history(limit=current - after_version)
+                if h.get(_OPERATION) == _REPARTITION and h.get("version", -1) > after_version}
 
     def _prepare(self, uri: str) -> None:
         """Backend hook: make sure the location can take a table."""
@@ -302,6 +362,37 @@ class ObjectStorage(LakeStorage):
     """ADLS Gen2 (``abfss://fs@account.dfs.core.windows.net/lake``), blob (``az://container/lake``)
     or another object store understood by ``deltalake``; credentials in ``storage_options``
     (e.g. ``account_name``, ``account_key`` / ``sas_token`` / ``use_emulator``)."""
+
+
+#: commit metadata marking a commit that only rearranged rows (``LakeStorage.repartition``)
+_OPERATION, _REPARTITION = "gondola.operation", "repartition"
+
+
+def _ranges(lo: int, hi: int, skip: set[int]) -> list[tuple[int, int]]:
+    """``[lo, hi]`` without the versions in ``skip``, as closed ranges."""
+    out, start = [], lo
+    for v in range(lo, hi + 2):
+        if v > hi or v in skip:
+            if start <= v - 1:
+                out.append((start, v - 1))
+            start = v + 1
+    return out
+
+
+def _partition_values(f: Mapping) -> dict[str, str | None]:
+    """A file's partition values: given, else from its Hive-style folders (``date=2026-01-05/``),
+    as Delta writers lay them out (``__HIVE_DEFAULT_PARTITION__``: NULL)."""
+    if f.get("partition_values"):
+        return dict(f["partition_values"])
+    from urllib.parse import unquote
+
+    out: dict[str, str | None] = {}
+    for seg in str(f["path"]).split("/")[:-1]:
+        key, eq, value = seg.partition("=")
+        if eq:
+            value = unquote(value)
+            out[unquote(key)] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+    return out
 
 
 def _table_config(table: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
+    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -107,6 +108,8 @@ class TableDef:
     key: tuple[str, ...] = ()
     #: gold: the integer-ms column the incremental runner replaces windows on
     time_col: str | None = None
+    #: the integer-ms column whose UTC date is the table's ``date`` partition (None: unpartitioned)
+    partition_from: str | None = None
 
     @property
     def layer(self) -> str:
@@ -133,7 +136,16 @@ class TableDef:
 
 
 def _cols(*specs: tuple) -> tuple[Column, ...]:
-    return tuple(Column(*s) for s in specs)
+    return tuple(Column(*s) if isinstance(s, tuple) else s for s in specs)
+
+
+#: the partition column of the tables that have one (``TableDef.partition_from``)
+PARTITION_COL = "date"
+
+
+def _date(source: str) -> Column:
+    return Column(PARTITION_COL, "string", f"UTC date of {source}, YYYY-MM-DD (the table's partition; "
+                                           "derived on write, cloud.lake.tables.with_partition)")
 
 
 _ENVELOPE = _cols(
@@ -176,7 +188,8 @@ _defs: list[TableDef] = [
         ("raw_body_b64", "string", "dead letter: the undecodable message body, base64 (else null)"),
         ("ingest_run", "string", "ingest run id"),
         ("ingested_at", "int64", "bronze write time, epoch ms"),
-    )),
+        _date("enqueued_time"),
+    ), partition_from="enqueued_time"),
     TableDef(BRONZE_BATCH, "Raw rows of batch files (master data, sales exports), append-only.", _cols(
         ("kind", "string", "stores | products | planogram | sales_daily | stock_daily"),
         ("source_file", "string", "file name"),
@@ -196,7 +209,7 @@ _defs: list[TableDef] = [
         ("price_cents", "int64", "unit price, cents"),
         ("kind", "string", "sale | void | return"),
         ("loyalty_pid", "string", "pseudonymized loyalty id (keyed hash)", True),
-    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
+    ) + _LINEAGE + (_date("ts"),), key=("device_id", "epoch", "seq"), partition_from="ts"),
     TableDef("silver.shelf_reading", "Shelf sensor readings, typed and deduplicated.", _ENVELOPE + _cols(
         ("facing_id", "string", "shelf facing"),
         ("sku", "string", "product on the facing"),
@@ -204,7 +217,7 @@ _defs: list[TableDef] = [
         ("units_est", "int64", "estimated units on the shelf"),
         ("battery_pct", "double", "sensor battery"),
         ("rssi_dbm", "int64", "radio signal"),
-    ) + _LINEAGE, key=("device_id", "epoch", "seq")),
+    ) + _LINEAGE + (_date("ts"),), key=("device_id", "epoch", "seq"), partition_from="ts"),
     TableDef("silver.shelf_restock", "Restocks scanned by staff handhelds.", _ENVELOPE + _cols(
         ("facing_id", "string", "facing refilled"),
         ("sku", "string", "product"),
@@ -413,7 +426,8 @@ _defs: list[TableDef] = [
         ("label_without_sensor", "int32", "the label staff and till evidence alone give (NULL: they say nothing); "
                                           "on sensor rows it measures that evidence's bias, which training evens out"),
         ("horizon_h", "double", "label horizon, hours"),
-    ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms"),
+        _date("hour_ms"),
+    ), key=("store_id", "facing_id", "hour_ms"), time_col="hour_ms", partition_from="hour_ms"),
     TableDef("gold.feature_state", "Each store's online feature state at each UTC midnight (what incremental "
              "gold.features runs resume from).", _cols(
         ("store_id", "string", "store"),
@@ -421,7 +435,8 @@ _defs: list[TableDef] = [
         ("first_ms", "int64", "the store's first event (features start one hour after it)"),
         ("planogram_hash", "string", "identity of the planogram the state was kept with"),
         ("state_json", "string", "models.features.FacingState fields per facing, JSON (floats exact)"),
-    ), key=("store_id", "day_ms"), time_col="day_ms"),
+        _date("day_ms"),
+    ), key=("store_id", "day_ms"), time_col="day_ms", partition_from="day_ms"),
     # ---- meta ------------------------------------------------------------------------------
     TableDef(LINEAGE_TABLE, "OpenLineage events of every pipeline run: job, state, input and output table versions.",
              _cols(
@@ -513,6 +528,41 @@ def with_descriptions(name: str, data: pa.Table) -> pa.Table:
             f = f.with_metadata(meta)
         fields.append(f)
     return data.cast(pa.schema(fields, metadata=data.schema.metadata))
+
+
+def partition_columns(name: str) -> list[str]:
+    """The table's partition columns (``[]``: unpartitioned)."""
+    tdef = TABLES.get(name)
+    return [PARTITION_COL] if tdef is not None and tdef.partition_from else []
+
+
+_MIN_MS, _MAX_MS = -62_135_596_800_000, 253_402_300_799_999  # 0001-01-01 .. 9999-12-31 23:59:59.999 UTC
+
+
+def utc_dates(ms) -> pa.Array:
+    """UTC dates (``YYYY-MM-DD`` strings) of epoch milliseconds; NULL for NULL and outside the
+    years 1-9999 (what a date string and every engine's date type can hold)."""
+    src = pc.cast(ms, pa.int64())
+    src = pc.if_else(pc.and_(pc.greater_equal(src, _MIN_MS), pc.less_equal(src, _MAX_MS)), src, None)
+    return pc.strftime(src.cast(pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d").cast(pa.string())
+
+
+def with_partition(name: str, data: pa.Table) -> pa.Table:
+    """``data`` with the table's partition column (re)computed: the UTC date (``YYYY-MM-DD``) of
+    its ``partition_from`` column, NULL where that is NULL. The one derivation both engines use
+    (DuckDB's writes through ``LakeStorage.write``, Spark's executors through their Parquet
+    writer): a date computed in each engine's SQL could differ at the edges (time zones,
+    negative or huge values); this one is Arrow's, on the integer milliseconds. Tables without a
+    partition are returned as they are."""
+    tdef = TABLES.get(name)
+    if tdef is None or not tdef.partition_from:
+        return data
+    src = data[tdef.partition_from] if tdef.partition_from in data.column_names \
+        else pa.nulls(data.num_rows, pa.int64())
+    date = utc_dates(src)
+    if PARTITION_COL in data.column_names:
+        return data.set_column(data.schema.get_field_index(PARTITION_COL), PARTITION_COL, date)
+    return data.append_column(PARTITION_COL, date)
 
 
 def conform(name: str, data: pa.Table) -> pa.Table:

@@ -12,7 +12,7 @@ import pytest
 from cloud.lake.gold import gold_tables
 from cloud.lake.runner import GOLD_INPUTS
 from cloud.lake.silver import silver_events
-from cloud.lake.tables import TABLES
+from cloud.lake.tables import TABLES, with_partition
 from cloud.synth import day_events, fill_hub, write_master_csvs
 from cloud.wiring import CloudSettings, build_cloud
 from gondola.contracts import encode_batch
@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _normalized(table: pa.Table, name: str) -> list[dict]:
+    table = with_partition(name, table)  # the partition column is derived when rows are written
     key = [k for k in TABLES[name].key] or table.column_names[:2]
     rows = table.sort_by([(k, "ascending") for k in key]).to_pylist()
     return [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows]

@@ -138,7 +138,7 @@ def test_a_damaged_lake_backup_is_refused_before_the_lake_is_touched(tmp_path):
     cloud.ingest_stream()
     cloud.transform()
     backup = backup_lake(cloud.storage, tmp_path / "b")
-    victim = next((backup / "silver" / "pos_line").glob("*.parquet"))
+    victim = next((backup / "silver" / "pos_line").rglob("*.parquet"))  # in its date partition
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     version = cloud.storage.version("silver.pos_line")
     with pytest.raises(StorageError, match="damaged"):

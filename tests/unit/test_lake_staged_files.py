@@ -20,7 +20,7 @@ def _states(store: str, days: list[int]) -> pa.Table:
 def test_files_a_worker_wrote_are_committed_with_their_statistics_and_the_watermark(tmp_path):
     storage = open_storage(tmp_path / "lake")
     writer = _ParquetWriter.of(storage)
-    files = [writer.write("gold.feature_state", _states(s, [10, 20])) for s in ("s001", "s002")]
+    files = [f for s in ("s001", "s002") for f in writer.write("gold.feature_state", _states(s, [10, 20]))]
     assert StagedFiles(None, "gold.feature_state", files).commit(storage, window={}, time_col="day_ms",
                                                                  txns=[("gold<-x", 7)]) == 4
     rows = storage.read("gold.feature_state")
@@ -32,7 +32,7 @@ def test_files_a_worker_wrote_are_committed_with_their_statistics_and_the_waterm
         [("s001", 20, 2), ("s002", 20, 2)]
 
     # A window after everything the files hold removes none of them: the new file is added.
-    more = [writer.write("gold.feature_state", _states("s001", [30]))]
+    more = writer.write("gold.feature_state", _states("s001", [30]))
     StagedFiles(None, "gold.feature_state", more).commit(storage, window={"s001": 30}, time_col="day_ms",
                                                          txns=[("gold<-x", 8)])
     assert storage.read("gold.feature_state").num_rows == 5
@@ -58,7 +58,7 @@ def test_statistics_of_files_a_worker_wrote_keep_pseudonyms_out_of_the_delta_log
         "sku": ["sku-0001", "sku-0002"], "qty": [1, 2], "loyalty_pid": pids}))
     storage = open_storage(tmp_path / "lake")
     writer = _ParquetWriter.of(storage)
-    StagedFiles(None, "silver.pos_line", [writer.write("silver.pos_line", rows)]).commit(
+    StagedFiles(None, "silver.pos_line", writer.write("silver.pos_line", rows)).commit(
         storage, window={}, time_col="ts", txns=[])
     log = "".join(p.read_text() for p in (tmp_path / "lake" / "silver" / "pos_line" / "_delta_log").glob("*.json"))
     assert "minValues" in log and "sku-0001" in log  # statistics are there, for the other columns
@@ -79,7 +79,7 @@ def test_a_staged_file_with_a_column_the_table_predates_adds_the_column(tmp_path
     rows = conform("silver.pos_line", pa.table({
         "store_id": ["s002"], "device_id": ["d2"], "epoch": [3], "seq": [2], "ts": [2_000],
         "sku": ["sku-0002"], "qty": [2], "loyalty_pid": ["pid1-" + "b" * 27]}))
-    files = [_ParquetWriter.of(storage).write("silver.pos_line", rows)]
+    files = _ParquetWriter.of(storage).write("silver.pos_line", rows)
     StagedFiles(None, "silver.pos_line", files).commit(storage, window={}, time_col="ts", txns=[("silver<-x", 1)])
     got = storage.read("silver.pos_line").sort_by("seq")
     assert got["seq"].to_pylist() == [1, 2]
@@ -97,7 +97,7 @@ def _plan(storage, writer, store: str, cut: int) -> tuple:
     old = next(a for a in pa.table(base.get_add_actions(flatten=True)).to_pylist() if a["min.store_id"] == store)
     rows = writer.read("gold.feature_state", old["path"])
     rest = writer.write("gold.feature_state", rows.filter(pc.invert(in_window(rows, {store: cut}, "day_ms"))))
-    return base, [{"path": old["path"], "size": old["size_bytes"]}], [rest]
+    return base, [{"path": old["path"], "size": old["size_bytes"]}], rest
 
 
 @pytest.mark.parametrize("meanwhile", ["compaction", "another run's rewrite"])
@@ -110,7 +110,7 @@ def test_a_commit_planned_on_a_snapshot_the_table_moved_past_is_refused(tmp_path
     storage = open_storage(tmp_path / "lake")
     writer = _ParquetWriter.of(storage)
     for s in ("s001", "s002"):
-        StagedFiles(None, "gold.feature_state", [writer.write("gold.feature_state", _states(s, [10, 20]))]).commit(
+        StagedFiles(None, "gold.feature_state", writer.write("gold.feature_state", _states(s, [10, 20]))).commit(
             storage, window={}, time_col="day_ms", txns=[])
     base, removes, kept = _plan(storage, writer, "s001", 20)
     if meanwhile == "compaction":
@@ -122,14 +122,14 @@ def test_a_commit_planned_on_a_snapshot_the_table_moved_past_is_refused(tmp_path
     version = storage.version("gold.feature_state")
     new = writer.write("gold.feature_state", _states("s001", [20]))
     with pytest.raises(StorageError, match="changed"):
-        storage.commit_files("gold.feature_state", kept + [new], removes, txns=[("gold<-x", 5)], base=base)
+        storage.commit_files("gold.feature_state", kept + new, removes, txns=[("gold<-x", 5)], base=base)
     assert storage.version("gold.feature_state") == version
     assert storage.read("gold.feature_state").num_rows == rows_before
     assert storage.txn_version("gold.feature_state", "gold<-x") == -1
 
     # Planned again on the current version, the same rewrite commits: no row twice.
     base, removes, kept = _plan(storage, writer, "s001", 20)
-    storage.commit_files("gold.feature_state", kept + [new], removes, txns=[("gold<-x", 5)], base=base)
+    storage.commit_files("gold.feature_state", kept + new, removes, txns=[("gold<-x", 5)], base=base)
     got = storage.read("gold.feature_state")
     assert sorted(zip(got["store_id"].to_pylist(), got["day_ms"].to_pylist())) == \
         [("s001", 10), ("s001", 20), ("s002", 10), ("s002", 20)]
