@@ -376,14 +376,21 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
     out = {name: g[:, i] for i, name in enumerate(_SCALARS)}
     out["rates"] = np.array([s._rates for s in states], dtype=np.float64).reshape(n, len(RATE_TAUS_H))
     sales_p = np.stack([s._sales_profile for s in states]) if n else np.zeros((0, 24))
-    out["restock_p"] = np.stack([s._restock_profile for s in states]) if n else np.zeros((0, 24))
-    # State-only derivatives, computed here so FeatureCache keeps them for unchanged facings:
-    # the cumulative sales profile over two days (cum[:, k] = sales in hours [0, k)).
+    restock_p = np.stack([s._restock_profile for s in states]) if n else np.zeros((0, 24))
+    out["sku"] = np.array([s.sku for s in states], dtype=object)
+    return _derive(out, sales_p, restock_p)
+
+
+def _derive(out: dict[str, np.ndarray], sales_p: np.ndarray, restock_p: np.ndarray) -> dict[str, np.ndarray]:
+    """``out`` (the gathered scalars and rates) with the profiles' state-only derivatives, computed
+    here so FeatureCache keeps them for unchanged facings: the cumulative sales profile over two
+    days (cum[:, k] = sales in hours [0, k)), its total, and the busiest restock bin."""
+    n = len(sales_p)
+    out["restock_p"] = restock_p
     out["sales_total"] = sales_p.sum(axis=1)
     out["sales_cum"] = np.zeros((n, 49))
     np.cumsum(np.concatenate([sales_p, sales_p], axis=1), axis=1, out=out["sales_cum"][:, 1:])
-    out["restock_peak"] = out["restock_p"].max(axis=1) if n else np.zeros(0)
-    out["sku"] = np.array([s.sku for s in states], dtype=object)
+    out["restock_peak"] = restock_p.max(axis=1) if n else np.zeros(0)
     return out
 
 

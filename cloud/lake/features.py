@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -90,12 +91,10 @@ def planogram_hash(plan: pa.Table) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
-def _dump(store) -> str:
-    out = []
-    for fid in store.facing_ids:
-        st = vars(store.states[fid])
-        out.append({k: (v.tolist() if k in _ARRAYS else v) for k, v in st.items()})
-    return json.dumps(out, separators=(",", ":"))
+def _dump(states: list[dict[str, Any]]) -> str:
+    """A store's facing states (``vars(FacingState)`` each, in facing order) as snapshot JSON."""
+    return json.dumps([{k: (v.tolist() if k in _ARRAYS else v) for k, v in st.items()} for st in states],
+                      separators=(",", ":"))
 
 
 def _restore(store, state_json: str) -> None:
@@ -108,18 +107,25 @@ def _restore(store, state_json: str) -> None:
     store._cache = FeatureCache(store._ordered)
 
 
-def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, stockouts: pa.Table, *,
-                   cutoff: int, snapshot: dict | None, plan_hash: str = "",
-                   horizon_h: float = LABEL_HORIZON_H) -> tuple[pa.Table, pa.Table]:
-    """One store's feature rows from ``cutoff`` on, and its state snapshots: ``(features, states)``.
+@dataclass
+class _Store:
+    """One store's replay, prepared (``_prepare``), and what its rows need afterwards (``_finish``)."""
 
-    ``events`` are the store's silver rows (``readings``, ``pos``, ``restocks``, and for labels
-    ``gaps`` and ``checks``) from the snapshot's day (or from its first event when ``snapshot`` is
-    None); labels come from ``cloud.lake.labels.evidence_labels``; ``snapshot`` is a
-    ``gold.feature_state`` row (``day_ms``, ``first_ms``, ``state_json``) at or before ``cutoff``.
-    """
-    from cloud.lake.labels import evidence_labels
-    from models.replay import Facing, StoreFeatures, label_rows
+    store_id: str
+    facings: list
+    events: dict[str, pa.Table]
+    stockouts: pa.Table
+    first: int
+    plan_hash: str
+    replay: Any  # models.batch_replay.StoreEvents
+
+
+def _prepare(store_id: str, events: dict[str, pa.Table], plan: pa.Table, stockouts: pa.Table, *,
+             cutoff: int, snapshot: dict | None, plan_hash: str) -> _Store | None:
+    """The store's state before its events (fresh, or its snapshot), its events in the gateway's
+    order, the feature instants and the snapshot midnights; None when it has no event."""
+    from models.batch_replay import StoreEvents
+    from models.replay import Facing, StoreFeatures
 
     facings = [Facing(str(r["facing_id"]), str(r["sku"]), int(r["capacity"]),
                       str(r.get("has_sensor", "")).strip().lower() in ("1", "true", "yes"))
@@ -135,59 +141,47 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
     # day before the cutoff); only those from the snapshot's midnight on are applied to its state.
     stamps = np.concatenate([events[k]["ts"].to_numpy().astype(np.int64) for k in ("readings", "pos")
                              if events.get(k) is not None] or [np.zeros(0, np.int64)])
-    ts_all, calls = _event_columns(store, events, begin)
-    span = np.concatenate([t for t, c in zip(ts_all, calls) if c[0] != "restock"] or [np.zeros(0, np.int64)])
+    cols = _event_columns(events, begin)
+    span = np.concatenate([c["ts"] for c in cols if c["kind"][:1].tolist() != [_RESTOCK]] or [np.zeros(0, np.int64)])
     if len(span):  # a late event may precede every event the snapshot saw (then its state is empty)
         first = int(span.min()) if first is None else min(first, int(span.min()))
     last = int(span.max()) if len(span) else None
     if first is None or last is None:
-        return _empty_features(), _states([])
+        return None
     start = max(first - first % _H + _H, begin if begin is not None else 0, cutoff - cutoff % _H)
     instants = _active_hours(stamps, start, last)
     day0 = begin if begin is not None else max(cutoff, first - first % _D)
     # Snapshots at the first midnight and at each midnight after a day with an event: a later run
     # whose window starts on a day without one finds the newest snapshot before it, and no event
     # lies between (so it is that day's state too). One event stamped in 2100 adds one snapshot.
-    ev_days = np.unique(np.concatenate(ts_all or [np.zeros(0, np.int64)]) // _D) * _D + _D
+    ev_days = np.unique(np.concatenate([c["ts"] for c in cols] or [np.zeros(0, np.int64)]) // _D) * _D + _D
     days = sorted({day0} | {int(d) for d in ev_days if d > day0})
-    # The gateway's order: ts, then each device's own counter (a stable sort over the tables in
-    # _EVENT_TABLES order, as a sort of the concatenated rows would give).
-    order, ev_ts, ev_call, ev_args = _in_order(ts_all, calls)
-    # Walk events, snapshot instants (state before the midnight) and feature instants in time order.
-    points = sorted([(d, 0) for d in days] + [(t, 1) for t in instants])
-    n = len(store.facing_ids)
-    Xs, ts, states = [], [], []
-    i = 0
-    for t, kind in points:
-        # events before t (a snapshot), or at or before t (a feature instant: an event at exactly
-        # the instant counts as seen)
-        stop = int(np.searchsorted(ev_ts, t, side="right" if kind else "left"))
-        while i < stop:
-            j = order[i]
-            ev_call[j](*ev_args[j])
-            i += 1
-        if kind == 0:
-            # first_ms only once an event before the midnight is in the state
-            states.append({"store_id": store_id, "day_ms": t, "first_ms": first if first < t else None,
-                           "planogram_hash": plan_hash,
-                           "state_json": _dump(store)})
-        else:
-            Xs.append(store.matrix(t))
-            ts.append(np.full(n, t, dtype=np.int64))
-    if not Xs or n == 0:
-        return _empty_features(), _states(states)
-    hour = np.concatenate(ts)
-    facing = np.tile(np.array(store.facing_ids, dtype=object), len(Xs))
-    X = np.concatenate(Xs)
-    from models.replay import FeatureRows
+    ordered = _in_order(cols)
+    replay = StoreEvents(states=store._ordered, instants=instants, snapshots=days, **ordered)
+    return _Store(store_id, facings, events, stockouts, first, plan_hash, replay)
 
+
+def _finish(prep: _Store, X: np.ndarray, snapshots: list, horizon_h: float) -> tuple[pa.Table, pa.Table]:
+    """Feature rows (with labels) and state snapshot rows of one replayed store."""
+    from cloud.lake.labels import evidence_labels
+    from models.replay import FeatureRows, label_rows
+
+    store_id, rep = prep.store_id, prep.replay
+    states = [{"store_id": store_id, "day_ms": t, "first_ms": prep.first if prep.first < t else None,
+               "planogram_hash": prep.plan_hash, "state_json": _dump(st)}
+              for t, st in zip(rep.snapshots, snapshots)]
+    n = len(rep.states)
+    if not rep.instants or n == 0:
+        return _empty_features(), _states(states)
+    hour = np.repeat(np.asarray(rep.instants, dtype=np.int64), n)
+    facing = np.tile(np.array([st.facing_id for st in rep.states], dtype=object), len(rep.instants))
     rows = FeatureRows(np.full(len(hour), store_id, dtype=object), facing, hour, X)
-    so = [r for r in zip(*(stockouts[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms")))
-          if r[0] == store_id]
+    so = prep.stockouts
+    so = [r for r in zip(*(so[c].to_pylist() for c in ("store_id", "facing_id", "start_ms", "end_ms"))) if r[0] == store_id]
     sensor_now, sensor_within = label_rows(rows, so, int(horizon_h * _H))
     label, now, source, staff = evidence_labels(facing, hour, sensor_within.astype(np.int64), sensor_now.astype(np.int64),
-                                         facings, events, int(horizon_h * _H))
-    sku_of = {f.facing_id: f.sku for f in facings}
+                                                prep.facings, prep.events, int(horizon_h * _H))
+    sku_of = {f.facing_id: f.sku for f in prep.facings}
     out = pa.table({
         "store_id": pa.array([store_id] * len(hour), pa.string()),
         "facing_id": facing.astype(str).tolist(),
@@ -203,56 +197,88 @@ def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, s
     return conform("gold.features", out), _states(states)
 
 
-def _col(table: pa.Table, name: str, default: Any) -> list:
-    """A column as Python values, nulls as ``default`` (what ``models.replay.event_field`` gives)."""
+def store_features(store_id: str, events: dict[str, pa.Table], plan: pa.Table, stockouts: pa.Table, *,
+                   cutoff: int, snapshot: dict | None, plan_hash: str = "",
+                   horizon_h: float = LABEL_HORIZON_H) -> tuple[pa.Table, pa.Table]:
+    """One store's feature rows from ``cutoff`` on, and its state snapshots: ``(features, states)``.
+
+    ``events`` are the store's silver rows (``readings``, ``pos``, ``restocks``, and for labels
+    ``gaps`` and ``checks``) from the snapshot's day (or from its first event when ``snapshot`` is
+    None); labels come from ``cloud.lake.labels.evidence_labels``; ``snapshot`` is a
+    ``gold.feature_state`` row (``day_ms``, ``first_ms``, ``state_json``) at or before ``cutoff``.
+    """
+    from models.batch_replay import replay_stores
+
+    prep = _prepare(store_id, events, plan, stockouts, cutoff=cutoff, snapshot=snapshot, plan_hash=plan_hash)
+    if prep is None:
+        return _empty_features(), _states([])
+    (X, snaps), = replay_stores([prep.replay])
+    return _finish(prep, X, snaps, horizon_h)
+
+
+_SALE, _READING, _RESTOCK = 0, 1, 2
+
+
+def _filled(table: pa.Table, name: str, default: Any) -> np.ndarray:
+    """A column as numpy, nulls as ``default`` (what ``models.replay.event_field`` gives)."""
     if name not in table.column_names:
-        return [default] * table.num_rows
-    return table[name].fill_null(default).to_pylist() if default is not None else table[name].to_pylist()
+        return np.full(table.num_rows, default)
+    return pc.fill_null(table[name], default).to_numpy(zero_copy_only=False)
 
 
-def _event_columns(store, events: dict[str, pa.Table], begin: int | None) -> tuple[list, list]:
-    """Per silver table (in ``_EVENT_TABLES`` order): its ``ts`` array and a (method, argument
-    tuples, sort keys) triple calling ``StoreFeatures.sale / reading / restock`` per row."""
-    ts_all, calls = [], []
+def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[str, np.ndarray]]:
+    """Per silver table (in ``_EVENT_TABLES`` order): its rows from ``begin`` on as the columns
+    ``models.batch_replay.StoreEvents`` takes, with the sort keys (device, epoch, seq)."""
+    out = []
     for key, _name in _EVENT_TABLES:
         t = events.get(key)
         if t is None or t.num_rows == 0:
             continue
         if begin is not None:
             t = t.filter(pc.greater_equal(t["ts"], begin))
+        n = t.num_rows
         ts = t["ts"].to_numpy().astype(np.int64)
+        extra = np.full(n, np.nan)
+        returned = np.zeros(n, dtype=bool)
         if key == "pos":
-            qty = [float(q) for q in _col(t, "qty", 0)]
-            args = list(zip(ts.tolist(), _col(t, "sku", None), qty, _col(t, "kind", "sale"), _col(t, "price_cents", None)))
-            method = store.sale
+            # models.features.pos_line_qty, by columns: voids and returns take units back
+            qty = _filled(t, "qty", 0).astype(np.float64)
+            kind = _filled(t, "kind", "sale").astype(str)
+            value = np.where(np.isin(kind, ["void", "return"]) & (qty > 0), -qty, qty)
+            returned = kind == "return"
+            if "price_cents" in t.column_names:
+                extra = pc.cast(t["price_cents"], pa.float64()).to_numpy(zero_copy_only=False)
+            kind_code, key_col = _SALE, "sku"
         elif key == "readings":
-            args = list(zip(ts.tolist(), _col(t, "facing_id", None), [float(u) for u in _col(t, "units_est", 0)],
-                            [float(b) for b in _col(t, "battery_pct", 0.0)]))
-            method = store.reading
+            value = _filled(t, "units_est", 0).astype(np.float64)
+            extra = _filled(t, "battery_pct", 0.0).astype(np.float64)
+            kind_code, key_col = _READING, "facing_id"
         else:
-            args = list(zip(ts.tolist(), _col(t, "facing_id", None), [float(u) for u in _col(t, "units_added", 0)]))
-            method = store.restock
-        keys = (ts, _col(t, "device_id", ""), np.array(_col(t, "epoch", 0), dtype=np.int64),
-                np.array(_col(t, "seq", 0), dtype=np.int64))
-        ts_all.append(ts)
-        calls.append(("restock" if key == "restocks" else key, method, args, keys))
-    return ts_all, calls
+            value = _filled(t, "units_added", 0).astype(np.float64)
+            kind_code, key_col = _RESTOCK, "facing_id"
+        out.append({"kind": np.full(n, kind_code, dtype=np.int8), "ts": ts,
+                    "key": t[key_col].to_numpy(zero_copy_only=False) if key_col in t.column_names else np.full(n, None),
+                    "value": value, "extra": extra, "returned": returned,
+                    "device": (pc.fill_null(t["device_id"], "").combine_chunks().cast(pa.large_string())
+                               if "device_id" in t.column_names else pa.array([""] * n, pa.large_string())),
+                    "epoch": _filled(t, "epoch", 0).astype(np.int64),
+                    "seq": _filled(t, "seq", 0).astype(np.int64)})
+    return out
 
 
-def _in_order(ts_all: list, calls: list) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Rows of every table sorted by (ts, device_id, epoch, seq), stably: the row order, the
-    sorted ts, and per row (unsorted) the method and its arguments."""
-    if not calls:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), [], []
-    ts = np.concatenate([c[3][0] for c in calls])
-    devices = np.array([d for c in calls for d in c[3][1]], dtype=object)
-    _, device_rank = np.unique(devices.astype(str), return_inverse=True)
-    epoch = np.concatenate([c[3][2] for c in calls])
-    seq = np.concatenate([c[3][3] for c in calls])
-    order = np.lexsort((seq, epoch, device_rank, ts))  # last key first; lexsort is stable
-    methods = [c[1] for c in calls for _ in c[2]]
-    args = [a for c in calls for a in c[2]]
-    return order, ts[order], methods, args
+def _in_order(cols: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows of every table sorted by (ts, device_id, epoch, seq), stably (the gateway's order: ts,
+    then each device's own counter; a stable sort over the tables in _EVENT_TABLES order)."""
+    names = ("kind", "ts", "key", "value", "extra", "returned")
+    if not cols:
+        return {"kind": np.zeros(0, np.int8), "ts": np.zeros(0, np.int64), "key": np.zeros(0, object),
+                "value": np.zeros(0), "extra": np.zeros(0), "returned": np.zeros(0, bool)}
+    cat = {k: np.concatenate([c[k] for c in cols]) for k in names}
+    keys = pa.table({"ts": cat["ts"], "device": pa.concat_arrays([c["device"] for c in cols]),
+                     "epoch": np.concatenate([c["epoch"] for c in cols]), "seq": np.concatenate([c["seq"] for c in cols])})
+    # Arrow's sort is stable; text compares bytewise (UTF-8: code point order, as Python's)
+    order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in ("ts", "device", "epoch", "seq")]).to_numpy()
+    return {k: cat[k][order] for k in names}
 
 
 def _empty_features() -> pa.Table:
@@ -278,6 +304,10 @@ def split_by_store(table: pa.Table | None) -> dict[str, pa.Table]:
     return {str(stores[a]): t.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:])}
 
 
+#: stores replayed in one lock step by :func:`features`
+REPLAY_BATCH_STORES = 200
+
+
 def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
              snapshots: dict[str, dict] | None = None, horizon_h: float = LABEL_HORIZON_H) -> tuple[pa.Table, pa.Table]:
     """Every store's feature rows and state snapshots (see :func:`store_features`).
@@ -287,11 +317,11 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[s
     ``planogram_hash``; a snapshot of another planogram is ignored).
     """
     planogram = planogram_of(inputs)
-    stores = sorted(set(inputs["readings"]["store_id"].to_pylist()) | set(inputs["pos"]["store_id"].to_pylist()))
+    stores = sorted({s for k in ("readings", "pos") for s in pc.unique(inputs[k]["store_id"]).to_pylist()} - {None})
     # each table split by store once (a filter per store and table is quadratic in a fleet)
     parts = {k: split_by_store(t) for k, t in (("planogram", planogram), ("stockouts", stockouts),
                                                 *((k, inputs.get(k)) for k in FEATURE_INPUTS))}
-    feats, states = [], []
+    preps = []
     for store in stores:
         plan = parts["planogram"].get(store)
         if plan is None or plan.num_rows == 0:
@@ -301,11 +331,21 @@ def features(inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[s
         if snap is not None and snap.get("planogram_hash") != digest:
             snap = None
         events = {k: parts[k].get(store, _none(inputs.get(k))) for k in FEATURE_INPUTS}
-        f, s = store_features(store, events, plan, parts["stockouts"].get(store, _none(stockouts)),
-                              cutoff=(cutoff or {}).get(store, 0),
-                              snapshot=snap, plan_hash=digest, horizon_h=horizon_h)
-        feats.append(f)
-        states.append(s)
+        prep = _prepare(store, events, plan, parts["stockouts"].get(store, _none(stockouts)),
+                        cutoff=(cutoff or {}).get(store, 0), snapshot=snap, plan_hash=digest)
+        if prep is not None:
+            preps.append(prep)
+    from models.batch_replay import replay_stores
+
+    feats, states = [], []
+    # The stores replay together (one lock step over all their facings), in batches that bound the
+    # memory of the sampled states (a row of ~80 floats per facing and instant).
+    for at in range(0, len(preps), REPLAY_BATCH_STORES):
+        batch = preps[at:at + REPLAY_BATCH_STORES]
+        for prep, (X, snaps) in zip(batch, replay_stores([p.replay for p in batch])):
+            f, s = _finish(prep, X, snaps, horizon_h)
+            feats.append(f)
+            states.append(s)
     if not feats:
         return _empty_features(), _states([])
     return conform("gold.features", pa.concat_tables(feats)), conform(STATE_TABLE, pa.concat_tables(states))
