@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cloud.lake.tables import column_rows
 
 __all__ = ["evidence_labels", "SENSOR_SILENCE_MS", "EVIDENCE_MS", "LABEL_SOURCES"]
 
@@ -56,77 +55,58 @@ LABEL_SOURCES = ("sensor", "gap_scan", "restock", "till", "shelf_check")
 _INF = np.iinfo(np.int64).max // 4
 
 
-def _by_facing(rows: list[tuple]) -> dict[str, list[tuple]]:
-    out: dict[str, list[tuple]] = {}
-    for facing, *rest in rows:
-        if facing is not None:
-            out.setdefault(str(facing), []).append(tuple(rest))
-    return out
+_SHELF_CHECK, _TILL = LABEL_SOURCES.index("shelf_check"), LABEL_SOURCES.index("till")
+_GAP_SCAN, _RESTOCK, _SENSOR = LABEL_SOURCES.index("gap_scan"), LABEL_SOURCES.index("restock"), LABEL_SOURCES.index("sensor")
 
 
-def _sensor_watched(t: np.ndarray, readings: np.ndarray, horizon_ms: int) -> np.ndarray:
-    """Rows whose window ``[t, t + H]`` lies between two readings with no long silence inside."""
-    if len(readings) == 0:
-        return np.zeros(len(t), bool)
-    r = np.sort(readings)
-    long_gap = np.r_[np.diff(r) > SENSOR_SILENCE_MS, False].astype(np.int64)
-    gaps_before = np.r_[0, np.cumsum(long_gap)]  # long gaps among the first i readings' successors
-    lo = np.searchsorted(r, t, side="right") - 1  # last reading at or before t
-    hi = np.searchsorted(r, t + horizon_ms, side="left")  # first reading at or after t + H
-    ok = (lo >= 0) & (hi < len(r))
-    lo_c, hi_c = np.clip(lo, 0, len(r) - 1), np.clip(hi, 0, len(r) - 1)
-    # no long gap between consecutive readings from lo to hi
-    return ok & (gaps_before[hi_c] - gaps_before[lo_c] == 0)
+def _columns(table: pa.Table | None, cols: tuple[str, ...]) -> list[np.ndarray]:
+    """``table``'s columns as numpy arrays (nulls: None in text, NaN in numbers); none when there is
+    no table, no row, or a column is missing (a table written before the column existed)."""
+    if table is None or table.num_rows == 0 or not set(cols) <= set(table.column_names):
+        return [np.zeros(0, dtype=object) for _ in cols]
+    return [np.asarray(table[c].to_numpy(zero_copy_only=False)) for c in cols]
 
 
-def _facing_evidence(t: np.ndarray, horizon_ms: int, restocks: list[tuple], capacity: int, scans: list[tuple],
-                     checks: list[tuple], sales: np.ndarray | None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(label -1/0/1, empty_now -1/0/1, source index or -1) of one facing's rows from staff and till evidence."""
-    n = len(t)
-    label = np.full(n, -1, np.int64)
-    now = np.full(n, -1, np.int64)
-    source = np.full(n, -1, np.int64)
-    boundaries = sorted([int(ts) for ts, added in restocks if (added or 0) > 0]
-                        + [int(ts) for ts, outcome in checks if outcome == "restocked"])
-    b = np.array(boundaries, np.int64)
-    # Stock sightings: (ts, source)
-    seen = [(int(ts), LABEL_SOURCES.index("shelf_check")) for ts, outcome in checks if outcome == "was_fine"]
-    if sales is not None:
-        seen += [(int(ts), LABEL_SOURCES.index("till")) for ts in sales.tolist()]
-    seen.sort()
-    s_ts = np.array([s for s, _ in seen], np.int64)
-    s_src = np.array([k for _, k in seen], np.int64)
-    # Empty proofs: (ts, source); a full restock proves the facing empty just before it.
-    proofs = [(int(ts), LABEL_SOURCES.index("gap_scan")) for (ts,) in scans]
-    proofs += [(int(ts) - 1, LABEL_SOURCES.index("restock")) for ts, added in restocks
-               if capacity > 0 and (added or 0) >= capacity]
-    proofs.sort()
-    # Negatives first; proofs override them (a direct sighting of a gap beats an inference).
-    if len(s_ts):
-        limit = np.r_[b, _INF][np.searchsorted(b, t, side="right")]  # the first restock after t
-        last = np.searchsorted(s_ts, limit, side="left") - 1  # last sighting before that restock
-        has = last >= 0
-        e = np.where(has, s_ts[np.maximum(last, 0)], -_INF)
-        neg = has & (e >= t + horizon_ms) & (e <= t + EVIDENCE_MS)
-        label[neg] = 0
-        source[neg] = s_src[np.maximum(last, 0)][neg]
-        stocked_now = has & (e >= t)
-        now[stocked_now] = 0
-    for p, src in proofs:
-        # empty until the next restock, sale or "was fine" check after the proof
-        end = min(b[b > p][:1].tolist() + s_ts[s_ts > p][:1].tolist() + [p + EVIDENCE_MS])
-        start = p
-        if sales is not None:
-            before = s_ts[(s_ts < p) & (s_src == LABEL_SOURCES.index("till"))]
-            if len(before) and before[-1] >= p - EVIDENCE_MS and not ((b > before[-1]) & (b <= p)).any():
-                start = int(before[-1]) + 1  # the sale took the last unit
-        hit = (start <= t + horizon_ms) & (end > t)
-        label[hit] = 1
-        source[hit] = src
-        in_gap = (start <= t) & (t < end)
-        now[in_gap] = 1
-    return label, now, source
+class _Bands:
+    """Times of many facings on one axis: facing ``i``'s instant ``x`` is ``i * width + (x - base)``,
+    so one sorted array and ``searchsorted`` answer "the next / last event of the same facing"
+    for every row at once (each facing's band holds every time the rules look at)."""
+
+    def __init__(self, times: list[np.ndarray], n_facings: int, reach: int):
+        allt = np.concatenate([np.asarray(x, np.int64) for x in times if len(x)] or [np.zeros(1, np.int64)])
+        self.base = int(allt.min()) - reach
+        self.width = int(allt.max()) - self.base + reach + 1
+        if n_facings * self.width >= 2 ** 62:
+            raise ValueError("facing times span too wide to share one axis")
+
+    def key(self, fi: np.ndarray, x) -> np.ndarray:
+        return np.asarray(fi, np.int64) * self.width + (np.asarray(x, np.int64) - self.base)
+
+    def end(self, fi: np.ndarray) -> np.ndarray:
+        """A key after every time of facing ``fi`` (infinity within the band)."""
+        return (np.asarray(fi, np.int64) + 1) * self.width - 1
+
+
+class _Events:
+    """One kind of evidence of every facing, sorted by (facing, time[, tie])."""
+
+    def __init__(self, bands: _Bands, fi: np.ndarray, ts: np.ndarray, *extra: np.ndarray):
+        order = np.lexsort(tuple(reversed((fi, ts) + extra))) if len(fi) else np.zeros(0, np.int64)
+        self.fi, self.ts = fi[order].astype(np.int64), ts[order].astype(np.int64)
+        self.extra = [e[order] for e in extra]
+        self.key = bands.key(self.fi, self.ts)
+
+    def next_after(self, fi: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(index, found) of the first event of facing ``fi`` with key > ``key``."""
+        j = np.searchsorted(self.key, key, side="right")
+        jc = np.minimum(j, max(len(self.key) - 1, 0))
+        return jc, (j < len(self.key)) & (self.fi[jc] == fi) if len(self.key) else np.zeros(len(key), bool)
+
+    def last_before(self, fi: np.ndarray, key: np.ndarray, side: str = "left") -> tuple[np.ndarray, np.ndarray]:
+        """(index, found) of the last event of facing ``fi`` with key < ``key`` (``side='right'``: <=)."""
+        j = np.searchsorted(self.key, key, side=side) - 1
+        jc = np.maximum(j, 0)
+        return jc, (j >= 0) & (self.fi[jc] == fi) if len(self.key) else np.zeros(len(key), bool)
 
 
 def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray, sensor_now: np.ndarray,
@@ -142,48 +122,120 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     alone say (-1: nothing). On rows a sensor labels, the last one measures how much more often
     that evidence sees a stock-out than a stocked shelf (``models.gold.observed_in_lake`` evens
     it out in training).
+
+    Every facing at once (the rules of the module docstring, per facing; ``_Bands`` keeps facings
+    apart): a few sorted arrays and ``searchsorted`` calls per store, one Python step per proof.
     """
     n = len(t)
-    label = np.full(n, -1, np.int64)
-    now = np.full(n, -1, np.int64)
-    source = np.full(n, -1, np.int64)
-    staff = np.full(n, -1, np.int64)
-    readings = _by_facing(column_rows(events.get("readings"), ("facing_id", "ts", "units_est")))
-    restocks = _by_facing(column_rows(events.get("restocks"), ("facing_id", "ts", "units_added")))
-    scans = _by_facing(column_rows(events.get("gaps"), ("facing_id", "ts")))
-    checks = _by_facing(column_rows(events.get("checks"), ("facing_id", "ts", "outcome")))
+    names = np.array(list(LABEL_SOURCES) + [None], dtype=object)
+    if n == 0:
+        e = np.zeros(0, np.int64)
+        return e, e.copy(), names[e], e.copy()
+    t = np.asarray(t, np.int64)
+    ids, fi = np.unique(np.asarray(facing).astype(str), return_inverse=True)
+    fi = fi.reshape(-1)
+    index = {fid: i for i, fid in enumerate(ids.tolist())}
+    spec = {f.facing_id: f for f in plan}
+    capacity = np.array([int(spec[i].capacity) if i in spec else 0 for i in ids.tolist()], np.int64)
     facings_of_sku: dict[str, int] = {}
     for f in plan:
         facings_of_sku[f.sku] = facings_of_sku.get(f.sku, 0) + 1
-    sales: dict[str, list[int]] = {}
-    for sku, ts, qty, kind in column_rows(events.get("pos"), ("sku", "ts", "qty", "kind")):
-        if (kind or "sale") == "sale" and (qty or 0) > 0:
-            sales.setdefault(str(sku), []).append(int(ts))
-    order = np.argsort(facing.astype(str), kind="stable")
-    keys = facing.astype(str)[order]
-    bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True]) if n else np.zeros(1, np.int64)
-    spec = {f.facing_id: f for f in plan}
-    for a, z in zip(bounds[:-1], bounds[1:]):
-        idx = order[a:z]
-        fid = str(keys[a])
-        f = spec.get(fid)
-        tt = t[idx].astype(np.int64)
-        own_sales = None
-        if f is not None and facings_of_sku.get(f.sku) == 1:
-            own_sales = np.sort(np.array(sales.get(f.sku, []), np.int64))
-        lab, nw, src = _facing_evidence(tt, horizon_ms, restocks.get(fid, []), int(f.capacity) if f else 0,
-                                        scans.get(fid, []), checks.get(fid, []), own_sales)
-        staff[idx] = lab
-        own = readings.get(fid, [])
-        watched = _sensor_watched(tt, np.array([r[0] for r in own], np.int64), horizon_ms)
+    # a facing whose SKU has no other facing: the till's sales of the SKU are its own
+    own_sku = {spec[i].sku: k for k, i in enumerate(ids.tolist()) if i in spec and facings_of_sku.get(spec[i].sku) == 1}
+    has_sales = np.zeros(len(ids), bool)
+    has_sales[list(own_sku.values())] = True
+
+    def of(table: str, cols: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
+        fid, *rest = _columns(events.get(table), ("facing_id",) + cols)
+        k = np.array([index.get(None if x is None else str(x), -1) for x in fid.tolist()], np.int64)
+        keep = k >= 0
+        return k[keep], [r[keep] for r in rest]
+
+    r_fi, (r_ts, r_units) = of("readings", ("ts", "units_est"))
+    k_fi, (k_ts, k_added) = of("restocks", ("ts", "units_added"))
+    g_fi, (g_ts,) = of("gaps", ("ts",))
+    c_fi, (c_ts, c_out) = of("checks", ("ts", "outcome"))
+    sku, p_ts, qty, kind = _columns(events.get("pos"), ("sku", "ts", "qty", "kind"))
+    sold = np.array([(k or "sale") == "sale" and (q or 0) > 0 for k, q in zip(kind.tolist(), qty.tolist())], bool)
+    s_fi = np.array([own_sku.get(None if x is None else str(x), -1) for x in sku.tolist()], np.int64)
+    s_keep = sold & (s_fi >= 0) if len(sku) else np.zeros(0, bool)
+    added = np.array([a or 0 for a in k_added.tolist()], dtype=np.float64)
+    k_ts = k_ts.astype(np.int64)
+    bands = _Bands([t, r_ts, k_ts, g_ts, c_ts, p_ts], len(ids), 2 * EVIDENCE_MS + 2 * horizon_ms + SENSOR_SILENCE_MS + 2)
+    # restocks (units added, or a check that restocked): the shelf's units only rise there
+    restocked = np.array([o == "restocked" for o in c_out.tolist()], bool)
+    bounds = _Events(bands, np.r_[k_fi[added > 0], c_fi[restocked]], np.r_[k_ts[added > 0], c_ts[restocked].astype(np.int64)])
+    # stock sightings (ts, source): "was fine" checks and the facing's own sales; ties by source
+    fine = np.array([o == "was_fine" for o in c_out.tolist()], bool)
+    seen = _Events(bands, np.r_[c_fi[fine], s_fi[s_keep]], np.r_[c_ts[fine].astype(np.int64), p_ts[s_keep].astype(np.int64)],
+                   np.r_[np.full(fine.sum(), _SHELF_CHECK), np.full(s_keep.sum(), _TILL)].astype(np.int64))
+    till = _Events(bands, s_fi[s_keep], p_ts[s_keep].astype(np.int64))
+    # proofs of a gap (ts, source): gap scans, and just before a restock of a whole facing
+    full = (capacity[k_fi] > 0) & (added >= capacity[k_fi]) if len(k_fi) else np.zeros(0, bool)
+    proofs = _Events(bands, np.r_[g_fi, k_fi[full]], np.r_[g_ts.astype(np.int64), k_ts[full] - 1],
+                     np.r_[np.full(len(g_fi), _GAP_SCAN), np.full(full.sum(), _RESTOCK)].astype(np.int64))
+
+    # rows sorted by (facing, t): a proof labels a contiguous run of them
+    order = np.lexsort((t, fi))
+    rf, rt = fi[order], t[order]
+    rkey = bands.key(rf, rt)
+    label = np.full(n, -1, np.int64)
+    now = np.full(n, -1, np.int64)
+    source = np.full(n, -1, np.int64)
+    # Negatives first; proofs override them (a direct sighting of a gap beats an inference).
+    if len(seen.key):
+        j, found = bounds.next_after(rf, rkey)  # the first restock after t
+        limit = np.where(found, bounds.key[j] if len(bounds.key) else 0, bands.end(rf))
+        last, has = seen.last_before(rf, limit)  # last sighting before that restock
+        e = np.where(has, seen.ts[last], -_INF)
+        neg = has & (e >= rt + horizon_ms) & (e <= rt + EVIDENCE_MS)
+        label[neg] = 0
+        source[neg] = seen.extra[0][last][neg]
+        now[has & (e >= rt)] = 0
+    if len(proofs.key):
+        pf, p, psrc = proofs.fi, proofs.ts, proofs.extra[0]
+        # empty until the next restock, sale or "was fine" check after the proof
+        end = p + EVIDENCE_MS
+        for ev in (bounds, seen):
+            j, found = ev.next_after(pf, proofs.key)
+            end = np.where(found, np.minimum(end, ev.ts[j] if len(ev.ts) else 0), end)
+        # the last sale before a proof took the last unit (a facing with its own sales)
+        j, found = till.last_before(pf, proofs.key)
+        before = np.where(found, till.ts[j] if len(till.ts) else 0, 0)
+        between = (np.searchsorted(bounds.key, proofs.key, side="right")
+                   - np.searchsorted(bounds.key, bands.key(pf, before), side="right"))
+        moved = has_sales[pf] & found & (before >= p - EVIDENCE_MS) & (between == 0)
+        start = np.where(moved, before + 1, p)
+        lo = np.searchsorted(rkey, bands.key(pf, start - horizon_ms), side="left")  # start <= t + H
+        gap = np.searchsorted(rkey, bands.key(pf, start), side="left")  # start <= t
+        hi = np.searchsorted(rkey, bands.key(pf, end), side="left")  # t < end
+        for a, g, z, src in zip(lo.tolist(), gap.tolist(), hi.tolist(), psrc.tolist()):  # in (facing, ts, source) order
+            label[a:z] = 1
+            source[a:z] = src
+            now[g:z] = 1
+    staff = label.copy()
+    # the sensor: its window [t, t + H] lies between two readings with no long silence inside
+    readings = _Events(bands, r_fi, r_ts.astype(np.int64))
+    watched = np.zeros(n, bool)
+    if len(readings.key):
+        same = np.r_[readings.fi[1:] == readings.fi[:-1], False]
+        long_gap = np.r_[same[:-1] & (np.diff(readings.ts) > SENSOR_SILENCE_MS), False] if len(same) > 1 \
+            else np.zeros(len(same), bool)
+        gaps_before = np.r_[0, np.cumsum(long_gap.astype(np.int64))]
+        lo, ok_lo = readings.last_before(rf, rkey, side="right")  # last reading at or before t
+        hi, ok_hi = readings.next_after(rf, bands.key(rf, rt + horizon_ms) - 1)  # first at or after t + H
+        watched = ok_lo & ok_hi & (gaps_before[hi] - gaps_before[lo] == 0)
         # A stock-out the sensor saw (a zero reading at most a silence before the window's end and
         # not long before its start) is observed even when the sensor fell silent afterwards.
-        zeros = np.sort(np.array([r[0] for r in own if r[1] is not None and r[1] <= 0], np.int64))
-        last_zero = np.r_[-_INF, zeros][np.searchsorted(zeros, tt + horizon_ms, side="right")]
-        watched |= (sensor_label[idx] > 0) & (last_zero > tt - SENSOR_SILENCE_MS)
-        lab[watched] = sensor_label[idx][watched]
-        nw[watched] = sensor_now[idx][watched]
-        src[watched] = LABEL_SOURCES.index("sensor")
-        label[idx], now[idx], source[idx] = lab, nw, src
-    names = np.array(list(LABEL_SOURCES) + [None], dtype=object)
-    return label, now, names[source], staff
+        zero = np.array([u is not None and u == u and u <= 0 for u in r_units.tolist()], bool)
+        zeros = _Events(bands, r_fi[zero], r_ts[zero].astype(np.int64))
+        z, found = zeros.last_before(rf, bands.key(rf, rt + horizon_ms), side="right")
+        last_zero = np.where(found, zeros.ts[z] if len(zeros.ts) else 0, -_INF)
+        watched |= (sensor_label[order] > 0) & (last_zero > rt - SENSOR_SILENCE_MS)
+    label = np.where(watched, sensor_label[order], label)
+    now = np.where(watched, sensor_now[order], now)
+    source = np.where(watched, _SENSOR, source)
+    out = [np.empty(n, np.int64) for _ in range(4)]
+    for o, v in zip(out, (label, now, source, staff)):
+        o[order] = v
+    return out[0], out[1], names[out[2]], out[3]
