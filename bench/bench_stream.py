@@ -310,7 +310,12 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     run_job(run, scorer=scorer)
     horizon = int(scorer.horizon_h * 3_600_000)
     raised = [r for r in run.table("stream.alerts") if r["kind"] == "empty_within_h" and r["state"] == "raised"]
-    down = [w for g in run.gateways for w in g.windows if w.kind == "uplink_down" and w.end_ms - w.start_ms >= 3_600_000]
+    # Instants and silences inside the run, with the truth known for a whole horizon after the
+    # instant (the gateways plan a day's faults at its start, so the last day's silences may lie
+    # after the run's end, where neither side scored and every held forecast read as wrong).
+    last = run.end_ms - horizon
+    down = [w for g in run.gateways for w in g.windows if w.kind == "uplink_down"
+            and min(w.end_ms, last) - w.start_ms >= 3_600_000]
     silent = [(r["ts"], r["facing_id"]) for r in raised
               if any(w.target == r["store_id"] and w.start_ms + 3_600_000 <= r["ts"] < w.end_ms for w in down)]
     alive = [(r["ts"], r["facing_id"]) for r in raised if r["gateway_alive"]]
@@ -319,11 +324,11 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     all_rows = run.table("stream.alerts")
     # (Instants while the gateway's model was broken are left out: the peer is a healthy gateway.)
     silent_at = {g.store_id: [t for w in g.windows if w.kind == "uplink_down"
-                              for t in range(w.start_ms + 3_600_000, w.end_ms, 3_600_000)
+                              for t in range(w.start_ms + 3_600_000, min(w.end_ms, last), 3_600_000)
                               if not any(b.kind == "model_broken" and b.start_ms <= t < b.end_ms + 3_600_000
                                          for b in g.windows)] for g in run.gateways}
     busy = {g.store_id: [(w.start_ms, w.end_ms + 3_600_000) for w in g.windows] for g in run.gateways}
-    alive_at = {sid: [t for t in range(run.start_ms + 86_400_000, run.end_ms, 3_600_000)
+    alive_at = {sid: [t for t in range(run.start_ms + 86_400_000, last, 3_600_000)
                       if not any(a <= t < b for a, b in spans)] for sid, spans in busy.items()}
     out = {"seed": seed, "stores": stores, "days": days, "skus": skus,
            "held_gateway_silent_1h": held_precision(run, all_rows, silent_at, horizon),
@@ -336,7 +341,8 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
            "gateway_alerts": alert_precision(run, [a for x in alerters.values() for a in x.raised], horizon),
            "cloud_alerts_gateway_alive": alert_precision(run, alive, horizon),
            "cloud_alerts_gateway_silent_1h": alert_precision(run, silent, horizon),
-           "silent_windows_1h": len(down), "silent_hours": round(sum(w.end_ms - w.start_ms for w in down) / 3.6e6, 1)}
+           "silent_windows_1h": len(down),
+           "silent_hours": round(sum(min(w.end_ms, last) - w.start_ms for w in down) / 3.6e6, 1)}
     shutil.rmtree(root, ignore_errors=True)
     return out
 

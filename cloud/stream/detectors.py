@@ -57,7 +57,13 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
   a row, and not within ``divergence_grace_ms`` after the cloud last scored the store as silent
   (after a silence the cloud's state catches up with the gateway's backlog while the gateway
-  scores the shelves it saw all along: the two differ without a broken model). Score: the share.
+  scores the shelves it saw all along: the two differ without a broken model). Compared only on
+  facings where the cloud's own score decides the state: not those it alerts ``empty_now`` (no
+  forecast is raised on an empty shelf, but one raised before the shelf emptied stands) nor
+  those whose probability lies between the clear and raise thresholds (the hysteresis keeps
+  either state). There the state is history - which side saw the last sale or reading first, a
+  silence, a broken model's hour long ago - and two healthy scorers disagree for as long as the
+  shelf stays empty or the score in the band. Score: the share.
 """
 
 from __future__ import annotations
@@ -706,13 +712,17 @@ class StoreWatch:
                     "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
         return rows
 
-    def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig) -> list[dict]:
-        """Flag a gateway whose alerts disagree with the cloud's (stale or broken model)."""
+    def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig,
+                       undecided: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+        """Flag a gateway whose alerts disagree with the cloud's (stale or broken model); the
+        ``undecided`` facings are not compared (see the module docstring)."""
         if self.silent_scored_at is not None and t - self.silent_scored_at < cfg.divergence_grace_ms:
             self.divergent_ticks = 0  # the cloud is still catching up after a silence
             return []
-        union = cloud_raised | self.gateway_raised
-        diff = cloud_raised ^ self.gateway_raised
+        cloud_raised = cloud_raised - undecided
+        gateway_raised = self.gateway_raised - undecided
+        union = cloud_raised | gateway_raised
+        diff = cloud_raised ^ gateway_raised
         share = len(diff) / len(union) if union else 0.0
         if len(diff) >= cfg.divergence_min and share > cfg.divergence_share:
             if self.divergent_ticks == 0:
@@ -724,7 +734,7 @@ class StoreWatch:
         if self.divergent_ticks >= cfg.divergence_ticks and "alert_divergence" not in self.open:
             self.open.add("alert_divergence")
             return [self._row(t, "alert_divergence", self.store_id, share, self.divergent_since or t, {
-                "cloud_only": sorted(cloud_raised - self.gateway_raised)[:20],
-                "gateway_only": sorted(self.gateway_raised - cloud_raised)[:20],
-                "cloud_raised": len(cloud_raised), "gateway_raised": len(self.gateway_raised)})]
+                "cloud_only": sorted(cloud_raised - gateway_raised)[:20],
+                "gateway_only": sorted(gateway_raised - cloud_raised)[:20],
+                "cloud_raised": len(cloud_raised), "gateway_raised": len(gateway_raised)})]
         return []

@@ -228,7 +228,7 @@ class PartitionProcessor:
             self._emit(ANOMALIES.name, row)
         scorer = st.scorers.get(store) or self._scorer(store)
         if scorer is not None:
-            scorer.features.apply_data(etype, ts, data)
+            scorer.observe(etype, ts, data)
         if st.clock.observe(ts, enqueued_ms):
             self._advance()
 
@@ -349,9 +349,12 @@ class PartitionProcessor:
             self._group = (key, FeatureCacheGroup(caches))
         Xs = self._group[1].matrices(t)
         fed, silent = [], []
+        pool: list[int] | None = None  # every watched store's restock rounds, for a silent store's imputation
         for (_, watch, sc), X in zip(due, Xs):
             silent.append(t - watch.last_ts >= cfg.detectors.silent_min_ms)
-            fed.append(sc.prepare(t, watch.last_ts if silent[-1] else None, X)[1])
+            if silent[-1] and pool is None:
+                pool = [r for other in self.state.scorers.values() for r in other.rounds]
+            fed.append(sc.prepare(t, watch.last_ts if silent[-1] else None, X, pool)[1])
         probs = np.asarray(self.scorer.score(np.concatenate(fed) if len(fed) > 1 else fed[0])).reshape(-1)
         at = 0
         for (_, watch, sc), X, quiet in zip(due, Xs, silent):
@@ -365,5 +368,6 @@ class PartitionProcessor:
                 self._emit(ALERTS.name, row)
             at += n
             if alive:
-                for row in watch.compare_alerts(t, sc.raised_facings("empty_within_h"), cfg.detectors):
+                for row in watch.compare_alerts(t, sc.raised_facings("empty_within_h"), cfg.detectors,
+                                                sc.undecided_facings()):
                     self._emit(ANOMALIES.name, row)

@@ -22,9 +22,22 @@ A store whose gateway is silent (no event for ``silent_since``) is still scored,
 features: the cloud assumes the store keeps selling at its expected rate. From the features at the
 start of the silence it takes the sales rates and the till's and sensors' state as they were, and
 lowers the shelf by the demand the store's own profile expected since (``demand_next_2h`` summed
-over the ticks; the last day's sales rate before a profile is learnt), so a shelf that was running low is forecast empty on time. Without that, a silent
-till would read as no demand and the model would clear every forecast. ``empty_now`` stays a
-reading's statement: imputed units never raise it.
+over the ticks; the last day's sales rate before a profile is learnt), so a shelf that was running
+low is forecast empty on time. Without that, a silent till would read as no demand and the model
+would clear every forecast. ``empty_now`` stays a reading's statement: imputed units never raise it.
+
+Time passing also brings the store's restock round. The cloud learns each store's rounds from its
+``shelf.restock`` events (restocks less than ``ROUND_GAP_MS`` apart, at least
+``ROUND_MIN_FACINGS`` facings) and their usual times of day (``usual_rounds``: the median of the
+rounds within ``ROUND_SPREAD_MS`` of each other, over the last week); until a store has been
+watched a whole day, the usual times of the rounds of every store the job watches stand in (a
+chain's stores restock on one schedule; the job knows no time zones, so this assumes one).
+When a usual round's time passes in the silence, the facings imputed below ``REFILL_BELOW`` of
+their capacity are refilled (units to capacity, restock and, on a sensored shelf, the reading
+then), except those the store's last round before the silence found low and left, with no
+delivery of their SKU since (the backroom had none; the next round has none either). Without
+it the cloud held, through a five-hour silence, forecasts on ten shelves the evening round had
+refilled (seed 62 of the cloud-vs-gateway bench, docs/stream.md).
 
 On imputed features the forecasts standing when the store went quiet are judged again (kept or
 cleared) but no new one is raised: forecasts raised from imputed sales alone were right 1 time in
@@ -38,7 +51,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gondola.clock import MINUTE_MS
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES, FeatureCache
 from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob
 from models.replay import Facing, StoreFeatures
@@ -55,11 +68,48 @@ _RATE_24H = FEATURES.index("rate_24h")
 _CAPACITY = FEATURES.index("capacity")
 _DEMAND_2H = FEATURES.index("demand_next_2h")
 _SALES_SINCE_READING = FEATURES.index("sales_since_reading")
+_SINCE_RESTOCK = FEATURES.index("hours_since_restock")
+_UNEXPLAINED = FEATURES.index("units_unexplained")
 #: Kept as they were when the store went silent (no evidence that they changed).
 _FROZEN = [i for i, f in enumerate(FEATURES) if f.startswith("rate_")] + [
     FEATURES.index(f) for f in ("hours_since_sale", "demand_since_sale", "hours_since_reading", "battery_pct",
                                 "hours_since_restock")]
 MIN_DWELL_MS = 15 * MINUTE_MS
+#: Restock rounds (``StoreScorer.rounds``): restocks less than ``ROUND_GAP_MS`` apart are one
+#: round, and one of at least ``ROUND_MIN_FACINGS`` facings is a staff round (not one facing put
+#: back). Rounds of the last ``ROUND_MEMORY_MS`` make the usual times of day: rounds whose times
+#: of day lie within ``ROUND_SPREAD_MS`` of each other are one usual round, at their median time.
+ROUND_GAP_MS = 45 * MINUTE_MS
+ROUND_MIN_FACINGS = 3
+ROUND_MEMORY_MS = 7 * DAY_MS
+ROUND_SPREAD_MS = 2 * HOUR_MS
+#: At an imputed round, a facing imputed below this share of its capacity is refilled.
+REFILL_BELOW = 0.5
+
+
+def usual_rounds(starts: Sequence[int]) -> list[int]:
+    """Times of day (ms after 00:00 UTC) of the usual restock rounds, from rounds' start times."""
+    tod = sorted(int(t) % DAY_MS for t in starts)
+    out: list[int] = []
+    group: list[int] = []
+    for q in tod:
+        if group and q - group[-1] > ROUND_SPREAD_MS:
+            out.append(group[len(group) // 2])
+            group = []
+        group.append(q)
+    if group:
+        out.append(group[len(group) // 2])
+    return out
+
+
+def last_round(since: int, t: int, usual: Sequence[int]) -> int | None:
+    """The latest instant in ``(since, t]`` at a usual round's time of day, or None."""
+    best = None
+    for q in usual:
+        o = t - (t - q) % DAY_MS  # the latest instant <= t at that time of day
+        if o > since and (best is None or o > best):
+            best = o
+    return best
 
 
 def kind_thresholds(scorer: Any) -> dict[str, float]:
@@ -83,8 +133,18 @@ class StoreScorer:
         self.last_probs = np.zeros(n, dtype=np.float64)
         self.silent_from: int | None = None  # start of the silence being imputed
         self.silent_X: np.ndarray | None = None
-        self.imputed = np.zeros(n, dtype=np.float64)  # units the profile expected since then
+        self.imputed = np.zeros(n, dtype=np.float64)  # units the profile expected since then (or a refill)
         self.last_t: int | None = None
+        self.watched_from: int | None = None  # the store's first event
+        self.rounds: list[int] = []  # start times of the store's restock rounds (ROUND_MEMORY_MS)
+        self._round: list[int] | None = None  # the round being seen: [start, last restock, facings]
+        self.base = np.zeros(n, dtype=np.float64)  # units a silent facing's imputed demand is taken from
+        self.refilled_at = np.full(n, np.nan)  # a round imputed in the silence refilled it then
+        self.round_imputed_at: int | None = None
+        self.low_since = np.full(n, np.inf)  # scored below REFILL_BELOW of capacity since then
+        self.delivered: dict[str, int] = {}  # sku -> its last inventory.delivery
+        self.passed_by = np.zeros(n, dtype=bool)  # a round found it low and left it (in a silence)
+        self.undecided = np.zeros(n, dtype=bool)  # see undecided_facings
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -94,6 +154,12 @@ class StoreScorer:
 
     def __setstate__(self, state: dict) -> None:
         feats = state.pop("features")
+        n = len(state["last_probs"])
+        # a snapshot from before restock rounds were imputed
+        for k, v in (("watched_from", None), ("rounds", []), ("_round", None), ("round_imputed_at", None),
+                     ("base", np.zeros(n)), ("refilled_at", np.full(n, np.nan)), ("low_since", np.full(n, np.inf)),
+                     ("delivered", {}), ("passed_by", np.zeros(n, dtype=bool)), ("undecided", np.zeros(n, dtype=bool))):
+            state.setdefault(k, v)
         self.__dict__.update(state)
         self.features = StoreFeatures.__new__(StoreFeatures)
         vars(self.features).update(feats)
@@ -104,32 +170,101 @@ class StoreScorer:
         ids = self.features.facing_ids
         return {ids[i] for i in np.flatnonzero(self.raised.get(kind, ()))}
 
-    def _impute(self, t: int, X: np.ndarray, silent_since: int | None) -> np.ndarray:
-        """The features of a silent store (see the module docstring); ``X`` when it is not silent."""
+    def undecided_facings(self) -> set[str]:
+        """Facings whose forecast state the last scoring left to history: a probability between
+        the clear and raise thresholds (the hysteresis keeps whichever state the facing had), or
+        a facing alerted ``empty_now`` (no forecast is raised there, one raised before stands).
+        A healthy gateway scoring the same shelves may hold the other state on these, so
+        ``alert_divergence`` does not compare them."""
+        ids = self.features.facing_ids
+        return {ids[i] for i in np.flatnonzero(self.undecided)}
+
+    def observe(self, etype: Any, ts: int, data: dict) -> None:
+        """Fold one event into the facing states (``StoreFeatures.apply_data``) and the store's
+        restock rounds."""
+        self.features.apply_data(etype, ts, data)
+        if self.watched_from is None or ts < self.watched_from:
+            self.watched_from = ts
+        if etype == "inventory.delivery":
+            sku = data.get("sku")
+            self.delivered[sku] = max(self.delivered.get(sku, ts), ts)
+        if etype != "shelf.restock":
+            return
+        r = self._round
+        if r is not None and 0 <= ts - r[1] <= ROUND_GAP_MS:
+            r[1] = ts
+            r[2] += 1
+            if r[2] == ROUND_MIN_FACINGS:
+                self.rounds = [x for x in self.rounds if x > ts - ROUND_MEMORY_MS] + [r[0]]
+        elif r is None or ts > r[1]:
+            self._round = [ts, ts, 1]
+
+    def _impute(self, t: int, X: np.ndarray, silent_since: int | None,
+                pool: Sequence[int] | None = None) -> np.ndarray:
+        """The features of a silent store (see the module docstring); ``X`` when it is not silent.
+        ``pool``: the rounds of the other stores the job watches, whose usual times stand in for
+        the store's own until it has been watched a whole day."""
         if silent_since is None:
             self.silent_from, self.silent_X = None, None
+            low = X[:, _UNITS] < REFILL_BELOW * np.maximum(X[:, _CAPACITY], 1.0)
+            self.low_since = np.where(low, np.minimum(self.low_since, t), np.inf)
             return X
         if self.silent_from != silent_since or self.silent_X is None:
             self.silent_from = silent_since
             self.silent_X = self.features.matrix(silent_since)
             self.imputed[:] = 0.0
+            self.base = self.silent_X[:, _UNITS].astype(np.float64)
+            self.refilled_at[:] = np.nan
+            self.round_imputed_at = None
             self.last_t = silent_since
-        span_h = max(t - (self.last_t or t), 0) / 3_600_000
+            # The store's last round before the silence found these low and left them: its
+            # backroom had none, and no delivery of theirs came since, so the next round will not
+            # have any either.
+            last = max((r for r in self.rounds if r <= silent_since), default=None)
+            self.passed_by[:] = False
+            if last is not None:
+                restocked = silent_since - self.silent_X[:, _SINCE_RESTOCK].astype(np.float64) * HOUR_MS
+                skus = [f.sku for f in self.features._ordered]
+                came = np.array([self.delivered.get(k, -1) >= last for k in skus], dtype=bool)
+                self.passed_by[:] = (self.low_since < last) & (restocked < last) & ~came
+        span_h = max(t - (self.last_t or t), 0) / HOUR_MS
         # Units per hour: the hour-of-day profile once learnt (a week of sales), else the last
         # day's average rate from before the silence.
         per_h = np.where(X[:, _DEMAND_2H] > 0, X[:, _DEMAND_2H] / 2.0, self.silent_X[:, _RATE_24H])
         per_h = np.maximum(per_h, 0.0)  # a SKU with more returns than sales: no negative demand
         self.imputed += per_h * span_h
-        Xi = X.copy()
         S = self.silent_X
+        cap = np.maximum(X[:, _CAPACITY], 1.0)
+        # The store's usual restock round came in the silence: the facings it would find low are
+        # refilled then (the round's time of day from the store's own rounds, or the other
+        # stores' while the store has not been watched a day).
+        own = self.watched_from is not None and silent_since - self.watched_from >= DAY_MS
+        known = self.rounds if own or pool is None else pool
+        at = last_round(silent_since, t, usual_rounds([r for r in known if r <= t]))
+        if at is not None and (self.round_imputed_at is None or at - self.round_imputed_at > ROUND_SPREAD_MS):
+            self.round_imputed_at = at
+            low = (self.base - (self.imputed - per_h * max(t - at, 0) / HOUR_MS) < REFILL_BELOW * cap) & ~self.passed_by
+            self.base[low] = X[low, _CAPACITY]
+            self.imputed[low] = per_h[low] * max(t - at, 0) / HOUR_MS
+            self.refilled_at[low] = at
+        Xi = X.copy()
         Xi[:, _FROZEN] = S[:, _FROZEN]
-        Xi[:, _UNITS] = np.maximum(S[:, _UNITS] - self.imputed, 0.0)
-        # The SKU's total falls by what its facings' imputed sales took.
+        Xi[:, _UNITS] = np.maximum(self.base - self.imputed, 0.0)
         group = self.features.cache.sku_group
-        taken = np.bincount(group, weights=S[:, _UNITS] - Xi[:, _UNITS], minlength=len(Xi))[group]
-        Xi[:, _SKU_UNITS] = np.maximum(S[:, _SKU_UNITS] - taken, 0.0)
-        Xi[:, _FILL] = np.minimum(Xi[:, _UNITS] / np.maximum(Xi[:, _CAPACITY], 1.0), 2.0)
-        Xi[:, _SALES_SINCE_READING] = S[:, _SALES_SINCE_READING] + self.imputed
+        Xi[:, _SKU_UNITS] = np.bincount(group, weights=Xi[:, _UNITS], minlength=len(Xi))[group]
+        Xi[:, _FILL] = np.minimum(Xi[:, _UNITS] / cap, 2.0)
+        sensor = X[:, _SENSOR] > 0
+        refilled = ~np.isnan(self.refilled_at)
+        # sales since the last reading: facings with a sensor only (as the live feature); a
+        # refill is read by the shelf's sensor, so it counts from there
+        Xi[:, _SALES_SINCE_READING] = np.where(sensor, np.where(refilled, 0.0, S[:, _SALES_SINCE_READING])
+                                               + self.imputed, 0.0)
+        if refilled.any():
+            since = (t - np.nan_to_num(self.refilled_at)) / HOUR_MS
+            Xi[refilled, _SINCE_RESTOCK] = since[refilled]
+            read = refilled & sensor
+            Xi[read, _SINCE_READING] = since[read]
+            Xi[read, _UNEXPLAINED] = 0.0
         return Xi
 
     def score(self, t: int, scorer: Any, silent_since: int | None = None, *, raise_on_imputed: bool = False
@@ -140,13 +275,13 @@ class StoreScorer:
         return self.decide(t, X, scorer.score(Xs), scorer, silent=silent_since is not None,
                            raise_on_imputed=raise_on_imputed)
 
-    def prepare(self, t: int, silent_since: int | None = None, X: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def prepare(self, t: int, silent_since: int | None = None, X: np.ndarray | None = None,
+                pool: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The features at ``t`` (``X``, computed unless given) and what the model is fed
-        (imputed while silent)."""
+        (imputed while silent; ``pool`` as for :meth:`_impute`)."""
         if X is None:
             X = self.features.matrix(t)
-        Xs = self._impute(t, X, silent_since)
+        Xs = self._impute(t, X, silent_since, pool)
         self.last_t = t
         return X, Xs
 
@@ -183,6 +318,9 @@ class StoreScorer:
             else:
                 continue
             want_clear = p <= min(0.3, raise_at / 2)
+            if kind == "empty_within_h":
+                # Where two healthy scorers may differ by history alone (see undecided_facings).
+                self.undecided = ~((p >= raise_at) | want_clear) | self.raised["empty_now"]
             raised, changed = self.raised[kind], self.changed_at[kind]
             dwell = (t - changed) >= MIN_DWELL_MS
             up = ~raised & want_raise & dwell

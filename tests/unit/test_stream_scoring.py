@@ -8,7 +8,7 @@ import numpy as np
 
 from cloud.stream.scoring import StoreScorer, kind_thresholds
 from firmware_sim import StoreSim
-from gondola.clock import HOUR_MS, MINUTE_MS
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES
 from models.replay import planograms_from_rows
 from models.runtime import DEFAULT_MODEL, open_scorer
@@ -136,3 +136,96 @@ def test_divergence_waits_out_the_grace_after_a_silence_and_still_flags_a_lastin
     watch = StoreWatch("s1", silent_scored_at=0)
     first = -(-cfg.divergence_grace_ms // tick) * tick
     assert run(watch, tick, 12) == [first + (cfg.divergence_ticks - 1) * tick]
+
+
+def test_divergence_compares_only_facings_whose_score_decides_the_state():
+    # Seed 62 of the cloud-vs-gateway bench flagged two healthy gateways 10 and 16 hours after
+    # their broken model was mended: the disagreement was on shelves alerted empty now (a
+    # forecast raised before the shelf emptied stands, none is raised after) and on scores
+    # between the clear and raise thresholds, where either state is history, not the model.
+    from cloud.stream.detectors import DetectorConfig, StoreWatch
+
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    raise_at = kind_thresholds(scorer)["empty_within_h"]
+    band = (min(0.3, raise_at / 2) + raise_at) / 2
+    cfg, tick = DetectorConfig(), 15 * MINUTE_MS
+    sc, s = _store(17)
+    X = sc.features.matrix(s)
+    sensored = np.flatnonzero((X[:, FEATURES.index("has_sensor")] > 0) & (X[:, _UNITS] > 0))
+    held, empty, wrong = sensored[:4], sensored[4:8], sensored[8:11]
+    ids = sc.features.facing_ids
+    p = np.zeros(len(X))
+    p[held] = raise_at + 0.05
+    sc.decide(s, X, p, scorer)  # the cloud raises these while the gateway's model was broken
+    assert sc.raised_facings("empty_within_h") == {ids[i] for i in held}
+    X = X.copy()
+    X[empty, _UNITS] = 0.0  # these shelves are read empty: alerted empty now on both sides
+    p[held] = band  # a healthy model now scores the held ones in the hysteresis band
+    p[empty] = 1.0
+    watch = StoreWatch("s0701")
+    watch.gateway_raised = {ids[i] for i in empty}  # its forecasts from before the shelves emptied
+
+    def flags(undecided: bool, ticks: int = 6) -> list[dict]:
+        out = []
+        for k in range(1, ticks + 1):
+            sc.decide(s + k * tick, X, p, scorer)
+            out += watch.compare_alerts(s + k * tick, sc.raised_facings("empty_within_h"), cfg,
+                                        sc.undecided_facings() if undecided else frozenset())
+        return out
+
+    assert flags(undecided=True) == []
+    assert sc.raised["empty_now"][empty].all() and not sc.raised["empty_within_h"][empty].any()
+    assert sc.raised["empty_within_h"][held].all()  # kept by the hysteresis
+    # Compared on every facing (the previous rule), the same healthy gateway is flagged.
+    watch.divergent_ticks = 0
+    assert len(flags(undecided=False)) == 1
+    # A gateway raising forecasts where the cloud's score is plainly low is still flagged.
+    watch = StoreWatch("s0701")
+    watch.gateway_raised = {ids[i] for i in wrong}
+    rows = flags(undecided=True)
+    assert len(rows) == 1 and json.loads(rows[0]["evidence"])["gateway_only"] == sorted(ids[i] for i in wrong)
+
+
+def test_a_silent_store_s_usual_restock_round_refills_its_shelves_and_clears_their_forecasts():
+    # The cloud forecasts of a store silent from 03:00 to 08:00 (day 2), judged against the
+    # simulator's truth at 08:00: forecasts standing on shelves read empty at 03:00 (as they stood
+    # at seed 62's silence in the cloud-vs-gateway bench, where the evening round refilled ten of
+    # them and the cloud held all ten for two more hours). The store's morning round, learnt
+    # from its earlier days, is imputed; the shelves it refills lose their forecasts, and those
+    # the last round already found empty and left (no stock came since) keep theirs.
+    scorer = open_scorer(DEFAULT_MODEL, None)
+    sim = StoreSim("s0703", skus=200, seed=2)
+    sc = StoreScorer("s0703", planograms_from_rows(sim.planogram)["s0703"])
+    tick = 15 * MINUTE_MS
+    s, end = sim.start_ms + 51 * HOUR_MS, sim.start_ms + 56 * HOUR_MS
+    for t in range(sim.start_ms + tick, s + 1, tick):
+        for m in sim.run_until(t):
+            if m.valid:
+                ev = json.loads(m.payload)
+                sc.observe(ev["type"], ev["ts"], ev.get("data") or {})
+        sc.score(t, scorer)
+    ids = sc.features.facing_ids
+    on_shelf = dict(zip([r["facing_id"] for r in sim.planogram], sim.shelf))
+    standing = np.array([on_shelf[f] == 0 for f in ids])
+    sc.raised["empty_within_h"][:] = standing  # forecasts standing when the store went quiet
+    refilled: dict[str, int] = {}
+    for t in range(s + tick, end + 1, tick):  # the cloud hears nothing; the simulator goes on
+        for m in sim.run_until(t):
+            ev = json.loads(m.payload)
+            if m.valid and ev["type"] == "shelf.restock":
+                refilled.setdefault(ev["data"]["facing_id"], ev["ts"])
+        sc.score(t, scorer, silent_since=s)
+    empty: dict[str, list] = {}
+    for _store, facing, _sku, start, stop, *_ in sim.truth.stockouts:
+        empty.setdefault(facing, []).append((start, stop or end + DAY_MS))
+    right = np.array([any(a <= end + 2 * HOUR_MS and b >= end for a, b in empty.get(f, ())) for f in ids])
+    round_refilled = np.array([f in refilled for f in ids])
+    # Not vacuous: the round came in the silence and refilled shelves the cloud held forecasts on.
+    assert (standing & round_refilled & ~right).sum() >= 2
+    assert sc.round_imputed_at is not None and abs(sc.round_imputed_at - min(refilled.values())) <= HOUR_MS
+    held = sc.raised["empty_within_h"]
+    assert not (held & round_refilled).any()
+    # What the cloud still holds at 08:00 is right by the simulator's truth, and it is not nothing:
+    # held all through, the standing forecasts were right 6 times in 11.
+    assert held.sum() >= 2 and right[held].all()
+    assert right[standing].mean() < 0.75
