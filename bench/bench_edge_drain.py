@@ -1,12 +1,15 @@
 """Drain rate of a 10-million-event backlog (a store offline for days), beside its floor.
 
 The backlog is written straight into a gateway buffer file with SQL (realistic one-line JSON
-events of every type, 40 % shelf readings, 45 % POS lines), then:
+events of every type, 40 % shelf readings, 45 % POS lines), laid out as the gateway stores it
+(each priority class in segment tables of ``segment_bytes``: migration ``0010_event_segments``),
+then:
 
 * ``ours``: ``Uplink.drain()`` to the embedded hub on disk: select by priority with a live lane,
-  pack <= 256 KB gzip messages, ``LocalHub.send`` (fsync per message), delete the sent rows
-  (each priority class is one id range of the table: migration ``0008_events_by_priority``).
-* ``floor``: the same rows read in id order (from a copy of the file), joined and
+  pack <= 256 KB gzip messages, ``LocalHub.send`` (fsync per message), then in one transaction
+  record the sent prefix of each class (or delete the rows: the live lane's, the current
+  segment's) and drop the segments every row of which was sent.
+* ``floor``: the same rows read in id order (from one plain table in another file), joined and
   gzip-compressed, nothing sent, nothing deleted: what any uplink must at least spend on this
   machine. The two alternate slice by slice (a tenth of the backlog each), so both see the
   same load on a shared machine.
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -47,7 +49,8 @@ SELECT prio * 1099511627776 + i + 1, dev, i, etype, prio, ts, ts + 200, facing, 
 """
 
 
-def _build(path: Path, n: int) -> float:
+def _fill(path: Path, n: int) -> None:
+    """The backlog as one ``events`` table, in id order (the layout before migration 0010)."""
     from edge.buffer import SqliteBuffer
 
     SqliteBuffer(path).close()  # schema via the migrations
@@ -56,7 +59,6 @@ def _build(path: Path, n: int) -> float:
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     db.execute("PRAGMA cache_size=-200000")
-    t = time.perf_counter()
     indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='events' "
                          "AND sql IS NOT NULL").fetchall()
     for name, _ in indexes:
@@ -68,11 +70,56 @@ def _build(path: Path, n: int) -> float:
         db.execute("COMMIT")
     for _, sql in indexes:
         db.execute(sql)
-    rows, size = db.execute("SELECT COUNT(*), SUM(size) FROM events").fetchone()
-    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("rows", rows), ("bytes", size), ("arrival", n)])
+    db.close()
+
+
+def _build(path: Path, staged: Path, n: int) -> float:
+    """The backlog in ``staged`` (one ``events`` table: what the floor reads), and in the
+    gateway's buffer ``path`` as the gateway stores it: each class's rows in segment tables
+    cut every ``segment_bytes`` stored bytes (migration 0010), the counters set."""
+    from edge.buffer import CLASSES, SqliteBuffer, segment_bytes, segment_table
+
+    t = time.perf_counter()
+    _fill(staged, n)
+    buf = SqliteBuffer(path)
+    seg = segment_bytes(buf.policy)
+    buf.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("ATTACH ? AS staged", (str(staged),))
+    # Where the gateway would have started each class's next segment: its stored bytes so far
+    # passing a multiple of the segment size.
+    starts = db.execute("SELECT priority, MIN(id) FROM (SELECT priority, id, SUM(size) OVER (PARTITION BY priority "
+                        "ORDER BY id) / ? AS k FROM staged.events) GROUP BY priority, k ORDER BY priority, 2",
+                        (seg,)).fetchall()
+    db.execute("BEGIN")
+    db.execute("DELETE FROM segments")  # the empty legacy table is no class's segment here
+    for k, (p, start) in enumerate(starts):
+        end = starts[k + 1][1] if k + 1 < len(starts) and starts[k + 1][0] == p else (p + 1) << 40
+        name, ddl = segment_table(p, start)
+        db.execute(ddl)
+        db.execute(f"INSERT INTO {name} SELECT * FROM staged.events WHERE id >= ? AND id < ?", (start, end))
+        db.execute("INSERT INTO segments VALUES (?, ?, ?)", (p, start, name))
+    db.execute("DROP TABLE events")
+    db.execute("COMMIT")
+    counts = dict(db.execute("SELECT priority, COUNT(*) FROM staged.events GROUP BY priority").fetchall())
+    rows, size = db.execute("SELECT COUNT(*), SUM(size) FROM staged.events").fetchone()
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                   [("rows", rows), ("bytes", size), ("arrival", n)]
+                   + [(f"rows_p{p}", counts.get(p, 0)) for p in CLASSES])
+    db.execute("DETACH staged")
     db.execute("PRAGMA journal_mode=WAL")
     db.close()
     return time.perf_counter() - t
+
+
+def _segments(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+    finally:
+        db.close()
 
 
 def run(quick: bool = False, n: int | None = None, slices: int = 10) -> dict:
@@ -89,11 +136,10 @@ def run(quick: bool = False, n: int | None = None, slices: int = 10) -> dict:
     n = n or (500_000 if quick else 10_000_000)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "buffer.sqlite"
-        build_s = _build(path, n)
         copy = Path(d) / "floor.sqlite"
-        shutil.copyfile(path, copy)
+        build_s = _build(path, copy, n)
         print(f"drain: built a {n:,}-event backlog in {build_s:.0f} s "
-              f"({path.stat().st_size / 2**30:.2f} GiB)", flush=True)
+              f"({path.stat().st_size / 2**30:.2f} GiB, {_segments(path)} segment tables)", flush=True)
         fdb = sqlite3.connect(copy)
         floor_last = -1
 

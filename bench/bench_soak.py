@@ -226,10 +226,11 @@ def soak(duration_s: float = 600, rate_x: float = 10, kill_mean_s: float = 30, c
         silver_keys.update(keys)
     expected = {(d, s) for keys in truth.emitted.values() for d, s in keys if (d, s) in first_sent}
     got = {(d, s) for d, _e, s in silver_keys}
-    import sqlite3
+    from edge.buffer import SqliteBuffer
 
-    with sqlite3.connect(work / "gw" / "buffer.sqlite") as db:  # durable, not yet sent: not lost
-        held = {(d, s) for d, s in db.execute("SELECT device_id, seq FROM events")}
+    held_buf = SqliteBuffer(work / "gw" / "buffer.sqlite")  # durable, not yet sent: not lost
+    held = {(e.device_id, e.seq) for e in held_buf.select_backlog(10**8)}
+    held_buf.close()
     lost = expected - got - held
     rss = samples["rss"] or [0]
     files = samples["file"] or [0]

@@ -251,6 +251,26 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         );
         """,
     ),
+    (
+        "0010_event_segments",
+        # Events go into segment tables: per priority class, the rows of a stretch of arrivals
+        # (``SEGMENT_BYTES``), one table each, listed here by (class, first id). A drain marks a
+        # sent prefix of a class (``sent_p<class>`` in meta) instead of deleting its rows, and
+        # drops a segment whole once every row of it is sent: SQLite frees a dropped table's
+        # pages without writing them, where deleting rows rewrote every page they were on
+        # (through the WAL, then the checkpoint). The ``events`` table of older buffers stays
+        # as the first segment of every class, dropped once all of its rows are sent.
+        """
+        CREATE TABLE segments (
+            priority INTEGER NOT NULL,
+            start INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            PRIMARY KEY (priority, start)
+        );
+        INSERT INTO segments VALUES (0, 0, 'events'), (1, 1099511627776, 'events'),
+            (2, 2199023255552, 'events'), (3, 3298534883328, 'events');
+        """,
+    ),
 )
 
 #: The facing id of the layout row among facing-state rows (``edge.inference`` writes it; no
@@ -278,14 +298,43 @@ def _class_range(priority: int) -> tuple[int, int]:
     return priority << CLASS_BITS, (priority + 1) << CLASS_BITS
 
 
+#: The table of older buffers (migration 0010): the first segment of every class.
+LEGACY_TABLE = "events"
+#: Stored bytes after which a class's current segment is closed and the next row starts a new
+#: one (an eighth of the cap between them, for the four classes' current and oldest segments
+#: that may hold sent rows until dropped; see ``segment_bytes``).
+SEGMENT_BYTES = 32 * 1024**2
+_SEGMENT_COLUMNS = ("id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL, etype TEXT NOT NULL, "
+                    "priority INTEGER NOT NULL, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, facing_id TEXT, "
+                    "size INTEGER NOT NULL, body TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0")
+
+
+def segment_bytes(policy: "BufferPolicy") -> int:
+    """Stored bytes of one segment: ``SEGMENT_BYTES``, at most a 64th of the cap (64 KB least)."""
+    cap = policy.max_bytes
+    return max(64 * 1024, min(SEGMENT_BYTES, cap // 64)) if cap else SEGMENT_BYTES
+
+
+def segment_table(priority: int, first_id: int) -> tuple[str, str]:
+    """(name, CREATE TABLE statement) of the segment of ``priority`` whose first row is ``first_id``
+    (the columns of ``events``, in its order)."""
+    name = f"events_p{priority}_{arrival(first_id)}"
+    return name, f"CREATE TABLE {name} ({_SEGMENT_COLUMNS})"
+
+
 #: Unsent rows per class, kept with the other counters (without the (priority, id) index a
 #: GROUP BY would read the whole table at every health report).
 _CLASS_ROWS = {p: f"rows_p{p}" for p in CLASSES}
 
 
+#: Per class, the highest id of its sent prefix: every row of the class up to it was sent (rows of
+#: it may still be stored in a segment not yet dropped; no query reads them).
+_SENT_TO = {p: f"sent_p{p}" for p in CLASSES}
+
+
 _COUNTERS = ("arrival", "rows", "bytes", "sent", "evicted", "duplicates", "quarantined", "received", "live_hwm",
              "gw_seq", "last_uplink_ts", "conflicting_repeats", "implausible_seqs", "reanchored",
-             *_CLASS_ROWS.values())
+             *_CLASS_ROWS.values(), *_SENT_TO.values())
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
@@ -461,6 +510,7 @@ class SqliteBuffer:
             raise ValueError(f"durability must be NORMAL or FULL, got {self.policy.durability!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._segment_limit = segment_bytes(self.policy)
         try:
             self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -537,6 +587,114 @@ class SqliteBuffer:
         self._inflight: dict[int, float] = {}
         #: in-flight rows evicted before their batch was accepted: id -> (reason, etype)
         self._evicted_inflight: dict[int, tuple[str, str]] = {}
+        self._load_segments()
+
+    # ---- segments --------------------------------------------------------------------------
+
+    def _load_segments(self) -> None:
+        """Read the segment list; a class's current segment (its last, unless that is the
+        legacy table) takes appends until it holds ``segment_bytes`` (its stored rows counted
+        at open)."""
+        #: class -> [(first id, table)], oldest first
+        self._segs: dict[int, list[tuple[int, str]]] = {p: [] for p in CLASSES}
+        for p, start, name in self._db.execute("SELECT priority, start, name FROM segments ORDER BY priority, start"):
+            self._segs.setdefault(p, []).append((start, name))
+        #: class -> stored bytes appended to its current segment
+        self._seg_fill: dict[int, int] = {}
+        for p, segs in self._segs.items():
+            if segs and segs[-1][1] != LEGACY_TABLE:
+                self._seg_fill[p] = self._db.execute(f"SELECT COALESCE(SUM(size), 0) FROM {segs[-1][1]}").fetchone()[0]
+
+    def _segments_state(self):
+        return {p: list(v) for p, v in self._segs.items()}, dict(self._seg_fill)
+
+    def _restore_segments(self, state) -> None:
+        """After a rolled-back transaction: the segment list as it was before it."""
+        self._segs, self._seg_fill = {p: list(v) for p, v in state[0].items()}, dict(state[1])
+
+    def _sent_to(self, p: int) -> int:
+        """The highest id of class ``p``'s sent prefix (below the class's range: none)."""
+        return max(self._c[_SENT_TO[p]], (p << CLASS_BITS) - 1)
+
+    def _parts(self, p: int, lo: int | None = None, hi: int | None = None) -> list[tuple[str, int, int]]:
+        """``(table, first id, last id)`` of each segment of class ``p`` holding unsent ids in
+        ``[lo, hi]`` (default: the whole class), oldest first."""
+        c_lo, c_hi = _class_range(p)
+        floor = max(self._sent_to(p) + 1, c_lo if lo is None else lo)
+        top = c_hi - 1 if hi is None else min(hi, c_hi - 1)
+        segs = self._segs.get(p, ())
+        out = []
+        for k, (start, name) in enumerate(segs):
+            end = segs[k + 1][0] - 1 if k + 1 < len(segs) else c_hi - 1
+            a, b = max(start, floor), min(end, top)
+            if a <= b:
+                out.append((name, a, b))
+        return out
+
+    def _scan(self, cols: str, limit: int, where: str = "", params: tuple = (), classes=CLASSES,
+              lo: int | None = None, desc: bool = False) -> list[tuple]:
+        """Up to ``limit`` unsent rows (``cols``) in id order (``desc``: newest first within each
+        class) over ``classes``, from id ``lo`` on, matching ``where``: segment by segment."""
+        out: list[tuple] = []
+        order = "DESC" if desc else ""
+        for p in classes:
+            parts = self._parts(p, lo=lo)
+            for name, a, b in (reversed(parts) if desc else parts):
+                if len(out) >= limit:
+                    return out
+                out += self._db.execute(f"SELECT {cols} FROM {name} WHERE id BETWEEN ? AND ? {where} "
+                                        f"ORDER BY id {order} LIMIT ?", (a, b, *params, limit - len(out))).fetchall()
+        return out
+
+    def _table_of(self, rid: int) -> str:
+        segs = self._segs[rid >> CLASS_BITS]
+        return segs[bisect.bisect_right(segs, (rid, "\U0010ffff")) - 1][1]
+
+    def _delete_ids(self, ids, returning: str = "id, etype, size") -> list[tuple]:
+        """Delete these rows (each from its segment, 900 ids a statement); return ``returning``."""
+        by_table: dict[str, list[int]] = {}
+        for rid in ids:
+            by_table.setdefault(self._table_of(rid), []).append(rid)
+        out: list[tuple] = []
+        for name, chunk_ids in by_table.items():
+            for k in range(0, len(chunk_ids), 900):
+                chunk = chunk_ids[k:k + 900]
+                marks = ",".join("?" * len(chunk))
+                out += self._db.execute(f"DELETE FROM {name} WHERE id IN ({marks}) RETURNING {returning}",
+                                        chunk).fetchall()
+        return out
+
+    def _segment_for(self, p: int, rid: int, size: int) -> str:
+        """The table a new row of class ``p`` goes into: the class's current segment, or a new
+        one when there is none or it is full. Caller holds the lock and a transaction."""
+        segs = self._segs.setdefault(p, [])
+        fill = self._seg_fill.get(p)
+        if fill is None or (fill and fill + size > self._segment_limit):
+            name, ddl = segment_table(p, rid)
+            self._db.execute(ddl)
+            self._db.execute("INSERT INTO segments VALUES (?, ?, ?)", (p, rid, name))
+            segs.append((rid, name))
+            fill = 0
+        self._seg_fill[p] = fill + size
+        return segs[-1][1]
+
+    def _drop_spent(self) -> None:
+        """Drop each class's oldest segments while they are not the current one and hold no
+        unsent row (a table used by several classes, the legacy one, once no class lists it).
+        Caller holds the lock and a transaction."""
+        db = self._db
+        for p, segs in self._segs.items():
+            while segs and (len(segs) > 1 or segs[0][1] == LEGACY_TABLE):
+                start, name = segs[0]
+                end = segs[1][0] - 1 if len(segs) > 1 else _class_range(p)[1] - 1
+                a = max(start, self._sent_to(p) + 1)
+                if a <= end and db.execute(f"SELECT 1 FROM {name} WHERE id BETWEEN ? AND ? LIMIT 1",
+                                           (a, end)).fetchone():
+                    break
+                db.execute("DELETE FROM segments WHERE priority = ? AND start = ?", (p, start))
+                segs.pop(0)
+                if not any(n == name for v in self._segs.values() for _, n in v):
+                    db.execute(f"DROP TABLE {name}")
 
     def _save_counters(self) -> None:
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(self._c.items()))
@@ -682,6 +840,7 @@ class SqliteBuffer:
         self._c["implausible_seqs"] += sum(1 for _, r in rejected if r == "implausible_seq")
         cap = self.policy.max_bytes
         db = self._db
+        segments = self._segments_state()
         try:
             db.execute("BEGIN IMMEDIATE")
             q_new = self._insert_quarantine(quarantine, now_ms) if quarantine else 0
@@ -692,9 +851,13 @@ class SqliteBuffer:
                     raise BufferFullError(
                         f"buffer holds {self._c['bytes']} of {cap} bytes and only never-evicted events")
             if rows:
-                db.executemany(
-                    "INSERT INTO events (id, device_id, epoch, seq, etype, priority, ts, received_at, facing_id, size, "
-                    "body) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                by_table: dict[str, list[tuple]] = {}
+                for r in rows:
+                    by_table.setdefault(self._segment_for(r[5], r[0], r[9]), []).append(r)
+                for name, table_rows in by_table.items():
+                    db.executemany(
+                        f"INSERT INTO {name} (id, device_id, epoch, seq, etype, priority, ts, received_at, facing_id, "
+                        "size, body) VALUES (?,?,?,?,?,?,?,?,?,?,?)", table_rows)
             db.executemany(
                 "INSERT INTO devices (device_id, epoch, min_seq, max_seq, received, duplicates, first_seen, last_seen) "
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device_id, epoch) DO UPDATE SET "
@@ -722,6 +885,7 @@ class SqliteBuffer:
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            self._restore_segments(segments)
             self._q_rows, self._q_bytes = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM quarantine").fetchone()
             if isinstance(exc, sqlite3.Error):
@@ -808,9 +972,6 @@ class SqliteBuffer:
         self._c["bytes"] -= size
         self._c["evicted"] += len(deleted)
 
-    def _delete_returning(self, where: str, params: tuple) -> list[tuple[int, str, int]]:
-        return self._db.execute(f"DELETE FROM events WHERE {where} RETURNING id, etype, size", params).fetchall()
-
     def _evict_locked(self, target: int, now_ms: int) -> None:
         """Evict until ``bytes <= target``, in policy order. Caller holds the lock and a txn."""
         # 1. Thin shelf readings: keep the first reading per facing per N minutes, oldest first.
@@ -824,9 +985,9 @@ class SqliteBuffer:
             while self._c["bytes"] > target:
                 need = max(1, (self._c["bytes"] - target) // 200)
                 marks = ",".join("?" * len(etypes))
-                deleted = self._delete_returning(
-                    f"id IN (SELECT id FROM events WHERE id >= ? AND id < ? AND etype IN ({marks}) ORDER BY id LIMIT ?)",
-                    (*_class_range(PRIORITY[etypes[0]]), *etypes, min(need, 5000)))
+                doomed = self._scan("id", min(need, 5000), f"AND etype IN ({marks})", etypes,
+                                    classes=(PRIORITY[etypes[0]],))
+                deleted = self._delete_ids(r[0] for r in doomed)
                 if not deleted:
                     break
                 self._count_evicted(reason, deleted)
@@ -841,13 +1002,11 @@ class SqliteBuffer:
         appends fast (that index cost 40 % of the insert rate). A reading that arrives out of
         order, in an earlier bucket than its facing's last one, is kept.
         """
-        lo, hi = _class_range(PRIORITY["shelf.reading"])
+        p = PRIORITY["shelf.reading"]
         last_bucket: dict[str, int] = {}
-        after = lo - 1
+        after = _class_range(p)[0] - 1
         while self._c["bytes"] > target:
-            page = self._db.execute(
-                "SELECT id, facing_id, ts FROM events WHERE id > ? AND id < ? AND etype='shelf.reading' "
-                "ORDER BY id LIMIT 20000", (after, hi)).fetchall()
+            page = self._scan("id, facing_id, ts", 20000, "AND etype='shelf.reading'", classes=(p,), lo=after + 1)
             if not page:
                 return
             after = page[-1][0]
@@ -862,8 +1021,7 @@ class SqliteBuffer:
             while doomed and self._c["bytes"] > target:
                 need = max(1, (self._c["bytes"] - target) // 200)
                 chunk, doomed = doomed[:min(900, need)], doomed[min(900, need):]
-                marks = ",".join("?" * len(chunk))
-                self._count_evicted(reason, self._delete_returning(f"id IN ({marks})", tuple(chunk)))
+                self._count_evicted(reason, self._delete_ids(chunk))
 
     def enforce_cap(self, now_ms: int) -> int:
         """Evict down to the low-water mark if above the high-water mark; return rows evicted.
@@ -896,8 +1054,11 @@ class SqliteBuffer:
             for etype, ttl in self.policy.ttl_ms.items():
                 if ttl is None:
                     continue
-                deleted = self._delete_returning("id >= ? AND id < ? AND etype=? AND received_at < ?",
-                                                 (*_class_range(PRIORITY.get(etype, 3)), etype, now_ms - ttl))
+                deleted = []
+                for name, a, b in self._parts(PRIORITY.get(etype, 3)):
+                    deleted += self._db.execute(
+                        f"DELETE FROM {name} WHERE id BETWEEN ? AND ? AND etype=? AND received_at < ? "
+                        "RETURNING id, etype, size", (a, b, etype, now_ms - ttl)).fetchall()
                 if deleted:
                     self._count_evicted("ttl", deleted)
 
@@ -909,16 +1070,19 @@ class SqliteBuffer:
         roll back and restore the counters. Return the rows evicted meanwhile."""
         before = self._c["evicted"]
         saved = dict(self._c)
+        segments = self._segments_state()
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
             fn()
+            self._drop_spent()
             self._save_counters()
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._c = saved
+            self._restore_segments(segments)
             raise StorageError(f"buffer {what} failed: {exc}") from exc
         return self._c["evicted"] - before
 
@@ -928,16 +1092,14 @@ class SqliteBuffer:
         """Oldest unsent events, by priority then arrival (alerts, POS, restocks, readings): the
         primary key's order (see ``CLASS_BITS``)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, device_id, seq, etype, priority, body FROM events ORDER BY id LIMIT ?",
-                (limit,)).fetchall()
+            rows = self._scan("id, device_id, seq, etype, priority, body", limit)
             self._note_inflight([r[0] for r in rows])
         return list(map(StoredEvent._make, rows))
 
     def select_backlog_columns(self, limit: int) -> EventColumns:
         """``select_backlog`` as columns (id, body), for a drain round."""
         with self._lock:
-            rows = self._db.execute("SELECT id, body FROM events ORDER BY id LIMIT ?", (limit,)).fetchall()
+            rows = self._scan("id, body", limit)
             cols = EventColumns(*zip(*rows)) if rows else EventColumns((), ())
             self._note_inflight(cols.ids)
         return cols
@@ -968,10 +1130,8 @@ class SqliteBuffer:
         with self._lock:
             rows = []
             for p in CLASSES:  # the newest of each class above the mark, then the newest of those
-                lo, hi = _class_range(p)
-                rows += self._db.execute(
-                    "SELECT id, device_id, seq, etype, priority, body FROM events WHERE id > ? AND id < ? "
-                    "ORDER BY id DESC LIMIT ?", (lo | floor, hi, limit)).fetchall()
+                rows += self._scan("id, device_id, seq, etype, priority, body", limit, classes=(p,),
+                                   lo=(_class_range(p)[0] | floor) + 1, desc=True)
             rows = sorted(rows, key=lambda r: arrival(r[0]))[-limit:] if limit > 0 else []
             self._note_inflight([r[0] for r in rows])
         return list(map(StoredEvent._make, rows))
@@ -985,29 +1145,30 @@ class SqliteBuffer:
         """``received_at`` of the oldest unsent event: the first row of each class, compared."""
         firsts = []
         for p in CLASSES:
-            lo, hi = _class_range(p)
-            row = self._db.execute("SELECT id, received_at FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT 1",
-                                   (lo, hi)).fetchone()
+            row = self._scan("id, received_at", 1, classes=(p,))
             if row:
-                firsts.append((arrival(row[0]), row[1]))
+                firsts.append((arrival(row[0][0]), row[0][1]))
         return min(firsts)[1] if firsts else None
 
     def pending(self) -> tuple[int, int | None, bool]:
         """(unsent rows, ``received_at`` of the oldest, whether an ``edge.alert`` waits): what the
         uplink's freshness budget decides on, in a few primary-key lookups."""
         with self._lock:
-            urgent = self._db.execute("SELECT 1 FROM events WHERE id < ? AND etype = 'edge.alert' LIMIT 1",
-                                      (_class_range(0)[1],)).fetchone()
-            return self._c["rows"], self._oldest_received(), urgent is not None
+            urgent = self._scan("1", 1, "AND etype = 'edge.alert'", classes=(PRIORITY["edge.alert"],))
+            return self._c["rows"], self._oldest_received(), bool(urgent)
 
     def last_arrival_received_by(self, t_ms: int) -> int:
         """The highest arrival number (``arrival(id)``) of an unsent event received at or before
         ``t_ms`` (0: none). Events arrive in received order, so every lower arrival number was
         received by then too. Scans the table: for the uplink's small steady-state buffer."""
+        best = 0
         with self._lock:
-            row = self._db.execute("SELECT MAX(id & ?) FROM events WHERE received_at <= ?",
-                                   (_ARRIVAL_MASK, t_ms)).fetchone()
-        return int(row[0] or 0)
+            for p in CLASSES:
+                for name, a, b in self._parts(p):
+                    row = self._db.execute(f"SELECT MAX(id & ?) FROM {name} WHERE id BETWEEN ? AND ? AND received_at <= ?",
+                                           (_ARRIVAL_MASK, a, b, t_ms)).fetchone()
+                    best = max(best, int(row[0] or 0))
+        return best
 
     def mark_sent(self, ids: list[int], *, now_ms: int, live_hwm: int | None = None) -> None:
         """The hub accepted these events: delete them (and move the live mark) in one transaction.
@@ -1047,12 +1208,19 @@ class SqliteBuffer:
                 self._evicted_inflight.pop(rid, None)
 
     def _delete_sent(self, ids: list[int]) -> tuple[int, int]:
-        """Delete sent rows; return (rows, bytes). A class's rows sit in one id range, so a
-        batch is mostly one stretch of the table: where the rows stored between a stretch's
-        first and last id are exactly the batch's (same count and same id sum as the batch's
-        rows still stored; rows evicted in flight are known), it goes as one range delete, in
-        SQLite alone; elsewhere (the other lane's rows in between, say) by id lists. Caller
-        holds the lock and a transaction."""
+        """Remove sent rows; return (rows, bytes). A class's rows sit in one id range, so a
+        batch is mostly one stretch of it; where the rows stored between a stretch's first and
+        last id are exactly the batch's (same count and same id sum as the batch's rows still
+        stored; rows evicted in flight are known):
+
+        * and nothing unsent of the class lies before it, the class's sent prefix moves to its
+          last id (``sent_p<class>``): its rows in older segments stay where they are until
+          their segment is dropped whole (``_drop_spent``), those in the current segment go by
+          one range delete (what keeps a steady-state buffer small);
+        * else it goes as one range delete.
+
+        Elsewhere (the other lane's rows in between, say) by id lists. Caller holds the lock
+        and a transaction."""
         db = self._db
         ordered = sorted(ids)
         gone = self._evicted_inflight
@@ -1061,22 +1229,31 @@ class SqliteBuffer:
             # A stretch stays within one class and 50,000 ids (id - lo < 2^40: sums stay far from
             # SQLite's 2^63 overflow).
             j = min(len(ordered), i + 50_000)
-            top = (ordered[i] >> CLASS_BITS) + 1 << CLASS_BITS
-            j = bisect.bisect_left(ordered, top, i, j)
+            p = ordered[i] >> CLASS_BITS
+            j = bisect.bisect_left(ordered, (p + 1) << CLASS_BITS, i, j)
             lo, hi = ordered[i], ordered[j - 1]
             present = [x for x in ordered[i:j] if x not in gone] if gone else ordered[i:j]
+            parts = self._parts(p, lo=lo, hi=hi)
             # One pass over the stretch: as many rows as ours, and their ids add up the same.
-            n, id_sum, n_bytes = db.execute("SELECT COUNT(*), SUM(id - ?), COALESCE(SUM(size), 0) FROM events "
-                                            "WHERE id BETWEEN ? AND ?", (lo, lo, hi)).fetchone()
-            if n == len(present) and (id_sum or 0) == sum(present) - lo * len(present):
-                db.execute("DELETE FROM events WHERE id BETWEEN ? AND ?", (lo, hi))
+            n = id_sum = n_bytes = 0
+            for name, a, b in parts:
+                c, s_, z = db.execute(f"SELECT COUNT(*), SUM(id - ?), COALESCE(SUM(size), 0) FROM {name} "
+                                      "WHERE id BETWEEN ? AND ?", (lo, a, b)).fetchone()
+                n, id_sum, n_bytes = n + c, id_sum + (s_ or 0), n_bytes + z
+            if n == len(present) and id_sum == sum(present) - lo * len(present):
+                first = self._scan("id", 1, classes=(p,))  # the class's first unsent row
+                behind = bool(first) and first[0][0] < lo  # unsent rows of the class before it
+                current = self._segs[p][-1][1] if p in self._seg_fill else None
+                for name, a, b in parts:
+                    if behind or name == current:
+                        db.execute(f"DELETE FROM {name} WHERE id BETWEEN ? AND ?", (a, b))
+                if not behind and hi > self._c[_SENT_TO[p]]:
+                    self._c[_SENT_TO[p]] = hi
                 deleted, size = deleted + n, size + n_bytes
-                self._c[_CLASS_ROWS[lo >> CLASS_BITS]] -= n  # a stretch lies in one class
+                self._c[_CLASS_ROWS[p]] -= n  # a stretch lies in one class
             else:  # other rows in between: only ours, by id
                 j = min(j, i + 900)
-                chunk = ordered[i:j]
-                marks = ",".join("?" * len(chunk))
-                res = db.execute(f"DELETE FROM events WHERE id IN ({marks}) RETURNING id, size", chunk).fetchall()
+                res = self._delete_ids(ordered[i:j], "id, size")
                 deleted += len(res)
                 size += sum(r[1] for r in res)
                 for rid, _ in res:

@@ -279,3 +279,91 @@ def test_gateway_seqs_advance_only_with_the_events_that_use_them(tmp_path):
     b = SqliteBuffer(tmp_path / "b.sqlite")
     assert b.next_gateway_seq() == 3
     b.close()
+
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'events%'")}
+
+
+def _mixed(n: int, start: int = 0) -> list[dict]:
+    """POS lines, restocks and readings interleaved, ``n`` events from seq ``start`` on."""
+    makers = (pos_line, restock, reading)
+    return [_rx(makers[i % 3](i, T0 + i)) for i in range(start, start + n)]
+
+
+def test_a_drained_backlog_leaves_its_segments_dropped_whole_and_sends_each_row_once_in_order(tmp_path):
+    from edge.buffer import segment_bytes
+
+    policy = BufferPolicy(max_bytes=4 * 1024**2)  # 64 KB segments
+    b = SqliteBuffer(tmp_path / "b.sqlite", policy)
+    assert segment_bytes(policy) == 64 * 1024
+    for k in range(0, 6000, 500):
+        b.append(_mixed(500, k), now_ms=T0)
+    full = _tables(b.path)
+    assert len(full) > 20  # each class's rows in segments of 64 KB
+    sent: list[tuple[str, int]] = []
+    while rows := b.select_backlog(700):
+        if len(sent) == 2100:  # new events arrive while the backlog drains
+            b.append(_mixed(600, 6000), now_ms=T0)
+        b.mark_sent([e.id for e in rows], now_ms=T0)
+        sent += [(e.etype, e.seq) for e in rows]
+    assert sorted(sent) == sorted((e["type"], e["seq"]) for e in _mixed(6600))  # each once
+    # by class (POS, then restocks, then readings), each in arrival order
+    order = {"pos.line": 0, "shelf.restock": 1, "shelf.reading": 2}
+    first = [x for x in sent if x[1] < 6000]
+    assert first == sorted(first, key=lambda x: (order[x[0]], x[1]))
+    st = b.stats(T0)
+    assert (st["buffer_rows"], st["event_bytes"], st["sent"], st["unsent_by_priority"]) == (0, 0, 6600, {})
+    left = _tables(b.path)
+    assert len(left) <= 3 and "events" not in left  # at most each class's current segment
+    with sqlite3.connect(b.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == len(left)
+    # what arrives next is stored, found and sent as before; duplicates are still known
+    assert b.append(_mixed(3, 6600) + _mixed(3, 0), now_ms=T0).stored == 3
+    assert [e.seq for e in b.select_backlog(10)] == [6600, 6601, 6602]
+    b.close()
+
+
+def test_a_sent_prefix_is_not_read_again_after_a_reopen_and_a_gap_in_a_batch_keeps_the_rows_between(tmp_path):
+    policy = BufferPolicy(max_bytes=4 * 1024**2)
+    b = SqliteBuffer(tmp_path / "b.sqlite", policy)
+    b.append([_rx(pos_line(i, T0 + i)) for i in range(2000)], now_ms=T0)
+    rows = b.select_backlog(1500)
+    b.mark_sent([e.id for e in rows[:1000]], now_ms=T0)  # a prefix: marked, segments dropped
+    b.mark_sent([e.id for e in rows[1100:1500]], now_ms=T0)  # after unsent rows: deleted, not marked
+    b.close()
+    b = SqliteBuffer(tmp_path / "b.sqlite", policy)
+    left = [e.seq for e in b.select_backlog(5000)]
+    assert left == list(range(1000, 1100)) + list(range(1500, 2000))
+    assert b.stats(T0)["buffer_rows"] == 600 and b.stats(T0)["unsent_by_priority"] == {"1": 600}
+    b.close()
+
+
+def test_an_old_buffer_with_rows_in_one_events_table_drains_completely_after_migration_0010(tmp_path):
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as db:  # as migrations 0001-0009 left it
+        db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, sql in MIGRATIONS[:9]:
+            db.executescript(sql)
+            db.execute("INSERT INTO migrations VALUES (?, datetime('now'))", (name,))
+        rows = [(p << 40 | a, f"d{p}", a, t, p, T0 + a, T0, 100, "{}")
+                for a, (t, p) in enumerate([("pos.line", 1), ("shelf.reading", 3)] * 200 + [("edge.alert", 0)], 1)]
+        db.executemany("INSERT INTO events (id, device_id, seq, etype, priority, ts, received_at, size, body) "
+                       "VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [("arrival", 401), ("rows", 401), ("bytes", 40100),
+                                                            ("rows_p0", 1), ("rows_p1", 200), ("rows_p3", 200)])
+    b = SqliteBuffer(path, BufferPolicy(max_bytes=4 * 1024**2))
+    assert "0010_event_segments" in b.applied_migrations()
+    b.append([_rx(pos_line(i, T0)) for i in range(50)], now_ms=T0)  # new rows go to a new segment
+    assert "events" in _tables(path) and len(_tables(path)) == 2
+    got = []
+    while rows := b.select_backlog(90):
+        b.mark_sent([e.id for e in rows], now_ms=T0)
+        got += [(e.etype, e.device_id, e.seq) for e in rows]
+    assert got == ([("edge.alert", "d0", 401)] + [("pos.line", "d1", a) for a in range(1, 400, 2)]
+                   + [("pos.line", "pos-s001-r01", i) for i in range(50)]
+                   + [("shelf.reading", "d3", a) for a in range(2, 401, 2)])
+    assert b.stats(T0)["buffer_rows"] == 0 and b.stats(T0)["event_bytes"] == 0
+    assert "events" not in _tables(path)  # the old table, all of it sent, is dropped
+    b.close()
