@@ -412,6 +412,19 @@ def _run(quick: bool, parts: list[str]) -> dict:
     if "phantom" in parts:
         result["phantom"] = _phantom(quick)
     if "cloud_vs_gateway" in parts:
-        cvg = result["cloud_vs_gateway"] = _cloud_vs_gateway(scorer, 61, 3 if quick else 6, 2.0 if quick else 3.0)
+        # Seed 61 is the run of record; BENCH_STREAM_CVG_SEEDS adds others (each its own run,
+        # the cloud beside its own gateways), e.g. "62,63" and seeds never looked at.
+        more = [int(x) for x in os.environ.get("BENCH_STREAM_CVG_SEEDS", "").split(",") if x.strip()]
+        size = (3, 2.0) if quick else (6, 3.0)
+        cvg = result["cloud_vs_gateway"] = _cloud_vs_gateway(scorer, 61, *size)
         print(f"cloud vs gateway: {json.dumps(cvg)}")
+        if more:
+            cvg["other_seeds"] = {str(seed): _cloud_vs_gateway(scorer, seed, *size) for seed in more}
+            runs = [cvg] + list(cvg["other_seeds"].values())
+            for r in runs:
+                c, g = r["held_gateway_silent_1h"], r["held_gateway_own_silent_1h"]
+                print(f"  seed {r['seed']}: cloud in silences {c['right']}/{c['held']}, its gateways "
+                      f"{g['right']}/{g['held']}, divergence {r['divergence']['right']}/{r['divergence']['detections']}")
+            cvg["all_seeds"] = {k: {f: sum(r[k][f] for r in runs) for f in ("held", "right")}
+                                for k in ("held_gateway_silent_1h", "held_gateway_own_silent_1h")}
     return result
