@@ -79,7 +79,7 @@ class StoreEvents:
     events in the order ``StoreFeatures`` applies them, and the instants to sample.
 
     ``kind``: SALE / READING / RESTOCK per event; ``key``: the SKU of a sale, the facing of a
-    reading or restock; ``value``: a sale's signed units (``pos_line_qty``), ``units_est``,
+    reading or restock (numpy text or an Arrow string array); ``value``: a sale's signed units (``pos_line_qty``), ``units_est``,
     ``units_added``; ``extra``: a sale's price (NaN: none), a reading's battery; ``returned``: a
     sale is a customer return. ``instants``: feature instants (events at or before count);
     ``snapshots``: instants whose state is wanted (events strictly before count). Both sorted.
@@ -307,7 +307,7 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
             continue
         fids = np.array([st.facing_id for st in s.states], dtype=object)
         skus = np.array([st.sku for st in s.states], dtype=object)
-        key = np.asarray(s.key, dtype=object)
+        key = s.key
         fac = _lookup(fids, key)
         first_of_sku = _lookup(skus, key)  # a facing holding the SKU (its group is the SKU's)
         is_sale = s.kind == SALE
@@ -373,14 +373,16 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
     return _results(stores, samples, captured, group, store_of)
 
 
-def _lookup(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Index in ``ids`` of each key's first occurrence, -1 where absent (or the key is None)."""
-    ids = ids.astype(str)
-    order = np.argsort(ids, kind="stable")
-    missing = np.equal(keys, None)
-    ks = np.where(missing, "", keys).astype(str)
-    pos = np.minimum(np.searchsorted(ids[order], ks, side="left"), len(ids) - 1)
-    return np.where((ids[order][pos] == ks) & ~missing, order[pos], -1)
+def _lookup(ids: np.ndarray, keys) -> np.ndarray:
+    """Index in ``ids`` of each key's first occurrence, -1 where absent (or the key is None);
+    ``keys`` a numpy array of text or an Arrow string array (a hash lookup in Arrow: only the
+    cloud replays in batches, so pyarrow, not in the edge's dependencies, is imported here)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(np.asarray(keys, dtype=object), pa.string())
+    found = pc.index_in(keys.cast(pa.string()), value_set=pa.array(ids.astype(str).tolist(), pa.string()))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _step(S, ev_idx, fac, eg, ek, et, ev, ex, er, group, sizes_g) -> None:

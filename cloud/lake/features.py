@@ -257,7 +257,8 @@ def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[
             value = _filled(t, "units_added", 0).astype(np.float64)
             kind_code, key_col = _RESTOCK, "facing_id"
         out.append({"kind": np.full(n, kind_code, dtype=np.int8), "ts": ts,
-                    "key": t[key_col].to_numpy(zero_copy_only=False) if key_col in t.column_names else np.full(n, None),
+                    "key": (t[key_col].combine_chunks().cast(pa.string()) if key_col in t.column_names
+                            else pa.nulls(n, pa.string())),
                     "value": value, "extra": extra, "returned": returned,
                     "device": (pc.fill_null(t["device_id"], "").combine_chunks().cast(pa.large_string())
                                if "device_id" in t.column_names else pa.array([""] * n, pa.large_string())),
@@ -269,16 +270,16 @@ def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[
 def _in_order(cols: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Rows of every table sorted by (ts, device_id, epoch, seq), stably (the gateway's order: ts,
     then each device's own counter; a stable sort over the tables in _EVENT_TABLES order)."""
-    names = ("kind", "ts", "key", "value", "extra", "returned")
+    names = ("kind", "ts", "value", "extra", "returned")
     if not cols:
-        return {"kind": np.zeros(0, np.int8), "ts": np.zeros(0, np.int64), "key": np.zeros(0, object),
+        return {"kind": np.zeros(0, np.int8), "ts": np.zeros(0, np.int64), "key": pa.array([], pa.string()),
                 "value": np.zeros(0), "extra": np.zeros(0), "returned": np.zeros(0, bool)}
     cat = {k: np.concatenate([c[k] for c in cols]) for k in names}
     keys = pa.table({"ts": cat["ts"], "device": pa.concat_arrays([c["device"] for c in cols]),
                      "epoch": np.concatenate([c["epoch"] for c in cols]), "seq": np.concatenate([c["seq"] for c in cols])})
     # Arrow's sort is stable; text compares bytewise (UTF-8: code point order, as Python's)
     order = pc.sort_indices(keys, sort_keys=[(k, "ascending") for k in ("ts", "device", "epoch", "seq")]).to_numpy()
-    return {k: cat[k][order] for k in names}
+    return {k: cat[k][order] for k in names} | {"key": pa.concat_arrays([c["key"] for c in cols]).take(order)}
 
 
 def _empty_features() -> pa.Table:

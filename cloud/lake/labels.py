@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 __all__ = ["evidence_labels", "SENSOR_SILENCE_MS", "EVIDENCE_MS", "LABEL_SOURCES"]
@@ -65,6 +66,12 @@ def _columns(table: pa.Table | None, cols: tuple[str, ...]) -> list[np.ndarray]:
     if table is None or table.num_rows == 0 or not set(cols) <= set(table.column_names):
         return [np.zeros(0, dtype=object) for _ in cols]
     return [np.asarray(table[c].to_numpy(zero_copy_only=False)) for c in cols]
+
+
+def _index_in(table: pa.Table, col: str, values: np.ndarray) -> np.ndarray:
+    """Per row, the index of ``table[col]`` (as text) in ``values``, -1 where absent or null."""
+    found = pc.index_in(table[col].cast(pa.string()), value_set=pa.array([str(v) for v in values.tolist()], pa.string()))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 class _Bands:
@@ -134,7 +141,6 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     t = np.asarray(t, np.int64)
     ids, fi = np.unique(np.asarray(facing).astype(str), return_inverse=True)
     fi = fi.reshape(-1)
-    index = {fid: i for i, fid in enumerate(ids.tolist())}
     spec = {f.facing_id: f for f in plan}
     capacity = np.array([int(spec[i].capacity) if i in spec else 0 for i in ids.tolist()], np.int64)
     facings_of_sku: dict[str, int] = {}
@@ -146,8 +152,8 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     has_sales[list(own_sku.values())] = True
 
     def of(table: str, cols: tuple[str, ...]) -> tuple[np.ndarray, list[np.ndarray]]:
-        fid, *rest = _columns(events.get(table), ("facing_id",) + cols)
-        k = np.array([index.get(None if x is None else str(x), -1) for x in fid.tolist()], np.int64)
+        _, *rest = _columns(events.get(table), ("facing_id",) + cols)
+        k = _index_in(events.get(table), "facing_id", ids) if len(rest[0]) else np.zeros(0, np.int64)
         keep = k >= 0
         return k[keep], [r[keep] for r in rest]
 
@@ -157,7 +163,10 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     c_fi, (c_ts, c_out) = of("checks", ("ts", "outcome"))
     sku, p_ts, qty, kind = _columns(events.get("pos"), ("sku", "ts", "qty", "kind"))
     sold = np.array([(k or "sale") == "sale" and (q or 0) > 0 for k, q in zip(kind.tolist(), qty.tolist())], bool)
-    s_fi = np.array([own_sku.get(None if x is None else str(x), -1) for x in sku.tolist()], np.int64)
+    own = np.full(len(ids) + 1, -1, np.int64)
+    own_skus = list(own_sku)
+    own[:len(own_skus)] = list(own_sku.values())
+    s_fi = own[_index_in(events.get("pos"), "sku", np.array(own_skus, dtype=object))] if len(sku) else np.zeros(0, np.int64)
     s_keep = sold & (s_fi >= 0) if len(sku) else np.zeros(0, bool)
     added = np.array([a or 0 for a in k_added.tolist()], dtype=np.float64)
     k_ts = k_ts.astype(np.int64)
