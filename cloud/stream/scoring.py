@@ -142,7 +142,7 @@ class StoreScorer:
         self.refilled_at = np.full(n, np.nan)  # a round imputed in the silence refilled it then
         self.round_imputed_at: int | None = None
         self.low_since = np.full(n, np.inf)  # scored below REFILL_BELOW of capacity since then
-        self.delivered: dict[str, int] = {}  # sku -> its last inventory.delivery
+        self.delivered: dict[str, int] = {}  # sku -> its last inventory.delivery since the last round
         self.passed_by = np.zeros(n, dtype=bool)  # a round found it low and left it (in a silence)
         self.undecided = np.zeros(n, dtype=bool)  # see undecided_facings
 
@@ -196,6 +196,8 @@ class StoreScorer:
             r[2] += 1
             if r[2] == ROUND_MIN_FACINGS:
                 self.rounds = [x for x in self.rounds if x > ts - ROUND_MEMORY_MS] + [r[0]]
+                # only deliveries after the last round matter (see _impute): the state stays small
+                self.delivered = {k: v for k, v in self.delivered.items() if v >= r[0]}
         elif r is None or ts > r[1]:
             self._round = [ts, ts, 1]
 
