@@ -274,19 +274,46 @@ def _detectors(seeds: list[int], stores: int, days: float, without_stock: bool =
 PHANTOM_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "fresh": [51, 52]}
 
 
+def _sum_runs(dets: list[dict]) -> dict:
+    """One ``_detectors`` result from several (each on its own seeds)."""
+    fields = ("detections", "right", "truth", "found", "truth_all", "found_all")
+    out = {"seeds": [s for d in dets for s in d["seeds"]], "per_seed": {k: v for d in dets for k, v in d["per_seed"].items()},
+           "total": {k: {f: sum(d["total"][k][f] for d in dets) for f in fields} for k in dets[0]["total"]},
+           "phantom_without_stock": {f: sum(d["phantom_without_stock"][f] for d in dets) for f in fields}}
+    for v in list(out["total"].values()) + [out["phantom_without_stock"]]:
+        v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
+        v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
+        v["recall_all_windows"] = round(v["found_all"] / v["truth_all"], 3) if v["truth_all"] else None
+    return out
+
+
 def _phantom(quick: bool) -> dict:
-    out = {}
-    for name, seeds in PHANTOM_SETS.items():
-        if quick and name != "held_out":
-            continue
-        print(f" {name}: seeds {seeds}", flush=True)
-        det = _detectors(seeds[:2] if quick else seeds, 2 if quick else 4, 3.0 if quick else 6.0, without_stock=True)
-        new, old = det["total"]["phantom_inventory"], det["phantom_without_stock"]
-        print(f" {name}: phantom_inventory with the stock record P {new['precision']} ({new['right']}/{new['detections']}) "
-              f"R {new['recall']} ({new['found']}/{new['truth']}); without: P {old['precision']} "
-              f"({old['right']}/{old['detections']}) R {old['recall']} ({old['found']}/{old['truth']})", flush=True)
-        out[name] = {"seeds": det["seeds"], "with_stock_record": new, "without_stock_record": old,
-                     "every_kind_with_stock_record": det["total"], "per_seed": det["per_seed"]}
+    """The sets named in ``BENCH_STREAM_PHANTOM_SETS`` (default all), each seed in its own process
+    (``BENCH_STREAM_WORKERS`` at once, default 4); the other sets are carried over from the
+    results file."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = [n for n in os.environ.get("BENCH_STREAM_PHANTOM_SETS", ",".join(PHANTOM_SETS)).split(",") if n]
+    if quick:
+        names = ["held_out"]
+    stores, days = (2, 3.0) if quick else (4, 6.0)
+    with ProcessPoolExecutor(max_workers=int(os.environ.get("BENCH_STREAM_WORKERS", "4"))) as pool:
+        futures = {n: [pool.submit(_detectors, [seed], stores, days, True)
+                       for seed in (PHANTOM_SETS[n][:2] if quick else PHANTOM_SETS[n])] for n in names}
+        out = {}
+        for n, fs in futures.items():
+            det = _sum_runs([f.result() for f in fs])
+            new, old = det["total"]["phantom_inventory"], det["phantom_without_stock"]
+            print(f" {n}: phantom_inventory with the stock record P {new['precision']} ({new['right']}/{new['detections']}) "
+                  f"R {new['recall']} ({new['found']}/{new['truth']}); without: P {old['precision']} "
+                  f"({old['right']}/{old['detections']}) R {old['recall']} ({old['found']}/{old['truth']})", flush=True)
+            out[n] = {"seeds": det["seeds"], "with_stock_record": new, "without_stock_record": old,
+                      "every_kind_with_stock_record": det["total"], "per_seed": det["per_seed"]}
+    path = Path(__file__).parent / "results" / f"stream{'-quick' if quick else ''}.json"
+    before = json.loads(path.read_text()).get("result", {}).get("phantom", {}) if path.exists() else {}
+    for n in PHANTOM_SETS:
+        if n not in out and n in before:
+            out[n] = {**before[n], "carried_over": True}
     return out
 
 

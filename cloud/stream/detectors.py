@@ -43,8 +43,14 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   ``phantom_min_ms`` with no sale of its SKU since, while ``phantom_deliveries`` deliveries came
   in after it emptied without that SKU and a restock round after the last did not refill it: the
   store system still believes it has stock, so it orders none (unrecorded shrink). One missed
-  delivery is often a forgotten order or a short shipment; two in a row rarely are. Score:
-  hours empty.
+  delivery is often a forgotten order or a short shipment; two in a row rarely are, but an
+  empty backroom that missed two shows the hub exactly the same. The store system's nightly stock
+  record (a side input, ``cloud.stream.stock``) tells them apart: with a current record of the
+  store (its close after the shelf emptied, at most ``stock_stale_ms`` old), the facing is flagged
+  only when the book, less that day's returns, holds at least ``phantom_book_min`` units beyond the
+  empty shelf (the record says there is stock the shelf and the till do not see); a book with
+  nothing beyond the shelf means the store knows it is out (not flagged). A store without a
+  record keeps the rule without it (evidence ``stock_record``: ``none``). Score: hours empty.
 * ``demand_band``: a SKU's units sold today at the regular price against its usual share of the
   store's units (learned per day, after ``band_warmup_days`` days): at least ``band_ratio`` times
   the expected units plus ``band_sigmas`` Poisson sigmas, and at least ``band_min_units``, judged
