@@ -17,14 +17,19 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   report. A sensor that was merely not heard from (its radio hub down) is not stuck.
   Score: units sold.
 * ``till_silent``: a register silent for ``till_silent_ms`` while the store's other registers
-  sell, and the baskets it missed reach ``till_expected``: each basket the others took since its
-  last one (however long ago: counted as they come) counts share / (1 - share), its share of the
-  store's baskets at that hour of day (live traffic: a quiet day is quiet for every lane; a lane
-  closed at an hour has no share there; a silence counts in its share once it ended). Its own hour-of-day profile must expect ``till_usual_min``
+  sell, and its silence surprising enough: each basket the others took since its last one
+  (however long ago: counted as they come) is one a healthy lane would have taken with
+  probability share, its share of the store's baskets at that hour of day (live traffic: a quiet
+  day is quiet for every lane; a lane closed at an hour has no share there; a silence counts in
+  its share once it ended). The evidence is the Shiryaev-Roberts statistic of "down since some
+  moment of the silence" (``_Lane.miss``), in hours; flagged when its log reaches
+  ``till_evidence`` (about one chance alarm per exp(``till_evidence``) lane-hours, whatever the
+  lane's share or the store's traffic: a quiet store's failure is flagged on fewer missed baskets
+  than a busy one's). Its own hour-of-day profile must expect ``till_usual_min``
   baskets in the silence (a lane usually closed then is not a failure); the profile learns a
   long silence only when the lane speaks again (a failure must not teach the lane that it is
   closed while it lasts), and an hour it never saw counts at its all-day rate (a lane on its
-  first day). Score: baskets missed.
+  first day). Score: the log evidence; the evidence names the baskets it missed.
 * ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
   ``backlog_fresh_ms`` of their time: reports drained after an outage describe the past), show
   ``unsent_rows`` rising over ``backlog_reports`` reports by at least ``backlog_min_rows`` while
@@ -75,6 +80,7 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
@@ -97,7 +103,7 @@ class DetectorConfig:
     stuck_min_ms: int = 30 * MINUTE_MS
     stuck_units: float = 3.0
     till_silent_ms: int = 30 * MINUTE_MS
-    till_expected: float = 10.5
+    till_evidence: float = 7.5
     till_usual_min: float = 2.0
     divergence_min: int = 3
     divergence_share: float = 0.5
@@ -182,6 +188,14 @@ class _Lane:
     missed: float = 0.0  # ... and how many of them it would have had (its share at their hour)
     others_hour: list = field(default_factory=lambda: [0.0] * 24)  # ``others`` per hour, learned when it speaks
     unseen_from: int | None = None  # start of a long silence, counted in its profile when it ends
+    evidence: float = 0.0  # the silence's Shiryaev-Roberts statistic, in hours (``miss``) ...
+    evidence_ts: int = 0  # ... as of this time
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # A lane from a snapshot before the evidence: a silence in progress is judged from now on.
+        self.__dict__.setdefault("evidence", 0.0)
+        self.__dict__.setdefault("evidence_ts", self.last_ts)
 
     def share(self, hour: int) -> float:
         """Its share of the store's baskets: over all hours, or lower at an hour of day where it
@@ -191,16 +205,39 @@ class _Lane:
         overall = self.baskets / self.store_up if self.store_up else 0.0
         return min(overall, (self.profile.events[hour] + _SHARE_PRIOR * overall) / (self.store_hour[hour] + _SHARE_PRIOR))
 
-    def miss(self, hour: int) -> None:
-        """Another lane took a basket at ``hour`` while this one was silent: count it, and the
-        baskets this lane would have had for it (share / (1 - share), the share capped at 0.99)."""
+    def miss(self, hour: int, ts: int) -> None:
+        """Another lane took a basket at ``ts`` while this one was silent: count it, the baskets
+        this lane would have had for it (share / (1 - share), the share capped at 0.99), and the
+        evidence that it is down.
+
+        The evidence is the Shiryaev-Roberts statistic of a change at an unknown time: the sum,
+        over every moment the lane could have failed since its last basket, of the likelihood
+        ratio of "down since then" against "up", weighted by the time (hours) at that moment. A
+        healthy lane's next basket goes elsewhere with probability 1 - share, a down lane's with
+        1, so each basket the others take multiplies every ratio by 1 / (1 - share), and the time
+        since the last one adds candidate moments at ratio 1 (a gap counts at most
+        ``_EVIDENCE_GAP_MS``: a closed store's night is not hours of chances to fail). For a
+        healthy lane the statistic grows like the hours that passed, so flagging at
+        exp(``till_evidence``) hours means about one chance alarm per that many lane-hours,
+        whatever the lane's share or the store's traffic; a failure needs fewer missed baskets
+        in quiet hours (fewer chance gaps per hour) than in busy ones."""
         share = min(self.share(hour), 0.99)
         self.others += 1
         self.missed += share / (1.0 - share)
+        gap = min(ts - max(self.evidence_ts, self.last_ts), _EVIDENCE_GAP_MS)
+        self.evidence = (self.evidence + max(gap, 0) / HOUR_MS) / (1.0 - share)
+        self.evidence_ts = max(ts, self.evidence_ts)
+
+    def surprise(self, t: int) -> float:
+        """log of the evidence at ``t`` (the time since the last basket counted at ratio 1)."""
+        gap = min(t - max(self.evidence_ts, self.last_ts), _EVIDENCE_GAP_MS)
+        return math.log(max(self.evidence + max(gap, 0) / HOUR_MS, 1e-9))
 
 
 #: Baskets of prior weight for a lane's share at one hour of day (``_Lane.share``).
 _SHARE_PRIOR = 5.0
+#: The longest gap between the others' baskets that counts as time the lane could have failed in.
+_EVIDENCE_GAP_MS = 30 * MINUTE_MS
 #: Store baskets a lane must have seen before its share says anything (the first lane to sell
 #: in the morning of the first day has a share of 1).
 _SHARE_MIN_BASKETS = 100
@@ -288,9 +325,10 @@ class StoreWatch:
                 own = sum(r[1].events)
                 lane = self.registers[device] = _Lane(r[0], r[1], r[2], r[3] or [], int(own), int(everyone))
                 lane.store_hour = [e * everyone / own if own else 0.0 for e in r[1].events]
+                lane.evidence_ts = r[0]
                 for ts, d in baskets:
                     if ts > r[0] and d != device:
-                        lane.miss(_hour(ts))
+                        lane.miss(_hour(ts), ts)
 
     def start(self, ts: int, planogram: Sequence[Any] | None) -> None:
         self.first_ts = self.last_ts = ts
@@ -437,6 +475,7 @@ class StoreWatch:
             lane.store_up += int(sum(lane.others_hour))
             lane.store_hour = [a + b for a, b in zip(lane.store_hour, lane.others_hour)]
             lane.last_ts, lane.others, lane.missed, lane.others_hour = ts, 0, 0.0, [0.0] * 24
+            lane.evidence, lane.evidence_ts = 0.0, ts
             if lane.unseen_from is not None:  # counted now: a failure is not its own usual
                 lane.profile.observe(lane.unseen_from, ts)
                 lane.unseen_from = None
@@ -478,7 +517,7 @@ class StoreWatch:
         for other in self.registers.values():
             if other is not lane:
                 if ts > other.last_ts and other.store_up >= _SHARE_MIN_BASKETS:  # it missed its share of it
-                    other.miss(hour)
+                    other.miss(hour, ts)
                     if learn:
                         other.others_hour[hour] += 1
                 elif learn:
@@ -696,15 +735,18 @@ class StoreWatch:
         return rows
 
     def _till_check(self, t: int, cfg: DetectorConfig, others_selling: bool) -> list[dict]:
-        """till_silent: a register silent while the others sell. The baskets it missed are
-        counted from what the others took meanwhile (live traffic, not a profile), each at the
-        lane's share of the store's baskets at that hour (``_Lane.share``); its own hour profile
+        """till_silent: a register silent while the others sell. The evidence that it is down
+        comes from what the others took meanwhile (live traffic, not a profile), each basket at the
+        lane's share of the store's baskets at that hour (``_Lane.miss``); its own hour profile
         must say the lane is usually open then (a lane closed at quiet hours is not a failure)."""
         rows: list[dict] = []
         if not others_selling:
             return rows
         for device, lane in sorted(self.registers.items()):
-            if lane.flagged or t - lane.last_ts < cfg.till_silent_ms or lane.missed < cfg.till_expected:
+            if lane.flagged or t - lane.last_ts < cfg.till_silent_ms:
+                continue
+            surprise = lane.surprise(t)
+            if surprise < cfg.till_evidence:
                 continue
             if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
                 continue
@@ -713,8 +755,9 @@ class StoreWatch:
             if usual >= cfg.till_usual_min:
                 lane.flagged = True
                 self.open.add(f"till_silent:{device}")
-                rows.append(self._row(t, "till_silent", device, expected, lane.last_ts, {
+                rows.append(self._row(t, "till_silent", device, surprise, lane.last_ts, {
                     "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
+                    "evidence_log_hours": round(surprise, 2),
                     "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
         return rows
 
