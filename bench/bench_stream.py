@@ -18,6 +18,8 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
   the rule without it (the same hub read twice, two consumer groups and lakes) on the training
   seeds (1-7, 23), the held-out seeds (41-43) and the fresh ones (51-52); every kind's totals of
   the run with the record are kept too.
+* ``till``: ``till_silent`` with the evidence rule beside the previous rule (10.5 missed baskets)
+  on the same hubs, per seed set (training, held-out, fresh, fresh after the held-out look).
 * ``cloud_vs_gateway``: gateways scoring with the same model, some silent or with a broken model:
   the divergence flag against the truth, and the precision of the forecasts the cloud raises for a
   silent store beside the gateways' own (a forecast is right when its shelf is empty within the
@@ -317,6 +319,54 @@ def _phantom(quick: bool) -> dict:
     return out
 
 
+#: ``till``: the seed sets of docs/stream.md; ``fresh_after_held_out`` was drawn after the rule's
+#: backlog change had been made from a held-out miss, and is the figure of record.
+TILL_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "fresh": [51, 52],
+             "fresh_after_held_out": [71, 72, 73, 74]}
+
+
+def _till(quick: bool) -> dict:
+    """``till_silent`` with the evidence rule and with the previous one (10.5 missed baskets) on
+    the same hubs, per seed set (4 stores x 1,000 SKUs x 6 days, every anomaly injected)."""
+    from cloud.stream.detectors import DetectorConfig
+    from cloud.stream.pipeline import StreamConfig
+    from firmware_sim.uplink import GatewayFaults
+    from tests.stream_sim import run_job, run_sim_stores, score_detectors
+
+    fields = ("detections", "right", "truth", "found")
+    previous = StreamConfig(detectors=DetectorConfig(till_expected=10.5))
+    out = {}
+    for name, seeds in TILL_SETS.items():
+        if quick and name != "held_out":
+            continue
+        seeds = seeds[:2] if quick else seeds
+        total = {rule: {f: 0 for f in fields} for rule in ("evidence", "previous")}
+        per_seed = {}
+        for seed in seeds:
+            root = _tmp()
+            run = run_sim_stores(root, stores=2 if quick else 4, skus=1000, days=3.0 if quick else 6.0, seed=seed,
+                                 gateway_faults=GatewayFaults(uplink_down=0.15, uplink_slow=0.15))
+            run_job(run)
+            run_job(run, config=previous, group="cloud-stream-previous", lake=root / "lake-previous")
+            per_seed[seed] = {}
+            for rule, lake in (("evidence", None), ("previous", root / "lake-previous")):
+                v = score_detectors(run, run.table("stream.anomalies", lake))["till_silent"]
+                per_seed[seed][rule] = {f: v[f] for f in fields}
+                for f in fields:
+                    total[rule][f] += v[f]
+            shutil.rmtree(root, ignore_errors=True)
+            print(f"  till {name} seed {seed}: " + ", ".join(
+                f"{rule} {v['right']}/{v['detections']} {v['found']}/{v['truth']}" for rule, v in per_seed[seed].items()),
+                flush=True)
+        for v in total.values():
+            v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
+            v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
+        out[name] = {"seeds": seeds, **total, "per_seed": per_seed}
+        print(f" till {name}: evidence P {total['evidence']['precision']} R {total['evidence']['recall']}; "
+              f"previous P {total['previous']['precision']} R {total['previous']['recall']}", flush=True)
+    return out
+
+
 def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     """Gateways scoring with the same model (``ModelAlerter``), some going silent or running a
     broken model: divergence flags against the truth, and the precision of the forecasts the cloud
@@ -376,7 +426,7 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
 
 #: ``BENCH_STREAM_PARTS=throughput,latency`` (any of PARTS) re-measures only those parts; the
 #: others are carried over from the run of record, named in ``carried_over``.
-PARTS = ("throughput", "latency", "detectors", "phantom", "cloud_vs_gateway")
+PARTS = ("throughput", "latency", "detectors", "phantom", "till", "cloud_vs_gateway")
 
 
 def run(quick: bool = False) -> dict:
@@ -438,6 +488,8 @@ def _run(quick: bool, parts: list[str]) -> dict:
                   f"recall {v['recall']} ({v['found']}/{v['truth']})")
     if "phantom" in parts:
         result["phantom"] = _phantom(quick)
+    if "till" in parts:
+        result["till"] = _till(quick)
     if "cloud_vs_gateway" in parts:
         # Seed 61 is the run of record; BENCH_STREAM_CVG_SEEDS adds others (each its own run,
         # the cloud beside its own gateways), e.g. "62,63" and seeds never looked at.

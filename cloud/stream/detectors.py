@@ -104,6 +104,9 @@ class DetectorConfig:
     stuck_units: float = 3.0
     till_silent_ms: int = 30 * MINUTE_MS
     till_evidence: float = 7.5
+    #: the previous rule, kept for comparison (bench part ``till``): flagged once the lane missed
+    #: this many baskets (10.5), held back while the gateway reports a backlog; None: the evidence
+    till_expected: float | None = None
     till_usual_min: float = 2.0
     divergence_min: int = 3
     divergence_share: float = 0.5
@@ -733,7 +736,7 @@ class StoreWatch:
                         "unchanged_min": round((t - s.changed_ts) / MINUTE_MS, 1)}))
         # Not held back by a backlog: a gateway drains a class of events (POS lines) in the order
         # they came, so the other lanes' lines that did arrive stand for this lane's of that time.
-        rows += self._till_check(t, cfg, pos_recent)
+        rows += self._till_check(t, cfg, pos_recent and (cfg.till_expected is None or not queued))
         return rows
 
     def _till_check(self, t: int, cfg: DetectorConfig, others_selling: bool) -> list[dict]:
@@ -748,7 +751,7 @@ class StoreWatch:
             if lane.flagged or t - lane.last_ts < cfg.till_silent_ms:
                 continue
             surprise = lane.surprise(t)
-            if surprise < cfg.till_evidence:
+            if surprise < cfg.till_evidence if cfg.till_expected is None else lane.missed < cfg.till_expected:
                 continue
             if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
                 continue
@@ -757,7 +760,8 @@ class StoreWatch:
             if usual >= cfg.till_usual_min:
                 lane.flagged = True
                 self.open.add(f"till_silent:{device}")
-                rows.append(self._row(t, "till_silent", device, surprise, lane.last_ts, {
+                score = surprise if cfg.till_expected is None else expected
+                rows.append(self._row(t, "till_silent", device, score, lane.last_ts, {
                     "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
                     "evidence_log_hours": round(surprise, 2),
                     "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
