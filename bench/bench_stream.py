@@ -325,45 +325,50 @@ TILL_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "f
              "fresh_after_held_out": [71, 72, 73, 74]}
 
 
-def _till(quick: bool) -> dict:
-    """``till_silent`` with the evidence rule and with the previous one (10.5 missed baskets) on
-    the same hubs, per seed set (4 stores x 1,000 SKUs x 6 days, every anomaly injected)."""
+def _till_seed(seed: int, quick: bool) -> dict:
+    """One seed of part ``till``: the job with each rule over the same hub; scores per rule."""
     from cloud.stream.detectors import DetectorConfig
     from cloud.stream.pipeline import StreamConfig
     from firmware_sim.uplink import GatewayFaults
     from tests.stream_sim import run_job, run_sim_stores, score_detectors
 
-    fields = ("detections", "right", "truth", "found")
-    previous = StreamConfig(detectors=DetectorConfig(till_expected=10.5))
+    root = _tmp()
+    run = run_sim_stores(root, stores=2 if quick else 4, skus=1000, days=3.0 if quick else 6.0, seed=seed,
+                         gateway_faults=GatewayFaults(uplink_down=0.15, uplink_slow=0.15))
+    run_job(run)
+    run_job(run, config=StreamConfig(detectors=DetectorConfig(till_expected=10.5)), group="cloud-stream-previous",
+            lake=root / "lake-previous")
     out = {}
-    for name, seeds in TILL_SETS.items():
-        if quick and name != "held_out":
-            continue
-        seeds = seeds[:2] if quick else seeds
-        total = {rule: {f: 0 for f in fields} for rule in ("evidence", "previous")}
-        per_seed = {}
-        for seed in seeds:
-            root = _tmp()
-            run = run_sim_stores(root, stores=2 if quick else 4, skus=1000, days=3.0 if quick else 6.0, seed=seed,
-                                 gateway_faults=GatewayFaults(uplink_down=0.15, uplink_slow=0.15))
-            run_job(run)
-            run_job(run, config=previous, group="cloud-stream-previous", lake=root / "lake-previous")
-            per_seed[seed] = {}
-            for rule, lake in (("evidence", None), ("previous", root / "lake-previous")):
-                v = score_detectors(run, run.table("stream.anomalies", lake))["till_silent"]
-                per_seed[seed][rule] = {f: v[f] for f in fields}
-                for f in fields:
-                    total[rule][f] += v[f]
-            shutil.rmtree(root, ignore_errors=True)
-            print(f"  till {name} seed {seed}: " + ", ".join(
-                f"{rule} {v['right']}/{v['detections']} {v['found']}/{v['truth']}" for rule, v in per_seed[seed].items()),
-                flush=True)
+    for rule, lake in (("evidence", None), ("previous", root / "lake-previous")):
+        v = score_detectors(run, run.table("stream.anomalies", lake))["till_silent"]
+        out[rule] = {f: v[f] for f in ("detections", "right", "truth", "found")}
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _till(quick: bool) -> dict:
+    """``till_silent`` with the evidence rule and with the previous one (10.5 missed baskets) on
+    the same hubs, per seed set (4 stores x 1,000 SKUs x 6 days, every anomaly injected); seeds run
+    in ``BENCH_TILL_WORKERS`` processes (default 4: each seed is one process's work)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    sets = {name: (seeds[:2] if quick else seeds) for name, seeds in TILL_SETS.items() if not quick or name == "held_out"}
+    seeds = sorted({s for ss in sets.values() for s in ss})
+    with ProcessPoolExecutor(int(os.environ.get("BENCH_TILL_WORKERS", "4"))) as pool:
+        per_seed = dict(zip(seeds, pool.map(_till_seed, seeds, [quick] * len(seeds))))
+    out = {}
+    for name, ss in sets.items():
+        total = {rule: {f: sum(per_seed[s][rule][f] for s in ss) for f in ("detections", "right", "truth", "found")}
+                 for rule in ("evidence", "previous")}
         for v in total.values():
             v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
             v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
-        out[name] = {"seeds": seeds, **total, "per_seed": per_seed}
-        print(f" till {name}: evidence P {total['evidence']['precision']} R {total['evidence']['recall']}; "
-              f"previous P {total['previous']['precision']} R {total['previous']['recall']}", flush=True)
+        out[name] = {"seeds": ss, **total, "per_seed": {s: per_seed[s] for s in ss}}
+        print(f" till {name}: evidence P {total['evidence']['precision']} ({total['evidence']['right']}/"
+              f"{total['evidence']['detections']}) R {total['evidence']['recall']} ({total['evidence']['found']}/"
+              f"{total['evidence']['truth']}); previous P {total['previous']['precision']} ({total['previous']['right']}/"
+              f"{total['previous']['detections']}) R {total['previous']['recall']} ({total['previous']['found']}/"
+              f"{total['previous']['truth']})", flush=True)
     return out
 
 
