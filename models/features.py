@@ -79,6 +79,16 @@ TRUST_TOL_SHARE = 0.1
 STUCK_MIN_MS = 30 * 60_000
 FLEET_SILENT_MS = 30 * 60_000
 FLEET_MIN_SENSORS = 5  # the cloud's: with fewer, one quiet shelf is not a silent fleet
+#: Reading noise (issue 11): a load cell's reading scatters around the shelf's weight, and on a
+#: noisy one a shelf still holding a unit reads 0 now and then. Each sensor's noise is estimated
+#: online (``FacingState.reading_noise``, the feature of that name) as the share of consecutive
+#: readings that differ while the shelf could not have changed (the till sold nothing and no
+#: restock was scanned between them; a difference counts at most 1, so one late restock scan
+#: weighs one flicker), a mean over its last ``NOISE_READINGS`` such pairs. A reading of 0 from a
+#: sensor noisier than ``NOISE_TOL`` is not believed as "empty now" on its own
+#: (``models.scoring.empty_now_prob``): the model, which sees the noise, or the till decides.
+NOISE_READINGS = 30
+NOISE_TOL = 0.05
 
 #: Names of the columns of a feature vector, in order. Add at the end; never reorder.
 FEATURES: tuple[str, ...] = (
@@ -104,6 +114,7 @@ FEATURES: tuple[str, ...] = (
     "sku_facings",          # facings the SKU's POS lines are split over (1: the till tells this facing's sales)
     "sku_units_est",        # units_est summed over the SKU's facings (this one included)
     "units_unexplained",    # units the last sensor reading fell below what the till explains (0 when no sensor)
+    "reading_noise",        # share of the sensor's still readings that moved (0 when no sensor; NOISE_READINGS)
 )
 
 _CAP_H = 168.0
@@ -145,6 +156,9 @@ class FacingState:
     _drop_at_value: float = 0.0       # units that reading fell below what the till explained (picked, not yet paid)
     _stuck: bool = False
     _residual: float = 0.0
+    #: The sensor's reading noise (``NOISE_READINGS``): share of still readings that moved.
+    reading_noise: float = 0.0
+    _noise_pairs: int = 0
     #: Units the last reading fell below the last reading minus POS sales (plus restocks): a
     #: shelf loses units to sales; a drop the till does not explain is noise, a load cell
     #: drifting down, or shrink. Kept through repeated equal readings (heartbeats) until sales
@@ -244,6 +258,7 @@ class FacingState:
             self.sensor_untrusted = self.sku_facings <= 1 and (self._stuck or drift)
         else:
             self._value_ms = ts_ms
+        self._learn_noise(units_est)
         if not self.sensor_untrusted and not (frozen and self.sales_since_reading > 0):
             self.pos_units = units_est  # a believed reading anchors the POS estimate
         self.units = units_est
@@ -251,6 +266,16 @@ class FacingState:
         self.last_reading_ms = ts_ms
         self.battery_pct = float(battery_pct)
         self.sales_since_reading = 0.0
+
+    def _learn_noise(self, units_est: float) -> None:
+        """Update ``reading_noise`` with a new reading (``NOISE_READINGS``): only a pair of
+        readings between which the shelf could not change (no sale, no restock) says anything."""
+        if (self.last_reading_units is None or self.sales_since_reading != 0
+                or (self.last_restock_ms is not None and self.last_restock_ms > (self.last_reading_ms or 0))):
+            return
+        self._noise_pairs = min(self._noise_pairs + 1, NOISE_READINGS)
+        moved = min((units_est - self.last_reading_units) ** 2, 1.0)
+        self.reading_noise += (moved - self.reading_noise) / self._noise_pairs
 
     def on_restock(self, ts_ms: int, units_added: float) -> None:
         """Staff refilled the facing (handheld scan).
@@ -348,7 +373,8 @@ def _profile_share(cum: np.ndarray, total: np.ndarray, start_h: np.ndarray, leng
 
 
 _SCALARS = ("units", "cap", "sensor", "t_read", "t_restock", "t_sale", "battery", "since_read",
-            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units", "sku_facings", "unexplained")
+            "started", "price", "price_mean", "rates_at", "untrusted", "pos_units", "read_units", "sku_facings", "unexplained",
+            "noise")
 
 
 def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
@@ -369,7 +395,7 @@ def _gather(states: list[FacingState]) -> dict[str, np.ndarray]:
             1.0 if s.sensor_untrusted else 0.0,
             nan if s.pos_units is None else s.pos_units,
             nan if s.last_reading_units is None else s.last_reading_units,
-            s.sku_facings, s.units_unexplained,
+            s.sku_facings, s.units_unexplained, s.reading_noise,
         ) for s in states],
         dtype=np.float64,
     ).reshape(n, len(_SCALARS))
@@ -490,6 +516,7 @@ def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None
     out[:, _IDX["demand_since_sale"]] = daily * _profile_share(cum, total, hours - since_sale, since_sale)
     out[:, _IDX["sku_facings"]] = a["sku_facings"]
     out[:, _IDX["units_unexplained"]] = np.where(sensor > 0, a["unexplained"], 0.0)
+    out[:, _IDX["reading_noise"]] = np.where(sensor > 0, a["noise"], 0.0)
     group = _sku_groups(a) if sku_group is None else sku_group
     out[:, _IDX["sku_units_est"]] = np.bincount(group, weights=units, minlength=n)[group]
     return out

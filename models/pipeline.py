@@ -25,6 +25,7 @@ from models.train import MlpWeights, TrainConfig
 
 __all__ = [
     "TARGET_RECALL",
+    "RECALL_KEY",
     "settled_rows",
     "ModelFiles",
     "split_validation",
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: The recall the operating point is chosen for (issue goal: precision >= 0.85 at recall 0.75).
 TARGET_RECALL = 0.75
+#: Key of a scorer's thresholds (``evaluate_kinds``) holding the score threshold whose recall over
+#: all validation rows is TARGET_RECALL: the honest "precision at recall 0.75" is measured there.
+RECALL_KEY = "recall_0.75"
 MODEL_NAME = "stockout"
 
 
@@ -417,6 +421,15 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     return {"empty_within_h": bisect(np.unique(cands), fc_ok, "empty_within_h"), "empty_now": now_at}
 
 
+def _at_recall_threshold(y: np.ndarray, p: np.ndarray, at: float | None) -> dict:
+    """Precision and recall over all rows at the threshold picked on validation for recall
+    ``TARGET_RECALL`` (``RECALL_KEY``; None without one)."""
+    hit = p >= at if at is not None else np.zeros(len(p), dtype=bool)
+    tp = int((hit & y).sum())
+    return {"precision_at_validation_recall_0.75_threshold": tp / int(hit.sum()) if at is not None and hit.any() else None,
+            "recall_at_validation_recall_0.75_threshold": tp / int(y.sum()) if at is not None and y.any() else None}
+
+
 def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]],
                    horizon_h: float, *, now: dict[str, np.ndarray] | None = None,
                    now_from_model: "set[str] | None" = None) -> dict[str, dict]:
@@ -457,6 +470,7 @@ def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds:
             "empty_now_threshold": th["empty_now"],
             "precision_at_operating_threshold": tp / int(hit.sum()) if hit.any() else None,
             "recall_at_operating_threshold": tp / int(y_ahead.sum()) if y_ahead.any() else None,
+            **_at_recall_threshold(test.y, p, th.get(RECALL_KEY)),
             "rows": int(len(p)),
             "rows_ahead": int(ahead.sum()),
             "positives_ahead": int(y_ahead.sum()),

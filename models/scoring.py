@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from models.baseline import poisson_stockout_prob
-from models.features import FEATURES
+from models.features import FEATURES, NOISE_TOL
 
 __all__ = ["Scorer", "PoissonScorer", "ZeroSalesScorer", "BaselineScorer", "DEFAULT_HORIZON_H",
            "EMPTY_NOW_THRESHOLD", "empty_now_prob", "hours_to_empty"]
@@ -23,6 +23,7 @@ _SENSOR = FEATURES.index("has_sensor")
 _EXPECTED_SINCE_SALE = FEATURES.index("demand_since_sale")
 _DEMAND_2H = FEATURES.index("demand_next_2h")
 _UNEXPLAINED = FEATURES.index("units_unexplained")
+_NOISE = FEATURES.index("reading_noise")
 
 #: Operating threshold of ``empty_now`` when no manifest gives one (a gateway on the Poisson
 #: baseline: the statistical detector): ``gondola eval`` picks 0.903 for it on the validation
@@ -128,8 +129,9 @@ def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None,
     if trusted is not None:
         sensor &= np.asarray(trusted, dtype=bool)
     # A reading of 0 that fell further than the till's sales explain (noise, a load cell drifting
-    # down) is weighed like a facing without a sensor: the till's silence, or the model, decides.
-    doubted = features[:, _UNEXPLAINED] >= 0.5
+    # down), or from a sensor whose readings move while the shelf does not (``NOISE_TOL``), is
+    # weighed like a facing without a sensor: the till's silence, or the model, decides.
+    doubted = (features[:, _UNEXPLAINED] >= 0.5) | (features[:, _NOISE] > NOISE_TOL)
     read_empty = features[:, _UNITS] <= 0.0
     return np.where(sensor & read_empty & doubted, zero,
                     np.where(sensor, read_empty.astype(np.float64), zero))

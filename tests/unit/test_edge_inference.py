@@ -278,3 +278,29 @@ def test_gateway_routes_pos_lines_of_a_multi_facing_sku_as_the_cloud_replay_does
     # Both facings taken as full at their first restock (2 x 6); 11 sold; the return is not
     # put back on the shelf; "c" was never restocked: unknown.
     assert [st.units for st in inf.states] == [0.5, 0.5, None]
+
+
+def test_the_sensor_noise_estimate_survives_a_snapshot_and_an_older_layout_without_it_still_restores():
+    from edge.buffer import LAYOUT_ROW
+    from edge.inference import SNAPSHOT_LAYOUT
+
+    inf = _inf(ScriptedScorer())
+    # Heartbeats of an unchanged shelf that read 4, 3, 4, 4: two of three still pairs moved.
+    inf.observe([reading(i, T0 + i * 3_600_000, facing_id="f0", units=u) for i, u in enumerate([4, 3, 4, 4])])
+    assert inf.states[0].reading_noise == pytest.approx(2 / 3)
+    rows = inf.snapshot()
+    other = _inf(ScriptedScorer())
+    assert other.restore(rows) == 3
+    assert other.states[0].reading_noise == inf.states[0].reading_noise and other.states[0]._noise_pairs == 3
+    # The build before the estimate wrote the same layout without its two fields.
+    blob = next(r for r in rows if r[0] == "f0")
+    values, keep, at = np.frombuffer(blob[1], "<f8"), [], 0
+    for name, width in SNAPSHOT_LAYOUT:
+        if name not in ("reading_noise", "_noise_pairs"):
+            keep += list(range(at, at + (width or 1)))
+        at += width or 1
+    layout = "f8:" + ",".join(f"{n}:{w}" for n, w in SNAPSHOT_LAYOUT if n not in ("reading_noise", "_noise_pairs"))
+    old = _inf(ScriptedScorer())
+    assert old.restore([(LAYOUT_ROW, layout, "layout", 0), ("f0", values[keep].astype("<f8").tobytes(), blob[2], blob[3])]) == 1
+    assert old.states[0].units == 4.0 and old.states[0].reading_noise == 0.0 and old.states[0]._noise_pairs == 0
+    assert old.states[0].features(T0 + 4 * 3_600_000)[:-1] == inf.states[0].features(T0 + 4 * 3_600_000)[:-1]

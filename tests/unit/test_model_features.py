@@ -333,3 +333,33 @@ def test_a_reading_of_zero_the_till_does_not_explain_is_doubted_until_sales_expl
     other.on_sale(T0 + HOUR_MS, 2)
     other.on_reading(T0 + HOUR_MS, 0, battery_pct=90)
     assert empty_now_prob(np.array([other.features(T0 + HOUR_MS)]))[0] == 1.0
+
+
+def test_a_noisy_sensors_lone_zero_on_a_stocked_shelf_is_not_empty_now_but_a_quiet_sensors_zero_is():
+    from models.features import NOISE_TOL
+    from models.replay import Facing, StoreFeatures
+    from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob
+
+    store = StoreFeatures("s1", [Facing("quiet", "k1", 6, True), Facing("noisy", "k2", 6, True)])
+    # Hourly heartbeats of two shelves, nothing sold or restocked in between: the quiet load cell
+    # repeats 3, the noisy one's readings move by a unit at 8 of 11 heartbeats.
+    for i, units in enumerate([3, 2, 3, 3, 4, 3, 2, 3, 3, 3, 2, 3]):
+        store.apply({"type": "shelf.reading", "ts": T0 + i * HOUR_MS, "data": {"facing_id": "quiet", "units_est": 3}})
+        store.apply({"type": "shelf.reading", "ts": T0 + i * HOUR_MS, "data": {"facing_id": "noisy", "units_est": units}})
+    assert store.states["quiet"].reading_noise == 0.0
+    assert store.states["noisy"].reading_noise == pytest.approx(8 / 11)
+    # Both read 3, the till sells 3 of each, and both then read 0: the till explains both drops.
+    # The quiet 0 is believed. The noisy cell's 3 may have been 4 and its 0 a unit read low: its
+    # 0 is weighed like a facing without a sensor, and the till sold a moment ago (no empty_now;
+    # the old rule believed it as well).
+    t = T0 + 12 * HOUR_MS
+    store.apply({"type": "shelf.reading", "ts": t, "data": {"facing_id": "noisy", "units_est": 3}})
+    for sku in ("k1", "k2"):
+        store.apply({"type": "pos.line", "ts": t + 60_000, "data": {"sku": sku, "qty": 3, "price_cents": 99}})
+    for facing in ("quiet", "noisy"):
+        store.apply({"type": "shelf.reading", "ts": t + 120_000, "data": {"facing_id": facing, "units_est": 0}})
+    x = store.matrix(t + 120_000)
+    assert list(x[:, F["units_est"]]) == [0, 0] and list(x[:, F["units_unexplained"]]) == [0, 0]
+    assert x[0, F["reading_noise"]] == 0.0 and x[1, F["reading_noise"]] > NOISE_TOL
+    now = empty_now_prob(x)
+    assert now[0] == 1.0 and now[1] < EMPTY_NOW_THRESHOLD  # the detector's threshold without a model
