@@ -31,8 +31,8 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import (
-    PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE, TRUST_TOL_UNITS,
-    FEATURES, FacingState, _compute, _derive, sku_groups,
+    NOISE_READINGS, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
+    TRUST_TOL_UNITS, FEATURES, FacingState, _compute, _derive, sku_groups,
 )
 
 __all__ = ["StoreEvents", "replay_stores", "SALE", "READING", "RESTOCK"]
@@ -48,7 +48,7 @@ _FIELDS = (
     ("sales_since_reading", "float"), ("started_ms", "opt"), ("last_price", "optf"), ("sku_facings", "int"),
     ("sensor_untrusted", "bool"), ("pos_units", "optf"), ("last_reading_units", "optf"), ("_value_ms", "opt"),
     ("_sold_since_value", "float"), ("_drop_at_value", "float"), ("_stuck", "bool"), ("_residual", "float"),
-    ("units_unexplained", "float"), ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
+    ("reading_noise", "float"), ("_noise_pairs", "int"), ("units_unexplained", "float"), ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
     ("_restock_profile", "profile"), ("_profile_ref_ms", "opt"), ("_price_mean", "optf"),
 )
 if tuple(f.name for f in dataclasses.fields(FacingState)) != tuple(n for n, _ in _FIELDS):
@@ -70,7 +70,7 @@ _GATHER = (("units", "units"), ("cap", "capacity"), ("sensor", "has_sensor"), ("
            ("since_read", "sales_since_reading"), ("started", "started_ms"), ("price", "last_price"),
            ("price_mean", "_price_mean"), ("rates_at", "_rates_at_ms"), ("untrusted", "sensor_untrusted"),
            ("pos_units", "pos_units"), ("read_units", "last_reading_units"), ("sku_facings", "sku_facings"),
-           ("unexplained", "units_unexplained"))
+           ("unexplained", "units_unexplained"), ("noise", "reading_noise"))
 
 
 @dataclass
@@ -246,6 +246,17 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
         S[at, c] = resid
         drift = resid > _max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * S[at, col["capacity"]])
         S[at, col["sensor_untrusted"]] = (S[at, col["sku_facings"]] <= 1) & ((S[at, col["_stuck"]] > 0) | drift)
+    # FacingState._learn_noise: a pair of readings with no sale and no restock between them
+    last_u, restock_ms = S[:, col["last_reading_units"]], S[:, col["last_restock_ms"]]
+    still = (~np.isnan(last_u) & (since == 0)
+             & ~(~np.isnan(restock_ms) & (restock_ms > np.where(np.isnan(last_ms), 0.0, last_ms))))
+    if still.any():
+        at = np.flatnonzero(still)
+        pairs = _min(S[at, col["_noise_pairs"]] + 1, float(NOISE_READINGS))
+        moved = _min((units_est[at] - last_u[at]) ** 2, 1.0)
+        noise = S[at, col["reading_noise"]]
+        S[at, col["_noise_pairs"]] = pairs
+        S[at, col["reading_noise"]] = noise + (moved - noise) / pairs
     believed = (S[:, col["sensor_untrusted"]] == 0) & ~(frozen & (since > 0))
     c = col["pos_units"]
     S[:, c] = np.where(believed, units_est, S[:, c])
