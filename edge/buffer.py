@@ -30,10 +30,14 @@ What it guarantees, and how:
   and event type. When only never-evicted rows are left, ``append`` raises ``BufferFullError`` and
   the collector stops acknowledging (the broker keeps the messages): "reject new", never "drop".
 * **Time to live per event type** (:meth:`SqliteBuffer.expire`), counted as evictions.
-* **Sent means deleted.** The uplink deletes rows in the same transaction that records the hub
+* **Sent means gone.** The uplink removes rows in the same transaction that records the hub
   accepted them (:meth:`SqliteBuffer.mark_sent`), so a restart resumes exactly at the first unsent
-  row; a crash between "hub accepted" and "deleted" re-sends that batch (duplicates are removed
-  downstream by ``(device_id, seq)``).
+  row; a crash between "hub accepted" and that commit re-sends that batch (duplicates are removed
+  downstream by ``(device_id, seq)``). Rows live in segment tables, per priority class and
+  stretch of arrivals (migration ``0010_event_segments``): a batch that is the front of its
+  class moves the class's persisted *sent prefix* (no query reads below it) and a segment all
+  of whose rows are sent is dropped whole, which frees its pages without writing them; other
+  batches (and rows in a class's current segment) are deleted.
 * **Named, ordered migrations** (``MIGRATIONS``) and an online backup (:meth:`SqliteBuffer.backup`).
 
 Sizes: ``bytes`` is the logical size (encoded event + a fixed per-row overhead), the figure the cap
@@ -301,8 +305,8 @@ def _class_range(priority: int) -> tuple[int, int]:
 #: The table of older buffers (migration 0010): the first segment of every class.
 LEGACY_TABLE = "events"
 #: Stored bytes after which a class's current segment is closed and the next row starts a new
-#: one (an eighth of the cap between them, for the four classes' current and oldest segments
-#: that may hold sent rows until dropped; see ``segment_bytes``).
+#: one (see ``segment_bytes``: the segment each class is drained through may hold sent rows
+#: until it is dropped, a 16th of the cap for the four classes).
 SEGMENT_BYTES = 32 * 1024**2
 _SEGMENT_COLUMNS = ("id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, seq INTEGER NOT NULL, etype TEXT NOT NULL, "
                     "priority INTEGER NOT NULL, ts INTEGER NOT NULL, received_at INTEGER NOT NULL, facing_id TEXT, "
