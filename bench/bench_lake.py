@@ -116,6 +116,19 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t
 
 
+_CPU: dict[str, float] = {}
+
+
+def _cpu(name: str, fn, *args, **kwargs):
+    """``fn(*args)``, noting the CPU seconds of this process (every thread: DuckDB's too) it took
+    in ``_CPU[name]``: on a machine shared with other agents wall time also counts the waits for a
+    core, CPU time counts the work."""
+    t = time.process_time()
+    out = fn(*args, **kwargs)
+    _CPU[name] = time.process_time() - t
+    return out
+
+
 ROUNDS = 3
 
 
@@ -140,22 +153,25 @@ def _round(tmp: Path, r: int, n: int) -> dict:
     with LocalHubSource(tmp / "hub.sqlite", consumer_group=f"bench{r}") as source:
         _, ingest_s = _timed(lambda: ingest_stream(storage, source, max_messages=500))
     phases: list[tuple[str, float]] = []
-    report, transform_s = _timed(lambda: transform(
-        storage, engine, progress=lambda name: phases.append((name, time.perf_counter()))))
-    phases.append(("end", time.perf_counter()))
+    report, transform_s = _timed(lambda: _cpu("transform", transform,
+        storage, engine, progress=lambda name: phases.append((name, time.perf_counter(), time.process_time()))))
+    phases.append(("end", time.perf_counter(), time.process_time()))
+    phase_cpu = {a[0]: b[2] - a[2] for a, b in zip(phases, phases[1:])}
     phase_s = {a[0]: b[1] - a[1] for a, b in zip(phases, phases[1:])}
     bronze = storage.read("bronze.events")
     verdict_us, parse_us = _verdict_peer(bronze)
-    pandas_out, pandas_s = _timed(_pandas, bronze)
-    floor_out, floor_s = _timed(_floor, bronze)
+    pandas_out, pandas_s = _timed(_cpu, "pandas", _pandas, bronze)
+    floor_out, floor_s = _timed(_cpu, "floor", _floor, bronze)
     ours_counts = {t: storage.read(f"gold.{t}").num_rows for t in ("hourly_sales", "shelf_state", "stockouts")}
     core_s = transform_s - phase_s.get("gold features", 0.0)
     print(f"  round {r + 1}: ingest {ingest_s:.1f}s, transform {transform_s:.1f}s "
           f"({', '.join(f'{k} {v:.1f}' for k, v in phase_s.items())}), pandas {pandas_s:.1f}s, floor {floor_s:.2f}s: "
-          f"ours/floor {transform_s / floor_s:.1f}x, pandas/ours {pandas_s / transform_s:.2f}x", flush=True)
+          f"ours/floor {transform_s / floor_s:.1f}x, pandas/ours {pandas_s / transform_s:.2f}x; CPU s: ours "
+          f"{_CPU['transform']:.1f}, pandas {_CPU['pandas']:.1f}, floor {_CPU['floor']:.2f}", flush=True)
     return {"verdict_us_per_line": verdict_us, "parse_event_us_per_line": parse_us,
             "ingest_s": ingest_s, "transform_s": transform_s, "phases": phase_s, "pandas_s": pandas_s,
-            "floor_s": floor_s, "core_s": core_s, "same": ours_counts == pandas_out == floor_out,
+            "floor_s": floor_s, "core_s": core_s, "cpu_s": dict(_CPU), "phases_cpu": phase_cpu,
+            "same": ours_counts == pandas_out == floor_out,
             "gold_rows": ours_counts, "silver_stats": {k: report[k] for k in ("duplicates", "quarantined", "late")}}
 
 
@@ -198,6 +214,19 @@ def run(quick: bool = False) -> dict:
         # each ratio is taken within a round (same machine load), then the median over rounds
         "ratio_ours_time_vs_floor": _stat(ratio_floor), "ratio_ours_without_features_time_vs_floor": _stat(ratio_floor_core),
         "ratio_pandas_time_vs_ours": _stat(ratio_pandas), "ratio_pandas_time_vs_ours_without_features": _stat(ratio_pandas_core),
+        # each phase, and silver's contract verdict (its us a line x the day's lines), against the
+        # floor of the same round; and the arithmetic of "pandas >= 5x ours": ours would have to
+        # take at most (pandas / floor) / 5 of the floor's time
+        "ratio_phase_time_vs_floor": {p: _stat([r["phases"][p] / r["floor_s"] for r in rounds]) for p in phase_names},
+        "ratio_contract_verdict_time_vs_floor": _stat([r["verdict_us_per_line"] * n / 1e6 / r["floor_s"] for r in rounds]),
+        "ratio_pandas_time_vs_floor": _stat([r["pandas_s"] / r["floor_s"] for r in rounds]),
+        "pandas_5x_needs_ours_time_vs_floor_at_most": _stat([r["pandas_s"] / r["floor_s"] / 5 for r in rounds]),
+        # the same in CPU seconds (every thread of the process), less sensitive to the other agents' load
+        "cpu_s": {k: _stat([r["cpu_s"][k] for r in rounds]) for k in ("transform", "pandas", "floor")},
+        "cpu_phases_s": {p: _stat([r["phases_cpu"][p] for r in rounds]) for p in phase_names},
+        "cpu_ratio_ours_vs_floor": _stat([r["cpu_s"]["transform"] / r["cpu_s"]["floor"] for r in rounds]),
+        "cpu_ratio_pandas_vs_ours": _stat([r["cpu_s"]["pandas"] / r["cpu_s"]["transform"] for r in rounds]),
+        "cpu_ratio_phase_vs_floor": {p: _stat([r["phases_cpu"][p] / r["cpu_s"]["floor"] for r in rounds]) for p in phase_names},
         "day_end_to_end_s": round(_median(col("ingest_s")) + transform_med, 2),
         "day_within_5_min": _median(col("ingest_s")) + transform_med < 300,
         "gold_rows": rounds[0]["gold_rows"], "peer_rows_equal": all(col("same")), "silver_stats": rounds[0]["silver_stats"],
