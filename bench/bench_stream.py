@@ -349,12 +349,12 @@ def _till_seed(seed: int, quick: bool) -> dict:
 def _till(quick: bool) -> dict:
     """``till_silent`` with the evidence rule and with the previous one (10.5 missed baskets) on
     the same hubs, per seed set (4 stores x 1,000 SKUs x 6 days, every anomaly injected); seeds run
-    in ``BENCH_TILL_WORKERS`` processes (default 4: each seed is one process's work)."""
+    in ``BENCH_STREAM_WORKERS`` processes at once (default 4)."""
     from concurrent.futures import ProcessPoolExecutor
 
     sets = {name: (seeds[:2] if quick else seeds) for name, seeds in TILL_SETS.items() if not quick or name == "held_out"}
     seeds = sorted({s for ss in sets.values() for s in ss})
-    with ProcessPoolExecutor(int(os.environ.get("BENCH_TILL_WORKERS", "4"))) as pool:
+    with ProcessPoolExecutor(int(os.environ.get("BENCH_STREAM_WORKERS", "4"))) as pool:
         per_seed = dict(zip(seeds, pool.map(_till_seed, seeds, [quick] * len(seeds))))
     out = {}
     for name, ss in sets.items():
