@@ -22,7 +22,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-STORES, FACINGS, DAYS, RUN_HOURS, ROUNDS = 4, 30, 3, 6, 3
+STORES, FACINGS, DAYS, RUN_HOURS, ROUNDS = 4, 30, 3, 6, 2
 _DAY = 86_400_000
 
 

@@ -32,13 +32,17 @@ def _round(tmp: Path, hub: str, tag: str, engine) -> dict:
     with LocalHubSource(tmp / hub, consumer_group=tag) as source:
         ingest_stream(storage, source, max_messages=500)
     phases: list[tuple[str, float]] = []
+    session = getattr(engine, "session", None)  # Spark: count the run's jobs (its fixed cost is per job)
+    if session is not None:
+        session.sparkContext.setJobGroup(tag, "bench run")
     transform(storage, engine, progress=lambda name: phases.append((name, time.perf_counter())), maintenance=False)
     phases.append(("end", time.perf_counter()))
+    jobs = len(session.sparkContext.statusTracker().getJobIdsForGroup(tag)) if session is not None else None
     phase_s = {a[0]: b[1] - a[1] for a, b in zip(phases, phases[1:])}
     total = phases[-1][1] - phases[0][1]
     rows = {t: storage.read(t).num_rows for t in ("silver.shelf_reading", "gold.hourly_sales", "gold.features")}
     return {"total_s": total, "silver_s": phase_s["silver"], "features_s": phase_s["gold features"],
-            "gold_rest_s": total - phase_s["silver"] - phase_s["gold features"], "rows": rows}
+            "gold_rest_s": total - phase_s["silver"] - phase_s["gold features"], "rows": rows, "jobs": jobs}
 
 
 def run(quick: bool = False) -> dict:
@@ -81,7 +85,8 @@ def run(quick: bool = False) -> dict:
     raw.write_text(json.dumps({k: {str(n): rs for n, rs in v.items()} for k, v in results.items()}))
     small, big = sizes
     for name, by_size in results.items():
-        out[name] = {str(n): {p: stat([r[p] for r in rs]) for p in phases} | {"rows": rs[0]["rows"]}
+        out[name] = {str(n): {p: stat([r[p] for r in rs]) for p in phases} | {"rows": rs[0]["rows"],
+                                                                            "spark_jobs": rs[0]["jobs"]}
                      for n, rs in by_size.items()}
         # per store: the difference between the two fleet sizes (medians), divided by the stores added
         out[name]["ms_per_store"] = {p[:-2]: round(1000 * (med([r[p] for r in by_size[big]]) -

@@ -102,8 +102,9 @@ def transform_silver(storage: LakeStorage, engine: Engine, *, run_id: str, now_m
         outputs = dict(result["tables"])
         outputs[QUARANTINE] = result["quarantine"]
         outputs[EXPECTATION_RESULTS] = result["expectations"]
+        staged = engine.stage_all(storage, {t: outputs[t] for t in mine}) if spread else outputs  # one job
         for t in mine:
-            rows = engine.stage(storage, t, outputs[t]) if spread else outputs[t]
+            rows = staged[t]
             if rows.num_rows == 0 and storage.exists(t):
                 _move_watermark(storage, t, app, mark, version)  # no empty commit on every run
                 continue
@@ -250,19 +251,22 @@ def _windows(storage: LakeStorage, marks: dict[str, dict[str, int]],
     instants come to this process."""
     versions: dict[str, int] = {}
     earliest: dict[str, int] = {}
+    groups, changed = [], {}
     for table in GOLD_INPUTS:
         since = min(m[table] for m in marks.values())
         if engine is not None:
             rows, version = engine.read_changes(storage, table, since)
-            grouped = None if rows is None else engine.run(
-                "SELECT store_id, MIN(ts) AS ts_min FROM c GROUP BY store_id", {"c": rows})
+            if rows is not None:
+                changed[f"c{len(changed)}"] = rows
         else:
             rows, version = storage.changes(table, since, columns=["store_id", "ts"])
-            grouped = None if rows is None or rows.num_rows == 0 else \
-                rows.group_by("store_id").aggregate([("ts", "min")])
+            if rows is not None and rows.num_rows:
+                groups.append(rows.group_by("store_id").aggregate([("ts", "min")]))
         versions[table] = version
-        if grouped is None:
-            continue
+    if changed:  # one job for every input's new rows (a job per input costs more than the rows)
+        union = " UNION ALL ".join(f"SELECT store_id, ts FROM {name}" for name in changed)
+        groups.append(engine.run(f"SELECT store_id, MIN(ts) AS ts_min FROM ({union}) u GROUP BY store_id", changed))
+    for grouped in groups:
         for store, ts in zip(grouped["store_id"].to_pylist(), grouped["ts_min"].to_pylist()):
             if store is not None and ts is not None:
                 earliest[store] = min(earliest.get(store, ts), ts)
@@ -345,7 +349,9 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         frames = {name: engine.cache(engine.frame(f"SELECT * FROM t WHERE {since}", {"t": engine.read_delta(storage, t)}))
                   for t, name in GOLD_INPUTS.items()}
         frames |= {t.split(".")[1]: engine.read_delta(storage, t) for t in ("silver.products", "silver.planogram")}
-        report["silver_rows_read"] = sum(engine.count(f) for f in frames.values())
+        # one job counts them all (and fills the caches the gold SQL reads next)
+        union = " UNION ALL ".join(f"SELECT COUNT(*) AS n FROM {name}" for name in frames)
+        report["silver_rows_read"] = int(sum(engine.run(f"SELECT * FROM ({union}) u", frames)["n"].to_pylist()))
         planogram = storage.read("silver.planogram")  # master data: small, the driver decides with it
         inputs["planogram"] = planogram if planogram is not None else _empty("silver.planogram")
     else:
@@ -373,6 +379,14 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         _upgrade_stockouts(storage, engine)
     # Causes look EVIDENCE_DAYS after a stock-out: recompute that far back (they come last).
     cause_cut = {s: c - EVIDENCE_DAYS * _DAY for s, c in cutoff.items()}
+    cached = [outputs["gold.stockouts"], outputs["gold.alert_outcomes"]]
+    if spread:  # the workers write every table's window in one job (the commits follow, table by table)
+        windows = {}
+        for t in behind:
+            if t in outputs and not isinstance(outputs[t], pa.Table) and not hasattr(outputs[t], "commit"):
+                cut = _window_predicate(feature_cut if t in _FEATURE_TABLES else cutoff, TABLES[t].time_col)
+                windows[t] = engine.frame(f"SELECT * FROM t WHERE {cut}", {"t": outputs[t]})
+        outputs.update(engine.stage_all(storage, windows))
     for table in sorted(behind, key=lambda t: t == "gold.stockout_causes"):
         tcol = TABLES[table].time_col
         window = cause_cut if table == "gold.stockout_causes" else feature_cut if table in _FEATURE_TABLES else cutoff
@@ -393,7 +407,7 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
                       txns=txns, description=TABLES[table].doc)
         report["rows"][table] = rows.num_rows
     if spread:
-        for rel in list(frames.values()) + [outputs["gold.stockouts"], outputs["gold.alert_outcomes"]]:
+        for rel in list(frames.values()) + cached:
             engine.release(rel)
     report["stores"] = len(cutoff)
     return report

@@ -167,26 +167,41 @@ class SparkEngine:
         """Executors write ``rel``'s rows as Parquet files into ``table``'s folder, one file per
         partition; the ``StagedFiles`` come back (nothing is committed yet). Where executors
         cannot reach the storage through ``pyarrow.fs``, the rows come back as Arrow instead."""
-        if isinstance(rel, pa.Table):
-            return rel
+        return self.stage_all(storage, {table: rel})[table]
+
+    def stage_all(self, storage, rels: Mapping) -> dict:
+        """``stage`` for several tables in **one** Spark job (a job per table was a good part of a
+        run's fixed cost): each table's rows go through its own writer task, and the file
+        descriptions of all of them come back together. Arrow tables are handed back as they are."""
+        out = {t: r for t, r in rels.items() if isinstance(r, pa.Table)}
+        frames = {t: r for t, r in rels.items() if not isinstance(r, pa.Table)}
+        if not frames:
+            return out
         writer = _ParquetWriter.of(storage)
         if writer is None:
-            return self._collect(rel)
+            return out | {t: self._collect(r) for t, r in frames.items()}
         from pyspark.sql.types import LongType, StringType, StructField, StructType
 
-        schema = StructType([StructField(c, StringType() if t == "string" else LongType()) for c, t in _FILE_COLUMNS.items()])
-        names = list(_FILE_COLUMNS)
+        columns = {"table": "string", **_FILE_COLUMNS}
+        schema = StructType([StructField(c, StringType() if t == "string" else LongType()) for c, t in columns.items()])
+        arrow = pa.schema([(c, pa.string() if t == "string" else pa.int64()) for c, t in columns.items()])
 
-        def write(batches):
-            parts = list(batches)
-            rows = pa.Table.from_batches(parts) if parts else None
-            if rows is not None and rows.num_rows:
-                yield pa.RecordBatch.from_pylist(writer.write(table, rows),
-                                                 schema=pa.schema([(c, pa.string() if t == "string" else pa.int64())
-                                                                   for c, t in _FILE_COLUMNS.items()]))
+        def writes(table: str):
+            def write(batches):
+                parts = list(batches)
+                rows = pa.Table.from_batches(parts) if parts else None
+                if rows is not None and rows.num_rows:
+                    yield pa.RecordBatch.from_pylist([{"table": table, **f} for f in writer.write(table, rows)],
+                                                     schema=arrow)
+            return write
 
-        files = self._collect(rel.mapInArrow(write, schema)).select(names).to_pylist()
-        return StagedFiles(self, table, files)
+        union = None
+        for table, rel in frames.items():
+            described = rel.mapInArrow(writes(table), schema)
+            union = described if union is None else union.unionByName(described)
+        files = self._collect(union).to_pylist()
+        return out | {t: StagedFiles(self, t, [{k: f[k] for k in _FILE_COLUMNS} for f in files if f["table"] == t])
+                      for t in frames}
 
     def read_delta(self, storage, table: str):
         """A Spark DataFrame of a lake table's current version (its Parquet files; columns a
@@ -214,8 +229,17 @@ class SparkEngine:
             from cloud.lake.tables import schema_of
 
             return self.session.createDataFrame(pa.Table.from_batches([], schema=schema_of(table)))
+        from cloud.lake.tables import TABLES
+
+        reader = self.session.read.option("basePath", base)
+        if table in TABLES:
+            # The table's declared schema: no job to infer or merge the files' schemas (one per
+            # read, a few dozen a run); a column older files lack reads as NULL, as a merge gives.
+            reader = reader.schema(_spark_schema(table))
+        else:
+            reader = reader.option("mergeSchema", "true")
         with _conf(self.session, {"spark.sql.sources.partitionColumnTypeInference.enabled": "false"}):
-            return self.session.read.option("mergeSchema", "true").option("basePath", base).parquet(*files)
+            return reader.parquet(*files)
 
     def features(self, inputs: dict[str, pa.Table], stockouts: pa.Table, *, cutoff: dict[str, int] | None = None,
                  snapshots: dict[str, dict] | None = None, storage=None) -> tuple:
@@ -359,6 +383,16 @@ def _packed(frame, kind: str, table: str, order: tuple[str, ...]):
         return pa.table({"store_id": [t["store_id"][0].as_py()], "kind": [kind], "payload": [_ipc(t)]})
 
     return frame.groupBy("store_id").applyInArrow(pack, "store_id string, kind string, payload binary")
+
+
+def _spark_schema(table: str):
+    """``table``'s declared columns as a Spark schema."""
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    from cloud.lake.tables import schema_of
+
+    return StructType([StructField(f.name, from_arrow_type(f.type), True) for f in schema_of(table)])
 
 
 def _ipc(table: pa.Table) -> bytes:
