@@ -48,29 +48,33 @@ class StockRecordFiles:
     """Stock records from the ERP's CSV exports in a landing folder (and its subfolders).
 
     The folder is scanned again the first time a date is asked for (one scan per record date,
-    not per store); a file already read is read again only when its size or time changed. Rows
-    without a store, SKU, ISO date or whole ``book_units`` are skipped (the lake quarantines
-    them). Only the last ``keep_days`` record dates asked for are kept in memory.
+    not per store): a file is read again when its size or time changed, or when it holds rows of
+    that date (one reader serves every partition, and partitions stand at different event times:
+    a date older than one asked before must get the files' answer, not none). Rows without a
+    store, SKU, ISO date or whole ``book_units`` are skipped (the lake quarantines them). Only the
+    last ``keep_days`` record dates asked for (in the order asked) are kept in memory.
     """
 
     def __init__(self, folder: str | Path, keep_days: int = 3):
         self.folder = Path(folder)
-        self.keep_days = keep_days
+        self.keep_days = max(1, keep_days)
         self._files: dict[Path, tuple[int, int]] = {}  # path -> (mtime_ns, size) read
+        self._file_days: dict[Path, set[str]] = {}  # path -> the record dates it holds
         self._rows: dict[tuple[str, str], dict[str, tuple[tuple[int, str], int]]] = {}  # (store, date) -> sku -> (order, book)
-        self._asked: set[str] = set()
+        self._asked: list[str] = []  # the kept dates, oldest question first
 
     def book(self, store_id: str, date: str) -> dict[str, int] | None:
         if date not in self._asked:
-            self._asked.add(date)
-            keep = sorted(self._asked)[-self.keep_days:]
-            self._asked = set(keep)
-            self._rows = {k: v for k, v in self._rows.items() if k[1] >= keep[0]}
-            self._scan(keep[0])
+            self._asked = [*self._asked, date][-self.keep_days:]
+            keep = set(self._asked)
+            self._rows = {k: v for k, v in self._rows.items() if k[1] in keep}
+            self._scan(keep, date)
         rows = self._rows.get((store_id, date))
         return {sku: units for sku, (_, units) in rows.items()} if rows else None
 
-    def _scan(self, since: str) -> None:
+    def _scan(self, keep: set[str], new: str) -> None:
+        """Read the files changed since their last read (rows of the kept dates) and the
+        unchanged ones holding rows of ``new`` (those rows only)."""
         from cloud.ingest.batch import kind_of
 
         if not self.folder.is_dir():
@@ -81,26 +85,36 @@ class StockRecordFiles:
             st = path.stat()
             stamp = (st.st_mtime_ns, st.st_size)
             if self._files.get(path) == stamp:
-                continue
+                if new not in self._file_days.get(path, ()):
+                    continue
+                wanted = {new}
+            else:
+                wanted = keep
             self._files[path] = stamp
             try:
                 text = path.read_bytes().decode("utf-8-sig")
             except (OSError, UnicodeDecodeError) as exc:
                 log.warning("stock record %s unreadable, skipped: %s", path.name, exc)
+                self._file_days[path] = set()
                 continue
             order = (st.st_mtime_ns, str(path))  # a file written later replaces a day's rows
+            days: set[str] = set()
             for row in csv.DictReader(io.StringIO(text)):
                 store, sku, day = ((row.get(k) or "").strip() for k in ("store_id", "sku", "date"))
                 units = _int(row.get("book_units"))
-                if not store or not sku or units is None or day < since:
+                if not store or not sku or units is None:
                     continue
                 try:
                     _date.fromisoformat(day)
                 except ValueError:
                     continue
+                days.add(day)
+                if day not in wanted:
+                    continue
                 rows = self._rows.setdefault((store, day), {})
                 if sku not in rows or rows[sku][0] <= order:
                     rows[sku] = (order, units)
+            self._file_days[path] = days
 
 
 class StockRecordTable:
