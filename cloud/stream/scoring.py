@@ -155,6 +155,9 @@ class StoreScorer:
     def __setstate__(self, state: dict) -> None:
         feats = state.pop("features")
         n = len(state["last_probs"])
+        if "base" not in state and state.get("silent_X") is not None:
+            # taken in a silence: its imputed demand is taken from the shelves as they were then
+            state["base"] = np.asarray(state["silent_X"][:, _UNITS], dtype=np.float64)
         # a snapshot from before restock rounds were imputed
         for k, v in (("watched_from", None), ("rounds", []), ("_round", None), ("round_imputed_at", None),
                      ("base", np.zeros(n)), ("refilled_at", np.full(n, np.nan)), ("low_since", np.full(n, np.inf)),

@@ -229,3 +229,22 @@ def test_a_silent_store_s_usual_restock_round_refills_its_shelves_and_clears_the
     # held all through, the standing forecasts were right 6 times in 11.
     assert held.sum() >= 2 and right[held].all()
     assert right[standing].mean() < 0.75
+
+
+def test_a_snapshot_from_before_restock_rounds_taken_in_a_silence_goes_on_imputing_from_the_shelves_then():
+    import pickle
+
+    sc, s = _store(17)
+    for k in range(1, 13):  # an hour of the silence, as the job before restock rounds scored it
+        sc.prepare(s + k * 5 * MINUTE_MS, s)
+    state = sc.__getstate__()
+    for k in ("watched_from", "rounds", "_round", "round_imputed_at", "base", "refilled_at", "low_since",
+              "delivered", "passed_by", "undecided"):
+        state.pop(k)  # what that job's snapshot held
+    old = StoreScorer.__new__(StoreScorer)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    straight = pickle.loads(pickle.dumps(sc))
+    t = s + 2 * HOUR_MS
+    got, want = old.prepare(t, s)[1], straight.prepare(t, s)[1]
+    # the shelves go on falling from where they stood when the store went quiet, not from 0
+    assert got[:, _UNITS].sum() > 0 and np.array_equal(got[:, _UNITS], want[:, _UNITS])
