@@ -64,6 +64,11 @@ class SparkEngine:
                 .config("spark.ui.showConsoleProgress", "false")
                 .config("spark.sql.session.timeZone", "UTC")
                 .config("spark.sql.shuffle.partitions", "1")
+                # Adaptive execution runs every shuffle stage of a query as a Spark job of its own
+                # (3-4 jobs for one query with a join, a window and an aggregate; measured): most of
+                # the jobs of a run here. A local session's inputs are a few MB, with nothing for it
+                # to adapt; a platform's session (``session=``) keeps its own setting.
+                .config("spark.sql.adaptive.enabled", "false")
                 .config("spark.default.parallelism", "1")
                 .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                 .config("spark.driver.bindAddress", "127.0.0.1")
