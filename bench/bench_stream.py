@@ -24,6 +24,12 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
   the divergence flag against the truth, and the precision of the forecasts the cloud raises for a
   silent store beside the gateways' own (a forecast is right when its shelf is empty within the
   horizon).
+
+Environment (each checked, a bad value stops the run with the variable named):
+``BENCH_STREAM_PARTS`` (comma-separated parts above, default all; the others are carried over from
+the results file), ``BENCH_STREAM_PHANTOM_SETS`` (sets of ``phantom``: training, held_out, fresh;
+default all), ``BENCH_STREAM_WORKERS`` (seeds run at once by ``phantom`` and ``till``, default 4),
+``BENCH_STREAM_CVG_SEEDS`` (more seeds for ``cloud_vs_gateway``, e.g. ``62,63``).
 """
 
 from __future__ import annotations
@@ -295,11 +301,11 @@ def _phantom(quick: bool) -> dict:
     results file."""
     from concurrent.futures import ProcessPoolExecutor
 
-    names = [n for n in os.environ.get("BENCH_STREAM_PHANTOM_SETS", ",".join(PHANTOM_SETS)).split(",") if n]
+    names = env_names("BENCH_STREAM_PHANTOM_SETS", tuple(PHANTOM_SETS))
     if quick:
         names = ["held_out"]
     stores, days = (2, 3.0) if quick else (4, 6.0)
-    with ProcessPoolExecutor(max_workers=int(os.environ.get("BENCH_STREAM_WORKERS", "4"))) as pool:
+    with ProcessPoolExecutor(max_workers=env_workers()) as pool:
         futures = {n: [pool.submit(_detectors, [seed], stores, days, True)
                        for seed in (PHANTOM_SETS[n][:2] if quick else PHANTOM_SETS[n])] for n in names}
         out = {}
@@ -354,7 +360,7 @@ def _till(quick: bool) -> dict:
 
     sets = {name: (seeds[:2] if quick else seeds) for name, seeds in TILL_SETS.items() if not quick or name == "held_out"}
     seeds = sorted({s for ss in sets.values() for s in ss})
-    with ProcessPoolExecutor(int(os.environ.get("BENCH_STREAM_WORKERS", "4"))) as pool:
+    with ProcessPoolExecutor(env_workers()) as pool:
         per_seed = dict(zip(seeds, pool.map(_till_seed, seeds, [quick] * len(seeds))))
     out = {}
     for name, ss in sets.items():
@@ -429,16 +435,42 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     return out
 
 
+def env_names(var: str, known: tuple[str, ...]) -> list[str]:
+    """The comma-separated names in ``var`` (default all of ``known``).
+
+    Raises:
+        ValueError: a name is not one of ``known``.
+    """
+    names = [n.strip() for n in os.environ.get(var, ",".join(known)).split(",") if n.strip()]
+    unknown = set(names) - set(known)
+    if unknown:
+        raise ValueError(f"{var}: unknown names {sorted(unknown)}; known: {known}")
+    return names
+
+
+def env_workers() -> int:
+    """``BENCH_STREAM_WORKERS``: processes running seeds at once (default 4).
+
+    Raises:
+        ValueError: not a whole number >= 1.
+    """
+    text = os.environ.get("BENCH_STREAM_WORKERS", "4")
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"BENCH_STREAM_WORKERS: {text!r} is not a whole number >= 1")
+    return n
+
+
 #: ``BENCH_STREAM_PARTS=throughput,latency`` (any of PARTS) re-measures only those parts; the
 #: others are carried over from the run of record, named in ``carried_over``.
 PARTS = ("throughput", "latency", "detectors", "phantom", "till", "cloud_vs_gateway")
 
 
 def run(quick: bool = False) -> dict:
-    parts = [p for p in os.environ.get("BENCH_STREAM_PARTS", ",".join(PARTS)).split(",") if p]
-    unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise ValueError(f"BENCH_STREAM_PARTS: unknown parts {sorted(unknown)}; known: {PARTS}")
+    parts = env_names("BENCH_STREAM_PARTS", PARTS)
     out = _run(quick, parts)
     if set(parts) != set(PARTS):
         path = Path(__file__).parent / "results" / f"stream{'-quick' if quick else ''}.json"
