@@ -308,34 +308,48 @@ class LakeStorage:
 
     def repartition(self, table: str) -> bool | None:
         """Rewrite a table an older version wrote unpartitioned (or without its partition column)
-        in its partitions, once: one overwrite commit with the partition column derived for every
+        in its partitions, once: an overwrite commit with the partition column derived for every
         row (``cloud.lake.tables.with_partition``) and the new partitioning in the table's
         metadata. The commit is marked ``gondola.operation = repartition``: it changes no row, so
         readers of the change feed (``changes``, ``change_files``) skip it, as they skip a
         compaction. Returns True when it rewrote the table, False when it was partitioned
         already, None when the table does not exist or has no partition.
 
+        The commit is made on the snapshot it read, so a writer committing meanwhile loses
+        nothing: a concurrent delete or update (a window rewrite, an erasure) fails the commit and
+        the rewrite starts over (a commit on the latest version would bring back the rows it
+        removed); a concurrent append's files stay, outside the partitions, and a further rewrite
+        takes them in (until no file lies outside a partition).
+
         Raises:
-            StorageError: the rewrite failed (the table is as it was).
+            StorageError: the rewrite failed, or writers kept committing through
+                ``_REPARTITION_TRIES`` attempts (the table holds every row either way).
         """
         from deltalake import CommitProperties, write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
         from cloud.lake.tables import partition_columns, with_descriptions, with_partition
 
         parts = partition_columns(table)
-        dt = self.open(table) if parts else None
-        if dt is None:
-            return None
-        if list(dt.metadata().partition_columns) == parts:
-            return False
-        try:
-            rows = with_descriptions(table, with_partition(table, dt.to_pyarrow_dataset().to_table()))
-            write_deltalake(self.uri(table), rows, mode="overwrite", schema_mode="overwrite", partition_by=parts,
-                            storage_options=self._opts,
-                            commit_properties=CommitProperties(custom_metadata={_OPERATION: _REPARTITION}))
-        except Exception as exc:  # deltalake raises several types; translate at the boundary
-            raise StorageError(f"cannot repartition {table} by {parts}: {exc}") from exc
-        return True
+        rewrote = False
+        for _ in range(_REPARTITION_TRIES):
+            dt = self.open(table) if parts else None
+            if dt is None:
+                return None
+            if list(dt.metadata().partition_columns) == parts and not _outside_partitions(dt, parts):
+                return rewrote
+            try:
+                rows = with_descriptions(table, with_partition(table, dt.to_pyarrow_dataset().to_table()))
+                write_deltalake(dt, rows, mode="overwrite", schema_mode="overwrite", partition_by=parts,
+                                storage_options=self._opts,
+                                commit_properties=CommitProperties(custom_metadata={_OPERATION: _REPARTITION}))
+            except CommitFailedError:
+                continue  # a concurrent commit removed rows this rewrite read: read again
+            except Exception as exc:  # deltalake raises several types; translate at the boundary
+                raise StorageError(f"cannot repartition {table} by {parts}: {exc}") from exc
+            rewrote = True
+        raise StorageError(f"cannot repartition {table} by {parts}: writers kept committing through "
+                           f"{_REPARTITION_TRIES} attempts")
 
     def _rearranged(self, dt, after_version: int) -> set[int]:
         """Versions after ``after_version`` that only rearranged rows (``repartition``)."""
@@ -366,6 +380,19 @@ class ObjectStorage(LakeStorage):
 
 #: commit metadata marking a commit that only rearranged rows (``LakeStorage.repartition``)
 _OPERATION, _REPARTITION = "gondola.operation", "repartition"
+
+
+#: rewrites ``LakeStorage.repartition`` tries while other writers commit under it
+_REPARTITION_TRIES = 5
+
+
+def _outside_partitions(dt, parts: list[str]) -> bool:
+    """Whether a data file of ``dt`` lies outside the partition folders (``date=.../``): one a
+    writer appended while the table was being repartitioned, on its old layout."""
+    from urllib.parse import unquote
+
+    paths = pa.table(dt.get_add_actions())["path"].to_pylist()
+    return any(not all(f"/{p}=" in f"/{unquote(path)}" for p in parts) for path in paths)
 
 
 def _ranges(lo: int, hi: int, skip: set[int]) -> list[tuple[int, int]]:

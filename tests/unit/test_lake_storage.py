@@ -84,3 +84,59 @@ def test_change_files_name_the_files_holding_the_rows_changes_reads(tmp_path):
         assert from_files(after) == sorted(zip(changed["id"].to_pylist(), changed["v"].to_pylist())), after
     assert from_files(0) == [(2, "c"), (3, "b")]
     assert storage.change_files("silver.t", storage.version("silver.t"))[:2] == ([], [])
+
+
+def _old_feature_state(storage, rows: list[tuple[str, int]]) -> None:
+    """gold.feature_state as an older version wrote it: unpartitioned, no ``date`` column."""
+    from deltalake import write_deltalake
+
+    from cloud.lake.storage import _table_config
+
+    write_deltalake(storage.uri("gold.feature_state"), _state_rows(rows), configuration=_table_config("gold.feature_state"))
+
+
+def _state_rows(rows: list[tuple[str, int]]) -> pa.Table:
+    return pa.table({"store_id": [s for s, _ in rows], "day_ms": pa.array([d for _, d in rows], pa.int64())})
+
+
+_D = 1_767_225_600_000  # 2026-01-01 00:00 UTC
+
+
+@pytest.mark.parametrize("meanwhile", ["append", "delete"])
+def test_a_repartition_loses_no_concurrent_append_and_brings_back_no_concurrent_delete(tmp_path, monkeypatch, meanwhile):
+    """Another writer commits between the rewrite's read and its commit (ingest appending to
+    bronze, an erasure or a window rewrite deleting): its rows stay, its deletes stay deleted,
+    and every file ends up in a partition."""
+    from deltalake import DeltaTable, write_deltalake
+
+    import cloud.lake.tables as tables
+
+    storage = LocalStorage(str(tmp_path))
+    table, uri = "gold.feature_state", storage.uri("gold.feature_state")
+    _old_feature_state(storage, [("a", _D), ("x", _D)])
+    describe, commits = tables.with_descriptions, []
+
+    def concurrent_commit(name, data):  # runs after the rewrite read the table, before it commits
+        if not commits:
+            if meanwhile == "append":
+                write_deltalake(uri, _state_rows([("b", _D + 86_400_000)]), mode="append")
+            else:
+                DeltaTable(uri).delete("store_id = 'x'")
+            commits.append(meanwhile)
+        return describe(name, data)
+
+    monkeypatch.setattr(tables, "with_descriptions", concurrent_commit)
+    assert storage.repartition(table) is True
+    monkeypatch.undo()
+    rows = storage.read(table).sort_by("store_id")
+    want = [("a", "2026-01-01"), ("b", "2026-01-02"), ("x", "2026-01-01")] if meanwhile == "append" \
+        else [("a", "2026-01-01")]
+    assert list(zip(rows["store_id"].to_pylist(), rows["date"].to_pylist())) == want
+    dt = storage.open(table)
+    assert list(dt.metadata().partition_columns) == ["date"]
+    files = pa.table(dt.get_add_actions())["path"].to_pylist()
+    assert files and all(f.startswith("date=") for f in files)
+    assert storage.repartition(table) is False
+    # readers of the change feed see the other writer's commit and not the rewrites
+    new, _ = storage.changes(table, 0, columns=["store_id"])
+    assert (new["store_id"].to_pylist() if new is not None else []) == (["b"] if meanwhile == "append" else [])
