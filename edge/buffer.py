@@ -650,15 +650,22 @@ class SqliteBuffer:
                                         f"ORDER BY id {order} LIMIT ?", (a, b, *params, limit - len(out))).fetchall()
         return out
 
-    def _table_of(self, rid: int) -> str:
-        segs = self._segs[rid >> CLASS_BITS]
-        return segs[bisect.bisect_right(segs, (rid, "\U0010ffff")) - 1][1]
+    def _table_of(self, rid: int) -> str | None:
+        """The segment that would hold unsent row ``rid``; None when it is in its class's sent
+        prefix (its row, if still stored, was counted sent) or below every segment."""
+        p = rid >> CLASS_BITS
+        segs = self._segs.get(p, ())
+        k = bisect.bisect_right(segs, (rid, "\U0010ffff")) - 1
+        return segs[k][1] if k >= 0 and rid > self._sent_to(p) else None
 
     def _delete_ids(self, ids, returning: str = "id, etype, size") -> list[tuple]:
-        """Delete these rows (each from its segment, 900 ids a statement); return ``returning``."""
+        """Delete these rows (each from its segment, 900 ids a statement; ids no segment holds
+        unsent are skipped); return ``returning``."""
         by_table: dict[str, list[int]] = {}
         for rid in ids:
-            by_table.setdefault(self._table_of(rid), []).append(rid)
+            name = self._table_of(rid)
+            if name is not None:
+                by_table.setdefault(name, []).append(rid)
         out: list[tuple] = []
         for name, chunk_ids in by_table.items():
             for k in range(0, len(chunk_ids), 900):
@@ -1082,12 +1089,14 @@ class SqliteBuffer:
             self._drop_spent()
             self._save_counters()
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:  # any failure: never leave the transaction open
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._c = saved
             self._restore_segments(segments)
-            raise StorageError(f"buffer {what} failed: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"buffer {what} failed: {exc}") from exc
+            raise
         return self._c["evicted"] - before
 
     # ---- uplink side ---------------------------------------------------------------------

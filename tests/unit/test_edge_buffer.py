@@ -367,3 +367,34 @@ def test_an_old_buffer_with_rows_in_one_events_table_drains_completely_after_mig
     assert b.stats(T0)["buffer_rows"] == 0 and b.stats(T0)["event_bytes"] == 0
     assert "events" not in _tables(path)  # the old table, all of it sent, is dropped
     b.close()
+
+
+def test_rows_marked_sent_a_second_time_count_once_and_leave_the_buffer_writable(tmp_path):
+    # A repeated mark (both lanes, or a retried call) of rows that lie below their class's sent
+    # prefix, still stored in a segment not yet dropped, or of a legacy table's rows once it was
+    # dropped, changes nothing: no second count, no error, no transaction left open.
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path, isolation_level=None) as db:  # as migrations 0001-0009 left it
+        db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+        for name, sql in MIGRATIONS[:9]:
+            db.executescript(sql)
+            db.execute("INSERT INTO migrations VALUES (?, datetime('now'))", (name,))
+        db.executemany("INSERT INTO events (id, device_id, seq, etype, priority, ts, received_at, size, body) "
+                       "VALUES (?,?,?,?,?,?,?,?,?)",
+                       [(1 << 40 | a, "d1", a, "pos.line", 1, T0 + a, T0, 100, "{}") for a in range(1, 11)])
+        db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                       [("arrival", 10), ("rows", 10), ("bytes", 1000), ("rows_p1", 10)])
+    b = SqliteBuffer(path, BufferPolicy(max_bytes=4 * 1024**2))  # 64 KB segments
+    legacy = [e.id for e in b.select_backlog(10)]
+    b.mark_sent(legacy, now_ms=T0)  # the old table, all sent, is dropped
+    b.mark_sent(legacy[:3], now_ms=T0)
+    b.append([_rx(pos_line(i, T0 + i)) for i in range(3000)], now_ms=T0)
+    front = [e.id for e in b.select_backlog(1500)]
+    b.mark_sent(front, now_ms=T0)  # a prefix: rows in older segments stay, below the sent prefix
+    assert len(_tables(b.path)) >= 2
+    b.mark_sent(front, now_ms=T0)
+    st = b.stats(T0)
+    assert (st["sent"], st["buffer_rows"], st["unsent_by_priority"]) == (1510, 1500, {"1": 1500})
+    assert [e.seq for e in b.select_backlog(5000)] == list(range(1500, 3000))
+    assert b.append([_rx(pos_line(3000, T0))], now_ms=T0).stored == 1
+    b.close()
