@@ -257,9 +257,7 @@ class LakeStorage:
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-        from cloud.lake.tables import TABLES, schema_of, with_descriptions
-
-        from cloud.lake.tables import partition_columns
+        from cloud.lake.tables import TABLES, partition_columns, schema_of, with_descriptions
 
         now = int(time.time() * 1000)
         add = [AddAction(f["path"], int(f["size"]), _partition_values(f), now, True, f["stats"]) for f in adds]
