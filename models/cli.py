@@ -342,6 +342,7 @@ def _package_scorers(model_dir: Path, horizon_h: float) -> dict:
 def eval_main(argv: list[str]) -> int:
     """``gondola eval``. Raises: ConfigError on bad arguments or failed data generation;
     ModelError when ``--model`` does not hold a loadable package."""
+    from gondola.errors import ModelError
     from models.oracle import ORACLE_NAME
     from models.scoring import empty_now_prob
     from models.metrics import threshold_at_recall
@@ -373,6 +374,9 @@ def eval_main(argv: list[str]) -> int:
     _, val = split_validation(train)
     val = train.subset(val & settled_rows(train, EVAL_WARMUP_DAYS))
     del train
+    if not val.y.any():
+        raise ModelError("the training stores' validation rows hold no stock-out, so no operating "
+                         "threshold can be picked: give --train-data with more days or stores")
     baselines = {n: s for n, s in baseline_scorers(args.horizon).items() if n in ("baseline-poisson", "baseline-combined")}
     thresholds: list[dict] = []
     for i, pkg in enumerate(packages):

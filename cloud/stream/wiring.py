@@ -98,7 +98,9 @@ def load_stock_records(storage, path: str | None):
         return None
     if path:
         if not Path(path).is_dir():
-            raise ConfigError(f"stock record folder {path} does not exist")
+            what = "is a file, not a folder" if Path(path).exists() else "does not exist"
+            raise ConfigError(f"stock record folder {path} {what} (give the folder the stores' "
+                              "stock_record_<store>.csv files land in, or none)")
         return StockRecordFiles(path)
     return StockRecordTable(storage)
 

@@ -51,8 +51,11 @@ def test_the_stock_record_side_input_comes_from_a_folder_none_or_the_lakes_table
     assert StreamSettings.from_env({"GONDOLA_STREAM_STOCK_RECORDS": "none"}).stock_records == "none"
     storage = open_storage(str(tmp_path / "lake"))
     assert load_stock_records(storage, "none") is None
-    with pytest.raises(ConfigError, match="stock record folder"):
+    with pytest.raises(ConfigError, match="stock record folder .* does not exist"):
         load_stock_records(storage, str(tmp_path / "nope"))
+    (tmp_path / "one.csv").write_text("store_id\n")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        load_stock_records(storage, str(tmp_path / "one.csv"))
     (tmp_path / "erp").mkdir()
     assert isinstance(load_stock_records(storage, str(tmp_path / "erp")), StockRecordFiles)
     table = load_stock_records(storage, None)
