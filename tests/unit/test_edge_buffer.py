@@ -340,7 +340,7 @@ def test_a_sent_prefix_is_not_read_again_after_a_reopen_and_a_gap_in_a_batch_kee
     b.close()
 
 
-def _old_buffer(path, rows, meta):
+def _buffer_before_0010(path, rows, meta):
     """A buffer file as migrations 0001-0009 left it (one ``events`` table) holding ``rows``."""
     with sqlite3.connect(path, isolation_level=None) as db:
         db.execute("CREATE TABLE migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
@@ -356,8 +356,8 @@ def test_an_old_buffer_with_rows_in_one_events_table_drains_completely_after_mig
     path = tmp_path / "old.sqlite"
     rows = [(p << 40 | a, f"d{p}", a, t, p, T0 + a, T0, 100, "{}")
             for a, (t, p) in enumerate([("pos.line", 1), ("shelf.reading", 3)] * 200 + [("edge.alert", 0)], 1)]
-    _old_buffer(path, rows, [("arrival", 401), ("rows", 401), ("bytes", 40100),
-                             ("rows_p0", 1), ("rows_p1", 200), ("rows_p3", 200)])
+    _buffer_before_0010(path, rows, [("arrival", 401), ("rows", 401), ("bytes", 40100),
+                                     ("rows_p0", 1), ("rows_p1", 200), ("rows_p3", 200)])
     b = SqliteBuffer(path, BufferPolicy(max_bytes=4 * 1024**2))
     assert "0010_event_segments" in b.applied_migrations()
     b.append([_rx(pos_line(i, T0)) for i in range(50)], now_ms=T0)  # new rows go to a new segment
@@ -379,8 +379,8 @@ def test_rows_marked_sent_a_second_time_count_once_and_leave_the_buffer_writable
     # prefix, still stored in a segment not yet dropped, or of a legacy table's rows once it was
     # dropped, changes nothing: no second count, no error, no transaction left open.
     path = tmp_path / "old.sqlite"
-    _old_buffer(path, [(1 << 40 | a, "d1", a, "pos.line", 1, T0 + a, T0, 100, "{}") for a in range(1, 11)],
-                [("arrival", 10), ("rows", 10), ("bytes", 1000), ("rows_p1", 10)])
+    _buffer_before_0010(path, [(1 << 40 | a, "d1", a, "pos.line", 1, T0 + a, T0, 100, "{}") for a in range(1, 11)],
+                        [("arrival", 10), ("rows", 10), ("bytes", 1000), ("rows_p1", 10)])
     b = SqliteBuffer(path, BufferPolicy(max_bytes=4 * 1024**2))  # 64 KB segments
     legacy = [e.id for e in b.select_backlog(10)]
     b.mark_sent(legacy, now_ms=T0)  # the old table, all sent, is dropped
