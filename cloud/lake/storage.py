@@ -337,7 +337,7 @@ class LakeStorage:
             if list(dt.metadata().partition_columns) == parts and not _outside_partitions(dt, parts):
                 return rewrote
             try:
-                rows = with_descriptions(table, with_partition(table, dt.to_pyarrow_dataset().to_table()))
+                rows = _partitioned_batches(table, dt.to_pyarrow_dataset(), with_partition, with_descriptions)
                 write_deltalake(dt, rows, mode="overwrite", schema_mode="overwrite", partition_by=parts,
                                 storage_options=self._opts,
                                 commit_properties=CommitProperties(custom_metadata={_OPERATION: _REPARTITION}))
@@ -359,6 +359,23 @@ class LakeStorage:
 
     def _prepare(self, uri: str) -> None:
         """Backend hook: make sure the location can take a table."""
+
+
+def _partitioned_batches(table: str, dataset, with_partition, with_descriptions):
+    """The rows of ``dataset`` with their partition column, as a stream of record batches: an
+    upgrade rewrite holds one batch in memory, not a fleet's whole table."""
+    import pyarrow as pa
+
+    def shaped(batch: pa.RecordBatch) -> pa.Table:
+        return with_descriptions(table, with_partition(table, pa.Table.from_batches([batch], dataset.schema)))
+
+    schema = shaped(pa.RecordBatch.from_pylist([], schema=dataset.schema)).schema
+
+    def batches():
+        for batch in dataset.to_batches():
+            yield from shaped(batch).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 @dataclass(frozen=True)

@@ -140,3 +140,30 @@ def test_a_repartition_loses_no_concurrent_append_and_brings_back_no_concurrent_
     # readers of the change feed see the other writer's commit and not the rewrites
     new, _ = storage.changes(table, 0, columns=["store_id"])
     assert (new["store_id"].to_pylist() if new is not None else []) == (["b"] if meanwhile == "append" else [])
+
+
+def test_a_repartition_streams_the_table_a_batch_at_a_time_and_keeps_every_row(tmp_path, monkeypatch):
+    """The upgrade rewrite of a fleet's table must not hold it in memory whole: rows go to the
+    writer batch by batch (each shaped as it comes), and all of them arrive in their day."""
+    from deltalake import write_deltalake
+
+    import cloud.lake.tables as tables
+
+    storage = LocalStorage(str(tmp_path))
+    _old_feature_state(storage, [("a", _D), ("b", _D + 86_400_000)])
+    for i in range(3):  # more files: the dataset yields more than one batch
+        write_deltalake(storage.uri("gold.feature_state"), _state_rows([(f"s{i}", _D + i * 86_400_000)]), mode="append")
+    shaped_rows = []
+    partition = tables.with_partition
+
+    def counting(name, data):
+        shaped_rows.append(data.num_rows)
+        return partition(name, data)
+
+    monkeypatch.setattr(tables, "with_partition", counting)
+    assert storage.repartition("gold.feature_state") is True
+    monkeypatch.undo()
+    assert max(shaped_rows) < 5 and sum(shaped_rows) == 5  # one batch at a time, never the whole table
+    rows = storage.read("gold.feature_state").sort_by("store_id")
+    assert list(zip(rows["store_id"].to_pylist(), rows["date"].to_pylist())) == [
+        ("a", "2026-01-01"), ("b", "2026-01-02"), ("s0", "2026-01-01"), ("s1", "2026-01-02"), ("s2", "2026-01-03")]
