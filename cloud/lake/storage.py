@@ -326,7 +326,7 @@ class LakeStorage:
         from deltalake import CommitProperties, write_deltalake
         from deltalake.exceptions import CommitFailedError
 
-        from cloud.lake.tables import partition_columns, with_descriptions, with_partition
+        from cloud.lake.tables import partition_columns
 
         parts = partition_columns(table)
         rewrote = False
@@ -337,7 +337,7 @@ class LakeStorage:
             if list(dt.metadata().partition_columns) == parts and not _outside_partitions(dt, parts):
                 return rewrote
             try:
-                rows = _partitioned_batches(table, dt.to_pyarrow_dataset(), with_partition, with_descriptions)
+                rows = _partitioned_batches(table, dt.to_pyarrow_dataset())
                 write_deltalake(dt, rows, mode="overwrite", schema_mode="overwrite", partition_by=parts,
                                 storage_options=self._opts,
                                 commit_properties=CommitProperties(custom_metadata={_OPERATION: _REPARTITION}))
@@ -361,10 +361,12 @@ class LakeStorage:
         """Backend hook: make sure the location can take a table."""
 
 
-def _partitioned_batches(table: str, dataset, with_partition, with_descriptions):
+def _partitioned_batches(table: str, dataset):
     """The rows of ``dataset`` with their partition column, as a stream of record batches: an
     upgrade rewrite holds one batch in memory, not a fleet's whole table."""
     import pyarrow as pa
+
+    from cloud.lake.tables import with_descriptions, with_partition
 
     def shaped(batch: pa.RecordBatch) -> pa.Table:
         return with_descriptions(table, with_partition(table, pa.Table.from_batches([batch], dataset.schema)))
