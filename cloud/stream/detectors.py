@@ -82,10 +82,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
-from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
+from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, ms_to_iso
 
 __all__ = ["DetectorConfig", "StoreWatch", "ANOMALY_KINDS"]
 
@@ -586,7 +585,7 @@ class StoreWatch:
         if self.book_asked is not None and due <= self.book_asked:
             return
         self.book_asked = due
-        record = stock.book(self.store_id, datetime.fromtimestamp(due * DAY_MS / 1000, tz=timezone.utc).date().isoformat())
+        record = stock.book(self.store_id, ms_to_iso(due * DAY_MS)[:10])
         if record is not None:
             self.book = {sku: record[sku] for sku in self._by_sku
                          if sku in record and self.facings_per_sku.get(sku, 1) == 1}
@@ -609,7 +608,7 @@ class StoreWatch:
         units, back = self.book[sku], self.returned.get((self.book_day, sku), 0.0)
         beyond = units - back  # the shelf read 0 at the close: everything else is backroom, by the book
         return ("flag" if beyond >= cfg.phantom_book_min else "out"), {"stock_record": {
-            "date": datetime.fromtimestamp(self.book_day * DAY_MS / 1000, tz=timezone.utc).date().isoformat(),
+            "date": ms_to_iso(self.book_day * DAY_MS)[:10],
             "book_units": units, "returned_that_day": back, "beyond_shelf": beyond}}
 
     def _phantom_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
