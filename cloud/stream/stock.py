@@ -19,8 +19,6 @@ same event time (docs/stream.md, "phantom_inventory and the stock record").
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from datetime import date as _date
 from pathlib import Path
@@ -75,7 +73,8 @@ class StockRecordFiles:
     def _scan(self, keep: set[str], new: str) -> None:
         """Read the files changed since their last read (rows of the kept dates) and the
         unchanged ones holding rows of ``new`` (those rows only)."""
-        from cloud.ingest.batch import kind_of
+        from cloud.ingest.batch import _read, kind_of
+        from gondola.errors import ContractError
 
         if not self.folder.is_dir():
             return
@@ -91,16 +90,16 @@ class StockRecordFiles:
             else:
                 wanted = keep
             self._files[path] = stamp
-            try:
-                text = path.read_bytes().decode("utf-8-sig")
-            except (OSError, UnicodeDecodeError) as exc:
+            try:  # the batch ingest's reader of the same files (a file lacking a column has no usable row)
+                records = _read(path, "stock_daily")
+            except (OSError, UnicodeDecodeError, ContractError) as exc:
                 log.warning("stock record %s unreadable, skipped: %s", path.name, exc)
                 self._file_days[path] = set()
                 continue
             order = (st.st_mtime_ns, str(path))  # a file written later replaces a day's rows
             days: set[str] = set()
-            for row in csv.DictReader(io.StringIO(text)):
-                store, sku, day = ((row.get(k) or "").strip() for k in ("store_id", "sku", "date"))
+            for row in records:
+                store, sku, day = (row.get(k, "") for k in ("store_id", "sku", "date"))
                 units = _int(row.get("book_units"))
                 if not store or not sku or units is None:
                     continue
