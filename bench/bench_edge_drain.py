@@ -103,8 +103,9 @@ def _build(path: Path, staged: Path, n: int) -> float:
         db.execute("INSERT INTO segments VALUES (?, ?, ?)", (p, start, name))
     db.execute("DROP TABLE events")
     db.execute("COMMIT")
-    counts = dict(db.execute("SELECT priority, COUNT(*) FROM staged.events GROUP BY priority").fetchall())
-    rows, size = db.execute("SELECT COUNT(*), SUM(size) FROM staged.events").fetchone()
+    per_class = db.execute("SELECT priority, COUNT(*), SUM(size) FROM staged.events GROUP BY priority").fetchall()
+    counts = {p: c for p, c, _ in per_class}
+    rows, size = sum(c for _, c, _ in per_class), sum(z for _, _, z in per_class)
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                    [("rows", rows), ("bytes", size), ("arrival", n)]
                    + [(f"rows_p{p}", counts.get(p, 0)) for p in CLASSES])
