@@ -19,8 +19,7 @@ import pytest
 
 from edge.buffer import BufferPolicy, SqliteBuffer
 from edge.testing import T0
-from gondola.contracts import decode_batch
-from gondola.hub import LocalHub
+from tests.integration.test_edge_crash import _hub_events
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS, CHUNKS, CHUNK = 16, 4, 500
@@ -57,12 +56,7 @@ print("done", flush=True)
 
 
 def _hub_keys(path: Path) -> list[tuple[str, int]]:
-    hub = LocalHub(path)
-    try:
-        return [(e["device_id"], e["seq"]) for p in range(hub.partitions) for m in hub.read(p, limit=10**6)
-                for e in decode_batch(m.body, m.properties)]
-    finally:
-        hub.close()
+    return [(e["device_id"], e["seq"]) for e in _hub_events(path)]
 
 
 @pytest.mark.slow
