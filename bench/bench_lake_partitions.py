@@ -87,7 +87,7 @@ def run(quick: bool = False) -> dict:
     from bench.bench_lake import _stat as stat
     from cloud.lake.engine import DuckDBEngine
     from cloud.lake.storage import open_storage
-    from cloud.lake.tables import TABLES, partition_columns, utc_dates
+    from cloud.lake.tables import TABLES, partition_columns, utc_date
     from cloud.synth import DAY0, day_events
 
     stores, rounds = (2, 1) if quick else (STORES, ROUNDS)
@@ -95,7 +95,7 @@ def run(quick: bool = False) -> dict:
     bounds = list(range(DAY0, DAY0 + DAYS * _DAY + 1, RUN_HOURS * 3_600_000))
     slices = [[e for e in events if lo <= e["ts"] < hi] for lo, hi in zip(bounds, bounds[1:])]
     day_ms = DAY0 + (DAYS // 2) * _DAY
-    day = utc_dates(pa.array([day_ms], pa.int64()))[0].as_py()
+    day = utc_date(day_ms)
     # bronze is partitioned by arrival (enqueue) date: every event of a bench arrives today
     tables = [t for t in TABLES if partition_columns(t) and TABLES[t].partition_from != "enqueued_time"]
     out: dict = {"stores": stores, "facings_per_store": FACINGS, "days": DAYS, "runs": len(slices), "events": len(events),

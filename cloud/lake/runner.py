@@ -43,7 +43,7 @@ from cloud.lake.silver import ExpectationFailed, silver_events
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import (
     BRONZE_BATCH, BRONZE_EVENTS, EXPECTATION_RESULTS, GOLD_TABLES, PARTITION_COL, QUARANTINE, SILVER_EVENT_TABLES,
-    TABLES, conform, partition_columns, utc_dates,
+    TABLES, conform, partition_columns, utc_date,
     in_window,  # re-exported: it lived here
 )
 
@@ -307,7 +307,7 @@ def _window_predicate(cutoff: dict[str, int], col: str, *, partitioned: bool = F
     """The same window as a Delta delete predicate (SQL); ``partitioned``: with the date
     partition's bound too (implied by ``col >= cut``), so the delete reads only those partitions."""
     def day(cut: int) -> str:
-        return f" AND {PARTITION_COL} >= '{utc_dates(pa.array([cut], pa.int64()))[0].as_py()}'" if partitioned else ""
+        return f" AND {PARTITION_COL} >= '{utc_date(cut)}'" if partitioned else ""
 
     return " OR ".join(f"(store_id IN ({', '.join(_quote(s) for s in stores)}) AND {col} >= {cut}{day(cut)})"
                        for cut, stores in _by_cut(cutoff))

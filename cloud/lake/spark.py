@@ -489,13 +489,6 @@ class _ParquetWriter:
         return pq.read_table(f"{folder}/{path}", filesystem=fs)
 
 
-def _utc_day(ms: int) -> str:
-    """The ``date`` partition value of an instant (``cloud.lake.tables.with_partition``)."""
-    from cloud.lake.tables import utc_dates
-
-    return utc_dates(pa.array([ms], pa.int64()))[0].as_py()
-
-
 class StagedFiles:
     """Parquet files executors wrote into a table's folder, not yet in its Delta log."""
 
@@ -561,10 +554,10 @@ class StagedFiles:
 def _may_hold(action: dict, window: dict[str, int], time_col: str) -> bool:
     """Whether a file may hold rows of ``window``, from its partition (a day before every store's
     window: no) and its statistics (no statistics: it may)."""
-    from cloud.lake.tables import PARTITION_COL
+    from cloud.lake.tables import PARTITION_COL, utc_date
 
     day = action.get(f"partition.{PARTITION_COL}")
-    if day is not None and window and day < _utc_day(min(window.values())):
+    if day is not None and window and day < utc_date(min(window.values())):
         return False
     lo, hi, tmax = action.get("min.store_id"), action.get("max.store_id"), action.get(f"max.{time_col}")
     if lo is None or hi is None or tmax is None:

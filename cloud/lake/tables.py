@@ -19,7 +19,7 @@ __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
-    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates",
+    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -545,6 +545,11 @@ def utc_dates(ms) -> pa.Array:
     src = pc.cast(ms, pa.int64())
     src = pc.if_else(pc.and_(pc.greater_equal(src, _MIN_MS), pc.less_equal(src, _MAX_MS)), src, None)
     return pc.strftime(src.cast(pa.timestamp("ms", tz="UTC")), format="%Y-%m-%d").cast(pa.string())
+
+
+def utc_date(ms: int) -> str | None:
+    """:func:`utc_dates` of one instant (the ``date`` partition value it lies in)."""
+    return utc_dates(pa.array([ms], pa.int64()))[0].as_py()
 
 
 def with_partition(name: str, data: pa.Table) -> pa.Table:
