@@ -11,7 +11,8 @@
   - ``empty_within_h`` (forecast): the scorer's probability of the shelf being empty within
     the horizon reaches ``raise_at``; the alert carries the expected empty time
     (``models.scoring.hours_to_empty``). Not raised on a facing already alerted empty now:
-    a forecast about an empty shelf warns of nothing.
+    a forecast about an empty shelf warns of nothing. Nor on a facing the till has not sold
+    from yet (``models.scoring.forecast_ready``: a cold start's facings have no demand seen).
   - ``empty_now`` (detection): ``models.scoring.empty_now_prob`` reaches ``now_at`` (a
     believed sensor reading 0 units; for a facing without one, the model's score when its
     manifest says ``empty_now_from_model``, else the till's silence weighed with the POS
@@ -47,7 +48,7 @@ from edge.buffer import LAYOUT_ROW
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
-from models.scoring import EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, hours_to_empty
+from models.scoring import EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, forecast_ready, hours_to_empty
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
 
@@ -255,7 +256,7 @@ class Inference:
             return
         probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
         up, down = self._step(self.shadow_raised, self.shadow_changed_at, probs, self.shadow_raise_at,
-                              self.shadow_clear_at, now_ms, block=self.raised_now, track=False)
+                              self.shadow_clear_at, now_ms, block=self.raised_now | ~forecast_ready(feats), track=False)
         empty_at = None
         if up.any():
             horizon_h = float(getattr(self.shadow, "horizon_h", 2.0))
@@ -305,8 +306,9 @@ class Inference:
                 s = self.states[i]
                 changes.append(AlertChange(s.facing_id, s.sku, "raised" if up[i] else "cleared",
                                            float(now_probs[i]), float(units[i]), EMPTY_NOW))
+            # Nor on a facing with no sale seen (models.scoring.forecast_ready): no demand, no forecast.
             up, down = self._step(self.raised, self.changed_at, probs, self.raise_at, self.clear_at, now_ms,
-                                  block=self.raised_now)
+                                  block=self.raised_now | ~forecast_ready(feats))
             if up.any():
                 horizon_h = float(getattr(self.scorer, "horizon_h", 2.0))
                 self.last_empty_ms = now_ms + (hours_to_empty(feats, horizon_h) * HOUR_MS).astype(np.int64)

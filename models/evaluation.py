@@ -299,11 +299,14 @@ def evaluate_alert_kinds(
     horizon_ms: int,
     store_days: float,
     intervals: list[tuple[str, str, int, int | None]] | None = None,
+    ready: np.ndarray | None = None,
 ) -> dict:
     """Replay both alert kinds as a gateway raises them and judge each by its own promise.
 
     ``empty_now`` alerts come from ``now`` (hysteresis at ``now_at``); ``empty_within_h`` from
-    ``forecast`` (at ``forecast_at``), never raised on a facing whose ``empty_now`` alert is on.
+    ``forecast`` (at ``forecast_at``), never raised on a facing whose ``empty_now`` alert is on,
+    nor on a row whose ``ready`` is False (``models.scoring.forecast_ready`` of its features:
+    the gateway's rule; None: every row may raise).
     A forecast is true when the shelf is empty at some moment within H after it is raised; a
     detection when the shelf is empty at the instant it is raised. A stock-out is *caught
     ahead* when a forecast was raised within H before it started (strict: an alert raised
@@ -314,9 +317,11 @@ def evaluate_alert_kinds(
     t = np.asarray(t, dtype=np.int64)
     intervals = stockouts if intervals is None else intervals
     now_on = hysteresis_state(group, t, now, now_at, clear_level(now_at))
-    # While the detection is on, the forecast may clear but not raise: hold it in the dead band.
+    # While the detection is on (or the facing is not ready), the forecast may clear but not
+    # raise: hold it in the dead band.
     mid = (forecast_at + clear_level(forecast_at)) / 2
-    fc = np.where(now_on, np.minimum(forecast, mid), forecast)
+    hold = now_on if ready is None else now_on | ~np.asarray(ready, dtype=bool)
+    fc = np.where(hold, np.minimum(forecast, mid), forecast)
     fc_alerts = hysteresis_alerts(store, facing, t, fc, forecast_at, clear_level(forecast_at), group=group)
     now_alerts = hysteresis_alerts(store, facing, t, now, now_at, clear_level(now_at), group=group)
     f = match_alerts(fc_alerts, stockouts, horizon_ms)

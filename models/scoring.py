@@ -14,7 +14,7 @@ from models.baseline import poisson_stockout_prob
 from models.features import FEATURES, NOISE_TOL
 
 __all__ = ["Scorer", "PoissonScorer", "ZeroSalesScorer", "BaselineScorer", "DEFAULT_HORIZON_H",
-           "EMPTY_NOW_THRESHOLD", "empty_now_prob", "hours_to_empty"]
+           "EMPTY_NOW_THRESHOLD", "FORECAST_SALE_WINDOW_H", "empty_now_prob", "forecast_ready", "hours_to_empty"]
 
 DEFAULT_HORIZON_H = 2.0
 _UNITS = FEATURES.index("units_est")
@@ -24,11 +24,19 @@ _EXPECTED_SINCE_SALE = FEATURES.index("demand_since_sale")
 _DEMAND_2H = FEATURES.index("demand_next_2h")
 _UNEXPLAINED = FEATURES.index("units_unexplained")
 _NOISE = FEATURES.index("reading_noise")
+_SINCE_SALE = FEATURES.index("hours_since_sale")
 
 #: Operating threshold of ``empty_now`` when no manifest gives one (a gateway on the Poisson
 #: baseline: the statistical detector): ``gondola eval`` picks 0.903 for it on the validation
 #: stores (alerts on facings without a sensor 85 % right), rounded to 0.9.
 EMPTY_NOW_THRESHOLD = 0.9
+#: An ``empty_within_h`` forecast is raised only on a facing the till has sold from within this
+#: many hours (``hours_since_sale`` below its cap): a forecast of running out needs the
+#: facing's own demand seen. In a cold start this is "no sale seen yet": the model, trained on
+#: rows where a facing nobody bought from by the morning was often an empty shelf, scores such
+#: facings 0.9+ on no evidence (the first night of ``make demo`` raised 20 forecasts on facings
+#: the gateway had not heard of). Chosen on the validation stores (docs/model.md, *Cold start*).
+FORECAST_SALE_WINDOW_H = 168.0
 
 
 def _check(features: np.ndarray) -> np.ndarray:
@@ -135,6 +143,16 @@ def empty_now_prob(features: np.ndarray, trusted: np.ndarray | None = None,
     read_empty = features[:, _UNITS] <= 0.0
     return np.where(sensor & read_empty & doubted, zero,
                     np.where(sensor, read_empty.astype(np.float64), zero))
+
+
+def forecast_ready(features: np.ndarray) -> np.ndarray:
+    """(n,) bool: facings on which an ``empty_within_h`` forecast may be raised (one already
+    raised may stay and clears as usual): the till sold from the facing within
+    :data:`FORECAST_SALE_WINDOW_H`. ``empty_now`` is not gated (a shelf empty from the start
+    sells nothing). The one rule the gateway (``edge.inference``), the cloud stream and the
+    evaluation's alert replay (``models.evaluation.evaluate_alert_kinds``) apply."""
+    features = _check(features)
+    return features[:, _SINCE_SALE] < FORECAST_SALE_WINDOW_H
 
 
 def hours_to_empty(features: np.ndarray, horizon_h: float) -> np.ndarray:

@@ -11,7 +11,7 @@ Alert kinds (``stream.alerts.kind``):
   ``thresholds: {kind: value}`` sets one per kind), cleared at ``min(0.3, threshold / 2)``,
   at most one change per facing per 15 minutes: the gateway's hysteresis. Not raised on a
   facing alerted ``empty_now`` (the gateway's rule: comparing the two sides would otherwise flag
-  every empty shelf as a divergence).
+  every empty shelf as a divergence), nor on one with no sale seen (``models.scoring.forecast_ready``).
 * ``empty_now``: the gateway's detector, ``models.scoring.empty_now_prob``, at the gateway's
   threshold (the manifest's ``thresholds["empty_now"]``, else ``EMPTY_NOW_THRESHOLD``): a believed
   sensor's 0; for a facing without one (or a doubted 0) the till's evidence, or the model's score
@@ -53,7 +53,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES, FeatureCache
-from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob
+from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob, forecast_ready
 from models.replay import Facing, StoreFeatures
 
 __all__ = ["StoreScorer", "kind_thresholds", "KINDS"]
@@ -318,8 +318,9 @@ class StoreScorer:
                 raise_at = thresholds[kind]
                 p = probs
                 # As on the gateway (edge.inference): detection first, and no forecast raised on
-                # a facing alerted empty now (a forecast about an empty shelf warns of nothing).
-                want_raise = (p >= raise_at) & may_raise & ~self.raised["empty_now"]
+                # a facing alerted empty now (a forecast about an empty shelf warns of nothing),
+                # nor on one the till has not sold from (models.scoring.forecast_ready).
+                want_raise = (p >= raise_at) & may_raise & ~self.raised["empty_now"] & forecast_ready(X)
             else:
                 continue
             want_clear = p <= min(0.3, raise_at / 2)

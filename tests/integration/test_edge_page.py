@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.page import serve_page
-from edge.testing import T0, reading
+from edge.testing import T0, pos_line, reading
 from edge.wiring import EdgeSettings, build_gateway
 from gondola.clock import HOUR_MS, SimClock
 from gondola.contracts import decode_batch, validate_event
@@ -39,12 +39,14 @@ def _store(tmp_path):
     gw = build_gateway(EdgeSettings(store_id="s001", broker_host="127.0.0.1", broker_port=1, data_dir=tmp_path / "gw",
                                     hub_path=tmp_path / "hub.sqlite", planogram_path=tmp_path / "planogram.csv"),
                        clock=clock, scorer=ForecastScorer())
-    # f0 slowly emptying, f2 with 2 units left, f4 empty now, f1 full.
+    # f0 slowly emptying, f2 with 1 unit left, f4 empty now, f1 full.
     events = [reading(1, T0 + 60_000, facing_id="f0", sku="k0", device_id="shelf-s001-f0", units=9),
               reading(1, T0 + 60_000, facing_id="f2", sku="k2", device_id="shelf-s001-f2", units=2),
               reading(1, T0 + 60_000, facing_id="f4", sku="k4", device_id="shelf-s001-f4", units=0),
               reading(2, T0 + 120_000, facing_id="f4", sku="k4", device_id="shelf-s001-f4", units=0),
-              reading(1, T0 + 60_000, facing_id="f1", sku="k1", device_id="shelf-s001-f1", units=20)]
+              reading(1, T0 + 60_000, facing_id="f1", sku="k1", device_id="shelf-s001-f1", units=20),
+              # the till sold from f0 and f2 (no forecast is raised on a facing before its first sale)
+              pos_line(3, T0 + 90_000, sku="k0"), pos_line(4, T0 + 90_000, sku="k2")]
     gw.inference.observe(events)
     clock.advance_to(T0 + HOUR_MS)
     gw.run_cycle(T0 + HOUR_MS)

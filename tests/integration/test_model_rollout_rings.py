@@ -14,7 +14,7 @@ from deltalake import write_deltalake
 
 from cloud.rollout import (FolderModelStore, LakeLiveFigures, Rollout, RolloutPolicy, publish_model, ring_devices,
                            rollout_status, tag_ring)
-from edge.testing import T0, planogram_csv, reading
+from edge.testing import T0, planogram_csv, pos_line, reading
 from edge.wiring import EdgeSettings, build_gateway
 from gondola.clock import DAY_MS, HOUR_MS, SimClock
 from gondola.errors import ModelError
@@ -265,7 +265,10 @@ def test_a_shadow_scores_beside_production_raises_nothing_and_uplinks_its_would_
     assert fleet.gateways["s002"].inference.shadow is None  # not in the canary ring
     gw.collector.commit_group([(f"gondola/s001/shelf/shelf-s001-f{i}", json.dumps(reading(
         1, T0 + 30_000, store_id="s001", device_id=f"shelf-s001-f{i}", facing_id=f"f{i}", sku=f"k{i}",
-        units=3)).encode(), (0, 0)) for i in range(6)])
+        units=3)).encode(), (0, 0)) for i in range(6)]
+        # the till sold from each (no forecast is raised on a facing before its first sale)
+        + [("gondola/s001/pos/pos-s001-r01", json.dumps(pos_line(10 + i, T0 + 40_000, store_id="s001", sku=f"k{i}"))
+            .encode(), (0, 0)) for i in range(6)])
     real = gw.run_cycle(T0 + 60_000)
     assert all(not a["data"]["scorer"].startswith("shadow:") for a in real)
     stored = [json.loads(e.body) for e in gw.buffer.select_backlog(1000) if e.etype == "edge.alert"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from cloud.stream.detectors import DetectorConfig
 from firmware_sim.uplink import GatewayFaults
+from gondola.clock import HOUR_MS
 from tests.stream_sim import run_job, run_sim_stores, score_detectors
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -34,6 +36,21 @@ def test_stream_detectors_find_the_injected_anomalies_with_few_false_alarms(tmp_
     assert rows and all(r["evidence"].startswith("{") and r["since_ms"] <= r["first_seen"] for r in rows)
 
 
+def _most_raised_at_once(changes: list[dict], w) -> int:
+    """The most forecasts raised inside window ``w`` (by the broken model) that were on at once."""
+    on: set[str] = set()
+    most = 0
+    for c in sorted(changes, key=lambda c: c["ts"]):
+        if c["ts"] > w.end_ms:
+            break
+        if c["state"] == "raised" and c["ts"] >= w.start_ms:
+            on.add(c["facing_id"])
+        elif c["state"] == "cleared":
+            on.discard(c["facing_id"])
+        most = max(most, len(on))
+    return most
+
+
 def test_a_gateway_on_a_broken_model_is_flagged_and_a_healthy_one_is_not(tmp_path):
     from firmware_sim import StoreSim
     from models.replay import planograms_from_rows
@@ -49,7 +66,13 @@ def test_a_gateway_on_a_broken_model_is_flagged_and_a_healthy_one_is_not(tmp_pat
                          gateway_faults=GatewayFaults(model_broken=0.4), alerters=alerters)
     run_job(run, scorer=scorer)
     s = score_detectors(run)["alert_divergence"]
-    assert s["truth"] >= 1 and s["found"] == s["truth"], s
+    # A broken model shows only where it held at least divergence_min forecasts at once (the rule
+    # compares raised facings); since no forecast is raised before a facing's first sale
+    # (models.scoring.forecast_ready), a window on the first morning may hold fewer.
+    k = DetectorConfig().divergence_min
+    windows = [w for w in run.truth_windows() if w.kind == "model_broken" and w.start_ms < run.end_ms - HOUR_MS]
+    visible = [w for w in windows if _most_raised_at_once(alerters[w.target].changes, w) >= k]
+    assert len(visible) >= 2 and s["found"] >= len(visible) and s["found"] <= s["truth"] == len(windows), s
     assert s["precision"] == 1.0, s
     # The gateways' own alerts reached the cloud and were compared (kind empty_within_h).
     raised = [r for r in run.table("stream.alerts") if r["kind"] == "empty_within_h" and r["gateway_alive"]]

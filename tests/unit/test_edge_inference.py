@@ -32,6 +32,12 @@ def _inf(scorer, n=3, **kw):
     return Inference(plan, scorer, **kw)
 
 
+def _sold(inf, at=T0 - 60_000):
+    """The till sold one unit of each facing's SKU at ``at``: a forecast may be raised there
+    (``models.scoring.forecast_ready``)."""
+    inf.observe([pos_line(900 + i, at, sku=s.sku) for i, s in enumerate(inf.states)])
+
+
 def test_all_facings_are_scored_in_one_batched_call_per_cycle():
     s = ScriptedScorer()
     inf = _inf(s, n=5)
@@ -43,6 +49,7 @@ def test_all_facings_are_scored_in_one_batched_call_per_cycle():
 def test_alerts_raise_above_the_high_mark_clear_below_the_low_one_and_respect_dwell():
     s = ScriptedScorer()
     inf = _inf(s, n=1, raise_at=0.6, clear_at=0.3, min_dwell_ms=10 * 60_000)
+    _sold(inf)
     seq = [(0, 0.7, "raised"), (1, 0.5, None), (2, 0.1, None),  # cleared too soon: dwell holds it
            (11, 0.1, "cleared"), (12, 0.65, None), (22, 0.65, "raised"), (33, 0.4, None)]
     for minute, p, expect in seq:
@@ -96,13 +103,41 @@ def test_a_model_that_says_so_also_scores_empty_now_where_no_sensor_is_believed(
     s.thresholds = {"empty_within_h": 0.5, "empty_now": 0.9}
     plan = [PlanogramRow("f0", "k0", 10, False), PlanogramRow("f1", "k1", 10, False)]
     inf = Inference(plan, s, raise_at=0.5, clear_at=0.25, min_dwell_ms=0)
+    _sold(inf)
     assert inf.now_at == 0.9
     s.next = [0.95, 0.6]
-    s.empty_now_from_model = False  # the till's silence decides: nothing known, nothing empty
+    s.empty_now_from_model = False  # the till's silence decides: one sale, a minute ago: not empty
     assert {(c.facing_id, c.kind) for c in inf.cycle(T0)} == {("f0", "empty_within_h"), ("f1", "empty_within_h")}
     inf = Inference(plan, s, raise_at=0.5, clear_at=0.25, min_dwell_ms=0)
+    _sold(inf)
     s.empty_now_from_model = True
     assert {(c.facing_id, c.kind) for c in inf.cycle(T0)} == {("f0", "empty_now"), ("f1", "empty_within_h")}
+
+
+def test_no_forecast_before_the_till_sold_from_a_facing_but_empty_now_is_not_delayed():
+    # A cold start (make demo's first night): facings the gateway has barely heard of score high
+    # on no evidence. The forecast waits for the facing's first sale; the detection does not wait.
+    s = ScriptedScorer()
+    s.thresholds = {"empty_within_h": 0.6, "empty_now": 0.9}
+    s.empty_now_from_model = True
+    plan = [PlanogramRow("f0", "k0", 10, True), PlanogramRow("f1", "k1", 10, True), PlanogramRow("f2", "k2", 10, False)]
+    inf = Inference(plan, s, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+    # f0 reads 3 units, f1 reads 0 (empty from the start); f2 (no sensor) is unheard of.
+    inf.observe([reading(1, T0, facing_id="f0", units=3),
+                 reading(2, T0, facing_id="f1", device_id="shelf-s001-f1", sku="k1", units=0)])
+    s.next = [0.97, 0.97, 0.95]
+    changes = inf.cycle(T0 + 15 * 60_000)
+    assert {(c.facing_id, c.kind) for c in changes} == {("f1", "empty_now"), ("f2", "empty_now")}
+    assert not inf.raised.any()
+    # The till sells one unit of k0: f0's forecast is raised at the next cycle, same score.
+    inf.observe([pos_line(3, T0 + 20 * 60_000, sku="k0")])
+    changes = inf.cycle(T0 + 30 * 60_000)
+    assert [(c.facing_id, c.kind, c.state) for c in changes] == [("f0", "empty_within_h", "raised")]
+    # The shadow scorer follows the same rule.
+    inf.set_shadow(ScriptedScorer(), raise_at=0.6)
+    inf.shadow.next = [0.97, 0.97, 0.97]
+    inf.cycle(T0 + 45 * 60_000)
+    assert [c.facing_id for c in inf.take_shadow_changes()] == ["f0"]
 
 
 def test_pos_lines_are_split_across_the_facings_of_their_sku():

@@ -74,3 +74,26 @@ def test_alert_kinds_are_judged_each_by_its_own_promise():
     assert m["empty_now_no_sensor_alerts"] == 1 and m["empty_now_median_delay_min"] == 30.0
     # b's early forecast and c's are false (neither shelf empties within H of the raise): 2 per half day.
     assert m["false_alerts_per_store_day"] == 4.0 and m["false_empty_now_per_store_day"] == 0.0
+
+
+def test_the_alert_replay_raises_no_forecast_where_the_gateway_would_not():
+    # models.scoring.forecast_ready is the gateway's rule (no sale seen: no forecast); the replay
+    # holds such rows in the dead band: nothing is raised there, an alert raised before stays.
+    from models.features import FEATURES
+    from models.scoring import forecast_ready
+
+    t = T0 + np.arange(6) * 30 * MINUTE_MS
+    X = np.zeros((6, len(FEATURES)), dtype=np.float32)
+    X[:, FEATURES.index("hours_since_sale")] = [168, 168, 1, 1, 168, 168]  # a sale seen at t[2] only
+    ready = forecast_ready(X)
+    assert ready.tolist() == [False, False, True, True, False, False]
+    kw = dict(store=np.array(["s"] * 6), facing=np.array(["a"] * 6), t=t, group=np.zeros(6, dtype=int),
+              forecast=np.array([0.9, 0.9, 0.9, 0.9, 0.9, 0.9]), now=np.zeros(6), forecast_at=0.8, now_at=0.5,
+              stockouts=[("s", "a", int(t[5]), None)], no_sensor=set(), horizon_ms=2 * HOUR_MS, store_days=0.25)
+    before = evaluate_alert_kinds(**kw)
+    after = evaluate_alert_kinds(**kw, ready=ready)
+    # Ungated: raised at t[0], 2.5 h before the shelf empties (more than H): not caught ahead.
+    assert before["forecast_alerts"] == 1 and before["forecast_caught_share"] == 0.0
+    assert after["forecast_alerts"] == 1 and after["forecast_caught_share"] == 1.0
+    assert after["forecast_strict_median_lead_min"] == 90.0  # raised at t[2], held through t[4]
+

@@ -12,6 +12,7 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES
 from models.replay import planograms_from_rows
 from models.runtime import DEFAULT_MODEL, open_scorer
+from models.scoring import forecast_ready
 
 _UNITS = FEATURES.index("units_est")
 
@@ -57,10 +58,13 @@ def test_on_imputed_features_standing_forecasts_are_kept_or_cleared_but_none_is_
     X = sc.features.matrix(s)
     n = len(X)
     high = np.full(n, min(1.0, threshold + 0.2))
-    # Live: the model's high probabilities raise forecasts (on every facing not alerted empty now).
+    # Live: the model's high probabilities raise forecasts (on every facing not alerted empty now
+    # that the till has sold from: the gateway's rule, models.scoring.forecast_ready).
     raised = [r for r in sc.decide(s, X, high, scorer) if r["kind"] == "empty_within_h"]
-    m = n - int(sc.raised["empty_now"].sum())
-    assert m > 20 and len(raised) == m and {r["state"] for r in raised} == {"raised"}
+    ready = forecast_ready(X)
+    m = int((ready & ~sc.raised["empty_now"]).sum())
+    assert 20 < m < n and len(raised) == m and {r["state"] for r in raised} == {"raised"}
+    assert not sc.raised["empty_within_h"][~ready].any()
     # Silent (imputed) an hour later: ten of them fall to a low probability and are cleared, the
     # rest stay raised; none of the facings cleared comes back on imputed features alone.
     t = s + HOUR_MS
@@ -151,7 +155,7 @@ def test_divergence_compares_only_facings_whose_score_decides_the_state():
     cfg, tick = DetectorConfig(), 15 * MINUTE_MS
     sc, s = _store(17)
     X = sc.features.matrix(s)
-    sensored = np.flatnonzero((X[:, FEATURES.index("has_sensor")] > 0) & (X[:, _UNITS] > 0))
+    sensored = np.flatnonzero((X[:, FEATURES.index("has_sensor")] > 0) & (X[:, _UNITS] > 0) & forecast_ready(X))
     held, empty, wrong = sensored[:4], sensored[4:8], sensored[8:11]
     ids = sc.features.facing_ids
     p = np.zeros(len(X))
