@@ -110,6 +110,9 @@ class LakeStorage:
         current = dt.version()
         if current <= after_version:
             return None, current
+        appended = self._appended(table, dt, after_version, current, columns)
+        if appended is not None:
+            return appended, current
         try:
             cols = None if columns is None else list(columns) + ["_change_type"]
             skip = self._rearranged(dt, after_version)  # a repartition changes no row: not read
@@ -139,32 +142,108 @@ class LakeStorage:
         Raises:
             StorageError: a commit's log entry is missing or unreadable.
         """
-        import json
         from urllib.parse import unquote
-
-        from cloud.meta.backup import lake_filesystem
 
         current = self.version(table)
         adds: list[str] = []
         cdcs: list[str] = []
         if current <= after_version:
             return adds, cdcs, current
+        base = self.uri(table)
+        for actions in self._commits(table, after_version, current):
+            cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
+            added = [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
+            (cdcs if cdc else adds).extend(f"{base}/{unquote(p)}" for p in (cdc or added))
+        return adds, cdcs, current
+
+    def _commits(self, table: str, after_version: int, current: int) -> list[list[dict]]:
+        """The actions of each commit in ``(after_version, current]`` that changed rows (a
+        ``repartition`` only rearranged them: left out), from the log's JSON entries.
+
+        Raises:
+            StorageError: a commit's log entry is missing or unreadable.
+        """
+        import json
+
+        from cloud.meta.backup import lake_filesystem
+
         fs, root = lake_filesystem(self)
         layer, _, name = table.partition(".")
         folder = f"{root}/{layer}/{name}"
-        base = self.uri(table)
+        out = []
         try:
             for v in range(after_version + 1, current + 1):
                 with fs.open_input_stream(f"{folder}/_delta_log/{v:020d}.json") as f:
                     actions = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
-                if any(a.get("commitInfo", {}).get(_OPERATION) == _REPARTITION for a in actions):
-                    continue  # rows rearranged, none changed (``repartition``)
-                cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
-                added = [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
-                (cdcs if cdc else adds).extend(f"{base}/{unquote(p)}" for p in (cdc or added))
+                if not any(a.get("commitInfo", {}).get(_OPERATION) == _REPARTITION for a in actions):
+                    out.append(actions)
         except Exception as exc:
             raise StorageError(f"cannot read the log of {table} after v{after_version}: {exc}") from exc
-        return adds, cdcs, current
+        return out
+
+    def _appended(self, table: str, dt, after_version: int, current: int, columns: list[str] | None) -> pa.Table | None:
+        """``changes`` when the commits after ``after_version`` only appended files (no change
+        data files, no deletion vectors, every file with its partition values): the rows of the
+        files they added, read with pyarrow, in the schema the change feed gives (the table's
+        columns, partition columns last, plain Arrow types). ``None`` when that does not hold
+        (or the log is not readable through ``pyarrow.fs`` here): the caller reads the change
+        feed. The change feed's scan took 6x the CPU of reading the same Parquet files (1.8 s
+        against 0.3 s for a day of 100 stores' bronze); it also returns rows in no fixed order,
+        this in commit and file order.
+
+        Raises:
+            StorageError: a commit's log entry or a data file is unreadable.
+        """
+        import pyarrow.parquet as pq
+        from urllib.parse import unquote
+
+        from cloud.meta.backup import lake_filesystem
+
+        try:
+            fs, _ = lake_filesystem(self)
+        except ConfigError:
+            return None  # a store pyarrow.fs is not set up for here: the change feed reads it
+        parts = list(dt.metadata().partition_columns)
+        files = []
+        for actions in self._commits(table, after_version, current):
+            for a in actions:
+                if "cdc" in a:
+                    return None
+                add = a.get("add")
+                if add is None or not add.get("dataChange", True):
+                    continue
+                if add.get("deletionVector") or not set(parts) <= set(add.get("partitionValues") or {}):
+                    return None
+                files.append(add)
+        full = pa.schema(dt.schema().to_arrow())
+        schema = _plain_schema(pa.schema([f for f in full if f.name not in parts] + [full.field(p) for p in parts]))
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns])
+        data_cols = [f.name for f in schema if f.name not in parts]
+        base = self.uri(table)
+        _, root = lake_filesystem(self)
+        folder = f"{root}/{table.replace('.', '/', 1)}"
+        tables = []
+        try:
+            for add in files:
+                path = unquote(add["path"])
+                with fs.open_input_file(f"{folder}/{path}") as f:
+                    pf = pq.ParquetFile(f)
+                    have = set(pf.schema_arrow.names)
+                    rows = pf.read(columns=[c for c in data_cols if c in have])
+                cols = []
+                for fld in schema:
+                    if fld.name in parts:
+                        value = add["partitionValues"][fld.name]
+                        cols.append(pa.array([value] * rows.num_rows, pa.string()).cast(fld.type))
+                    elif fld.name in have:
+                        cols.append(rows[fld.name].cast(fld.type))
+                    else:
+                        cols.append(pa.nulls(rows.num_rows, fld.type))
+                tables.append(pa.Table.from_arrays(cols, schema=schema))
+        except Exception as exc:
+            raise StorageError(f"cannot read changes of {table} at {base} after v{after_version}: {exc}") from exc
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def file_uris(self, table: str) -> list[str]:
         """The Parquet files of the table's current version (Spark reads these)."""
@@ -496,15 +575,20 @@ def file_stats(table: str, rows: pa.Table) -> str:
 
 def _plain(table: pa.Table) -> pa.Table:
     """Cast the change feed's view types (string_view, ...) back to the plain Arrow types."""
+    return table.cast(_plain_schema(table.schema))
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with plain Arrow types for view types (string_view, binary_view), without metadata."""
     fields = []
-    for f in table.schema:
+    for f in schema:
         t = f.type
         if pa.types.is_string_view(t):
             t = pa.string()
         elif pa.types.is_binary_view(t):
             t = pa.binary()
         fields.append(pa.field(f.name, t, f.nullable))
-    return table.cast(pa.schema(fields))
+    return pa.schema(fields)
 
 
 def open_storage(uri: str | os.PathLike, storage_options: Mapping[str, str] | None = None) -> LakeStorage:

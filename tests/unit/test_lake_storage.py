@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud.lake.storage import LocalStorage, ObjectStorage, open_storage
 from gondola.errors import ConfigError, StorageError
@@ -167,3 +169,85 @@ def test_a_repartition_streams_the_table_a_batch_at_a_time_and_keeps_every_row(t
     rows = storage.read("gold.feature_state").sort_by("store_id")
     assert list(zip(rows["store_id"].to_pylist(), rows["date"].to_pylist())) == [
         ("a", "2026-01-01"), ("b", "2026-01-02"), ("s0", "2026-01-01"), ("s1", "2026-01-02"), ("s2", "2026-01-03")]
+
+
+
+def _changes_both_ways(storage, table: str, after: int, monkeypatch, columns=None) -> tuple:
+    """``changes`` as it reads appended files itself (with whether it did), and through
+    deltalake's change feed; each checked for the version read up to."""
+    import cloud.lake.storage as st
+
+    appended, took = st.LakeStorage._appended, []
+
+    def spy(*args, **kwargs):
+        took.append(appended(*args, **kwargs) is not None)
+        return appended(*args, **kwargs)
+
+    monkeypatch.setattr(st.LakeStorage, "_appended", spy)
+    fast, v1 = storage.changes(table, after, columns=columns)
+    monkeypatch.setattr(st.LakeStorage, "_appended", lambda *a, **k: None)
+    feed, v2 = storage.changes(table, after, columns=columns)
+    monkeypatch.undo()
+    assert v1 == v2 == storage.version(table)
+    return fast, feed, took == [True]
+
+
+def _same_rows(a: pa.Table | None, b: pa.Table | None) -> None:
+    assert (a is None) == (b is None)
+    if a is None:
+        return
+    assert a.schema.equals(b.schema, check_metadata=True), (a.schema, b.schema)
+    key = lambda t: sorted(zip(*[t[c].to_pylist() for c in t.column_names]), key=repr)  # noqa: E731
+    assert key(a) == key(b)
+
+
+def test_changes_read_from_appended_files_equal_the_change_feed(tmp_path, monkeypatch):
+    """The fast path of ``changes`` (the Parquet files the commits appended, read by pyarrow) gives
+    the change feed's rows and schema (types, partition column last, no metadata) after every
+    version: appends to a date-partitioned table with a NULL partition, a column added later, an
+    empty commit, and a column subset; a rewrite (change-data files) is left to the feed."""
+    storage = open_storage(tmp_path / "lake")
+    t = "silver.pos_line"  # partitioned by the UTC date of ts; the dictionary gives field metadata
+    day = 1_767_225_600_000
+    rows = lambda devs, seqs, ts, **more: pa.table({"device_id": pa.array(devs, pa.string()),  # noqa: E731
+                                                    "seq": pa.array(seqs, pa.int64()), "ts": pa.array(ts, pa.int64()),
+                                                    **more})
+    storage.write(t, rows(["a", "b"], [1, 2], [day, day + 86_400_000]), txns=[("app", 1)])
+    storage.write(t, rows(["c"], [3], [None], sku=["x"]))  # a NULL date, and a new column
+    storage.write(t, rows([], [], []), txns=[("app", 2)])  # an empty commit
+    storage.write(t, rows(["d", "e"], [4, 5], [day, day + 1], sku=["y", None]))
+    for after in range(-1, 4):
+        for columns in (None, ["sku", "date", "device_id"]):
+            fast, feed, took = _changes_both_ways(storage, t, after, monkeypatch, columns)
+            _same_rows(fast, feed)
+            assert took == (after < 3), after  # after the last version there is nothing to read
+    fast, _, _ = _changes_both_ways(storage, t, -1, monkeypatch)
+    assert fast.column_names[-1] == "date" and fast.num_rows == 5
+    assert sorted(fast["date"].to_pylist(), key=str) == ["2026-01-01", "2026-01-01", "2026-01-01", "2026-01-02", None]
+    fast, feed, took = _changes_both_ways(storage, t, 2, monkeypatch)  # after the empty commit
+    _same_rows(fast, feed)
+    assert took and sorted(fast["device_id"].to_pylist()) == ["d", "e"]
+    # a rewrite writes change-data files: the change feed reads it (inserts and post-images)
+    storage.write(t, rows(["d2"], [4], [day], sku=pa.array([None], pa.string())), mode="overwrite", predicate="seq = 4")
+    for after in (-1, 3):
+        fast, feed, took = _changes_both_ways(storage, t, after, monkeypatch)
+        _same_rows(fast, feed)
+        assert not took and "d2" in fast["device_id"].to_pylist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.integers(-62_135_596_800_001, 253_402_300_800_000),
+                          st.integers(-86_400_001, 86_400_001)), max_size=40), st.integers(1, 3))
+def test_the_dates_formatted_once_per_day_are_arrows_strftime_on_every_row(ms, chunks):
+    """``utc_dates`` (the partition column) formats each distinct day once: the same strings (and
+    NULLs) as Arrow's ``strftime`` on every row, over int64's whole range, the year 1 / 9999
+    edges and midnight +-1 ms, from arrays and chunked columns."""
+    from cloud.lake.tables import _MAX_MS, _MIN_MS, _strftime_dates, utc_dates
+
+    want = [None if m is None or not _MIN_MS <= m <= _MAX_MS else _strftime_dates(pa.array([m], pa.int64()))[0].as_py()
+            for m in ms]
+    step = max(1, -(-len(ms) // chunks))
+    column = pa.chunked_array([pa.array(ms[i:i + step], pa.int64()) for i in range(0, len(ms), step)], pa.int64())
+    for given_ms in (pa.array(ms, pa.int64()), column):
+        got = utc_dates(given_ms)
+        assert got.type == pa.string() and got.to_pylist() == want
