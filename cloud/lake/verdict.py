@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from gondola.contracts import EVENT_TYPES, field_rules, parse_event
 from gondola.errors import ContractError
 
-__all__ = ["accepted_mask", "contract_verdicts"]
+__all__ = ["accepted_mask", "contract_verdicts", "has_backslash"]
 
 def _kind_type(kind: type, lo, hi, choices) -> Any:
     """One kind of a field as an annotated type with the contract's bounds (``None``: no fast rule)."""
@@ -106,10 +106,10 @@ def accepted_mask(lines: pa.Array | pa.ChunkedArray) -> np.ndarray:
     ok = np.zeros(n, dtype=bool)
     if n == 0 or _DECODER is None:
         return ok
-    # (Arrow's plain kernels, not one regular expression: a third of the time on a day of 100 stores)
-    gated = pc.and_kleene(pc.and_kleene(pc.string_is_ascii(lines), pc.ascii_is_printable(lines)),
-                          pc.invert(pc.match_substring(lines, "\\")))
-    at = np.flatnonzero(np.asarray(pc.fill_null(gated, False)))
+    # (Arrow's plain kernels, not one regular expression: a third of the time on a day of 100 stores;
+    # the backslash found in the text buffer by numpy, 9x less CPU than Arrow's substring search)
+    gated = pc.and_kleene(pc.string_is_ascii(lines), pc.ascii_is_printable(lines))
+    at = np.flatnonzero(np.asarray(pc.fill_null(gated, False)) & ~has_backslash(lines))
     if len(at) == 0:
         return ok
     if len(at) < n:
@@ -127,6 +127,29 @@ def accepted_mask(lines: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if 1 + len(top) - top.count(_UNSET) + len(data) - data.count(_UNSET) == n_keys:
             ok[i] = True
     return ok
+
+
+def has_backslash(lines: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Per line: whether its text holds a backslash (False for a null line): one scan of the
+    text buffer for the byte, each hit placed in its line by the offsets."""
+    if isinstance(lines, pa.ChunkedArray):
+        parts = [has_backslash(chunk) for chunk in lines.chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+    if not (pa.types.is_string(lines.type) or pa.types.is_large_string(lines.type)):
+        return has_backslash(lines.cast(pa.large_string()))  # string_view: no offsets buffer
+    n = len(lines)
+    out = np.zeros(n, dtype=bool)
+    _, offsets_buf, data = lines.buffers()
+    if n == 0 or data is None or data.size == 0:
+        return out
+    width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=width)[lines.offset: lines.offset + n + 1]
+    text = np.frombuffer(data, dtype=np.uint8)[offsets[0]: offsets[-1]]
+    hits = np.flatnonzero(text == ord("\\")) + offsets[0]
+    # the line a byte at p is in: the last line starting at or before p (an empty or null line
+    # starts where the next one does, and the next one comes later in the offsets)
+    out[np.searchsorted(offsets, hits, side="right") - 1] = True
+    return out
 
 
 def contract_verdicts(lines: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -193,3 +193,20 @@ def test_the_bulk_verdict_decides_a_gateways_traffic_in_sql_and_refuses_what_par
     assert accepted_mask(lines).tolist() == [True] * len(good) + [False] * len(bad)
     assert contract_verdicts(lines).to_pylist() == [None] * len(good) + [
         "wrong_type", "wrong_type", "unknown_field", "bad_json", "out_of_range", "bad_json", "not_object"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from('a"\\:{} \x00é\U0001f600'), max_size=8)), max_size=30),
+       st.integers(0, 5), st.integers(0, 5), st.sampled_from([pa.string(), pa.large_string(), pa.string_view()]))
+def test_the_backslash_scan_of_the_text_buffer_is_arrows_substring_search(texts, start, cut, type_):
+    """The gate's backslash test (numpy over the text buffer and offsets) gives Arrow's
+    ``match_substring`` on every line: null and empty lines, multi-byte text, sliced arrays
+    (offsets not at 0) and chunked columns."""
+    from cloud.lake.verdict import has_backslash
+
+    whole = pa.array(texts, type_)
+    sliced = whole.slice(min(start, len(texts)), max(0, len(texts) - start - cut))
+    chunked = pa.chunked_array([whole.slice(0, start), whole.slice(start)], type_)
+    for lines in (whole, sliced, chunked):
+        want = [t is not None and "\\" in t for t in lines.to_pylist()]
+        assert has_backslash(lines).tolist() == want
