@@ -21,7 +21,22 @@ The label of a row (facing, instant ``t``) says whether the facing is empty at s
     sale before the proof (at most ``EVIDENCE_MS`` before) took the last unit, so the facing was
     empty from that sale on;
   - **till** (a sale of a SKU that has one facing) or **shelf_check** (outcome ``was_fine``): the
-    shelf had stock then, so it had stock at every moment since the last restock before it.
+    shelf had stock then, so it had stock at every moment since the last restock before it;
+  - **ledger**: the units of a facing whose SKU has no other facing, counted from the restocks'
+    ``units_added`` and the till's net sales (sales minus voids). Units only enter the shelf at a
+    restock and leave it at least as fast as the till sells them (shrink only takes more), so at
+    every moment ``x`` the facing holds at most ``capacity + added(s, x] - sold(s, x]`` for any
+    earlier ``s`` (it held at most its capacity at ``s``) and at least ``sold(x, u] - added(x, u]``
+    for any later ``u`` (what sold after ``x`` was on the shelf at ``x`` or came in after it).
+    When the first bound reaches 0 at a sale, that sale took the last unit: empty until the next
+    restock (a proof of a gap, as above; dropped when the till sells the SKU again before a
+    restock, which contradicts it, or when a restock follows within ``RESTOCK_SLACK_MS``: a till
+    and a handheld are not ordered that finely). When the second bound is above 0 at the end of
+    the window and just before every restock inside it, the shelf had stock throughout: 0. No
+    assumption about how full a restock leaves the shelf (staff fill partly, or a short backroom
+    fills partly) and no count on the shelf is needed; a restock that was not scanned, a return put
+    back on the shelf or a wrong planogram capacity would break it (a restock ``shelf_check``
+    whose units are unknown only ends what the ledger can say).
 
   A row is 1 when its window meets a proven empty interval, 0 when a stock sighting in
   ``[t + H, t + EVIDENCE_MS]`` has no restock between ``t`` and it, and NULL otherwise. A gap scan that did not
@@ -40,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
-__all__ = ["evidence_labels", "SENSOR_SILENCE_MS", "EVIDENCE_MS", "LABEL_SOURCES"]
+__all__ = ["evidence_labels", "SENSOR_SILENCE_MS", "EVIDENCE_MS", "RESTOCK_SLACK_MS", "LABEL_SOURCES"]
 
 #: A live sensor reports at least every heartbeat (180 min by default); a longer silence
 #: means nobody watched the shelf through it.
@@ -51,13 +66,19 @@ SENSOR_SILENCE_MS = 4 * 3_600_000
 #: can change (``cloud.lake.runner``: ``LABEL_REACH_DAYS``): a row depends only on evidence from
 #: ``2 * EVIDENCE_MS`` before it to ``EVIDENCE_MS + H`` after it.
 EVIDENCE_MS = 20 * 3_600_000
+#: A ledger's proof of a gap that a restock ends within this is no proof: the unit the till rang up
+#: just before the restock's scan may have been taken after the refill.
+RESTOCK_SLACK_MS = 10 * 60_000
+#: Units a ``shelf_check`` that restocked (units unknown) adds in the ledger: "as many as fit".
+_UNKNOWN_FILL = float(2 ** 40)
 #: Values of ``gold.features.label_source`` (NULL: nobody observed the label).
-LABEL_SOURCES = ("sensor", "gap_scan", "restock", "till", "shelf_check")
+LABEL_SOURCES = ("sensor", "gap_scan", "restock", "till", "shelf_check", "ledger")
 _INF = np.iinfo(np.int64).max // 4
 
 
 _SHELF_CHECK, _TILL = LABEL_SOURCES.index("shelf_check"), LABEL_SOURCES.index("till")
 _GAP_SCAN, _RESTOCK, _SENSOR = LABEL_SOURCES.index("gap_scan"), LABEL_SOURCES.index("restock"), LABEL_SOURCES.index("sensor")
+_LEDGER = LABEL_SOURCES.index("ledger")
 
 
 def _columns(table: pa.Table | None, cols: tuple[str, ...]) -> list[np.ndarray]:
@@ -114,6 +135,71 @@ class _Events:
         j = np.searchsorted(self.key, key, side=side) - 1
         jc = np.maximum(j, 0)
         return jc, (j >= 0) & (self.fi[jc] == fi) if len(self.key) else np.zeros(len(key), bool)
+
+
+class _Range:
+    """Minimum or maximum of ``values[lo:hi]`` for many ranges at once (a sparse table)."""
+
+    def __init__(self, values: np.ndarray, op):
+        self.op, self.levels = op, [np.asarray(values, np.float64)]
+        while 2 ** len(self.levels) <= len(values):
+            prev, half = self.levels[-1], 2 ** (len(self.levels) - 1)
+            self.levels.append(op(prev[:-half], prev[half:]))
+
+    def __call__(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Per range (``hi > lo`` required) the extreme of ``values[lo:hi]``."""
+        k = np.floor(np.log2(np.maximum(hi - lo, 1))).astype(np.int64)
+        out = np.empty(len(lo), np.float64)
+        for level in np.unique(k).tolist():
+            m = k == level
+            out[m] = self.op(self.levels[level][lo[m]], self.levels[level][hi[m] - 2 ** level])
+        return out
+
+
+class _Ledger:
+    """The units of every facing with its own sales: restocks in (``+units_added``; a restock
+    check ``+_UNKNOWN_FILL``), net sales out, sorted by (facing, time; restocks first at a tie),
+    with the running balance ``c`` per facing (0 before its first event)."""
+
+    def __init__(self, bands: _Bands, fi: np.ndarray, ts: np.ndarray, delta: np.ndarray, is_sale: np.ndarray):
+        self.ev = _Events(bands, fi, ts, is_sale.astype(np.int64), delta)
+        self.is_sale, self.delta = self.ev.extra[0].astype(bool), self.ev.extra[1].astype(np.float64)
+        total = np.cumsum(self.delta)
+        first = np.searchsorted(self.ev.fi, self.ev.fi, side="left")
+        self.c = total - np.where(first > 0, total[np.maximum(first - 1, 0)], 0.0)
+        self.max, self.min = _Range(self.c, np.maximum), _Range(self.c, np.minimum)
+
+    def balance_at(self, fi: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """The balance after every event of facing ``fi`` at or before ``key``."""
+        j, found = self.ev.last_before(fi, key, side="right")
+        return np.where(found, self.c[j] if len(self.c) else 0.0, 0.0)
+
+    def empty_after(self, capacity: np.ndarray, bands: _Bands) -> np.ndarray:
+        """Sales after which the facing held at most 0 units (the upper bound from any moment up
+        to ``EVIDENCE_MS`` before), not contradicted by a next event that is a sale or void
+        before a restock, nor followed by a restock within ``RESTOCK_SLACK_MS``."""
+        ev, n = self.ev, len(self.c)
+        if n == 0:
+            return np.zeros(0, bool)
+        lo = np.searchsorted(ev.key, bands.key(ev.fi, ev.ts - EVIDENCE_MS), side="right")
+        most = np.maximum(self.max(lo, np.arange(n) + 1), self.balance_at(ev.fi, bands.key(ev.fi, ev.ts - EVIDENCE_MS)))
+        cap = capacity[ev.fi].astype(np.float64)
+        proof = self.is_sale & (self.delta < 0) & (cap > 0) & (cap + self.c - most <= 0)
+        nxt = np.minimum(np.arange(n) + 1, n - 1)
+        has_next = (np.arange(n) + 1 < n) & (ev.fi[nxt] == ev.fi) & (ev.ts[nxt] - ev.ts < EVIDENCE_MS)
+        contradicted = has_next & (self.is_sale[nxt] | (ev.ts[nxt] - ev.ts <= RESTOCK_SLACK_MS))
+        return proof & ~contradicted
+
+    def stocked(self, fi: np.ndarray, x: np.ndarray, until: np.ndarray, bands: _Bands) -> np.ndarray:
+        """Whether facing ``fi`` held a unit at instant ``x``: what sold after ``x`` (up to
+        ``until``) beyond what came in meanwhile was on the shelf at ``x``."""
+        lo = np.searchsorted(self.ev.key, bands.key(fi, x), side="right")
+        hi = np.searchsorted(self.ev.key, bands.key(fi, until), side="right")
+        ok = hi > lo
+        out = np.zeros(len(x), bool)
+        if ok.any():
+            out[ok] = self.balance_at(fi[ok], bands.key(fi[ok], x[ok])) - self.min(lo[ok], hi[ok]) > 0
+        return out
 
 
 def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray, sensor_now: np.ndarray,
@@ -179,10 +265,23 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     seen = _Events(bands, np.r_[c_fi[fine], s_fi[s_keep]], np.r_[c_ts[fine].astype(np.int64), p_ts[s_keep].astype(np.int64)],
                    np.r_[np.full(fine.sum(), _SHELF_CHECK), np.full(s_keep.sum(), _TILL)].astype(np.int64))
     till = _Events(bands, s_fi[s_keep], p_ts[s_keep].astype(np.int64))
-    # proofs of a gap (ts, source): gap scans, and just before a restock of a whole facing
+    # the ledger of each facing with its own sales: restocks in, the till's sales and voids out
+    line = np.array([(k or "sale") in ("sale", "void") for k in kind.tolist()], bool) & (s_fi >= 0) \
+        if len(sku) else np.zeros(0, bool)
+    units = np.array([0.0 if q is None or q != q else float(q) for q in qty.tolist()], np.float64)
+    k_in, c_in = has_sales[k_fi] & (added > 0), has_sales[c_fi] & restocked
+    ledger = _Ledger(bands, np.r_[k_fi[k_in], c_fi[c_in], s_fi[line]],
+                     np.r_[k_ts[k_in], c_ts[c_in].astype(np.int64), p_ts[line].astype(np.int64)],
+                     np.r_[added[k_in], np.full(c_in.sum(), _UNKNOWN_FILL), -units[line]],
+                     np.r_[np.zeros(k_in.sum() + c_in.sum(), bool), np.ones(line.sum(), bool)])
+    emptied = ledger.empty_after(capacity, bands)
+    # proofs of a gap (ts, source): gap scans, just before a restock of a whole facing, just after
+    # the sale that emptied a ledger
     full = (capacity[k_fi] > 0) & (added >= capacity[k_fi]) if len(k_fi) else np.zeros(0, bool)
-    proofs = _Events(bands, np.r_[g_fi, k_fi[full]], np.r_[g_ts.astype(np.int64), k_ts[full] - 1],
-                     np.r_[np.full(len(g_fi), _GAP_SCAN), np.full(full.sum(), _RESTOCK)].astype(np.int64))
+    proofs = _Events(bands, np.r_[g_fi, k_fi[full], ledger.ev.fi[emptied]],
+                     np.r_[g_ts.astype(np.int64), k_ts[full] - 1, ledger.ev.ts[emptied] + 1],
+                     np.r_[np.full(len(g_fi), _GAP_SCAN), np.full(full.sum(), _RESTOCK),
+                           np.full(emptied.sum(), _LEDGER)].astype(np.int64))
 
     # rows sorted by (facing, t): a proof labels a contiguous run of them
     order = np.lexsort((t, fi))
@@ -201,6 +300,20 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
         label[neg] = 0
         source[neg] = seen.extra[0][last][neg]
         now[has & (e >= rt)] = 0
+    # the ledger: stock at the window's end and just before every restock inside it
+    todo = np.flatnonzero((label < 0) & has_sales[rf])
+    if len(todo) and len(ledger.c):
+        tf, tt = rf[todo], rt[todo]
+        until = tt + EVIDENCE_MS
+        ok = ledger.stocked(tf, tt + horizon_ms, until, bands)
+        first = np.searchsorted(bounds.key, rkey[todo], side="right")
+        inside = np.searchsorted(bounds.key, bands.key(tf, tt + horizon_ms), side="right") - first
+        for k in range(int(inside.max(initial=0))):
+            m = ok & (inside > k)
+            x = bounds.ts[first[m] + k] - 1
+            ok[m] = ledger.stocked(tf[m], x, until[m], bands)
+        label[todo[ok]], source[todo[ok]] = 0, _LEDGER
+        now[todo[ok & (now[todo] < 0)]] = 0
     if len(proofs.key):
         pf, p, psrc = proofs.fi, proofs.ts, proofs.extra[0]
         # empty until the next restock, sale or "was fine" check after the proof

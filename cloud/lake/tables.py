@@ -421,8 +421,8 @@ _defs: list[TableDef] = [
                            "nobody observed it (left out of training and evaluation)"),
         ("empty_now", "int32", "1 when the facing is empty at the sample instant (NULL: not observed)"),
         ("label_source", "string", "the evidence behind the label: sensor, gap_scan, restock (a refill of a whole "
-                                   "facing), till (a sale of a one-facing SKU after the horizon), shelf_check; NULL: "
-                                   "unobserved"),
+                                   "facing), till (a sale of a one-facing SKU after the horizon), shelf_check, ledger (a "
+                                   "one-facing SKU's units from restocks in and till sales out); NULL: unobserved"),
         ("label_without_sensor", "int32", "the label staff and till evidence alone give (NULL: they say nothing); "
                                           "on sensor rows it measures that evidence's bias, which training evens out"),
         ("horizon_h", "double", "label horizon, hours"),

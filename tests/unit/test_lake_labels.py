@@ -22,12 +22,13 @@ def table(**cols) -> pa.Table:
     return pa.table(cols)
 
 
-def labels(facing: str, hours: list[float], *, sensor_label=None, sensor_now=None, **events):
+def labels(facing: str, hours: list[float], *, sensor_label=None, sensor_now=None, plan_extra=False, **events):
     t = np.array([at(h) for h in hours], np.int64)
     f = np.array([facing] * len(t), dtype=object)
     z = np.zeros(len(t), np.int64)
+    plan = [Facing("f5", "k1", 3)] if plan_extra else PLAN  # f5: a 3-unit facing, its SKU's only one
     lab, now, src, staff = evidence_labels(f, t, z if sensor_label is None else np.array(sensor_label),
-                                           z if sensor_now is None else np.array(sensor_now), PLAN, events, HORIZON)
+                                           z if sensor_now is None else np.array(sensor_now), plan, events, HORIZON)
     # without a sensor, staff and till evidence is the label
     assert [x for x, s in zip(staff.tolist(), src.tolist()) if s != "sensor"] == \
         [x for x, s in zip(lab.tolist(), src.tolist()) if s != "sensor"]
@@ -120,3 +121,50 @@ def test_evidence_more_than_its_reach_after_a_row_does_not_label_it_and_the_lake
     # a run recomputes every row new evidence can change, with the evidence those rows need
     assert EVIDENCE_MS + LABEL_HORIZON_H * H <= LABEL_REACH_DAYS * 24 * H
     assert 2 * EVIDENCE_MS <= (LABEL_CONTEXT_DAYS - LABEL_REACH_DAYS) * 24 * H
+
+
+def lines(*rows) -> pa.Table:
+    """Till lines (hour, sku, qty, kind)."""
+    return table(sku=[s for _, s, _, _ in rows], ts=[at(h) for h, _, _, _ in rows], qty=[float(q) for _, _, q, _ in rows],
+                 kind=[k for _, _, _, k in rows])
+
+
+def test_a_sensorless_facing_the_till_emptied_is_labelled_1_from_the_emptying_sale_to_a_partial_refill():
+    # f1 (capacity 10, its SKU's only facing) refilled with 10 at 6:00, sold 2 units at 7, 8, 8.5, 9
+    # and 9.5 (ten in all: the shelf held at most 10), refilled with 6 (not a whole facing) at 15:00
+    pos = lines(*((h, "k1", 2, "sale") for h in (7, 8, 8.5, 9, 9.5)))
+    lab, now, src = labels("f1", [7, 8, 10, 14, 15], pos=pos, restocks=restocks((6, "f1", 10), (15, "f1", 6)))
+    # 7 -> (7, 9] ends before the last unit went; 8 -> (8, 10] meets it; the gap lasts until 15:00
+    assert lab[1:4] == [1, 1, 1] and src[1:4] == ["ledger"] * 3
+    assert now[1:4] == [0, 1, 1]
+    assert lab[4] == -1 and src[4] is None  # after the partial refill nothing is known
+
+
+def test_sales_beyond_what_a_refill_added_prove_stock_before_it():
+    # restocked with 3 at 11:00, then 4 units sold by 15:00: at least one unit was there before 11:00
+    pos = lines(*((h, "k1", 1, "sale") for h in (12, 13, 14, 15)))
+    lab, now, src = labels("f1", [10], pos=pos, restocks=restocks((11, "f1", 3)))
+    assert lab == [0] and src == ["ledger"] and now == [0]
+    # 3 units sold after a refill of 3: they may all have been the new ones
+    pos = lines(*((h, "k1", 1, "sale") for h in (12, 13, 14)))
+    lab, _, src = labels("f1", [10], pos=pos, restocks=restocks((11, "f1", 3)))
+    assert lab == [-1] and src == [None]
+
+
+def test_the_ledger_nets_voids_and_drops_an_emptying_the_till_or_a_refill_contradicts():
+    # capacity 3: three units sold after a full refill empty it (until the partial refill at 15:00) ...
+    three = [(7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale")]
+    refills = restocks((6, "f5", 3), (15, "f5", 2))
+    lab, _, src = labels("f5", [8, 10], pos=lines(*three), restocks=refills, plan_extra=True)
+    assert lab == [1, 1] and src == ["ledger", "ledger"]
+    # ... but not when the third scan was voided: a unit is still there
+    lab, _, src = labels("f5", [8, 10], pos=lines(*three, (9.001, "k1", -1, "void")), restocks=refills, plan_extra=True)
+    assert 1 not in lab
+    # emptied at 9:00 by the ledger, but the till sells the SKU again at 12:00 before any refill
+    sold_again = lines((7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale"), (12, "k1", 1, "sale"))
+    lab, _, src = labels("f5", [8, 9, 10], pos=sold_again, restocks=restocks((6, "f5", 3)), plan_extra=True)
+    assert 1 not in lab
+    # emptied at 9:00 and refilled 5 minutes later: the sale may have rung up after the refill
+    lab, _, _ = labels("f5", [8], pos=lines((7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale")),
+                       restocks=restocks((6, "f5", 3), (9 + 5 / 60, "f5", 2)), plan_extra=True)
+    assert lab == [-1]

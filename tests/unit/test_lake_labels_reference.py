@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cloud.lake.labels import EVIDENCE_MS, LABEL_SOURCES, SENSOR_SILENCE_MS, evidence_labels
+from cloud.lake.labels import EVIDENCE_MS, LABEL_SOURCES, RESTOCK_SLACK_MS, SENSOR_SILENCE_MS, evidence_labels
 from models.replay import Facing
 
 H = 3_600_000
@@ -45,7 +45,44 @@ def _sensor_watched(t, readings, horizon_ms):
     return ok & (gaps_before[hi_c] - gaps_before[lo_c] == 0)
 
 
-def _facing_evidence(t, horizon_ms, restocks, capacity, scans, checks, sales):
+def _ledger(restocks, checks, lines):
+    """A facing's ledger, sorted as (ts, is_sale, delta): restocks and restock checks in, till lines out."""
+    events = [(int(ts), 0, float(added)) for ts, added in restocks if (added or 0) > 0]
+    events += [(int(ts), 0, float(2 ** 40)) for ts, outcome in checks if outcome == "restocked"]
+    events += [(int(ts), 1, -float(q)) for ts, q in lines]
+    events.sort()
+    c, out = 0.0, []
+    for ts, is_sale, delta in events:
+        c += delta
+        out.append((ts, is_sale, delta, c))
+    return out
+
+
+def _balance(ledger, x):
+    return ([c for ts, _, _, c in ledger if ts <= x] or [0.0])[-1]
+
+
+def _ledger_proofs(ledger, capacity):
+    proofs = []
+    for i, (ts, is_sale, delta, c) in enumerate(ledger):
+        if not (is_sale and delta < 0 and capacity > 0):
+            continue
+        most = max([_balance(ledger, ts - EVIDENCE_MS)] + [cj for tj, _, _, cj in ledger[:i + 1] if tj > ts - EVIDENCE_MS])
+        if capacity + c - most > 0:
+            continue
+        if i + 1 < len(ledger) and ledger[i + 1][0] - ts < EVIDENCE_MS and \
+                (ledger[i + 1][1] or ledger[i + 1][0] - ts <= RESTOCK_SLACK_MS):
+            continue  # the till sells again before a restock, or a restock follows at once
+        proofs.append((ts + 1, LABEL_SOURCES.index("ledger")))
+    return proofs
+
+
+def _stocked(ledger, x, until):
+    later = [c for ts, _, _, c in ledger if x < ts <= until]
+    return bool(later) and _balance(ledger, x) - min(later) > 0
+
+
+def _facing_evidence(t, horizon_ms, restocks, capacity, scans, checks, sales, lines=None):
     n = len(t)
     label, now, source = np.full(n, -1, np.int64), np.full(n, -1, np.int64), np.full(n, -1, np.int64)
     b = np.array(sorted([int(ts) for ts, added in restocks if (added or 0) > 0]
@@ -59,6 +96,8 @@ def _facing_evidence(t, horizon_ms, restocks, capacity, scans, checks, sales):
     proofs = [(int(ts), LABEL_SOURCES.index("gap_scan")) for (ts,) in scans]
     proofs += [(int(ts) - 1, LABEL_SOURCES.index("restock")) for ts, added in restocks
                if capacity > 0 and (added or 0) >= capacity]
+    ledger = _ledger(restocks, checks, lines) if lines is not None else []
+    proofs += _ledger_proofs(ledger, capacity)
     proofs.sort()
     if len(s_ts):
         limit = np.r_[b, _INF][np.searchsorted(b, t, side="right")]
@@ -69,6 +108,13 @@ def _facing_evidence(t, horizon_ms, restocks, capacity, scans, checks, sales):
         label[neg] = 0
         source[neg] = s_src[np.maximum(last, 0)][neg]
         now[has & (e >= t)] = 0
+    if ledger:
+        for i in np.flatnonzero(label < 0).tolist():
+            ti = int(t[i])
+            points = [int(r) - 1 for r in b if ti < r <= ti + horizon_ms] + [ti + horizon_ms]
+            if all(_stocked(ledger, x, ti + EVIDENCE_MS) for x in points):
+                label[i], source[i] = 0, LABEL_SOURCES.index("ledger")
+                now[i] = 0 if now[i] < 0 else now[i]
     for p, src in proofs:
         end = min(b[b > p][:1].tolist() + s_ts[s_ts > p][:1].tolist() + [p + EVIDENCE_MS])
         start = p
@@ -93,20 +139,23 @@ def _reference(facing, t, sensor_label, sensor_now, plan, events, horizon_ms):
     facings_of_sku = {}
     for f in plan:
         facings_of_sku[f.sku] = facings_of_sku.get(f.sku, 0) + 1
-    sales = {}
+    sales, lines = {}, {}
     for sku, ts, qty, kind in _rows(events.get("pos"), ("sku", "ts", "qty", "kind")):
         if (kind or "sale") == "sale" and (qty or 0) > 0:
             sales.setdefault(str(sku), []).append(int(ts))
+        if (kind or "sale") in ("sale", "void"):
+            lines.setdefault(str(sku), []).append((int(ts), 0.0 if qty is None or qty != qty else float(qty)))
     spec = {f.facing_id: f for f in plan}
     for fid in sorted(set(facing.astype(str).tolist())):
         idx = np.flatnonzero(facing.astype(str) == fid)
         f = spec.get(fid)
         tt = t[idx].astype(np.int64)
-        own_sales = None
+        own_sales = own_lines = None
         if f is not None and facings_of_sku.get(f.sku) == 1:
             own_sales = np.sort(np.array(sales.get(f.sku, []), np.int64))
+            own_lines = lines.get(f.sku, [])
         lab, nw, src = _facing_evidence(tt, horizon_ms, restocks.get(fid, []), int(f.capacity) if f else 0,
-                                        scans.get(fid, []), checks.get(fid, []), own_sales)
+                                        scans.get(fid, []), checks.get(fid, []), own_sales, own_lines)
         staff[idx] = lab
         own = readings.get(fid, [])
         watched = _sensor_watched(tt, np.array([r[0] for r in own], np.int64), horizon_ms)
@@ -179,10 +228,12 @@ def test_every_facing_at_once_equals_the_per_facing_reference(seed):
 
 def test_the_random_stores_reach_every_rule():
     """The comparison above is only as good as its stores: every source and value occurs."""
-    seen_src, seen = set(), set()
+    seen_src, seen, ledger = set(), set(), set()
     for seed in range(80):
         lab, now, src, staff = _reference(*_store(np.random.default_rng(seed)))
         seen_src |= set(src.tolist())
         seen |= {("label", v) for v in lab.tolist()} | {("now", v) for v in now.tolist()}
+        ledger |= {v for v, s in zip(lab.tolist(), src.tolist()) if s == "ledger"}
     assert seen_src == set(LABEL_SOURCES) | {None}
+    assert ledger == {0, 1}  # the ledger's proofs of a gap and of stock
     assert seen == {("label", v) for v in (-1, 0, 1)} | {("now", v) for v in (-1, 0, 1)}
