@@ -90,27 +90,34 @@ def _thinned(table: Any, data: LabelledRows, observed: np.ndarray, source: np.nd
     """Rows labelled by staff or till evidence that training leaves out so that evidence stops
     favouring one class.
 
-    A gap scan or a refill sees stock-outs; a sale sees stocked shelves only when one comes soon
-    enough: on the lake's simulated stores staff and till evidence labelled 53 % of the rows that
-    were truly positive but 18 % of the negative ones, so the rows it labels hold twice the
-    stock-outs of a shelf nobody watches, and a model trained on them overrates such shelves. The
-    rows a sensor labels say how often that evidence sees each class (``label_without_sensor``,
-    the label it gives there); the favoured class's rows are kept with the ratio of the two rates,
-    chosen by a hash of (store, facing, instant): the same rows every time. ``source``: the
-    table's ``label_source`` per row.
+    A gap scan or a refill sees stock-outs; a sale or the ledger sees stocked shelves only when
+    the till speaks for the facing (its SKU has no other facing) and sells soon enough: the rows
+    this evidence labels hold more stock-outs than a shelf nobody watches, and a model trained on
+    them overrates such shelves. The rows a sensor labels say how often that evidence sees each
+    class (``label_without_sensor``, the label it gives there), separately for facings whose SKU
+    has one facing and those whose SKU has several (the till sees only the first kind: on the
+    second, staff evidence never labels a stocked shelf). In each, the favoured class's rows are
+    kept with the ratio of the two rates (none where the other class is never seen), chosen by a
+    hash of (store, facing, instant): the same rows every time. ``source``: the table's
+    ``label_source`` per row.
     """
     staff = np.array([-1 if v is None else v for v in table.column("label_without_sensor").to_pylist()], np.int64)
     y = data.y
-    sensor = observed & (source == "sensor")
-    n1, n0 = int((sensor & y).sum()), int((sensor & ~y).sum())
-    if min(n1, n0) < MIN_SENSOR_ROWS:
-        return np.zeros(len(y), bool)
-    p1, p0 = (sensor & y & (staff >= 0)).sum() / n1, (sensor & ~y & (staff >= 0)).sum() / n0
-    if p1 <= 0 or p0 <= 0:
-        return np.zeros(len(y), bool)
-    other = observed & (source != "sensor")
-    favoured, keep = (y, p0 / p1) if p1 > p0 else (~y, p1 / p0)
-    return other & favoured & (_unit_hash(data.rows) >= keep)
+    own_till = data.rows.X[:, FEATURES.index("sku_facings")] < 1.5
+    drop = np.zeros(len(y), bool)
+    draw = None
+    for part in (own_till, ~own_till):
+        sensor = observed & (source == "sensor") & part
+        n1, n0 = int((sensor & y).sum()), int((sensor & ~y).sum())
+        if min(n1, n0) < MIN_SENSOR_ROWS:
+            continue
+        p1, p0 = (sensor & y & (staff >= 0)).sum() / n1, (sensor & ~y & (staff >= 0)).sum() / n0
+        if p1 == p0:
+            continue
+        favoured, keep = (y, p0 / p1) if p1 > p0 else (~y, p1 / p0)
+        draw = _unit_hash(data.rows) if draw is None else draw
+        drop |= observed & (source != "sensor") & part & favoured & (draw >= keep)
+    return drop
 
 
 def _unit_hash(rows) -> np.ndarray:

@@ -93,3 +93,28 @@ def test_staff_evidence_that_sees_stock_outs_three_times_as_often_keeps_a_third_
     assert kept[:n_s].all() and kept[n_s + n_o // 2:].all()  # sensor rows and the other class: all
     assert abs(kept[n_s:n_s + n_o // 2].mean() - 1 / 3) < 0.04
     assert (observed_in_lake(table, data, 2.0) == kept).all()  # the same rows every time
+
+
+def test_staff_evidence_is_evened_out_per_kind_of_facing_and_where_it_never_sees_stock_its_positives_go():
+    """Facings whose SKU has one facing (the till speaks for them) and the others are thinned
+    apart: on the second kind staff evidence never labels a stocked shelf, so training keeps none
+    of its stock-outs there (they would teach that such shelves are always empty)."""
+    from models.gold import observed_in_lake
+
+    rows = []  # (sku_facings, label, source, label_without_sensor)
+    for facings, seen_pos, seen_neg in ((1, 0.6, 0.2), (2, 0.5, 0.0)):
+        rows += [(facings, 1, "sensor", 1 if i < seen_pos * 500 else None) for i in range(500)]
+        rows += [(facings, 0, "sensor", 0 if i < seen_neg * 500 else None) for i in range(500)]
+        rows += [(facings, 1, "gap_scan", 1)] * 1000
+    rows += [(1, 0, "ledger", 0)] * 1000
+    n = len(rows)
+    vec = [[float(r[0]) if f == "sku_facings" else 0.0 for f in FEATURES] for r in rows]
+    table = pa.table({"store_id": ["s1"] * n, "facing_id": [f"f{i % 97}" for i in range(n)],
+                      "hour_ms": [i * 3_600_000 for i in range(n)], "features": pa.array(vec, pa.list_(pa.float32())),
+                      "label": pa.array([r[1] for r in rows], pa.int32()), "horizon_h": [2.0] * n,
+                      "label_source": [r[2] for r in rows], "label_without_sensor": pa.array([r[3] for r in rows], pa.int32())})
+    kept = observed_in_lake(table, rows_from_gold(table), 2.0)
+    one_pos, many_pos = slice(1000, 2000), slice(3000, 4000)
+    assert kept[:1000].all() and kept[2000:3000].all() and kept[4000:].all()  # sensor rows, ledger negatives
+    assert abs(kept[one_pos].mean() - 1 / 3) < 0.05  # seen 0.6 vs 0.2 where the till speaks
+    assert not kept[many_pos].any()
