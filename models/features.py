@@ -77,12 +77,6 @@ TRUST_TAU_H = 6.0
 TRUST_TOL_UNITS = 4.0
 TRUST_TOL_SHARE = 0.1
 STUCK_MIN_MS = 30 * 60_000
-#: Below empty (issue 11): a reading carries the load cell's weight (``weight_g``) beside the
-#: units the device rounded from it (at 0 and below: 0). A weight more than ``BELOW_EMPTY_UNITS``
-#: unit weights under an empty shelf is a load cell drifting or biased low, not a shelf: not
-#: believed until a reading is back above. The unit weight is learnt from the readings
-#: themselves (``weight_g`` summed over ``units_est`` summed, readings of 1 unit or more).
-BELOW_EMPTY_UNITS = 1.0
 FLEET_SILENT_MS = 30 * 60_000
 FLEET_MIN_SENSORS = 5  # the cloud's: with fewer, one quiet shelf is not a silent fleet
 #: Reading noise (issue 11): a load cell's reading scatters around the shelf's weight, and on a
@@ -162,9 +156,6 @@ class FacingState:
     _drop_at_value: float = 0.0       # units that reading fell below what the till explained (picked, not yet paid)
     _stuck: bool = False
     _residual: float = 0.0
-    _weight_sum: float = 0.0          # weight_g of the readings of 1 unit or more ...
-    _weight_units: float = 0.0        # ... and their units_est: the unit weight is the ratio
-    _below: bool = False              # the last reading with a weight was BELOW_EMPTY_UNITS under empty
     #: The sensor's reading noise (``NOISE_READINGS``): share of still readings that moved.
     reading_noise: float = 0.0
     _noise_pairs: int = 0
@@ -241,7 +232,7 @@ class FacingState:
         if self.pos_units is not None:
             self.pos_units = max(0.0, self.pos_units - qty)
 
-    def on_reading(self, ts_ms: int, units_est: float, battery_pct: float, weight_g: float | None = None) -> None:
+    def on_reading(self, ts_ms: int, units_est: float, battery_pct: float) -> None:
         """A shelf sensor reading: it replaces the POS-based estimate, and is checked against the
         till: the cloud stream's stuck rule (``STUCK_UNITS``) and an upward drift (``TRUST_TAU_H``): an untrusted
         sensor's facing is scored on ``pos_units``, the last believed reading minus sales since.
@@ -250,12 +241,6 @@ class FacingState:
         self.has_sensor = True
         units_est = float(units_est)
         frozen = False
-        if weight_g is not None and weight_g == weight_g:  # known (not None, not NaN)
-            if units_est >= 1:
-                self._weight_sum += float(weight_g)
-                self._weight_units += units_est
-            self._below = (self._weight_sum > 0
-                           and float(weight_g) * self._weight_units < -BELOW_EMPTY_UNITS * self._weight_sum)
         if self.units is not None and self.last_reading_ms is not None:
             frozen = self.last_reading_units == units_est
             if frozen:
@@ -270,7 +255,7 @@ class FacingState:
             dt_h = max(0.0, (ts_ms - self.last_reading_ms) / HOUR_MS)
             self._residual = max(0.0, self._residual * math.exp(-dt_h / TRUST_TAU_H) + (units_est - self.units))
             drift = self._residual > max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
-            self.sensor_untrusted = (self.sku_facings <= 1 and (self._stuck or drift)) or self._below
+            self.sensor_untrusted = self.sku_facings <= 1 and (self._stuck or drift)
         else:
             self._value_ms = ts_ms
         self._learn_noise(units_est)
