@@ -186,6 +186,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/model", help="model package folder (default out/model)")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--reexport", action="store_true",
+                   help="do not train: re-export the package in --out from its float weights (ONNX) with "
+                        "this build's int8 export, thresholds re-picked on the training stores' validation rows")
     _common(p)
     _weight(p)
     return p
@@ -249,6 +252,8 @@ def train_main(argv: list[str], lineage=None) -> int:
 
     args = _train_parser().parse_args(argv)
     started = time.monotonic()
+    if args.reexport:
+        return _reexport(args)
     with (lineage.run("gondola.train") if lineage else contextlib.nullcontext()) as run:
         if args.gold:
             from models.gold import read_gold_features, rows_from_gold
@@ -281,6 +286,23 @@ def train_main(argv: list[str], lineage=None) -> int:
           f"(not yet empty {summary['val_pr_auc_not_yet_empty'] or float('nan'):.3f}), thresholds "
           + ", ".join(f"{k} {v:.3f}" for k, v in sorted(th.items()))
           + f", {summary['train_rows']:,} training rows, {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def _reexport(args) -> int:
+    """``gondola train --reexport --out DIR [--data ...]``: see ``models.pipeline.reexport_int8``."""
+    from models.pipeline import reexport_int8, settled_rows, split_validation
+
+    if args.gold:
+        raise ConfigError("--reexport reads history folders (--data), not --gold")
+    data = _load_rows(_train_dirs(args), args.horizon, args.every, "training stores", TRAIN_WARMUP_DAYS,
+                      cache=Path(args.work) / "rows")
+    _, val = split_validation(data)
+    files = reexport_int8(args.out, data, val & settled_rows(data, EVAL_WARMUP_DAYS), key=_key())
+    th = files.manifest.get("thresholds") or {"empty_within_h": files.manifest["threshold"]}
+    print(f"model {files.manifest['version']} re-exported to {args.out}: int8 output range "
+          + " .. ".join(f"{v:.2f}" for v in files.manifest.get("int8_logit_range", [])) + ", thresholds "
+          + ", ".join(f"{k} {v:.3f}" for k, v in sorted(th.items())))
     return 0
 
 

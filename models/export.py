@@ -4,6 +4,20 @@
   calibrated on :attr:`MlpWeights.calibration`, which spans the observed range of every input,
   so no real input clips. The output is the logit (not a sigmoid): an int8 sigmoid output has a
   fixed 1/256 step that would tie every low-risk facing at 0 and flatten the ranking.
+
+  Two choices keep int8's ranking of forecast rows close to float's (docs/model.md, *int8*):
+
+  * **Per-feature input scaling** (:func:`int8_input_affine`): an int8 input tensor has one
+    scale for all features, so a feature spanning 0.8-1.25 (the price ratio) got 17 of its 256
+    steps, and its standardized first-layer weights (about 20, ten times the others) set the
+    per-channel weight scale of most hidden units, leaving the other inputs' weights coarse.
+    The runtime maps each feature's training range onto [-1, 1] before quantizing (offset
+    and scale in the int8 manifest, ``input_affine``) and the map is folded into the first
+    layer, so the float function is unchanged and no retraining is needed.
+  * **Output range** (:attr:`MlpWeights.logit_range`, :func:`int8_logit_range`): the logit is
+    clipped to the span the two alert kinds rank, chosen on validation rows, instead of up to
+    the highest logit of an already-empty shelf (about 30): the int8 step fell from 0.10-0.15
+    to about 0.05 logit, so fewer forecast rows tie.
 * **ONNX**: written directly with ``onnx.helper`` from the weights (Gemm / Relu), checked with
   ``onnx.checker``. tf2onnx is not needed for three dense layers (docs/decisions/0302).
 
@@ -21,28 +35,116 @@ import numpy as np
 from models.features import FEATURES
 from models.train import MlpWeights
 
-__all__ = ["to_tflite", "to_onnx", "INPUT_NAME", "OUTPUT_NAME", "ONNX_OPSET"]
+__all__ = ["to_tflite", "to_onnx", "int8_input_affine", "int8_logit_range", "int8_manifest_fields",
+           "weights_from_onnx", "AFFINE_SUFFIX", "INPUT_NAME", "OUTPUT_NAME", "ONNX_OPSET"]
 
 INPUT_NAME = "features"
 OUTPUT_NAME = "logit"
 ONNX_OPSET = 17
+#: Appended to the encoding an int8 manifest names when its inputs are scaled per feature
+#: (``input_affine``): a runtime that does not know it refuses the model instead of feeding it
+#: unscaled features.
+AFFINE_SUFFIX = "+affine"
+#: Output range (``int8_logit_range``): the lowest logit kept is this quantile of the
+#: validation forecast positives' logits (rows below it tie at the floor) ...
+LOGIT_FLOOR_QUANTILE = 0.005
+#: ... and the highest is this quantile of the logits of validation rows whose shelf still has
+#: stock: above it (about 6-9 for the shipped models) nearly every row is an already-empty
+#: shelf, whose order among themselves neither alert kind uses.
+LOGIT_CEILING_QUANTILE = 0.9999
+#: ... and at least logit(0.99): every operating threshold up to P = 0.99 stays representable
+#: (the shipped ones are 0.89-0.98), also for a weak model whose rows with stock all score low.
+LOGIT_CEILING_MIN = 4.6
 
 
-def _keras_model(weights: MlpWeights):
+def int8_input_affine(weights: MlpWeights) -> tuple[np.ndarray, np.ndarray]:
+    """(offset, scale) per feature: ``(x - offset) * scale`` maps each input's range over the
+    training rows (``weights.input_range``, else the calibration rows') onto [-1, 1] (a
+    constant column keeps scale 1). Inputs outside it clip, as they did before."""
+    if weights.input_range is not None:
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in weights.input_range)
+    else:
+        calib = np.asarray(weights.calibration, dtype=np.float64)
+        lo, hi = calib.min(axis=0), calib.max(axis=0)
+    span = hi - lo
+    scale = np.where(span > 1e-6, 2.0 / np.where(span > 1e-6, span, 1.0), 1.0)
+    return ((lo + hi) / 2).astype(np.float32), scale.astype(np.float32)
+
+
+def int8_logit_range(logits: np.ndarray, y: np.ndarray, empty_now: np.ndarray | None = None) -> tuple[float, float]:
+    """The int8 output range, from validation rows' float logits: from the
+    :data:`LOGIT_FLOOR_QUANTILE` quantile of the forecast positives (positives whose shelf is
+    not empty yet; all positives when ``empty_now`` is unknown) to the
+    :data:`LOGIT_CEILING_QUANTILE` quantile of the rows whose shelf still has stock, at least
+    :data:`LOGIT_CEILING_MIN`.
+
+    Raises:
+        ValueError: no positive or no row with stock.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=bool)
+    stock = np.ones(len(y), bool) if empty_now is None else ~np.asarray(empty_now, dtype=bool)
+    fc_pos = y & stock
+    if not fc_pos.any() or not stock.any():
+        raise ValueError("the int8 output range needs validation positives and rows with stock")
+    lo = float(np.quantile(logits[fc_pos], LOGIT_FLOOR_QUANTILE))
+    hi = float(np.quantile(logits[stock], LOGIT_CEILING_QUANTILE))
+    return lo, max(hi, LOGIT_CEILING_MIN, lo + 1.0)
+
+
+def int8_manifest_fields(weights: MlpWeights) -> dict:
+    """What an int8 manifest adds for :func:`to_tflite`'s int8 model: the encoding (with
+    :data:`AFFINE_SUFFIX`) and the per-feature ``input_affine`` the runtime applies."""
+    offset, scale = int8_input_affine(weights)
+    return {"encoding": weights.encoding + AFFINE_SUFFIX,
+            "input_affine": {"offset": [float(v) for v in offset], "scale": [float(v) for v in scale]}}
+
+
+def weights_from_onnx(path) -> MlpWeights:
+    """The float weights of a package's ONNX export (:func:`to_onnx`), to re-export its int8
+    model without retraining (calibration rows are not in the package: set them)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    n = sum(1 for name in init if name.startswith("W"))
+    return MlpWeights(layers=[(np.asarray(init[f"W{i}"], np.float32), np.asarray(init[f"B{i}"], np.float32))
+                              for i in range(n)])
+
+
+def _keras_model(weights: MlpWeights, logit_range: tuple[float, float] | None = None):
     import keras
 
     layers = []
     for i, (w, _b) in enumerate(weights.layers):
         last = i == len(weights.layers) - 1
         layers.append(keras.layers.Dense(w.shape[1], activation=None if last else "relu"))
+    if logit_range is not None:
+        # Min / max ops share the logit's quantization: the last layer's int8 output spans it.
+        lo, hi = logit_range
+        layers.append(keras.layers.Lambda(lambda z: keras.ops.clip(z, lo, hi)))
     model = keras.Sequential([keras.Input(shape=(len(FEATURES),), name=INPUT_NAME)] + layers)
     for layer, (w, b) in zip(model.layers, weights.layers):
         layer.set_weights([w, b])
     return model
 
 
+def _fold_input_affine(weights: MlpWeights, offset: np.ndarray, scale: np.ndarray) -> list:
+    """Layers taking ``u = (x - offset) * scale`` that compute what ``weights`` compute on x."""
+    (w0, b0), *rest = weights.layers
+    w0 = np.asarray(w0, np.float64)
+    w0u = w0 / np.asarray(scale, np.float64)[:, None]
+    b0u = np.asarray(b0, np.float64) + np.asarray(offset, np.float64) @ w0
+    return [(w0u.astype(np.float32), b0u.astype(np.float32))] + list(rest)
+
+
 def to_tflite(weights: MlpWeights, *, int8: bool) -> bytes:
     """The model as a TFLite flatbuffer: float32, or full-integer int8 (input and output int8).
+
+    The int8 model takes features scaled per feature (:func:`int8_manifest_fields` says how;
+    its manifest must carry them) and emits the logit clipped to ``weights.logit_range`` when
+    set.
 
     Raises:
         ValueError: int8 requested without calibration rows.
@@ -52,12 +154,18 @@ def to_tflite(weights: MlpWeights, *, int8: bool) -> bytes:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    model = _keras_model(weights)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
         calib = np.asarray(weights.calibration, dtype=np.float32)
         if len(calib) == 0:
             raise ValueError("int8 export needs calibration rows covering the feature range")
+        offset, scale = int8_input_affine(weights)
+        calib = ((calib - offset) * scale).astype(np.float32)
+        scaled = MlpWeights(layers=_fold_input_affine(weights, offset, scale), encoding=weights.encoding)
+        model = _keras_model(scaled, weights.logit_range)
+    else:
+        model = _keras_model(weights)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
 
         def representative():
             for i in range(0, len(calib), 1):

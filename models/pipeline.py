@@ -31,6 +31,8 @@ __all__ = [
     "split_validation",
     "train_model",
     "export_model",
+    "reexport_int8",
+    "set_logit_range",
     "evaluate_side_by_side",
     "format_table",
     "pick_kind_thresholds",
@@ -118,6 +120,7 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
         log.info("the training rows do not say which shelves are already empty: no ahead weight")
         config = replace(config, ahead_weight=1.0)
     weights = train_mlp(X[tr], y[tr], config, empty_now=data.empty_now[tr], progress=progress)
+    set_logit_range(weights, data.subset(pick))
     p_val = weights.predict(X[val])
     summary = {
         "train_rows": int(tr.sum()),
@@ -138,6 +141,18 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
     return weights, summary
 
 
+def set_logit_range(weights: MlpWeights, val: LabelledRows) -> None:
+    """Pick the int8 output range on validation rows (``models.export.int8_logit_range``);
+    left unset (the calibration range) when they hold no positive."""
+    from models.export import int8_logit_range
+    from models.features import encode_for_model
+
+    if not val.y.any():
+        return
+    logits = weights.logits(encode_for_model(val.rows.X, weights.encoding))
+    weights.logit_range = int8_logit_range(logits, val.y, val.empty_now if val.empty_now_known else None)
+
+
 def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, summary: dict,
                  training: dict | None = None, key: bytes | None = None,
                  val: "tuple[np.ndarray, np.ndarray] | LabelledRows | None" = None) -> ModelFiles:
@@ -147,7 +162,7 @@ def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, 
     picked on them (its quantized scores differ slightly from the float model's); labelled
     rows give one threshold per alert kind (manifest ``thresholds``).
     """
-    from models.export import to_onnx, to_tflite
+    from models.export import int8_manifest_fields, to_onnx, to_tflite
     from models.package import write_manifest
     from models.runtime import LiteRtScorer
 
@@ -169,13 +184,14 @@ def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, 
         path.write_bytes(blobs[kind])
     thresholds = {"float": summary["threshold"], "onnx": summary["threshold"], "int8": summary["threshold"]}
     per_kind = {k: summary.get("thresholds") for k in paths}
+    int8_fields = int8_manifest_fields(weights)
     if isinstance(val, LabelledRows):
         if val.y.any():
-            int8 = LiteRtScorer(paths["int8"], horizon_h, manifest={})
+            int8 = LiteRtScorer(paths["int8"], horizon_h, manifest=int8_fields)
             per_kind["int8"] = pick_kind_thresholds(val, int8.score(val.rows.X), horizon_h)
             thresholds["int8"] = per_kind["int8"]["empty_within_h"]
     elif val is not None and np.asarray(val[1]).any():
-        int8 = LiteRtScorer(paths["int8"], horizon_h, manifest={})
+        int8 = LiteRtScorer(paths["int8"], horizon_h, manifest=int8_fields)
         thresholds["int8"] = threshold_at_recall(val[1], int8.score(val[0]), TARGET_RECALL)
     formats = {"int8": "tflite-int8", "float": "tflite-float32", "onnx": "onnx-float32"}
     manifests = {}
@@ -192,8 +208,48 @@ def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, 
             "target_recall": TARGET_RECALL,
             "training": {**(training or {}), **{k: v for k, v in summary.items() if k != "config"},
                          "config": summary.get("config")},
+            **(int8_fields if kind == "int8" else {}),
+            **({"int8_logit_range": list(weights.logit_range)} if kind == "int8" and weights.logit_range else {}),
         }, key=key)
     return ModelFiles(paths["int8"], paths["float"], paths["onnx"], manifests["int8"])
+
+
+def reexport_int8(model_dir: str | Path, data: LabelledRows, pick: np.ndarray, *, key: bytes | None = None) -> ModelFiles:
+    """Re-export a package's models from its float weights (the ONNX file), without training:
+    the int8 model as :func:`export_model` makes it today, its thresholds re-picked on the
+    validation rows in ``pick``; the float twin and ONNX compute what they computed.
+
+    ``data`` must be the package's training rows (its calibration rows are drawn from their
+    training part with the package's seed, as ``train_mlp`` drew them).
+
+    Raises:
+        ModelError: no ONNX file or manifest in ``model_dir``.
+    """
+    from gondola.errors import ModelError
+    from models.export import weights_from_onnx
+    from models.features import encode_for_model
+    from models.package import manifest_path_for, read_manifest
+    from models.train import TrainConfig, calibration_set
+
+    onnx_path = Path(model_dir) / f"{MODEL_NAME}.onnx"
+    if not onnx_path.exists() or not manifest_path_for(onnx_path).exists():
+        raise ModelError(f"{model_dir} has no {onnx_path.name} with its manifest to re-export from")
+    manifest = read_manifest(manifest_path_for(onnx_path))
+    training = dict(manifest.get("training") or {})
+    config = training.get("config") or {}
+    weights = weights_from_onnx(onnx_path)
+    weights.encoding = manifest.get("encoding", weights.encoding)
+    tr, _ = split_validation(data)
+    enc = encode_for_model(data.rows.X[tr], weights.encoding)
+    seed_config = TrainConfig(seed=int(config.get("seed", 0)),
+                              calibration_rows=int(config.get("calibration_rows", TrainConfig.calibration_rows)))
+    weights.calibration = calibration_set(weights, enc, data.y[tr], seed_config)
+    weights.input_range = np.stack([enc.min(axis=0), enc.max(axis=0)])
+    del enc
+    val = data.subset(pick)
+    set_logit_range(weights, val)
+    return export_model(weights, model_dir, horizon_h=float(manifest["horizon_h"]), summary=training,
+                        training={"reexported_from": manifest.get("version")}, key=key, val=val)
 
 
 def baseline_scorers(horizon_h: float) -> dict[str, Scorer]:

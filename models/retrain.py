@@ -222,7 +222,7 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
         judge. ModelError: the production model cannot be scored.
     """
     from models.gold import observed_in_lake, read_gold_features, rows_from_gold
-    from models.export import to_tflite
+    from models.export import int8_manifest_fields, to_tflite
     from models.pipeline import baseline_scorers, export_model, split_validation, train_model
     from models.registry import code_version, register_package
     from models.runtime import LiteRtScorer
@@ -290,7 +290,7 @@ def retrain(lake_root: str | Path, registry, config: RetrainConfig = RetrainConf
             path = work / f"seed-{seed}-int8.tflite"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
-            figs = _figures(y, LiteRtScorer(path, config.horizon_h, manifest={}).score(X))
+            figs = _figures(y, LiteRtScorer(path, config.horizon_h, manifest=int8_manifest_fields(weights)).score(X))
             trained[seed] = (weights, summary)
             seeds[seed] = {**figs, "val_pr_auc": summary["val_pr_auc"], "seconds": round(time.monotonic() - t0, 1)}
             say(f"  seed {seed}: held-out PR-AUC {figs['pr_auc']:.4f} (int8), {seeds[seed]['seconds']:.0f} s")

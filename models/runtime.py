@@ -1,9 +1,10 @@
 """Model runtimes behind the ``Scorer`` role: LiteRT (edge, int8 or float) and onnxruntime (cloud).
 
 Each scores every facing of a cycle in one batched call: raw features (n, F) are encoded
-(:func:`models.features.encode_for_model`), quantized with the model's own input scale and
-zero point when the model is int8, run in one ``invoke``, dequantized and passed through a
-sigmoid (the models emit logits; ``models.export`` says why).
+(:func:`models.features.encode_for_model`), scaled per feature when the manifest says so
+(``input_affine``, int8 models), quantized with the model's own input scale and zero point
+when the model is int8, run in one ``invoke``, dequantized and passed through a sigmoid (the
+models emit logits; ``models.export`` says why).
 
 ``load_scorer`` is what the gateway calls: it returns a model scorer when a model file is
 given and loads, and otherwise the Poisson baseline, saying which in one log line.
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from gondola.errors import ModelError
+from models.export import AFFINE_SUFFIX
 from models.features import FEATURES, MODEL_ENCODING, MODEL_ENCODINGS, encode_for_model
 from models.scoring import DEFAULT_HORIZON_H, PoissonScorer, Scorer
 
@@ -52,18 +54,37 @@ def _check_manifest(manifest: dict | None, horizon_h: float | None, path: Path) 
         return (horizon_h or DEFAULT_HORIZON_H), f"model:{path.stem}", None
     if list(manifest.get("features", FEATURES)) != list(FEATURES):
         raise ModelError(f"{path.name}: model was trained on other features than this build computes")
-    if manifest.get("encoding", MODEL_ENCODING) not in MODEL_ENCODINGS:
+    encoding = str(manifest.get("encoding", MODEL_ENCODING))
+    if encoding.removesuffix(AFFINE_SUFFIX) not in MODEL_ENCODINGS:
         raise ModelError(f"{path.name}: model expects encoding {manifest.get('encoding')!r}, this build knows "
-                         f"{', '.join(MODEL_ENCODINGS)}")
+                         f"{', '.join(MODEL_ENCODINGS)} (each also with {AFFINE_SUFFIX})")
+    affine = manifest.get("input_affine")
+    if encoding.endswith(AFFINE_SUFFIX) and not (
+            isinstance(affine, dict) and all(len(affine.get(k) or ()) == _F for k in ("offset", "scale"))):
+        raise ModelError(f"{path.name}: encoding {encoding!r} needs input_affine offset and scale for {_F} features")
     model_h = float(manifest.get("horizon_h", horizon_h or DEFAULT_HORIZON_H))
     if horizon_h is not None and abs(model_h - horizon_h) > 1e-9:
         raise ModelError(f"{path.name}: model predicts a {model_h} h horizon, {horizon_h} h was asked for")
     return model_h, f"model:{manifest.get('version', path.stem)}", manifest.get("threshold")
 
 
+def _model_inputs(scorer, features: np.ndarray) -> np.ndarray:
+    """Raw features -> the model's float inputs: encoded, then scaled per feature if it says so."""
+    x = encode_for_model(features, scorer.encoding)
+    if scorer.input_affine is not None:
+        offset, scale = scorer.input_affine
+        x = (x - offset) * scale
+    return x
+
+
 def _manifest_extras(scorer, manifest: dict | None) -> None:
     """The feature encoding and per-kind thresholds a manifest names (older ones: v1, one kind)."""
-    scorer.encoding = (manifest or {}).get("encoding", "log1p-v1" if manifest else MODEL_ENCODING)
+    encoding = (manifest or {}).get("encoding", "log1p-v1" if manifest else MODEL_ENCODING)
+    scorer.encoding = encoding.removesuffix(AFFINE_SUFFIX)
+    #: Per-feature (offset, scale) applied after encoding, or None (models.export: int8 models).
+    affine = (manifest or {}).get("input_affine") if encoding.endswith(AFFINE_SUFFIX) else None
+    scorer.input_affine = None if affine is None else (np.asarray(affine["offset"], np.float32),
+                                                        np.asarray(affine["scale"], np.float32))
     per_kind = (manifest or {}).get("thresholds")
     scorer.thresholds = {str(k): float(v) for k, v in per_kind.items()} if isinstance(per_kind, dict) else None
     #: The model's score is also the empty_now evidence of facings without a (believed) sensor.
@@ -114,7 +135,7 @@ class LiteRtScorer:
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Raw features (n, F) -> logits (n,), one invoke."""
-        x = encode_for_model(features, self.encoding)
+        x = _model_inputs(self, features)
         n = len(x)
         if n == 0:
             return np.zeros(0, dtype=np.float64)
@@ -166,7 +187,7 @@ class OnnxScorer:
         self._input = inp.name
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        x = encode_for_model(features, self.encoding)
+        x = _model_inputs(self, features)
         if len(x) == 0:
             return np.zeros(0, dtype=np.float64)
         return self._session.run(None, {self._input: x})[0][:, 0].astype(np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 
 from models.features import FEATURES, MODEL_ENCODING, encode_for_model
 
-__all__ = ["MlpWeights", "TrainConfig", "train_mlp"]
+__all__ = ["MlpWeights", "TrainConfig", "train_mlp", "calibration_set"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ class MlpWeights:
     calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, len(FEATURES)), np.float32))
     #: The ``encode_for_model`` version the weights expect.
     encoding: str = MODEL_ENCODING
+    #: (lowest, highest) logit the int8 export keeps (``models.export.int8_logit_range``, picked
+    #: on validation rows); None: the calibration rows' range.
+    logit_range: tuple[float, float] | None = None
+    #: (2, F): each encoded input's lowest and highest value over the training rows (the int8
+    #: export scales inputs per feature to it); None: the calibration rows' range.
+    input_range: np.ndarray | None = None
 
     def logits(self, encoded: np.ndarray) -> np.ndarray:
         """Float forward pass in numpy, (n, F) -> (n,)."""
@@ -162,6 +168,14 @@ def train_mlp(
     wl, bl = dense[-1]
     dense[-1] = (wl, (bl - math.log(pos_weight)).astype(np.float32))
     weights = MlpWeights(layers=dense)
+    weights.calibration = calibration_set(weights, enc, y, config)
+    weights.input_range = np.stack([enc.min(axis=0), enc.max(axis=0)])
+    return weights
+
+
+def calibration_set(weights: MlpWeights, enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """The int8 calibration rows of trained ``weights`` from their encoded training rows: the
+    same rows for the same weights, rows and seed (a package's int8 model can be re-exported)."""
     calib = _calibration_rows(enc, y, config)
     # Add the rows with the highest logits, so the int8 output scale covers the risky end.
     logits = weights.logits(enc)
@@ -171,8 +185,7 @@ def train_mlp(
     # they stretched the output scale to about -23 and cost the ranking of forecast rows a
     # 0.16-logit int8 step; without them the step halves and int8 stays within 0.004 PR-AUC
     # ahead of float instead of 0.009 (two held-out sets, docs/model.md). They clip low: harmless.
-    weights.calibration = calib[weights.logits(calib) >= CALIB_MIN_LOGIT]
-    return weights
+    return calib[weights.logits(calib) >= CALIB_MIN_LOGIT]
 
 
 def _calibration_rows(enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:

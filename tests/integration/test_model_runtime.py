@@ -51,18 +51,27 @@ def test_int8_model_is_full_integer_and_tracks_the_float_model(trained):
     assert abs(average_precision(data.y, p8) - average_precision(data.y, p_ref)) < 0.05
 
 
-def test_int8_calibration_covers_the_feature_range_so_outputs_do_not_clip(trained):
+def test_int8_output_clips_only_above_every_threshold_and_below_the_forecast_positives(trained):
     data, weights, files = trained
     int8 = LiteRtScorer(files.int8_tflite)
     logits = int8.logits(data.rows.X)
     scale, zero = int8._out_q
-    hi = (127 - zero) * scale
+    lo, hi = (-128 - zero) * scale, (127 - zero) * scale
     ref = weights.logits(encode_for_model(data.rows.X))
-    # The risky end never clips: the int8 output range reaches past the largest float logit.
-    assert ref.max() <= hi + scale
-    # Wherever the probability matters (> 0.1 %), int8 logits stay close to float ones; only
-    # rows the model already calls near-impossible may sit at the low clip.
-    relevant = ref > np.log(1e-3 / (1 - 1e-3))
+    # The range was picked on validation rows (models.export.int8_logit_range), as far as the
+    # calibration rows reach (this weak model's highest logit is about 2.5).
+    assert weights.logit_range is not None
+    calib = weights.logits(weights.calibration)
+    assert abs(lo - max(weights.logit_range[0], calib.min())) < scale
+    assert abs(hi - min(weights.logit_range[1], calib.max())) < scale
+    for th in files.manifest["thresholds"].values():
+        assert np.log(th / (1 - th)) <= hi + 1e-6
+    # Rows above it are ranked at the top, in order with everything below.
+    assert (logits[ref > hi + 0.5] >= hi - scale).all()
+    # Within the range, int8 logits stay close to float ones; rows below the lowest forecast
+    # positives (0.5 % quantile on validation) sit at the low clip, in order.
+    assert (logits[ref < lo - 0.5] <= lo + scale).all()
+    relevant = (ref > lo) & (ref < hi)
     assert relevant.sum() > 100
     assert np.abs(logits[relevant] - ref[relevant]).max() < 0.75
 
