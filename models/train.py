@@ -73,6 +73,10 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 1024
     learning_rate: float = 2e-3
+    #: "constant", or "cosine": the rate decays along a cosine to ``lr_floor`` x its start over
+    #: the run (measured on validation, docs/model.md *Where the forecast loses to the oracle*).
+    lr_decay: str = "constant"
+    lr_floor: float = 0.05
     #: Positive class weight; None: negatives / positives, capped at 50.
     pos_weight: float | None = None
     #: Extra weight of positive rows whose shelf is not empty yet (the forecasts): without it
@@ -135,8 +139,14 @@ def train_mlp(
     model = keras.Sequential([keras.Input(shape=(len(FEATURES),))]
                              + [keras.layers.Dense(h, activation="relu") for h in config.hidden]
                              + [keras.layers.Dense(1)])
+    lr = config.learning_rate
+    if config.lr_decay == "cosine":
+        steps = math.ceil(len(X) / config.batch_size) * config.epochs
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=config.lr_floor)
+    elif config.lr_decay != "constant":
+        raise ValueError(f"unknown lr_decay {config.lr_decay!r}: constant or cosine")
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(lr),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
     )
 
