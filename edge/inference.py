@@ -180,7 +180,7 @@ class Inference:
                     if i is None:
                         self.unknown_facings += 1
                     elif etype == "shelf.reading":
-                        self.states[i].on_reading(ts, data["units_est"], data["battery_pct"])
+                        self.states[i].on_reading(ts, data["units_est"], data["battery_pct"], data.get("weight_g"))
                         self.cache.mark(self.states[i])
                         self._unsaved.add(i)
                     else:

@@ -31,7 +31,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import (
-    NOISE_READINGS, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
+    BELOW_EMPTY_UNITS, NOISE_READINGS, POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
     TRUST_TOL_UNITS, FEATURES, FacingState, _compute, _derive, sku_groups,
 )
 
@@ -47,7 +47,7 @@ _FIELDS = (
     ("last_reading_ms", "opt"), ("last_restock_ms", "opt"), ("last_sale_ms", "opt"), ("battery_pct", "float"),
     ("sales_since_reading", "float"), ("started_ms", "opt"), ("last_price", "optf"), ("sku_facings", "int"),
     ("sensor_untrusted", "bool"), ("pos_units", "optf"), ("last_reading_units", "optf"), ("_value_ms", "opt"),
-    ("_sold_since_value", "float"), ("_drop_at_value", "float"), ("_stuck", "bool"), ("_residual", "float"),
+    ("_sold_since_value", "float"), ("_drop_at_value", "float"), ("_stuck", "bool"), ("_residual", "float"), ("_weight_sum", "float"), ("_weight_units", "float"), ("_below", "bool"),
     ("reading_noise", "float"), ("_noise_pairs", "int"), ("units_unexplained", "float"), ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
     ("_restock_profile", "profile"), ("_profile_ref_ms", "opt"), ("_price_mean", "optf"),
 )
@@ -81,7 +81,8 @@ class StoreEvents:
     ``kind``: SALE / READING / RESTOCK per event; ``key``: the SKU of a sale, the facing of a
     reading or restock (numpy text or an Arrow string array); ``value``: a sale's signed units (``pos_line_qty``), ``units_est``,
     ``units_added``; ``extra``: a sale's price (NaN: none), a reading's battery; ``returned``: a
-    sale is a customer return. ``instants``: feature instants (events at or before count);
+    sale is a customer return; ``weight``: a reading's ``weight_g`` (NaN: not known; None: none
+    known). ``instants``: feature instants (events at or before count);
     ``snapshots``: instants whose state is wanted (events strictly before count). Both sorted.
     """
 
@@ -94,6 +95,7 @@ class StoreEvents:
     returned: np.ndarray
     instants: list[int] = field(default_factory=list)
     snapshots: list[int] = field(default_factory=list)
+    weight: np.ndarray | None = None
 
 
 def _to_row(state: FacingState) -> np.ndarray:
@@ -212,9 +214,17 @@ def _sale(S: np.ndarray, ts: np.ndarray, qty: np.ndarray, price: np.ndarray, ret
         S[:, c] = np.where(keep & ~np.isnan(u), _max(0.0, u - qty), u)
 
 
-def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.ndarray) -> None:
+def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.ndarray, weight: np.ndarray) -> None:
     """FacingState.on_reading on rows ``S``."""
     col = _COL
+    # below empty: the unit weight learnt from the readings, the weight under an empty shelf
+    weighed = ~np.isnan(weight)
+    counted = weighed & (units_est >= 1)
+    for c, add in ((col["_weight_sum"], weight), (col["_weight_units"], units_est)):
+        S[:, c] = np.where(counted, S[:, c] + np.where(counted, add, 0.0), S[:, c])
+    w_sum, w_units = S[:, col["_weight_sum"]], S[:, col["_weight_units"]]
+    below = (w_sum > 0) & (np.where(weighed, weight, 0.0) * w_units < -BELOW_EMPTY_UNITS * w_sum)
+    S[:, col["_below"]] = np.where(weighed, below, S[:, col["_below"]])
     c = col["started_ms"]
     S[:, c] = np.where(np.isnan(S[:, c]), ts, S[:, c])
     S[:, col["has_sensor"]] = 1.0
@@ -245,7 +255,8 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
         resid = _max(0.0, S[at, c] * _exp(-dt_h / TRUST_TAU_H) + (units_est[at] - units[at]))
         S[at, c] = resid
         drift = resid > _max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * S[at, col["capacity"]])
-        S[at, col["sensor_untrusted"]] = (S[at, col["sku_facings"]] <= 1) & ((S[at, col["_stuck"]] > 0) | drift)
+        S[at, col["sensor_untrusted"]] = (((S[at, col["sku_facings"]] <= 1) & ((S[at, col["_stuck"]] > 0) | drift))
+                                          | (S[at, col["_below"]] > 0))
     # FacingState._learn_noise: a pair of readings with no sale and no restock between them
     last_u, restock_ms = S[:, col["last_reading_units"]], S[:, col["last_restock_ms"]]
     still = (~np.isnan(last_u) & (since == 0)
@@ -257,9 +268,11 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
         noise = S[at, col["reading_noise"]]
         S[at, col["_noise_pairs"]] = pairs
         S[at, col["reading_noise"]] = noise + (moved - noise) / pairs
-    believed = (S[:, col["sensor_untrusted"]] == 0) & ~(frozen & (since > 0))
     c = col["pos_units"]
-    S[:, c] = np.where(believed, units_est, S[:, c])
+    pos = S[:, c]
+    below_till = ~np.isnan(pos) & (units_est < pos - POS_ANCHOR_TOL)
+    believed = (S[:, col["sensor_untrusted"]] == 0) & ~(frozen & (since > 0)) & ~below_till
+    S[:, c] = np.where(believed, units_est, pos)
     S[:, col["units"]] = units_est
     S[:, col["last_reading_units"]] = units_est
     S[:, col["last_reading_ms"]] = ts
@@ -311,7 +324,7 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
         g_off += int(local.max()) + 1 if len(local) else 0
     n_groups = g_off
     # events -> (group, target facing or -1 for a sale's whole group), in each store's order
-    ev_group, ev_facing, ev_kind, ev_ts, ev_val, ev_extra, ev_ret = [], [], [], [], [], [], []
+    ev_group, ev_facing, ev_kind, ev_ts, ev_val, ev_extra, ev_ret, ev_w = [], [], [], [], [], [], [], []
     for i, s in enumerate(stores):
         n = len(s.states)
         if n == 0 or len(s.ts) == 0:
@@ -326,11 +339,14 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
         ok = hit >= 0
         ev_group.append(group[offset[i] + hit[ok]])
         ev_facing.append(np.where(is_sale[ok], -1, offset[i] + hit[ok]))
-        for out, arr in ((ev_kind, s.kind), (ev_ts, s.ts), (ev_val, s.value), (ev_extra, s.extra), (ev_ret, s.returned)):
+        weight = np.full(len(s.ts), np.nan) if s.weight is None else s.weight
+        for out, arr in ((ev_kind, s.kind), (ev_ts, s.ts), (ev_val, s.value), (ev_extra, s.extra), (ev_ret, s.returned),
+                         (ev_w, weight)):
             out.append(np.asarray(arr)[ok])
     cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))  # noqa: E731
     eg, ef, ek = cat(ev_group, np.int64), cat(ev_facing, np.int64), cat(ev_kind, np.int8)
     et, ev, ex, er = cat(ev_ts, np.int64), cat(ev_val, np.float64), cat(ev_extra, np.float64), cat(ev_ret, bool)
+    ew = cat(ev_w, np.float64)
     # rank of each event within its group (events are in apply order within a store)
     by_group = np.argsort(eg, kind="stable")
     g_sorted = eg[by_group]
@@ -380,7 +396,7 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
         if k == n_steps:
             break
         a, b = u_bounds[k], u_bounds[k + 1]
-        _step(S, u_ev[a:b], u_fac[a:b], eg, ek, et, ev, ex, er, group, sizes_g)
+        _step(S, u_ev[a:b], u_fac[a:b], eg, ek, et, ev, ex, er, ew, group, sizes_g)
     return _results(stores, samples, captured, group, store_of)
 
 
@@ -396,7 +412,7 @@ def _lookup(ids: np.ndarray, keys) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _step(S, ev_idx, fac, eg, ek, et, ev, ex, er, group, sizes_g) -> None:
+def _step(S, ev_idx, fac, eg, ek, et, ev, ex, er, ew, group, sizes_g) -> None:
     """Apply one lock step: each SKU group's next event, to the facings it touches."""
     kind = ek[ev_idx]
     for which in (SALE, READING, RESTOCK):
@@ -411,7 +427,7 @@ def _step(S, ev_idx, fac, eg, ek, et, ev, ex, er, group, sizes_g) -> None:
             shares = _shares(rows, qty, eg[e], sizes_g)
             _sale(rows, ts, shares, ex[e], er[e])
         elif which == READING:
-            _reading(rows, ts, ev[e], ex[e])
+            _reading(rows, ts, ev[e], ex[e], ew[e])
         else:
             _restock(rows, ts, ev[e])
         S[f] = rows

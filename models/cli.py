@@ -125,7 +125,7 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
 
 
 #: Bump when the feature rows a history gives change (features, labels, replay).
-_ROWS_VERSION = 9
+_ROWS_VERSION = 11
 
 
 def _write_rows(path: Path, data) -> None:

@@ -77,6 +77,19 @@ TRUST_TAU_H = 6.0
 TRUST_TOL_UNITS = 4.0
 TRUST_TOL_SHARE = 0.1
 STUCK_MIN_MS = 30 * 60_000
+#: Below empty (issue 11): a reading carries the load cell's weight (``weight_g``) beside the
+#: units the device rounded from it (at 0 and below: 0). A weight more than ``BELOW_EMPTY_UNITS``
+#: unit weights under an empty shelf is a load cell drifting or biased low, not a shelf: not
+#: believed until a reading is back above. The unit weight is learnt from the readings
+#: themselves (``weight_g`` summed over ``units_est`` summed, readings of 1 unit or more).
+BELOW_EMPTY_UNITS = 1.0
+#: The POS estimate of an untrusted sensor's facing (``FacingState.pos_units``) starts from the
+#: last believed reading. A reading more than ``POS_ANCHOR_TOL`` units below the till's account
+#: (that estimate: the last anchor minus POS sales since, plus restocks) fell further than the
+#: till explains (noise, a load cell drifting or biased low, shrink) and does not anchor it: a
+#: cell drifting down anchored it on its own low readings, so a sensor distrusted later was
+#: scored on a POS zero the model trusts (issue 11; chosen on the training stores, docs/model.md).
+POS_ANCHOR_TOL = 0.5
 FLEET_SILENT_MS = 30 * 60_000
 FLEET_MIN_SENSORS = 5  # the cloud's: with fewer, one quiet shelf is not a silent fleet
 #: Reading noise (issue 11): a load cell's reading scatters around the shelf's weight, and on a
@@ -144,7 +157,8 @@ class FacingState:
     last_price: float | None = None
     #: Sensor trust (issue 11): a shelf sensor whose readings the till contradicts (stuck,
     #: drifting, jumping) is not believed; the facing is then scored as one without a sensor,
-    #: on ``pos_units``: the last trusted reading minus POS sales since, plus restocks.
+    #: on ``pos_units``: the last trusted reading minus POS sales since, plus restocks (a reading
+    #: below that account by more than ``POS_ANCHOR_TOL`` does not reset it).
     #: Facings of the same SKU in the planogram: the till names the SKU, so with several the
     #: split of its sales (``sale_shares``) and this facing's estimate are a guess.
     sku_facings: int = 1
@@ -156,6 +170,9 @@ class FacingState:
     _drop_at_value: float = 0.0       # units that reading fell below what the till explained (picked, not yet paid)
     _stuck: bool = False
     _residual: float = 0.0
+    _weight_sum: float = 0.0          # weight_g of the readings of 1 unit or more ...
+    _weight_units: float = 0.0        # ... and their units_est: the unit weight is the ratio
+    _below: bool = False              # the last reading with a weight was BELOW_EMPTY_UNITS under empty
     #: The sensor's reading noise (``NOISE_READINGS``): share of still readings that moved.
     reading_noise: float = 0.0
     _noise_pairs: int = 0
@@ -232,15 +249,23 @@ class FacingState:
         if self.pos_units is not None:
             self.pos_units = max(0.0, self.pos_units - qty)
 
-    def on_reading(self, ts_ms: int, units_est: float, battery_pct: float) -> None:
+    def on_reading(self, ts_ms: int, units_est: float, battery_pct: float, weight_g: float | None = None) -> None:
         """A shelf sensor reading: it replaces the POS-based estimate, and is checked against the
-        till: the cloud stream's stuck rule (``STUCK_UNITS``) and an upward drift (``TRUST_TAU_H``): an untrusted
-        sensor's facing is scored on ``pos_units``, the last believed reading minus sales since.
+        till: the cloud stream's stuck rule (``STUCK_UNITS``), an upward drift (``TRUST_TAU_H``) and a
+        weight under an empty shelf (``BELOW_EMPTY_UNITS``, ``weight_g``): an untrusted sensor's
+        facing is scored on ``pos_units``, the last believed reading that did not fall below the
+        till's account (``POS_ANCHOR_TOL``) minus sales since, plus restocks.
         """
         self._touch(ts_ms)
         self.has_sensor = True
         units_est = float(units_est)
         frozen = False
+        if weight_g is not None and weight_g == weight_g:  # known (not None, not NaN)
+            if units_est >= 1:
+                self._weight_sum += float(weight_g)
+                self._weight_units += units_est
+            self._below = (self._weight_sum > 0
+                           and float(weight_g) * self._weight_units < -BELOW_EMPTY_UNITS * self._weight_sum)
         if self.units is not None and self.last_reading_ms is not None:
             frozen = self.last_reading_units == units_est
             if frozen:
@@ -255,12 +280,14 @@ class FacingState:
             dt_h = max(0.0, (ts_ms - self.last_reading_ms) / HOUR_MS)
             self._residual = max(0.0, self._residual * math.exp(-dt_h / TRUST_TAU_H) + (units_est - self.units))
             drift = self._residual > max(TRUST_TOL_UNITS, TRUST_TOL_SHARE * self.capacity)
-            self.sensor_untrusted = self.sku_facings <= 1 and (self._stuck or drift)
+            self.sensor_untrusted = (self.sku_facings <= 1 and (self._stuck or drift)) or self._below
         else:
             self._value_ms = ts_ms
         self._learn_noise(units_est)
-        if not self.sensor_untrusted and not (frozen and self.sales_since_reading > 0):
-            self.pos_units = units_est  # a believed reading anchors the POS estimate
+        # a believed reading anchors the POS estimate, unless it fell below the till's account
+        below_till = self.pos_units is not None and units_est < self.pos_units - POS_ANCHOR_TOL
+        if not self.sensor_untrusted and not (frozen and self.sales_since_reading > 0) and not below_till:
+            self.pos_units = units_est
         self.units = units_est
         self.last_reading_units = units_est
         self.last_reading_ms = ts_ms

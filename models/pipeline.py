@@ -226,7 +226,7 @@ def reexport_int8(model_dir: str | Path, data: LabelledRows, pick: np.ndarray, *
         ModelError: no ONNX file or manifest in ``model_dir``.
     """
     from gondola.errors import ModelError
-    from models.export import weights_from_onnx
+    from models.export import AFFINE_SUFFIX, weights_from_onnx
     from models.features import encode_for_model
     from models.package import manifest_path_for, read_manifest
     from models.train import TrainConfig, calibration_set
@@ -238,7 +238,7 @@ def reexport_int8(model_dir: str | Path, data: LabelledRows, pick: np.ndarray, *
     training = dict(manifest.get("training") or {})
     config = training.get("config") or {}
     weights = weights_from_onnx(onnx_path)
-    weights.encoding = manifest.get("encoding", weights.encoding)
+    weights.encoding = str(manifest.get("encoding", weights.encoding)).removesuffix(AFFINE_SUFFIX)
     tr, _ = split_validation(data)
     enc = encode_for_model(data.rows.X[tr], weights.encoding)
     seed_config = TrainConfig(seed=int(config.get("seed", 0)),

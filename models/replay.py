@@ -104,7 +104,7 @@ class StoreFeatures:
                       event_field(event, "kind", "sale"), event_field(event, "price_cents"))
         elif etype == "shelf.reading":
             self.reading(ts, event_field(event, "facing_id"), float(event_field(event, "units_est", 0)),
-                         float(event_field(event, "battery_pct", 0.0)))
+                         float(event_field(event, "battery_pct", 0.0)), event_field(event, "weight_g"))
         elif etype == "shelf.restock":
             self.restock(ts, event_field(event, "facing_id"), float(event_field(event, "units_added", 0)))
 
@@ -113,7 +113,8 @@ class StoreFeatures:
         if etype == "pos.line":
             self.sale(ts, data.get("sku"), float(data.get("qty", 0)), data.get("kind", "sale"), data.get("price_cents"))
         elif etype == "shelf.reading":
-            self.reading(ts, data.get("facing_id"), float(data.get("units_est", 0)), float(data.get("battery_pct", 0.0)))
+            self.reading(ts, data.get("facing_id"), float(data.get("units_est", 0)), float(data.get("battery_pct", 0.0)),
+                         data.get("weight_g"))
         elif etype == "shelf.restock":
             self.restock(ts, data.get("facing_id"), float(data.get("units_added", 0)))
 
@@ -132,13 +133,13 @@ class StoreFeatures:
             self._cache.mark(state)
         self.applied += 1
 
-    def reading(self, ts: int, facing_id: Any, units_est: float, battery_pct: float) -> None:
-        """A shelf sensor reading of one facing."""
+    def reading(self, ts: int, facing_id: Any, units_est: float, battery_pct: float, weight_g: Any = None) -> None:
+        """A shelf sensor reading of one facing (``weight_g``: the load cell's grams, when known)."""
         state = self.states.get(facing_id)
         if state is None:
             self.unknown += 1
             return
-        state.on_reading(ts, units_est, battery_pct)
+        state.on_reading(ts, units_est, battery_pct, None if weight_g is None else float(weight_g))
         self._cache.mark(state)
         self.applied += 1
 

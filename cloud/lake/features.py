@@ -240,6 +240,7 @@ def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[
         ts = t["ts"].to_numpy().astype(np.int64)
         extra = np.full(n, np.nan)
         returned = np.zeros(n, dtype=bool)
+        weight = np.full(n, np.nan)
         if key == "pos":
             # models.features.pos_line_qty, by columns: voids and returns take units back
             qty = _filled(t, "qty", 0).astype(np.float64)
@@ -252,6 +253,7 @@ def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[
         elif key == "readings":
             value = _filled(t, "units_est", 0).astype(np.float64)
             extra = _filled(t, "battery_pct", 0.0).astype(np.float64)
+            weight = _filled(t, "weight_g", np.nan).astype(np.float64)
             kind_code, key_col = _READING, "facing_id"
         else:
             value = _filled(t, "units_added", 0).astype(np.float64)
@@ -259,7 +261,7 @@ def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[
         out.append({"kind": np.full(n, kind_code, dtype=np.int8), "ts": ts,
                     "key": (t[key_col].combine_chunks().cast(pa.string()) if key_col in t.column_names
                             else pa.nulls(n, pa.string())),
-                    "value": value, "extra": extra, "returned": returned,
+                    "value": value, "extra": extra, "returned": returned, "weight": weight,
                     "device": (pc.fill_null(t["device_id"], "").combine_chunks().cast(pa.large_string())
                                if "device_id" in t.column_names else pa.array([""] * n, pa.large_string())),
                     "epoch": _filled(t, "epoch", 0).astype(np.int64),
@@ -270,10 +272,10 @@ def _event_columns(events: dict[str, pa.Table], begin: int | None) -> list[dict[
 def _in_order(cols: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Rows of every table sorted by (ts, device_id, epoch, seq), stably (the gateway's order: ts,
     then each device's own counter; a stable sort over the tables in _EVENT_TABLES order)."""
-    names = ("kind", "ts", "value", "extra", "returned")
+    names = ("kind", "ts", "value", "extra", "returned", "weight")
     if not cols:
         return {"kind": np.zeros(0, np.int8), "ts": np.zeros(0, np.int64), "key": pa.array([], pa.string()),
-                "value": np.zeros(0), "extra": np.zeros(0), "returned": np.zeros(0, bool)}
+                "value": np.zeros(0), "extra": np.zeros(0), "returned": np.zeros(0, bool), "weight": np.zeros(0)}
     cat = {k: np.concatenate([c[k] for c in cols]) for k in names}
     keys = pa.table({"ts": cat["ts"], "device": pa.concat_arrays([c["device"] for c in cols]),
                      "epoch": np.concatenate([c["epoch"] for c in cols]), "seq": np.concatenate([c["seq"] for c in cols])})

@@ -14,7 +14,8 @@ from models.dataset import build_rows
 from models.features import FEATURES, encode_for_model
 from models.metrics import average_precision
 from models.package import manifest_path_for, read_manifest, verify_model
-from models.pipeline import evaluate_side_by_side, export_model, format_table, split_validation, train_model
+from models.pipeline import (evaluate_side_by_side, export_model, format_table, reexport_int8, split_validation,
+                             train_model)
 from models.runtime import LiteRtScorer, OnnxScorer, load_scorer
 from models.scoring import PoissonScorer
 from models.train import TrainConfig
@@ -74,6 +75,21 @@ def test_int8_output_clips_only_above_every_threshold_and_below_the_forecast_pos
     relevant = (ref > lo) & (ref < hi)
     assert relevant.sum() > 100
     assert np.abs(logits[relevant] - ref[relevant]).max() < 0.75
+
+
+def test_a_package_re_exported_from_its_onnx_weights_scores_as_exported(trained, tmp_path):
+    data, weights, files = trained
+    pkg = tmp_path / "pkg"
+    shutil.copytree(files.int8_tflite.parent, pkg)
+    _, val = split_validation(data)
+    again = reexport_int8(pkg, data, val)
+    # Same float weights (read back from the ONNX file), same calibration rows (drawn with the
+    # package's seed), same validation-picked output range: the same int8 model.
+    assert read_manifest(manifest_path_for(again.int8_tflite))["input_affine"] == files.manifest["input_affine"]
+    x = data.rows.X
+    np.testing.assert_allclose(LiteRtScorer(again.int8_tflite).logits(x), LiteRtScorer(files.int8_tflite).logits(x),
+                               atol=1e-6)
+    np.testing.assert_allclose(OnnxScorer(again.onnx).score(x), weights.predict(x), atol=1e-5)
 
 
 def test_onnx_export_passes_the_checker_and_matches_numpy(trained):

@@ -28,7 +28,7 @@ def _planogram(rng, n_facings: int) -> list[Facing]:
 
 
 def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: bool) -> list[tuple]:
-    """Events as (kind, ts, key, value, extra, kind_text): sales (voids, returns, zero and fractional
+    """Events as (kind, ts, key, value, extra, kind_text or a reading's weight_g): sales (voids, returns, zero and fractional
     quantities, missing and odd prices), readings (stuck values, jumps, drift, zeros), restocks,
     unknown facings and SKUs, ties in time."""
     skus = sorted({f.sku for f in facings}) + ["UNKNOWN"]
@@ -54,7 +54,9 @@ def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: 
             else:
                 u = float(rng.choice([0, 0, 1, 2, 5, 9, 20, 35, 60]))
                 stuck_value[fid] = u
-            out.append((READING, t, fid, u, float(rng.integers(0, 101)), None))
+            # the load cell's grams (unknown now and then; well under empty now and then: drift)
+            weight = None if rng.random() < 0.2 else float(u * 150.0 + rng.normal(0.0, 60.0) - 400.0 * (rng.random() < 0.15))
+            out.append((READING, t, fid, u, float(rng.integers(0, 101)), weight))
         else:
             out.append((RESTOCK, t, str(rng.choice(fids)), float(rng.choice([0, 1, 6, 12, 40])), None, None))
     return out
@@ -76,7 +78,7 @@ def _online(facings, history, instants, snapshots, restore=None):
             if k == SALE:
                 store.sale(ts, key, value, text if text is not None else "sale", extra)
             elif k == READING:
-                store.reading(ts, key, value, extra)
+                store.reading(ts, key, value, extra, text)
             else:
                 store.restock(ts, key, value)
             i += 1
@@ -104,10 +106,11 @@ def _batch_input(facings, history, instants, snapshots, restore=None) -> StoreEv
             value.append(v)
             returned.append(False)
     extra = [math.nan if h[4] is None else float(h[4]) for h in history]
+    weight = [h[5] if h[0] == READING and h[5] is not None else math.nan for h in history]
     return StoreEvents(states=store._ordered, kind=kinds, ts=np.array([h[1] for h in history], dtype=np.int64),
                        key=np.array([h[2] for h in history], dtype=object), value=np.array(value, dtype=np.float64),
                        extra=np.array(extra), returned=np.array(returned), instants=list(instants),
-                       snapshots=list(snapshots))
+                       snapshots=list(snapshots), weight=np.array(weight, dtype=np.float64))
 
 
 def _same_state(a: dict, b: dict) -> None:

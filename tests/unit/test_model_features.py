@@ -363,3 +363,91 @@ def test_a_noisy_sensors_lone_zero_on_a_stocked_shelf_is_not_empty_now_but_a_qui
     assert x[0, F["reading_noise"]] == 0.0 and x[1, F["reading_noise"]] > NOISE_TOL
     now = empty_now_prob(x)
     assert now[0] == 1.0 and now[1] < EMPTY_NOW_THRESHOLD  # the detector's threshold without a model
+
+
+def _weighed(state: FacingState, t: int, grams: float, unit_g: float = 200.0) -> None:
+    """A reading as the load cell sends it: its grams and the units the device rounds from them."""
+    state.on_reading(t, float(np.rint(max(grams, 0.0) / unit_g)), 80.0, grams)
+
+
+def test_a_load_cell_drifting_below_an_empty_shelf_is_not_believed_though_its_units_read_a_plain_zero():
+    """A reading carries the load cell's grams beside the rounded units: a cell drifting down
+    past an empty shelf reads 0 units (believable) but weighs less than nothing; a healthy
+    noisy cell at 0 scatters around 0 grams and stays believed."""
+    from models.features import BELOW_EMPTY_UNITS
+
+    drifting = FacingState("d", "k", capacity=10, has_sensor=True)
+    healthy = FacingState("h", "k2", capacity=10, has_sensor=True)
+    noise = [35.0, -60.0, 80.0, -95.0, 10.0, -70.0]  # about 0.4 unit weights, as a degraded cell
+    for st in (drifting, healthy):
+        st.on_restock(T0, 3)
+        for k, g in enumerate((600.0, 400.0, 200.0)):  # the till sells the last three units
+            t = T0 + (k + 1) * 20 * MINUTE_MS
+            st.on_sale(t - MINUTE_MS, 1, 199)
+            _weighed(st, t, g + noise[k])
+    t0 = T0 + 2 * HOUR_MS
+    st_flagged = None
+    for k in range(1, 25):  # every 5 min, the till silent; the cell drifts 1.2 unit weights an hour
+        t = t0 + k * 5 * MINUTE_MS
+        _weighed(healthy, t, noise[k % len(noise)])
+        _weighed(drifting, t, -20.0 * k + noise[k % len(noise)] / 4)
+        assert drifting.units == 0.0 and not healthy.sensor_untrusted
+        if st_flagged is None and drifting.sensor_untrusted:
+            st_flagged = k
+    # untrusted once the weight is a unit weight under empty, from the unit weight it learnt
+    assert st_flagged is not None and -20.0 * st_flagged + noise[st_flagged % len(noise)] / 4 < -BELOW_EMPTY_UNITS * 200.0
+    assert st_flagged >= 9  # not before: -180 g is within a unit weight of empty
+    assert feature_matrix([drifting], t)[0, F["has_sensor"]] == 0.0 and feature_matrix([healthy], t)[0, F["has_sensor"]] == 1.0
+    _weighed(drifting, t + 5 * MINUTE_MS, 12.0)  # recalibrated: believed again
+    assert not drifting.sensor_untrusted
+    # A reading without its grams (an older device, a flattened row without the column) says nothing.
+    drifting.on_reading(t + 10 * MINUTE_MS, 0, 80.0)
+    assert not drifting.sensor_untrusted
+
+
+def test_the_replay_passes_a_readings_grams_to_the_facing_from_an_event_and_a_silver_row():
+    from models.replay import Facing, StoreFeatures
+
+    store = StoreFeatures("s1", [Facing("f0", "k0", 10, True), Facing("f1", "k1", 10, True)])
+    for k, g in enumerate((400.0, 210.0, -150.0, -260.0)):
+        t = T0 + k * 10 * MINUTE_MS
+        units = float(np.rint(max(g, 0.0) / 200.0))
+        store.apply({"type": "shelf.reading", "ts": t, "data": {"facing_id": "f0", "units_est": units, "weight_g": g}})
+        store.apply({"type": "shelf.reading", "ts": t, "facing_id": "f1", "units_est": units, "weight_g": g})
+    assert store.states["f0"].sensor_untrusted and store.states["f1"].sensor_untrusted
+
+
+def test_a_sensor_distrusted_after_drifting_down_is_scored_on_the_tills_account_not_on_its_own_low_readings():
+    """A load cell drifting down reads fewer units while the till sells nothing; when it is
+    finally not believed (here: weighing more than a unit weight under empty), its facing is
+    scored on the POS estimate. That estimate must not start from the drifting readings (they
+    fell further than the till explains): it is the last reading the till agreed with, minus
+    the sales since. Before, it was anchored on the last low reading: a POS zero the model
+    trusts on a shelf that holds 4 units."""
+    st = FacingState("d", "k", capacity=10, has_sensor=True)
+    st.on_restock(T0, 6)
+    _weighed(st, T0 + MINUTE_MS, 1200.0)        # 6 units, the till agrees
+    st.on_sale(T0 + 10 * MINUTE_MS, 2, 199)
+    _weighed(st, T0 + 11 * MINUTE_MS, 800.0)    # 4 units: the sales explain the drop
+    assert st.pos_units == 4.0
+    t = T0 + 11 * MINUTE_MS
+    for g in (600.0, 400.0, 190.0, -40.0):       # the cell drifts down, the till silent
+        t += 30 * MINUTE_MS
+        _weighed(st, t, g)
+        assert not st.sensor_untrusted and st.pos_units == 4.0
+    assert st.units == 0.0
+    t += 30 * MINUTE_MS
+    _weighed(st, t, -260.0)                      # over a unit weight under empty: not believed
+    assert st.sensor_untrusted
+    x = feature_matrix([st], t)
+    assert x[0, F["has_sensor"]] == 0.0 and x[0, F["units_est"]] == 4.0
+    st.on_sale(t + MINUTE_MS, 1, 199)             # the till's account goes on from there
+    assert feature_matrix([st], t + MINUTE_MS)[0, F["units_est"]] == 3.0
+    # A reading the sales explain, or a rise, anchors as before.
+    ok = FacingState("o", "k", capacity=10, has_sensor=True)
+    ok.on_restock(T0, 5)
+    _weighed(ok, T0 + MINUTE_MS, 1000.0)
+    ok.on_sale(T0 + 2 * MINUTE_MS, 3, 199)
+    _weighed(ok, T0 + 3 * MINUTE_MS, 400.0)      # 2 units: exactly what the till left
+    _weighed(ok, T0 + 4 * MINUTE_MS, 600.0)      # 3 units: a unit put back, unscanned
+    assert ok.pos_units == 3.0
