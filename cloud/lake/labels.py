@@ -268,7 +268,9 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     # the ledger of each facing with its own sales: restocks in, the till's sales and voids out
     line = np.array([(k or "sale") in ("sale", "void") for k in kind.tolist()], bool) & (s_fi >= 0) \
         if len(sku) else np.zeros(0, bool)
-    units = np.array([0.0 if q is None or q != q else float(q) for q in qty.tolist()], np.float64)
+    # signed as models.features.pos_line_qty signs them: a void gives back, whichever sign the register wrote
+    units = np.array([0.0 if q is None or q != q else -abs(float(q)) if k == "void" else float(q)
+                      for q, k in zip(qty.tolist(), kind.tolist())], np.float64)
     k_in, c_in = has_sales[k_fi] & (added > 0), has_sales[c_fi] & restocked
     ledger = _Ledger(bands, np.r_[k_fi[k_in], c_fi[c_in], s_fi[line]],
                      np.r_[k_ts[k_in], c_ts[c_in].astype(np.int64), p_ts[line].astype(np.int64)],

@@ -168,3 +168,18 @@ def test_the_ledger_nets_voids_and_drops_an_emptying_the_till_or_a_refill_contra
     lab, _, _ = labels("f5", [8], pos=lines((7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale")),
                        restocks=restocks((6, "f5", 3), (9 + 5 / 60, "f5", 2)), plan_extra=True)
     assert lab == [-1]
+
+
+def test_the_ledger_takes_a_void_back_whichever_sign_the_register_wrote():
+    # capacity 3, full at 6:00; a unit scanned at 7:00 and voided (the register writes the void's
+    # qty as +1, which the contract allows: models.features.pos_line_qty), then sales at 8 and 9:
+    # two units sold, one is still there, so nothing proves the shelf empty after 9:00
+    refills = restocks((6, "f5", 3), (15, "f5", 2))
+    for void_qty in (-1, 1):
+        pos = lines((7, "k1", 1, "sale"), (7.001, "k1", void_qty, "void"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale"))
+        lab, _, src = labels("f5", [10, 12], pos=pos, restocks=refills, plan_extra=True)
+        assert 1 not in lab, (void_qty, lab, src)
+    # the same with the void left out takes three units: emptied at 9:00 until the refill at 15:00
+    pos = lines((7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale"))
+    lab, _, src = labels("f5", [10, 12], pos=pos, restocks=refills, plan_extra=True)
+    assert lab == [1, 1] and src == ["ledger", "ledger"]

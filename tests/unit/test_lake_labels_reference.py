@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from cloud.lake.labels import EVIDENCE_MS, LABEL_SOURCES, RESTOCK_SLACK_MS, SENSOR_SILENCE_MS, evidence_labels
+from models.features import pos_line_qty
 from models.replay import Facing
 
 H = 3_600_000
@@ -144,7 +145,9 @@ def _reference(facing, t, sensor_label, sensor_now, plan, events, horizon_ms):
         if (kind or "sale") == "sale" and (qty or 0) > 0:
             sales.setdefault(str(sku), []).append(int(ts))
         if (kind or "sale") in ("sale", "void"):
-            lines.setdefault(str(sku), []).append((int(ts), 0.0 if qty is None or qty != qty else float(qty)))
+            # signed units as the gateway signs them (a void gives back, whichever sign it was written with)
+            signed = 0.0 if qty is None or qty != qty else pos_line_qty(qty, kind or "sale")[0]
+            lines.setdefault(str(sku), []).append((int(ts), signed))
     spec = {f.facing_id: f for f in plan}
     for fid in sorted(set(facing.astype(str).tolist())):
         idx = np.flatnonzero(facing.astype(str) == fid)
