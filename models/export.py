@@ -60,12 +60,19 @@ LOGIT_CEILING_MIN = 4.6
 def int8_input_affine(weights: MlpWeights) -> tuple[np.ndarray, np.ndarray]:
     """(offset, scale) per feature: ``(x - offset) * scale`` maps each input's range over the
     training rows (``weights.input_range``, else the calibration rows') onto [-1, 1] (a
-    constant column keeps scale 1). Inputs outside it clip, as they did before."""
+    constant column keeps scale 1). Inputs outside it clip (before, only outside the calibration
+    rows' overall range, about -1 .. 5.7 encoded, for every feature alike).
+
+    Raises:
+        ValueError: the range holds NaN or infinity.
+    """
     if weights.input_range is not None:
         lo, hi = (np.asarray(v, dtype=np.float64) for v in weights.input_range)
     else:
         calib = np.asarray(weights.calibration, dtype=np.float64)
         lo, hi = calib.min(axis=0), calib.max(axis=0)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("the int8 input range has non-finite values: a NaN offset would feed the model NaN")
     span = hi - lo
     scale = np.where(span > 1e-6, 2.0 / np.where(span > 1e-6, span, 1.0), 1.0)
     return ((lo + hi) / 2).astype(np.float32), scale.astype(np.float32)

@@ -48,6 +48,18 @@ def read_manifest_beside(path: str | Path) -> dict | None:
     return read_manifest(mpath) if mpath.exists() else None
 
 
+def _valid_affine(affine) -> bool:
+    """A manifest's ``input_affine``: ``_F`` finite offsets and ``_F`` finite non-zero scales."""
+    if not isinstance(affine, dict):
+        return False
+    try:
+        offset, scale = (np.asarray(affine.get(k), dtype=np.float64) for k in ("offset", "scale"))
+    except (TypeError, ValueError):
+        return False
+    return (offset.shape == (_F,) and scale.shape == (_F,) and bool(np.isfinite(offset).all())
+            and bool(np.isfinite(scale).all()) and bool((scale != 0).all()))
+
+
 def _check_manifest(manifest: dict | None, horizon_h: float | None, path: Path) -> tuple[float, str, float | None]:
     """(horizon, name, operating threshold) from the manifest, checked against expectations."""
     if manifest is None:
@@ -58,10 +70,9 @@ def _check_manifest(manifest: dict | None, horizon_h: float | None, path: Path) 
     if encoding.removesuffix(AFFINE_SUFFIX) not in MODEL_ENCODINGS:
         raise ModelError(f"{path.name}: model expects encoding {manifest.get('encoding')!r}, this build knows "
                          f"{', '.join(MODEL_ENCODINGS)} (each also with {AFFINE_SUFFIX})")
-    affine = manifest.get("input_affine")
-    if encoding.endswith(AFFINE_SUFFIX) and not (
-            isinstance(affine, dict) and all(len(affine.get(k) or ()) == _F for k in ("offset", "scale"))):
-        raise ModelError(f"{path.name}: encoding {encoding!r} needs input_affine offset and scale for {_F} features")
+    if encoding.endswith(AFFINE_SUFFIX) and not _valid_affine(manifest.get("input_affine")):
+        raise ModelError(f"{path.name}: encoding {encoding!r} needs input_affine offset and scale for {_F} features "
+                         "(finite numbers, scales not 0)")
     model_h = float(manifest.get("horizon_h", horizon_h or DEFAULT_HORIZON_H))
     if horizon_h is not None and abs(model_h - horizon_h) > 1e-9:
         raise ModelError(f"{path.name}: model predicts a {model_h} h horizon, {horizon_h} h was asked for")
