@@ -149,6 +149,8 @@ def has_backslash(lines: pa.Array | pa.ChunkedArray) -> np.ndarray:
     # the line a byte at p is in: the last line starting at or before p (an empty or null line
     # starts where the next one does, and the next one comes later in the offsets)
     out[np.searchsorted(offsets, hits, side="right") - 1] = True
+    if lines.null_count:  # a null slot may span bytes (Arrow does not require it to be empty)
+        out &= np.asarray(lines.is_valid())
     return out
 
 

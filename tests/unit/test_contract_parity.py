@@ -210,3 +210,18 @@ def test_the_backslash_scan_of_the_text_buffer_is_arrows_substring_search(texts,
     for lines in (whole, sliced, chunked):
         want = [t is not None and "\\" in t for t in lines.to_pylist()]
         assert has_backslash(lines).tolist() == want
+
+
+def test_a_null_line_whose_slot_spans_text_holds_no_backslash():
+    """Arrow lets a null slot span bytes of the text buffer (its offsets need not be equal): the
+    scan of the buffer must not report that slot's backslash."""
+    import numpy as np
+
+    from cloud.lake.verdict import has_backslash
+
+    offsets = pa.py_buffer(np.array([0, 2, 4, 5], np.int32).tobytes())
+    validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
+    lines = pa.Array.from_buffers(pa.string(), 3, [validity, offsets, pa.py_buffer(b"ab\\cd")], null_count=1)
+    assert lines.to_pylist() == ["ab", None, "d"]
+    assert has_backslash(lines).tolist() == [False, False, False]
+    assert has_backslash(pa.chunked_array([lines, pa.array(["x\\"])])).tolist() == [False, False, False, True]
