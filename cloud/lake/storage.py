@@ -199,6 +199,13 @@ class LakeStorage:
 
         from cloud.meta.backup import lake_filesystem
 
+        opts = self.storage_options or {}
+        if not isinstance(self, LocalStorage) and not (opts.get("account_key") or opts.get("sas_token")):
+            # pyarrow.fs gets only these credentials (cloud.meta.backup): with any other (a service
+            # principal, a managed identity, deltalake's aliases such as azure_storage_account_key)
+            # it falls back to its default chain, which fails, or aborts the process on an http
+            # endpoint (Azurite); the change feed reads with deltalake's own credentials
+            return None
         try:
             fs, _ = lake_filesystem(self)
         except ConfigError:

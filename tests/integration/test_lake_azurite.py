@@ -31,3 +31,28 @@ def test_the_lake_runs_on_azurite_and_reruns_change_nothing(tmp_path, azurite):
     assert cloud.ingest_stream() == 0 and cloud.transform()["rows"] == {}
     assert {n: cloud.storage.version(n) for n, t in TABLES.items() if t.layer != "meta"} == before
     assert cloud.build_warehouse().exists()
+
+
+def test_changes_on_azurite_read_appended_files_with_the_key_and_the_change_feed_with_other_credentials(azurite):
+    """``changes`` reads appended Parquet files through ``pyarrow.fs`` only with the credentials it
+    hands pyarrow (``account_key`` / ``sas_token``); with a credential only deltalake knows (here
+    its ``azure_storage_account_key`` alias) the change feed reads the same rows (pyarrow's
+    default credential chain aborted the process on Azurite's http endpoint)."""
+    import pyarrow as pa
+
+    from cloud.lake.storage import open_storage
+
+    container = azurite.new_container("chg")
+    rows = pa.table({"device_id": ["a", "b"], "seq": pa.array([1, 2], pa.int64()),
+                     "ts": pa.array([1_767_225_600_000, 1_767_312_000_000], pa.int64())})
+    keyed = open_storage(f"az://{container}/lake", azurite.storage_options())
+    keyed.write("silver.pos_line", rows)
+    aliased = dict(azurite.storage_options())
+    aliased["azure_storage_account_key"] = aliased.pop("account_key")
+    other = open_storage(f"az://{container}/lake", aliased)
+    got = {}
+    for name, storage in (("keyed", keyed), ("aliased", other)):
+        table, version = storage.changes("silver.pos_line", -1)
+        assert version == 0
+        got[name] = sorted(zip(table["device_id"].to_pylist(), table["date"].to_pylist()))
+    assert got["keyed"] == got["aliased"] == [("a", "2026-01-01"), ("b", "2026-01-02")]
