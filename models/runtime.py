@@ -36,6 +36,11 @@ _F = len(FEATURES)
 DEFAULT_MODEL = Path(__file__).parent / "artifacts" / "stockout-int8.tflite"
 
 
+#: An int8 model whose input range ends below this was exported with per-feature input scaling
+#: (inputs in [-1, 1]); without scaling the encoded hours alone reach log1p(168) ~ 5.1.
+_AFFINE_INPUT_MAX = 2.0
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z.astype(np.float64), -60.0, 60.0)))
 
@@ -136,6 +141,15 @@ class LiteRtScorer:
         self._in_q = inp.get("quantization", (0.0, 0))
         self._out_q = out.get("quantization", (0.0, 0))
         self.int8 = self._in_dtype == np.int8
+        if self.int8 and self.input_affine is None:
+            # An int8 export scaled per feature (models.export) takes inputs in [-1, 1]; one
+            # that is not spans the encoded hours (log1p(168) ~ 5.1). Fed unscaled features
+            # (its manifest missing or stripped of input_affine) it would score silently wrong.
+            scale, zero = self._in_q
+            if scale and (127 - zero) * scale < _AFFINE_INPUT_MAX:
+                raise ModelError(f"{self.path.name}: int8 inputs span {(-128 - zero) * scale:.2f} .. "
+                                 f"{(127 - zero) * scale:.2f}, a per-feature scaled model, but no manifest "
+                                 f"input_affine (encoding ...{AFFINE_SUFFIX}) says how to scale them")
         self._n = -1
 
     def _resize(self, n: int) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from models.export import (AFFINE_SUFFIX, int8_logit_range, int8_manifest_fields, to_tflite)
 from models.features import FEATURES, encode_for_model
+from gondola.errors import ModelError
 from models.runtime import LiteRtScorer
 from models.train import TrainConfig, train_mlp
 
@@ -79,6 +80,16 @@ def _int8(weights, tmp_path) -> LiteRtScorer:
     return LiteRtScorer(path, 2.0, manifest=int8_manifest_fields(weights))
 
 
+def tf_logits_of(scorer: LiteRtScorer, x: np.ndarray) -> np.ndarray:
+    """The int8 model's logits for inputs ``x`` fed as they are (quantized, not scaled)."""
+    scorer._resize(len(x))
+    scale, zero = scorer._in_q
+    scorer._interp.set_tensor(scorer._in_idx, np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8))
+    scorer._interp.invoke()
+    out_scale, out_zero = scorer._out_q
+    return (scorer._interp.get_tensor(scorer._out_idx)[:, 0].astype(np.float32) - out_zero) * out_scale
+
+
 def test_int8_keeps_the_float_order_of_forecast_rows_near_the_threshold(model, tmp_path):
     weights, X, y, empty = model
     ahead = ~empty
@@ -116,10 +127,16 @@ def test_int8_inputs_are_scaled_per_feature_and_the_manifest_says_how(model, tmp
     np.testing.assert_array_equal(scale[~varying], 1.0)
     in_scale, _ = scorer._in_q
     assert in_scale < 2.2 / 255
-    # Without the manifest's scaling the same file scores other (wrong) logits: the runtime
-    # must not be fed unscaled features, which is why the encoding name changes.
-    bare = LiteRtScorer(scorer.path, 2.0, manifest={})
-    assert np.abs(bare.logits(X[:200]) - scorer.logits(X[:200])).max() > 1.0
+    # Without the manifest's scaling the same file would score other (wrong) logits: the
+    # runtime must not feed it unscaled features. The encoding name changes (an older build
+    # refuses it), and this build refuses the file without the scaling (no manifest beside it,
+    # or one without input_affine) instead of scoring it.
+    unscaled = encode_for_model(X[:200], weights.encoding)
+    raw = tf_logits_of(scorer, unscaled)
+    assert np.abs(raw - scorer.logits(X[:200])).max() > 1.0
+    for manifest in ({}, {"encoding": weights.encoding}, None):
+        with pytest.raises(ModelError, match="input_affine"):
+            LiteRtScorer(scorer.path, 2.0, manifest=manifest)
 
 
 def test_int8_output_spans_the_validation_picked_range(model, tmp_path):
