@@ -69,8 +69,10 @@ EVIDENCE_MS = 20 * 3_600_000
 #: A ledger's proof of a gap that a restock ends within this is no proof: the unit the till rang up
 #: just before the restock's scan may have been taken after the refill.
 RESTOCK_SLACK_MS = 10 * 60_000
-#: Units a ``shelf_check`` that restocked (units unknown) adds in the ledger: "as many as fit".
-_UNKNOWN_FILL = float(2 ** 40)
+#: Units a ``shelf_check`` that restocked (units unknown) adds in the ledger: "as many as fit" (more
+#: than a facing sells in any window the ledger looks at). Not larger: the ledger is one running
+#: sum over a store's facings in float64, exact while it stays below 2**53 (2**33 such checks).
+_UNKNOWN_FILL = float(2 ** 20)
 #: Values of ``gold.features.label_source`` (NULL: nobody observed the label).
 LABEL_SOURCES = ("sensor", "gap_scan", "restock", "till", "shelf_check", "ledger")
 _INF = np.iinfo(np.int64).max // 4

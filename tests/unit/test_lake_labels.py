@@ -183,3 +183,19 @@ def test_the_ledger_takes_a_void_back_whichever_sign_the_register_wrote():
     pos = lines((7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale"))
     lab, _, src = labels("f5", [10, 12], pos=pos, restocks=refills, plan_extra=True)
     assert lab == [1, 1] and src == ["ledger", "ledger"]
+
+
+def test_the_ledger_counts_units_exactly_after_many_refills_of_unknown_size():
+    # a store's history with 20,000 staff checks that restocked (units unknown) on facing "a0":
+    # the ledger of the facing after it must still count single units: f5 (capacity 3, full at
+    # 6:00) sold three units by 9:00 is empty until the partial refill at 15:00
+    plan = [Facing("a0", "ka", 10), Facing("f5", "k1", 3)]
+    n = 20_000
+    checks = table(facing_id=["a0"] * n, ts=[at(-24 * 30) + i * 60_000 for i in range(n)], outcome=["restocked"] * n)
+    pos = lines((7, "k1", 1, "sale"), (8, "k1", 1, "sale"), (9, "k1", 1, "sale"))
+    t = np.array([at(10), at(12), at(10)], np.int64)  # rows of both facings (a facing without rows has no evidence)
+    z = np.zeros(3, np.int64)
+    lab, _, src, _ = evidence_labels(np.array(["f5", "f5", "a0"], dtype=object), t, z, z, plan,
+                                     {"pos": pos, "restocks": restocks((6, "f5", 3), (15, "f5", 2)), "checks": checks},
+                                     HORIZON)
+    assert lab.tolist()[:2] == [1, 1] and src.tolist()[:2] == ["ledger", "ledger"]
