@@ -143,14 +143,17 @@ def train_model(data: LabelledRows, config: TrainConfig = TrainConfig(), *,
 
 def set_logit_range(weights: MlpWeights, val: LabelledRows) -> None:
     """Pick the int8 output range on validation rows (``models.export.int8_logit_range``);
-    left unset (the calibration range) when they hold no positive."""
+    left unset (the calibration range) when they hold no forecast positive (no positive, or
+    every positive an already-empty shelf) or no row with stock."""
     from models.export import int8_logit_range
     from models.features import encode_for_model
 
-    if not val.y.any():
+    empty_now = np.asarray(val.empty_now, dtype=bool) if val.empty_now_known else None
+    stock = np.ones(len(val.y), bool) if empty_now is None else ~empty_now
+    if not (np.asarray(val.y, dtype=bool) & stock).any():
         return
     logits = weights.logits(encode_for_model(val.rows.X, weights.encoding))
-    weights.logit_range = int8_logit_range(logits, val.y, val.empty_now if val.empty_now_known else None)
+    weights.logit_range = int8_logit_range(logits, val.y, empty_now)
 
 
 def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, summary: dict,

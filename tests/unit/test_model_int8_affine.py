@@ -48,3 +48,29 @@ def test_the_runtime_accepts_a_finite_scaling_and_refuses_nan_or_zero_scales():
                           ([0.0] * _F, [1.0] * (_F - 1) + [0.0]), ([0.0] * _F, ["x"] * _F)):
         with pytest.raises(ModelError, match="input_affine"):
             _check_manifest(_manifest(offset, scale), 2.0, Path("m.tflite"))
+
+
+def test_validation_rows_whose_positives_are_all_already_empty_leave_the_output_range_unset():
+    """set_logit_range leaves the range unset when the validation rows cannot pick it (no
+    positive, or every positive an already-empty shelf: no forecast positive), instead of
+    failing the whole training run (small lakes, a retrain on few days)."""
+    from types import SimpleNamespace
+
+    from models.pipeline import set_logit_range
+
+    rng = np.random.default_rng(1)
+    hidden = 4
+    weights = MlpWeights(layers=[(rng.normal(size=(_F, hidden)).astype(np.float32), np.zeros(hidden, np.float32)),
+                                 (rng.normal(size=(hidden, 1)).astype(np.float32), np.zeros(1, np.float32))])
+    X = np.abs(rng.normal(size=(50, _F))).astype(np.float32)
+    y = np.zeros(50, bool)
+    y[:5] = True
+    for empty_now in (y.copy(), np.ones(50, bool)):  # positives all empty; every row empty
+        val = SimpleNamespace(rows=SimpleNamespace(X=X), y=y, empty_now=empty_now, empty_now_known=True)
+        set_logit_range(weights, val)
+        assert weights.logit_range is None
+    # With forecast positives the range is picked.
+    val = SimpleNamespace(rows=SimpleNamespace(X=X), y=y, empty_now=np.zeros(50, bool), empty_now_known=True)
+    set_logit_range(weights, val)
+    lo, hi = weights.logit_range
+    assert lo < hi
