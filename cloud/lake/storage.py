@@ -225,6 +225,9 @@ class LakeStorage:
         full = pa.schema(dt.schema().to_arrow())
         schema = _plain_schema(pa.schema([f for f in full if f.name not in parts] + [full.field(p) for p in parts]))
         if columns is not None:
+            missing = [c for c in columns if c not in schema.names]
+            if missing:  # as the change feed refuses them: at the boundary, a StorageError
+                raise StorageError(f"cannot read changes of {table} after v{after_version}: no column {missing}")
             schema = pa.schema([schema.field(c) for c in columns])
         data_cols = [f.name for f in schema if f.name not in parts]
         base = self.uri(table)

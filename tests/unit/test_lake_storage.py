@@ -251,3 +251,17 @@ def test_the_dates_formatted_once_per_day_are_arrows_strftime_on_every_row(ms, c
     for given_ms in (pa.array(ms, pa.int64()), column):
         got = utc_dates(given_ms)
         assert got.type == pa.string() and got.to_pylist() == want
+
+
+def test_changes_refuse_a_column_the_table_lacks_with_a_storage_error_on_both_paths(tmp_path, monkeypatch):
+    storage = open_storage(tmp_path / "lake")
+    storage.write("silver.pos_line", pa.table({"device_id": ["a"], "seq": pa.array([1], pa.int64()),
+                                               "ts": pa.array([1_767_225_600_000], pa.int64())}))
+    rows, _ = storage.changes("silver.pos_line", -1, columns=["device_id"])
+    assert rows.to_pylist() == [{"device_id": "a"}]
+    import cloud.lake.storage as st
+
+    for path in ("appended files", "change feed"):
+        with pytest.raises(StorageError, match="nosuch"):
+            storage.changes("silver.pos_line", -1, columns=["device_id", "nosuch"])
+        monkeypatch.setattr(st.LakeStorage, "_appended", lambda *a, **k: None)
