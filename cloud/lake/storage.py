@@ -150,26 +150,35 @@ class LakeStorage:
         if current <= after_version:
             return adds, cdcs, current
         base = self.uri(table)
-        for actions in self._commits(table, after_version, current):
+        fs, folder = self._table_files(table)
+        for actions in self._commits(fs, folder, table, after_version, current):
             cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
             added = [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
             (cdcs if cdc else adds).extend(f"{base}/{unquote(p)}" for p in (cdc or added))
         return adds, cdcs, current
 
-    def _commits(self, table: str, after_version: int, current: int) -> list[list[dict]]:
+    def _table_files(self, table: str) -> tuple:
+        """The lake's ``pyarrow.fs`` filesystem and the table's folder in it.
+
+        Raises:
+            ConfigError: a store ``pyarrow.fs`` is not set up for (``cloud.meta.backup``).
+        """
+        from cloud.meta.backup import lake_filesystem
+
+        fs, root = lake_filesystem(self)
+        layer, _, name = table.partition(".")
+        return fs, f"{root}/{layer}/{name}"
+
+    def _commits(self, fs, folder: str, table: str, after_version: int, current: int) -> list[list[dict]]:
         """The actions of each commit in ``(after_version, current]`` that changed rows (a
-        ``repartition`` only rearranged them: left out), from the log's JSON entries.
+        ``repartition`` only rearranged them: left out), from the log's JSON entries in the
+        table's ``folder`` on ``fs`` (``_table_files``).
 
         Raises:
             StorageError: a commit's log entry is missing or unreadable.
         """
         import json
 
-        from cloud.meta.backup import lake_filesystem
-
-        fs, root = lake_filesystem(self)
-        layer, _, name = table.partition(".")
-        folder = f"{root}/{layer}/{name}"
         out = []
         try:
             for v in range(after_version + 1, current + 1):
@@ -197,8 +206,6 @@ class LakeStorage:
         import pyarrow.parquet as pq
         from urllib.parse import unquote
 
-        from cloud.meta.backup import lake_filesystem
-
         opts = self.storage_options or {}
         if not isinstance(self, LocalStorage) and not (opts.get("account_key") or opts.get("sas_token")):
             # pyarrow.fs gets only these credentials (cloud.meta.backup): with any other (a service
@@ -207,12 +214,12 @@ class LakeStorage:
             # endpoint (Azurite); the change feed reads with deltalake's own credentials
             return None
         try:
-            fs, _ = lake_filesystem(self)
+            fs, folder = self._table_files(table)
         except ConfigError:
             return None  # a store pyarrow.fs is not set up for here: the change feed reads it
         parts = list(dt.metadata().partition_columns)
         files = []
-        for actions in self._commits(table, after_version, current):
+        for actions in self._commits(fs, folder, table, after_version, current):
             for a in actions:
                 if "cdc" in a:
                     return None
@@ -231,8 +238,6 @@ class LakeStorage:
             schema = pa.schema([schema.field(c) for c in columns])
         data_cols = [f.name for f in schema if f.name not in parts]
         base = self.uri(table)
-        _, root = lake_filesystem(self)
-        folder = f"{root}/{table.replace('.', '/', 1)}"
         tables = []
         try:
             for add in files:
