@@ -183,8 +183,9 @@ class _Ledger:
         ev, n = self.ev, len(self.c)
         if n == 0:
             return np.zeros(0, bool)
-        lo = np.searchsorted(ev.key, bands.key(ev.fi, ev.ts - EVIDENCE_MS), side="right")
-        most = np.maximum(self.max(lo, np.arange(n) + 1), self.balance_at(ev.fi, bands.key(ev.fi, ev.ts - EVIDENCE_MS)))
+        since = bands.key(ev.fi, ev.ts - EVIDENCE_MS)
+        lo = np.searchsorted(ev.key, since, side="right")
+        most = np.maximum(self.max(lo, np.arange(n) + 1), self.balance_at(ev.fi, since))
         cap = capacity[ev.fi].astype(np.float64)
         proof = self.is_sale & (self.delta < 0) & (cap > 0) & (cap + self.c - most <= 0)
         nxt = np.minimum(np.arange(n) + 1, n - 1)
