@@ -232,7 +232,7 @@ def reexport_int8(model_dir: str | Path, data: LabelledRows, pick: np.ndarray, *
     from models.export import AFFINE_SUFFIX, weights_from_onnx
     from models.features import encode_for_model
     from models.package import manifest_path_for, read_manifest
-    from models.train import TrainConfig, calibration_set
+    from models.train import TrainConfig, set_int8_inputs
 
     onnx_path = Path(model_dir) / f"{MODEL_NAME}.onnx"
     if not onnx_path.exists() or not manifest_path_for(onnx_path).exists():
@@ -246,8 +246,7 @@ def reexport_int8(model_dir: str | Path, data: LabelledRows, pick: np.ndarray, *
     enc = encode_for_model(data.rows.X[tr], weights.encoding)
     seed_config = TrainConfig(seed=int(config.get("seed", 0)),
                               calibration_rows=int(config.get("calibration_rows", TrainConfig.calibration_rows)))
-    weights.calibration = calibration_set(weights, enc, data.y[tr], seed_config)
-    weights.input_range = np.stack([enc.min(axis=0), enc.max(axis=0)])
+    set_int8_inputs(weights, enc, data.y[tr], seed_config)
     del enc
     val = data.subset(pick)
     set_logit_range(weights, val)

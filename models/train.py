@@ -22,7 +22,7 @@ import numpy as np
 
 from models.features import FEATURES, MODEL_ENCODING, encode_for_model
 
-__all__ = ["MlpWeights", "TrainConfig", "train_mlp", "calibration_set"]
+__all__ = ["MlpWeights", "TrainConfig", "train_mlp", "calibration_set", "set_int8_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,16 @@ def train_mlp(
     wl, bl = dense[-1]
     dense[-1] = (wl, (bl - math.log(pos_weight)).astype(np.float32))
     weights = MlpWeights(layers=dense)
+    set_int8_inputs(weights, enc, y, config)
+    return weights
+
+
+def set_int8_inputs(weights: MlpWeights, enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> None:
+    """Set what the int8 export needs of the encoded training rows ``enc``: the calibration
+    rows (:func:`calibration_set`) and each input's range (``input_range``). Training and a
+    package's re-export (``models.pipeline.reexport_int8``) both call it."""
     weights.calibration = calibration_set(weights, enc, y, config)
     weights.input_range = np.stack([enc.min(axis=0), enc.max(axis=0)])
-    return weights
 
 
 def calibration_set(weights: MlpWeights, enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:
