@@ -221,7 +221,7 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
     weighed = ~np.isnan(weight)
     counted = weighed & (units_est >= 1)
     for c, add in ((col["_weight_sum"], weight), (col["_weight_units"], units_est)):
-        S[:, c] = np.where(counted, S[:, c] + np.where(counted, add, 0.0), S[:, c])
+        S[:, c] += np.where(counted, add, 0.0)
     w_sum, w_units = S[:, col["_weight_sum"]], S[:, col["_weight_units"]]
     below = (w_sum > 0) & (np.where(weighed, weight, 0.0) * w_units < -BELOW_EMPTY_UNITS * w_sum)
     S[:, col["_below"]] = np.where(weighed, below, S[:, col["_below"]])
