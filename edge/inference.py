@@ -240,9 +240,10 @@ class Inference:
         """Mean milliseconds per call of the shadow scorer (None before its first)."""
         return round(self.shadow_ms_total / self.shadow_cycles, 3) if self.shadow_cycles else None
 
-    def _score_shadow(self, feats: np.ndarray, units: np.ndarray, now_ms: int) -> None:
-        """One shadow cycle (the caller holds the lock): forecasts only, blocked where the shelf
-        is alerted empty now, as the scorer's. A failing shadow is counted, never raised."""
+    def _score_shadow(self, feats: np.ndarray, units: np.ndarray, now_ms: int, block: np.ndarray) -> None:
+        """One shadow cycle (the caller holds the lock): forecasts only, blocked where the
+        scorer's are (``block``: alerted empty now, or not ``forecast_ready``). A failing shadow
+        is counted, never raised."""
         try:
             started = time.perf_counter()
             probs = np.asarray(self.shadow.score(feats), dtype=np.float64).reshape(-1)
@@ -256,7 +257,7 @@ class Inference:
             return
         probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
         up, down = self._step(self.shadow_raised, self.shadow_changed_at, probs, self.shadow_raise_at,
-                              self.shadow_clear_at, now_ms, block=self.raised_now | ~forecast_ready(feats), track=False)
+                              self.shadow_clear_at, now_ms, block=block, track=False)
         empty_at = None
         if up.any():
             horizon_h = float(getattr(self.shadow, "horizon_h", 2.0))
@@ -307,8 +308,9 @@ class Inference:
                 changes.append(AlertChange(s.facing_id, s.sku, "raised" if up[i] else "cleared",
                                            float(now_probs[i]), float(units[i]), EMPTY_NOW))
             # Nor on a facing with no sale seen (models.scoring.forecast_ready): no demand, no forecast.
+            no_forecast = self.raised_now | ~forecast_ready(feats)
             up, down = self._step(self.raised, self.changed_at, probs, self.raise_at, self.clear_at, now_ms,
-                                  block=self.raised_now | ~forecast_ready(feats))
+                                  block=no_forecast)
             if up.any():
                 horizon_h = float(getattr(self.scorer, "horizon_h", 2.0))
                 self.last_empty_ms = now_ms + (hours_to_empty(feats, horizon_h) * HOUR_MS).astype(np.int64)
@@ -318,7 +320,7 @@ class Inference:
                                            float(probs[i]), float(units[i]), FORECAST,
                                            int(self.last_empty_ms[i]) if up[i] else None))
             if self.shadow is not None:
-                self._score_shadow(feats, units, now_ms)
+                self._score_shadow(feats, units, now_ms, no_forecast)
             self.last_probs = probs
             self.last_now_probs = now_probs
             self.last_cycle_ms = now_ms
