@@ -285,10 +285,9 @@ def train_main(argv: list[str], lineage=None) -> int:
             run.facts.update({"train_rows": summary["train_rows"], "val_pr_auc": summary["val_pr_auc"]})
     _say(f"  exported {files.int8_tflite.name} ({files.int8_tflite.stat().st_size:,} B), "
          f"{files.float_tflite.name}, {files.onnx.name} to {args.out}")
-    th = files.manifest.get("thresholds") or {"empty_within_h": files.manifest["threshold"]}
     print(f"model {files.manifest['version']}: validation PR-AUC {summary['val_pr_auc']:.3f} "
           f"(not yet empty {summary['val_pr_auc_not_yet_empty'] or float('nan'):.3f}), thresholds "
-          + ", ".join(f"{k} {v:.3f}" for k, v in sorted(th.items()))
+          + _thresholds_text(files.manifest)
           + f", {summary['train_rows']:,} training rows, {time.monotonic() - started:.0f} s")
     return 0
 
@@ -303,11 +302,17 @@ def _reexport(args) -> int:
                       cache=Path(args.work) / "rows")
     _, val = split_validation(data)
     files = reexport_int8(args.out, data, val & settled_rows(data, EVAL_WARMUP_DAYS), key=_key())
-    th = files.manifest.get("thresholds") or {"empty_within_h": files.manifest["threshold"]}
     print(f"model {files.manifest['version']} re-exported to {args.out}: int8 output range "
           + " .. ".join(f"{v:.2f}" for v in files.manifest.get("int8_logit_range", [])) + ", thresholds "
-          + ", ".join(f"{k} {v:.3f}" for k, v in sorted(th.items())))
+          + _thresholds_text(files.manifest))
     return 0
+
+
+def _thresholds_text(manifest: dict) -> str:
+    """A manifest's operating thresholds per alert kind, for the one line train prints (an older
+    manifest: its one threshold, the forecast's)."""
+    th = manifest.get("thresholds") or {"empty_within_h": manifest["threshold"]}
+    return ", ".join(f"{k} {v:.3f}" for k, v in sorted(th.items()))
 
 
 def _train_dirs(args) -> list[Path]:
