@@ -448,13 +448,6 @@ class _ParquetWriter:
             return None
         return cls(storage)
 
-    def _folder(self, table: str) -> tuple:
-        from cloud.meta.backup import lake_filesystem
-
-        fs, root = lake_filesystem(self.storage)
-        layer, _, name = table.partition(".")
-        return fs, f"{root}/{layer}/{name}"
-
     def write(self, table: str, rows: pa.Table) -> list[dict]:
         """One file per partition of the table (``date=YYYY-MM-DD/``, as Delta lays partitions out;
         the partition column is not in the file, its value is in the folder name and the add
@@ -465,7 +458,7 @@ class _ParquetWriter:
         from cloud.lake.tables import PARTITION_COL, conform, partition_columns, with_partition
 
         rows = conform(table, rows)
-        fs, folder = self._folder(table)
+        fs, folder = self.storage.table_filesystem(table)
         groups: list[tuple[str, pa.Table]] = [("", rows)]
         if partition_columns(table):
             rows = with_partition(table, rows)
@@ -485,7 +478,7 @@ class _ParquetWriter:
     def read(self, table: str, path: str) -> pa.Table:
         import pyarrow.parquet as pq
 
-        fs, folder = self._folder(table)
+        fs, folder = self.storage.table_filesystem(table)
         return pq.read_table(f"{folder}/{path}", filesystem=fs)
 
 

@@ -150,14 +150,14 @@ class LakeStorage:
         if current <= after_version:
             return adds, cdcs, current
         base = self.uri(table)
-        fs, folder = self._table_files(table)
+        fs, folder = self.table_filesystem(table)
         for actions in self._commits(fs, folder, table, after_version, current):
             cdc = [a["cdc"]["path"] for a in actions if "cdc" in a]
             added = [a["add"]["path"] for a in actions if "add" in a and a["add"].get("dataChange", True)]
             (cdcs if cdc else adds).extend(f"{base}/{unquote(p)}" for p in (cdc or added))
         return adds, cdcs, current
 
-    def _table_files(self, table: str) -> tuple:
+    def table_filesystem(self, table: str) -> tuple:
         """The lake's ``pyarrow.fs`` filesystem and the table's folder in it.
 
         Raises:
@@ -172,7 +172,7 @@ class LakeStorage:
     def _commits(self, fs, folder: str, table: str, after_version: int, current: int) -> list[list[dict]]:
         """The actions of each commit in ``(after_version, current]`` that changed rows (a
         ``repartition`` only rearranged them: left out), from the log's JSON entries in the
-        table's ``folder`` on ``fs`` (``_table_files``).
+        table's ``folder`` on ``fs`` (``table_filesystem``).
 
         Raises:
             StorageError: a commit's log entry is missing or unreadable.
@@ -214,7 +214,7 @@ class LakeStorage:
             # endpoint (Azurite); the change feed reads with deltalake's own credentials
             return None
         try:
-            fs, folder = self._table_files(table)
+            fs, folder = self.table_filesystem(table)
         except ConfigError:
             return None  # a store pyarrow.fs is not set up for here: the change feed reads it
         parts = list(dt.metadata().partition_columns)
