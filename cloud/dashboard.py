@@ -125,7 +125,7 @@ def _query(con) -> dict:
         LEFT JOIN bi_dim_store st ON st.store_id = d.store_id""")
     data["alerts"] = _rows(con, """
         SELECT a.store_id, COALESCE(a.store_name, a.store_id) AS store, COALESCE(a.category, '(unknown)') AS category,
-               strftime(a.alerted_local, '%Y-%m-%d') AS date, a.scorer, a.outcome, a.lead_min,
+               strftime(a.alerted_local, '%Y-%m-%d') AS date, a.scorer, a.kind, a.outcome, a.lead_min,
                COALESCE(a.check_outcome, 'not checked') AS staff_check
         FROM bi_alert_outcomes a WHERE a.alerted_local IS NOT NULL""")
     data["actions"] = q("""
@@ -277,12 +277,15 @@ def _charts(data: dict):
     ).properties(width=w, title="Why shelves ran empty (gold.stockout_causes)", name="causes_by_store")
     al = (alt.Chart(alt.NamedData(name="alerts")).transform_filter(by_store)
           .transform_filter(by_cat).transform_filter(in_dates))
-    outcomes = al.mark_bar().encode(
-        y=alt.Y("scorer:N", title=None), x=alt.X("count():Q", title="alerts"),
+    # One bar per alert kind and scorer: a model raises both kinds (forecasts and, on facings
+    # without a believed sensor, empty now), and the two promises are judged apart (issue 11).
+    outcomes = al.transform_calculate(
+        alert="(datum.kind || 'alert') + ' · ' + datum.scorer").mark_bar().encode(
+        y=alt.Y("alert:N", title=None), x=alt.X("count():Q", title="alerts"),
         color=alt.Color("outcome:N", scale=alt.Scale(domain=["empty_after", "already_empty", "false_alarm"],
                                                      range=["#2e7d32", "#f9a825", "#b42318"])),
-        tooltip=["scorer:N", "outcome:N", "count():Q"]).properties(width=w, title="Alerts and what became of them",
-                                                                  name="alert_outcomes")
+        tooltip=["kind:N", "scorer:N", "outcome:N", "count():Q"]).properties(
+            width=w, title="Alerts by kind and what became of them", name="alert_outcomes")
     leads = al.transform_filter("datum.lead_min != null").mark_bar().encode(
         x=alt.X("lead_min:Q", bin=alt.Bin(maxbins=24), title="lead time: alert -> shelf empty (min)"),
         y=alt.Y("count():Q", title="alerts")).properties(width=w, height=160, title="Alert lead times",
