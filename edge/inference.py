@@ -16,7 +16,9 @@
   - ``empty_now`` (detection): ``models.scoring.empty_now_prob`` reaches ``now_at`` (a
     believed sensor reading 0 units; for a facing without one, the model's score when its
     manifest says ``empty_now_from_model``, else the till's silence weighed with the POS
-    estimate).
+    estimate). Not raised on a facing whose believed sensor reads empty only by the till's
+    count (``models.scoring.empty_now_ready``: a shelf sensor reports when its value changes,
+    so its silence says the shelf was not seen empty).
 
 * Hysteresis: an alert is *raised* when its probability reaches the raise threshold and
   *cleared* when it falls to the clear level (half the raise threshold at most) or below, and
@@ -48,7 +50,8 @@ from edge.buffer import LAYOUT_ROW
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
-from models.scoring import EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, forecast_ready, hours_to_empty
+from models.scoring import (EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, empty_now_ready, forecast_ready,
+                            hours_to_empty)
 
 __all__ = ["PlanogramRow", "load_planogram", "AlertChange", "Inference"]
 
@@ -300,9 +303,10 @@ class Inference:
             now_probs = empty_now_prob(feats, model=probs if from_model else None)
             units = feats[:, _UNITS]
             changes = []
-            # Detection first: a forecast is not raised on a facing alerted empty now.
+            # Detection first: a forecast is not raised on a facing alerted empty now. Nor is a
+            # detection on a 0 the shelf sensor never read (models.scoring.empty_now_ready).
             up, down = self._step(self.raised_now, self.now_changed_at, now_probs, self.now_at,
-                                  min(self.clear_at, self.now_at / 2), now_ms)
+                                  min(self.clear_at, self.now_at / 2), now_ms, block=~empty_now_ready(feats))
             for i in np.flatnonzero(up | down):
                 s = self.states[i]
                 changes.append(AlertChange(s.facing_id, s.sku, "raised" if up[i] else "cleared",

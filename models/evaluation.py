@@ -266,6 +266,11 @@ def clear_level(raise_at: float) -> float:
     return min(0.3, raise_at / 2)
 
 
+def _dead_band(raise_at: float) -> float:
+    """A probability between the clear level and ``raise_at``: it neither raises nor clears."""
+    return (raise_at + clear_level(raise_at)) / 2
+
+
 def hysteresis_state(group: np.ndarray, t: np.ndarray, probs: np.ndarray, raise_at: float,
                      clear_at: float) -> np.ndarray:
     """Per row, whether its facing's alert is on after that row (rows in any order)."""
@@ -300,13 +305,15 @@ def evaluate_alert_kinds(
     store_days: float,
     intervals: list[tuple[str, str, int, int | None]] | None = None,
     ready: np.ndarray | None = None,
+    now_ready: np.ndarray | None = None,
 ) -> dict:
     """Replay both alert kinds as a gateway raises them and judge each by its own promise.
 
     ``empty_now`` alerts come from ``now`` (hysteresis at ``now_at``); ``empty_within_h`` from
     ``forecast`` (at ``forecast_at``), never raised on a facing whose ``empty_now`` alert is on,
     nor on a row whose ``ready`` is False (``models.scoring.forecast_ready`` of its features:
-    the gateway's rule; None: every row may raise).
+    the gateway's rule; None: every row may raise). ``empty_now`` is not raised on a row whose
+    ``now_ready`` is False (``models.scoring.empty_now_ready``; None: every row may raise).
     A forecast is true when the shelf is empty at some moment within H after it is raised; a
     detection when the shelf is empty at the instant it is raised. A stock-out is *caught
     ahead* when a forecast was raised within H before it started (strict: an alert raised
@@ -316,12 +323,13 @@ def evaluate_alert_kinds(
     """
     t = np.asarray(t, dtype=np.int64)
     intervals = stockouts if intervals is None else intervals
+    if now_ready is not None:  # a row that may not raise empty_now may keep one on: the dead band
+        now = np.where(np.asarray(now_ready, dtype=bool), now, np.minimum(now, _dead_band(now_at)))
     now_on = hysteresis_state(group, t, now, now_at, clear_level(now_at))
     # While the detection is on (or the facing is not ready), the forecast may clear but not
     # raise: hold it in the dead band.
-    mid = (forecast_at + clear_level(forecast_at)) / 2
     hold = now_on if ready is None else now_on | ~np.asarray(ready, dtype=bool)
-    fc = np.where(hold, np.minimum(forecast, mid), forecast)
+    fc = np.where(hold, np.minimum(forecast, _dead_band(forecast_at)), forecast)
     fc_alerts = hysteresis_alerts(store, facing, t, fc, forecast_at, clear_level(forecast_at), group=group)
     now_alerts = hysteresis_alerts(store, facing, t, now, now_at, clear_level(now_at), group=group)
     f = match_alerts(fc_alerts, stockouts, horizon_ms)

@@ -20,7 +20,8 @@ from models.dataset import LabelledRows
 from models.features import FEATURES
 from models.replay import facing_groups, split_facing_key
 from models.metrics import average_precision, threshold_at_recall
-from models.scoring import BaselineScorer, PoissonScorer, Scorer, ZeroSalesScorer, empty_now_prob, forecast_ready
+from models.scoring import (BaselineScorer, PoissonScorer, Scorer, ZeroSalesScorer, empty_now_prob, empty_now_ready,
+                            forecast_ready)
 from models.train import MlpWeights, TrainConfig
 
 __all__ = [
@@ -395,10 +396,12 @@ def _kinds(data: LabelledRows, forecast: np.ndarray, now: np.ndarray, forecast_a
     outs, days = cache["span"]
     if "ready" not in cache:
         cache["ready"] = forecast_ready(data.rows.X)  # the gateway's rule: no forecast before a sale
+        cache["now_ready"] = empty_now_ready(data.rows.X)  # nor empty_now on a 0 the sensor never read
     return evaluate_alert_kinds(store=data.rows.store, facing=data.rows.facing, t=data.rows.t, group=group,
                                 forecast=forecast, now=now, forecast_at=forecast_at, now_at=now_at,
                                 stockouts=outs, no_sensor=ns, horizon_ms=int(horizon_h * HOUR_MS), store_days=days,
-                                intervals=data.intervals, ready=cache["ready"])
+                                intervals=data.intervals, ready=cache["ready"],
+                                now_ready=cache["now_ready"])
 
 
 def _source_of(store: str) -> str:

@@ -15,7 +15,8 @@ Alert kinds (``stream.alerts.kind``):
 * ``empty_now``: the gateway's detector, ``models.scoring.empty_now_prob``, at the gateway's
   threshold (the manifest's ``thresholds["empty_now"]``, else ``EMPTY_NOW_THRESHOLD``): a believed
   sensor's 0; for a facing without one (or a doubted 0) the till's evidence, or the model's score
-  where the manifest says ``empty_now_from_model``. Cloud and gateway alerts are comparable, so
+  where the manifest says ``empty_now_from_model``; not raised on a 0 the sensor never read
+  (``models.scoring.empty_now_ready``, as on the gateway). Cloud and gateway alerts are comparable, so
   their divergence means a stale or broken model, not two rules.
 
 A store whose gateway is silent (no event for ``silent_since``) is still scored, on imputed
@@ -53,7 +54,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES, FeatureCache
-from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob, forecast_ready
+from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob, empty_now_ready, forecast_ready
 from models.replay import Facing, StoreFeatures
 
 __all__ = ["StoreScorer", "kind_thresholds", "KINDS"]
@@ -312,8 +313,9 @@ class StoreScorer:
                 raise_at = thresholds.get(kind, EMPTY_NOW_THRESHOLD)
                 from_model = bool(getattr(scorer, "empty_now_from_model", False))
                 p = empty_now_prob(X, model=probs if from_model else None)
-                # while silent, the till's silence is the gateway's, not the shelf's: only readings raise
-                want_raise = (p >= raise_at) & (may_raise | sensor_empty)
+                # while silent, the till's silence is the gateway's, not the shelf's: only readings
+                # raise; and as on the gateway, not a 0 the sensor never read (empty_now_ready)
+                want_raise = (p >= raise_at) & (may_raise | sensor_empty) & empty_now_ready(X)
             elif kind in thresholds:
                 raise_at = thresholds[kind]
                 p = probs

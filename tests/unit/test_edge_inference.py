@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.inference import Inference, PlanogramRow, load_planogram
+from edge.inference import _UNITS, Inference, PlanogramRow, load_planogram
 from edge.metrics import exposition
 from edge.testing import T0, planogram_csv, pos_line, reading, restock
 from edge.wiring import EdgeSettings, resolve_pseudonym_key
@@ -138,6 +138,29 @@ def test_no_forecast_before_the_till_sold_from_a_facing_but_empty_now_is_not_del
     inf.shadow.next = [0.97, 0.97, 0.97]
     inf.cycle(T0 + 45 * 60_000)
     assert [c.facing_id for c in inf.take_shadow_changes()] == ["f0"]
+
+
+def test_empty_now_is_not_raised_on_a_zero_the_shelf_sensor_never_read():
+    # The till's count brings a sensored facing to 0 (two units read, two sold since), but a
+    # shelf sensor reports when its value changes and has not: the shelf was not seen empty
+    # (models.scoring.empty_now_ready; on the busier held-out stores most false empty_now alerts
+    # on believed sensors were such zeros). The sensor's own 0 raises it; a later sale does not
+    # clear one already raised.
+    s = ScriptedScorer()
+    plan = [PlanogramRow("f0", "k0", 10, True), PlanogramRow("f1", "k1", 10, True)]
+    inf = Inference(plan, s, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+    inf.observe([reading(1, T0, facing_id="f0", units=2),
+                 reading(2, T0, facing_id="f1", device_id="shelf-s001-f1", sku="k1", units=2),
+                 pos_line(3, T0 + 10 * 60_000, sku="k0", qty=2), pos_line(4, T0 + 10 * 60_000, sku="k1", qty=2)])
+    s.next = [0.1, 0.1]
+    assert inf.cycle(T0 + 15 * 60_000) == []
+    assert inf.cache.matrix(T0 + 15 * 60_000)[:, _UNITS].tolist() == [0.0, 0.0]
+    assert not inf.raised_now.any() and inf.last_now_probs.tolist() == [1.0, 1.0]
+    inf.observe([reading(5, T0 + 20 * 60_000, facing_id="f0", units=0)])
+    changes = inf.cycle(T0 + 25 * 60_000)
+    assert [(c.facing_id, c.kind, c.state) for c in changes] == [("f0", "empty_now", "raised")]
+    inf.observe([pos_line(6, T0 + 30 * 60_000, sku="k0")])
+    assert inf.cycle(T0 + 35 * 60_000) == [] and inf.raised_now.tolist() == [True, False]
 
 
 def test_pos_lines_are_split_across_the_facings_of_their_sku():

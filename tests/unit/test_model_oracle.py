@@ -97,3 +97,30 @@ def test_the_alert_replay_raises_no_forecast_where_the_gateway_would_not():
     assert after["forecast_alerts"] == 1 and after["forecast_caught_share"] == 1.0
     assert after["forecast_strict_median_lead_min"] == 90.0  # raised at t[2], held through t[4]
 
+
+
+def test_the_alert_replay_raises_no_empty_now_on_a_zero_the_sensor_never_read():
+    # models.scoring.empty_now_ready is the gateway's rule: a believed sensor's facing whose 0 is
+    # the till's count (units sold since a reading above 0) may not raise empty_now; one raised on
+    # the sensor's own 0 stays. The replay holds such rows in the dead band, as the gateway does.
+    from models.features import FEATURES
+    from models.scoring import empty_now_prob, empty_now_ready
+
+    t = T0 + np.arange(6) * 30 * MINUTE_MS
+    X = np.zeros((6, len(FEATURES)), dtype=np.float32)
+    X[:, FEATURES.index("has_sensor")] = 1.0
+    X[:, FEATURES.index("units_est")] = [2, 0, 0, 0, 0, 3]
+    X[:, FEATURES.index("sales_since_reading")] = [0, 2, 2, 0, 1, 0]  # the sensor reads 0 at t[3]
+    now = empty_now_prob(X)
+    assert now.tolist() == [0, 1, 1, 1, 1, 0] and empty_now_ready(X).tolist() == [True, False, False, True, False, True]
+    kw = dict(store=np.array(["s"] * 6), facing=np.array(["a"] * 6), t=t, group=np.zeros(6, dtype=int),
+              forecast=np.zeros(6), now=now, forecast_at=0.8, now_at=0.9, no_sensor=set(),
+              stockouts=[("s", "a", int(t[3]), int(t[5]))], horizon_ms=2 * HOUR_MS, store_days=0.25)
+    before = evaluate_alert_kinds(**kw)
+    after = evaluate_alert_kinds(**kw, now_ready=empty_now_ready(X))
+    # Ungated: raised at t[1], while the shelf still held stock: a false alert (4 a store-day).
+    assert before["empty_now_alerts"] == 1 and before["empty_now_precision"] == 0.0
+    assert before["false_alerts_per_store_day"] == 4.0
+    # Gated: raised when the sensor read 0, kept through the sale at t[4]: right, and no false one.
+    assert after["empty_now_alerts"] == 1 and after["empty_now_precision"] == 1.0
+    assert after["false_alerts_per_store_day"] == 0.0

@@ -121,6 +121,27 @@ def test_the_cloud_raises_the_alerts_the_gateway_raises_on_the_same_events():
     assert forecasts >= 5
 
 
+def test_the_cloud_raises_no_empty_now_on_a_zero_the_sensor_never_read():
+    # The gateway's rule (models.scoring.empty_now_ready): on a believed sensor's facing, a 0
+    # that is the till's count since a reading above 0 raises nothing; the sensor's own 0 does.
+    class Stub:
+        name, horizon_h, thresholds = "stub", 2.0, {"empty_within_h": 0.9, "empty_now": 0.9}
+
+    sc, s = _store(17)
+    X = sc.features.matrix(s).copy()
+    sensored = np.flatnonzero((X[:, FEATURES.index("has_sensor")] > 0) & (X[:, _UNITS] > 0))
+    by_till, read = sensored[:3], sensored[3:6]
+    X[sensored[:6], _UNITS] = 0.0
+    X[sensored[:6], FEATURES.index("units_unexplained")] = 0.0
+    X[sensored[:6], FEATURES.index("reading_noise")] = 0.0
+    X[by_till, FEATURES.index("sales_since_reading")] = 2.0
+    X[read, FEATURES.index("sales_since_reading")] = 0.0
+    rows = sc.decide(s, X, np.zeros(len(X)), Stub())
+    up = {r["facing_id"] for r in rows if r["kind"] == "empty_now" and r["state"] == "raised"}
+    ids = sc.features.facing_ids
+    assert {ids[i] for i in read} <= up and not up & {ids[i] for i in by_till}
+
+
 def test_divergence_waits_out_the_grace_after_a_silence_and_still_flags_a_lasting_disagreement():
     from cloud.stream.detectors import DetectorConfig, StoreWatch
 
@@ -164,6 +185,7 @@ def test_divergence_compares_only_facings_whose_score_decides_the_state():
     assert sc.raised_facings("empty_within_h") == {ids[i] for i in held}
     X = X.copy()
     X[empty, _UNITS] = 0.0  # these shelves are read empty: alerted empty now on both sides
+    X[empty, FEATURES.index("sales_since_reading")] = 0.0  # by the sensor (models.scoring.empty_now_ready)
     p[held] = band  # a healthy model now scores the held ones in the hysteresis band
     p[empty] = 1.0
     watch = StoreWatch("s0701")
