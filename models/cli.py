@@ -510,19 +510,28 @@ def _goals(res: dict, seeds: dict, degraded: bool) -> dict:
     int8, fl = res["model-int8-tflite"], res["model-float-onnx"]
     s8 = seeds["model-int8-tflite"]
 
-    def g(goal, value, ok):
-        return {"goal": goal, "value": value, "met": None if value is None else bool(ok(value))}
+    def g(goal, value, ok, missed_if_none=False):
+        # No value: "no data" (met None) when the set has nothing to judge, a miss when it had
+        # (``missed_if_none``: stock-outs to warn of but none caught, empty shelves without a
+        # sensor but none detected).
+        return {"goal": goal, "value": value,
+                "met": (False if missed_if_none else None) if value is None else bool(ok(value))}
+
+    caught_any = int8["forecast_caught_share"] is not None
+    no_sensor_empties = int8.get("empty_now_no_sensor_detected_share") is not None
 
     out = {
         "fraction_of_oracle": g(">= 0.8", int8["fraction_of_oracle"], lambda v: v >= 0.8),
         "int8_vs_poisson_pr_auc_ahead_min_over_seeds": g(">= 1.3 for every seed", s8["vs_poisson_pr_auc_ahead"]["min"],
                                                          lambda v: v >= 1.3),
         "forecast_caught_share": g(">= 0.5", int8["forecast_caught_share"], lambda v: v >= 0.5),
-        "forecast_strict_median_lead_min": g(">= 60", int8["forecast_strict_median_lead_min"], lambda v: v >= 60),
+        "forecast_strict_median_lead_min": g(">= 60", int8["forecast_strict_median_lead_min"], lambda v: v >= 60,
+                                             missed_if_none=caught_any),
         "false_alerts_per_store_day": g("<= 5", int8["false_alerts_per_store_day"], lambda v: v <= 5),
         "empty_now_median_delay_min": g("<= 60 (facings without a sensor)", int8["empty_now_median_delay_min"],
-                                        lambda v: v <= 60),
-        "empty_now_no_sensor_precision": g(">= 0.8", int8["empty_now_no_sensor_precision"], lambda v: v >= 0.8),
+                                        lambda v: v <= 60, missed_if_none=no_sensor_empties),
+        "empty_now_no_sensor_precision": g(">= 0.8", int8["empty_now_no_sensor_precision"], lambda v: v >= 0.8,
+                                           missed_if_none=no_sensor_empties),
         "int8_minus_float_pr_auc_ahead": g("within 0.01", None if int8["pr_auc_ahead"] is None or fl["pr_auc_ahead"] is None
                                            else int8["pr_auc_ahead"] - fl["pr_auc_ahead"], lambda v: abs(v) <= 0.01),
     }
@@ -534,6 +543,18 @@ def _goals(res: dict, seeds: dict, degraded: bool) -> dict:
             ">= 0.85 (degraded sensors; best over the test set's own thresholds, optimistic)",
             int8["best_precision_at_recall_0.75_over_test_thresholds"], lambda v: v >= 0.85)
     return out
+
+
+def _headline(name: str, goals: dict) -> str:
+    """One set's goals in a line: met out of those the set can judge. A goal without a value (no
+    facing without a sensor, no forecast raised, ...) is "no data", neither met nor missed."""
+    judged = [x for x in goals.values() if x["met"] is not None]
+    met = sum(1 for x in judged if x["met"])
+    blank = len(goals) - len(judged)
+    return (f"{name}: {met}/{len(judged)} goals met" + (f" ({blank} without data)" if blank else "") + "; "
+            + ", ".join(f"{k} {'-' if x['value'] is None else format(x['value'], '.3f')}"
+                        f"{' (no data)' if x['met'] is None else '' if x['met'] else ' (missed)'}"
+                        for k, x in goals.items()))
 
 
 def _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, model_dirs, versions, thresholds,
@@ -550,12 +571,7 @@ def _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, mode
             cells = "".join(f"{'-' if r.get(k) is None else format(r[k], '.3f' if abs(r[k]) < 10 else '.1f'):>13}"
                             for k in cols)
             table.append(f"  {scorer:<38}{cells}")
-    headline = []
-    for name, gs in goals.items():
-        met = sum(1 for x in gs.values() if x["met"])
-        headline.append(f"{name}: {met}/{len(gs)} goals met; " + ", ".join(
-            f"{k} {'-' if x['value'] is None else format(x['value'], '.3f')}{'' if x['met'] else ' (missed)'}"
-            for k, x in gs.items()))
+    headline = [_headline(name, gs) for name, gs in goals.items()]
     return {
         "horizon_h": args.horizon,
         "every_min": args.every,
