@@ -315,7 +315,10 @@ class Inference:
             no_forecast = self.raised_now | ~forecast_ready(feats)
             up, down = self._step(self.raised, self.changed_at, probs, self.raise_at, self.clear_at, now_ms,
                                   block=no_forecast)
-            if up.any():
+            # Expected empty times of every forecast on, from this cycle's features: the store page
+            # lists them soonest first, so they must not keep a restart's 0 or a stale estimate
+            # (they were refreshed only in cycles that raised a new forecast somewhere).
+            if self.raised.any():
                 horizon_h = float(getattr(self.scorer, "horizon_h", 2.0))
                 self.last_empty_ms = now_ms + (hours_to_empty(feats, horizon_h) * HOUR_MS).astype(np.int64)
             for i in np.flatnonzero(up | down):

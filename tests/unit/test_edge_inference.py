@@ -362,3 +362,25 @@ def test_the_sensor_noise_estimate_survives_a_snapshot_and_an_older_layout_witho
     assert old.restore([(LAYOUT_ROW, layout, "layout", 0), ("f0", values[keep].astype("<f8").tobytes(), blob[2], blob[3])]) == 1
     assert old.states[0].units == 4.0 and old.states[0].reading_noise == 0.0 and old.states[0]._noise_pairs == 0
     assert old.states[0].features(T0 + 4 * 3_600_000)[:-1] == inf.states[0].features(T0 + 4 * 3_600_000)[:-1]
+
+
+def test_forecasts_restored_after_a_restart_get_their_expected_empty_time_at_the_next_cycle():
+    # QA: after a gateway restart every restored forecast listed expected_empty_ts 0 (1970) on
+    # the store page, soonest-first order lost, until some other facing raised a new forecast.
+    s = ScriptedScorer()
+    inf = _inf(s, n=2, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+    inf.observe([reading(0, T0 - 3600_000, facing_id="f0", units=8),
+                 reading(1, T0 - 3600_000, facing_id="f1", sku="k1", device_id="shelf-s001-f1", units=4)])
+    inf.observe([pos_line(10 + 2 * i + j, T0 - 3000_000 + i * 600_000, sku=sku)
+                 for i in range(2) for j, sku in enumerate(("k0", "k1"))])
+    s.next = [0.9, 0.9]
+    inf.cycle(T0)
+    before = {r["facing_id"]: r["expected_empty_ts"] for r in inf.restock_list() if r["kind"] == "empty_within_h"}
+    assert set(before) == {"f0", "f1"} and all(ts > T0 for ts in before.values())
+    other = _inf(s, n=2, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+    other.restore(inf.snapshot(everything=True))
+    assert other.raised.tolist() == [True, True]
+    assert other.cycle(T0 + 60_000) == []  # nothing raised or cleared: both forecasts stay on
+    listing = [r for r in other.restock_list() if r["kind"] == "empty_within_h"]
+    assert [r["facing_id"] for r in listing] == ["f1", "f0"]  # 2 units left empty sooner than 6
+    assert all(T0 + 60_000 < r["expected_empty_ts"] <= T0 + 60_000 + 2 * 3600_000 for r in listing)
