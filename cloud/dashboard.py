@@ -83,6 +83,11 @@ def _money(cents: float | None, currencies: list[str]) -> str:
     return f"{cents / 100.0:,.2f} {cur}"
 
 
+def _share(row: dict, part: str, whole: str) -> float | None:
+    """``row[part] / row[whole]``; None when the whole is 0 or missing."""
+    return (row.get(part) or 0) / row[whole] if row.get(whole) else None
+
+
 def _rows(con, sql: str) -> list[dict]:
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
@@ -97,7 +102,9 @@ def _query(con) -> dict:
     data["by_store"] = q("""
         SELECT k.store_id, COALESCE(st.store_name, k.store_id), k.stockouts, ROUND(k.stockout_minutes, 0),
                ROUND(k.lost_sales_cents / 100.0, 2), k.currency, ROUND(100 * k.recall_ahead, 0),
-               ROUND(k.mean_lead_min, 0), k.alerts, ROUND(100 * k.alert_precision, 0)
+               ROUND(k.mean_lead_min, 0), k.forecast_alerts, ROUND(100 * k.forecast_precision, 0),
+               ROUND(100.0 * k.forecast_warned_ahead / NULLIF(k.forecast_alerts, 0), 0), k.empty_now_alerts,
+               ROUND(100 * k.empty_now_precision, 0)
         FROM bi_kpis_by_store k LEFT JOIN bi_dim_store st ON st.store_id = k.store_id
         ORDER BY k.lost_sales_cents DESC NULLS LAST, k.store_id""")
     data["currencies"] = [r[0] for r in q("SELECT DISTINCT currency FROM silver_stores WHERE currency IS NOT NULL ORDER BY 1")]
@@ -398,9 +405,15 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
         ("stock-outs", _fmt(k.get("stockouts")), f"{_fmt(k.get('stockouts_ongoing'))} still empty"),
         ("stock-out minutes", _fmt(float(k.get("stockout_minutes") or 0), 0), "while the stores were open"),
         ("lost sales (est.)", _money(k.get("lost_sales_cents"), cur), "opening hours only"),
-        ("alerted before", pct(k.get("recall_ahead")), "stock-outs an alert preceded"),
-        ("mean lead", _fmt(k.get("mean_lead_min"), 0) + " min", "alert -> shelf empty"),
-        ("alert precision", pct(k.get("alert_precision")), f"{_fmt(k.get('alerts'))} alerts raised"),
+        ("alerted before", pct(k.get("recall_ahead")), "stock-outs a forecast preceded"),
+        ("mean lead", _fmt(k.get("mean_lead_min"), 0) + " min", "forecast -> shelf empty"),
+        # The two alert kinds apart, each judged by its own promise (issue 11): a forecast is worth
+        # its warning before the shelf emptied, an "empty now" is right when the shelf was empty.
+        ("forecasts", _fmt(k.get("forecast_alerts") or 0),
+         f"{_fmt(k.get('forecast_true_alerts') or 0)} right ({pct(k.get('forecast_precision'))}), "
+         f"{_fmt(k.get('forecast_warned_ahead') or 0)} warned ahead ({pct(_share(k, 'forecast_warned_ahead', 'forecast_alerts'))})"),
+        ("empty now", _fmt(k.get("empty_now_alerts") or 0),
+         f"{_fmt(k.get('empty_now_true_alerts') or 0)} right ({pct(k.get('empty_now_precision'))})"),
     ]
     kpi_html = "".join(f"<div class='kpi'><span>{_e(a)}</span><b>{_e(b)}</b><span>{_e(c)}</span></div>" for a, b, c in kpis)
     actions = [(s, _ACTION_TEXT.get(a, a), t, f, n, m, ls, c, wt, conf) for s, a, t, f, n, m, ls, c, wt, conf in data["actions"]]
@@ -415,8 +428,10 @@ on the daily chart to pick dates.</div>
 <div id="charts"></div>
 <h2>By store</h2>
 {_table(['store', 'name', 'stock-outs', 'minutes empty (open)', 'lost sales', 'currency', 'alerted before %',
-         'mean lead (min)', 'alerts', 'alert precision %'], data['by_store'], empty='no stores yet',
-        digits={3: 0, 4: 2, 6: 0, 7: 0, 9: 0})}
+         'mean lead (min)', 'forecasts', 'forecasts right %', 'warned ahead %', 'empty now', 'empty now right %'],
+        data['by_store'], empty='no stores yet', digits={3: 0, 4: 2, 6: 0, 7: 0, 9: 0, 10: 0, 12: 0})}
+<p class="sub">Forecasts (<code>empty_within_h</code>) are right when the shelf was empty within their horizon and
+warned ahead when raised before it emptied; <code>empty now</code> alerts are right when the shelf was empty when raised.</p>
 <h2>What to do (category manager)</h2>
 {_table(['store', 'action', 'product / hour', 'facing', 'stock-outs', 'minutes empty', 'lost sales', 'currency',
          'mean wait for refill (min)', 'confidence'], actions, empty='no actions: no stock-outs with a cause yet',

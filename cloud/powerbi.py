@@ -19,14 +19,16 @@ __all__ = ["pbids", "write_pbids", "STAR_SCHEMA"]
 STAR_SCHEMA: dict[str, dict] = {
     "facts": {
         "bi_stockouts": ("store_id", "sku", "date"),
-        "bi_alert_outcomes": ("store_id", "sku", "date"),
+        "bi_alert_outcomes": ("store_id", "sku", "date", "kind"),
         "bi_hourly_sales": ("store_id", "sku", "date"),
-        "bi_alert_quality": ("store_id", "date"),
+        # per alert kind: a forecast and an "empty now" are judged apart (issue 11)
+        "bi_alert_quality": ("store_id", "date", "kind"),
         "bi_fleet_health": ("store_id", "date"),
         "bi_shelf_state": ("store_id", "sku", "date"),
         "bi_stockout_causes": ("store_id", "sku", "date"),
     },
-    "dimensions": {"bi_dim_store": "store_id", "bi_dim_product": "sku", "bi_dim_date": "date"},
+    "dimensions": {"bi_dim_store": "store_id", "bi_dim_product": "sku", "bi_dim_date": "date",
+                   "bi_dim_alert_kind": "kind"},
 }
 
 _SERVER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*(,\d{1,5})?$")

@@ -17,7 +17,7 @@ from pathlib import Path
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import MEASURES, TABLES, TableDef, conform, schema_of, tsql_type
 
-__all__ = ["BI_VIEWS", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
+__all__ = ["BI_VIEWS", "EMPTY_NOW", "FORECAST", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
 
 
 def warehouse_name(table: str) -> str:
@@ -133,6 +133,52 @@ SELECT c.store_id, 'count_inventory' AS {q('action')}, CAST(NULL AS VARCHAR(128)
 {base} WHERE c.cause = 'phantom_inventory' GROUP BY c.store_id, c.sku"""
 
 
+#: The two alert kinds (issue 11): a forecast and a detection, judged each by its own promise.
+FORECAST, EMPTY_NOW = "empty_within_h", "empty_now"
+
+
+def _alert_quality(dialect: str) -> str:
+    """``bi_alert_quality``: per store, UTC day, scorer and alert kind, from ``gold_alert_outcomes``
+    (which keeps the kind; ``gold_model_performance`` does not).
+
+    Each kind is judged by its own promise: a forecast (``empty_within_h``) is right when its
+    shelf was empty within the horizon (``outcome`` is not ``false_alarm``) and *warned ahead*
+    when it was raised before the shelf emptied (``empty_after``), its lead time then counting;
+    an ``empty_now`` is right only when its shelf was empty when it was raised (``already_empty``:
+    one raised before the shelf emptied said "empty" of a shelf that was not). The day's
+    stock-outs (all scorers of the store, ``gold_stockouts``) and how many a forecast preceded
+    (``caught``, ``recall``) sit on the forecast rows, null on ``empty_now`` rows; a day with
+    stock-outs and no forecast has a forecast row with scorer ``(none)``.
+    """
+    ts = lambda c: _ts(c, dialect)  # noqa: E731
+    q = lambda n: _q(n, dialect)  # noqa: E731
+    kind = f"COALESCE(kind, '{FORECAST}')"  # a lake from before the kinds: every alert was a forecast
+    right = (f"CASE WHEN {kind} = '{EMPTY_NOW}' THEN CASE WHEN outcome = 'already_empty' THEN 1 ELSE 0 END "
+             f"WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END")
+    day = "alert_ms - (alert_ms % 86400000)"
+    dbl = "DOUBLE" if dialect == "duckdb" else "FLOAT"  # 8 bytes in each (DuckDB's FLOAT has 4)
+    return f"""
+WITH ad AS (
+  SELECT store_id, {day} AS day_ms, scorer, {kind} AS kind, COUNT(*) AS alerts, SUM({right}) AS true_alerts,
+         SUM(CASE WHEN {kind} = '{FORECAST}' AND outcome = 'empty_after' THEN 1 ELSE 0 END) AS warned_ahead,
+         AVG(CASE WHEN {kind} = '{FORECAST}' THEN lead_min END) AS mean_lead_min
+  FROM gold_alert_outcomes GROUP BY store_id, {day}, scorer, {kind}),
+sd AS (
+  SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, '{FORECAST}' AS kind, COUNT(*) AS stockouts,
+         SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught, COUNT(alerted) AS known_start
+  FROM gold_stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
+SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, {ts('COALESCE(ad.day_ms, sd.day_ms)')} AS {q('day')},
+       CAST({ts('COALESCE(ad.day_ms, sd.day_ms)')} AS DATE) AS {q('date')}, COALESCE(ad.scorer, '(none)') AS scorer,
+       COALESCE(ad.kind, sd.kind) AS kind, COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
+       CASE WHEN COALESCE(ad.kind, sd.kind) = '{FORECAST}' THEN COALESCE(ad.warned_ahead, 0) END AS warned_ahead,
+       CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE CAST(ad.true_alerts AS {dbl}) / ad.alerts END AS {q('precision')},
+       CASE WHEN COALESCE(ad.alerts, 0) = 0 OR COALESCE(ad.kind, sd.kind) <> '{FORECAST}' THEN NULL
+            ELSE CAST(ad.warned_ahead AS {dbl}) / ad.alerts END AS warned_ahead_share,
+       ad.mean_lead_min, sd.stockouts, sd.caught,
+       CASE WHEN COALESCE(sd.known_start, 0) = 0 THEN NULL ELSE CAST(sd.caught AS {dbl}) / sd.known_start END AS recall
+FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms AND ad.kind = sd.kind"""
+
+
 def _bi_views(dialect: str) -> dict[str, str]:
     ts = lambda c: _ts(c, dialect)  # noqa: E731
     q = lambda n: _q(n, dialect)  # noqa: E731
@@ -165,10 +211,7 @@ SELECT h.store_id, st.name AS store_name, h.sku, p.name AS product_name, p.categ
 FROM gold_hourly_sales h
 LEFT JOIN silver_stores st ON st.store_id = h.store_id
 LEFT JOIN silver_products p ON p.sku = h.sku""",
-        "bi_alert_quality": f"""
-SELECT m.store_id, {ts('m.day_ms')} AS {q('day')}, CAST({ts('m.day_ms')} AS DATE) AS {q('date')}, m.scorer, m.alerts,
-       m.true_alerts, m.stockouts, m.caught, m.{q('precision')} AS {q('precision')}, m.recall, m.mean_lead_min
-FROM gold_model_performance m""",
+        "bi_alert_quality": _alert_quality(dialect),
         "bi_fleet_health": f"""
 SELECT f.store_id, f.device_id, {ts('f.day_ms')} AS {q('day')}, CAST({ts('f.day_ms')} AS DATE) AS {q('date')}, f.events,
        f.missing, {ts('f.last_seen_ms')} AS last_seen, {lt('f.last_seen_ms')} AS last_seen_local,
@@ -196,6 +239,10 @@ FROM silver_stores st""",
         "bi_dim_product": """
 SELECT p.sku, p.name AS product_name, p.category, p.price_cents / 100.0 AS list_price, p.pack_size
 FROM silver_products p""",
+        "bi_dim_alert_kind": f"""
+SELECT k.kind, k.promise FROM (VALUES
+  ('{FORECAST}', 'the shelf will be empty within the horizon: right when it was, warned ahead when raised before it emptied'),
+  ('{EMPTY_NOW}', 'the shelf is empty now: right when it was empty when raised')) AS k(kind, promise)""",
         "bi_dim_date": f"""
 SELECT DISTINCT {_date(lt('h.hour_ms'), dialect)} AS {q('date')}
 FROM gold_hourly_sales h

@@ -477,6 +477,9 @@ class Measure:
     doc: str
 
 
+#: An alert's kind; a lake from before the two kinds holds forecasts only (as gold.alert_outcomes says).
+_KIND = "COALESCE(kind, 'empty_within_h')"
+
 #: The report figures (the data dictionary's measures).
 MEASURES: tuple[Measure, ...] = (
     Measure("stockouts", "gold.stockouts", "COUNT(*)", "count", "stock-outs that started (sensor facings)"),
@@ -499,7 +502,28 @@ MEASURES: tuple[Measure, ...] = (
     Measure("true_alerts", "gold.alert_outcomes", "SUM(CASE WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END)", "count",
             "alerts whose facing went empty within the horizon or was already empty"),
     Measure("alert_precision", "gold.alert_outcomes", "AVG(CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END)",
-            "share", "true alerts / alerts (gold.alert_outcomes.outcome)"),
+            "share", "true alerts / alerts (gold.alert_outcomes.outcome), both kinds together; each kind by its "
+            "own promise: forecast_precision, empty_now_precision"),
+    # The two alert kinds apart (issue 11), each judged by its own promise (as bi_alert_quality).
+    Measure("forecast_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {_KIND} = 'empty_within_h' THEN 1 ELSE 0 END)",
+            "count", "forecasts (empty_within_h alerts) raised"),
+    Measure("forecast_true_alerts", "gold.alert_outcomes",
+            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome <> 'false_alarm' THEN 1 ELSE 0 END)", "count",
+            "forecasts whose shelf was empty within their horizon"),
+    Measure("forecast_warned_ahead", "gold.alert_outcomes",
+            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome = 'empty_after' THEN 1 ELSE 0 END)", "count",
+            "forecasts raised before their shelf emptied (the warning that prevents a stock-out)"),
+    Measure("forecast_precision", "gold.alert_outcomes",
+            f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END END)",
+            "share", "forecasts right / forecasts"),
+    Measure("empty_now_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {_KIND} = 'empty_now' THEN 1 ELSE 0 END)",
+            "count", "empty_now alerts (detections) raised"),
+    Measure("empty_now_true_alerts", "gold.alert_outcomes",
+            f"SUM(CASE WHEN {_KIND} = 'empty_now' AND outcome = 'already_empty' THEN 1 ELSE 0 END)", "count",
+            "empty_now alerts whose shelf was empty when raised"),
+    Measure("empty_now_precision", "gold.alert_outcomes",
+            f"AVG(CASE WHEN {_KIND} = 'empty_now' THEN CASE WHEN outcome = 'already_empty' THEN 1.0 ELSE 0.0 END END)",
+            "share", "empty_now alerts right / empty_now alerts"),
 )
 
 

@@ -1,0 +1,146 @@
+"""The two alert kinds kept apart in the warehouse and on the dashboard (issue 11 point 2).
+
+A forecast (``empty_within_h``) is worth its warning before the shelf emptied; an ``empty_now``
+is right when the shelf was empty. A lake whose gold tables hold both kinds; the warehouse's
+``bi_alert_quality`` and report figures, and the dashboard's tiles and per-store table as
+Chromium draws them, must show each kind with its own counts and precision.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from cloud.dashboard import build_dashboard
+from cloud.lake.storage import LocalStorage
+from cloud.lake.tables import conform
+from cloud.warehouse import build_warehouse
+
+DAY = 1_764_460_800_000  # a UTC midnight
+MIN = 60_000
+
+
+def _alert(store: str, seq: int, kind: str, outcome: str, lead: float | None = None, scorer: str = "model:v1") -> dict:
+    ts = DAY + 8 * 60 * MIN + seq * MIN
+    return {"store_id": store, "facing_id": f"{store}-f{seq:02d}", "sku": "sku-1", "device_id": f"gw-{store}",
+            "seq": seq, "alert_ms": ts, "scorer": scorer, "probability": 0.9, "horizon_min": 120, "kind": kind,
+            "outcome": outcome, "stockout_start_ms": None if outcome == "false_alarm" else ts + int((lead or 0) * MIN),
+            "lead_min": lead}
+
+
+#: s001: 4 forecasts (2 warned ahead with leads 30 and 90, 1 on an already empty shelf, 1 false)
+#: and 4 empty_now (2 on empty shelves, 1 raised before its shelf emptied, 1 false);
+#: s002: 1 false forecast and 2 right empty_now.
+ALERTS = [
+    _alert("s001", 1, "empty_within_h", "empty_after", 30.0), _alert("s001", 2, "empty_within_h", "empty_after", 90.0),
+    _alert("s001", 3, "empty_within_h", "already_empty"), _alert("s001", 4, "empty_within_h", "false_alarm"),
+    _alert("s001", 5, "empty_now", "already_empty"), _alert("s001", 6, "empty_now", "already_empty"),
+    _alert("s001", 7, "empty_now", "empty_after", 15.0), _alert("s001", 8, "empty_now", "false_alarm"),
+    _alert("s002", 1, "empty_within_h", "false_alarm"),
+    _alert("s002", 2, "empty_now", "already_empty"), _alert("s002", 3, "empty_now", "already_empty"),
+]
+#: s001's stock-outs that day: 2 a forecast preceded, 1 not, 1 whose start is unknown.
+STOCKOUTS = [{"store_id": "s001", "facing_id": f"s001-f{i:02d}", "sku": "sku-1", "start_ms": DAY + (9 + i) * 60 * MIN,
+              "ongoing": False, "start_censored": censored, "alerted": alerted, "open_min": 10.0,
+              "lost_sales_cents_est": 100.0, "alert_lead_min": lead}
+             for i, (alerted, censored, lead) in enumerate([(True, False, 30.0), (True, False, 90.0),
+                                                            (False, False, None), (None, True, None)])]
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("kinds")
+    lake = LocalStorage(str(tmp / "lake"))
+    rows = {
+        "silver.stores": [{"store_id": s, "name": f"Store {s}", "timezone": "UTC", "currency": "EUR",
+                           "open_hour": 7.0, "close_hour": 22.0} for s in ("s001", "s002")],
+        "silver.products": [{"sku": "sku-1", "name": "Milk", "category": "dairy", "price_cents": 100}],
+        "gold.alert_outcomes": ALERTS,
+        "gold.stockouts": STOCKOUTS,
+    }
+    for name, table in rows.items():
+        lake.write(name, conform(name, pa.Table.from_pylist(table)))
+    path = build_warehouse(lake, tmp / "wh.duckdb")
+    return {"path": path, "tmp": tmp}
+
+
+def test_alert_quality_is_per_kind_each_judged_by_its_own_promise(warehouse):
+    with duckdb.connect(str(warehouse["path"]), read_only=True) as con:
+        rows = con.execute("""
+            SELECT store_id, scorer, kind, alerts, true_alerts, warned_ahead, precision, mean_lead_min,
+                   stockouts, caught, recall
+            FROM bi_alert_quality ORDER BY store_id, kind""").fetchall()
+    assert rows == [
+        # empty_now: right only when the shelf was empty when raised (the one raised 15 min
+        # before its shelf emptied said "empty" of a shelf that was not)
+        ("s001", "model:v1", "empty_now", 4, 2, None, 0.5, None, None, None, None),
+        # forecasts: right when the shelf was empty within the horizon, warned ahead when raised
+        # before it emptied; the day's stock-outs and those a forecast preceded (2 of 3 known)
+        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 4, 2, 2 / 3),
+        ("s002", "model:v1", "empty_now", 2, 2, None, 1.0, None, None, None, None),
+        ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, None, None, None),
+    ]
+
+
+def test_the_report_figures_count_each_kind_apart(warehouse):
+    with duckdb.connect(str(warehouse["path"]), read_only=True) as con:
+        cur = con.execute("SELECT * FROM bi_kpis")
+        k = dict(zip([d[0] for d in cur.description], cur.fetchone()))
+        by_store = con.execute("""SELECT store_id, forecast_alerts, forecast_true_alerts, forecast_warned_ahead,
+                                         empty_now_alerts, empty_now_true_alerts FROM bi_kpis_by_store
+                                  ORDER BY store_id""").fetchall()
+        kinds = con.execute("SELECT kind FROM bi_dim_alert_kind ORDER BY kind").fetchall()
+    assert (k["forecast_alerts"], k["forecast_true_alerts"], k["forecast_warned_ahead"]) == (5, 3, 2)
+    assert k["forecast_precision"] == pytest.approx(3 / 5)
+    assert (k["empty_now_alerts"], k["empty_now_true_alerts"]) == (6, 4)
+    assert k["empty_now_precision"] == pytest.approx(4 / 6)
+    assert by_store == [("s001", 4, 3, 2, 4, 2), ("s002", 1, 0, 0, 2, 2)]
+    assert kinds == [("empty_now",), ("empty_within_h",)]
+
+
+def _kpi_tiles(page: str) -> dict[str, tuple[str, str]]:
+    tiles = re.findall(r"<div class=\"kpi\"><span>([^<]*)</span><b>([^<]*)</b><span>([^<]*)</span></div>", page)
+    return {html.unescape(a): (html.unescape(b), html.unescape(c)) for a, b, c in tiles}
+
+
+@pytest.mark.chromium
+def test_the_dashboard_tiles_and_store_table_show_the_two_kinds_apart(warehouse):
+    import json
+
+    from tests.conftest import require
+    from tests.pages import chromium_binary, dump_dom
+
+    require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
+    page = build_dashboard(warehouse["path"], warehouse["tmp"] / "dash.html")
+    dom, _ = dump_dom(page.as_uri())
+    status = json.loads(re.search(r'<pre id="render-status">([^<]*)</pre>', dom).group(1))
+    assert status["errors"] == []
+    tiles = _kpi_tiles(dom.replace("'", '"'))
+    assert tiles["forecasts"] == ("5", "3 right (60%), 2 warned ahead (40%)")
+    assert tiles["empty now"] == ("6", "4 right (67%)")
+    assert "alert precision" not in tiles  # the two kinds together no longer make one figure
+    table = dom[dom.index("<h2>By store</h2>"):dom.index("<h2>What to do")]
+    head = re.findall(r"<th>([^<]*)</th>", table)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
+    rows = {r[0]: dict(zip(head, r)) for r in cells}
+    kinds = ["forecasts", "forecasts right %", "warned ahead %", "empty now", "empty now right %"]
+    assert [rows["s001"][c] for c in kinds] == ["4", "75", "50", "4", "50"]
+    assert [rows["s002"][c] for c in kinds] == ["1", "0", "0", "2", "100"]
+
+
+def test_the_power_bi_model_relates_every_fact_key_to_a_dimension_with_that_column(warehouse):
+    from cloud.powerbi import STAR_SCHEMA
+
+    dims = STAR_SCHEMA["dimensions"]
+    with duckdb.connect(str(warehouse["path"]), read_only=True) as con:
+        cols = lambda v: {d[0] for d in con.execute(f"SELECT * FROM {v} LIMIT 0").description}  # noqa: E731
+        for fact, keys in STAR_SCHEMA["facts"].items():
+            assert set(keys) <= cols(fact), fact
+            assert set(keys) <= set(dims.values()), fact
+        for dim, key in dims.items():
+            assert key in cols(dim), dim
+    assert "kind" in STAR_SCHEMA["facts"]["bi_alert_quality"] and "kind" in STAR_SCHEMA["facts"]["bi_alert_outcomes"]
