@@ -505,6 +505,31 @@ def _ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 
+#: The degraded-sensor goal (precision at recall 0.75 >= 0.85) is judged on a set whose simulator
+#: truth injects sensor faults (stuck, drifting, silent: ``models.history.SENSOR_FAULT_KINDS``) on
+#: at least this share of the rows of facings with a sensor (``sensor_trust_report``). Measured
+#: (28 days, 2 stores): 0.10-0.14 % on the six held-out sets with the default sensors (a load cell
+#: stuck now and then), 4.7 % on holdout-degraded; the name of a set says nothing (an unseen store
+#: with degraded sensors is called anything, and holdout-faults' faults are the network's).
+DEGRADED_MIN_FAULT_SHARE = 0.01
+
+
+def degraded_sensors(trust: dict | None) -> dict:
+    """Whether a set is judged on the degraded-sensor goal, from its truth of injected sensor
+    faults (``trust``: ``sensor_trust_report``; None when the set has no such truth, e.g. data
+    that is not the simulator's: then it is not judged)."""
+    rows = (trust or {}).get("sensored_rows") or 0
+    share = trust["fault_rows"] / rows if rows else None
+    return {"fault_row_share": share, "min_share": DEGRADED_MIN_FAULT_SHARE,
+            "judged": share is not None and share >= DEGRADED_MIN_FAULT_SHARE}
+
+
+def _set_goals(per_set: dict, seeds: dict, trust: dict) -> tuple[dict, dict]:
+    """Each set's goals, and per set why it is (not) judged on the degraded-sensor goal."""
+    basis = {name: degraded_sensors(trust.get(name)) for name in per_set}
+    return {name: _goals(res, seeds[name], basis[name]["judged"]) for name, res in per_set.items()}, basis
+
+
 def _goals(res: dict, seeds: dict, degraded: bool) -> dict:
     """The issue's goals for the int8 model of record on one set (seed minima where asked)."""
     int8, fl = res["model-int8-tflite"], res["model-float-onnx"]
@@ -559,7 +584,7 @@ def _headline(name: str, goals: dict) -> str:
 
 def _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, model_dirs, versions, thresholds,
             seconds) -> dict:
-    goals = {name: _goals(res, seeds[name], "degraded" in name or "faults" in name) for name, res in per_set.items()}
+    goals, degraded = _set_goals(per_set, seeds, trust)
     cols = ("pr_auc_ahead", "fraction_of_oracle", "forecast_caught_share", "forecast_strict_median_lead_min",
             "false_alerts_per_store_day", "empty_now_median_delay_min", "precision_at_operating_threshold",
             "recall_at_operating_threshold")
@@ -587,6 +612,7 @@ def _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, mode
         "event_time_replay": event_time or None,
         "sensor_trust": trust,
         "goals": goals,
+        "degraded_sensors": degraded,
         "table": table,
         "headline": headline,
         "note": ("best_precision_* figures are the best precision over the test set's own thresholds (optimistic); "
