@@ -39,7 +39,7 @@ import time
 from typing import Callable, Iterable
 
 from gondola.clock import Clock
-from gondola.contracts import parse_event
+from gondola.contracts import check_reading_fits, parse_event
 from gondola.errors import BufferFullError, ContractError, StorageError
 from gondola.privacy import pseudonymize
 from gondola.topics import parse_device_topic
@@ -68,12 +68,15 @@ Token = tuple[int, int]
 
 
 def check_payload(topic: str, payload: bytes, *, store_id: str, now_ms: int,
-                  pseudonym_key: bytes | None) -> tuple[dict, str]:
+                  pseudonym_key: bytes | None,
+                  capacity_of: Callable[[str], int | None] | None = None) -> tuple[dict, str]:
     """Validate one MQTT message; return ``(event, body)`` ready for the buffer.
 
     ``event`` gets ``received_at``; ``loyalty_id`` is replaced by ``loyalty_pid``. ``body`` is the
     event's one-line JSON: the device's own bytes with ``received_at`` spliced in when that is
-    safe (saves a re-encode), else a fresh encoding.
+    safe (saves a re-encode), else a fresh encoding. ``capacity_of`` (facing id -> planogram
+    capacity, None when unknown) refuses a shelf reading far above its facing's capacity
+    (``gondola.contracts.check_reading_fits``).
 
     Raises:
         ContractError: the reason to quarantine it (contract reasons, plus ``too_large``,
@@ -94,6 +97,8 @@ def check_payload(topic: str, payload: bytes, *, store_id: str, now_ms: int,
         raise ContractError("wrong_store", f"event of store {ascii(event['store_id'])} on gateway {store_id!r}")
     if event["device_id"] != where[2]:
         raise ContractError("topic_mismatch", f"device {ascii(event['device_id'])} published on {ascii(topic)[:120]}")
+    if capacity_of is not None and event["type"] == "shelf.reading":
+        check_reading_fits(event, capacity_of(event["data"]["facing_id"]))
     rewritten = "received_at" in event
     data = event["data"]
     if "loyalty_pid" in data:
@@ -155,8 +160,10 @@ class Collector:
                  ack: Callable[[list[Token]], object] = lambda tokens: None,
                  on_committed: Callable[[list[dict]], None] | None = None,
                  group_max: int = 1000, group_wait_s: float = 0.005, max_pending: int = 20_000,
-                 max_pending_bytes: int = 16 * 1024**2):
+                 max_pending_bytes: int = 16 * 1024**2, capacity_of: Callable[[str], int | None] | None = None):
         self.buffer = buffer
+        #: facing id -> planogram capacity (None: unknown): shelf readings far above it are quarantined
+        self.capacity_of = capacity_of
         self.clock = clock
         self.store_id = store_id
         self.pseudonym_key = pseudonym_key
@@ -280,7 +287,7 @@ class Collector:
         for topic, payload, _ in group:
             try:
                 event, body = check_payload(topic, payload, store_id=self.store_id, now_ms=now,
-                                            pseudonym_key=self.pseudonym_key)
+                                            pseudonym_key=self.pseudonym_key, capacity_of=self.capacity_of)
             except ContractError as exc:
                 bad.append((topic, exc.reason, exc.detail, payload))
                 continue
@@ -351,7 +358,7 @@ class Collector:
         topic, payload, _ = item
         try:
             event, body = check_payload(topic, payload, store_id=self.store_id, now_ms=now,
-                                        pseudonym_key=self.pseudonym_key)
+                                        pseudonym_key=self.pseudonym_key, capacity_of=self.capacity_of)
             events, bodies, bad = [event], [body], []
         except ContractError as exc:
             events, bodies, bad = [], [], [(topic, exc.reason, exc.detail, payload)]

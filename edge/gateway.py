@@ -62,7 +62,7 @@ class Gateway:
             log.info("restored the state of %d facings", restored)
         self.collector = Collector(
             buffer, clock, store_id=settings.store_id, pseudonym_key=pseudonym_key,
-            ack=self._ack, on_committed=inference.observe,
+            ack=self._ack, on_committed=inference.observe, capacity_of=inference.capacity_of,
             group_max=settings.group_max, group_wait_s=settings.group_wait_ms / 1000)
         self._subscriber = None
         self._publisher = None

@@ -163,6 +163,11 @@ class Inference:
 
     # ---- updates -------------------------------------------------------------------------
 
+    def capacity_of(self, facing_id: str) -> int | None:
+        """The facing's planogram capacity; None for a facing the planogram does not know."""
+        i = self.index.get(facing_id)
+        return None if i is None else self.states[i].capacity
+
     def observe(self, events: list[dict]) -> None:
         """Update facing states with committed events (in arrival order)."""
         with self._lock:

@@ -53,6 +53,8 @@ __all__ = [
     "event_epoch",
     "line_problem",
     "field_rules",
+    "MAX_FILL_RATIO",
+    "check_reading_fits",
     "MAX_SEQ",
     "parse_lines",
     "BatchMessage",
@@ -451,6 +453,30 @@ def make_event(
     if epoch:
         event["epoch"] = int(epoch)
     return event
+
+
+#: A shelf reading above this many times its facing's planogram capacity is not a shelf state
+#: (a broken payload, a load cell gone wild, or the wrong facing): refused as ``out_of_range``
+#: where the planogram is known (the gateway's collector), so nothing downstream believes it.
+#: Measured on 1.3 M simulated readings (13 sets, 28 days): healthy sensors read at most 1.33 x
+#: capacity (noise, small facings), drifting load cells up to 5.25 x; the sensor-trust rules
+#: (``models.features``: drift over 4 units) see a drift long before 10 x, so its evidence is kept.
+MAX_FILL_RATIO = 10
+
+
+def check_reading_fits(event: Mapping[str, Any], capacity: int | None) -> None:
+    """Refuse a ``shelf.reading`` whose ``units_est`` exceeds ``MAX_FILL_RATIO`` x its facing's
+    planogram ``capacity`` (None or 0: unknown, nothing to check); other events pass.
+
+    Raises:
+        ContractError: ``out_of_range``.
+    """
+    if event.get("type") != "shelf.reading" or not capacity or capacity <= 0:
+        return
+    units = event["data"].get("units_est")
+    if units is not None and units > MAX_FILL_RATIO * capacity:
+        raise ContractError("out_of_range", f"data.units_est: {units} is over {MAX_FILL_RATIO} x the facing's "
+                                            f"capacity of {capacity}")
 
 
 def event_epoch(event: Mapping[str, Any]) -> int:

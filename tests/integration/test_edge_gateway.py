@@ -137,3 +137,44 @@ def test_a_cycle_computes_health_once_per_report_and_patches_the_twin_only_when_
     assert len(patches) == 5  # an hour without news: one heartbeat patch
     assert gw.report_twin() and len(patches) == 6  # on demand it always patches
     gw.buffer.close()
+
+
+def test_a_shelf_reading_far_above_its_facing_capacity_is_quarantined_and_never_believed_nor_uplinked(tmp_path):
+    # QA: a reading of 100000 units on a facing of capacity 6 was accepted and believed, so the
+    # facing could not alert until the next reading. 1.3 M simulated readings never go above
+    # 5.25 x capacity (drifting load cells; healthy ones 1.33 x): over 10 x is not a shelf state.
+    import sqlite3
+
+    from edge.testing import reading
+    from gondola.contracts import MAX_FILL_RATIO
+
+    (tmp_path / "planogram.csv").write_text(planogram_csv(facings=3, capacity=6))
+    clock = SimClock(T0)
+    gw = build_gateway(EdgeSettings(store_id="s001", data_dir=tmp_path / "gw", hub_path=tmp_path / "hub.sqlite",
+                                    planogram_path=tmp_path / "planogram.csv"), clock=clock)
+
+    def send(seq: int, facing: str, units: int) -> None:
+        ev = reading(seq, T0 + seq * 60_000, facing_id=facing, device_id=f"shelf-s001-{facing}", units=units)
+        ev["data"]["weight_g"] = 1_500.0  # a plausible weight: only the units are wild (as QA sent them)
+        gw.collector.commit_group([(f"gondola/s001/shelf/shelf-s001-{facing}", json.dumps(ev).encode(), (0, 0))])
+
+    send(1, "f1", 5)
+    send(2, "f1", 100_000)  # after a believed reading
+    send(3, "f2", 100_000)  # the facing's first reading
+    send(4, "f0", 6 * MAX_FILL_RATIO)  # at the bound: a drifting cell's evidence for sensor trust, kept
+    send(5, "f2", 61)  # just over it
+    states = {s.facing_id: s for s in gw.inference.states}
+    assert states["f1"].units == 5.0 and states["f2"].units is None and states["f0"].units == 60.0
+    assert gw.health()["quarantined"] == 3
+    with sqlite3.connect(tmp_path / "gw" / "buffer.sqlite") as con:
+        quarantined = con.execute("SELECT reason, detail FROM quarantine ORDER BY id").fetchall()
+    assert [r for r, _ in quarantined] == ["out_of_range"] * 3
+    assert "capacity of 6" in quarantined[0][1]
+    # The cloud hears only what the gateway believed: gateway and lake agree.
+    gw.drain()
+    gw.buffer.close()
+    hub = LocalHub(tmp_path / "hub.sqlite")
+    events = [e for p in range(hub.partitions) for m in hub.read(p) for e in decode_batch(m.body, m.properties)]
+    hub.close()
+    assert sorted((e["data"]["facing_id"], e["data"]["units_est"]) for e in events if e["type"] == "shelf.reading") \
+        == [("f0", 60), ("f1", 5)]

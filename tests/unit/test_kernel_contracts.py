@@ -248,3 +248,22 @@ def test_the_generated_fast_check_accepts_exactly_what_the_field_walk_accepts(et
     assert len(cases) > 200
     assert all(f == s for f, s in verdicts), [c for c, (f, s) in zip(cases, verdicts) if f != s][:3]
     assert sum(s for _, s in verdicts) >= 10  # the mutations include valid events, not only broken ones
+
+
+def test_a_shelf_reading_over_ten_times_its_facing_capacity_is_out_of_range():
+    import pytest
+
+    from gondola.contracts import MAX_FILL_RATIO, check_reading_fits, make_event
+    from gondola.errors import ContractError
+
+    def ev(etype: str, units: int) -> dict:
+        return make_event(etype, store_id="s001", device_id="shelf-1", seq=1, ts=1_764_410_400_000,
+                          data={"facing_id": "f1", "sku": "k1", "weight_g": 1500.0, "units_est": units,
+                                "battery_pct": 80.0, "rssi_dbm": -60})
+
+    check_reading_fits(ev("shelf.reading", 6 * MAX_FILL_RATIO), 6)  # at the bound: kept
+    with pytest.raises(ContractError) as err:
+        check_reading_fits(ev("shelf.reading", 100_000), 6)
+    assert err.value.reason == "out_of_range" and "capacity of 6" in err.value.detail
+    check_reading_fits(ev("shelf.reading", 100_000), None)  # a facing the planogram does not know
+    check_reading_fits(ev("shelf.reading", 100_000), 0)  # nor its capacity
