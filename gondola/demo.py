@@ -120,7 +120,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     from firmware_sim import Scenario, StoreSim, write_master_data
     from firmware_sim.history import write_stock_records
     from firmware_sim.mqtt import MqttPublisher
-    from models.evaluation import match_alerts
+    from models.evaluation import forecast_outcomes, match_alerts
 
     cfg.validate()
     model_path = _model_path(cfg.model)
@@ -256,6 +256,8 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     first_cycle = cfg.start_ms + cfg.tick_min * MINUTE_MS
     with_stock = [s for s in stockouts if s[2] > first_cycle]
     quality = match_alerts(alerts, with_stock, cfg.horizon_min * MINUTE_MS)
+    # Precision counts a forecast raised on a shelf already empty as right; it warned of nothing.
+    outcomes = forecast_outcomes(alerts, stockouts, cfg.horizon_min * MINUTE_MS)
     detection = match_alerts(kinds["empty_now"], stockouts, 0)
 
     silver_rows = {k: v for k, v in counts.items() if k.startswith("silver.")}
@@ -296,6 +298,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
             "stockouts_starting_with_stock": len(with_stock),
             "horizon_min": cfg.horizon_min,
             **quality,
+            "forecast_outcomes": outcomes,
             "empty_now": {"raised": len(kinds["empty_now"]), "precision": detection["precision"],
                           "detected": detection["detected_recall"], "median_delay_min": detection["median_delay_min"]},
         },
@@ -466,6 +469,9 @@ def format_summary(summary: dict) -> str:
         ("  precision (vs simulator truth)", _fmt(al.get("precision"))),
         ("  recall (raised within H before empty)", _fmt(al.get("recall"))),
         ("  median lead time (min, strict)", _fmt(al.get("median_lead_min"))),
+        ("  warned ahead (stock when raised)", al["forecast_outcomes"]["warned_ahead"]),
+        ("  on shelves already empty", al["forecast_outcomes"]["on_empty_shelf"]),
+        ("  false (no stock-out within H)", al["forecast_outcomes"]["false"]),
         ("detections (empty_now) raised", al["empty_now"]["raised"]),
         ("  precision (shelf empty when raised)", _fmt(al["empty_now"].get("precision"))),
         ("  median delay after empty (min)", _fmt(al["empty_now"].get("median_delay_min"))),

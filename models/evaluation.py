@@ -16,7 +16,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["match_alerts", "hysteresis_alerts", "hysteresis_episodes", "match_episodes", "evaluate_scores",
+__all__ = ["match_alerts", "forecast_outcomes", "hysteresis_alerts", "hysteresis_episodes", "match_episodes", "evaluate_scores",
            "evaluate_alert_kinds", "hysteresis_state", "clear_level"]
 
 
@@ -73,6 +73,31 @@ def match_alerts(
         "median_lead_min": median(leads) if leads else None,
         "median_delay_min": median(delays) if delays else None,
     }
+
+
+def forecast_outcomes(
+    alerts: Iterable[tuple[str, str, int]],
+    intervals: Iterable[tuple[str, str, int, int | None]],
+    horizon_ms: int,
+) -> dict[str, int]:
+    """What each forecast told, against the facings' empty intervals (the lake's
+    ``gold.alert_outcomes.outcome`` judged on ground truth): ``warned_ahead``, the shelf held
+    stock when it was raised and went empty within ``horizon_ms``; ``on_empty_shelf``, the
+    shelf was already empty (right, but it warned of nothing: "empty in 0 min"); ``false``,
+    neither. :func:`match_alerts` counts the first two alike as true alerts."""
+    by_facing: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    for store, facing, start, end in intervals:
+        by_facing[(store, facing)].append((start, float("inf") if end is None else end))
+    out = {"warned_ahead": 0, "on_empty_shelf": 0, "false": 0}
+    for store, facing, t in alerts:
+        ivs = by_facing.get((store, facing), ())
+        if any(start <= t < end for start, end in ivs):
+            out["on_empty_shelf"] += 1
+        elif any(t < start <= t + horizon_ms for start, _ in ivs):
+            out["warned_ahead"] += 1
+        else:
+            out["false"] += 1
+    return out
 
 
 def hysteresis_alerts(

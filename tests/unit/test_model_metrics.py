@@ -9,7 +9,7 @@ import pytest
 
 from gondola.clock import HOUR_MS, MINUTE_MS
 from models.baseline import poisson_stockout_prob, poisson_tail, zero_sales_prob
-from models.evaluation import evaluate_scores, hysteresis_alerts, hysteresis_episodes, match_alerts, match_episodes
+from models.evaluation import evaluate_scores, forecast_outcomes, hysteresis_alerts, hysteresis_episodes, match_alerts, match_episodes
 from models.features import FEATURES
 from models.metrics import average_precision, precision_at_recall, pr_curve, threshold_at_recall
 from models.scoring import BaselineScorer, PoissonScorer, ZeroSalesScorer
@@ -89,6 +89,17 @@ def test_match_alerts_counts_true_alerts_caught_stockouts_and_lead_time():
     assert m["precision"] == pytest.approx(3 / 5)
     assert m["recall"] == pytest.approx(1 / 3) and m["detected_recall"] == pytest.approx(2 / 3)
     assert m["median_lead_min"] == 60 and m["median_delay_min"] == 60
+
+
+def test_forecast_outcomes_tell_a_warning_ahead_from_a_forecast_on_an_empty_shelf():
+    # match_alerts counts both as true alerts (3 of 5 above); what the demo's summary reports apart.
+    H = 2 * HOUR_MS
+    stockouts = [("s1", "f1", 10 * HOUR_MS, 11 * HOUR_MS), ("s1", "f2", 20 * HOUR_MS, None),
+                 ("s1", "f3", 5 * HOUR_MS, 9 * HOUR_MS)]
+    alerts = [("s1", "f1", 9 * HOUR_MS), ("s1", "f1", 10 * HOUR_MS + 30 * MINUTE_MS), ("s1", "f2", 15 * HOUR_MS),
+              ("s1", "f3", 6 * HOUR_MS), ("s1", "f9", 1 * HOUR_MS), ("s1", "f2", 21 * HOUR_MS),
+              ("s1", "f1", 11 * HOUR_MS)]  # the instant it was refilled: not empty, no stock-out after
+    assert forecast_outcomes(alerts, stockouts, H) == {"warned_ahead": 1, "on_empty_shelf": 3, "false": 3}
 
 
 def test_hysteresis_raises_once_per_episode_and_rearms_below_the_clear_level():

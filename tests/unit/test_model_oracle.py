@@ -99,6 +99,40 @@ def test_the_alert_replay_raises_no_forecast_where_the_gateway_would_not():
 
 
 
+def test_the_alert_replay_raises_no_forecast_on_a_shelf_its_sensor_reads_empty():
+    # models.scoring.forecast_ready: no forecast on a sensored facing estimated at 0 units (it
+    # would say "empty in 0 min" of a shelf already empty), unless the till sold from it since
+    # the reading. The facing reads 0 from t[1] to t[3]
+    # (doubted: empty_now stays off), stock from t[4]; the shelf empties at t[5].
+    from models.features import FEATURES
+    from models.scoring import forecast_ready
+
+    t = T0 + np.arange(6) * 30 * MINUTE_MS
+    X = np.zeros((6, len(FEATURES)), dtype=np.float32)
+    X[:, FEATURES.index("hours_since_sale")] = 1.0
+    X[:, FEATURES.index("has_sensor")] = 1.0
+    X[:, FEATURES.index("units_est")] = [2, 0, 0, 0, 1, 1]
+    ready = forecast_ready(X)
+    assert ready.tolist() == [True, False, False, False, True, True]
+    X[2, FEATURES.index("sales_since_reading")] = 1.0  # the till sold since the reading: stock
+    assert forecast_ready(X).tolist() == [True, False, True, False, True, True]
+    X[:, FEATURES.index("has_sensor")] = 0.0  # without a sensor, the till's 0 is only an estimate
+    assert forecast_ready(X).all()
+    kw = dict(store=np.array(["s"] * 6), facing=np.array(["a"] * 6), t=t, group=np.zeros(6, dtype=int),
+              forecast=np.array([0.0, 0.9, 0.9, 0.9, 0.9, 0.9]), now=np.zeros(6), forecast_at=0.8, now_at=0.5,
+              no_sensor=set(), stockouts=[("s", "a", int(t[5]), None)], horizon_ms=HOUR_MS, store_days=0.25,
+              intervals=[("s", "a", int(t[1]), int(t[4])), ("s", "a", int(t[5]), None)])
+    before = evaluate_alert_kinds(**kw)
+    after = evaluate_alert_kinds(**kw, ready=ready)
+    # Ungated (H = 1 h): raised at t[1] on the empty shelf ("right"), still on when the shelf
+    # empties again 2 h later: that stock-out is not caught ahead (strict).
+    assert before["forecast_alerts"] == 1 and before["forecast_precision"] == 1.0
+    assert before["forecast_caught_share"] == 0.0
+    # Gated: raised at t[4] on the refilled shelf, 30 min before it empties: caught ahead.
+    assert after["forecast_alerts"] == 1 and after["forecast_caught_share"] == 1.0
+    assert after["forecast_strict_median_lead_min"] == 30.0
+
+
 def test_the_alert_replay_raises_no_empty_now_on_a_zero_the_sensor_never_read():
     # models.scoring.empty_now_ready is the gateway's rule: a believed sensor's facing whose 0 is
     # the till's count (units sold since a reading above 0) may not raise empty_now; one raised on

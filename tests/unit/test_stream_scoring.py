@@ -142,6 +142,31 @@ def test_the_cloud_raises_no_empty_now_on_a_zero_the_sensor_never_read():
     assert {ids[i] for i in read} <= up and not up & {ids[i] for i in by_till}
 
 
+def test_the_cloud_raises_no_forecast_on_a_facing_its_sensor_reads_empty():
+    # The gateway's rule (models.scoring.forecast_ready): a doubted sensor 0 (empty_now stays
+    # off: the model's 0.95 is under its 0.99) gets no "empty in 0 min" forecast, unless the till
+    # sold from the facing since the reading; a facing with stock does.
+    class Stub:
+        name, horizon_h, thresholds = "stub", 2.0, {"empty_within_h": 0.9, "empty_now": 0.99}
+        empty_now_from_model = True
+
+    sc, s = _store(17)
+    X = sc.features.matrix(s).copy()
+    sensored = np.flatnonzero((X[:, FEATURES.index("has_sensor")] > 0) & (X[:, _UNITS] > 0) & forecast_ready(X))
+    read_zero, sold_since, stocked = sensored[:3], sensored[3:6], sensored[6:9]
+    X[sensored[:6], _UNITS] = 0.0
+    X[sensored[:6], FEATURES.index("units_unexplained")] = 2.0  # an unexplained drop: doubted
+    X[read_zero, FEATURES.index("sales_since_reading")] = 0.0
+    X[sold_since, FEATURES.index("sales_since_reading")] = 1.0
+    p = np.zeros(len(X))
+    p[sensored[:9]] = 0.95
+    rows = sc.decide(s, X, p, Stub())
+    ids = sc.features.facing_ids
+    mine = {ids[i] for i in sensored[:9]}
+    up = {(r["facing_id"], r["kind"]) for r in rows if r["state"] == "raised" and r["facing_id"] in mine}
+    assert up == {(ids[i], "empty_within_h") for i in np.concatenate([sold_since, stocked])}
+
+
 def test_divergence_waits_out_the_grace_after_a_silence_and_still_flags_a_lasting_disagreement():
     from cloud.stream.detectors import DetectorConfig, StoreWatch
 
