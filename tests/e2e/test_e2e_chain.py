@@ -53,6 +53,8 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
     assert s["alerts"]["ground_truth_stockouts"] > 0
     assert s["alerts"]["raised"] > 0
     assert 0.0 <= s["alerts"]["recall"] <= 1.0
+    # every forecast is told apart: warned ahead, on a shelf already empty, or false
+    assert sum(s["alerts"]["forecast_outcomes"].values()) == s["alerts"]["alerts"]
     # the stores' ERP sent the night's stock record, and the root causes use it
     assert s["tables"]["silver.stock_record"] == 2 * 80
     evidence = run.cloud.storage.read("gold.stockout_causes")["evidence"].to_pylist()
