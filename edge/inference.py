@@ -49,7 +49,7 @@ import numpy as np
 from edge.buffer import LAYOUT_ROW
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
-from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
+from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, set_sku_facings, sku_reading, sku_sale
 from models.scoring import (EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, empty_now_ready, forecast_ready,
                             hours_to_empty)
 
@@ -178,9 +178,8 @@ class Inference:
                     if not idx:
                         continue
                     qty, returned = pos_line_qty(data["qty"], data.get("kind", "sale"))
-                    shares = sale_shares([self.states[i] for i in idx], qty)
-                    for i, share in zip(idx, shares):
-                        self.states[i].on_sale(ts, share, data.get("price_cents"), returned=returned)
+                    sku_sale([self.states[i] for i in idx], ts, qty, data.get("price_cents"), returned=returned)
+                    for i in idx:
                         self.cache.mark(self.states[i])
                         self._unsaved.add(i)
                 elif etype in ("shelf.reading", "shelf.restock"):
@@ -188,9 +187,12 @@ class Inference:
                     if i is None:
                         self.unknown_facings += 1
                     elif etype == "shelf.reading":
-                        self.states[i].on_reading(ts, data["units_est"], data["battery_pct"], data.get("weight_g"))
-                        self.cache.mark(self.states[i])
-                        self._unsaved.add(i)
+                        idx = self.by_sku[self.states[i].sku]
+                        sku_reading([self.states[j] for j in idx], idx.index(i), ts, data["units_est"],
+                                    data["battery_pct"], data.get("weight_g"))
+                        for j in idx:
+                            self.cache.mark(self.states[j])
+                            self._unsaved.add(j)
                     else:
                         self.states[i].on_restock(ts, data["units_added"])
                         self.cache.mark(self.states[i])

@@ -31,7 +31,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import (
-    BELOW_EMPTY_UNITS, NOISE_READINGS, POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
+    BELOW_EMPTY_UNITS, GUESS_MS, NOISE_READINGS, POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
     TRUST_TOL_UNITS, FEATURES, FacingState, _compute, _derive, sku_groups,
 )
 
@@ -48,7 +48,8 @@ _FIELDS = (
     ("sales_since_reading", "float"), ("started_ms", "opt"), ("last_price", "optf"), ("sku_facings", "int"),
     ("sensor_untrusted", "bool"), ("pos_units", "optf"), ("last_reading_units", "optf"), ("_value_ms", "opt"),
     ("_sold_since_value", "float"), ("_drop_at_value", "float"), ("_stuck", "bool"), ("_residual", "float"), ("_weight_sum", "float"), ("_weight_units", "float"), ("_below", "bool"),
-    ("reading_noise", "float"), ("_noise_pairs", "int"), ("units_unexplained", "float"), ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
+    ("reading_noise", "float"), ("_noise_pairs", "int"), ("units_unexplained", "float"), ("_guessed", "float"), ("_guess_ms", "opt"),
+    ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
     ("_restock_profile", "profile"), ("_profile_ref_ms", "opt"), ("_price_mean", "optf"),
 )
 if tuple(f.name for f in dataclasses.fields(FacingState)) != tuple(n for n, _ in _FIELDS):
@@ -191,8 +192,9 @@ def _profile_add(S: np.ndarray, ts: np.ndarray, base: int, amount: np.ndarray | 
     S[rows, base + bins[rows]] += add[rows]
 
 
-def _sale(S: np.ndarray, ts: np.ndarray, qty: np.ndarray, price: np.ndarray, returned: np.ndarray) -> None:
-    """FacingState.on_sale on rows ``S``."""
+def _sale(S: np.ndarray, ts: np.ndarray, qty: np.ndarray, price: np.ndarray, returned: np.ndarray,
+          units_qty: np.ndarray, pos_qty: np.ndarray) -> None:
+    """FacingState.on_sale on rows ``S`` (``units_qty`` / ``pos_qty``: what ``units`` / ``pos_units`` lose)."""
     _decay_to(S, ts)
     S[:, _R] = S[:, _R] + qty[:, None] / _TAUS[None, :]
     _profile_add(S, ts, _SP, qty)
@@ -208,10 +210,10 @@ def _sale(S: np.ndarray, ts: np.ndarray, qty: np.ndarray, price: np.ndarray, ret
     mean = S[:, c]
     S[:, c] = np.where(priced, np.where(np.isnan(mean), price, mean + (price - mean) / 50.0), mean)
     keep = ~(returned & (qty < 0))
-    for name in ("units", "pos_units"):
+    for name, q in (("units", units_qty), ("pos_units", pos_qty)):
         c = _COL[name]
         u = S[:, c]
-        S[:, c] = np.where(keep & ~np.isnan(u), _max(0.0, u - qty), u)
+        S[:, c] = np.where(keep & ~np.isnan(u), _max(0.0, u - q), u)
 
 
 def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.ndarray, weight: np.ndarray) -> None:
@@ -243,7 +245,8 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
     S[:, col["_stuck"]] = np.where(frozen, stuck | stuck_now, np.where(moved, False, stuck))
     unexplained = S[:, col["units_unexplained"]]
     drop = _max(0.0, units - units_est)
-    S[:, col["units_unexplained"]] = np.where(frozen, _max(0.0, unexplained - _max(since, 0.0)),
+    single = S[:, col["sku_facings"]] <= 1  # with several, sku_sale explains it when the line comes
+    S[:, col["units_unexplained"]] = np.where(frozen & single, _max(0.0, unexplained - _max(since, 0.0)),
                                               np.where(moved, drop, unexplained))
     S[:, col["_drop_at_value"]] = np.where(moved, drop, S[:, col["_drop_at_value"]])
     S[:, col["_value_ms"]] = np.where(frozen, value_ms, ts)  # moved, or no earlier reading
@@ -378,10 +381,12 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
     sizes_g = np.bincount(group, minlength=n_groups)
     fac_of_group = np.argsort(group, kind="stable")
     gf_start = np.searchsorted(group[fac_of_group], np.arange(n_groups + 1))
-    width = np.where(ef >= 0, 1, sizes_g[eg])
+    # (a reading of a facing of a SKU with several goes to its siblings too: ``sku_reading``)
+    wide = (ef < 0) | ((ek == READING) & (sizes_g[eg] > 1))
+    width = np.where(wide, sizes_g[eg], 1)
     u_ev = np.repeat(np.arange(len(eg)), width)
     within = np.arange(len(u_ev)) - np.repeat(np.cumsum(width) - width, width)
-    u_fac = np.where(ef[u_ev] >= 0, ef[u_ev], fac_of_group[gf_start[eg[u_ev]] + within])
+    u_fac = np.where(wide[u_ev], fac_of_group[gf_start[eg[u_ev]] + within], ef[u_ev])
     u_order = np.argsort(rank[u_ev], kind="stable")
     u_ev, u_fac = u_ev[u_order], u_fac[u_order]
     u_step = rank[u_ev]
@@ -396,7 +401,7 @@ def replay_stores(stores: list[StoreEvents]) -> list[tuple[np.ndarray, list[list
         if k == n_steps:
             break
         a, b = u_bounds[k], u_bounds[k + 1]
-        _step(S, u_ev[a:b], u_fac[a:b], eg, ek, et, ev, ex, er, ew, group, sizes_g)
+        _step(S, u_ev[a:b], u_fac[a:b], eg, ef, ek, et, ev, ex, er, ew, sizes_g)
     return _results(stores, samples, captured, group, store_of)
 
 
@@ -412,7 +417,7 @@ def _lookup(ids: np.ndarray, keys) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _step(S, ev_idx, fac, eg, ek, et, ev, ex, er, ew, group, sizes_g) -> None:
+def _step(S, ev_idx, fac, eg, ef, ek, et, ev, ex, er, ew, sizes_g) -> None:
     """Apply one lock step: each SKU group's next event, to the facings it touches."""
     kind = ek[ev_idx]
     for which in (SALE, READING, RESTOCK):
@@ -423,11 +428,10 @@ def _step(S, ev_idx, fac, eg, ek, et, ev, ex, er, ew, group, sizes_g) -> None:
         rows = S[f]
         ts = et[e].astype(np.float64)
         if which == SALE:
-            qty = ev[e]
-            shares = _shares(rows, qty, eg[e], sizes_g)
-            _sale(rows, ts, shares, ex[e], er[e])
+            shares, units_qty, pos_qty = _sku_sale(rows, ts, ev[e], er[e], eg[e], sizes_g)
+            _sale(rows, ts, shares, ex[e], er[e], units_qty, pos_qty)
         elif which == READING:
-            _reading(rows, ts, ev[e], ex[e], ew[e])
+            _sku_reading(rows, ts, ev[e], ex[e], ew[e], ef[e] == f, eg[e], sizes_g)
         else:
             _restock(rows, ts, ev[e])
         S[f] = rows
@@ -443,6 +447,107 @@ def _shares(rows: np.ndarray, qty: np.ndarray, g: np.ndarray, sizes_g: np.ndarra
     uniq, inv = np.unique(g, return_inverse=True)
     k = np.bincount(inv.reshape(-1), weights=stocked.astype(np.float64))[inv.reshape(-1)]
     return np.where(n == 1, qty, np.where(k == 0, qty / n, np.where(stocked, qty / np.where(k == 0, 1, k), 0.0)))
+
+
+def _group_sum(inv: np.ndarray, n: int, x: np.ndarray) -> np.ndarray:
+    """Per row: ``x`` summed over its group's rows, in row order (as Python's ``+=`` loop)."""
+    return np.bincount(inv, weights=x.astype(np.float64), minlength=n)[inv]
+
+
+def _sensed(rows: np.ndarray) -> np.ndarray:
+    """``models.features._sensed`` per row."""
+    return ((rows[:, _COL["has_sensor"]] > 0) & (rows[:, _COL["sensor_untrusted"]] == 0)
+            & ~np.isnan(rows[:, _COL["last_reading_ms"]]))
+
+
+def _live_guess(rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    at = rows[:, _COL["_guess_ms"]]
+    return np.where(~np.isnan(at) & (ts - np.where(np.isnan(at), 0.0, at) <= GUESS_MS), rows[:, _COL["_guessed"]], 0.0)
+
+
+def _sku_sale(rows, ts, qty, returned, g, sizes_g):
+    """``models.features.sku_sale`` per facing row (all rows of a group hold the same line): the
+    rates' shares, and what ``units`` and ``pos_units`` lose; the absorbed ``units_unexplained``
+    and the guesses are updated in ``rows``."""
+    shares = _shares(rows, qty, g, sizes_g)
+    n = sizes_g[g]
+    if (n == 1).all():
+        return shares, shares, shares
+    uniq, inv = np.unique(g, return_inverse=True)
+    inv = inv.reshape(-1)
+    gsum = lambda x: _group_sum(inv, len(uniq), x)  # noqa: E731
+    sensed = _sensed(rows)
+    routed = (n > 1) & (gsum(sensed) > 0)
+    if not routed.any():
+        return shares, shares, shares
+    col = _COL
+    unexp = rows[:, col["units_unexplained"]]
+    pool = gsum(np.where(sensed, unexp, 0.0))
+    sold = routed & (qty > 0)
+    absorbed = np.where(sold, _min(qty, pool), 0.0)
+    absorb = sold & (absorbed > 0) & sensed
+    rows[:, col["units_unexplained"]] = np.where(
+        absorb, _max(0.0, unexp - unexp * absorbed / np.where(absorb, pool, 1.0)), unexp)
+    rest = qty - absorbed
+    untrusted_sensor = (rows[:, col["has_sensor"]] > 0) & (rows[:, col["sensor_untrusted"]] > 0)
+    est = np.where(untrusted_sensor, rows[:, col["pos_units"]], rows[:, col["units"]])
+    takers = ~sensed & (np.isnan(est) | (est > 0))
+    takers = np.where(gsum(takers) > 0, takers, sensed)
+    k = gsum(takers)
+    guessing = sold & (rest > 0) & takers
+    part = rest / np.where(guessing, k, 1.0)
+    debit = np.where(guessing & ~sensed, part, 0.0)
+    guessed, at = rows[:, col["_guessed"]], rows[:, col["_guess_ms"]]
+    live = _live_guess(rows, ts)
+    void = routed & (qty < 0) & ~returned & ~sensed
+    kb = gsum(~sensed)
+    back = qty / np.where(void, kb, 1.0)
+    debit = np.where(void, back, debit)
+    rows[:, col["_guessed"]] = np.where(guessing, live + part, np.where(void, _max(0.0, guessed + back), guessed))
+    rows[:, col["_guess_ms"]] = np.where(guessing, ts, at)
+    units_qty = np.where(routed, debit, shares)
+    pos_qty = np.where(routed & ~sensed, debit, shares)
+    return shares, units_qty, pos_qty
+
+
+def _sku_reading(rows, ts, units_est, battery, weight, target, g, sizes_g) -> None:
+    """``models.features.sku_reading`` on rows ``rows``: ``target`` marks the read facing's row; the
+    other rows are its SKU's siblings (a group's rows hold the same reading)."""
+    col = _COL
+    before, last = rows[:, col["units"]].copy(), rows[:, col["last_reading_units"]].copy()
+    sub = rows[target]
+    _reading(sub, ts[target], units_est[target], battery[target], weight[target])
+    rows[target] = sub
+    n = sizes_g[g]
+    if (n == 1).all():
+        return
+    uniq, inv = np.unique(g, return_inverse=True)
+    inv = inv.reshape(-1)
+
+    def of_target(x):  # the target row's value, on every row of its group
+        out = np.zeros(len(uniq), dtype=x.dtype)
+        out[inv[target]] = x[target]
+        return out[inv]
+
+    sensed = _sensed(rows)
+    t_before, t_last, t_sensed = of_target(before), of_target(last), of_target(sensed)
+    ok = (n > 1) & ~np.isnan(t_before) & ~np.isnan(t_last) & (t_last != units_est) & t_sensed
+    if not ok.any():
+        return
+    drop = _max(0.0, t_before - units_est)
+    live = _live_guess(rows, ts)
+    pool = _group_sum(inv, len(uniq), live)
+    matched = np.where(ok, _min(drop, pool), 0.0)
+    go = ok & (matched > 0)
+    take_on = go & (live > 0)
+    take = live * matched / np.where(take_on, pool, 1.0)
+    rows[:, col["_guessed"]] = np.where(take_on, _max(0.0, live - take), rows[:, col["_guessed"]])
+    refill = take_on & ~target & ~sensed
+    for name in ("units", "pos_units"):
+        u = rows[:, col[name]]
+        rows[:, col[name]] = np.where(refill & ~np.isnan(u), _refilled(rows, u, take), u)
+    c = col["units_unexplained"]
+    rows[:, c] = np.where(go & target, _max(0.0, drop - matched), rows[:, c])
 
 
 def _results(stores, samples, captured, group, store_of):

@@ -125,7 +125,7 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
 
 
 #: Bump when the feature rows a history gives change (features, labels, replay).
-_ROWS_VERSION = 11
+_ROWS_VERSION = 12  # 12: sku_sale / sku_reading (issue 11: sale attribution by sensor evidence)
 
 
 def _write_rows(path: Path, data) -> None:

@@ -44,6 +44,8 @@ __all__ = [
     "sensor_untrusted",
     "pos_line_qty",
     "sale_shares",
+    "sku_sale",
+    "sku_reading",
     "set_sku_facings",
     "sku_groups",
 ]
@@ -181,6 +183,12 @@ class FacingState:
     #: drifting down, or shrink. Kept through repeated equal readings (heartbeats) until sales
     #: explain it; a reading of 0 with such a drop is not believed as "empty now" on its own.
     units_unexplained: float = 0.0
+    #: Units of this SKU's recent POS lines (``sku_sale``) this facing holds on a guess: debited
+    #: from it (a facing no believed sensor watches) or, with no such facing in stock, waiting
+    #: for a believed sensor's reading to fall. A believed reading of a sibling falling within
+    #: ``GUESS_MS`` explains them: what was debited goes back (``sku_reading``).
+    _guessed: float = 0.0
+    _guess_ms: int | None = None
     _rates: list[float] = field(default_factory=lambda: [0.0] * len(RATE_TAUS_H))
     _rates_at_ms: int | None = None
     # Hour-of-day profiles hold weights relative to ``_profile_ref_ms`` (an event at t adds
@@ -220,12 +228,15 @@ class FacingState:
             x = 0.0
         return math.exp(x)
 
-    def on_sale(self, ts_ms: int, qty: float, price_cents: int | None = None, *, returned: bool = False) -> None:
+    def on_sale(self, ts_ms: int, qty: float, price_cents: int | None = None, *, returned: bool = False,
+                units_qty: float | None = None, pos_qty: float | None = None) -> None:
         """A POS line of this facing's SKU (negative qty: a return or void).
 
         ``returned``: a customer return. It counts against the sales rates but does not put a
         unit back on the shelf (returns go to the service desk or the backroom); a void
-        cancels a scan whose unit never left, so it does add back.
+        cancels a scan whose unit never left, so it does add back. ``units_qty`` / ``pos_qty``:
+        the units taken off ``units`` / ``pos_units`` when they differ from ``qty`` (a SKU with
+        several facings: ``sku_sale`` decides which facing the line took from).
         """
         self._decay_to(ts_ms)
         for i, tau in enumerate(RATE_TAUS_H):
@@ -245,9 +256,9 @@ class FacingState:
         if returned and qty < 0:
             return
         if self.units is not None:
-            self.units = max(0.0, self.units - qty)
+            self.units = max(0.0, self.units - (qty if units_qty is None else units_qty))
         if self.pos_units is not None:
-            self.pos_units = max(0.0, self.pos_units - qty)
+            self.pos_units = max(0.0, self.pos_units - (qty if pos_qty is None else pos_qty))
 
     def on_reading(self, ts_ms: int, units_est: float, battery_pct: float, weight_g: float | None = None) -> None:
         """A shelf sensor reading: it replaces the POS-based estimate, and is checked against the
@@ -273,7 +284,8 @@ class FacingState:
                 if (self._value_ms is not None and ts_ms - self._value_ms >= STUCK_MIN_MS
                         and self._sold_since_value - self._drop_at_value >= STUCK_UNITS and units_est >= 1):
                     self._stuck = True
-                self.units_unexplained = max(0.0, self.units_unexplained - max(self.sales_since_reading, 0.0))
+                if self.sku_facings <= 1:  # with several, sku_sale explains it when the line comes
+                    self.units_unexplained = max(0.0, self.units_unexplained - max(self.sales_since_reading, 0.0))
             else:
                 self._value_ms, self._sold_since_value, self._stuck = ts_ms, 0.0, False
                 self._drop_at_value = self.units_unexplained = max(0.0, self.units - units_est)
@@ -368,6 +380,108 @@ def sale_shares(states: list["FacingState"], qty: float) -> list[float]:
     if k == 0:
         return [qty / n] * n
     return [qty / k if on else 0.0 for on in stocked]
+
+
+#: How long a SKU's POS line held on a guess (``FacingState._guessed``) waits for a believed
+#: reading to explain it: a load cell reports a change within its step (5 min) plus uplink lag.
+GUESS_MS = 15 * 60_000
+
+
+def _sensed(state: "FacingState") -> bool:
+    """A believed shelf sensor watches the facing: its readings say what left it."""
+    return state.has_sensor and not state.sensor_untrusted and state.last_reading_ms is not None
+
+
+def _live_guess(state: "FacingState", ts_ms: int) -> float:
+    return state._guessed if state._guess_ms is not None and ts_ms - state._guess_ms <= GUESS_MS else 0.0
+
+
+def sku_sale(states: list["FacingState"], ts_ms: int, qty: float, price_cents: int | None = None, *,
+             returned: bool = False) -> None:
+    """A POS line of a SKU (``qty`` and ``returned`` from ``pos_line_qty``) applied to its facings:
+    the gateway, the cloud stream and the lake's replay all route POS lines through this.
+
+    The sales rates of each facing take its ``sale_shares`` share. Which facing's *units* the
+    line took is decided from the evidence a gateway has (issue 11): a facing a believed sensor
+    watches (``_sensed``) is never lowered by the till, its readings say what left it; a
+    reading that already fell by units the till had not explained (``units_unexplained``:
+    picked, then paid) absorbs the line; the rest goes, evenly, to the facings no believed
+    sensor watches that have stock, on a guess (``_guessed``) that a believed sibling's reading
+    falling within ``GUESS_MS`` takes back (``sku_reading``); with none in stock it waits for a
+    sensed facing's reading. A void puts its units back on the unwatched facings. A SKU none of
+    whose facings is watched splits as before (``sale_shares``).
+    """
+    n = len(states)
+    shares = sale_shares(states, qty)
+    sensed = [_sensed(s) for s in states]
+    if n == 1 or not any(sensed):
+        for s, share in zip(states, shares):
+            s.on_sale(ts_ms, share, price_cents, returned=returned)
+        return
+    debit = [0.0] * n
+    if qty > 0:
+        pool = 0.0
+        for s, on in zip(states, sensed):
+            if on:
+                pool += s.units_unexplained
+        absorbed = min(qty, pool)
+        if absorbed > 0:
+            for s, on in zip(states, sensed):
+                if on:
+                    s.units_unexplained = max(0.0, s.units_unexplained - s.units_unexplained * absorbed / pool)
+        rest = qty - absorbed
+        if rest > 0:
+            est = [s.pos_units if s.has_sensor and s.sensor_untrusted else s.units for s in states]
+            takers = [not on and (e is None or e > 0) for on, e in zip(sensed, est)]
+            if not any(takers):
+                takers = sensed  # no unwatched facing has stock: a watched one's reading will say
+            part = rest / sum(takers)
+            for i, s in enumerate(states):
+                if takers[i]:
+                    if not sensed[i]:
+                        debit[i] = part
+                    s._guessed = _live_guess(s, ts_ms) + part
+                    s._guess_ms = ts_ms
+    elif qty < 0 and not returned:
+        back = [not on for on in sensed]
+        k = sum(back)
+        for i, s in enumerate(states):
+            if back[i]:
+                debit[i] = qty / k
+                s._guessed = max(0.0, s._guessed + qty / k)
+    for s, share, on, d in zip(states, shares, sensed, debit):
+        s.on_sale(ts_ms, share, price_cents, returned=returned, units_qty=d, pos_qty=share if on else d)
+
+
+def sku_reading(states: list["FacingState"], i: int, ts_ms: int, units_est: float, battery_pct: float,
+                weight_g: float | None = None) -> None:
+    """A shelf reading of ``states[i]``, one of its SKU's facings (see ``sku_sale``): a believed
+    reading that fell explains the SKU's POS lines held on a guess within ``GUESS_MS``, and the
+    units debited from unwatched siblings on that guess go back to them."""
+    s = states[i]
+    before, last = s.units, s.last_reading_units
+    s.on_reading(ts_ms, units_est, battery_pct, weight_g)
+    u = float(units_est)
+    if len(states) == 1 or before is None or last is None or last == u or not _sensed(s):
+        return
+    drop = max(0.0, before - u)
+    live = [_live_guess(x, ts_ms) for x in states]
+    pool = 0.0
+    for g in live:
+        pool += g
+    matched = min(drop, pool)
+    if not matched > 0:
+        return
+    for j, x in enumerate(states):
+        if live[j] > 0:
+            take = live[j] * matched / pool
+            x._guessed = max(0.0, live[j] - take)
+            if j != i and not _sensed(x):
+                if x.units is not None:
+                    x.units = x._refilled(x.units, take)
+                if x.pos_units is not None:
+                    x.pos_units = x._refilled(x.pos_units, take)
+    s.units_unexplained = max(0.0, drop - matched)
 
 
 def _hour_bin(ts_ms: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from gondola.clock import HOUR_MS, MINUTE_MS
-from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, sale_shares, set_sku_facings
+from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, set_sku_facings, sku_reading, sku_sale
 
 __all__ = [
     "Facing",
@@ -122,14 +122,14 @@ class StoreFeatures:
     # over silver) calls them directly instead of building an event dict per row.
 
     def sale(self, ts: int, sku: Any, qty: float, kind: Any, price_cents: Any) -> None:
-        """A POS line: to every facing of the SKU (split evenly); voids and returns add back."""
+        """A POS line: to the facings of the SKU (``sku_sale`` decides which); voids add back."""
         targets = self._by_sku.get(sku)
         if not targets:
             self.unknown += 1
             return
         qty, returned = pos_line_qty(qty, kind)
-        for state, share in zip(targets, sale_shares(targets, qty)):
-            state.on_sale(ts, share, price_cents, returned=returned)
+        sku_sale(targets, ts, qty, price_cents, returned=returned)
+        for state in targets:
             self._cache.mark(state)
         self.applied += 1
 
@@ -139,8 +139,10 @@ class StoreFeatures:
         if state is None:
             self.unknown += 1
             return
-        state.on_reading(ts, units_est, battery_pct, None if weight_g is None else float(weight_g))
-        self._cache.mark(state)
+        sibs = self._by_sku[state.sku]
+        sku_reading(sibs, sibs.index(state), ts, units_est, battery_pct, None if weight_g is None else float(weight_g))
+        for sib in sibs:
+            self._cache.mark(sib)
         self.applied += 1
 
     def restock(self, ts: int, facing_id: Any, units_added: float) -> None:
