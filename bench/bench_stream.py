@@ -18,9 +18,12 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
   the rule without it (the same hub read twice, two consumer groups and lakes) on the training
   seeds (1-7, 23), the held-out seeds (41-43) and the fresh ones (51-52); every kind's totals of
   the run with the record are kept too.
-* ``till``: ``till_silent`` as it is beside the previous rule (``PREVIOUS_TILL``: the evidence
-  judged at the ticks only, shares from the store's 100th basket) on the same hubs, per seed set
-  (training, held-out, fresh, fresh after the held-out look).
+* ``till``: ``till_silent`` with the evidence rule beside the previous rule (10.5 missed baskets)
+  on the same hubs, per seed set (training, held-out, fresh, fresh after the held-out look).
+* ``band``: ``demand_band`` with the exposure rule and the products' categories, beside the same
+  rule without the categories and the rule in force ("previous": best share of the last days,
+  early part of the day), on the same hubs per seed set (training, held-out, fresh); the job runs without cloud
+  scoring (the detectors do not read it).
 * ``cloud_vs_gateway``: gateways scoring with the same model, some silent or with a broken model:
   the divergence flag against the truth, and the precision of the forecasts the cloud raises for a
   silent store beside the gateways' own (a forecast is right when its shelf is empty within the
@@ -29,8 +32,7 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
 Environment (each checked, a bad value stops the run with the variable named):
 ``BENCH_STREAM_PARTS`` (comma-separated parts above, default all; the others are carried over from
 the results file), ``BENCH_STREAM_PHANTOM_SETS`` (sets of ``phantom``: training, held_out, fresh;
-default all), ``BENCH_STREAM_TILL_SETS`` (sets of ``till``, default all; the others are carried
-over), ``BENCH_STREAM_WORKERS`` (seeds run at once by ``phantom`` and ``till``, default 4),
+default all), ``BENCH_STREAM_WORKERS`` (seeds run at once by ``phantom`` and ``till``, default 4),
 ``BENCH_STREAM_CVG_SEEDS`` (more seeds for ``cloud_vs_gateway``, e.g. ``62,63``).
 """
 
@@ -333,11 +335,6 @@ TILL_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "f
              "fresh_after_held_out": [71, 72, 73, 74]}
 
 
-#: part ``till``'s previous rule: the evidence rule before it judged in the events' time and
-#: before a lane's share counted from the store's 30th basket with a prior (docs/stream.md)
-PREVIOUS_TILL = dict(till_event_time=False, till_share_from=100, till_share_prior=0.0)
-
-
 def _till_seed(seed: int, quick: bool) -> dict:
     """One seed of part ``till``: the job with each rule over the same hub; scores per rule."""
     from cloud.stream.detectors import DetectorConfig
@@ -349,12 +346,12 @@ def _till_seed(seed: int, quick: bool) -> dict:
     run = run_sim_stores(root, stores=2 if quick else 4, skus=1000, days=3.0 if quick else 6.0, seed=seed,
                          gateway_faults=GatewayFaults(uplink_down=0.15, uplink_slow=0.15))
     run_job(run)
-    run_job(run, config=StreamConfig(detectors=DetectorConfig(**PREVIOUS_TILL)), group="cloud-stream-previous",
+    run_job(run, config=StreamConfig(detectors=DetectorConfig(till_expected=10.5)), group="cloud-stream-previous",
             lake=root / "lake-previous")
     out = {}
     for rule, lake in (("evidence", None), ("previous", root / "lake-previous")):
         v = score_detectors(run, run.table("stream.anomalies", lake))["till_silent"]
-        out[rule] = {f: v[f] for f in ("detections", "right", "truth", "found", "missed_baskets_missed")}
+        out[rule] = {f: v[f] for f in ("detections", "right", "truth", "found")}
     shutil.rmtree(root, ignore_errors=True)
     return out
 
@@ -365,8 +362,7 @@ def _till(quick: bool) -> dict:
     in ``BENCH_STREAM_WORKERS`` processes at once (default 4)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    names = ["held_out"] if quick else env_names("BENCH_STREAM_TILL_SETS", tuple(TILL_SETS))
-    sets = {name: (seeds[:2] if quick else seeds) for name, seeds in TILL_SETS.items() if name in names}
+    sets = {name: (seeds[:2] if quick else seeds) for name, seeds in TILL_SETS.items() if not quick or name == "held_out"}
     seeds = sorted({s for ss in sets.values() for s in ss})
     with ProcessPoolExecutor(env_workers()) as pool:
         per_seed = dict(zip(seeds, pool.map(_till_seed, seeds, [quick] * len(seeds))))
@@ -383,11 +379,6 @@ def _till(quick: bool) -> dict:
               f"{total['evidence']['truth']}); previous P {total['previous']['precision']} ({total['previous']['right']}/"
               f"{total['previous']['detections']}) R {total['previous']['recall']} ({total['previous']['found']}/"
               f"{total['previous']['truth']})", flush=True)
-    path = Path(__file__).parent / "results" / f"stream{'-quick' if quick else ''}.json"
-    before = json.loads(path.read_text()).get("result", {}).get("till", {}) if path.exists() else {}
-    for n in TILL_SETS:
-        if n not in out and n in before:
-            out[n] = {**before[n], "carried_over": True}
     return out
 
 
@@ -479,7 +470,7 @@ def env_workers() -> int:
 
 #: ``BENCH_STREAM_PARTS=throughput,latency`` (any of PARTS) re-measures only those parts; the
 #: others are carried over from the run of record, named in ``carried_over``.
-PARTS = ("throughput", "latency", "detectors", "phantom", "till", "cloud_vs_gateway")
+PARTS = ("throughput", "latency", "detectors", "phantom", "till", "band", "cloud_vs_gateway")
 
 
 def run(quick: bool = False) -> dict:
@@ -495,6 +486,70 @@ def run(quick: bool = False) -> dict:
         for p in out["carried_over"]:
             out[p] = before[p]
         out.setdefault("busiest_events_per_store_s", before.get("busiest_events_per_store_s"))
+    return out
+
+
+#: ``band``: the seed sets of docs/stream.md (the rule was chosen on ``training`` only);
+#: ``fresh_band`` were drawn for this rule and run once.
+BAND_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "fresh": [51, 52],
+             "fresh_band": [81, 82, 83, 84]}
+#: the rules of part ``band``: (name, detector config overrides, categories read)
+BAND_RULES = (("exposure_categories", {"band_rule": "exposure"}, True), ("exposure", {"band_rule": "exposure"}, False),
+              ("previous", {"band_rule": "share"}, False))
+
+
+def _band_seed(seed: int, quick: bool) -> dict:
+    """One seed of part ``band``: the job with each rule over the same hub (no cloud scoring)."""
+    from cloud.stream.detectors import DetectorConfig
+    from cloud.stream.pipeline import StreamConfig
+    from firmware_sim.uplink import GatewayFaults
+    from tests.stream_sim import run_job, run_sim_stores, score_detectors
+
+    root = _tmp()
+    run = run_sim_stores(root, stores=2 if quick else 4, skus=1000, days=3.0 if quick else 6.0, seed=seed,
+                         gateway_faults=GatewayFaults(uplink_down=0.15, uplink_slow=0.15))
+    out = {}
+    # Alternate the order by seed: the first job of a process pays its imports and warm-up.
+    for name, overrides, categories in (BAND_RULES if seed % 2 else BAND_RULES[::-1]):
+        lake = root / f"lake-{name}"
+        cpu = time.process_time()
+        run_job(run, config=StreamConfig(detectors=DetectorConfig(**overrides)), group=f"cloud-stream-{name}",
+                lake=lake, categories=categories)
+        cpu = time.process_time() - cpu
+        v = score_detectors(run, run.table("stream.anomalies", lake))["demand_band"]
+        out[name] = {**{f: v[f] for f in ("detections", "right", "truth", "found", "truth_all", "found_all")},
+                     "job_cpu_s": round(cpu, 2)}
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def _band(quick: bool) -> dict:
+    """``demand_band`` under each rule of ``BAND_RULES`` on the same hubs, per seed set (4 stores x
+    1,000 SKUs x 6 days, every anomaly injected); seeds in ``BENCH_STREAM_WORKERS`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    sets = {name: seeds[:2] for name, seeds in BAND_SETS.items() if name == "held_out"} if quick else dict(BAND_SETS)
+    seeds = sorted({s for ss in sets.values() for s in ss})
+    with ProcessPoolExecutor(env_workers()) as pool:
+        per_seed = dict(zip(seeds, pool.map(_band_seed, seeds, [quick] * len(seeds))))
+    out = {}
+    fields = ("detections", "right", "truth", "found", "truth_all", "found_all")
+    for name, ss in sets.items():
+        total = {rule: {f: sum(per_seed[s][rule][f] for s in ss) for f in fields} for rule, _, _ in BAND_RULES}
+        for v in total.values():
+            v["precision"] = round(v["right"] / v["detections"], 3) if v["detections"] else None
+            v["recall"] = round(v["found"] / v["truth"], 3) if v["truth"] else None
+        # The job's CPU seconds per seed (no cloud scoring), each rule against the previous one
+        # on the same hub in the same process: median and spread of the ratios.
+        ratios = sorted(per_seed[s]["exposure_categories"]["job_cpu_s"] / max(per_seed[s]["previous"]["job_cpu_s"], 1e-9)
+                        for s in ss)
+        total["cpu_ratio_to_previous"] = {"median": round(statistics.median(ratios), 3),
+                                          "min": round(ratios[0], 3), "max": round(ratios[-1], 3)}
+        out[name] = {"seeds": ss, **total, "per_seed": {s: per_seed[s] for s in ss}}
+        print(f" band {name}: " + "; ".join(f"{rule} P {v['precision']} ({v['right']}/{v['detections']}) R {v['recall']} "
+                                              f"({v['found']}/{v['truth']})" for rule, v in total.items()
+                                              if rule != "cpu_ratio_to_previous")
+              + f"; job CPU new / previous {total['cpu_ratio_to_previous']}", flush=True)
     return out
 
 
@@ -540,6 +595,8 @@ def _run(quick: bool, parts: list[str]) -> dict:
         result["phantom"] = _phantom(quick)
     if "till" in parts:
         result["till"] = _till(quick)
+    if "band" in parts:
+        result["band"] = _band(quick)
     if "cloud_vs_gateway" in parts:
         # Seed 61 is the run of record; BENCH_STREAM_CVG_SEEDS adds others (each its own run,
         # the cloud beside its own gateways), e.g. "62,63" and seeds never looked at.

@@ -4,6 +4,7 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
 
   ingest-stream            read new hub messages into bronze.events
   stream [--once] [--source local|eventhubs] [--model PATH|none] [--planogram CSV] [--stock-records DIR|none]
+         [--products CSV|none]
                            the long-running stream job: windows, cloud scoring, anomalies -> stream.*
   ingest-batch FOLDER      load master data / sales export CSVs (each file content once)
   transform                incremental bronze -> silver -> gold
@@ -92,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="folder of the ERP's nightly stock_record CSVs (the batch landing folder), 'none' to "
                          "judge phantom stock without them (env GONDOLA_STREAM_STOCK_RECORDS; default "
                          "silver.stock_record in the lake)")
+    st.add_argument("--products", default=None,
+                    help="products CSV (sku, category), 'none' to judge demand without categories "
+                         "(env GONDOLA_STREAM_PRODUCTS; default silver.products in the lake)")
     st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
     st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")
     st.add_argument("--batch", type=int, default=2000, help="messages per receive (default 2000)")
@@ -295,6 +299,7 @@ def _stream_command(args, options: dict) -> int:
     settings = StreamSettings.from_env(lake_uri=args.lake, hub_path=args.hub, storage_options=options or None,
                                        source=args.source, consumer_group=args.consumer_group, model=args.model,
                                        planogram=args.planogram, stock_records=args.stock_records,
+                                       products=args.products,
                                        allowed_lateness_min=args.lateness_min,
                                        snapshot_every_s=args.snapshot_s, max_messages=args.batch)
     job = build_stream_job(settings, progress=say)

@@ -83,6 +83,10 @@ class SimRun:
     def planograms(self) -> dict:
         return planograms_from_rows([r for sim in self.sims for r in sim.planogram])
 
+    def products(self) -> dict[str, str]:
+        """sku -> category, from the chain's products master (what ``products.csv`` holds)."""
+        return {r["sku"]: r["category"] for sim in self.sims for r in sim.products}
+
     def table(self, name: str, lake: Path | None = None) -> list[dict]:
         rows = open_storage(str(lake or self.lake)).read(name)
         return rows.to_pylist() if rows is not None else []
@@ -119,17 +123,21 @@ def run_sim_stores(root: Path, *, stores: int = 4, skus: int = 400, days: float 
 
 
 def run_job(run: SimRun, *, scorer=None, config: StreamConfig | None = None, max_messages: int = 500,
-            group: str = "cloud-stream", stock: bool = True, lake: Path | None = None) -> StreamJob:
+            group: str = "cloud-stream", stock: bool = True, lake: Path | None = None,
+            categories: bool = True) -> StreamJob:
     """Run the stream job over the hub until caught up (``--once``), with the stores' stock
-    record as side input unless ``stock`` is False; a second run over the same hub needs its own
-    consumer ``group`` and ``lake`` (read it with ``table(name, lake)``)."""
+    record as side input unless ``stock`` is False and the products' categories (master data)
+    unless ``categories`` is False; a second run over the same hub needs its own consumer
+    ``group`` and ``lake`` (read it with ``table(name, lake)``)."""
+    from cloud.stream.detectors import Categories
     from cloud.stream.stock import StockRecordFiles
 
     source = LocalHubSource(str(run.hub_path), consumer_group=group)
     records = StockRecordFiles(run.stock_dir) if stock and run.stock_dir is not None else None
     job = StreamJob(open_storage(str(lake or run.lake)), source, config=config, scorer=scorer,
                     planograms=run.planograms(), max_messages=max_messages, wall_clock=lambda: 0,
-                    stock_records=records)
+                    stock_records=records,
+                    categories=Categories(run.products()) if categories else None)
     job.run(once=True)
     source.close()
     run.job = job

@@ -29,12 +29,7 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   baskets in the silence (a lane usually closed then is not a failure); the profile learns a
   long silence only when the lane speaks again (a failure must not teach the lane that it is
   closed while it lasts), and an hour it never saw counts at its all-day rate (a lane on its
-  first day). A lane's share counts from the store's ``till_share_from``-th basket, with
-  ``till_share_prior`` baskets at 1 / lanes in it (a lane silent since the store's first baskets
-  has a lane's share, not the near 0 its silence would teach it). Judged at each tick and, for
-  the baskets a tick has passed already (a drained backlog), at each basket another lane took,
-  in the events' time (``till_event_time``). Score: the log evidence; the evidence names the
-  baskets it missed.
+  first day). Score: the log evidence; the evidence names the baskets it missed.
 * ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
   ``backlog_fresh_ms`` of their time: reports drained after an outage describe the past), show
   ``unsent_rows`` rising over ``backlog_reports`` reports by at least ``backlog_min_rows`` while
@@ -68,6 +63,15 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   its usual day's units (later, shelves emptied by the day's sales and shoppers switching from
   them to other products move shares as much as a spike does). A lower price than the SKU's
   regular one marks an announced promotion (not an anomaly). Score: observed / expected.
+  ``band_rule="exposure"`` (measured, not in force: better on training seeds, worse on held-out
+  ones) judges instead the SKU's units against its rate: its units over the last
+  ``band_history_days`` days per store unit sold while it was on sale (a silence in which its rate
+  expected ``band_gap_units`` or more is time off the shelf; a day without a sale counts only
+  where its rate expected fewer), all day, net of the shoppers a product of the same category
+  silent since its last sale could have sent it (at most ``band_switch_share`` of what that
+  product lost; the categories are master data, ``Categories``): at least ``band_ratio`` times the
+  expected units and ``band_min_units``, with a chance of at most ``band_alpha`` at the SKU's rate
+  (the binomial split of today's and the last days' units by store units). Score: net / expected.
 * ``alert_divergence``: (run only while the gateway is alive) the gateway's raised alerts and
   the cloud's ``empty_within_h`` alerts disagree on at least ``divergence_min`` facings and on
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
@@ -87,11 +91,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, ms_to_iso
 
-__all__ = ["DetectorConfig", "StoreWatch", "ANOMALY_KINDS"]
+__all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS"]
 
 ANOMALY_KINDS = ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_stuck", "sensor_drift",
                  "till_silent", "sales_zero", "phantom_inventory", "demand_band", "alert_divergence")
@@ -112,15 +116,6 @@ class DetectorConfig:
     #: this many baskets (10.5), held back while the gateway reports a backlog; None: the evidence
     till_expected: float | None = None
     till_usual_min: float = 2.0
-    #: judge a silent lane also at a basket another lane took before the last tick (in the
-    #: events' time): the lines of a silence that arrive in one drain after a gateway's backlog,
-    #: with the lane's own first line after it, are seen by no tick
-    till_event_time: bool = True
-    #: the store's baskets a lane must have seen before its share counts ...
-    till_share_from: int = 30
-    #: ... and baskets of prior weight at 1 / lanes known in its overall share (a lane that took
-    #: one of the store's first baskets and fell silent has a share of about a lane's, not ~0)
-    till_share_prior: float = 30.0
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
@@ -144,10 +139,22 @@ class DetectorConfig:
     stock_stale_ms: int = 3 * DAY_MS
     band_warmup_days: int = 1
     band_ratio: float = 3.0
-    band_sigmas: float = 3.0
     band_min_units: float = 10.0
     band_history_days: int = 3
-    band_early_share: float = 0.5
+    #: ("exposure") chance of today's units (net of switching) at the SKU's rate: at most this
+    band_alpha: float = 1e-3
+    #: a silence of a SKU in which its rate expected this many units: off the shelf (not on sale)
+    band_gap_units: float = 3.0
+    #: share of an empty product's shoppers who take another of its category (GMA 2002: 26 % another
+    #: brand + 19 % another size, rounded up): what a sibling's silence can add to a SKU's units
+    band_switch_share: float = 0.5
+    #: "share" (the rule in force): a SKU against its best share of the last days, 3 x + 3 sigma,
+    #: only before half the usual day was sold. "exposure": its rate while on sale, a binomial
+    #: test, all day, net of switching inside its category (``band_alpha`` and below): better on
+    #: the training seeds, worse on the held-out ones (docs/stream.md), so not in force
+    band_rule: str = "share"
+    band_sigmas: float = 3.0  # "share"
+    band_early_share: float = 0.5  # "share"
 
 
 def _hour(ts: int) -> int:
@@ -213,18 +220,15 @@ class _Lane:
         self.__dict__.setdefault("evidence", 0.0)
         self.__dict__.setdefault("evidence_ts", self.last_ts)
 
-    def share(self, hour: int, prior: float = 0.0, lanes: int = 1) -> float:
+    def share(self, hour: int) -> float:
         """Its share of the store's baskets: over all hours, or lower at an hour of day where it
         took fewer (a lane closed at that hour has a share near 0 there). The hour's share is
         shrunk towards the overall one by ``_SHARE_PRIOR`` baskets (an hour seen little says
-        little) and never exceeds it (the noise of 24 estimates must not inflate a silence).
-        ``prior`` baskets at 1 / ``lanes`` weigh in the overall share (a store's first baskets
-        say little about how they split)."""
-        up = self.store_up + prior
-        overall = (self.baskets + prior / max(lanes, 1)) / up if up else 0.0
+        little) and never exceeds it (the noise of 24 estimates must not inflate a silence)."""
+        overall = self.baskets / self.store_up if self.store_up else 0.0
         return min(overall, (self.profile.events[hour] + _SHARE_PRIOR * overall) / (self.store_hour[hour] + _SHARE_PRIOR))
 
-    def miss(self, hour: int, ts: int, prior: float = 0.0, lanes: int = 1) -> None:
+    def miss(self, hour: int, ts: int) -> None:
         """Another lane took a basket at ``ts`` while this one was silent: count it, the baskets
         this lane would have had for it (share / (1 - share), the share capped at 0.99), and the
         evidence that it is down.
@@ -240,7 +244,7 @@ class _Lane:
         exp(``till_evidence``) hours means about one chance alarm per that many lane-hours,
         whatever the lane's share or the store's traffic; a failure needs fewer missed baskets
         in quiet hours (fewer chance gaps per hour) than in busy ones."""
-        share = min(self.share(hour, prior, lanes), 0.99)
+        share = min(self.share(hour), 0.99)
         self.others += 1
         self.missed += share / (1.0 - share)
         gap = min(ts - max(self.evidence_ts, self.last_ts), _EVIDENCE_GAP_MS)
@@ -257,6 +261,9 @@ class _Lane:
 _SHARE_PRIOR = 5.0
 #: The longest gap between the others' baskets that counts as time the lane could have failed in.
 _EVIDENCE_GAP_MS = 30 * MINUTE_MS
+#: Store baskets a lane must have seen before its share says anything (the first lane to sell
+#: in the morning of the first day has a share of 1).
+_SHARE_MIN_BASKETS = 100
 
 
 @dataclass
@@ -278,6 +285,64 @@ class _Sensor:
     # phantom_inventory: since when the sensor reads 0 (None: it does not)
     zero_since: int | None = None
     restocked_ts: int = 0
+
+
+class Categories:
+    """The products' categories (master data: ``silver.products`` or the products file), the side
+    input ``demand_band`` reads: a shopper who finds a product missing takes another of its
+    category, not of another."""
+
+    def __init__(self, sku_category: Mapping[str, str]):
+        self._of = {str(k): str(v) for k, v in sku_category.items() if v}
+        members: dict[str, list[str]] = {}
+        for sku, cat in sorted(self._of.items()):
+            members.setdefault(cat, []).append(sku)
+        self._members = {cat: tuple(skus) for cat, skus in members.items()}
+
+    def __len__(self) -> int:
+        return len(self._of)
+
+    def category(self, sku: str) -> str | None:
+        return self._of.get(sku)
+
+    def siblings(self, sku: str) -> tuple[str, ...]:
+        """The other products of ``sku``'s category (none when its category is unknown)."""
+        cat = self._of.get(sku)
+        return tuple(s for s in self._members.get(cat, ()) if s != sku) if cat is not None else ()
+
+
+def _on_sale(pos: list, units: float, total: float, gap_units: float) -> float:
+    """Store units sold while a SKU was on sale on a day: the day's less its silences (between its
+    sales, before the first and after the last) in which its rate expected at least ``gap_units``
+    (it was off the shelf: the day's units say nothing about its demand then). The rate is the
+    day's units over the time on sale, refined twice from the whole day's. ``pos``: (store units
+    before each sale, qty)."""
+    edges = [0.0] + [p[0] for p in pos] + [total]
+    gaps = [b - a for a, b in zip(edges, edges[1:])]
+    on_sale, rate = total, units / total
+    for _ in range(2):
+        on_sale = total - sum(g for g in gaps if g * rate >= gap_units)
+        rate = units / max(on_sale, 1.0)
+    return max(on_sale, 1.0)
+
+
+def _binom_tail(units: float, units_before: float, total: float, exposure: float) -> float:
+    """The chance of at least ``units`` today if the SKU sold at its usual rate: of the
+    ``units + units_before`` it sold today and in the last days, each fell on today with
+    probability total / (total + exposure) (its share of the store units it was on sale for).
+    Conditioning on the sum makes the test exact for a rate estimated from few sales."""
+    x, n = int(round(units)), int(round(units + units_before))
+    p = total / (total + exposure)
+    if x <= 0:
+        return 1.0
+    if x > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq, top = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    terms = [top - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq for k in range(x, n + 1)]
+    peak = max(terms)
+    return min(1.0, math.exp(peak) * sum(math.exp(v - peak) for v in terms))
 
 
 @dataclass
@@ -316,6 +381,9 @@ class StoreWatch:
     band_share: dict = field(default_factory=dict)  # sku -> shares of the last band_history_days days
     band_days: int = 0
     band_totals: list = field(default_factory=list)  # the store's units of the last band_history_days days
+    band_pos: dict = field(default_factory=dict)  # sku -> today's sales [(store units before it, qty)]
+    band_hist: dict = field(default_factory=dict)  # sku -> [(day number, units, store units while on sale)]
+    band_rate: dict = field(default_factory=dict)  # sku -> (units, store units on sale) of the last days
     regular_price: dict = field(default_factory=dict)
     # Indexes over ``sensors`` so a tick looks only at candidates, not at every sensor:
     zeros: dict = field(default_factory=dict)  # facing -> sensor reading 0 (phantom_inventory)
@@ -329,6 +397,8 @@ class StoreWatch:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("band_totals", [])  # a snapshot from before demand_band's early part of the day
+        for name in ("band_pos", "band_hist", "band_rate"):
+            self.__dict__.setdefault(name, {})  # a snapshot from before demand_band's exposure
         for name, value in (("book", {}), ("book_day", None), ("book_asked", None), ("returned", {})):
             self.__dict__.setdefault(name, value)  # a snapshot from before the stock record
         if "zeros" not in state:  # a snapshot from before the indexes
@@ -377,7 +447,7 @@ class StoreWatch:
         elif etype == "shelf.reading":
             return self._reading(device, ts, data, cfg)
         elif etype == "pos.line":
-            return self._sale(device, ts, data, cfg)
+            self._sale(device, ts, data, cfg)
         elif etype == "shelf.restock":
             self._restock(ts, data)
         elif etype == "inventory.delivery":
@@ -472,7 +542,7 @@ class StoreWatch:
             "facing_id": facing, "sku": s.sku, "reading_units": units, "expected_units": round(expected, 2),
             "anchor_units": s.anchor_units, "anchor_ms": s.anchor_ts})]
 
-    def _sale(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> list[dict]:
+    def _sale(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> None:
         self.last_pos_ts = max(self.last_pos_ts or ts, ts)
         if self.last_tick is None or ts >= self.last_tick - cfg.sales_zero_ms:
             self.open.discard("sales_zero")  # the tills are back (an old line drained late is not)
@@ -482,10 +552,9 @@ class StoreWatch:
         if lane is None:
             lane = self.registers[device] = _Lane(ts)
         txn = data.get("txn_id")
-        rows: list[dict] = []
         if txn not in lane.txns:  # a lane counts baskets: lines come in bursts
             lane.txns = lane.txns[-15:] + [txn]
-            rows = self._basket(lane, ts, cfg)
+            self._basket(lane, ts, cfg)
         if ts > lane.last_ts:
             # What the others took during the silence counts in its share only now: a failure
             # must not lower the share it is judged by while it lasts.
@@ -504,27 +573,26 @@ class StoreWatch:
             key = (ts // DAY_MS, data.get("sku"))
             self.returned[key] = self.returned.get(key, 0.0) + abs(qty)
         if kind not in ("sale", "void") or (kind == "sale" and qty <= 0):
-            return rows  # a return goes to the backroom, not the shelf
+            return  # a return goes to the backroom, not the shelf
         if kind == "void" and qty > 0:
             qty = -qty  # a voided scan gives back what its scan took
         sku = data.get("sku")
         if qty > 0:
             self.sku_sold_ts[sku] = max(self.sku_sold_ts.get(sku, ts), ts)
         if self.facings_per_sku.get(sku, 1) > 1:
-            return rows  # which facing a line took from is unknown: per-sensor rules skip such SKUs
+            return  # which facing a line took from is unknown: per-sensor rules skip such SKUs
         s = self._by_sku.get(sku)
         if s is None:
-            return rows
+            return
         if ts > s.changed_ts:
             s.since_change.append((ts, -qty))
         if ts > s.anchor_ts:
             s.moves.append((ts, -qty))
-        return rows
 
-    def _basket(self, lane: _Lane, ts: int, cfg: DetectorConfig) -> list[dict]:
-        """Count a new basket of ``lane`` in every lane's share and missed baskets, and (with
-        ``till_event_time``) judge each silent lane at it. While a lane is flagged down (for less
-        than a day) no share learns: its shoppers pay at the others, whose shares would rise for good."""
+    def _basket(self, lane: _Lane, ts: int, cfg: DetectorConfig) -> None:
+        """Count a new basket of ``lane`` in every lane's share and missed baskets. While a lane
+        is flagged down (for less than a day) no share learns: its shoppers pay at the others,
+        whose shares would rise for good."""
         hour = _hour(ts)
         lane.profile.events[hour] += 1
         learn = not any(o.flagged and ts - o.last_ts < DAY_MS for o in self.registers.values())
@@ -532,23 +600,15 @@ class StoreWatch:
             lane.baskets += 1
             lane.store_up += 1
             lane.store_hour[hour] += 1
-        rows: list[dict] = []
-        # A basket after the last tick is judged by the next tick (as a live one is); one the
-        # ticks have passed already (a drained backlog) is judged now, in the events' time.
-        judge = (cfg.till_event_time and cfg.till_expected is None and self.last_tick is not None
-                 and ts <= self.last_tick and sum(self.profile.observed_ms) >= cfg.warmup_ms)
-        for device, other in sorted(self.registers.items()):
+        for other in self.registers.values():
             if other is not lane:
-                if ts > other.last_ts and other.store_up >= cfg.till_share_from:  # it missed its share of it
-                    other.miss(hour, ts, cfg.till_share_prior, len(self.registers))
+                if ts > other.last_ts and other.store_up >= _SHARE_MIN_BASKETS:  # it missed its share of it
+                    other.miss(hour, ts)
                     if learn:
                         other.others_hour[hour] += 1
-                    if judge:
-                        rows += self._till_judge(device, other, ts, cfg)
                 elif learn:
                     other.store_up += 1
                     other.store_hour[hour] += 1
-        return rows
 
     def _band(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
         day = ts // DAY_MS
@@ -565,22 +625,115 @@ class StoreWatch:
         elif price < regular:
             self.band_promo.add(sku)  # a promotion price: announced, not an anomaly
         self.band_units[sku] = self.band_units.get(sku, 0.0) + qty
+        if cfg.band_rule == "exposure":
+            self.band_pos.setdefault(sku, []).append((self.band_total, qty))
         self.band_total += qty
 
     def _band_roll(self, day: int, cfg: DetectorConfig) -> None:
-        """Learn yesterday's shares (when it had sales), start a new day."""
+        """Learn yesterday (when it had sales): each SKU's share (the previous rule) and its units
+        with the store units it was on sale for; the rates today is judged by; start a new day."""
         if self.band_day is not None and self.band_total > 0:
             for sku in set(self.band_share) | set(self.band_units):
                 hist = self.band_share.setdefault(sku, [])
                 hist.append(self.band_units.get(sku, 0.0) / self.band_total)
                 del hist[:-cfg.band_history_days]
+            first = self.band_days - cfg.band_history_days + 1  # the oldest day number kept
+            for sku, pos in self.band_pos.items():
+                units = self.band_units[sku]
+                hist = self.band_hist.setdefault(sku, [])
+                hist.append((self.band_days, units, _on_sale(pos, units, self.band_total, cfg.band_gap_units)))
+            for sku in list(self.band_hist):
+                self.band_hist[sku] = [h for h in self.band_hist[sku] if h[0] >= first]
+                if not self.band_hist[sku]:
+                    del self.band_hist[sku]
             self.band_days += 1
             self.band_totals = (self.band_totals + [self.band_total])[-cfg.band_history_days:]
+            self.band_rate = self._band_rates(cfg)
         self.band_day, self.band_units, self.band_total, self.band_promo = day, {}, 0.0, set()
+        self.band_pos = {}
 
-    def _band_check(self, t: int, cfg: DetectorConfig) -> list[dict]:
+    def _band_rates(self, cfg: DetectorConfig) -> dict:
+        """Per SKU: (units, store units it was on sale for) over the last days. A day without a
+        sale counts as on sale only where the SKU's rate on its other days expected fewer than
+        ``band_gap_units`` that day (a product that sold 100 a day and none today was not on the
+        shelf, not unwanted); a SKU that sold nothing in those days has no rate."""
+        totals = self.band_totals
+        days = range(self.band_days - len(totals), self.band_days)
+        out = {}
+        for sku, hist in self.band_hist.items():
+            units = sum(h[1] for h in hist)
+            exposure = sum(h[2] for h in hist)
+            if units <= 0 or exposure <= 0:
+                continue
+            sold_on = {h[0] for h in hist}
+            rate = units / exposure
+            exposure += sum(total for d, total in zip(days, totals)
+                            if d not in sold_on and rate * total < cfg.band_gap_units)
+            out[sku] = (units, exposure)
+        return out
+
+    def _band_check(self, t: int, cfg: DetectorConfig, categories: "Categories | None" = None) -> list[dict]:
         if self.band_days < cfg.band_warmup_days or self.band_total <= 0 or self.band_day != t // DAY_MS:
             return []
+        if cfg.band_rule == "share":
+            return self._band_check_share(t, cfg)
+        rows = []
+        total = self.band_total
+        for sku, units in sorted(self.band_units.items()):
+            key = f"demand_band:{sku}:{self.band_day}"
+            if units < cfg.band_min_units or sku in self.band_promo or key in self.open:
+                continue
+            usual = self.band_rate.get(sku)
+            if usual is None:
+                continue  # no sale in the last days (out of stock, or new): no rate to compare with
+            h, exposure = usual
+            expected = h / exposure * total
+            if units < cfg.band_ratio * expected or _binom_tail(units, h, total, exposure) > cfg.band_alpha:
+                continue
+            switched, sibling = self._band_switched(sku, h / exposure, categories, cfg)
+            net = units - switched
+            if net < cfg.band_min_units or net < cfg.band_ratio * expected:
+                continue
+            chance = _binom_tail(net, h, total, exposure)
+            if chance > cfg.band_alpha:
+                continue
+            self.open.add(key)
+            rows.append(self._row(t, "demand_band", sku, net / max(expected, 1e-9), t - t % DAY_MS, {
+                "sku": sku, "units_today": units, "switched_in": round(switched, 2), "from_sibling": sibling,
+                "expected_units": round(expected, 2), "store_units_today": total, "units_last_days": h,
+                "store_units_on_sale_last_days": round(exposure, 1), "chance": float(f"{chance:.3g}")}))
+        return rows
+
+    def _band_switched(self, sku: str, rate: float, categories: "Categories | None",
+                       cfg: DetectorConfig) -> tuple[float, str | None]:
+        """The most of ``sku``'s units today that one product of its category, silent since its
+        last sale (its rate expected >= ``band_gap_units`` since: off the shelf), can explain:
+        ``sku``'s excess over its rate since that moment, at most ``band_switch_share`` of what the
+        silent product would have sold meanwhile. A spike raises a SKU's units from the opening
+        and its siblings keep selling; shoppers switching come only once a sibling is empty, and
+        no more of them than it lost. Returns (units, the sibling) or (0, None)."""
+        siblings = categories.siblings(sku) if categories is not None else ()
+        if not siblings:
+            return 0.0, None
+        total, mine = self.band_total, self.band_pos.get(sku, [])
+        best, who = 0.0, None
+        for other in siblings:
+            usual = self.band_rate.get(other)
+            if usual is None:
+                continue
+            pos = self.band_pos.get(other)
+            since = pos[-1][0] if pos else 0.0  # its last sale today (store units then)
+            lost = usual[0] / usual[1] * (total - since)
+            if lost < cfg.band_gap_units:
+                continue
+            excess = sum(q for at, q in mine if at >= since) - rate * (total - since)
+            explained = min(excess, cfg.band_switch_share * lost)
+            if explained > best:
+                best, who = explained, other
+        return best, who
+
+    def _band_check_share(self, t: int, cfg: DetectorConfig) -> list[dict]:
+        """The rule in force (``band_rule="share"``, docs/stream.md)."""
         if self.band_totals and self.band_total >= cfg.band_early_share * sum(self.band_totals) / len(self.band_totals):
             return []  # late in the day: stock-outs and switching shoppers shape shares as much as spikes do
         rows = []
@@ -686,9 +839,10 @@ class StoreWatch:
         return {"store_id": self.store_id, "subject": subject, "kind": kind, "score": float(score),
                 "evidence": json.dumps(evidence, sort_keys=True), "first_seen": t, "since_ms": int(since)}
 
-    def tick(self, t: int, cfg: DetectorConfig, stock: Any = None) -> list[dict]:
+    def tick(self, t: int, cfg: DetectorConfig, stock: Any = None, categories: "Categories | None" = None) -> list[dict]:
         """Run the detectors at event time ``t``; return new ``stream.anomalies`` rows. ``stock``:
-        the stock record side input (``cloud.stream.stock.StockRecords``) or None."""
+        the stock record side input (``cloud.stream.stock.StockRecords``) or None; ``categories``:
+        the products' categories (master data, ``Categories``) or None."""
         span = t - self.last_tick if self.last_tick is not None else 0
         self.last_tick = t
         if stock is not None:
@@ -733,7 +887,7 @@ class StoreWatch:
                 rows.append(self._row(t, "sales_zero", self.store_id, expected, self.last_pos_ts, {
                     "last_line_ms": self.last_pos_ts, "expected_lines": round(expected, 1),
                     "registers_known": len(self.registers)}))
-        rows += self._band_check(t, cfg)
+        rows += self._band_check(t, cfg, categories)
         rows += self._phantom_check(t, cfg)
         # sensor_fleet_silent
         pos_recent = self.last_pos_ts is not None and t - self.last_pos_ts < cfg.fleet_silent_ms
@@ -771,30 +925,24 @@ class StoreWatch:
         if not others_selling:
             return rows
         for device, lane in sorted(self.registers.items()):
-            rows += self._till_judge(device, lane, t, cfg)
+            if lane.flagged or t - lane.last_ts < cfg.till_silent_ms:
+                continue
+            surprise = lane.surprise(t)
+            if surprise < cfg.till_evidence if cfg.till_expected is None else lane.missed < cfg.till_expected:
+                continue
+            if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
+                continue
+            expected, share = lane.missed, lane.baskets / max(lane.store_up, 1)
+            usual = lane.profile.expected(lane.last_ts, t)
+            if usual >= cfg.till_usual_min:
+                lane.flagged = True
+                self.open.add(f"till_silent:{device}")
+                score = surprise if cfg.till_expected is None else expected
+                rows.append(self._row(t, "till_silent", device, score, lane.last_ts, {
+                    "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
+                    "evidence_log_hours": round(surprise, 2),
+                    "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
         return rows
-
-    def _till_judge(self, device: str, lane: _Lane, t: int, cfg: DetectorConfig) -> list[dict]:
-        """Flag ``lane`` at event time ``t`` if its silence is surprising enough (a tick, or a
-        basket another lane took: ``till_event_time``)."""
-        if lane.flagged or t - lane.last_ts < cfg.till_silent_ms:
-            return []
-        surprise = lane.surprise(t)
-        if surprise < cfg.till_evidence if cfg.till_expected is None else lane.missed < cfg.till_expected:
-            return []
-        if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
-            return []
-        expected, share = lane.missed, lane.baskets / max(lane.store_up, 1)
-        usual = lane.profile.expected(lane.last_ts, t)
-        if usual < cfg.till_usual_min:
-            return []
-        lane.flagged = True
-        self.open.add(f"till_silent:{device}")
-        score = surprise if cfg.till_expected is None else expected
-        return [self._row(t, "till_silent", device, score, lane.last_ts, {
-            "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
-            "evidence_log_hours": round(surprise, 2),
-            "usual_share": round(share, 3), "profile_expected": round(usual, 1)})]
 
     def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig,
                        undecided: set[str] | frozenset[str] = frozenset()) -> list[dict]:

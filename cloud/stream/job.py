@@ -62,11 +62,13 @@ def _now_ms() -> int:
 
 class StreamJob:
     """See the module docstring. ``scorer`` may be None (no cloud-side scoring); ``stock_records``
-    (``cloud.stream.stock``) may be None (``phantom_inventory`` without the stock record)."""
+    (``cloud.stream.stock``) may be None (``phantom_inventory`` without the stock record);
+    ``categories`` (``cloud.stream.detectors.Categories``, from the products master) may be None
+    (``demand_band`` without switching shoppers taken off)."""
 
     def __init__(self, storage: LakeStorage, source: EventSource, *, config: StreamConfig | None = None,
                  scorer: Any = None, planograms: Mapping[str, Sequence[Facing]] | None = None,
-                 stock_records: Any = None,
+                 stock_records: Any = None, categories: Any = None,
                  snapshot_every_s: float = 30.0, max_messages: int = 2000,
                  wall_clock: Callable[[], int] = _now_ms, progress: Callable[[str], None] | None = None):
         self.storage = storage
@@ -75,6 +77,7 @@ class StreamJob:
         self.scorer = scorer
         self.planograms = dict(planograms or {})
         self.stock_records = stock_records
+        self.categories = categories
         self.snapshot_every_s = snapshot_every_s
         self.max_messages = max_messages
         self.wall = wall_clock
@@ -95,7 +98,7 @@ class StreamJob:
                 partition, EventClock(self.config.allowed_lateness_ms, self.config.max_skew_ms))
             proc = self._procs[partition] = PartitionProcessor(
                 state, self.config, scorer=self.scorer, planograms=self.planograms, source=self.source.name,
-                wall_clock=self.wall, stock_records=self.stock_records)
+                wall_clock=self.wall, stock_records=self.stock_records, categories=self.categories)
             for name in STREAM_TABLES:
                 self._written[(name, partition)] = self.storage.txn_version(name, job_app_id(self.source.name, partition))
         return proc

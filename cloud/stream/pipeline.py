@@ -146,14 +146,16 @@ class PartitionProcessor:
 
     ``scorer`` is the production model (``models.runtime`` scorer) or ``None`` (no cloud
     scoring); ``planograms`` maps store id -> facings (stores without one are not scored);
-    ``stock_records`` is the stores' nightly stock record (``cloud.stream.stock``) or ``None``.
+    ``stock_records`` is the stores' nightly stock record (``cloud.stream.stock``) or ``None``;
+    ``categories`` the products' categories (``cloud.stream.detectors.Categories``) or ``None``.
     """
 
     def __init__(self, state: PartitionState, config: StreamConfig, *, scorer: Any,
                  planograms: Mapping[str, Sequence[Facing]], source: str, wall_clock: Callable[[], int],
-                 stock_records: Any = None):
+                 stock_records: Any = None, categories: Any = None):
         self.state = state
         self.stock_records = stock_records
+        self.categories = categories
         self.config = config
         self.scorer = scorer
         self.planograms = planograms
@@ -331,7 +333,7 @@ class PartitionProcessor:
                 del st.watches[store]
                 st.scorers.pop(store, None)
                 continue
-            for row in watch.tick(t, cfg.detectors, self.stock_records):
+            for row in watch.tick(t, cfg.detectors, self.stock_records, self.categories):
                 self._emit(ANOMALIES.name, row)
             sc = st.scorers.get(store)
             if sc is not None and scoring:

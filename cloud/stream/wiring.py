@@ -13,6 +13,9 @@ planogram           GONDOLA_STREAM_PLANOGRAM          planogram CSV; default: ``
 stock_records       GONDOLA_STREAM_STOCK_RECORDS      folder of the ERP's nightly ``stock_record*.csv`` (the
                                                       batch landing folder), ``none`` for none; default:
                                                       ``silver.stock_record`` in the lake
+products            GONDOLA_STREAM_PRODUCTS           products CSV (``sku``, ``category``: the master data
+                                                      file), ``none`` for none; default: ``silver.products``
+                                                      in the lake (``demand_band`` reads the categories)
 ==================  ================================  =====================================================
 
 The Event Hubs connection settings are the lake's (``GONDOLA_EVENTHUB_*``,
@@ -32,7 +35,8 @@ from cloud.stream.pipeline import StreamConfig
 from gondola.clock import MINUTE_MS
 from gondola.errors import ConfigError
 
-__all__ = ["StreamSettings", "build_stream_job", "load_planograms", "load_stock_records", "DEFAULT_CONSUMER_GROUP"]
+__all__ = ["StreamSettings", "build_stream_job", "load_planograms", "load_stock_records", "load_categories",
+           "DEFAULT_CONSUMER_GROUP"]
 
 DEFAULT_CONSUMER_GROUP = "cloud-stream"
 
@@ -48,6 +52,7 @@ class StreamSettings:
     model: str | None = None  # None: the shipped model; "none": no scoring
     planogram: str | None = None
     stock_records: str | None = None  # None: silver.stock_record in the lake; "none": no stock record
+    products: str | None = None  # None: silver.products in the lake; "none": no categories
     allowed_lateness_min: float = 10.0
     snapshot_every_s: float = 30.0
     max_messages: int = 2000
@@ -58,7 +63,7 @@ class StreamSettings:
         env = os.environ if env is None else env
         values = {"source": env.get("GONDOLA_STREAM_SOURCE"), "consumer_group": env.get("GONDOLA_STREAM_CONSUMER_GROUP"),
                   "model": env.get("GONDOLA_STREAM_MODEL"), "planogram": env.get("GONDOLA_STREAM_PLANOGRAM"),
-                  "stock_records": env.get("GONDOLA_STREAM_STOCK_RECORDS")}
+                  "stock_records": env.get("GONDOLA_STREAM_STOCK_RECORDS"), "products": env.get("GONDOLA_STREAM_PRODUCTS")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**{k: v for k, v in values.items() if v is not None})
 
@@ -83,6 +88,33 @@ def load_planograms(storage, csv_path: str | None) -> dict:
         return planograms_from_rows(rows)
     rows = storage.read("silver.planogram")
     return planograms_from_rows(rows) if rows is not None and rows.num_rows else {}
+
+
+def load_categories(storage, csv_path: str | None):
+    """The products' categories (``Categories``) from a products CSV, else from ``silver.products``;
+    ``None`` for ``none`` or when neither has a category.
+
+    Raises:
+        ConfigError: the CSV is missing or lacks a column.
+    """
+    from cloud.stream.detectors import Categories
+
+    if csv_path is not None and csv_path.lower() == "none":
+        return None
+    if csv_path:
+        path = Path(csv_path)
+        if not path.is_file():
+            raise ConfigError(f"products file {path} does not exist")
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+        missing = {"sku", "category"} - set(rows[0] if rows else ())
+        if missing:
+            raise ConfigError(f"products file {path} lacks column(s) {', '.join(sorted(missing))}")
+    else:
+        table = storage.read("silver.products", columns=["sku", "category"])
+        rows = table.to_pylist() if table is not None else []
+    categories = Categories({r["sku"]: r["category"] for r in rows if r.get("sku")})
+    return categories if len(categories) else None
 
 
 def load_stock_records(storage, path: str | None):
@@ -117,8 +149,8 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
     """The stream job from settings; opens the source, the model and the planograms.
 
     Raises:
-        ConfigError: unknown source, missing Event Hubs settings, bad planogram file, missing stock
-            record folder.
+        ConfigError: unknown source, missing Event Hubs settings, bad planogram or products file,
+            missing stock record folder.
         ModelError: the model cannot be loaded.
     """
     from cloud.lake.storage import open_storage
@@ -128,6 +160,7 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
     storage = open_storage(settings.lake_uri, settings.storage_options)
     planograms = load_planograms(storage, settings.planogram)
     stock_records = load_stock_records(storage, settings.stock_records)
+    categories = load_categories(storage, settings.products)
     scorer = _scorer(settings.model)
     if settings.source == "local":
         from cloud.ingest.source import LocalHubSource
@@ -142,4 +175,5 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
         source = eventhubs.build_source(dict(settings.eventhubs), consumer_group=settings.consumer_group)
     config = StreamConfig(allowed_lateness_ms=int(settings.allowed_lateness_min * MINUTE_MS))
     return StreamJob(storage, source, config=config, scorer=scorer, planograms=planograms, stock_records=stock_records,
+                     categories=categories,
                      snapshot_every_s=settings.snapshot_every_s, max_messages=settings.max_messages, progress=progress)

@@ -1,13 +1,18 @@
-"""demand_band: a spike shows in the early part of the day; a share that rises late does not count."""
+"""demand_band: the rule in force (a spike shows in the early part of the day; a share that rises
+late does not count) and the exposure rule (a SKU far above its rate while on sale, net of the
+shoppers a silent product of its category sent it), which is measured but not in force."""
 
 from __future__ import annotations
 
-from cloud.stream.detectors import DetectorConfig, StoreWatch
+from cloud.stream.detectors import Categories, DetectorConfig, StoreWatch
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 
-CFG = DetectorConfig()
+CFG = DetectorConfig(band_rule="exposure")
+PREVIOUS = DetectorConfig()  # the rule in force
 T0 = 20 * DAY_MS
 OPEN, CLOSE = 7, 22
+#: 'x', 'y' and 'z' are dairy; the background products are pantry.
+CATEGORIES = Categories({"x": "dairy", "y": "dairy", "z": "dairy", **{f"b{k:02d}": "pantry" for k in range(96)}})
 
 
 def _sales(day: int, sku: str, per_day: float, start_h: float = OPEN, end_h: float = CLOSE,
@@ -19,15 +24,18 @@ def _sales(day: int, sku: str, per_day: float, start_h: float = OPEN, end_h: flo
     return [(T0 + day * DAY_MS + int(start_h * HOUR_MS + (k + phase) * step), sku) for k in range(n)]
 
 
-def _run(day2: list[tuple[int, str]]) -> list[dict]:
-    """A store selling 200 units a day (96 SKUs at 2, 'x' and 'y' at 4) for two days, then
-    ``day2`` on top of the background on the third."""
+def _run(day2: list[tuple[int, str]], usual: dict[str, float] | None = None, cfg: DetectorConfig = CFG,
+         categories: Categories | None = CATEGORIES, history: list[list[tuple[int, str]]] | None = None) -> list[dict]:
+    """A store selling 192 units a day of 96 background products at 2, and ``usual`` (units a
+    day, default 'x' and 'y' at 4) for two days (or ``history``), then ``day2`` on top of the
+    background on the third."""
+    usual = {"x": 4.0, "y": 4.0} if usual is None else usual
     sales: list[tuple[int, str]] = []
     for day in range(3):
         for k in range(96):
             sales += _sales(day, f"b{k:02d}", 2.0, phase=k / 96)
         if day < 2:
-            sales += _sales(day, "x", 4.0) + _sales(day, "y", 4.0)
+            sales += history[day] if history is not None else [s for sku, n in usual.items() for s in _sales(day, sku, n)]
     sales = sorted(sales + day2)
     w = StoreWatch("s1")
     w.start(T0, None)
@@ -35,26 +43,80 @@ def _run(day2: list[tuple[int, str]]) -> list[dict]:
     tick = T0 + 5 * MINUTE_MS
     for seq, (ts, sku) in enumerate(sales):
         while tick <= ts:
-            rows += w.tick(tick, CFG)
+            rows += w.tick(tick, cfg, categories=categories)
             tick += 5 * MINUTE_MS
         w.observe("pos.line", f"pos-s1-r{seq % 3}", ts, {"txn_id": seq, "sku": sku, "qty": 1, "kind": "sale",
-                                                          "price_cents": 100}, CFG)
+                                                          "price_cents": 100}, cfg)
     while tick <= T0 + 3 * DAY_MS:
-        rows += w.tick(tick, CFG)
+        rows += w.tick(tick, cfg, categories=categories)
         tick += 5 * MINUTE_MS
     return [r for r in rows if r["kind"] == "demand_band"]
 
 
-def test_a_spike_from_the_opening_is_flagged_in_the_morning():
+def test_a_spike_from_the_opening_is_flagged_the_same_day():
     # 'x' sells 8 x its usual 4 a day from the opening on (and 'y' as usual).
     rows = _run(_sales(2, "x", 32.0) + _sales(2, "y", 4.0))
     assert [r["subject"] for r in rows] == ["x"]
-    assert OPEN * HOUR_MS <= rows[0]["first_seen"] - T0 - 2 * DAY_MS < 15 * HOUR_MS  # the early part of the day
+    assert OPEN * HOUR_MS <= rows[0]["first_seen"] - T0 - 2 * DAY_MS < 15 * HOUR_MS
     assert rows[0]["score"] >= CFG.band_ratio
 
 
-def test_a_share_that_rises_late_in_the_day_is_not_judged():
-    # 'y' sells as usual until 16:00, then at 20 x (shoppers switching from a product that ran
-    # empty): 34 units by the close against 4 usual. The rule that judged the whole day flagged it.
-    rows = _run(_sales(2, "x", 4.0) + _sales(2, "y", 4.0, OPEN, 16) + _sales(2, "y", 80.0, 16, CLOSE))
-    assert rows == []
+def test_a_slow_sellers_spike_is_flagged_once_it_shows_and_the_previous_rule_missed_it():
+    # 'x' usually sells 3 a day; a spike of 6 x with its siblings selling as usual. It reaches 10
+    # units only after half the store's day: the previous rule judged the early part of the day only.
+    usual = {"x": 3.0, "y": 4.0, "z": 12.0}
+    today = _sales(2, "x", 18.0) + _sales(2, "y", 4.0) + _sales(2, "z", 12.0)
+    rows = _run(today, usual)
+    assert [r["subject"] for r in rows] == ["x"]
+    assert rows[0]["first_seen"] - T0 - 2 * DAY_MS < CLOSE * HOUR_MS
+    assert _run(today, usual, cfg=PREVIOUS) == []
+
+
+def test_a_sku_whose_substitute_ran_empty_selling_5_x_its_usual_is_not_flagged():
+    # 'z' (48 a day, same category) runs empty at 08:00; half of its shoppers take 'y' instead:
+    # 'y' sells 4 + 16 = 20 units, 5 x its usual. The previous rule (and this one without the
+    # categories) flags it: it shows in the morning.
+    usual = {"x": 4.0, "y": 4.0, "z": 48.0}
+    today = (_sales(2, "x", 4.0) + _sales(2, "y", 4.0) + _sales(2, "y", 16.0 * 15 / 14, 8, CLOSE)
+             + _sales(2, "z", 48.0, OPEN, 8))
+    assert sum(1 for _, sku in today if sku == "y") == 20
+    assert _run(today, usual) == []
+    flagged = _run(today, usual, cfg=PREVIOUS)
+    assert [r["subject"] for r in flagged] == ["y"]
+    without = _run(today, usual, categories=None)
+    assert [r["subject"] for r in without] == ["y"]
+    # A product of another category going empty explains nothing.
+    other = Categories({"y": "dairy", "z": "frozen"})
+    assert [r["subject"] for r in _run(today, usual, categories=other)] == ["y"]
+
+
+def test_a_spike_is_still_flagged_while_a_sibling_is_empty():
+    # 'x' spikes 8 x from the opening while 'z' (12 a day) is empty from 12:00: what 'z' lost
+    # (half of its 8 units after noon) explains a few units of the spike, not 28.
+    usual = {"x": 4.0, "y": 4.0, "z": 12.0}
+    today = _sales(2, "x", 32.0) + _sales(2, "y", 4.0) + _sales(2, "z", 12.0, OPEN, 12)
+    rows = _run(today, usual)
+    assert [r["subject"] for r in rows] == ["x"]
+
+
+def test_a_day_the_shelf_stood_empty_does_not_lower_the_usual():
+    # 'y' sells 40 a day; yesterday it sold 4 units in the first hour and then none (the shelf was
+    # empty), the day before none at all. Today it sells its 40 again: not an anomaly. The
+    # previous rule, on its best share of those days, flags it.
+    history = [[], _sales(1, "y", 60.0, OPEN, 8)]
+    history[0] = _sales(0, "x", 4.0)
+    history[1] = history[1] + _sales(1, "x", 4.0)
+    today = _sales(2, "x", 4.0) + _sales(2, "y", 40.0)
+    assert _run(today, history=history) == []
+    assert [r["subject"] for r in _run(today, history=history, cfg=PREVIOUS)] == ["y"]
+
+
+def test_the_rule_in_force_flags_a_spike_in_the_morning_and_not_a_share_that_rises_late():
+    # 'x' 8 x its usual from the opening: flagged in the early part of the day.
+    rows = _run(_sales(2, "x", 32.0) + _sales(2, "y", 4.0), cfg=PREVIOUS)
+    assert [r["subject"] for r in rows] == ["x"]
+    assert OPEN * HOUR_MS <= rows[0]["first_seen"] - T0 - 2 * DAY_MS < 15 * HOUR_MS
+    # 'y' as usual until 16:00, then 20 x (shoppers switching from a product that ran empty):
+    # 34 units by the close against 4 usual, after half the day: not judged.
+    late = _sales(2, "x", 4.0) + _sales(2, "y", 4.0, OPEN, 16) + _sales(2, "y", 80.0, 16, CLOSE)
+    assert _run(late, cfg=PREVIOUS) == []

@@ -66,3 +66,29 @@ def test_the_stock_record_side_input_comes_from_a_folder_none_or_the_lakes_table
         {"date": "2026-01-06", "store_id": "s001", "sku": "A", "book_units": 0, "counted_units": 0}])))
     assert table.book("s001", "2026-01-05") == {"A": 4} and table.book("s001", "2026-01-06") == {"A": 0}
     assert table.book("s003", "2026-01-05") is None
+
+
+def test_the_products_categories_come_from_a_products_file_none_or_the_lakes_table(tmp_path):
+    import pyarrow as pa
+
+    from cloud.lake.storage import open_storage
+    from cloud.lake.tables import conform
+    from cloud.stream.wiring import load_categories
+
+    assert StreamSettings.from_env({"GONDOLA_STREAM_PRODUCTS": "none"}).products == "none"
+    storage = open_storage(str(tmp_path / "lake"))
+    assert load_categories(storage, "none") is None
+    assert load_categories(storage, None) is None  # no silver.products yet
+    with pytest.raises(ConfigError, match="products file .* does not exist"):
+        load_categories(storage, str(tmp_path / "nope.csv"))
+    (tmp_path / "bad.csv").write_text("sku,name\nA,milk\n")
+    with pytest.raises(ConfigError, match="lacks column.*category"):
+        load_categories(storage, str(tmp_path / "bad.csv"))
+    (tmp_path / "products.csv").write_text("sku,name,category\nA,milk,dairy\nB,cream,dairy\nC,rice,pantry\n")
+    cats = load_categories(storage, str(tmp_path / "products.csv"))
+    assert cats.siblings("A") == ("B",) and cats.siblings("C") == () and cats.category("D") is None
+    storage.write("silver.products", conform("silver.products", pa.Table.from_pylist([
+        {"sku": "A", "name": "milk", "category": "dairy", "price_cents": 99, "unit_weight_g": 1000.0, "pack_size": 6},
+        {"sku": "B", "name": "cream", "category": "dairy", "price_cents": 199, "unit_weight_g": 200.0, "pack_size": 6},
+        {"sku": "E", "name": "eggs", "category": "dairy", "price_cents": 299, "unit_weight_g": 600.0, "pack_size": 6}])))
+    assert load_categories(storage, None).siblings("A") == ("B", "E")
