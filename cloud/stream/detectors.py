@@ -29,7 +29,12 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   baskets in the silence (a lane usually closed then is not a failure); the profile learns a
   long silence only when the lane speaks again (a failure must not teach the lane that it is
   closed while it lasts), and an hour it never saw counts at its all-day rate (a lane on its
-  first day). Score: the log evidence; the evidence names the baskets it missed.
+  first day). A lane's share counts from the store's ``till_share_from``-th basket, with
+  ``till_share_prior`` baskets at 1 / lanes in it (a lane silent since the store's first baskets
+  has a lane's share, not the near 0 its silence would teach it). Judged at each tick and, for
+  the baskets a tick has passed already (a drained backlog), at each basket another lane took,
+  in the events' time (``till_event_time``). Score: the log evidence; the evidence names the
+  baskets it missed.
 * ``gateway_backlog``: the gateway's own ``edge.health`` reports, delivered fresh (enqueued within
   ``backlog_fresh_ms`` of their time: reports drained after an outage describe the past), show
   ``unsent_rows`` rising over ``backlog_reports`` reports by at least ``backlog_min_rows`` while
@@ -116,6 +121,15 @@ class DetectorConfig:
     #: this many baskets (10.5), held back while the gateway reports a backlog; None: the evidence
     till_expected: float | None = None
     till_usual_min: float = 2.0
+    #: judge a silent lane also at a basket another lane took before the last tick (in the
+    #: events' time): the lines of a silence that arrive in one drain after a gateway's backlog,
+    #: with the lane's own first line after it, are seen by no tick
+    till_event_time: bool = True
+    #: the store's baskets a lane must have seen before its share counts ...
+    till_share_from: int = 30
+    #: ... and baskets of prior weight at 1 / lanes known in its overall share (a lane that took
+    #: one of the store's first baskets and fell silent has a share of about a lane's, not ~0)
+    till_share_prior: float = 30.0
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
@@ -220,15 +234,18 @@ class _Lane:
         self.__dict__.setdefault("evidence", 0.0)
         self.__dict__.setdefault("evidence_ts", self.last_ts)
 
-    def share(self, hour: int) -> float:
+    def share(self, hour: int, prior: float = 0.0, lanes: int = 1) -> float:
         """Its share of the store's baskets: over all hours, or lower at an hour of day where it
         took fewer (a lane closed at that hour has a share near 0 there). The hour's share is
         shrunk towards the overall one by ``_SHARE_PRIOR`` baskets (an hour seen little says
-        little) and never exceeds it (the noise of 24 estimates must not inflate a silence)."""
-        overall = self.baskets / self.store_up if self.store_up else 0.0
+        little) and never exceeds it (the noise of 24 estimates must not inflate a silence).
+        ``prior`` baskets at 1 / ``lanes`` weigh in the overall share (a store's first baskets
+        say little about how they split)."""
+        up = self.store_up + prior
+        overall = (self.baskets + prior / max(lanes, 1)) / up if up else 0.0
         return min(overall, (self.profile.events[hour] + _SHARE_PRIOR * overall) / (self.store_hour[hour] + _SHARE_PRIOR))
 
-    def miss(self, hour: int, ts: int) -> None:
+    def miss(self, hour: int, ts: int, prior: float = 0.0, lanes: int = 1) -> None:
         """Another lane took a basket at ``ts`` while this one was silent: count it, the baskets
         this lane would have had for it (share / (1 - share), the share capped at 0.99), and the
         evidence that it is down.
@@ -244,7 +261,7 @@ class _Lane:
         exp(``till_evidence``) hours means about one chance alarm per that many lane-hours,
         whatever the lane's share or the store's traffic; a failure needs fewer missed baskets
         in quiet hours (fewer chance gaps per hour) than in busy ones."""
-        share = min(self.share(hour), 0.99)
+        share = min(self.share(hour, prior, lanes), 0.99)
         self.others += 1
         self.missed += share / (1.0 - share)
         gap = min(ts - max(self.evidence_ts, self.last_ts), _EVIDENCE_GAP_MS)
@@ -261,9 +278,6 @@ class _Lane:
 _SHARE_PRIOR = 5.0
 #: The longest gap between the others' baskets that counts as time the lane could have failed in.
 _EVIDENCE_GAP_MS = 30 * MINUTE_MS
-#: Store baskets a lane must have seen before its share says anything (the first lane to sell
-#: in the morning of the first day has a share of 1).
-_SHARE_MIN_BASKETS = 100
 
 
 @dataclass
@@ -447,7 +461,7 @@ class StoreWatch:
         elif etype == "shelf.reading":
             return self._reading(device, ts, data, cfg)
         elif etype == "pos.line":
-            self._sale(device, ts, data, cfg)
+            return self._sale(device, ts, data, cfg)
         elif etype == "shelf.restock":
             self._restock(ts, data)
         elif etype == "inventory.delivery":
@@ -542,7 +556,7 @@ class StoreWatch:
             "facing_id": facing, "sku": s.sku, "reading_units": units, "expected_units": round(expected, 2),
             "anchor_units": s.anchor_units, "anchor_ms": s.anchor_ts})]
 
-    def _sale(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> None:
+    def _sale(self, device: str, ts: int, data: dict, cfg: DetectorConfig) -> list[dict]:
         self.last_pos_ts = max(self.last_pos_ts or ts, ts)
         if self.last_tick is None or ts >= self.last_tick - cfg.sales_zero_ms:
             self.open.discard("sales_zero")  # the tills are back (an old line drained late is not)
@@ -552,9 +566,10 @@ class StoreWatch:
         if lane is None:
             lane = self.registers[device] = _Lane(ts)
         txn = data.get("txn_id")
+        rows: list[dict] = []
         if txn not in lane.txns:  # a lane counts baskets: lines come in bursts
             lane.txns = lane.txns[-15:] + [txn]
-            self._basket(lane, ts, cfg)
+            rows = self._basket(lane, ts, cfg)
         if ts > lane.last_ts:
             # What the others took during the silence counts in its share only now: a failure
             # must not lower the share it is judged by while it lasts.
@@ -573,26 +588,27 @@ class StoreWatch:
             key = (ts // DAY_MS, data.get("sku"))
             self.returned[key] = self.returned.get(key, 0.0) + abs(qty)
         if kind not in ("sale", "void") or (kind == "sale" and qty <= 0):
-            return  # a return goes to the backroom, not the shelf
+            return rows  # a return goes to the backroom, not the shelf
         if kind == "void" and qty > 0:
             qty = -qty  # a voided scan gives back what its scan took
         sku = data.get("sku")
         if qty > 0:
             self.sku_sold_ts[sku] = max(self.sku_sold_ts.get(sku, ts), ts)
         if self.facings_per_sku.get(sku, 1) > 1:
-            return  # which facing a line took from is unknown: per-sensor rules skip such SKUs
+            return rows  # which facing a line took from is unknown: per-sensor rules skip such SKUs
         s = self._by_sku.get(sku)
         if s is None:
-            return
+            return rows
         if ts > s.changed_ts:
             s.since_change.append((ts, -qty))
         if ts > s.anchor_ts:
             s.moves.append((ts, -qty))
+        return rows
 
-    def _basket(self, lane: _Lane, ts: int, cfg: DetectorConfig) -> None:
-        """Count a new basket of ``lane`` in every lane's share and missed baskets. While a lane
-        is flagged down (for less than a day) no share learns: its shoppers pay at the others,
-        whose shares would rise for good."""
+    def _basket(self, lane: _Lane, ts: int, cfg: DetectorConfig) -> list[dict]:
+        """Count a new basket of ``lane`` in every lane's share and missed baskets, and (with
+        ``till_event_time``) judge each silent lane at it. While a lane is flagged down (for less
+        than a day) no share learns: its shoppers pay at the others, whose shares would rise for good."""
         hour = _hour(ts)
         lane.profile.events[hour] += 1
         learn = not any(o.flagged and ts - o.last_ts < DAY_MS for o in self.registers.values())
@@ -600,15 +616,23 @@ class StoreWatch:
             lane.baskets += 1
             lane.store_up += 1
             lane.store_hour[hour] += 1
-        for other in self.registers.values():
+        rows: list[dict] = []
+        # A basket after the last tick is judged by the next tick (as a live one is); one the
+        # ticks have passed already (a drained backlog) is judged now, in the events' time.
+        judge = (cfg.till_event_time and cfg.till_expected is None and self.last_tick is not None
+                 and ts <= self.last_tick and sum(self.profile.observed_ms) >= cfg.warmup_ms)
+        for device, other in sorted(self.registers.items()):
             if other is not lane:
-                if ts > other.last_ts and other.store_up >= _SHARE_MIN_BASKETS:  # it missed its share of it
-                    other.miss(hour, ts)
+                if ts > other.last_ts and other.store_up >= cfg.till_share_from:  # it missed its share of it
+                    other.miss(hour, ts, cfg.till_share_prior, len(self.registers))
                     if learn:
                         other.others_hour[hour] += 1
+                    if judge:
+                        rows += self._till_judge(device, other, ts, cfg)
                 elif learn:
                     other.store_up += 1
                     other.store_hour[hour] += 1
+        return rows
 
     def _band(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
         day = ts // DAY_MS
@@ -925,24 +949,30 @@ class StoreWatch:
         if not others_selling:
             return rows
         for device, lane in sorted(self.registers.items()):
-            if lane.flagged or t - lane.last_ts < cfg.till_silent_ms:
-                continue
-            surprise = lane.surprise(t)
-            if surprise < cfg.till_evidence if cfg.till_expected is None else lane.missed < cfg.till_expected:
-                continue
-            if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
-                continue
-            expected, share = lane.missed, lane.baskets / max(lane.store_up, 1)
-            usual = lane.profile.expected(lane.last_ts, t)
-            if usual >= cfg.till_usual_min:
-                lane.flagged = True
-                self.open.add(f"till_silent:{device}")
-                score = surprise if cfg.till_expected is None else expected
-                rows.append(self._row(t, "till_silent", device, score, lane.last_ts, {
-                    "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
-                    "evidence_log_hours": round(surprise, 2),
-                    "usual_share": round(share, 3), "profile_expected": round(usual, 1)}))
+            rows += self._till_judge(device, lane, t, cfg)
         return rows
+
+    def _till_judge(self, device: str, lane: _Lane, t: int, cfg: DetectorConfig) -> list[dict]:
+        """Flag ``lane`` at event time ``t`` if its silence is surprising enough (a tick, or a
+        basket another lane took: ``till_event_time``)."""
+        if lane.flagged or t - lane.last_ts < cfg.till_silent_ms:
+            return []
+        surprise = lane.surprise(t)
+        if surprise < cfg.till_evidence if cfg.till_expected is None else lane.missed < cfg.till_expected:
+            return []
+        if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
+            return []
+        expected, share = lane.missed, lane.baskets / max(lane.store_up, 1)
+        usual = lane.profile.expected(lane.last_ts, t)
+        if usual < cfg.till_usual_min:
+            return []
+        lane.flagged = True
+        self.open.add(f"till_silent:{device}")
+        score = surprise if cfg.till_expected is None else expected
+        return [self._row(t, "till_silent", device, score, lane.last_ts, {
+            "last_line_ms": lane.last_ts, "expected_baskets": round(expected, 1), "others_baskets": lane.others,
+            "evidence_log_hours": round(surprise, 2),
+            "usual_share": round(share, 3), "profile_expected": round(usual, 1)})]
 
     def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig,
                        undecided: set[str] | frozenset[str] = frozenset()) -> list[dict]:

@@ -3,6 +3,8 @@ its silence surprising enough (``_Lane.miss``: evidence in log hours, ``till_evi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from cloud.stream.detectors import DetectorConfig, StoreWatch
@@ -44,7 +46,7 @@ def _run(down: list[tuple[int, int, int]], *, rate_per_h: float = 40.0, hours: f
                 missed[lane].append(t)
             lane = (lane + 1) % 4
         seq += 1
-        w.observe("pos.line", f"pos-s1-r{lane}", t, {"txn_id": seq, "sku": "a", "qty": 1, "kind": "sale"}, CFG)
+        rows += w.observe("pos.line", f"pos-s1-r{lane}", t, {"txn_id": seq, "sku": "a", "qty": 1, "kind": "sale"}, CFG)
         w.observe("shelf.reading", "shelf-1", t, {"facing_id": "f1", "sku": "b", "units_est": 5}, CFG)
     return [r for r in rows if r["kind"] == "till_silent"], missed
 
@@ -101,24 +103,30 @@ def test_a_lane_usually_closed_at_that_hour_is_not_flagged():
     assert all(r["first_seen"] - T0 < DAY_MS for r in rows)
 
 
-def _scripted(rate_per_h: float, down: tuple[int, int], hours: float) -> list[dict]:
+def _scripted(rate_per_h: float, down: tuple[int, int], hours: float, *, cfg: DetectorConfig = CFG,
+              drained: tuple[int, int] | None = None) -> list[dict]:
     """4 lanes taking one basket every 1/``rate_per_h`` hours in turn (shares 1/4 each); lane 0
-    down in [a, b) (offsets from the start): its turns go to the next lane."""
+    down in [a, b) (offsets from the start): its turns go to the next lane. ``drained`` = (c, d):
+    the store's events of [c, d) reach the job in one drain at d (a gateway's backlog), after the
+    ticks up to d have run."""
     w = StoreWatch("s1")
     w.start(T0, None)
     rows: list[dict] = []
-    step, t, next_tick, k = int(HOUR_MS / rate_per_h), T0, T0 + 5 * MINUTE_MS, 0
-    while t < T0 + hours * HOUR_MS:
-        t += step
-        while next_tick <= t:
-            rows += w.tick(next_tick, CFG)
-            next_tick += 5 * MINUTE_MS
-        k += 1
+    step, next_tick = int(HOUR_MS / rate_per_h), T0 + 5 * MINUTE_MS
+    events = []
+    for k in range(1, int(hours * rate_per_h) + 1):
+        t = T0 + k * step
         lane = k % 4
         if lane == 0 and down[0] <= t - T0 < down[1]:
             lane = 1
-        w.observe("pos.line", f"pos-s1-r{lane}", t, {"txn_id": k, "sku": "a", "qty": 1, "kind": "sale"}, CFG)
-        w.observe("shelf.reading", "shelf-1", t, {"facing_id": "f1", "sku": "b", "units_est": 5}, CFG)
+        late = drained is not None and drained[0] <= t - T0 < drained[1]
+        events.append((T0 + drained[1] if late else t, t, lane, k))
+    for arrives, t, lane, k in sorted(events):
+        while next_tick <= arrives:
+            rows += w.tick(next_tick, cfg)
+            next_tick += 5 * MINUTE_MS
+        rows += w.observe("pos.line", f"pos-s1-r{lane}", t, {"txn_id": k, "sku": "a", "qty": 1, "kind": "sale"}, cfg)
+        w.observe("shelf.reading", "shelf-1", t, {"facing_id": "f1", "sku": "b", "units_est": 5}, cfg)
     return [r for r in rows if r["kind"] == "till_silent"]
 
 
@@ -148,3 +156,55 @@ def test_a_healthy_lane_with_a_small_share_is_not_flagged():
     # hour), but each of the others' baskets says little about it; two days raise nothing.
     rows, _ = _run([], hours=72, weights=(0.3, 0.3, 0.32, 0.08))
     assert rows == []
+
+
+def test_a_failure_whose_lines_come_in_one_drain_is_judged_in_the_events_time():
+    # Lane 0 down 3 h while the store's gateway queued its lines (a slow link): the lines of the
+    # failure and the lane's first line after it reach the job in one drain, so no tick sees the
+    # silence. Judged at each basket the others took (in the events' time), the failure is
+    # flagged inside it; judged only at the ticks (the previous rule), it is not.
+    down, drained = (30 * HOUR_MS, 33 * HOUR_MS), (29 * HOUR_MS + 30 * MINUTE_MS, 33 * HOUR_MS + 15 * MINUTE_MS)
+    rows = _scripted(40.0, down, 40, drained=drained)
+    assert [r["subject"] for r in rows] == ["pos-s1-r0"]
+    assert down[0] <= rows[0]["first_seen"] - T0 < down[1]
+    assert rows[0]["score"] >= CFG.till_evidence
+    assert _scripted(40.0, down, 40, drained=drained, cfg=replace(CFG, till_event_time=False)) == []
+    # Seen by the ticks, the same failure is flagged at about the same point either way.
+    at_ticks = _scripted(40.0, down, 40, cfg=replace(CFG, till_event_time=False))
+    assert abs(at_ticks[0]["first_seen"] - rows[0]["first_seen"]) <= 5 * MINUTE_MS
+
+
+def _first_morning(cfg: DetectorConfig, seed: int) -> list[dict]:
+    """A store's first day: its shelf sensors report from midnight, 4 lanes sell from 06:00 at 40
+    baskets an hour (evenly); lane 2 takes baskets until 06:20 and is down 06:20-10:00."""
+    rng = np.random.default_rng(seed)
+    w = StoreWatch("s1")
+    w.start(T0, None)
+    rows: list[dict] = []
+    t, seq = T0, 0
+    while t < T0 + 14 * HOUR_MS:
+        t += 5 * MINUTE_MS
+        rows += w.tick(t, cfg)
+        w.observe("shelf.reading", "shelf-1", t, {"facing_id": "f1", "sku": "b", "units_est": 5}, cfg)
+        if t < T0 + 6 * HOUR_MS:
+            continue
+        for ts in sorted(t + rng.integers(0, 5 * MINUTE_MS, rng.poisson(40 / 12))):
+            lane = int(rng.integers(0, 4))
+            if lane == 2 and T0 + 6 * HOUR_MS + 20 * MINUTE_MS <= ts < T0 + 10 * HOUR_MS:
+                lane = 3
+            seq += 1
+            rows += w.observe("pos.line", f"pos-s1-r{lane}", int(ts), {"txn_id": seq, "sku": "a", "qty": 1}, cfg)
+    return [r for r in rows if r["kind"] == "till_silent"]
+
+
+def test_a_lane_down_from_the_stores_first_baskets_is_flagged():
+    # Lane 2 took a few of the store's first baskets, then went down for 3 h 40 min. Its share
+    # now counts from the store's 30th basket with 30 baskets of prior at 1 / lanes (about a
+    # lane's share); before, it counted from the 100th, when the silence itself had made it
+    # about 0.05, and the failure was over before the evidence was enough.
+    for seed in range(3):
+        rows = _first_morning(CFG, seed)
+        assert [r["subject"] for r in rows] == ["pos-s1-r2"]
+        assert 6 * HOUR_MS <= rows[0]["first_seen"] - T0 < 10 * HOUR_MS
+        before = _first_morning(replace(CFG, till_share_from=100, till_share_prior=0.0), seed)
+        assert before == []
