@@ -444,9 +444,18 @@ def _shares(rows: np.ndarray, qty: np.ndarray, g: np.ndarray, sizes_g: np.ndarra
         return qty.copy()
     units = rows[:, _COL["units"]]
     stocked = np.where(qty > 0, np.isnan(units) | (units > 0), True)
-    uniq, inv = np.unique(g, return_inverse=True)
-    k = np.bincount(inv.reshape(-1), weights=stocked.astype(np.float64))[inv.reshape(-1)]
+    n_runs, inv = _runs(g)
+    k = np.bincount(inv, weights=stocked.astype(np.float64), minlength=n_runs)[inv]
     return np.where(n == 1, qty, np.where(k == 0, qty / n, np.where(stocked, qty / np.where(k == 0, 1, k), 0.0)))
+
+
+def _runs(g: np.ndarray) -> tuple[int, np.ndarray]:
+    """Groups of a step's rows (each group's rows are contiguous: one event, its facings in
+    order): their count and each row's group index (``np.unique``'s inverse, without a sort)."""
+    if len(g) == 0:
+        return 0, np.zeros(0, dtype=np.int64)
+    inv = np.cumsum(np.r_[True, g[1:] != g[:-1]]) - 1
+    return int(inv[-1]) + 1, inv
 
 
 def _group_sum(inv: np.ndarray, n: int, x: np.ndarray) -> np.ndarray:
@@ -473,9 +482,8 @@ def _sku_sale(rows, ts, qty, returned, g, sizes_g):
     n = sizes_g[g]
     if (n == 1).all():
         return shares, shares, shares
-    uniq, inv = np.unique(g, return_inverse=True)
-    inv = inv.reshape(-1)
-    gsum = lambda x: _group_sum(inv, len(uniq), x)  # noqa: E731
+    n_runs, inv = _runs(g)
+    gsum = lambda x: _group_sum(inv, n_runs, x)  # noqa: E731
     sensed = _sensed(rows)
     routed = (n > 1) & (gsum(sensed) > 0)
     if not routed.any():
@@ -521,31 +529,35 @@ def _sku_reading(rows, ts, units_est, battery, weight, target, g, sizes_g) -> No
     n = sizes_g[g]
     if (n == 1).all():
         return
-    uniq, inv = np.unique(g, return_inverse=True)
-    inv = inv.reshape(-1)
+    n_runs, inv = _runs(g)
 
     def of_target(x):  # the target row's value, on every row of its group
-        out = np.zeros(len(uniq), dtype=x.dtype)
+        out = np.zeros(n_runs, dtype=x.dtype)
         out[inv[target]] = x[target]
         return out[inv]
 
+    live = _live_guess(rows, ts)
+    if not (live > 0).any():  # nothing held on a guess: nothing to explain
+        return
     sensed = _sensed(rows)
     t_before, t_last, t_sensed = of_target(before), of_target(last), of_target(sensed)
     ok = (n > 1) & ~np.isnan(t_before) & ~np.isnan(t_last) & (t_last != units_est) & t_sensed
     if not ok.any():
         return
     drop = _max(0.0, t_before - units_est)
-    live = _live_guess(rows, ts)
-    pool = _group_sum(inv, len(uniq), live)
+    pool = _group_sum(inv, n_runs, live)
     matched = np.where(ok, _min(drop, pool), 0.0)
     go = ok & (matched > 0)
+    if not go.any():
+        return
     take_on = go & (live > 0)
     take = live * matched / np.where(take_on, pool, 1.0)
     rows[:, col["_guessed"]] = np.where(take_on, _max(0.0, live - take), rows[:, col["_guessed"]])
     refill = take_on & ~target & ~sensed
-    for name in ("units", "pos_units"):
-        u = rows[:, col[name]]
-        rows[:, col[name]] = np.where(refill & ~np.isnan(u), _refilled(rows, u, take), u)
+    if refill.any():
+        for name in ("units", "pos_units"):
+            u = rows[:, col[name]]
+            rows[:, col[name]] = np.where(refill & ~np.isnan(u), _refilled(rows, u, take), u)
     c = col["units_unexplained"]
     rows[:, c] = np.where(go & target, _max(0.0, drop - matched), rows[:, c])
 
