@@ -289,8 +289,9 @@ def _charts(data: dict):
     outcomes = al.transform_calculate(
         alert="(datum.kind || 'alert') + ' · ' + datum.scorer").mark_bar().encode(
         y=alt.Y("alert:N", title=None), x=alt.X("count():Q", title="alerts"),
-        color=alt.Color("outcome:N", scale=alt.Scale(domain=["empty_after", "already_empty", "false_alarm"],
-                                                     range=["#2e7d32", "#f9a825", "#b42318"])),
+        color=alt.Color("outcome:N", scale=alt.Scale(domain=["empty_after", "already_empty", "empty_seen", "false_alarm",
+                                                             "unobserved"],
+                                                     range=["#2e7d32", "#f9a825", "#8d6e00", "#b42318", "#9e9e9e"])),
         tooltip=["kind:N", "scorer:N", "outcome:N", "count():Q"]).properties(
             width=w, title="Alerts by kind and what became of them", name="alert_outcomes")
     leads = al.transform_filter("datum.lead_min != null").mark_bar().encode(
@@ -411,9 +412,13 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
         # its warning before the shelf emptied, an "empty now" is right when the shelf was empty.
         ("forecasts", _fmt(k.get("forecast_alerts") or 0),
          f"{_fmt(k.get('forecast_true_alerts') or 0)} right ({pct(k.get('forecast_precision'))}), "
-         f"{_fmt(k.get('forecast_warned_ahead') or 0)} warned ahead ({pct(_share(k, 'forecast_warned_ahead', 'forecast_alerts'))})"),
+         f"{_fmt(k.get('forecast_warned_ahead') or 0)} warned ahead ({pct(_share(k, 'forecast_warned_ahead', 'forecast_alerts'))}), "
+         f"{_fmt(k.get('forecast_unobserved') or 0)} unobserved"),
+        # Precision is over judged alerts: one on a facing without a sensor that no gap scan, staff
+        # check, refill or till sale judged is counted apart (unobserved), neither right nor wrong.
         ("empty now", _fmt(k.get("empty_now_alerts") or 0),
-         f"{_fmt(k.get('empty_now_true_alerts') or 0)} right ({pct(k.get('empty_now_precision'))})"),
+         f"{_fmt(k.get('empty_now_true_alerts') or 0)} right ({pct(k.get('empty_now_precision'))} of judged), "
+         f"{_fmt(k.get('empty_now_unobserved') or 0)} unobserved"),
     ]
     kpi_html = "".join(f"<div class='kpi'><span>{_e(a)}</span><b>{_e(b)}</b><span>{_e(c)}</span></div>" for a, b, c in kpis)
     actions = [(s, _ACTION_TEXT.get(a, a), t, f, n, m, ls, c, wt, conf) for s, a, t, f, n, m, ls, c, wt, conf in data["actions"]]

@@ -145,7 +145,10 @@ def _alert_quality(dialect: str) -> str:
     shelf was empty within the horizon (``outcome`` is not ``false_alarm``) and *warned ahead*
     when it was raised before the shelf emptied (``empty_after``), its lead time then counting;
     an ``empty_now`` is right only when its shelf was empty when it was raised (``already_empty``:
-    one raised before the shelf emptied said "empty" of a shelf that was not). The day's
+    one raised before the shelf emptied said "empty" of a shelf that was not; on a facing without a
+    sensor, ``empty_seen``: a gap scan or a full refill found it empty, nothing sold since). ``alerts``
+    counts judged alerts only and ``precision`` is over them; ``unobserved`` counts those on facings
+    without a sensor that no evidence judged (``gold.alert_outcomes``). The day's
     stock-outs (all scorers of the store, ``gold_stockouts``) and how many a forecast preceded
     (``caught``, ``recall``) sit on the forecast rows, null on ``empty_now`` rows; a day with
     stock-outs and no forecast has a forecast row with scorer ``(none)``.
@@ -153,13 +156,16 @@ def _alert_quality(dialect: str) -> str:
     ts = lambda c: _ts(c, dialect)  # noqa: E731
     q = lambda n: _q(n, dialect)  # noqa: E731
     kind = f"COALESCE(kind, '{FORECAST}')"  # a lake from before the kinds: every alert was a forecast
-    right = (f"CASE WHEN {kind} = '{EMPTY_NOW}' THEN CASE WHEN outcome = 'already_empty' THEN 1 ELSE 0 END "
+    right = (f"CASE WHEN outcome = 'unobserved' THEN 0 "
+             f"WHEN {kind} = '{EMPTY_NOW}' THEN CASE WHEN outcome IN ('already_empty', 'empty_seen') THEN 1 ELSE 0 END "
              f"WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END")
+    unseen = "CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END"
     day = "alert_ms - (alert_ms % 86400000)"
     dbl = "DOUBLE" if dialect == "duckdb" else "FLOAT"  # 8 bytes in each (DuckDB's FLOAT has 4)
     return f"""
 WITH ad AS (
-  SELECT store_id, {day} AS day_ms, scorer, {kind} AS kind, COUNT(*) AS alerts, SUM({right}) AS true_alerts,
+  SELECT store_id, {day} AS day_ms, scorer, {kind} AS kind, COUNT(*) - SUM({unseen}) AS alerts,
+         SUM({unseen}) AS unobserved, SUM({right}) AS true_alerts,
          SUM(CASE WHEN {kind} = '{FORECAST}' AND outcome = 'empty_after' THEN 1 ELSE 0 END) AS warned_ahead,
          AVG(CASE WHEN {kind} = '{FORECAST}' THEN lead_min END) AS mean_lead_min
   FROM gold_alert_outcomes GROUP BY store_id, {day}, scorer, {kind}),
@@ -169,7 +175,8 @@ sd AS (
   FROM gold_stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
 SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, {ts('COALESCE(ad.day_ms, sd.day_ms)')} AS {q('day')},
        CAST({ts('COALESCE(ad.day_ms, sd.day_ms)')} AS DATE) AS {q('date')}, COALESCE(ad.scorer, '(none)') AS scorer,
-       COALESCE(ad.kind, sd.kind) AS kind, COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
+       COALESCE(ad.kind, sd.kind) AS kind, COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.unobserved, 0) AS unobserved,
+       COALESCE(ad.true_alerts, 0) AS true_alerts,
        CASE WHEN COALESCE(ad.kind, sd.kind) = '{FORECAST}' THEN COALESCE(ad.warned_ahead, 0) END AS warned_ahead,
        CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE CAST(ad.true_alerts AS {dbl}) / ad.alerts END AS {q('precision')},
        CASE WHEN COALESCE(ad.alerts, 0) = 0 OR COALESCE(ad.kind, sd.kind) <> '{FORECAST}' THEN NULL

@@ -3,7 +3,9 @@
 Each gold table is one query (``GOLD_SQL``) over these inputs, all windows of silver rows:
 ``pos`` (silver.pos_line), ``readings`` (silver.shelf_reading), ``alerts`` (silver.edge_alert),
 ``health`` (silver.edge_health), ``keys`` (store_id, device_id, seq, ts of every silver event),
-``products`` (silver.products) and ``stockouts`` (this run's gold.stockouts, for alert quality).
+``products`` (silver.products), ``stockouts`` (this run's gold.stockouts, for alert quality) and,
+for alerts on facings without a sensor, ``planogram`` (silver.planogram), ``gaps``
+(silver.gap_scan), ``restocks`` (silver.shelf_restock) and ``checks`` (silver.shelf_check).
 Times are epoch ms; hours and days are ``ts - ts % 3600000`` / ``% 86400000`` (UTC), which
 every engine computes the same way. ``gold.features`` replays events through
 ``models.replay`` (Python), the same code the gateways run: ``cloud.lake.features``.
@@ -16,7 +18,7 @@ import pyarrow as pa
 from cloud.lake.engine import Engine
 from cloud.lake.tables import conform
 
-__all__ = ["CENSOR_MS", "GOLD_SQL", "GOLD_ORDER", "gold_tables", "key_columns"]
+__all__ = ["CENSOR_MS", "EVIDENCE_SQL", "GOLD_SQL", "GOLD_ORDER", "gold_tables", "key_columns"]
 
 #: A stock-out is left-censored (``start_censored``) when no reading of its facing precedes its
 #: first empty reading within this span: the shelf was already empty at the first evidence the
@@ -32,6 +34,59 @@ def _minutes(ms: str) -> str:
     The floor is exact in doubles for any |ms| < 2^52 (a quotient's fraction is k/6)."""
     return f"(FLOOR(({ms} + 3) / CAST(6 AS DOUBLE)) / CAST(10000 AS DOUBLE))"
 
+
+#: How ``gold.alert_outcomes`` judges an alert on a facing without a sensor (CTE ``b``: the alert,
+#: its facing's SKU and capacity, ``own_sales`` when the SKU has no other facing in the store), from
+#: the evidence ``cloud.lake.labels`` trusts, seen from the alert to an hour past its horizon (the
+#: staff check's reach): ``empty = 1`` proves the shelf empty then (a gap scan; a restock of a whole
+#: facing's capacity, just before it), ``empty = 0`` proves a unit on it (a "was fine" check; a till
+#: sale of a SKU with one facing), ``bound = 1`` is a restock (a scan, or a check that restocked):
+#: units enter a shelf only there, so a sighting after one says nothing about the shelf before it.
+#: A forecast (empty within H) is right on a gap in ``[alert, alert + H]``, a false alarm on stock
+#: seen at or after ``alert + H`` with no restock since the alert; an ``empty_now`` (empty when
+#: raised) is decided by the first sighting before any restock (a unit: there was stock at the
+#: alert; a gap with nothing sold since: there was none). No such evidence: ``unobserved``.
+EVIDENCE_SQL = """
+ev AS (
+  SELECT b.device_id, b.seq, g.ts, 1 AS empty, 0 AS bound, 'gap_scan' AS src
+  FROM b JOIN gaps g ON g.store_id = b.store_id AND g.facing_id = b.facing_id
+   AND g.ts >= b.ts AND g.ts <= b.ts + (b.horizon_min + 60) * 60000
+  UNION ALL
+  SELECT b.device_id, b.seq, r.ts - 1 AS ts, CASE WHEN b.capacity > 0 AND r.units_added >= b.capacity THEN 1 END AS empty,
+         1 AS bound, 'restock' AS src
+  FROM b JOIN restocks r ON r.store_id = b.store_id AND r.facing_id = b.facing_id
+   AND r.ts > b.ts AND r.ts <= b.ts + (b.horizon_min + 60) * 60000
+  UNION ALL
+  SELECT b.device_id, b.seq, ch.ts, CASE WHEN ch.outcome = 'was_fine' THEN 0 END AS empty,
+         CASE WHEN ch.outcome = 'restocked' THEN 1 ELSE 0 END AS bound, 'shelf_check' AS src
+  FROM b JOIN checks ch ON ch.store_id = b.store_id AND ch.facing_id = b.facing_id AND ch.outcome IN ('was_fine', 'restocked')
+   AND ch.ts >= b.ts AND ch.ts <= b.ts + (b.horizon_min + 60) * 60000
+  UNION ALL
+  SELECT b.device_id, b.seq, p.ts, 0 AS empty, 0 AS bound, 'till' AS src
+  FROM b JOIN pos p ON b.own_sales AND p.store_id = b.store_id AND p.sku = b.sku
+   AND COALESCE(p.kind, 'sale') = 'sale' AND p.qty > 0
+   AND p.ts >= b.ts AND p.ts <= b.ts + (b.horizon_min + 60) * 60000),
+fb AS (SELECT device_id, seq, MIN(CASE WHEN bound = 1 THEN ts END) AS bound_ms FROM ev GROUP BY device_id, seq),
+x AS (
+  SELECT ev.device_id, ev.seq, ev.ts, ev.empty, ev.src, fb.bound_ms, b.ts AS alert_ms,
+         b.ts + b.horizon_min * 60000 AS end_ms, b.kind
+  FROM ev JOIN fb ON fb.device_id = ev.device_id AND fb.seq = ev.seq
+  JOIN b ON b.device_id = ev.device_id AND b.seq = ev.seq
+  WHERE ev.empty IS NOT NULL),
+fv AS (
+  SELECT device_id, seq,
+         MAX(CASE WHEN empty = 1 AND ts <= end_ms THEN 1 ELSE 0 END) AS gap,
+         MAX(CASE WHEN empty = 0 AND ts >= end_ms AND (bound_ms IS NULL OR ts < bound_ms) THEN 1 ELSE 0 END) AS stock
+  FROM x WHERE kind <> 'empty_now' GROUP BY device_id, seq),
+nv AS (
+  SELECT device_id, seq, empty,
+         ROW_NUMBER() OVER (PARTITION BY device_id, seq ORDER BY ts, empty, src) AS rn
+  FROM x WHERE kind = 'empty_now' AND (bound_ms IS NULL OR ts <= bound_ms)),
+verdict AS (
+  SELECT device_id, seq, CASE WHEN gap = 1 THEN 1 ELSE 0 END AS empty
+  FROM fv WHERE gap = 1 OR stock = 1
+  UNION ALL
+  SELECT device_id, seq, empty FROM nv WHERE rn = 1)"""
 
 GOLD_SQL: dict[str, str] = {
     "gold.hourly_sales": """
@@ -150,16 +205,34 @@ co AS (
   SELECT c.device_id, c.seq, c.checked_ms, MIN(ch.outcome) AS check_outcome
   FROM c JOIN a ON a.device_id = c.device_id AND a.seq = c.seq
   JOIN checks ch ON ch.store_id = a.store_id AND ch.facing_id = a.facing_id AND ch.ts = c.checked_ms
-  GROUP BY c.device_id, c.seq, c.checked_ms)
+  GROUP BY c.device_id, c.seq, c.checked_ms),
+-- Facings without a shelf sensor (the planogram's has_sensor; a facing it does not list, or lists
+-- with has_sensor null, counts as sensed: the old rule) have no stock-out rows: no match proves
+-- nothing there. Their alerts are judged by what staff and the till saw instead (EVIDENCE_SQL).
+pg AS (
+  SELECT store_id, facing_id, MAX(sku) AS sku, MAX(capacity) AS capacity,
+         MAX(CASE WHEN has_sensor = FALSE THEN 0 ELSE 1 END) AS sensed
+  FROM planogram GROUP BY store_id, facing_id),
+own AS (SELECT store_id, sku FROM pg GROUP BY store_id, sku HAVING COUNT(*) = 1),
+b AS (
+  SELECT m.device_id, m.seq, m.store_id, m.facing_id, m.ts, m.horizon_min, m.kind, pg.sku, pg.capacity,
+         own.sku IS NOT NULL AS own_sales
+  FROM m JOIN pg ON pg.store_id = m.store_id AND pg.facing_id = m.facing_id
+  LEFT JOIN own ON own.store_id = pg.store_id AND own.sku = pg.sku
+  WHERE pg.sensed = 0 AND m.stockout_start_ms IS NULL),
+""" + EVIDENCE_SQL + """
 SELECT m.store_id, m.facing_id, m.sku, m.device_id, m.seq, m.ts AS alert_ms, m.scorer, m.probability, m.horizon_min, m.kind,
-       CASE WHEN stockout_start_ms IS NULL THEN 'false_alarm'
-            WHEN stockout_start_ms >= m.ts THEN 'empty_after' ELSE 'already_empty' END AS outcome,
+       CASE WHEN stockout_start_ms IS NOT NULL THEN CASE WHEN stockout_start_ms >= m.ts THEN 'empty_after' ELSE 'already_empty' END
+            WHEN b.device_id IS NULL THEN 'false_alarm'
+            WHEN v.empty = 1 THEN 'empty_seen' WHEN v.empty = 0 THEN 'false_alarm' ELSE 'unobserved' END AS outcome,
        stockout_start_ms,
        -- no lead time to a stock-out whose start is unknown (left-censored)
        CASE WHEN stockout_start_ms >= m.ts AND (censored_start_ms IS NULL OR censored_start_ms > stockout_start_ms)
             THEN """ + _minutes("stockout_start_ms - m.ts") + """ END AS lead_min,
        co.checked_ms, co.check_outcome
-FROM m LEFT JOIN co ON co.device_id = m.device_id AND co.seq = m.seq""",
+FROM m LEFT JOIN co ON co.device_id = m.device_id AND co.seq = m.seq
+LEFT JOIN b ON b.device_id = m.device_id AND b.seq = m.seq
+LEFT JOIN verdict v ON v.device_id = m.device_id AND v.seq = m.seq""",
     "gold.shelf_checks": """
 SELECT store_id, facing_id, sku, device_id, seq, ts AS check_ms, outcome, alert_kind, alert_ts,
        CASE WHEN alert_ts IS NULL THEN NULL ELSE """ + _minutes("ts - alert_ts") + """ END AS response_min,
@@ -191,8 +264,11 @@ LEFT JOIN bat ON bat.store_id = d.store_id AND bat.device_id = d.device_id AND b
 LEFT JOIN h ON h.store_id = d.store_id AND h.device_id = d.device_id AND h.day_ms = d.day_ms AND h.rn = 1""",
     "gold.model_performance": """
 WITH ad AS (
-  SELECT store_id, alert_ms - (alert_ms % 86400000) AS day_ms, scorer, COUNT(*) AS alerts,
-         SUM(CASE WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END) AS true_alerts
+  -- precision over judged alerts: one nobody could judge (no sensor, no evidence) is counted apart
+  SELECT store_id, alert_ms - (alert_ms % 86400000) AS day_ms, scorer,
+         SUM(CASE WHEN outcome = 'unobserved' THEN 0 ELSE 1 END) AS alerts,
+         SUM(CASE WHEN outcome IN ('false_alarm', 'unobserved') THEN 0 ELSE 1 END) AS true_alerts,
+         SUM(CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END) AS unobserved
   FROM alert_outcomes GROUP BY store_id, alert_ms - (alert_ms % 86400000), scorer),
 sd AS (
   SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
@@ -205,7 +281,7 @@ sd AS (
 SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.day_ms) AS day_ms,
        COALESCE(ad.scorer, '(none)') AS scorer,
        COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
-       COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
+       COALESCE(ad.unobserved, 0) AS unobserved, COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
        CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE ROUND(CAST(ad.true_alerts AS DOUBLE) / ad.alerts, 6) END AS precision,
        CASE WHEN COALESCE(sd.known_start, 0) = 0 THEN NULL ELSE ROUND(CAST(sd.caught AS DOUBLE) / sd.known_start, 6) END AS recall,
        sd.mean_lead_min
@@ -224,8 +300,10 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
     keys = env.get("keys")
     if keys is not None:
         env["keys"] = key_columns(engine, keys)
-    if "checks" not in env:  # lakes and callers from before staff checks existed
-        env["checks"] = conform("silver.shelf_check", pa.table({"store_id": pa.array([], pa.string())}))
+    for name, table in (("checks", "silver.shelf_check"), ("gaps", "silver.gap_scan"),
+                        ("restocks", "silver.shelf_restock"), ("planogram", "silver.planogram")):
+        if name not in env:  # lakes and callers from before these inputs existed
+            env[name] = conform(table, pa.table({"store_id": pa.array([], pa.string())}))
     for name in GOLD_ORDER:
         # Relations of the engine (on Spark DataFrames: the rows stay on the executors).
         out[name] = engine.conform(name, engine.frame(GOLD_SQL[name], env))

@@ -292,7 +292,7 @@ class LakeStorage:
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        from cloud.lake.tables import TABLES, partition_columns, with_descriptions, with_partition
+        from cloud.lake.tables import TABLES, partition_columns, schema_of, with_descriptions, with_partition
 
         uri = self.uri(table)
         self._prepare(uri)
@@ -307,7 +307,18 @@ class LakeStorage:
         if table in TABLES:
             description = TABLES[table].doc
         props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
-        new = self.open(table) is None
+        dt = self.open(table)
+        new = dt is None
+        if not new and mode == "overwrite" and not replace_schema and table in TABLES:
+            # A table created before a declared column joined its schema: add the column first (an
+            # overwrite of a window cannot merge schemas); its older rows read it as null.
+            from deltalake import Schema
+
+            have = set(dt.schema().to_arrow().names)
+            declared = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema)
+            missing = [f for f in declared.fields if f.name not in have and f.name in data.column_names]
+            if missing:
+                dt.alter.add_columns(missing)
         try:
             write_deltalake(
                 uri,

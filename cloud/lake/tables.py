@@ -379,8 +379,10 @@ _defs: list[TableDef] = [
         ("alert_ms", "int64", "when it was raised"), ("scorer", "string", "model version or baseline"),
         ("probability", "double", "predicted stock-out probability"), ("horizon_min", "int64", "its horizon, minutes"),
         ("kind", "string", "empty_now (detection) | empty_within_h (forecast)"),
-        ("outcome", "string", "empty_after (a stock-out started within the horizon) | already_empty | false_alarm; "
-                              "a true alert is one that is not a false alarm"),
+        ("outcome", "string", "empty_after (a stock-out started within the horizon) | already_empty | empty_seen "
+                              "(no sensor: a gap scan or a refill of the whole facing proved it, its start unknown) | "
+                              "false_alarm | unobserved (no sensor and no evidence either way: left out of precision); "
+                              "a true alert is one that is neither a false alarm nor unobserved"),
         ("stockout_start_ms", "int64", "start of the stock-out it matched"),
         ("lead_min", "double", "minutes from the alert to the shelf going empty (empty_after only)"),
         ("checked_ms", "int64", "first staff check of the facing (store page 'done') up to an hour past the horizon"),
@@ -407,10 +409,12 @@ _defs: list[TableDef] = [
     ), key=("store_id", "device_id", "day_ms"), time_col="day_ms"),
     TableDef("gold.model_performance", "Alert quality per store, day and scorer: precision, recall, lead time.", _cols(
         ("store_id", "string", "store"), ("day_ms", "int64", "UTC day start"), ("scorer", "string", "model version or baseline"),
-        ("alerts", "int64", "alerts raised"), ("true_alerts", "int64", "alerts followed by a stock-out within the horizon"),
+        ("alerts", "int64", "alerts judged: raised, less the unobserved ones"),
+        ("true_alerts", "int64", "judged alerts whose shelf was empty within the horizon (gold.alert_outcomes)"),
+        ("unobserved", "int64", "alerts on facings without a sensor that no evidence judged (left out of precision)"),
         ("stockouts", "int64", "stock-outs starting that day (all scorers of the store)"),
         ("caught", "int64", "stock-outs alerted before they started"),
-        ("precision", "double", "true_alerts / alerts"), ("recall", "double", "caught / stockouts"),
+        ("precision", "double", "true_alerts / alerts (judged alerts only)"), ("recall", "double", "caught / stockouts"),
         ("mean_lead_min", "double", "mean alert lead time of caught stock-outs"),
     ), key=("store_id", "day_ms", "scorer"), time_col="day_ms"),
     TableDef("gold.features", "Training features per facing and hour (models.features), with the stock-out label.", _cols(
@@ -479,6 +483,12 @@ class Measure:
 
 #: An alert's kind; a lake from before the two kinds holds forecasts only (as gold.alert_outcomes says).
 _KIND = "COALESCE(kind, 'empty_within_h')"
+#: Outcomes that are no true alert, and the opening of an expression that is NULL (left out of an
+#: average) for an alert nobody could judge; an empty_now is right when its shelf was empty when
+#: raised: a sensor saw it (already_empty) or, without one, staff or a full refill did (empty_seen).
+_NOT_RIGHT = "'false_alarm', 'unobserved'"
+_JUDGED = "CASE WHEN outcome = 'unobserved' THEN NULL ELSE"
+_EMPTY_AT_ALERT = "'already_empty', 'empty_seen'"
 
 #: The report figures (the data dictionary's measures).
 MEASURES: tuple[Measure, ...] = (
@@ -499,31 +509,40 @@ MEASURES: tuple[Measure, ...] = (
     Measure("mean_lead_min", "gold.stockouts", "AVG(alert_lead_min)", "minutes",
             "mean minutes from the first alert to the shelf going empty, over stock-outs alerted ahead"),
     Measure("alerts", "gold.alert_outcomes", "COUNT(*)", "count", "alerts raised by the gateways"),
-    Measure("true_alerts", "gold.alert_outcomes", "SUM(CASE WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END)", "count",
+    Measure("unobserved_alerts", "gold.alert_outcomes", "SUM(CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END)",
+            "count", "alerts on facings without a sensor that neither a gap scan, a staff check, a restock nor the "
+                     "till judged: left out of every precision"),
+    Measure("true_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN outcome IN ({_NOT_RIGHT}) THEN 0 ELSE 1 END)", "count",
             "alerts whose facing went empty within the horizon or was already empty"),
-    Measure("alert_precision", "gold.alert_outcomes", "AVG(CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END)",
-            "share", "true alerts / alerts (gold.alert_outcomes.outcome), both kinds together; each kind by its "
-            "own promise: forecast_precision, empty_now_precision"),
+    Measure("alert_precision", "gold.alert_outcomes", f"AVG({_JUDGED} CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END END)",
+            "share", "true alerts / judged alerts (gold.alert_outcomes.outcome, unobserved ones left out), both kinds "
+            "together; each kind by its own promise: forecast_precision, empty_now_precision"),
     # The two alert kinds apart (issue 11), each judged by its own promise (as bi_alert_quality).
     Measure("forecast_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {_KIND} = 'empty_within_h' THEN 1 ELSE 0 END)",
             "count", "forecasts (empty_within_h alerts) raised"),
+    Measure("forecast_unobserved", "gold.alert_outcomes",
+            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
+            "forecasts nobody could judge (no sensor, no evidence)"),
     Measure("forecast_true_alerts", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome <> 'false_alarm' THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome NOT IN ({_NOT_RIGHT}) THEN 1 ELSE 0 END)", "count",
             "forecasts whose shelf was empty within their horizon"),
     Measure("forecast_warned_ahead", "gold.alert_outcomes",
             f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome = 'empty_after' THEN 1 ELSE 0 END)", "count",
             "forecasts raised before their shelf emptied (the warning that prevents a stock-out)"),
     Measure("forecast_precision", "gold.alert_outcomes",
-            f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END END)",
-            "share", "forecasts right / forecasts"),
+            f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN {_JUDGED} CASE WHEN outcome = 'false_alarm' THEN 0.0 "
+            f"ELSE 1.0 END END END)", "share", "forecasts right / judged forecasts"),
     Measure("empty_now_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {_KIND} = 'empty_now' THEN 1 ELSE 0 END)",
             "count", "empty_now alerts (detections) raised"),
+    Measure("empty_now_unobserved", "gold.alert_outcomes",
+            f"SUM(CASE WHEN {_KIND} = 'empty_now' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
+            "empty_now alerts nobody could judge (no sensor, no evidence)"),
     Measure("empty_now_true_alerts", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_now' AND outcome = 'already_empty' THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {_KIND} = 'empty_now' AND outcome IN ({_EMPTY_AT_ALERT}) THEN 1 ELSE 0 END)", "count",
             "empty_now alerts whose shelf was empty when raised"),
     Measure("empty_now_precision", "gold.alert_outcomes",
-            f"AVG(CASE WHEN {_KIND} = 'empty_now' THEN CASE WHEN outcome = 'already_empty' THEN 1.0 ELSE 0.0 END END)",
-            "share", "empty_now alerts right / empty_now alerts"),
+            f"AVG(CASE WHEN {_KIND} = 'empty_now' THEN {_JUDGED} CASE WHEN outcome IN ({_EMPTY_AT_ALERT}) THEN 1.0 "
+            f"ELSE 0.0 END END END)", "share", "empty_now alerts right / judged empty_now alerts"),
 )
 
 
@@ -651,8 +670,10 @@ LINEAGE: dict[str, tuple[tuple[str, ...], str]] = {
                              "cloud.lake.causes: cause of each stock-out from restock, delivery, round and stock-record "
                              "evidence (the book less the shelves and the day's returns), with a calibrated confidence"),
     "gold.shelf_checks": (("silver.shelf_check",), "cloud.lake.gold GOLD_SQL: staff checks as labels"),
-    "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts", "silver.shelf_check"),
-                            "cloud.lake.gold GOLD_SQL: each raised alert matched to the stock-out that followed"),
+    "gold.alert_outcomes": (("silver.edge_alert", "gold.stockouts", "silver.shelf_check", "silver.planogram",
+                             "silver.gap_scan", "silver.shelf_restock", "silver.pos_line"),
+                            "cloud.lake.gold GOLD_SQL: each raised alert matched to the stock-out that followed; "
+                            "on a facing without a sensor, judged by gap scans, restocks, staff checks and the till"),
     "gold.fleet_status": (tuple(_EVENTS), "cloud.lake.gold GOLD_SQL: events, seq gaps and health per device and day"),
     "gold.model_performance": (("gold.alert_outcomes", "gold.stockouts"),
                                "cloud.lake.gold GOLD_SQL: alerts matched to stock-outs per store, day, scorer"),

@@ -28,13 +28,14 @@ def _alert(store: str, seq: int, kind: str, outcome: str, lead: float | None = N
     ts = DAY + 8 * 60 * MIN + seq * MIN
     return {"store_id": store, "facing_id": f"{store}-f{seq:02d}", "sku": "sku-1", "device_id": f"gw-{store}",
             "seq": seq, "alert_ms": ts, "scorer": scorer, "probability": 0.9, "horizon_min": 120, "kind": kind,
-            "outcome": outcome, "stockout_start_ms": None if outcome == "false_alarm" else ts + int((lead or 0) * MIN),
+            "outcome": outcome, "stockout_start_ms": ts + int((lead or 0) * MIN) if outcome in ("empty_after", "already_empty") else None,
             "lead_min": lead}
 
 
 #: s001: 4 forecasts (2 warned ahead with leads 30 and 90, 1 on an already empty shelf, 1 false)
 #: and 4 empty_now (2 on empty shelves, 1 raised before its shelf emptied, 1 false);
-#: s002: 1 false forecast and 2 right empty_now.
+#: s002: 1 false forecast, 2 right empty_now and, on facings without a sensor, 1 empty_now a gap
+#: scan confirmed (empty_seen) and 1 nothing judged (unobserved: out of precision, counted apart).
 ALERTS = [
     _alert("s001", 1, "empty_within_h", "empty_after", 30.0), _alert("s001", 2, "empty_within_h", "empty_after", 90.0),
     _alert("s001", 3, "empty_within_h", "already_empty"), _alert("s001", 4, "empty_within_h", "false_alarm"),
@@ -42,6 +43,7 @@ ALERTS = [
     _alert("s001", 7, "empty_now", "empty_after", 15.0), _alert("s001", 8, "empty_now", "false_alarm"),
     _alert("s002", 1, "empty_within_h", "false_alarm"),
     _alert("s002", 2, "empty_now", "already_empty"), _alert("s002", 3, "empty_now", "already_empty"),
+    _alert("s002", 4, "empty_now", "empty_seen"), _alert("s002", 5, "empty_now", "unobserved"),
 ]
 #: s001's stock-outs that day: 2 a forecast preceded, 1 not, 1 whose start is unknown.
 STOCKOUTS = [{"store_id": "s001", "facing_id": f"s001-f{i:02d}", "sku": "sku-1", "start_ms": DAY + (9 + i) * 60 * MIN,
@@ -72,17 +74,18 @@ def test_alert_quality_is_per_kind_each_judged_by_its_own_promise(warehouse):
     with duckdb.connect(str(warehouse["path"]), read_only=True) as con:
         rows = con.execute("""
             SELECT store_id, scorer, kind, alerts, true_alerts, warned_ahead, precision, mean_lead_min,
-                   stockouts, caught, recall
+                   stockouts, caught, recall, unobserved
             FROM bi_alert_quality ORDER BY store_id, kind""").fetchall()
     assert rows == [
         # empty_now: right only when the shelf was empty when raised (the one raised 15 min
         # before its shelf emptied said "empty" of a shelf that was not)
-        ("s001", "model:v1", "empty_now", 4, 2, None, 0.5, None, None, None, None),
+        ("s001", "model:v1", "empty_now", 4, 2, None, 0.5, None, None, None, None, 0),
         # forecasts: right when the shelf was empty within the horizon, warned ahead when raised
         # before it emptied; the day's stock-outs and those a forecast preceded (2 of 3 known)
-        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 4, 2, 2 / 3),
-        ("s002", "model:v1", "empty_now", 2, 2, None, 1.0, None, None, None, None),
-        ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, None, None, None),
+        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 4, 2, 2 / 3, 0),
+        # alerts and precision over judged alerts: the unobserved one is counted apart
+        ("s002", "model:v1", "empty_now", 3, 3, None, 1.0, None, None, None, None, 1),
+        ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, None, None, None, 0),
     ]
 
 
@@ -91,14 +94,16 @@ def test_the_report_figures_count_each_kind_apart(warehouse):
         cur = con.execute("SELECT * FROM bi_kpis")
         k = dict(zip([d[0] for d in cur.description], cur.fetchone()))
         by_store = con.execute("""SELECT store_id, forecast_alerts, forecast_true_alerts, forecast_warned_ahead,
-                                         empty_now_alerts, empty_now_true_alerts FROM bi_kpis_by_store
+                                         empty_now_alerts, empty_now_true_alerts, empty_now_unobserved
+                                  FROM bi_kpis_by_store
                                   ORDER BY store_id""").fetchall()
         kinds = con.execute("SELECT kind FROM bi_dim_alert_kind ORDER BY kind").fetchall()
     assert (k["forecast_alerts"], k["forecast_true_alerts"], k["forecast_warned_ahead"]) == (5, 3, 2)
     assert k["forecast_precision"] == pytest.approx(3 / 5)
-    assert (k["empty_now_alerts"], k["empty_now_true_alerts"]) == (6, 4)
-    assert k["empty_now_precision"] == pytest.approx(4 / 6)
-    assert by_store == [("s001", 4, 3, 2, 4, 2), ("s002", 1, 0, 0, 2, 2)]
+    assert (k["empty_now_alerts"], k["empty_now_true_alerts"], k["empty_now_unobserved"]) == (8, 5, 1)
+    assert k["empty_now_precision"] == pytest.approx(5 / 7)  # over the 7 judged
+    assert (k["unobserved_alerts"], k["forecast_unobserved"]) == (1, 0)
+    assert by_store == [("s001", 4, 3, 2, 4, 2, 0), ("s002", 1, 0, 0, 4, 3, 1)]
     assert kinds == [("empty_now",), ("empty_within_h",)]
 
 
@@ -120,8 +125,8 @@ def test_the_dashboard_tiles_and_store_table_show_the_two_kinds_apart(warehouse)
     status = json.loads(re.search(r'<pre id="render-status">([^<]*)</pre>', dom).group(1))
     assert status["errors"] == []
     tiles = _kpi_tiles(dom.replace("'", '"'))
-    assert tiles["forecasts"] == ("5", "3 right (60%), 2 warned ahead (40%)")
-    assert tiles["empty now"] == ("6", "4 right (67%)")
+    assert tiles["forecasts"] == ("5", "3 right (60%), 2 warned ahead (40%), 0 unobserved")
+    assert tiles["empty now"] == ("8", "5 right (71% of judged), 1 unobserved")
     assert "alert precision" not in tiles  # the two kinds together no longer make one figure
     table = dom[dom.index("<h2>By store</h2>"):dom.index("<h2>What to do")]
     head = re.findall(r"<th>([^<]*)</th>", table)
@@ -129,7 +134,7 @@ def test_the_dashboard_tiles_and_store_table_show_the_two_kinds_apart(warehouse)
     rows = {r[0]: dict(zip(head, r)) for r in cells}
     kinds = ["forecasts", "forecasts right %", "warned ahead %", "empty now", "empty now right %"]
     assert [rows["s001"][c] for c in kinds] == ["4", "75", "50", "4", "50"]
-    assert [rows["s002"][c] for c in kinds] == ["1", "0", "0", "2", "100"]
+    assert [rows["s002"][c] for c in kinds] == ["1", "0", "0", "4", "100"]
 
 
 def test_the_power_bi_model_relates_every_fact_key_to_a_dimension_with_that_column(warehouse):

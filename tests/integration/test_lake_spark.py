@@ -256,3 +256,16 @@ def test_spark_executors_write_the_feature_files_and_the_runner_commits_them_rep
     last = [json.loads(line) for line in sorted(log.glob("*.json"))[-1].read_text().splitlines()]
     kinds = {next(iter(a)) for a in last}
     assert {"add", "remove", "txn"} <= kinds
+
+
+def test_alerts_on_facings_without_a_sensor_are_judged_the_same_on_spark(spark):
+    from cloud.lake.engine import DuckDBEngine
+    from tests.unit.test_lake_alert_evidence import ALL_CASES_OUTCOMES, all_cases, inputs_of
+
+    inputs = inputs_of(**all_cases())
+    got = {n: spark._collect(r) for n, r in gold_tables(spark, inputs).items()
+           if n in ("gold.alert_outcomes", "gold.model_performance")}
+    want = gold_tables(DuckDBEngine(), inputs)
+    for name in got:
+        assert _normalized(got[name], name) == _normalized(want[name], name), name
+    assert {r["seq"]: r["outcome"] for r in got["gold.alert_outcomes"].to_pylist()} == ALL_CASES_OUTCOMES
