@@ -4,9 +4,11 @@ Transformations are SQL over named input relations (``cloud.lake.silver``, ``clo
 written in the subset both engines share: integer epoch-ms arithmetic instead of timestamp
 functions, ``TRY_CAST``, window functions, and two macros each engine expands to its own JSON
 functions: ``JSON_STR(col, '$.path')`` (one value as text) and
-``JSON_STRUCT(col, 'a,b,data.c')`` (parse once into a struct of text fields, read as ``j.data.c``).
-So the same text runs embedded and on Spark (Databricks / Synapse Spark), and a test compares
-the results.
+``JSON_STRUCT(col, 'a,b,data.c')`` (parse once into a struct of text fields, read as ``j.data.c``;
+a field written ``data.c:BIGINT`` is typed by the parser where the engine's parser types while it
+parses, DuckDB's; on Spark every field stays text, so the SQL casts it: a ``TRY_CAST`` to the type
+a field already has is a no-op). So the same text runs embedded and on Spark (Databricks /
+Synapse Spark), and a test compares the results.
 """
 
 from __future__ import annotations
@@ -34,26 +36,28 @@ _STRUCT = re.compile(r"\bJSON_STRUCT\((\w+),\s*'([^']*)'\)")
 
 
 def _fields(spec: str) -> dict:
-    """``'a,data.b'`` -> ``{"a": None, "data": {"b": None}}``."""
+    """``'a,data.b:BIGINT'`` -> ``{"a": None, "data": {"b": "BIGINT"}}`` (a leaf's type, or None: text)."""
     tree: dict = {}
     for path in filter(None, (p.strip() for p in spec.split(","))):
         node = tree
+        path, _, type_ = path.partition(":")
         *parents, leaf = path.split(".")
         for name in parents:
             node = node.setdefault(name, {})
-        node[leaf] = None
+        node[leaf] = type_ or None
     return tree
 
 
 def expand_json_struct(sql: str, dialect: str) -> str:
-    """Expand ``JSON_STRUCT`` for ``duckdb`` (``json_transform``) or ``spark`` (``from_json``)."""
+    """Expand ``JSON_STRUCT`` for ``duckdb`` (``json_transform``, typed leaves typed) or ``spark``
+    (``from_json``, every field text)."""
     import json
 
     def duck(tree: dict) -> dict:
-        return {k: "VARCHAR" if v is None else duck(v) for k, v in tree.items()}
+        return {k: (v or "VARCHAR") if not isinstance(v, dict) else duck(v) for k, v in tree.items()}
 
     def spark(tree: dict) -> str:
-        return ", ".join(f"`{k}` STRING" if v is None else f"`{k}` STRUCT<{spark(v).replace(' STRING', ': STRING')}>"
+        return ", ".join(f"`{k}` STRING" if not isinstance(v, dict) else f"`{k}` STRUCT<{spark(v).replace(' STRING', ': STRING')}>"
                          for k, v in tree.items())
 
     def sub(m: re.Match) -> str:

@@ -121,50 +121,74 @@ _ENVELOPE_COLS = ("event_id", "store_id", "device_id", "epoch", "seq", "ts", "re
 _MASK = "regexp_replace(event_json, '\"loyalty_id\":\"[^\"]*\"', '\"loyalty_id\":\"<masked>\"')"
 
 
-def _typed_select(table: str) -> str:
-    """SQL projecting typed columns of one event type out of bronze's JSON (parsed once, as ``j``)."""
+def _typed_select(table: str) -> tuple[str, str, str]:
+    """SQL projecting typed columns of one event type out of bronze's JSON, parsed once per line:
+    a line the contract refused (or one the judge has not seen) as text fields (``j``, typed by
+    the cast rules), a line it accepted as typed fields (``jt``, typed by the parser: its text is
+    a JSON number of the field's kind, which the parser reads as the cast rule would). Returns
+    the projection and the two ``JSON_STRUCT`` specs."""
     tdef = TABLES[table]
     data_fields = next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table)
-    exprs = ["j.event_id AS event_id", "store_id", "device_id", f"COALESCE({_cast('j.epoch', 'int64', (int,))}, 0) AS epoch",
-             "seq", "ts", "received_at", "TRY_CAST(j.`schema` AS BIGINT) AS schema_version"]
-    paths = ["event_id", "schema", "epoch"]
+    exprs = [f"{_field('event_id', 'string', (str,))} AS event_id", "store_id", "device_id",
+             f"COALESCE({_field('epoch', 'int64', (int,))}, 0) AS epoch", "seq", "ts", "received_at",
+             # (schema: a plain TRY_CAST on every line, as before the cast rules: 2.7 reads 3, newer)
+             f"{_field('`schema`', 'int64', (int,), other='TRY_CAST(j.`schema` AS BIGINT)')} AS schema_version"]
+    paths = [("event_id", "string", (str,)), ("schema", "int64", (int,)), ("epoch", "int64", (int,))]
     for col in tdef.columns:
         if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run", PARTITION_COL):
             continue
         if col.name not in data_fields:
             raise AssertionError(f"{table}.{col.name} is not a field of its event type")
-        paths.append(f"data.{col.name}")
-        raw = f"j.data.{col.name}"
+        kind = data_fields[col.name].kind
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        paths.append((f"data.{col.name}", col.type, kinds))
+        value = _field(f"data.{col.name}", col.type, kinds)
         if table == "silver.pos_line" and col.name == "kind":
-            exprs.append(f"COALESCE({raw}, 'sale') AS kind")
+            exprs.append(f"COALESCE({value}, 'sale') AS kind")
         elif table == "silver.edge_alert" and col.name == "kind":
             # Gateways older than the field raised forecasts only.
-            exprs.append(f"COALESCE({raw}, 'empty_within_h') AS kind")
+            exprs.append(f"COALESCE({value}, 'empty_within_h') AS kind")
         else:
-            kind = data_fields[col.name].kind
-            exprs.append(f"{_cast(raw, col.type, kind if isinstance(kind, tuple) else (kind,))} AS {col.name}")
+            exprs.append(f"{value} AS {col.name}")
     if table == "silver.pos_line":
-        paths.append("data.loyalty_id")
-        exprs.append("CASE WHEN j.data.loyalty_id IS NULL THEN 0 ELSE 1 END AS has_clear_loyalty_id")
+        paths.append(("data.loyalty_id", "string", (str,)))
+        exprs.append(f"CASE WHEN {_field('data.loyalty_id', 'string', (str,))} IS NULL THEN 0 ELSE 1 END "
+                     "AS has_clear_loyalty_id")
     exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", "sequence_number", "message_index",
               "event_json", "contract_reason"]
-    return ",\n  ".join(exprs), ",".join(paths)
+    text = ",".join(path for path, _, _ in paths)
+    typed = ",".join(f"{path}:{_parsed_type(type_, kinds)}" for path, type_, kinds in paths)
+    return ",\n  ".join(exprs), text, typed
 
 
-def _cast(raw: str, type_: str, kinds: tuple[type, ...]) -> str:
-    """One cast rule for every engine (``cloud.lake.casts``). A line the contract accepted holds
-    a JSON number of the field's kind, which a plain ``TRY_CAST`` reads exactly as the rule
-    does (an int-only field's text is digits; any finite number for a double): the rule's
-    regular expressions run only on the other lines."""
+def _parsed_type(type_: str, kinds: tuple[type, ...]) -> str:
+    """The type the parser gives a field of a line the contract accepted: the column's, where
+    the field's JSON kind is read the same way by the parser and by the cast rule."""
+    if type_ in ("int64", "int32") and kinds == (int,):
+        return "BIGINT"
+    if type_ == "double":
+        return "DOUBLE"
+    return "VARCHAR"  # text, and a float in an integer column (only the rule says what 2.5 becomes)
+
+
+def _field(path: str, type_: str, kinds: tuple[type, ...], *, other: str | None = None) -> str:
+    """One field of the line, typed: from ``jt`` (the parser's types) on a line the contract
+    accepted, by one cast rule for every engine (``cloud.lake.casts``) from ``j`` (text) on the
+    others (or ``other``). (On Spark ``jt`` holds text too: the ``TRY_CAST`` types it, as the
+    parser would.)"""
+    parsed = _parsed_type(type_, kinds)
     if type_ in ("int64", "int32"):
-        rule, sql_type = sql_int(raw), "BIGINT"
-        if kinds != (int,):
-            return rule  # a float in an integer column: only the rule says what 2.5 becomes
+        rule = sql_int
     elif type_ == "double":
-        rule, sql_type = sql_double(raw), "DOUBLE"
+        rule = sql_double
     else:
-        return raw
-    return f"CASE WHEN contract_reason IS NULL THEN TRY_CAST({raw} AS {sql_type}) ELSE {rule} END"
+        rule = None
+    if parsed != "VARCHAR":
+        accepted = f"TRY_CAST(jt.{path} AS {parsed})"
+    else:
+        accepted = rule(f"jt.{path}") if rule else f"jt.{path}"
+    other = other or (rule(f"j.{path}") if rule else f"j.{path}")
+    return f"CASE WHEN contract_reason IS NULL THEN {accepted} ELSE {other} END"
 
 
 def _expectations(table: str, known_skus: pa.Table | None) -> tuple[Expectation, ...]:
@@ -233,11 +257,14 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
             continue
         exps = _expectations(table, known_skus)
         flags = ",\n  ".join(f"COALESCE({e.condition}, FALSE) AS e{i}" for i, e in enumerate(exps))
-        projection, paths = _typed_select(table)
+        projection, text, typed = _typed_select(table)
         env = {"bronze": bronze}
         if KNOWN_SKU in exps:
             env["known_skus"] = known_skus.select(["sku"])
-        inner = (f"SELECT\n  {projection}\nFROM (SELECT *, JSON_STRUCT(event_json, '{paths}') AS j "
+        # each line parsed once: as text where the contract refused it, typed where it accepted it
+        inner = (f"SELECT\n  {projection}\nFROM (SELECT *,\n"
+                 f"  CASE WHEN contract_reason IS NOT NULL THEN JSON_STRUCT(event_json, '{text}') END AS j,\n"
+                 f"  CASE WHEN contract_reason IS NULL THEN JSON_STRUCT(event_json, '{typed}') END AS jt\n"
                  f"FROM bronze WHERE type = '{etype}' AND event_json IS NOT NULL) b")
         if KNOWN_SKU in exps:
             inner = (f"SELECT t0.*, CASE WHEN k.sku IS NULL THEN 0 ELSE 1 END AS sku_known FROM ({inner}) t0 "

@@ -4,6 +4,7 @@ gateway's validator refuses is refused by the cloud too (property test over odd 
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,7 @@ from cloud.lake.silver import silver_events
 from cloud.lake.verdict import accepted_mask, contract_verdicts
 from edge.collector import check_payload
 from edge.testing import T0, pos_line, reading
-from gondola.contracts import BATCH_SCHEMA, EVENT_TYPES, field_rules, parse_event
+from gondola.contracts import BATCH_SCHEMA, EVENT_TYPES, field_rules, make_event, parse_event
 from gondola.errors import ContractError
 from gondola.topics import device_topic
 
@@ -225,3 +226,114 @@ def test_a_null_line_whose_slot_spans_text_holds_no_backslash():
     assert lines.to_pylist() == ["ab", None, "d"]
     assert has_backslash(lines).tolist() == [False, False, False]
     assert has_backslash(pa.chunked_array([lines, pa.array(["x\\"])])).tolist() == [False, False, False, True]
+
+
+# ---- silver's typing: accepted lines typed by the parser, as the cast rules type their text ------
+
+class _TextOnlyEngine(DuckDBEngine):
+    """DuckDB reading every ``JSON_STRUCT`` field as text (as Spark does): the SQL's casts then
+    type every line from its text, the typing before the parser typed accepted lines."""
+
+    typed_specs = 0
+
+    def run(self, sql, inputs):
+        text = re.sub(r"(JSON_STRUCT\(\w+, '[^']*')", lambda m: re.sub(r":[A-Z]+", "", m.group(1)), sql)
+        self.typed_specs += text != sql
+        return super().run(text, inputs)
+
+
+TEXT_ONLY = _TextOnlyEngine()
+
+
+def _health(seq: int, **data) -> dict:
+    d = {"buffer_rows": 1, "buffer_bytes": 2, "unsent_rows": 0, "oldest_unsent_age_s": 1.5, "evictions": 0,
+         "seq_gaps": 0, "quarantined": 0} | data
+    return make_event("edge.health", store_id="s001", device_id="gw-s001", seq=seq, ts=T0 + seq, data=d)
+
+
+def _alert(seq: int, **data) -> dict:
+    d = {"facing_id": "f0", "sku": "k0", "state": "raised", "probability": 0.5, "horizon_min": 60,
+         "scorer": "m:1"} | data
+    return make_event("edge.alert", store_id="s001", device_id="gw-s001-alerts", seq=seq, ts=T0 + seq, data=d)
+
+
+#: lines at the typing's edges: ints a double or an int64 column does not hold exactly, number
+#: forms, defaults of absent fields, multi-byte text, escapes, wrong types, unknown fields
+_EDGE_LINES = [json.dumps(e) for e in (
+    _health(1, oldest_unsent_age_s=2**70, buffer_rows=2**63, last_uplink_ts=2**64),
+    _health(2, oldest_unsent_age_s=2**53 + 1, buffer_bytes=2**63 - 1, last_uplink_ts=-2**63, model_version="v1"),
+    _health(3, oldest_unsent_age_s=0.1 + 0.2, evictions=-0, quarantined=10**30),
+    _health(4, oldest_unsent_age_s=5e-324, model_version="caf\u00e9"),
+    _alert(5), _alert(6, kind="empty_now", units_est=3, expected_empty_ts=T0), _alert(7, probability=1, units_est=2.5e-7),
+    _alert(8, probability="0.5"), _alert(9, sku=7), _alert(10, extra=1), _alert(11, scorer="\U0001F600"),
+    pos_line(12, T0 + 12) | {"epoch": 3}, pos_line(13, T0 + 13, sku="\u00e9t\u00e9"),
+    {**pos_line(14, T0 + 14), "data": {**pos_line(14, T0 + 14)["data"], "kind": "void", "loyalty_id": "L1"}},
+    {**pos_line(15, T0 + 15), "data": {**pos_line(15, T0 + 15)["data"], "qty": "7"}},
+    reading(16, T0 + 16) | {"epoch": 2**63}, reading(17, T0 + 17) | {"extra": None},
+)] + [json.dumps(pos_line(18, T0 + 18)).replace('"k0"', '"\\u006b0"'),
+      json.dumps(reading(19, T0 + 19)).replace('"battery_pct": 80.0', '"battery_pct": 8E1'),
+      json.dumps(reading(20, T0 + 20)).replace('"battery_pct": 80.0', '"battery_pct": -0.0e-0'),
+      json.dumps(reading(21, T0 + 21)).replace('"units_est": ', '"units_est": 1.0, "x": ')]
+
+
+def _silver(lines: list[str], engine):
+    b = bronze_rows([_message(i, line.encode("utf-8")) for i, line in enumerate(lines)], source="t", run_id="r",
+                    now_ms=T0)
+    try:
+        return silver_events(engine, b, {}, run_id="r", run_at=T0)
+    except ContractError as exc:
+        return ("failed", exc.reason, getattr(exc, "name", None), getattr(exc, "failed", None))
+
+
+def _same_silver(lines: list[str]) -> dict | tuple:
+    typed, text = _silver(lines, ENGINE), _silver(lines, TEXT_ONLY)
+    if isinstance(text, tuple):
+        assert typed == text
+        return text
+    for table, rows in text["tables"].items():
+        assert typed["tables"][table].equals(rows, check_metadata=True), table   # values, types, order
+    by_all = lambda t: t.sort_by([(c, "ascending") for c in t.column_names])  # noqa: E731 (in no fixed order)
+    assert by_all(typed["quarantine"]).equals(by_all(text["quarantine"]))
+    assert typed["expectations"].equals(text["expectations"])
+    assert typed["stats"] == text["stats"]
+    return typed
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(contract_lines(), min_size=1, max_size=40))
+def test_the_parser_types_accepted_lines_as_the_cast_rules_type_their_text(lines):
+    """Silver's rows (typed values, defaults, quarantine and its reasons, counts) are the same
+    whether the lines the contract accepted are typed by DuckDB's JSON parser or from their text
+    by the casts, on the contract's adversarial lines (the typing's edges: the next test)."""
+    # (a raw line break is JSON whitespace here, but it would split the line in a batch)
+    _same_silver([line.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\n", " ").replace("\r", " ")
+                  for line in lines])
+
+
+def test_the_parser_gives_the_values_the_casts_give_at_the_typings_edges():
+    before = TEXT_ONLY.typed_specs
+    out = _same_silver(_EDGE_LINES)
+    assert TEXT_ONLY.typed_specs > before  # the typing SQL had typed fields, and they were read as text
+    health = {r["seq"]: r for r in out["tables"]["silver.edge_health"].to_pylist()}
+    # ints beyond a column's exact range: NULL in int64, the nearest double (as TRY_CAST of the text)
+    assert (health[1]["buffer_rows"], health[1]["last_uplink_ts"], health[1]["oldest_unsent_age_s"]) == (
+        None, None, float(2**70))
+    assert (health[2]["buffer_bytes"], health[2]["last_uplink_ts"], health[2]["oldest_unsent_age_s"]) == (
+        2**63 - 1, -2**63, float(2**53))
+    assert (health[3]["oldest_unsent_age_s"], health[3]["evictions"], health[3]["quarantined"]) == (0.1 + 0.2, 0, None)
+    assert (health[4]["oldest_unsent_age_s"], health[4]["model_version"]) == (5e-324, "caf\u00e9")
+    alerts = {r["seq"]: r for r in out["tables"]["silver.edge_alert"].to_pylist()}
+    assert sorted(alerts) == [5, 6, 7, 11] and alerts[11]["scorer"] == "\U0001F600"
+    assert (alerts[5]["kind"], alerts[5]["units_est"], alerts[5]["expected_empty_ts"]) == ("empty_within_h", None, None)
+    assert (alerts[6]["kind"], alerts[6]["units_est"], alerts[6]["expected_empty_ts"]) == ("empty_now", 3.0, T0)
+    assert (alerts[7]["probability"], alerts[7]["units_est"]) == (1.0, 2.5e-7)
+    pos = {r["seq"]: r for r in out["tables"]["silver.pos_line"].to_pylist()}
+    assert (pos[12]["epoch"], pos[12]["kind"], pos[13]["sku"], pos[14]["kind"], pos[18]["sku"]) == (
+        3, "sale", "\u00e9t\u00e9", "void", "k0")
+    readings = {r["seq"]: r for r in out["tables"]["silver.shelf_reading"].to_pylist()}
+    assert (readings[19]["battery_pct"], str(readings[20]["battery_pct"])) == (80.0, "-0.0")
+    assert sorted(readings) == [19, 20]
+    reasons = {(r["seq"], r["reasons"]) for r in out["quarantine"].to_pylist()}
+    assert {(8, "contract:wrong_type"), (9, "contract:wrong_type"), (10, "contract:unknown_field"),
+            (15, "contract:wrong_type"), (16, "contract:out_of_range"),
+            (17, "contract:unknown_field"), (21, "contract:wrong_type")} <= reasons
