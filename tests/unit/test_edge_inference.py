@@ -187,6 +187,27 @@ def test_no_forecast_is_raised_on_a_facing_its_shelf_sensor_reads_empty():
     assert [(c.facing_id, c.kind, c.state) for c in changes] == [("f0", "empty_within_h", "raised")]
 
 
+def test_a_sensor_zero_of_a_sku_sold_out_on_every_facing_raises_empty_now_not_a_forecast():
+    # SKU k0 on "a" (load cell) and "b" (none). b's units are sold; an hour later the last unit
+    # is picked from "a" (its cell reads 0) and paid 3 minutes later. With every facing estimated
+    # empty the till's line is split evenly (sale_shares), so "a" was credited half a unit sold
+    # since its reading: that sale is the SKU's, not evidence of stock on "a", whose estimate the
+    # till never lowers (sku_sale). It used to block empty_now on the sensor's own 0 (as "a 0 the
+    # sensor never read") and let a forecast through ("empty in 0 min" of an empty shelf).
+    s = ScriptedScorer()
+    plan = [PlanogramRow("a", "k0", 6, True), PlanogramRow("b", "k0", 6, False)]
+    inf = Inference(plan, s, raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+    inf.observe([restock(1, T0, facing_id="b", units=6), reading(2, T0 + 60_000, facing_id="a", units=1)])
+    inf.observe([pos_line(10 + i, T0 + (10 + i) * 60_000) for i in range(6)])
+    t = T0 + 2 * 3_600_000
+    inf.observe([reading(3, t, facing_id="a", units=0), pos_line(20, t + 3 * 60_000)])
+    s.next = [0.95, 0.1]
+    changes = inf.cycle(t + 5 * 60_000)
+    assert inf.cache.matrix(t + 5 * 60_000)[:, _UNITS].tolist() == [0.0, 0.0]
+    assert [(c.facing_id, c.kind, c.state) for c in changes if c.facing_id == "a"] == [("a", "empty_now", "raised")]
+    assert not inf.raised[0]
+
+
 def test_pos_lines_are_split_across_the_facings_of_their_sku():
     plan = [PlanogramRow("a", "k1", 10, False), PlanogramRow("b", "k1", 10, False), PlanogramRow("c", "k2", 10, False)]
     inf = Inference(plan, ScriptedScorer())

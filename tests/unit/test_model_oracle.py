@@ -158,3 +158,20 @@ def test_the_alert_replay_raises_no_empty_now_on_a_zero_the_sensor_never_read():
     # Gated: raised when the sensor read 0, kept through the sale at t[4]: right, and no false one.
     assert after["empty_now_alerts"] == 1 and after["empty_now_precision"] == 1.0
     assert after["false_alerts_per_store_day"] == 0.0
+
+
+def test_a_sale_credited_to_a_read_facing_of_a_shared_sku_is_not_evidence_about_its_shelf():
+    # The gates read "a sale since the reading" (models.scoring._sold_since_reading) as the till's
+    # evidence about this shelf only where it can be: a SKU's only facing, or a sensor not heard
+    # yet (hours_since_reading at its cap: its estimate is the till's count).
+    from models.features import FEATURES
+    from models.scoring import empty_now_ready, forecast_ready
+
+    X = np.zeros((4, len(FEATURES)), dtype=np.float32)
+    X[:, FEATURES.index("has_sensor")] = 1.0
+    X[:, FEATURES.index("hours_since_sale")] = 0.5
+    X[:, FEATURES.index("sales_since_reading")] = 0.5
+    X[:, FEATURES.index("sku_facings")] = [1, 2, 2, 3]
+    X[:, FEATURES.index("hours_since_reading")] = [1.0, 1.0, 168.0, 0.2]  # row 2: never read
+    assert empty_now_ready(X).tolist() == [False, True, False, True]
+    assert forecast_ready(X).tolist() == [True, False, True, False]
