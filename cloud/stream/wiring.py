@@ -68,6 +68,24 @@ class StreamSettings:
         return cls(**{k: v for k, v in values.items() if v is not None})
 
 
+def _csv_rows(csv_path: str, what: str, columns: set[str]) -> list[dict]:
+    """The rows of a master data CSV (``what``: its name in errors), which must hold ``columns``
+    in its header (a file with the header only has no rows).
+
+    Raises:
+        ConfigError: the file is missing or its header lacks a column.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = columns - set(reader.fieldnames or ())
+        if missing:
+            raise ConfigError(f"{what} file {path} lacks column(s) {', '.join(sorted(missing))}")
+        return list(reader)
+
+
 def load_planograms(storage, csv_path: str | None) -> dict:
     """Facings per store from a planogram CSV, else from ``silver.planogram``; ``{}`` when neither.
 
@@ -77,15 +95,7 @@ def load_planograms(storage, csv_path: str | None) -> dict:
     from models.replay import planograms_from_rows
 
     if csv_path:
-        path = Path(csv_path)
-        if not path.is_file():
-            raise ConfigError(f"planogram file {path} does not exist")
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-        missing = {"store_id", "facing_id", "sku", "capacity"} - set(rows[0] if rows else ())
-        if missing:
-            raise ConfigError(f"planogram file {path} lacks column(s) {', '.join(sorted(missing))}")
-        return planograms_from_rows(rows)
+        return planograms_from_rows(_csv_rows(csv_path, "planogram", {"store_id", "facing_id", "sku", "capacity"}))
     rows = storage.read("silver.planogram")
     return planograms_from_rows(rows) if rows is not None and rows.num_rows else {}
 
@@ -102,14 +112,7 @@ def load_categories(storage, csv_path: str | None):
     if csv_path is not None and csv_path.lower() == "none":
         return None
     if csv_path:
-        path = Path(csv_path)
-        if not path.is_file():
-            raise ConfigError(f"products file {path} does not exist")
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
-        missing = {"sku", "category"} - set(rows[0] if rows else ())
-        if missing:
-            raise ConfigError(f"products file {path} lacks column(s) {', '.join(sorted(missing))}")
+        rows = _csv_rows(csv_path, "products", {"sku", "category"})
     else:
         table = storage.read("silver.products", columns=["sku", "category"])
         rows = table.to_pylist() if table is not None else []

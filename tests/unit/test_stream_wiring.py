@@ -84,6 +84,8 @@ def test_the_products_categories_come_from_a_products_file_none_or_the_lakes_tab
     (tmp_path / "bad.csv").write_text("sku,name\nA,milk\n")
     with pytest.raises(ConfigError, match="lacks column.*category"):
         load_categories(storage, str(tmp_path / "bad.csv"))
+    (tmp_path / "header.csv").write_text("sku,name,category\n")  # no product yet: no categories, not a bad file
+    assert load_categories(storage, str(tmp_path / "header.csv")) is None
     (tmp_path / "products.csv").write_text("sku,name,category\nA,milk,dairy\nB,cream,dairy\nC,rice,pantry\n")
     cats = load_categories(storage, str(tmp_path / "products.csv"))
     assert cats.siblings("A") == ("B",) and cats.siblings("C") == () and cats.category("D") is None
@@ -92,3 +94,16 @@ def test_the_products_categories_come_from_a_products_file_none_or_the_lakes_tab
         {"sku": "B", "name": "cream", "category": "dairy", "price_cents": 199, "unit_weight_g": 200.0, "pack_size": 6},
         {"sku": "E", "name": "eggs", "category": "dairy", "price_cents": 299, "unit_weight_g": 600.0, "pack_size": 6}])))
     assert load_categories(storage, None).siblings("A") == ("B", "E")
+
+
+def test_a_planogram_file_is_read_by_its_header(tmp_path):
+    from cloud.stream.wiring import load_planograms
+
+    (tmp_path / "empty.csv").write_text("store_id,facing_id,sku,capacity\n")
+    assert load_planograms(None, str(tmp_path / "empty.csv")) == {}
+    (tmp_path / "bad.csv").write_text("store_id,facing_id,capacity\ns001,f1,6\n")
+    with pytest.raises(ConfigError, match="planogram file .* lacks column.*sku"):
+        load_planograms(None, str(tmp_path / "bad.csv"))
+    (tmp_path / "plan.csv").write_text("store_id,facing_id,sku,capacity,has_sensor\ns001,f1,A,6,true\ns001,f2,A,4,false\n")
+    plan = load_planograms(None, str(tmp_path / "plan.csv"))
+    assert [(f.facing_id, f.sku, f.capacity) for f in plan["s001"]] == [("f1", "A", 6), ("f2", "A", 4)]
