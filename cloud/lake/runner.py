@@ -333,6 +333,12 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
     # rows are recomputed from LABEL_REACH_DAYS before the cutoff, with the evidence before them.
     feature_cut = {s: c - LABEL_REACH_DAYS * _DAY for s, c in cutoff.items()}
     context_ms = (max(context_days, LABEL_CONTEXT_DAYS) if "gold.features" in behind else context_days) * _DAY
+    # Alert outcomes read evidence up to an hour past an alert's horizon (a gap scan after midnight
+    # judges an alert of the evening before): they, and the day figures made of them, are
+    # recomputed from ALERT_REACH_DAYS before the cutoff, with a day of context before that.
+    alert_cut = {s: c - ALERT_REACH_DAYS * _DAY for s, c in cutoff.items()}
+    if any(t in behind for t in _ALERT_TABLES):
+        context_ms = max(context_ms, (ALERT_REACH_DAYS + context_days) * _DAY)
     # An engine whose workers write files (Spark: ``stage``) reads the silver windows itself: the
     # gold SQL's rows stay on its workers. The feature replay's inputs are read here (Arrow).
     spread = hasattr(engine, "stage")
@@ -384,12 +390,12 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         windows = {}
         for t in behind:
             if t in outputs and not isinstance(outputs[t], pa.Table) and not hasattr(outputs[t], "commit"):
-                cut = _window_predicate(feature_cut if t in _FEATURE_TABLES else cutoff, TABLES[t].time_col)
+                cut = _window_predicate(_window_of(t, cutoff, feature_cut, alert_cut), TABLES[t].time_col)
                 windows[t] = engine.frame(f"SELECT * FROM t WHERE {cut}", {"t": outputs[t]})
         outputs.update(engine.stage_all(storage, windows))
     for table in sorted(behind, key=lambda t: t == "gold.stockout_causes"):
         tcol = TABLES[table].time_col
-        window = cause_cut if table == "gold.stockout_causes" else feature_cut if table in _FEATURE_TABLES else cutoff
+        window = cause_cut if table == "gold.stockout_causes" else _window_of(table, cutoff, feature_cut, alert_cut)
         if table == "gold.stockout_causes":
             outputs[table] = _causes(storage, cause_cut)
         predicate = _window_predicate(window, tcol)
@@ -414,6 +420,16 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
 
 
 _FEATURE_TABLES = ("gold.features", STATE_TABLE)
+#: gold.alert_outcomes (and gold.model_performance, per day of its rows) are recomputed from this
+#: many days before a store's cutoff: an alert's evidence reaches an hour past its horizon.
+_ALERT_TABLES = ("gold.alert_outcomes", "gold.model_performance")
+ALERT_REACH_DAYS = 1
+
+
+def _window_of(table: str, cutoff: dict[str, int], feature_cut: dict[str, int],
+               alert_cut: dict[str, int]) -> dict[str, int]:
+    """The first instant per store whose rows of ``table`` a run rewrites."""
+    return feature_cut if table in _FEATURE_TABLES else alert_cut if table in _ALERT_TABLES else cutoff
 #: Feature rows (and their labels) are recomputed from this many days before a store's cutoff: new
 #: evidence changes labels up to EVIDENCE_MS + H (22 h) before it (cloud.lake.labels).
 LABEL_REACH_DAYS = 1
