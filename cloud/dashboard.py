@@ -83,11 +83,6 @@ def _money(cents: float | None, currencies: list[str]) -> str:
     return f"{cents / 100.0:,.2f} {cur}"
 
 
-def _share(row: dict, part: str, whole: str) -> float | None:
-    """``row[part] / row[whole]``; None when the whole is 0 or missing."""
-    return (row.get(part) or 0) / row[whole] if row.get(whole) else None
-
-
 def _rows(con, sql: str) -> list[dict]:
     cur = con.execute(sql)
     names = [d[0] for d in cur.description]
@@ -103,7 +98,7 @@ def _query(con) -> dict:
         SELECT k.store_id, COALESCE(st.store_name, k.store_id), k.stockouts, ROUND(k.stockout_minutes, 0),
                ROUND(k.lost_sales_cents / 100.0, 2), k.currency, ROUND(100 * k.recall_ahead, 0),
                ROUND(k.mean_lead_min, 0), k.forecast_alerts, ROUND(100 * k.forecast_precision, 0),
-               ROUND(100.0 * k.forecast_warned_ahead / NULLIF(k.forecast_alerts, 0), 0), k.empty_now_alerts,
+               ROUND(100 * k.forecast_warned_ahead_share, 0), k.empty_now_alerts,
                ROUND(100 * k.empty_now_precision, 0)
         FROM bi_kpis_by_store k LEFT JOIN bi_dim_store st ON st.store_id = k.store_id
         ORDER BY k.lost_sales_cents DESC NULLS LAST, k.store_id""")
@@ -412,7 +407,7 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
         # its warning before the shelf emptied, an "empty now" is right when the shelf was empty.
         ("forecasts", _fmt(k.get("forecast_alerts") or 0),
          f"{_fmt(k.get('forecast_true_alerts') or 0)} right ({pct(k.get('forecast_precision'))}), "
-         f"{_fmt(k.get('forecast_warned_ahead') or 0)} warned ahead ({pct(_share(k, 'forecast_warned_ahead', 'forecast_alerts'))}), "
+         f"{_fmt(k.get('forecast_warned_ahead') or 0)} warned ahead ({pct(k.get('forecast_warned_ahead_share'))}), "
          f"{_fmt(k.get('forecast_unobserved') or 0)} unobserved"),
         # Precision is over judged alerts: one on a facing without a sensor that no gap scan, staff
         # check, refill or till sale judged is counted apart (unobserved), neither right nor wrong.

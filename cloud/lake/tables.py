@@ -529,6 +529,10 @@ MEASURES: tuple[Measure, ...] = (
     Measure("forecast_warned_ahead", "gold.alert_outcomes",
             f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome = 'empty_after' THEN 1 ELSE 0 END)", "count",
             "forecasts raised before their shelf emptied (the warning that prevents a stock-out)"),
+    Measure("forecast_warned_ahead_share", "gold.alert_outcomes",
+            f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN {_JUDGED} CASE WHEN outcome = 'empty_after' THEN 1.0 "
+            f"ELSE 0.0 END END END)", "share",
+            "forecasts warned ahead / judged forecasts (as bi_alert_quality.warned_ahead_share)"),
     Measure("forecast_precision", "gold.alert_outcomes",
             f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN {_JUDGED} CASE WHEN outcome = 'false_alarm' THEN 0.0 "
             f"ELSE 1.0 END END END)", "share", "forecasts right / judged forecasts"),

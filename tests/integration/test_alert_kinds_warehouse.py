@@ -32,13 +32,14 @@ def _alert(store: str, seq: int, kind: str, outcome: str, lead: float | None = N
             "lead_min": lead}
 
 
-#: s001: 4 forecasts (2 warned ahead with leads 30 and 90, 1 on an already empty shelf, 1 false)
-#: and 4 empty_now (2 on empty shelves, 1 raised before its shelf emptied, 1 false);
+#: s001: 4 judged forecasts (2 warned ahead with leads 30 and 90, 1 on an already empty shelf,
+#: 1 false) and 1 on a facing without a sensor nothing judged (unobserved), and 4 empty_now (2 on empty shelves, 1 raised before its shelf emptied, 1 false);
 #: s002: 1 false forecast, 2 right empty_now and, on facings without a sensor, 1 empty_now a gap
 #: scan confirmed (empty_seen) and 1 nothing judged (unobserved: out of precision, counted apart).
 ALERTS = [
     _alert("s001", 1, "empty_within_h", "empty_after", 30.0), _alert("s001", 2, "empty_within_h", "empty_after", 90.0),
     _alert("s001", 3, "empty_within_h", "already_empty"), _alert("s001", 4, "empty_within_h", "false_alarm"),
+    _alert("s001", 9, "empty_within_h", "unobserved"),
     _alert("s001", 5, "empty_now", "already_empty"), _alert("s001", 6, "empty_now", "already_empty"),
     _alert("s001", 7, "empty_now", "empty_after", 15.0), _alert("s001", 8, "empty_now", "false_alarm"),
     _alert("s002", 1, "empty_within_h", "false_alarm"),
@@ -82,7 +83,7 @@ def test_alert_quality_is_per_kind_each_judged_by_its_own_promise(warehouse):
         ("s001", "model:v1", "empty_now", 4, 2, None, 0.5, None, None, None, None, 0),
         # forecasts: right when the shelf was empty within the horizon, warned ahead when raised
         # before it emptied; the day's stock-outs and those a forecast preceded (2 of 3 known)
-        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 4, 2, 2 / 3, 0),
+        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 4, 2, 2 / 3, 1),
         # alerts and precision over judged alerts: the unobserved one is counted apart
         ("s002", "model:v1", "empty_now", 3, 3, None, 1.0, None, None, None, None, 1),
         ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, None, None, None, 0),
@@ -98,12 +99,15 @@ def test_the_report_figures_count_each_kind_apart(warehouse):
                                   FROM bi_kpis_by_store
                                   ORDER BY store_id""").fetchall()
         kinds = con.execute("SELECT kind FROM bi_dim_alert_kind ORDER BY kind").fetchall()
-    assert (k["forecast_alerts"], k["forecast_true_alerts"], k["forecast_warned_ahead"]) == (5, 3, 2)
+    assert (k["forecast_alerts"], k["forecast_true_alerts"], k["forecast_warned_ahead"]) == (6, 3, 2)
     assert k["forecast_precision"] == pytest.approx(3 / 5)
+    # warned ahead as a share of judged forecasts, as bi_alert_quality.warned_ahead_share (not of
+    # the 6 raised: the unobserved one may have warned ahead or not, nobody knows)
+    assert k["forecast_warned_ahead_share"] == pytest.approx(2 / 5)
     assert (k["empty_now_alerts"], k["empty_now_true_alerts"], k["empty_now_unobserved"]) == (8, 5, 1)
     assert k["empty_now_precision"] == pytest.approx(5 / 7)  # over the 7 judged
-    assert (k["unobserved_alerts"], k["forecast_unobserved"]) == (1, 0)
-    assert by_store == [("s001", 4, 3, 2, 4, 2, 0), ("s002", 1, 0, 0, 4, 3, 1)]
+    assert (k["unobserved_alerts"], k["forecast_unobserved"]) == (2, 1)
+    assert by_store == [("s001", 5, 3, 2, 4, 2, 0), ("s002", 1, 0, 0, 4, 3, 1)]
     assert kinds == [("empty_now",), ("empty_within_h",)]
 
 
@@ -125,7 +129,8 @@ def test_the_dashboard_tiles_and_store_table_show_the_two_kinds_apart(warehouse)
     status = json.loads(re.search(r'<pre id="render-status">([^<]*)</pre>', dom).group(1))
     assert status["errors"] == []
     tiles = _kpi_tiles(dom.replace("'", '"'))
-    assert tiles["forecasts"] == ("5", "3 right (60%), 2 warned ahead (40%), 0 unobserved")
+    # both shares over judged forecasts (5 of the 6 raised), as bi_alert_quality's
+    assert tiles["forecasts"] == ("6", "3 right (60%), 2 warned ahead (40%), 1 unobserved")
     assert tiles["empty now"] == ("8", "5 right (71% of judged), 1 unobserved")
     assert "alert precision" not in tiles  # the two kinds together no longer make one figure
     table = dom[dom.index("<h2>By store</h2>"):dom.index("<h2>What to do")]
@@ -133,7 +138,7 @@ def test_the_dashboard_tiles_and_store_table_show_the_two_kinds_apart(warehouse)
     cells = [re.findall(r"<td[^>]*>([^<]*)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
     rows = {r[0]: dict(zip(head, r)) for r in cells}
     kinds = ["forecasts", "forecasts right %", "warned ahead %", "empty now", "empty now right %"]
-    assert [rows["s001"][c] for c in kinds] == ["4", "75", "50", "4", "50"]
+    assert [rows["s001"][c] for c in kinds] == ["5", "75", "50", "4", "50"]
     assert [rows["s002"][c] for c in kinds] == ["1", "0", "0", "4", "100"]
 
 
