@@ -58,8 +58,9 @@ TERMS: tuple[Term, ...] = (
          "cleared (hysteresis) when it falls below the clear threshold.", ("silver.edge_alert", "gold.model_performance")),
     Term("Lead time", "minutes from the first alert to the moment the shelf went empty.",
          ("gold.stockouts", "gold.model_performance")),
-    Term("Precision / recall", "of alerts: share of alerts followed by a stock-out within the horizon / share of "
-         "stock-outs preceded by an alert within the horizon.", ("gold.model_performance",)),
+    Term("Precision / recall", "of alerts: share of judged alerts whose shelf was empty within the horizon (an "
+         "alert on a facing without a sensor that no gap scan, check, refill or till sale judged is `unobserved`, "
+         "left out) / share of stock-outs preceded by an alert within the horizon.", ("gold.model_performance",)),
     Term("Sequence gap", "a missing `seq` in one device's counter: a counted loss.", ("gold.fleet_status",)),
     Term("Quarantine", "where a payload or row that breaks the contract or an expectation is kept, with its reason, "
          "instead of being dropped silently.", ("silver.quarantine",)),
