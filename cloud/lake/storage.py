@@ -292,7 +292,7 @@ class LakeStorage:
         """
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        from cloud.lake.tables import TABLES, partition_columns, schema_of, with_descriptions, with_partition
+        from cloud.lake.tables import TABLES, partition_columns, with_descriptions, with_partition
 
         uri = self.uri(table)
         self._prepare(uri)
@@ -309,17 +309,13 @@ class LakeStorage:
         props = CommitProperties(app_transactions=[Transaction(a, int(v)) for a, v in txns]) if txns else None
         dt = self.open(table)
         new = dt is None
-        if not new and mode == "overwrite" and not replace_schema and table in TABLES:
-            # A table created before a declared column joined its schema: add the column first (an
-            # overwrite of a window cannot merge schemas); its older rows read it as null.
-            from deltalake import Schema
-
-            have = set(dt.schema().to_arrow().names)
-            declared = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema)
-            missing = [f for f in declared.fields if f.name not in have and f.name in data.column_names]
-            if missing:
-                dt.alter.add_columns(missing)
         try:
+            if not new and mode == "overwrite" and not replace_schema and table in TABLES:
+                # A table created before a declared column joined its schema: add the column first
+                # (an overwrite of a window cannot merge schemas); its older rows read it as null.
+                missing = _lacking(dt, _declared(table), data.column_names)
+                if missing:
+                    dt.alter.add_columns(missing)
             write_deltalake(
                 uri,
                 data,
@@ -358,11 +354,11 @@ class LakeStorage:
         """
         import time
 
-        from deltalake import CommitProperties, Schema, Transaction
+        from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-        from cloud.lake.tables import TABLES, partition_columns, schema_of, with_descriptions
+        from cloud.lake.tables import TABLES, partition_columns
 
         now = int(time.time() * 1000)
         add = [AddAction(f["path"], int(f["size"]), _partition_values(f), now, True, f["stats"]) for f in adds]
@@ -375,8 +371,7 @@ class LakeStorage:
             dt = self.open(table) if base is None else base
             if dt is not None and parts and list(dt.metadata().partition_columns) != parts:
                 raise StorageError(f"{table} is not partitioned by {parts} yet: repartition it before planning a commit")
-            declared = Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema) \
-                if table in TABLES else None
+            declared = _declared(table) if table in TABLES else None
             if dt is None:
                 self._prepare(self.uri(table))
                 create_table_with_add_actions(self.uri(table), declared, add, mode="append", partition_by=parts,
@@ -387,8 +382,7 @@ class LakeStorage:
             else:
                 # A table created before a column joined its schema: add the column first, as an
                 # append through ``write`` merges it; the log's schema would hide it otherwise.
-                have = {f.name for f in dt.schema().fields}
-                missing = [f for f in declared.fields if f.name not in have] if declared is not None else []
+                missing = _lacking(dt, declared) if declared is not None else []
                 planned = dt.version()
                 if missing:
                     dt.alter.add_columns(missing)  # moves ``dt`` to its commit: nothing else between
@@ -464,6 +458,22 @@ class LakeStorage:
 
     def _prepare(self, uri: str) -> None:
         """Backend hook: make sure the location can take a table."""
+
+
+def _declared(table: str):
+    """The data dictionary's schema of ``table`` (with its descriptions) as a Delta schema."""
+    from deltalake import Schema
+
+    from cloud.lake.tables import schema_of, with_descriptions
+
+    return Schema.from_arrow(with_descriptions(table, schema_of(table).empty_table()).schema)
+
+
+def _lacking(dt, declared, names: Iterable[str] | None = None) -> list:
+    """Fields of ``declared`` the table ``dt`` lacks (only those in ``names``, when given)."""
+    have = {f.name for f in dt.schema().fields}
+    wanted = None if names is None else set(names)
+    return [f for f in declared.fields if f.name not in have and (wanted is None or f.name in wanted)]
 
 
 def _partitioned_batches(table: str, dataset):

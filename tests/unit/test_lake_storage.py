@@ -265,3 +265,22 @@ def test_changes_refuse_a_column_the_table_lacks_with_a_storage_error_on_both_pa
         with pytest.raises(StorageError, match="nosuch"):
             storage.changes("silver.pos_line", -1, columns=["device_id", "nosuch"])
         monkeypatch.setattr(st.LakeStorage, "_appended", lambda *a, **k: None)
+
+
+def test_a_window_overwrite_adds_a_declared_column_a_table_written_before_it_lacks(tmp_path):
+    # gold.model_performance from before its ``unobserved`` column (0867285): the runner's next
+    # window overwrite carries the column; rows outside the window read it as null.
+    from cloud.lake.tables import conform
+
+    s = open_storage(tmp_path)
+    day = 86_400_000
+    row = lambda d, n: {"store_id": "s1", "day_ms": d * day, "scorer": "m1", "alerts": n, "true_alerts": n,  # noqa: E731
+                        "unobserved": 2}
+    old = conform("gold.model_performance", pa.Table.from_pylist([row(1, 5), row(2, 6)]))
+    s.write("gold.model_performance", old.drop(["unobserved"]))
+    assert "unobserved" not in s.read("gold.model_performance").column_names
+    new = conform("gold.model_performance", pa.Table.from_pylist([row(2, 7)]))
+    s.write("gold.model_performance", new, mode="overwrite", predicate=f"store_id = 's1' AND day_ms >= {2 * day}")
+    got = sorted(s.read("gold.model_performance").select(["day_ms", "alerts", "unobserved"]).to_pylist(),
+                 key=lambda r: r["day_ms"])
+    assert got == [{"day_ms": day, "alerts": 5, "unobserved": None}, {"day_ms": 2 * day, "alerts": 7, "unobserved": 2}]
