@@ -211,7 +211,9 @@ def _store_of(device_id: str) -> str:
 
 class LakeLiveFigures:
     """Figures from the lake's ``gold.model_performance`` (alerts confirmed by a later empty
-    shelf reading within the alert's horizon, per store, day and scorer)."""
+    shelf reading within the alert's horizon, or on facings without a sensor by a gap scan or a
+    refill; per store, day and scorer). Its ``alerts`` are the judged ones: an alert nobody could
+    judge (no sensor, no evidence: ``unobserved``) counts neither for nor against a model."""
 
     def __init__(self, lake_root: str | Path, storage_options: dict | None = None):
         self.uri = f"{str(lake_root).rstrip('/')}/gold/model_performance"
