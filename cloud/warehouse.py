@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud.lake.storage import LakeStorage
-from cloud.lake.tables import MEASURES, TABLES, TableDef, conform, schema_of, tsql_type
+from cloud.lake.tables import MEASURE_ROWS, MEASURES, TABLES, TableDef, conform, schema_of, tsql_type
 
 __all__ = ["BI_VIEWS", "EMPTY_NOW", "FORECAST", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
 
@@ -76,10 +76,11 @@ def _measures(table: str | None, group: str, dialect: str) -> str:
     parts = []
     for i, (tname, ms) in enumerate(by_table.items()):
         cols = ", ".join(f"{m.sql} AS {q(m.name)}" for m in ms)
+        rows = warehouse_name(tname) + (f" WHERE {MEASURE_ROWS[tname]}" if tname in MEASURE_ROWS else "")
         if group:
-            parts.append((f"t{i}", f"SELECT {group}, {cols} FROM {warehouse_name(tname)} GROUP BY {group}", ms))
+            parts.append((f"t{i}", f"SELECT {group}, {cols} FROM {rows} GROUP BY {group}", ms))
         else:
-            parts.append((f"t{i}", f"SELECT {cols} FROM {warehouse_name(tname)}", ms))
+            parts.append((f"t{i}", f"SELECT {cols} FROM {rows}", ms))
     select = ", ".join(f"{alias}.{q(m.name)}" for alias, _, ms in parts for m in ms)
     if not group:
         body = " CROSS JOIN ".join(f"({sql}) {alias}" for alias, sql, _ in parts)

@@ -19,7 +19,7 @@ __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
-    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date",
+    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date", "MEASURE_ROWS",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -476,7 +476,7 @@ class Measure:
 
     name: str
     table: str
-    sql: str  # aggregate over the table's warehouse name; the same text in DuckDB and T-SQL
+    sql: str  # aggregate over the table's warehouse name (its MEASURE_ROWS); the same text in DuckDB and T-SQL
     unit: str
     doc: str
 
@@ -490,7 +490,13 @@ _NOT_RIGHT = "'false_alarm', 'unobserved'"
 _JUDGED = "CASE WHEN outcome = 'unobserved' THEN NULL ELSE"
 _EMPTY_AT_ALERT = "'already_empty', 'empty_seen'"
 
-#: The report figures (the data dictionary's measures).
+#: The rows of a gold table its report figures count (the table's warehouse name, a condition in
+#: DuckDB and T-SQL alike): a shadow model's would-be alerts (scorer ``shadow:...``) were never
+#: raised in a store; gold.alert_outcomes and gold.model_performance judge them under their own
+#: scorer (how a shadow is judged), as gold.stockouts leaves them out of ``alerted``.
+MEASURE_ROWS: dict[str, str] = {"gold.alert_outcomes": "COALESCE(scorer, '') NOT LIKE 'shadow:%'"}
+
+#: The report figures (the data dictionary's measures), each over its table's MEASURE_ROWS.
 MEASURES: tuple[Measure, ...] = (
     Measure("stockouts", "gold.stockouts", "COUNT(*)", "count", "stock-outs that started (sensor facings)"),
     Measure("stockouts_ongoing", "gold.stockouts", "SUM(CAST(ongoing AS INT))", "count",

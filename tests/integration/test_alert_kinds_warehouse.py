@@ -35,7 +35,9 @@ def _alert(store: str, seq: int, kind: str, outcome: str, lead: float | None = N
 #: s001: 4 judged forecasts (2 warned ahead with leads 30 and 90, 1 on an already empty shelf,
 #: 1 false) and 1 on a facing without a sensor nothing judged (unobserved), and 4 empty_now (2 on empty shelves, 1 raised before its shelf emptied, 1 false);
 #: s002: 1 false forecast, 2 right empty_now and, on facings without a sensor, 1 empty_now a gap
-#: scan confirmed (empty_seen) and 1 nothing judged (unobserved: out of precision, counted apart).
+#: scan confirmed (empty_seen) and 1 nothing judged (unobserved: out of precision, counted apart),
+#: and a shadow model's would-be forecast (never raised in the store: judged under its own
+#: scorer, not counted in the report figures).
 ALERTS = [
     _alert("s001", 1, "empty_within_h", "empty_after", 30.0), _alert("s001", 2, "empty_within_h", "empty_after", 90.0),
     _alert("s001", 3, "empty_within_h", "already_empty"), _alert("s001", 4, "empty_within_h", "false_alarm"),
@@ -45,6 +47,7 @@ ALERTS = [
     _alert("s002", 1, "empty_within_h", "false_alarm"),
     _alert("s002", 2, "empty_now", "already_empty"), _alert("s002", 3, "empty_now", "already_empty"),
     _alert("s002", 4, "empty_now", "empty_seen"), _alert("s002", 5, "empty_now", "unobserved"),
+    _alert("s002", 6, "empty_within_h", "empty_after", 20.0, scorer="shadow:model:v2"),
 ]
 #: s001's stock-outs that day: 2 a forecast preceded, 1 not, 1 whose start is unknown.
 STOCKOUTS = [{"store_id": "s001", "facing_id": f"s001-f{i:02d}", "sku": "sku-1", "start_ms": DAY + (9 + i) * 60 * MIN,
@@ -76,7 +79,7 @@ def test_alert_quality_is_per_kind_each_judged_by_its_own_promise(warehouse):
         rows = con.execute("""
             SELECT store_id, scorer, kind, alerts, true_alerts, warned_ahead, precision, mean_lead_min,
                    stockouts, caught, recall, unobserved
-            FROM bi_alert_quality ORDER BY store_id, kind""").fetchall()
+            FROM bi_alert_quality ORDER BY store_id, kind, scorer""").fetchall()
     assert rows == [
         # empty_now: right only when the shelf was empty when raised (the one raised 15 min
         # before its shelf emptied said "empty" of a shelf that was not)
@@ -87,6 +90,7 @@ def test_alert_quality_is_per_kind_each_judged_by_its_own_promise(warehouse):
         # alerts and precision over judged alerts: the unobserved one is counted apart
         ("s002", "model:v1", "empty_now", 3, 3, None, 1.0, None, None, None, None, 1),
         ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, None, None, None, 0),
+        ("s002", "shadow:model:v2", "empty_within_h", 1, 1, 1, 1.0, 20.0, None, None, None, 0),
     ]
 
 
@@ -107,6 +111,8 @@ def test_the_report_figures_count_each_kind_apart(warehouse):
     assert (k["empty_now_alerts"], k["empty_now_true_alerts"], k["empty_now_unobserved"]) == (8, 5, 1)
     assert k["empty_now_precision"] == pytest.approx(5 / 7)  # over the 7 judged
     assert (k["unobserved_alerts"], k["forecast_unobserved"]) == (2, 1)
+    # the shadow's would-be forecast is none of the alerts the stores saw
+    assert (k["alerts"], k["true_alerts"]) == (14, 9) and k["alert_precision"] == pytest.approx(9 / 12)
     assert by_store == [("s001", 5, 3, 2, 4, 2, 0), ("s002", 1, 0, 0, 4, 3, 1)]
     assert kinds == [("empty_now",), ("empty_within_h",)]
 
