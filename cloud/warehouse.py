@@ -207,7 +207,7 @@ LEFT JOIN silver_planogram pg ON pg.store_id = s.store_id AND pg.facing_id = s.f
         "bi_alert_outcomes": f"""
 SELECT a.store_id, st.name AS store_name, a.facing_id, a.sku, p.name AS product_name, p.category,
        {ts('a.alert_ms')} AS alerted_at, {lt('a.alert_ms')} AS alerted_local, {_date(lt('a.alert_ms'), dialect)} AS {q('date')},
-       a.scorer, a.kind, a.probability, a.horizon_min, a.outcome, {ts('a.stockout_start_ms')} AS stockout_started_at, a.lead_min,
+       a.scorer, COALESCE(a.kind, '{FORECAST}') AS kind, a.probability, a.horizon_min, a.outcome, {ts('a.stockout_start_ms')} AS stockout_started_at, a.lead_min,
        {lt('a.checked_ms')} AS checked_local, a.check_outcome
 FROM gold_alert_outcomes a
 LEFT JOIN silver_stores st ON st.store_id = a.store_id

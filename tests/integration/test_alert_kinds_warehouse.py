@@ -160,3 +160,16 @@ def test_the_power_bi_model_relates_every_fact_key_to_a_dimension_with_that_colu
         for dim, key in dims.items():
             assert key in cols(dim), dim
     assert "kind" in STAR_SCHEMA["facts"]["bi_alert_quality"] and "kind" in STAR_SCHEMA["facts"]["bi_alert_outcomes"]
+
+
+def test_an_alert_from_before_the_kinds_is_a_forecast_in_every_view(tmp_path):
+    # gold.alert_outcomes rows written before the kind existed read it as null: each view that
+    # slices by kind (a Power BI relationship to bi_dim_alert_kind) must call it the same kind.
+    lake = LocalStorage(str(tmp_path / "lake"))
+    lake.write("gold.alert_outcomes", conform("gold.alert_outcomes", pa.Table.from_pylist(
+        [_alert("s001", 1, None, "empty_after", 30.0)])))
+    with duckdb.connect(str(build_warehouse(lake, tmp_path / "wh.duckdb")), read_only=True) as con:
+        outcomes = con.execute("SELECT kind FROM bi_alert_outcomes").fetchall()
+        quality = con.execute("SELECT kind FROM bi_alert_quality").fetchall()
+        known = {k for (k,) in con.execute("SELECT kind FROM bi_dim_alert_kind").fetchall()}
+    assert outcomes == quality == [("empty_within_h",)] and outcomes[0][0] in known
