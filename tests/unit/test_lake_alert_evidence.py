@@ -141,3 +141,21 @@ def test_report_measures_leave_unobserved_alerts_out_of_precision():
 def test_all_cases_together_give_each_its_own_outcome():
     outcomes, _ = _run(**all_cases())
     assert outcomes == ALL_CASES_OUTCOMES
+
+
+def test_the_rollout_and_the_drift_check_read_precision_over_judged_alerts(tmp_path):
+    # gold.model_performance as the lake writes it, read by the rollout's live figures and the
+    # drift check's live precision: the 2 unobserved alerts are neither right nor false alarms.
+    from cloud.lake.storage import LocalStorage
+    from cloud.rollout import LakeLiveFigures
+    from models.drift import live_precision
+
+    _, out = _run(**all_cases())
+    lake = LocalStorage(str(tmp_path))
+    lake.write("gold.model_performance", out["gold.model_performance"])
+    day = T0 // 86_400_000 * 86_400_000
+    live = LakeLiveFigures(str(tmp_path)).figures("m1", ["gw-s001"], day, day + 86_400_000)
+    assert (live["alerts"], live["true_alerts"]) == (5, 2) and live["precision"] == pytest.approx(2 / 5)
+    assert live["false_per_store_day"] == pytest.approx(3.0)  # the 3 false alarms of one store-day
+    drift = live_precision(str(tmp_path), "m1", day + 86_400_000, window_days=1, min_alerts=5)
+    assert drift["recent"] == {"alerts": 5, "true_alerts": 2, "precision": pytest.approx(2 / 5)}
