@@ -373,7 +373,8 @@ _defs: list[TableDef] = [
         ("lost_sales_cents_est", "double", "lost sales, cents of the store's currency (gold.stockouts)"),
     ), key=("store_id", "facing_id", "start_ms"), time_col="start_ms"),
     TableDef("gold.alert_outcomes", "Every raised alert and what became of it: the shelf emptied after it, "
-             "was already empty, or neither (false alarm).", _cols(
+             "was already empty, was seen empty (no sensor), neither (false alarm), or nobody could tell "
+             "(unobserved).", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
         ("device_id", "string", "gateway that raised it"), ("seq", "int64", "the alert event's seq"),
         ("alert_ms", "int64", "when it was raised"), ("scorer", "string", "model version or baseline"),
