@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud.lake.storage import LakeStorage
-from cloud.lake.tables import MEASURE_ROWS, MEASURES, TABLES, TableDef, conform, schema_of, tsql_type
+from cloud.lake.tables import (ALERT_KIND, EMPTY_AT_ALERT, EMPTY_NOW, FORECAST, MEASURE_ROWS, MEASURES, TABLES, TableDef,
+                               conform, schema_of, tsql_type)
 
 __all__ = ["BI_VIEWS", "EMPTY_NOW", "FORECAST", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
 
@@ -134,10 +135,6 @@ SELECT c.store_id, 'count_inventory' AS {q('action')}, CAST(NULL AS VARCHAR(128)
 {base} WHERE c.cause = 'phantom_inventory' GROUP BY c.store_id, c.sku"""
 
 
-#: The two alert kinds (issue 11): a forecast and a detection, judged each by its own promise.
-FORECAST, EMPTY_NOW = "empty_within_h", "empty_now"
-
-
 def _alert_quality(dialect: str) -> str:
     """``bi_alert_quality``: per store, UTC day, scorer and alert kind, from ``gold_alert_outcomes``
     (which keeps the kind; ``gold_model_performance`` does not).
@@ -156,9 +153,10 @@ def _alert_quality(dialect: str) -> str:
     """
     ts = lambda c: _ts(c, dialect)  # noqa: E731
     q = lambda n: _q(n, dialect)  # noqa: E731
-    kind = f"COALESCE(kind, '{FORECAST}')"  # a lake from before the kinds: every alert was a forecast
+    kind = ALERT_KIND  # a lake from before the kinds: every alert was a forecast
+    # the report figures' rule (cloud.lake.tables: forecast_true_alerts, empty_now_true_alerts)
     right = (f"CASE WHEN outcome = 'unobserved' THEN 0 "
-             f"WHEN {kind} = '{EMPTY_NOW}' THEN CASE WHEN outcome IN ('already_empty', 'empty_seen') THEN 1 ELSE 0 END "
+             f"WHEN {kind} = '{EMPTY_NOW}' THEN CASE WHEN outcome IN ({EMPTY_AT_ALERT}) THEN 1 ELSE 0 END "
              f"WHEN outcome = 'false_alarm' THEN 0 ELSE 1 END")
     unseen = "CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END"
     day = "alert_ms - (alert_ms % 86400000)"

@@ -19,7 +19,8 @@ __all__ = [
     "Column", "TableDef", "TABLES", "schema_of", "tsql_type", "string_bytes", "STRING_BYTES", "conform", "BRONZE_EVENTS",
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
-    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date", "MEASURE_ROWS",
+    "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date", "MEASURE_ROWS", "FORECAST",
+    "EMPTY_NOW", "ALERT_KIND", "EMPTY_AT_ALERT",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -482,14 +483,17 @@ class Measure:
     doc: str
 
 
+#: The two alert kinds (issue 11): a forecast and a detection, judged each by its own promise.
+FORECAST, EMPTY_NOW = "empty_within_h", "empty_now"
 #: An alert's kind; a lake from before the two kinds holds forecasts only (as gold.alert_outcomes says).
-_KIND = "COALESCE(kind, 'empty_within_h')"
+ALERT_KIND = f"COALESCE(kind, '{FORECAST}')"
 #: Outcomes that are no true alert, and the opening of an expression that is NULL (left out of an
 #: average) for an alert nobody could judge; an empty_now is right when its shelf was empty when
 #: raised: a sensor saw it (already_empty) or, without one, staff or a full refill did (empty_seen).
+#: The report figures here and ``cloud.warehouse``'s bi_alert_quality judge with these.
 _NOT_RIGHT = "'false_alarm', 'unobserved'"
 _JUDGED = "CASE WHEN outcome = 'unobserved' THEN NULL ELSE"
-_EMPTY_AT_ALERT = "'already_empty', 'empty_seen'"
+EMPTY_AT_ALERT = "'already_empty', 'empty_seen'"
 
 #: The rows of a gold table its report figures count (the table's warehouse name, a condition in
 #: DuckDB and T-SQL alike): a shadow model's would-be alerts (scorer ``shadow:...``) were never
@@ -525,34 +529,34 @@ MEASURES: tuple[Measure, ...] = (
             "share", "true alerts / judged alerts (gold.alert_outcomes.outcome, unobserved ones left out), both kinds "
             "together; each kind by its own promise: forecast_precision, empty_now_precision"),
     # The two alert kinds apart (issue 11), each judged by its own promise (as bi_alert_quality).
-    Measure("forecast_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {_KIND} = 'empty_within_h' THEN 1 ELSE 0 END)",
+    Measure("forecast_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' THEN 1 ELSE 0 END)",
             "count", "forecasts (empty_within_h alerts) raised"),
     Measure("forecast_unobserved", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
             "forecasts nobody could judge (no sensor, no evidence)"),
     Measure("forecast_true_alerts", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome NOT IN ({_NOT_RIGHT}) THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome NOT IN ({_NOT_RIGHT}) THEN 1 ELSE 0 END)", "count",
             "forecasts whose shelf was empty within their horizon"),
     Measure("forecast_warned_ahead", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_within_h' AND outcome = 'empty_after' THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome = 'empty_after' THEN 1 ELSE 0 END)", "count",
             "forecasts raised before their shelf emptied (the warning that prevents a stock-out)"),
     Measure("forecast_warned_ahead_share", "gold.alert_outcomes",
-            f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN {_JUDGED} CASE WHEN outcome = 'empty_after' THEN 1.0 "
+            f"AVG(CASE WHEN {ALERT_KIND} = '{FORECAST}' THEN {_JUDGED} CASE WHEN outcome = 'empty_after' THEN 1.0 "
             f"ELSE 0.0 END END END)", "share",
             "forecasts warned ahead / judged forecasts (as bi_alert_quality.warned_ahead_share)"),
     Measure("forecast_precision", "gold.alert_outcomes",
-            f"AVG(CASE WHEN {_KIND} = 'empty_within_h' THEN {_JUDGED} CASE WHEN outcome = 'false_alarm' THEN 0.0 "
+            f"AVG(CASE WHEN {ALERT_KIND} = '{FORECAST}' THEN {_JUDGED} CASE WHEN outcome = 'false_alarm' THEN 0.0 "
             f"ELSE 1.0 END END END)", "share", "forecasts right / judged forecasts"),
-    Measure("empty_now_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {_KIND} = 'empty_now' THEN 1 ELSE 0 END)",
+    Measure("empty_now_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN {ALERT_KIND} = '{EMPTY_NOW}' THEN 1 ELSE 0 END)",
             "count", "empty_now alerts (detections) raised"),
     Measure("empty_now_unobserved", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_now' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {ALERT_KIND} = '{EMPTY_NOW}' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
             "empty_now alerts nobody could judge (no sensor, no evidence)"),
     Measure("empty_now_true_alerts", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {_KIND} = 'empty_now' AND outcome IN ({_EMPTY_AT_ALERT}) THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {ALERT_KIND} = '{EMPTY_NOW}' AND outcome IN ({EMPTY_AT_ALERT}) THEN 1 ELSE 0 END)", "count",
             "empty_now alerts whose shelf was empty when raised"),
     Measure("empty_now_precision", "gold.alert_outcomes",
-            f"AVG(CASE WHEN {_KIND} = 'empty_now' THEN {_JUDGED} CASE WHEN outcome IN ({_EMPTY_AT_ALERT}) THEN 1.0 "
+            f"AVG(CASE WHEN {ALERT_KIND} = '{EMPTY_NOW}' THEN {_JUDGED} CASE WHEN outcome IN ({EMPTY_AT_ALERT}) THEN 1.0 "
             f"ELSE 0.0 END END END)", "share", "empty_now alerts right / judged empty_now alerts"),
 )
 
