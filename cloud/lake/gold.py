@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from cloud.lake.engine import Engine
-from cloud.lake.tables import conform
+from cloud.lake.tables import NOT_RIGHT, conform
 
 __all__ = ["CENSOR_MS", "EVIDENCE_SQL", "GOLD_SQL", "GOLD_ORDER", "gold_tables", "key_columns"]
 
@@ -267,7 +267,7 @@ WITH ad AS (
   -- precision over judged alerts: one nobody could judge (no sensor, no evidence) is counted apart
   SELECT store_id, alert_ms - (alert_ms % 86400000) AS day_ms, scorer,
          SUM(CASE WHEN outcome = 'unobserved' THEN 0 ELSE 1 END) AS alerts,
-         SUM(CASE WHEN outcome IN ('false_alarm', 'unobserved') THEN 0 ELSE 1 END) AS true_alerts,
+         SUM(CASE WHEN outcome IN (""" + NOT_RIGHT + """) THEN 0 ELSE 1 END) AS true_alerts,
          SUM(CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END) AS unobserved
   FROM alert_outcomes GROUP BY store_id, alert_ms - (alert_ms % 86400000), scorer),
 sd AS (

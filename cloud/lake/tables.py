@@ -20,7 +20,7 @@ __all__ = [
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
     "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date", "MEASURE_ROWS", "FORECAST",
-    "EMPTY_NOW", "ALERT_KIND", "EMPTY_AT_ALERT",
+    "EMPTY_NOW", "ALERT_KIND", "EMPTY_AT_ALERT", "NOT_RIGHT",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -490,8 +490,9 @@ ALERT_KIND = f"COALESCE(kind, '{FORECAST}')"
 #: Outcomes that are no true alert, and the opening of an expression that is NULL (left out of an
 #: average) for an alert nobody could judge; an empty_now is right when its shelf was empty when
 #: raised: a sensor saw it (already_empty) or, without one, staff or a full refill did (empty_seen).
-#: The report figures here and ``cloud.warehouse``'s bi_alert_quality judge with these.
-_NOT_RIGHT = "'false_alarm', 'unobserved'"
+#: The report figures here, gold.model_performance (``cloud.lake.gold``) and ``cloud.warehouse``'s
+#: bi_alert_quality judge with these.
+NOT_RIGHT = "'false_alarm', 'unobserved'"
 _JUDGED = "CASE WHEN outcome = 'unobserved' THEN NULL ELSE"
 EMPTY_AT_ALERT = "'already_empty', 'empty_seen'"
 
@@ -523,7 +524,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure("unobserved_alerts", "gold.alert_outcomes", "SUM(CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END)",
             "count", "alerts on facings without a sensor that neither a gap scan, a staff check, a restock nor the "
                      "till judged: left out of every precision"),
-    Measure("true_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN outcome IN ({_NOT_RIGHT}) THEN 0 ELSE 1 END)", "count",
+    Measure("true_alerts", "gold.alert_outcomes", f"SUM(CASE WHEN outcome IN ({NOT_RIGHT}) THEN 0 ELSE 1 END)", "count",
             "alerts whose facing went empty within the horizon or was already empty"),
     Measure("alert_precision", "gold.alert_outcomes", f"AVG({_JUDGED} CASE WHEN outcome = 'false_alarm' THEN 0.0 ELSE 1.0 END END)",
             "share", "true alerts / judged alerts (gold.alert_outcomes.outcome, unobserved ones left out), both kinds "
@@ -535,7 +536,7 @@ MEASURES: tuple[Measure, ...] = (
             f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome = 'unobserved' THEN 1 ELSE 0 END)", "count",
             "forecasts nobody could judge (no sensor, no evidence)"),
     Measure("forecast_true_alerts", "gold.alert_outcomes",
-            f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome NOT IN ({_NOT_RIGHT}) THEN 1 ELSE 0 END)", "count",
+            f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome NOT IN ({NOT_RIGHT}) THEN 1 ELSE 0 END)", "count",
             "forecasts whose shelf was empty within their horizon"),
     Measure("forecast_warned_ahead", "gold.alert_outcomes",
             f"SUM(CASE WHEN {ALERT_KIND} = '{FORECAST}' AND outcome = 'empty_after' THEN 1 ELSE 0 END)", "count",
