@@ -35,6 +35,12 @@ def _minutes(ms: str) -> str:
     return f"(FLOOR(({ms} + 3) / CAST(6 AS DOUBLE)) / CAST(10000 AS DOUBLE))"
 
 
+def _reach(alert: str) -> str:
+    """The last instant at which evidence judges the alert ``alert`` (a relation with ``ts`` and
+    ``horizon_min``): an hour past its horizon, the staff check's reach (store page 'done')."""
+    return f"{alert}.ts + ({alert}.horizon_min + 60) * 60000"
+
+
 #: How ``gold.alert_outcomes`` judges an alert on a facing without a sensor (CTE ``b``: the alert,
 #: its facing's SKU and capacity, ``own_sales`` when the SKU has no other facing in the store), from
 #: the evidence ``cloud.lake.labels`` trusts, seen from the alert to an hour past its horizon (the
@@ -46,26 +52,26 @@ def _minutes(ms: str) -> str:
 #: seen at or after ``alert + H`` with no restock since the alert; an ``empty_now`` (empty when
 #: raised) is decided by the first sighting before any restock (a unit: there was stock at the
 #: alert; a gap with nothing sold since: there was none). No such evidence: ``unobserved``.
-EVIDENCE_SQL = """
+EVIDENCE_SQL = f"""
 ev AS (
   SELECT b.device_id, b.seq, g.ts, 1 AS empty, 0 AS bound, 'gap_scan' AS src
   FROM b JOIN gaps g ON g.store_id = b.store_id AND g.facing_id = b.facing_id
-   AND g.ts >= b.ts AND g.ts <= b.ts + (b.horizon_min + 60) * 60000
+   AND g.ts >= b.ts AND g.ts <= {_reach('b')}
   UNION ALL
   SELECT b.device_id, b.seq, r.ts - 1 AS ts, CASE WHEN b.capacity > 0 AND r.units_added >= b.capacity THEN 1 END AS empty,
          1 AS bound, 'restock' AS src
   FROM b JOIN restocks r ON r.store_id = b.store_id AND r.facing_id = b.facing_id
-   AND r.ts > b.ts AND r.ts <= b.ts + (b.horizon_min + 60) * 60000
+   AND r.ts > b.ts AND r.ts <= {_reach('b')}
   UNION ALL
   SELECT b.device_id, b.seq, ch.ts, CASE WHEN ch.outcome = 'was_fine' THEN 0 END AS empty,
          CASE WHEN ch.outcome = 'restocked' THEN 1 ELSE 0 END AS bound, 'shelf_check' AS src
   FROM b JOIN checks ch ON ch.store_id = b.store_id AND ch.facing_id = b.facing_id AND ch.outcome IN ('was_fine', 'restocked')
-   AND ch.ts >= b.ts AND ch.ts <= b.ts + (b.horizon_min + 60) * 60000
+   AND ch.ts >= b.ts AND ch.ts <= {_reach('b')}
   UNION ALL
   SELECT b.device_id, b.seq, p.ts, 0 AS empty, 0 AS bound, 'till' AS src
   FROM b JOIN pos p ON b.own_sales AND p.store_id = b.store_id AND p.sku = b.sku
    AND COALESCE(p.kind, 'sale') = 'sale' AND p.qty > 0
-   AND p.ts >= b.ts AND p.ts <= b.ts + (b.horizon_min + 60) * 60000),
+   AND p.ts >= b.ts AND p.ts <= {_reach('b')}),
 fb AS (SELECT device_id, seq, MIN(CASE WHEN bound = 1 THEN ts END) AS bound_ms FROM ev GROUP BY device_id, seq),
 x AS (
   SELECT ev.device_id, ev.seq, ev.ts, ev.empty, ev.src, fb.bound_ms, b.ts AS alert_ms,
@@ -199,7 +205,7 @@ c AS (
   -- The first staff check of the facing from the alert to one hour past its horizon.
   SELECT a.device_id, a.seq, MIN(ch.ts) AS checked_ms
   FROM a JOIN checks ch ON ch.store_id = a.store_id AND ch.facing_id = a.facing_id
-   AND ch.ts >= a.ts AND ch.ts <= a.ts + (a.horizon_min + 60) * 60000
+   AND ch.ts >= a.ts AND ch.ts <= """ + _reach("a") + """
   GROUP BY a.device_id, a.seq),
 co AS (
   SELECT c.device_id, c.seq, c.checked_ms, MIN(ch.outcome) AS check_outcome
