@@ -334,8 +334,6 @@ def _stream_round(cfg: DemoConfig, lake: Path, hub_path: Path, planogram: Path, 
     job = build_stream_job(StreamSettings(
         lake_uri=str(lake), hub_path=str(hub_path), consumer_group=DEFAULT_CONSUMER_GROUP,
         model=str(model_path) if model_path else "none", planogram=str(planogram),
-        # the products master beside the planogram: demand_band reads the categories
-        products=str(planogram.parent / "products.csv") if (planogram.parent / "products.csv").is_file() else "none",
         # the ERP's nightly stock record, from the folder the lake's batch ingest read
         stock_records=str(erp) if erp.is_dir() else "none",
         # the gateways send every uplink_every_min: events that old are on time, not late

@@ -100,7 +100,10 @@ from typing import Any, Mapping, Sequence
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, ms_to_iso
 
-__all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS"]
+__all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS", "BAND_RULES"]
+
+#: ``demand_band``'s rules (``DetectorConfig.band_rule``): the one in force first.
+BAND_RULES = ("share", "exposure")
 
 ANOMALY_KINDS = ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_stuck", "sensor_drift",
                  "till_silent", "sales_zero", "phantom_inventory", "demand_band", "alert_divergence")

@@ -15,7 +15,9 @@ stock_records       GONDOLA_STREAM_STOCK_RECORDS      folder of the ERP's nightl
                                                       ``silver.stock_record`` in the lake
 products            GONDOLA_STREAM_PRODUCTS           products CSV (``sku``, ``category``: the master data
                                                       file), ``none`` for none; default: ``silver.products``
-                                                      in the lake (``demand_band`` reads the categories)
+                                                      in the lake (read only under ``band_rule`` exposure)
+band_rule           GONDOLA_STREAM_BAND_RULE          ``demand_band``'s rule: ``share`` (default, in force)
+                                                      or ``exposure`` (measured alternative, docs/stream.md)
 ==================  ================================  =====================================================
 
 The Event Hubs connection settings are the lake's (``GONDOLA_EVENTHUB_*``,
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from cloud.stream.detectors import BAND_RULES, DetectorConfig
 from cloud.stream.job import StreamJob
 from cloud.stream.pipeline import StreamConfig
 from gondola.clock import MINUTE_MS
@@ -53,6 +56,7 @@ class StreamSettings:
     planogram: str | None = None
     stock_records: str | None = None  # None: silver.stock_record in the lake; "none": no stock record
     products: str | None = None  # None: silver.products in the lake; "none": no categories
+    band_rule: str = "share"  # demand_band's rule (DetectorConfig.band_rule); only "exposure" reads categories
     allowed_lateness_min: float = 10.0
     snapshot_every_s: float = 30.0
     max_messages: int = 2000
@@ -63,7 +67,8 @@ class StreamSettings:
         env = os.environ if env is None else env
         values = {"source": env.get("GONDOLA_STREAM_SOURCE"), "consumer_group": env.get("GONDOLA_STREAM_CONSUMER_GROUP"),
                   "model": env.get("GONDOLA_STREAM_MODEL"), "planogram": env.get("GONDOLA_STREAM_PLANOGRAM"),
-                  "stock_records": env.get("GONDOLA_STREAM_STOCK_RECORDS"), "products": env.get("GONDOLA_STREAM_PRODUCTS")}
+                  "stock_records": env.get("GONDOLA_STREAM_STOCK_RECORDS"), "products": env.get("GONDOLA_STREAM_PRODUCTS"),
+                  "band_rule": env.get("GONDOLA_STREAM_BAND_RULE")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**{k: v for k, v in values.items() if v is not None})
 
@@ -152,18 +157,21 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
     """The stream job from settings; opens the source, the model and the planograms.
 
     Raises:
-        ConfigError: unknown source, missing Event Hubs settings, bad planogram or products file,
-            missing stock record folder.
+        ConfigError: unknown source or ``band_rule``, missing Event Hubs settings, bad planogram or
+            products file, missing stock record folder.
         ModelError: the model cannot be loaded.
     """
     from cloud.lake.storage import open_storage
 
     if settings.source not in ("local", "eventhubs"):
         raise ConfigError(f"stream source {settings.source!r} is not 'local' or 'eventhubs'")
+    if settings.band_rule not in BAND_RULES:
+        raise ConfigError(f"band rule {settings.band_rule!r} is not one of {', '.join(BAND_RULES)}")
     storage = open_storage(settings.lake_uri, settings.storage_options)
     planograms = load_planograms(storage, settings.planogram)
     stock_records = load_stock_records(storage, settings.stock_records)
-    categories = load_categories(storage, settings.products)
+    # Only the exposure rule reads the products' categories; the rule in force does not load them.
+    categories = load_categories(storage, settings.products) if settings.band_rule == "exposure" else None
     scorer = _scorer(settings.model)
     if settings.source == "local":
         from cloud.ingest.source import LocalHubSource
@@ -176,7 +184,8 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
 
         # A long-running reader: an empty receive is not the end, so no startup wait is needed.
         source = eventhubs.build_source(dict(settings.eventhubs), consumer_group=settings.consumer_group)
-    config = StreamConfig(allowed_lateness_ms=int(settings.allowed_lateness_min * MINUTE_MS))
+    config = StreamConfig(allowed_lateness_ms=int(settings.allowed_lateness_min * MINUTE_MS),
+                          detectors=DetectorConfig(band_rule=settings.band_rule))
     return StreamJob(storage, source, config=config, scorer=scorer, planograms=planograms, stock_records=stock_records,
                      categories=categories,
                      snapshot_every_s=settings.snapshot_every_s, max_messages=settings.max_messages, progress=progress)

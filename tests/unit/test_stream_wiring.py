@@ -107,3 +107,34 @@ def test_a_planogram_file_is_read_by_its_header(tmp_path):
     (tmp_path / "plan.csv").write_text("store_id,facing_id,sku,capacity,has_sensor\ns001,f1,A,6,true\ns001,f2,A,4,false\n")
     plan = load_planograms(None, str(tmp_path / "plan.csv"))
     assert [(f.facing_id, f.sku, f.capacity) for f in plan["s001"]] == [("f1", "A", 6), ("f2", "A", 4)]
+
+
+def test_demand_bands_rule_comes_from_the_command_line_or_the_environment_and_only_exposure_reads_categories(
+        monkeypatch, tmp_path):
+    assert StreamSettings.from_env({}).band_rule == "share"
+    assert StreamSettings.from_env({"GONDOLA_STREAM_BAND_RULE": "exposure"}).band_rule == "exposure"
+    assert StreamSettings.from_env({"GONDOLA_STREAM_BAND_RULE": "exposure"}, band_rule="share").band_rule == "share"
+    monkeypatch.setenv("GONDOLA_EVENTHUB_CONNECTION_STRING", _EH)
+    monkeypatch.setenv("GONDOLA_EVENTHUB_NAME", "gondola-hub")
+    monkeypatch.setenv("GONDOLA_CHECKPOINT_CONNECTION_STRING", _CP)
+    lake, missing = str(tmp_path / "lake"), str(tmp_path / "nope.csv")
+
+    def build(**kw):
+        return build_stream_job(StreamSettings(lake_uri=lake, source="eventhubs", model="none", **kw))
+
+    # The rule in force does not read the products: a missing file is not even opened.
+    job = build(products=missing)
+    try:
+        assert job.categories is None and job.config.detectors.band_rule == "share"
+    finally:
+        job.source.close()
+    with pytest.raises(ConfigError, match="products file .* does not exist"):
+        build(products=missing, band_rule="exposure")
+    with pytest.raises(ConfigError, match="band rule 'promo' is not one of share, exposure"):
+        build(band_rule="promo")
+    (tmp_path / "products.csv").write_text("sku,name,category\nA,milk,dairy\nB,cream,dairy\nC,rice,pantry\n")
+    job = build(products=str(tmp_path / "products.csv"), band_rule="exposure")
+    try:
+        assert len(job.categories) == 3 and job.config.detectors.band_rule == "exposure"
+    finally:
+        job.source.close()
