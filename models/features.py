@@ -48,7 +48,14 @@ __all__ = [
     "sku_reading",
     "set_sku_facings",
     "sku_groups",
+    "STATE_RULES_VERSION",
 ]
+
+#: Version of the rules by which events update a ``FacingState``: bump it with any change that
+#: makes the same events give other feature values. A saved state (the lake's
+#: ``gold.feature_state`` snapshots) kept under other rules is not resumed; the history is
+#: replayed instead. 12: ``sku_sale`` / ``sku_reading`` (sale attribution by sensor evidence).
+STATE_RULES_VERSION = 12
 
 #: Time constants of the decayed sales rates, hours.
 RATE_TAUS_H = (1.0, 4.0, 24.0, 168.0)

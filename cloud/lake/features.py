@@ -10,7 +10,8 @@ boundary in ``gold.feature_state``: the state after every event *before* that mi
 whose window starts at day ``D`` restores the snapshot at ``D``, applies only events from ``D``
 on, and writes the snapshots of ``D`` and of every later midnight up to the one after its last
 event. Without a usable snapshot (a new store, a lake from before this table, a changed
-planogram) the store's history is replayed from its first event.
+planogram, a snapshot kept under other ``models.features.STATE_RULES_VERSION`` rules) the
+store's history is replayed from its first event.
 
 Pure functions over Arrow tables; ``cloud.lake.runner`` gathers snapshots and history, and an
 engine may run :func:`store_features` per store where it likes (Spark: on the executors).
@@ -85,9 +86,14 @@ def planogram_of(inputs: dict[str, pa.Table]) -> pa.Table:
 
 
 def planogram_hash(plan: pa.Table) -> str:
-    """Identity of one store's facings (a snapshot is valid only for the planogram it was kept with)."""
+    """Identity of one store's facings and of the state's rules: a snapshot is valid only for the
+    planogram it was kept with, and under the ``models.features.STATE_RULES_VERSION`` that kept it
+    (a snapshot from before a rules change is not resumed: the store's history is replayed)."""
+    from models.features import STATE_RULES_VERSION
+
     cols = [c for c in ("facing_id", "sku", "capacity", "has_sensor") if c in plan.column_names]
     rows = sorted(json.dumps([r.get(c) for c in cols], default=str) for r in plan.select(cols).to_pylist())
+    rows.append(f"state rules {STATE_RULES_VERSION}")  # snapshots from before it was part of the hash: replayed
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from cloud.lake.engine import DuckDBEngine
 from cloud.lake.features import features
@@ -240,3 +241,29 @@ def test_minutes_from_milliseconds_round_half_up_on_integers_so_every_engine_agr
     assert st["minutes_empty"] == 40.1558  # 20.57605 + 19.5797 min of one hour
     [ao] = out["gold.alert_outcomes"].to_pylist()
     assert ao["lead_min"] == 20.5761
+
+
+def test_a_state_snapshot_kept_under_other_feature_rules_is_not_resumed(monkeypatch):
+    # A lake's gold.feature_state written by older code (before a change of how events update a
+    # FacingState) would carry old-rule state into new-rule rows: such a snapshot is ignored and
+    # the store's history replayed, so the rows equal a run without any snapshot.
+    import models.features
+    from cloud.lake.features import planogram_hash
+
+    r = readings([3, 2, 1, 0, 0, 0, 0, 0, 0, 5], start=T0 + 8 * 60 * MIN + 5 * MIN)
+    out, inputs = run(r=r, p=sales(3))
+    plan = conform("silver.planogram", pa.Table.from_pylist(
+        [{"store_id": "s001", "facing_id": "s001-f01", "sku": "sku-1", "capacity": 10, "has_sensor": True}]))
+    inputs["planogram"] = plan
+    monkeypatch.setattr(models.features, "STATE_RULES_VERSION", models.features.STATE_RULES_VERSION - 1)
+    old_hash = planogram_hash(plan)
+    monkeypatch.undo()
+    assert planogram_hash(plan) != old_hash
+    # a snapshot that could not even be restored: resuming it would raise
+    stale = {"s001": {"day_ms": T0, "first_ms": T0, "planogram_hash": old_hash, "state_json": "not a state"}}
+    fresh = features(inputs, out["gold.stockouts"])[0]
+    resumed = features(inputs, out["gold.stockouts"], snapshots=stale)[0]
+    assert resumed.num_rows == fresh.num_rows > 0 and resumed.equals(fresh)
+    current = {"s001": dict(stale["s001"], planogram_hash=planogram_hash(plan))}
+    with pytest.raises(ValueError):  # the same snapshot under the current rules is resumed (not JSON)
+        features(inputs, out["gold.stockouts"], snapshots=current)
