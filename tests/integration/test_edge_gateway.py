@@ -16,7 +16,6 @@ from edge.wiring import EdgeSettings, build_gateway
 from gondola.clock import HOUR_MS, SimClock
 from gondola.contracts import decode_batch
 from gondola.hub import LocalHub
-from gondola.topics import alert_topic
 
 
 class HotScorer:
