@@ -175,9 +175,14 @@ def empty_now_ready(features: np.ndarray) -> np.ndarray:
     gateway (``edge.inference``), the cloud stream and the evaluation's alert replay
     (``models.evaluation.evaluate_alert_kinds``) apply."""
     features = _check(features)
-    read_by_till = ((features[:, _SENSOR] > 0.5) & (features[:, _UNITS] <= 0.0)
-                    & _sold_since_reading(features) & ~_doubted(features))
+    read_by_till = _sensor_reads_empty(features) & _sold_since_reading(features) & ~_doubted(features)
     return ~read_by_till
+
+
+def _sensor_reads_empty(features: np.ndarray) -> np.ndarray:
+    """(n,) bool: the facing has a shelf sensor and its units estimate is 0 (what each gate then
+    asks is whether the till sold from it since the reading, :func:`_sold_since_reading`)."""
+    return (features[:, _SENSOR] > 0.5) & (features[:, _UNITS] <= 0.0)
 
 
 def _sold_since_reading(features: np.ndarray) -> np.ndarray:
@@ -217,7 +222,7 @@ def forecast_ready(features: np.ndarray) -> np.ndarray:
     (``models.evaluation.evaluate_alert_kinds``) apply."""
     features = _check(features)
     sold = features[:, _SINCE_SALE] < FORECAST_SALE_WINDOW_H
-    read_empty = (features[:, _SENSOR] > 0.5) & (features[:, _UNITS] <= 0.0) & ~_sold_since_reading(features)
+    read_empty = _sensor_reads_empty(features) & ~_sold_since_reading(features)
     return sold & ~read_empty
 
 
