@@ -23,6 +23,8 @@ STAR_SCHEMA: dict[str, dict] = {
         "bi_hourly_sales": ("store_id", "sku", "date"),
         # per alert kind: a forecast and an "empty now" are judged apart (issue 11)
         "bi_alert_quality": ("store_id", "date", "kind"),
+        # the stock-outs per store-day, apart from the scorers (each counted once in a total)
+        "bi_stockout_recall": ("store_id", "date"),
         "bi_fleet_health": ("store_id", "date"),
         "bi_shelf_state": ("store_id", "sku", "date"),
         "bi_stockout_causes": ("store_id", "sku", "date"),

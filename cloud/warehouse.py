@@ -146,10 +146,9 @@ def _alert_quality(dialect: str) -> str:
     one raised before the shelf emptied said "empty" of a shelf that was not; on a facing without a
     sensor, ``empty_seen``: a gap scan or a full refill found it empty, nothing sold since). ``alerts``
     counts judged alerts only and ``precision`` is over them; ``unobserved`` counts those on facings
-    without a sensor that no evidence judged (``gold.alert_outcomes``). The day's
-    stock-outs (all scorers of the store, ``gold_stockouts``) and how many a forecast preceded
-    (``caught``, ``recall``) sit on the forecast rows, null on ``empty_now`` rows; a day with
-    stock-outs and no forecast has a forecast row with scorer ``(none)``.
+    without a sensor that no evidence judged (``gold.alert_outcomes``). The day's stock-outs are
+    not here: they belong to the store-day, not to a scorer or a kind, and repeated on each
+    scorer's row a total over scorers counted each several times (``bi_stockout_recall``).
     """
     ts = lambda c: _ts(c, dialect)  # noqa: E731
     q = lambda n: _q(n, dialect)  # noqa: E731
@@ -167,22 +166,35 @@ WITH ad AS (
          SUM({unseen}) AS unobserved, SUM({right}) AS true_alerts,
          SUM(CASE WHEN {kind} = '{FORECAST}' AND outcome = 'empty_after' THEN 1 ELSE 0 END) AS warned_ahead,
          AVG(CASE WHEN {kind} = '{FORECAST}' THEN lead_min END) AS mean_lead_min
-  FROM gold_alert_outcomes GROUP BY store_id, {day}, scorer, {kind}),
-sd AS (
-  SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, '{FORECAST}' AS kind, COUNT(*) AS stockouts,
-         SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught, COUNT(alerted) AS known_start
-  FROM gold_stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
-SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, {ts('COALESCE(ad.day_ms, sd.day_ms)')} AS {q('day')},
-       CAST({ts('COALESCE(ad.day_ms, sd.day_ms)')} AS DATE) AS {q('date')}, COALESCE(ad.scorer, '(none)') AS scorer,
-       COALESCE(ad.kind, sd.kind) AS kind, COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.unobserved, 0) AS unobserved,
-       COALESCE(ad.true_alerts, 0) AS true_alerts,
-       CASE WHEN COALESCE(ad.kind, sd.kind) = '{FORECAST}' THEN COALESCE(ad.warned_ahead, 0) END AS warned_ahead,
-       CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE CAST(ad.true_alerts AS {dbl}) / ad.alerts END AS {q('precision')},
-       CASE WHEN COALESCE(ad.alerts, 0) = 0 OR COALESCE(ad.kind, sd.kind) <> '{FORECAST}' THEN NULL
+  FROM gold_alert_outcomes GROUP BY store_id, {day}, scorer, {kind})
+SELECT ad.store_id, {ts('ad.day_ms')} AS {q('day')}, CAST({ts('ad.day_ms')} AS DATE) AS {q('date')}, ad.scorer,
+       ad.kind, ad.alerts, ad.unobserved, ad.true_alerts,
+       CASE WHEN ad.kind = '{FORECAST}' THEN ad.warned_ahead END AS warned_ahead,
+       CASE WHEN ad.alerts = 0 THEN NULL ELSE CAST(ad.true_alerts AS {dbl}) / ad.alerts END AS {q('precision')},
+       CASE WHEN ad.alerts = 0 OR ad.kind <> '{FORECAST}' THEN NULL
             ELSE CAST(ad.warned_ahead AS {dbl}) / ad.alerts END AS warned_ahead_share,
-       ad.mean_lead_min, sd.stockouts, sd.caught,
-       CASE WHEN COALESCE(sd.known_start, 0) = 0 THEN NULL ELSE CAST(sd.caught AS {dbl}) / sd.known_start END AS recall
-FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms AND ad.kind = sd.kind"""
+       ad.mean_lead_min
+FROM ad"""
+
+
+def _stockout_recall(dialect: str) -> str:
+    """``bi_stockout_recall``: per store and UTC day, the sensor stock-outs (``gold_stockouts``),
+    those whose start is known (``known_start``) and those a forecast the store saw preceded
+    (``caught``: ``gold.stockouts.alerted``, shadow scorers left out), and ``recall`` = caught /
+    known_start. One row per store-day, so ``stockouts``, ``known_start`` and ``caught`` add up
+    over stores and days; recall over several rows is SUM(caught) / SUM(known_start), never a sum
+    or an average of ``recall``.
+    """
+    ts = lambda c: _ts(c, dialect)  # noqa: E731
+    q = lambda n: _q(n, dialect)  # noqa: E731
+    dbl = "DOUBLE" if dialect == "duckdb" else "FLOAT"
+    return f"""
+SELECT d.store_id, {ts('d.day_ms')} AS {q('day')}, CAST({ts('d.day_ms')} AS DATE) AS {q('date')},
+       COUNT(*) AS stockouts, COUNT(d.alerted) AS known_start, COALESCE(SUM(CAST(d.alerted AS INT)), 0) AS caught,
+       CASE WHEN COUNT(d.alerted) = 0 THEN NULL
+            ELSE CAST(SUM(CAST(d.alerted AS INT)) AS {dbl}) / COUNT(d.alerted) END AS recall
+FROM (SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, alerted FROM gold_stockouts) d
+GROUP BY d.store_id, d.day_ms"""
 
 
 def _bi_views(dialect: str) -> dict[str, str]:
@@ -218,6 +230,7 @@ FROM gold_hourly_sales h
 LEFT JOIN silver_stores st ON st.store_id = h.store_id
 LEFT JOIN silver_products p ON p.sku = h.sku""",
         "bi_alert_quality": _alert_quality(dialect),
+        "bi_stockout_recall": _stockout_recall(dialect),
         "bi_fleet_health": f"""
 SELECT f.store_id, f.device_id, {ts('f.day_ms')} AS {q('day')}, CAST({ts('f.day_ms')} AS DATE) AS {q('date')}, f.events,
        f.missing, {ts('f.last_seen_ms')} AS last_seen, {lt('f.last_seen_ms')} AS last_seen_local,

@@ -77,21 +77,69 @@ def warehouse(tmp_path_factory):
 def test_alert_quality_is_per_kind_each_judged_by_its_own_promise(warehouse):
     with duckdb.connect(str(warehouse["path"]), read_only=True) as con:
         rows = con.execute("""
-            SELECT store_id, scorer, kind, alerts, true_alerts, warned_ahead, precision, mean_lead_min,
-                   stockouts, caught, recall, unobserved
+            SELECT store_id, scorer, kind, alerts, true_alerts, warned_ahead, precision, mean_lead_min, unobserved
             FROM bi_alert_quality ORDER BY store_id, kind, scorer""").fetchall()
+        recall = con.execute("SELECT store_id, stockouts, known_start, caught, recall FROM bi_stockout_recall").fetchall()
     assert rows == [
         # empty_now: right only when the shelf was empty when raised (the one raised 15 min
         # before its shelf emptied said "empty" of a shelf that was not)
-        ("s001", "model:v1", "empty_now", 4, 2, None, 0.5, None, None, None, None, 0),
+        ("s001", "model:v1", "empty_now", 4, 2, None, 0.5, None, 0),
         # forecasts: right when the shelf was empty within the horizon, warned ahead when raised
-        # before it emptied; the day's stock-outs and those a forecast preceded (2 of 3 known)
-        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 4, 2, 2 / 3, 1),
+        # before it emptied
+        ("s001", "model:v1", "empty_within_h", 4, 3, 2, 0.75, 60.0, 1),
         # alerts and precision over judged alerts: the unobserved one is counted apart
-        ("s002", "model:v1", "empty_now", 3, 3, None, 1.0, None, None, None, None, 1),
-        ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, None, None, None, 0),
-        ("s002", "shadow:model:v2", "empty_within_h", 1, 1, 1, 1.0, 20.0, None, None, None, 0),
+        ("s002", "model:v1", "empty_now", 3, 3, None, 1.0, None, 1),
+        ("s002", "model:v1", "empty_within_h", 1, 0, 0, 0.0, None, 0),
+        ("s002", "shadow:model:v2", "empty_within_h", 1, 1, 1, 1.0, 20.0, 0),
     ]
+    # the day's stock-outs and those a forecast preceded (2 of 3 known), once per store-day
+    assert recall == [("s001", 4, 3, 2, 2 / 3)]
+
+
+def _parquet_rows(table_dir) -> int:
+    """Rows of a Delta table read without the project's code: the Delta log's live files (adds
+    less removes, the standard library's JSON), counted by DuckDB's Parquet reader."""
+    import json
+
+    live: set[str] = set()
+    for commit in sorted((table_dir / "_delta_log").glob("*.json")):
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                live.add(action["add"]["path"])
+            if "remove" in action:
+                live.discard(action["remove"]["path"])
+    files = [str(table_dir / p) for p in sorted(live)]
+    if not files:
+        return 0
+    with duckdb.connect() as con:
+        return con.execute(f"SELECT COUNT(*) FROM read_parquet({files!r})").fetchone()[0]
+
+
+def test_a_power_bi_total_of_stockouts_counts_each_once_whatever_the_scorers(tmp_path):
+    # A stock-out day with three scorers (two the store saw, one shadow) and both kinds: the old
+    # bi_alert_quality repeated the day's stock-outs on every forecast scorer's row, so a total over
+    # its rows (a card, a sum by kind or scorer) counted each stock-out three times.
+    lake = LocalStorage(str(tmp_path / "lake"))
+    extra = [_alert("s001", 11, "empty_within_h", "false_alarm", scorer="rules:v1"),
+             _alert("s001", 12, "empty_within_h", "empty_after", 10.0, scorer="shadow:model:v2"),
+             _alert("s001", 13, "empty_now", "already_empty", scorer="rules:v1")]
+    later = [dict(s, start_ms=s["start_ms"] + 86_400_000, facing_id=s["facing_id"] + "-b") for s in STOCKOUTS]
+    lake.write("gold.alert_outcomes", conform("gold.alert_outcomes", pa.Table.from_pylist(ALERTS + extra)))
+    lake.write("gold.stockouts", conform("gold.stockouts", pa.Table.from_pylist(STOCKOUTS + later)))
+    wh = build_warehouse(lake, tmp_path / "wh.duckdb")
+    gold = _parquet_rows(tmp_path / "lake" / "gold" / "stockouts")
+    assert gold == 8
+    with duckdb.connect(str(wh), read_only=True) as con:
+        total, known, caught = con.execute(
+            "SELECT SUM(stockouts), SUM(known_start), SUM(caught) FROM bi_stockout_recall").fetchone()
+        days = con.execute("SELECT COUNT(*), COUNT(DISTINCT (store_id, date)) FROM bi_stockout_recall").fetchone()
+        quality = {d[0] for d in con.execute("SELECT * FROM bi_alert_quality LIMIT 0").description}
+        scorers = con.execute("SELECT COUNT(DISTINCT scorer) FROM bi_alert_quality WHERE store_id = 's001'").fetchone()
+    assert (total, known, caught) == (gold, 6, 4)
+    assert days == (2, 2)  # one row per store-day
+    assert scorers == (3,)  # the three scorers still judged apart
+    assert not quality & {"stockouts", "caught", "recall"}  # nothing to double count left there
 
 
 def test_the_report_figures_count_each_kind_apart(warehouse):
