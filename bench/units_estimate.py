@@ -26,11 +26,17 @@ from models.replay import replay_features, sample_instants
 _U, _S, _K = FEATURES.index("units_est"), FEATURES.index("has_sensor"), FEATURES.index("sku_facings")
 
 
+def _heartbeat_h(root: Path) -> float:
+    """The scenario's sensor heartbeat, hours (``firmware_sim`` default 180 min)."""
+    info = json.loads((root / "scenario.json").read_text())
+    return float(((info.get("scenario") or {}).get("devices") or {}).get("heartbeat_min", 180)) / 60.0
+
+
 def estimate_rows(root: Path, stores: list[str] | None, *, warmup_days: float = 3.0, every_min: int = 30,
                   horizon_h: float = 2.0, arrival: bool = True) -> dict[str, np.ndarray]:
     """Per row: the estimate, the true units and the slice columns, for every store of ``root``."""
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("est", "true", "sensor", "shared", "watched", "untrusted", "store",
-                                                         "facing", "t")}
+                                                         "facing", "t", "age_h", "sib_age_h", "heartbeat_h")}
     for h in load_history(root, stores=stores, prefix=root.name):
         first = h.start_ms + int(warmup_days * DAY_MS)
         instants = sample_instants(first, h.end_ms - int(horizon_h * HOUR_MS), every_min=every_min)
@@ -50,7 +56,43 @@ def estimate_rows(root: Path, stores: list[str] | None, *, warmup_days: float = 
         out["store"].append(rows.store.astype(str))
         out["facing"].append(rows.facing.astype(str))
         out["t"].append(rows.t)
+        # Sensor silence (issue 11): hours since the facing's last reading event (event time; inf
+        # when none yet) and the longest such silence among its SKU's other sensored facings.
+        reads: dict[str, list[int]] = {}
+        for e in h.events:
+            if e["type"] == "shelf.reading":
+                f = e.get("facing_id") or (e.get("data") or {}).get("facing_id")
+                reads.setdefault(f, []).append(int(e["ts"]))
+        age = np.full(len(rows.t), np.inf)
+        for f, ts in reads.items():
+            m = rows.facing == f
+            ts_sorted = np.sort(np.array(ts, dtype=np.int64))
+            k = np.searchsorted(ts_sorted, rows.t[m], side="right")
+            age[m] = np.where(k > 0, (rows.t[m] - ts_sorted[np.maximum(k - 1, 0)]) / HOUR_MS, np.inf)
+        sib = np.full(len(rows.t), -np.inf)
+        for f in np.unique(rows.facing):
+            sibs = [g.facing_id for g in h.facings if g.sku == sku_of[f] and g.facing_id != f and g.has_sensor]
+            for g in sibs:
+                mf, mg = rows.facing == f, rows.facing == g
+                if mf.sum() == mg.sum() and np.array_equal(rows.t[mf], rows.t[mg]):
+                    sib[mf] = np.maximum(sib[mf], age[mg])
+        out["age_h"].append(age)
+        out["sib_age_h"].append(sib)
+        out["heartbeat_h"].append(np.full(len(rows.t), _heartbeat_h(root)))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _stats(e: np.ndarray) -> dict:
+    n = len(e)
+    return {
+        "rows": n,
+        "exact": round(float(np.mean(np.abs(e) < 0.5)), 4) if n else None,
+        "over": round(float(np.mean(e >= 0.5)), 4) if n else None,
+        "over_gt2": round(float(np.mean(e > 2.5)), 4) if n else None,
+        "under": round(float(np.mean(e <= -0.5)), 4) if n else None,
+        "under_gt2": round(float(np.mean(e < -2.5)), 4) if n else None,
+        "mae": round(float(np.mean(np.abs(e))), 3) if n else None,
+    }
 
 
 def slices(r: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -66,17 +108,14 @@ def slices(r: dict[str, np.ndarray]) -> dict[str, dict]:
         name = (f"{'sensor' if sensor else 'no sensor'}, {'shared' if shared else 'single'} SKU"
                 + (", untrusted" if untrusted else ", believed" if sensor else "")
                 + ("" if watched is None else ", a sibling sensored" if watched else ", no sibling sensored"))
-        n = int(m.sum())
-        e = err[m]
-        res[name] = {
-            "rows": n,
-            "exact": round(float(np.mean(np.abs(e) < 0.5)), 4) if n else None,
-            "over": round(float(np.mean(e >= 0.5)), 4) if n else None,
-            "over_gt2": round(float(np.mean(e > 2.5)), 4) if n else None,
-            "under": round(float(np.mean(e <= -0.5)), 4) if n else None,
-            "under_gt2": round(float(np.mean(e < -2.5)), 4) if n else None,
-            "mae": round(float(np.mean(np.abs(e))), 3) if n else None,
-        }
+        res[name] = _stats(err[m])
+    # Silent sensors (issue 11): shared SKUs, a sensored facing not heard for over one heartbeat
+    # (it reports every change and a heartbeat), and the sensorless siblings of such a facing.
+    silent = r["sensor"] & r["shared"] & (r["age_h"] > r["heartbeat_h"])
+    sib = ~r["sensor"] & r["shared"] & (r["sib_age_h"] > r["heartbeat_h"])
+    for name, m in (("sensor, shared SKU, silent > 1 heartbeat", silent),
+                    ("no sensor, shared SKU, a sensored sibling silent > 1 heartbeat", sib)):
+        res[name] = _stats(err[m])
     return res
 
 
