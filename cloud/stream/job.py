@@ -137,6 +137,37 @@ class StreamJob:
 
     # ---- the loop ------------------------------------------------------------------------
 
+    def _check_continuity(self, proc: PartitionProcessor, msgs: Sequence[ReceivedMessage]) -> None:
+        """Count and log the messages between the state's position and the first one the source
+        delivered: hub sequence numbers run without holes within a partition, and the checkpoint
+        never runs ahead of the snapshot, so a hole means this lake's ``stream.state`` is behind
+        the consumer group's checkpoint (a new lake or one restored from a backup, read with a
+        consumer group another lake already moved; or messages expired from the hub's retention).
+        Those messages are never read by this job: its windows and alerts miss them."""
+        self._count_hole(proc, min(m.sequence_number for m in msgs))
+
+    def _check_checkpoints(self) -> None:
+        """At start, where the source tells its checkpoints (the embedded hub's reader): a partition
+        whose checkpoint is ahead of this lake's state will never deliver the messages in between;
+        count and log them now (also when no new message comes), and move the state past them."""
+        checkpoints = getattr(self.source, "checkpoints", None)
+        if checkpoints is None:
+            return
+        for part, seq in sorted(checkpoints().items()):
+            proc = self._processor(part)
+            self._count_hole(proc, seq + 1)
+            proc.state.position = max(proc.state.position, seq)
+
+    def _count_hole(self, proc: PartitionProcessor, first: int) -> None:
+        missed = first - proc.state.position - 1
+        if missed > 0:
+            proc.state.count("skipped_messages", missed)
+            self._dirty.add(proc.state.partition)
+            log.warning("partition %s: %d hub messages before sequence number %d were never read: the consumer "
+                        "group's checkpoint is ahead of this lake's stream.state (a new or restored lake with a used "
+                        "--consumer-group, or messages past the hub's retention); their windows, alerts and "
+                        "anomalies are missing", proc.state.partition, missed, first)
+
     def process_batch(self, batch: Sequence[ReceivedMessage]) -> dict[str, int]:
         """Run one received batch through the operators and commit its rows; return rows per table."""
         by_part: dict[str, list[ReceivedMessage]] = {}
@@ -147,6 +178,7 @@ class StreamJob:
         for part, msgs in sorted(by_part.items()):
             proc = self._processor(part)
             before = proc.state.position
+            self._check_continuity(proc, msgs)
             rows = proc.process(msgs)
             if proc.state.position == before:
                 continue
@@ -188,6 +220,7 @@ class StreamJob:
             TransportError: the source failed.
         """
         stop = stop or threading.Event()
+        self._check_checkpoints()
         while not stop.is_set():
             batch = self.source.receive(max_messages=self.max_messages, max_wait_s=1.0)
             if batch:
@@ -214,5 +247,7 @@ class StreamJob:
     def summary(self) -> str:
         c = self.counters()
         rows = ", ".join(f"{k.split('.')[1]} {v}" for k, v in self.stats["rows"].items())
-        return (f"{self.stats['messages']} messages, {c.get('events', 0)} events ({c.get('duplicates', 0)} duplicates, "
-                f"{c.get('late_events', 0)} late); rows: {rows}")
+        skipped = f", {c['skipped_messages']} never read (checkpoint ahead of the lake's state)" \
+            if c.get("skipped_messages") else ""
+        return (f"{self.stats['messages']} messages{skipped}, {c.get('events', 0)} events ({c.get('duplicates', 0)} "
+                f"duplicates, {c.get('late_events', 0)} late); rows: {rows}")

@@ -193,3 +193,56 @@ def test_the_dashboard_lists_the_anomalies_the_stream_found(tmp_path):
     assert "<tr><td>2026-01-05 09:00</td><td>s001</td><td>gateway silent</td>" in section
     assert "<tr><td>2026-01-05 03:02</td><td>s002</td><td>phantom stock (count it)</td>" in section
     assert "UTC" not in section
+
+
+def test_a_lake_whose_state_is_behind_the_consumer_groups_checkpoint_says_what_it_never_read(tmp_path, caplog):
+    """The checkpoint lives with the hub, the state in the lake: a new (or restored) lake read with
+    a consumer group another lake already moved starts at the checkpoint. Found from outside (the
+    demo's hub read into a second lake: 0 rows, no word); the job now counts and logs the hole."""
+    t0 = 1_767_600_000_000
+    clock = SimClock(t0)
+    hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
+
+    def send(seq: int) -> None:
+        ts = t0 + seq * MINUTE_MS
+        clock.advance_to(ts)
+        event = make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=seq, ts=ts,
+                           data={"txn_id": f"t{seq}", "register": "r01", "line": 1, "sku": "k1", "qty": 1,
+                                 "price_cents": 100}) | {"received_at": ts}
+        msg = encode_batch([event], store_id="s001")
+        hub.send("gw-s001", msg.body, msg.properties)
+
+    def run(lake: Path) -> StreamJob:
+        with LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as source:
+            job = StreamJob(open_storage(str(lake)), source)
+            job.run(once=True)
+        return job
+
+    for seq in range(3):
+        send(seq)
+    first = run(tmp_path / "lake-a")
+    assert first.stats["messages"] == 3 and "skipped_messages" not in first.counters()
+    for seq in range(3, 5):
+        send(seq)
+    with caplog.at_level("WARNING", logger="cloud.stream.job"):
+        other = run(tmp_path / "lake-b")
+    assert other.stats["messages"] == 2
+    assert other.counters()["skipped_messages"] == 3
+    assert "3 never read" in other.summary()
+    assert "3 hub messages before sequence number 3 were never read" in caplog.text
+    # Read on where its state is, the second lake finds no new hole.
+    send(5)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cloud.stream.job"):
+        resumed = run(tmp_path / "lake-b")
+    assert resumed.stats["messages"] == 1 and resumed.counters()["skipped_messages"] == 3
+    assert "never read" not in caplog.text
+    # The first lake's state is at 2: the second lake's runs moved the checkpoint past 3-5.
+    send(6)
+    hub.close()
+    behind = run(tmp_path / "lake-a")
+    assert behind.stats["messages"] == 1 and behind.counters()["skipped_messages"] == 3
+    # A new lake on a hub with nothing new: the hole is told at start, and kept in the state.
+    fresh = run(tmp_path / "lake-c")
+    assert fresh.stats["messages"] == 0 and fresh.counters()["skipped_messages"] == 7
+    assert run(tmp_path / "lake-c").counters()["skipped_messages"] == 7
