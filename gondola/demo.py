@@ -473,6 +473,7 @@ def format_summary(summary: dict) -> str:
         ("  on shelves already empty", al["forecast_outcomes"]["on_empty_shelf"]),
         ("  false (no stock-out within H)", al["forecast_outcomes"]["false"]),
         ("detections (empty_now) raised", al["empty_now"]["raised"]),
+        ("  stock-outs found (share of all)", _fmt(al["empty_now"].get("detected"))),
         ("  precision (shelf empty when raised)", _fmt(al["empty_now"].get("precision"))),
         ("  median delay after empty (min)", _fmt(al["empty_now"].get("median_delay_min"))),
     ]
@@ -511,7 +512,8 @@ def format_summary(summary: dict) -> str:
         ("seconds", summary["seconds"]["total"]),
     ]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    table = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return f"{table}\n\nwhat each figure means: docs/summary.md (the keys of summary.json)"
 
 
 def _fmt(x) -> str:

@@ -86,3 +86,25 @@ def test_component_warnings_go_to_a_log_file_not_the_demos_terminal(tmp_path):
     assert proc.stderr == "after the demo\n"  # only the line logged after the block reached the terminal
     lines = log.read_text().splitlines()
     assert len(lines) == 1 and lines[0].endswith("WARNING edge.collector: quarantined a message from device d1: bad_json")
+
+
+def test_the_printed_table_says_how_many_stock_outs_the_detections_found_and_where_figures_are_defined():
+    """Read as a store manager would (outside check): the table gave the detections' precision
+    and delay but not how many of the empty shelves they found, and named no page defining its
+    figures."""
+    from gondola.demo import format_summary
+
+    summary = {
+        "devices": {"emitted": {"pos.line": 10}, "sent_messages": {"pos.line": 10}},
+        "gateways": {"committed": 10, "quarantined": 0, "uplinked": 12, "seq_gaps": 0, "scorer": ["m1"]},
+        "tables": {"bronze.events": 12}, "cloud": {"duplicates_removed": 0},
+        "alerts": {"ground_truth_stockouts": 8, "stockouts_starting_with_stock": 5, "raised": 4, "alerts": 1,
+                   "precision": 1.0, "recall": 0.2, "median_lead_min": 30.0,
+                   "forecast_outcomes": {"warned_ahead": 1, "on_empty_shelf": 0, "false": 0},
+                   "empty_now": {"raised": 3, "precision": 1.0, "detected": 0.375, "median_delay_min": 11.0}},
+        "paths": {"dashboard": "d.html", "warehouse": "w.duckdb"}, "seconds": {"total": 1.0},
+    }
+    text = format_summary(summary)
+    [found] = [line for line in text.splitlines() if line.startswith("  stock-outs found (share of all)")]
+    assert found.split()[-1] == "0.38"
+    assert text.endswith("docs/summary.md (the keys of summary.json)")
