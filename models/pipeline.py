@@ -334,8 +334,13 @@ def format_table(results: dict[str, dict]) -> str:
 #: on the pooled validation stores; the busier source made 3.9 of both kinds there, and a
 #: busier held-out set 5.5.)
 FALSE_ALERT_BUDGET = 4.0
-#: Precision the ``empty_now`` threshold must reach on validation facings without a sensor.
-EMPTY_NOW_PRECISION = 0.85
+#: Precision the ``empty_now`` threshold must reach on validation facings without a sensor, on
+#: EVERY validation source: the goal is 0.8 on every store, and 0.1 is left for stores unlike the
+#: validation ones. (Before: 0.85 on the pooled validation stores; retrained on the rows of rules
+#: version 12 it fell to 0.88-0.95, a source of busier stores sat at 0.75 inside the pool, and
+#: four held-out sets fell under 0.8. Picked on five sources, a sixth fell up to 0.08 under the
+#: others at 0.85 on every source, never under 0.8 at 0.9: docs/model.md.)
+EMPTY_NOW_PRECISION = 0.90
 
 
 def _sensored(rows) -> np.ndarray:
@@ -428,7 +433,11 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     * ``empty_now``: the lowest threshold of the detector (``now``, default
       ``models.scoring.empty_now_prob`` with the forecast scores as the evidence of facings
       without a believed sensor) whose alerts on facings without a sensor reach
-      ``precision`` (facings with a sensor score 0 or 1 and do not move it);
+      ``precision`` on every validation source (:func:`_source_masks`), searched over the
+      detector's scores of those facings from 0.5 up (every level of an int8 model's output);
+      facings with a sensor score 0 or 1 and do not move it. The pool of sources hid one at
+      0.75 and the threshold did not hold out (docs/model.md, *An empty_now threshold that
+      holds out*);
     * ``empty_within_h``: the lowest forecast threshold whose false alerts of both kinds per
       store-day (replayed as the gateway raises them) stay within ``budget`` on every
       validation source (:func:`_source_masks`), searched over the scores of rows whose shelf
@@ -437,7 +446,7 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     """
     now = empty_now_prob(val.rows.X, model=forecast) if now is None else now
     cache: dict = {}
-    goals = {"empty_now": f"precision >= {precision} on facings without a sensor",
+    goals = {"empty_now": f"precision >= {precision} on facings without a sensor on every source",
              "empty_within_h": f"false alerts of both kinds <= {budget} a store-day on every source; "
                                "false empty_now alerts alone may exceed it"}
     no_sensor = val.rows.X[:, FEATURES.index("has_sensor")] < 0.5  # untrusted sensors too: the till decides
@@ -456,23 +465,26 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
                 lo = mid + 1
         return float(cands[lo])
 
+    masks = _source_masks(val)
+    parts = [(val, forecast, now, cache)] if len(masks) == 1 else [
+        (val.subset(m), forecast[m], now[m], {}) for m in masks]
+
     ns_scores = now[no_sensor]
-    cands = np.unique(np.quantile(ns_scores, np.linspace(0.5, 0.999, 40))) if len(ns_scores) else np.array([0.95])
+    high = ns_scores[ns_scores >= 0.5]
+    cands = np.quantile(high, np.linspace(0.0, 0.999, 200)) if len(high) else np.array([0.95])
     cands = np.clip(cands, 0.5, 0.9999)
 
     def now_ok(th: float) -> bool:
-        m = _kinds(val, np.zeros(len(val)), now, 1.0, th, horizon_h, cache)
-        p = m["empty_now_no_sensor_precision"]
-        return p is None or p >= precision
+        for rows, _, det, part_cache in parts:
+            p = _kinds(rows, np.zeros(len(rows)), det, 1.0, th, horizon_h, part_cache)["empty_now_no_sensor_precision"]
+            if p is not None and p < precision:
+                return False
+        return True
 
     now_at = bisect(np.unique(cands), now_ok, "empty_now")
     ahead = forecast[~val.empty_now]
     cands = np.unique(np.quantile(ahead, 1.0 - np.geomspace(0.3, 1e-4, 48))) if len(ahead) else np.array([0.5])
     cands = np.clip(cands, 1e-4, 0.9999)
-
-    masks = _source_masks(val)
-    parts = [(val, forecast, now, cache)] if len(masks) == 1 else [
-        (val.subset(m), forecast[m], now[m], {}) for m in masks]
 
     def fc_ok(th: float) -> bool:
         for rows, fc, det, part_cache in parts:

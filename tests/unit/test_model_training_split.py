@@ -112,3 +112,33 @@ def test_false_empty_now_alerts_count_against_the_forecast_budget_and_an_unmeeta
     with caplog.at_level("WARNING", logger="models.pipeline"):
         pick_kind_thresholds(val, p, 2.0, now=detections(7), budget=6.0)
     assert [r for r in caplog.records if "empty_within_h threshold" in r.getMessage()]
+
+
+
+def _noon_detections(good: str, bad: str) -> tuple[LabelledRows, np.ndarray]:
+    """Facings without a sensor, one day; at noon each of the first five facings of a store is
+    scored "empty now": the good store's five are empty (0.9); the bad store's two empty ones
+    score 0.97 and its three stocked ones 0.9."""
+    from gondola.clock import MINUTE_MS
+
+    val, _ = _day_of_forecasts([good, bad], {})
+    noon = int(val.rows.t.min()) + 24 * 30 * MINUTE_MS
+    now = np.zeros(len(val))
+    for k, (store, scores) in enumerate({good: [0.9] * 5, bad: [0.97, 0.97, 0.9, 0.9, 0.9]}.items()):
+        for i, v in enumerate(scores):
+            now[(k * 10 + i) * 49 + 24] = v
+            if store == good or i < 2:
+                val.stockouts.append((store, f"f{i}", noon - 10 * MINUTE_MS, noon + 60 * MINUTE_MS))
+    return val, now
+
+
+def test_the_empty_now_threshold_reaches_its_precision_on_every_validation_source():
+    from models.pipeline import pick_kind_thresholds
+
+    # Pooled, 0.9 is 7 right of 10: a pool rule for 0.7 stops there while the bad source is 2 of 5.
+    val, now = _noon_detections("good/s1", "bad/s1")
+    fc = np.full(len(val), 0.01)
+    assert 0.9 < pick_kind_thresholds(val, fc, 2.0, now=now, precision=0.7)["empty_now"] <= 0.97
+    # Stores that name no source are one pool: 0.9 meets 0.7 there.
+    plain, now = _noon_detections("s1", "s2")
+    assert 0.5 <= pick_kind_thresholds(plain, fc, 2.0, now=now, precision=0.7)["empty_now"] <= 0.9
