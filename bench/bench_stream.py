@@ -18,23 +18,26 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
   the rule without it (the same hub read twice, two consumer groups and lakes) on the training
   seeds (1-7, 23), the held-out seeds (41-43) and the fresh ones (51-52); every kind's totals of
   the run with the record are kept too.
-* ``till``: ``till_silent`` as it is beside the previous rule (``PREVIOUS_TILL``: the evidence
-  judged at the ticks only, shares from the store's 100th basket) on the same hubs, per seed set
-  (training, held-out, fresh, fresh after the held-out look).
+* ``till``: ``till_silent`` as it is beside the previous rule (``PREVIOUS_TILL``: the store's
+  baskets in a lane's silence counted in its share at once before the store's 30th basket) on the
+  same hubs, per seed set (training, held-out, fresh, fresh after the held-out look, fresh of
+  session 7).
 * ``band``: ``demand_band`` with the exposure rule and the products' categories, beside the same
   rule without the categories and the rule in force ("previous": best share of the last days,
   early part of the day), on the same hubs per seed set (training, held-out, fresh); the job runs without cloud
   scoring (the detectors do not read it).
 * ``cloud_vs_gateway``: gateways scoring with the same model, some silent or with a broken model:
-  the divergence flag against the truth, and the precision of the forecasts the cloud raises for a
-  silent store beside the gateways' own (a forecast is right when its shelf is empty within the
-  horizon).
+  the divergence flag against the truth (beside the previous rule, ``PREVIOUS_DIVERGENCE``: no
+  lasting disagreement, a second job on the same hub), and the precision of the forecasts the
+  cloud raises for a silent store beside the gateways' own (a forecast is right when its shelf is
+  empty within the horizon).
 
 Environment (each checked, a bad value stops the run with the variable named):
 ``BENCH_STREAM_PARTS`` (comma-separated parts above, default all; the others are carried over from
 the results file), ``BENCH_STREAM_PHANTOM_SETS`` (sets of ``phantom``: training, held_out, fresh;
 default all), ``BENCH_STREAM_TILL_SETS`` (sets of ``till``, default all; the others are carried
-over), ``BENCH_STREAM_WORKERS`` (seeds run at once by ``phantom`` and ``till``, default 4),
+over), ``BENCH_STREAM_WORKERS`` (seeds run at once by ``phantom``, ``till`` and
+``cloud_vs_gateway``, default 4),
 ``BENCH_STREAM_CVG_SEEDS`` (more seeds for ``cloud_vs_gateway``, e.g. ``62,63``).
 """
 
@@ -334,12 +337,14 @@ def _phantom(quick: bool) -> dict:
 #: ``till``: the seed sets of docs/stream.md; ``fresh_after_held_out`` was drawn after the rule's
 #: backlog change had been made from a held-out miss, and is the figure of record.
 TILL_SETS = {"training": [1, 2, 3, 4, 5, 6, 7, 23], "held_out": [41, 42, 43], "fresh": [51, 52],
-             "fresh_after_held_out": [71, 72, 73, 74]}
+             "fresh_after_held_out": [71, 72, 73, 74], "fresh_session7": [91, 92, 93, 94]}
 
 
-#: part ``till``'s previous rule: the evidence rule before it judged in the events' time and
-#: before a lane's share counted from the store's 30th basket with a prior (docs/stream.md)
-PREVIOUS_TILL = dict(till_event_time=False, till_share_from=100, till_share_prior=0.0)
+#: part ``till``'s previous rule: before the store's baskets in a lane's silence waited for it to
+#: speak before its share counted them, also before the store's 30th basket (docs/stream.md)
+PREVIOUS_TILL = dict(till_share_after_silence=False)
+#: part ``cloud_vs_gateway``'s previous ``alert_divergence`` rule: without the lasting disagreement
+PREVIOUS_DIVERGENCE = dict(divergence_lasting_ticks=0)
 
 
 def _till_seed(seed: int, quick: bool) -> dict:
@@ -413,6 +418,12 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
     run = run_sim_stores(root, stores=stores, skus=skus, days=days, seed=seed, faults={}, partitions=2,
                          gateway_faults=GatewayFaults(uplink_down=0.5, model_broken=0.2), alerters=alerters)
     run_job(run, scorer=scorer)
+    from cloud.stream.detectors import DetectorConfig
+    from cloud.stream.pipeline import StreamConfig
+
+    run_job(run, scorer=scorer, config=StreamConfig(detectors=DetectorConfig(**PREVIOUS_DIVERGENCE)),
+            group="cloud-stream-previous", lake=root / "lake-previous")
+    previous = score_detectors(run, run.table("stream.anomalies", root / "lake-previous"))["alert_divergence"]
     horizon = int(scorer.horizon_h * 3_600_000)
     raised = [r for r in run.table("stream.alerts") if r["kind"] == "empty_within_h" and r["state"] == "raised"]
     # Instants and silences inside the run, with the truth known for a whole horizon after the
@@ -442,7 +453,7 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
            # data while its uplink is down; what the store's staff see on site).
            "held_gateway_own_silent_1h": held_precision(run, [c for x in alerters.values() for c in x.changes],
                                                         silent_at, horizon),
-           "divergence": score_detectors(run)["alert_divergence"],
+           "divergence": score_detectors(run)["alert_divergence"], "divergence_previous_rule": previous,
            "gateway_alerts": alert_precision(run, [a for x in alerters.values() for a in x.raised], horizon),
            "cloud_alerts_gateway_alive": alert_precision(run, alive, horizon),
            "cloud_alerts_gateway_silent_1h": alert_precision(run, silent, horizon),
@@ -450,6 +461,13 @@ def _cloud_vs_gateway(scorer, seed: int, stores: int, days: float) -> dict:
            "silent_hours": round(sum(min(w.end_ms, last) - w.start_ms for w in down) / 3.6e6, 1)}
     shutil.rmtree(root, ignore_errors=True)
     return out
+
+
+def _cvg_seed(seed: int, size: tuple[int, float]) -> dict:
+    """One seed of part ``cloud_vs_gateway`` in its own process (the scorer opened there)."""
+    from models.runtime import DEFAULT_MODEL, open_scorer
+
+    return _cloud_vs_gateway(open_scorer(DEFAULT_MODEL, None), seed, *size)
 
 
 def env_names(var: str, known: tuple[str, ...]) -> list[str]:
@@ -615,15 +633,25 @@ def _run(quick: bool, parts: list[str]) -> dict:
         # the cloud beside its own gateways), e.g. "62,63" and seeds never looked at.
         more = [int(x) for x in os.environ.get("BENCH_STREAM_CVG_SEEDS", "").split(",") if x.strip()]
         size = (3, 2.0) if quick else (6, 3.0)
-        cvg = result["cloud_vs_gateway"] = _cloud_vs_gateway(scorer, 61, *size)
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(env_workers()) as pool:  # each seed in its own process
+            seeds = [61] + [s for s in more if s != 61]
+            per_seed = dict(zip(seeds, pool.map(_cvg_seed, seeds, [size] * len(seeds))))
+        cvg = result["cloud_vs_gateway"] = per_seed[61]
         print(f"cloud vs gateway: {json.dumps(cvg)}")
         if more:
-            cvg["other_seeds"] = {str(seed): _cloud_vs_gateway(scorer, seed, *size) for seed in more}
+            cvg["other_seeds"] = {str(seed): per_seed[seed] for seed in seeds[1:]}
             runs = [cvg] + list(cvg["other_seeds"].values())
             for r in runs:
                 c, g = r["held_gateway_silent_1h"], r["held_gateway_own_silent_1h"]
                 print(f"  seed {r['seed']}: cloud in silences {c['right']}/{c['held']}, its gateways "
-                      f"{g['right']}/{g['held']}, divergence {r['divergence']['right']}/{r['divergence']['detections']}")
+                      f"{g['right']}/{g['held']}, divergence {r['divergence']['right']}/{r['divergence']['detections']} "
+                      f"found {r['divergence']['found']}/{r['divergence']['truth']} (previous rule "
+                      f"{r['divergence_previous_rule']['right']}/{r['divergence_previous_rule']['detections']} found "
+                      f"{r['divergence_previous_rule']['found']}/{r['divergence_previous_rule']['truth']})")
             cvg["all_seeds"] = {k: {f: sum(r[k][f] for r in runs) for f in ("held", "right")}
                                 for k in ("held_gateway_silent_1h", "held_gateway_own_silent_1h")}
+            for k in ("divergence", "divergence_previous_rule"):
+                cvg["all_seeds"][k] = {f: sum(r[k][f] for r in runs) for f in ("detections", "right", "truth", "found")}
     return result

@@ -31,7 +31,9 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   closed while it lasts), and an hour it never saw counts at its all-day rate (a lane on its
   first day). A lane's share counts from the store's ``till_share_from``-th basket, with
   ``till_share_prior`` baskets at 1 / lanes in it (a lane silent since the store's first baskets
-  has a lane's share, not the near 0 its silence would teach it). Judged at each tick and, for
+  has a lane's share, not the near 0 its silence would teach it); the store's baskets in its
+  silence count in its share only once it speaks, before that 30th basket too
+  (``till_share_after_silence``). Judged at each tick and, for
   the baskets a tick has passed already (a drained backlog), at each basket another lane took,
   in the events' time (``till_event_time``). Score: the log evidence; the evidence names the
   baskets it missed.
@@ -80,7 +82,10 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
 * ``alert_divergence``: (run only while the gateway is alive) the gateway's raised alerts and
   the cloud's ``empty_within_h`` alerts disagree on at least ``divergence_min`` facings and on
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
-  a row, and not within ``divergence_grace_ms`` after the cloud last scored the store as silent
+  a row, or on the same ``divergence_lasting_min`` facings (or more) for
+  ``divergence_lasting_ticks`` ticks in a row (a broken model whose few forecasts the cold-start
+  rule lets through keeps them wrong for hours; two healthy scorers differ on a decided facing
+  for a tick or two), and not within ``divergence_grace_ms`` after the cloud last scored the store as silent
   (after a silence the cloud's state catches up with the gateway's backlog while the gateway
   scores the shelves it saw all along: the two differ without a broken model). Compared only on
   facings where the cloud's own score decides the state: not those it alerts ``empty_now`` (no
@@ -133,10 +138,21 @@ class DetectorConfig:
     #: ... and baskets of prior weight at 1 / lanes known in its overall share (a lane that took
     #: one of the store's first baskets and fell silent has a share of about a lane's, not ~0)
     till_share_prior: float = 30.0
+    #: the store's baskets in a lane's silence count in its share only once it speaks, also
+    #: before the store's ``till_share_from``-th basket (False, the previous rule: those counted
+    #: at once, so a lane down from the store's first baskets learned a share of about 0.05 -
+    #: 0.15 from its own silence and gathered evidence at a third of the pace)
+    till_share_after_silence: bool = True
     divergence_min: int = 3
     divergence_share: float = 0.5
     divergence_ticks: int = 3
     divergence_grace_ms: int = 60 * MINUTE_MS
+    #: ... or the same ``divergence_lasting_min`` facings (at least) in the disagreement for
+    #: ``divergence_lasting_ticks`` ticks in a row: a broken model that raises few forecasts (the
+    #: cold-start rule holds most back) keeps them wrong for hours, healthy scorers do not (0: off,
+    #: the previous rule)
+    divergence_lasting_ticks: int = 4
+    divergence_lasting_min: int = 2
     backlog_fresh_ms: int = 10 * MINUTE_MS
     backlog_reports: int = 4
     backlog_min_rows: int = 50
@@ -383,6 +399,7 @@ class StoreWatch:
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
     divergent_ticks: int = 0
     divergent_since: int | None = None
+    divergent_run: dict = field(default_factory=dict)  # facing -> [since, ticks in a row] in the disagreement
     silent_scored_at: int | None = None  # the last tick the cloud scored this store as silent
     last_tick: int | None = None
     pos_profile: _Profile = field(default_factory=_Profile)
@@ -413,6 +430,7 @@ class StoreWatch:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("divergent_run", {})  # a snapshot from before the lasting disagreement
         self.__dict__.setdefault("band_totals", [])  # a snapshot from before demand_band's early part of the day
         for name in ("band_pos", "band_hist", "band_rate"):
             self.__dict__.setdefault(name, {})  # a snapshot from before demand_band's exposure
@@ -626,12 +644,17 @@ class StoreWatch:
                  and ts <= self.last_tick and sum(self.profile.observed_ms) >= cfg.warmup_ms)
         for device, other in sorted(self.registers.items()):
             if other is not lane:
-                if ts > other.last_ts and other.store_up >= cfg.till_share_from:  # it missed its share of it
-                    other.miss(hour, ts, cfg.till_share_prior, len(self.registers))
+                silent = ts > other.last_ts
+                if silent and (cfg.till_share_after_silence or other.store_up >= cfg.till_share_from):
+                    # Counted in its share only when it speaks (``_sale``), and missed once the
+                    # store has had its till_share_from-th basket: a lane silent since the store's
+                    # first baskets must not learn a small share from its silence meanwhile.
                     if learn:
                         other.others_hour[hour] += 1
-                    if judge:
-                        rows += self._till_judge(device, other, ts, cfg)
+                    if other.store_up + sum(other.others_hour) >= cfg.till_share_from:  # it missed its share of it
+                        other.miss(hour, ts, cfg.till_share_prior, len(self.registers))
+                        if judge:
+                            rows += self._till_judge(device, other, ts, cfg)
                 elif learn:
                     other.store_up += 1
                     other.store_hour[hour] += 1
@@ -965,7 +988,7 @@ class StoreWatch:
             return []
         if not any(o is not lane and t - o.last_ts < cfg.till_silent_ms for o in self.registers.values()):
             return []
-        expected, share = lane.missed, lane.baskets / max(lane.store_up, 1)
+        expected, share = lane.missed, lane.share(_hour(t), cfg.till_share_prior, len(self.registers))
         usual = lane.profile.expected(lane.last_ts, t)
         if usual < cfg.till_usual_min:
             return []
@@ -979,27 +1002,38 @@ class StoreWatch:
 
     def compare_alerts(self, t: int, cloud_raised: set[str], cfg: DetectorConfig,
                        undecided: set[str] | frozenset[str] = frozenset()) -> list[dict]:
-        """Flag a gateway whose alerts disagree with the cloud's (stale or broken model); the
-        ``undecided`` facings are not compared (see the module docstring)."""
+        """Flag a gateway whose alerts disagree with the cloud's (stale or broken model): on
+        ``divergence_min`` facings or more (and most of them) ``divergence_ticks`` ticks in a row,
+        or on the same ``divergence_lasting_min`` facings ``divergence_lasting_ticks`` ticks in a
+        row; the ``undecided`` facings are not compared (see the module docstring)."""
         if self.silent_scored_at is not None and t - self.silent_scored_at < cfg.divergence_grace_ms:
             self.divergent_ticks = 0  # the cloud is still catching up after a silence
+            self.divergent_run = {}
             return []
         cloud_raised = cloud_raised - undecided
         gateway_raised = self.gateway_raised - undecided
         union = cloud_raised | gateway_raised
         diff = cloud_raised ^ gateway_raised
         share = len(diff) / len(union) if union else 0.0
+        runs = self.divergent_run
+        self.divergent_run = runs = {f: [runs[f][0], runs[f][1] + 1] if f in runs else [t, 1] for f in diff}
+        lasting = sorted(f for f, (_, n) in runs.items() if n >= cfg.divergence_lasting_ticks)
+        lasts = cfg.divergence_lasting_ticks > 0 and len(lasting) >= cfg.divergence_lasting_min
         if len(diff) >= cfg.divergence_min and share > cfg.divergence_share:
             if self.divergent_ticks == 0:
                 self.divergent_since = t
             self.divergent_ticks += 1
         else:
             self.divergent_ticks = 0
+        if self.divergent_ticks == 0 and not lasts:
             self.open.discard("alert_divergence")
-        if self.divergent_ticks >= cfg.divergence_ticks and "alert_divergence" not in self.open:
+        if (self.divergent_ticks >= cfg.divergence_ticks or lasts) and "alert_divergence" not in self.open:
             self.open.add("alert_divergence")
-            return [self._row(t, "alert_divergence", self.store_id, share, self.divergent_since or t, {
+            wide = self.divergent_ticks >= cfg.divergence_ticks
+            since = (self.divergent_since or t) if wide else min(runs[f][0] for f in lasting)
+            return [self._row(t, "alert_divergence", self.store_id, share, since, {
                 "cloud_only": sorted(cloud_raised - gateway_raised)[:20],
                 "gateway_only": sorted(gateway_raised - cloud_raised)[:20],
+                "lasting": lasting[:20], "rule": "facings" if wide else "lasting",
                 "cloud_raised": len(cloud_raised), "gateway_raised": len(gateway_raised)})]
         return []

@@ -191,6 +191,39 @@ def test_divergence_waits_out_the_grace_after_a_silence_and_still_flags_a_lastin
     assert run(watch, tick, 12) == [first + (cfg.divergence_ticks - 1) * tick]
 
 
+def test_divergence_flags_a_few_forecasts_kept_wrong_for_an_hour_and_not_a_passing_one():
+    # Seeds 61-63 of the cloud-vs-gateway bench: broken models whose forecasts the cold-start
+    # rule mostly held back kept 2 wrong forecasts for hours (s6204, s6205 on 62; s6103 on 61),
+    # never the 3 differing facings the rule asked for at three ticks in a row, and were missed.
+    # No healthy gateway kept 2 facings in the disagreement for more than 2 ticks in a row.
+    from dataclasses import replace
+
+    from cloud.stream.detectors import DetectorConfig, StoreWatch
+
+    cfg, tick = DetectorConfig(), 15 * MINUTE_MS
+
+    def flags(pattern: list[tuple[set, set]], config: DetectorConfig = cfg) -> list[tuple[int, dict]]:
+        watch, out = StoreWatch("s1"), []
+        for k, (gateway, cloud) in enumerate(pattern):
+            watch.gateway_raised = set(gateway)
+            out += [(k, json.loads(r["evidence"])) for r in watch.compare_alerts(k * tick, set(cloud), config)]
+        return out
+
+    held = [({"f1", "f2"}, set())] * 8  # the gateway keeps 2 forecasts the cloud does not raise
+    rows = flags(held)
+    assert [k for k, _ in rows] == [cfg.divergence_lasting_ticks - 1]
+    assert rows[0][1]["rule"] == "lasting" and rows[0][1]["lasting"] == ["f1", "f2"]
+    assert flags(held, replace(cfg, divergence_lasting_ticks=0)) == []  # the previous rule misses it
+    # Two facings that differ for a tick or two each (one side a tick behind), one facing that
+    # differs for hours, and a disagreement interrupted before it lasted: not flagged.
+    passing = [({"f1", "f2"}, set()), ({"f1", "f2"}, set()), ({"f3"}, {"f4"}), ({"f3"}, {"f4"}), ({"f5", "f6"}, set())] * 3
+    assert flags(passing) == []
+    assert flags([({"f1"}, set())] * 12) == []
+    assert flags([({"f1", "f2"}, set())] * 3 + [(set(), set())] + [({"f1", "f2"}, set())] * 3) == []
+    # Three or more facings for three ticks: flagged by the first rule, as before.
+    assert [(k, e["rule"]) for k, e in flags([({"f1", "f2", "f3"}, set())] * 6)] == [(cfg.divergence_ticks - 1, "facings")]
+
+
 def test_divergence_compares_only_facings_whose_score_decides_the_state():
     # Seed 62 of the cloud-vs-gateway bench flagged two healthy gateways 10 and 16 hours after
     # their broken model was mended: the disagreement was on shelves alerted empty now (a

@@ -174,9 +174,9 @@ def test_a_failure_whose_lines_come_in_one_drain_is_judged_in_the_events_time():
     assert abs(at_ticks[0]["first_seen"] - rows[0]["first_seen"]) <= 5 * MINUTE_MS
 
 
-def _first_morning(cfg: DetectorConfig, seed: int) -> list[dict]:
+def _first_morning(cfg: DetectorConfig, seed: int, down_until_h: float = 10.0) -> list[dict]:
     """A store's first day: its shelf sensors report from midnight, 4 lanes sell from 06:00 at 40
-    baskets an hour (evenly); lane 2 takes baskets until 06:20 and is down 06:20-10:00."""
+    baskets an hour (evenly); lane 2 takes baskets until 06:20 and is down 06:20-``down_until_h``."""
     rng = np.random.default_rng(seed)
     w = StoreWatch("s1")
     w.start(T0, None)
@@ -190,7 +190,7 @@ def _first_morning(cfg: DetectorConfig, seed: int) -> list[dict]:
             continue
         for ts in sorted(t + rng.integers(0, 5 * MINUTE_MS, rng.poisson(40 / 12))):
             lane = int(rng.integers(0, 4))
-            if lane == 2 and T0 + 6 * HOUR_MS + 20 * MINUTE_MS <= ts < T0 + 10 * HOUR_MS:
+            if lane == 2 and T0 + 6 * HOUR_MS + 20 * MINUTE_MS <= ts < T0 + down_until_h * HOUR_MS:
                 lane = 3
             seq += 1
             rows += w.observe("pos.line", f"pos-s1-r{lane}", int(ts), {"txn_id": seq, "sku": "a", "qty": 1}, cfg)
@@ -206,5 +206,24 @@ def test_a_lane_down_from_the_stores_first_baskets_is_flagged():
         rows = _first_morning(CFG, seed)
         assert [r["subject"] for r in rows] == ["pos-s1-r2"]
         assert 6 * HOUR_MS <= rows[0]["first_seen"] - T0 < 10 * HOUR_MS
-        before = _first_morning(replace(CFG, till_share_from=100, till_share_prior=0.0), seed)
+        before = _first_morning(replace(CFG, till_share_from=100, till_share_prior=0.0, till_share_after_silence=False), seed)
         assert before == []
+
+
+def test_a_lane_silent_since_the_stores_first_baskets_does_not_learn_its_share_from_the_silence():
+    # The same first morning, lane 2 down 06:20-08:00 (about 17 of its baskets missed). Before
+    # the store's 30th basket the others' baskets in its silence counted in its share at once
+    # (till_share_after_silence=False): it took 1 - 3 of the first ~13 and its share fell to
+    # about 0.1 (0.05 at that hour) before its evidence began, so it gathered evidence at a third
+    # of the pace. Now they count only once it speaks, as every later silence's do.
+    new = [_first_morning(CFG, seed, 8.0) for seed in range(8)]
+    old = [_first_morning(replace(CFG, till_share_after_silence=False), seed, 8.0) for seed in range(8)]
+
+    def inside(rows: list[dict]) -> list[int]:
+        return [r["first_seen"] - T0 for r in rows if r["subject"] == "pos-s1-r2"
+                and 6 * HOUR_MS + 50 * MINUTE_MS <= r["first_seen"] - T0 <= 8 * HOUR_MS]
+
+    assert all(len(inside(rows)) == 1 for rows in new)
+    assert sum(len(inside(rows)) for rows in old) == 6  # seeds 3 and 5: flagged after it ended, or never
+    # Flagged earlier on every seed the old share found at all.
+    assert all(inside(n)[0] <= inside(o)[0] for n, o in zip(new, old) if inside(o))
