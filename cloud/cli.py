@@ -4,7 +4,7 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
 
   ingest-stream            read new hub messages into bronze.events
   stream [--once] [--source local|eventhubs] [--model PATH|none] [--planogram CSV] [--stock-records DIR|none]
-         [--products CSV|none] [--band-rule share|exposure]
+         [--products CSV|none] [--band-rule share|exposure|shelf]
                            the long-running stream job: windows, cloud scoring, anomalies -> stream.*
   ingest-batch FOLDER      load master data / sales export CSVs (each file content once)
   transform                incremental bronze -> silver -> gold
@@ -97,10 +97,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="products CSV (sku, category), 'none' to judge demand without categories "
                          "(env GONDOLA_STREAM_PRODUCTS; default silver.products in the lake; read only by "
                          "--band-rule exposure)")
-    st.add_argument("--band-rule", choices=("share", "exposure"), default=None,
-                    help="demand_band's rule: share (default, in force) or exposure (rate while on sale, net "
-                         "of same-category switching: finds more spikes at more false alarms, docs/stream.md; "
-                         "env GONDOLA_STREAM_BAND_RULE)")
+    st.add_argument("--band-rule", choices=("share", "exposure", "shelf"), default=None,
+                    help="demand_band's rule: share (default, in force), exposure (rate while on sale, net "
+                         "of same-category switching: finds more spikes at more false alarms) or shelf (rate "
+                         "while on the shelf, times refills and load cells show it empty left out), "
+                         "docs/stream.md; env GONDOLA_STREAM_BAND_RULE)")
     st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
     st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")
     st.add_argument("--batch", type=int, default=2000, help="messages per receive (default 2000)")

@@ -108,7 +108,7 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, ms_to_iso
 __all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS", "BAND_RULES"]
 
 #: ``demand_band``'s rules (``DetectorConfig.band_rule``): the one in force first.
-BAND_RULES = ("share", "exposure")
+BAND_RULES = ("share", "exposure", "shelf")
 
 ANOMALY_KINDS = ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_stuck", "sensor_drift",
                  "till_silent", "sales_zero", "phantom_inventory", "demand_band", "alert_divergence")
@@ -188,6 +188,13 @@ class DetectorConfig:
     band_rule: str = "share"
     band_sigmas: float = 3.0  # "share"
     band_early_share: float = 0.5  # "share"
+    #: ("shelf") the chance of today's units at the SKU's rate while on its shelf: at most this
+    band_shelf_alpha: float = 1e-4
+    #: ("shelf") a refill (restock scans of the SKU within ``band_refill_ms``) that adds at least
+    #: this share of the SKU's planogram capacity: its shelf had run (about) empty, and it was off
+    #: the shelf from its last sale until then
+    band_refill_share: float = 0.8
+    band_refill_ms: int = 30 * MINUTE_MS
 
 
 def _hour(ts: int) -> int:
@@ -359,6 +366,25 @@ def _on_sale(pos: list, units: float, total: float, gap_units: float) -> float:
     return max(on_sale, 1.0)
 
 
+def _on_shelf(pos: list, units: float, total: float, gap_units: float, off: Sequence) -> tuple[float, float]:
+    """("shelf") Store units a SKU was on its shelf on a day: the day's less its silences in which
+    its rate (``_on_sale``) expected at least ``gap_units`` and the stretches ``off`` (store units
+    from, to) known off the shelf. Also returns the part of the day after its last sale still
+    counted on the shelf (a refill on a later day shows it was off: ``StoreWatch._band_refill``)."""
+    rate = units / _on_sale(pos, units, total, gap_units)
+    edges = [0.0] + [p[0] for p in pos] + [total]
+    spans = sorted([(a, b) for a, b in zip(edges, edges[1:]) if (b - a) * rate >= gap_units] + list(off))
+    covered, tail, end = 0.0, total - edges[-2], -1.0
+    for a, b in spans:
+        a = max(a, end)
+        if b > a:
+            covered += b - a
+            end = b
+            if b >= edges[-2]:
+                tail -= min(b, total) - max(a, edges[-2])
+    return max(total - covered, 1.0), max(tail, 0.0)
+
+
 def _binom_tail(units: float, units_before: float, total: float, exposure: float) -> float:
     """The chance of at least ``units`` today if the SKU sold at its usual rate: of the
     ``units + units_before`` it sold today and in the last days, each fell on today with
@@ -418,6 +444,11 @@ class StoreWatch:
     band_pos: dict = field(default_factory=dict)  # sku -> today's sales [(store units before it, qty)]
     band_hist: dict = field(default_factory=dict)  # sku -> [(day number, units, store units while on sale)]
     band_rate: dict = field(default_factory=dict)  # sku -> (units, store units on sale) of the last days
+    # demand_band "shelf": planogram capacity per SKU, today's refills and times known off the shelf
+    capacity_per_sku: dict = field(default_factory=dict)
+    band_refill: dict = field(default_factory=dict)  # sku -> [first scan ts, units added, counted]
+    band_off: dict = field(default_factory=dict)  # sku -> today's [(store units from, to)] off the shelf
+    band_off_days: dict = field(default_factory=dict)  # sku -> {day number}: known off the shelf all day
     regular_price: dict = field(default_factory=dict)
     # Indexes over ``sensors`` so a tick looks only at candidates, not at every sensor:
     zeros: dict = field(default_factory=dict)  # facing -> sensor reading 0 (phantom_inventory)
@@ -434,6 +465,8 @@ class StoreWatch:
         self.__dict__.setdefault("band_totals", [])  # a snapshot from before demand_band's early part of the day
         for name in ("band_pos", "band_hist", "band_rate"):
             self.__dict__.setdefault(name, {})  # a snapshot from before demand_band's exposure
+        for name in ("capacity_per_sku", "band_refill", "band_off", "band_off_days"):
+            self.__dict__.setdefault(name, {})  # a snapshot from before demand_band's "shelf"
         for name, value in (("book", {}), ("book_day", None), ("book_asked", None), ("returned", {})):
             self.__dict__.setdefault(name, value)  # a snapshot from before the stock record
         if "zeros" not in state:  # a snapshot from before the indexes
@@ -455,6 +488,7 @@ class StoreWatch:
         self.first_ts = self.last_ts = ts
         for f in planogram or ():
             self.facings_per_sku[f.sku] = self.facings_per_sku.get(f.sku, 0) + 1
+            self.capacity_per_sku[f.sku] = self.capacity_per_sku.get(f.sku, 0) + int(getattr(f, "capacity", 0) or 0)
 
     # ---- events --------------------------------------------------------------------------
 
@@ -485,6 +519,8 @@ class StoreWatch:
             return self._sale(device, ts, data, cfg)
         elif etype == "shelf.restock":
             self._restock(ts, data)
+            if cfg.band_rule == "shelf":
+                self._band_refill(ts, data, cfg)
         elif etype == "inventory.delivery":
             d = self.deliveries.setdefault(str(data.get("delivery_id")), [ts, set()])
             d[0] = min(d[0], ts)
@@ -675,7 +711,7 @@ class StoreWatch:
         elif price < regular:
             self.band_promo.add(sku)  # a promotion price: announced, not an anomaly
         self.band_units[sku] = self.band_units.get(sku, 0.0) + qty
-        if cfg.band_rule == "exposure":
+        if cfg.band_rule != "share":
             self.band_pos.setdefault(sku, []).append((self.band_total, qty))
         self.band_total += qty
 
@@ -688,21 +724,80 @@ class StoreWatch:
                 hist.append(self.band_units.get(sku, 0.0) / self.band_total)
                 del hist[:-cfg.band_history_days]
             first = self.band_days - cfg.band_history_days + 1  # the oldest day number kept
+            if cfg.band_rule == "shelf":
+                self._band_shelf_close()
             for sku, pos in self.band_pos.items():
                 units = self.band_units[sku]
                 hist = self.band_hist.setdefault(sku, [])
-                hist.append((self.band_days, units, _on_sale(pos, units, self.band_total, cfg.band_gap_units)))
+                if cfg.band_rule == "shelf":
+                    hist.append((self.band_days, units, *_on_shelf(pos, units, self.band_total, cfg.band_gap_units,
+                                                                   self.band_off.get(sku, ()))))
+                else:
+                    hist.append((self.band_days, units, _on_sale(pos, units, self.band_total, cfg.band_gap_units)))
             for sku in list(self.band_hist):
                 self.band_hist[sku] = [h for h in self.band_hist[sku] if h[0] >= first]
                 if not self.band_hist[sku]:
                     del self.band_hist[sku]
+            for sku in list(self.band_off_days):
+                self.band_off_days[sku] = {d for d in self.band_off_days[sku] if d >= first}
+                if not self.band_off_days[sku]:
+                    del self.band_off_days[sku]
             self.band_days += 1
             self.band_totals = (self.band_totals + [self.band_total])[-cfg.band_history_days:]
             self.band_rate = self._band_rates(cfg)
         self.band_day, self.band_units, self.band_total, self.band_promo = day, {}, 0.0, set()
-        self.band_pos = {}
+        self.band_pos, self.band_refill, self.band_off = {}, {}, {}
 
-    def _band_rates(self, cfg: DetectorConfig) -> dict:
+    def _band_refill(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
+        """("shelf") Fold in a restock scan: once the scans of a SKU within ``band_refill_ms`` added
+        ``band_refill_share`` of its planogram capacity, its shelf had run empty (a refill tops a
+        shelf up to capacity): it was off the shelf from its last sale until the first scan."""
+        sku, cap = data.get("sku"), self.capacity_per_sku.get(data.get("sku"), 0)
+        if not cap:
+            return
+        day = ts // DAY_MS
+        if self.band_day is None or day > self.band_day:
+            self._band_roll(day, cfg)
+        elif day < self.band_day:
+            return  # a scan of a day already learned
+        g = self.band_refill.get(sku)
+        if g is None or ts - g[0] > cfg.band_refill_ms:
+            g = self.band_refill[sku] = [ts, 0.0, False]
+        g[1] += float(data.get("units_added", 0))
+        if g[2] or g[1] < cfg.band_refill_share * cap:
+            return
+        g[2] = True
+        pos = self.band_pos.get(sku)
+        if pos:  # sold today: off from its last sale (the store units before it) until now
+            self.band_off.setdefault(sku, []).append((pos[-1][0], self.band_total))
+            return
+        # Not sold today: off since the opening of the day, and since its last sale before.
+        self.band_off.setdefault(sku, []).append((0.0, self.band_total))
+        hist = self.band_hist.get(sku, [])
+        last = hist[-1][0] if hist else self.band_days - cfg.band_history_days
+        if hist and len(hist[-1]) == 4:
+            d, units, on_sale, tail = hist[-1]
+            hist[-1] = (d, units, on_sale - tail, 0.0)  # the rest of that day after its last sale
+        off = self.band_off_days.setdefault(sku, set())
+        off.update(range(last + 1, self.band_days))  # the days between, without a sale
+        if hist:
+            self.band_rate[sku] = self._band_rates(cfg, {sku: hist}).get(sku)
+            if self.band_rate[sku] is None:
+                del self.band_rate[sku]
+
+    def _band_shelf_close(self) -> None:
+        """("shelf") At the end of a day: a single-facing SKU whose sensor reads 0 (since before
+        the day ended) was off the shelf from its last sale of the day (all day without one)."""
+        for s in self.zeros.values():
+            if s.zero_since is None or self.facings_per_sku.get(s.sku, 1) != 1 or s.zero_since // DAY_MS > self.band_day:
+                continue
+            pos = self.band_pos.get(s.sku)
+            if pos:
+                self.band_off.setdefault(s.sku, []).append((pos[-1][0], self.band_total))
+            elif s.zero_since // DAY_MS < self.band_day:
+                self.band_off_days.setdefault(s.sku, set()).add(self.band_days)
+
+    def _band_rates(self, cfg: DetectorConfig, hists: dict | None = None) -> dict:
         """Per SKU: (units, store units it was on sale for) over the last days. A day without a
         sale counts as on sale only where the SKU's rate on its other days expected fewer than
         ``band_gap_units`` that day (a product that sold 100 a day and none today was not on the
@@ -710,12 +805,12 @@ class StoreWatch:
         totals = self.band_totals
         days = range(self.band_days - len(totals), self.band_days)
         out = {}
-        for sku, hist in self.band_hist.items():
+        for sku, hist in (self.band_hist if hists is None else hists).items():
             units = sum(h[1] for h in hist)
             exposure = sum(h[2] for h in hist)
             if units <= 0 or exposure <= 0:
                 continue
-            sold_on = {h[0] for h in hist}
+            sold_on = {h[0] for h in hist} | self.band_off_days.get(sku, set())
             rate = units / exposure
             exposure += sum(total for d, total in zip(days, totals)
                             if d not in sold_on and rate * total < cfg.band_gap_units)
@@ -738,14 +833,15 @@ class StoreWatch:
                 continue  # no sale in the last days (out of stock, or new): no rate to compare with
             h, exposure = usual
             expected = h / exposure * total
-            if units < cfg.band_ratio * expected or _binom_tail(units, h, total, exposure) > cfg.band_alpha:
+            alpha = cfg.band_shelf_alpha if cfg.band_rule == "shelf" else cfg.band_alpha
+            if units < cfg.band_ratio * expected or _binom_tail(units, h, total, exposure) > alpha:
                 continue
             switched, sibling = self._band_switched(sku, h / exposure, categories, cfg)
             net = units - switched
             if net < cfg.band_min_units or net < cfg.band_ratio * expected:
                 continue
             chance = _binom_tail(net, h, total, exposure)
-            if chance > cfg.band_alpha:
+            if chance > alpha:
                 continue
             self.open.add(key)
             rows.append(self._row(t, "demand_band", sku, net / max(expected, 1e-9), t - t % DAY_MS, {

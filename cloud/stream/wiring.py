@@ -16,8 +16,9 @@ stock_records       GONDOLA_STREAM_STOCK_RECORDS      folder of the ERP's nightl
 products            GONDOLA_STREAM_PRODUCTS           products CSV (``sku``, ``category``: the master data
                                                       file), ``none`` for none; default: ``silver.products``
                                                       in the lake (read only under ``band_rule`` exposure)
-band_rule           GONDOLA_STREAM_BAND_RULE          ``demand_band``'s rule: ``share`` (default, in force)
-                                                      or ``exposure`` (measured alternative, docs/stream.md)
+band_rule           GONDOLA_STREAM_BAND_RULE          ``demand_band``'s rule: ``share`` (default, in force),
+                                                      ``exposure`` or ``shelf`` (measured alternatives,
+                                                      docs/stream.md)
 ==================  ================================  =====================================================
 
 The Event Hubs connection settings are the lake's (``GONDOLA_EVENTHUB_*``,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from cloud.stream.detectors import Categories, DetectorConfig, StoreWatch
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
+from models.replay import Facing
 
 CFG = DetectorConfig(band_rule="exposure")
 PREVIOUS = DetectorConfig()  # the rule in force
@@ -25,10 +26,11 @@ def _sales(day: int, sku: str, per_day: float, start_h: float = OPEN, end_h: flo
 
 
 def _run(day2: list[tuple[int, str]], usual: dict[str, float] | None = None, cfg: DetectorConfig = CFG,
-         categories: Categories | None = CATEGORIES, history: list[list[tuple[int, str]]] | None = None) -> list[dict]:
+         categories: Categories | None = CATEGORIES, history: list[list[tuple[int, str]]] | None = None,
+         events: list[tuple[int, str, dict]] = (), planogram: list | None = None) -> list[dict]:
     """A store selling 192 units a day of 96 background products at 2, and ``usual`` (units a
     day, default 'x' and 'y' at 4) for two days (or ``history``), then ``day2`` on top of the
-    background on the third."""
+    background on the third; ``events``: other events (ts, type, data) among the sales."""
     usual = {"x": 4.0, "y": 4.0} if usual is None else usual
     sales: list[tuple[int, str]] = []
     for day in range(3):
@@ -36,17 +38,18 @@ def _run(day2: list[tuple[int, str]], usual: dict[str, float] | None = None, cfg
             sales += _sales(day, f"b{k:02d}", 2.0, phase=k / 96)
         if day < 2:
             sales += history[day] if history is not None else [s for sku, n in usual.items() for s in _sales(day, sku, n)]
-    sales = sorted(sales + day2)
+    stream = sorted([(ts, "pos.line", {"sku": sku, "qty": 1, "kind": "sale", "price_cents": 100}) for ts, sku in sales + day2]
+                    + list(events), key=lambda e: e[0])
     w = StoreWatch("s1")
-    w.start(T0, None)
+    w.start(T0, planogram)
     rows: list[dict] = []
     tick = T0 + 5 * MINUTE_MS
-    for seq, (ts, sku) in enumerate(sales):
+    for seq, (ts, etype, data) in enumerate(stream):
         while tick <= ts:
             rows += w.tick(tick, cfg, categories=categories)
             tick += 5 * MINUTE_MS
-        w.observe("pos.line", f"pos-s1-r{seq % 3}", ts, {"txn_id": seq, "sku": sku, "qty": 1, "kind": "sale",
-                                                          "price_cents": 100}, cfg)
+        device = f"pos-s1-r{seq % 3}" if etype == "pos.line" else "dev-s1"
+        w.observe(etype, device, ts, {"txn_id": seq, **data} if etype == "pos.line" else data, cfg)
     while tick <= T0 + 3 * DAY_MS:
         rows += w.tick(tick, cfg, categories=categories)
         tick += 5 * MINUTE_MS
@@ -120,3 +123,64 @@ def test_the_rule_in_force_flags_a_spike_in_the_morning_and_not_a_share_that_ris
     # 34 units by the close against 4 usual, after half the day: not judged.
     late = _sales(2, "x", 4.0) + _sales(2, "y", 4.0, OPEN, 16) + _sales(2, "y", 80.0, 16, CLOSE)
     assert _run(late, cfg=PREVIOUS) == []
+
+
+SHELF = DetectorConfig(band_rule="shelf")
+EXPOSURE = DetectorConfig(band_rule="exposure")
+#: 'y' has one facing of 12 units (with a load cell), 'x' one of 12 without
+SHELVES = [Facing("s1-fy", "y", 12, True), Facing("s1-fx", "x", 12, False)]
+
+
+#: 'y' on the first day: 3 units from 07:00 to 07:30, then its shelf is empty
+_first_half_hour = [(T0 + int((OPEN + k * 0.1) * HOUR_MS), "y") for k in range(3)]
+
+
+def _refill(day: int, hour: float, sku: str, units: int) -> tuple[int, str, dict]:
+    return (T0 + day * DAY_MS + int(hour * HOUR_MS), "shelf.restock",
+            {"facing_id": f"s1-f{sku}", "sku": sku, "units_added": units, "staff_id": "staff-1"})
+
+
+def _reading(day: int, hour: float, units: float) -> tuple[int, str, dict]:
+    return (T0 + day * DAY_MS + int(hour * HOUR_MS), "shelf.reading", {"facing_id": "s1-fy", "sku": "y", "units_est": units})
+
+
+def test_shelf_a_product_back_on_a_refilled_shelf_is_not_a_spike():
+    # 'y' sells 20 a day. Its backroom ran dry: it sold 3 units by 07:30 and none after, nor the
+    # next day. The next morning a restock scan adds its shelf's whole capacity (12 units), and it
+    # sells its 20 again. By the till alone it looks like a slow seller selling 7 x its usual (the
+    # silences never reach 3 units at the rate 3 units a day give): the exposure rule flags it, and
+    # so does "shelf" without the refill scan. With the scan, the shelf was empty from its last
+    # sale to the refill, and its rate is the one of its first half hour: not flagged.
+    history = [_sales(0, "x", 4.0) + _first_half_hour, _sales(1, "x", 4.0)]
+    today = _sales(2, "x", 4.0) + _sales(2, "y", 20.0)
+    scan = [_refill(2, 6.8, "y", 12)]
+    assert _run(today, history=history, cfg=SHELF, categories=None, events=scan, planogram=SHELVES) == []
+    assert [r["subject"] for r in _run(today, history=history, cfg=EXPOSURE, categories=None, events=scan,
+                                       planogram=SHELVES)] == ["y"]
+    assert [r["subject"] for r in _run(today, history=history, cfg=SHELF, categories=None,
+                                       planogram=SHELVES)] == ["y"]
+    # A refill of a quarter of the shelf says nothing about an empty shelf.
+    assert [r["subject"] for r in _run(today, history=history, cfg=SHELF, categories=None,
+                                       events=[_refill(2, 6.8, "y", 3)], planogram=SHELVES)] == ["y"]
+
+
+def test_shelf_a_load_cell_reading_0_through_the_close_marks_the_days_off_the_shelf():
+    # The same story without a restock scan: the load cell under 'y' read 0 from 07:35 on the
+    # first day until the refill; its days off the shelf do not count into its rate.
+    history = [_sales(0, "x", 4.0) + _first_half_hour, _sales(1, "x", 4.0)]
+    today = _sales(2, "x", 4.0) + _sales(2, "y", 20.0)
+    cells = [_reading(0, 6.0, 3.0)] + [_reading(d, h, 0.0) for d in (0, 1) for h in range(8, 24, 2)] + [_reading(2, 6.8, 12.0)]
+    assert _run(today, history=history, cfg=SHELF, categories=None, events=cells, planogram=SHELVES) == []
+    assert [r["subject"] for r in _run(today, history=history, cfg=EXPOSURE, categories=None, events=cells,
+                                       planogram=SHELVES)] == ["y"]
+
+
+def test_shelf_a_spike_from_the_opening_is_flagged_while_its_shelf_is_refilled():
+    # 'x' sells 8 x its usual 4 from the opening; its 12-unit shelf runs empty and is refilled
+    # at 10:00, 13:00 and 16:00 (scans of the whole shelf): the refills of today take nothing
+    # off today's units. Flagged before the close, 'y' as usual is not.
+    today = _sales(2, "x", 32.0) + _sales(2, "y", 4.0)
+    scans = [_refill(2, h, "x", 12) for h in (10, 13, 16)]
+    rows = _run(today, cfg=SHELF, categories=None, events=scans, planogram=SHELVES)
+    assert [r["subject"] for r in rows] == ["x"]
+    assert rows[0]["first_seen"] - T0 - 2 * DAY_MS < CLOSE * HOUR_MS
