@@ -483,7 +483,8 @@ def _over_seeds(runs: list[dict], versions: list[str]) -> dict:
         figs = {}
         for key in RECORD_KEYS + ("vs_poisson_pr_auc_ahead", "best_precision_at_recall_0.75_over_test_thresholds",
                                   "precision_at_validation_recall_0.75_threshold",
-                                  "recall_at_validation_recall_0.75_threshold", "false_empty_now_per_store_day"):
+                                  "recall_at_validation_recall_0.75_threshold", "false_empty_now_per_store_day",
+                                  "empty_now_no_sensor_precision"):
             vals = [r[name].get(key) for r in runs]
             nums = [v for v in vals if v is not None]
             figs[key] = {"values": vals, "mean": sum(nums) / len(nums) if nums else None,

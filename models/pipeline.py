@@ -452,11 +452,16 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
     no_sensor = val.rows.X[:, FEATURES.index("has_sensor")] < 0.5  # untrusted sensors too: the till decides
 
     def bisect(cands: np.ndarray, ok, what: str) -> float:
-        lo, hi = 0, len(cands) - 1  # find the first candidate that is ok (ok is monotone)
-        if not ok(cands[hi]):
+        # The first candidate that is ok. ok is monotone but at the top, where a source has few
+        # alerts left and one false alert tips it (a float model's empty_now scores near 1): the
+        # search starts under the highest of every tenth candidate, from the top, that is ok.
+        step = max(1, len(cands) // 10)
+        hi = next((i for i in range(len(cands) - 1, -1, -step) if ok(cands[i])), None)
+        if hi is None:
             log.warning("%s threshold: no candidate meets its goal on the validation rows (%s); "
-                        "using the highest, %.4f", what, goals[what], cands[hi])
-            return float(cands[hi])
+                        "using the highest, %.4f", what, goals[what], cands[-1])
+            return float(cands[-1])
+        lo = 0
         while lo < hi:
             mid = (lo + hi) // 2
             if ok(cands[mid]):

@@ -115,19 +115,22 @@ def test_false_empty_now_alerts_count_against_the_forecast_budget_and_an_unmeeta
 
 
 
-def _noon_detections(good: str, bad: str) -> tuple[LabelledRows, np.ndarray]:
-    """Facings without a sensor, one day; at noon each of the first five facings of a store is
-    scored "empty now": the good store's five are empty (0.9); the bad store's two empty ones
-    score 0.97 and its three stocked ones 0.9."""
+def _noon_detections(good: str, bad: str, good_tail: list[float] = (), false_top: bool = False
+                     ) -> tuple[LabelledRows, np.ndarray]:
+    """Facings without a sensor, one day; at noon facings of each store are scored "empty now":
+    the good store's first five are empty (0.9), then one empty facing per ``good_tail`` score
+    and (``false_top``) a stocked one at 0.995; the bad store's two empty ones score 0.97 and
+    its three stocked ones 0.9."""
     from gondola.clock import MINUTE_MS
 
     val, _ = _day_of_forecasts([good, bad], {})
     noon = int(val.rows.t.min()) + 24 * 30 * MINUTE_MS
     now = np.zeros(len(val))
-    for k, (store, scores) in enumerate({good: [0.9] * 5, bad: [0.97, 0.97, 0.9, 0.9, 0.9]}.items()):
-        for i, v in enumerate(scores):
+    scores = {good: [0.9] * 5 + list(good_tail) + ([0.995] if false_top else []), bad: [0.97, 0.97, 0.9, 0.9, 0.9]}
+    for k, (store, values) in enumerate(scores.items()):
+        for i, v in enumerate(values):
             now[(k * 10 + i) * 49 + 24] = v
-            if store == good or i < 2:
+            if (store == good and v < 0.995) or i < 2:
                 val.stockouts.append((store, f"f{i}", noon - 10 * MINUTE_MS, noon + 60 * MINUTE_MS))
     return val, now
 
@@ -142,3 +145,16 @@ def test_the_empty_now_threshold_reaches_its_precision_on_every_validation_sourc
     # Stores that name no source are one pool: 0.9 meets 0.7 there.
     plain, now = _noon_detections("s1", "s2")
     assert 0.5 <= pick_kind_thresholds(plain, fc, 2.0, now=now, precision=0.7)["empty_now"] <= 0.9
+
+
+def test_one_false_alert_among_the_highest_scores_does_not_send_the_empty_now_threshold_to_the_top(caplog):
+    from models.pipeline import pick_kind_thresholds
+
+    # The good store's only alert at 0.97 or above is false: there it is 0 of 1 right (as a
+    # float model's scores near 1 leave a source a handful of alerts); at 0.96 it is 4 of 5 and
+    # the bad store 2 of 2. The goal is met between 0.9 and 0.96, not only "at the highest".
+    val, now = _noon_detections("good/s1", "bad/s1", good_tail=[0.96] * 4, false_top=True)
+    fc = np.full(len(val), 0.01)
+    with caplog.at_level("WARNING", logger="models.pipeline"):
+        assert 0.9 < pick_kind_thresholds(val, fc, 2.0, now=now, precision=0.7)["empty_now"] <= 0.96
+    assert not [r for r in caplog.records if "empty_now threshold" in r.getMessage()]
