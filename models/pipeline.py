@@ -475,8 +475,14 @@ def pick_kind_thresholds(val: LabelledRows, forecast: np.ndarray, horizon_h: flo
         (val.subset(m), forecast[m], now[m], {}) for m in masks]
 
     ns_scores = now[no_sensor]
-    high = ns_scores[ns_scores >= 0.5]
-    cands = np.quantile(high, np.linspace(0.0, 0.999, 200)) if len(high) else np.array([0.95])
+    # A score of 1 is a rule's verdict (``empty_now_prob``: the till's count of 0 on a SKU's only
+    # facing): it raises at any threshold, so the grid is made of the scores a threshold decides.
+    # When only such rows reach 0.5, every threshold from 0.5 up raises the same alerts: 0.5.
+    high = ns_scores[(ns_scores >= 0.5) & (ns_scores < 1.0)]
+    if len(high):
+        cands = np.quantile(high, np.linspace(0.0, 0.999, 200))
+    else:
+        cands = np.array([0.5 if np.any(ns_scores >= 0.5) else 0.95])
     cands = np.clip(cands, 0.5, 0.9999)
 
     def now_ok(th: float) -> bool:
