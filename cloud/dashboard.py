@@ -25,6 +25,9 @@ __all__ = ["build_dashboard", "chart_spec", "screenshot", "CHARTS"]
 CHARTS = ("stockout_rate_by_day", "stockouts_by_store", "stockouts_by_category", "top_products",
           "weekday_hour_heatmap", "lost_sales_by_store", "causes_by_store", "alert_outcomes", "alert_lead_times", "staff_checks")
 
+#: The daily chart's trend line needs this many days (a line through 2-3 points is those points).
+TREND_MIN_DAYS = 7
+
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;background:#f6f7f9}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d5dae1;padding-bottom:4px}
@@ -35,6 +38,8 @@ table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13px}
 th,td{border:1px solid #d5dae1;padding:4px 8px;text-align:right}th{background:#eef1f5}
 td:first-child,th:first-child,td.l{text-align:left}.bad{color:#b42318;font-weight:600}
 #charts{background:#fff;border:1px solid #d5dae1;border-radius:6px;padding:8px}
+.wide{overflow-x:auto;max-width:100%}
+@media (max-width:600px){body{margin:10px}}
 #render-status{display:none}
 """
 
@@ -73,7 +78,8 @@ def _table(headers: list[str], rows: list[tuple], *, empty: str = "nothing to sh
             cls = " class='bad'" if bad is not None and i == bad and v not in (None, 0, 0.0) else ""
             cells.append(f"<td{cls}>{_fmt(v, (digits or {}).get(i, 1))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    # A table wider than a phone scrolls in its own box; the page itself never scrolls sideways.
+    return f"<div class='wide'><table><tr>{head}</tr>{''.join(body)}</table></div>"
 
 
 def _money(cents: float | None, currencies: list[str]) -> str:
@@ -214,6 +220,8 @@ def _charts(data: dict):
     """The Altair chart: every chart in one view, sharing the store / category / date filters."""
     import altair as alt
 
+    from cloud.lake.tables import FORECAST
+
     alt.data_transformers.disable_max_rows()
     stores = sorted({r["store"] for r in data["days"]} | {r["store"] for r in data["stockouts"]})
     categories = sorted({r["category"] for r in data["stockouts"]})
@@ -237,11 +245,21 @@ def _charts(data: dict):
         x=alt.X("date:T", title="day (store local)"), y=alt.Y("rate:Q", title="share of facing-minutes empty",
                                                             axis=alt.Axis(format="%")),
         tooltip=["date:T", alt.Tooltip("rate:Q", format=".2%"), "stockouts:Q"])
-    trend = rate.transform_regression("date", "rate").mark_line(strokeDash=[6, 4], color="#b42318").encode(
-        x="date:T", y="rate:Q")
+    # A straight line through two or three days is those days, not a trend: drawn from TREND_MIN_DAYS
+    # days on, else a note says why there is none (QA, session 7: a 2-day demo drew one).
+    trend = (rate.transform_joinaggregate(days="count()").transform_filter(f"datum.days >= {TREND_MIN_DAYS}")
+             .transform_regression("date", "rate").mark_line(strokeDash=[6, 4], color="#b42318")
+             .encode(x="date:T", y="rate:Q"))
+    trend_note = (rate.transform_aggregate(days="count()").transform_filter(f"datum.days < {TREND_MIN_DAYS}")
+                  .transform_calculate(note=f"['no trend line', '(' + datum.days + (datum.days == 1 ? ' day' : ' days')"
+                                            f" + ' here, it takes {TREND_MIN_DAYS})']")
+                  .mark_text(x="width", y=2, align="right", baseline="top", fontSize=11, color="#5b6675")
+                  .encode(text="note:N"))
     rate_chart = alt.layer(rate_line.properties(name="stockout_rate_by_day").add_params(dates),
-                           trend.properties(name="stockout_rate_trend")
-                           ).properties(width=w, height=180, title="Stock-out rate per day, with trend (drag to pick dates)")
+                           trend.properties(name="stockout_rate_trend"), trend_note.properties(name="stockout_rate_trend_note")
+                           ).properties(width=w, height=180, title=alt.TitleParams(
+                               "Stock-out rate per day (drag to pick dates)",
+                               subtitle=f"dashed: linear trend, drawn from {TREND_MIN_DAYS} days on"))
 
     def bars(name: str, field: str, title: str, value: str = "count()", vtitle: str = "stock-outs", top: int = 0):
         c = base
@@ -277,7 +295,7 @@ def _charts(data: dict):
         y=alt.Y("store:N", title=None), x=alt.X("count():Q", title="stock-outs"),
         color=alt.Color("cause:N", title="cause"), tooltip=["store:N", "cause:N", "count():Q"]
     ).properties(width=w, title="Why shelves ran empty (gold.stockout_causes)", name="causes_by_store")
-    al = (alt.Chart(alt.NamedData(name="alerts")).transform_filter(by_store)
+    al = (alt.Chart(alt.NamedData(name="alerts")).transform_filter("!datum.sentinel").transform_filter(by_store)
           .transform_filter(by_cat).transform_filter(in_dates))
     # One bar per alert kind and scorer: a model raises both kinds (forecasts and, on facings
     # without a believed sensor, empty now), and the two promises are judged apart (issue 11).
@@ -289,10 +307,29 @@ def _charts(data: dict):
                                                      range=["#2e7d32", "#f9a825", "#8d6e00", "#b42318", "#9e9e9e"])),
         tooltip=["kind:N", "scorer:N", "outcome:N", "count():Q"]).properties(
             width=w, title="Alerts by kind and what became of them", name="alert_outcomes")
-    leads = al.transform_filter("datum.lead_min != null").mark_bar().encode(
+    lead_bars = al.transform_filter("datum.lead_min != null").mark_bar().encode(
         x=alt.X("lead_min:Q", bin=alt.Bin(maxbins=24), title="lead time: alert -> shelf empty (min)"),
-        y=alt.Y("count():Q", title="alerts")).properties(width=w, height=160, title="Alert lead times",
-                                                                    name="alert_lead_times")
+        y=alt.Y("count():Q", title="alerts")).properties(name="alert_lead_times")
+    # Only an alert the shelf's emptying followed (outcome empty_after) has a lead time; when the
+    # selection has none, say so instead of a blank chart (QA, session 7: the default demo's forecasts
+    # all went unobserved). The alerts' sentinel row (chart_spec) passes every filter, so the
+    # count below has a row even when no alert does.
+    lead_note = (alt.Chart(alt.NamedData(name="alerts"))
+                 .transform_filter(f"datum.sentinel || ({by_store})").transform_filter(f"datum.sentinel || ({by_cat})")
+                 .transform_filter({"or": ["datum.sentinel", in_dates]})
+                 .transform_calculate(real="datum.sentinel ? 0 : 1",
+                                      forecast=f"datum.kind == '{FORECAST}' ? 1 : 0")
+                 .transform_aggregate(alerts="sum(real)", forecasts="sum(forecast)", leads="valid(lead_min)")
+                 .transform_filter("datum.leads == 0")
+                 .transform_calculate(note="datum.alerts == 0 ? ['no lead times: no alerts here']"
+                                           " : datum.forecasts == 0 ? ['no lead times: no forecasts here',"
+                                           " '(an empty-now alert has none)']"
+                                           " : ['no lead times: none of', 'the ' + datum.forecasts + ' forecasts here',"
+                                           " 'was followed by its', 'shelf emptying']")
+                 .mark_text(x=6, y=6, align="left", baseline="top", fontSize=11, color="#5b6675")
+                 .encode(text="note:N").properties(name="alert_lead_times_note"))
+    leads = alt.layer(lead_bars, lead_note).properties(
+        width=w, height=160, title=alt.TitleParams("Alert lead times", subtitle="alerts the shelf's emptying followed"))
 
     checks = al.mark_bar().encode(
         y=alt.Y("staff_check:N", title=None, sort=["restocked", "no_stock", "was_fine", "not checked"]),
@@ -315,6 +352,9 @@ def chart_spec(data: dict) -> dict:
     ``currencies``, as the warehouse query returns them)."""
     spec = _charts(data).to_dict()
     spec["datasets"] = {name: data[name] for name in ("stockouts", "days", "alerts")}
+    # One row no filter drops, so the lead-time note counts zero alerts too (Vega aggregates
+    # nothing to no row); every alert chart leaves it out.
+    spec["datasets"]["alerts"] = [*data["alerts"], {"sentinel": True}]
     # Altair binds a selection made in a layer to every layer; the brush belongs to the daily line
     # only (two brushes of one name are an error in Vega).
     for p in spec.get("params", []):
@@ -324,25 +364,96 @@ def chart_spec(data: dict) -> dict:
 
 
 def _script(spec: dict) -> str:
-    """vega-embed call that records how many items each named chart drew (``#render-status``)."""
-    return f"""
-const status = {{charts: {{}}, errors: []}};
+    """vega-embed call that fits the charts to the page and records how many items each named chart
+    drew (``#render-status``)."""
+    return _SCRIPT.replace("__SPEC__", json.dumps(spec))
+
+
+#: The charts are drawn two to a row, 380 px each; when that is wider than the page (a laptop at
+#: 1,300 px with long labels and legends, a phone) each plot is narrowed, and below 300 px the
+#: charts go one to a row with their legends underneath, narrowed until they fit. Drawn again
+#: when the window's width changes. ``status.layout`` says what was chosen.
+_SCRIPT = """
+const status = {charts: {}, errors: [], layout: null};
 window.addEventListener('error', e => status.errors.push(String(e.message)));
-const report = () => {{ document.getElementById('render-status').textContent = JSON.stringify(status); }};
-vegaEmbed('#charts', {json.dumps(spec)}, {{mode: 'vega-lite', actions: false, renderer: 'svg'}}).then(result => {{
-  (function walk(item) {{
-    for (const it of (item && item.items) || []) {{
-      if (it.role === 'mark' && it.name && it.name.endsWith('_marks')) {{
+const report = () => { document.getElementById('render-status').textContent = JSON.stringify(status); };
+const spec = __SPEC__;
+const box = document.getElementById('charts');
+const vis = box.appendChild(document.createElement('div'));
+const room = () => {
+  const css = getComputedStyle(box);
+  return box.clientWidth - parseFloat(css.paddingLeft) - parseFloat(css.paddingRight);
+};
+// A title in lines of at most 30 characters (a phone's plot is narrower than a long title).
+function wrap(text) {
+  const lines = [];
+  for (const word of String(text).split(' ')) {
+    if (lines.length && (lines[lines.length - 1] + ' ' + word).length <= 30) lines[lines.length - 1] += ' ' + word;
+    else lines.push(word);
+  }
+  return lines;
+}
+function laidOut(columns, width) {
+  const s = JSON.parse(JSON.stringify(spec));
+  for (const row of s.vconcat) for (const chart of row.hconcat) chart.width = width;
+  if (columns === 1) {
+    for (const row of s.vconcat) for (const chart of row.hconcat) {
+      const t = chart.title;
+      if (typeof t === 'string') chart.title = wrap(t);
+      else if (t && t.text) chart.title = Object.assign({}, t, {text: wrap(t.text), subtitle: t.subtitle && wrap(t.subtitle)});
+    }
+    // a row's data (Altair moves data its charts share up to the row) goes down to its charts
+    s.vconcat = s.vconcat.flatMap(row => row.hconcat.map(c => (row.data && !c.data) ? Object.assign({data: row.data}, c) : c));
+    const config = s.config || {};
+    s.config = Object.assign({}, config, {
+      legend: Object.assign({}, config.legend, {orient: 'bottom', direction: 'vertical', labelLimit: 110}),
+      axis: Object.assign({}, config.axis, {labelLimit: 110}),
+      // a title centred on a narrow plot sticks out on both sides; from the labels' left edge it fits
+      title: Object.assign({}, config.title, {anchor: 'start', frame: 'bounds', fontSize: 12})});
+  }
+  return s;
+}
+let current = null;
+async function draw(columns, width) {
+  if (current) current.finalize();
+  vis.textContent = '';
+  current = await vegaEmbed(vis, laidOut(columns, width), {mode: 'vega-lite', actions: false, renderer: 'svg'});
+  return vis.getBoundingClientRect().width;  // vega-embed's box is as wide as what it drew
+}
+async function fit() {
+  let columns = 2, width = 380, drawn = await draw(columns, width);
+  for (let tries = 0; tries < 6 && drawn > room(); tries++) {
+    const narrower = Math.floor(width - (drawn - room()) / columns) - 1;
+    if (columns === 2 && narrower < 300) { columns = 1; width = 380; }
+    else if (narrower < 80) break;
+    else width = narrower;
+    const before = drawn;
+    drawn = await draw(columns, width);
+    if (columns === 1 && drawn >= before) break;  // what sticks out is no plot: narrower will not help
+  }
+  status.layout = {columns, width, room: room(), drawn};
+}
+function count() {
+  status.charts = {};
+  (function walk(item) {
+    for (const it of (item && item.items) || []) {
+      if (it.role === 'mark' && it.name && it.name.endsWith('_marks')) {
         const name = it.name.slice(0, -'_marks'.length).replace(/_0$/, '');
         // Items drawn with a colour (an item whose value falls outside its colour scale is invisible).
         const drawn = (it.items || []).filter(d => d.fill || d.stroke).length;
         status.charts[name] = (status.charts[name] || 0) + drawn;
-      }}
+      }
       walk(it);
-    }}
-  }})(result.view.scenegraph().root);
-  report();
-}}).catch(err => {{ status.errors.push(String(err)); report(); }});
+    }
+  })(current.view.scenegraph().root);
+}
+const render = () => fit().then(count).catch(err => { status.errors.push(String(err)); }).then(report);
+render();
+let resizing = null;
+window.addEventListener('resize', () => {
+  clearTimeout(resizing);
+  resizing = setTimeout(() => { if (status.layout && Math.abs(room() - status.layout.room) > 10) render(); }, 300);
+});
 """
 
 
@@ -392,7 +503,14 @@ def build_dashboard(warehouse: str | Path, out_html: str | Path) -> Path:
         raise StorageError(f"warehouse {warehouse} lacks the dashboard's views: {exc}") from exc
     finally:
         con.close()
+    out = Path(out_html)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page_html(data), encoding="utf-8")
+    return out
 
+
+def page_html(data: dict) -> str:
+    """The page for ``data`` (as ``_query`` returns it): one HTML document that opens offline."""
     spec = chart_spec(data)
     bundle = _vega_bundle().replace("</script", "<\\/script")
     k, cur = data["kpis"], data["currencies"]
@@ -451,10 +569,7 @@ Lost sales = the product's sales rate that day × minutes empty while open × li
 <script>{_script(spec)}</script>
 </body></html>
 """
-    out = Path(out_html)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc, encoding="utf-8")
-    return out
+    return doc
 
 
 def screenshot(html_path: str | Path, png: str | Path, *, width: int = 1300, height: int = 2600,

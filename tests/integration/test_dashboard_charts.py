@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
 import pytest
 
-from cloud.dashboard import _script, _vega_bundle, chart_spec
+from cloud.dashboard import TREND_MIN_DAYS, _script, _vega_bundle, chart_spec
 
 
 def _page(data: dict) -> str:
@@ -17,17 +18,21 @@ def _page(data: dict) -> str:
             f"<div id='charts'></div><pre id='render-status'></pre><script>{_script(spec)}</script></body></html>")
 
 
-def _render_status(tmp_path, data: dict) -> dict:
-    """Render the charts in headless Chromium; the page's render status (marks per chart), no errors."""
+def _render_status(tmp_path, data: dict, texts: list | None = None) -> dict:
+    """Render the charts in headless Chromium; the page's render status (marks per chart), no errors.
+    ``texts``, when given, receives the text the charts drew (titles, labels, notes)."""
     from tests.conftest import require
     from tests.pages import chromium_binary, dump_dom
 
     require(chromium_binary() is not None, "Chromium (Debian package 'chromium')")
-    html = tmp_path / "charts.html"
-    html.write_text(_page(data), encoding="utf-8")
-    dom, _ = dump_dom(html.as_uri())
+    page = tmp_path / "charts.html"
+    page.write_text(_page(data), encoding="utf-8")
+    dom, _ = dump_dom(page.as_uri())
     status = json.loads(re.search(r'<pre id="render-status">([^<]*)</pre>', dom).group(1))
     assert status["errors"] == []
+    if texts is not None:
+        for text in re.findall(r"<text[^>]*>(.*?)</text>", dom):  # a line of several lines is a <tspan>
+            texts.extend(html.unescape(line) for line in re.split(r"<[^>]+>", text) if line)
     return status
 
 
@@ -84,3 +89,47 @@ def test_alert_outcomes_keep_the_two_alert_kinds_apart(tmp_path):
     assert status["charts"]["alert_outcomes"] == 3
     spec = json.dumps(chart_spec(data))
     assert "empty_within_h" in spec and "empty_now" in spec
+
+
+def _days(n: int) -> list[dict]:
+    return [dict(store_id="s001", store="Store s001", date=f"2026-03-{9 + d:02d}", stockouts=d % 3,
+                 open_min=30.0 * (d % 3), facing_min=10_000.0) for d in range(n)]
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+@pytest.mark.parametrize("n_days", [2, TREND_MIN_DAYS])
+def test_the_daily_trend_line_is_drawn_from_a_week_of_days_else_a_note_says_why_not(tmp_path, n_days):
+    # QA (session 7): the 2-day demo drew its "trend" through its two points.
+    data = {"stockouts": [], "currencies": ["EUR"], "alerts": [], "days": _days(n_days)}
+    texts: list[str] = []
+    status = _render_status(tmp_path, data, texts)
+    assert status["charts"]["stockout_rate_by_day"] == n_days
+    if n_days < TREND_MIN_DAYS:
+        assert status["charts"].get("stockout_rate_trend", 0) == 0
+        assert "no trend line" in texts and f"({n_days} days here, it takes {TREND_MIN_DAYS})" in texts
+    else:
+        assert status["charts"]["stockout_rate_trend"] == 2  # the fitted line's two ends
+        assert status["charts"].get("stockout_rate_trend_note", 0) == 0
+        assert not [t for t in texts if t.startswith("no trend line")]
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+def test_alert_lead_times_say_why_they_are_blank(tmp_path):
+    # QA (session 7): the default demo's 3 forecasts all went unobserved and its 63 "empty now"
+    # alerts have no lead time: the chart was blank, with no word why.
+    alert = dict(store_id="s001", store="Store s001", category="dairy", date="2026-03-09", scorer="model:v1",
+                 lead_min=None, staff_check="not checked")
+    alerts = ([dict(alert, kind="empty_within_h", outcome="unobserved")] * 3
+              + [dict(alert, kind="empty_now", outcome="already_empty")] * 63)
+    data = {"stockouts": [], "currencies": ["EUR"], "alerts": alerts, "days": _days(2)}
+    texts: list[str] = []
+    status = _render_status(tmp_path, data, texts)
+    assert status["charts"].get("alert_lead_times", 0) == 0 and status["charts"]["alert_lead_times_note"] == 1
+    assert "the 3 forecasts here" in texts
+    assert status["charts"]["alert_outcomes"] == 2  # the sentinel row is no alert
+    # no alert at all: the note still speaks (an aggregate over no rows gives no row)
+    texts.clear()
+    status = _render_status(tmp_path, dict(data, alerts=[]), texts)
+    assert status["charts"]["alert_lead_times_note"] == 1 and "no lead times: no alerts here" in texts
