@@ -54,28 +54,34 @@ def _data() -> dict:
             "alerts": alerts, "actions": actions, "gateways": gateways, "devices": devices, "anomalies": anomalies}
 
 
-#: Once the page has drawn (``#render-status`` filled), its widths: the document's and the charts' box,
-#: sent to the page holding it in a frame.
+#: Once the page has drawn (``#render-status`` filled), its widths every 200 ms: the document's and
+#: the charts' box, sent to the page holding it in a frame.
 _MEASURE = """<script>
-const timer = setInterval(() => {
+setInterval(() => {
   const status = document.getElementById('render-status').textContent;
   if (!status) return;
-  clearInterval(timer);
   const doc = document.documentElement, box = document.getElementById('charts');
   parent.postMessage(JSON.stringify({status: JSON.parse(status), layout: {
     doc_scroll: doc.scrollWidth, doc_client: doc.clientWidth, charts_scroll: box.scrollWidth,
     charts_client: box.clientWidth}}), '*');
-}, 100);
+}, 200);
 </script></body>"""
 
-#: The page in a frame ``width`` px wide: its viewport is that wide (a headless window is 500 px at least).
+#: The page in a frame ``width`` px wide: its viewport is that wide (a headless window is 500 px at
+#: least); once drawn, the frame becomes ``then`` px wide when that is a number.
 _FRAME = """<!doctype html><html><body style="margin:0">
-<iframe src="{src}" style="width:{width}px;height:2000px;border:0"></iframe><pre id="measured"></pre>
-<script>addEventListener('message', e => {{ document.getElementById('measured').textContent = e.data; }});</script>
+<iframe id="page" src="{src}" style="width:{width}px;height:2000px;border:0"></iframe>
+<pre id="first"></pre><pre id="measured"></pre>
+<script>addEventListener('message', e => {{
+  const first = document.getElementById('first');
+  if (!first.textContent) {{ first.textContent = e.data; if ({then}) document.getElementById('page').style.width = '{then}px'; }}
+  document.getElementById('measured').textContent = e.data;
+}});</script>
 </body></html>"""
 
 
-def _layout(tmp_path, width: int) -> tuple[dict, dict]:
+def _layout(tmp_path, width: int, then: int = 0) -> tuple[dict, dict, dict]:
+    """The page's render status and widths when it has drawn at ``width`` (the first), and last."""
     from tests.conftest import require
     from tests.pages import chromium_binary, dump_dom
 
@@ -83,15 +89,20 @@ def _layout(tmp_path, width: int) -> tuple[dict, dict]:
     page, frame = tmp_path / "dash.html", tmp_path / "frame.html"
     head, _, tail = page_html(_data()).rpartition("</body>")  # the last one (the Vega bundle holds some)
     page.write_text(head + _MEASURE + tail, encoding="utf-8")
-    frame.write_text(_FRAME.format(src=page.name, width=width), encoding="utf-8")
-    dom, _ = dump_dom(frame.as_uri(), width=width + 50, budget_ms=30_000)
-    measured = json.loads(html.unescape(re.search(r'<pre id="measured">([^<]*)</pre>', dom).group(1)))
-    return measured["status"], measured["layout"]
+    frame.write_text(_FRAME.format(src=page.name, width=width, then=then), encoding="utf-8")
+    dom, _ = dump_dom(frame.as_uri(), width=max(width, then) + 50, budget_ms=30_000)
+    first, last = (json.loads(html.unescape(re.search(f'<pre id="{name}">([^<]*)</pre>', dom).group(1)))
+                   for name in ("first", "measured"))
+    return first, last["status"], last["layout"]
 
 
-@pytest.mark.parametrize("width", [1300, 390])
-def test_the_page_fits_the_window_and_the_charts_fit_their_box(tmp_path, width):
-    status, layout = _layout(tmp_path, width)
+@pytest.mark.parametrize("width,then", [(1300, 0), (390, 0), (1300, 390)],
+                         ids=["laptop", "phone", "laptop-narrowed-to-phone"])
+def test_the_page_fits_the_window_and_the_charts_fit_their_box(tmp_path, width, then):
+    first, status, layout = _layout(tmp_path, width, then)
+    if then:  # drawn for the wide window first, then again for the narrow one
+        assert first["status"]["layout"]["columns"] == 2
+        width = then
     assert status["errors"] == []
     assert layout["doc_client"] <= width  # the page had that viewport (less a scroll bar)
     assert layout["doc_scroll"] <= layout["doc_client"], layout  # no horizontal scroll for the page
