@@ -140,8 +140,8 @@ class DetectorConfig:
     till_share_prior: float = 30.0
     #: the store's baskets in a lane's silence count in its share only once it speaks, also
     #: before the store's ``till_share_from``-th basket (False, the previous rule: those counted
-    #: at once, so a lane down from the store's first baskets learned a share of about 0.05 -
-    #: 0.15 from its own silence and gathered evidence at a third of the pace)
+    #: at once, so a lane down from the store's first baskets learned a share of about 0.1 - 0.2
+    #: from its own silence and gathered evidence at half the pace or less)
     till_share_after_silence: bool = True
     divergence_min: int = 3
     divergence_share: float = 0.5

@@ -213,9 +213,9 @@ def test_a_lane_down_from_the_stores_first_baskets_is_flagged():
 def test_a_lane_silent_since_the_stores_first_baskets_does_not_learn_its_share_from_the_silence():
     # The same first morning, lane 2 down 06:20-08:00 (about 17 of its baskets missed). Before
     # the store's 30th basket the others' baskets in its silence counted in its share at once
-    # (till_share_after_silence=False): it took 1 - 3 of the first ~13 and its share fell to
-    # about 0.1 (0.05 at that hour) before its evidence began, so it gathered evidence at a third
-    # of the pace. Now they count only once it speaks, as every later silence's do.
+    # (till_share_after_silence=False): it took 2 - 4 of them and its share fell to 0.09 - 0.19
+    # before its evidence began (0.27 - 0.30 now), so it gathered evidence at half the pace or
+    # less. Now they count only once it speaks, as every later silence's do.
     new = [_first_morning(CFG, seed, 8.0) for seed in range(8)]
     old = [_first_morning(replace(CFG, till_share_after_silence=False), seed, 8.0) for seed in range(8)]
 
