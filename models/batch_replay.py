@@ -31,7 +31,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import (
-    BELOW_EMPTY_UNITS, GUESS_MS, NOISE_READINGS, POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
+    BELOW_EMPTY_UNITS, CREEP_REFILLS, GUESS_MS, NOISE_READINGS, POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
     TRUST_TOL_UNITS, FEATURES, FacingState, _compute, _derive, sku_groups,
 )
 
@@ -48,6 +48,7 @@ _FIELDS = (
     ("sales_since_reading", "float"), ("started_ms", "opt"), ("last_price", "optf"), ("sku_facings", "int"),
     ("sensor_untrusted", "bool"), ("pos_units", "optf"), ("last_reading_units", "optf"), ("_value_ms", "opt"),
     ("_sold_since_value", "float"), ("_drop_at_value", "float"), ("_stuck", "bool"), ("_residual", "float"), ("_weight_sum", "float"), ("_weight_units", "float"), ("_below", "bool"),
+    ("zero_creep", "float"), ("_refill_short", "optf"), ("_refills", "int"), ("_refills_at", "float"),
     ("reading_noise", "float"), ("_noise_pairs", "int"), ("units_unexplained", "float"), ("_guessed", "float"), ("_guess_ms", "opt"),
     ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
     ("_restock_profile", "profile"), ("_profile_ref_ms", "opt"), ("_price_mean", "optf"),
@@ -219,14 +220,37 @@ def _sale(S: np.ndarray, ts: np.ndarray, qty: np.ndarray, price: np.ndarray, ret
 def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.ndarray, weight: np.ndarray) -> None:
     """FacingState.on_reading on rows ``S``."""
     col = _COL
+    # a clean refill's reading short of capacity: the least of CREEP_REFILLS, seen twice, sets the creep
+    cap, restock_ms, last_ms = S[:, col["capacity"]], S[:, col["last_restock_ms"]], S[:, col["last_reading_ms"]]
+    refill = ((cap > 0) & ~np.isnan(restock_ms) & ~np.isnan(last_ms)
+              & (np.where(np.isnan(restock_ms), 0.0, restock_ms) > np.where(np.isnan(last_ms), 0.0, last_ms))
+              & (S[:, col["sales_since_reading"]] == 0))
+    short = cap - units_est
+    prev, at = S[:, col["_refill_short"]], S[:, col["_refills_at"]]
+    lower = np.isnan(prev) | (short < prev)
+    least = np.where(lower, short, prev)
+    at = np.where(refill, np.where(lower, 1.0, np.where(short == prev, at + 1.0, at)), at)
+    n = S[:, col["_refills"]] + refill
+    done = refill & (n >= CREEP_REFILLS)
+    c = col["zero_creep"]
+    S[:, c] = np.where(done & (at >= 2), _max(0.0, least), S[:, c])
+    S[:, col["_refill_short"]] = np.where(done, np.nan, np.where(refill, least, prev))
+    S[:, col["_refills"]] = np.where(done, 0.0, n)
+    S[:, col["_refills_at"]] = np.where(done, 0.0, at)
+    creep = S[:, c].copy()
     # below empty: the unit weight learnt from the readings, the weight under an empty shelf
     weighed = ~np.isnan(weight)
     counted = weighed & (units_est >= 1)
     for c, add in ((col["_weight_sum"], weight), (col["_weight_units"], units_est)):
         S[:, c] += np.where(counted, add, 0.0)
     w_sum, w_units = S[:, col["_weight_sum"]], S[:, col["_weight_units"]]
-    below = (w_sum > 0) & (np.where(weighed, weight, 0.0) * w_units < -BELOW_EMPTY_UNITS * w_sum)
+    w0 = np.where(weighed, weight, 0.0)
+    below = (w_sum > 0) & (w0 * w_units + creep * w_sum < -BELOW_EMPTY_UNITS * w_sum)
     S[:, col["_below"]] = np.where(weighed, below, S[:, col["_below"]])
+    # re-zeroed: a 0 from its weight (the device clips it at 0)
+    from_weight = (units_est < 1) & weighed & (w_sum > 0)
+    zeroed = _max(0.0, np.rint(w0 * w_units / np.where(w_sum > 0, w_sum, 1.0)) + creep)
+    units_est = np.where(creep > 0, np.where(from_weight, zeroed, units_est + creep), units_est)
     c = col["started_ms"]
     S[:, c] = np.where(np.isnan(S[:, c]), ts, S[:, c])
     S[:, col["has_sensor"]] = 1.0
@@ -535,6 +559,8 @@ def _sku_reading(rows, ts, units_est, battery, weight, target, g, sizes_g) -> No
         out = np.zeros(n_runs, dtype=x.dtype)
         out[inv[target]] = x[target]
         return out[inv]
+
+    units_est = of_target(rows[:, col["last_reading_units"]])  # as corrected (zero_creep)
 
     live = _live_guess(rows, ts)
     if not (live > 0).any():  # nothing held on a guess: nothing to explain

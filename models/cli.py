@@ -125,7 +125,7 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
 
 
 #: Bump when the feature rows a history gives change (features, labels, replay).
-_ROWS_VERSION = 12  # 12: sku_sale / sku_reading (issue 11: sale attribution by sensor evidence)
+_ROWS_VERSION = 13  # 13: zero_creep (a load cell re-zeroed at refills); 12: sku_sale / sku_reading (sale attribution)
 
 
 def _write_rows(path: Path, data) -> None:

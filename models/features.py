@@ -55,7 +55,8 @@ __all__ = [
 #: makes the same events give other feature values. A saved state (the lake's
 #: ``gold.feature_state`` snapshots) kept under other rules is not resumed; the history is
 #: replayed instead. 12: ``sku_sale`` / ``sku_reading`` (sale attribution by sensor evidence).
-STATE_RULES_VERSION = 12
+#: 13: a load cell's crept zero re-zeroed at refills (``FacingState.zero_creep``).
+STATE_RULES_VERSION = 13
 
 #: Time constants of the decayed sales rates, hours.
 RATE_TAUS_H = (1.0, 4.0, 24.0, 168.0)
@@ -92,6 +93,20 @@ STUCK_MIN_MS = 30 * 60_000
 #: believed until a reading is back above. The unit weight is learnt from the readings
 #: themselves (``weight_g`` summed over ``units_est`` summed, readings of 1 unit or more).
 BELOW_EMPTY_UNITS = 1.0
+#: A load cell's zero creeps (issue 11): its weight runs off by a few grams a day, and a cell
+#: that crept down by more than half a unit reads 0 over the shelf's last unit, a false "empty
+#: now". A refill fills the facing to its planogram capacity (a partial one is the exception),
+#: so the first reading after a refill scan (no sale between them) short of capacity is
+#: evidence of the offset. A partial refill falls further short, so the least shortfall of
+#: each ``CREEP_REFILLS`` refills, when two of them fell that short, sets
+#: ``FacingState.zero_creep`` (at 0 or more units: a cell reading above capacity is not
+#: corrected). Every later
+#: reading is corrected by it (the auto-zero shelf-sensor vendors do
+#: at a known state): ``units_est + zero_creep``, and a reading of 0 from its weight
+#: (``weight_g`` over the learnt unit weight, plus the creep, rounded, at least 0), since the
+#: device's 0 hides how far under it the weight fell.
+CREEP_REFILLS = 4
+
 #: The POS estimate of an untrusted sensor's facing (``FacingState.pos_units``) starts from the
 #: last believed reading. A reading more than ``POS_ANCHOR_TOL`` units below the till's account
 #: (that estimate: the last anchor minus POS sales since, plus restocks) fell further than the
@@ -182,6 +197,14 @@ class FacingState:
     _weight_sum: float = 0.0          # weight_g of the readings of 1 unit or more ...
     _weight_units: float = 0.0        # ... and their units_est: the unit weight is the ratio
     _below: bool = False              # the last reading with a weight was BELOW_EMPTY_UNITS under empty
+    #: Units the load cell reads under the shelf (its zero crept down; ``BELOW_EMPTY_UNITS``'s
+    #: neighbour above): readings are corrected by it. ``_refill_short``: the last clean refill's
+    #: reading short of capacity, the least of this block (None: none yet); ``_refills``: how many,
+    #: ``_refills_at``: how many of them read that least shortfall.
+    zero_creep: float = 0.0
+    _refill_short: float | None = None
+    _refills: int = 0
+    _refills_at: float = 0.0
     #: The sensor's reading noise (``NOISE_READINGS``): share of still readings that moved.
     reading_noise: float = 0.0
     _noise_pairs: int = 0
@@ -278,12 +301,23 @@ class FacingState:
         self.has_sensor = True
         units_est = float(units_est)
         frozen = False
-        if weight_g is not None and weight_g == weight_g:  # known (not None, not NaN)
+        if (self.capacity > 0 and self.last_restock_ms is not None and self.last_reading_ms is not None
+                and self.last_restock_ms > self.last_reading_ms and self.sales_since_reading == 0):
+            self._creep_evidence(float(self.capacity) - units_est)  # a clean refill's reading short of capacity
+        creep = self.zero_creep
+        weighed = weight_g is not None and weight_g == weight_g  # known (not None, not NaN)
+        if weighed:
             if units_est >= 1:
                 self._weight_sum += float(weight_g)
                 self._weight_units += units_est
             self._below = (self._weight_sum > 0
-                           and float(weight_g) * self._weight_units < -BELOW_EMPTY_UNITS * self._weight_sum)
+                           and float(weight_g) * self._weight_units + creep * self._weight_sum
+                           < -BELOW_EMPTY_UNITS * self._weight_sum)
+        if creep > 0:  # re-zeroed: a 0 from its weight (the device clips it at 0)
+            if units_est >= 1 or not (weighed and self._weight_sum > 0):
+                units_est = units_est + creep
+            else:
+                units_est = max(0.0, float(round(float(weight_g) * self._weight_units / self._weight_sum)) + creep)
         if self.units is not None and self.last_reading_ms is not None:
             frozen = self.last_reading_units == units_est
             if frozen:
@@ -312,6 +346,18 @@ class FacingState:
         self.last_reading_ms = ts_ms
         self.battery_pct = float(battery_pct)
         self.sales_since_reading = 0.0
+
+    def _creep_evidence(self, short: float) -> None:
+        """A refill's shortfall (``CREEP_REFILLS``): the least of a block, seen twice, sets the creep."""
+        if self._refill_short is None or short < self._refill_short:
+            self._refill_short, self._refills_at = short, 1.0
+        elif short == self._refill_short:
+            self._refills_at += 1.0
+        self._refills += 1
+        if self._refills >= CREEP_REFILLS:
+            if self._refills_at >= 2:
+                self.zero_creep = max(0.0, self._refill_short)
+            self._refill_short, self._refills, self._refills_at = None, 0, 0.0
 
     def _learn_noise(self, units_est: float) -> None:
         """Update ``reading_noise`` with a new reading (``NOISE_READINGS``): only a pair of
@@ -468,7 +514,7 @@ def sku_reading(states: list["FacingState"], i: int, ts_ms: int, units_est: floa
     s = states[i]
     before, last = s.units, s.last_reading_units
     s.on_reading(ts_ms, units_est, battery_pct, weight_g)
-    u = float(units_est)
+    u = s.last_reading_units  # as corrected (``zero_creep``)
     if len(states) == 1 or before is None or last is None or last == u or not _sensed(s):
         return
     drop = max(0.0, before - u)

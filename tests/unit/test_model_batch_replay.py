@@ -27,10 +27,13 @@ def _planogram(rng, n_facings: int) -> list[Facing]:
     return sorted(facings, key=lambda f: f.facing_id)
 
 
-def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: bool) -> list[tuple]:
+def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: bool, creep: bool = False) -> list[tuple]:
     """Events as (kind, ts, key, value, extra, kind_text or a reading's weight_g): sales (voids, returns, zero and fractional
     quantities, missing and odd prices), readings (stuck values, jumps, drift, zeros), restocks,
-    unknown facings and SKUs, ties in time."""
+    unknown facings and SKUs, ties in time. ``creep``: most restocks are read at once a few units
+    short of capacity (a load cell's crept zero, ``FacingState.zero_creep``)."""
+    capacity = {f.facing_id: f.capacity for f in facings}
+    crept = {f: int(rng.choice([0, 1, 1, 2])) for f in list(capacity) + ["F99"]}
     skus = sorted({f.sku for f in facings}) + ["UNKNOWN"]
     fids = [f.facing_id for f in facings] + ["F99"]
     ts = T0 + np.sort(rng.integers(0, int(span_h * H), n_events))
@@ -40,7 +43,8 @@ def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: 
     ts = np.sort(ts)
     out = []
     stuck_value = {}
-    for t in ts.tolist():
+    ts_list = ts.tolist() + [None]
+    for k, t in enumerate(ts_list[:-1]):
         r = rng.random()
         if r < 0.45:
             kind = rng.choice(["sale", "sale", "sale", "void", "return", None])
@@ -58,7 +62,14 @@ def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: 
             weight = None if rng.random() < 0.2 else float(u * 150.0 + rng.normal(0.0, 60.0) - 400.0 * (rng.random() < 0.15))
             out.append((READING, t, fid, u, float(rng.integers(0, 101)), weight))
         else:
-            out.append((RESTOCK, t, str(rng.choice(fids)), float(rng.choice([0, 1, 6, 12, 40])), None, None))
+            fid = str(rng.choice(fids))
+            refill = creep and rng.random() < 0.7 and ts_list[k + 1] != t + 1 and ts_list[k + 1] != t
+            if refill:  # read before and 1 ms after, short of capacity: the crept zero
+                out.append((READING, t, fid, float(rng.integers(0, 3)), 50.0, float(rng.normal(0.0, 60.0))))
+            out.append((RESTOCK, t + refill, fid, float(rng.choice([0, 1, 6, 12, 40])), None, None))
+            if refill:
+                u = float(max(0, capacity.get(fid, 10) - crept[fid] - int(rng.random() < 0.2)))
+                out.append((READING, t + 1, fid, u, 50.0, None if rng.random() < 0.1 else float(u * 150.0 + rng.normal(0.0, 60.0))))
     return out
 
 
@@ -133,7 +144,7 @@ def test_the_lock_step_replay_equals_the_gateways_replay_bit_for_bit(seed):
     for s in range(3):
         facings = _planogram(rng, int(rng.integers(4, 16)))
         history = _history(rng, facings, int(rng.integers(50, 600)), span_h=float(rng.choice([6, 48, 400])),
-                           gaps=(seed + s) % 3 == 0)
+                           gaps=(seed + s) % 3 == 0, creep=(seed + s) % 2 == 1)
         lo, hi = history[0][1] - H, history[-1][1] + 2 * H
         instants = sorted({int(t) for t in rng.integers(lo, hi, 12)} | {history[3][1], history[7][1], hi})
         snapshots = sorted({int(t) for t in rng.integers(lo, hi, 4)} | {history[5][1], hi})

@@ -405,6 +405,52 @@ def test_a_load_cell_drifting_below_an_empty_shelf_is_not_believed_though_its_un
     assert not drifting.sensor_untrusted
 
 
+def test_a_load_cell_whose_zero_crept_is_re_zeroed_at_refills_and_its_zero_over_the_last_unit_is_not_empty_now():
+    """A cell whose zero crept 0.7 unit weights down reads 0 over the shelf's last unit (a false
+    "empty now" before): ``CREEP_REFILLS`` (4) refills to capacity all read 1 short, so its
+    readings are corrected by 1 unit (a 0 from its grams), and the shelf reads empty when it is.
+    A healthy cell, and a crept one before its fourth refill, are read as they are."""
+    from models.scoring import empty_now_prob, empty_now_ready
+
+    def cell(st: FacingState, t: int, true_units: int, offset_g: float) -> None:
+        _weighed(st, t, true_units * 200.0 + offset_g)
+
+    def now(st: FacingState, t: int) -> float:
+        x = feature_matrix([st], t)
+        return float(empty_now_prob(x)[0]) if empty_now_ready(x)[0] else 0.0
+
+    crept, healthy, once = (FacingState(n, n, capacity=10, has_sensor=True) for n in ("c", "h", "o"))
+    for st, offset, refills in ((crept, -140.0, 4), (healthy, 0.0, 4), (once, -140.0, 3)):
+        t = T0
+        cell(st, t, 4, offset)
+        for _ in range(refills):  # a round fills the facing to capacity; the cell is read at once
+            t += 4 * HOUR_MS
+            st.on_restock(t, 6)
+            cell(st, t + MINUTE_MS, 10, offset)
+            for units in range(9, 3, -1):  # the till sells it down to 4 again
+                t += 20 * MINUTE_MS
+                st.on_sale(t, 1, 199)
+                cell(st, t + MINUTE_MS, units, offset)
+        for units in (3, 2, 1):
+            t += 20 * MINUTE_MS
+            st.on_sale(t, 1, 199)
+            cell(st, t + MINUTE_MS, units, offset)
+        t += 2 * MINUTE_MS
+        # one unit left on the shelf: the crept cell's device rounds 60 g to 0 units
+        if st is once:
+            assert st.units == 0.0 and now(st, t) == 1.0 and st.zero_creep == 0.0  # no evidence yet
+            continue
+        assert st.units == 1.0 and not st.sensor_untrusted and now(st, t) == 0.0
+        assert st.zero_creep == (1.0 if st is crept else 0.0)
+        st.on_sale(t + 10 * MINUTE_MS, 1, 199)  # the last unit sold: the crept cell's units stay 0, no reading
+        if st is healthy:
+            cell(st, t + 11 * MINUTE_MS, 0, offset)
+        else:  # its heartbeat: -140 g, a plain 0 from the device, 0 units once re-zeroed
+            assert now(st, t + 11 * MINUTE_MS) == 0.0  # a 0 the sensor never read (empty_now_ready)
+            cell(st, t + 3 * HOUR_MS, 0, offset)
+        assert st.units == 0.0 and not st.sensor_untrusted and now(st, t + 3 * HOUR_MS) == 1.0
+
+
 def test_the_replay_passes_a_readings_grams_to_the_facing_from_an_event_and_a_silver_row():
     from models.replay import Facing, StoreFeatures
 
