@@ -3,7 +3,7 @@
 Transformations are SQL over named input relations (``cloud.lake.silver``, ``cloud.lake.gold``),
 written in the subset both engines share: integer epoch-ms arithmetic instead of timestamp
 functions, ``TRY_CAST``, window functions, and two macros each engine expands to its own JSON
-functions: ``JSON_STR(col, '$.path')`` (one value as text) and
+functions: ``COUNT_DISTINCT(a, b)`` (distinct tuples, one with a null left out), ``JSON_STR(col, '$.path')`` (one value as text) and
 ``JSON_STRUCT(col, 'a,b,data.c')`` (parse once into a struct of text fields, read as ``j.data.c``;
 a field written ``data.c:BIGINT`` is typed by the parser where the engine's parser types while it
 parses, DuckDB's; on Spark every field stays text, so the SQL casts it: a ``TRY_CAST`` to the type
@@ -18,7 +18,7 @@ from typing import Mapping, Protocol
 
 import pyarrow as pa
 
-__all__ = ["Engine", "DuckDBEngine", "expand_json_struct", "expand_macros"]
+__all__ = ["Engine", "DuckDBEngine", "expand_count_distinct", "expand_json_struct", "expand_macros"]
 
 
 class Engine(Protocol):
@@ -32,6 +32,7 @@ class Engine(Protocol):
 
 
 _JSON = re.compile(r"\bJSON_STR\(")
+_DISTINCT = re.compile(r"\bCOUNT_DISTINCT\(([^()]*)\)")
 _STRUCT = re.compile(r"\bJSON_STRUCT\((\w+),\s*'([^']*)'\)")
 
 
@@ -69,9 +70,23 @@ def expand_json_struct(sql: str, dialect: str) -> str:
     return _STRUCT.sub(sub, sql)
 
 
+def expand_count_distinct(sql: str, dialect: str) -> str:
+    """``COUNT_DISTINCT(a, b, ...)``: how many distinct tuples of the arguments, a tuple with a
+    null left out (Spark's ``COUNT(DISTINCT a, b)``; DuckDB counts a tuple of nulls, so it is
+    nulled first). Arguments without parentheses."""
+    def sub(m: re.Match) -> str:
+        args = [a.strip() for a in m.group(1).split(",")]
+        if dialect == "spark" or len(args) == 1:
+            return f"COUNT(DISTINCT {', '.join(args)})"
+        known = " AND ".join(f"({a}) IS NOT NULL" for a in args)
+        return f"COUNT(DISTINCT CASE WHEN {known} THEN ({', '.join(args)}) END)"
+
+    return _DISTINCT.sub(sub, sql)
+
+
 def expand_macros(sql: str, dialect: str) -> str:
     """Every macro of the module docstring in ``duckdb`` or ``spark`` SQL."""
-    sql = expand_json_struct(sql, dialect)
+    sql = expand_count_distinct(expand_json_struct(sql, dialect), dialect)
     return _JSON.sub("json_extract_string(" if dialect == "duckdb" else "get_json_object(", sql)
 
 

@@ -117,22 +117,24 @@ SELECT store_id, facing_id, ts - (ts % 3600000) AS hour_ms, MAX(sku) AS sku, COU
 FROM r
 GROUP BY store_id, facing_id, ts - (ts % 3600000)""",
     "gold.stockouts": """
-WITH r AS (
-  SELECT store_id, facing_id, sku, ts, device_id, seq, CASE WHEN units_est = 0 THEN 1 ELSE 0 END AS empty
+WITH l AS (
+  -- One sort of the readings (every window here has the same partition and order): the reading
+  -- before each, and the runs of equal emptiness (islands) numbered gaps-and-islands style: along
+  -- a run of empty readings rn - empties stays the same, along a run of stocked ones empties does.
+  -- (Numbering the islands by a running count of changes sorted them twice.)
+  SELECT store_id, facing_id, sku, ts, CASE WHEN units_est = 0 THEN 1 ELSE 0 END AS empty,
+         LAG(CASE WHEN units_est = 0 THEN 1 ELSE 0 END) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_empty,
+         LAG(ts) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_ts,
+         ROW_NUMBER() OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS rn,
+         SUM(CASE WHEN units_est = 0 THEN 1 ELSE 0 END) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq
+                                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS empties
   FROM readings),
-l AS (
-  SELECT *, LAG(empty) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_empty,
-         LAG(ts) OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq) AS prev_ts FROM r),
-g AS (
-  SELECT *, SUM(CASE WHEN prev_empty IS NULL OR prev_empty <> empty THEN 1 ELSE 0 END)
-            OVER (PARTITION BY store_id, facing_id ORDER BY ts, device_id, seq
-                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS island
-  FROM l),
 i AS (
-  -- the reading before the island's first one (null for the facing's first island)
-  SELECT store_id, facing_id, island, MAX(empty) AS empty, MIN(ts) AS start_ms, MAX(sku) AS sku,
+  -- an island's first reading (rn) orders the islands; the reading before it (null for the
+  -- facing's first island)
+  SELECT store_id, facing_id, MIN(rn) AS island, MAX(empty) AS empty, MIN(ts) AS start_ms, MAX(sku) AS sku,
          MAX(CASE WHEN prev_empty IS NULL OR prev_empty <> empty THEN prev_ts END) AS prev_ts
-  FROM g GROUP BY store_id, facing_id, island),
+  FROM l GROUP BY store_id, facing_id, empty, CASE WHEN empty = 1 THEN rn - empties ELSE empties END),
 e AS (
   SELECT store_id, facing_id, sku, start_ms, empty, prev_ts,
          LEAD(start_ms) OVER (PARTITION BY store_id, facing_id ORDER BY island) AS end_ms
@@ -304,7 +306,7 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
     out: dict[str, pa.Table] = {}
     env = dict(inputs)
     keys = env.get("keys")
-    if keys is not None:
+    if keys is not None and engine.columns(keys) != list(_KEY_COLUMNS):  # (the runner's are: not copied again)
         env["keys"] = key_columns(engine, keys)
     for name, table in (("checks", "silver.shelf_check"), ("gaps", "silver.gap_scan"),
                         ("restocks", "silver.shelf_restock"), ("planogram", "silver.planogram")):
@@ -316,6 +318,9 @@ def gold_tables(engine: Engine, inputs: dict[str, pa.Table]) -> dict[str, pa.Tab
         if name in ("gold.stockouts", "gold.alert_outcomes"):  # read again by the next queries
             env[name.split(".")[1]] = out[name] = engine.cache(out[name])
     return out
+
+
+_KEY_COLUMNS = ("store_id", "device_id", "epoch", "seq", "ts")
 
 
 def key_columns(engine: Engine, *rels) -> pa.Table:

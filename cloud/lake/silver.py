@@ -161,6 +161,11 @@ def _typed_select(table: str) -> tuple[str, str, str]:
     return ",\n  ".join(exprs), text, typed
 
 
+def _projected(projection: str) -> list[str]:
+    """The column names of a ``_typed_select`` projection, in order."""
+    return [expr.rsplit(" AS ", 1)[-1].strip() for expr in projection.split(",\n  ")]
+
+
 def _parsed_type(type_: str, kinds: tuple[type, ...]) -> str:
     """The type the parser gives a field of a line the contract accepted: the column's, where
     the field's JSON kind is read the same way by the parser and by the cast rule."""
@@ -271,11 +276,20 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
                      f"LEFT JOIN (SELECT DISTINCT sku FROM known_skus) k ON k.sku = t0.sku")
         drops = [i for i, e in enumerate(exps) if e.action == "drop"]
         all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"  # flags are never NULL (COALESCE)
-        typed = engine.frame(f"SELECT *, {all_ok} AS ok FROM (SELECT *, {flags} FROM ({inner}) t) f", env)
+        # The raw text only where the quarantine needs it (a row an expectation drops): carried on
+        # every row it was copied into each type's rows and out again (a quarter of the typing's CPU).
+        cols = [c for c in _projected(projection) if c != "event_json"] + (["sku_known"] if KNOWN_SKU in exps else [])
+        typed = engine.frame(
+            f"SELECT {', '.join(cols)}, {', '.join(f'e{i}' for i in range(len(exps)))}, ok, "
+            f"CASE WHEN ok THEN NULL ELSE event_json END AS event_json "
+            f"FROM (SELECT *, {all_ok} AS ok FROM (SELECT *, {flags} FROM ({inner}) t) f) g", env)
         typed = engine.cache(engine.numbered(typed))
         cached.append(typed)
+        # (ok_keys: the identities among the rows kept; fewer than ok_rows means repeats in the batch)
         counts = engine.run(
-            "SELECT COUNT(*) AS n, SUM(CASE WHEN ok THEN 1 ELSE 0 END) AS ok_rows, " + ", ".join(f"SUM(CASE WHEN e{i} THEN 0 ELSE 1 END) AS f{i}" for i in range(len(exps)))
+            "SELECT COUNT(*) AS n, SUM(CASE WHEN ok THEN 1 ELSE 0 END) AS ok_rows, "
+            "COUNT_DISTINCT(CASE WHEN ok THEN device_id END, epoch, seq) AS ok_keys, "
+            + ", ".join(f"SUM(CASE WHEN e{i} THEN 0 ELSE 1 END) AS f{i}" for i in range(len(exps)))
             + " FROM typed",
             {"typed": typed},
         ).to_pylist()[0]
@@ -303,10 +317,14 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         # silver; the rows are then taken from `typed` by number, in arrival order.
         keys = engine.frame("SELECT row_nr, device_id, epoch, seq, ts, enqueued_time, hub_partition, sequence_number, "
                             "message_index, ok FROM typed", {"typed": typed})
+        # The first arrival of each identity; a batch without a repeated one (the usual batch: the
+        # count above says so) skips that window's sort, 40 % of this query's CPU.
+        first = ("SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, epoch, seq ORDER BY enqueued_time, hub_partition, "
+                 "sequence_number, message_index) AS rn FROM ok" if int(counts["ok_keys"] or 0) < ok_rows
+                 else "SELECT *, 1 AS rn FROM ok")
         picked = engine.frame(
             """WITH ok AS (SELECT * FROM keys WHERE ok),
-                ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY device_id, epoch, seq
-                           ORDER BY enqueued_time, hub_partition, sequence_number, message_index) AS rn FROM ok),
+                ranked AS (""" + first + """),
                 last_ts AS (SELECT device_id, MAX(ts) AS max_ts FROM prior GROUP BY device_id),
                 new AS (SELECT r.* FROM ranked r WHERE r.rn = 1
                         AND NOT EXISTS (SELECT 1 FROM prior p WHERE p.device_id = r.device_id

@@ -63,6 +63,25 @@ def test_duplicates_within_a_batch_and_against_silver_are_removed_and_counted():
     assert results(again)[("silver.pos_line", "unique_device_seq")] == (2, 1)
 
 
+def test_the_first_arrival_of_a_repeated_event_is_kept_and_a_refused_copy_is_no_repeat():
+    # a repeat (seq 2 again, other content, in a later message): the first arrival is kept
+    out = run(bronze([sale(1), sale(2, qty=2)], [sale(2, qty=5), sale(3)]))
+    pos = sorted(out["tables"]["silver.pos_line"].to_pylist(), key=lambda r: r["seq"])
+    assert [(r["seq"], r["qty"]) for r in pos] == [(1, 2), (2, 2), (3, 2)] and out["stats"]["duplicates"] == 1
+    # a copy an expectation drops (quarantined) is no repeat of the kept one: nothing deduplicated
+    out = run(bronze([sale(1), sale(2, qty=2)], [sale(2, qty=5000)]))
+    assert sorted(out["tables"]["silver.pos_line"]["seq"].to_pylist()) == [1, 2]
+    assert out["stats"]["duplicates"] == 0 and out["stats"]["quarantined"] == 1
+
+
+def test_count_distinct_leaves_out_a_tuple_with_a_null_on_duckdb_as_spark_does():
+    import pyarrow as pa
+
+    rows = pa.table({"a": ["x", "x", None, "y", "y"], "b": [1, 1, 1, None, 2]})
+    got = ENGINE.run("SELECT COUNT_DISTINCT(a, b) AS n, COUNT_DISTINCT(a) AS one FROM t", {"t": rows}).to_pylist()
+    assert got == [{"n": 2, "one": 2}]  # (x, 1) and (y, 2); a single argument: plain COUNT(DISTINCT)
+
+
 def test_drop_expectations_quarantine_rows_with_their_reasons():
     out = run(bronze([sale(1), sale(2, qty=5000), reading(1, 3, facing_id=None)]))
     assert out["tables"]["silver.pos_line"]["seq"].to_pylist() == [1]
