@@ -662,7 +662,12 @@ def in_window(rows: pa.Table, cutoff: dict[str, int], col: str) -> pa.Array:
     or after the store's cutoff (a store without a cutoff has no window; a row without a time is
     in none, as the Delta delete predicate ``col >= cut`` keeps it). Here, not in the runner, so
     Spark executors applying it need not import the runner."""
-    cut = pa.array([cutoff.get(s, 2**62) for s in rows["store_id"].to_pylist()], pa.int64())
+    stores = rows["store_id"]
+    if isinstance(stores, pa.ChunkedArray):
+        stores = stores.combine_chunks()
+    codes = stores.dictionary_encode()  # one cutoff per store, not one Python lookup per row
+    cuts = pa.array([cutoff.get(s, 2**62) for s in codes.dictionary.to_pylist()], pa.int64())
+    cut = pc.fill_null(cuts.take(codes.indices), 2**62)
     return pc.fill_null(pc.greater_equal(rows[col], cut), False)
 
 

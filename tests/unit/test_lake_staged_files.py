@@ -144,6 +144,10 @@ def test_a_row_without_a_time_is_never_in_the_window_so_a_rewrite_keeps_it():
     assert in_window(rows, {"s001": 20}, "day_ms").to_pylist() == [False, False, True, False]
     rest = rows.filter(pc.invert(in_window(rows, {"s001": 20}, "day_ms")))
     assert rest["day_ms"].to_pylist() == [None, 10, 30]
+    # in several chunks, with a row without a store (in no window), as a concatenated table holds them
+    chunked = pa.concat_tables([rows.slice(0, 2), pa.table({"store_id": pa.array([None], pa.string()),
+                                                             "day_ms": pa.array([40], pa.int64())}), rows.slice(2)])
+    assert in_window(chunked, {"s001": 20, "s002": 40}, "day_ms").to_pylist() == [False, False, False, True, False]
 
 
 def test_executors_apply_the_window_rule_without_importing_the_runner():
