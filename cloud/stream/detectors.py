@@ -79,6 +79,12 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   product lost; the categories are master data, ``Categories``): at least ``band_ratio`` times the
   expected units and ``band_min_units``, with a chance of at most ``band_alpha`` at the SKU's rate
   (the binomial split of today's and the last days' units by store units). Score: net / expected.
+  ``band_rule="shelf"`` (measured, not in force: better than the rule in force on the seeds it was
+  not chosen on, by a few rows, at more CPU) is the exposure rule's rate with the times the SKU was
+  known off its shelf left out - from its last sale to a refill adding ``band_refill_share`` of its
+  planogram capacity (a refill seen days later corrects the history), after its last sale of a day
+  whose close its load cell read 0 - without the categories, at a chance of at most
+  ``band_shelf_alpha``.
 * ``alert_divergence``: (run only while the gateway is alive) the gateway's raised alerts and
   the cloud's ``empty_within_h`` alerts disagree on at least ``divergence_min`` facings and on
   more than ``divergence_share`` of the facings either raises, for ``divergence_ticks`` ticks in
@@ -184,7 +190,9 @@ class DetectorConfig:
     #: "share" (the rule in force): a SKU against its best share of the last days, 3 x + 3 sigma,
     #: only before half the usual day was sold. "exposure": its rate while on sale, a binomial
     #: test, all day, net of switching inside its category (``band_alpha`` and below): better on
-    #: the training seeds, worse on the held-out ones (docs/stream.md), so not in force
+    #: the training seeds, worse on the held-out ones (docs/stream.md), so not in force. "shelf": its
+    #: rate while on its shelf (refills and load cells, ``band_shelf_alpha`` and below), no categories:
+    #: better than "share" on the seeds not chosen on by a few rows, at more CPU; not in force
     band_rule: str = "share"
     band_sigmas: float = 3.0  # "share"
     band_early_share: float = 0.5  # "share"
