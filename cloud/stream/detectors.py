@@ -704,11 +704,15 @@ class StoreWatch:
                     other.store_hour[hour] += 1
         return rows
 
-    def _band(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
+    def _band_today(self, ts: int, cfg: DetectorConfig) -> bool:
+        """Move ``demand_band``'s day on to ``ts``'s (``_band_roll``); False for a day already learned."""
         day = ts // DAY_MS
         if self.band_day is None or day > self.band_day:
             self._band_roll(day, cfg)
-        elif day < self.band_day:
+        return day == self.band_day
+
+    def _band(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
+        if not self._band_today(ts, cfg):
             return  # a line of a day already learned
         sku, qty, price = data.get("sku"), float(data.get("qty", 0)), int(data.get("price_cents", 0))
         if data.get("kind", "sale") != "sale" or qty <= 0:
@@ -761,13 +765,8 @@ class StoreWatch:
         ``band_refill_share`` of its planogram capacity, its shelf had run empty (a refill tops a
         shelf up to capacity): it was off the shelf from its last sale until the first scan."""
         sku, cap = data.get("sku"), self.capacity_per_sku.get(data.get("sku"), 0)
-        if not cap:
-            return
-        day = ts // DAY_MS
-        if self.band_day is None or day > self.band_day:
-            self._band_roll(day, cfg)
-        elif day < self.band_day:
-            return  # a scan of a day already learned
+        if not cap or not self._band_today(ts, cfg):
+            return  # no capacity known, or a scan of a day already learned
         g = self.band_refill.get(sku)
         if g is None or ts - g[0] > cfg.band_refill_ms:
             g = self.band_refill[sku] = [ts, 0.0, False]
