@@ -831,6 +831,7 @@ class StoreWatch:
             return self._band_check_share(t, cfg)
         rows = []
         total = self.band_total
+        alpha = cfg.band_shelf_alpha if cfg.band_rule == "shelf" else cfg.band_alpha
         for sku, units in sorted(self.band_units.items()):
             key = f"demand_band:{sku}:{self.band_day}"
             if units < cfg.band_min_units or sku in self.band_promo or key in self.open:
@@ -840,7 +841,6 @@ class StoreWatch:
                 continue  # no sale in the last days (out of stock, or new): no rate to compare with
             h, exposure = usual
             expected = h / exposure * total
-            alpha = cfg.band_shelf_alpha if cfg.band_rule == "shelf" else cfg.band_alpha
             if units < cfg.band_ratio * expected or _binom_tail(units, h, total, exposure) > alpha:
                 continue
             switched, sibling = self._band_switched(sku, h / exposure, categories, cfg)
