@@ -137,15 +137,6 @@ class StreamJob:
 
     # ---- the loop ------------------------------------------------------------------------
 
-    def _check_continuity(self, proc: PartitionProcessor, msgs: Sequence[ReceivedMessage]) -> None:
-        """Count and log the messages between the state's position and the first one the source
-        delivered: hub sequence numbers run without holes within a partition, and the checkpoint
-        never runs ahead of the snapshot, so a hole means this lake's ``stream.state`` is behind
-        the consumer group's checkpoint (a new lake or one restored from a backup, read with a
-        consumer group another lake already moved; or messages expired from the hub's retention).
-        Those messages are never read by this job: its windows and alerts miss them."""
-        self._count_hole(proc, min(m.sequence_number for m in msgs))
-
     def _check_checkpoints(self) -> None:
         """At start, where the source tells its checkpoints (the embedded hub's reader): a partition
         whose checkpoint is ahead of this lake's state will never deliver the messages in between;
@@ -159,6 +150,12 @@ class StreamJob:
             proc.state.position = max(proc.state.position, seq)
 
     def _count_hole(self, proc: PartitionProcessor, first: int) -> None:
+        """Count and log the messages between the state's position and ``first``, the first one the
+        source delivers: hub sequence numbers run without holes within a partition, and the
+        checkpoint never runs ahead of the snapshot, so a hole means this lake's ``stream.state`` is
+        behind the consumer group's checkpoint (a new lake or one restored from a backup, read with
+        a consumer group another lake already moved; or messages expired from the hub's retention).
+        Those messages are never read by this job: its windows and alerts miss them."""
         missed = first - proc.state.position - 1
         if missed > 0:
             proc.state.count("skipped_messages", missed)
@@ -178,7 +175,7 @@ class StreamJob:
         for part, msgs in sorted(by_part.items()):
             proc = self._processor(part)
             before = proc.state.position
-            self._check_continuity(proc, msgs)
+            self._count_hole(proc, min(m.sequence_number for m in msgs))
             rows = proc.process(msgs)
             if proc.state.position == before:
                 continue
