@@ -18,18 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_sim.scenario import DeviceParams
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import FEATURES
-from models.history import load_history
+from models.history import history_info, load_history
 from models.replay import replay_features, sample_instants
 
 _U, _S, _K = FEATURES.index("units_est"), FEATURES.index("has_sensor"), FEATURES.index("sku_facings")
 
 
 def _heartbeat_h(root: Path) -> float:
-    """The scenario's sensor heartbeat, hours (``firmware_sim`` default 180 min)."""
-    info = json.loads((root / "scenario.json").read_text())
-    return float(((info.get("scenario") or {}).get("devices") or {}).get("heartbeat_min", 180)) / 60.0
+    """The scenario's sensor heartbeat, hours (the simulator's default where it names none)."""
+    devices = (history_info(root).get("scenario") or {}).get("devices") or {}
+    return float(devices.get("heartbeat_min", DeviceParams.heartbeat_min)) / 60.0
 
 
 def estimate_rows(root: Path, stores: list[str] | None, *, warmup_days: float = 3.0, every_min: int = 30,
@@ -37,6 +38,7 @@ def estimate_rows(root: Path, stores: list[str] | None, *, warmup_days: float = 
     """Per row: the estimate, the true units and the slice columns, for every store of ``root``."""
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("est", "true", "sensor", "shared", "watched", "untrusted", "store",
                                                          "facing", "t", "age_h", "sib_age_h", "heartbeat_h")}
+    heartbeat_h = _heartbeat_h(root)
     for h in load_history(root, stores=stores, prefix=root.name):
         first = h.start_ms + int(warmup_days * DAY_MS)
         instants = sample_instants(first, h.end_ms - int(horizon_h * HOUR_MS), every_min=every_min)
@@ -78,7 +80,7 @@ def estimate_rows(root: Path, stores: list[str] | None, *, warmup_days: float = 
                     sib[mf] = np.maximum(sib[mf], age[mg])
         out["age_h"].append(age)
         out["sib_age_h"].append(sib)
-        out["heartbeat_h"].append(np.full(len(rows.t), _heartbeat_h(root)))
+        out["heartbeat_h"].append(np.full(len(rows.t), heartbeat_h))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
