@@ -522,6 +522,10 @@ class StoreWatch:
             elif etype == "edge.health":
                 self._health(ts, data, cfg, enqueued_ms)
         elif etype == "shelf.reading":
+            if cfg.band_rule == "shelf":
+                # Learn the day before this reading can end a zero its close is judged by
+                # (_band_shelf_close): a shelf refilled before the next day's first sale or scan.
+                self._band_today(ts, cfg)
             return self._reading(device, ts, data, cfg)
         elif etype == "pos.line":
             return self._sale(device, ts, data, cfg)

@@ -184,3 +184,22 @@ def test_shelf_a_spike_from_the_opening_is_flagged_while_its_shelf_is_refilled()
     rows = _run(today, cfg=SHELF, categories=None, events=scans, planogram=SHELVES)
     assert [r["subject"] for r in rows] == ["x"]
     assert rows[0]["first_seen"] - T0 - 2 * DAY_MS < CLOSE * HOUR_MS
+
+
+def test_shelf_a_load_cell_reading_0_at_the_close_counts_when_the_shelf_is_refilled_before_the_next_sale():
+    # A store without restock scans: 'y' (20 a day) got 3 units on each of the two days before,
+    # sold them in the first half hour, and its load cell read 0 through the close; each next
+    # morning the round refilled it at 06:48, before the store's first sale (07:00), and the cell
+    # read it at once. The close was learned at the first sale, after that reading had ended
+    # the zero: the evidence was lost and 'y' back on its shelf was flagged as a spike.
+    def first_half_hour(day: int) -> list[tuple[int, str]]:
+        return [(ts + day * DAY_MS, sku) for ts, sku in _first_half_hour]
+
+    history = [_sales(0, "x", 4.0) + first_half_hour(0), _sales(1, "x", 4.0) + first_half_hour(1)]
+    today = _sales(2, "x", 4.0) + _sales(2, "y", 20.0)
+    cells = [r for d in (0, 1) for r in [_reading(d, 6.8, 3.0)] + [_reading(d, h, 0.0) for h in range(8, 24, 2)]]
+    cells += [_reading(2, 6.8, 12.0)]
+    assert _run(today, history=history, cfg=SHELF, categories=None, events=cells, planogram=SHELVES) == []
+    # without the cells the till alone sees a seller of 3 a day selling 20: flagged
+    assert [r["subject"] for r in _run(today, history=history, cfg=SHELF, categories=None,
+                                       planogram=SHELVES)] == ["y"]
