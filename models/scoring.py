@@ -32,8 +32,10 @@ _SKU_FACINGS = FEATURES.index("sku_facings")
 _SINCE_RESTOCK = FEATURES.index("hours_since_restock")
 
 #: Operating threshold of ``empty_now`` when no manifest gives one (a gateway on the Poisson
-#: baseline: the statistical detector): ``gondola eval`` picks 0.903 for it on the validation
-#: stores (alerts on facings without a sensor 85 % right), rounded to 0.9.
+#: baseline: the statistical detector): ``gondola eval`` picked 0.903 for it on the validation
+#: stores when the goal was alerts on facings without a sensor 85 % right on the pooled stores,
+#: rounded to 0.9 (not re-picked under ``models.pipeline.EMPTY_NOW_PRECISION``, 90 % on every
+#: validation source, nor with the till's count of 0 scoring 1: ``_till_counts_empty``).
 EMPTY_NOW_THRESHOLD = 0.9
 #: An ``empty_within_h`` forecast is raised only on a facing the till has sold from within this
 #: many hours (``hours_since_sale`` below its cap): a forecast of running out needs the
