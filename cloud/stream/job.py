@@ -24,7 +24,8 @@ Exactly-once in effect over an at-least-once source and a crash at any point (ki
 
 Partitions are balanced by the source (the Event Hubs SDK's ownership blobs); a partition this
 instance has not seen before starts from its snapshot in ``stream.state``, wherever it was
-written.
+written, and so does one it gets back after another instance moved it on (the source starts it
+at the group's checkpoint, past the state held here: ``StreamJob._resume``).
 """
 
 from __future__ import annotations
@@ -91,10 +92,11 @@ class StreamJob:
 
     # ---- state ---------------------------------------------------------------------------
 
-    def _processor(self, partition: str) -> PartitionProcessor:
+    def _processor(self, partition: str, state: PartitionState | None = None) -> PartitionProcessor:
+        """The partition's operators: from ``state`` when given, else as held, else from its snapshot."""
         proc = self._procs.get(partition)
-        if proc is None:
-            state = self._load_state(partition) or PartitionState(
+        if proc is None or state is not None:
+            state = state or self._load_state(partition) or PartitionState(
                 partition, EventClock(self.config.allowed_lateness_ms, self.config.max_skew_ms))
             proc = self._procs[partition] = PartitionProcessor(
                 state, self.config, scorer=self.scorer, planograms=self.planograms, source=self.source.name,
@@ -145,25 +147,37 @@ class StreamJob:
         if checkpoints is None:
             return
         for part, seq in sorted(checkpoints().items()):
-            proc = self._processor(part)
-            self._count_hole(proc, seq + 1)
+            proc = self._resume(part, seq + 1)
             proc.state.position = max(proc.state.position, seq)
 
-    def _count_hole(self, proc: PartitionProcessor, first: int) -> None:
-        """Count and log the messages between the state's position and ``first``, the first one the
-        source delivers: hub sequence numbers run without holes within a partition, and the
-        checkpoint never runs ahead of the snapshot, so a hole means this lake's ``stream.state`` is
-        behind the consumer group's checkpoint (a new lake or one restored from a backup, read with
-        a consumer group another lake already moved; or messages expired from the hub's retention).
-        Those messages are never read by this job: its windows and alerts miss them."""
+    def _resume(self, partition: str, first: int) -> PartitionProcessor:
+        """The partition's operators for the messages from ``first`` on, the first one the source
+        delivers. Hub sequence numbers run without holes within a partition, and the checkpoint
+        never runs ahead of the snapshot, so a hole after the state's position means either:
+
+        * another instance of the job moved the partition on in this lake while this one did not
+          own it (Event Hubs balanced it away and back, and the source starts it again at the
+          group's checkpoint): the state held here is stale, the lake's snapshot is ahead of it and
+          is read again;
+        * this lake's ``stream.state`` is behind the consumer group's checkpoint (a new lake or one
+          restored from a backup, read with a consumer group another lake already moved; or
+          messages expired from the hub's retention): the messages in between are never read by
+          this job and its windows and alerts miss them; they are counted and logged.
+        """
+        proc = self._processor(partition)
+        if first > proc.state.position + 1:
+            stored = self._load_state(partition)
+            if stored is not None and stored.position > proc.state.position:
+                proc = self._processor(partition, stored)
         missed = first - proc.state.position - 1
         if missed > 0:
             proc.state.count("skipped_messages", missed)
-            self._dirty.add(proc.state.partition)
+            self._dirty.add(partition)
             log.warning("partition %s: %d hub messages before sequence number %d were never read: the consumer "
                         "group's checkpoint is ahead of this lake's stream.state (a new or restored lake with a used "
                         "--consumer-group, or messages past the hub's retention); their windows, alerts and "
-                        "anomalies are missing", proc.state.partition, missed, first)
+                        "anomalies are missing", partition, missed, first)
+        return proc
 
     def process_batch(self, batch: Sequence[ReceivedMessage]) -> dict[str, int]:
         """Run one received batch through the operators and commit its rows; return rows per table."""
@@ -173,9 +187,8 @@ class StreamJob:
         out: dict[str, list[dict]] = {name: [] for name in STREAM_TABLES}
         last: dict[str, int] = {}
         for part, msgs in sorted(by_part.items()):
-            proc = self._processor(part)
+            proc = self._resume(part, min(m.sequence_number for m in msgs))
             before = proc.state.position
-            self._count_hole(proc, min(m.sequence_number for m in msgs))
             rows = proc.process(msgs)
             if proc.state.position == before:
                 continue

@@ -246,3 +246,45 @@ def test_a_lake_whose_state_is_behind_the_consumer_groups_checkpoint_says_what_i
     fresh = run(tmp_path / "lake-c")
     assert fresh.stats["messages"] == 0 and fresh.counters()["skipped_messages"] == 7
     assert run(tmp_path / "lake-c").counters()["skipped_messages"] == 7
+
+
+def test_a_partition_back_from_another_instance_resumes_from_that_instances_snapshot(tmp_path, caplog):
+    """Two instances share a lake and a consumer group (Event Hubs balances the partitions): one
+    read a partition, lost it to the other, which moved it on and snapshotted, and got it back.
+    The source starts it again at the group's checkpoint; the instance's own state of the partition
+    is then stale. It was used as it was: the messages the other instance read were counted as
+    never read, and the partition's windows and counters went on without them."""
+    t0 = 1_767_600_000_000
+    clock = SimClock(t0)
+    hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
+    lake = open_storage(str(tmp_path / "lake"))
+
+    def send(seq: int) -> None:
+        ts = t0 + seq * MINUTE_MS
+        clock.advance_to(ts)
+        event = make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=seq, ts=ts,
+                           data={"txn_id": f"t{seq}", "register": "r01", "line": 1, "sku": "k1", "qty": 1,
+                                 "price_cents": 100}) | {"received_at": ts}
+        msg = encode_batch([event], store_id="s001")
+        hub.send("gw-s001", msg.body, msg.properties)
+
+    with LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as mine, \
+            LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as other:
+        a = StreamJob(lake, mine)
+        for seq in range(3):
+            send(seq)
+        a.run(once=True)
+        for seq in range(3, 5):  # the partition moved to the other instance, which read 3-4
+            send(seq)
+        b = StreamJob(lake, other)
+        b.run(once=True)
+        assert b.counters()["messages"] == 5 and "skipped_messages" not in b.counters()
+        send(5)
+        mine.rewind()  # back to this instance: its source starts at the group's checkpoint
+        with caplog.at_level("WARNING", logger="cloud.stream.job"):
+            a.process_batch(mine.receive())
+        a.snapshot()
+    hub.close()
+    assert "never read" not in caplog.text
+    assert "skipped_messages" not in a.counters()
+    assert a.counters()["messages"] == 6 and a.counters()["events"] == 6  # the other instance's work kept
