@@ -35,8 +35,9 @@ _SINCE_RESTOCK = FEATURES.index("hours_since_restock")
 #: baseline: the statistical detector): ``gondola eval`` picked 0.903 for it on the validation
 #: stores when the goal was alerts on facings without a sensor 85 % right on the pooled stores,
 #: rounded to 0.9. Under ``models.pipeline.EMPTY_NOW_PRECISION`` (90 % on every validation
-#: source) it picks 0.997 (run of record, session 7: on default-s101 precision 0.79 -> 0.99,
-#: stock-outs detected 0.31 -> 0.08, docs/model.md); this fallback was left at 0.9.
+#: source) it picked 0.997 (session 7's run of record, on code before ``_till_counts_empty``: on
+#: default-s101 precision 0.79 -> 0.99, stock-outs detected 0.31 -> 0.08, docs/model.md); this
+#: fallback was left at 0.9.
 EMPTY_NOW_THRESHOLD = 0.9
 #: An ``empty_within_h`` forecast is raised only on a facing the till has sold from within this
 #: many hours (``hours_since_sale`` below its cap): a forecast of running out needs the
