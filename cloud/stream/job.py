@@ -115,8 +115,31 @@ class StreamJob:
         log.info("partition %s: resuming from the snapshot at hub seq %s", partition, state.position)
         return state
 
+    def _stored_positions(self) -> dict[str, int]:
+        """Each partition's position in this source's snapshots in ``stream.state``."""
+        rows = self.storage.read(STATE.name, columns=["hub_partition", "position"],
+                                 filter=pc.field("source") == self.source.name)
+        out: dict[str, int] = {}
+        for part, pos in zip(*(rows.columns if rows is not None else ([], []))):
+            out[part.as_py()] = max(out.get(part.as_py(), -1), pos.as_py())
+        return out
+
     def snapshot(self) -> None:
-        """Write the state of every partition that moved, then move the source's checkpoints."""
+        """Write the state of every partition that moved, then move the source's checkpoints.
+
+        A partition whose snapshot in the lake is ahead of the state held here was moved on by
+        another instance since (Event Hubs balanced it away): that state is stale and is dropped,
+        not written (it would take the lake's state back behind the group's checkpoint, and the
+        next reader of the partition would miss the messages in between); the partition is read
+        from the lake again if it comes back."""
+        stored = self._stored_positions() if self._dirty else {}
+        for p in sorted(self._dirty):
+            if stored.get(p, -1) > self._procs[p].state.position:
+                log.info("partition %s: another instance moved it on to hub seq %d (this one held %d): not "
+                         "snapshotted", p, stored[p], self._procs[p].state.position)
+                self._dirty.discard(p)
+                self._last_msg.pop(p, None)
+                del self._procs[p]
         parts = sorted(self._dirty)
         if parts:
             now = self.wall()

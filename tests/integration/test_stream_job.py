@@ -288,3 +288,46 @@ def test_a_partition_back_from_another_instance_resumes_from_that_instances_snap
     assert "never read" not in caplog.text
     assert "skipped_messages" not in a.counters()
     assert a.counters()["messages"] == 6 and a.counters()["events"] == 6  # the other instance's work kept
+
+
+def test_a_snapshot_of_a_partition_another_instance_moved_on_does_not_take_the_lakes_state_back(tmp_path, caplog):
+    """One instance held unsnapshotted state of a partition when Event Hubs moved it to another,
+    which read on and snapshotted. The first instance's next snapshot wrote its stale state over
+    the other's: the lake's state went back behind the group's checkpoint, and whoever next
+    started the partition from the lake missed the messages in between."""
+    t0 = 1_767_600_000_000
+    clock = SimClock(t0)
+    hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
+    lake = open_storage(str(tmp_path / "lake"))
+
+    def send(seq: int) -> None:
+        ts = t0 + seq * MINUTE_MS
+        clock.advance_to(ts)
+        event = make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=seq, ts=ts,
+                           data={"txn_id": f"t{seq}", "register": "r01", "line": 1, "sku": "k1", "qty": 1,
+                                 "price_cents": 100}) | {"received_at": ts}
+        msg = encode_batch([event], store_id="s001")
+        hub.send("gw-s001", msg.body, msg.properties)
+
+    def source() -> LocalHubSource:
+        return LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream")
+
+    with source() as mine, source() as other:
+        a = StreamJob(lake, mine)
+        for seq in range(3):
+            send(seq)
+        a.run(once=True)  # snapshot at 2
+        send(3)
+        a.process_batch(mine.receive())  # read, not yet snapshotted: then the partition moves
+        for seq in range(4, 6):
+            send(seq)
+        StreamJob(lake, other).run(once=True)  # the other instance: 3-5, snapshot at 5
+        a.snapshot()
+    with source() as again:
+        with caplog.at_level("WARNING", logger="cloud.stream.job"):
+            restarted = StreamJob(lake, again)
+            restarted.run(once=True)
+    hub.close()
+    assert "never read" not in caplog.text
+    assert "skipped_messages" not in restarted.counters()
+    assert restarted.counters()["messages"] == 6
