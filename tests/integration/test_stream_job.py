@@ -195,10 +195,8 @@ def test_the_dashboard_lists_the_anomalies_the_stream_found(tmp_path):
     assert "UTC" not in section
 
 
-def test_a_lake_whose_state_is_behind_the_consumer_groups_checkpoint_says_what_it_never_read(tmp_path, caplog):
-    """The checkpoint lives with the hub, the state in the lake: a new (or restored) lake read with
-    a consumer group another lake already moved starts at the checkpoint. Found from outside (the
-    demo's hub read into a second lake: 0 rows, no word); the job now counts and logs the hole."""
+def _one_till_hub(tmp_path: Path):
+    """An embedded hub of one partition, and ``send(seq)``: one till line of that seq, a minute apart."""
     t0 = 1_767_600_000_000
     clock = SimClock(t0)
     hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
@@ -211,6 +209,15 @@ def test_a_lake_whose_state_is_behind_the_consumer_groups_checkpoint_says_what_i
                                  "price_cents": 100}) | {"received_at": ts}
         msg = encode_batch([event], store_id="s001")
         hub.send("gw-s001", msg.body, msg.properties)
+
+    return hub, send
+
+
+def test_a_lake_whose_state_is_behind_the_consumer_groups_checkpoint_says_what_it_never_read(tmp_path, caplog):
+    """The checkpoint lives with the hub, the state in the lake: a new (or restored) lake read with
+    a consumer group another lake already moved starts at the checkpoint. Found from outside (the
+    demo's hub read into a second lake: 0 rows, no word); the job now counts and logs the hole."""
+    hub, send = _one_till_hub(tmp_path)
 
     def run(lake: Path) -> StreamJob:
         with LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as source:
@@ -254,19 +261,8 @@ def test_a_partition_back_from_another_instance_resumes_from_that_instances_snap
     The source starts it again at the group's checkpoint; the instance's own state of the partition
     is then stale. It was used as it was: the messages the other instance read were counted as
     never read, and the partition's windows and counters went on without them."""
-    t0 = 1_767_600_000_000
-    clock = SimClock(t0)
-    hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
+    hub, send = _one_till_hub(tmp_path)
     lake = open_storage(str(tmp_path / "lake"))
-
-    def send(seq: int) -> None:
-        ts = t0 + seq * MINUTE_MS
-        clock.advance_to(ts)
-        event = make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=seq, ts=ts,
-                           data={"txn_id": f"t{seq}", "register": "r01", "line": 1, "sku": "k1", "qty": 1,
-                                 "price_cents": 100}) | {"received_at": ts}
-        msg = encode_batch([event], store_id="s001")
-        hub.send("gw-s001", msg.body, msg.properties)
 
     with LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as mine, \
             LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream") as other:
@@ -295,19 +291,8 @@ def test_a_snapshot_of_a_partition_another_instance_moved_on_does_not_take_the_l
     which read on and snapshotted. The first instance's next snapshot wrote its stale state over
     the other's: the lake's state went back behind the group's checkpoint, and whoever next
     started the partition from the lake missed the messages in between."""
-    t0 = 1_767_600_000_000
-    clock = SimClock(t0)
-    hub = LocalHub(tmp_path / "hub.sqlite", partitions=1, clock=clock)
+    hub, send = _one_till_hub(tmp_path)
     lake = open_storage(str(tmp_path / "lake"))
-
-    def send(seq: int) -> None:
-        ts = t0 + seq * MINUTE_MS
-        clock.advance_to(ts)
-        event = make_event("pos.line", store_id="s001", device_id="pos-s001-r01", seq=seq, ts=ts,
-                           data={"txn_id": f"t{seq}", "register": "r01", "line": 1, "sku": "k1", "qty": 1,
-                                 "price_cents": 100}) | {"received_at": ts}
-        msg = encode_batch([event], store_id="s001")
-        hub.send("gw-s001", msg.body, msg.properties)
 
     def source() -> LocalHubSource:
         return LocalHubSource(str(tmp_path / "hub.sqlite"), consumer_group="cloud-stream")
