@@ -35,9 +35,9 @@ _SINCE_RESTOCK = FEATURES.index("hours_since_restock")
 #: baseline: the statistical detector): ``gondola eval`` picked 0.903 for it on the validation
 #: stores when the goal was alerts on facings without a sensor 85 % right on the pooled stores,
 #: rounded to 0.9. Under ``models.pipeline.EMPTY_NOW_PRECISION`` (90 % on every validation
-#: source) it picked 0.997 (session 7's run of record, on code before ``_till_counts_empty``: on
-#: default-s101 precision 0.79 -> 0.99, stock-outs detected 0.31 -> 0.08, docs/model.md); this
-#: fallback was left at 0.9.
+#: source), with ``_till_counts_empty``, it picks 0.947 (session 7's run of record: precision on
+#: facings without a sensor 0.87-0.98, median delay 16-21 min on the seven held-out sets,
+#: ``bench/results/model_eval.json``); this fallback was left at 0.9, not measured there.
 EMPTY_NOW_THRESHOLD = 0.9
 #: An ``empty_within_h`` forecast is raised only on a facing the till has sold from within this
 #: many hours (``hours_since_sale`` below its cap): a forecast of running out needs the
