@@ -120,7 +120,6 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     from firmware_sim import Scenario, StoreSim, write_master_data
     from firmware_sim.history import write_stock_records
     from firmware_sim.mqtt import MqttPublisher
-    from models.evaluation import forecast_outcomes, match_alerts
 
     cfg.validate()
     model_path = _model_path(cfg.model)
@@ -158,8 +157,8 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
     publisher = None
     sent = Counter()
     published = Counter()
+    # the gateways' raised alerts per kind: forecasts (the warnings judged by lead time), detections
     kinds: dict[str, list[tuple[str, str, int]]] = {"empty_within_h": [], "empty_now": []}
-    alerts = kinds["empty_within_h"]  # forecasts: the warnings judged by lead time
     try:
         for sim in sims:
             settings = EdgeSettings(
@@ -251,14 +250,8 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
         )
         dropped += len(sim.truth.dropped)
         faults.update(sim.truth.faults)
-    # Forecasts are judged on stock-outs that start with stock on the shelf after the first
-    # cycle (a shelf already empty then could only be detected); detections on all of them.
-    first_cycle = cfg.start_ms + cfg.tick_min * MINUTE_MS
-    with_stock = [s for s in stockouts if s[2] > first_cycle]
-    quality = match_alerts(alerts, with_stock, cfg.horizon_min * MINUTE_MS)
-    # Precision counts a forecast raised on a shelf already empty as right; it warned of nothing.
-    outcomes = forecast_outcomes(alerts, stockouts, cfg.horizon_min * MINUTE_MS)
-    detection = match_alerts(kinds["empty_now"], stockouts, 0)
+    judged = judge_alerts(kinds["empty_within_h"], kinds["empty_now"], stockouts,
+                          first_cycle_ms=cfg.start_ms + cfg.tick_min * MINUTE_MS, horizon_ms=cfg.horizon_min * MINUTE_MS)
 
     silver_rows = {k: v for k, v in counts.items() if k.startswith("silver.")}
     summary = {
@@ -292,16 +285,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
         "tables": counts,
         "silver_rows": silver_rows,
         "stream": stream,
-        "alerts": {
-            "raised": len(alerts) + len(kinds["empty_now"]),
-            "ground_truth_stockouts": len(stockouts),
-            "stockouts_starting_with_stock": len(with_stock),
-            "horizon_min": cfg.horizon_min,
-            **quality,
-            "forecast_outcomes": outcomes,
-            "empty_now": {"raised": len(kinds["empty_now"]), "precision": detection["precision"],
-                          "detected": detection["detected_recall"], "median_delay_min": detection["median_delay_min"]},
-        },
+        "alerts": {"horizon_min": cfg.horizon_min, **judged},
         # The lake's report figures (cloud.lake.tables.MEASURES via bi_kpis): exactly what the
         # dashboard and Power BI show. "alerts" above is judged against the simulator's truth.
         "reports": _report_figures(warehouse),
@@ -441,6 +425,32 @@ def _wait_committed(gw, target: int, timeout_s: float = 60.0) -> None:
         raise GondolaError(
             f"gateway committed {gw.committed_count()} of {target} published messages after {timeout_s}s"
         )
+
+
+def judge_alerts(forecasts: list[tuple[str, str, int]], detections: list[tuple[str, str, int]],
+                 stockouts: list[tuple[str, str, int, int | None]], *, first_cycle_ms: int, horizon_ms: int) -> dict:
+    """The gateways' alerts against the simulator's stock-outs (``summary.json``'s ``alerts``, see
+    docs/summary.md). Recall is over the stock-outs that start with stock on the shelf after the
+    first cycle (a shelf already empty then could only be detected); precision over every
+    stock-out: a forecast raised on a shelf already empty is right (it warned of nothing:
+    ``forecast_outcomes.on_empty_shelf``), also when the shelf was empty from before the first
+    cycle. Detections are judged on every stock-out."""
+    from models.evaluation import forecast_outcomes, match_alerts
+
+    with_stock = [s for s in stockouts if s[2] > first_cycle_ms]
+    quality = match_alerts(forecasts, with_stock, horizon_ms)
+    right = match_alerts(forecasts, stockouts, horizon_ms)
+    quality.update(true_alerts=right["true_alerts"], precision=right["precision"])
+    detection = match_alerts(detections, stockouts, 0)
+    return {
+        "raised": len(forecasts) + len(detections),
+        "ground_truth_stockouts": len(stockouts),
+        "stockouts_starting_with_stock": len(with_stock),
+        **quality,
+        "forecast_outcomes": forecast_outcomes(forecasts, stockouts, horizon_ms),
+        "empty_now": {"raised": len(detections), "precision": detection["precision"],
+                      "detected": detection["detected_recall"], "median_delay_min": detection["median_delay_min"]},
+    }
 
 
 def format_summary(summary: dict) -> str:

@@ -108,3 +108,24 @@ def test_the_printed_table_says_how_many_stock_outs_the_detections_found_and_whe
     [found] = [line for line in text.splitlines() if line.startswith("  stock-outs found (share of all)")]
     assert found.split()[-1] == "0.38"
     assert text.endswith("docs/summary.md (the keys of summary.json)")
+
+
+def test_a_forecast_on_a_shelf_empty_from_before_the_first_cycle_is_right_and_left_out_of_recall():
+    """Precision was judged on the stock-outs starting after the first cycle only (recall's
+    denominator): a forecast raised on a shelf empty since the run began counted as a false alarm,
+    while docs/summary.md, forecast_outcomes (on_empty_shelf) and the lake (already_empty) call it right."""
+    from gondola.demo import judge_alerts
+
+    t0, minute = 1_767_600_000_000, 60_000
+    stockouts = [("s001", "f1", t0, t0 + 300 * minute),  # empty from the start
+                 ("s001", "f2", t0 + 100 * minute, None)]  # empties later, with stock at the first cycle
+    forecasts = [("s001", "f1", t0 + 30 * minute),  # on the shelf empty from the start
+                 ("s001", "f2", t0 + 40 * minute),  # 60 min ahead of f2's stock-out
+                 ("s001", "f3", t0 + 50 * minute)]  # no stock-out: false
+    detections = [("s001", "f1", t0 + 20 * minute)]
+    got = judge_alerts(forecasts, detections, stockouts, first_cycle_ms=t0 + 15 * minute, horizon_ms=120 * minute)
+    assert (got["alerts"], got["true_alerts"], got["precision"]) == (3, 2, 2 / 3)
+    assert (got["stockouts"], got["stockouts_starting_with_stock"], got["caught"], got["recall"]) == (1, 1, 1, 1.0)
+    assert got["forecast_outcomes"] == {"warned_ahead": 1, "on_empty_shelf": 1, "false": 1}
+    assert (got["raised"], got["ground_truth_stockouts"]) == (4, 2)
+    assert got["empty_now"] == {"raised": 1, "precision": 1.0, "detected": 0.5, "median_delay_min": 20.0}
