@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from cloud.stream.scoring import StoreScorer, kind_thresholds
+from cloud.stream.scoring import StoreScorer, kind_thresholds, store_rounds
 from firmware_sim import StoreSim
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES
@@ -335,3 +335,30 @@ def test_a_snapshot_from_before_restock_rounds_taken_in_a_silence_goes_on_imputi
     got, want = old.prepare(t, s)[1], straight.prepare(t, s)[1]
     # the shelves go on falling from where they stood when the store went quiet, not from 0
     assert got[:, _UNITS].sum() > 0 and np.array_equal(got[:, _UNITS], want[:, _UNITS])
+
+
+def test_a_round_the_store_skipped_on_its_watched_day_is_imputed_at_the_other_stores_time():
+    # Seed 67 of the cloud-vs-gateway bench: a store watched a day without an evening round (it
+    # skipped it) went silent over the next evening; its round came in the silence, and the cloud,
+    # knowing only the store's morning and afternoon rounds, held forecasts on refilled shelves.
+    assert store_rounds([6 * HOUR_MS + 1_800_000, 13 * HOUR_MS],
+                        [6 * HOUR_MS + 2_100_000, 13 * HOUR_MS + 300_000, 18 * HOUR_MS + 2_400_000]) == [
+        6 * HOUR_MS + 1_800_000, 13 * HOUR_MS, 18 * HOUR_MS + 2_400_000]
+    # a time of day the store's own rounds already cover (within 2 h, across midnight too) is its own
+    assert store_rounds([13 * HOUR_MS, 23 * HOUR_MS + 1_800_000], [14 * HOUR_MS + 1_800_000, 1_800_000]) == [
+        13 * HOUR_MS, 23 * HOUR_MS + 1_800_000]
+    sc, s = _store(41)  # silent from 17:00 on day 1
+    day0 = s - 41 * HOUR_MS
+    sc.watched_from = day0
+    sc.rounds = [day0 + 6 * HOUR_MS + 1_800_000, day0 + 13 * HOUR_MS]  # its own: 06:30 and 13:00
+    pool = sc.rounds + [day0 + DAY_MS + 6 * HOUR_MS + 2_100_000, day0 + 13 * HOUR_MS + 300_000,
+                        day0 + 18 * HOUR_MS + 2_400_000]  # the other stores': 06:35, 13:05, 18:40
+    X0 = sc.features.matrix(s)
+    cap = np.maximum(X0[:, FEATURES.index("capacity")], 1.0)
+    for k in range(1, 37):  # 17:05 - 20:00
+        _, Xs = sc.prepare(s + k * 5 * MINUTE_MS, s, pool=pool)
+    evening = day0 + DAY_MS + 18 * HOUR_MS + 2_400_000
+    assert sc.round_imputed_at == evening
+    refilled = sc.refilled_at == evening
+    # the shelves it found low are back near capacity at 20:00 (80 minutes of imputed demand after)
+    assert refilled.sum() >= 5 and np.all(Xs[refilled, _UNITS] >= 0.8 * cap[refilled])
