@@ -307,10 +307,13 @@ def _charts(data: dict):
                                                      range=["#2e7d32", "#f9a825", "#8d6e00", "#b42318", "#9e9e9e"])),
         tooltip=["kind:N", "scorer:N", "outcome:N", "count():Q"]).properties(
             width=w, title="Alerts by kind and what became of them", name="alert_outcomes")
-    lead_bars = al.transform_filter("datum.lead_min != null").mark_bar().encode(
-        x=alt.X("lead_min:Q", bin=alt.Bin(maxbins=24), title="lead time: alert -> shelf empty (min)"),
-        y=alt.Y("count():Q", title="alerts")).properties(name="alert_lead_times")
-    # Only an alert the shelf's emptying followed (outcome empty_after) has a lead time; when the
+    # A forecast's lead time: an empty_now raised before its shelf emptied was wrong ("empty" of a
+    # shelf that was not), its minutes are no warning (the lake's lead figures are forecasts' too).
+    lead = f"datum.kind == '{FORECAST}' && datum.lead_min != null"
+    lead_bars = al.transform_filter(lead).mark_bar().encode(
+        x=alt.X("lead_min:Q", bin=alt.Bin(maxbins=24), title="lead time: forecast -> shelf empty (min)"),
+        y=alt.Y("count():Q", title="forecasts")).properties(name="alert_lead_times")
+    # Only a forecast the shelf's emptying followed (outcome empty_after) has a lead time; when the
     # selection has none, say so instead of a blank chart (QA, session 7: the default demo's forecasts
     # all went unobserved). The alerts' sentinel row (chart_spec) passes every filter, so the
     # count below has a row even when no alert does.
@@ -318,8 +321,8 @@ def _charts(data: dict):
                  .transform_filter(f"datum.sentinel || ({by_store})").transform_filter(f"datum.sentinel || ({by_cat})")
                  .transform_filter({"or": ["datum.sentinel", in_dates]})
                  .transform_calculate(real="datum.sentinel ? 0 : 1",
-                                      forecast=f"datum.kind == '{FORECAST}' ? 1 : 0")
-                 .transform_aggregate(alerts="sum(real)", forecasts="sum(forecast)", leads="valid(lead_min)")
+                                      forecast=f"datum.kind == '{FORECAST}' ? 1 : 0", lead=f"{lead} ? 1 : 0")
+                 .transform_aggregate(alerts="sum(real)", forecasts="sum(forecast)", leads="sum(lead)")
                  .transform_filter("datum.leads == 0")
                  .transform_calculate(note="datum.alerts == 0 ? ['no lead times: no alerts here']"
                                            " : datum.forecasts == 0 ? ['no lead times: no forecasts here',"
@@ -329,7 +332,7 @@ def _charts(data: dict):
                  .mark_text(x=6, y=6, align="left", baseline="top", fontSize=11, color="#5b6675")
                  .encode(text="note:N").properties(name="alert_lead_times_note"))
     leads = alt.layer(lead_bars, lead_note).properties(
-        width=w, height=160, title=alt.TitleParams("Alert lead times", subtitle="alerts the shelf's emptying followed"))
+        width=w, height=160, title=alt.TitleParams("Alert lead times", subtitle="forecasts the shelf's emptying followed"))
 
     checks = al.mark_bar().encode(
         y=alt.Y("staff_check:N", title=None, sort=["restocked", "no_stock", "was_fine", "not checked"]),

@@ -133,3 +133,25 @@ def test_alert_lead_times_say_why_they_are_blank(tmp_path):
     texts.clear()
     status = _render_status(tmp_path, dict(data, alerts=[]), texts)
     assert status["charts"]["alert_lead_times_note"] == 1 and "no lead times: no alerts here" in texts
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+def test_alert_lead_times_are_the_forecasts_a_detection_raised_before_its_shelf_emptied_is_none(tmp_path):
+    # An empty_now raised 15 min before its shelf emptied said "empty" of a shelf that was not
+    # (outcome empty_after, wrong for its kind): its minutes are no warning. They were drawn as a
+    # lead time beside the forecasts', which the lake's lead figures (gold.stockouts,
+    # bi_alert_quality.mean_lead_min, bi_kpis) leave out, and the note said empty-now alerts have none.
+    alert = dict(store_id="s001", store="Store s001", category="dairy", date="2026-03-09", scorer="model:v1",
+                 staff_check="not checked")
+    wrong_detection = dict(alert, kind="empty_now", outcome="empty_after", lead_min=15.0)
+    data = {"stockouts": [], "currencies": ["EUR"], "days": _days(2),
+            "alerts": [wrong_detection, dict(alert, kind="empty_now", outcome="already_empty", lead_min=None)]}
+    texts: list[str] = []
+    status = _render_status(tmp_path, data, texts)
+    assert status["charts"].get("alert_lead_times", 0) == 0 and status["charts"]["alert_lead_times_note"] == 1
+    assert "no lead times: no forecasts here" in texts
+    # beside a forecast warned 40 min ahead: one bar, the forecast's
+    forecast = dict(alert, kind="empty_within_h", outcome="empty_after", lead_min=40.0)
+    status = _render_status(tmp_path, dict(data, alerts=data["alerts"] + [forecast]))
+    assert status["charts"]["alert_lead_times"] == 1 and status["charts"].get("alert_lead_times_note", 0) == 0

@@ -34,7 +34,8 @@ def _data() -> dict:
                                       hour=9 + i, open_min=60.0 + i, lost_sales=3.5 * i, currency="EUR",
                                       alerted=bool(i % 2), start_censored=False, cause=CAUSES[i % 4]))
             for i, outcome in enumerate(OUTCOMES):
-                kind = "empty_within_h" if i % 2 else "empty_now"
+                # detections judged by what was seen on the shelf, forecasts by what followed
+                kind = "empty_now" if outcome in ("already_empty", "empty_seen") else "empty_within_h"
                 alerts.append(dict(store_id=sid, store=name, category=f"category {i}", date=date, scorer=SCORER,
                                    kind=kind, outcome=outcome, lead_min=25.0 + i if outcome == "empty_after" else None,
                                    staff_check=("restocked", "no_stock", "was_fine", "not checked", "not checked")[i]))
