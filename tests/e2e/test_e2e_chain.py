@@ -55,6 +55,9 @@ def test_every_emitted_event_reaches_silver_exactly_once_without_faults(tmp_path
     assert 0.0 <= s["alerts"]["recall"] <= 1.0
     # every forecast is told apart: warned ahead, on a shelf already empty, or false
     assert sum(s["alerts"]["forecast_outcomes"].values()) == s["alerts"]["alerts"]
+    # and precision's right ones are those warned ahead or raised on a shelf already empty
+    fo = s["alerts"]["forecast_outcomes"]
+    assert s["alerts"]["true_alerts"] == fo["warned_ahead"] + fo["on_empty_shelf"]
     # the stores' ERP sent the night's stock record, and the root causes use it
     assert s["tables"]["silver.stock_record"] == 2 * 80
     evidence = run.cloud.storage.read("gold.stockout_causes")["evidence"].to_pylist()
