@@ -19,7 +19,6 @@ import random
 import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 

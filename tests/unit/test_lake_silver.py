@@ -148,7 +148,6 @@ def test_a_clear_loyalty_id_never_reaches_silver_and_is_masked_in_quarantine():
 
 
 def test_undecodable_messages_and_unknown_types_are_quarantined():
-    b = bronze([sale(1)])
     broken = ReceivedMessage("0", "9", 9, T0, {"schema": "gondola.batch.v1", "content-encoding": "gzip"}, b"not gzip")
     odd = make_event("pos.line", store_id="s001", device_id="x", seq=1, ts=T0, data={})
     odd["type"] = "shelf.teleport"
