@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="products CSV (sku, category), 'none' to judge demand without categories "
                          "(env GONDOLA_STREAM_PRODUCTS; default silver.products in the lake; read only by "
                          "--band-rule exposure)")
+    # cloud.stream.detectors.BAND_RULES, written out: importing cloud.stream here costs every command
+    # ~0.3 s (tests/unit/test_stream_wiring.py keeps the two equal)
     st.add_argument("--band-rule", choices=("share", "exposure", "shelf"), default=None,
                     help="demand_band's rule: share (default, in force), exposure (rate while on sale, net "
                          "of same-category switching: finds more spikes at more false alarms) or shelf (rate "

@@ -138,3 +138,14 @@ def test_demand_bands_rule_comes_from_the_command_line_or_the_environment_and_on
         assert len(job.categories) == 3 and job.config.detectors.band_rule == "exposure"
     finally:
         job.source.close()
+
+
+def test_the_clis_band_rule_choices_are_the_detectors_rules():
+    # cloud.cli keeps its own tuple (importing cloud.stream at parse time costs ~0.3 s on every
+    # `gondola cloud` command): this keeps the two from drifting apart.
+    from cloud.cli import _parser
+    from cloud.stream.detectors import BAND_RULES
+
+    stream = next(a for a in _parser()._subparsers._group_actions[0].choices["stream"]._actions
+                  if a.dest == "band_rule")
+    assert tuple(stream.choices) == BAND_RULES
