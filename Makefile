@@ -15,6 +15,7 @@ TEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the dependencies into $(VENV) (a few minutes the first time; pip is quiet meanwhile)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	@touch $(STAMP)

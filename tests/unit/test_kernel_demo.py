@@ -88,6 +88,30 @@ def test_component_warnings_go_to_a_log_file_not_the_demos_terminal(tmp_path):
     assert len(lines) == 1 and lines[0].endswith("WARNING edge.collector: quarantined a message from device d1: bad_json")
 
 
+def test_the_warnings_line_names_the_components_that_logged_them():
+    # Outside check (session 8): `make demo` on a fresh clone said "6 warning(s) from the gateways
+    # and the cloud (quarantined messages, ...)" while all 6 were the retraining round's threshold
+    # notes (models.pipeline) and the gateways had quarantined nothing.
+    import logging
+
+    from gondola.demo import _KeptWarnings
+
+    kept = _KeptWarnings()
+    loggers = [logging.getLogger(f"qa_test.{name}") for name in ("models.pipeline", "edge.collector")]
+    for lg in loggers:
+        lg.addHandler(kept)
+    try:
+        for lg, n in zip(loggers, (3, 2)):
+            for _ in range(n):
+                lg.warning("w")
+        loggers[1].info("not kept")
+    finally:
+        for lg in loggers:
+            lg.removeHandler(kept)
+    assert kept.count == 5
+    assert kept.describe() == "5 warning(s) (qa_test.models.pipeline 3, qa_test.edge.collector 2)"
+
+
 def test_the_printed_table_says_how_many_stock_outs_the_detections_found_and_where_figures_are_defined():
     """Read as a store manager would (outside check): the table gave the detections' precision
     and delay but not how many of the empty shelves they found, and named no page defining its
