@@ -382,6 +382,12 @@ def eval_main(argv: list[str]) -> int:
 
     args = _eval_parser().parse_args(argv)
     started = time.monotonic()
+    # A mistyped history folder fails now, not after the training rows are built: that takes
+    # minutes on the six training sets, and QA met the error only then (session 8).
+    from models.history import history_info
+
+    for d in (args.train_data or []) + (args.test_data or []):
+        history_info(d)
     args.data = args.train_data
     train_dirs = _train_dirs(args)
     cache = Path(args.work) / "rows"
