@@ -368,8 +368,13 @@ def chart_spec(data: dict) -> dict:
 
 def _script(spec: dict) -> str:
     """vega-embed call that fits the charts to the page and records how many items each named chart
-    drew (``#render-status``)."""
-    return _SCRIPT.replace("__SPEC__", json.dumps(spec))
+    drew (``#render-status``).
+
+    The spec carries master-data text (product, store, category names from the ERP's files): ``<``,
+    ``>`` and ``&`` go in as JSON escapes, so a name holding ``</script>`` cannot end the script
+    element (it did: the page lost its charts and ran what followed; QA, session 8)."""
+    text = json.dumps(spec).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return _SCRIPT.replace("__SPEC__", text)
 
 
 #: The charts are drawn two to a row, 380 px each; when that is wider than the page (a laptop at

@@ -155,3 +155,19 @@ def test_alert_lead_times_are_the_forecasts_a_detection_raised_before_its_shelf_
     forecast = dict(alert, kind="empty_within_h", outcome="empty_after", lead_min=40.0)
     status = _render_status(tmp_path, dict(data, alerts=data["alerts"] + [forecast]))
     assert status["charts"]["alert_lead_times"] == 1 and status["charts"].get("alert_lead_times_note", 0) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.chromium
+def test_a_product_name_holding_a_script_end_tag_is_drawn_as_text_and_ends_nothing(tmp_path):
+    # Outside check (session 8): names come from the ERP's master-data files; a product named
+    # '</script><b id=x>...' ended the charts' script element: no chart was drawn, the render
+    # status stayed empty, and what followed the tag ran as the page's own markup and script.
+    name = "</script><b id=x>X</b>&"
+    row = dict(store_id="s001", store="Store s001", category="dairy", date="2026-03-09", weekday=1, hour=12,
+               open_min=30.0, lost_sales=1.0, currency="EUR", alerted=False, cause="shelf_handling")
+    data = {"stockouts": [dict(row, product=name)], "currencies": ["EUR"], "alerts": [], "days": _days(1)}
+    texts: list[str] = []
+    status = _render_status(tmp_path, data, texts)
+    assert status["charts"]["top_products"] == 1
+    assert name in texts
