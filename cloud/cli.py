@@ -213,8 +213,10 @@ def check_inputs(args) -> None:
     cmd = args.command
     if cmd in _USES_HUB and getattr(args, "local_hub", True) and not Path(args.hub).is_file():
         raise ConfigError(f"no hub at {args.hub} (the gateways' --hub-path; pass --hub PATH)")
+    # The dashboard reads only the warehouse; it needs the lake only to build a missing one.
+    dashboard_from_warehouse = cmd == "dashboard" and Path(args.warehouse).is_file()
     if cmd in _READS_LAKE and _is_local(args.lake) and not Path(args.lake).is_dir() \
-            and not getattr(args, "adls_account", None):
+            and not getattr(args, "adls_account", None) and not dashboard_from_warehouse:
         raise ConfigError(f"no lake at {args.lake} (run ingest first, or pass --lake PATH)")
     folder = args.folder if cmd == "ingest-batch" else (args.batch if cmd == "all" else None)
     if folder and not Path(folder).is_dir():
