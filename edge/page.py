@@ -24,6 +24,8 @@ import csv
 import hmac
 import html
 import json
+import logging
+import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -39,6 +41,25 @@ from gondola.errors import ConfigError, ContractError
 __all__ = ["serve_page", "ShelfLabels", "LOOPBACK"]
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+log = logging.getLogger(__name__)
+
+#: Seconds a connection may sit idle (a request line, headers or a body it announced and does not
+#: send) before its thread lets it go; the page had none, so such a client held a thread for good.
+REQUEST_TIMEOUT_S = 30.0
+
+
+class _PageServer(ThreadingHTTPServer):
+    """The page's server: a client that hangs up or times out is no error of the gateway's. The
+    standard server printed a traceback to stderr for each (BrokenPipeError after a tablet left
+    mid-answer: QA, session 8); anything else is logged once, as a warning with its traceback."""
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("store page: client %s went away (%s)", client_address[0], type(exc).__name__)
+            return
+        log.warning("store page: a request from %s failed", client_address[0], exc_info=True)
 
 
 class _TokenAuth:
@@ -235,6 +256,8 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
         return 404, b"not found\n", "text/plain; charset=utf-8"
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_S
+
         def _answer(self, with_body: bool) -> None:
             try:
                 parts = urllib.parse.urlsplit(self.path)
@@ -286,6 +309,6 @@ def serve_page(gw, host: str = "127.0.0.1", port: int = 8080, *, token: str | No
 
     if token:
         Handler = type("TokenHandler", (_TokenAuth, Handler), {"token": token})  # noqa: N806
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = _PageServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="edge-page", daemon=True).start()
     return server

@@ -124,6 +124,31 @@ def test_done_records_a_shelf_check_event_that_goes_up_with_the_alert_it_answere
 
 
 @pytest.mark.slow
+def test_a_client_that_announces_a_body_and_sends_none_is_let_go_quietly_and_the_page_still_answers(
+        tmp_path, monkeypatch, capfd):
+    # Outside check (session 8): a POST /done announcing a body it never sent held its thread
+    # for as long as the client stayed, and a client that left printed a traceback on the
+    # gateway's stderr (BrokenPipeError) among the operator's log lines.
+    import socket
+
+    import edge.page
+
+    monkeypatch.setattr(edge.page, "REQUEST_TIMEOUT_S", 0.5, raising=False)
+    gw, _ = _store(tmp_path)
+    server = serve_page(gw, port=0)
+    port = server.server_address[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(b"POST /done HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            assert sock.recv(1024) == b""  # the server closed it (before: recv waited until our timeout)
+        assert '"facing_id": "f4"' in _get(f"http://127.0.0.1:{port}/restock")  # still answering
+    finally:
+        server.shutdown()
+        gw.stop()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.slow
 @pytest.mark.chromium
 def test_the_store_page_renders_on_a_tablet_sized_headless_chromium(tmp_path):
     from tests.conftest import require
