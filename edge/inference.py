@@ -20,6 +20,10 @@
     count (``models.scoring.empty_now_ready``: a shelf sensor reports when its value changes,
     so its silence says the shelf was not seen empty).
 
+* Alert budget (``models.alert_budget``): the store's forecast threshold rises above
+  ``raise_at`` when, over the store's last 7 days, more forecasts would have been raised at
+  ``raise_at`` than the budget allows a store-day (the manifest's ``alert_budget``, or the
+  gateway's setting); then only the surest are raised. ``forecast_at`` is this cycle's.
 * Hysteresis: an alert is *raised* when its probability reaches the raise threshold and
   *cleared* when it falls to the clear level (half the raise threshold at most) or below, and
   never changes state twice within ``min_dwell_ms``; so a probability wobbling around one
@@ -50,6 +54,7 @@ from edge.buffer import LAYOUT_ROW
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, set_sku_facings, sku_reading, sku_sale
+from models.alert_budget import AlertBudget, ForecastBudget, budget_of
 from models.scoring import (EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, empty_now_ready, forecast_ready,
                             hours_to_empty)
 
@@ -112,7 +117,8 @@ class Inference:
     """Facing states, the scorer and the alert hysteresis of one store. Thread-safe."""
 
     def __init__(self, planogram: list[PlanogramRow], scorer: Scorer, *, raise_at: float = 0.6,
-                 clear_at: float = 0.3, min_dwell_ms: int = 15 * MINUTE_MS, now_at: float | None = None):
+                 clear_at: float = 0.3, min_dwell_ms: int = 15 * MINUTE_MS, now_at: float | None = None,
+                 budget: AlertBudget | None = None):
         if not 0.0 <= clear_at < raise_at <= 1.0:
             raise ConfigError(f"need 0 <= clear_at < raise_at <= 1, got {clear_at}, {raise_at}")
         if now_at is None:
@@ -153,6 +159,11 @@ class Inference:
         self.last_cycle_ms: int | None = None
         self.cycles = 0
         self.unknown_facings = 0
+        #: The alert budget per store-day: the setting's (``budget``), else the scorer's manifest's.
+        self._budget_setting = budget
+        self.budget = ForecastBudget(len(self.states), raise_at, clear_at, budget or budget_of(scorer))
+        #: The store's forecast threshold of the last cycle (``raise_at``, or above it under the budget).
+        self.forecast_at = raise_at
         self._lock = threading.Lock()
         # Shadow mode: a candidate scores beside the scorer on the same features, with its own
         # forecast hysteresis; its alert changes are kept for the uplink only (never returned
@@ -217,6 +228,9 @@ class Inference:
                 self.raise_at = raise_at
                 self.clear_at = min(self._clear_setting, raise_at / 2)
                 self.now_at = _kind_threshold(scorer, EMPTY_NOW) or self.now_at
+            # Another model's scores: its would-be forecasts (the budget's log) start afresh.
+            self.budget = ForecastBudget(len(self.states), self.raise_at, self.clear_at,
+                                         self._budget_setting or budget_of(scorer))
 
     def _shadow_reset(self, raise_at: float) -> None:
         self.shadow_raise_at = raise_at
@@ -320,8 +334,11 @@ class Inference:
                                            float(now_probs[i]), float(units[i]), EMPTY_NOW))
             # Nor on a facing with no sale seen (models.scoring.forecast_ready): no demand, no forecast.
             no_forecast = self.raised_now | ~forecast_ready(feats)
-            up, down = self._step(self.raised, self.changed_at, probs, self.raise_at, self.clear_at, now_ms,
+            # The store's threshold under its alert budget, read before this cycle is folded in.
+            self.forecast_at = self.budget.threshold(now_ms)
+            up, down = self._step(self.raised, self.changed_at, probs, self.forecast_at, self.clear_at, now_ms,
                                   block=no_forecast)
+            self.budget.observe(now_ms, probs, block=no_forecast)
             # Expected empty times of every forecast on, from this cycle's features: the store page
             # lists them soonest first, so they must not keep a restart's 0 or a stale estimate
             # (they were refreshed only in cycles that raised a new forecast somewhere).

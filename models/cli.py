@@ -323,6 +323,18 @@ def _train_dirs(args) -> list[Path]:
             for name, (seed, sc, stores) in TRAIN_SETS.items()]
 
 
+def _budgets(pkg: dict, per_day: float | None) -> dict:
+    """The alert budget each scorer's replay raises forecasts under: ``per_day`` for all when
+    given (0: none), else each runtime's manifest's (``models.runtime``), else the defaults
+    (``"*"``: the scorers outside the package, baselines and the oracle)."""
+    from models.alert_budget import AlertBudget, budget_of
+
+    if per_day is not None:
+        b = AlertBudget(per_day or None)
+        return {"*": b, **{n: b for n in pkg}}
+    return {"*": AlertBudget(), **{n: budget_of(sc) for n, sc in pkg.items()}}
+
+
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gondola eval",
                                 description="Baselines, float and int8 models and the oracle side by side on held-out stores.")
@@ -342,6 +354,10 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", choices=("arrival", "event", "both"), default="arrival",
                    help="feature replay of held-out events: in arrival order as the gateway sees them "
                         "(default), in event-time order, or both (event-time figures in a second block)")
+    p.add_argument("--forecasts-per-store-day", type=float, default=None, metavar="N",
+                   help="the alert budget the replay raises forecasts under, for every scorer: at most about "
+                        "N a store-day, the surest first (models.alert_budget); 0: none (default: each "
+                        "package's manifest, else the defaults)")
     _common(p)
     _weight(p)
     return p
@@ -406,6 +422,9 @@ def eval_main(argv: list[str]) -> int:
     else:
         test_dirs = [Path(d) for d in args.test_data]
     versions = [p["model-int8-tflite"].name for p in packages]
+    if args.forecasts_per_store_day is not None and not args.forecasts_per_store_day >= 0:
+        raise ConfigError(f"--forecasts-per-store-day must be >= 0, got {args.forecasts_per_store_day}")
+    budgets = [_budgets(pkg, args.forecasts_per_store_day) for pkg in packages]
     # Validation rows of the training stores (settled, as held-out rows are) pick the
     # thresholds of scorers whose manifest has none: baselines, the oracle, older packages.
     _, val = split_validation(train)
@@ -455,8 +474,10 @@ def eval_main(argv: list[str]) -> int:
                 p_i = {n: s.score(part.rows.X) for n, s in pkg.items()}
                 runs.append(evaluate_kinds(part, p_i, thresholds[i], args.horizon,
                                            now_from_model={n for n, sc in pkg.items()
-                                                           if getattr(sc, "empty_now_from_model", False)}))
-            res = evaluate_kinds(part, probs, thresholds[0], args.horizon, now=now)
+                                                           if getattr(sc, "empty_now_from_model", False)},
+                                           budgets=budgets[i]))
+            res = evaluate_kinds(part, probs, thresholds[0], args.horizon, now=now,
+                                 budgets={n: budgets[0]["*"] for n in probs})
             res.update(runs[0])
             poisson = res["baseline-poisson"]["pr_auc_ahead"]
             for r in runs:
@@ -613,6 +634,7 @@ def _report(per_set, seeds, event_time, trust, args, train_dirs, test_dirs, mode
         "model_dirs": [str(d) for d in model_dirs],
         "models": versions,
         "thresholds": thresholds,
+        "forecasts_per_store_day_option": args.forecasts_per_store_day,
         "record_keys": list(RECORD_KEYS),
         "per_test_set": per_set,
         "seeds": seeds,

@@ -12,12 +12,15 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from statistics import median
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from models.alert_budget import AlertBudget
+
 __all__ = ["match_alerts", "forecast_outcomes", "hysteresis_alerts", "hysteresis_episodes", "match_episodes", "evaluate_scores",
-           "evaluate_alert_kinds", "hysteresis_state", "clear_level"]
+           "evaluate_alert_kinds", "hysteresis_state", "clear_level", "budget_thresholds"]
 
 
 def match_alerts(
@@ -133,10 +136,13 @@ def hysteresis_episodes(
     group: np.ndarray | None = None,
 ) -> list[tuple[str, str, int, int | None]]:
     """Like :func:`hysteresis_alerts`, with each alert's clear instant: ``(store, facing,
-    raised, cleared)``, ``cleared`` None when still raised at the facing's last row."""
-    clear_at = raise_at / 2 if clear_at is None else clear_at
-    if clear_at > raise_at:
-        raise ValueError(f"clear_at {clear_at} above raise_at {raise_at}")
+    raised, cleared)``, ``cleared`` None when still raised at the facing's last row.
+    ``raise_at`` may be one threshold per row (``clear_at`` then must be given or is half the
+    lowest)."""
+    per_row = np.ndim(raise_at) > 0  # a threshold per row (an alert budget's: evaluate_alert_kinds)
+    clear_at = float(np.min(raise_at)) / 2 if clear_at is None else clear_at
+    if clear_at > np.min(raise_at):
+        raise ValueError(f"clear_at {clear_at} above raise_at {np.min(raise_at)}")
     n = len(t)
     if n == 0:
         return []
@@ -146,9 +152,10 @@ def hysteresis_episodes(
         _, group = facing_groups(store, facing)
     order = np.lexsort((np.asarray(t), group))
     k, p, tt = group[order], np.asarray(probs)[order], np.asarray(t)[order]
+    ra = np.asarray(raise_at, dtype=np.float64)[order] if per_row else raise_at
     # Vectorized state machine: each row is a "raise" (+1), "clear" (-1) or no-op (0) signal;
     # the state before a row is the last non-zero signal of the same facing before it.
-    signal = np.where(p >= raise_at, 1, np.where(p < clear_at, -1, 0))
+    signal = np.where(p >= ra, 1, np.where(p < clear_at, -1, 0))
     starts = np.r_[True, k[1:] != k[:-1]]
     group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
     last = np.maximum.accumulate(np.where(signal != 0, np.arange(n), -1))
@@ -331,6 +338,7 @@ def evaluate_alert_kinds(
     intervals: list[tuple[str, str, int, int | None]] | None = None,
     ready: np.ndarray | None = None,
     now_ready: np.ndarray | None = None,
+    budget: "AlertBudget | None" = None,
 ) -> dict:
     """Replay both alert kinds as a gateway raises them and judge each by its own promise.
 
@@ -345,6 +353,10 @@ def evaluate_alert_kinds(
     earlier and still on does not count); its lead is the time from that first raise.
     ``intervals`` (default ``stockouts``): every empty interval of the facings, also those that
     began before the evaluated span, to judge whether an alert's shelf was empty.
+    ``budget`` (``models.alert_budget``; None or off: none): each store's forecast threshold
+    rises above ``forecast_at`` as the gateway's does under its alert budget
+    (:func:`budget_thresholds`); ``forecast_threshold_raised_share`` says on what share of the
+    rows it did.
     """
     t = np.asarray(t, dtype=np.int64)
     intervals = stockouts if intervals is None else intervals
@@ -355,7 +367,10 @@ def evaluate_alert_kinds(
     # raise: hold it in the dead band.
     hold = now_on if ready is None else now_on | ~np.asarray(ready, dtype=bool)
     fc = np.where(hold, np.minimum(forecast, _dead_band(forecast_at)), forecast)
-    fc_alerts = hysteresis_alerts(store, facing, t, fc, forecast_at, clear_level(forecast_at), group=group)
+    fc_at: float | np.ndarray = forecast_at
+    if budget is not None and budget.on:
+        fc_at = budget_thresholds(store, group, t, fc, forecast_at, clear_level(forecast_at), budget)
+    fc_alerts = hysteresis_alerts(store, facing, t, fc, fc_at, clear_level(forecast_at), group=group)
     now_alerts = hysteresis_alerts(store, facing, t, now, now_at, clear_level(now_at), group=group)
     f = match_alerts(fc_alerts, stockouts, horizon_ms)
     f_true = match_alerts(fc_alerts, intervals, horizon_ms)
@@ -384,7 +399,38 @@ def evaluate_alert_kinds(
         "false_forecasts_per_store_day": false_fc / store_days if store_days else None,
         "false_empty_now_per_store_day": false_now / store_days if store_days else None,
         "false_alerts_per_store_day": (false_fc + false_now) / store_days if store_days else None,
+        "forecast_threshold_raised_share": float(np.mean(np.asarray(fc_at) > forecast_at)) if len(t) else 0.0,
     }
+
+
+def budget_thresholds(store: np.ndarray, group: np.ndarray, t: np.ndarray, forecast: np.ndarray,
+                      raise_at: float, clear_at: float, budget: "AlertBudget") -> np.ndarray:
+    """Each row's store forecast threshold under ``budget``: per store, its rows in time order,
+    cycle by cycle (rows of one instant), through ``models.alert_budget.ForecastBudget`` as the
+    gateway steps it: the threshold read before the cycle's scores are folded in. ``forecast``:
+    the scores the forecast hysteresis sees (blocked rows already held below ``raise_at``)."""
+    from models.alert_budget import ForecastBudget
+
+    t = np.asarray(t, dtype=np.int64)
+    p = np.asarray(forecast, dtype=np.float64)
+    out = np.full(len(t), float(raise_at))
+    stores = np.asarray(store).astype(str)
+    names, store_idx = np.unique(stores, return_inverse=True)
+    order = np.lexsort((t, store_idx.reshape(-1)))
+    s_sorted = store_idx.reshape(-1)[order]
+    bounds = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        rows = order[a:b]
+        _, local = np.unique(np.asarray(group)[rows], return_inverse=True)
+        local = local.reshape(-1)
+        fb = ForecastBudget(int(local.max()) + 1, raise_at, clear_at, budget)
+        tt = t[rows]
+        ticks = np.flatnonzero(np.r_[True, tt[1:] != tt[:-1], True])
+        for c, d in zip(ticks[:-1], ticks[1:]):
+            r = rows[c:d]
+            out[r] = fb.threshold(int(tt[c]))
+            fb.observe(int(tt[c]), p[r], idx=local[c:d])
+    return out
 
 
 def _delays(alerts, stockouts) -> list[float]:

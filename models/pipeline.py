@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from gondola.clock import HOUR_MS
+from models.alert_budget import AlertBudget
 from models.dataset import LabelledRows
 from models.features import FEATURES
 from models.replay import facing_groups, split_facing_key
@@ -210,6 +211,8 @@ def export_model(weights: MlpWeights, out_dir: str | Path, *, horizon_h: float, 
             "threshold": float(thresholds[kind]),
             **({"thresholds": per_kind[kind], "empty_now_from_model": True} if per_kind[kind] else {}),
             "target_recall": TARGET_RECALL,
+            # The gateway's forecast budget per store-day (models.alert_budget; the defaults).
+            "alert_budget": AlertBudget().to_manifest(),
             "training": {**(training or {}), **{k: v for k, v in summary.items() if k != "config"},
                          "config": summary.get("config")},
             **(int8_fields if kind == "int8" else {}),
@@ -389,7 +392,7 @@ def _span(data: LabelledRows) -> tuple[list, float]:
 
 
 def _kinds(data: LabelledRows, forecast: np.ndarray, now: np.ndarray, forecast_at: float, now_at: float,
-           horizon_h: float, cache: dict | None = None) -> dict:
+           horizon_h: float, cache: dict | None = None, budget: AlertBudget | None = None) -> dict:
     from models.evaluation import evaluate_alert_kinds
 
     if cache is None or "groups" not in cache:
@@ -406,7 +409,7 @@ def _kinds(data: LabelledRows, forecast: np.ndarray, now: np.ndarray, forecast_a
                                 forecast=forecast, now=now, forecast_at=forecast_at, now_at=now_at,
                                 stockouts=outs, no_sensor=ns, horizon_ms=int(horizon_h * HOUR_MS), store_days=days,
                                 intervals=data.intervals, ready=cache["ready"],
-                                now_ready=cache["now_ready"])
+                                now_ready=cache["now_ready"], budget=budget)
 
 
 def _source_of(store: str) -> str:
@@ -518,7 +521,8 @@ def _at_recall_threshold(y: np.ndarray, p: np.ndarray, at: float | None) -> dict
 
 def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds: dict[str, dict[str, float]],
                    horizon_h: float, *, now: dict[str, np.ndarray] | None = None,
-                   now_from_model: "set[str] | None" = None) -> dict[str, dict]:
+                   now_from_model: "set[str] | None" = None,
+                   budgets: "dict[str, AlertBudget] | None" = None) -> dict[str, dict]:
     """The figures of record per scorer on one held-out set (issue 11's keys), each at the
     scorer's own thresholds picked on validation rows; the oracle's PR-AUC beside each.
 
@@ -526,6 +530,9 @@ def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds:
     scores per scorer (default: ``empty_now_prob``, with the scorer's own scores as the
     evidence of facings without a sensor for the scorers in ``now_from_model``). Rows whose shelf is not empty yet
     are the forecast's rows (``pr_auc_ahead``); best-over-thresholds figures are labelled so.
+    Alerts are replayed under each scorer's alert budget per store-day (``budgets``; a scorer
+    not named there: the defaults, ``models.alert_budget.AlertBudget()``), as its gateway raises
+    them; the thresholds are picked without it (:func:`pick_kind_thresholds`).
     """
     from models.metrics import precision_at_recall
 
@@ -567,6 +574,8 @@ def evaluate_kinds(test: LabelledRows, probs: dict[str, np.ndarray], thresholds:
             now_p = empty_now_prob(test.rows.X, model=p)
         else:
             now_p = default_now
-        res.update(_kinds(test, p, now_p, fc_at, th["empty_now"], horizon_h, cache))
+        budget = (budgets or {}).get(name, AlertBudget())
+        res.update(_kinds(test, p, now_p, fc_at, th["empty_now"], horizon_h, cache, budget=budget))
+        res["alert_budget"] = budget.to_manifest()
         out[name] = res
     return out

@@ -23,6 +23,7 @@ import numpy as np
 from gondola.errors import ModelError
 from models.export import AFFINE_SUFFIX
 from models.features import FEATURES, MODEL_ENCODING, MODEL_ENCODINGS, encode_for_model
+from models.alert_budget import AlertBudget
 from models.scoring import DEFAULT_HORIZON_H, PoissonScorer, Scorer
 
 __all__ = ["LiteRtScorer", "OnnxScorer", "open_scorer", "load_scorer", "read_manifest_beside", "DEFAULT_MODEL"]
@@ -105,6 +106,11 @@ def _manifest_extras(scorer, manifest: dict | None) -> None:
     scorer.thresholds = {str(k): float(v) for k, v in per_kind.items()} if isinstance(per_kind, dict) else None
     #: The model's score is also the empty_now evidence of facings without a (believed) sensor.
     scorer.empty_now_from_model = bool((manifest or {}).get("empty_now_from_model", False))
+    #: The alert budget per store-day (models.alert_budget; an older manifest: the defaults).
+    try:
+        scorer.alert_budget = AlertBudget.from_manifest(manifest)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"manifest alert_budget: {exc}") from exc
 
 
 class LiteRtScorer:

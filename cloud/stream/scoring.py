@@ -12,6 +12,10 @@ Alert kinds (``stream.alerts.kind``):
   at most one change per facing per 15 minutes: the gateway's hysteresis. Not raised on a
   facing alerted ``empty_now`` (the gateway's rule: comparing the two sides would otherwise flag
   every empty shelf as a divergence), nor on one with no sale seen (``models.scoring.forecast_ready``).
+  Under the gateway's alert budget per store-day (``models.alert_budget``, the manifest's
+  ``alert_budget``): the store's threshold rises above the model's when the store's last 7 days
+  would have raised more forecasts than the budget allows, the same ``ForecastBudget`` the
+  gateway steps.
 * ``empty_now``: the gateway's detector, ``models.scoring.empty_now_prob``, at the gateway's
   threshold (the manifest's ``thresholds["empty_now"]``, else ``EMPTY_NOW_THRESHOLD``): a believed
   sensor's 0; for a facing without one (or a doubted 0) the till's evidence, or the model's score
@@ -56,6 +60,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES, FeatureCache
+from models.alert_budget import ForecastBudget, budget_of
 from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob, empty_now_ready, forecast_ready
 from models.replay import Facing, StoreFeatures
 
@@ -160,6 +165,7 @@ class StoreScorer:
         self.delivered: dict[str, int] = {}  # sku -> its last inventory.delivery since the last round
         self.passed_by = np.zeros(n, dtype=bool)  # a round found it low and left it (in a silence)
         self.undecided = np.zeros(n, dtype=bool)  # see undecided_facings
+        self.budget: ForecastBudget | None = None  # the forecast's alert budget (see decide)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -176,7 +182,8 @@ class StoreScorer:
         # a snapshot from before restock rounds were imputed
         for k, v in (("watched_from", None), ("rounds", []), ("_round", None), ("round_imputed_at", None),
                      ("base", np.zeros(n)), ("refilled_at", np.full(n, np.nan)), ("low_since", np.full(n, np.inf)),
-                     ("delivered", {}), ("passed_by", np.zeros(n, dtype=bool)), ("undecided", np.zeros(n, dtype=bool))):
+                     ("delivered", {}), ("passed_by", np.zeros(n, dtype=bool)), ("undecided", np.zeros(n, dtype=bool)),
+                     ("budget", None)):
             state.setdefault(k, v)
         self.__dict__.update(state)
         self.features = StoreFeatures.__new__(StoreFeatures)
@@ -306,6 +313,14 @@ class StoreScorer:
         self.last_t = t
         return X, Xs
 
+    def _budget(self, scorer: Any, raise_at: float) -> ForecastBudget:
+        """The store's forecast budget for this model's threshold (a new one when it changed)."""
+        clear_at = min(0.3, raise_at / 2)
+        b = self.budget
+        if b is None or b.raise_at != raise_at or b.clear_at != clear_at or b.budget != budget_of(scorer):
+            self.budget = b = ForecastBudget(len(self.last_probs), raise_at, clear_at, budget_of(scorer))
+        return b
+
     def decide(self, t: int, X: np.ndarray, model_probs: Any, scorer: Any, *, silent: bool = False,
                raise_on_imputed: bool = False) -> list[dict]:
         """Apply the model's probabilities for ``X`` (from :meth:`prepare` at ``t``) to the alert
@@ -331,16 +346,22 @@ class StoreScorer:
                 # while silent, the till's silence is the gateway's, not the shelf's: only readings
                 # raise; and as on the gateway, not a 0 the sensor never read (empty_now_ready)
                 want_raise = (p >= raise_at) & (may_raise | sensor_empty) & empty_now_ready(X)
+                base = raise_at
             elif kind in thresholds:
-                raise_at = thresholds[kind]
                 p = probs
                 # As on the gateway (edge.inference): detection first, and no forecast raised on
                 # a facing alerted empty now (a forecast about an empty shelf warns of nothing),
                 # nor on one the till has not sold from (models.scoring.forecast_ready).
-                want_raise = (p >= raise_at) & may_raise & ~self.raised["empty_now"] & forecast_ready(X)
+                may = may_raise & ~self.raised["empty_now"] & forecast_ready(X)
+                # The store's threshold under the alert budget, read before this tick is folded in.
+                base = thresholds[kind]
+                budget = self._budget(scorer, base)
+                raise_at = budget.threshold(t)
+                budget.observe(t, p, block=~may)
+                want_raise = (p >= raise_at) & may
             else:
                 continue
-            want_clear = p <= min(0.3, raise_at / 2)
+            want_clear = p <= min(0.3, base / 2)
             if kind == "empty_within_h":
                 # Where two healthy scorers may differ by history alone (see undecided_facings).
                 self.undecided = ~((p >= raise_at) | want_clear) | self.raised["empty_now"]

@@ -1,0 +1,162 @@
+"""The alert budget per store-day (models.alert_budget): the rule, the gateway under it, and the
+evaluation's replay and the cloud's scoring raising exactly what the gateway raises."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cloud.stream.scoring import StoreScorer
+from edge.inference import FORECAST, Inference, PlanogramRow
+from edge.testing import T0, pos_line
+from gondola.clock import DAY_MS, HOUR_MS
+from models.alert_budget import AlertBudget, ForecastBudget
+from models.evaluation import budget_thresholds, clear_level, evaluate_alert_kinds, hysteresis_alerts
+from models.replay import Facing
+
+# A hand-made day of one store, 4 facings, package threshold 0.6, budget 1 forecast a day.
+# Each row: hour, the 4 scores. f0 peaks at 0.95 (hour 0), f1 at 0.8 (hour 1), f2 at 0.7
+# (hour 2) then 0.85 (hour 3), f3 at 0.65 (hour 4).
+SEQ = [
+    (0, [0.95, 0.1, 0.1, 0.1]),
+    (1, [0.1, 0.8, 0.1, 0.1]),
+    (2, [0.1, 0.1, 0.7, 0.1]),
+    (3, [0.1, 0.1, 0.85, 0.1]),
+    (4, [0.1, 0.1, 0.1, 0.65]),
+    (5, [0.1, 0.1, 0.1, 0.1]),
+]
+# Hour 0: nothing seen yet, the package's threshold: f0 raised. Hour 1: one would-be forecast
+# in the log, the budget (1 a day, a day watched at least) allows it: f1 raised. Hour 2: two
+# seen, so the threshold is just above the second surest (0.8): f2's 0.7 is held. Hour 3: f2's
+# episode reached 0.85, above the threshold read before the cycle (just above 0.8): raised.
+# Hour 4: the log now holds 0.95, 0.85, 0.8; threshold just above 0.85: f3's 0.65 is held.
+EXPECTED = [(0, "f0"), (1, "f1"), (3, "f2")]
+
+
+class ScriptedScorer:
+    name = "scripted"
+    horizon_h = 2.0
+
+    def __init__(self, budget: AlertBudget | None = None):
+        self.next = None
+        if budget is not None:
+            self.alert_budget = budget
+
+    def score(self, features):
+        return np.asarray(self.next, dtype=float)
+
+
+def _gateway(scorer, n, **kw) -> Inference:
+    plan = [PlanogramRow(f"f{i}", f"k{i}", 10, True) for i in range(n)]
+    inf = Inference(plan, scorer, raise_at=0.6, clear_at=0.3, min_dwell_ms=0, **kw)
+    # the till sold from every facing: a forecast may be raised (models.scoring.forecast_ready)
+    inf.observe([pos_line(900 + i, T0 - 60_000, sku=f"k{i}") for i in range(n)])
+    return inf
+
+
+def test_the_budget_holds_the_less_sure_forecasts_of_a_store_that_raises_more_than_it_allows():
+    fb = ForecastBudget(4, 0.6, 0.3, AlertBudget(1.0))
+    raised = np.zeros(4, dtype=bool)
+    got, thresholds = [], []
+    for hour, scores in SEQ:
+        t = T0 + hour * HOUR_MS
+        p = np.array(scores)
+        th = fb.threshold(t)
+        thresholds.append(th)
+        up = ~raised & (p >= th)
+        raised = (raised | up) & ~(p <= 0.3)
+        got += [(hour, f"f{i}") for i in np.flatnonzero(up)]
+        fb.observe(t, p)
+    assert got == EXPECTED
+    assert thresholds[:2] == [0.6, 0.6]
+    assert 0.8 < thresholds[2] < 0.8001 and 0.85 < thresholds[4] < 0.8501
+    # every would-be forecast at the package's threshold is logged with its peak, held or not
+    assert sorted(fb.peaks.tolist()) == [0.65, 0.8, 0.85, 0.95]
+    # off: the package's threshold, whatever the store raised
+    off = ForecastBudget(4, 0.6, 0.3, AlertBudget(None))
+    for hour, scores in SEQ:
+        off.observe(T0 + hour * HOUR_MS, np.array(scores))
+    assert off.threshold(T0 + 6 * HOUR_MS) == 0.6
+
+
+def test_the_budget_reads_a_week_and_forgets_what_is_older():
+    fb = ForecastBudget(1, 0.6, 0.3, AlertBudget(1.0, window_days=7.0))
+    # 14 would-be forecasts on one facing, two a day for 7 days, peaks 0.61 .. 0.74
+    for k in range(14):
+        t = T0 + k * DAY_MS // 2
+        fb.observe(t, np.array([0.61 + k * 0.01]))
+        fb.observe(t + HOUR_MS, np.array([0.1]))
+    # 6.96 days watched: K = int(1 x 6.96) = 6, so just above the 7th surest of the 14, 0.68
+    th = fb.threshold(T0 + 7 * DAY_MS - HOUR_MS)
+    assert th == pytest.approx(0.68, abs=1e-9)
+    peaks = sorted(fb.peaks.tolist())
+    assert peaks[-7] < th <= peaks[-6]  # the 6 surest pass, the 7th does not
+    # at day 10.5 those begun up to day 3.5 fell out of the window: 6 left (days 4 .. 6.5)
+    fb.observe(T0 + 10 * DAY_MS + DAY_MS // 2, np.array([0.1]))
+    assert fb.peaks.tolist() == pytest.approx([0.69, 0.70, 0.71, 0.72, 0.73, 0.74])
+    assert fb.threshold(T0 + 10 * DAY_MS + DAY_MS // 2) == 0.6
+
+
+def test_the_gateway_raises_forecasts_under_its_budget_and_the_setting_overrides_the_manifest():
+    inf = _gateway(ScriptedScorer(AlertBudget(1.0)), 4)
+    got = []
+    for hour, scores in SEQ:
+        inf.scorer.next = scores
+        got += [(hour, c.facing_id) for c in inf.cycle(T0 + hour * HOUR_MS) if c.state == "raised" and c.kind == FORECAST]
+    assert got == EXPECTED
+    assert inf.forecast_at > 0.85  # the last cycle's store threshold
+    # the gateway's setting wins over the manifest's budget: 100 a day never bites here
+    inf = _gateway(ScriptedScorer(AlertBudget(1.0)), 4, budget=AlertBudget(100.0))
+    got = []
+    for hour, scores in SEQ:
+        inf.scorer.next = scores
+        got += [c.facing_id for c in inf.cycle(T0 + hour * HOUR_MS) if c.state == "raised" and c.kind == FORECAST]
+    assert got == ["f0", "f1", "f2", "f3"] and inf.forecast_at == 0.6
+
+
+def _random_scores(n_facings: int, days: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ticks = T0 + np.arange(days * 48) * 30 * 60_000
+    # a wander in [0, 1] per facing (AR(1)): episodes of an hour or a few, some held by the budget
+    x = np.zeros((len(ticks), n_facings))
+    noise = rng.normal(0, 0.8, size=x.shape)
+    for i in range(1, len(ticks)):
+        x[i] = 0.85 * x[i - 1] + noise[i]
+    return ticks, 1 / (1 + np.exp(-(x - 1.5)))
+
+
+def test_the_evaluation_replay_and_the_cloud_raise_the_forecasts_the_gateway_raises_on_the_same_scores():
+    n, budget = 8, AlertBudget(2.0)
+    ticks, scores = _random_scores(n, 6, seed=3)  # within a week of the sale: forecast_ready
+    inf = _gateway(ScriptedScorer(budget), n)
+    cloud = StoreScorer("s001", [Facing(f"f{i}", f"k{i}", 10, True) for i in range(n)])
+    gw, cl = [], []
+    for t, p in zip(ticks, scores):
+        inf.scorer.next = p
+        X = inf.features(int(t))
+        gw += [(int(t), c.facing_id) for c in inf.cycle(int(t)) if c.state == "raised" and c.kind == FORECAST]
+        cl += [(int(t), r["facing_id"]) for r in cloud.decide(int(t), X, p, inf.scorer)
+               if r["state"] == "raised" and r["kind"] == FORECAST]
+    store = np.array(["s001"] * len(ticks) * n)
+    facing = np.tile(np.array([f"f{i}" for i in range(n)]), len(ticks))
+    t = np.repeat(ticks, n)
+    group = np.tile(np.arange(n), len(ticks))
+    fc = scores.reshape(-1)
+    th = budget_thresholds(store, group, t, fc, 0.6, clear_level(0.6), budget)
+    replay = sorted((a[2], a[1]) for a in hysteresis_alerts(store, facing, t, fc, th, clear_level(0.6), group=group))
+    plain = hysteresis_alerts(store, facing, t, fc, 0.6, clear_level(0.6), group=group)
+    assert sorted(gw) == replay == sorted(cl)
+    # not vacuous: the budget held some of the package's forecasts, and kept about 2 a day
+    assert len(plain) > len(replay) >= 2 * 5
+    m = evaluate_alert_kinds(store=store, facing=facing, t=t, group=group, forecast=fc, now=np.zeros(len(t)),
+                             forecast_at=0.6, now_at=0.9, stockouts=[], no_sensor=set(), horizon_ms=2 * HOUR_MS,
+                             store_days=6.0, budget=budget)
+    assert m["forecast_alerts"] == len(gw) and m["forecast_threshold_raised_share"] > 0
+
+
+def test_a_manifest_without_a_budget_gets_the_defaults_and_a_bad_one_is_refused():
+    assert AlertBudget.from_manifest({}) == AlertBudget()
+    assert AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": 0}}).on is False
+    assert AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": 6, "window_days": 3}}) == AlertBudget(6.0, 3.0)
+    with pytest.raises(ValueError):
+        AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": -1}})
