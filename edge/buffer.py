@@ -1332,7 +1332,9 @@ class SqliteBuffer:
         width = len(packed[0][1]) if packed else 0
         if layout is None or not packed or any(len(r[1]) != width for r in packed):
             packed = []
-        keyed = [r for r in rows if r[0] != LAYOUT_ROW] if not packed else []
+        # Rows that are not packed states (the inference's alert budget, JSON) are upserted
+        # beside a block, keyed by their id.
+        keyed = [r for r in rows if r[0] != LAYOUT_ROW and not (packed and isinstance(r[1], bytes))]
         if layout is not None and not packed:
             keyed.append((LAYOUT_ROW, layout, "layout", 0))
         with self._lock:

@@ -315,6 +315,9 @@ class Gateway:
             "alerts_raised_by_kind": {"empty_within_h": int(self.inference.raised.sum()),
                                       "empty_now": int(self.inference.raised_now.sum())},
             "facings": len(self.inference.states),
+            # The store's forecast threshold under its alert budget, beside the model's.
+            "forecast_threshold": round(self.inference.forecast_at, 4),
+            "forecast_threshold_model": round(self.inference.raise_at, 4),
             "scorer_errors": self.inference.scorer_errors,
             "score_ms": self.inference.score_ms,
             "shadow": {"scorer": self.inference.shadow.name, "score_ms": self.inference.shadow_ms,

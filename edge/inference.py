@@ -99,6 +99,8 @@ def load_planogram(path: str | Path, store_id: str) -> list[PlanogramRow]:
 
 
 FORECAST, EMPTY_NOW = "empty_within_h", "empty_now"
+#: The snapshot row holding the alert budget's state (no planogram facing is named so).
+BUDGET_ROW = "::alert_budget"
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,10 @@ class Inference:
                                            float(now_probs[i]), float(units[i]), EMPTY_NOW))
             # Nor on a facing with no sale seen (models.scoring.forecast_ready): no demand, no forecast.
             no_forecast = self.raised_now | ~forecast_ready(feats)
-            # The store's threshold under its alert budget, read before this cycle is folded in.
+            # The store's threshold under its alert budget, read before this cycle is folded in
+            # (a raise_at changed live, edge.live: the would-be forecasts start afresh at it).
+            if (self.budget.raise_at, self.budget.clear_at) != (self.raise_at, self.clear_at):
+                self.budget.rebase(self.raise_at, self.clear_at)
             self.forecast_at = self.budget.threshold(now_ms)
             up, down = self._step(self.raised, self.changed_at, probs, self.forecast_at, self.clear_at, now_ms,
                                   block=no_forecast)
@@ -425,12 +430,16 @@ class Inference:
             if not idx:
                 return []
             blobs = _pack_states([self.states[i] for i in idx])
+            # The alert budget's log of would-be forecasts (one small JSON row; the buffer keeps
+            # the latest): without it a restart would forget the store's last week.
+            budget_row = (BUDGET_ROW, json.dumps(self.budget.to_state()), "budget", 0)
             # The alert words and times of all of them at once (per facing from numpy scalars
             # they cost more than the packing at 10,000 facings).
             words = _alert_words(self.raised[idx], self.raised_now[idx])
             since = self.changed_at[idx].tolist()
             rows: list[tuple[str, object, str, int]] = [(LAYOUT_ROW, _LAYOUT_TEXT, "layout", 0)]
             rows += zip([self.states[i].facing_id for i in idx], blobs, words, since)
+            rows.append(budget_row)
             return rows
 
     def restore(self, rows: list[tuple[str, str, str, int]]) -> int:
@@ -443,6 +452,9 @@ class Inference:
             for facing_id, state, alert, since in rows:
                 if facing_id == LAYOUT_ROW:
                     layout = _parse_layout(state)
+                    continue
+                if facing_id == BUDGET_ROW:  # taken at another model threshold: not restored
+                    self.budget.load_state(json.loads(state))
                     continue
                 i = self.index.get(facing_id)
                 if i is None:

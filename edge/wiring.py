@@ -69,6 +69,10 @@ class EdgeSettings:
     raise_at: float | None = None
     clear_at: float = 0.3
     min_dwell_min: int = 15
+    #: the alert budget: at most about this many forecasts a store-day, the surest first (the
+    #: store's threshold rises above raise_at to keep it; models.alert_budget); None: the model
+    #: manifest's (else 12), 0: no budget
+    forecasts_per_store_day: float | None = None
     buffer_max_bytes: int = 2 * 1024**3
     durability: str = "NORMAL"  # NORMAL survives kill -9; FULL also power loss
     encoding: str = "gzip"
@@ -135,6 +139,8 @@ class EdgeSettings:
             raise ConfigError(f"{bad} must be a TCP port, got {getattr(self, bad)}")
         if self.raise_at is not None and not 0 <= self.clear_at < self.raise_at <= 1:
             raise ConfigError("need 0 <= clear_at < raise_at <= 1")
+        if self.forecasts_per_store_day is not None and not 0 <= self.forecasts_per_store_day < float("inf"):
+            raise ConfigError(f"forecasts_per_store_day must be >= 0 (0: no budget), got {self.forecasts_per_store_day}")
         if self.mode == "production" and self.model_path is not None and self.model_key_file is None:
             raise ConfigError("production mode needs GONDOLA_MODEL_KEY_FILE to verify the model's signature")
         if self.pseudonym_key is not None:
@@ -184,7 +190,7 @@ def store_id_of_device(device_id: str) -> str:
 
 _INT = {"broker_port", "horizon_min", "min_dwell_min", "buffer_max_bytes", "level", "bandwidth_bytes_s",
         "round_rows", "group_max", "group_wait_ms", "http_port", "backup_keep"}
-_FLOAT = {"raise_at", "clear_at", "live_share", "cycle_s", "health_every_s", "gap_grace_s", "backup_every_s",
+_FLOAT = {"raise_at", "clear_at", "forecasts_per_store_day", "live_share", "cycle_s", "health_every_s", "gap_grace_s", "backup_every_s",
           "twin_every_s", "snapshot_every_s", "uplink_delay_s"}
 _PATH = {"data_dir", "hub_path", "planogram_path", "pseudonym_key_file", "model_path", "model_key_file", "backup_dir",
          "mqtt_password_file", "mqtt_ca_file", "http_token_file"}
@@ -361,6 +367,7 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
     from edge.buffer import BufferPolicy, SqliteBuffer
     from edge.gateway import Gateway
     from edge.inference import Inference, load_planogram
+    from models.alert_budget import AlertBudget
     from edge.model_manager import ModelManager
     from edge.uplink import Uplink
 
@@ -380,8 +387,10 @@ def build_gateway(settings: EdgeSettings, *, clock: Clock | None = None, scorer=
         # The model's operating threshold; the clear level stays below it.
         raise_at = getattr(scorer, "threshold", None) or DEFAULT_RAISE_AT
         clear_at = min(clear_at, raise_at / 2)
+    per_day = settings.forecasts_per_store_day
     inference = Inference(planogram, scorer, raise_at=raise_at, clear_at=clear_at,
-                          min_dwell_ms=settings.min_dwell_min * 60_000)
+                          min_dwell_ms=settings.min_dwell_min * 60_000,
+                          budget=None if per_day is None else AlertBudget(per_day or None))
     transport = transport or build_transport(settings, clock)
     models = ModelManager(data_dir / "models", inference, clock=clock, horizon_h=settings.horizon_min / 60,
                           key=model_key(settings), require_signature=settings.mode == "production",

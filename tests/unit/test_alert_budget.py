@@ -160,3 +160,52 @@ def test_a_manifest_without_a_budget_gets_the_defaults_and_a_bad_one_is_refused(
     assert AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": 6, "window_days": 3}}) == AlertBudget(6.0, 3.0)
     with pytest.raises(ValueError):
         AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": -1}})
+
+
+def test_the_gateway_setting_sets_or_turns_off_the_budget_and_a_negative_one_is_refused(tmp_path):
+    from edge.testing import planogram_csv
+    from edge.wiring import EdgeSettings, build_gateway
+    from gondola.errors import ConfigError
+
+    plan = tmp_path / "planogram.csv"
+    plan.write_text(planogram_csv())
+    base = dict(store_id="s001", hub_path=tmp_path / "hub.sqlite", planogram_path=plan)
+    env = EdgeSettings.from_env({"GONDOLA_STORE_ID": "s001", "GONDOLA_FORECASTS_PER_STORE_DAY": "5"})
+    assert env.forecasts_per_store_day == 5.0
+    for per_day, want in ((None, AlertBudget()), (5.0, AlertBudget(5.0)), (0.0, AlertBudget(None))):
+        gw = build_gateway(EdgeSettings(data_dir=tmp_path / f"gw{per_day}", forecasts_per_store_day=per_day, **base))
+        try:
+            assert gw.inference.budget.budget == want
+            assert gw.health()["forecast_threshold"] == gw.inference.raise_at
+        finally:
+            gw.stop()
+    with pytest.raises(ConfigError, match="forecasts_per_store_day"):
+        EdgeSettings(forecasts_per_store_day=-1.0, **base).validate()
+
+
+def test_the_budget_s_week_survives_a_gateway_restart_through_the_buffer(tmp_path):
+    from edge.buffer import SqliteBuffer
+
+    inf = _gateway(ScriptedScorer(AlertBudget(1.0)), 4)
+    for hour, scores in SEQ[:3]:
+        inf.scorer.next = scores
+        inf.cycle(T0 + hour * HOUR_MS)
+    buf = SqliteBuffer(tmp_path / "b.sqlite")
+    buf.save_facing_states(inf.snapshot(everything=True), replace=True)
+    back = _gateway(ScriptedScorer(AlertBudget(1.0)), 4)
+    back.restore(buf.load_facing_states())
+    buf.close()
+    assert back.budget.peaks.tolist() == [0.95, 0.8, 0.7] and back.budget.on.tolist() == [False, False, True, False]
+    # the restarted gateway goes on as the one that never stopped
+    got = []
+    for hour, scores in SEQ[3:]:
+        for g in (inf, back):
+            g.scorer.next = scores
+        want = [c.facing_id for c in inf.cycle(T0 + hour * HOUR_MS) if c.state == "raised"]
+        got.append(want == [c.facing_id for c in back.cycle(T0 + hour * HOUR_MS) if c.state == "raised"])
+    assert all(got)
+    # a snapshot taken at another model threshold is not restored: its would-be forecasts were another's
+    other = Inference([PlanogramRow(f"f{i}", f"k{i}", 10, True) for i in range(4)], ScriptedScorer(AlertBudget(1.0)),
+                      raise_at=0.7, clear_at=0.3)
+    other.restore(inf.snapshot(everything=True))
+    assert len(other.budget.peaks) == 0

@@ -252,12 +252,14 @@ def test_packed_snapshots_restore_every_field_exactly_through_the_buffer(tmp_pat
     from edge.buffer import SqliteBuffer
 
     inf = _inf(ScriptedScorer(), n=4)
-    assert len(inf.snapshot()) == 5  # a new gateway saves every facing once, with the layout row
+    # a new gateway saves every facing once, with the layout row and the alert budget's row
+    assert len(inf.snapshot()) == 4 + 2
     inf.observe([pos_line(0, T0, sku="k0", qty=3), reading(0, T0 + 1, facing_id="f1", units=7),
                  pos_line(1, T0 + 3_600_123, sku="k1", qty=1), reading(1, T0 + 7_200_000, facing_id="f1", units=5)])
     buf = SqliteBuffer(tmp_path / "b.sqlite")
     rows = inf.snapshot()
-    assert sorted(r[0] for r in rows) == ["", "f0", "f1"]  # only the facings that changed, and the layout
+    # only the facings that changed, the layout and the alert budget
+    assert sorted(r[0] for r in rows) == ["", "::alert_budget", "f0", "f1"]
     buf.save_facing_states(rows)
     assert inf.snapshot() == []  # nothing changed since
     # An older build's JSON row for f3 (lists, not packed values) is still read.
