@@ -50,6 +50,9 @@ def test_train_then_eval_writes_a_signed_model_and_side_by_side_results(historie
     assert int8["fraction_of_oracle"] == pytest.approx(int8["pr_auc_ahead"] / oracle["pr_auc_ahead"])
     # Thresholds come from the package's manifest, one per alert kind, picked on validation rows.
     assert set(manifest["thresholds"]) == {"empty_now", "empty_within_h"}
+    # The gateway's alert budget travels in the manifest, and the replay raised under it.
+    assert manifest["alert_budget"] == {"forecasts_per_store_day": 12.0, "window_days": 7.0}
+    assert int8["alert_budget"] == manifest["alert_budget"] and 0.0 <= int8["forecast_threshold_raised_share"] <= 1.0
     onnx = dict(report["thresholds"]["model-float-onnx"])
     at_recall = onnx.pop("recall_0.75")  # picked on validation rows for recall 0.75 over all rows
     assert onnx == json.loads((model / "stockout.manifest.json").read_text())["thresholds"]
