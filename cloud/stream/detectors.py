@@ -50,7 +50,10 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   least ``drift_units`` (one unit: the cells read whole units and their noise is a tenth of one)
   while the value keeps changing (an unchanged value is ``sensor_stuck``).
   Judged only when the POS record is current (a line within 15 minutes, or a closed hour).
-  Score: units off.
+  Sales and restocks count by event time, also those that reached the job before the sensor's
+  first reading (a gateway drains POS lines and restocks ahead of readings: at the job's start, or
+  for a new store or sensor): the last ``drift_pending_ms`` of them are kept for sensors not heard
+  from yet (``_pend``), and a first reading older than those anchors nothing. Score: units off.
 * ``phantom_inventory``: a sensored facing (its SKU's only one) reads empty for
   ``phantom_min_ms`` with no sale of its SKU since, while ``phantom_deliveries`` deliveries came
   in after it emptied without that SKU and a restock round after the last did not refill it: the
@@ -167,6 +170,10 @@ class DetectorConfig:
     sales_zero_expected: float = 15.0
     drift_units: float = 1.0
     drift_readings: int = 3
+    #: the sales and restocks of a single-facing SKU without a sensor (yet) kept this long behind the
+    #: store's newest event, counted against its sensor's first reading in event time (a gateway
+    #: drains POS lines and restocks before readings); an older first reading is not an anchor
+    drift_pending_ms: int = 6 * HOUR_MS
     phantom_min_ms: int = 12 * HOUR_MS
     phantom_deliveries: int = 2
     #: the stock record of a date is looked up once, this long after its close (UTC midnight):
@@ -328,6 +335,7 @@ class _Sensor:
     anchor_units: float = 0.0
     anchor_ts: int = 0
     moves: list = field(default_factory=list)
+    anchor_from: int = 0  # no anchor before this time (its first reading came before the sales kept for it)
     off_count: int = 0
     drift_flagged: bool = False
     # phantom_inventory: since when the sensor reads 0 (None: it does not)
@@ -466,6 +474,11 @@ class StoreWatch:
     book_day: int | None = None  # UTC day (index) of that record: its close is the next midnight
     book_asked: int | None = None  # the last record day looked up
     returned: dict = field(default_factory=dict)  # (UTC day, sku) -> units returned at the till
+    # sensor_drift: sales (sku ->) and restocks (facing ->) [(ts, units)] that came before any
+    # reading of their sensor, kept from ``pending_cut`` on (``drift_pending_ms``)
+    pending_sales: dict = field(default_factory=dict)
+    pending_restocks: dict = field(default_factory=dict)
+    pending_cut: int = 0
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -477,6 +490,8 @@ class StoreWatch:
             self.__dict__.setdefault(name, {})  # a snapshot from before demand_band's "shelf"
         for name, value in (("book", {}), ("book_day", None), ("book_asked", None), ("returned", {})):
             self.__dict__.setdefault(name, value)  # a snapshot from before the stock record
+        for name, value in (("pending_sales", {}), ("pending_restocks", {}), ("pending_cut", 0)):
+            self.__dict__.setdefault(name, value)  # a snapshot from before the sales kept for new sensors
         if "zeros" not in state:  # a snapshot from before the indexes
             self.zeros = {f: s for f, s in self.sensors.items() if s.zero_since is not None}
             self.selling = {f: s for f, s in self.sensors.items() if s.sold > 0}
@@ -530,7 +545,7 @@ class StoreWatch:
         elif etype == "pos.line":
             return self._sale(device, ts, data, cfg)
         elif etype == "shelf.restock":
-            self._restock(ts, data)
+            self._restock(ts, data, cfg)
             if cfg.band_rule == "shelf":
                 self._band_refill(ts, data, cfg)
         elif etype == "inventory.delivery":
@@ -548,9 +563,11 @@ class StoreWatch:
                              enqueued_ms if enqueued_ms is not None else ts))
         del self.backlog[:-cfg.backlog_reports]
 
-    def _restock(self, ts: int, data: dict) -> None:
+    def _restock(self, ts: int, data: dict, cfg: DetectorConfig) -> None:
         self.last_restock_ts = max(self.last_restock_ts or ts, ts)
         s = self.sensors.get(data.get("facing_id"))
+        if s is None and self.facings_per_sku.get(data.get("sku"), 1) <= 1:
+            self._pend(self.pending_restocks, data.get("facing_id"), ts, float(data.get("units_added", 0)), cfg)
         if s is not None:
             s.restocked_ts = max(s.restocked_ts, ts)
             if ts > s.changed_ts:
@@ -575,6 +592,13 @@ class StoreWatch:
             self._by_sku[s.sku] = s
             if s.zero_since is not None:
                 self.zeros[facing] = s
+            # sensor_drift, in event time: the sales and restocks that reached the job before this
+            # first reading but happened after it count against it (a gateway sends POS lines and
+            # restocks ahead of readings); a reading older than those kept anchors nothing.
+            moves = self.pending_sales.pop(s.sku, []) + self.pending_restocks.pop(facing, [])
+            s.moves = [m for m in moves if m[0] > ts]
+            if ts < self.pending_cut:
+                s.anchor_from = self.pending_cut
             return []
         if ts < s.last_ts:
             return []  # an older reading arriving late says nothing about now
@@ -602,6 +626,11 @@ class StoreWatch:
 
     def _drift(self, s: _Sensor, facing: str, ts: int, units: float, cfg: DetectorConfig) -> list[dict]:
         if self.facings_per_sku.get(s.sku, 1) > 1 or not self._pos_current(ts):
+            return []
+        if s.anchor_ts < s.anchor_from:  # its first reading came before the sales kept for it
+            if ts >= s.anchor_from:  # the sales since this reading are all known: the anchor
+                s.anchor_units, s.anchor_ts, s.off_count = units, ts, 0
+                s.moves = [m for m in s.moves if m[0] > ts]
             return []
         moved = sum(q for t, q in s.moves if t <= ts)
         expected = max(s.anchor_units + moved, 0.0)
@@ -667,12 +696,29 @@ class StoreWatch:
             return rows  # which facing a line took from is unknown: per-sensor rules skip such SKUs
         s = self._by_sku.get(sku)
         if s is None:
+            self._pend(self.pending_sales, sku, ts, -qty, cfg)
             return rows
         if ts > s.changed_ts:
             s.since_change.append((ts, -qty))
         if ts > s.anchor_ts:
             s.moves.append((ts, -qty))
         return rows
+
+    def _pend(self, pending: dict, key: Any, ts: int, units: float, cfg: DetectorConfig) -> None:
+        """Keep a sale or restock of a sensor not heard from yet (``_reading`` takes them), the
+        last ``drift_pending_ms`` of them: dropped an hour at a time, so the state stays bounded."""
+        cut = self.last_ts - cfg.drift_pending_ms
+        if cut - self.pending_cut >= HOUR_MS:
+            self.pending_cut = cut
+            for kept in (self.pending_sales, self.pending_restocks):
+                for k, moves in list(kept.items()):
+                    moves = [m for m in moves if m[0] >= cut]
+                    if moves:
+                        kept[k] = moves
+                    else:
+                        del kept[k]
+        if ts >= self.pending_cut:
+            pending.setdefault(key, []).append((ts, units))
 
     def _basket(self, lane: _Lane, ts: int, cfg: DetectorConfig) -> list[dict]:
         """Count a new basket of ``lane`` in every lane's share and missed baskets, and (with
