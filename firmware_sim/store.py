@@ -435,7 +435,7 @@ class StoreSim:
         # Anomaly windows name their device: a register, a sensor (after the registers) or the store.
         offset = {"till_down": 0, "sensor_drift": self._first_sensor}
         for w in reboots + new_windows + anomalies.windows:
-            truth.count(w.kind)
+            truth.count(w.kind, start_ms=w.start_ms)
             target = self.store_id if w.target < 0 else str(self.device_ids[w.target + offset.get(w.kind, 0)])
             truth.windows.append(WindowRecord(w.kind, target, w.start_ms, w.end_ms))
         pos_outages = [w for w in anomalies.windows if w.kind == "pos_outage"]
@@ -459,7 +459,7 @@ class StoreSim:
             sku, spike_lift = anomalies.spike
             cols = np.flatnonzero(plan.sku_index == sku)
             demand[:, cols] += draw_demand(r("faults.spike"), rate_f[cols] * (spike_lift - 1.0), self._profile, factor)
-            truth.count("demand_spike")
+            truth.count("demand_spike", start_ms=day_start + hours[0])
             truth.windows.append(WindowRecord("demand_spike", str(self._sku_ids[sku]), day_start + hours[0],
                                               day_start + hours[1]))
         rounds = plan_rounds(r("rounds"), day_start, sc.replenishment, open_day)
@@ -467,7 +467,7 @@ class StoreSim:
         restock_at = {}
         for k, rd in enumerate(rounds):
             if rd.skipped:
-                truth.count("restock_round_skipped", int(emit and open_day))
+                truth.count("restock_round_skipped", int(emit and open_day), start_ms=rd.start_ms)
                 continue
             restock_at.setdefault(int((rd.start_ms - day_start) // step), k)
         bounds = sorted(set([0, steps]) | set(restock_at))
@@ -516,7 +516,7 @@ class StoreSim:
                                          self._first_sensor, cat.unit_weight_g[plan.sku_index], self._sensors, sc.devices, sensor_down,
                                          drifting)
         for j, start, end in stuck:
-            truth.count("sensor_stuck")
+            truth.count("sensor_stuck", start_ms=start)
             truth.windows.append(WindowRecord("sensor_stuck", str(self.device_ids[self._first_sensor + j]), start, end))
         restocks = _concat(restock_tables, ("dev", "ts", "facing", "units_added", "staff"))
         gaps = self._gap_rounds(r("gapscan"), day_start, u_mat, open_day)
@@ -527,7 +527,9 @@ class StoreSim:
         tables = [pos, shelf, restocks, deliveries, gaps]
         self._tables[day] = tables
 
-        truth.count("shrink_units", self._end_of_day(day, rng_repl, pos["sku"][pos["kind"] == 2], emit=True))
+        # The day's shrink counts from its start (in a run that ends at midnight the next day's is not the run's).
+        truth.count("shrink_units", self._end_of_day(day, rng_repl, pos["sku"][pos["kind"] == 2], emit=True),
+                    start_ms=day_start)
         self._queue(day, tables, skew, r("faults.messages"))
 
     def _gap_rounds(self, rng: np.random.Generator, day_start: int, u_mat: np.ndarray, open_day: bool) -> dict:

@@ -46,7 +46,9 @@ class GroundTruth:
             a gateway must quarantine; ``unknown_sku`` ones still pass the schema check).
         pending: events produced but held by a device (outage buffer, late) and not sent yet.
         faults: fault kind -> count; message faults count messages, window faults count windows,
-            ``<window>_dropped`` / ``<window>_delayed`` count the messages they hit.
+            ``<window>_dropped`` / ``<window>_delayed`` count the messages they hit. A day's
+            faults are planned whole, so this also holds those of a day the run only entered
+            (a run ending at midnight plans the next day): ``faults_before`` counts a run's.
         windows: reboots, outages, power losses and stuck sensors with their times.
     """
 
@@ -61,6 +63,8 @@ class GroundTruth:
     pending: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     windows: list[WindowRecord] = field(default_factory=list)
+    # (start_ms, kind, n) of the faults counted when their day was planned (``faults_before``)
+    _planned: list[tuple[int, str, int]] = field(default_factory=list)
     # Closed and open stock-out intervals: facing index -> start, and closed (facing, start, end).
     _open: dict[int, tuple[int, int]] = field(default_factory=dict)  # facing -> (start, cause)
     _closed: list[tuple[int, int, int, int]] = field(default_factory=list)  # (facing, start, end, cause)
@@ -203,8 +207,23 @@ class GroundTruth:
 
     # ---- recording (the store calls these) -------------------------------------------------
 
-    def count(self, kind: str, n: int = 1) -> None:
+    def count(self, kind: str, n: int = 1, start_ms: int | None = None) -> None:
+        """Count ``n`` faults of ``kind``; ``start_ms`` for one counted when its day is planned
+        (a message fault counts when its message goes out: it has happened)."""
         self.faults[kind] = self.faults.get(kind, 0) + int(n)
+        if start_ms is not None and n:
+            self._planned.append((int(start_ms), kind, int(n)))
+
+    def faults_before(self, end_ms: int) -> dict[str, int]:
+        """``faults`` less those planned to start at or after ``end_ms``: a run's count when it
+        ended at ``end_ms`` (the day after a run that ends at midnight is planned, not run)."""
+        out = dict(self.faults)
+        later = set()
+        for start, kind, n in self._planned:
+            if start >= end_ms:
+                out[kind] -= n
+                later.add(kind)
+        return {k: v for k, v in out.items() if v or k not in later}  # a kind only the next day had: none
 
     def record_day(self, day_start_ms: int, step_ms: int, units: np.ndarray, prev_units: np.ndarray,
                    lost: np.ndarray, demand: np.ndarray, sold: np.ndarray, switched: np.ndarray,

@@ -249,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> DemoRun:
             (s[0], s[1], s[3], s[4]) for s in sim.truth.stockouts if s[3] < end_ms
         )
         dropped += len(sim.truth.dropped)
-        faults.update(sim.truth.faults)
+        faults.update(sim.truth.faults_before(end_ms))  # not the next day's, planned when the run ends at midnight
     judged = judge_alerts(kinds["empty_within_h"], kinds["empty_now"], stockouts,
                           first_cycle_ms=cfg.start_ms + cfg.tick_min * MINUTE_MS, horizon_ms=cfg.horizon_min * MINUTE_MS)
 

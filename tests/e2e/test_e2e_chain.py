@@ -8,11 +8,13 @@ fault injected, and still when the devices send duplicates. The test runs the sa
 from __future__ import annotations
 
 import json
+from collections import Counter
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
+from gondola.clock import DAY_MS
 from gondola.demo import DemoConfig, run_demo
 from tests.conftest import require
 from tests.pages import chromium_binary, screenshot
@@ -160,6 +162,12 @@ def test_duplicates_sent_by_devices_are_removed_and_nothing_is_lost(tmp_path):
     duplicates_sent = sum(s["devices"]["sent_messages"].values()) - sum(s["devices"]["emitted"].values())
     assert duplicates_sent > 20
     assert duplicates_sent == run.sims[0].truth.faults["duplicate"]
+    # The summary's faults are the run's own: the run ends at midnight, which plans the next day's
+    # faults too (it counted 12 sensor drifts where 6 happened, QA). The windows are timed.
+    end = run.sims[0].start_ms + DAY_MS
+    in_run = Counter(w.kind for w in run.sims[0].truth.windows if w.start_ms < end)
+    assert in_run["sensor_drift"] > 0
+    assert {k: s["devices"]["faults"].get(k, 0) for k in in_run} == dict(in_run)
     _assert_conservation(run)
     # Duplicates are caught at the gateway (idempotent buffer) or in silver; together, all of them.
     assert s["gateways"]["duplicates_ignored"] + s["cloud"]["duplicates_removed"] == duplicates_sent

@@ -236,3 +236,22 @@ def test_with_every_lane_down_no_till_reports_a_sale_and_the_other_hours_keep_th
     after = sales & (out["ts"] >= end)
     assert set(out["dev"][after & (out["ts"] < START + 12 * 3_600_000)].tolist()) == {1}
     assert set(out["dev"][after & (out["ts"] >= START + 12 * 3_600_000)].tolist()) == {0, 1}
+
+
+def test_a_run_that_ends_at_midnight_counts_its_faults_not_those_planned_for_the_next_day():
+    # A day's faults are planned whole when the store enters it: a run ending exactly at midnight
+    # plans the next day, and the demo summary counted its drifts, skipped rounds, stuck cells and
+    # shrink as the run's (QA, session 8: seed 7 reported 12 sensor drifts where 6 happened).
+    scenario = Scenario.with_faults(Scenario.demo(), sensor_drifts=0.2, reboots=0.05, outages=0.5, demand_spikes=0.5)
+    midnight = START + 2 * DAY_MS
+    ended_at_midnight = StoreSim("s001", 120, 5, START, scenario)
+    ended_at_midnight.run_until(midnight)
+    ended_before = StoreSim("s001", 120, 5, START, scenario)
+    ended_before.run_until(midnight - 1)
+
+    planned_next = ended_at_midnight.truth.faults
+    for kind in ("sensor_drift", "restock_round_skipped", "shrink_units"):
+        assert planned_next[kind] > ended_before.truth.faults.get(kind, 0), kind  # the next day is in ``faults``
+    assert ended_at_midnight.truth.faults_before(midnight) == ended_before.truth.faults
+    drifts = [w for w in ended_at_midnight.truth.windows if w.kind == "sensor_drift" and w.start_ms < midnight]
+    assert ended_at_midnight.truth.faults_before(midnight)["sensor_drift"] == len(drifts) > 0
