@@ -22,6 +22,12 @@ is bounded in bytes by the deployment's ``mosquitto.conf``). A payload above
 ``MAX_PAYLOAD_BYTES`` is cut to its quarantine prefix on arrival, so a stalled gateway never
 holds more than the byte bound whatever devices send.
 
+Retained messages: no device publishes one, so a message the broker sends with the retain flag
+is its stored copy of some earlier publish, replayed because the gateway (re)subscribed - at
+every restart. The publish itself reached the gateway live (flag off) and was stored or
+quarantined then; the replay is acknowledged in its group's turn and counted
+(``retained_ignored``), never validated, stored or quarantined again.
+
 Poison messages: any other failure of a group (a bug, text SQLite cannot store) is retried one
 message at a time; a message that still fails is quarantined with reason ``internal`` (its
 payload prefix and the exception's type, never its text), acknowledged and logged once, so it
@@ -61,6 +67,12 @@ class _Truncated(bytes):
     """The kept prefix of an oversized payload; ``size`` is the size that arrived."""
 
     size: int
+
+
+class _Retained(bytes):
+    """A retained message the broker replayed (``handle(retained=True)``): kept empty, only to
+    hold its place in the group, so its PUBACK goes out in arrival order."""
+
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +202,20 @@ class Collector:
         self.last_writer_error_ms: int | None = None
         #: messages quarantined because storing them failed (reason ``internal``)
         self.poisoned = 0
+        #: retained messages the broker replayed at a (re)subscription: acknowledged, not stored
+        self.retained_ignored = 0
         #: logs quarantined messages, each reason once per device per interval with counts
         self.quarantine_log = QuarantineLog(clock)
 
     # ---- intake --------------------------------------------------------------------------
 
-    def handle(self, topic: str, payload: bytes, token: Token = (0, 0)) -> None:
+    def handle(self, topic: str, payload: bytes, token: Token = (0, 0), retained: bool = False) -> None:
         """Queue one message (called on the MQTT network thread). Blocks when the queue is full in
-        messages or bytes, which stops paho reading the socket: TCP backpressure to the broker."""
-        if len(payload) > MAX_PAYLOAD_BYTES:
+        messages or bytes, which stops paho reading the socket: TCP backpressure to the broker.
+        ``retained``: the broker's replay of a retained message (acknowledged and counted only)."""
+        if retained:
+            payload = _Retained()
+        elif len(payload) > MAX_PAYLOAD_BYTES:
             # Keep only what quarantine keeps: an oversized payload is never held in full.
             cut = _Truncated(payload[:QUARANTINE_PREFIX_BYTES])
             cut.size = len(payload)
@@ -285,6 +302,8 @@ class Collector:
         now = self.clock.now_ms()
         events, bodies, bad = [], [], []
         for topic, payload, _ in group:
+            if isinstance(payload, _Retained):
+                continue
             try:
                 event, body = check_payload(topic, payload, store_id=self.store_id, now_ms=now,
                                             pseudonym_key=self.pseudonym_key, capacity_of=self.capacity_of)
@@ -356,6 +375,9 @@ class Collector:
 
     def _commit_single(self, item, now) -> list[dict]:
         topic, payload, _ = item
+        if isinstance(payload, _Retained):
+            self._done([item], 1, [])
+            return []
         try:
             event, body = check_payload(topic, payload, store_id=self.store_id, now_ms=now,
                                         pseudonym_key=self.pseudonym_key, capacity_of=self.capacity_of)
@@ -374,6 +396,12 @@ class Collector:
         waits for ``committed`` (``wait_committed``) sees the facing state that includes them."""
         self.stalled = False
         self.ack([tok for _, _, tok in group])
+        replays = sum(isinstance(payload, _Retained) for _, payload, _ in group)
+        if replays:
+            if not self.retained_ignored:
+                log.info("ignored a retained message the broker replayed (no device publishes one; counted in "
+                         "health as retained_ignored)")
+            self.retained_ignored += replays
         self._observe(fresh)
         with self._count_lock:
             self.committed += n

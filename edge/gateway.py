@@ -104,7 +104,7 @@ class Gateway:
         self._subscriber = AckAfterCommitSubscriber(
             s.broker_host, s.broker_port, client_id=s.client_id or f"gondola-gw-{s.store_id}",
             topics=store_subscription(s.store_id),
-            on_message=lambda r: self.collector.handle(r.topic, r.payload, r.token), auth=self.mqtt_auth)
+            on_message=lambda r: self.collector.handle(r.topic, r.payload, r.token, r.retained), auth=self.mqtt_auth)
         try:
             self._subscriber.start()
         except TransportError:
@@ -307,6 +307,7 @@ class Gateway:
             "writer_errors": self.collector.writer_errors,
             "last_writer_error_ms": self.collector.last_writer_error_ms,
             "poison_messages": self.collector.poisoned,
+            "retained_ignored": self.collector.retained_ignored,
             "conflicting_repeats": stats["conflicting_repeats"],
             "implausible_seqs": stats["implausible_seqs"],
             "seq_reanchored": stats["seq_reanchored"],

@@ -38,6 +38,7 @@ name                                            type     meaning
 ``gondola_edge_quarantine_bytes``               gauge    bytes quarantine holds (within the cap)
 ``gondola_edge_collector_writer_errors_total``  counter  failures the collector's writer caught
 ``gondola_edge_poison_messages_total``          counter  messages that could not be stored (internal)
+``gondola_edge_retained_ignored_total``         counter  retained messages the broker replayed, ignored
 ``gondola_edge_conflicting_repeats_total``      counter  same identity, other content (quarantined)
 ``gondola_edge_implausible_seqs_total``         counter  implausible seq jumps (quarantined)
 ``gondola_edge_last_uplink_timestamp_seconds``  gauge    when the hub last accepted a batch (epoch)
@@ -90,6 +91,7 @@ _COUNTERS = (
     ("scorer_errors", "scorer_errors", "Scoring cycles in which the model failed (baseline used)."),
     ("collector_writer_errors", "writer_errors", "Failures the collector's writer caught (it goes on)."),
     ("poison_messages", "poison_messages", "Messages that could not be stored: quarantined as internal, acked."),
+    ("retained_ignored", "retained_ignored", "Retained messages the broker replayed at a (re)subscription: acked, not stored."),
     ("conflicting_repeats", "conflicting_repeats", "Repeats of an event identity with other content (quarantined)."),
     ("implausible_seqs", "implausible_seqs", "Events whose seq jumped implausibly far (quarantined)."),
 )

@@ -74,6 +74,9 @@ class Received:
     topic: str
     payload: bytes
     token: tuple[int, int]  # (connection generation, packet id); packet id 0 for QoS 0
+    #: the broker's stored retained message, sent because we (re)subscribed: a live message
+    #: reaches an established subscription with the flag off (MQTT 3.1.1, 3.3.1.3)
+    retained: bool = False
 
 
 class _DeferringClient(paho.Client):
@@ -163,7 +166,7 @@ class AckAfterCommitSubscriber:
             # refuses such topics, other brokers may not): decode leniently so the collector
             # quarantines the message instead of leaving it unacknowledged for ever.
             topic = msg._topic.decode("utf-8", "backslashreplace") if isinstance(msg._topic, bytes) else msg.topic
-            self._on_message_cb(Received(topic, bytes(msg.payload), token))
+            self._on_message_cb(Received(topic, bytes(msg.payload), token, bool(msg.retain)))
         except Exception:  # never let a handler bug kill the network thread
             log.exception("message handler failed; the message stays unacknowledged")
 

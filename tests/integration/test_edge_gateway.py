@@ -177,3 +177,49 @@ def test_a_shelf_reading_far_above_its_facing_capacity_is_quarantined_and_never_
     hub.close()
     assert sorted((e["data"]["facing_id"], e["data"]["units_est"]) for e in events if e["type"] == "shelf.reading") \
         == [("f0", 60), ("f1", 5)]
+
+
+@pytest.mark.slow
+def test_a_retained_message_is_handled_once_and_ignored_when_the_broker_replays_it_at_each_restart(tmp_path):
+    # QA: a message published with the retain flag was quarantined (and counted) again at every
+    # gateway restart: the broker replays its retained copy to each new subscription. No device
+    # publishes one; the gateway takes the live publish and counts each replay, acknowledged only.
+    import shutil
+    import sqlite3
+    import subprocess
+
+    from edge.broker import start_mosquitto
+    from tests.conftest import mosquitto_binary, require
+
+    require(mosquitto_binary() is not None and shutil.which("mosquitto_pub") is not None, "Mosquitto and mosquitto_pub")
+    broker = start_mosquitto(tmp_path / "broker", persistence=True)
+    (tmp_path / "planogram.csv").write_text(planogram_csv())
+    settings = EdgeSettings(store_id="s001", broker_host=broker.host, broker_port=broker.port,
+                            data_dir=tmp_path / "gw", hub_path=tmp_path / "hub.sqlite",
+                            planogram_path=tmp_path / "planogram.csv")
+    topic, good = device_traffic(1).messages[0]
+
+    def publish_retained(topic: str, payload: bytes) -> None:
+        subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-r",
+                        "-t", topic, "-s"], input=payload, check=True, timeout=10)
+
+    runs = []
+    try:
+        for run in range(3):  # the first run gets both messages live, then two restarts
+            gw = build_gateway(settings, clock=SimClock(T0))
+            try:
+                gw.start()
+                if run == 0:
+                    publish_retained("gondola/s001/pos/pos-s001-r00", b"not json")
+                    publish_retained(topic, good)
+                assert gw.collector.wait_committed(2, 20)
+                h = gw.health()
+                runs.append((h["quarantined"], h["retained_ignored"], h["received"]))
+            finally:
+                gw.stop()
+    finally:
+        broker.stop()
+    # Run 0: the poison one quarantined, the event stored; each restart: both replays ignored.
+    assert runs == [(1, 0, 1), (1, 2, 1), (1, 2, 1)]
+    with sqlite3.connect(tmp_path / "gw" / "buffer.sqlite") as con:
+        assert con.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0] == 1
