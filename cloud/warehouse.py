@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cloud.lake.storage import LakeStorage
 from cloud.lake.tables import (ALERT_KIND, EMPTY_AT_ALERT, EMPTY_NOW, FORECAST, MEASURE_ROWS, MEASURES, TABLES, TableDef,
-                               conform, schema_of, tsql_type)
+                               conform, schema_of, stockout_days_sql, tsql_type)
 
 __all__ = ["BI_VIEWS", "EMPTY_NOW", "FORECAST", "WAREHOUSE_TABLES", "build_warehouse", "synapse_ddl", "warehouse_name"]
 
@@ -181,20 +181,18 @@ def _stockout_recall(dialect: str) -> str:
     """``bi_stockout_recall``: per store and UTC day, the sensor stock-outs (``gold_stockouts``),
     those whose start is known (``known_start``) and those a forecast the store saw preceded
     (``caught``: ``gold.stockouts.alerted``, shadow scorers left out), and ``recall`` = caught /
-    known_start. One row per store-day, so ``stockouts``, ``known_start`` and ``caught`` add up
-    over stores and days; recall over several rows is SUM(caught) / SUM(known_start), never a sum
-    or an average of ``recall``.
+    known_start: ``cloud.lake.tables.stockout_days_sql``, the definition gold.model_performance's
+    store-day rows are computed by. One row per store-day, so ``stockouts``, ``known_start`` and
+    ``caught`` add up over stores and days; recall over several rows is SUM(caught) /
+    SUM(known_start), never a sum or an average of ``recall``.
     """
     ts = lambda c: _ts(c, dialect)  # noqa: E731
     q = lambda n: _q(n, dialect)  # noqa: E731
     dbl = "DOUBLE" if dialect == "duckdb" else "FLOAT"
     return f"""
 SELECT d.store_id, {ts('d.day_ms')} AS {q('day')}, CAST({ts('d.day_ms')} AS DATE) AS {q('date')},
-       COUNT(*) AS stockouts, COUNT(d.alerted) AS known_start, COALESCE(SUM(CAST(d.alerted AS INT)), 0) AS caught,
-       CASE WHEN COUNT(d.alerted) = 0 THEN NULL
-            ELSE CAST(SUM(CAST(d.alerted AS INT)) AS {dbl}) / COUNT(d.alerted) END AS recall
-FROM (SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, alerted FROM gold_stockouts) d
-GROUP BY d.store_id, d.day_ms"""
+       d.stockouts, d.known_start, d.caught, d.recall
+FROM ({stockout_days_sql('gold_stockouts', dbl)}) d"""
 
 
 def _bi_views(dialect: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from cloud.lake.engine import Engine
-from cloud.lake.tables import NOT_RIGHT, conform
+from cloud.lake.tables import NOT_RIGHT, STOCKOUT_ROW, conform, stockout_days_sql
 
 __all__ = ["CENSOR_MS", "EVIDENCE_SQL", "GOLD_SQL", "GOLD_ORDER", "gold_tables", "key_columns"]
 
@@ -270,6 +270,10 @@ SELECT d.store_id, d.device_id, d.day_ms, d.events, d.seq_min, d.seq_max,
 FROM d
 LEFT JOIN bat ON bat.store_id = d.store_id AND bat.device_id = d.device_id AND bat.day_ms = d.day_ms
 LEFT JOIN h ON h.store_id = d.store_id AND h.device_id = d.device_id AND h.day_ms = d.day_ms AND h.rn = 1""",
+    # Per scorer: its judged alerts. Per store-day, on one row (scorer STOCKOUT_ROW, every store-day
+    # with alerts or stock-outs): the day's stock-outs, in the one definition the warehouse's
+    # bi_stockout_recall also reads (stockout_days_sql). On every scorer's row they made a sum over
+    # scorers count a stock-out once per scorer.
     "gold.model_performance": """
 WITH ad AS (
   -- precision over judged alerts: one nobody could judge (no sensor, no evidence) is counted apart
@@ -278,22 +282,19 @@ WITH ad AS (
          SUM(CASE WHEN outcome IN (""" + NOT_RIGHT + """) THEN 0 ELSE 1 END) AS true_alerts,
          SUM(CASE WHEN outcome = 'unobserved' THEN 1 ELSE 0 END) AS unobserved
   FROM alert_outcomes GROUP BY store_id, alert_ms - (alert_ms % 86400000), scorer),
-sd AS (
-  SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
-         SUM(CASE WHEN alerted THEN 1 ELSE 0 END) AS caught,
-         -- from integer ms (an exact, order-free sum), not an average of doubles: bit-reproducible
-         ROUND(CAST(SUM(start_ms - alert_ms) AS DOUBLE) / COUNT(alert_ms) / 60000, 4) AS mean_lead_min,
-         -- recall over stock-outs with a known start (alerted is null for left-censored ones)
-         COUNT(alerted) AS known_start
-  FROM stockouts GROUP BY store_id, start_ms - (start_ms % 86400000))
-SELECT COALESCE(ad.store_id, sd.store_id) AS store_id, COALESCE(ad.day_ms, sd.day_ms) AS day_ms,
-       COALESCE(ad.scorer, '(none)') AS scorer,
-       COALESCE(ad.alerts, 0) AS alerts, COALESCE(ad.true_alerts, 0) AS true_alerts,
-       COALESCE(ad.unobserved, 0) AS unobserved, COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
-       CASE WHEN COALESCE(ad.alerts, 0) = 0 THEN NULL ELSE ROUND(CAST(ad.true_alerts AS DOUBLE) / ad.alerts, 6) END AS precision,
-       CASE WHEN COALESCE(sd.known_start, 0) = 0 THEN NULL ELSE ROUND(CAST(sd.caught AS DOUBLE) / sd.known_start, 6) END AS recall,
-       sd.mean_lead_min
-FROM ad FULL OUTER JOIN sd ON ad.store_id = sd.store_id AND ad.day_ms = sd.day_ms""",
+sd AS (""" + stockout_days_sql("stockouts") + """),
+days AS (SELECT DISTINCT store_id, day_ms FROM ad)
+SELECT store_id, day_ms, scorer, alerts, true_alerts, unobserved, CAST(NULL AS BIGINT) AS stockouts,
+       CAST(NULL AS BIGINT) AS caught,
+       CASE WHEN alerts = 0 THEN NULL ELSE ROUND(CAST(true_alerts AS DOUBLE) / alerts, 6) END AS precision,
+       CAST(NULL AS DOUBLE) AS recall, CAST(NULL AS DOUBLE) AS mean_lead_min, CAST(NULL AS BIGINT) AS known_start
+FROM ad
+UNION ALL
+SELECT COALESCE(sd.store_id, days.store_id) AS store_id, COALESCE(sd.day_ms, days.day_ms) AS day_ms,
+       '""" + STOCKOUT_ROW + """' AS scorer, CAST(0 AS BIGINT) AS alerts, CAST(0 AS BIGINT) AS true_alerts,
+       CAST(0 AS BIGINT) AS unobserved, COALESCE(sd.stockouts, 0) AS stockouts, COALESCE(sd.caught, 0) AS caught,
+       CAST(NULL AS DOUBLE) AS precision, sd.recall, sd.mean_lead_min, COALESCE(sd.known_start, 0) AS known_start
+FROM sd FULL OUTER JOIN days ON days.store_id = sd.store_id AND days.day_ms = sd.day_ms""",
 }
 
 #: Computation order (alert outcomes read this run's stock-outs, model performance both).

@@ -36,7 +36,7 @@ from cloud.lake.causes import EVIDENCE_DAYS, stockout_causes
 from cloud.lake.features import (
     FEATURE_INPUTS, STATE_TABLE, feature_vectors, features, planogram_hash, planogram_of, split_by_store,
 )
-from cloud.lake.gold import CENSOR_MS, gold_tables, key_columns
+from cloud.lake.gold import CENSOR_MS, GOLD_SQL, gold_tables, key_columns
 from cloud.lake.maintenance import RETENTION_HOURS, maintain
 from cloud.lake.master import DAILY, MASTER_CHECKS, MASTER_SQL, silver_master
 from cloud.lake.silver import ExpectationFailed, silver_events
@@ -383,6 +383,8 @@ def transform_gold(storage: LakeStorage, engine: Engine, *, context_days: int = 
         _upgrade_features(storage)
     if "gold.stockouts" in behind:
         _upgrade_stockouts(storage, engine)
+    if "gold.model_performance" in behind:
+        _upgrade_model_performance(storage, engine)
     # Causes look EVIDENCE_DAYS after a stock-out: recompute that far back (they come last).
     cause_cut = {s: c - EVIDENCE_DAYS * _DAY for s, c in cutoff.items()}
     cached = [outputs["gold.stockouts"], outputs["gold.alert_outcomes"]]
@@ -587,6 +589,24 @@ def _upgrade_stockouts(storage: LakeStorage, engine: Engine) -> None:
         new = new.set_column(new.schema.get_field_index(col), col,
                              pc.if_else(censored, pa.nulls(new.num_rows, new[col].type), new[col]))
     storage.write("gold.stockouts", conform("gold.stockouts", new), mode="overwrite", replace_schema=True)
+
+
+def _upgrade_model_performance(storage: LakeStorage, engine: Engine) -> None:
+    """A ``gold.model_performance`` table written before ``known_start`` carries the day's
+    stock-outs on every scorer's row (a sum over scorers counted each once per scorer): it is
+    rewritten once, whole, in the current grain (stock-outs on the store-day's own row) from
+    ``gold.alert_outcomes`` and ``gold.stockouts``, the two tables its query reads (so it equals
+    a full rebuild); the run's window is then replaced in it as usual."""
+    dt = storage.open("gold.model_performance")
+    if dt is None or "known_start" in dt.schema().to_arrow().names:
+        return
+    inputs = {}
+    for name, table in (("alert_outcomes", "gold.alert_outcomes"), ("stockouts", "gold.stockouts")):
+        rows = storage.read(table)
+        inputs[name] = conform(table, rows if rows is not None else pa.table({}))
+    new = engine.run(GOLD_SQL["gold.model_performance"], inputs)
+    storage.write("gold.model_performance", conform("gold.model_performance", new), mode="overwrite",
+                  replace_schema=True)
 
 
 def _causes(storage: LakeStorage, cut: dict[str, int]) -> pa.Table:

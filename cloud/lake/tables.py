@@ -20,7 +20,7 @@ __all__ = [
     "BRONZE_BATCH", "SILVER_EVENT_TABLES", "QUARANTINE", "Measure", "MEASURES", "EXPECTATION_RESULTS", "GOLD_TABLES",
     "LINEAGE", "CLASSIFICATIONS", "OWNERS", "with_descriptions", "LINEAGE_TABLE", "column_rows", "in_window",
     "PARTITION_COL", "partition_columns", "with_partition", "utc_dates", "utc_date", "MEASURE_ROWS", "FORECAST",
-    "EMPTY_NOW", "ALERT_KIND", "EMPTY_AT_ALERT", "NOT_RIGHT",
+    "EMPTY_NOW", "ALERT_KIND", "EMPTY_AT_ALERT", "NOT_RIGHT", "STOCKOUT_ROW", "stockout_days_sql",
 ]
 
 _ARROW = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "double": pa.float64(), "bool": pa.bool_(),
@@ -409,15 +409,21 @@ _defs: list[TableDef] = [
         ("buffer_rows", "int64", "last buffer size, if a gateway"), ("unsent_rows", "int64", "last unsent count, if a gateway"),
         ("evictions", "int64", "last eviction count, if a gateway"), ("model_version", "string", "last model, if a gateway"),
     ), key=("store_id", "device_id", "day_ms"), time_col="day_ms"),
-    TableDef("gold.model_performance", "Alert quality per store, day and scorer: precision, recall, lead time.", _cols(
-        ("store_id", "string", "store"), ("day_ms", "int64", "UTC day start"), ("scorer", "string", "model version or baseline"),
-        ("alerts", "int64", "alerts judged: raised, less the unobserved ones"),
+    TableDef("gold.model_performance", "Alert quality per store, day and scorer: precision; and per store and day "
+             "(its scorer '(none)' row): stock-outs, recall, lead time.", _cols(
+        ("store_id", "string", "store"), ("day_ms", "int64", "UTC day start"),
+        ("scorer", "string", "model version or baseline; '(none)': the store-day's row, holding its stock-outs"),
+        ("alerts", "int64", "alerts judged: raised, less the unobserved ones (0 on the '(none)' row)"),
         ("true_alerts", "int64", "judged alerts whose shelf was empty within the horizon (gold.alert_outcomes)"),
         ("unobserved", "int64", "alerts on facings without a sensor that no evidence judged (left out of precision)"),
-        ("stockouts", "int64", "stock-outs starting that day (all scorers of the store)"),
-        ("caught", "int64", "stock-outs alerted before they started"),
-        ("precision", "double", "true_alerts / alerts (judged alerts only)"), ("recall", "double", "caught / stockouts"),
-        ("mean_lead_min", "double", "mean alert lead time of caught stock-outs"),
+        ("stockouts", "int64", "stock-outs starting that day, on the '(none)' row only (NULL on a scorer's row: "
+                               "a stock-out belongs to the store-day, so a sum over rows counts it once)"),
+        ("caught", "int64", "stock-outs a forecast the store saw preceded (shadow scorers left out); '(none)' row only"),
+        ("precision", "double", "true_alerts / alerts (judged alerts only)"),
+        ("recall", "double", "caught / known_start; '(none)' row only"),
+        ("mean_lead_min", "double", "mean alert lead time of caught stock-outs; '(none)' row only"),
+        ("known_start", "int64", "stock-outs whose start is known (not left-censored): recall's denominator; "
+                                 "'(none)' row only"),
     ), key=("store_id", "day_ms", "scorer"), time_col="day_ms"),
     TableDef("gold.features", "Training features per facing and hour (models.features), with the stock-out label.", _cols(
         ("store_id", "string", "store"), ("facing_id", "string", "facing"), ("sku", "string", "product"),
@@ -495,6 +501,32 @@ ALERT_KIND = f"COALESCE(kind, '{FORECAST}')"
 NOT_RIGHT = "'false_alarm', 'unobserved'"
 _JUDGED = "CASE WHEN outcome = 'unobserved' THEN NULL ELSE"
 EMPTY_AT_ALERT = "'already_empty', 'empty_seen'"
+
+#: ``gold.model_performance``'s scorer value on the one row per store and UTC day that holds that
+#: day's stock-outs (they belong to the store-day, not to a scorer: on every scorer's row a total
+#: over scorers counted each stock-out once per scorer).
+STOCKOUT_ROW = "(none)"
+
+
+def stockout_days_sql(stockouts: str, dbl: str = "DOUBLE") -> str:
+    """Stock-out recall per store and UTC day of the start, defined once: ``gold.model_performance``
+    (its store-day rows, scorer ``STOCKOUT_ROW``) and the warehouse's ``bi_stockout_recall`` both
+    select from this query over ``stockouts`` (a relation with gold.stockouts' columns).
+
+    ``stockouts``: stock-outs that started that day; ``known_start``: those whose start is known
+    (``alerted`` is null for a left-censored one); ``caught``: those a forecast the store saw
+    preceded (``gold.stockouts.alerted``: shadow scorers left out); ``recall`` = caught /
+    known_start (6 decimals; NULL without a known start); ``mean_lead_min``: from integer ms (an
+    exact, order-free sum, not an average of doubles: bit-reproducible). The same text runs on
+    DuckDB, Spark and T-SQL (``dbl`` names the 8-byte float: ``FLOAT`` in T-SQL).
+    """
+    return f"""SELECT store_id, day_ms, stockouts, known_start, caught,
+       CASE WHEN known_start = 0 THEN NULL ELSE ROUND(CAST(caught AS {dbl}) / known_start, 6) END AS recall,
+       mean_lead_min
+FROM (SELECT store_id, start_ms - (start_ms % 86400000) AS day_ms, COUNT(*) AS stockouts,
+             COUNT(alerted) AS known_start, COALESCE(SUM(CAST(alerted AS INT)), 0) AS caught,
+             ROUND(CAST(SUM(start_ms - alert_ms) AS {dbl}) / COUNT(alert_ms) / 60000, 4) AS mean_lead_min
+      FROM {stockouts} GROUP BY store_id, start_ms - (start_ms % 86400000)) sd_"""
 
 #: The rows of a gold table its report figures count (the table's warehouse name, a condition in
 #: DuckDB and T-SQL alike): a shadow model's would-be alerts (scorer ``shadow:...``) were never

@@ -46,6 +46,26 @@ def test_the_warehouse_holds_every_gold_and_silver_table_with_the_lake_row_count
             con.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()
 
 
+def test_stockout_recall_is_one_definition_the_warehouse_view_and_gold_model_performance_agree(built):
+    # bi_stockout_recall (warehouse) and gold.model_performance's store-day rows (scorer "(none)",
+    # the lake's transform) come from cloud.lake.tables.stockout_days_sql: the same values, row
+    # for row; and a sum over gold.model_performance's rows counts each stock-out once.
+    with duckdb.connect(str(built["tmp"] / "wh.duckdb"), read_only=True) as con:
+        view = con.execute('SELECT store_id, "date", stockouts, known_start, caught, recall '
+                           "FROM bi_stockout_recall ORDER BY 1, 2").fetchall()
+        lake = con.execute("SELECT store_id, CAST(epoch_ms(day_ms) AS DATE), stockouts, known_start, caught, recall "
+                           "FROM gold_model_performance WHERE scorer = '(none)' AND stockouts > 0 "
+                           "ORDER BY 1, 2").fetchall()
+        total, rows, scorers = con.execute("SELECT SUM(stockouts), COUNT(*), COUNT(DISTINCT scorer) "
+                                           "FROM gold_model_performance").fetchone()
+        stockouts, known, caught = con.execute("SELECT COUNT(*), COUNT(alerted), "
+                                               "SUM(CAST(alerted AS INT)) FROM gold_stockouts").fetchone()
+    assert view == lake and len(view) >= 3  # every store's day(s) with stock-outs
+    assert sum(v[2] for v in view) == stockouts and sum(v[3] for v in view) == known
+    assert sum(v[4] for v in view) == caught and caught > 0 and known > caught
+    assert total == stockouts and rows > len(view) and scorers >= 2
+
+
 def test_the_dashboard_is_one_self_contained_html_file(built):
     page = (built["tmp"] / "dash.html").read_text()
     assert page.startswith("<!doctype html>")

@@ -103,9 +103,34 @@ def test_model_performance_scores_true_and_false_alerts_and_caught_stock_outs():
     start = r[1]["ts"]
     a = [alert(start - 10 * MIN, seq=1), alert(start - 5 * MIN, seq=2, facing="s001-f02")]
     out, _ = run(r=r, a=a)
-    [row] = out["gold.model_performance"].to_pylist()
-    assert (row["alerts"], row["true_alerts"], row["stockouts"], row["caught"]) == (2, 1, 1, 1)
-    assert row["precision"] == 0.5 and row["recall"] == 1.0 and row["mean_lead_min"] == 10.0
+    rows = {x["scorer"]: x for x in out["gold.model_performance"].to_pylist()}
+    assert set(rows) == {"m1", "(none)"}  # the scorer's alerts; the store-day's own row: its stock-outs
+    m1, day = rows["m1"], rows["(none)"]
+    assert (m1["alerts"], m1["true_alerts"], m1["precision"]) == (2, 1, 0.5)
+    assert (m1["stockouts"], m1["caught"], m1["known_start"], m1["recall"], m1["mean_lead_min"]) == (None,) * 5
+    assert (day["alerts"], day["stockouts"], day["known_start"], day["caught"]) == (0, 1, 1, 1)
+    assert day["recall"] == 1.0 and day["mean_lead_min"] == 10.0 and day["precision"] is None
+
+
+def test_model_performance_counts_a_stock_out_once_however_many_scorers_judged_the_day():
+    # Three scorers raised alerts that day (two the store saw, one shadow): until the store-day row,
+    # each scorer's row repeated the day's 2 stock-outs and 1 caught, so a sum over the table's
+    # rows (what a BI total does) gave 6 stock-outs and 3 caught.
+    r = (readings([3, 0, 0, 5]) + readings([4, 0, 0, 0], facing="s001-f02", device="shelf-2")
+         + readings([5, 5, 5, 5], facing="s001-f03", device="shelf-3"))
+    start = r[1]["ts"]
+    a = [alert(start - 10 * MIN, seq=1), alert(start - 5 * MIN, seq=2, facing="s001-f03") | {"scorer": "rules:v1"},
+         alert(start - 20 * MIN, seq=3, facing="s001-f02") | {"scorer": "shadow:m2"}]
+    out, _ = run(r=r, a=a)
+    rows = out["gold.model_performance"].to_pylist()
+    assert sorted(x["scorer"] for x in rows) == ["(none)", "m1", "rules:v1", "shadow:m2"]
+    total = lambda col: sum(x[col] or 0 for x in rows)  # noqa: E731
+    assert len(out["gold.stockouts"]) == 2
+    # 2 stock-outs, 1 caught (f01 by m1; f02's only alert is a shadow's: never raised in the store)
+    assert (total("stockouts"), total("known_start"), total("caught")) == (2, 2, 1)
+    assert (total("alerts"), total("true_alerts")) == (3, 2)  # each scorer's alerts still counted apart
+    [day] = [x for x in rows if x["scorer"] == "(none)"]
+    assert day["recall"] == 0.5 and day["mean_lead_min"] == 10.0
 
 
 def test_features_follow_models_feature_order_and_label_upcoming_stock_outs():
@@ -211,9 +236,10 @@ def test_a_shelf_already_empty_at_its_first_reading_is_a_left_censored_stock_out
     assert first["duration_min"] == 20.0 and first["open_min"] > 0
     assert first["alerted"] is None and first["alert_ms"] is None and first["alert_lead_min"] is None
     assert second["start_censored"] is False and second["alerted"] is True and second["alert_lead_min"] == 15.0
-    [perf] = out["gold.model_performance"].to_pylist()
+    [perf] = [x for x in out["gold.model_performance"].to_pylist() if x["scorer"] == "(none)"]
     # recall and lead time over the stock-out whose start is known; both still counted
-    assert (perf["stockouts"], perf["caught"], perf["recall"], perf["mean_lead_min"]) == (2, 1, 1.0, 15.0)
+    assert (perf["stockouts"], perf["known_start"], perf["caught"], perf["recall"], perf["mean_lead_min"]) == \
+        (2, 1, 1, 1.0, 15.0)
     leads = sorted(((o["outcome"], o["lead_min"]) for o in out["gold.alert_outcomes"].to_pylist()), key=str)
     assert leads == [("empty_after", 15.0), ("empty_after", None)]
 
@@ -267,3 +293,34 @@ def test_a_state_snapshot_kept_under_other_feature_rules_is_not_resumed(monkeypa
     current = {"s001": dict(stale["s001"], planogram_hash=planogram_hash(plan))}
     with pytest.raises(ValueError):  # the same snapshot under the current rules is resumed (not JSON)
         features(inputs, out["gold.stockouts"], snapshots=current)
+
+
+def test_a_model_performance_table_of_the_old_grain_is_rewritten_once_as_a_full_rebuild_gives(tmp_path):
+    # A lake whose gold.model_performance was written before the store-day row (no known_start
+    # column, the day's stock-outs on every scorer's row) is rewritten whole from the lake's
+    # gold.alert_outcomes and gold.stockouts on the next run: no old row double counts after it.
+    from cloud.lake.runner import _upgrade_model_performance
+    from cloud.lake.storage import LocalStorage
+
+    r = readings([3, 0, 0, 5]) + readings([5, 5, 5, 5], facing="s001-f02", device="shelf-2")
+    start = r[1]["ts"]
+    out, _ = run(r=r, a=[alert(start - 10 * MIN, seq=1), alert(start - 5 * MIN, seq=2, facing="s001-f02")
+                         | {"scorer": "m2"}])
+    lake = LocalStorage(str(tmp_path))
+    lake.write("gold.alert_outcomes", out["gold.alert_outcomes"])
+    lake.write("gold.stockouts", out["gold.stockouts"])
+    day = T0
+    old = [{"store_id": "s001", "day_ms": day, "scorer": s, "alerts": 1, "true_alerts": t, "unobserved": 0,
+            "stockouts": 1, "caught": 1, "precision": float(t), "recall": 1.0, "mean_lead_min": 10.0}
+           for s, t in (("m1", 1), ("m2", 0))]
+    lake.write("gold.model_performance", conform("gold.model_performance", pa.Table.from_pylist(old))
+               .drop(["known_start"]))
+    assert sum(x["stockouts"] for x in lake.read("gold.model_performance").to_pylist()) == 2  # the old double count
+    _upgrade_model_performance(lake, DuckDBEngine())
+    key = lambda x: x["scorer"]  # noqa: E731
+    got = sorted(lake.read("gold.model_performance").to_pylist(), key=key)
+    assert got == sorted(out["gold.model_performance"].to_pylist(), key=key)
+    assert sum(x["stockouts"] or 0 for x in got) == 1 and [x["scorer"] for x in got] == ["(none)", "m1", "m2"]
+    version = lake.version("gold.model_performance")
+    _upgrade_model_performance(lake, DuckDBEngine())  # once: the new grain is left alone
+    assert lake.version("gold.model_performance") == version
