@@ -121,18 +121,20 @@ _ENVELOPE_COLS = ("event_id", "store_id", "device_id", "epoch", "seq", "ts", "re
 _MASK = "regexp_replace(event_json, '\"loyalty_id\":\"[^\"]*\"', '\"loyalty_id\":\"<masked>\"')"
 
 
-def _typed_select(table: str) -> tuple[str, str, str]:
+def _typed_select(table: str) -> tuple[list[tuple[str, str]], str, str]:
     """SQL projecting typed columns of one event type out of bronze's JSON, parsed once per line:
     a line the contract refused (or one the judge has not seen) as text fields (``j``, typed by
     the cast rules), a line it accepted as typed fields (``jt``, typed by the parser: its text is
     a JSON number of the field's kind, which the parser reads as the cast rule would). Returns
-    the projection and the two ``JSON_STRUCT`` specs."""
+    the projection as ``(column name, SQL expression)`` pairs, in order, and the two
+    ``JSON_STRUCT`` specs."""
     tdef = TABLES[table]
     data_fields = next(v for k, v in EVENT_TYPES.items() if SILVER_EVENT_TABLES[k] == table)
-    exprs = [f"{_field('event_id', 'string', (str,))} AS event_id", "store_id", "device_id",
-             f"COALESCE({_field('epoch', 'int64', (int,))}, 0) AS epoch", "seq", "ts", "received_at",
+    exprs = [("event_id", _field('event_id', 'string', (str,))), ("store_id", "store_id"), ("device_id", "device_id"),
+             ("epoch", f"COALESCE({_field('epoch', 'int64', (int,))}, 0)"), ("seq", "seq"), ("ts", "ts"),
+             ("received_at", "received_at"),
              # (schema: a plain TRY_CAST on every line, as before the cast rules: 2.7 reads 3, newer)
-             f"{_field('`schema`', 'int64', (int,), other='TRY_CAST(j.`schema` AS BIGINT)')} AS schema_version"]
+             ("schema_version", _field('`schema`', 'int64', (int,), other='TRY_CAST(j.`schema` AS BIGINT)'))]
     paths = [("event_id", "string", (str,)), ("schema", "int64", (int,)), ("epoch", "int64", (int,))]
     for col in tdef.columns:
         if col.name in _ENVELOPE_COLS or col.name in ("enqueued_time", "ingest_run", PARTITION_COL):
@@ -144,26 +146,26 @@ def _typed_select(table: str) -> tuple[str, str, str]:
         paths.append((f"data.{col.name}", col.type, kinds))
         value = _field(f"data.{col.name}", col.type, kinds)
         if table == "silver.pos_line" and col.name == "kind":
-            exprs.append(f"COALESCE({value}, 'sale') AS kind")
+            exprs.append(("kind", f"COALESCE({value}, 'sale')"))
         elif table == "silver.edge_alert" and col.name == "kind":
             # Gateways older than the field raised forecasts only.
-            exprs.append(f"COALESCE({value}, 'empty_within_h') AS kind")
+            exprs.append(("kind", f"COALESCE({value}, 'empty_within_h')"))
         else:
-            exprs.append(f"{value} AS {col.name}")
+            exprs.append((col.name, value))
     if table == "silver.pos_line":
         paths.append(("data.loyalty_id", "string", (str,)))
-        exprs.append(f"CASE WHEN {_field('data.loyalty_id', 'string', (str,))} IS NULL THEN 0 ELSE 1 END "
-                     "AS has_clear_loyalty_id")
-    exprs += ["enqueued_time", "ingest_run", "hub_partition", "hub_offset", "sequence_number", "message_index",
-              "event_json", "contract_reason"]
+        exprs.append(("has_clear_loyalty_id",
+                      f"CASE WHEN {_field('data.loyalty_id', 'string', (str,))} IS NULL THEN 0 ELSE 1 END"))
+    exprs += [(c, c) for c in ("enqueued_time", "ingest_run", "hub_partition", "hub_offset", "sequence_number",
+                               "message_index", "event_json", "contract_reason")]
     text = ",".join(path for path, _, _ in paths)
     typed = ",".join(f"{path}:{_parsed_type(type_, kinds)}" for path, type_, kinds in paths)
-    return ",\n  ".join(exprs), text, typed
+    return exprs, text, typed
 
 
-def _projected(projection: str) -> list[str]:
-    """The column names of a ``_typed_select`` projection, in order."""
-    return [expr.rsplit(" AS ", 1)[-1].strip() for expr in projection.split(",\n  ")]
+def _select_list(projection: list[tuple[str, str]]) -> str:
+    """A ``_typed_select`` projection as SQL (a bare column stays bare)."""
+    return ",\n  ".join(expr if expr == name else f"{expr} AS {name}" for name, expr in projection)
 
 
 def _parsed_type(type_: str, kinds: tuple[type, ...]) -> str:
@@ -267,7 +269,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         if KNOWN_SKU in exps:
             env["known_skus"] = known_skus.select(["sku"])
         # each line parsed once: as text where the contract refused it, typed where it accepted it
-        inner = (f"SELECT\n  {projection}\nFROM (SELECT *,\n"
+        inner = (f"SELECT\n  {_select_list(projection)}\nFROM (SELECT *,\n"
                  f"  CASE WHEN contract_reason IS NOT NULL THEN JSON_STRUCT(event_json, '{text}') END AS j,\n"
                  f"  CASE WHEN contract_reason IS NULL THEN JSON_STRUCT(event_json, '{typed}') END AS jt\n"
                  f"FROM bronze WHERE type = '{etype}' AND event_json IS NOT NULL) b")
@@ -278,7 +280,7 @@ def silver_events(engine: Engine, bronze: pa.Table, existing: dict[str, pa.Table
         all_ok = " AND ".join(f"e{i}" for i in drops) or "TRUE"  # flags are never NULL (COALESCE)
         # The raw text only where the quarantine needs it (a row an expectation drops): carried on
         # every row it was copied into each type's rows and out again (a quarter of the typing's CPU).
-        cols = [c for c in _projected(projection) if c != "event_json"] + (["sku_known"] if KNOWN_SKU in exps else [])
+        cols = [c for c, _ in projection if c != "event_json"] + (["sku_known"] if KNOWN_SKU in exps else [])
         typed = engine.frame(
             f"SELECT {', '.join(cols)}, {', '.join(f'e{i}' for i in range(len(exps)))}, ok, "
             f"CASE WHEN ok THEN NULL ELSE event_json END AS event_json "
