@@ -91,6 +91,13 @@ def _columns(table: pa.Table | None, cols: tuple[str, ...]) -> list[np.ndarray]:
     return [np.asarray(table[c].to_numpy(zero_copy_only=False)) for c in cols]
 
 
+def _numbers(values: np.ndarray) -> np.ndarray:
+    """A numeric column of ``_columns`` as float64, nulls (None or NaN) as NaN."""
+    if values.dtype == object:
+        return np.array([np.nan if v is None else float(v) for v in values.tolist()], np.float64)
+    return values.astype(np.float64)
+
+
 def _index_in(table: pa.Table, col: str, values: np.ndarray) -> np.ndarray:
     """Per row, the index of ``table[col]`` (as text) in ``values``, -1 where absent or null."""
     found = pc.index_in(table[col].cast(pa.string()), value_set=pa.array([str(v) for v in values.tolist()], pa.string()))
@@ -251,7 +258,10 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
     g_fi, (g_ts,) = of("gaps", ("ts",))
     c_fi, (c_ts, c_out) = of("checks", ("ts", "outcome"))
     sku, p_ts, qty, kind = _columns(events.get("pos"), ("sku", "ts", "qty", "kind"))
-    sold = np.array([(k or "sale") == "sale" and (q or 0) > 0 for k, q in zip(kind.tolist(), qty.tolist())], bool)
+    # (numpy over the columns, not a Python step per line: the same values, a tenth of the CPU)
+    q = _numbers(qty)
+    kind_or_sale = np.where(np.equal(kind, None) | (kind == ""), "sale", kind)  # a missing kind is a sale
+    sold = (kind_or_sale == "sale") & (q > 0)
     own = np.full(len(ids) + 1, -1, np.int64)
     own_skus = list(own_sku)
     own[:len(own_skus)] = list(own_sku.values())
@@ -269,11 +279,9 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
                    np.r_[np.full(fine.sum(), _SHELF_CHECK), np.full(s_keep.sum(), _TILL)].astype(np.int64))
     till = _Events(bands, s_fi[s_keep], p_ts[s_keep].astype(np.int64))
     # the ledger of each facing with its own sales: restocks in, the till's sales and voids out
-    line = np.array([(k or "sale") in ("sale", "void") for k in kind.tolist()], bool) & (s_fi >= 0) \
-        if len(sku) else np.zeros(0, bool)
+    line = ((kind_or_sale == "sale") | (kind_or_sale == "void")) & (s_fi >= 0) if len(sku) else np.zeros(0, bool)
     # signed as models.features.pos_line_qty signs them: a void gives back, whichever sign the register wrote
-    units = np.array([0.0 if q is None or q != q else -abs(float(q)) if k == "void" else float(q)
-                      for q, k in zip(qty.tolist(), kind.tolist())], np.float64)
+    units = np.where(np.isnan(q), 0.0, np.where(kind == "void", -np.abs(q), q))
     k_in, c_in = has_sales[k_fi] & (added > 0), has_sales[c_fi] & restocked
     ledger = _Ledger(bands, np.r_[k_fi[k_in], c_fi[c_in], s_fi[line]],
                      np.r_[k_ts[k_in], c_ts[c_in].astype(np.int64), p_ts[line].astype(np.int64)],
@@ -354,7 +362,7 @@ def evidence_labels(facing: np.ndarray, t: np.ndarray, sensor_label: np.ndarray,
         watched = ok_lo & ok_hi & (gaps_before[hi] - gaps_before[lo] == 0)
         # A stock-out the sensor saw (a zero reading at most a silence before the window's end and
         # not long before its start) is observed even when the sensor fell silent afterwards.
-        zero = np.array([u is not None and u == u and u <= 0 for u in r_units.tolist()], bool)
+        zero = _numbers(r_units) <= 0  # (NaN, a null, is not)
         zeros = _Events(bands, r_fi[zero], r_ts[zero].astype(np.int64))
         z, found = zeros.last_before(rf, bands.key(rf, rt + horizon_ms), side="right")
         last_zero = np.where(found, zeros.ts[z] if len(zeros.ts) else 0, -_INF)
