@@ -31,7 +31,8 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import (
-    BELOW_EMPTY_UNITS, CREEP_REFILLS, GUESS_MS, NOISE_READINGS, POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
+    BELOW_EMPTY_UNITS, CREEP_REFILLS, GUESS_MS, NOISE_READINGS, OFFSET_GAIN, OFFSET_RATE, OFFSET_READINGS, OFFSET_SPREAD,
+    POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
     TRUST_TOL_UNITS, FEATURES, FacingState, _compute, _derive, sku_groups,
 )
 
@@ -49,6 +50,8 @@ _FIELDS = (
     ("sensor_untrusted", "bool"), ("pos_units", "optf"), ("last_reading_units", "optf"), ("_value_ms", "opt"),
     ("_sold_since_value", "float"), ("_drop_at_value", "float"), ("_stuck", "bool"), ("_residual", "float"), ("_weight_sum", "float"), ("_weight_units", "float"), ("_below", "bool"),
     ("zero_creep", "float"), ("_refill_short", "optf"), ("_refills", "int"), ("_refills_at", "float"),
+    ("zero_offset", "float"), ("_g_tare", "optf"), ("_g_n", "float"), ("_g_u", "float"), ("_g_uu", "float"),
+    ("_g_w", "float"), ("_g_uw", "float"),
     ("reading_noise", "float"), ("_noise_pairs", "int"), ("units_unexplained", "float"), ("_guessed", "float"), ("_guess_ms", "opt"),
     ("_rates", "rates"), ("_rates_at_ms", "opt"), ("_sales_profile", "profile"),
     ("_restock_profile", "profile"), ("_profile_ref_ms", "opt"), ("_price_mean", "optf"),
@@ -217,9 +220,42 @@ def _sale(S: np.ndarray, ts: np.ndarray, qty: np.ndarray, price: np.ndarray, ret
         S[:, c] = np.where(keep & ~np.isnan(u), _max(0.0, u - q), u)
 
 
+def _track_zero(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, weight: np.ndarray):
+    """FacingState._track_zero on rows ``S``: (tracked, units as read, unit weight) per row."""
+    col = _COL
+    weighed = ~np.isnan(weight)
+    n = S[:, col["_g_n"]].copy()
+    ready = n >= OFFSET_READINGS
+    nz = np.where(ready, n, 1.0)
+    mu = S[:, col["_g_u"]] / nz
+    var = S[:, col["_g_uu"]] / nz - mu * mu
+    spread = ready & (var > OFFSET_SPREAD)
+    slope = (S[:, col["_g_uw"]] / nz - mu * (S[:, col["_g_w"]] / nz)) / np.where(spread, var, 1.0)
+    grams = np.where(spread, slope, S[:, col["_g_tare"]])
+    tracked = weighed & ~np.isnan(grams) & (grams > 0)
+    w0 = np.where(weighed, weight, 0.0)
+    c = col["zero_offset"]
+    x = w0 / np.where(tracked, grams, 1.0) - S[:, c]
+    k = np.rint(x)
+    last_ms = S[:, col["last_reading_ms"]]
+    moves = tracked & ~np.isnan(last_ms)
+    lim = OFFSET_RATE * _max(0.0, (ts - np.where(np.isnan(last_ms), ts, last_ms)) / DAY_MS)
+    S[:, c] = np.where(moves, S[:, c] + _max(-lim, _min(lim, OFFSET_GAIN * (x - k))), S[:, c])
+    counted = weighed & (units_est >= 1)
+    for name, add in (("_g_n", 1.0), ("_g_u", units_est), ("_g_uu", units_est * units_est), ("_g_w", w0),
+                      ("_g_uw", units_est * w0)):
+        S[:, col[name]] = np.where(counted, S[:, col[name]] + add, S[:, col[name]])
+    first = counted & (n < OFFSET_READINGS)
+    c = col["_g_tare"]
+    S[:, c] = np.where(first, S[:, col["_g_w"]] / np.where(first, S[:, col["_g_u"]], 1.0), S[:, c])
+    return tracked, np.where(tracked, _max(0.0, k), units_est), grams
+
+
 def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.ndarray, weight: np.ndarray) -> None:
     """FacingState.on_reading on rows ``S``."""
     col = _COL
+    raw = units_est
+    tracked, units_est, grams = _track_zero(S, ts, units_est, weight)
     # a clean refill's reading short of capacity: the least of CREEP_REFILLS, seen twice, sets the creep
     cap, restock_ms, last_ms = S[:, col["capacity"]], S[:, col["last_restock_ms"]], S[:, col["last_reading_ms"]]
     refill = ((cap > 0) & ~np.isnan(restock_ms) & ~np.isnan(last_ms)
@@ -240,15 +276,16 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
     creep = S[:, c].copy()
     # below empty: the unit weight learnt from the readings, the weight under an empty shelf
     weighed = ~np.isnan(weight)
-    counted = weighed & (units_est >= 1)
-    for c, add in ((col["_weight_sum"], weight), (col["_weight_units"], units_est)):
+    counted = weighed & (raw >= 1)
+    for c, add in ((col["_weight_sum"], weight), (col["_weight_units"], raw)):
         S[:, c] += np.where(counted, add, 0.0)
     w_sum, w_units = S[:, col["_weight_sum"]], S[:, col["_weight_units"]]
     w0 = np.where(weighed, weight, 0.0)
-    below = (w_sum > 0) & (w0 * w_units + creep * w_sum < -BELOW_EMPTY_UNITS * w_sum)
+    below = np.where(tracked, w0 / np.where(tracked, grams, 1.0) - S[:, col["zero_offset"]] + creep < -BELOW_EMPTY_UNITS,
+                     (w_sum > 0) & (w0 * w_units + creep * w_sum < -BELOW_EMPTY_UNITS * w_sum))
     S[:, col["_below"]] = np.where(weighed, below, S[:, col["_below"]])
     # re-zeroed: a 0 from its weight (the device clips it at 0)
-    from_weight = (units_est < 1) & weighed & (w_sum > 0)
+    from_weight = (units_est < 1) & weighed & (w_sum > 0) & ~tracked
     zeroed = _max(0.0, np.rint(w0 * w_units / np.where(w_sum > 0, w_sum, 1.0)) + creep)
     units_est = np.where(creep > 0, np.where(from_weight, zeroed, units_est + creep), units_est)
     c = col["started_ms"]

@@ -125,7 +125,7 @@ def _load_rows(dirs: list[Path], horizon_h: float, every_min: int, label: str,
 
 
 #: Bump when the feature rows a history gives change (features, labels, replay).
-_ROWS_VERSION = 13  # 13: zero_creep (a load cell re-zeroed at refills); 12: sku_sale / sku_reading (sale attribution)
+_ROWS_VERSION = 14  # 14: zero_offset (a load cell's zero tracked from its grams); 13: zero_creep (a load cell re-zeroed at refills); 12: sku_sale / sku_reading (sale attribution)
 
 
 def _write_rows(path: Path, data) -> None:

@@ -56,7 +56,8 @@ __all__ = [
 #: ``gold.feature_state`` snapshots) kept under other rules is not resumed; the history is
 #: replayed instead. 12: ``sku_sale`` / ``sku_reading`` (sale attribution by sensor evidence).
 #: 13: a load cell's crept zero re-zeroed at refills (``FacingState.zero_creep``).
-STATE_RULES_VERSION = 13
+#: 14: a load cell's zero tracked from its grams (``FacingState.zero_offset``).
+STATE_RULES_VERSION = 14
 
 #: Time constants of the decayed sales rates, hours.
 RATE_TAUS_H = (1.0, 4.0, 24.0, 168.0)
@@ -106,6 +107,26 @@ BELOW_EMPTY_UNITS = 1.0
 #: (``weight_g`` over the learnt unit weight, plus the creep, rounded, at least 0), since the
 #: device's 0 hides how far under it the weight fell.
 CREEP_REFILLS = 4
+#: The load cell's zero tracked from its grams (issue 11): a reading carries the grams the
+#: device rounded its units from, so how far the grams sit off a whole count of units is seen
+#: at every reading. ``FacingState.zero_offset`` (units) follows it: each weighed reading is
+#: read as ``round(weight_g / unit weight - zero_offset)`` units, and the offset moves by
+#: ``OFFSET_GAIN`` of what is left over (between -0.5 and 0.5 unit: a unit sold is a whole step
+#: and moves nothing), at most ``OFFSET_RATE`` units a day since the last reading. A zero
+#: creeping a few grams a day is followed as it creeps, through the half unit where the device's
+#: own rounding turns a shelf's last unit into a 0 (the false "empty now" of a cell whose creep
+#: no refill has shown yet, ``CREEP_REFILLS``) or an empty shelf into a 1; a load cell running
+#: off by units an hour (a fault: ``sensor_untrusted``'s business) is not followed, and the
+#: offset is right again when it is recalibrated. The offset starts at 0 (a cell is tared when
+#: installed) and the unit weight at the grams over the units of its first ``OFFSET_READINGS``
+#: readings of 1 unit or more; once those readings spread over more than ``OFFSET_SPREAD``
+#: (variance, units squared), the slope of grams over units, which does not take the offset in
+#: (a slope over little spread does: a creeping zero steps the units with no grams moving).
+#: Chosen on the training stores and on development stores with drifting cells (docs/model.md).
+OFFSET_GAIN = 0.2
+OFFSET_RATE = 0.5
+OFFSET_READINGS = 20
+OFFSET_SPREAD = 4.0
 
 #: The POS estimate of an untrusted sensor's facing (``FacingState.pos_units``) starts from the
 #: last believed reading. A reading more than ``POS_ANCHOR_TOL`` units below the till's account
@@ -205,6 +226,16 @@ class FacingState:
     _refill_short: float | None = None
     _refills: int = 0
     _refills_at: float = 0.0
+    #: The load cell's zero offset in units, tracked from its grams (``OFFSET_GAIN``), and the
+    #: sums of the readings of 1 unit or more that give the unit weight as a slope: count,
+    #: units, units squared, grams, units x grams.
+    zero_offset: float = 0.0
+    _g_tare: float | None = None
+    _g_n: float = 0.0
+    _g_u: float = 0.0
+    _g_uu: float = 0.0
+    _g_w: float = 0.0
+    _g_uw: float = 0.0
     #: The sensor's reading noise (``NOISE_READINGS``): share of still readings that moved.
     reading_noise: float = 0.0
     _noise_pairs: int = 0
@@ -301,20 +332,27 @@ class FacingState:
         self.has_sensor = True
         units_est = float(units_est)
         frozen = False
+        weighed = weight_g is not None and weight_g == weight_g  # known (not None, not NaN)
+        raw = units_est
+        tracked = self._track_zero(ts_ms, units_est, float(weight_g)) if weighed else None
+        if tracked is not None:
+            units_est = tracked[0]
         if (self.capacity > 0 and self.last_restock_ms is not None and self.last_reading_ms is not None
                 and self.last_restock_ms > self.last_reading_ms and self.sales_since_reading == 0):
             self._creep_evidence(float(self.capacity) - units_est)  # a clean refill's reading short of capacity
         creep = self.zero_creep
-        weighed = weight_g is not None and weight_g == weight_g  # known (not None, not NaN)
         if weighed:
-            if units_est >= 1:
+            if raw >= 1:
                 self._weight_sum += float(weight_g)
-                self._weight_units += units_est
-            self._below = (self._weight_sum > 0
-                           and float(weight_g) * self._weight_units + creep * self._weight_sum
-                           < -BELOW_EMPTY_UNITS * self._weight_sum)
+                self._weight_units += raw
+            if tracked is not None:  # under the tracked zero
+                self._below = float(weight_g) / tracked[1] - self.zero_offset + creep < -BELOW_EMPTY_UNITS
+            else:
+                self._below = (self._weight_sum > 0
+                               and float(weight_g) * self._weight_units + creep * self._weight_sum
+                               < -BELOW_EMPTY_UNITS * self._weight_sum)
         if creep > 0:  # re-zeroed: a 0 from its weight (the device clips it at 0)
-            if units_est >= 1 or not (weighed and self._weight_sum > 0):
+            if units_est >= 1 or tracked is not None or not (weighed and self._weight_sum > 0):
                 units_est = units_est + creep
             else:
                 units_est = max(0.0, float(round(float(weight_g) * self._weight_units / self._weight_sum)) + creep)
@@ -346,6 +384,35 @@ class FacingState:
         self.last_reading_ms = ts_ms
         self.battery_pct = float(battery_pct)
         self.sales_since_reading = 0.0
+
+    def _track_zero(self, ts_ms: int, units_est: float, weight_g: float) -> tuple[float, float] | None:
+        """A weighed reading read against the tracked zero (``OFFSET_GAIN``): ``(units, unit
+        weight)``, or None while the unit weight is not known yet (the device's units stand)."""
+        n = self._g_n
+        grams = self._g_tare
+        if n >= OFFSET_READINGS:
+            mu = self._g_u / n
+            var = self._g_uu / n - mu * mu
+            if var > OFFSET_SPREAD:
+                grams = (self._g_uw / n - mu * (self._g_w / n)) / var
+        k = None
+        if grams is not None and grams > 0:
+            x = weight_g / grams - self.zero_offset
+            k = float(round(x))
+            if self.last_reading_ms is not None:
+                lim = OFFSET_RATE * max(0.0, (ts_ms - self.last_reading_ms) / DAY_MS)
+                self.zero_offset += max(-lim, min(lim, OFFSET_GAIN * (x - k)))
+        if units_est >= 1:  # the device's units: its grams over the true unit weight, rounded
+            self._g_n = n + 1.0
+            self._g_u += units_est
+            self._g_uu += units_est * units_est
+            self._g_w += weight_g
+            self._g_uw += units_est * weight_g
+            if n < OFFSET_READINGS:  # the tared cell's first readings: grams over units
+                self._g_tare = self._g_w / self._g_u
+        if k is None:
+            return None
+        return max(0.0, k), grams
 
     def _creep_evidence(self, short: float) -> None:
         """A refill's shortfall (``CREEP_REFILLS``): the least of a block, seen twice, sets the creep."""
