@@ -248,14 +248,15 @@ def _track_zero(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, weight: np
     first = counted & (n < OFFSET_READINGS)
     c = col["_g_tare"]
     S[:, c] = np.where(first, S[:, col["_g_w"]] / np.where(first, S[:, col["_g_u"]], 1.0), S[:, c])
-    return tracked, np.where(tracked, _max(0.0, k), units_est), grams
+    return tracked, np.where(tracked, k, units_est), grams
 
 
 def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.ndarray, weight: np.ndarray) -> None:
     """FacingState.on_reading on rows ``S``."""
     col = _COL
     raw = units_est
-    tracked, units_est, grams = _track_zero(S, ts, units_est, weight)
+    tracked, read, grams = _track_zero(S, ts, units_est, weight)
+    units_est = np.where(tracked, _max(0.0, read), units_est)
     # a clean refill's reading short of capacity: the least of CREEP_REFILLS, seen twice, sets the creep
     cap, restock_ms, last_ms = S[:, col["capacity"]], S[:, col["last_restock_ms"]], S[:, col["last_reading_ms"]]
     refill = ((cap > 0) & ~np.isnan(restock_ms) & ~np.isnan(last_ms)
@@ -287,7 +288,8 @@ def _reading(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, battery: np.n
     # re-zeroed: a 0 from its weight (the device clips it at 0)
     from_weight = (units_est < 1) & weighed & (w_sum > 0) & ~tracked
     zeroed = _max(0.0, np.rint(w0 * w_units / np.where(w_sum > 0, w_sum, 1.0)) + creep)
-    units_est = np.where(creep > 0, np.where(from_weight, zeroed, units_est + creep), units_est)
+    units_est = np.where(creep > 0, np.where(tracked, _max(0.0, read + creep),
+                                             np.where(from_weight, zeroed, units_est + creep)), units_est)
     c = col["started_ms"]
     S[:, c] = np.where(np.isnan(S[:, c]), ts, S[:, c])
     S[:, col["has_sensor"]] = 1.0

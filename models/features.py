@@ -336,7 +336,7 @@ class FacingState:
         raw = units_est
         tracked = self._track_zero(ts_ms, units_est, float(weight_g)) if weighed else None
         if tracked is not None:
-            units_est = tracked[0]
+            units_est = max(0.0, tracked[0])
         if (self.capacity > 0 and self.last_restock_ms is not None and self.last_reading_ms is not None
                 and self.last_restock_ms > self.last_reading_ms and self.sales_since_reading == 0):
             self._creep_evidence(float(self.capacity) - units_est)  # a clean refill's reading short of capacity
@@ -352,7 +352,9 @@ class FacingState:
                                and float(weight_g) * self._weight_units + creep * self._weight_sum
                                < -BELOW_EMPTY_UNITS * self._weight_sum)
         if creep > 0:  # re-zeroed: a 0 from its weight (the device clips it at 0)
-            if units_est >= 1 or tracked is not None or not (weighed and self._weight_sum > 0):
+            if tracked is not None:
+                units_est = max(0.0, tracked[0] + creep)
+            elif units_est >= 1 or not (weighed and self._weight_sum > 0):
                 units_est = units_est + creep
             else:
                 units_est = max(0.0, float(round(float(weight_g) * self._weight_units / self._weight_sum)) + creep)
@@ -387,7 +389,8 @@ class FacingState:
 
     def _track_zero(self, ts_ms: int, units_est: float, weight_g: float) -> tuple[float, float] | None:
         """A weighed reading read against the tracked zero (``OFFSET_GAIN``): ``(units, unit
-        weight)``, or None while the unit weight is not known yet (the device's units stand)."""
+        weight)``, the units not clipped at 0 (a zero creep may lift them), or None while the
+        unit weight is not known yet (the device's units stand)."""
         n = self._g_n
         grams = self._g_tare
         if n >= OFFSET_READINGS:
@@ -412,7 +415,7 @@ class FacingState:
                 self._g_tare = self._g_w / self._g_u
         if k is None:
             return None
-        return max(0.0, k), grams
+        return k, grams
 
     def _creep_evidence(self, short: float) -> None:
         """A refill's shortfall (``CREEP_REFILLS``): the least of a block, seen twice, sets the creep."""
