@@ -568,3 +568,78 @@ def test_the_tills_count_of_zero_on_a_skus_only_facing_is_empty_now_whatever_the
     assert empty_now_prob(x)[0] == 1.0
     store.apply({"type": "shelf.restock", "ts": t, "data": {"facing_id": "slow", "units_added": 1}})
     assert empty_now_prob(store.matrix(t + 60_000), model=model)[0] == pytest.approx(0.92)
+
+
+def _creeping(state: FacingState, creep_g_per_day: float, days: int, *, last_units: int = 1,
+              unit_g: float = 100.0, fault: tuple[int, int, float] | None = None) -> int:
+    """A tared load cell (0 g offset at the first reading) under a facing of 10 that the till sells
+    one unit a day (read hourly, noise-free), its zero creeping ``creep_g_per_day``; ``fault``:
+    (first hour, last hour, units an hour) the cell runs off, then recalibrated. Returns the last
+    instant."""
+    t = T0
+    units = 10
+    for hour in range(days * 24):
+        t = T0 + hour * HOUR_MS
+        if hour % 24 == 12 and units > last_units:
+            units -= 1
+            state.on_sale(t - MINUTE_MS, 1, 199)
+        grams = units * unit_g + creep_g_per_day * hour / 24.0
+        if fault is not None and fault[0] <= hour < fault[1]:
+            grams += fault[2] * (hour - fault[0]) * unit_g
+        _weighed(state, t, grams, unit_g)
+    return t
+
+
+def test_a_load_cell_whose_zero_creeps_down_is_read_right_through_the_half_unit_without_a_refill():
+    """A cell creeping down 9 g a day under a unit of 100 g: by day 9 the shelf's last unit
+    weighs 19 g on it and the device rounds that to 0 (the false "empty now" no refill had yet
+    shown, ``CREEP_REFILLS``). Its zero, tracked from the grams at every reading
+    (``zero_offset``), reads that unit, and the shelf reads empty once it is."""
+    from models.scoring import empty_now_prob, empty_now_ready
+
+    st = FacingState("f", "k", capacity=10, has_sensor=True)
+    t = _creeping(st, -9.0, days=10)
+    assert st.zero_creep == 0.0  # no refill: the refill rule has no evidence
+    assert st._g_tare == pytest.approx(100.0, abs=1.0)  # grams over units of the first readings
+    assert st.zero_offset == pytest.approx(-0.9, abs=0.05)  # -9 g a day for 10 days, in units
+    x = feature_matrix([st], t)
+    assert x[0, F["units_est"]] == 1.0 and not st.sensor_untrusted  # the device said 0
+    assert float(empty_now_prob(x)[0]) == 0.0 and empty_now_ready(x)[0]
+    st.on_sale(t + 10 * MINUTE_MS, 1, 199)  # the last unit sold: the cell weighs the creep alone
+    _weighed(st, t + 15 * MINUTE_MS, -9.0 * 10.0)
+    x = feature_matrix([st], t + 15 * MINUTE_MS)
+    assert x[0, F["units_est"]] == 0.0 and float(empty_now_prob(x)[0]) == 1.0 and empty_now_ready(x)[0]
+    assert not st.sensor_untrusted  # -90 g under an empty shelf is the tracked zero, not "below empty"
+
+
+def test_a_load_cell_whose_zero_creeps_up_reads_an_empty_shelf_empty():
+    """A cell creeping up 8 g a day: on day 10 the empty shelf weighs 80 g, which the device rounds
+    to 1 unit of 100 g (a late "empty now" before); read against the tracked zero it is 0. (The
+    offset lags the creep here, 0.69 for 0.8: with no refill the fill falls day by day as the
+    creep rises, and the slope of grams over units, 106 g, takes part of the creep in.)"""
+    from models.scoring import empty_now_prob
+
+    st = FacingState("f", "k", capacity=10, has_sensor=True)
+    t = _creeping(st, 8.0, days=10)
+    assert 0.6 < st.zero_offset < 0.8
+    st.on_sale(t + 10 * MINUTE_MS, 1, 199)
+    _weighed(st, t + 15 * MINUTE_MS, 80.0)  # the device: round(0.8) = 1 unit
+    x = feature_matrix([st], t + 15 * MINUTE_MS)
+    assert x[0, F["units_est"]] == 0.0 and float(empty_now_prob(x)[0]) == 1.0
+
+
+def test_a_load_cell_running_off_by_units_an_hour_is_not_followed_and_its_zero_holds_after():
+    """A fault: the cell runs off 1 unit an hour for 5 hours, then is recalibrated. Its zero moves
+    at most ``OFFSET_RATE`` units a day (an hour's reading: 0.5 / 24), so the offset is still
+    near the slow creep's (here none) when the fault ends, and the readings after it are right."""
+    from models.features import OFFSET_RATE
+
+    healthy = FacingState("h", "k", capacity=10, has_sensor=True)
+    faulty = FacingState("f", "k", capacity=10, has_sensor=True)
+    _creeping(healthy, 0.0, days=3, last_units=5)
+    t = _creeping(faulty, 0.0, days=3, last_units=5, fault=(40, 45, 1.0))
+    assert healthy.zero_offset == 0.0
+    assert abs(faulty.zero_offset) <= 5 * OFFSET_RATE / 24.0 + 1e-9
+    assert faulty.units == healthy.units == 7.0  # 10 less the three units sold in 3 days
+    _weighed(faulty, t + HOUR_MS, 700.0)
+    assert faulty.units == 7.0
