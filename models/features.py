@@ -323,8 +323,9 @@ class FacingState:
 
     def on_reading(self, ts_ms: int, units_est: float, battery_pct: float, weight_g: float | None = None) -> None:
         """A shelf sensor reading: it replaces the POS-based estimate (a weighed one read against
-        the load cell's tracked zero, ``OFFSET_GAIN``), and is checked against the till: the cloud stream's stuck rule (``STUCK_UNITS``), an upward drift (``TRUST_TAU_H``) and a
-        weight under an empty shelf (``BELOW_EMPTY_UNITS``, ``weight_g``): an untrusted sensor's
+        the load cell's tracked zero, ``OFFSET_GAIN``), and is checked against the till: the cloud
+        stream's stuck rule (``STUCK_UNITS``), an upward drift (``TRUST_TAU_H``) and a weight
+        under an empty shelf (``BELOW_EMPTY_UNITS``, ``weight_g``): an untrusted sensor's
         facing is scored on ``pos_units``, the last believed reading that did not fall below the
         till's account (``POS_ANCHOR_TOL``) minus sales since, plus restocks.
         """
