@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -398,6 +399,9 @@ def eval_main(argv: list[str]) -> int:
 
     args = _eval_parser().parse_args(argv)
     started = time.monotonic()
+    per_day = args.forecasts_per_store_day
+    if per_day is not None and not (per_day >= 0 and math.isfinite(per_day)):
+        raise ConfigError(f"--forecasts-per-store-day must be a number >= 0 (0: no budget), got {per_day}")
     # A mistyped history folder fails now, not after the training rows are built: that takes
     # minutes on the six training sets, and QA met the error only then (session 8).
     from models.history import history_info
@@ -422,8 +426,6 @@ def eval_main(argv: list[str]) -> int:
     else:
         test_dirs = [Path(d) for d in args.test_data]
     versions = [p["model-int8-tflite"].name for p in packages]
-    if args.forecasts_per_store_day is not None and not args.forecasts_per_store_day >= 0:
-        raise ConfigError(f"--forecasts-per-store-day must be >= 0, got {args.forecasts_per_store_day}")
     budgets = [_budgets(pkg, args.forecasts_per_store_day) for pkg in packages]
     # Validation rows of the training stores (settled, as held-out rows are) pick the
     # thresholds of scorers whose manifest has none: baselines, the oracle, older packages.
