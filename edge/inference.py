@@ -432,7 +432,8 @@ class Inference:
             blobs = _pack_states([self.states[i] for i in idx])
             # The alert budget's log of would-be forecasts (one small JSON row; the buffer keeps
             # the latest): without it a restart would forget the store's last week.
-            budget_row = (BUDGET_ROW, json.dumps(self.budget.to_state()), "budget", 0)
+            # Its open ones are named by facing id, as the facing rows are (a planogram may change).
+            budget_row = (BUDGET_ROW, json.dumps(self.budget.to_state([s.facing_id for s in self.states])), "budget", 0)
             # The alert words and times of all of them at once (per facing from numpy scalars
             # they cost more than the packing at 10,000 facings).
             words = _alert_words(self.raised[idx], self.raised_now[idx])
@@ -454,7 +455,7 @@ class Inference:
                     layout = _parse_layout(state)
                     continue
                 if facing_id == BUDGET_ROW:  # taken at another model threshold: not restored
-                    self.budget.load_state(json.loads(state))
+                    self.budget.load_state(json.loads(state), self.index)
                     continue
                 i = self.index.get(facing_id)
                 if i is None:

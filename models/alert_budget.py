@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -168,18 +168,27 @@ class ForecastBudget:
         """A new package threshold (a model swapped in): its would-be forecasts start afresh."""
         self.__init__(self.n, raise_at, clear_at, self.budget)
 
-    def to_state(self) -> dict:
-        """A JSON-able snapshot (the gateway keeps it across restarts)."""
+    def to_state(self, ids: Sequence[str] | None = None) -> dict:
+        """A JSON-able snapshot (the gateway keeps it across restarts). ``ids``: the facings'
+        ids by index; the open would-be forecasts are then named by id, not by position (the
+        gateway's planogram may change across a restart)."""
+        on = np.flatnonzero(self.on).tolist()
         return {"raise_at": self.raise_at, "clear_at": self.clear_at, "first_ms": self.first_ms,
-                "on": np.flatnonzero(self.on).tolist(), "open": self.open[self.on].tolist(),
+                "on": on if ids is None else [ids[i] for i in on], "open": self.open[self.on].tolist(),
                 "starts": self.starts.tolist(), "peaks": self.peaks.tolist()}
 
-    def load_state(self, state: Mapping[str, Any]) -> bool:
+    def load_state(self, state: Mapping[str, Any], index: Mapping[str, int] | None = None) -> bool:
         """Restore :meth:`to_state`'s snapshot; False (nothing restored) when it was taken at
-        another package threshold or for more facings than this store has."""
+        another package threshold, or (facings by position) for more facings than this store has.
+        ``index``: facing id -> index, for a snapshot that names its facings by id; an open
+        would-be forecast of a facing no longer there is closed (it still counts in the log)."""
         if (float(state.get("raise_at", -1)) != self.raise_at or float(state.get("clear_at", -1)) != self.clear_at):
             return False
-        on = np.asarray(state.get("on", []), dtype=np.int64)
+        on_raw, open_raw = list(state.get("on", [])), list(state.get("open", []))
+        if index is not None and any(isinstance(f, str) for f in on_raw):
+            kept = [(index[f], o) for f, o in zip(on_raw, open_raw) if f in index]
+            on_raw, open_raw = [i for i, _ in kept], [o for _, o in kept]
+        on = np.asarray(on_raw, dtype=np.int64)
         if len(on) and (on.max() >= self.n or on.min() < 0):
             return False
         self.starts = np.asarray(state.get("starts", []), dtype=np.int64)
@@ -187,6 +196,6 @@ class ForecastBudget:
         self.on[:] = False
         self.open[:] = -1
         self.on[on] = True
-        self.open[on] = np.asarray(state.get("open", []), dtype=np.int64)
+        self.open[on] = np.asarray(open_raw, dtype=np.int64)
         self.first_ms = state.get("first_ms")
         return True

@@ -209,3 +209,27 @@ def test_the_budget_s_week_survives_a_gateway_restart_through_the_buffer(tmp_pat
                       raise_at=0.7, clear_at=0.3)
     other.restore(inf.snapshot(everything=True))
     assert len(other.budget.peaks) == 0
+
+
+def test_a_restart_with_a_changed_planogram_keeps_each_open_would_be_forecast_on_its_own_facing(tmp_path):
+    # Review (session 8): the budget's snapshot named its open would-be forecasts by position in
+    # the planogram, while facing states are restored by facing id; a facing inserted before f2
+    # put f2's open episode on f1, and a shorter planogram dropped the store's whole week.
+    from edge.buffer import SqliteBuffer
+
+    inf = _gateway(ScriptedScorer(AlertBudget(1.0)), 4)
+    for hour, scores in SEQ[:3]:  # f2's would-be forecast is on after hour 2
+        inf.scorer.next = scores
+        inf.cycle(T0 + hour * HOUR_MS)
+    buf = SqliteBuffer(tmp_path / "b.sqlite")
+    buf.save_facing_states(inf.snapshot(everything=True), replace=True)
+    rows = buf.load_facing_states()
+    buf.close()
+    for ids, on in ((["f-new", "f0", "f1", "f2", "f3"], [False, False, False, True, False]),
+                    (["f3", "f2"], [False, True])):
+        plan = [PlanogramRow(f, f"k-{f}", 10, True) for f in ids]
+        back = Inference(plan, ScriptedScorer(AlertBudget(1.0)), raise_at=0.6, clear_at=0.3, min_dwell_ms=0)
+        back.restore(rows)
+        assert back.budget.peaks.tolist() == [0.95, 0.8, 0.7], ids  # gone facings' episodes still count
+        assert back.budget.on.tolist() == on, ids
+        assert back.budget.open.tolist() == [2 if o else -1 for o in on], ids
