@@ -164,6 +164,7 @@ class Inference:
         #: The alert budget per store-day: the setting's (``budget``), else the scorer's manifest's.
         self._budget_setting = budget
         self.budget = ForecastBudget(len(self.states), raise_at, clear_at, budget or budget_of(scorer))
+        self._budget_saved: str | None = None  # the budget's row as the last snapshot gave it
         #: The store's forecast threshold of the last cycle (``raise_at``, or above it under the budget).
         self.forecast_at = raise_at
         self._lock = threading.Lock()
@@ -427,13 +428,17 @@ class Inference:
             self._unsaved = set()
             self.snapshot_full = everything
             self._saved_since_full = 0 if everything else self._saved_since_full + len(idx)
-            if not idx:
-                return []
-            blobs = _pack_states([self.states[i] for i in idx])
             # The alert budget's log of would-be forecasts (one small JSON row; the buffer keeps
-            # the latest): without it a restart would forget the store's last week.
-            # Its open ones are named by facing id, as the facing rows are (a planogram may change).
-            budget_row = (BUDGET_ROW, json.dumps(self.budget.to_state([s.facing_id for s in self.states])), "budget", 0)
+            # the latest): without it a restart would forget the store's last week. Its open ones
+            # are named by facing id, as the facing rows are (a planogram may change). It moves
+            # with the scores, also in cycles that change no facing (a quiet store, a forecast
+            # the budget held): then it goes out alone.
+            budget = json.dumps(self.budget.to_state([s.facing_id for s in self.states]))
+            budget_row = (BUDGET_ROW, budget, "budget", 0)
+            budget_moved, self._budget_saved = budget != self._budget_saved, budget
+            if not idx:
+                return [budget_row] if budget_moved else []
+            blobs = _pack_states([self.states[i] for i in idx])
             # The alert words and times of all of them at once (per facing from numpy scalars
             # they cost more than the packing at 10,000 facings).
             words = _alert_words(self.raised[idx], self.raised_now[idx])

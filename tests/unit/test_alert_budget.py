@@ -233,3 +233,25 @@ def test_a_restart_with_a_changed_planogram_keeps_each_open_would_be_forecast_on
         assert back.budget.peaks.tolist() == [0.95, 0.8, 0.7], ids  # gone facings' episodes still count
         assert back.budget.on.tolist() == on, ids
         assert back.budget.open.tolist() == [2 if o else -1 for o in on], ids
+
+
+def test_a_snapshot_with_no_facing_changed_still_saves_the_budget_s_log(tmp_path):
+    # Review (session 8): the budget's row went out only beside changed facings, so a would-be
+    # forecast the budget held (no alert changed, no event: a quiet store) was not saved, and a
+    # restart forgot it.
+    from edge.buffer import SqliteBuffer
+
+    inf = _gateway(ScriptedScorer(AlertBudget(1.0)), 4)
+    buf = SqliteBuffer(tmp_path / "b.sqlite")
+    for hour, scores in SEQ[:2]:
+        inf.scorer.next = scores
+        inf.cycle(T0 + hour * HOUR_MS)
+    buf.save_facing_states(inf.snapshot(), replace=inf.snapshot_full)
+    inf.scorer.next = [0.1, 0.8, 0.7, 0.1]  # f1 stays on; f2's 0.7 is held by the budget (just above 0.8)
+    assert inf.cycle(T0 + 2 * HOUR_MS) == []  # no alert changed
+    buf.save_facing_states(inf.snapshot(), replace=inf.snapshot_full)
+    back = _gateway(ScriptedScorer(AlertBudget(1.0)), 4)
+    back.restore(buf.load_facing_states())
+    buf.close()
+    assert back.budget.peaks.tolist() == [0.95, 0.8, 0.7]
+    assert back.budget.on.tolist() == [False, True, True, False]
