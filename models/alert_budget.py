@@ -17,7 +17,9 @@ The budget is a cap on forecasts raised per store-day that a store's threshold r
   surest of them, so about K of them would have been raised. Read: "at most about N warnings a
   day, the surest first", on the store's own last week.
 * Since the clear level is the same (the package's), an episode at the store's threshold lies
-  inside one at the package's: the budget only drops whole forecasts, never adds or moves one.
+  inside one at the package's: the budget drops whole forecasts and never adds one, but a forecast
+  it keeps may be raised later in its episode (when its score reaches the store's threshold: less
+  lead; f2 in tests/unit/test_alert_budget.py is raised an hour after the package would).
 
 Deterministic, computed from the store's own scores (no truth), the same in the gateway
 (``edge.inference``), the cloud stream (``cloud.stream.scoring``) and the evaluation's replay
