@@ -35,7 +35,7 @@ import numpy as np
 from models.features import FEATURES
 from models.train import MlpWeights
 
-__all__ = ["to_tflite", "to_onnx", "int8_input_affine", "int8_logit_range", "int8_manifest_fields",
+__all__ = ["to_tflite", "to_onnx", "int8_input_affine", "int8_input_range", "int8_logit_range", "int8_manifest_fields",
            "weights_from_onnx", "AFFINE_SUFFIX", "INPUT_NAME", "OUTPUT_NAME", "ONNX_OPSET"]
 
 INPUT_NAME = "features"
@@ -55,24 +55,47 @@ LOGIT_CEILING_QUANTILE = 0.9999
 #: ... and at least logit(0.99): every operating threshold up to P = 0.99 stays representable
 #: (the shipped ones are 0.89-0.98), also for a weak model whose rows with stock all score low.
 LOGIT_CEILING_MIN = 4.6
+#: Input range (``int8_input_range``): each input's training range widened by this share of
+#: its span on each side (within the feature's domain), so a store a little beyond the
+#: training stores is scored as float scores it, not clipped to the training stores' end.
+INPUT_MARGIN = 0.25
+
+
+def int8_input_range(observed: np.ndarray, encoding: str, margin: float | None = None) -> np.ndarray:
+    """(2, F): the encoded range each int8 input covers: the ``observed`` (training) range
+    widened by ``margin`` (default :data:`INPUT_MARGIN`) x its span on each side, but not beyond what the feature can take
+    (:func:`models.features.encoded_domain`: a count's 0, a facing of 1 unit, a share's 1).
+
+    Raises:
+        ValueError: the observed range holds NaN or infinity.
+    """
+    from models.features import encoded_domain
+
+    lo, hi = (np.asarray(v, dtype=np.float64) for v in observed)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("the int8 input range has non-finite values: a NaN offset would feed the model NaN")
+    margin = INPUT_MARGIN if margin is None else margin
+    dom_lo, dom_hi = encoded_domain(encoding)
+    span = hi - lo
+    # A value already beyond the domain (never, for features computed by this build) stays covered.
+    return np.stack([np.minimum(lo, np.maximum(dom_lo, lo - margin * span)),
+                     np.maximum(hi, np.minimum(dom_hi, hi + margin * span))])
 
 
 def int8_input_affine(weights: MlpWeights) -> tuple[np.ndarray, np.ndarray]:
-    """(offset, scale) per feature: ``(x - offset) * scale`` maps each input's range over the
-    training rows (``weights.input_range``, else the calibration rows') onto [-1, 1] (a
-    constant column keeps scale 1). Inputs outside it clip (before, only outside the calibration
-    rows' overall range, about -1 .. 5.7 encoded, for every feature alike).
+    """(offset, scale) per feature: ``(x - offset) * scale`` maps each input's int8 range
+    (:func:`int8_input_range` of the training rows' range, ``weights.input_range``, else the
+    calibration rows') onto [-1, 1] (a constant column keeps scale 1). Inputs outside it clip.
 
     Raises:
         ValueError: the range holds NaN or infinity.
     """
     if weights.input_range is not None:
-        lo, hi = (np.asarray(v, dtype=np.float64) for v in weights.input_range)
+        observed = np.asarray(weights.input_range, dtype=np.float64)
     else:
         calib = np.asarray(weights.calibration, dtype=np.float64)
-        lo, hi = calib.min(axis=0), calib.max(axis=0)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        raise ValueError("the int8 input range has non-finite values: a NaN offset would feed the model NaN")
+        observed = np.stack([calib.min(axis=0), calib.max(axis=0)])
+    lo, hi = int8_input_range(observed, weights.encoding)
     span = hi - lo
     scale = np.where(span > 1e-6, 2.0 / np.where(span > 1e-6, span, 1.0), 1.0)
     return ((lo + hi) / 2).astype(np.float32), scale.astype(np.float32)

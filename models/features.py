@@ -33,6 +33,8 @@ from gondola.clock import DAY_MS, HOUR_MS
 
 __all__ = [
     "FEATURES",
+    "FEATURE_DOMAIN",
+    "encoded_domain",
     "RATE_TAUS_H",
     "FacingState",
     "feature_matrix",
@@ -178,6 +180,23 @@ FEATURES: tuple[str, ...] = (
 _CAP_H = 168.0
 _N = len(FEATURES)
 _IDX = {name: i for i, name in enumerate(FEATURES)}
+
+_INF = float("inf")
+#: Every value each feature can take in natural units, (lowest, highest) (inf: no bound), by
+#: its definition above, not by what a store happened to show. The int8 export covers the
+#: training range widened towards these bounds (``models.export.int8_input_range``), so a
+#: store unlike the training stores (a facing of 2 units, where every training facing held 4
+#: or more) is not clipped to the training stores' end while the float model extrapolates.
+FEATURE_DOMAIN: dict[str, tuple[float, float]] = {
+    "units_est": (0.0, _INF), "has_sensor": (0.0, 1.0), "capacity": (1.0, _INF), "fill_ratio": (0.0, 2.0),
+    **{f"rate_{int(t)}h": (0.0, _INF) for t in RATE_TAUS_H},
+    "hours_since_restock": (0.0, _CAP_H), "hours_since_reading": (0.0, _CAP_H), "battery_pct": (0.0, 100.0),
+    "hour_sin": (-1.0, 1.0), "hour_cos": (-1.0, 1.0), "dow_sin": (-1.0, 1.0), "dow_cos": (-1.0, 1.0),
+    "sales_since_reading": (0.0, _INF), "hours_since_sale": (0.0, _CAP_H), "demand_next_2h": (0.0, _INF),
+    "hours_to_restock": (0.0, _INF), "demand_to_restock": (0.0, _INF), "price_ratio": (0.0, _INF),
+    "demand_since_sale": (0.0, _INF), "sku_facings": (1.0, _INF), "sku_units_est": (0.0, _INF),
+    "units_unexplained": (0.0, _INF), "reading_noise": (0.0, 1.0),
+}
 
 
 @dataclass
@@ -965,3 +984,11 @@ def encode_for_model(features: np.ndarray, encoding: str = MODEL_ENCODING) -> np
     x[:, _LOG_COLUMNS] = np.log1p(cols)
     x[:, _PCT] = x[:, _PCT] / 100.0
     return x
+
+
+def encoded_domain(encoding: str = MODEL_ENCODING) -> np.ndarray:
+    """(2, F): :data:`FEATURE_DOMAIN` as model inputs (:func:`encode_for_model`); unbounded ends
+    stay infinite."""
+    bounds = np.array([[FEATURE_DOMAIN[n][k] for n in FEATURES] for k in (0, 1)], dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return encode_for_model(bounds, encoding).astype(np.float64)

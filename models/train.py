@@ -186,14 +186,17 @@ def set_int8_inputs(weights: MlpWeights, enc: np.ndarray, y: np.ndarray, config:
     """Set what the int8 export needs of the encoded training rows ``enc``: the calibration
     rows (:func:`calibration_set`) and each input's range (``input_range``). Training and a
     package's re-export (``models.pipeline.reexport_int8``) both call it."""
-    weights.calibration = calibration_set(weights, enc, y, config)
     weights.input_range = np.stack([enc.min(axis=0), enc.max(axis=0)])
+    weights.calibration = calibration_set(weights, enc, y, config)
 
 
 def calibration_set(weights: MlpWeights, enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:
     """The int8 calibration rows of trained ``weights`` from their encoded training rows: the
     same rows for the same weights, rows and seed (a package's int8 model can be re-exported)."""
-    calib = _calibration_rows(enc, y, config)
+    from models.export import int8_input_range
+
+    observed = weights.input_range if weights.input_range is not None else np.stack([enc.min(axis=0), enc.max(axis=0)])
+    calib = _calibration_rows(enc, y, config, int8_input_range(observed, weights.encoding))
     # Add the rows with the highest logits, so the int8 output scale covers the risky end.
     logits = weights.logits(enc)
     order = np.argsort(logits)
@@ -205,10 +208,11 @@ def calibration_set(weights: MlpWeights, enc: np.ndarray, y: np.ndarray, config:
     return calib[weights.logits(calib) >= CALIB_MIN_LOGIT]
 
 
-def _calibration_rows(enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np.ndarray:
+def _calibration_rows(enc: np.ndarray, y: np.ndarray, config: TrainConfig, ends: np.ndarray) -> np.ndarray:
     """Representative encoded rows: a stratified sample, plus for every feature a real row with
-    that feature set to its observed minimum and one set to its maximum, so the int8 input
-    scale covers the real range of every column without inventing impossible rows."""
+    that feature set to the low end of its int8 range (``ends``, (2, F): the training range
+    widened, ``models.export.int8_input_range``) and one set to the high end, so the int8 input
+    and activation scales cover every column's range without inventing impossible rows."""
     rng = np.random.default_rng(config.seed)
     n = config.calibration_rows
     pos_idx = np.flatnonzero(y)
@@ -216,7 +220,7 @@ def _calibration_rows(enc: np.ndarray, y: np.ndarray, config: TrainConfig) -> np
     take_pos = rng.choice(pos_idx, size=min(len(pos_idx), n // 4), replace=False)
     take_neg = rng.choice(neg_idx, size=min(len(neg_idx), n - len(take_pos)), replace=False)
     rows = [enc[np.r_[take_pos, take_neg]]]
-    lo, hi = enc.min(axis=0), enc.max(axis=0)
+    lo, hi = ends
     base = enc[rng.choice(len(enc), size=2 * enc.shape[1])]
     for j in range(enc.shape[1]):
         base[2 * j, j] = lo[j]

@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.export import (AFFINE_SUFFIX, int8_logit_range, int8_manifest_fields, to_tflite)
+import models.export
+from models.export import (AFFINE_SUFFIX, int8_input_range, int8_logit_range, int8_manifest_fields, to_tflite)
 from models.features import FEATURES, encode_for_model
 from gondola.errors import ModelError
 from models.runtime import LiteRtScorer
-from models.train import TrainConfig, train_mlp
+from models.train import TrainConfig, set_int8_inputs, train_mlp
 
 pytestmark = pytest.mark.slow
 
@@ -60,11 +61,20 @@ def _rows(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.
     return X, empty | (demand >= units), empty
 
 
+_CONFIG = TrainConfig(epochs=3, hidden=(32, 16), seed=3)
+
+
 @pytest.fixture(scope="module")
-def model():
+def training():
+    """Training rows (X, y, empty) and the generator that then draws the validation rows."""
     rng = np.random.default_rng(7)
-    X, y, empty = _rows(40_000, rng)
-    weights = train_mlp(X, y, TrainConfig(epochs=3, hidden=(32, 16), seed=3), empty_now=empty)
+    return (*_rows(40_000, rng), rng)
+
+
+@pytest.fixture(scope="module")
+def model(training):
+    X, y, empty, rng = training
+    weights = train_mlp(X, y, _CONFIG, empty_now=empty)
     Xv, yv, ev = _rows(20_000, rng)
     weights.logit_range = int8_logit_range(_float_logits(weights, Xv), yv, ev)
     return weights, Xv, yv, ev
@@ -119,12 +129,15 @@ def test_int8_inputs_are_scaled_per_feature_and_the_manifest_says_how(model, tmp
     offset, scale = scorer.input_affine
     # Every varying feature's training range maps onto [-1, 1]: the narrow price ratio gets as
     # many int8 steps as the widest log-scaled count (a constant column stays as it is).
-    lo, hi = weights.input_range
+    lo, hi = int8_input_range(weights.input_range, weights.encoding)
     varying = hi > lo
     assert varying[_I["price_ratio"]] and varying.sum() >= 20
     np.testing.assert_allclose(((lo - offset) * scale)[varying], -1.0, atol=1e-5, rtol=0)
     np.testing.assert_allclose(((hi - offset) * scale)[varying], 1.0, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(scale[~varying], 1.0)
+    # The training range sits inside it, with room on each side for the price ratio.
+    t_lo, t_hi = ((np.asarray(v) - offset) * scale for v in weights.input_range)
+    assert -0.7 < t_lo[_I["price_ratio"]] < -0.6 and 0.6 < t_hi[_I["price_ratio"]] < 0.7
     in_scale, _ = scorer._in_q
     assert in_scale < 2.2 / 255
     # Without the manifest's scaling the same file would score other (wrong) logits: the
@@ -150,4 +163,51 @@ def test_int8_output_spans_the_validation_picked_range(model, tmp_path):
     # Rows beyond the range clip to its ends, in order; rows inside stay close.
     assert (got[ref > hi + 0.5] >= hi - scale).all() and (got[ref < lo - 0.5] <= lo + scale).all()
     inside = (ref > lo) & (ref < hi)
-    assert np.abs(got[inside] - ref[inside]).max() < 0.25
+    err = np.abs(got[inside] - ref[inside])
+    # The input margin (an int8 range 1.5x the training range) costs this small model input
+    # resolution: error max / 99th percentile / mean 0.25 / 0.15 / 0.052 -> 0.33 / 0.22 / 0.069
+    # (the shipped models' validation PR-AUC ahead: no loss, docs/model.md).
+    assert err.max() < 0.4 and err.mean() < 0.08, (err.max(), err.mean())
+
+
+def _beyond_training(X: np.ndarray, *, capacity: float | None = None, price: float | None = None) -> np.ndarray:
+    """Rows of a store unlike the training stores: facings of ``capacity`` units (training
+    facings hold 4-32) and promotions at ``price`` x the usual (training: 0.8 or more)."""
+    Z = X.copy()
+    if capacity is not None:
+        Z[:, _I["capacity"]] = capacity
+        Z[:, _I["units_est"]] = np.minimum(Z[:, _I["units_est"]], capacity)
+        Z[:, _I["fill_ratio"]] = Z[:, _I["units_est"]] / capacity
+        Z[:, _I["sku_units_est"]] = Z[:, _I["units_est"]] * Z[:, _I["sku_facings"]]
+    if price is not None:
+        Z[:, _I["price_ratio"]] = price
+    return Z
+
+
+@pytest.mark.parametrize("capacity, price, old_mean_error", [(3.0, None, 0.1), (None, 0.7, 1.0)])
+def test_int8_follows_float_a_little_beyond_the_training_range(model, training, tmp_path, monkeypatch, capacity,
+                                                               price, old_mean_error):
+    """The held-out assortment's facings of 2-3 units lay below every training facing (4+):
+    int8 clipped them to 4 while float extrapolated (int8 - float PR-AUC ahead -0.015 there).
+    The int8 range now reaches a margin beyond the training range: facings of 3 units and a
+    price cut to 0.7 (training: 0.8-1.25) score as float scores them."""
+    weights, X, _, empty = model
+    rows = _beyond_training(X[~empty][:5000], capacity=capacity, price=price)
+    ref = _float_logits(weights, rows)
+    lo, hi = weights.logit_range
+    inside = (ref > lo) & (ref < hi)
+    assert inside.sum() > 500
+    err = np.abs(_int8(weights, tmp_path).logits(rows) - ref)[inside]
+    assert err.max() < 0.3 and err.mean() < 0.08, (err.max(), err.mean())
+    # The export before (int8 range = the training range, calibration ends there): clipped,
+    # off by 0.13 logit on average for facings of 3 units and 1.9 for the price cut.
+    monkeypatch.setattr(models.export, "INPUT_MARGIN", 0.0)
+    X_train, y_train = training[:2]
+    set_int8_inputs(weights, encode_for_model(X_train, weights.encoding), y_train, _CONFIG)
+    try:
+        (tmp_path / "old").mkdir()
+        old = np.abs(_int8(weights, tmp_path / "old").logits(rows) - ref)[inside]
+    finally:
+        monkeypatch.undo()
+        set_int8_inputs(weights, encode_for_model(X_train, weights.encoding), y_train, _CONFIG)
+    assert old.mean() > old_mean_error, old.mean()

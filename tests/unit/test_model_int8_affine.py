@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from gondola.errors import ModelError
-from models.export import AFFINE_SUFFIX, int8_input_affine
-from models.features import FEATURES, MODEL_ENCODING
+from models.export import AFFINE_SUFFIX, int8_input_affine, int8_input_range
+from models.features import FEATURE_DOMAIN, FEATURES, MODEL_ENCODING, encode_for_model, encoded_domain
 from models.runtime import _check_manifest
 from models.train import MlpWeights
 
@@ -23,15 +23,55 @@ def _manifest(offset, scale) -> dict:
             "input_affine": {"offset": offset, "scale": scale}}
 
 
-def test_a_constant_feature_keeps_scale_one_and_the_others_map_onto_minus_one_one():
+def test_a_constant_feature_keeps_scale_one_and_the_others_map_their_int8_range_onto_minus_one_one():
     lo = np.zeros(_F)
     hi = np.linspace(1.0, 5.0, _F)
     hi[3] = lo[3] = 0.7  # constant column
-    offset, scale = int8_input_affine(MlpWeights(layers=[], input_range=np.stack([lo, hi])))
+    observed = np.stack([lo, hi])
+    offset, scale = int8_input_affine(MlpWeights(layers=[], input_range=observed))
     assert scale[3] == 1.0 and offset[3] == pytest.approx(0.7)
     varying = np.arange(_F) != 3
-    np.testing.assert_allclose(((lo - offset) * scale)[varying], -1.0, atol=1e-6)
-    np.testing.assert_allclose(((hi - offset) * scale)[varying], 1.0, atol=1e-6)
+    ends = int8_input_range(observed, MODEL_ENCODING)
+    np.testing.assert_allclose(((ends[0] - offset) * scale)[varying], -1.0, atol=1e-6)
+    np.testing.assert_allclose(((ends[1] - offset) * scale)[varying], 1.0, atol=1e-6)
+    # The training range lies inside; an input unbounded above (a count) keeps room beyond it.
+    top = (hi - offset) * scale
+    assert (top[varying] <= 1.0 + 1e-6).all() and top[FEATURES.index("units_est")] == pytest.approx(0.6)
+
+
+def test_the_int8_range_widens_the_training_range_by_the_margin_within_each_features_domain():
+    """A store unlike the training stores (facings of 2-3 units where every training facing held
+    4 or more, a deeper promotion) is scored by int8 as float scores it, as far as the margin
+    reaches; no range runs past what the feature can take (a count's 0, a share's 1)."""
+    i = {n: k for k, n in enumerate(FEATURES)}
+    lo, hi = encode_for_model(np.zeros((1, _F)))[0].astype(np.float64), np.ones(_F)
+    raw_lo, raw_hi = np.zeros((1, _F)), np.ones((1, _F))
+    raw_lo[0, i["capacity"]], raw_hi[0, i["capacity"]] = 4, 32
+    raw_lo[0, i["price_ratio"]], raw_hi[0, i["price_ratio"]] = 0.8, 1.25
+    raw_hi[0, i["units_est"]] = 40
+    raw_lo[0, i["hours_since_restock"]], raw_hi[0, i["hours_since_restock"]] = 0.0, 168.0
+    raw_lo[0, i["hour_sin"]] = -1.2  # beyond its domain (never computed so): still covered
+    lo, hi = (encode_for_model(r)[0].astype(np.float64) for r in (raw_lo, raw_hi))
+    got_lo, got_hi = int8_input_range(np.stack([lo, hi]), MODEL_ENCODING, margin=0.25)
+    cap_span = np.log1p(32) - np.log1p(4)
+    assert got_lo[i["capacity"]] == pytest.approx(np.log1p(4) - 0.25 * cap_span)  # a facing of 2.1 units
+    assert got_hi[i["capacity"]] == pytest.approx(np.log1p(32) + 0.25 * cap_span)
+    assert (got_lo[i["price_ratio"]], got_hi[i["price_ratio"]]) == pytest.approx((0.6875, 1.3625))
+    # Clamped by the domain: a count does not go below 0, hours not past the 168 h cap, a
+    # flag not past 0 .. 1.
+    assert got_lo[i["units_est"]] == 0.0 and got_hi[i["units_est"]] == pytest.approx(1.25 * np.log1p(40))
+    assert (got_lo[i["hours_since_restock"]], got_hi[i["hours_since_restock"]]) == pytest.approx((0.0, np.log1p(168)))
+    assert (got_lo[i["has_sensor"]], got_hi[i["has_sensor"]]) == (0.0, 1.0)
+    assert got_lo[i["hour_sin"]] == pytest.approx(-1.2)
+    # margin 0: the training range as it is (the export before this change).
+    np.testing.assert_allclose(int8_input_range(np.stack([lo, hi]), MODEL_ENCODING, margin=0.0), np.stack([lo, hi]))
+
+
+def test_every_feature_has_a_domain_and_its_encoded_bounds_are_ordered():
+    assert list(FEATURE_DOMAIN) == list(FEATURES)
+    dom_lo, dom_hi = encoded_domain()
+    assert (dom_lo < dom_hi).all() and np.isfinite(dom_lo).all()
+    assert dom_lo[FEATURES.index("capacity")] == pytest.approx(np.log1p(1.0))
 
 
 def test_an_input_range_with_nan_is_refused_instead_of_written_as_a_nan_offset():
