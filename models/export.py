@@ -11,9 +11,10 @@
     scale for all features, so a feature spanning 0.8-1.25 (the price ratio) got 17 of its 256
     steps, and its standardized first-layer weights (about 20, ten times the others) set the
     per-channel weight scale of most hidden units, leaving the other inputs' weights coarse.
-    The runtime maps each feature's training range onto [-1, 1] before quantizing (offset
-    and scale in the int8 manifest, ``input_affine``) and the map is folded into the first
-    layer, so the float function is unchanged and no retraining is needed.
+    The runtime maps each feature's int8 range (its training range with a margin,
+    :func:`int8_input_range`) onto [-1, 1] before quantizing (offset and scale in the int8
+    manifest, ``input_affine``) and the map is folded into the first layer, so the float
+    function is unchanged and no retraining is needed.
   * **Output range** (:attr:`MlpWeights.logit_range`, :func:`int8_logit_range`): the logit is
     clipped to the span the two alert kinds rank, chosen on validation rows, instead of up to
     the highest logit of an already-empty shelf (about 30): the int8 step fell from 0.10-0.15
@@ -63,8 +64,12 @@ INPUT_MARGIN = 0.25
 
 def int8_input_range(observed: np.ndarray, encoding: str, margin: float | None = None) -> np.ndarray:
     """(2, F): the encoded range each int8 input covers: the ``observed`` (training) range
-    widened by ``margin`` (default :data:`INPUT_MARGIN`) x its span on each side, but not beyond what the feature can take
-    (:func:`models.features.encoded_domain`: a count's 0, a facing of 1 unit, a share's 1).
+    widened by ``margin`` (default :data:`INPUT_MARGIN`) x its span on each side, but not
+    beyond what the feature can take (:func:`models.features.encoded_domain`: a count's 0, a
+    facing of 1 unit, a share's 1). Without the margin, held-out facings of 2-3 units (every
+    training facing held 4 or more) were scored by int8 as 4-unit ones while float
+    extrapolated: int8 - float PR-AUC ahead -0.015 there (docs/model.md, *Beyond the training
+    range*).
 
     Raises:
         ValueError: the observed range holds NaN or infinity.
