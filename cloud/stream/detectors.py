@@ -114,10 +114,14 @@ from typing import Any, Mapping, Sequence
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, ms_to_iso
 
-__all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS", "BAND_RULES"]
+__all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS", "BAND_RULES", "CATEGORY_RULES"]
 
 #: ``demand_band``'s rules (``DetectorConfig.band_rule``): the one in force first.
-BAND_RULES = ("share", "exposure", "shelf")
+BAND_RULES = ("share", "exposure", "shelf", "shelf_switch")
+#: the rules on the SKU's rate while on its shelf (refills and load cells)
+SHELF_RULES = ("shelf", "shelf_switch")
+#: the rules that read the products' categories (master data, ``Categories``)
+CATEGORY_RULES = ("exposure", "shelf_switch")
 
 ANOMALY_KINDS = ("gateway_silent", "gateway_backlog", "sensor_fleet_silent", "sensor_stuck", "sensor_drift",
                  "till_silent", "sales_zero", "phantom_inventory", "demand_band", "alert_divergence")
@@ -210,6 +214,10 @@ class DetectorConfig:
     #: the shelf from its last sale until then
     band_refill_share: float = 0.8
     band_refill_ms: int = 30 * MINUTE_MS
+    #: ("shelf_switch") a sibling explains none of a SKU's units when the SKU had sold at least
+    #: this many, and ``band_ratio`` times its rate, before the sibling fell silent (a spike from
+    #: the opening; shoppers switching come only after the sibling emptied)
+    band_switch_before_min: float = 3.0
 
 
 def _hour(ts: int) -> int:
@@ -537,7 +545,7 @@ class StoreWatch:
             elif etype == "edge.health":
                 self._health(ts, data, cfg, enqueued_ms)
         elif etype == "shelf.reading":
-            if cfg.band_rule == "shelf":
+            if cfg.band_rule in SHELF_RULES:
                 # Learn the day before this reading can end a zero its close is judged by
                 # (_band_shelf_close): a shelf refilled before the next day's first sale or scan.
                 self._band_today(ts, cfg)
@@ -546,7 +554,7 @@ class StoreWatch:
             return self._sale(device, ts, data, cfg)
         elif etype == "shelf.restock":
             self._restock(ts, data, cfg)
-            if cfg.band_rule == "shelf":
+            if cfg.band_rule in SHELF_RULES:
                 self._band_refill(ts, data, cfg)
         elif etype == "inventory.delivery":
             d = self.deliveries.setdefault(str(data.get("delivery_id")), [ts, set()])
@@ -786,12 +794,12 @@ class StoreWatch:
                 hist.append(self.band_units.get(sku, 0.0) / self.band_total)
                 del hist[:-cfg.band_history_days]
             first = self.band_days - cfg.band_history_days + 1  # the oldest day number kept
-            if cfg.band_rule == "shelf":
+            if cfg.band_rule in SHELF_RULES:
                 self._band_shelf_close()
             for sku, pos in self.band_pos.items():
                 units = self.band_units[sku]
                 hist = self.band_hist.setdefault(sku, [])
-                if cfg.band_rule == "shelf":
+                if cfg.band_rule in SHELF_RULES:
                     hist.append((self.band_days, units, *_on_shelf(pos, units, self.band_total, cfg.band_gap_units,
                                                                    self.band_off.get(sku, ()))))
                 else:
@@ -881,7 +889,7 @@ class StoreWatch:
             return self._band_check_share(t, cfg)
         rows = []
         total = self.band_total
-        alpha = cfg.band_shelf_alpha if cfg.band_rule == "shelf" else cfg.band_alpha
+        alpha = cfg.band_shelf_alpha if cfg.band_rule in SHELF_RULES else cfg.band_alpha
         for sku, units in sorted(self.band_units.items()):
             key = f"demand_band:{sku}:{self.band_day}"
             if units < cfg.band_min_units or sku in self.band_promo or key in self.open:
@@ -893,7 +901,8 @@ class StoreWatch:
             expected = h / exposure * total
             if units < cfg.band_ratio * expected or _binom_tail(units, h, total, exposure) > alpha:
                 continue
-            switched, sibling = self._band_switched(sku, h / exposure, categories, cfg)
+            switched, sibling = self._band_switched(sku, h / exposure, categories, cfg,
+                                                    emptied_today=cfg.band_rule == "shelf_switch")
             net = units - switched
             if net < cfg.band_min_units or net < cfg.band_ratio * expected:
                 continue
@@ -908,13 +917,17 @@ class StoreWatch:
         return rows
 
     def _band_switched(self, sku: str, rate: float, categories: "Categories | None",
-                       cfg: DetectorConfig) -> tuple[float, str | None]:
+                       cfg: DetectorConfig, emptied_today: bool = False) -> tuple[float, str | None]:
         """The most of ``sku``'s units today that one product of its category, silent since its
         last sale (its rate expected >= ``band_gap_units`` since: off the shelf), can explain:
         ``sku``'s excess over its rate since that moment, at most ``band_switch_share`` of what the
         silent product would have sold meanwhile. A spike raises a SKU's units from the opening
         and its siblings keep selling; shoppers switching come only once a sibling is empty, and
-        no more of them than it lost. Returns (units, the sibling) or (0, None)."""
+        no more of them than it lost. ``emptied_today`` ("shelf_switch"): only a sibling that
+        sold today and then fell silent, and only when ``sku`` was not already far above its rate
+        before that (``band_switch_before_min``): a sibling silent since the opening is, in a
+        category of 60 - 160 products, most often a coincidence beside a spike from the opening.
+        Returns (units, the sibling) or (0, None)."""
         siblings = categories.siblings(sku) if categories is not None else ()
         if not siblings:
             return 0.0, None
@@ -925,10 +938,16 @@ class StoreWatch:
             if usual is None:
                 continue
             pos = self.band_pos.get(other)
+            if emptied_today and not pos:
+                continue  # not sold today: no shelf that emptied today
             since = pos[-1][0] if pos else 0.0  # its last sale today (store units then)
             lost = usual[0] / usual[1] * (total - since)
             if lost < cfg.band_gap_units:
                 continue
+            if emptied_today:
+                before = sum(q for at, q in mine if at < since)
+                if before >= cfg.band_switch_before_min and before >= cfg.band_ratio * rate * since:
+                    continue  # already far above its rate before the sibling fell silent
             excess = sum(q for at, q in mine if at >= since) - rate * (total - since)
             explained = min(excess, cfg.band_switch_share * lost)
             if explained > best:

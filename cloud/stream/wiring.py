@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from cloud.stream.detectors import BAND_RULES, DetectorConfig
+from cloud.stream.detectors import BAND_RULES, CATEGORY_RULES, DetectorConfig
 from cloud.stream.job import StreamJob
 from cloud.stream.pipeline import StreamConfig
 from gondola.clock import MINUTE_MS
@@ -172,7 +172,7 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
     planograms = load_planograms(storage, settings.planogram)
     stock_records = load_stock_records(storage, settings.stock_records)
     # Only the exposure rule reads the products' categories; the rule in force does not load them.
-    categories = load_categories(storage, settings.products) if settings.band_rule == "exposure" else None
+    categories = load_categories(storage, settings.products) if settings.band_rule in CATEGORY_RULES else None
     scorer = _scorer(settings.model)
     if settings.source == "local":
         from cloud.ingest.source import LocalHubSource

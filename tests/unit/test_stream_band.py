@@ -4,6 +4,8 @@ shoppers a silent product of its category sent it), which is measured but not in
 
 from __future__ import annotations
 
+import json
+
 from cloud.stream.detectors import Categories, DetectorConfig, StoreWatch
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.replay import Facing
@@ -203,3 +205,61 @@ def test_shelf_a_load_cell_reading_0_at_the_close_counts_when_the_shelf_is_refil
     # without the cells the till alone sees a seller of 3 a day selling 20: flagged
     assert [r["subject"] for r in _run(today, history=history, cfg=SHELF, categories=None,
                                        planogram=SHELVES)] == ["y"]
+
+
+SHELF_SWITCH = DetectorConfig(band_rule="shelf_switch")
+
+
+def test_shelf_switch_flags_a_spike_from_the_opening_and_nothing_on_an_ordinary_day():
+    # 'x' sells 8 x its usual 4 from the opening: flagged the same day, with the numbers it rests
+    # on. The same store on an ordinary day ('x' and 'y' at their usual 4) raises nothing.
+    rows = _run(_sales(2, "x", 32.0) + _sales(2, "y", 4.0), cfg=SHELF_SWITCH)
+    assert [r["subject"] for r in rows] == ["x"]
+    assert OPEN * HOUR_MS <= rows[0]["first_seen"] - T0 - 2 * DAY_MS < CLOSE * HOUR_MS
+    evidence = json.loads(rows[0]["evidence"])
+    assert evidence["switched_in"] == 0 and evidence["units_last_days"] == 8
+    assert 10 <= evidence["units_today"] <= 32 and evidence["chance"] <= SHELF_SWITCH.band_shelf_alpha
+    assert _run(_sales(2, "x", 4.0) + _sales(2, "y", 4.0), cfg=SHELF_SWITCH) == []
+
+
+def test_shelf_switch_a_product_back_on_a_refilled_shelf_is_not_a_spike():
+    # 'y' (20 a day) sold 3 units in its first half hour two days ago and none since, until a
+    # restock scan of its whole shelf this morning: back from an empty shelf, not a spike (the
+    # exposure rule, on the till alone, flags it).
+    history = [_sales(0, "x", 4.0) + _first_half_hour, _sales(1, "x", 4.0)]
+    today = _sales(2, "x", 4.0) + _sales(2, "y", 20.0)
+    assert _run(today, history=history, cfg=SHELF_SWITCH, events=[_refill(2, 6.8, "y", 12)], planogram=SHELVES) == []
+    assert [r["subject"] for r in _run(today, history=history, cfg=EXPOSURE, categories=None,
+                                       planogram=SHELVES)] == ["y"]
+
+
+def test_shelf_switch_shoppers_from_a_sibling_that_emptied_today_are_not_a_spike():
+    # 'z' (48 a day, same category) sells from the opening and runs empty at 08:00; half of its
+    # shoppers take 'y': 'y' sells 20 units, 5 x its usual, all after 'z' fell silent. "shelf"
+    # (no categories) flags it; the rule nets out what 'z' lost since.
+    usual = {"x": 4.0, "y": 4.0, "z": 48.0}
+    today = (_sales(2, "x", 4.0) + _sales(2, "y", 4.0) + _sales(2, "y", 16.0 * 15 / 14, 8, CLOSE)
+             + _sales(2, "z", 48.0, OPEN, 8))
+    assert _run(today, usual, cfg=SHELF_SWITCH) == []
+    assert [r["subject"] for r in _run(today, usual, cfg=SHELF, categories=None)] == ["y"]
+
+
+def test_shelf_switch_a_spike_beside_a_sibling_silent_since_the_opening_is_flagged():
+    # 'x' spikes 8 x from the opening. 'z' (12 a day, same category) sells nothing today: its
+    # shelf stood empty since yesterday evening, a coincidence beside the spike. The exposure
+    # rule lets 'z''s loss explain 'x''s units and misses the spike until the evening; this rule
+    # counts only a sibling that sold today and then fell silent: flagged in the morning.
+    usual = {"x": 4.0, "y": 4.0, "z": 12.0}
+    history = [_sales(0, "x", 4.0) + _sales(0, "y", 4.0) + _sales(0, "z", 12.0),
+               _sales(1, "x", 4.0) + _sales(1, "y", 4.0) + _sales(1, "z", 12.0, OPEN, 18)]
+    today = _sales(2, "x", 32.0) + _sales(2, "y", 4.0)
+    rows = _run(today, usual, cfg=SHELF_SWITCH, history=history)
+    assert [r["subject"] for r in rows] == ["x"]
+    assert rows[0]["first_seen"] - T0 - 2 * DAY_MS < 12 * HOUR_MS
+    late = _run(today, usual, cfg=EXPOSURE, history=history)
+    assert [r["subject"] for r in late] == ["x"] and late[0]["first_seen"] > rows[0]["first_seen"]
+    # 'x' spikes 6 x while a sibling (48 a day) empties at 09:00, when 'x' had already sold 3 x
+    # its rate: the sibling explains nothing (counted, half its loss would hide the spike).
+    today = _sales(2, "x", 24.0) + _sales(2, "y", 4.0) + _sales(2, "z", 48.0, OPEN, 9)
+    rows = _run(today, {"x": 4.0, "y": 4.0, "z": 48.0}, cfg=SHELF_SWITCH)
+    assert [r["subject"] for r in rows] == ["x"] and json.loads(rows[0]["evidence"])["switched_in"] == 0
