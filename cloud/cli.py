@@ -96,13 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--products", default=None,
                     help="products CSV (sku, category), 'none' to judge demand without categories "
                          "(env GONDOLA_STREAM_PRODUCTS; default silver.products in the lake; read only by "
-                         "--band-rule exposure)")
+                         "--band-rule exposure and shelf_switch)")
     # cloud.stream.detectors.BAND_RULES, written out: importing cloud.stream here costs every command
     # ~0.3 s (tests/unit/test_stream_wiring.py keeps the two equal)
     st.add_argument("--band-rule", choices=("share", "exposure", "shelf", "shelf_switch"), default=None,
                     help="demand_band's rule: share (default, in force), exposure (rate while on sale, net "
                          "of same-category switching: finds more spikes at more false alarms) or shelf (rate "
-                         "while on the shelf, times refills and load cells show it empty left out), "
+                         "while on the shelf, times refills and load cells show it empty left out) or shelf_switch "
+                         "(shelf, net of shoppers from a same-category product that emptied today), "
                          "docs/stream.md; env GONDOLA_STREAM_BAND_RULE)")
     st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
     st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")

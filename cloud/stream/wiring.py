@@ -15,7 +15,8 @@ stock_records       GONDOLA_STREAM_STOCK_RECORDS      folder of the ERP's nightl
                                                       ``silver.stock_record`` in the lake
 products            GONDOLA_STREAM_PRODUCTS           products CSV (``sku``, ``category``: the master data
                                                       file), ``none`` for none; default: ``silver.products``
-                                                      in the lake (read only under ``band_rule`` exposure)
+                                                      in the lake (read only under ``band_rule`` exposure
+                                                      or shelf_switch)
 band_rule           GONDOLA_STREAM_BAND_RULE          ``demand_band``'s rule: ``share`` (default, in force),
                                                       ``exposure`` or ``shelf`` (measured alternatives,
                                                       docs/stream.md)
@@ -57,7 +58,7 @@ class StreamSettings:
     planogram: str | None = None
     stock_records: str | None = None  # None: silver.stock_record in the lake; "none": no stock record
     products: str | None = None  # None: silver.products in the lake; "none": no categories
-    band_rule: str = "share"  # demand_band's rule (DetectorConfig.band_rule); only "exposure" reads categories
+    band_rule: str = "share"  # demand_band's rule (DetectorConfig.band_rule); CATEGORY_RULES read categories
     allowed_lateness_min: float = 10.0
     snapshot_every_s: float = 30.0
     max_messages: int = 2000
