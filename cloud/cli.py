@@ -4,7 +4,7 @@ Subcommands (each prints progress and a one-line summary; exit 0 on success):
 
   ingest-stream            read new hub messages into bronze.events
   stream [--once] [--source local|eventhubs] [--model PATH|none] [--planogram CSV] [--stock-records DIR|none]
-         [--products CSV|none] [--band-rule share|exposure|shelf|shelf_switch]
+         [--products CSV|none] [--band-rule shelf_switch|share|exposure|shelf]
                            the long-running stream job: windows, cloud scoring, anomalies -> stream.*
   ingest-batch FOLDER      load master data / sales export CSVs (each file content once)
   transform                incremental bronze -> silver -> gold
@@ -99,11 +99,11 @@ def _parser() -> argparse.ArgumentParser:
                          "--band-rule exposure and shelf_switch)")
     # cloud.stream.detectors.BAND_RULES, written out: importing cloud.stream here costs every command
     # ~0.3 s (tests/unit/test_stream_wiring.py keeps the two equal)
-    st.add_argument("--band-rule", choices=("share", "exposure", "shelf", "shelf_switch"), default=None,
-                    help="demand_band's rule: share (default, in force), exposure (rate while on sale, net "
-                         "of same-category switching: finds more spikes at more false alarms) or shelf (rate "
-                         "while on the shelf, times refills and load cells show it empty left out) or shelf_switch "
-                         "(shelf, net of shoppers from a same-category product that emptied today), "
+    st.add_argument("--band-rule", choices=("shelf_switch", "share", "exposure", "shelf"), default=None,
+                    help="demand_band's rule: shelf_switch (default, in force: the rate while on the shelf, times "
+                         "refills and load cells show it empty left out, net of shoppers from a same-category "
+                         "product that emptied today), share (in force before), exposure (rate while on sale, net "
+                         "of same-category switching) or shelf (shelf_switch without the categories), "
                          "docs/stream.md; env GONDOLA_STREAM_BAND_RULE)")
     st.add_argument("--lateness-min", type=float, default=10.0, help="allowed lateness, minutes (default 10)")
     st.add_argument("--snapshot-s", type=float, default=30.0, help="state snapshot interval, seconds (default 30)")

@@ -66,7 +66,13 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   empty shelf (the record says there is stock the shelf and the till do not see); a book with
   nothing beyond the shelf means the store knows it is out (not flagged). A store without a
   record keeps the rule without it (evidence ``stock_record``: ``none``). Score: hours empty.
-* ``demand_band``: a SKU's units sold today at the regular price against its usual share of the
+* ``demand_band`` (``band_rule="shelf_switch"``, in force since session 8): the "shelf" rule
+  below, net of the shoppers one product of the SKU's category that sold today and then fell
+  silent could have sent it (at most ``band_switch_share`` of what that product's rate expected
+  since; none when the SKU had already sold ``band_switch_before_min`` units and ``band_ratio``
+  times its rate before): at least ``band_ratio`` times the expected units and
+  ``band_min_units``, at a chance of at most ``band_shelf_alpha``. Score: net / expected. The
+  rule in force before (``band_rule="share"``): a SKU's units sold today at the regular price against its usual share of the
   store's units (learned per day, after ``band_warmup_days`` days): at least ``band_ratio`` times
   the expected units plus ``band_sigmas`` Poisson sigmas, and at least ``band_min_units``, judged
   only in the early part of the day, while the store has sold less than ``band_early_share`` of
@@ -117,7 +123,7 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS, ms_to_iso
 __all__ = ["DetectorConfig", "StoreWatch", "Categories", "ANOMALY_KINDS", "BAND_RULES", "CATEGORY_RULES"]
 
 #: ``demand_band``'s rules (``DetectorConfig.band_rule``): the one in force first.
-BAND_RULES = ("share", "exposure", "shelf", "shelf_switch")
+BAND_RULES = ("shelf_switch", "share", "exposure", "shelf")
 #: the rules on the SKU's rate while on its shelf (refills and load cells)
 SHELF_RULES = ("shelf", "shelf_switch")
 #: the rules that read the products' categories (master data, ``Categories``)
@@ -198,13 +204,14 @@ class DetectorConfig:
     #: share of an empty product's shoppers who take another of its category (GMA 2002: 26 % another
     #: brand + 19 % another size, rounded up): what a sibling's silence can add to a SKU's units
     band_switch_share: float = 0.5
-    #: "share" (the rule in force): a SKU against its best share of the last days, 3 x + 3 sigma,
+    #: "shelf_switch" (the rule in force since session 8): "shelf", net of the shoppers a product of
+    #: its category that sold today and then fell silent could have sent it (docs/stream.md).
+    #: "share" (in force before): a SKU against its best share of the last days, 3 x + 3 sigma,
     #: only before half the usual day was sold. "exposure": its rate while on sale, a binomial
     #: test, all day, net of switching inside its category (``band_alpha`` and below): better on
     #: the training seeds, worse on the held-out ones (docs/stream.md), so not in force. "shelf": its
-    #: rate while on its shelf (refills and load cells, ``band_shelf_alpha`` and below), no categories:
-    #: better than "share" on the seeds not chosen on by a few rows, at more CPU; not in force
-    band_rule: str = "share"
+    #: rate while on its shelf (refills and load cells, ``band_shelf_alpha`` and below), no categories
+    band_rule: str = "shelf_switch"
     band_sigmas: float = 3.0  # "share"
     band_early_share: float = 0.5  # "share"
     #: ("shelf") the chance of today's units at the SKU's rate while on its shelf: at most this
@@ -955,7 +962,7 @@ class StoreWatch:
         return best, who
 
     def _band_check_share(self, t: int, cfg: DetectorConfig) -> list[dict]:
-        """The rule in force (``band_rule="share"``, docs/stream.md)."""
+        """The rule in force before session 8 (``band_rule="share"``, docs/stream.md)."""
         if self.band_totals and self.band_total >= cfg.band_early_share * sum(self.band_totals) / len(self.band_totals):
             return []  # late in the day: stock-outs and switching shoppers shape shares as much as spikes do
         rows = []

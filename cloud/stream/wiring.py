@@ -17,9 +17,9 @@ products            GONDOLA_STREAM_PRODUCTS           products CSV (``sku``, ``c
                                                       file), ``none`` for none; default: ``silver.products``
                                                       in the lake (read only under ``band_rule`` exposure
                                                       or shelf_switch)
-band_rule           GONDOLA_STREAM_BAND_RULE          ``demand_band``'s rule: ``share`` (default, in force),
-                                                      ``exposure`` or ``shelf`` (measured alternatives,
-                                                      docs/stream.md)
+band_rule           GONDOLA_STREAM_BAND_RULE          ``demand_band``'s rule: ``shelf_switch`` (default, in
+                                                      force), ``share`` (in force before), ``exposure`` or
+                                                      ``shelf`` (measured alternatives, docs/stream.md)
 ==================  ================================  =====================================================
 
 The Event Hubs connection settings are the lake's (``GONDOLA_EVENTHUB_*``,
@@ -58,7 +58,7 @@ class StreamSettings:
     planogram: str | None = None
     stock_records: str | None = None  # None: silver.stock_record in the lake; "none": no stock record
     products: str | None = None  # None: silver.products in the lake; "none": no categories
-    band_rule: str = "share"  # demand_band's rule (DetectorConfig.band_rule); CATEGORY_RULES read categories
+    band_rule: str = "shelf_switch"  # demand_band's rule (DetectorConfig.band_rule); CATEGORY_RULES read categories
     allowed_lateness_min: float = 10.0
     snapshot_every_s: float = 30.0
     max_messages: int = 2000

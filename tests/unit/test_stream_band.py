@@ -1,6 +1,8 @@
-"""demand_band: the rule in force (a spike shows in the early part of the day; a share that rises
-late does not count) and the exposure rule (a SKU far above its rate while on sale, net of the
-shoppers a silent product of its category sent it), which is measured but not in force."""
+"""demand_band: the rule in force since session 8, ``shelf_switch`` (the SKU's rate while on its
+shelf, net of the shoppers a same-category product that emptied today sent it); the rule in force
+before, ``share`` (a spike shows in the early part of the day; a share that rises late does not
+count); the exposure rule (a SKU far above its rate while on sale, net of the shoppers a silent
+product of its category sent it) and "shelf", measured and not in force."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.replay import Facing
 
 CFG = DetectorConfig(band_rule="exposure")
-PREVIOUS = DetectorConfig()  # the rule in force
+PREVIOUS = DetectorConfig(band_rule="share")  # the rule in force before session 8
 T0 = 20 * DAY_MS
 OPEN, CLOSE = 7, 22
 #: 'x', 'y' and 'z' are dairy; the background products are pantry.
@@ -116,7 +118,7 @@ def test_a_day_the_shelf_stood_empty_does_not_lower_the_usual():
     assert [r["subject"] for r in _run(today, history=history, cfg=PREVIOUS)] == ["y"]
 
 
-def test_the_rule_in_force_flags_a_spike_in_the_morning_and_not_a_share_that_rises_late():
+def test_share_flags_a_spike_in_the_morning_and_not_a_share_that_rises_late():
     # 'x' 8 x its usual from the opening: flagged in the early part of the day.
     rows = _run(_sales(2, "x", 32.0) + _sales(2, "y", 4.0), cfg=PREVIOUS)
     assert [r["subject"] for r in rows] == ["x"]
@@ -207,7 +209,7 @@ def test_shelf_a_load_cell_reading_0_at_the_close_counts_when_the_shelf_is_refil
                                        planogram=SHELVES)] == ["y"]
 
 
-SHELF_SWITCH = DetectorConfig(band_rule="shelf_switch")
+SHELF_SWITCH = DetectorConfig()  # the rule in force (band_rule="shelf_switch")
 
 
 def test_shelf_switch_flags_a_spike_from_the_opening_and_nothing_on_an_ordinary_day():

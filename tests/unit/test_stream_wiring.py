@@ -109,9 +109,9 @@ def test_a_planogram_file_is_read_by_its_header(tmp_path):
     assert [(f.facing_id, f.sku, f.capacity) for f in plan["s001"]] == [("f1", "A", 6), ("f2", "A", 4)]
 
 
-def test_demand_bands_rule_comes_from_the_command_line_or_the_environment_and_only_exposure_reads_categories(
+def test_demand_bands_rule_comes_from_the_command_line_or_the_environment_and_only_category_rules_read_categories(
         monkeypatch, tmp_path):
-    assert StreamSettings.from_env({}).band_rule == "share"
+    assert StreamSettings.from_env({}).band_rule == "shelf_switch"
     assert StreamSettings.from_env({"GONDOLA_STREAM_BAND_RULE": "exposure"}).band_rule == "exposure"
     assert StreamSettings.from_env({"GONDOLA_STREAM_BAND_RULE": "exposure"}, band_rule="share").band_rule == "share"
     monkeypatch.setenv("GONDOLA_EVENTHUB_CONNECTION_STRING", _EH)
@@ -122,22 +122,31 @@ def test_demand_bands_rule_comes_from_the_command_line_or_the_environment_and_on
     def build(**kw):
         return build_stream_job(StreamSettings(lake_uri=lake, source="eventhubs", model="none", **kw))
 
-    # The rule in force does not read the products: a missing file is not even opened.
-    job = build(products=missing)
+    # The rule in force before ("share") does not read the products: a missing file is not even opened.
+    job = build(products=missing, band_rule="share")
     try:
         assert job.categories is None and job.config.detectors.band_rule == "share"
     finally:
         job.source.close()
-    with pytest.raises(ConfigError, match="products file .* does not exist"):
-        build(products=missing, band_rule="exposure")
-    with pytest.raises(ConfigError, match="band rule 'promo' is not one of share, exposure"):
-        build(band_rule="promo")
-    (tmp_path / "products.csv").write_text("sku,name,category\nA,milk,dairy\nB,cream,dairy\nC,rice,pantry\n")
-    job = build(products=str(tmp_path / "products.csv"), band_rule="exposure")
+    # The rule in force reads them: from silver.products by default (none in this empty lake: the
+    # rule judges without them), a missing file named is an error.
+    job = build()
     try:
-        assert len(job.categories) == 3 and job.config.detectors.band_rule == "exposure"
+        assert job.categories is None and job.config.detectors.band_rule == "shelf_switch"
     finally:
         job.source.close()
+    for rule in ("exposure", "shelf_switch"):
+        with pytest.raises(ConfigError, match="products file .* does not exist"):
+            build(products=missing, band_rule=rule)
+    with pytest.raises(ConfigError, match="band rule 'promo' is not one of shelf_switch, share, exposure"):
+        build(band_rule="promo")
+    (tmp_path / "products.csv").write_text("sku,name,category\nA,milk,dairy\nB,cream,dairy\nC,rice,pantry\n")
+    for rule in ("exposure", "shelf_switch"):
+        job = build(products=str(tmp_path / "products.csv"), band_rule=rule)
+        try:
+            assert len(job.categories) == 3 and job.config.detectors.band_rule == rule
+        finally:
+            job.source.close()
 
 
 def test_the_clis_band_rule_choices_are_the_detectors_rules():
