@@ -22,11 +22,12 @@ Input: simulated stores (``firmware_sim``) through simulated gateways into the e
   baskets in a lane's silence counted in its share at once before the store's 30th basket) on the
   same hubs, per seed set (training, held-out, fresh, fresh after the held-out look, fresh of
   session 7).
-* ``band``: ``demand_band`` with the "shelf" rule (the SKU's rate while on its shelf: times
-  known off the shelf from refills and load cells reading 0 left out), beside the rule in force
-  ("previous": best share of the last days, early part of the day), on the same hubs per seed
-  set (training, held-out, fresh); the job runs without cloud scoring (the detectors do not read
-  it). (The exposure rule's figures are in docs/stream.md: its code path is unchanged.)
+* ``band``: ``demand_band`` with the rule in force, ``shelf_switch`` (the SKU's rate while on its
+  shelf, net of shoppers from a same-category product that emptied today), beside "shelf" (the
+  same without the categories) and the rule in force before ("previous": best share of the last
+  days, early part of the day), on the same hubs per seed set (``BAND_SETS``); each precision and
+  recall with its 90 % Wilson interval; the job runs without cloud scoring (the detectors do not
+  read it). (The exposure rule's figures are in docs/stream.md: its code path is unchanged.)
 * ``cloud_vs_gateway``: gateways scoring with the same model, some silent or with a broken model:
   the divergence flag against the truth (beside the previous rule, ``PREVIOUS_DIVERGENCE``: no
   lasting disagreement, a second job on the same hub), and the precision of the forecasts the
