@@ -66,10 +66,10 @@ def int8_input_range(observed: np.ndarray, encoding: str, margin: float | None =
     """(2, F): the encoded range each int8 input covers: the ``observed`` (training) range
     widened by ``margin`` (default :data:`INPUT_MARGIN`) x its span on each side, but not
     beyond what the feature can take (:func:`models.features.encoded_domain`: a count's 0, a
-    facing of 1 unit, a share's 1). Without the margin, held-out facings of 2-3 units (every
-    training facing held 4 or more) were scored by int8 as 4-unit ones while float
-    extrapolated: int8 - float PR-AUC ahead -0.015 there (docs/model.md, *Beyond the training
-    range*).
+    planogram capacity's 0, a share's 1, the price ratio's cap of 4). Without the margin,
+    held-out facings of 2-3 units (every training facing held 4 or more) were scored by int8 as
+    4-unit ones while float extrapolated: int8 - float PR-AUC ahead -0.015 there
+    (docs/model.md, *Beyond the training range*).
 
     Raises:
         ValueError: the observed range holds NaN or infinity.

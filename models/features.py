@@ -178,22 +178,26 @@ FEATURES: tuple[str, ...] = (
 )
 
 _CAP_H = 168.0
+_PRICE_RATIO_CAP = 4.0  # price_ratio's ceiling
 _N = len(FEATURES)
 _IDX = {name: i for i, name in enumerate(FEATURES)}
 
 _INF = float("inf")
 #: Every value each feature can take in natural units, (lowest, highest) (inf: no bound), by
-#: its definition above, not by what a store happened to show. The int8 export covers the
+#: its definition above, not by what a store happened to show (a count or rate below 0, from a
+#: customer return, is taken as 0 by :func:`encode_for_model`, so its 0 bounds what the model
+#: sees; a planogram capacity of 0 is possible, ``fill_ratio`` then divides by 1; ``price_ratio``
+#: is capped at 4 as computed). The int8 export covers the
 #: training range widened towards these bounds (``models.export.int8_input_range``), so a
 #: store unlike the training stores (a facing of 2 units, where every training facing held 4
 #: or more) is not clipped to the training stores' end while the float model extrapolates.
 FEATURE_DOMAIN: dict[str, tuple[float, float]] = {
-    "units_est": (0.0, _INF), "has_sensor": (0.0, 1.0), "capacity": (1.0, _INF), "fill_ratio": (0.0, 2.0),
+    "units_est": (0.0, _INF), "has_sensor": (0.0, 1.0), "capacity": (0.0, _INF), "fill_ratio": (0.0, 2.0),
     **{f"rate_{int(t)}h": (0.0, _INF) for t in RATE_TAUS_H},
     "hours_since_restock": (0.0, _CAP_H), "hours_since_reading": (0.0, _CAP_H), "battery_pct": (0.0, 100.0),
     "hour_sin": (-1.0, 1.0), "hour_cos": (-1.0, 1.0), "dow_sin": (-1.0, 1.0), "dow_cos": (-1.0, 1.0),
     "sales_since_reading": (0.0, _INF), "hours_since_sale": (0.0, _CAP_H), "demand_next_2h": (0.0, _INF),
-    "hours_to_restock": (0.0, _INF), "demand_to_restock": (0.0, _INF), "price_ratio": (0.0, _INF),
+    "hours_to_restock": (0.0, _INF), "demand_to_restock": (0.0, _INF), "price_ratio": (0.0, _PRICE_RATIO_CAP),
     "demand_since_sale": (0.0, _INF), "sku_facings": (1.0, _INF), "sku_units_est": (0.0, _INF),
     "units_unexplained": (0.0, _INF), "reading_noise": (0.0, 1.0),
 }
@@ -796,7 +800,7 @@ def _compute(a: dict[str, np.ndarray], now_ms: int, sku_group: np.ndarray | None
     out[:, _IDX["demand_next_2h"]] = daily * _profile_share(cum, total, hours, np.full(n, DEMAND_WINDOW_H))
     out[:, _IDX["hours_to_restock"]] = to_restock
     out[:, _IDX["demand_to_restock"]] = daily * _profile_share(cum, total, hours, to_restock)
-    out[:, _IDX["price_ratio"]] = np.minimum(price_ratio, 4.0)
+    out[:, _IDX["price_ratio"]] = np.minimum(price_ratio, _PRICE_RATIO_CAP)
     out[:, _IDX["demand_since_sale"]] = daily * _profile_share(cum, total, hours - since_sale, since_sale)
     out[:, _IDX["sku_facings"]] = a["sku_facings"]
     out[:, _IDX["units_unexplained"]] = np.where(sensor > 0, a["unexplained"], 0.0)

@@ -71,7 +71,33 @@ def test_every_feature_has_a_domain_and_its_encoded_bounds_are_ordered():
     assert list(FEATURE_DOMAIN) == list(FEATURES)
     dom_lo, dom_hi = encoded_domain()
     assert (dom_lo < dom_hi).all() and np.isfinite(dom_lo).all()
-    assert dom_lo[FEATURES.index("capacity")] == pytest.approx(np.log1p(1.0))
+    assert dom_lo[FEATURES.index("capacity")] == 0.0  # a planogram may give a facing no capacity
+    assert dom_hi[FEATURES.index("price_ratio")] == 4.0
+
+
+def test_every_feature_of_odd_histories_lies_within_its_domain_as_the_model_sees_it():
+    """A facing of capacity 0 (fill_ratio divides by 1), customer returns (rates below 0, which
+    the encoding takes as 0), a price 10 x the usual one (price_ratio capped at 4): the computed
+    features stay within FEATURE_DOMAIN once encoded, so the int8 range, clamped to it, does
+    not clip what the features can be (review: capacity's domain started at 1 unit, price_ratio's
+    had no cap)."""
+    from models.replay import Facing, StoreFeatures
+
+    t0, h = 1_760_000_000_000 - 1_760_000_000_000 % 86_400_000, 3_600_000
+    store = StoreFeatures("s", [Facing("f0", "A", 0, True), Facing("f1", "B", 12, False)])
+    for k in range(30):
+        store.sale(t0 + k * h, "A", 1.0, "sale", 100)
+        store.sale(t0 + k * h, "B", 1.0, "sale", 100)
+    store.sale(t0 + 30 * h, "A", -3.0, "return", 100)
+    store.sale(t0 + 30 * h, "B", 1.0, "sale", 1000)
+    store.reading(t0 + 31 * h, "f0", 3.0, 80.0, 750.0)
+    X = np.concatenate([store.matrix(t0 + 31 * h), store.matrix(t0 + 40 * h)])
+    i = {n: k for k, n in enumerate(FEATURES)}
+    assert X[0, i["capacity"]] == 0.0 and X[1, i["price_ratio"]] == 4.0
+    enc = encode_for_model(X).astype(np.float64)
+    dom_lo, dom_hi = encoded_domain()
+    assert (enc >= dom_lo - 1e-6).all() and (enc <= dom_hi + 1e-6).all(), \
+        [FEATURES[k] for k in np.flatnonzero(((enc < dom_lo - 1e-6) | (enc > dom_hi + 1e-6)).any(axis=0))]
 
 
 def test_an_input_range_with_nan_is_refused_instead_of_written_as_a_nan_offset():
