@@ -172,7 +172,8 @@ def build_stream_job(settings: StreamSettings, *, progress=None) -> StreamJob:
     storage = open_storage(settings.lake_uri, settings.storage_options)
     planograms = load_planograms(storage, settings.planogram)
     stock_records = load_stock_records(storage, settings.stock_records)
-    # Only the exposure rule reads the products' categories; the rule in force does not load them.
+    # Only the rules that net out shoppers switching inside a category (CATEGORY_RULES, the one in
+    # force among them) read the products' categories; "share" and "shelf" do not load them.
     categories = load_categories(storage, settings.products) if settings.band_rule in CATEGORY_RULES else None
     scorer = _scorer(settings.model)
     if settings.source == "local":
