@@ -31,7 +31,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS
 from models.features import (
-    BELOW_EMPTY_UNITS, CREEP_REFILLS, GUESS_MS, NOISE_READINGS, OFFSET_GAIN, OFFSET_RATE, OFFSET_READINGS, OFFSET_SPREAD,
+    BELOW_EMPTY_UNITS, CREEP_REFILLS, GUESS_MS, NOISE_READINGS, OFFSET_GAIN, OFFSET_IMPLAUSIBLE, OFFSET_RATE, OFFSET_READINGS, OFFSET_SPREAD,
     POS_ANCHOR_TOL, PROFILE_TAU_H, RATE_TAUS_H, STUCK_MIN_MS, STUCK_UNITS, TRUST_TAU_H, TRUST_TOL_SHARE,
     TRUST_TOL_UNITS, FEATURES, FacingState, _compute, _derive, sku_groups,
 )
@@ -236,7 +236,17 @@ def _track_zero(S: np.ndarray, ts: np.ndarray, units_est: np.ndarray, weight: np
     w0 = np.where(weighed, weight, 0.0)
     c = col["zero_offset"]
     x = w0 / np.where(tracked, grams, 1.0) - S[:, c]
-    k = np.rint(x)
+    # a count no shelf holds (OFFSET_IMPLAUSIBLE; also inf, NaN): the tracker starts over
+    bound = 3.0 * _max(_max(units_est, S[:, col["capacity"]]), 0.0) + OFFSET_IMPLAUSIBLE
+    bad = tracked & ~(np.abs(x - units_est) <= bound)
+    if bad.any():
+        S[:, c] = np.where(bad, 0.0, S[:, c])
+        S[:, col["_g_tare"]] = np.where(bad, np.nan, S[:, col["_g_tare"]])
+        for name in ("_g_n", "_g_u", "_g_uu", "_g_w", "_g_uw"):
+            S[:, col[name]] = np.where(bad, 0.0, S[:, col[name]])
+        n = np.where(bad, 0.0, n)
+        tracked = tracked & ~bad
+    k = np.rint(np.where(tracked, x, 0.0))
     last_ms = S[:, col["last_reading_ms"]]
     moves = tracked & ~np.isnan(last_ms)
     lim = OFFSET_RATE * _max(0.0, (ts - np.where(np.isnan(last_ms), ts, last_ms)) / DAY_MS)

@@ -126,6 +126,16 @@ CREEP_REFILLS = 4
 #: (a slope over little spread does: a creeping zero steps the units with no grams moving).
 #: Chosen on the training stores and on development stores with drifting cells (docs/model.md).
 OFFSET_GAIN = 0.2
+#: A tracked count further from the device's own units than 3 x the larger of them and the
+#: facing's capacity, plus ``OFFSET_IMPLAUSIBLE`` units, is not a creep: the grams no longer match
+#: the units the tracker learnt them against (a load cell replaced or recalibrated, a firmware
+#: reporting another scale, a corrupt value). The device's units stand for that reading and the
+#: tracker starts over (offset 0, unit weight learnt again from the next readings). Without it,
+#: 20 readings of 5 units at 0.5 g and then one of 1,250 g read 12,500 units (review, session 8).
+#: On the simulator's stores the two differ by 9 units at most (training and held-out sets with
+#: drifting cells), so the bound never holds there and no row changes; it catches gross
+#: mismatches only (grams in another scale by 4 x or more).
+OFFSET_IMPLAUSIBLE = 10.0
 OFFSET_RATE = 0.5
 OFFSET_READINGS = 20
 OFFSET_SPREAD = 4.0
@@ -425,8 +435,12 @@ class FacingState:
         k = None
         if grams is not None and grams > 0:
             x = weight_g / grams - self.zero_offset
-            k = float(round(x))
-            if self.last_reading_ms is not None:
+            if not abs(x - units_est) <= 3.0 * max(units_est, self.capacity, 0) + OFFSET_IMPLAUSIBLE:  # also inf, NaN
+                self.zero_offset, self._g_tare = 0.0, None
+                self._g_n = self._g_u = self._g_uu = self._g_w = self._g_uw = n = 0.0
+            else:
+                k = float(round(x))
+            if k is not None and self.last_reading_ms is not None:
                 lim = OFFSET_RATE * max(0.0, (ts_ms - self.last_reading_ms) / DAY_MS)
                 self.zero_offset += max(-lim, min(lim, OFFSET_GAIN * (x - k)))
         if units_est >= 1:  # the device's units: its grams over the true unit weight, rounded

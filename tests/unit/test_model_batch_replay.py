@@ -60,6 +60,8 @@ def _history(rng, facings: list[Facing], n_events: int, *, span_h: float, gaps: 
                 stuck_value[fid] = u
             # the load cell's grams (unknown now and then; well under empty now and then: drift)
             weight = None if rng.random() < 0.2 else float(u * 150.0 + rng.normal(0.0, 60.0) - 400.0 * (rng.random() < 0.15))
+            if weight is not None and rng.random() < 0.03:  # grams in another scale (a cell replaced, another firmware)
+                weight *= float(rng.choice([1000.0, -1000.0, 1e300]))
             out.append((READING, t, fid, u, float(rng.integers(0, 101)), weight))
         else:
             fid = str(rng.choice(fids))

@@ -643,3 +643,23 @@ def test_a_load_cell_running_off_by_units_an_hour_is_not_followed_and_its_zero_h
     assert faulty.units == healthy.units == 7.0  # 10 less the three units sold in 3 days
     _weighed(faulty, t + HOUR_MS, 700.0)
     assert faulty.units == 7.0
+
+
+def test_grams_that_no_longer_match_the_learnt_unit_weight_are_not_read_as_units():
+    """A tracker that learnt 0.1 g a unit (20 readings of 5 units at 0.5 g) then weighs 1,250 g
+    (a cell replaced, a firmware reporting another scale): read against it that is 12,500 units
+    where the device says 5. That is no creep (``OFFSET_IMPLAUSIBLE``): the device's units stand,
+    and the tracker starts over from that reading (its unit weight learnt again)."""
+    st = FacingState("f", "k", capacity=10, has_sensor=True)
+    t = T0
+    for i in range(20):
+        t = T0 + i * HOUR_MS
+        st.on_reading(t, 5.0, 90.0, weight_g=0.5)
+    assert st._g_tare == pytest.approx(0.1)
+    st.on_reading(t + HOUR_MS, 5.0, 90.0, weight_g=1250.0)
+    assert st.units == 5.0  # was 12,500
+    assert st.zero_offset == 0.0 and st._g_n == 1.0 and st._g_tare == pytest.approx(250.0)
+    st.on_reading(t + 2 * HOUR_MS, 4.0, 90.0, weight_g=1000.0)  # the new scale is learnt
+    assert st.units == 4.0 and st._g_tare == pytest.approx(250.0)
+    st.on_reading(t + 3 * HOUR_MS, 4.0, 90.0, weight_g=1e300)  # a value no float division survives
+    assert st.units == 4.0
