@@ -54,7 +54,7 @@ from edge.buffer import LAYOUT_ROW
 from gondola.clock import HOUR_MS, MINUTE_MS
 from gondola.errors import ConfigError
 from models.features import FEATURES, FacingState, FeatureCache, pos_line_qty, set_sku_facings, sku_reading, sku_sale
-from models.alert_budget import AlertBudget, ForecastBudget, budget_of
+from models.alert_budget import AlertBudget, ForecastBudget, budget_of, clear_level
 from models.scoring import (EMPTY_NOW_THRESHOLD, PoissonScorer, Scorer, empty_now_prob, empty_now_ready, forecast_ready,
                             hours_to_empty)
 
@@ -229,7 +229,7 @@ class Inference:
             self.score_ms_total, self.score_cycles = 0.0, 0
             if raise_at is not None:
                 self.raise_at = raise_at
-                self.clear_at = min(self._clear_setting, raise_at / 2)
+                self.clear_at = clear_level(raise_at, self._clear_setting)
                 self.now_at = _kind_threshold(scorer, EMPTY_NOW) or self.now_at
             # Another model's scores: its would-be forecasts (the budget's log) start afresh.
             self.budget = ForecastBudget(len(self.states), self.raise_at, self.clear_at,
@@ -237,7 +237,7 @@ class Inference:
 
     def _shadow_reset(self, raise_at: float) -> None:
         self.shadow_raise_at = raise_at
-        self.shadow_clear_at = min(self._clear_setting, raise_at / 2)
+        self.shadow_clear_at = clear_level(raise_at, self._clear_setting)
         self.shadow_raised = np.zeros(len(self.states), dtype=bool)
         self.shadow_changed_at = np.full(len(self.states), -(2**62), dtype=np.int64)
         self.shadow_ms_total, self.shadow_cycles = 0.0, 0

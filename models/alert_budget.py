@@ -41,7 +41,7 @@ import numpy as np
 from gondola.clock import DAY_MS
 
 __all__ = ["AlertBudget", "ForecastBudget", "FORECASTS_PER_STORE_DAY", "BUDGET_WINDOW_DAYS",
-           "FORECAST_FALSE_BUDGET", "VALIDATION_FORECAST_PRECISION"]
+           "FORECAST_FALSE_BUDGET", "VALIDATION_FORECAST_PRECISION", "CLEAR_AT", "clear_level"]
 
 #: False forecasts per store-day the budget is sized for: ``models.pipeline.FALSE_ALERT_BUDGET``
 #: (4 false alerts of both kinds a store-day: the goal's 5 less 1 for stores unlike the
@@ -56,6 +56,15 @@ VALIDATION_FORECAST_PRECISION = 0.718
 FORECASTS_PER_STORE_DAY = 12.0
 #: Days of the store's own would-be forecasts the threshold is read from.
 BUDGET_WINDOW_DAYS = 7.0
+#: The gateway's default clear level (``GONDOLA_CLEAR_AT``): a raised alert clears at or below it.
+CLEAR_AT = 0.3
+
+
+def clear_level(raise_at: float, setting: float = CLEAR_AT) -> float:
+    """The clear level for a raise threshold: ``setting`` (the gateway's ``clear_at``), at most half
+    of ``raise_at``. One rule for the gateway (``edge.inference``), the cloud (``cloud.stream.scoring``)
+    and the evaluation, so their budgets' would-be forecasts end alike."""
+    return min(setting, raise_at / 2)
 
 
 @dataclass(frozen=True)

@@ -294,8 +294,11 @@ def evaluate_scores(
 # --------------------------------------------------------------------------------------------
 
 def clear_level(raise_at: float) -> float:
-    """The gateway's clear level for a raise threshold (``edge.inference``): min(0.3, raise / 2)."""
-    return min(0.3, raise_at / 2)
+    """The gateway's clear level for a raise threshold (``edge.inference``) at its default
+    ``clear_at``: min(0.3, raise / 2) (``models.alert_budget.clear_level``)."""
+    from models.alert_budget import clear_level as rule
+
+    return rule(raise_at)
 
 
 def _dead_band(raise_at: float) -> float:

@@ -357,6 +357,7 @@ class _Shuffled:
         self.inner, self.perm = scorer, perm
         self.threshold = getattr(scorer, "threshold", None)
         self.horizon_h = getattr(scorer, "horizon_h", 2.0)
+        self.alert_budget = getattr(scorer, "alert_budget", None)  # the model's budget (models.alert_budget)
         self.name = "stale"
 
     def score(self, X):

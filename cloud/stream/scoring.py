@@ -60,7 +60,7 @@ import numpy as np
 
 from gondola.clock import DAY_MS, HOUR_MS, MINUTE_MS
 from models.features import FEATURES, FeatureCache
-from models.alert_budget import ForecastBudget, budget_of
+from models.alert_budget import ForecastBudget, budget_of, clear_level
 from models.scoring import EMPTY_NOW_THRESHOLD, empty_now_prob, empty_now_ready, forecast_ready
 from models.replay import Facing, StoreFeatures
 
@@ -166,6 +166,7 @@ class StoreScorer:
         self.passed_by = np.zeros(n, dtype=bool)  # a round found it low and left it (in a silence)
         self.undecided = np.zeros(n, dtype=bool)  # see undecided_facings
         self.budget: ForecastBudget | None = None  # the forecast's alert budget (see decide)
+        self.budget_model: str | None = None  # the model whose scores the budget's log holds
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -183,7 +184,7 @@ class StoreScorer:
         for k, v in (("watched_from", None), ("rounds", []), ("_round", None), ("round_imputed_at", None),
                      ("base", np.zeros(n)), ("refilled_at", np.full(n, np.nan)), ("low_since", np.full(n, np.inf)),
                      ("delivered", {}), ("passed_by", np.zeros(n, dtype=bool)), ("undecided", np.zeros(n, dtype=bool)),
-                     ("budget", None)):
+                     ("budget", None), ("budget_model", None)):
             state.setdefault(k, v)
         self.__dict__.update(state)
         self.features = StoreFeatures.__new__(StoreFeatures)
@@ -314,11 +315,19 @@ class StoreScorer:
         return X, Xs
 
     def _budget(self, scorer: Any, raise_at: float) -> ForecastBudget:
-        """The store's forecast budget for this model's threshold (a new one when it changed)."""
-        clear_at = min(0.3, raise_at / 2)
+        """The store's forecast budget for this model's threshold: a new one when the threshold,
+        the budget or the model (its ``name``, ``model:<version>``) changed. As on the gateway
+        (``edge.inference.set_scorer``), another model's scores start the would-be forecasts afresh,
+        also at the same threshold (a job restarted on a new model restores the old log)."""
+        clear_at = clear_level(raise_at)
+        model = str(getattr(scorer, "name", type(scorer).__name__))
         b = self.budget
-        if b is None or b.raise_at != raise_at or b.clear_at != clear_at or b.budget != budget_of(scorer):
+        if b is not None and self.budget_model is None:
+            self.budget_model = model  # a snapshot from before the model was kept: taken as this one
+        if (b is None or b.raise_at != raise_at or b.clear_at != clear_at or b.budget != budget_of(scorer)
+                or self.budget_model != model):
             self.budget = b = ForecastBudget(len(self.last_probs), raise_at, clear_at, budget_of(scorer))
+            self.budget_model = model
         return b
 
     def decide(self, t: int, X: np.ndarray, model_probs: Any, scorer: Any, *, silent: bool = False,
@@ -361,7 +370,7 @@ class StoreScorer:
                 want_raise = (p >= raise_at) & may
             else:
                 continue
-            want_clear = p <= min(0.3, base / 2)
+            want_clear = p <= clear_level(base)
             if kind == "empty_within_h":
                 # Where two healthy scorers may differ by history alone (see undecided_facings).
                 self.undecided = ~((p >= raise_at) | want_clear) | self.raised["empty_now"]

@@ -154,6 +154,33 @@ def test_the_evaluation_replay_and_the_cloud_raise_the_forecasts_the_gateway_rai
     assert m["forecast_alerts"] == len(gw) and m["forecast_threshold_raised_share"] > 0
 
 
+def test_after_a_model_swap_at_the_same_threshold_the_cloud_starts_its_budget_afresh_as_the_gateway_does():
+    n, budget = 8, AlertBudget(2.0)
+    ticks, scores = _random_scores(n, 6, seed=3)
+    old, new = ScriptedScorer(budget), ScriptedScorer(budget)
+    new.name = "scripted-v2"  # another model (models.runtime: "model:<version>"), same threshold and budget
+    inf = _gateway(old, n)
+    cloud = StoreScorer("s001", [Facing(f"f{i}", f"k{i}", 10, True) for i in range(n)])
+    swap = ticks[0] + 3 * DAY_MS
+    gw, cl, after = [], [], []
+    for t, p in zip(ticks, scores):
+        if t == swap:
+            inf.set_scorer(new, raise_at=0.6)  # the gateway's model manager: the log starts afresh
+        scorer = new if t >= swap else old
+        scorer.next = p
+        X = inf.features(int(t))
+        gw += [(int(t), c.facing_id) for c in inf.cycle(int(t)) if c.state == "raised" and c.kind == FORECAST]
+        cl += [(int(t), r["facing_id"]) for r in cloud.decide(int(t), X, p, scorer)
+               if r["state"] == "raised" and r["kind"] == FORECAST]
+        after.append((inf.forecast_at, cloud.budget.threshold(int(t) + 1)))
+    assert sorted(gw) == sorted(cl)
+    assert cloud.budget_model == "scripted-v2" and cloud.budget.first_ms == swap
+    # not vacuous: the budget bit before the swap, and both thresholds fell back to the package's at it
+    k = int(np.searchsorted(ticks, swap))
+    assert max(a for a, _ in after[:k]) > 0.6 and after[k][0] == 0.6
+    assert len([r for r in gw if r[0] >= swap]) >= 2
+
+
 def test_a_manifest_without_a_budget_gets_the_defaults_and_a_bad_one_is_refused():
     assert AlertBudget.from_manifest({}) == AlertBudget()
     assert AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": 0}}).on is False
