@@ -126,7 +126,8 @@ class ForecastBudget:
         self.first_ms: int | None = None
 
     def threshold(self, now_ms: int) -> float:
-        """The store's forecast threshold for the cycle at ``now_ms`` (>= ``raise_at``)."""
+        """The store's forecast threshold for the cycle at ``now_ms`` (>= ``raise_at``; above 1.0,
+        so that no score raises, when more than the budget's would-be forecasts peaked at 1.0)."""
         if not self.budget.on or self.first_ms is None or not len(self.peaks):
             return self.raise_at
         window = self.budget.window_days
@@ -136,7 +137,9 @@ class ForecastBudget:
         if len(recent) <= k:
             return self.raise_at
         kth = np.partition(recent, len(recent) - k - 1)[len(recent) - k - 1]  # the (k+1)-th surest
-        return float(min(1.0, max(self.raise_at, np.nextafter(kth, np.inf))))
+        # Just above it, also above 1.0 when it is 1.0 (clipped or int8 scores reach 1.0 exactly):
+        # capped at 1.0, every score of 1.0 would still raise, over the budget.
+        return float(max(self.raise_at, np.nextafter(kth, np.inf)))
 
     def observe(self, now_ms: int, probs: np.ndarray, block: np.ndarray | None = None,
                 idx: np.ndarray | None = None) -> None:

@@ -181,6 +181,25 @@ def test_after_a_model_swap_at_the_same_threshold_the_cloud_starts_its_budget_af
     assert len([r for r in gw if r[0] >= swap]) >= 2
 
 
+def test_scores_of_exactly_1_raise_no_more_than_the_budget_allows():
+    # int8 or clipped scores reach 1.0 exactly: the (K+1)-th surest peak is 1.0, so nothing may raise
+    n = 4
+    inf = _gateway(ScriptedScorer(AlertBudget(1.0)), n)
+    raised = []
+    for h in range(8):  # each hour a new facing's episode peaks at 1.0; the others clear
+        p = np.full(n, 0.1)
+        p[h % n] = 1.0
+        inf.scorer.next = p
+        raised += [c.facing_id for c in inf.cycle(T0 + h * HOUR_MS) if c.state == "raised" and c.kind == FORECAST]
+    # a day watched, 1 a day: the first (empty log) and the second (one in the log, allowed) only
+    assert raised == ["f0", "f1"]
+    assert inf.forecast_at > 1.0
+    fb = ForecastBudget(1, 0.6, 0.3, AlertBudget(1.0))
+    for h, p in enumerate([1.0, 0.1, 1.0, 0.1]):
+        fb.observe(T0 + h * HOUR_MS, np.array([p]))
+    assert fb.threshold(T0 + 4 * HOUR_MS) > 1.0
+
+
 def test_a_manifest_without_a_budget_gets_the_defaults_and_a_bad_one_is_refused():
     assert AlertBudget.from_manifest({}) == AlertBudget()
     assert AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": 0}}).on is False
