@@ -122,6 +122,28 @@ def run_sim_stores(root: Path, *, stores: int = 4, skus: int = 400, days: float 
     return SimRun(sims, gws, root / "hub.sqlite", root / "lake", start_ms, end, stock_dir=root / "erp")
 
 
+def run_offline_first_morning(root: Path, *, stores: int = 2, skus: int = 200, days: float = 1.0, seed: int = 5,
+                              offline_h: float = 11.0) -> SimRun:
+    """Stores with no fault injected whose gateways are offline for the first ``offline_h`` hours,
+    so their first delivery holds the morning's sales and readings (every ``sensor_drift`` row
+    such a run raises is false; tests.integration.test_stream_detectors, bench first_batch_drift).
+    The hub is filled, the job not run."""
+    start, end = DEFAULT_START_MS, DEFAULT_START_MS + int(days * DAY_MS)
+    clock = SimClock(start)
+    root.mkdir(parents=True, exist_ok=True)
+    hub = LocalHub(root / "hub.sqlite", partitions=2, clock=clock)
+    sims = [StoreSim(f"s{i:02d}", skus=skus, seed=seed, start_ms=start, scenario=Scenario.no_faults())
+            for i in range(stores)]
+    gws = [SimGateway(sim, hub, clock, faults=GatewayFaults(), seed=1) for sim in sims]
+    for gw in gws:
+        gw.windows.append(WindowRecord("uplink_down", gw.store_id, start, start + int(offline_h * HOUR_MS)))
+    for t in range(start + 5 * MINUTE_MS, end + 1, 5 * MINUTE_MS):
+        for gw in gws:
+            gw.run_until(t)
+    hub.close()
+    return SimRun(sims, gws, root / "hub.sqlite", root / "lake", start, end)
+
+
 def run_job(run: SimRun, *, scorer=None, config: StreamConfig | None = None, max_messages: int = 500,
             group: str = "cloud-stream", stock: bool = True, lake: Path | None = None,
             categories: bool = True) -> StreamJob:

@@ -84,26 +84,10 @@ def test_a_gateway_whose_first_delivery_holds_the_morning_raises_no_false_sensor
     # they came after it (a gateway drains POS lines ahead of readings), so a first batch looked
     # like drift. Here the gateways are offline until 11:00, no fault is injected (every
     # sensor_drift row would be false): the previous code raised 24 here (125 on 4 stores x 400
-    # SKUs x 2 days, seed 5).
-    from firmware_sim import Scenario, StoreSim
-    from firmware_sim.truth import WindowRecord
-    from firmware_sim.uplink import SimGateway
-    from gondola.clock import DAY_MS, MINUTE_MS, SimClock
-    from gondola.hub import LocalHub
-    from tests.stream_sim import DEFAULT_START_MS, SimRun
+    # SKUs x 2 days, seed 5: bench first_batch_drift, bench/results/first_batch_drift.json).
+    from tests.stream_sim import run_offline_first_morning
 
-    start, end = DEFAULT_START_MS, DEFAULT_START_MS + DAY_MS
-    clock = SimClock(start)
-    hub = LocalHub(tmp_path / "hub.sqlite", partitions=2, clock=clock)
-    sims = [StoreSim(f"s{i:02d}", skus=200, seed=5, start_ms=start, scenario=Scenario.no_faults()) for i in range(2)]
-    gws = [SimGateway(sim, hub, clock, faults=GatewayFaults(), seed=1) for sim in sims]
-    for gw in gws:
-        gw.windows.append(WindowRecord("uplink_down", gw.store_id, start, start + 11 * HOUR_MS))
-    for t in range(start + 5 * MINUTE_MS, end + 1, 5 * MINUTE_MS):
-        for gw in gws:
-            gw.run_until(t)
-    hub.close()
-    run = SimRun(sims, gws, tmp_path / "hub.sqlite", tmp_path / "lake", start, end)
+    run = run_offline_first_morning(tmp_path, stores=2, skus=200, days=1.0, seed=5)
     run_job(run, stock=False, categories=False)
     rows = run.table("stream.anomalies")
     readings = run.table("stream.store_health")
