@@ -113,3 +113,57 @@ def test_a_lake_from_before_start_censored_is_upgraded_by_its_next_run(full):
         cloud.transform()
     got = _tables(cloud)["gold.stockouts"]
     assert got == expected and sum(dict(r)["start_censored"] for r in got) == 1
+
+
+def test_recall_per_store_day_agrees_with_the_stock_outs_after_a_run_that_reopens_one_a_day_back(full):
+    # gold.model_performance's stock-out rows (scorer "(none)") and bi_stockout_recall (the same
+    # stockout_days_sql over gold.stockouts as stored) must agree after incremental runs too. Here
+    # s001-f00 stands empty from 20:00 on day one to 02:00 on day three: run 1 (to 16:00 of day
+    # two) leaves it ongoing; run 2 brings only later data, and the stock-out's row (started on day
+    # one, before run 2's first new day) changes: run 2 reopens it and rewrites its day's figures.
+    import copy
+
+    import duckdb
+
+    from cloud.lake.tables import STOCKOUT_ROW, stockout_days_sql
+
+    root, _ = full
+    empty_from, empty_to, cut = DAY0 + 20 * HOUR, DAY0 + 50 * HOUR, DAY0 + 40 * HOUR
+    events = []
+    for e in EVENTS:
+        if e["device_id"] == "shelf-s001-f00" and empty_from <= e["ts"] < empty_to:
+            if e["type"] == "shelf.restock":
+                continue
+            e = copy.deepcopy(e)
+            e["data"].update(weight_g=0.0, units_est=0)
+        events.append(e)
+    folder = root / f"reopen-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    cloud = build_cloud(CloudSettings(lake_uri=str(folder / "lake"), hub_path=str(folder / "hub.sqlite")))
+    cloud.ingest_batch(root / "master")
+
+    def figures():
+        con = duckdb.connect()
+        con.register("stockouts", cloud.storage.read("gold.stockouts"))
+        con.register("mp", cloud.storage.read("gold.model_performance"))
+        cols = "store_id, day_ms, stockouts, known_start, caught, recall, mean_lead_min"
+        view = con.execute(f"SELECT {cols} FROM ({stockout_days_sql('stockouts')}) v ORDER BY 1, 2").fetchall()
+        lake = con.execute(f"SELECT {cols} FROM mp WHERE scorer = '{STOCKOUT_ROW}' AND stockouts > 0 "
+                           "ORDER BY 1, 2").fetchall()
+        f00 = con.execute("SELECT start_ms, end_ms, ongoing FROM stockouts WHERE facing_id = 's001-f00' "
+                          f"AND start_ms BETWEEN {empty_from - HOUR} AND {empty_from + HOUR}").fetchall()
+        return view, lake, f00
+
+    with LocalHub(folder / "hub.sqlite") as hub:
+        fill_hub(hub, [e for e in events if e["ts"] < cut])
+        cloud.ingest_stream()
+        cloud.transform()
+        view1, lake1, f00_1 = figures()
+        fill_hub(hub, [e for e in events if e["ts"] >= cut])  # nothing of day one
+        cloud.ingest_stream()
+        cloud.transform()
+        view2, lake2, f00_2 = figures()
+    assert view1 == lake1 and view2 == lake2
+    # not vacuous: the day-one stock-out was ongoing after run 1 and ended in run 2
+    assert len(f00_1) == 1 and f00_1[0][2] and len(f00_2) == 1 and not f00_2[0][2] and f00_2[0][1] >= empty_to - HOUR
+    assert len(view2) > len(view1) >= 2
