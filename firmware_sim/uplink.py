@@ -143,9 +143,14 @@ class SimGateway:
 
     def _health(self, t: int) -> dict:
         oldest = min((e["received_at"] for e in self._buffer), default=t)
-        return {"buffer_rows": len(self._buffer), "buffer_bytes": 300 * len(self._buffer),
-                "unsent_rows": len(self._buffer), "oldest_unsent_age_s": max(t - oldest, 0) / 1000.0,
-                "evictions": 0, "seq_gaps": 0, "quarantined": 0, "model_version": "sim"}
+        out = {"buffer_rows": len(self._buffer), "buffer_bytes": 300 * len(self._buffer),
+               "unsent_rows": len(self._buffer), "oldest_unsent_age_s": max(t - oldest, 0) / 1000.0,
+               "evictions": 0, "seq_gaps": 0, "quarantined": 0, "model_version": "sim"}
+        # as edge.gateway's health: the store's forecast threshold (its alert budget's), when known
+        at = getattr(self.alerter, "forecast_threshold", None)
+        if at is not None:
+            out["forecast_threshold"] = round(float(at), 4)
+        return out
 
     def _uplink(self, t: int) -> int:
         if not self._buffer or self._in("uplink_down", t):

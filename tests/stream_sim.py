@@ -355,6 +355,11 @@ class ModelAlerter:
         self.raised: list[tuple[int, str]] = []
         self.changes: list[dict] = []
 
+    @property
+    def forecast_threshold(self) -> float | None:
+        """The store's forecast threshold at the last scoring (health's ``forecast_threshold``)."""
+        return self.sc.forecast_at
+
     def observe(self, event: dict) -> None:
         self.sc.features.apply(event)
 

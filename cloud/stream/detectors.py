@@ -453,6 +453,7 @@ class StoreWatch:
     registers: dict[str, _Lane] = field(default_factory=dict)  # POS device -> its lane
     _by_sku: dict = field(default_factory=dict)  # sku -> its sensor (single-facing SKUs matter)
     gateway_raised: set[str] = field(default_factory=set)
+    gateway_forecast_at: float | None = None  # the gateway's forecast threshold (its last edge.health)
     open: set[str] = field(default_factory=set)  # kinds (or kind:subject) with an open episode
     divergent_ticks: int = 0
     divergent_since: int | None = None
@@ -498,6 +499,7 @@ class StoreWatch:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("divergent_run", {})  # a snapshot from before the lasting disagreement
+        self.__dict__.setdefault("gateway_forecast_at", None)  # ... before the gateway's threshold was read
         self.__dict__.setdefault("band_totals", [])  # a snapshot from before demand_band's early part of the day
         for name in ("band_pos", "band_hist", "band_rate"):
             self.__dict__.setdefault(name, {})  # a snapshot from before demand_band's exposure
@@ -550,6 +552,9 @@ class StoreWatch:
                 else:
                     self.gateway_raised.discard(facing)
             elif etype == "edge.health":
+                at = data.get("forecast_threshold")  # under its alert budget (edge.gateway)
+                if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at):
+                    self.gateway_forecast_at = float(at)
                 self._health(ts, data, cfg, enqueued_ms)
         elif etype == "shelf.reading":
             if cfg.band_rule in SHELF_RULES:

@@ -370,6 +370,6 @@ class PartitionProcessor:
                 self._emit(ALERTS.name, row)
             at += n
             if alive:
-                for row in watch.compare_alerts(t, sc.raised_facings("empty_within_h"), cfg.detectors,
-                                                sc.undecided_facings()):
+                undecided = sc.undecided_facings(watch.gateway_forecast_at)
+                for row in watch.compare_alerts(t, sc.raised_facings("empty_within_h"), cfg.detectors, undecided):
                     self._emit(ANOMALIES.name, row)

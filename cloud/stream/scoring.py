@@ -167,6 +167,7 @@ class StoreScorer:
         self.undecided = np.zeros(n, dtype=bool)  # see undecided_facings
         self.budget: ForecastBudget | None = None  # the forecast's alert budget (see decide)
         self.budget_model: str | None = None  # the model whose scores the budget's log holds
+        self.forecast_at: float | None = None  # the store's forecast threshold at the last scoring
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -184,7 +185,7 @@ class StoreScorer:
         for k, v in (("watched_from", None), ("rounds", []), ("_round", None), ("round_imputed_at", None),
                      ("base", np.zeros(n)), ("refilled_at", np.full(n, np.nan)), ("low_since", np.full(n, np.inf)),
                      ("delivered", {}), ("passed_by", np.zeros(n, dtype=bool)), ("undecided", np.zeros(n, dtype=bool)),
-                     ("budget", None), ("budget_model", None)):
+                     ("budget", None), ("budget_model", None), ("forecast_at", None)):
             state.setdefault(k, v)
         self.__dict__.update(state)
         self.features = StoreFeatures.__new__(StoreFeatures)
@@ -196,14 +197,20 @@ class StoreScorer:
         ids = self.features.facing_ids
         return {ids[i] for i in np.flatnonzero(self.raised.get(kind, ()))}
 
-    def undecided_facings(self) -> set[str]:
+    def undecided_facings(self, gateway_at: float | None = None) -> set[str]:
         """Facings whose forecast state the last scoring left to history: a probability between
         the clear and raise thresholds (the hysteresis keeps whichever state the facing had), or
         a facing alerted ``empty_now`` (no forecast is raised there, one raised before stands).
         A healthy gateway scoring the same shelves may hold the other state on these, so
-        ``alert_divergence`` does not compare them."""
+        ``alert_divergence`` does not compare them. ``gateway_at``: the gateway's own forecast
+        threshold (its health's ``forecast_threshold``, its alert budget's): a probability between
+        it and this store's threshold here is undecided too (the budgets' logs differ by history)."""
+        undecided = self.undecided
+        if gateway_at is not None and self.forecast_at is not None and gateway_at != self.forecast_at:
+            lo, hi = sorted((float(gateway_at), self.forecast_at))
+            undecided = undecided | ((self.last_probs >= lo) & (self.last_probs < hi))
         ids = self.features.facing_ids
-        return {ids[i] for i in np.flatnonzero(self.undecided)}
+        return {ids[i] for i in np.flatnonzero(undecided)}
 
     def observe(self, etype: Any, ts: int, data: dict) -> None:
         """Fold one event into the facing states (``StoreFeatures.apply_data``) and the store's
@@ -365,7 +372,7 @@ class StoreScorer:
                 # The store's threshold under the alert budget, read before this tick is folded in.
                 base = thresholds[kind]
                 budget = self._budget(scorer, base)
-                raise_at = budget.threshold(t)
+                raise_at = self.forecast_at = budget.threshold(t)
                 budget.observe(t, p, block=~may)
                 want_raise = (p >= raise_at) & may
             else:

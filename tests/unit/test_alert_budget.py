@@ -200,6 +200,47 @@ def test_scores_of_exactly_1_raise_no_more_than_the_budget_allows():
     assert fb.threshold(T0 + 4 * HOUR_MS) > 1.0
 
 
+def test_a_facing_scored_between_the_gateway_s_and_the_cloud_s_budget_thresholds_is_not_compared():
+    # The two budgets' logs differ by history (the cloud's starts later, not grown while the store
+    # is silent): when the gateway's store threshold (its health's forecast_threshold) is above the
+    # cloud's, a facing scored between them is raised by the cloud and not by a healthy gateway.
+    from cloud.stream.detectors import DetectorConfig, StoreWatch
+
+    n, cfg = 8, DetectorConfig()
+    inf = _gateway(ScriptedScorer(AlertBudget(12.0)), n)  # the cloud's budget does not bite here
+    cloud = StoreScorer("s001", [Facing(f"f{i}", f"k{i}", 10, True) for i in range(n)])
+    watch = StoreWatch("s001")
+    watch.observe("edge.health", "gw-s001", T0, {"forecast_threshold": 0.85, "buffer_rows": 0}, cfg, T0)
+    assert watch.gateway_forecast_at == 0.85
+    p = np.array([0.7, 0.75, 0.8, 0.95, 0.1, 0.1, 0.1, 0.1])  # f0-f2 between 0.6 and 0.85; f3 above both
+    inf.scorer.next = p
+    X = inf.features(T0)
+
+    def flags(gateway_at):
+        w = StoreWatch("s001")
+        w.gateway_raised = {"f3"}  # a healthy gateway at 0.85 raises f3 only
+        out = []
+        for k in range(6):
+            t = T0 + k * 15 * 60_000
+            cloud.decide(t, X, p, inf.scorer)
+            out += w.compare_alerts(t, cloud.raised_facings(FORECAST), cfg, cloud.undecided_facings(gateway_at))
+        return out
+
+    assert cloud.raised_facings(FORECAST) == set()
+    rows = flags(None)  # the cloud's fresh budget: its threshold is the package's 0.6
+    assert cloud.forecast_at == 0.6 and cloud.raised_facings(FORECAST) == {"f0", "f1", "f2", "f3"}
+    assert len(rows) == 1  # compared on f0-f2, the healthy gateway was flagged
+    assert flags(watch.gateway_forecast_at) == []
+    assert cloud.undecided_facings(0.85) == {"f0", "f1", "f2"}  # f3 stays compared
+    # a gateway raising where the cloud's score is plainly low is still flagged
+    w = StoreWatch("s001")
+    w.gateway_raised = {"f3", "f4", "f5", "f6"}
+    got = []
+    for k in range(6):
+        got += w.compare_alerts(T0 + k * 15 * 60_000, cloud.raised_facings(FORECAST), cfg, cloud.undecided_facings(0.85))
+    assert len(got) == 1
+
+
 def test_a_manifest_without_a_budget_gets_the_defaults_and_a_bad_one_is_refused():
     assert AlertBudget.from_manifest({}) == AlertBudget()
     assert AlertBudget.from_manifest({"alert_budget": {"forecasts_per_store_day": 0}}).on is False
