@@ -106,7 +106,9 @@ away (the store speaks again, the sensor's value moves, ...), and a new one may 
   facings where the cloud's own score decides the state: not those it alerts ``empty_now`` (no
   forecast is raised on an empty shelf, but one raised before the shelf emptied stands) nor
   those whose probability lies between the clear and raise thresholds (the hysteresis keeps
-  either state). There the state is history - which side saw the last sale or reading first, a
+  either state), nor those between the cloud's store threshold and the gateway's (alert budgets
+  whose logs differ by history; the gateway's from its ``edge.health`` ``forecast_threshold``,
+  ``gateway_forecast_at``). There the state is history - which side saw the last sale or reading first, a
   silence, a broken model's hour long ago - and two healthy scorers disagree for as long as the
   shelf stays empty or the score in the band. Score: the share.
 """
