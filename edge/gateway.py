@@ -35,9 +35,12 @@ log = logging.getLogger(__name__)
 #: Figures that move with every event or cycle: on their own they do not make a twin report
 #: (they ride along with every one, at least hourly; ``score_ms`` also goes at once with the
 #: report that carries a new model_version, which is what the cloud's rollout compares).
-_TWIN_MOVING = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "last_uplink_ts", "score_ms")
+_TWIN_MOVING = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "last_uplink_ts", "score_ms",
+               "forecast_threshold")
 _HEALTH_FIELDS = ("buffer_rows", "buffer_bytes", "unsent_rows", "oldest_unsent_age_s", "evictions",
-                  "seq_gaps", "quarantined", "last_uplink_ts", "model_version")
+                  "seq_gaps", "quarantined", "last_uplink_ts", "model_version",
+                  # the cloud's alert_divergence leaves facings between it and its own threshold out
+                  "forecast_threshold")
 
 
 class Gateway:

@@ -193,6 +193,8 @@ EVENT_TYPES: dict[str, dict[str, Field]] = {
         "quarantined": Field(int, lo=0, doc="payloads rejected by the collector"),
         "last_uplink_ts": Field(int, required=False, doc="when the hub last accepted a batch"),
         "model_version": Field(str, required=False, doc="model in use, or the baseline's name"),
+        "forecast_threshold": Field((int, float), lo=0.0, required=False,
+                                    doc="the store's forecast threshold under its alert budget (last cycle)"),
     },
 }
 

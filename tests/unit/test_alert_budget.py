@@ -252,6 +252,7 @@ def test_a_manifest_without_a_budget_gets_the_defaults_and_a_bad_one_is_refused(
 def test_the_gateway_setting_sets_or_turns_off_the_budget_and_a_negative_one_is_refused(tmp_path):
     from edge.testing import planogram_csv
     from edge.wiring import EdgeSettings, build_gateway
+    from gondola.contracts import validate_event
     from gondola.errors import ConfigError
 
     plan = tmp_path / "planogram.csv"
@@ -264,6 +265,9 @@ def test_the_gateway_setting_sets_or_turns_off_the_budget_and_a_negative_one_is_
         try:
             assert gw.inference.budget.budget == want
             assert gw.health()["forecast_threshold"] == gw.inference.raise_at
+            # ... and its edge.health event carries it to the cloud (alert_divergence), a valid event
+            event = gw.emit_health(T0)
+            assert validate_event(event)["data"]["forecast_threshold"] == round(gw.inference.raise_at, 4)
         finally:
             gw.stop()
     with pytest.raises(ConfigError, match="forecasts_per_store_day"):
