@@ -12,12 +12,13 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from statistics import median
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from models.alert_budget import AlertBudget
+# clear_level: the gateway's clear level for a raise threshold at its default clear_at (one rule
+# for the gateway, the cloud and this replay), re-exported here for the replay's callers.
+from models.alert_budget import AlertBudget, ForecastBudget, clear_level
 
 __all__ = ["match_alerts", "forecast_outcomes", "hysteresis_alerts", "hysteresis_episodes", "match_episodes", "evaluate_scores",
            "evaluate_alert_kinds", "hysteresis_state", "clear_level", "budget_thresholds"]
@@ -293,14 +294,6 @@ def evaluate_scores(
 # Two alert kinds, as the gateway raises them (edge.inference)
 # --------------------------------------------------------------------------------------------
 
-def clear_level(raise_at: float) -> float:
-    """The gateway's clear level for a raise threshold (``edge.inference``) at its default
-    ``clear_at``: min(0.3, raise / 2) (``models.alert_budget.clear_level``)."""
-    from models.alert_budget import clear_level as rule
-
-    return rule(raise_at)
-
-
 def _dead_band(raise_at: float) -> float:
     """A probability between the clear level and ``raise_at``: it neither raises nor clears."""
     return (raise_at + clear_level(raise_at)) / 2
@@ -341,7 +334,7 @@ def evaluate_alert_kinds(
     intervals: list[tuple[str, str, int, int | None]] | None = None,
     ready: np.ndarray | None = None,
     now_ready: np.ndarray | None = None,
-    budget: "AlertBudget | None" = None,
+    budget: AlertBudget | None = None,
 ) -> dict:
     """Replay both alert kinds as a gateway raises them and judge each by its own promise.
 
@@ -407,13 +400,11 @@ def evaluate_alert_kinds(
 
 
 def budget_thresholds(store: np.ndarray, group: np.ndarray, t: np.ndarray, forecast: np.ndarray,
-                      raise_at: float, clear_at: float, budget: "AlertBudget") -> np.ndarray:
+                      raise_at: float, clear_at: float, budget: AlertBudget) -> np.ndarray:
     """Each row's store forecast threshold under ``budget``: per store, its rows in time order,
     cycle by cycle (rows of one instant), through ``models.alert_budget.ForecastBudget`` as the
     gateway steps it: the threshold read before the cycle's scores are folded in. ``forecast``:
     the scores the forecast hysteresis sees (blocked rows already held below ``raise_at``)."""
-    from models.alert_budget import ForecastBudget
-
     t = np.asarray(t, dtype=np.int64)
     p = np.asarray(forecast, dtype=np.float64)
     out = np.full(len(t), float(raise_at))
